@@ -1,0 +1,470 @@
+//! The SQLite [`Sink`]: applies batches of whole source transactions in one target
+//! transaction together with the checkpoint.
+//!
+//! Two paths. One-way batches on tables without secondary unique keys collapse to the
+//! final state per key and are written with multi-row upserts and deletes (the fast
+//! path). Everything else goes change by change in source order: two-way batches, which
+//! compare each change's before-image with the target row and resolve conflicts, and
+//! tables whose unique keys make the order of writes matter.
+//!
+//! While ferry writes, `ferry_apply_origin` holds the origin and commit time of the
+//! transaction being applied, so the target's capture triggers record it (loop
+//! prevention, and the version last-writer-wins compares).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{AssertSqlSafe, Row as _};
+
+use super::literal::{ident, parse_row, row_expr};
+use super::schema::{self, create_table_sql, ensure_ferry_tables};
+use super::state::{self, ConflictRecord};
+use super::values::{UnstorableValue, bind_all};
+use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, rollback};
+use crate::connector::{
+    ApplyBatch, ApplyReport, Checkpoint, ConflictRules, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, Sink,
+};
+use crate::engine::conflict::{Version, Winner, resolve};
+use crate::model::{Change, Key, Op, Row, SiteId, TableSchema, Txn, key_text, same_row};
+
+/// Most bound values SQLite accepts in one statement, with room to spare.
+const MAX_BINDS: usize = 30_000;
+/// Rows per multi-row statement.
+const MAX_ROWS_PER_STATEMENT: usize = 500;
+
+/// A SQLite database changes are applied to.
+pub struct SqliteSink {
+    ep: SqliteEndpoint,
+    conn: SqliteConnection,
+    written: HashMap<String, String>,
+}
+
+/// An error inside the apply transaction, before it is given its context.
+enum Failure {
+    Sql(sqlx::Error),
+    Unstorable(UnstorableValue),
+    Row { txn_position: String, table: Arc<TableSchema>, key: Key, message: String },
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        Failure::Sql(e)
+    }
+}
+
+impl From<UnstorableValue> for Failure {
+    fn from(e: UnstorableValue) -> Self {
+        Failure::Unstorable(e)
+    }
+}
+
+impl SqliteSink {
+    /// Opens the endpoint for applying.
+    pub async fn open(ep: SqliteEndpoint, access: Access) -> Result<Self, ConnectorError> {
+        let conn = ep.connect(access).await?;
+        Ok(SqliteSink { ep, conn, written: HashMap::new() })
+    }
+
+    async fn set_origin(&mut self, origin: &SiteId, ts: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO ferry_apply_origin(id, origin, ts) VALUES (1, ?1, ?2) ON CONFLICT(id) DO UPDATE SET origin = excluded.origin, ts = excluded.ts")
+            .bind(origin.as_str())
+            .bind(ts)
+            .execute(&mut self.conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn apply_inner(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, Failure> {
+        let mut report = ApplyReport::default();
+        let ordered = batch.one_by_one
+            || batch.conflicts.is_some()
+            || batch.txns.iter().flat_map(|t| &t.changes).any(|c| !c.table.unique_keys.is_empty());
+        if let Some(last) = batch.txns.last() {
+            self.set_origin(&last.origin, last.commit_ts).await?;
+        }
+        if ordered {
+            let mut current: Option<(SiteId, i64)> = batch.txns.last().map(|t| (t.origin.clone(), t.commit_ts));
+            for txn in &batch.txns {
+                if current.as_ref() != Some(&(txn.origin.clone(), txn.commit_ts)) {
+                    self.set_origin(&txn.origin, txn.commit_ts).await?;
+                    current = Some((txn.origin.clone(), txn.commit_ts));
+                }
+                for change in &txn.changes {
+                    let version = Version { ts: txn.commit_ts, site: txn.origin.clone() };
+                    let pos = txn.position.to_string();
+                    match self.apply_change(dir, change, &version, batch.conflicts.as_ref(), &pos).await {
+                        Ok(conflict) => {
+                            report.rows += 1;
+                            report.conflicts += u64::from(conflict);
+                        }
+                        Err(Failure::Sql(e)) if batch.one_by_one => {
+                            return Err(Failure::Row {
+                                txn_position: pos,
+                                table: change.table.clone(),
+                                key: change.new_key(),
+                                message: e.to_string(),
+                            });
+                        }
+                        Err(Failure::Unstorable(e)) => {
+                            return Err(Failure::Row {
+                                txn_position: pos,
+                                table: change.table.clone(),
+                                key: change.new_key(),
+                                message: e.to_string(),
+                            });
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        } else {
+            report.rows += self.apply_collapsed(&batch.txns).await?;
+        }
+        if let Some(snap) = &batch.snapshot {
+            match &batch.conflicts {
+                None => {
+                    let finals: Vec<(Key, Option<Row>)> =
+                        snap.rows.iter().map(|r| (snap.table.key_of(r), Some(r.clone()))).collect();
+                    self.write_finals(&snap.table, &finals).await?;
+                    report.rows += snap.rows.len() as u64;
+                }
+                Some(rules) => {
+                    // Rows that predate capture have no commit time: version (0, their site).
+                    self.set_origin(&rules.remote_site, 0).await?;
+                    let version = Version { ts: 0, site: rules.remote_site.clone() };
+                    for row in &snap.rows {
+                        let change = Change {
+                            table: snap.table.clone(),
+                            op: Op::Insert,
+                            key: snap.table.key_of(row),
+                            before: None,
+                            after: Some(row.clone()),
+                        };
+                        let conflict = self.apply_change(dir, &change, &version, Some(rules), "snapshot").await?;
+                        report.rows += 1;
+                        report.conflicts += u64::from(conflict);
+                    }
+                }
+            }
+        }
+        state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &mut self.written).await?;
+        sqlx::query("DELETE FROM ferry_apply_origin").execute(&mut self.conn).await?;
+        Ok(report)
+    }
+
+    /// Applies one change in order; returns whether it was a conflict.
+    async fn apply_change(
+        &mut self,
+        dir: &DirectionId,
+        change: &Change,
+        incoming: &Version,
+        rules: Option<&ConflictRules>,
+        position: &str,
+    ) -> Result<bool, Failure> {
+        let table = &change.table;
+        let rules = rules.filter(|_| table.name.name != schema::HEARTBEAT_TABLE);
+        let Some(rules) = rules else {
+            self.write_change(change).await?;
+            return Ok(false);
+        };
+        let current = self.select_row(table, &change.key).await?;
+        if same_row(current.as_ref(), change.after.as_ref()) {
+            return Ok(false);
+        }
+        if change.op == Op::Update && current.is_none() {
+            // A key-changing update that was already applied leaves the old key empty.
+            let new_key = change.new_key();
+            if new_key != change.key {
+                let moved = self.select_row(table, &new_key).await?;
+                if same_row(moved.as_ref(), change.after.as_ref()) {
+                    return Ok(false);
+                }
+            }
+        }
+        if same_row(current.as_ref(), change.before.as_ref()) {
+            self.write_change(change).await?;
+            return Ok(false);
+        }
+        let local = match rules.policy {
+            crate::config::ConflictPolicy::LastWriterWins => self.local_version(table, &change.key, &rules.local_site).await?,
+            _ => Version { ts: 0, site: rules.local_site.clone() },
+        };
+        let winner = resolve(rules, incoming, &local);
+        state::record_conflict(
+            &mut self.conn,
+            dir,
+            &ConflictRecord {
+                table,
+                key: key_text(&change.key),
+                policy: rules.policy.to_string(),
+                winner: winner.as_str(),
+                incoming_site: incoming.site.as_str(),
+                incoming_ts: incoming.ts,
+                incoming_row: change.after.as_ref(),
+                local_site: local.site.to_string(),
+                local_ts: local.ts,
+                local_row: current.as_ref(),
+                position: position.to_string(),
+            },
+        )
+        .await?;
+        if winner == Winner::Incoming {
+            self.write_change(change).await?;
+        }
+        Ok(true)
+    }
+
+    /// The version of the target's current row: its last changelog entry, else (0, local site).
+    async fn local_version(&mut self, table: &TableSchema, key: &Key, local_site: &SiteId) -> Result<Version, Failure> {
+        let quoted: Vec<String> = (2..key.len() + 2).map(|i| format!("quote(?{i})")).collect();
+        let sql = format!(
+            "SELECT origin, ts FROM ferry_changelog WHERE tbl = ?1 AND pk = (SELECT {}) ORDER BY seq DESC LIMIT 1",
+            quoted.join("||','||")
+        );
+        let q = sqlx::query(AssertSqlSafe(sql)).bind(table.name.name.clone());
+        let row = bind_all(q, key)?.fetch_optional(&mut self.conn).await?;
+        Ok(match row {
+            Some(r) => Version { site: SiteId::new(r.get::<&str, _>(0)), ts: r.get(1) },
+            None => Version { ts: 0, site: local_site.clone() },
+        })
+    }
+
+    async fn select_row(&mut self, table: &TableSchema, key: &Key) -> Result<Option<Row>, Failure> {
+        let cols: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+        let sql = format!("SELECT {} FROM {} WHERE {}", row_expr("", &cols), ident(&table.name.name), key_match(table));
+        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), key)?.fetch_optional(&mut self.conn).await?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                let text: String = r.get(0);
+                parse_row(&text).map(Some).map_err(|e| Failure::Sql(sqlx::Error::Protocol(e.to_string())))
+            }
+        }
+    }
+
+    async fn write_change(&mut self, change: &Change) -> Result<(), Failure> {
+        let table = &change.table;
+        match &change.after {
+            None => self.delete_keys(table, std::slice::from_ref(&change.key)).await,
+            Some(after) => {
+                let new_key = table.key_of(after);
+                if new_key != change.key {
+                    self.delete_keys(table, std::slice::from_ref(&change.key)).await?;
+                }
+                self.upsert_rows(table, std::slice::from_ref(after)).await
+            }
+        }
+    }
+
+    /// Fast path: the final state of each key, written with multi-row statements.
+    async fn apply_collapsed(&mut self, txns: &[Txn]) -> Result<u64, Failure> {
+        let mut per_table: Vec<(Arc<TableSchema>, Vec<(Key, Option<Row>)>, HashMap<String, usize>)> = Vec::new();
+        let mut count = 0u64;
+        for change in txns.iter().flat_map(|t| &t.changes) {
+            count += 1;
+            let idx = match per_table.iter().position(|(t, _, _)| Arc::ptr_eq(t, &change.table) || t.name == change.table.name) {
+                Some(i) => i,
+                None => {
+                    per_table.push((change.table.clone(), Vec::new(), HashMap::new()));
+                    per_table.len() - 1
+                }
+            };
+            let (table, finals, index) = &mut per_table[idx];
+            let mut set = |key: Key, state: Option<Row>| {
+                let k = format!("{key:?}");
+                match index.get(&k) {
+                    Some(&i) => finals[i].1 = state,
+                    None => {
+                        index.insert(k, finals.len());
+                        finals.push((key, state));
+                    }
+                }
+            };
+            match &change.after {
+                None => set(change.key.clone(), None),
+                Some(after) => {
+                    let new_key = table.key_of(after);
+                    if new_key != change.key {
+                        set(change.key.clone(), None);
+                    }
+                    set(new_key, Some(after.clone()));
+                }
+            }
+        }
+        for (table, finals, _) in &per_table {
+            self.write_finals(table, finals).await?;
+        }
+        Ok(count)
+    }
+
+    async fn write_finals(&mut self, table: &TableSchema, finals: &[(Key, Option<Row>)]) -> Result<(), Failure> {
+        let deletes: Vec<Key> = finals.iter().filter(|(_, r)| r.is_none()).map(|(k, _)| k.clone()).collect();
+        let upserts: Vec<Row> = finals.iter().filter_map(|(_, r)| r.clone()).collect();
+        self.delete_keys(table, &deletes).await?;
+        self.upsert_rows(table, &upserts).await
+    }
+
+    async fn delete_keys(&mut self, table: &TableSchema, keys: &[Key]) -> Result<(), Failure> {
+        let width = table.primary_key.len();
+        let per = (MAX_BINDS / width).clamp(1, MAX_ROWS_PER_STATEMENT);
+        for chunk in keys.chunks(per) {
+            let cols: Vec<String> = table.key_columns().iter().map(|c| ident(c)).collect();
+            let sql = if width == 1 {
+                let marks = vec!["?"; chunk.len()].join(",");
+                format!("DELETE FROM {} WHERE {} IN ({marks})", ident(&table.name.name), cols[0])
+            } else {
+                let tuple = format!("({})", vec!["?"; width].join(","));
+                let marks = vec![tuple.as_str(); chunk.len()].join(",");
+                format!("DELETE FROM {} WHERE ({}) IN (VALUES {marks})", ident(&table.name.name), cols.join(","))
+            };
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for k in chunk {
+                q = bind_all(q, k)?;
+            }
+            q.execute(&mut self.conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_rows(&mut self, table: &TableSchema, rows: &[Row]) -> Result<(), Failure> {
+        let width = table.columns.len();
+        let per = (MAX_BINDS / width).clamp(1, MAX_ROWS_PER_STATEMENT);
+        let cols: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
+        let keys: Vec<String> = table.key_columns().iter().map(|c| ident(c)).collect();
+        let sets: Vec<String> = table
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !table.primary_key.contains(i))
+            .map(|(_, c)| format!("{0} = excluded.{0}", ident(&c.name)))
+            .collect();
+        let action = if sets.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", sets.join(", ")) };
+        let tuple = format!("({})", vec!["?"; width].join(","));
+        for chunk in rows.chunks(per) {
+            let marks = vec![tuple.as_str(); chunk.len()].join(",");
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES {marks} ON CONFLICT ({}) DO {action}",
+                ident(&table.name.name),
+                cols.join(","),
+                keys.join(",")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for r in chunk {
+                q = bind_all(q, r)?;
+            }
+            q.execute(&mut self.conn).await?;
+        }
+        Ok(())
+    }
+
+    fn failure(&self, f: Failure, what: &str) -> ConnectorError {
+        match f {
+            Failure::Sql(source) => ConnectorError::Query { endpoint: self.ep.name.clone(), what: what.to_string(), source },
+            Failure::Unstorable(e) => ConnectorError::Setup {
+                endpoint: self.ep.name.clone(),
+                problem: e.to_string(),
+                fix: "change the target column's type so it can hold the value".into(),
+            },
+            Failure::Row { txn_position, table, key, message } => ConnectorError::Apply {
+                endpoint: self.ep.name.clone(),
+                position: txn_position.parse().unwrap_or(crate::model::Position::Sqlite { seq: 0 }),
+                table: table.name.clone(),
+                key: key_text(&key),
+                message,
+            },
+        }
+    }
+}
+
+/// `"a" = ?1 AND "b" = ?2` over the primary key.
+fn key_match(table: &TableSchema) -> String {
+    let parts: Vec<String> = table.key_columns().iter().enumerate().map(|(i, c)| format!("{} = ?{}", ident(c), i + 1)).collect();
+    parts.join(" AND ")
+}
+
+impl Sink for SqliteSink {
+    async fn prepare(&mut self) -> Result<(), ConnectorError> {
+        ensure_wal(&mut self.conn).await.map_err(self.ep.query_error("switching the database to WAL mode"))?;
+        ensure_ferry_tables(&self.ep, &mut self.conn).await
+    }
+
+    async fn ensure_tables(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), ConnectorError> {
+        for t in tables {
+            match schema::describe(&self.ep, &mut self.conn, &t.name.name).await {
+                Ok(Some(existing)) => {
+                    let want: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+                    let have: Vec<&str> = existing.columns.iter().map(|c| c.name.as_str()).collect();
+                    if want != have {
+                        return Err(ConnectorError::Setup {
+                            endpoint: self.ep.name.clone(),
+                            problem: format!("table {} has columns {have:?} here but {want:?} on the source", t.name),
+                            fix: "make the target table's columns match the source's (same names, same order), or map them with [[task.map]]".into(),
+                        });
+                    }
+                    if existing.primary_key != t.primary_key {
+                        return Err(ConnectorError::Setup {
+                            endpoint: self.ep.name.clone(),
+                            problem: format!("table {} has a different primary key here than on the source", t.name),
+                            fix: "give the target table the same primary key as the source".into(),
+                        });
+                    }
+                }
+                Ok(None) => {
+                    sqlx::query(AssertSqlSafe(create_table_sql(t)))
+                        .execute(&mut self.conn)
+                        .await
+                        .map_err(self.ep.query_error(format!("creating table {}", t.name)))?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_checkpoint(&mut self, dir: &DirectionId) -> Result<Option<Checkpoint>, ConnectorError> {
+        state::load_checkpoint(&mut self.conn, dir)
+            .await
+            .map_err(self.ep.query_error(format!("reading the checkpoint of {dir}")))
+    }
+
+    async fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
+        if let Err(e) = begin_immediate(&mut self.conn).await {
+            return Err(self.failure(Failure::Sql(e), "starting the apply transaction"));
+        }
+        match self.apply_inner(dir, batch).await {
+            Ok(report) => match commit(&mut self.conn).await {
+                Ok(()) => Ok(report),
+                Err(e) => {
+                    rollback(&mut self.conn).await;
+                    Err(self.failure(Failure::Sql(e), "committing a batch"))
+                }
+            },
+            Err(f) => {
+                rollback(&mut self.conn).await;
+                Err(self.failure(f, "applying a batch"))
+            }
+        }
+    }
+
+    async fn lease(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<LeaseOutcome, ConnectorError> {
+        let what = format!("taking the lease of {dir}");
+        begin_immediate(&mut self.conn).await.map_err(self.ep.query_error(what.clone()))?;
+        match state::take_lease(&mut self.conn, dir, holder).await {
+            Ok(outcome) => {
+                commit(&mut self.conn).await.map_err(self.ep.query_error(what))?;
+                Ok(outcome)
+            }
+            Err(e) => {
+                rollback(&mut self.conn).await;
+                Err(ConnectorError::Query { endpoint: self.ep.name.clone(), what, source: e })
+            }
+        }
+    }
+
+    async fn release(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<(), ConnectorError> {
+        state::drop_lease(&mut self.conn, dir, holder)
+            .await
+            .map_err(self.ep.query_error(format!("releasing the lease of {dir}")))
+    }
+}

@@ -1,0 +1,338 @@
+//! Change capture by triggers, and the SQLite [`Source`].
+//!
+//! Each captured table gets AFTER INSERT/UPDATE/DELETE triggers that append to
+//! `ferry_changelog` the before/after rows (as quote() literal lists), the origin site
+//! (the applier's, when ferry itself is writing: loop prevention) and the commit time.
+//!
+//! SQLite has no transaction id a trigger can read, so rows carry an `epoch` that ferry
+//! bumps between reads; SQLite runs one writer at a time, so every application
+//! transaction lies inside one epoch and its rows are contiguous in `seq`. A batch never
+//! ends inside an epoch when transactions are kept whole. Within an epoch, a [`Txn`] is
+//! a run of rows with the same origin and commit time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sqlx::Row as _;
+use sqlx::sqlite::SqliteConnection;
+
+use super::literal::{ident, parse_row, row_expr, string};
+use super::schema::{self, HEARTBEAT_TABLE};
+use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, exec_batch, rollback, snapshot};
+use crate::connector::{Chunk, ConnectorError, ReadBatch, ReadRequest, Source};
+use crate::model::{Change, Key, Op, Position, SiteId, TableSchema, Txn, now_micros};
+
+/// Consumed changelog rows are kept this long so conflict resolution can still find
+/// the version (commit time, site) of a row's last write.
+const CHANGELOG_RETENTION_US: i64 = 10 * 60 * 1_000_000;
+
+/// Commit time in microseconds as a trigger computes it (SQLite's clock has milliseconds).
+const TRIGGER_NOW_US: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000";
+
+/// A SQLite database read as a change source.
+pub struct SqliteSource {
+    ep: SqliteEndpoint,
+    conn: SqliteConnection,
+    tables: HashMap<String, Arc<TableSchema>>,
+    last_prune_us: i64,
+}
+
+impl SqliteSource {
+    /// Opens the endpoint for reading changes (and writing capture triggers and heartbeats).
+    pub async fn open(ep: SqliteEndpoint, access: Access) -> Result<Self, ConnectorError> {
+        let conn = ep.connect(access).await?;
+        Ok(SqliteSource { ep, conn, tables: HashMap::new(), last_prune_us: 0 })
+    }
+
+    /// The connection, for checks that need it.
+    pub fn connection(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &SqliteEndpoint {
+        &self.ep
+    }
+
+    fn parse(&self, table: &TableSchema, text: Option<String>, seq: i64) -> Result<Option<Vec<crate::model::Value>>, ConnectorError> {
+        let Some(text) = text else { return Ok(None) };
+        let row = parse_row(&text).map_err(|e| ConnectorError::Setup {
+            endpoint: self.ep.name.clone(),
+            problem: format!("changelog row {seq} of table {} is unreadable: {e}", table.name),
+            fix: "the ferry_changelog table was edited by hand; re-copy the table (remove its checkpoint) or restore the row".into(),
+        })?;
+        if row.len() != table.columns.len() {
+            return Err(ConnectorError::Setup {
+                endpoint: self.ep.name.clone(),
+                problem: format!(
+                    "changelog row {seq} of table {} has {} columns but the table has {}: its shape changed while ferry was capturing",
+                    table.name,
+                    row.len(),
+                    table.columns.len()
+                ),
+                fix: "schema changes on SQLite need a restart of ferry (which reinstalls the triggers) before the application writes with the new shape".into(),
+            });
+        }
+        Ok(Some(row))
+    }
+
+    async fn fetch_rows(&mut self, after: i64, until: i64, limit: i64, epoch: Option<i64>) -> Result<Vec<sqlx::sqlite::SqliteRow>, ConnectorError> {
+        let q = match epoch {
+            Some(e) => sqlx::query(
+                "SELECT seq, epoch, tbl, op, origin, ts, before, after FROM ferry_changelog \
+                 WHERE seq > ?1 AND seq <= ?2 AND epoch = ?3 ORDER BY seq",
+            )
+            .bind(after)
+            .bind(until)
+            .bind(e),
+            None => sqlx::query(
+                "SELECT seq, epoch, tbl, op, origin, ts, before, after FROM ferry_changelog \
+                 WHERE seq > ?1 AND seq <= ?2 AND epoch < (SELECT epoch FROM ferry_clock WHERE id = 1) \
+                 ORDER BY seq LIMIT ?3",
+            )
+            .bind(after)
+            .bind(until)
+            .bind(limit),
+        };
+        q.fetch_all(&mut self.conn).await.map_err(self.ep.query_error("reading ferry_changelog"))
+    }
+
+    async fn bump_epoch(&mut self) -> Result<(), ConnectorError> {
+        sqlx::query("UPDATE ferry_clock SET epoch = epoch + 1 WHERE id = 1")
+            .execute(&mut self.conn)
+            .await
+            .map_err(self.ep.query_error("closing the current capture epoch"))?;
+        Ok(())
+    }
+
+    async fn max_seq(&mut self) -> Result<i64, ConnectorError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM ferry_changelog")
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(self.ep.query_error("reading the changelog head"))?;
+        Ok(v.unwrap_or(0))
+    }
+
+    fn to_txns(&self, rows: &[sqlx::sqlite::SqliteRow], exclude: &SiteId) -> Result<Vec<Txn>, ConnectorError> {
+        let mut txns: Vec<Txn> = Vec::new();
+        let mut cur: Option<(i64, String, i64)> = None;
+        for r in rows {
+            let seq: i64 = r.get(0);
+            let epoch: i64 = r.get(1);
+            let tbl: &str = r.get(2);
+            let op: i64 = r.get(3);
+            let origin: &str = r.get(4);
+            let ts: i64 = r.get(5);
+            if origin == exclude.as_str() {
+                continue;
+            }
+            let Some(table) = self.tables.get(tbl) else { continue };
+            let before = self.parse(table, r.get(6), seq)?;
+            let after = self.parse(table, r.get(7), seq)?;
+            let op = match op {
+                1 => Op::Insert,
+                2 => Op::Update,
+                _ => Op::Delete,
+            };
+            let key: Key = match (&before, &after) {
+                (Some(b), _) => table.key_of(b),
+                (None, Some(a)) => table.key_of(a),
+                (None, None) => continue,
+            };
+            let change = Change { table: table.clone(), op, key, before, after };
+            let same = matches!(&cur, Some((e, o, t)) if *e == epoch && o == origin && *t == ts);
+            match txns.last_mut() {
+                Some(last) if same => {
+                    last.changes.push(change);
+                    last.position = Position::Sqlite { seq };
+                }
+                _ => {
+                    cur = Some((epoch, origin.to_string(), ts));
+                    txns.push(Txn {
+                        origin: SiteId::new(origin),
+                        commit_ts: ts,
+                        position: Position::Sqlite { seq },
+                        changes: vec![change],
+                    });
+                }
+            }
+        }
+        Ok(txns)
+    }
+}
+
+fn seq_of(p: &Position) -> i64 {
+    match p {
+        Position::Sqlite { seq } => *seq,
+    }
+}
+
+/// Installs capture triggers for the tables (and the heartbeat table) in one transaction,
+/// replacing older ones so they match the current columns.
+pub async fn install_triggers(ep: &SqliteEndpoint, conn: &mut SqliteConnection, tables: &[Arc<TableSchema>]) -> Result<(), ConnectorError> {
+    ensure_wal(conn).await.map_err(ep.query_error("switching the database to WAL mode"))?;
+    let mut sql = String::from("BEGIN IMMEDIATE;\n");
+    sql.push_str(schema::FERRY_TABLES);
+    sql.push_str(&format!(
+        "INSERT INTO ferry_clock(id, epoch, site) VALUES (1, 1, {site}) ON CONFLICT(id) DO UPDATE SET site = excluded.site;\n",
+        site = string(ep.site.as_str())
+    ));
+    let hb = Arc::new(schema::heartbeat_schema());
+    for t in tables.iter().chain(std::iter::once(&hb)) {
+        sql.push_str(&trigger_sql(t));
+    }
+    sql.push_str("COMMIT;");
+    if let Err(e) = exec_batch(conn, sql).await {
+        let _ = exec_batch(conn, "ROLLBACK".into()).await;
+        return Err(ConnectorError::Query { endpoint: ep.name.clone(), what: "installing capture triggers".into(), source: e });
+    }
+    Ok(())
+}
+
+fn trigger_sql(t: &TableSchema) -> String {
+    let name = &t.name.name;
+    let cols: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+    let keys = t.key_columns();
+    let mut sql = String::new();
+    for (suffix, event, op, pk_from, before, after) in [
+        ("ins", "INSERT", 1, "NEW", "NULL".to_string(), row_expr("NEW", &cols)),
+        ("upd", "UPDATE", 2, "OLD", row_expr("OLD", &cols), row_expr("NEW", &cols)),
+        ("del", "DELETE", 3, "OLD", row_expr("OLD", &cols), "NULL".to_string()),
+    ] {
+        let trig = ident(&format!("ferry_capture_{suffix}_{name}"));
+        sql.push_str(&format!(
+            "DROP TRIGGER IF EXISTS {trig};\n\
+             CREATE TRIGGER {trig} AFTER {event} ON {table} BEGIN \
+             INSERT INTO ferry_changelog(epoch, tbl, op, origin, ts, pk, before, after) \
+             SELECT c.epoch, {tname}, {op}, COALESCE(o.origin, c.site), COALESCE(o.ts, {TRIGGER_NOW_US}), {pk}, {before}, {after} \
+             FROM ferry_clock c LEFT JOIN ferry_apply_origin o ON o.id = 1 WHERE c.id = 1; END;\n",
+            table = ident(name),
+            tname = string(name),
+            pk = row_expr(pk_from, &keys),
+        ));
+    }
+    sql
+}
+
+/// Removes capture triggers from every table (used when a database stops being a source).
+pub async fn remove_triggers(ep: &SqliteEndpoint, conn: &mut SqliteConnection) -> Result<usize, ConnectorError> {
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'ferry\\_capture\\_%' ESCAPE '\\'")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(ep.query_error("listing capture triggers"))?;
+    let sql: String = names.iter().map(|n| format!("DROP TRIGGER IF EXISTS {};\n", ident(n))).collect();
+    if !sql.is_empty() {
+        exec_batch(conn, sql).await.map_err(ep.query_error("removing capture triggers"))?;
+    }
+    Ok(names.len())
+}
+
+impl Source for SqliteSource {
+    async fn tables(&mut self, patterns: &[String]) -> Result<Vec<Arc<TableSchema>>, ConnectorError> {
+        let tables = schema::describe_matching(&self.ep, &mut self.conn, patterns).await?;
+        self.tables = tables.iter().map(|t| (t.name.name.clone(), t.clone())).collect();
+        self.tables.insert(HEARTBEAT_TABLE.to_string(), Arc::new(schema::heartbeat_schema()));
+        Ok(tables)
+    }
+
+    async fn install_capture(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), ConnectorError> {
+        install_triggers(&self.ep, &mut self.conn, tables).await?;
+        for t in tables {
+            self.tables.insert(t.name.name.clone(), t.clone());
+        }
+        self.tables.insert(HEARTBEAT_TABLE.to_string(), Arc::new(schema::heartbeat_schema()));
+        Ok(())
+    }
+
+    async fn head(&mut self) -> Result<Position, ConnectorError> {
+        Ok(Position::Sqlite { seq: self.max_seq().await? })
+    }
+
+    async fn read_chunk(&mut self, table: &TableSchema, after: Option<&Key>, limit: usize) -> Result<Chunk, ConnectorError> {
+        snapshot::read_chunk(&self.ep, &mut self.conn, table, after, limit).await
+    }
+
+    async fn read_changes(&mut self, req: &ReadRequest) -> Result<ReadBatch, ConnectorError> {
+        let after = seq_of(&req.after);
+        let until = req.until.as_ref().map(seq_of).unwrap_or(i64::MAX);
+        if after >= until {
+            return Ok(ReadBatch { txns: vec![], position: req.after.clone() });
+        }
+        let limit = i64::try_from(req.max_changes.max(1)).unwrap_or(i64::MAX);
+        let mut rows = self.fetch_rows(after, until, limit, None).await?;
+        if (rows.len() as i64) < limit {
+            // Rows of the still-open epoch wait until it is closed; close it now if any exist.
+            let last = rows.last().map(|r| r.get::<i64, _>(0)).unwrap_or(after);
+            if self.max_seq().await? > last && last < until {
+                self.bump_epoch().await?;
+                let more = self.fetch_rows(last, until, limit - rows.len() as i64, None).await?;
+                rows.extend(more);
+            }
+        } else if req.keep_transactions {
+            let last_epoch: i64 = rows.last().map(|r| r.get(1)).unwrap_or(0);
+            let first_epoch: i64 = rows.first().map(|r| r.get(1)).unwrap_or(0);
+            if first_epoch == last_epoch {
+                // One commit group larger than the limit: read the rest of it whole.
+                let last = rows.last().map(|r| r.get::<i64, _>(0)).unwrap_or(after);
+                let more = self.fetch_rows(last, until, 0, Some(last_epoch)).await?;
+                rows.extend(more);
+            } else {
+                while rows.last().map(|r| r.get::<i64, _>(1)) == Some(last_epoch) {
+                    rows.pop();
+                }
+            }
+        }
+        let position = match rows.last() {
+            Some(r) => Position::Sqlite { seq: r.get(0) },
+            None => req.after.clone(),
+        };
+        let txns = self.to_txns(&rows, &req.exclude_origin)?;
+        Ok(ReadBatch { txns, position })
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), ConnectorError> {
+        let site = self.ep.site.as_str().to_string();
+        let conn = &mut self.conn;
+        let r = async {
+            begin_immediate(conn).await?;
+            sqlx::query("INSERT INTO ferry_heartbeat(site, ts) VALUES (?1, ?2) ON CONFLICT(site) DO UPDATE SET ts = excluded.ts")
+                .bind(site)
+                .bind(now_micros())
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("UPDATE ferry_clock SET epoch = epoch + 1 WHERE id = 1").execute(&mut *conn).await?;
+            commit(conn).await
+        }
+        .await;
+        if let Err(e) = r {
+            rollback(&mut self.conn).await;
+            return Err(ConnectorError::Query { endpoint: self.ep.name.clone(), what: "writing the heartbeat".into(), source: e });
+        }
+        Ok(())
+    }
+
+    async fn consumed(&mut self, consumer: &str, position: &Position) -> Result<(), ConnectorError> {
+        let now = now_micros();
+        sqlx::query(
+            "INSERT INTO ferry_consumer(consumer, seq, updated_us) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(consumer) DO UPDATE SET seq = max(seq, excluded.seq), updated_us = excluded.updated_us",
+        )
+        .bind(consumer)
+        .bind(seq_of(position))
+        .bind(now)
+        .execute(&mut self.conn)
+        .await
+        .map_err(self.ep.query_error("recording consumer progress"))?;
+        if now - self.last_prune_us > 60_000_000 {
+            self.last_prune_us = now;
+            sqlx::query(
+                "DELETE FROM ferry_changelog WHERE seq <= (SELECT min(seq) FROM ferry_consumer) AND ts < ?1",
+            )
+            .bind(now - CHANGELOG_RETENTION_US)
+            .execute(&mut self.conn)
+            .await
+            .map_err(self.ep.query_error("pruning consumed changelog rows"))?;
+        }
+        Ok(())
+    }
+}

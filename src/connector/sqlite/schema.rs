@@ -1,0 +1,262 @@
+//! Table discovery: globs to tables, columns, primary and unique keys; ferry's own tables.
+
+use std::sync::Arc;
+
+use sqlx::Row as _;
+use sqlx::sqlite::SqliteConnection;
+
+use super::{SqliteEndpoint, exec_batch};
+use crate::connector::ConnectorError;
+use crate::model::{Column, TableName, TableSchema};
+
+/// The heartbeat table: one row per site, flowing through the stream like any change.
+pub const HEARTBEAT_TABLE: &str = "ferry_heartbeat";
+
+/// DDL of every ferry table, created on each endpoint ferry reads from or writes to.
+pub const FERRY_TABLES: &str = r#"
+CREATE TABLE IF NOT EXISTS ferry_changelog(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  epoch INTEGER NOT NULL,
+  tbl TEXT NOT NULL,
+  op INTEGER NOT NULL,
+  origin TEXT NOT NULL,
+  ts INTEGER NOT NULL,
+  pk TEXT NOT NULL,
+  before TEXT,
+  after TEXT);
+CREATE INDEX IF NOT EXISTS ferry_changelog_key ON ferry_changelog(tbl, pk);
+CREATE TABLE IF NOT EXISTS ferry_clock(
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  epoch INTEGER NOT NULL,
+  site TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ferry_apply_origin(
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  origin TEXT NOT NULL,
+  ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ferry_heartbeat(
+  site TEXT PRIMARY KEY,
+  ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ferry_consumer(
+  consumer TEXT PRIMARY KEY,
+  seq INTEGER NOT NULL,
+  updated_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ferry_checkpoint(
+  task TEXT NOT NULL,
+  direction TEXT NOT NULL,
+  slot TEXT NOT NULL,
+  position TEXT,
+  progress TEXT,
+  updated_us INTEGER NOT NULL,
+  PRIMARY KEY (task, direction, slot));
+CREATE TABLE IF NOT EXISTS ferry_conflict(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  task TEXT NOT NULL,
+  direction TEXT NOT NULL,
+  tbl TEXT NOT NULL,
+  pk TEXT NOT NULL,
+  policy TEXT NOT NULL,
+  winner TEXT NOT NULL,
+  incoming_site TEXT NOT NULL,
+  incoming_ts INTEGER NOT NULL,
+  incoming_row TEXT,
+  local_site TEXT NOT NULL,
+  local_ts INTEGER NOT NULL,
+  local_row TEXT,
+  position TEXT NOT NULL,
+  detected_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ferry_lease(
+  task TEXT NOT NULL,
+  direction TEXT NOT NULL,
+  node TEXT NOT NULL,
+  host TEXT NOT NULL,
+  pid INTEGER NOT NULL,
+  expires_us INTEGER NOT NULL,
+  PRIMARY KEY (task, direction));
+CREATE TABLE IF NOT EXISTS ferry_freeze(
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  since_us INTEGER NOT NULL,
+  reason TEXT NOT NULL);
+"#;
+
+/// Creates ferry's tables if missing.
+pub async fn ensure_ferry_tables(ep: &SqliteEndpoint, conn: &mut SqliteConnection) -> Result<(), ConnectorError> {
+    exec_batch(conn, FERRY_TABLES.to_string())
+        .await
+        .map_err(ep.query_error("creating ferry's tables (ferry_*)"))
+}
+
+/// Names of user tables (not sqlite_* or ferry_*), sorted.
+pub async fn user_tables(ep: &SqliteEndpoint, conn: &mut SqliteConnection) -> Result<Vec<String>, ConnectorError> {
+    let rows = sqlx::query(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+         AND name NOT LIKE 'ferry\\_%' ESCAPE '\\' ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(ep.query_error("listing tables"))?;
+    Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+}
+
+/// Resolves globs to tables; a pattern that matches nothing is an error naming it.
+pub async fn matching_tables(
+    ep: &SqliteEndpoint,
+    conn: &mut SqliteConnection,
+    patterns: &[String],
+) -> Result<Vec<String>, ConnectorError> {
+    let all = user_tables(ep, conn).await?;
+    let mut picked: Vec<String> = Vec::new();
+    for p in patterns {
+        let pat = glob::Pattern::new(p).map_err(|e| ConnectorError::Setup {
+            endpoint: ep.name.clone(),
+            problem: format!("table pattern {p:?} is invalid: {e}"),
+            fix: "use * and ? wildcards".into(),
+        })?;
+        let hits: Vec<&String> = all.iter().filter(|t| pat.matches(t)).collect();
+        if hits.is_empty() {
+            return Err(ConnectorError::Setup {
+                endpoint: ep.name.clone(),
+                problem: format!("no table matches {p:?} in {} (tables there: {})", ep.path.display(), list(&all)),
+                fix: "correct the task's `tables` list or create the table first".into(),
+            });
+        }
+        for h in hits {
+            if !picked.contains(h) {
+                picked.push(h.clone());
+            }
+        }
+    }
+    picked.sort();
+    Ok(picked)
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+}
+
+/// Describes one table; a table without a primary key is an error with the fix.
+pub async fn describe(ep: &SqliteEndpoint, conn: &mut SqliteConnection, table: &str) -> Result<Option<TableSchema>, ConnectorError> {
+    let cols = sqlx::query("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1) ORDER BY cid")
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(ep.query_error(format!("describing table {table}")))?;
+    if cols.is_empty() {
+        return Ok(None);
+    }
+    let mut columns = Vec::new();
+    let mut pk: Vec<(i64, usize)> = Vec::new();
+    for (i, r) in cols.iter().enumerate() {
+        let name: String = r.get(0);
+        let decl: String = r.get(1);
+        let notnull: i64 = r.get(2);
+        let pkpos: i64 = r.get(3);
+        if pkpos > 0 {
+            pk.push((pkpos, i));
+        }
+        columns.push(Column { name, decl_type: decl, nullable: notnull == 0 });
+    }
+    if pk.is_empty() {
+        return Err(ConnectorError::Setup {
+            endpoint: ep.name.clone(),
+            problem: format!("table {table} has no primary key"),
+            fix: format!(
+                "give {table} a primary key (SQLite cannot add one in place: create a new table with PRIMARY KEY, copy the rows, rename it), or leave it out of the task's tables; ferry needs a key to apply changes exactly once"
+            ),
+        });
+    }
+    pk.sort();
+    let primary_key: Vec<usize> = pk.into_iter().map(|(_, i)| i).collect();
+    let unique_keys = unique_keys(ep, conn, table, &columns).await?;
+    Ok(Some(TableSchema { name: TableName::bare(table), columns, primary_key, unique_keys }))
+}
+
+async fn unique_keys(
+    ep: &SqliteEndpoint,
+    conn: &mut SqliteConnection,
+    table: &str,
+    columns: &[Column],
+) -> Result<Vec<Vec<usize>>, ConnectorError> {
+    let idx = sqlx::query("SELECT name FROM pragma_index_list(?1) WHERE \"unique\" = 1 AND origin <> 'pk'")
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(ep.query_error(format!("listing unique indexes of {table}")))?;
+    let mut keys = Vec::new();
+    for r in idx {
+        let name: String = r.get(0);
+        let cols = sqlx::query("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")
+            .bind(&name)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(ep.query_error(format!("reading unique index {name} of {table}")))?;
+        let key: Vec<usize> = cols
+            .iter()
+            .filter_map(|c| c.get::<Option<String>, _>(0))
+            .filter_map(|c| columns.iter().position(|x| x.name == c))
+            .collect();
+        if !key.is_empty() {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+/// Describes every table matching the globs, plus the heartbeat table.
+pub async fn describe_matching(
+    ep: &SqliteEndpoint,
+    conn: &mut SqliteConnection,
+    patterns: &[String],
+) -> Result<Vec<Arc<TableSchema>>, ConnectorError> {
+    let mut out = Vec::new();
+    for t in matching_tables(ep, conn, patterns).await? {
+        if let Some(s) = describe(ep, conn, &t).await? {
+            out.push(Arc::new(s));
+        }
+    }
+    Ok(out)
+}
+
+/// The heartbeat table's schema (fixed).
+pub fn heartbeat_schema() -> TableSchema {
+    TableSchema {
+        name: TableName::bare(HEARTBEAT_TABLE),
+        columns: vec![
+            Column { name: "site".into(), decl_type: "TEXT".into(), nullable: false },
+            Column { name: "ts".into(), decl_type: "INTEGER".into(), nullable: false },
+        ],
+        primary_key: vec![0],
+        unique_keys: vec![],
+    }
+}
+
+/// CREATE TABLE for a target table from a source schema.
+pub fn create_table_sql(schema: &TableSchema) -> String {
+    use super::literal::ident;
+    let cols: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| {
+            let mut s = ident(&c.name);
+            if !c.decl_type.is_empty() {
+                s.push(' ');
+                s.push_str(&c.decl_type);
+            }
+            if !c.nullable {
+                s.push_str(" NOT NULL");
+            }
+            s
+        })
+        .collect();
+    let pk: Vec<String> = schema.key_columns().iter().map(|c| ident(c)).collect();
+    let mut uniques = String::new();
+    for u in &schema.unique_keys {
+        let names: Vec<String> = u.iter().map(|&i| ident(&schema.columns[i].name)).collect();
+        uniques.push_str(&format!(", UNIQUE ({})", names.join(", ")));
+    }
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}){uniques})",
+        ident(&schema.name.name),
+        cols.join(", "),
+        pk.join(", ")
+    )
+}

@@ -1,0 +1,171 @@
+//! The sync engine: tasks split into directions, each run by [`task::run_direction`]
+//! under one shutdown token, with live metrics.
+
+pub mod conflict;
+pub mod map;
+pub mod metrics;
+pub mod task;
+
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Mode, Task};
+use crate::connector::{ConflictRules, ConnectorError, DirectionId, ErrorKind, LeaseHolder};
+use crate::model::Position;
+use metrics::DirectionMetrics;
+use task::{DirectionSpec, Tuning};
+
+/// Errors that stop a direction.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// An endpoint failed.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    /// Another live process runs this direction.
+    #[error(
+        "task {dir} is already running: its lease is held by {holder}\n  fix: stop that process first; a crashed process's lease is taken over automatically"
+    )]
+    LeaseHeld {
+        /// The direction.
+        dir: DirectionId,
+        /// Who holds it.
+        holder: LeaseHolder,
+    },
+    /// Someone took the lease while this process ran (it was presumed dead).
+    #[error("task {dir}: lost its lease to {holder}; stopping so that two processes never apply the same changes")]
+    LeaseLost {
+        /// The direction.
+        dir: DirectionId,
+        /// The new holder.
+        holder: LeaseHolder,
+    },
+    /// An endpoint kind this build cannot run yet.
+    #[error(
+        "endpoint {endpoint}: {engine} endpoints cannot be synced by this version of ferry yet\n  fix: use SQLite endpoints for now (MySQL/MariaDB support is in progress)"
+    )]
+    Unsupported {
+        /// Endpoint name.
+        endpoint: String,
+        /// Engine name.
+        engine: &'static str,
+    },
+}
+
+impl EngineError {
+    /// Whether a human must fix configuration or setup (exit 2) rather than a runtime failure (exit 3).
+    pub fn is_setup(&self) -> bool {
+        match self {
+            EngineError::Connector(e) => e.kind() == ErrorKind::Setup,
+            EngineError::Unsupported { .. } => true,
+            EngineError::LeaseHeld { .. } | EngineError::LeaseLost { .. } => false,
+        }
+    }
+}
+
+/// The directions of a task: one for one-way, two for two-way.
+pub fn plan_task(config: &Config, task: &Task, skips: &[(String, Position)]) -> Vec<DirectionSpec> {
+    let (Some(a), Some(b)) = (config.endpoint(&task.from), config.endpoint(&task.to)) else {
+        return Vec::new();
+    };
+    let mut pairs = vec![(a, b)];
+    if task.mode == Mode::TwoWay {
+        pairs.push((b, a));
+    }
+    pairs
+        .into_iter()
+        .map(|(from, to)| {
+            let id = DirectionId { task: task.name.clone(), from: from.name.clone(), to: to.name.clone() };
+            let conflicts = (task.mode == Mode::TwoWay).then(|| ConflictRules {
+                policy: task.conflict,
+                from_site: a.site.clone(),
+                to_site: b.site.clone(),
+                local_site: to.site.clone(),
+                remote_site: from.site.clone(),
+            });
+            let dir = id.direction();
+            DirectionSpec {
+                skips: skips.iter().filter(|(d, _)| *d == dir).map(|(_, p)| p.clone()).collect(),
+                id,
+                source: from.clone(),
+                target: to.clone(),
+                tables: task.tables.clone(),
+                snapshot: task.snapshot,
+                conflicts,
+                keep_transactions: task.keep_transactions,
+                max_rows_per_sec: task.max_rows_per_sec,
+                maps: if from.name == task.from { task.maps.clone() } else { Vec::new() },
+                node_id: config.node.id.clone(),
+                tuning: Tuning::default(),
+            }
+        })
+        .collect()
+}
+
+/// Running directions, each an owned tokio task under one shutdown token.
+pub struct Engine {
+    shutdown: CancellationToken,
+    running: Vec<(Arc<DirectionMetrics>, JoinHandle<Result<(), EngineError>>)>,
+}
+
+impl Engine {
+    /// Starts every direction. A direction that fails cancels the other directions of its task.
+    pub fn start(specs: Vec<DirectionSpec>, shutdown: CancellationToken) -> Engine {
+        let mut task_tokens: Vec<(String, CancellationToken)> = Vec::new();
+        let mut running = Vec::new();
+        for spec in specs {
+            let token = match task_tokens.iter().find(|(t, _)| *t == spec.id.task) {
+                Some((_, tok)) => tok.clone(),
+                None => {
+                    let tok = shutdown.child_token();
+                    task_tokens.push((spec.id.task.clone(), tok.clone()));
+                    tok
+                }
+            };
+            let metrics = Arc::new(DirectionMetrics::new(spec.id.clone()));
+            let m = metrics.clone();
+            let handle = tokio::spawn(async move {
+                let r = task::run_direction(spec, m, token.clone()).await;
+                if r.is_err() {
+                    token.cancel();
+                }
+                r
+            });
+            running.push((metrics, handle));
+        }
+        Engine { shutdown, running }
+    }
+
+    /// Metrics of every direction.
+    pub fn metrics(&self) -> Vec<Arc<DirectionMetrics>> {
+        self.running.iter().map(|(m, _)| m.clone()).collect()
+    }
+
+    /// Whether every direction has ended.
+    pub fn finished(&self) -> bool {
+        self.running.iter().all(|(_, h)| h.is_finished())
+    }
+
+    /// Asks every direction to stop after its in-flight batch.
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits for every direction; returns their errors.
+    pub async fn join(self) -> Vec<EngineError> {
+        let mut errors = Vec::new();
+        for (m, h) in self.running {
+            match h.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e),
+                Err(join) => errors.push(EngineError::Connector(ConnectorError::Setup {
+                    endpoint: m.id.to_string(),
+                    problem: format!("the direction's task ended abnormally: {join}"),
+                    fix: "report this as a bug with the log".into(),
+                })),
+            }
+        }
+        errors
+    }
+}

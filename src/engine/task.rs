@@ -1,0 +1,461 @@
+//! One direction of one task: lease, capture, snapshot -> stream handoff, batching,
+//! throttling, heartbeat, retries. Everything it applies goes through
+//! [`Sink::apply`] with the checkpoint in the same target transaction.
+//!
+//! Snapshot and stream meet as in Vitess' copy phase: a chunk is read together with the
+//! stream position it is consistent with; the stream is applied up to that position
+//! (changes to keys not copied yet are left out: the chunk carries them), then the chunk
+//! and the new copy progress are applied in one transaction.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::EngineError;
+use super::map::Renames;
+use super::metrics::{DirectionMetrics, DirectionState};
+use crate::config::{Endpoint, EndpointUrl, TableMap};
+use crate::connector::sqlite::schema::HEARTBEAT_TABLE;
+use crate::connector::sqlite::{Access, SqliteEndpoint, apply::SqliteSink, capture::SqliteSource};
+use crate::connector::{
+    ApplyBatch, Checkpoint, ConflictRules, ConnectorError, DirectionId, ErrorKind, LeaseHolder, LeaseOutcome, ReadRequest,
+    Sink, SnapshotRows, Source, TableProgress,
+};
+use crate::model::{Position, TableSchema, Txn, Value, cmp_keys, now_micros};
+
+/// How long a lease lasts without renewal.
+const LEASE_TTL_US: i64 = 15_000_000;
+/// How often the lease is renewed.
+const LEASE_RENEW: Duration = Duration::from_secs(3);
+
+/// Knobs with defaults that suit both the demo and production.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Changes read per batch (whole commit groups may exceed it).
+    pub batch_changes: usize,
+    /// Rows per snapshot chunk.
+    pub chunk_rows: usize,
+    /// Pause when the stream is idle.
+    pub poll: Duration,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            batch_changes: 20_000,
+            chunk_rows: 10_000,
+            poll: Duration::from_millis(20),
+            heartbeat: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Everything one direction needs.
+#[derive(Debug, Clone)]
+pub struct DirectionSpec {
+    /// Which direction.
+    pub id: DirectionId,
+    /// Read from.
+    pub source: Endpoint,
+    /// Write to.
+    pub target: Endpoint,
+    /// Table globs.
+    pub tables: Vec<String>,
+    /// Copy existing rows first.
+    pub snapshot: bool,
+    /// Conflict detection (two-way); `None` applies blindly.
+    pub conflicts: Option<ConflictRules>,
+    /// Never split a source commit group across target commits.
+    pub keep_transactions: bool,
+    /// 0 = unthrottled.
+    pub max_rows_per_sec: u64,
+    /// Renames.
+    pub maps: Vec<TableMap>,
+    /// `[node] id`, for the lease.
+    pub node_id: String,
+    /// Source transactions an operator chose to skip (`ferry skip`).
+    pub skips: Vec<Position>,
+    /// Batch sizes and intervals.
+    pub tuning: Tuning,
+}
+
+/// Runs a direction until `shutdown`, retrying endpoint failures with backoff.
+pub async fn run_direction(spec: DirectionSpec, metrics: Arc<DirectionMetrics>, shutdown: CancellationToken) -> Result<(), EngineError> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let result = run_once(&spec, &metrics, &shutdown).await;
+        match result {
+            Ok(()) => {
+                metrics.set_state(DirectionState::Stopped);
+                return Ok(());
+            }
+            Err(e) if e.retryable() && !shutdown.is_cancelled() => {
+                warn!(direction = %spec.id, error = %e, retry_in_ms = backoff.as_millis() as u64, "endpoint failed; retrying");
+                metrics.error(e.to_string());
+                metrics.set_state(DirectionState::Retrying);
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {
+                        metrics.set_state(DirectionState::Stopped);
+                        return Ok(());
+                    }
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                metrics.error(e.to_string());
+                metrics.set_state(DirectionState::Failed);
+                return Err(e);
+            }
+        }
+    }
+}
+
+async fn run_once(spec: &DirectionSpec, metrics: &Arc<DirectionMetrics>, shutdown: &CancellationToken) -> Result<(), EngineError> {
+    let (EndpointUrl::Sqlite(src_path), EndpointUrl::Sqlite(dst_path)) = (&spec.source.url, &spec.target.url) else {
+        let ep = if matches!(spec.source.url, EndpointUrl::Sqlite(_)) { &spec.target } else { &spec.source };
+        return Err(EngineError::Unsupported { endpoint: ep.name.clone(), engine: ep.url.engine() });
+    };
+    let src = SqliteEndpoint { name: spec.source.name.clone(), site: spec.source.site.clone(), path: src_path.clone() };
+    let dst = SqliteEndpoint { name: spec.target.name.clone(), site: spec.target.site.clone(), path: dst_path.clone() };
+    let source = SqliteSource::open(src.clone(), Access::ReadWrite).await?;
+    let heartbeat = SqliteSource::open(src, Access::ReadWrite).await?;
+    let sink = SqliteSink::open(dst, Access::ReadWrite).await?;
+    Runner { spec, metrics, shutdown, source, sink, renames: Renames::default(), checkpoint: Checkpoint::default() }
+        .run(heartbeat)
+        .await
+}
+
+struct Runner<'a, S: Source, K: Sink> {
+    spec: &'a DirectionSpec,
+    metrics: &'a Arc<DirectionMetrics>,
+    shutdown: &'a CancellationToken,
+    source: S,
+    sink: K,
+    renames: Renames,
+    checkpoint: Checkpoint,
+}
+
+impl<S: Source, K: Sink> Runner<'_, S, K> {
+    async fn run<H: Source + 'static>(mut self, mut heartbeat: H) -> Result<(), EngineError> {
+        let id = self.spec.id.clone();
+        self.metrics.set_state(DirectionState::Starting);
+        self.sink.prepare().await?;
+        let me = holder(&self.spec.node_id);
+        if !self.take_lease(&me).await? {
+            return Ok(());
+        }
+        let result = async {
+            let sources = self.source.tables(&self.spec.tables).await?;
+            self.renames = Renames::new(&sources, &self.spec.maps);
+            self.sink.ensure_tables(&self.renames.all()).await?;
+            self.source.install_capture(&sources).await?;
+
+            // Heartbeats start once capture is installed; the task owns and joins it.
+            let hb_token = self.shutdown.child_token();
+            let hb_every = self.spec.tuning.heartbeat;
+            let hb_metrics = self.metrics.clone();
+            let hb_stop = hb_token.clone();
+            let hb = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(hb_every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = hb_stop.cancelled() => break,
+                        _ = tick.tick() => {
+                            if let Err(e) = heartbeat.heartbeat().await {
+                                warn!(direction = %hb_metrics.id, error = %e, "heartbeat failed");
+                            }
+                        }
+                    }
+                }
+            });
+            let result = self.sync(&sources, &me).await;
+            hb_token.cancel();
+            let _ = hb.await;
+            result
+        }
+        .await;
+        if let Err(e) = self.sink.release(&id, &me).await {
+            warn!(direction = %id, error = %e, "could not release the lease; it expires by itself");
+        }
+        result
+    }
+
+    /// Takes the lease; `false` when shut down while waiting.
+    async fn take_lease(&mut self, me: &LeaseHolder) -> Result<bool, EngineError> {
+        loop {
+            let mut me = me.clone();
+            me.expires_us = now_micros() + LEASE_TTL_US;
+            match self.sink.lease(&self.spec.id, &me).await? {
+                LeaseOutcome::Acquired => return Ok(true),
+                LeaseOutcome::HeldBy(h) if h.host == me.host => {
+                    return Err(EngineError::LeaseHeld { dir: self.spec.id.clone(), holder: h });
+                }
+                LeaseOutcome::HeldBy(h) => {
+                    self.metrics.set_state(DirectionState::WaitingForLease);
+                    info!(direction = %self.spec.id, holder = %h, expires_in_s = (h.expires_us - now_micros()) / 1_000_000, "waiting for the lease held by another host to expire");
+                    tokio::select! {
+                        biased;
+                        _ = self.shutdown.cancelled() => return Ok(false),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn renew_lease(&mut self, me: &LeaseHolder) -> Result<(), EngineError> {
+        let mut me = me.clone();
+        me.expires_us = now_micros() + LEASE_TTL_US;
+        match self.sink.lease(&self.spec.id, &me).await? {
+            LeaseOutcome::Acquired => Ok(()),
+            LeaseOutcome::HeldBy(h) => Err(EngineError::LeaseLost { dir: self.spec.id.clone(), holder: h }),
+        }
+    }
+
+    async fn sync(&mut self, sources: &[Arc<TableSchema>], me: &LeaseHolder) -> Result<(), EngineError> {
+        let id = self.spec.id.clone();
+        self.checkpoint = self.sink.load_checkpoint(&id).await?.unwrap_or_default();
+        if self.checkpoint.position.is_none() {
+            self.checkpoint.position = Some(self.source.head().await?);
+        }
+        for t in sources {
+            let initial = if self.spec.snapshot { TableProgress::Pending } else { TableProgress::Done };
+            self.checkpoint.tables.entry(t.name.to_string()).or_insert(initial);
+        }
+        self.apply(Vec::new(), None).await?;
+        info!(direction = %id, position = %self.position(), "started");
+
+        let mut last_renew = Instant::now();
+        let mut throttle = Throttle::new(self.spec.max_rows_per_sec);
+
+        // Snapshot: table by table, chunk by chunk, with the stream applied in between.
+        for t in sources {
+            let name = t.name.to_string();
+            loop {
+                if self.shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                let after = match self.checkpoint.tables.get(&name) {
+                    Some(TableProgress::Done) | None => break,
+                    Some(TableProgress::Pending) => None,
+                    Some(TableProgress::Copying { after }) => Some(after.clone()),
+                };
+                self.metrics.set_state(DirectionState::Snapshotting(name.clone()));
+                if last_renew.elapsed() >= LEASE_RENEW {
+                    self.renew_lease(me).await?;
+                    last_renew = Instant::now();
+                }
+                let limit = self.spec.tuning.chunk_rows;
+                let chunk = self.source.read_chunk(t, after.as_ref(), limit).await?;
+                self.catch_up(&chunk.position).await?;
+                let progress = match chunk.rows.last() {
+                    Some(last) if chunk.rows.len() >= limit => TableProgress::Copying { after: t.key_of(last) },
+                    _ => TableProgress::Done,
+                };
+                let n = chunk.rows.len() as u64;
+                self.checkpoint.tables.insert(name.clone(), progress);
+                let rows = SnapshotRows { table: self.renames.target(t), rows: chunk.rows };
+                self.apply(Vec::new(), Some(rows)).await?;
+                throttle.wait(n, self.shutdown).await;
+            }
+        }
+
+        // Stream.
+        self.metrics.set_state(DirectionState::Streaming);
+        let mut last_head = Instant::now() - Duration::from_secs(10);
+        let mut last_consumed = Instant::now();
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            if last_renew.elapsed() >= LEASE_RENEW {
+                self.renew_lease(me).await?;
+                last_renew = Instant::now();
+            }
+            if last_head.elapsed() >= Duration::from_secs(1) {
+                let head = self.source.head().await?;
+                self.metrics.set_behind(self.position().changes_until(&head).unwrap_or(0));
+                last_head = Instant::now();
+            }
+            if last_consumed.elapsed() >= Duration::from_secs(5) {
+                let pos = self.position();
+                self.source.consumed(&id.to_string(), &pos).await?;
+                last_consumed = Instant::now();
+            }
+            let rows = self.step(None).await?;
+            self.metrics.clear_error();
+            if rows == 0 {
+                tokio::select! {
+                    biased;
+                    _ = self.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(self.spec.tuning.poll) => {}
+                }
+            } else {
+                throttle.wait(rows as u64, self.shutdown).await;
+            }
+        }
+        let pos = self.position();
+        self.source.consumed(&id.to_string(), &pos).await?;
+        info!(direction = %id, position = %pos, "stopped");
+        Ok(())
+    }
+
+    fn position(&self) -> Position {
+        self.checkpoint.position.clone().unwrap_or(Position::Sqlite { seq: 0 })
+    }
+
+    /// Applies the stream up to `until` (a snapshot chunk's position).
+    async fn catch_up(&mut self, until: &Position) -> Result<(), EngineError> {
+        while self.position().stream_cmp(until) == Some(Ordering::Less) {
+            let before = self.position();
+            self.step(Some(until.clone())).await?;
+            if self.position() == before {
+                // Nothing readable up to `until`: no changes lie in between.
+                self.checkpoint.position = Some(until.clone());
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one batch and applies it; returns the number of changes read.
+    async fn step(&mut self, until: Option<Position>) -> Result<usize, EngineError> {
+        let req = ReadRequest {
+            after: self.position(),
+            until,
+            max_changes: self.spec.tuning.batch_changes,
+            exclude_origin: self.spec.target.site.clone(),
+            keep_transactions: self.spec.keep_transactions,
+        };
+        let batch = self.source.read_changes(&req).await?;
+        if batch.position == req.after {
+            return Ok(0);
+        }
+        let read: usize = batch.txns.iter().map(|t| t.changes.len()).sum();
+        let txns = self.prepare_txns(batch.txns);
+        self.checkpoint.position = Some(batch.position);
+        self.apply(txns, None).await?;
+        Ok(read.max(1))
+    }
+
+    /// Drops skipped transactions and changes to keys the snapshot has not reached,
+    /// renames tables for the target, and notes heartbeats for lag.
+    fn prepare_txns(&self, txns: Vec<Txn>) -> Vec<Txn> {
+        let source_site = &self.spec.source.site;
+        let mut out = Vec::with_capacity(txns.len());
+        for mut txn in txns {
+            if self.spec.skips.contains(&txn.position) {
+                warn!(direction = %self.spec.id, position = %txn.position, "skipping a transaction as an operator asked (ferry skip)");
+                continue;
+            }
+            txn.changes.retain(|c| {
+                if c.table.name.name == HEARTBEAT_TABLE {
+                    return true;
+                }
+                match self.checkpoint.tables.get(&c.table.name.to_string()) {
+                    Some(TableProgress::Done) => true,
+                    Some(TableProgress::Pending) | None => false,
+                    Some(TableProgress::Copying { after }) => {
+                        cmp_keys(&c.key, after) != Ordering::Greater || cmp_keys(&c.new_key(), after) != Ordering::Greater
+                    }
+                }
+            });
+            for c in &mut txn.changes {
+                if c.table.name.name == HEARTBEAT_TABLE {
+                    if let (Some(row), true) = (&c.after, &txn.origin == source_site) {
+                        if let Some(Value::Int(ts)) = row.get(1) {
+                            self.metrics.heartbeat_applied(*ts);
+                        }
+                    }
+                    continue;
+                }
+                c.table = self.renames.target(&c.table);
+            }
+            if !txn.changes.is_empty() {
+                out.push(txn);
+            }
+        }
+        out
+    }
+
+    /// Applies transactions and/or a snapshot chunk with the current checkpoint. A failing
+    /// batch is retried change by change, so the error names the exact row.
+    async fn apply(&mut self, txns: Vec<Txn>, snapshot: Option<SnapshotRows>) -> Result<(), EngineError> {
+        let mut batch = ApplyBatch {
+            txns,
+            snapshot,
+            checkpoint: self.checkpoint.clone(),
+            conflicts: self.spec.conflicts.clone(),
+            one_by_one: false,
+        };
+        let report = match self.sink.apply(&self.spec.id, &batch).await {
+            Ok(r) => r,
+            Err(ConnectorError::Query { .. }) if !batch.txns.is_empty() || batch.snapshot.is_some() => {
+                batch.one_by_one = true;
+                self.sink.apply(&self.spec.id, &batch).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let changes: u64 = batch.txns.iter().map(|t| t.changes.len() as u64).sum();
+        let snap = batch.snapshot.as_ref().map(|s| s.rows.len() as u64).unwrap_or(0);
+        self.metrics.applied(changes, batch.txns.len() as u64, snap, report.conflicts, &self.position());
+        Ok(())
+    }
+}
+
+fn holder(node: &str) -> LeaseHolder {
+    LeaseHolder {
+        node: node.to_string(),
+        host: crate::connector::sqlite::state::host_name(),
+        pid: std::process::id(),
+        expires_us: 0,
+    }
+}
+
+/// Keeps a rows-per-second ceiling over the whole run.
+struct Throttle {
+    rate: u64,
+    start: Instant,
+    rows: u64,
+}
+
+impl Throttle {
+    fn new(rate: u64) -> Self {
+        Throttle { rate, start: Instant::now(), rows: 0 }
+    }
+
+    async fn wait(&mut self, rows: u64, shutdown: &CancellationToken) {
+        if self.rate == 0 {
+            return;
+        }
+        self.rows += rows;
+        let due = Duration::from_secs_f64(self.rows as f64 / self.rate as f64);
+        let elapsed = self.start.elapsed();
+        if due > elapsed {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(due - elapsed) => {}
+            }
+        }
+    }
+}
+
+impl EngineError {
+    /// Endpoint failures are retried; setup problems, refused changes and lease conflicts stop.
+    pub fn retryable(&self) -> bool {
+        match self {
+            EngineError::Connector(e) => e.kind() == ErrorKind::Runtime && !matches!(e, ConnectorError::Apply { .. }),
+            _ => false,
+        }
+    }
+}

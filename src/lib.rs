@@ -1,0 +1,8 @@
+//! ferry keeps two data centers' data in step: snapshot, change data capture, one-way
+//! and two-way sync with deterministic conflict handling, verification and cutover.
+//! See DESIGN.md in the repository's docs for the architecture.
+
+pub mod config;
+pub mod connector;
+pub mod engine;
+pub mod model;

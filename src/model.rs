@@ -1,0 +1,374 @@
+//! The data model every connector and the engine share: values, rows, keys, table
+//! schemas, changes, source transactions, stream positions and sites. No I/O here.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// One column value with full fidelity: exact decimals, unsigned 64-bit, binary strings,
+/// and NULL distinct from the empty string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", content = "v", rename_all = "snake_case")]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// Signed 64-bit integer.
+    Int(i64),
+    /// Unsigned 64-bit integer (MySQL BIGINT UNSIGNED above i64::MAX).
+    UInt(u64),
+    /// IEEE binary64, carried bit for bit (-0.0 and infinities included).
+    Float(f64),
+    /// Exact decimal, kept as its decimal text ("-12.3400").
+    Decimal(String),
+    /// Character string (UTF-8).
+    Text(String),
+    /// Binary string.
+    Bytes(Vec<u8>),
+    /// Calendar date; zero parts allowed (MySQL zero dates).
+    Date { year: u16, month: u8, day: u8 },
+    /// Time of day or duration (MySQL TIME may be negative or above 24h).
+    Time { negative: bool, hours: u32, minutes: u8, seconds: u8, micros: u32 },
+    /// Wall-clock date and time without a zone.
+    DateTime { year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8, micros: u32 },
+    /// An instant: microseconds since the Unix epoch, UTC.
+    Timestamp(i64),
+    /// JSON document text.
+    Json(String),
+}
+
+impl Value {
+    /// True for SQL NULL.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Same value bit for bit (floats compared by bits so -0.0 != 0.0 and NaN == NaN).
+    pub fn same(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
+            _ => self == other,
+        }
+    }
+
+    /// Ordering as SQLite's BINARY collation orders keys: NULL < numbers < text < blobs.
+    pub fn cmp_key(&self, other: &Value) -> Ordering {
+        fn class(v: &Value) -> u8 {
+            match v {
+                Value::Null => 0,
+                Value::Int(_) | Value::UInt(_) | Value::Float(_) => 1,
+                Value::Bytes(_) => 3,
+                _ => 2,
+            }
+        }
+        match (self, other) {
+            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::UInt(a), Value::UInt(b)) => a.cmp(b),
+            (Value::Int(a), Value::UInt(b)) => i128::from(*a).cmp(&i128::from(*b)),
+            (Value::UInt(a), Value::Int(b)) => i128::from(*a).cmp(&i128::from(*b)),
+            (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
+            (Value::Float(a), Value::Int(b)) => a.partial_cmp(&(*b as f64)).unwrap_or(Ordering::Equal),
+            (Value::Int(a), Value::Float(b)) => (*a as f64).partial_cmp(b).unwrap_or(Ordering::Equal),
+            (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
+            (Value::Text(a), Value::Text(b)) => a.as_bytes().cmp(b.as_bytes()),
+            _ => match class(self).cmp(&class(other)) {
+                Ordering::Equal => self.to_string().cmp(&other.to_string()),
+                o => o,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("NULL"),
+            Value::Int(v) => write!(f, "{v}"),
+            Value::UInt(v) => write!(f, "{v}"),
+            Value::Float(v) => write!(f, "{v:?}"),
+            Value::Decimal(v) | Value::Json(v) => f.write_str(v),
+            Value::Text(v) => write!(f, "{v:?}"),
+            Value::Bytes(v) => {
+                f.write_str("x'")?;
+                for b in v {
+                    write!(f, "{b:02x}")?;
+                }
+                f.write_str("'")
+            }
+            Value::Date { year, month, day } => write!(f, "{year:04}-{month:02}-{day:02}"),
+            Value::Time { negative, hours, minutes, seconds, micros } => {
+                let sign = if *negative { "-" } else { "" };
+                write!(f, "{sign}{hours:02}:{minutes:02}:{seconds:02}.{micros:06}")
+            }
+            Value::DateTime { year, month, day, hour, minute, second, micros } => write!(
+                f,
+                "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}.{micros:06}"
+            ),
+            Value::Timestamp(us) => write!(f, "@{us}us"),
+        }
+    }
+}
+
+/// A row: one value per column, in the order of its [`TableSchema::columns`].
+pub type Row = Vec<Value>;
+
+/// A primary-key value: one value per primary-key column, in key order.
+pub type Key = Vec<Value>;
+
+/// True when two optional rows hold the same values bit for bit.
+pub fn same_row(a: Option<&Row>, b: Option<&Row>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same(y)),
+        _ => false,
+    }
+}
+
+/// Compares two keys column by column with [`Value::cmp_key`].
+pub fn cmp_keys(a: &[Value], b: &[Value]) -> Ordering {
+    for (x, y) in a.iter().zip(b) {
+        match x.cmp_key(y) {
+            Ordering::Equal => continue,
+            o => return o,
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Renders a key for messages and logs: `(1, "x")`.
+pub fn key_text(key: &[Value]) -> String {
+    let parts: Vec<String> = key.iter().map(ToString::to_string).collect();
+    format!("({})", parts.join(", "))
+}
+
+/// A table's qualified name: database (MySQL) or none (SQLite), and table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TableName {
+    /// Database or schema; `None` for SQLite.
+    pub schema: Option<String>,
+    /// Table name.
+    pub name: String,
+}
+
+impl TableName {
+    /// A name without a database part (SQLite).
+    pub fn bare(name: impl Into<String>) -> Self {
+        TableName { schema: None, name: name.into() }
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.schema {
+            Some(s) => write!(f, "{s}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// One column of a table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    /// Column name.
+    pub name: String,
+    /// Declared type as the engine reports it ("INTEGER", "decimal(10,2)").
+    pub decl_type: String,
+    /// Whether NULL is allowed.
+    pub nullable: bool,
+}
+
+/// A table's shape: columns in order and which of them form the primary key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableSchema {
+    /// Qualified name.
+    pub name: TableName,
+    /// Columns in table order.
+    pub columns: Vec<Column>,
+    /// Indexes into `columns` of the primary-key columns, in key order.
+    pub primary_key: Vec<usize>,
+    /// Column index sets of other unique keys (they constrain apply order).
+    pub unique_keys: Vec<Vec<usize>>,
+}
+
+impl TableSchema {
+    /// Extracts the primary key of a row of this table.
+    pub fn key_of(&self, row: &[Value]) -> Key {
+        self.primary_key.iter().map(|&i| row[i].clone()).collect()
+    }
+
+    /// Names of the primary-key columns.
+    pub fn key_columns(&self) -> Vec<&str> {
+        self.primary_key.iter().map(|&i| self.columns[i].name.as_str()).collect()
+    }
+
+    /// Position of a column by name.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// What a change did to its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// A new row.
+    Insert,
+    /// A changed row (the key may change too).
+    Update,
+    /// A removed row.
+    Delete,
+}
+
+/// One row change, with both images where the source has them.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The table, as the source described it when the change was read.
+    pub table: Arc<TableSchema>,
+    /// Insert, update or delete.
+    pub op: Op,
+    /// The primary key the change addresses (the old key for a key-changing update).
+    pub key: Key,
+    /// Row before the change (updates and deletes).
+    pub before: Option<Row>,
+    /// Row after the change (inserts and updates).
+    pub after: Option<Row>,
+}
+
+impl Change {
+    /// The key of the row after this change (differs from `key` when an update moves it).
+    pub fn new_key(&self) -> Key {
+        match &self.after {
+            Some(row) => self.table.key_of(row),
+            None => self.key.clone(),
+        }
+    }
+}
+
+/// The site (data center) where an application write happened.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SiteId(pub Arc<str>);
+
+impl SiteId {
+    /// Makes a site id from its name.
+    pub fn new(name: &str) -> Self {
+        SiteId(Arc::from(name))
+    }
+
+    /// The site's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SiteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A source transaction, kept whole.
+#[derive(Debug, Clone)]
+pub struct Txn {
+    /// Where the application wrote it.
+    pub origin: SiteId,
+    /// Commit time in microseconds since the Unix epoch.
+    pub commit_ts: i64,
+    /// Stream position just after this transaction.
+    pub position: Position,
+    /// Its row changes in source order.
+    pub changes: Vec<Change>,
+}
+
+/// Where a source's stream stands. Opaque per source; positions of one source are
+/// compared only by stream order ([`Position::stream_cmp`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Position {
+    /// SQLite: the changelog sequence number of the last change consumed.
+    Sqlite {
+        /// Changelog sequence.
+        seq: i64,
+    },
+}
+
+impl Position {
+    /// Order of two positions of the same source; `None` when they are of different sources.
+    pub fn stream_cmp(&self, other: &Position) -> Option<Ordering> {
+        match (self, other) {
+            (Position::Sqlite { seq: a }, Position::Sqlite { seq: b }) => Some(a.cmp(b)),
+        }
+    }
+
+    /// Number of changes between `self` (behind) and `head`, where the source can tell.
+    pub fn changes_until(&self, head: &Position) -> Option<u64> {
+        match (self, head) {
+            (Position::Sqlite { seq: a }, Position::Sqlite { seq: b }) => {
+                Some(u64::try_from(b.saturating_sub(*a)).unwrap_or(0))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::Sqlite { seq } => write!(f, "sqlite:{seq}"),
+        }
+    }
+}
+
+/// A position string that could not be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid position {text:?}: expected sqlite:<sequence>, as `ferry status` prints it")]
+pub struct PositionParseError {
+    /// The text given.
+    pub text: String,
+}
+
+impl FromStr for Position {
+    type Err = PositionParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || PositionParseError { text: s.to_string() };
+        let (kind, rest) = s.split_once(':').ok_or_else(err)?;
+        match kind {
+            "sqlite" => rest.parse().map(|seq| Position::Sqlite { seq }).map_err(|_| err()),
+            _ => Err(err()),
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn position_round_trips_through_text() {
+        let p = Position::Sqlite { seq: 42 };
+        assert_eq!(p.to_string().parse::<Position>().ok(), Some(p));
+        assert!("mysql".parse::<Position>().is_err());
+    }
+
+    #[test]
+    fn floats_compare_by_bits() {
+        assert!(!Value::Float(0.0).same(&Value::Float(-0.0)));
+        assert!(Value::Float(1.5).same(&Value::Float(1.5)));
+    }
+
+    #[test]
+    fn keys_order_like_sqlite() {
+        assert_eq!(Value::Null.cmp_key(&Value::Int(1)), Ordering::Less);
+        assert_eq!(Value::Int(2).cmp_key(&Value::Text("1".into())), Ordering::Less);
+        assert_eq!(Value::Text("b".into()).cmp_key(&Value::Bytes(vec![0])), Ordering::Less);
+        assert_eq!(cmp_keys(&[Value::Int(1), Value::Int(3)], &[Value::Int(1), Value::Int(2)]), Ordering::Greater);
+    }
+}
