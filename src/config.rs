@@ -15,7 +15,9 @@ use crate::model::SiteId;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read task file {path}: {source}\n  fix: check the path given to --config and that this user may read it")]
+    #[error(
+        "cannot read task file {path}: {source}\n  fix: check the path given to --config and that this user may read it"
+    )]
     Read {
         /// The file.
         path: PathBuf,
@@ -314,7 +316,9 @@ impl fmt::Display for EndpointUrl {
 
 /// Replaces the password in `scheme://user:password@host` with `***`.
 pub fn mask_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
     let (auth, host) = match rest.rfind('@') {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => return url.to_string(),
@@ -392,8 +396,10 @@ pub struct Token {
 impl Config {
     /// Reads and validates a task file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Config::parse(path, &text)
     }
 
@@ -425,7 +431,11 @@ fn parse_error(path: &Path, e: toml::de::Error) -> ConfigError {
     } else {
         "correct the TOML syntax at the line shown; docs/task-file.md shows a complete example"
     };
-    ConfigError::Parse { path: path.to_path_buf(), message, hint: hint.to_string() }
+    ConfigError::Parse {
+        path: path.to_path_buf(),
+        message,
+        hint: hint.to_string(),
+    }
 }
 
 struct Validator<'a> {
@@ -439,7 +449,12 @@ impl Validator<'_> {
         self.text[..end].bytes().filter(|&b| b == b'\n').count() + 1
     }
 
-    fn invalid<T>(&self, span: std::ops::Range<usize>, problem: String, fix: &str) -> Result<T, ConfigError> {
+    fn invalid<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        problem: String,
+        fix: &str,
+    ) -> Result<T, ConfigError> {
         Err(ConfigError::Invalid {
             path: self.path.to_path_buf(),
             line: self.line(span),
@@ -449,16 +464,28 @@ impl Validator<'_> {
     }
 
     fn validate(&self, raw: RawFile) -> Result<Config, ConfigError> {
-        let base = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = self
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let node_span = raw.node.span();
         let node = raw.node.into_inner();
         if node.id.get_ref().trim().is_empty() {
-            return self.invalid(node.id.span(), "[node] id is empty".into(), "give this process a name, e.g. id = \"node-1\"");
+            return self.invalid(
+                node.id.span(),
+                "[node] id is empty".into(),
+                "give this process a name, e.g. id = \"node-1\"",
+            );
         }
         let store = match node.store.get_ref().strip_prefix("sqlite:") {
             Some(rest) => StoreUrl::Sqlite(resolve(&base, rest)),
             None => {
-                let span = if node.store.span().is_empty() { node_span } else { node.store.span() };
+                let span = if node.store.span().is_empty() {
+                    node_span
+                } else {
+                    node.store.span()
+                };
                 return self.invalid(
                     span,
                     format!("[node] store {:?} is not supported", node.store.get_ref()),
@@ -466,10 +493,18 @@ impl Validator<'_> {
                 );
             }
         };
-        if node.listen.get_ref().parse::<std::net::SocketAddr>().is_err() {
+        if node
+            .listen
+            .get_ref()
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
             return self.invalid(
                 node.listen.span(),
-                format!("[node] listen {:?} is not an address", node.listen.get_ref()),
+                format!(
+                    "[node] listen {:?} is not an address",
+                    node.listen.get_ref()
+                ),
                 "use host:port, e.g. listen = \"127.0.0.1:7400\"",
             );
         }
@@ -479,14 +514,29 @@ impl Validator<'_> {
         for e in raw.endpoint {
             let name = e.name.get_ref().clone();
             if name.trim().is_empty() {
-                return self.invalid(e.name.span(), "an endpoint has an empty name".into(), "give every [[endpoint]] a unique name");
+                return self.invalid(
+                    e.name.span(),
+                    "an endpoint has an empty name".into(),
+                    "give every [[endpoint]] a unique name",
+                );
             }
             if !names.insert(name.clone()) {
-                return self.invalid(e.name.span(), format!("endpoint {name:?} is defined twice"), "give every [[endpoint]] a unique name");
+                return self.invalid(
+                    e.name.span(),
+                    format!("endpoint {name:?} is defined twice"),
+                    "give every [[endpoint]] a unique name",
+                );
             }
             let url = self.endpoint_url(&base, &e.url)?;
-            let site = e.site.map(|s| s.into_inner()).unwrap_or_else(|| name.clone());
-            endpoints.push(Endpoint { name, site: SiteId::new(&site), url });
+            let site = e
+                .site
+                .map(|s| s.into_inner())
+                .unwrap_or_else(|| name.clone());
+            endpoints.push(Endpoint {
+                name,
+                site: SiteId::new(&site),
+                url,
+            });
         }
 
         let mut tasks = Vec::new();
@@ -505,12 +555,20 @@ impl Validator<'_> {
                     "store the SHA-256 of the token, e.g. `printf %s TOKEN | sha256sum`",
                 );
             }
-            tokens.push(Token { name: t.name.into_inner(), role: t.role, sha256: hash.to_ascii_lowercase() });
+            tokens.push(Token {
+                name: t.name.into_inner(),
+                role: t.role,
+                sha256: hash.to_ascii_lowercase(),
+            });
         }
 
         Ok(Config {
             path: self.path.to_path_buf(),
-            node: Node { id: node.id.into_inner(), listen: node.listen.into_inner(), store },
+            node: Node {
+                id: node.id.into_inner(),
+                listen: node.listen.into_inner(),
+                store,
+            },
             endpoints,
             tasks,
             tokens,
@@ -521,7 +579,11 @@ impl Validator<'_> {
         let text = url.get_ref();
         if let Some(rest) = text.strip_prefix("sqlite:") {
             if rest.trim_start_matches('/').is_empty() {
-                return self.invalid(url.span(), "sqlite URL has no file path".into(), "write url = \"sqlite://path/to/file.db\"");
+                return self.invalid(
+                    url.span(),
+                    "sqlite URL has no file path".into(),
+                    "write url = \"sqlite://path/to/file.db\"",
+                );
             }
             return Ok(EndpointUrl::Sqlite(resolve(base, rest)));
         }
@@ -533,15 +595,27 @@ impl Validator<'_> {
         }
         self.invalid(
             url.span(),
-            format!("endpoint url {:?} has an unknown scheme", mask_password(text)),
+            format!(
+                "endpoint url {:?} has an unknown scheme",
+                mask_password(text)
+            ),
             "use sqlite://FILE, mysql://USER:PASSWORD@HOST:PORT or postgres://...",
         )
     }
 
-    fn task(&self, t: RawTask, endpoints: &HashSet<String>, seen: &mut HashSet<String>) -> Result<Task, ConfigError> {
+    fn task(
+        &self,
+        t: RawTask,
+        endpoints: &HashSet<String>,
+        seen: &mut HashSet<String>,
+    ) -> Result<Task, ConfigError> {
         let name = t.name.get_ref().clone();
         if name.trim().is_empty() {
-            return self.invalid(t.name.span(), "a task has an empty name".into(), "give every [[task]] a unique name");
+            return self.invalid(
+                t.name.span(),
+                "a task has an empty name".into(),
+                "give every [[task]] a unique name",
+            );
         }
         if !seen.insert(name.clone()) {
             return self.invalid(
@@ -556,7 +630,10 @@ impl Validator<'_> {
                 known.sort();
                 return self.invalid(
                     side.span(),
-                    format!("task {name:?} names endpoint {:?}, which is not defined", side.get_ref()),
+                    format!(
+                        "task {name:?} names endpoint {:?}, which is not defined",
+                        side.get_ref()
+                    ),
                     &format!("define it as an [[endpoint]] or use one of: {known:?}"),
                 );
             }
@@ -564,27 +641,45 @@ impl Validator<'_> {
         if t.from.get_ref() == t.to.get_ref() {
             return self.invalid(
                 t.to.span(),
-                format!("task {name:?} has the same endpoint {:?} as from and to", t.to.get_ref()),
+                format!(
+                    "task {name:?} has the same endpoint {:?} as from and to",
+                    t.to.get_ref()
+                ),
                 "point `to` at a different endpoint; a task copies between two data stores",
             );
         }
         if t.tables.get_ref().is_empty() {
-            return self.invalid(t.tables.span(), format!("task {name:?} lists no tables"), "list table globs, e.g. tables = [\"*\"]");
+            return self.invalid(
+                t.tables.span(),
+                format!("task {name:?} lists no tables"),
+                "list table globs, e.g. tables = [\"*\"]",
+            );
         }
         for g in t.tables.get_ref() {
             if glob::Pattern::new(g).is_err() || g.trim().is_empty() {
-                return self.invalid(t.tables.span(), format!("task {name:?}: table pattern {g:?} is not a valid glob"), "use * and ? wildcards, e.g. \"shop.*\"");
+                return self.invalid(
+                    t.tables.span(),
+                    format!("task {name:?}: table pattern {g:?} is not a valid glob"),
+                    "use * and ? wildcards, e.g. \"shop.*\"",
+                );
             }
         }
         if *t.workers.get_ref() == 0 {
-            return self.invalid(t.workers.span(), format!("task {name:?}: workers = 0"), "use workers = 1 or more");
+            return self.invalid(
+                t.workers.span(),
+                format!("task {name:?}: workers = 0"),
+                "use workers = 1 or more",
+            );
         }
         let verify_max_age = match parse_duration(t.cutover.verify_max_age.get_ref()) {
             Some(d) => d,
             None => {
                 return self.invalid(
                     t.cutover.verify_max_age.span(),
-                    format!("task {name:?}: verify_max_age {:?} is not a duration", t.cutover.verify_max_age.get_ref()),
+                    format!(
+                        "task {name:?}: verify_max_age {:?} is not a duration",
+                        t.cutover.verify_max_age.get_ref()
+                    ),
                     "write a number with a unit s, m, h or d, e.g. \"24h\"",
                 );
             }
@@ -592,7 +687,11 @@ impl Validator<'_> {
         let maps = t
             .map
             .into_iter()
-            .map(|m| TableMap { from: m.from.into_inner(), to: m.to.into_inner(), columns: m.columns })
+            .map(|m| TableMap {
+                from: m.from.into_inner(),
+                to: m.to.into_inner(),
+                columns: m.columns,
+            })
             .collect();
         Ok(Task {
             name,
@@ -621,7 +720,11 @@ impl Validator<'_> {
 fn resolve(base: &Path, rest: &str) -> PathBuf {
     let p = rest.strip_prefix("//").unwrap_or(rest);
     let p = Path::new(p);
-    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 /// Parses "90s", "15m", "24h", "7d".
@@ -673,9 +776,18 @@ mode = "two-way"
         assert_eq!(t.workers, 4);
         assert!(t.keep_transactions && t.snapshot);
         assert_eq!(c.endpoints[0].site.as_str(), "a");
-        assert_eq!(c.endpoints[0].url, EndpointUrl::Sqlite(PathBuf::from("/etc/ferry/a.db")));
-        assert_eq!(c.node.store, StoreUrl::Sqlite(PathBuf::from("/etc/ferry/ferry-meta.db")));
-        assert_eq!(c.endpoints[1].url.to_string(), "mysql://ferry:***@127.0.0.1:3308");
+        assert_eq!(
+            c.endpoints[0].url,
+            EndpointUrl::Sqlite(PathBuf::from("/etc/ferry/a.db"))
+        );
+        assert_eq!(
+            c.node.store,
+            StoreUrl::Sqlite(PathBuf::from("/etc/ferry/ferry-meta.db"))
+        );
+        assert_eq!(
+            c.endpoints[1].url.to_string(),
+            "mysql://ferry:***@127.0.0.1:3308"
+        );
     }
 
     #[test]

@@ -2,7 +2,12 @@
 //! and two-way sync with deterministic conflict handling, verification and cutover.
 //! See DESIGN.md in the repository's docs for the architecture.
 
+pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod connector;
+pub mod demo;
 pub mod engine;
 pub mod model;
+pub mod store;
+pub mod verify;

@@ -1,1 +1,101 @@
-fn main() {}
+//! The `ferry` binary: parse the command line, install error reporting, dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ferry::cli::{Cli, Command, EXIT_RUNTIME};
+use ferry::commands::{self, CommandError};
+use ferry::demo::{self, DemoOptions};
+
+fn main() -> ExitCode {
+    // color-eyre's panic hook: a bug shows a report, not a bare panic.
+    let _ = color_eyre::install();
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Run { .. } => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("ferry={default_level},warn"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<u8, CommandError> {
+    match command {
+        Command::Demo {
+            duration,
+            headless,
+            dir,
+            seed,
+        } => {
+            demo::demo(
+                DemoOptions {
+                    duration,
+                    headless,
+                    dir,
+                    seed,
+                },
+                shutdown_signal(),
+            )
+            .await
+        }
+        Command::Run { config, task } => {
+            commands::run::run(&config, task.as_deref(), shutdown_signal()).await
+        }
+        Command::Check { config } => commands::check::check(&config).await,
+        Command::Status { config, format } => commands::status::status(&config, format).await,
+        Command::Skip {
+            config,
+            task,
+            position,
+            direction,
+        } => commands::skip::skip(&config, &task, &position, direction.as_deref()).await,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -71,6 +71,10 @@ pub struct SnapshotRows {
     pub table: Arc<TableSchema>,
     /// The rows, in key order.
     pub rows: Vec<Row>,
+    /// Per row, the version (origin site, commit µs) of its last captured change, when
+    /// asked for (two-way: conflict resolution compares it); `None` for rows unchanged
+    /// since before capture.
+    pub versions: Option<Vec<Option<(SiteId, i64)>>>,
 }
 
 /// How the sink treats a change that does not match the target's current row.
@@ -127,7 +131,11 @@ pub struct LeaseHolder {
 
 impl fmt::Display for LeaseHolder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "node {:?} on host {:?}, pid {}", self.node, self.host, self.pid)
+        write!(
+            f,
+            "node {:?} on host {:?}, pid {}",
+            self.node, self.host, self.pid
+        )
     }
 }
 
@@ -187,21 +195,26 @@ pub enum ConnectorError {
         fix: String,
     },
     /// A change the target refused.
-    #[error(
-        "endpoint {endpoint}: cannot apply the transaction at source position {position}: table {table}, key {key}: {message}\n  fix: correct the row or the target, then `ferry run` again; to skip this transaction on purpose: ferry skip --config FILE --task TASK --position {position}"
-    )]
-    Apply {
-        /// Target endpoint name.
-        endpoint: String,
-        /// Position of the failing source transaction.
-        position: Position,
-        /// Target table.
-        table: TableName,
-        /// Key of the failing row, rendered.
-        key: String,
-        /// The server's message.
-        message: String,
-    },
+    #[error(transparent)]
+    Apply(Box<ApplyFailure>),
+}
+
+/// A source transaction the target refused, with everything needed to fix or skip it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "endpoint {endpoint}: cannot apply the transaction at source position {position}: table {table}, key {key}: {message}\n  fix: correct the row or the target, then `ferry run` again; to skip this transaction on purpose: ferry skip --config FILE --task TASK --position {position}"
+)]
+pub struct ApplyFailure {
+    /// Target endpoint name.
+    pub endpoint: String,
+    /// Position of the failing source transaction.
+    pub position: Position,
+    /// Target table.
+    pub table: TableName,
+    /// Key of the failing row, rendered.
+    pub key: String,
+    /// The server's message.
+    pub message: String,
 }
 
 impl ConnectorError {
@@ -209,7 +222,7 @@ impl ConnectorError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ConnectorError::Setup { .. } | ConnectorError::Open { .. } => ErrorKind::Setup,
-            ConnectorError::Query { .. } | ConnectorError::Apply { .. } => ErrorKind::Runtime,
+            ConnectorError::Query { .. } | ConnectorError::Apply(_) => ErrorKind::Runtime,
         }
     }
 }
@@ -221,6 +234,8 @@ pub struct Chunk {
     pub rows: Vec<Row>,
     /// Stream position at the moment the rows were read.
     pub position: Position,
+    /// Versions of the rows, when asked for (see [`SnapshotRows::versions`]).
+    pub versions: Option<Vec<Option<(SiteId, i64)>>>,
 }
 
 /// What to read from the change stream.
@@ -250,24 +265,39 @@ pub struct ReadBatch {
 /// A data store changes are read from.
 pub trait Source: Send {
     /// Describes the tables matching the globs; an explicit name that matches nothing is an error.
-    fn tables(&mut self, patterns: &[String]) -> impl Future<Output = Result<Vec<Arc<TableSchema>>, ConnectorError>> + Send;
+    fn tables(
+        &mut self,
+        patterns: &[String],
+    ) -> impl Future<Output = Result<Vec<Arc<TableSchema>>, ConnectorError>> + Send;
     /// Installs change capture for these tables (idempotent).
-    fn install_capture(&mut self, tables: &[Arc<TableSchema>]) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    fn install_capture(
+        &mut self,
+        tables: &[Arc<TableSchema>],
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
     /// The newest position of the stream.
     fn head(&mut self) -> impl Future<Output = Result<Position, ConnectorError>> + Send;
-    /// Reads up to `limit` rows with keys after `after`, with the position they are consistent with.
+    /// Reads up to `limit` rows with keys after `after`, with the position they are
+    /// consistent with and, if `versions`, each row's last change version.
     fn read_chunk(
         &mut self,
         table: &TableSchema,
         after: Option<&Key>,
         limit: usize,
+        versions: bool,
     ) -> impl Future<Output = Result<Chunk, ConnectorError>> + Send;
     /// Reads committed transactions after a position; empty when none are waiting.
-    fn read_changes(&mut self, req: &ReadRequest) -> impl Future<Output = Result<ReadBatch, ConnectorError>> + Send;
+    fn read_changes(
+        &mut self,
+        req: &ReadRequest,
+    ) -> impl Future<Output = Result<ReadBatch, ConnectorError>> + Send;
     /// Writes this source's heartbeat row (flows through the stream for exact lag).
     fn heartbeat(&mut self) -> impl Future<Output = Result<(), ConnectorError>> + Send;
     /// Tells the source a consumer has durably applied up to `position` (allows pruning).
-    fn consumed(&mut self, consumer: &str, position: &Position) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    fn consumed(
+        &mut self,
+        consumer: &str,
+        position: &Position,
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
 }
 
 /// A data store changes are applied to.
@@ -275,13 +305,31 @@ pub trait Sink: Send {
     /// Creates ferry's own tables (checkpoint, conflict, lease) if missing.
     fn prepare(&mut self) -> impl Future<Output = Result<(), ConnectorError>> + Send;
     /// Creates target tables that do not exist yet, and checks the columns of those that do.
-    fn ensure_tables(&mut self, tables: &[Arc<TableSchema>]) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    fn ensure_tables(
+        &mut self,
+        tables: &[Arc<TableSchema>],
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
     /// The checkpoint recorded for a direction, if any.
-    fn load_checkpoint(&mut self, dir: &DirectionId) -> impl Future<Output = Result<Option<Checkpoint>, ConnectorError>> + Send;
+    fn load_checkpoint(
+        &mut self,
+        dir: &DirectionId,
+    ) -> impl Future<Output = Result<Option<Checkpoint>, ConnectorError>> + Send;
     /// Applies a batch and its checkpoint in one target transaction.
-    fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> impl Future<Output = Result<ApplyReport, ConnectorError>> + Send;
+    fn apply(
+        &mut self,
+        dir: &DirectionId,
+        batch: &ApplyBatch,
+    ) -> impl Future<Output = Result<ApplyReport, ConnectorError>> + Send;
     /// Takes or renews the direction's lease for `holder`, unless a live process holds it.
-    fn lease(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> impl Future<Output = Result<LeaseOutcome, ConnectorError>> + Send;
+    fn lease(
+        &mut self,
+        dir: &DirectionId,
+        holder: &LeaseHolder,
+    ) -> impl Future<Output = Result<LeaseOutcome, ConnectorError>> + Send;
     /// Gives the lease up (clean shutdown).
-    fn release(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    fn release(
+        &mut self,
+        dir: &DirectionId,
+        holder: &LeaseHolder,
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
 }

@@ -20,7 +20,11 @@ pub async fn rows_after(
     limit: usize,
 ) -> Result<Vec<(Row, String)>, ConnectorError> {
     let cols: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
-    let filter = if after.is_some() { format!("WHERE {}", after_key_clause(table)) } else { String::new() };
+    let filter = if after.is_some() {
+        format!("WHERE {}", after_key_clause(table))
+    } else {
+        String::new()
+    };
     let sql = format!(
         "SELECT {} FROM {} {filter} ORDER BY {} LIMIT {limit}",
         row_expr("", &cols),
@@ -35,7 +39,10 @@ pub async fn rows_after(
             fix: "the key cannot be compared on this endpoint".into(),
         })?;
     }
-    let rows = q.fetch_all(&mut *conn).await.map_err(ep.query_error(format!("reading rows of {}", table.name)))?;
+    let rows = q
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(ep.query_error(format!("reading rows of {}", table.name)))?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let text: String = r.get(0);
@@ -50,7 +57,11 @@ pub async fn rows_after(
 }
 
 /// Row count and an order-independent 64-bit checksum of the canonical rows of a table.
-pub async fn table_checksum(ep: &SqliteEndpoint, conn: &mut SqliteConnection, table: &TableSchema) -> Result<(u64, u64), ConnectorError> {
+pub async fn table_checksum(
+    ep: &SqliteEndpoint,
+    conn: &mut SqliteConnection,
+    table: &TableSchema,
+) -> Result<(u64, u64), ConnectorError> {
     let mut after: Option<Key> = None;
     let (mut count, mut sum) = (0u64, 0u64);
     loop {

@@ -44,7 +44,10 @@ pub fn parse_row(text: &str) -> Result<Vec<Value>, LiteralError> {
     let b = text.as_bytes();
     let mut out = Vec::with_capacity(8);
     let mut i = 0;
-    let err = |at: usize| LiteralError { at, text: text.to_string() };
+    let err = |at: usize| LiteralError {
+        at,
+        text: text.to_string(),
+    };
     if b.is_empty() {
         return Ok(out);
     }
@@ -74,9 +77,12 @@ pub fn parse_row(text: &str) -> Result<Vec<Value>, LiteralError> {
             }
             Some(b'X') | Some(b'x') if b.get(i + 1) == Some(&b'\'') => {
                 let start = i + 2;
-                let end = text[start..].find('\'').map(|e| start + e).ok_or_else(|| err(i))?;
+                let end = text[start..]
+                    .find('\'')
+                    .map(|e| start + e)
+                    .ok_or_else(|| err(i))?;
                 let hex = &b[start..end];
-                if hex.len() % 2 != 0 {
+                if !hex.len().is_multiple_of(2) {
                     return Err(err(i));
                 }
                 let mut bytes = Vec::with_capacity(hex.len() / 2);
@@ -98,7 +104,9 @@ pub fn parse_row(text: &str) -> Result<Vec<Value>, LiteralError> {
             Some(_) => {
                 let end = text[i..].find(',').map(|e| i + e).unwrap_or(text.len());
                 let tok = &text[i..end];
-                let is_float = tok.bytes().any(|c| matches!(c, b'.' | b'e' | b'E' | b'I' | b'N'));
+                let is_float = tok
+                    .bytes()
+                    .any(|c| matches!(c, b'.' | b'e' | b'E' | b'I' | b'N'));
                 let v = if is_float {
                     Value::Float(tok.parse::<f64>().map_err(|_| err(i))?)
                 } else {

@@ -5,11 +5,11 @@
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Row as _};
 
-use super::literal::{ident, parse_row, row_expr};
+use super::literal::{ident, parse_row, row_expr, string};
 use super::values::bind_all;
 use super::{SqliteEndpoint, rollback};
 use crate::connector::{Chunk, ConnectorError};
-use crate::model::{Key, Position, TableSchema};
+use crate::model::{Key, Position, SiteId, TableSchema};
 
 /// `WHERE` clause selecting keys after a bound key (row-value comparison).
 pub fn after_key_clause(table: &TableSchema) -> String {
@@ -31,19 +31,38 @@ pub async fn read_chunk(
     table: &TableSchema,
     after: Option<&Key>,
     limit: usize,
+    versions: bool,
 ) -> Result<Chunk, ConnectorError> {
     let cols: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
-    let filter = if after.is_some() { format!("WHERE {}", after_key_clause(table)) } else { String::new() };
+    let filter = if after.is_some() {
+        format!("WHERE {}", after_key_clause(table))
+    } else {
+        String::new()
+    };
+    let version = if versions {
+        format!(
+            ", (SELECT origin || ' ' || ts FROM ferry_changelog WHERE tbl = {} AND pk = {} ORDER BY seq DESC LIMIT 1)",
+            string(&table.name.name),
+            row_expr("", &table.key_columns())
+        )
+    } else {
+        String::new()
+    };
     let sql = format!(
-        "SELECT {} FROM {} {filter} ORDER BY {} LIMIT {limit}",
+        "SELECT {}{version} FROM {} {filter} ORDER BY {} LIMIT {limit}",
         row_expr("", &cols),
         ident(&table.name.name),
         key_order(table)
     );
     let what = format!("reading a snapshot chunk of {}", table.name);
-    sqlx::query("BEGIN").execute(&mut *conn).await.map_err(ep.query_error(what.clone()))?;
+    sqlx::query("BEGIN")
+        .execute(&mut *conn)
+        .await
+        .map_err(ep.query_error(what.clone()))?;
     let result = async {
-        let head: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM ferry_changelog").fetch_one(&mut *conn).await?;
+        let head: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM ferry_changelog")
+            .fetch_one(&mut *conn)
+            .await?;
         let mut q = sqlx::query(AssertSqlSafe(sql));
         if let Some(k) = after {
             q = bind_all(q, k).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
@@ -57,11 +76,23 @@ pub async fn read_chunk(
         Ok(v) => v,
         Err(e) => {
             rollback(conn).await;
-            return Err(ConnectorError::Query { endpoint: ep.name.clone(), what, source: e });
+            return Err(ConnectorError::Query {
+                endpoint: ep.name.clone(),
+                what,
+                source: e,
+            });
         }
     };
     let mut out = Vec::with_capacity(rows.len());
+    let mut vers = Vec::new();
     for r in rows {
+        if versions {
+            let v: Option<String> = r.get(1);
+            vers.push(v.and_then(|v| {
+                let (site, ts) = v.rsplit_once(' ')?;
+                Some((SiteId::new(site), ts.parse().ok()?))
+            }));
+        }
         let text: String = r.get(0);
         let row = parse_row(&text).map_err(|e| ConnectorError::Setup {
             endpoint: ep.name.clone(),
@@ -70,5 +101,9 @@ pub async fn read_chunk(
         })?;
         out.push(row);
     }
-    Ok(Chunk { rows: out, position: Position::Sqlite { seq: head } })
+    Ok(Chunk {
+        rows: out,
+        position: Position::Sqlite { seq: head },
+        versions: versions.then_some(vers),
+    })
 }

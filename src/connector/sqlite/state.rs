@@ -14,12 +14,17 @@ use crate::model::{Position, Row, TableSchema, now_micros};
 const STREAM_SLOT: &str = "stream:0";
 
 /// Reads a direction's checkpoint.
-pub async fn load_checkpoint(conn: &mut SqliteConnection, dir: &DirectionId) -> Result<Option<Checkpoint>, sqlx::Error> {
-    let rows = sqlx::query("SELECT slot, position, progress FROM ferry_checkpoint WHERE task = ?1 AND direction = ?2")
-        .bind(&dir.task)
-        .bind(dir.direction())
-        .fetch_all(&mut *conn)
-        .await?;
+pub async fn load_checkpoint(
+    conn: &mut SqliteConnection,
+    dir: &DirectionId,
+) -> Result<Option<Checkpoint>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT slot, position, progress FROM ferry_checkpoint WHERE task = ?1 AND direction = ?2",
+    )
+    .bind(&dir.task)
+    .bind(dir.direction())
+    .fetch_all(&mut *conn)
+    .await?;
     if rows.is_empty() {
         return Ok(None);
     }
@@ -30,11 +35,15 @@ pub async fn load_checkpoint(conn: &mut SqliteConnection, dir: &DirectionId) -> 
         let progress: Option<String> = r.get(2);
         if slot == STREAM_SLOT {
             cp.position = match position {
-                Some(p) => Some(p.parse::<Position>().map_err(|e| sqlx::Error::Protocol(e.to_string()))?),
+                Some(p) => Some(
+                    p.parse::<Position>()
+                        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
+                ),
                 None => None,
             };
         } else if let (Some(table), Some(p)) = (slot.strip_prefix("table:"), progress) {
-            let prog: TableProgress = serde_json::from_str(&p).map_err(|e| sqlx::Error::Protocol(format!("checkpoint of table {table}: {e}")))?;
+            let prog: TableProgress = serde_json::from_str(&p)
+                .map_err(|e| sqlx::Error::Protocol(format!("checkpoint of table {table}: {e}")))?;
             cp.tables.insert(table.to_string(), prog);
         }
     }
@@ -51,7 +60,11 @@ pub async fn write_checkpoint(
     let now = now_micros();
     let direction = dir.direction();
     let mut slots: Vec<(String, Option<String>, Option<String>)> = Vec::new();
-    slots.push((STREAM_SLOT.to_string(), cp.position.as_ref().map(ToString::to_string), None));
+    slots.push((
+        STREAM_SLOT.to_string(),
+        cp.position.as_ref().map(ToString::to_string),
+        None,
+    ));
     for (table, prog) in &cp.tables {
         let text = serde_json::to_string(prog).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         slots.push((format!("table:{table}"), None, Some(text)));
@@ -93,12 +106,18 @@ pub fn pid_alive(pid: u32) -> bool {
 }
 
 /// Takes or renews a lease inside an IMMEDIATE transaction the caller opened.
-pub async fn take_lease(conn: &mut SqliteConnection, dir: &DirectionId, me: &LeaseHolder) -> Result<LeaseOutcome, sqlx::Error> {
-    let row = sqlx::query("SELECT node, host, pid, expires_us FROM ferry_lease WHERE task = ?1 AND direction = ?2")
-        .bind(&dir.task)
-        .bind(dir.direction())
-        .fetch_optional(&mut *conn)
-        .await?;
+pub async fn take_lease(
+    conn: &mut SqliteConnection,
+    dir: &DirectionId,
+    me: &LeaseHolder,
+) -> Result<LeaseOutcome, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT node, host, pid, expires_us FROM ferry_lease WHERE task = ?1 AND direction = ?2",
+    )
+    .bind(&dir.task)
+    .bind(dir.direction())
+    .fetch_optional(&mut *conn)
+    .await?;
     if let Some(r) = row {
         let holder = LeaseHolder {
             node: r.get(0),
@@ -129,24 +148,35 @@ pub async fn take_lease(conn: &mut SqliteConnection, dir: &DirectionId, me: &Lea
 }
 
 /// Drops our lease.
-pub async fn drop_lease(conn: &mut SqliteConnection, dir: &DirectionId, me: &LeaseHolder) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM ferry_lease WHERE task = ?1 AND direction = ?2 AND host = ?3 AND pid = ?4")
-        .bind(&dir.task)
-        .bind(dir.direction())
-        .bind(&me.host)
-        .bind(i64::from(me.pid))
-        .execute(&mut *conn)
-        .await?;
+pub async fn drop_lease(
+    conn: &mut SqliteConnection,
+    dir: &DirectionId,
+    me: &LeaseHolder,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM ferry_lease WHERE task = ?1 AND direction = ?2 AND host = ?3 AND pid = ?4",
+    )
+    .bind(&dir.task)
+    .bind(dir.direction())
+    .bind(&me.host)
+    .bind(i64::from(me.pid))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
 /// Reads the lease holder of a direction, if any.
-pub async fn lease_holder(conn: &mut SqliteConnection, dir: &DirectionId) -> Result<Option<LeaseHolder>, sqlx::Error> {
-    let row = sqlx::query("SELECT node, host, pid, expires_us FROM ferry_lease WHERE task = ?1 AND direction = ?2")
-        .bind(&dir.task)
-        .bind(dir.direction())
-        .fetch_optional(&mut *conn)
-        .await?;
+pub async fn lease_holder(
+    conn: &mut SqliteConnection,
+    dir: &DirectionId,
+) -> Result<Option<LeaseHolder>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT node, host, pid, expires_us FROM ferry_lease WHERE task = ?1 AND direction = ?2",
+    )
+    .bind(&dir.task)
+    .bind(dir.direction())
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(row.map(|r| LeaseHolder {
         node: r.get(0),
         host: r.get(1),
@@ -160,7 +190,10 @@ pub fn row_json(table: &TableSchema, row: Option<&Row>) -> Option<String> {
     let row = row?;
     let mut obj = serde_json::Map::new();
     for (c, v) in table.columns.iter().zip(row) {
-        obj.insert(c.name.clone(), serde_json::to_value(v).unwrap_or(json!(null)));
+        obj.insert(
+            c.name.clone(),
+            serde_json::to_value(v).unwrap_or(json!(null)),
+        );
     }
     Some(serde_json::Value::Object(obj).to_string())
 }
@@ -193,7 +226,11 @@ pub struct ConflictRecord<'a> {
 }
 
 /// Appends a conflict to `ferry_conflict` (inside the resolving transaction).
-pub async fn record_conflict(conn: &mut SqliteConnection, dir: &DirectionId, c: &ConflictRecord<'_>) -> Result<(), sqlx::Error> {
+pub async fn record_conflict(
+    conn: &mut SqliteConnection,
+    dir: &DirectionId,
+    c: &ConflictRecord<'_>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO ferry_conflict(task, direction, tbl, pk, policy, winner, incoming_site, incoming_ts, incoming_row, \
          local_site, local_ts, local_row, position, detected_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",

@@ -1,0 +1,92 @@
+//! Subcommands and their flags. Names, flags and exit codes are contracts: scripts,
+//! docs and other parts of ferry call them.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: a check found a problem in the data (verify found differences).
+pub const EXIT_DATA: u8 = 1;
+/// Exit code: bad input or configuration.
+pub const EXIT_INPUT: u8 = 2;
+/// Exit code: a runtime failure (an endpoint went away).
+pub const EXIT_RUNTIME: u8 = 3;
+
+/// ferry keeps two data centers' data in step.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format of reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people.
+    Text,
+    /// For scripts.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Two SQLite data centers taking writes, kept in step both ways, proven identical.
+    Demo {
+        /// How long the workload writes, in seconds.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// No console: print a status line instead.
+        #[arg(long)]
+        headless: bool,
+        /// Folder for a.db, b.db and ferry-meta.db (kept afterwards); default: a new temp folder.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Seed of the workload's random choices (default: from the clock).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Run the task file's tasks until SIGINT/SIGTERM.
+    Run {
+        /// The task file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Run only this task.
+        #[arg(long)]
+        task: Option<String>,
+    },
+    /// Validate the task file and preflight every endpoint (never writes).
+    Check {
+        /// The task file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Each task's state, position, lag and totals.
+    Status {
+        /// The task file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Skip one source transaction that cannot be applied, on purpose (audited).
+    Skip {
+        /// The task file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The task.
+        #[arg(long)]
+        task: String,
+        /// The position of the transaction, as the error message printed it.
+        #[arg(long)]
+        position: String,
+        /// The direction (`a->b`), when the task is two-way and the status does not tell.
+        #[arg(long)]
+        direction: Option<String>,
+    },
+}

@@ -1,0 +1,107 @@
+//! The bodies of the subcommands, and how their failures map to exit codes.
+
+pub mod check;
+pub mod run;
+pub mod skip;
+pub mod status;
+
+use crate::cli::{EXIT_DATA, EXIT_INPUT, EXIT_RUNTIME};
+use crate::config::{Config, ConfigError, StoreUrl, Task};
+use crate::connector::{ConnectorError, ErrorKind};
+use crate::engine::EngineError;
+use crate::store::{Store, StoreError};
+
+/// Why a command failed; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The task file is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Bad input on the command line.
+    #[error("{problem}\n  fix: {fix}")]
+    Input {
+        /// What is wrong.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
+    /// Preflight found problems (already printed).
+    #[error("preflight found {0} problem(s) (listed above); nothing was changed")]
+    Preflight(usize),
+    /// A direction stopped.
+    #[error(transparent)]
+    Engine(Box<EngineError>),
+    /// An endpoint failed outside a direction.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    /// The metadata store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Data differs (verify, demo).
+    #[error("{0}")]
+    DataDiffers(String),
+    /// Something failed at run time.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl From<EngineError> for CommandError {
+    fn from(e: EngineError) -> Self {
+        CommandError::Engine(Box::new(e))
+    }
+}
+
+impl CommandError {
+    /// The process exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CommandError::Config(_) | CommandError::Input { .. } | CommandError::Preflight(_) => {
+                EXIT_INPUT
+            }
+            CommandError::Engine(e) if e.is_setup() => EXIT_INPUT,
+            CommandError::Connector(e) if e.kind() == ErrorKind::Setup => EXIT_INPUT,
+            CommandError::DataDiffers(_) => EXIT_DATA,
+            _ => EXIT_RUNTIME,
+        }
+    }
+}
+
+/// The tasks a command acts on: one by name, or all.
+pub fn select_tasks<'a>(
+    config: &'a Config,
+    name: Option<&str>,
+) -> Result<Vec<&'a Task>, CommandError> {
+    match name {
+        None => {
+            if config.tasks.is_empty() {
+                return Err(CommandError::Input {
+                    problem: format!("{} defines no [[task]]", config.path.display()),
+                    fix: "add a [[task]] with name, from and to (see docs/task-file.md)".into(),
+                });
+            }
+            Ok(config.tasks.iter().collect())
+        }
+        Some(n) => match config.task(n) {
+            Some(t) => Ok(vec![t]),
+            None => {
+                let names: Vec<&str> = config.tasks.iter().map(|t| t.name.as_str()).collect();
+                Err(CommandError::Input {
+                    problem: format!("task {n:?} is not in {}", config.path.display()),
+                    fix: format!("use one of: {}", names.join(", ")),
+                })
+            }
+        },
+    }
+}
+
+/// Path of the metadata store.
+pub fn store_path(config: &Config) -> std::path::PathBuf {
+    match &config.node.store {
+        StoreUrl::Sqlite(p) => p.clone(),
+    }
+}
+
+/// Opens (creating) the metadata store.
+pub async fn open_store(config: &Config) -> Result<Store, CommandError> {
+    Ok(Store::open(&store_path(config), true).await?)
+}
