@@ -1,0 +1,9 @@
+//! Integration tests: one binary (links once), modules by behaviour. Every test runs
+//! against real SQLite files and, where it says so, the real `ferry` binary.
+
+mod support;
+
+mod bad_input;
+mod convergence;
+mod crash;
+mod lease;

@@ -1,0 +1,142 @@
+//! Shared helpers: temp folders, SQLite files, task files, the ferry binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, Executor};
+
+/// Path of the built `ferry` binary.
+pub fn ferry_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ferry"))
+}
+
+/// Runs `ferry` with arguments and waits for it.
+pub fn ferry(args: &[&str]) -> Output {
+    Command::new(ferry_bin())
+        .args(args)
+        .env("FERRY_LOG", "warn")
+        .output()
+        .expect("ferry binary runs")
+}
+
+/// Opens (creating) a SQLite file as an application would.
+pub async fn app_conn(path: &Path) -> SqliteConnection {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .busy_timeout(Duration::from_secs(30))
+        .disable_statement_logging()
+        .connect()
+        .await
+        .expect("open sqlite file")
+}
+
+/// Creates a SQLite file and runs `sql` in it.
+pub async fn create_db(path: &Path, sql: &str) {
+    let mut c = app_conn(path).await;
+    c.execute(sqlx::AssertSqlSafe(sql.to_string()))
+        .await
+        .expect("schema");
+    sqlx::Connection::close(c).await.ok();
+}
+
+/// A task file with two SQLite endpoints a and b in `dir` and one task `t`.
+pub fn task_file(dir: &Path, mode: &str, extra_task_keys: &str) -> PathBuf {
+    let text = format!(
+        r#"[node]
+id = "test-node"
+store = "sqlite://meta.db"
+
+[[endpoint]]
+name = "a"
+site = "dc-a"
+url = "sqlite://a.db"
+
+[[endpoint]]
+name = "b"
+site = "dc-b"
+url = "sqlite://b.db"
+
+[[task]]
+name = "t"
+from = "a"
+to = "b"
+mode = "{mode}"
+tables = ["*"]
+{extra_task_keys}
+"#
+    );
+    let path = dir.join("ferry.toml");
+    std::fs::write(&path, text).expect("write task file");
+    path
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Highest changelog sequence of a database (0 when empty).
+pub async fn changelog_head(path: &Path) -> i64 {
+    let mut c = app_conn(path).await;
+    let v: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM ferry_changelog")
+        .fetch_one(&mut c)
+        .await
+        .unwrap_or(None);
+    sqlx::Connection::close(c).await.ok();
+    v.unwrap_or(0)
+}
+
+/// The applied position (sqlite sequence) a target recorded for a direction.
+pub async fn checkpoint_seq(target: &Path, task: &str, direction: &str) -> i64 {
+    let mut c = app_conn(target).await;
+    let v: Option<String> = sqlx::query_scalar(
+        "SELECT position FROM ferry_checkpoint WHERE task = ?1 AND direction = ?2 AND slot = 'stream:0'",
+    )
+    .bind(task)
+    .bind(direction)
+    .fetch_optional(&mut c)
+    .await
+    .ok()
+    .flatten()
+    .flatten();
+    sqlx::Connection::close(c).await.ok();
+    v.and_then(|p| p.strip_prefix("sqlite:").and_then(|s| s.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Every row of a table as canonical text, in key order.
+pub async fn dump(path: &Path, table: &str, order_by: &str) -> Vec<String> {
+    let mut c = app_conn(path).await;
+    let cols: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
+    )))
+    .fetch_all(&mut c)
+    .await
+    .expect("columns");
+    let expr: Vec<String> = cols.iter().map(|c| format!("quote(\"{c}\")")).collect();
+    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM \"{table}\" ORDER BY {order_by}",
+        expr.join("||','||")
+    )))
+    .fetch_all(&mut c)
+    .await
+    .expect("rows");
+    sqlx::Connection::close(c).await.ok();
+    rows
+}
