@@ -3,7 +3,7 @@
 //! the target equals the source row by row, every inserted row of an insert-only table
 //! is there exactly once, and no deleted row has come back.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,7 +68,7 @@ impl Drop for Guard {
     }
 }
 
-async fn seed(path: &PathBuf) {
+async fn seed(path: &Path) {
     let mut c = app_conn(path).await;
     sqlx::query("BEGIN").execute(&mut c).await.expect("begin");
     for i in 1..=30_000i64 {
@@ -130,7 +130,7 @@ async fn application(path: PathBuf, stop: Arc<AtomicBool>) -> (u64, Vec<i64>) {
 }
 
 /// The items table's snapshot progress as the target recorded it.
-async fn snapshot_state(b: &PathBuf) -> Option<String> {
+async fn snapshot_state(b: &Path) -> Option<String> {
     let mut c = app_conn(b).await;
     sqlx::query_scalar("SELECT progress FROM ferry_checkpoint WHERE slot = 'table:items'")
         .fetch_optional(&mut c)

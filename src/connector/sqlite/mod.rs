@@ -83,6 +83,13 @@ impl SqliteEndpoint {
 }
 
 fn check_file(endpoint: &str, path: &Path) -> Result<(), ConnectorError> {
+    if path.is_dir() {
+        return Err(ConnectorError::Setup {
+            endpoint: endpoint.to_string(),
+            problem: format!("{} is a directory, not a database file", path.display()),
+            fix: "point the endpoint url at the SQLite database file inside it".into(),
+        });
+    }
     match std::fs::File::open(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ConnectorError::Setup {
