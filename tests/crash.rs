@@ -13,6 +13,7 @@ use crate::support::{
     app_conn, changelog_head, checkpoint_seq, create_db, dump, ferry_bin, task_file, wait_until,
 };
 
+const ITEMS: i64 = 60_000;
 const SCHEMA: &str = "CREATE TABLE events(id INTEGER PRIMARY KEY, payload TEXT NOT NULL, at REAL);
                       CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, tag BLOB);";
 
@@ -71,7 +72,7 @@ impl Drop for Guard {
 async fn seed(path: &Path) {
     let mut c = app_conn(path).await;
     sqlx::query("BEGIN").execute(&mut c).await.expect("begin");
-    for i in 1..=30_000i64 {
+    for i in 1..=ITEMS {
         sqlx::query("INSERT INTO items(id, name, qty, tag) VALUES (?1, ?2, ?3, ?4)")
             .bind(i)
             .bind(format!("item {i}"))
@@ -100,13 +101,13 @@ async fn application(path: PathBuf, stop: Arc<AtomicBool>) -> (u64, Vec<i64>) {
                     .execute(&mut c)
                     .await?;
             }
-            let id = rng.i64(1..=30_000);
+            let id = rng.i64(1..=ITEMS);
             sqlx::query("UPDATE items SET qty = qty + 1, name = ?1 WHERE id = ?2")
                 .bind(format!("changed {}", rng.u32(..)))
                 .bind(id)
                 .execute(&mut c)
                 .await?;
-            let del = rng.i64(1..=30_000);
+            let del = rng.i64(1..=ITEMS);
             let r = sqlx::query("DELETE FROM items WHERE id = ?1")
                 .bind(del)
                 .execute(&mut c)
@@ -153,12 +154,12 @@ async fn survives_sigkill_during_snapshot_and_stream_without_loss_or_duplicates(
     let stop = Arc::new(AtomicBool::new(false));
     let app = tokio::spawn(application(a.clone(), stop.clone()));
     let mut rng = fastrand::Rng::with_seed(42);
-    // Early kills land in the snapshot (30,000 rows), later ones in the stream.
+    // Early kills land in the snapshot (60,000 rows), later ones in the stream.
     let mut mid_snapshot = 0;
-    for round in 0..8 {
+    for round in 0..10 {
         let mut ferry = Guard::spawn(&config, &log);
-        let ms = if round < 3 {
-            rng.u64(100..400)
+        let ms = if round < 5 {
+            rng.u64(150..500)
         } else {
             rng.u64(300..1500)
         };

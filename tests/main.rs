@@ -7,3 +7,4 @@ mod bad_input;
 mod convergence;
 mod crash;
 mod lease;
+mod skip;
