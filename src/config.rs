@@ -396,10 +396,8 @@ pub struct Token {
 impl Config {
     /// Reads and validates a task file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::parse(path, &text)
     }
 
@@ -431,11 +429,7 @@ fn parse_error(path: &Path, e: toml::de::Error) -> ConfigError {
     } else {
         "correct the TOML syntax at the line shown; docs/task-file.md shows a complete example"
     };
-    ConfigError::Parse {
-        path: path.to_path_buf(),
-        message,
-        hint: hint.to_string(),
-    }
+    ConfigError::Parse { path: path.to_path_buf(), message, hint: hint.to_string() }
 }
 
 struct Validator<'a> {
@@ -449,12 +443,7 @@ impl Validator<'_> {
         self.text[..end].bytes().filter(|&b| b == b'\n').count() + 1
     }
 
-    fn invalid<T>(
-        &self,
-        span: std::ops::Range<usize>,
-        problem: String,
-        fix: &str,
-    ) -> Result<T, ConfigError> {
+    fn invalid<T>(&self, span: std::ops::Range<usize>, problem: String, fix: &str) -> Result<T, ConfigError> {
         Err(ConfigError::Invalid {
             path: self.path.to_path_buf(),
             line: self.line(span),
@@ -464,11 +453,7 @@ impl Validator<'_> {
     }
 
     fn validate(&self, raw: RawFile) -> Result<Config, ConfigError> {
-        let base = self
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let base = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
         let node_span = raw.node.span();
         let node = raw.node.into_inner();
         if node.id.get_ref().trim().is_empty() {
@@ -481,11 +466,7 @@ impl Validator<'_> {
         let store = match node.store.get_ref().strip_prefix("sqlite:") {
             Some(rest) => StoreUrl::Sqlite(resolve(&base, rest)),
             None => {
-                let span = if node.store.span().is_empty() {
-                    node_span
-                } else {
-                    node.store.span()
-                };
+                let span = if node.store.span().is_empty() { node_span } else { node.store.span() };
                 return self.invalid(
                     span,
                     format!("[node] store {:?} is not supported", node.store.get_ref()),
@@ -493,18 +474,10 @@ impl Validator<'_> {
                 );
             }
         };
-        if node
-            .listen
-            .get_ref()
-            .parse::<std::net::SocketAddr>()
-            .is_err()
-        {
+        if node.listen.get_ref().parse::<std::net::SocketAddr>().is_err() {
             return self.invalid(
                 node.listen.span(),
-                format!(
-                    "[node] listen {:?} is not an address",
-                    node.listen.get_ref()
-                ),
+                format!("[node] listen {:?} is not an address", node.listen.get_ref()),
                 "use host:port, e.g. listen = \"127.0.0.1:7400\"",
             );
         }
@@ -528,15 +501,8 @@ impl Validator<'_> {
                 );
             }
             let url = self.endpoint_url(&base, &e.url)?;
-            let site = e
-                .site
-                .map(|s| s.into_inner())
-                .unwrap_or_else(|| name.clone());
-            endpoints.push(Endpoint {
-                name,
-                site: SiteId::new(&site),
-                url,
-            });
+            let site = e.site.map(|s| s.into_inner()).unwrap_or_else(|| name.clone());
+            endpoints.push(Endpoint { name, site: SiteId::new(&site), url });
         }
 
         let mut tasks = Vec::new();
@@ -555,20 +521,12 @@ impl Validator<'_> {
                     "store the SHA-256 of the token, e.g. `printf %s TOKEN | sha256sum`",
                 );
             }
-            tokens.push(Token {
-                name: t.name.into_inner(),
-                role: t.role,
-                sha256: hash.to_ascii_lowercase(),
-            });
+            tokens.push(Token { name: t.name.into_inner(), role: t.role, sha256: hash.to_ascii_lowercase() });
         }
 
         Ok(Config {
             path: self.path.to_path_buf(),
-            node: Node {
-                id: node.id.into_inner(),
-                listen: node.listen.into_inner(),
-                store,
-            },
+            node: Node { id: node.id.into_inner(), listen: node.listen.into_inner(), store },
             endpoints,
             tasks,
             tokens,
@@ -595,27 +553,15 @@ impl Validator<'_> {
         }
         self.invalid(
             url.span(),
-            format!(
-                "endpoint url {:?} has an unknown scheme",
-                mask_password(text)
-            ),
+            format!("endpoint url {:?} has an unknown scheme", mask_password(text)),
             "use sqlite://FILE, mysql://USER:PASSWORD@HOST:PORT or postgres://...",
         )
     }
 
-    fn task(
-        &self,
-        t: RawTask,
-        endpoints: &HashSet<String>,
-        seen: &mut HashSet<String>,
-    ) -> Result<Task, ConfigError> {
+    fn task(&self, t: RawTask, endpoints: &HashSet<String>, seen: &mut HashSet<String>) -> Result<Task, ConfigError> {
         let name = t.name.get_ref().clone();
         if name.trim().is_empty() {
-            return self.invalid(
-                t.name.span(),
-                "a task has an empty name".into(),
-                "give every [[task]] a unique name",
-            );
+            return self.invalid(t.name.span(), "a task has an empty name".into(), "give every [[task]] a unique name");
         }
         if !seen.insert(name.clone()) {
             return self.invalid(
@@ -630,10 +576,7 @@ impl Validator<'_> {
                 known.sort();
                 return self.invalid(
                     side.span(),
-                    format!(
-                        "task {name:?} names endpoint {:?}, which is not defined",
-                        side.get_ref()
-                    ),
+                    format!("task {name:?} names endpoint {:?}, which is not defined", side.get_ref()),
                     &format!("define it as an [[endpoint]] or use one of: {known:?}"),
                 );
             }
@@ -641,10 +584,7 @@ impl Validator<'_> {
         if t.from.get_ref() == t.to.get_ref() {
             return self.invalid(
                 t.to.span(),
-                format!(
-                    "task {name:?} has the same endpoint {:?} as from and to",
-                    t.to.get_ref()
-                ),
+                format!("task {name:?} has the same endpoint {:?} as from and to", t.to.get_ref()),
                 "point `to` at a different endpoint; a task copies between two data stores",
             );
         }
@@ -665,21 +605,14 @@ impl Validator<'_> {
             }
         }
         if *t.workers.get_ref() == 0 {
-            return self.invalid(
-                t.workers.span(),
-                format!("task {name:?}: workers = 0"),
-                "use workers = 1 or more",
-            );
+            return self.invalid(t.workers.span(), format!("task {name:?}: workers = 0"), "use workers = 1 or more");
         }
         let verify_max_age = match parse_duration(t.cutover.verify_max_age.get_ref()) {
             Some(d) => d,
             None => {
                 return self.invalid(
                     t.cutover.verify_max_age.span(),
-                    format!(
-                        "task {name:?}: verify_max_age {:?} is not a duration",
-                        t.cutover.verify_max_age.get_ref()
-                    ),
+                    format!("task {name:?}: verify_max_age {:?} is not a duration", t.cutover.verify_max_age.get_ref()),
                     "write a number with a unit s, m, h or d, e.g. \"24h\"",
                 );
             }
@@ -687,11 +620,7 @@ impl Validator<'_> {
         let maps = t
             .map
             .into_iter()
-            .map(|m| TableMap {
-                from: m.from.into_inner(),
-                to: m.to.into_inner(),
-                columns: m.columns,
-            })
+            .map(|m| TableMap { from: m.from.into_inner(), to: m.to.into_inner(), columns: m.columns })
             .collect();
         Ok(Task {
             name,
@@ -720,11 +649,7 @@ impl Validator<'_> {
 fn resolve(base: &Path, rest: &str) -> PathBuf {
     let p = rest.strip_prefix("//").unwrap_or(rest);
     let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
+    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
 }
 
 /// Parses "90s", "15m", "24h", "7d".
@@ -776,18 +701,9 @@ mode = "two-way"
         assert_eq!(t.workers, 4);
         assert!(t.keep_transactions && t.snapshot);
         assert_eq!(c.endpoints[0].site.as_str(), "a");
-        assert_eq!(
-            c.endpoints[0].url,
-            EndpointUrl::Sqlite(PathBuf::from("/etc/ferry/a.db"))
-        );
-        assert_eq!(
-            c.node.store,
-            StoreUrl::Sqlite(PathBuf::from("/etc/ferry/ferry-meta.db"))
-        );
-        assert_eq!(
-            c.endpoints[1].url.to_string(),
-            "mysql://ferry:***@127.0.0.1:3308"
-        );
+        assert_eq!(c.endpoints[0].url, EndpointUrl::Sqlite(PathBuf::from("/etc/ferry/a.db")));
+        assert_eq!(c.node.store, StoreUrl::Sqlite(PathBuf::from("/etc/ferry/ferry-meta.db")));
+        assert_eq!(c.endpoints[1].url.to_string(), "mysql://ferry:***@127.0.0.1:3308");
     }
 
     #[test]

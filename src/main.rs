@@ -15,19 +15,11 @@ fn main() -> ExitCode {
         Command::Run { .. } => "info",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("ferry={default_level},warn"))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ferry={default_level},warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -46,34 +38,15 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> Result<u8, CommandError> {
     match command {
-        Command::Demo {
-            duration,
-            headless,
-            dir,
-            seed,
-        } => {
-            demo::demo(
-                DemoOptions {
-                    duration,
-                    headless,
-                    dir,
-                    seed,
-                },
-                shutdown_signal(),
-            )
-            .await
+        Command::Demo { duration, headless, dir, seed } => {
+            demo::demo(DemoOptions { duration, headless, dir, seed }, shutdown_signal()).await
         }
-        Command::Run { config, task } => {
-            commands::run::run(&config, task.as_deref(), shutdown_signal()).await
-        }
+        Command::Run { config, task } => commands::run::run(&config, task.as_deref(), shutdown_signal()).await,
         Command::Check { config } => commands::check::check(&config).await,
         Command::Status { config, format } => commands::status::status(&config, format).await,
-        Command::Skip {
-            config,
-            task,
-            position,
-            direction,
-        } => commands::skip::skip(&config, &task, &position, direction.as_deref()).await,
+        Command::Skip { config, task, position, direction } => {
+            commands::skip::skip(&config, &task, &position, direction.as_deref()).await
+        }
     }
 }
 

@@ -30,23 +30,9 @@ pub enum Value {
     /// Calendar date; zero parts allowed (MySQL zero dates).
     Date { year: u16, month: u8, day: u8 },
     /// Time of day or duration (MySQL TIME may be negative or above 24h).
-    Time {
-        negative: bool,
-        hours: u32,
-        minutes: u8,
-        seconds: u8,
-        micros: u32,
-    },
+    Time { negative: bool, hours: u32, minutes: u8, seconds: u8, micros: u32 },
     /// Wall-clock date and time without a zone.
-    DateTime {
-        year: u16,
-        month: u8,
-        day: u8,
-        hour: u8,
-        minute: u8,
-        second: u8,
-        micros: u32,
-    },
+    DateTime { year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8, micros: u32 },
     /// An instant: microseconds since the Unix epoch, UTC.
     Timestamp(i64),
     /// JSON document text.
@@ -83,12 +69,8 @@ impl Value {
             (Value::Int(a), Value::UInt(b)) => i128::from(*a).cmp(&i128::from(*b)),
             (Value::UInt(a), Value::Int(b)) => i128::from(*a).cmp(&i128::from(*b)),
             (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
-            (Value::Float(a), Value::Int(b)) => {
-                a.partial_cmp(&(*b as f64)).unwrap_or(Ordering::Equal)
-            }
-            (Value::Int(a), Value::Float(b)) => {
-                (*a as f64).partial_cmp(b).unwrap_or(Ordering::Equal)
-            }
+            (Value::Float(a), Value::Int(b)) => a.partial_cmp(&(*b as f64)).unwrap_or(Ordering::Equal),
+            (Value::Int(a), Value::Float(b)) => (*a as f64).partial_cmp(b).unwrap_or(Ordering::Equal),
             (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
             (Value::Text(a), Value::Text(b)) => a.as_bytes().cmp(b.as_bytes()),
             _ => match class(self).cmp(&class(other)) {
@@ -116,28 +98,13 @@ impl fmt::Display for Value {
                 f.write_str("'")
             }
             Value::Date { year, month, day } => write!(f, "{year:04}-{month:02}-{day:02}"),
-            Value::Time {
-                negative,
-                hours,
-                minutes,
-                seconds,
-                micros,
-            } => {
+            Value::Time { negative, hours, minutes, seconds, micros } => {
                 let sign = if *negative { "-" } else { "" };
                 write!(f, "{sign}{hours:02}:{minutes:02}:{seconds:02}.{micros:06}")
             }
-            Value::DateTime {
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                micros,
-            } => write!(
-                f,
-                "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}.{micros:06}"
-            ),
+            Value::DateTime { year, month, day, hour, minute, second, micros } => {
+                write!(f, "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}.{micros:06}")
+            }
             Value::Timestamp(us) => write!(f, "@{us}us"),
         }
     }
@@ -187,10 +154,7 @@ pub struct TableName {
 impl TableName {
     /// A name without a database part (SQLite).
     pub fn bare(name: impl Into<String>) -> Self {
-        TableName {
-            schema: None,
-            name: name.into(),
-        }
+        TableName { schema: None, name: name.into() }
     }
 }
 
@@ -235,10 +199,7 @@ impl TableSchema {
 
     /// Names of the primary-key columns.
     pub fn key_columns(&self) -> Vec<&str> {
-        self.primary_key
-            .iter()
-            .map(|&i| self.columns[i].name.as_str())
-            .collect()
+        self.primary_key.iter().map(|&i| self.columns[i].name.as_str()).collect()
     }
 
     /// Position of a column by name.
@@ -368,15 +329,10 @@ impl FromStr for Position {
     type Err = PositionParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || PositionParseError {
-            text: s.to_string(),
-        };
+        let err = || PositionParseError { text: s.to_string() };
         let (kind, rest) = s.split_once(':').ok_or_else(err)?;
         match kind {
-            "sqlite" => rest
-                .parse()
-                .map(|seq| Position::Sqlite { seq })
-                .map_err(|_| err()),
+            "sqlite" => rest.parse().map(|seq| Position::Sqlite { seq }).map_err(|_| err()),
             _ => Err(err()),
         }
     }
@@ -384,9 +340,7 @@ impl FromStr for Position {
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_micros() -> i64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
@@ -410,20 +364,8 @@ mod tests {
     #[test]
     fn keys_order_like_sqlite() {
         assert_eq!(Value::Null.cmp_key(&Value::Int(1)), Ordering::Less);
-        assert_eq!(
-            Value::Int(2).cmp_key(&Value::Text("1".into())),
-            Ordering::Less
-        );
-        assert_eq!(
-            Value::Text("b".into()).cmp_key(&Value::Bytes(vec![0])),
-            Ordering::Less
-        );
-        assert_eq!(
-            cmp_keys(
-                &[Value::Int(1), Value::Int(3)],
-                &[Value::Int(1), Value::Int(2)]
-            ),
-            Ordering::Greater
-        );
+        assert_eq!(Value::Int(2).cmp_key(&Value::Text("1".into())), Ordering::Less);
+        assert_eq!(Value::Text("b".into()).cmp_key(&Value::Bytes(vec![0])), Ordering::Less);
+        assert_eq!(cmp_keys(&[Value::Int(1), Value::Int(3)], &[Value::Int(1), Value::Int(2)]), Ordering::Greater);
     }
 }

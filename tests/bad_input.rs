@@ -77,10 +77,7 @@ async fn ferry_within(args: &[&str], limit: Duration) -> Outcome {
             let _ = child.kill();
             let _ = child.wait();
             let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-            panic!(
-                "`ferry {}` did not exit within {limit:?}; stderr so far:\n{stderr}",
-                args.join(" ")
-            );
+            panic!("`ferry {}` did not exit within {limit:?}; stderr so far:\n{stderr}", args.join(" "));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -137,9 +134,7 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
 
 /// Whether `path` is a file that starts with the SQLite header.
 fn is_sqlite_file(path: &Path) -> bool {
-    std::fs::read(path)
-        .map(|b| b.starts_with(b"SQLite format 3\0"))
-        .unwrap_or(false)
+    std::fs::read(path).map(|b| b.starts_with(b"SQLite format 3\0")).unwrap_or(false)
 }
 
 /// ferry's own objects (`ferry_*` tables, any trigger) in a SQLite file, opened read-only.
@@ -163,19 +158,12 @@ async fn ferry_objects(path: &Path) -> Vec<String> {
 
 /// 1-based line of the first line of `text` that equals `line` (trimmed).
 fn line_of(text: &str, line: &str) -> usize {
-    text.lines()
-        .position(|l| l.trim() == line)
-        .unwrap_or_else(|| panic!("fixture has no line {line:?}"))
-        + 1
+    text.lines().position(|l| l.trim() == line).unwrap_or_else(|| panic!("fixture has no line {line:?}")) + 1
 }
 
 /// Replaces exactly one occurrence of `from` in the valid task file.
 fn valid_with(from: &str, to: &str) -> String {
-    assert_eq!(
-        VALID.matches(from).count(),
-        1,
-        "fixture edit {from:?} must be unique"
-    );
+    assert_eq!(VALID.matches(from).count(), 1, "fixture edit {from:?} must be unique");
     VALID.replacen(from, to, 1)
 }
 
@@ -186,11 +174,7 @@ async fn databases(dir: &Path) {
         "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one'), (2, 'two');",
     )
     .await;
-    create_db(
-        &dir.join("b.db"),
-        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);",
-    )
-    .await;
+    create_db(&dir.join("b.db"), "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);").await;
 }
 
 /// Writes the task file into `dir`.
@@ -211,57 +195,29 @@ async fn assert_refused(dir: &Path, names: &[String]) {
     for command in ["check", "run"] {
         let out = ferry_within(&[command, "--config", config], LIMIT).await;
         let all = out.all();
-        assert_eq!(
-            out.code,
-            Some(2),
-            "`ferry {command}` must exit 2 on bad input\n{all}"
-        );
+        assert_eq!(out.code, Some(2), "`ferry {command}` must exit 2 on bad input\n{all}");
         for name in names {
             assert!(
                 out.stderr.contains(name.as_str()),
                 "`ferry {command}`: stderr must name the problem ({name:?})\n{all}"
             );
         }
-        assert!(
-            out.stderr.contains("fix"),
-            "`ferry {command}`: stderr must say how to fix it\n{all}"
-        );
+        assert!(out.stderr.contains("fix"), "`ferry {command}`: stderr must say how to fix it\n{all}");
         assert_eq!(
             out.stderr.matches("fix:").count(),
             1,
             "`ferry {command}`: one problem, one message with one fix\n{all}"
         );
-        assert!(
-            !all.contains("panicked"),
-            "`ferry {command}` panicked\n{all}"
-        );
-        assert!(
-            !all.contains("RUST_BACKTRACE"),
-            "`ferry {command}` printed a crash report\n{all}"
-        );
-        assert_eq!(
-            snapshot(dir),
-            before,
-            "`ferry {command}` changed files in {}\n{all}",
-            dir.display()
-        );
+        assert!(!all.contains("panicked"), "`ferry {command}` panicked\n{all}");
+        assert!(!all.contains("RUST_BACKTRACE"), "`ferry {command}` printed a crash report\n{all}");
+        assert_eq!(snapshot(dir), before, "`ferry {command}` changed files in {}\n{all}", dir.display());
     }
-    assert!(
-        !dir.join("meta.db").exists(),
-        "the metadata store was created"
-    );
-    assert!(
-        !dir.join("ferry-meta.db").exists(),
-        "a default metadata store was created"
-    );
+    assert!(!dir.join("meta.db").exists(), "the metadata store was created");
+    assert!(!dir.join("ferry-meta.db").exists(), "a default metadata store was created");
     for db in ["a.db", "b.db"] {
         let path = dir.join(db);
         if is_sqlite_file(&path) {
-            assert_eq!(
-                ferry_objects(&path).await,
-                Vec::<String>::new(),
-                "ferry objects were added to {db}"
-            );
+            assert_eq!(ferry_objects(&path).await, Vec::<String>::new(), "ferry objects were added to {db}");
         }
     }
 }
@@ -271,10 +227,7 @@ async fn malformed_toml_names_the_line_and_exits_2() {
     let dir = tempfile::tempdir().expect("temp folder");
     databases(dir.path()).await;
     // An unterminated string, and a table header missing its closing bracket.
-    for (from, to) in [
-        ("mode = \"one-way\"", "mode = \"one-way"),
-        ("[[task]]", "[[task]"),
-    ] {
+    for (from, to) in [("mode = \"one-way\"", "mode = \"one-way"), ("[[task]]", "[[task]")] {
         let text = valid_with(from, to);
         write_config(dir.path(), &text);
         let line = line_of(&text, to);
@@ -287,30 +240,14 @@ async fn unknown_key_is_named_with_its_line_and_exits_2() {
     let dir = tempfile::tempdir().expect("temp folder");
     databases(dir.path()).await;
     for (from, to, key) in [
-        (
-            "tables = [\"*\"]",
-            "tables = [\"*\"]\ncolour = \"red\"",
-            "colour",
-        ),
-        (
-            "store = \"sqlite://meta.db\"",
-            "stroe = \"sqlite://meta.db\"",
-            "stroe",
-        ),
+        ("tables = [\"*\"]", "tables = [\"*\"]\ncolour = \"red\"", "colour"),
+        ("store = \"sqlite://meta.db\"", "stroe = \"sqlite://meta.db\"", "stroe"),
         ("site = \"dc-b\"", "sight = \"dc-b\"", "sight"),
     ] {
         let text = valid_with(from, to);
         write_config(dir.path(), &text);
         let line = line_of(&text, to.lines().last().expect("edit"));
-        assert_refused(
-            dir.path(),
-            &[
-                "ferry.toml".into(),
-                format!("line {line}"),
-                format!("`{key}`"),
-            ],
-        )
-        .await;
+        assert_refused(dir.path(), &["ferry.toml".into(), format!("line {line}"), format!("`{key}`")]).await;
     }
 }
 
@@ -318,20 +255,13 @@ async fn unknown_key_is_named_with_its_line_and_exits_2() {
 async fn unknown_endpoint_name_is_named_with_its_line_and_exits_2() {
     let dir = tempfile::tempdir().expect("temp folder");
     databases(dir.path()).await;
-    for (from, to, name) in [
-        ("to = \"b\"", "to = \"c\"", "c"),
-        ("from = \"a\"", "from = \"dc-a\"", "dc-a"),
-    ] {
+    for (from, to, name) in [("to = \"b\"", "to = \"c\"", "c"), ("from = \"a\"", "from = \"dc-a\"", "dc-a")] {
         let text = valid_with(from, to);
         write_config(dir.path(), &text);
         let line = line_of(&text, to);
         assert_refused(
             dir.path(),
-            &[
-                format!("ferry.toml:{line}:"),
-                format!("endpoint \"{name}\""),
-                "not defined".into(),
-            ],
+            &[format!("ferry.toml:{line}:"), format!("endpoint \"{name}\""), "not defined".into()],
         )
         .await;
     }
@@ -341,11 +271,8 @@ async fn unknown_endpoint_name_is_named_with_its_line_and_exits_2() {
 async fn table_without_primary_key_is_named_and_exits_2() {
     let dir = tempfile::tempdir().expect("temp folder");
     databases(dir.path()).await;
-    create_db(
-        &dir.path().join("a.db"),
-        "CREATE TABLE nokey(x TEXT, y TEXT); INSERT INTO nokey VALUES ('p', 'q');",
-    )
-    .await;
+    create_db(&dir.path().join("a.db"), "CREATE TABLE nokey(x TEXT, y TEXT); INSERT INTO nokey VALUES ('p', 'q');")
+        .await;
     write_config(dir.path(), VALID);
     assert_refused(dir.path(), &["nokey".into(), "primary key".into()]).await;
 }
@@ -355,21 +282,9 @@ async fn missing_database_file_is_named_and_exits_2() {
     let dir = tempfile::tempdir().expect("temp folder");
     databases(dir.path()).await;
     for (from, to, file) in [
-        (
-            "url = \"sqlite://a.db\"",
-            "url = \"sqlite://missing-a.db\"",
-            "missing-a.db",
-        ),
-        (
-            "url = \"sqlite://b.db\"",
-            "url = \"sqlite://missing-b.db\"",
-            "missing-b.db",
-        ),
-        (
-            "url = \"sqlite://b.db\"",
-            "url = \"sqlite://no-such-folder/b.db\"",
-            "no-such-folder/b.db",
-        ),
+        ("url = \"sqlite://a.db\"", "url = \"sqlite://missing-a.db\"", "missing-a.db"),
+        ("url = \"sqlite://b.db\"", "url = \"sqlite://missing-b.db\"", "missing-b.db"),
+        ("url = \"sqlite://b.db\"", "url = \"sqlite://no-such-folder/b.db\"", "no-such-folder/b.db"),
     ] {
         write_config(dir.path(), &valid_with(from, to));
         assert_refused(dir.path(), &[file.into(), "does not exist".into()]).await;
@@ -387,11 +302,8 @@ async fn database_file_that_is_not_sqlite_is_named_and_exits_2() {
     for db in ["a.db", "b.db"] {
         let path = dir.path().join(db);
         let saved = std::fs::read(&path).expect("read database");
-        std::fs::write(
-            &path,
-            "these are notes, not a database\nq9Zk2 7fLx0 mPw3v 8dRt1\n".repeat(40),
-        )
-        .expect("write junk");
+        std::fs::write(&path, "these are notes, not a database\nq9Zk2 7fLx0 mPw3v 8dRt1\n".repeat(40))
+            .expect("write junk");
         assert_refused(dir.path(), &[db.to_string(), "not a database".into()]).await;
         std::fs::write(&path, saved).expect("restore database");
     }
@@ -420,24 +332,9 @@ async fn duplicate_task_names_are_named_with_the_line_and_exit_2() {
     let text = format!("{VALID}\n[[task]]\nname = \"t\"\nfrom = \"b\"\nto = \"a\"\n");
     write_config(dir.path(), &text);
     let lines: Vec<&str> = text.lines().collect();
-    let second = lines
-        .iter()
-        .rposition(|l| l.trim() == "name = \"t\"")
-        .expect("second task")
-        + 1;
-    assert!(
-        second > line_of(&text, "name = \"t\""),
-        "fixture has two tasks named t"
-    );
-    assert_refused(
-        dir.path(),
-        &[
-            format!("ferry.toml:{second}:"),
-            "task \"t\"".into(),
-            "defined twice".into(),
-        ],
-    )
-    .await;
+    let second = lines.iter().rposition(|l| l.trim() == "name = \"t\"").expect("second task") + 1;
+    assert!(second > line_of(&text, "name = \"t\""), "fixture has two tasks named t");
+    assert_refused(dir.path(), &[format!("ferry.toml:{second}:"), "task \"t\"".into(), "defined twice".into()]).await;
 }
 
 #[tokio::test]
@@ -447,11 +344,7 @@ async fn same_endpoint_as_from_and_to_is_named_with_the_line_and_exits_2() {
     let text = valid_with("to = \"b\"", "to = \"a\"");
     write_config(dir.path(), &text);
     let line = line_of(&text, "to = \"a\"");
-    assert_refused(
-        dir.path(),
-        &[format!("ferry.toml:{line}:"), "same endpoint \"a\"".into()],
-    )
-    .await;
+    assert_refused(dir.path(), &[format!("ferry.toml:{line}:"), "same endpoint \"a\"".into()]).await;
 }
 
 #[tokio::test]
@@ -460,35 +353,17 @@ async fn check_on_a_valid_setup_reports_the_task_and_writes_nothing() {
     databases(dir.path()).await;
     let config = write_config(dir.path(), VALID);
     let before = snapshot(dir.path());
-    let out = ferry_within(
-        &["check", "--config", config.to_str().expect("utf-8 path")],
-        LIMIT,
-    )
-    .await;
+    let out = ferry_within(&["check", "--config", config.to_str().expect("utf-8 path")], LIMIT).await;
     let all = out.all();
     assert_eq!(out.code, Some(0), "{all}");
-    assert!(
-        out.stdout.contains("valid (2 endpoint(s), 1 task(s))"),
-        "{all}"
-    );
+    assert!(out.stdout.contains("valid (2 endpoint(s), 1 task(s))"), "{all}");
     assert!(out.stdout.contains("task t: one-way a -> b"), "{all}");
     assert!(out.stdout.contains("1 table(s): t"), "{all}");
     assert!(!out.stderr.contains("PROBLEM"), "{all}");
     assert!(!all.contains("panicked"), "{all}");
-    assert_eq!(
-        snapshot(dir.path()),
-        before,
-        "`ferry check` changed files\n{all}"
-    );
-    assert!(
-        !dir.path().join("meta.db").exists(),
-        "`ferry check` created the metadata store"
-    );
+    assert_eq!(snapshot(dir.path()), before, "`ferry check` changed files\n{all}");
+    assert!(!dir.path().join("meta.db").exists(), "`ferry check` created the metadata store");
     for db in ["a.db", "b.db"] {
-        assert_eq!(
-            ferry_objects(&dir.path().join(db)).await,
-            Vec::<String>::new(),
-            "ferry objects in {db}"
-        );
+        assert_eq!(ferry_objects(&dir.path().join(db)).await, Vec::<String>::new(), "ferry objects in {db}");
     }
 }

@@ -16,19 +16,13 @@ use ferry::model::{Row, Value, same_row};
 use sqlx::sqlite::SqliteConnection;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{
-    app_conn, changelog_head, checkpoint_seq, create_db, dump, task_file, wait_until,
-};
+use crate::support::{app_conn, changelog_head, checkpoint_seq, create_db, dump, task_file, wait_until};
 
 const SCHEMA: &str = "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT, n INTEGER, b BLOB);
                       CREATE TABLE pair(x TEXT NOT NULL, y INTEGER NOT NULL, v REAL, PRIMARY KEY (x, y));";
 const KEYS: i64 = 40;
 
-async fn write_some(
-    conn: &mut SqliteConnection,
-    rng: &mut fastrand::Rng,
-    site: &str,
-) -> Result<(), sqlx::Error> {
+async fn write_some(conn: &mut SqliteConnection, rng: &mut fastrand::Rng, site: &str) -> Result<(), sqlx::Error> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     for _ in 0..rng.usize(1..4) {
         let k = rng.i64(1..=KEYS);
@@ -50,19 +44,18 @@ async fn write_some(
                     .await?;
             }
             7 => {
-                sqlx::query("DELETE FROM kv WHERE k = ?1")
-                    .bind(k)
-                    .execute(&mut *conn)
-                    .await?;
+                sqlx::query("DELETE FROM kv WHERE k = ?1").bind(k).execute(&mut *conn).await?;
             }
             _ => {
                 let x = if rng.bool() { "p" } else { "q" };
-                sqlx::query("INSERT INTO pair(x, y, v) VALUES (?1, ?2, ?3) ON CONFLICT(x, y) DO UPDATE SET v = excluded.v")
-                    .bind(x)
-                    .bind(k % 10)
-                    .bind(rng.f64())
-                    .execute(&mut *conn)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO pair(x, y, v) VALUES (?1, ?2, ?3) ON CONFLICT(x, y) DO UPDATE SET v = excluded.v",
+                )
+                .bind(x)
+                .bind(k % 10)
+                .bind(rng.f64())
+                .execute(&mut *conn)
+                .await?;
             }
         }
     }
@@ -104,12 +97,13 @@ async fn stop_engine(engine: Engine) {
 /// before-image seen anywhere, per table.
 async fn history(path: &Path, site: &str) -> (Vec<(String, String)>, Vec<(String, String)>) {
     let mut c = app_conn(path).await;
-    let written: Vec<(String, String)> =
-        sqlx::query_as("SELECT tbl, after FROM ferry_changelog WHERE origin = ?1 AND after IS NOT NULL AND tbl <> 'ferry_heartbeat'")
-            .bind(site)
-            .fetch_all(&mut c)
-            .await
-            .expect("changelog");
+    let written: Vec<(String, String)> = sqlx::query_as(
+        "SELECT tbl, after FROM ferry_changelog WHERE origin = ?1 AND after IS NOT NULL AND tbl <> 'ferry_heartbeat'",
+    )
+    .bind(site)
+    .fetch_all(&mut c)
+    .await
+    .expect("changelog");
     let befores: Vec<(String, String)> =
         sqlx::query_as("SELECT tbl, before FROM ferry_changelog WHERE before IS NOT NULL AND tbl <> 'ferry_heartbeat'")
             .fetch_all(&mut c)
@@ -129,8 +123,7 @@ async fn logged(path: &Path, columns: &HashMap<String, Vec<String>>) -> Vec<(Str
     let mut out = Vec::new();
     for (tbl, inc, loc) in rows {
         for json in [inc, loc].into_iter().flatten() {
-            let map: HashMap<String, Value> =
-                serde_json::from_str(&json).expect("conflict row json");
+            let map: HashMap<String, Value> = serde_json::from_str(&json).expect("conflict row json");
             let row: Row = columns[&tbl].iter().map(|c| map[c].clone()).collect();
             out.push((tbl.clone(), row));
         }
@@ -140,21 +133,13 @@ async fn logged(path: &Path, columns: &HashMap<String, Vec<String>>) -> Vec<(Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_way_converges_with_restarts_and_logs_every_overwritten_version() {
-    let seed: u64 = std::env::var("FERRY_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20261122);
+    let seed: u64 = std::env::var("FERRY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261122);
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
     create_db(&a, SCHEMA).await;
     create_db(&b, SCHEMA).await;
-    let config = Config::load(&task_file(
-        dir.path(),
-        "two-way",
-        "conflict = \"last-writer-wins\"",
-    ))
-    .expect("config");
+    let config = Config::load(&task_file(dir.path(), "two-way", "conflict = \"last-writer-wins\"")).expect("config");
 
     let mut engine = start_engine(&config).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -171,48 +156,32 @@ async fn two_way_converges_with_restarts_and_logs_every_overwritten_version() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let (na, nb) = (wa.await.expect("writer a"), wb.await.expect("writer b"));
-    assert!(
-        na > 50 && nb > 50,
-        "writers made too few transactions: {na}, {nb}"
-    );
+    assert!(na > 50 && nb > 50, "writers made too few transactions: {na}, {nb}");
 
     // Lag 0: each direction has applied everything its source holds.
     let (ha, hb) = (changelog_head(&a).await, changelog_head(&b).await);
-    wait_until(
-        Duration::from_secs(60),
-        "both directions to catch up",
-        || async {
-            checkpoint_seq(&b, "t", "a->b").await >= ha
-                && checkpoint_seq(&a, "t", "b->a").await >= hb
-        },
-    )
+    wait_until(Duration::from_secs(60), "both directions to catch up", || async {
+        checkpoint_seq(&b, "t", "a->b").await >= ha && checkpoint_seq(&a, "t", "b->a").await >= hb
+    })
     .await;
     stop_engine(engine).await;
 
     for (table, order) in [("kv", "k"), ("pair", "x, y")] {
         let (ra, rb) = (dump(&a, table, order).await, dump(&b, table, order).await);
-        assert_eq!(
-            ra, rb,
-            "table {table} differs between a and b (seed {seed})"
-        );
+        assert_eq!(ra, rb, "table {table} differs between a and b (seed {seed})");
     }
 
     // Every application version that vanished without being the before-image of a
     // later change (a normal overwrite) must be in a conflict log.
-    let columns: HashMap<String, Vec<String>> = [
-        ("kv".to_string(), vec!["k", "v", "n", "b"]),
-        ("pair".to_string(), vec!["x", "y", "v"]),
-    ]
-    .into_iter()
-    .map(|(t, c)| (t, c.into_iter().map(String::from).collect()))
-    .collect();
+    let columns: HashMap<String, Vec<String>> =
+        [("kv".to_string(), vec!["k", "v", "n", "b"]), ("pair".to_string(), vec!["x", "y", "v"])]
+            .into_iter()
+            .map(|(t, c)| (t, c.into_iter().map(String::from).collect()))
+            .collect();
     let (wa_, ba) = history(&a, "dc-a").await;
     let (wb_, bb) = history(&b, "dc-b").await;
-    let seen: Vec<(String, Row)> = ba
-        .iter()
-        .chain(&bb)
-        .map(|(t, r)| (t.clone(), parse_row(r).expect("before row")))
-        .collect();
+    let seen: Vec<(String, Row)> =
+        ba.iter().chain(&bb).map(|(t, r)| (t.clone(), parse_row(r).expect("before row"))).collect();
     let mut final_rows: Vec<(String, Row)> = Vec::new();
     for (table, order) in [("kv", "k"), ("pair", "x, y")] {
         for r in dump(&a, table, order).await {
@@ -222,10 +191,8 @@ async fn two_way_converges_with_restarts_and_logs_every_overwritten_version() {
     let mut logs = logged(&a, &columns).await;
     logs.extend(logged(&b, &columns).await);
     let conflicts = logs.len();
-    let contains = |set: &[(String, Row)], t: &str, row: &Row| {
-        set.iter()
-            .any(|(tt, r)| tt == t && same_row(Some(r), Some(row)))
-    };
+    let contains =
+        |set: &[(String, Row)], t: &str, row: &Row| set.iter().any(|(tt, r)| tt == t && same_row(Some(r), Some(row)));
     let mut lost = Vec::new();
     for (t, text) in wa_.iter().chain(&wb_) {
         let row = parse_row(text).expect("written row");
@@ -236,10 +203,7 @@ async fn two_way_converges_with_restarts_and_logs_every_overwritten_version() {
             lost.push(format!("{t}: {text}"));
         }
     }
-    assert!(
-        conflicts > 0,
-        "overlapping writers produced no conflicts; the test did not exercise resolution"
-    );
+    assert!(conflicts > 0, "overlapping writers produced no conflicts; the test did not exercise resolution");
     assert!(
         lost.is_empty(),
         "{} overwritten versions are missing from the conflict log (seed {seed}): {:?}",

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::support::{
-    app_conn, changelog_head, checkpoint_seq, create_db, dump, ferry_bin, task_file, wait_until,
-};
+use crate::support::{app_conn, changelog_head, checkpoint_seq, create_db, dump, ferry_bin, task_file, wait_until};
 
 const ITEMS: i64 = 60_000;
 const SCHEMA: &str = "CREATE TABLE events(id INTEGER PRIMARY KEY, payload TEXT NOT NULL, at REAL);
@@ -22,11 +20,7 @@ struct Guard(Option<Child>);
 
 impl Guard {
     fn spawn(config: &PathBuf, log: &PathBuf) -> Guard {
-        let err = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
+        let err = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
         let child = Command::new(ferry_bin())
             .args(["run", "--config"])
             .arg(config)
@@ -47,10 +41,7 @@ impl Guard {
 
     fn terminate(&mut self) -> Option<i32> {
         let mut c = self.0.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
         for _ in 0..500 {
             if let Ok(Some(s)) = c.try_wait() {
                 return s.code();
@@ -108,10 +99,7 @@ async fn application(path: PathBuf, stop: Arc<AtomicBool>) -> (u64, Vec<i64>) {
                 .execute(&mut c)
                 .await?;
             let del = rng.i64(1..=ITEMS);
-            let r = sqlx::query("DELETE FROM items WHERE id = ?1")
-                .bind(del)
-                .execute(&mut c)
-                .await?;
+            let r = sqlx::query("DELETE FROM items WHERE id = ?1").bind(del).execute(&mut c).await?;
             sqlx::query("COMMIT").execute(&mut c).await?;
             Ok::<_, sqlx::Error>((r.rows_affected() > 0).then_some(del))
         }
@@ -158,24 +146,14 @@ async fn survives_sigkill_during_snapshot_and_stream_without_loss_or_duplicates(
     let mut mid_snapshot = 0;
     for round in 0..10 {
         let mut ferry = Guard::spawn(&config, &log);
-        let ms = if round < 5 {
-            rng.u64(150..500)
-        } else {
-            rng.u64(300..1500)
-        };
+        let ms = if round < 5 { rng.u64(150..500) } else { rng.u64(300..1500) };
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ferry.kill();
-        if snapshot_state(&b)
-            .await
-            .is_some_and(|s| s.contains("copying"))
-        {
+        if snapshot_state(&b).await.is_some_and(|s| s.contains("copying")) {
             mid_snapshot += 1;
         }
     }
-    assert!(
-        mid_snapshot > 0,
-        "no kill landed during the snapshot; the test did not exercise snapshot resume"
-    );
+    assert!(mid_snapshot > 0, "no kill landed during the snapshot; the test did not exercise snapshot resume");
     let mut ferry = Guard::spawn(&config, &log);
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -183,11 +161,9 @@ async fn survives_sigkill_during_snapshot_and_stream_without_loss_or_duplicates(
     assert!(txns > 100, "the application made only {txns} transactions");
 
     let head = changelog_head(&a).await;
-    wait_until(
-        Duration::from_secs(90),
-        "the target to catch up",
-        || async { checkpoint_seq(&b, "t", "a->b").await >= head },
-    )
+    wait_until(Duration::from_secs(90), "the target to catch up", || async {
+        checkpoint_seq(&b, "t", "a->b").await >= head
+    })
     .await;
     assert_eq!(
         ferry.terminate(),
@@ -196,30 +172,16 @@ async fn survives_sigkill_during_snapshot_and_stream_without_loss_or_duplicates(
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 
-    assert_eq!(
-        dump(&a, "items", "id").await,
-        dump(&b, "items", "id").await,
-        "items differ"
-    );
-    let (ea, eb) = (
-        dump(&a, "events", "id").await,
-        dump(&b, "events", "id").await,
-    );
-    assert_eq!(
-        ea.len(),
-        eb.len(),
-        "events: source has {}, target {}",
-        ea.len(),
-        eb.len()
-    );
+    assert_eq!(dump(&a, "items", "id").await, dump(&b, "items", "id").await, "items differ");
+    let (ea, eb) = (dump(&a, "events", "id").await, dump(&b, "events", "id").await);
+    assert_eq!(ea.len(), eb.len(), "events: source has {}, target {}", ea.len(), eb.len());
     assert_eq!(ea, eb, "events differ");
     let mut c = app_conn(&b).await;
-    let dupes: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT payload FROM events GROUP BY payload HAVING count(*) > 1)",
-    )
-    .fetch_one(&mut c)
-    .await
-    .expect("dupes");
+    let dupes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM (SELECT payload FROM events GROUP BY payload HAVING count(*) > 1)")
+            .fetch_one(&mut c)
+            .await
+            .expect("dupes");
     let src_dupes: i64 = {
         let mut s = app_conn(&a).await;
         sqlx::query_scalar("SELECT count(*) FROM (SELECT payload FROM events GROUP BY payload HAVING count(*) > 1)")
@@ -227,10 +189,7 @@ async fn survives_sigkill_during_snapshot_and_stream_without_loss_or_duplicates(
             .await
             .expect("dupes")
     };
-    assert_eq!(
-        dupes, src_dupes,
-        "an inserted event was applied more than once"
-    );
+    assert_eq!(dupes, src_dupes, "an inserted event was applied more than once");
     for id in &deleted {
         let back: Option<i64> = sqlx::query_scalar("SELECT id FROM items WHERE id = ?1")
             .bind(id)
@@ -239,8 +198,5 @@ async fn survives_sigkill_during_snapshot_and_stream_without_loss_or_duplicates(
             .expect("query");
         assert!(back.is_none(), "deleted item {id} came back on the target");
     }
-    assert!(
-        !deleted.is_empty(),
-        "the application deleted nothing; the test did not exercise deletes"
-    );
+    assert!(!deleted.is_empty(), "the application deleted nothing; the test did not exercise deletes");
 }

@@ -46,10 +46,7 @@ impl Run {
             if start.elapsed() > limit {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                panic!(
-                    "{what}: did not exit within {limit:?}; its log:\n{}",
-                    self.log()
-                );
+                panic!("{what}: did not exit within {limit:?}; its log:\n{}", self.log());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -57,11 +54,7 @@ impl Run {
 
     /// Sends SIGTERM (a clean stop).
     fn terminate(&self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill runs");
+        let status = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status().expect("kill runs");
         assert!(status.success(), "kill -TERM {} failed", self.pid());
     }
 
@@ -74,10 +67,7 @@ impl Run {
     /// Fails with the log when the process has already exited.
     fn assert_running(&mut self, what: &str) {
         if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!(
-                "{what}: exited early with {status}; its log:\n{}",
-                self.log()
-            );
+            panic!("{what}: exited early with {status}; its log:\n{}", self.log());
         }
     }
 }
@@ -106,37 +96,24 @@ async fn lease_rows(target: &Path) -> Vec<(String, String, i64)> {
 /// The checkpoint slots recorded in the target: (task, direction, slot).
 async fn checkpoint_slots(target: &Path) -> Vec<(String, String, String)> {
     let mut c = app_conn(target).await;
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT task, direction, slot FROM ferry_checkpoint ORDER BY task, direction, slot",
-    )
-    .fetch_all(&mut c)
-    .await
-    .expect("read ferry_checkpoint");
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT task, direction, slot FROM ferry_checkpoint ORDER BY task, direction, slot")
+            .fetch_all(&mut c)
+            .await
+            .expect("read ferry_checkpoint");
     sqlx::Connection::close(c).await.ok();
     rows
 }
 
 /// `ferry status --format json` for direction a->b: (state, holder).
 fn status_of(config: &Path) -> (String, String) {
-    let out = ferry(&[
-        "status",
-        "--config",
-        config.to_str().expect("utf-8 path"),
-        "--format",
-        "json",
-    ]);
+    let out = ferry(&["status", "--config", config.to_str().expect("utf-8 path"), "--format", "json"]);
     let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
         Ok(v) => v,
         Err(_) => return (String::new(), String::new()),
     };
-    let d = v
-        .as_array()
-        .and_then(|a| a.iter().find(|d| d["direction"] == "a->b"));
-    let field = |k: &str| {
-        d.and_then(|d| d[k].as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let d = v.as_array().and_then(|a| a.iter().find(|d| d["direction"] == "a->b"));
+    let field = |k: &str| d.and_then(|d| d[k].as_str()).unwrap_or_default().to_string();
     (field("state"), field("holder"))
 }
 
@@ -149,10 +126,7 @@ async fn wait_streaming(run: &mut Run, config: &Path, a: &Path, b: &Path, what: 
     loop {
         run.assert_running(what);
         let (state, holder) = status_of(config);
-        if state == "streaming"
-            && holder.contains(&pid)
-            && dump(a, "t", "id").await == dump(b, "t", "id").await
-        {
+        if state == "streaming" && holder.contains(&pid) && dump(a, "t", "id").await == dump(b, "t", "id").await {
             return;
         }
         assert!(
@@ -181,11 +155,7 @@ async fn insert_and_wait(a: &Path, b: &Path, id: i64, run: &mut Run, what: &str)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        dump(a, "t", "id").await,
-        dump(b, "t", "id").await,
-        "{what}: target differs from source"
-    );
+    assert_eq!(dump(a, "t", "id").await, dump(b, "t", "id").await, "{what}: target differs from source");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -213,87 +183,36 @@ async fn second_run_is_refused_and_a_crashed_holder_is_taken_over() {
     let slots_before = checkpoint_slots(&b).await;
     let seq_before = checkpoint_seq(&b, "t", "a->b").await;
     let lease_before = lease_rows(&b).await;
-    assert_eq!(
-        lease_before.len(),
-        1,
-        "one lease row while the first run streams: {lease_before:?}"
-    );
-    assert_eq!(
-        lease_before[0].2, first_pid,
-        "the first run holds the lease: {lease_before:?}"
-    );
+    assert_eq!(lease_before.len(), 1, "one lease row while the first run streams: {lease_before:?}");
+    assert_eq!(lease_before[0].2, first_pid, "the first run holds the lease: {lease_before:?}");
 
     let mut second = Run::start(&config, logs.path().join("second.log"));
-    let status = second
-        .exit_within(Duration::from_secs(10), "second run")
-        .await;
+    let status = second.exit_within(Duration::from_secs(10), "second run").await;
     let log = second.log();
-    assert_eq!(
-        status.code(),
-        Some(3),
-        "a second run of a running task exits 3 (already running); log:\n{log}"
-    );
+    assert_eq!(status.code(), Some(3), "a second run of a running task exits 3 (already running); log:\n{log}");
     assert!(
         log.contains("already running") || log.contains("lease"),
         "the refusal says the task is already running; log:\n{log}"
     );
-    assert!(
-        log.contains(&format!("pid {first_pid}")),
-        "the refusal names the holder's pid {first_pid}; log:\n{log}"
-    );
-    assert!(
-        log.contains("fix"),
-        "the refusal says what to do; log:\n{log}"
-    );
-    assert!(
-        !log.contains("panicked"),
-        "second run panicked; log:\n{log}"
-    );
+    assert!(log.contains(&format!("pid {first_pid}")), "the refusal names the holder's pid {first_pid}; log:\n{log}");
+    assert!(log.contains("fix"), "the refusal says what to do; log:\n{log}");
+    assert!(!log.contains("panicked"), "second run panicked; log:\n{log}");
 
     first.assert_running("first run after the refusal");
-    assert_eq!(
-        dump(&b, "t", "id").await,
-        rows_before,
-        "the second run changed the target's rows"
-    );
-    assert_eq!(
-        dump(&a, "t", "id").await,
-        rows_before,
-        "the target still equals the source"
-    );
-    assert_eq!(
-        checkpoint_slots(&b).await,
-        slots_before,
-        "the second run changed the checkpoint slots"
-    );
-    assert!(
-        checkpoint_seq(&b, "t", "a->b").await >= seq_before,
-        "the checkpoint went backwards after the second run"
-    );
+    assert_eq!(dump(&b, "t", "id").await, rows_before, "the second run changed the target's rows");
+    assert_eq!(dump(&a, "t", "id").await, rows_before, "the target still equals the source");
+    assert_eq!(checkpoint_slots(&b).await, slots_before, "the second run changed the checkpoint slots");
+    assert!(checkpoint_seq(&b, "t", "a->b").await >= seq_before, "the checkpoint went backwards after the second run");
     let lease_after = lease_rows(&b).await;
-    assert_eq!(
-        lease_after, lease_before,
-        "the lease (node, host, pid) must stay the first run's"
-    );
+    assert_eq!(lease_after, lease_before, "the lease (node, host, pid) must stay the first run's");
     // The first run still applies changes after the refusal.
     insert_and_wait(&a, &b, 7, &mut first, "first run after the refusal").await;
 
     // A clean stop (SIGTERM) exits 0 and releases the lease.
     first.terminate();
-    let status = first
-        .exit_within(Duration::from_secs(10), "first run after SIGTERM")
-        .await;
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "SIGTERM is a clean stop; log:\n{}",
-        first.log()
-    );
-    assert_eq!(
-        lease_rows(&b).await,
-        Vec::new(),
-        "a clean stop releases the lease"
-    );
+    let status = first.exit_within(Duration::from_secs(10), "first run after SIGTERM").await;
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop; log:\n{}", first.log());
+    assert_eq!(lease_rows(&b).await, Vec::new(), "a clean stop releases the lease");
 
     // Third process: starts without waiting, then crashes (SIGKILL) holding the lease.
     let mut third = Run::start(&config, logs.path().join("third.log"));
@@ -302,15 +221,8 @@ async fn second_run_is_refused_and_a_crashed_holder_is_taken_over() {
     let third_pid = i64::from(third.pid());
     third.crash();
     let stale = lease_rows(&b).await;
-    assert_eq!(
-        stale.len(),
-        1,
-        "the crashed run leaves its lease row: {stale:?}"
-    );
-    assert_eq!(
-        stale[0].2, third_pid,
-        "the stale lease is the crashed run's: {stale:?}"
-    );
+    assert_eq!(stale.len(), 1, "the crashed run leaves its lease row: {stale:?}");
+    assert_eq!(stale[0].2, third_pid, "the stale lease is the crashed run's: {stale:?}");
 
     // Fourth process, started right after: the holder is provably dead (same host, pid
     // gone), so it takes the lease over by itself and applies new changes.
@@ -319,11 +231,7 @@ async fn second_run_is_refused_and_a_crashed_holder_is_taken_over() {
     let fourth_pid = i64::from(fourth.pid());
     loop {
         fourth.assert_running("fourth run");
-        if lease_rows(&b)
-            .await
-            .iter()
-            .any(|(_, _, p)| *p == fourth_pid)
-        {
+        if lease_rows(&b).await.iter().any(|(_, _, p)| *p == fourth_pid) {
             break;
         }
         // The lease lasts 15 s: taking it within 10 s means no waiting for it to expire.
@@ -338,14 +246,9 @@ async fn second_run_is_refused_and_a_crashed_holder_is_taken_over() {
     wait_streaming(&mut fourth, &config, &a, &b, "fourth run").await;
     insert_and_wait(&a, &b, 9, &mut fourth, "fourth run").await;
     let log = fourth.log();
-    assert!(
-        !log.contains("already running"),
-        "the fourth run must not be refused; log:\n{log}"
-    );
+    assert!(!log.contains("already running"), "the fourth run must not be refused; log:\n{log}");
 
     fourth.terminate();
-    let status = fourth
-        .exit_within(Duration::from_secs(10), "fourth run after SIGTERM")
-        .await;
+    let status = fourth.exit_within(Duration::from_secs(10), "fourth run after SIGTERM").await;
     assert_eq!(status.code(), Some(0), "log:\n{}", fourth.log());
 }

@@ -8,3 +8,4 @@ mod convergence;
 mod crash;
 mod lease;
 mod skip;
+mod sqlite_connector;

@@ -49,14 +49,8 @@ pub async fn preflight(config: &Config, tasks: &[&Task]) -> (Vec<TaskReport>, Ve
     }
     for task in tasks {
         match check_task(config, task).await {
-            Ok(summary) => reports.push(TaskReport {
-                task: task.name.clone(),
-                summary,
-            }),
-            Err(e) => problems.push(Problem {
-                subject: format!("task {}", task.name),
-                message: e.to_string(),
-            }),
+            Ok(summary) => reports.push(TaskReport { task: task.name.clone(), summary }),
+            Err(e) => problems.push(Problem { subject: format!("task {}", task.name), message: e.to_string() }),
         }
     }
     (reports, problems)
@@ -69,17 +63,12 @@ fn sqlite_endpoint(config: &Config, name: &str) -> Result<SqliteEndpoint, Connec
         fix: "define it as an [[endpoint]]".into(),
     })?;
     match &ep.url {
-        EndpointUrl::Sqlite(path) => Ok(SqliteEndpoint {
-            name: ep.name.clone(),
-            site: ep.site.clone(),
-            path: path.clone(),
-        }),
+        EndpointUrl::Sqlite(path) => {
+            Ok(SqliteEndpoint { name: ep.name.clone(), site: ep.site.clone(), path: path.clone() })
+        }
         other => Err(ConnectorError::Setup {
             endpoint: ep.name.clone(),
-            problem: format!(
-                "{} endpoints ({other}) cannot be synced by this version of ferry yet",
-                other.engine()
-            ),
+            problem: format!("{} endpoints ({other}) cannot be synced by this version of ferry yet", other.engine()),
             fix: "use SQLite endpoints for now (MySQL/MariaDB support is in progress)".into(),
         }),
     }
@@ -107,16 +96,11 @@ async fn check_task(config: &Config, task: &Task) -> Result<String, ConnectorErr
     for ep in [&from, &to] {
         let mut conn = ep.connect(Access::ReadOnly).await?;
         let probe: Result<i64, sqlx::Error> =
-            sqlx::query_scalar("SELECT count(*) FROM sqlite_schema")
-                .fetch_one(&mut conn)
-                .await;
+            sqlx::query_scalar("SELECT count(*) FROM sqlite_schema").fetch_one(&mut conn).await;
         if let Err(e) = probe {
             return Err(ConnectorError::Setup {
                 endpoint: ep.name.clone(),
-                problem: format!(
-                    "{} is not a readable SQLite database: {e}",
-                    ep.path.display()
-                ),
+                problem: format!("{} is not a readable SQLite database: {e}", ep.path.display()),
                 fix: "point the endpoint url at a SQLite database file".into(),
             });
         }
@@ -194,11 +178,7 @@ pub async fn check(config_path: &Path) -> Result<u8, CommandError> {
         println!("ok       task {}: {}", r.task, r.summary);
     }
     print_problems(&problems);
-    if problems.is_empty() {
-        Ok(0)
-    } else {
-        Err(CommandError::Preflight(problems.len()))
-    }
+    if problems.is_empty() { Ok(0) } else { Err(CommandError::Preflight(problems.len())) }
 }
 
 /// Prints preflight problems to standard error.

@@ -55,9 +55,7 @@ impl CommandError {
     /// The process exit code for this failure.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CommandError::Config(_) | CommandError::Input { .. } | CommandError::Preflight(_) => {
-                EXIT_INPUT
-            }
+            CommandError::Config(_) | CommandError::Input { .. } | CommandError::Preflight(_) => EXIT_INPUT,
             CommandError::Engine(e) if e.is_setup() => EXIT_INPUT,
             CommandError::Connector(e) if e.kind() == ErrorKind::Setup => EXIT_INPUT,
             CommandError::DataDiffers(_) => EXIT_DATA,
@@ -67,10 +65,7 @@ impl CommandError {
 }
 
 /// The tasks a command acts on: one by name, or all.
-pub fn select_tasks<'a>(
-    config: &'a Config,
-    name: Option<&str>,
-) -> Result<Vec<&'a Task>, CommandError> {
+pub fn select_tasks<'a>(config: &'a Config, name: Option<&str>) -> Result<Vec<&'a Task>, CommandError> {
     match name {
         None => {
             if config.tasks.is_empty() {

@@ -24,25 +24,14 @@ async fn refuse_if_running(specs: &[DirectionSpec]) -> Result<(), CommandError> 
         let EndpointUrl::Sqlite(path) = &spec.target.url else {
             continue;
         };
-        let ep = SqliteEndpoint {
-            name: spec.target.name.clone(),
-            site: spec.target.site.clone(),
-            path: path.clone(),
-        };
+        let ep = SqliteEndpoint { name: spec.target.name.clone(), site: spec.target.site.clone(), path: path.clone() };
         let mut conn = ep.connect(Access::ReadOnly).await?;
-        let holder = state::lease_holder(&mut conn, &spec.id)
-            .await
-            .ok()
-            .flatten();
+        let holder = state::lease_holder(&mut conn, &spec.id).await.ok().flatten();
         crate::connector::sqlite::close(conn).await;
         if let Some(h) = holder {
             let live = h.host == host && h.pid != std::process::id() && state::pid_alive(h.pid);
             if live && h.expires_us > crate::model::now_micros() - 60_000_000 {
-                return Err(EngineError::LeaseHeld {
-                    dir: spec.id.clone(),
-                    holder: h,
-                }
-                .into());
+                return Err(EngineError::LeaseHeld { dir: spec.id.clone(), holder: h }.into());
             }
         }
     }
@@ -60,11 +49,7 @@ pub async fn preflight_or_fail(config: &Config, tasks: &[&Task]) -> Result<(), C
 }
 
 /// The directions of the tasks, with the skips recorded in the store.
-pub async fn plan(
-    config: &Config,
-    tasks: &[&Task],
-    store: &Store,
-) -> Result<Vec<DirectionSpec>, CommandError> {
+pub async fn plan(config: &Config, tasks: &[&Task], store: &Store) -> Result<Vec<DirectionSpec>, CommandError> {
     let mut specs = Vec::new();
     for t in tasks {
         let skips = store.skips(&t.name).await?;
@@ -74,10 +59,7 @@ pub async fn plan(
 }
 
 /// Starts the planned directions after creating missing target tables.
-pub async fn start(
-    specs: Vec<DirectionSpec>,
-    shutdown: CancellationToken,
-) -> Result<Engine, CommandError> {
+pub async fn start(specs: Vec<DirectionSpec>, shutdown: CancellationToken) -> Result<Engine, CommandError> {
     refuse_if_running(&specs).await?;
     for s in &specs {
         prepare_target(s).await?;
@@ -86,11 +68,7 @@ pub async fn start(
 }
 
 /// `ferry run --config FILE [--task NAME]`.
-pub async fn run(
-    config_path: &Path,
-    task: Option<&str>,
-    signal: impl Future<Output = ()>,
-) -> Result<u8, CommandError> {
+pub async fn run(config_path: &Path, task: Option<&str>, signal: impl Future<Output = ()>) -> Result<u8, CommandError> {
     let config = Config::load(config_path)?;
     let tasks = select_tasks(&config, task)?;
     preflight_or_fail(&config, &tasks).await?;
@@ -100,14 +78,7 @@ pub async fn run(
     let shutdown = CancellationToken::new();
     let engine = start(specs, shutdown.clone()).await?;
     let names: Vec<String> = engine.metrics().iter().map(|m| m.id.to_string()).collect();
-    store
-        .audit(
-            &who,
-            "run.start",
-            task,
-            &format!("directions: {}", names.join(", ")),
-        )
-        .await?;
+    store.audit(&who, "run.start", task, &format!("directions: {}", names.join(", "))).await?;
     info!(directions = %names.join(", "), "running; stop with Ctrl-C or SIGTERM");
 
     tokio::pin!(signal);
@@ -145,11 +116,8 @@ pub async fn run(
     for m in &metrics {
         let _ = store.save_status(&m.status()).await;
     }
-    let detail = if errors.is_empty() {
-        "clean stop".to_string()
-    } else {
-        format!("{} error(s): {}", errors.len(), errors[0])
-    };
+    let detail =
+        if errors.is_empty() { "clean stop".to_string() } else { format!("{} error(s): {}", errors.len(), errors[0]) };
     store.audit(&who, "run.stop", task, &detail).await?;
     store.close().await;
     match errors.into_iter().next() {

@@ -46,11 +46,9 @@ pub struct DirectionReport {
 fn sqlite(config: &Config, name: &str) -> Option<SqliteEndpoint> {
     let ep = config.endpoint(name)?;
     match &ep.url {
-        EndpointUrl::Sqlite(p) => Some(SqliteEndpoint {
-            name: ep.name.clone(),
-            site: ep.site.clone(),
-            path: p.clone(),
-        }),
+        EndpointUrl::Sqlite(p) => {
+            Some(SqliteEndpoint { name: ep.name.clone(), site: ep.site.clone(), path: p.clone() })
+        }
         _ => None,
     }
 }
@@ -70,11 +68,7 @@ async fn report(config: &Config, id: &DirectionId, store: Option<&Store>) -> Dir
         problems: Vec::new(),
     };
     let saved = match store {
-        Some(s) => s
-            .statuses(&id.task)
-            .await
-            .ok()
-            .and_then(|v| v.into_iter().find(|d| d.direction == r.direction)),
+        Some(s) => s.statuses(&id.task).await.ok().and_then(|v| v.into_iter().find(|d| d.direction == r.direction)),
         None => None,
     };
     let mut position = None;
@@ -133,10 +127,7 @@ pub async fn status(config_path: &Path, format: Format) -> Result<u8, CommandErr
         }
     }
     match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&reports).unwrap_or_else(|_| "[]".into())
-        ),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_else(|_| "[]".into())),
         Format::Text => {
             for r in &reports {
                 println!(
@@ -144,30 +135,19 @@ pub async fn status(config_path: &Path, format: Format) -> Result<u8, CommandErr
                     r.task,
                     r.direction,
                     r.state,
-                    r.holder
-                        .as_ref()
-                        .map(|h| format!(" ({h})"))
-                        .unwrap_or_default()
+                    r.holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
                 );
                 println!(
                     "  position {}  head {}  behind {}  lag {}",
                     r.position.as_deref().unwrap_or("-"),
                     r.head.as_deref().unwrap_or("-"),
-                    r.changes_behind
-                        .map(|n| n.to_string())
-                        .unwrap_or("-".into()),
-                    r.lag_seconds
-                        .map(|l| format!("{l:.2}s"))
-                        .unwrap_or("-".into())
+                    r.changes_behind.map(|n| n.to_string()).unwrap_or("-".into()),
+                    r.lag_seconds.map(|l| format!("{l:.2}s")).unwrap_or("-".into())
                 );
                 if let Some(t) = &r.totals {
                     println!(
                         "  changes {}  transactions {}  snapshot rows {}  conflicts {}  errors {}",
-                        t.changes_total,
-                        t.txns_total,
-                        t.snapshot_rows_total,
-                        t.conflicts_total,
-                        t.errors_total
+                        t.changes_total, t.txns_total, t.snapshot_rows_total, t.conflicts_total, t.errors_total
                     );
                 }
                 if let Some(e) = &r.last_error {

@@ -131,11 +131,7 @@ pub struct LeaseHolder {
 
 impl fmt::Display for LeaseHolder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "node {:?} on host {:?}, pid {}",
-            self.node, self.host, self.pid
-        )
+        write!(f, "node {:?} on host {:?}, pid {}", self.node, self.host, self.pid)
     }
 }
 
@@ -286,10 +282,7 @@ pub trait Source: Send {
         versions: bool,
     ) -> impl Future<Output = Result<Chunk, ConnectorError>> + Send;
     /// Reads committed transactions after a position; empty when none are waiting.
-    fn read_changes(
-        &mut self,
-        req: &ReadRequest,
-    ) -> impl Future<Output = Result<ReadBatch, ConnectorError>> + Send;
+    fn read_changes(&mut self, req: &ReadRequest) -> impl Future<Output = Result<ReadBatch, ConnectorError>> + Send;
     /// Writes this source's heartbeat row (flows through the stream for exact lag).
     fn heartbeat(&mut self) -> impl Future<Output = Result<(), ConnectorError>> + Send;
     /// Tells the source a consumer has durably applied up to `position` (allows pruning).
@@ -305,10 +298,8 @@ pub trait Sink: Send {
     /// Creates ferry's own tables (checkpoint, conflict, lease) if missing.
     fn prepare(&mut self) -> impl Future<Output = Result<(), ConnectorError>> + Send;
     /// Creates target tables that do not exist yet, and checks the columns of those that do.
-    fn ensure_tables(
-        &mut self,
-        tables: &[Arc<TableSchema>],
-    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    fn ensure_tables(&mut self, tables: &[Arc<TableSchema>])
+    -> impl Future<Output = Result<(), ConnectorError>> + Send;
     /// The checkpoint recorded for a direction, if any.
     fn load_checkpoint(
         &mut self,

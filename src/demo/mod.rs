@@ -66,10 +66,7 @@ fn prepare_dir(dir: Option<&Path>) -> Result<(PathBuf, bool), CommandError> {
         Some(d) => (d.to_path_buf(), true),
         None => {
             let stamp = crate::model::now_micros();
-            (
-                std::env::temp_dir().join(format!("ferry-demo-{}-{stamp}", std::process::id())),
-                false,
-            )
+            (std::env::temp_dir().join(format!("ferry-demo-{}-{stamp}", std::process::id())), false)
         }
     };
     std::fs::create_dir_all(&path).map_err(|e| CommandError::Input {
@@ -97,25 +94,11 @@ pub async fn demo(opts: DemoOptions, signal: impl Future<Output = ()>) -> Result
     result
 }
 
-async fn run_demo(
-    opts: &DemoOptions,
-    dir: &Path,
-    signal: impl Future<Output = ()>,
-) -> Result<u8, CommandError> {
-    let seed = opts
-        .seed
-        .unwrap_or_else(|| crate::model::now_micros() as u64);
+async fn run_demo(opts: &DemoOptions, dir: &Path, signal: impl Future<Output = ()>) -> Result<u8, CommandError> {
+    let seed = opts.seed.unwrap_or_else(|| crate::model::now_micros() as u64);
     let mut rng = fastrand::Rng::with_seed(seed);
-    let a = SqliteEndpoint {
-        name: "a".into(),
-        site: SiteId::new("dc-a"),
-        path: dir.join("a.db"),
-    };
-    let b = SqliteEndpoint {
-        name: "b".into(),
-        site: SiteId::new("dc-b"),
-        path: dir.join("b.db"),
-    };
+    let a = SqliteEndpoint { name: "a".into(), site: SiteId::new("dc-a"), path: dir.join("a.db") };
+    let b = SqliteEndpoint { name: "b".into(), site: SiteId::new("dc-b"), path: dir.join("b.db") };
     let mut conns = Vec::new();
     for (side, ep) in [&a, &b].into_iter().enumerate() {
         let mut conn = ep.connect(Access::Create).await?;
@@ -133,19 +116,10 @@ async fn run_demo(
     let store = open_store(&config).await?;
     let specs = plan(&config, &tasks, &store).await?;
     let who = actor(&config.node.id);
-    store
-        .audit(
-            &who,
-            "demo.start",
-            Some("demo"),
-            &format!("folder {}, seed {seed}", dir.display()),
-        )
-        .await?;
+    store.audit(&who, "demo.start", Some("demo"), &format!("folder {}, seed {seed}", dir.display())).await?;
 
     eprintln!("ferry demo: two data centers in {}", dir.display());
-    eprintln!(
-        "  dc-a: a.db (500 accounts)   dc-b: b.db (200 orders)   two-way, last-writer-wins, seed {seed}"
-    );
+    eprintln!("  dc-a: a.db (500 accounts)   dc-b: b.db (200 orders)   two-way, last-writer-wins, seed {seed}");
     if !opts.headless {
         eprintln!("  (the console is not built yet: showing a status line)");
     }
@@ -217,10 +191,7 @@ async fn run_demo(
     let comparison = compare_databases(&a, &b).await?;
     let conflicts = count_conflicts(&a).await + count_conflicts(&b).await;
     println!();
-    println!(
-        "ferry demo summary ({}s of writes on both sides)",
-        started.elapsed().as_secs()
-    );
+    println!("ferry demo summary ({}s of writes on both sides)", started.elapsed().as_secs());
     for (site, s) in ["dc-a", "dc-b"].iter().zip(&stats) {
         println!(
             "  application on {site}: {} transactions, {} row changes",
@@ -234,16 +205,11 @@ async fn run_demo(
             s.direction, s.changes_total, s.txns_total, s.snapshot_rows_total, s.conflicts_total
         );
     }
-    println!(
-        "  conflict log: {conflicts} entries (ferry_conflict in a.db and b.db), each with both versions"
-    );
+    println!("  conflict log: {conflicts} entries (ferry_conflict in a.db and b.db), each with both versions");
     let mut identical = true;
     for t in &comparison {
         if t.identical() {
-            println!(
-                "  verify {}: identical, {} rows on each side",
-                t.table, t.rows_a
-            );
+            println!("  verify {}: identical, {} rows on each side", t.table, t.rows_a);
         } else {
             identical = false;
             println!(
@@ -255,36 +221,21 @@ async fn run_demo(
             }
         }
     }
-    let verdict = if identical {
-        "both data centers hold identical rows"
-    } else {
-        "the data centers differ"
-    };
+    let verdict = if identical { "both data centers hold identical rows" } else { "the data centers differ" };
     println!("  result: {verdict}");
     store.audit(&who, "demo.end", Some("demo"), verdict).await?;
     store.close().await;
     if dir.exists() && opts.dir.is_some() {
-        println!(
-            "  databases kept in {} (ferry status --config {})",
-            dir.display(),
-            dir.join("ferry.toml").display()
-        );
+        println!("  databases kept in {} (ferry status --config {})", dir.display(), dir.join("ferry.toml").display());
     }
-    if identical {
-        Ok(0)
-    } else {
-        Err(CommandError::DataDiffers(verdict.to_string()))
-    }
+    if identical { Ok(0) } else { Err(CommandError::DataDiffers(verdict.to_string())) }
 }
 
 fn status_line(elapsed: Duration, engine: &Engine, stats: &[Arc<WriterStats>]) -> String {
     let mut parts = vec![format!("[{:>3}s]", elapsed.as_secs())];
     for m in engine.metrics() {
         let s = m.status();
-        let lag = s
-            .lag_seconds
-            .map(|l| format!("{l:.2}s"))
-            .unwrap_or_else(|| "-".into());
+        let lag = s.lag_seconds.map(|l| format!("{l:.2}s")).unwrap_or_else(|| "-".into());
         parts.push(format!(
             "{} {} lag {lag} {:>6.0} rows/s conflicts {}",
             s.direction, s.state, s.rows_per_sec[0], s.conflicts_total
@@ -300,12 +251,7 @@ async fn head(ep: &SqliteEndpoint) -> Result<i64, CommandError> {
     let h: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM ferry_changelog")
         .fetch_one(&mut conn)
         .await
-        .map_err(|e| {
-            CommandError::Runtime(format!(
-                "reading the changelog head of {}: {e}",
-                ep.path.display()
-            ))
-        })?;
+        .map_err(|e| CommandError::Runtime(format!("reading the changelog head of {}: {e}", ep.path.display())))?;
     crate::connector::sqlite::close(conn).await;
     Ok(h.unwrap_or(0))
 }
@@ -316,16 +262,13 @@ async fn wait_caught_up(
     b: &SqliteEndpoint,
     limit: Duration,
 ) -> Result<(), CommandError> {
-    let targets = [
-        (format!("{}->{}", a.name, b.name), head(a).await?),
-        (format!("{}->{}", b.name, a.name), head(b).await?),
-    ];
+    let targets =
+        [(format!("{}->{}", a.name, b.name), head(a).await?), (format!("{}->{}", b.name, a.name), head(b).await?)];
     let start = Instant::now();
     loop {
         let done = targets.iter().all(|(dir, h)| {
             engine.metrics().iter().any(|m| {
-                m.id.direction() == *dir
-                    && matches!(m.position(), Some(Position::Sqlite { seq }) if seq >= *h)
+                m.id.direction() == *dir && matches!(m.position(), Some(Position::Sqlite { seq }) if seq >= *h)
             })
         });
         if done {
@@ -348,10 +291,7 @@ async fn count_conflicts(ep: &SqliteEndpoint) -> i64 {
     let Ok(mut conn) = ep.connect(Access::ReadOnly).await else {
         return 0;
     };
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM ferry_conflict")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap_or(0);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM ferry_conflict").fetch_one(&mut conn).await.unwrap_or(0);
     crate::connector::sqlite::close(conn).await;
     n
 }

@@ -83,12 +83,7 @@ impl Writer {
         }
     }
 
-    async fn one_txn(
-        &mut self,
-        next_id: &mut i64,
-        next_order: &mut i64,
-        region: &str,
-    ) -> Result<u64, sqlx::Error> {
+    async fn one_txn(&mut self, next_id: &mut i64, next_order: &mut i64, region: &str) -> Result<u64, sqlx::Error> {
         let conn = &mut self.conn;
         let rng = &mut self.rng;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
@@ -98,33 +93,20 @@ impl Writer {
             if roll < 30 {
                 // Update a hot key both sides write: a conflict when the other side does too.
                 let id = rng.i64(1..=HOT_KEYS);
-                let r = sqlx::query(
-                    "UPDATE accounts SET balance = ?1, note = ?2, score = ?3 WHERE id = ?4",
-                )
-                .bind(money(rng))
-                .bind(format!(
-                    "touched by {}",
-                    if region == "eu" { "dc-a" } else { "dc-b" }
-                ))
-                .bind(rng.f64() * 100.0)
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
+                let r = sqlx::query("UPDATE accounts SET balance = ?1, note = ?2, score = ?3 WHERE id = ?4")
+                    .bind(money(rng))
+                    .bind(format!("touched by {}", if region == "eu" { "dc-a" } else { "dc-b" }))
+                    .bind(rng.f64() * 100.0)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
                 rows += r.rows_affected();
             } else if roll < 55 {
                 // A new account; now and then both sides pick the same id on purpose.
-                let id = if rng.u8(0..100) < 5 {
-                    900_000 + rng.i64(0..50)
-                } else {
-                    *next_id
-                };
+                let id = if rng.u8(0..100) < 5 { 900_000 + rng.i64(0..50) } else { *next_id };
                 *next_id += 2;
                 let avatar: Vec<u8> = (0..rng.usize(0..8)).map(|_| rng.u8(..)).collect();
-                let note = if rng.bool() {
-                    Some(String::new())
-                } else {
-                    None
-                };
+                let note = if rng.bool() { Some(String::new()) } else { None };
                 let r = sqlx::query(
                     "INSERT INTO accounts(id, owner, balance, note, avatar, score) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                      ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, balance = excluded.balance",
@@ -141,13 +123,15 @@ impl Writer {
             } else if roll < 75 {
                 let no = *next_order;
                 *next_order += 2;
-                let r = sqlx::query("INSERT INTO orders(region, order_no, account_id, amount, status) VALUES (?1, ?2, ?3, ?4, 'new')")
-                    .bind(region)
-                    .bind(no)
-                    .bind(rng.i64(1..=500))
-                    .bind(money(rng))
-                    .execute(&mut *conn)
-                    .await?;
+                let r = sqlx::query(
+                    "INSERT INTO orders(region, order_no, account_id, amount, status) VALUES (?1, ?2, ?3, ?4, 'new')",
+                )
+                .bind(region)
+                .bind(no)
+                .bind(rng.i64(1..=500))
+                .bind(money(rng))
+                .execute(&mut *conn)
+                .await?;
                 rows += r.rows_affected();
             } else if roll < 90 {
                 let r = sqlx::query(
@@ -160,14 +144,13 @@ impl Writer {
             } else {
                 // Deletes: an order somewhere, or an account (hot keys included: delete vs update conflicts).
                 let r = if rng.bool() {
-                    sqlx::query("DELETE FROM orders WHERE rowid IN (SELECT rowid FROM orders ORDER BY random() LIMIT 1)")
-                        .execute(&mut *conn)
-                        .await?
+                    sqlx::query(
+                        "DELETE FROM orders WHERE rowid IN (SELECT rowid FROM orders ORDER BY random() LIMIT 1)",
+                    )
+                    .execute(&mut *conn)
+                    .await?
                 } else {
-                    sqlx::query("DELETE FROM accounts WHERE id = ?1")
-                        .bind(rng.i64(1..=500))
-                        .execute(&mut *conn)
-                        .await?
+                    sqlx::query("DELETE FROM accounts WHERE id = ?1").bind(rng.i64(1..=500)).execute(&mut *conn).await?
                 };
                 rows += r.rows_affected();
             }
@@ -178,24 +161,22 @@ impl Writer {
 }
 
 /// Seeds a data center with rows that exist before ferry starts (copied by the snapshot).
-pub async fn seed(
-    conn: &mut SqliteConnection,
-    side: i64,
-    rng: &mut fastrand::Rng,
-) -> Result<(), sqlx::Error> {
+pub async fn seed(conn: &mut SqliteConnection, side: i64, rng: &mut fastrand::Rng) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(SCHEMA).execute(&mut *conn).await?;
     sqlx::query("BEGIN").execute(&mut *conn).await?;
     if side == 0 {
         for id in 1..=500i64 {
-            sqlx::query("INSERT INTO accounts(id, owner, balance, note, avatar, score) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-                .bind(id)
-                .bind(format!("owner-{id}"))
-                .bind(money(rng))
-                .bind(if id % 7 == 0 { Some("") } else { None })
-                .bind(vec![0u8, id as u8, 255])
-                .bind(id as f64 / 3.0)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "INSERT INTO accounts(id, owner, balance, note, avatar, score) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(id)
+            .bind(format!("owner-{id}"))
+            .bind(money(rng))
+            .bind(if id % 7 == 0 { Some("") } else { None })
+            .bind(vec![0u8, id as u8, 255])
+            .bind(id as f64 / 3.0)
+            .execute(&mut *conn)
+            .await?;
         }
     } else {
         for no in 1..=200i64 {

@@ -42,11 +42,7 @@ pub fn resolve(rules: &ConflictRules, incoming: &Version, local: &Version) -> Wi
         ConflictPolicy::PreferTo => rules.remote_site == rules.to_site,
         ConflictPolicy::LogOnly => false,
     };
-    if incoming_wins {
-        Winner::Incoming
-    } else {
-        Winner::Local
-    }
+    if incoming_wins { Winner::Incoming } else { Winner::Local }
 }
 
 #[cfg(test)]
@@ -64,73 +60,26 @@ mod tests {
     }
 
     fn v(ts: i64, site: &str) -> Version {
-        Version {
-            ts,
-            site: SiteId::new(site),
-        }
+        Version { ts, site: SiteId::new(site) }
     }
 
     #[test]
     fn last_writer_wins_is_symmetric() {
         // At b, a's write arrives; at a, b's write arrives: both keep the later one.
-        let at_b = resolve(
-            &rules(ConflictPolicy::LastWriterWins, "a", "b"),
-            &v(20, "a"),
-            &v(10, "b"),
-        );
-        let at_a = resolve(
-            &rules(ConflictPolicy::LastWriterWins, "b", "a"),
-            &v(10, "b"),
-            &v(20, "a"),
-        );
+        let at_b = resolve(&rules(ConflictPolicy::LastWriterWins, "a", "b"), &v(20, "a"), &v(10, "b"));
+        let at_a = resolve(&rules(ConflictPolicy::LastWriterWins, "b", "a"), &v(10, "b"), &v(20, "a"));
         assert_eq!((at_b, at_a), (Winner::Incoming, Winner::Local));
         // Equal times: the site breaks the tie the same way on both sides.
-        let at_b = resolve(
-            &rules(ConflictPolicy::LastWriterWins, "a", "b"),
-            &v(5, "a"),
-            &v(5, "b"),
-        );
-        let at_a = resolve(
-            &rules(ConflictPolicy::LastWriterWins, "b", "a"),
-            &v(5, "b"),
-            &v(5, "a"),
-        );
+        let at_b = resolve(&rules(ConflictPolicy::LastWriterWins, "a", "b"), &v(5, "a"), &v(5, "b"));
+        let at_a = resolve(&rules(ConflictPolicy::LastWriterWins, "b", "a"), &v(5, "b"), &v(5, "a"));
         assert_eq!((at_b, at_a), (Winner::Local, Winner::Incoming));
     }
 
     #[test]
     fn preferred_site_wins_both_ways() {
-        assert_eq!(
-            resolve(
-                &rules(ConflictPolicy::PreferFrom, "a", "b"),
-                &v(1, "a"),
-                &v(9, "b")
-            ),
-            Winner::Incoming
-        );
-        assert_eq!(
-            resolve(
-                &rules(ConflictPolicy::PreferFrom, "b", "a"),
-                &v(9, "b"),
-                &v(1, "a")
-            ),
-            Winner::Local
-        );
-        assert_eq!(
-            resolve(
-                &rules(ConflictPolicy::PreferTo, "a", "b"),
-                &v(9, "a"),
-                &v(1, "b")
-            ),
-            Winner::Local
-        );
-        assert_eq!(
-            resolve(
-                &rules(ConflictPolicy::LogOnly, "a", "b"),
-                &v(9, "a"),
-                &v(1, "b")
-            ),
-            Winner::Local
-        );
+        assert_eq!(resolve(&rules(ConflictPolicy::PreferFrom, "a", "b"), &v(1, "a"), &v(9, "b")), Winner::Incoming);
+        assert_eq!(resolve(&rules(ConflictPolicy::PreferFrom, "b", "a"), &v(9, "b"), &v(1, "a")), Winner::Local);
+        assert_eq!(resolve(&rules(ConflictPolicy::PreferTo, "a", "b"), &v(9, "a"), &v(1, "b")), Winner::Local);
+        assert_eq!(resolve(&rules(ConflictPolicy::LogOnly, "a", "b"), &v(9, "a"), &v(1, "b")), Winner::Local);
     }
 }

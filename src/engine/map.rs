@@ -23,14 +23,10 @@ impl Renames {
                 Some(m) => {
                     let mut t = (**s).clone();
                     t.name = match m.to.split_once('.') {
-                        Some((db, name)) if s.name.schema.is_some() => TableName {
-                            schema: Some(db.into()),
-                            name: name.into(),
-                        },
-                        _ => TableName {
-                            schema: s.name.schema.clone(),
-                            name: m.to.clone(),
-                        },
+                        Some((db, name)) if s.name.schema.is_some() => {
+                            TableName { schema: Some(db.into()), name: name.into() }
+                        }
+                        _ => TableName { schema: s.name.schema.clone(), name: m.to.clone() },
                     };
                     for c in &mut t.columns {
                         if let Some(new) = m.columns.get(&c.name) {
@@ -47,10 +43,7 @@ impl Renames {
 
     /// The target schema for a source table (the source's own when unmapped).
     pub fn target(&self, source: &Arc<TableSchema>) -> Arc<TableSchema> {
-        self.targets
-            .get(&source.name)
-            .cloned()
-            .unwrap_or_else(|| source.clone())
+        self.targets.get(&source.name).cloned().unwrap_or_else(|| source.clone())
     }
 
     /// Every target schema.

@@ -73,9 +73,7 @@ impl RateWindow {
     /// Average over the last `secs` complete seconds.
     fn rate(&mut self, secs: i64, now_s: i64) -> f64 {
         self.advance(now_s);
-        let sum: u64 = (1..=secs)
-            .map(|i| self.buckets[((now_s - i).rem_euclid(61)) as usize])
-            .sum();
+        let sum: u64 = (1..=secs).map(|i| self.buckets[((now_s - i).rem_euclid(61)) as usize]).sum();
         sum as f64 / secs as f64
     }
 }
@@ -140,10 +138,7 @@ impl DirectionMetrics {
             state: Mutex::new(DirectionState::Starting),
             position: Mutex::new(None),
             last_error: Mutex::new(None),
-            rate: Mutex::new(RateWindow {
-                buckets: [0; 61],
-                second: 0,
-            }),
+            rate: Mutex::new(RateWindow { buckets: [0; 61], second: 0 }),
             changes: AtomicU64::new(0),
             txns: AtomicU64::new(0),
             snapshot_rows: AtomicU64::new(0),
@@ -164,25 +159,14 @@ impl DirectionMetrics {
 
     /// The state.
     pub fn state(&self) -> DirectionState {
-        self.state
-            .lock()
-            .map(|g| g.clone())
-            .unwrap_or(DirectionState::Failed)
+        self.state.lock().map(|g| g.clone()).unwrap_or(DirectionState::Failed)
     }
 
     /// Records an applied batch.
-    pub fn applied(
-        &self,
-        changes: u64,
-        txns: u64,
-        snapshot_rows: u64,
-        conflicts: u64,
-        position: &Position,
-    ) {
+    pub fn applied(&self, changes: u64, txns: u64, snapshot_rows: u64, conflicts: u64, position: &Position) {
         self.changes.fetch_add(changes, Ordering::Relaxed);
         self.txns.fetch_add(txns, Ordering::Relaxed);
-        self.snapshot_rows
-            .fetch_add(snapshot_rows, Ordering::Relaxed);
+        self.snapshot_rows.fetch_add(snapshot_rows, Ordering::Relaxed);
         self.conflicts.fetch_add(conflicts, Ordering::Relaxed);
         if let Ok(mut r) = self.rate.lock() {
             r.add(changes + snapshot_rows, now_micros() / 1_000_000);
@@ -230,11 +214,7 @@ impl DirectionMetrics {
         let now = now_micros();
         let hb = self.last_heartbeat_us.load(Ordering::Relaxed);
         let rates = match self.rate.lock() {
-            Ok(mut r) => [
-                r.rate(1, now / 1_000_000),
-                r.rate(10, now / 1_000_000),
-                r.rate(60, now / 1_000_000),
-            ],
+            Ok(mut r) => [r.rate(1, now / 1_000_000), r.rate(10, now / 1_000_000), r.rate(60, now / 1_000_000)],
             Err(_) => [0.0; 3],
         };
         DirectionStatus {
@@ -262,10 +242,7 @@ mod tests {
 
     #[test]
     fn rate_window_averages_complete_seconds() {
-        let mut w = RateWindow {
-            buckets: [0; 61],
-            second: 0,
-        };
+        let mut w = RateWindow { buckets: [0; 61], second: 0 };
         w.add(100, 1000);
         w.add(50, 1001);
         assert_eq!(w.rate(1, 1002), 50.0);

@@ -34,9 +34,7 @@ pub enum EngineError {
         holder: LeaseHolder,
     },
     /// Someone took the lease while this process ran (it was presumed dead).
-    #[error(
-        "task {dir}: lost its lease to {holder}; stopping so that two processes never apply the same changes"
-    )]
+    #[error("task {dir}: lost its lease to {holder}; stopping so that two processes never apply the same changes")]
     LeaseLost {
         /// The direction.
         dir: DirectionId,
@@ -78,11 +76,7 @@ pub fn plan_task(config: &Config, task: &Task, skips: &[(String, Position)]) -> 
     pairs
         .into_iter()
         .map(|(from, to)| {
-            let id = DirectionId {
-                task: task.name.clone(),
-                from: from.name.clone(),
-                to: to.name.clone(),
-            };
+            let id = DirectionId { task: task.name.clone(), from: from.name.clone(), to: to.name.clone() };
             let conflicts = (task.mode == Mode::TwoWay).then(|| ConflictRules {
                 policy: task.conflict,
                 from_site: a.site.clone(),
@@ -92,11 +86,7 @@ pub fn plan_task(config: &Config, task: &Task, skips: &[(String, Position)]) -> 
             });
             let dir = id.direction();
             DirectionSpec {
-                skips: skips
-                    .iter()
-                    .filter(|(d, _)| *d == dir)
-                    .map(|(_, p)| p.clone())
-                    .collect(),
+                skips: skips.iter().filter(|(d, _)| *d == dir).map(|(_, p)| p.clone()).collect(),
                 id,
                 source: from.clone(),
                 target: to.clone(),
@@ -105,11 +95,7 @@ pub fn plan_task(config: &Config, task: &Task, skips: &[(String, Position)]) -> 
                 conflicts,
                 keep_transactions: task.keep_transactions,
                 max_rows_per_sec: task.max_rows_per_sec,
-                maps: if from.name == task.from {
-                    task.maps.clone()
-                } else {
-                    Vec::new()
-                },
+                maps: if from.name == task.from { task.maps.clone() } else { Vec::new() },
                 node_id: config.node.id.clone(),
                 tuning: Tuning::default(),
             }

@@ -21,8 +21,8 @@ use crate::config::{Endpoint, EndpointUrl, TableMap};
 use crate::connector::sqlite::schema::HEARTBEAT_TABLE;
 use crate::connector::sqlite::{Access, SqliteEndpoint, apply::SqliteSink, capture::SqliteSource};
 use crate::connector::{
-    ApplyBatch, Checkpoint, ConflictRules, ConnectorError, DirectionId, ErrorKind, LeaseHolder,
-    LeaseOutcome, ReadRequest, Sink, SnapshotRows, Source, TableProgress,
+    ApplyBatch, Checkpoint, ConflictRules, ConnectorError, DirectionId, ErrorKind, LeaseHolder, LeaseOutcome,
+    ReadRequest, Sink, SnapshotRows, Source, TableProgress,
 };
 use crate::model::{Position, TableSchema, Txn, Value, cmp_keys, now_micros};
 
@@ -126,43 +126,18 @@ async fn run_once(
     metrics: &Arc<DirectionMetrics>,
     shutdown: &CancellationToken,
 ) -> Result<(), EngineError> {
-    let (EndpointUrl::Sqlite(src_path), EndpointUrl::Sqlite(dst_path)) =
-        (&spec.source.url, &spec.target.url)
-    else {
-        let ep = if matches!(spec.source.url, EndpointUrl::Sqlite(_)) {
-            &spec.target
-        } else {
-            &spec.source
-        };
-        return Err(EngineError::Unsupported {
-            endpoint: ep.name.clone(),
-            engine: ep.url.engine(),
-        });
+    let (EndpointUrl::Sqlite(src_path), EndpointUrl::Sqlite(dst_path)) = (&spec.source.url, &spec.target.url) else {
+        let ep = if matches!(spec.source.url, EndpointUrl::Sqlite(_)) { &spec.target } else { &spec.source };
+        return Err(EngineError::Unsupported { endpoint: ep.name.clone(), engine: ep.url.engine() });
     };
-    let src = SqliteEndpoint {
-        name: spec.source.name.clone(),
-        site: spec.source.site.clone(),
-        path: src_path.clone(),
-    };
-    let dst = SqliteEndpoint {
-        name: spec.target.name.clone(),
-        site: spec.target.site.clone(),
-        path: dst_path.clone(),
-    };
+    let src = SqliteEndpoint { name: spec.source.name.clone(), site: spec.source.site.clone(), path: src_path.clone() };
+    let dst = SqliteEndpoint { name: spec.target.name.clone(), site: spec.target.site.clone(), path: dst_path.clone() };
     let source = SqliteSource::open(src.clone(), Access::ReadWrite).await?;
     let heartbeat = SqliteSource::open(src, Access::ReadWrite).await?;
     let sink = SqliteSink::open(dst, Access::ReadWrite).await?;
-    Runner {
-        spec,
-        metrics,
-        shutdown,
-        source,
-        sink,
-        renames: Renames::default(),
-        checkpoint: Checkpoint::default(),
-    }
-    .run(heartbeat)
-    .await
+    Runner { spec, metrics, shutdown, source, sink, renames: Renames::default(), checkpoint: Checkpoint::default() }
+        .run(heartbeat)
+        .await
 }
 
 struct Runner<'a, S: Source, K: Sink> {
@@ -230,10 +205,7 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
             match self.sink.lease(&self.spec.id, &me).await? {
                 LeaseOutcome::Acquired => return Ok(true),
                 LeaseOutcome::HeldBy(h) if h.host == me.host => {
-                    return Err(EngineError::LeaseHeld {
-                        dir: self.spec.id.clone(),
-                        holder: h,
-                    });
+                    return Err(EngineError::LeaseHeld { dir: self.spec.id.clone(), holder: h });
                 }
                 LeaseOutcome::HeldBy(h) => {
                     self.metrics.set_state(DirectionState::WaitingForLease);
@@ -253,33 +225,19 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
         me.expires_us = now_micros() + LEASE_TTL_US;
         match self.sink.lease(&self.spec.id, &me).await? {
             LeaseOutcome::Acquired => Ok(()),
-            LeaseOutcome::HeldBy(h) => Err(EngineError::LeaseLost {
-                dir: self.spec.id.clone(),
-                holder: h,
-            }),
+            LeaseOutcome::HeldBy(h) => Err(EngineError::LeaseLost { dir: self.spec.id.clone(), holder: h }),
         }
     }
 
-    async fn sync(
-        &mut self,
-        sources: &[Arc<TableSchema>],
-        me: &LeaseHolder,
-    ) -> Result<(), EngineError> {
+    async fn sync(&mut self, sources: &[Arc<TableSchema>], me: &LeaseHolder) -> Result<(), EngineError> {
         let id = self.spec.id.clone();
         self.checkpoint = self.sink.load_checkpoint(&id).await?.unwrap_or_default();
         if self.checkpoint.position.is_none() {
             self.checkpoint.position = Some(self.source.head().await?);
         }
         for t in sources {
-            let initial = if self.spec.snapshot {
-                TableProgress::Pending
-            } else {
-                TableProgress::Done
-            };
-            self.checkpoint
-                .tables
-                .entry(t.name.to_string())
-                .or_insert(initial);
+            let initial = if self.spec.snapshot { TableProgress::Pending } else { TableProgress::Done };
+            self.checkpoint.tables.entry(t.name.to_string()).or_insert(initial);
         }
         self.apply(Vec::new(), None).await?;
         info!(direction = %id, position = %self.position(), "started");
@@ -299,31 +257,21 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
                     Some(TableProgress::Pending) => None,
                     Some(TableProgress::Copying { after }) => Some(after.clone()),
                 };
-                self.metrics
-                    .set_state(DirectionState::Snapshotting(name.clone()));
+                self.metrics.set_state(DirectionState::Snapshotting(name.clone()));
                 if last_renew.elapsed() >= LEASE_RENEW {
                     self.renew_lease(me).await?;
                     last_renew = Instant::now();
                 }
                 let limit = self.spec.tuning.chunk_rows;
-                let chunk = self
-                    .source
-                    .read_chunk(t, after.as_ref(), limit, self.spec.conflicts.is_some())
-                    .await?;
+                let chunk = self.source.read_chunk(t, after.as_ref(), limit, self.spec.conflicts.is_some()).await?;
                 self.catch_up(&chunk.position).await?;
                 let progress = match chunk.rows.last() {
-                    Some(last) if chunk.rows.len() >= limit => TableProgress::Copying {
-                        after: t.key_of(last),
-                    },
+                    Some(last) if chunk.rows.len() >= limit => TableProgress::Copying { after: t.key_of(last) },
                     _ => TableProgress::Done,
                 };
                 let n = chunk.rows.len() as u64;
                 self.checkpoint.tables.insert(name.clone(), progress);
-                let rows = SnapshotRows {
-                    table: self.renames.target(t),
-                    rows: chunk.rows,
-                    versions: chunk.versions,
-                };
+                let rows = SnapshotRows { table: self.renames.target(t), rows: chunk.rows, versions: chunk.versions };
                 self.apply(Vec::new(), Some(rows)).await?;
                 throttle.wait(n, self.shutdown).await;
             }
@@ -343,8 +291,7 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
             }
             if last_head.elapsed() >= Duration::from_secs(1) {
                 let head = self.source.head().await?;
-                self.metrics
-                    .set_behind(self.position().changes_until(&head).unwrap_or(0));
+                self.metrics.set_behind(self.position().changes_until(&head).unwrap_or(0));
                 last_head = Instant::now();
             }
             if last_consumed.elapsed() >= Duration::from_secs(5) {
@@ -371,10 +318,7 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
     }
 
     fn position(&self) -> Position {
-        self.checkpoint
-            .position
-            .clone()
-            .unwrap_or(Position::Sqlite { seq: 0 })
+        self.checkpoint.position.clone().unwrap_or(Position::Sqlite { seq: 0 })
     }
 
     /// Applies the stream up to `until` (a snapshot chunk's position).
@@ -454,11 +398,7 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
 
     /// Applies transactions and/or a snapshot chunk with the current checkpoint. A failing
     /// batch is retried change by change, so the error names the exact row.
-    async fn apply(
-        &mut self,
-        txns: Vec<Txn>,
-        snapshot: Option<SnapshotRows>,
-    ) -> Result<(), EngineError> {
+    async fn apply(&mut self, txns: Vec<Txn>, snapshot: Option<SnapshotRows>) -> Result<(), EngineError> {
         let mut batch = ApplyBatch {
             txns,
             snapshot,
@@ -468,27 +408,15 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
         };
         let report = match self.sink.apply(&self.spec.id, &batch).await {
             Ok(r) => r,
-            Err(ConnectorError::Query { .. })
-                if !batch.txns.is_empty() || batch.snapshot.is_some() =>
-            {
+            Err(ConnectorError::Query { .. }) if !batch.txns.is_empty() || batch.snapshot.is_some() => {
                 batch.one_by_one = true;
                 self.sink.apply(&self.spec.id, &batch).await?
             }
             Err(e) => return Err(e.into()),
         };
         let changes: u64 = batch.txns.iter().map(|t| t.changes.len() as u64).sum();
-        let snap = batch
-            .snapshot
-            .as_ref()
-            .map(|s| s.rows.len() as u64)
-            .unwrap_or(0);
-        self.metrics.applied(
-            changes,
-            batch.txns.len() as u64,
-            snap,
-            report.conflicts,
-            &self.position(),
-        );
+        let snap = batch.snapshot.as_ref().map(|s| s.rows.len() as u64).unwrap_or(0);
+        self.metrics.applied(changes, batch.txns.len() as u64, snap, report.conflicts, &self.position());
         Ok(())
     }
 }
@@ -511,11 +439,7 @@ struct Throttle {
 
 impl Throttle {
     fn new(rate: u64) -> Self {
-        Throttle {
-            rate,
-            start: Instant::now(),
-            rows: 0,
-        }
+        Throttle { rate, start: Instant::now(), rows: 0 }
     }
 
     async fn wait(&mut self, rows: u64, shutdown: &CancellationToken) {
@@ -539,9 +463,7 @@ impl EngineError {
     /// Endpoint failures are retried; setup problems, refused changes and lease conflicts stop.
     pub fn retryable(&self) -> bool {
         match self {
-            EngineError::Connector(e) => {
-                e.kind() == ErrorKind::Runtime && !matches!(e, ConnectorError::Apply(_))
-            }
+            EngineError::Connector(e) => e.kind() == ErrorKind::Runtime && !matches!(e, ConnectorError::Apply(_)),
             _ => false,
         }
     }
@@ -552,35 +474,17 @@ impl EngineError {
 /// direction of a two-way task finds its tables, and no row is applied before the
 /// target's own capture records it.
 pub async fn prepare_target(spec: &DirectionSpec) -> Result<(), EngineError> {
-    let (EndpointUrl::Sqlite(src_path), EndpointUrl::Sqlite(dst_path)) =
-        (&spec.source.url, &spec.target.url)
-    else {
-        let ep = if matches!(spec.source.url, EndpointUrl::Sqlite(_)) {
-            &spec.target
-        } else {
-            &spec.source
-        };
-        return Err(EngineError::Unsupported {
-            endpoint: ep.name.clone(),
-            engine: ep.url.engine(),
-        });
+    let (EndpointUrl::Sqlite(src_path), EndpointUrl::Sqlite(dst_path)) = (&spec.source.url, &spec.target.url) else {
+        let ep = if matches!(spec.source.url, EndpointUrl::Sqlite(_)) { &spec.target } else { &spec.source };
+        return Err(EngineError::Unsupported { endpoint: ep.name.clone(), engine: ep.url.engine() });
     };
-    let src = SqliteEndpoint {
-        name: spec.source.name.clone(),
-        site: spec.source.site.clone(),
-        path: src_path.clone(),
-    };
-    let dst = SqliteEndpoint {
-        name: spec.target.name.clone(),
-        site: spec.target.site.clone(),
-        path: dst_path.clone(),
-    };
+    let src = SqliteEndpoint { name: spec.source.name.clone(), site: spec.source.site.clone(), path: src_path.clone() };
+    let dst = SqliteEndpoint { name: spec.target.name.clone(), site: spec.target.site.clone(), path: dst_path.clone() };
     let mut source = SqliteSource::open(src, Access::ReadWrite).await?;
     let tables = source.tables(&spec.tables).await?;
     source.install_capture(&tables).await?;
     let mut sink = SqliteSink::open(dst, Access::ReadWrite).await?;
     sink.prepare().await?;
-    sink.ensure_tables(&Renames::new(&tables, &spec.maps).all())
-        .await?;
+    sink.ensure_tables(&Renames::new(&tables, &spec.maps).all()).await?;
     Ok(())
 }

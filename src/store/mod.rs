@@ -97,19 +97,10 @@ impl Store {
             .max_connections(2)
             .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let store = Store {
-            path: path.to_path_buf(),
-            pool,
-        };
+            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        let store = Store { path: path.to_path_buf(), pool };
         if create {
-            sqlx::raw_sql(SCHEMA)
-                .execute(&store.pool)
-                .await
-                .map_err(store.err("creating tables"))?;
+            sqlx::raw_sql(SCHEMA).execute(&store.pool).await.map_err(store.err("creating tables"))?;
         }
         Ok(store)
     }
@@ -123,44 +114,30 @@ impl Store {
     }
 
     fn err(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
-        move |source| StoreError::Query {
-            path: self.path.clone(),
-            what,
-            source,
-        }
+        move |source| StoreError::Query { path: self.path.clone(), what, source }
     }
 
     /// Appends to the audit log.
-    pub async fn audit(
-        &self,
-        actor: &str,
-        action: &str,
-        task: Option<&str>,
-        detail: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit(at_us, actor, action, task, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(now_micros())
-        .bind(actor)
-        .bind(action)
-        .bind(task)
-        .bind(detail)
-        .execute(&self.pool)
-        .await
-        .map_err(self.err("writing the audit log"))?;
+    pub async fn audit(&self, actor: &str, action: &str, task: Option<&str>, detail: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit(at_us, actor, action, task, detail) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(now_micros())
+            .bind(actor)
+            .bind(action)
+            .bind(task)
+            .bind(detail)
+            .execute(&self.pool)
+            .await
+            .map_err(self.err("writing the audit log"))?;
         Ok(())
     }
 
     /// The newest audit entries, newest first.
     pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT at_us, actor, action, task, detail FROM audit ORDER BY id DESC LIMIT ?1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.err("reading the audit log"))?;
+        let rows = sqlx::query("SELECT at_us, actor, action, task, detail FROM audit ORDER BY id DESC LIMIT ?1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.err("reading the audit log"))?;
         Ok(rows
             .into_iter()
             .map(|r| AuditEntry {
@@ -192,16 +169,12 @@ impl Store {
 
     /// The last saved status of every direction of a task.
     pub async fn statuses(&self, task: &str) -> Result<Vec<DirectionStatus>, StoreError> {
-        let rows =
-            sqlx::query("SELECT status FROM direction_status WHERE task = ?1 ORDER BY direction")
-                .bind(task)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(self.err("reading task status"))?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| serde_json::from_str(r.get::<&str, _>(0)).ok())
-            .collect())
+        let rows = sqlx::query("SELECT status FROM direction_status WHERE task = ?1 ORDER BY direction")
+            .bind(task)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.err("reading task status"))?;
+        Ok(rows.iter().filter_map(|r| serde_json::from_str(r.get::<&str, _>(0)).ok()).collect())
     }
 
     /// Records that a transaction is to be skipped.
@@ -231,15 +204,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(self.err("reading skips"))?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                r.get::<&str, _>(1)
-                    .parse()
-                    .ok()
-                    .map(|p| (r.get::<String, _>(0), p))
-            })
-            .collect())
+        Ok(rows.iter().filter_map(|r| r.get::<&str, _>(1).parse().ok().map(|p| (r.get::<String, _>(0), p))).collect())
     }
 
     /// Closes the pool.
@@ -250,8 +215,6 @@ impl Store {
 
 /// Who is acting: the OS user and the node.
 pub fn actor(node: &str) -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
     format!("{user}@{node}")
 }

@@ -43,10 +43,7 @@ impl TableComparison {
 }
 
 /// Compares every user table of `a` (and any only on `b`) row by row.
-pub async fn compare_databases(
-    a: &SqliteEndpoint,
-    b: &SqliteEndpoint,
-) -> Result<Vec<TableComparison>, ConnectorError> {
+pub async fn compare_databases(a: &SqliteEndpoint, b: &SqliteEndpoint) -> Result<Vec<TableComparison>, ConnectorError> {
     let mut ca = a.connect(Access::ReadOnly).await?;
     let mut cb = b.connect(Access::ReadOnly).await?;
     let mut names = user_tables(a, &mut ca).await?;
@@ -91,11 +88,7 @@ pub async fn compare_databases(
     Ok(out)
 }
 
-async fn count(
-    ep: &SqliteEndpoint,
-    conn: &mut SqliteConnection,
-    t: &TableSchema,
-) -> Result<u64, ConnectorError> {
+async fn count(ep: &SqliteEndpoint, conn: &mut SqliteConnection, t: &TableSchema) -> Result<u64, ConnectorError> {
     let mut n = 0u64;
     let mut after: Option<Key> = None;
     loop {
@@ -116,10 +109,7 @@ pub async fn compare_table(
     cb: &mut SqliteConnection,
     t: &TableSchema,
 ) -> Result<TableComparison, ConnectorError> {
-    let mut res = TableComparison {
-        table: t.name.to_string(),
-        ..Default::default()
-    };
+    let mut res = TableComparison { table: t.name.to_string(), ..Default::default() };
     let (mut after_a, mut after_b): (Option<Key>, Option<Key>) = (None, None);
     let (mut buf_a, mut buf_b): (Vec<(Row, String)>, Vec<(Row, String)>) = (Vec::new(), Vec::new());
     let (mut ia, mut ib) = (0usize, 0usize);

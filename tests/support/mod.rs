@@ -16,11 +16,7 @@ pub fn ferry_bin() -> PathBuf {
 
 /// Runs `ferry` with arguments and waits for it.
 pub fn ferry(args: &[&str]) -> Output {
-    Command::new(ferry_bin())
-        .args(args)
-        .env("FERRY_LOG", "warn")
-        .output()
-        .expect("ferry binary runs")
+    Command::new(ferry_bin()).args(args).env("FERRY_LOG", "warn").output().expect("ferry binary runs")
 }
 
 /// Opens (creating) a SQLite file as an application would.
@@ -38,9 +34,7 @@ pub async fn app_conn(path: &Path) -> SqliteConnection {
 /// Creates a SQLite file and runs `sql` in it.
 pub async fn create_db(path: &Path, sql: &str) {
     let mut c = app_conn(path).await;
-    c.execute(sqlx::AssertSqlSafe(sql.to_string()))
-        .await
-        .expect("schema");
+    c.execute(sqlx::AssertSqlSafe(sql.to_string())).await.expect("schema");
     sqlx::Connection::close(c).await.ok();
 }
 
@@ -83,10 +77,7 @@ where
 {
     let start = Instant::now();
     while !cond().await {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -94,10 +85,8 @@ where
 /// Highest changelog sequence of a database (0 when empty).
 pub async fn changelog_head(path: &Path) -> i64 {
     let mut c = app_conn(path).await;
-    let v: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM ferry_changelog")
-        .fetch_one(&mut c)
-        .await
-        .unwrap_or(None);
+    let v: Option<i64> =
+        sqlx::query_scalar("SELECT max(seq) FROM ferry_changelog").fetch_one(&mut c).await.unwrap_or(None);
     sqlx::Connection::close(c).await.ok();
     v.unwrap_or(0)
 }
@@ -116,19 +105,17 @@ pub async fn checkpoint_seq(target: &Path, task: &str, direction: &str) -> i64 {
     .flatten()
     .flatten();
     sqlx::Connection::close(c).await.ok();
-    v.and_then(|p| p.strip_prefix("sqlite:").and_then(|s| s.parse().ok()))
-        .unwrap_or(0)
+    v.and_then(|p| p.strip_prefix("sqlite:").and_then(|s| s.parse().ok())).unwrap_or(0)
 }
 
 /// Every row of a table as canonical text, in key order.
 pub async fn dump(path: &Path, table: &str, order_by: &str) -> Vec<String> {
     let mut c = app_conn(path).await;
-    let cols: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
-    )))
-    .fetch_all(&mut c)
-    .await
-    .expect("columns");
+    let cols: Vec<String> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid")))
+            .fetch_all(&mut c)
+            .await
+            .expect("columns");
     let expr: Vec<String> = cols.iter().map(|c| format!("quote(\"{c}\")")).collect();
     let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM \"{table}\" ORDER BY {order_by}",

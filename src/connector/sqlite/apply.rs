@@ -23,8 +23,8 @@ use super::state::{self, ConflictRecord};
 use super::values::{UnstorableValue, bind_all};
 use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, rollback};
 use crate::connector::{
-    ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConflictRules, ConnectorError, DirectionId,
-    LeaseHolder, LeaseOutcome, Sink,
+    ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConflictRules, ConnectorError, DirectionId, LeaseHolder,
+    LeaseOutcome, Sink,
 };
 use crate::engine::conflict::{Version, Winner, resolve};
 use crate::model::{Change, Key, Op, Row, SiteId, TableSchema, Txn, key_text, same_row};
@@ -45,12 +45,7 @@ pub struct SqliteSink {
 enum Failure {
     Sql(sqlx::Error),
     Unstorable(UnstorableValue),
-    Row {
-        txn_position: String,
-        table: Arc<TableSchema>,
-        key: Key,
-        message: String,
-    },
+    Row { txn_position: String, table: Arc<TableSchema>, key: Key, message: String },
 }
 
 impl From<sqlx::Error> for Failure {
@@ -69,11 +64,7 @@ impl SqliteSink {
     /// Opens the endpoint for applying.
     pub async fn open(ep: SqliteEndpoint, access: Access) -> Result<Self, ConnectorError> {
         let conn = ep.connect(access).await?;
-        Ok(SqliteSink {
-            ep,
-            conn,
-            written: HashMap::new(),
-        })
+        Ok(SqliteSink { ep, conn, written: HashMap::new() })
     }
 
     async fn set_origin(&mut self, origin: &SiteId, ts: i64) -> Result<(), sqlx::Error> {
@@ -85,40 +76,25 @@ impl SqliteSink {
         Ok(())
     }
 
-    async fn apply_inner(
-        &mut self,
-        dir: &DirectionId,
-        batch: &ApplyBatch,
-    ) -> Result<ApplyReport, Failure> {
+    async fn apply_inner(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, Failure> {
         let mut report = ApplyReport::default();
         let ordered = batch.one_by_one
             || batch.conflicts.is_some()
-            || batch
-                .txns
-                .iter()
-                .flat_map(|t| &t.changes)
-                .any(|c| !c.table.unique_keys.is_empty());
+            || batch.txns.iter().flat_map(|t| &t.changes).any(|c| !c.table.unique_keys.is_empty());
         if let Some(last) = batch.txns.last() {
             self.set_origin(&last.origin, last.commit_ts).await?;
         }
         if ordered {
-            let mut current: Option<(SiteId, i64)> =
-                batch.txns.last().map(|t| (t.origin.clone(), t.commit_ts));
+            let mut current: Option<(SiteId, i64)> = batch.txns.last().map(|t| (t.origin.clone(), t.commit_ts));
             for txn in &batch.txns {
                 if current.as_ref() != Some(&(txn.origin.clone(), txn.commit_ts)) {
                     self.set_origin(&txn.origin, txn.commit_ts).await?;
                     current = Some((txn.origin.clone(), txn.commit_ts));
                 }
                 for change in &txn.changes {
-                    let version = Version {
-                        ts: txn.commit_ts,
-                        site: txn.origin.clone(),
-                    };
+                    let version = Version { ts: txn.commit_ts, site: txn.origin.clone() };
                     let pos = txn.position.to_string();
-                    match self
-                        .apply_change(dir, change, &version, batch.conflicts.as_ref(), &pos)
-                        .await
-                    {
+                    match self.apply_change(dir, change, &version, batch.conflicts.as_ref(), &pos).await {
                         Ok(conflict) => {
                             report.rows += 1;
                             report.conflicts += u64::from(conflict);
@@ -149,11 +125,8 @@ impl SqliteSink {
         if let Some(snap) = &batch.snapshot {
             match &batch.conflicts {
                 None => {
-                    let finals: Vec<(Key, Option<Row>)> = snap
-                        .rows
-                        .iter()
-                        .map(|r| (snap.table.key_of(r), Some(r.clone())))
-                        .collect();
+                    let finals: Vec<(Key, Option<Row>)> =
+                        snap.rows.iter().map(|r| (snap.table.key_of(r), Some(r.clone()))).collect();
                     self.write_finals(&snap.table, &finals).await?;
                     report.rows += snap.rows.len() as u64;
                 }
@@ -162,16 +135,9 @@ impl SqliteSink {
                     // predate capture have none: (0, their site).
                     let mut current: Option<Version> = None;
                     for (i, row) in snap.rows.iter().enumerate() {
-                        let version = match snap
-                            .versions
-                            .as_ref()
-                            .and_then(|v| v.get(i).cloned().flatten())
-                        {
+                        let version = match snap.versions.as_ref().and_then(|v| v.get(i).cloned().flatten()) {
                             Some((site, ts)) => Version { ts, site },
-                            None => Version {
-                                ts: 0,
-                                site: rules.remote_site.clone(),
-                            },
+                            None => Version { ts: 0, site: rules.remote_site.clone() },
                         };
                         if current.as_ref() != Some(&version) {
                             self.set_origin(&version.site, version.ts).await?;
@@ -184,9 +150,7 @@ impl SqliteSink {
                             before: None,
                             after: Some(row.clone()),
                         };
-                        let conflict = self
-                            .apply_change(dir, &change, &version, Some(rules), "snapshot")
-                            .await?;
+                        let conflict = self.apply_change(dir, &change, &version, Some(rules), "snapshot").await?;
                         report.rows += 1;
                         report.conflicts += u64::from(conflict);
                     }
@@ -194,9 +158,7 @@ impl SqliteSink {
             }
         }
         state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &mut self.written).await?;
-        sqlx::query("DELETE FROM ferry_apply_origin")
-            .execute(&mut self.conn)
-            .await?;
+        sqlx::query("DELETE FROM ferry_apply_origin").execute(&mut self.conn).await?;
         Ok(report)
     }
 
@@ -235,13 +197,9 @@ impl SqliteSink {
         }
         let local = match rules.policy {
             crate::config::ConflictPolicy::LastWriterWins => {
-                self.local_version(table, &change.key, &rules.local_site)
-                    .await?
+                self.local_version(table, &change.key, &rules.local_site).await?
             }
-            _ => Version {
-                ts: 0,
-                site: rules.local_site.clone(),
-            },
+            _ => Version { ts: 0, site: rules.local_site.clone() },
         };
         let winner = resolve(rules, incoming, &local);
         state::record_conflict(
@@ -269,12 +227,7 @@ impl SqliteSink {
     }
 
     /// The version of the target's current row: its last changelog entry, else (0, local site).
-    async fn local_version(
-        &mut self,
-        table: &TableSchema,
-        key: &Key,
-        local_site: &SiteId,
-    ) -> Result<Version, Failure> {
+    async fn local_version(&mut self, table: &TableSchema, key: &Key, local_site: &SiteId) -> Result<Version, Failure> {
         let quoted: Vec<String> = (2..key.len() + 2).map(|i| format!("quote(?{i})")).collect();
         let sql = format!(
             "SELECT origin, ts FROM ferry_changelog WHERE tbl = ?1 AND pk = (SELECT {}) ORDER BY seq DESC LIMIT 1",
@@ -283,35 +236,20 @@ impl SqliteSink {
         let q = sqlx::query(AssertSqlSafe(sql)).bind(table.name.name.clone());
         let row = bind_all(q, key)?.fetch_optional(&mut self.conn).await?;
         Ok(match row {
-            Some(r) => Version {
-                site: SiteId::new(r.get::<&str, _>(0)),
-                ts: r.get(1),
-            },
-            None => Version {
-                ts: 0,
-                site: local_site.clone(),
-            },
+            Some(r) => Version { site: SiteId::new(r.get::<&str, _>(0)), ts: r.get(1) },
+            None => Version { ts: 0, site: local_site.clone() },
         })
     }
 
     async fn select_row(&mut self, table: &TableSchema, key: &Key) -> Result<Option<Row>, Failure> {
         let cols: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
-        let sql = format!(
-            "SELECT {} FROM {} WHERE {}",
-            row_expr("", &cols),
-            ident(&table.name.name),
-            key_match(table)
-        );
-        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), key)?
-            .fetch_optional(&mut self.conn)
-            .await?;
+        let sql = format!("SELECT {} FROM {} WHERE {}", row_expr("", &cols), ident(&table.name.name), key_match(table));
+        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), key)?.fetch_optional(&mut self.conn).await?;
         match row {
             None => Ok(None),
             Some(r) => {
                 let text: String = r.get(0);
-                parse_row(&text)
-                    .map(Some)
-                    .map_err(|e| Failure::Sql(sqlx::Error::Protocol(e.to_string())))
+                parse_row(&text).map(Some).map_err(|e| Failure::Sql(sqlx::Error::Protocol(e.to_string())))
             }
         }
     }
@@ -319,15 +257,11 @@ impl SqliteSink {
     async fn write_change(&mut self, change: &Change) -> Result<(), Failure> {
         let table = &change.table;
         match &change.after {
-            None => {
-                self.delete_keys(table, std::slice::from_ref(&change.key))
-                    .await
-            }
+            None => self.delete_keys(table, std::slice::from_ref(&change.key)).await,
             Some(after) => {
                 let new_key = table.key_of(after);
                 if new_key != change.key {
-                    self.delete_keys(table, std::slice::from_ref(&change.key))
-                        .await?;
+                    self.delete_keys(table, std::slice::from_ref(&change.key)).await?;
                 }
                 self.upsert_rows(table, std::slice::from_ref(after)).await
             }
@@ -336,11 +270,7 @@ impl SqliteSink {
 
     /// Fast path: the final state of each key, written with multi-row statements.
     async fn apply_collapsed(&mut self, txns: &[Txn]) -> Result<u64, Failure> {
-        let mut per_table: Vec<(
-            Arc<TableSchema>,
-            Vec<(Key, Option<Row>)>,
-            HashMap<String, usize>,
-        )> = Vec::new();
+        let mut per_table: Vec<(Arc<TableSchema>, Vec<(Key, Option<Row>)>, HashMap<String, usize>)> = Vec::new();
         let mut count = 0u64;
         for change in txns.iter().flat_map(|t| &t.changes) {
             count += 1;
@@ -382,16 +312,8 @@ impl SqliteSink {
         Ok(count)
     }
 
-    async fn write_finals(
-        &mut self,
-        table: &TableSchema,
-        finals: &[(Key, Option<Row>)],
-    ) -> Result<(), Failure> {
-        let deletes: Vec<Key> = finals
-            .iter()
-            .filter(|(_, r)| r.is_none())
-            .map(|(k, _)| k.clone())
-            .collect();
+    async fn write_finals(&mut self, table: &TableSchema, finals: &[(Key, Option<Row>)]) -> Result<(), Failure> {
+        let deletes: Vec<Key> = finals.iter().filter(|(_, r)| r.is_none()).map(|(k, _)| k.clone()).collect();
         let upserts: Vec<Row> = finals.iter().filter_map(|(_, r)| r.clone()).collect();
         self.delete_keys(table, &deletes).await?;
         self.upsert_rows(table, &upserts).await
@@ -404,19 +326,11 @@ impl SqliteSink {
             let cols: Vec<String> = table.key_columns().iter().map(|c| ident(c)).collect();
             let sql = if width == 1 {
                 let marks = vec!["?"; chunk.len()].join(",");
-                format!(
-                    "DELETE FROM {} WHERE {} IN ({marks})",
-                    ident(&table.name.name),
-                    cols[0]
-                )
+                format!("DELETE FROM {} WHERE {} IN ({marks})", ident(&table.name.name), cols[0])
             } else {
                 let tuple = format!("({})", vec!["?"; width].join(","));
                 let marks = vec![tuple.as_str(); chunk.len()].join(",");
-                format!(
-                    "DELETE FROM {} WHERE ({}) IN (VALUES {marks})",
-                    ident(&table.name.name),
-                    cols.join(",")
-                )
+                format!("DELETE FROM {} WHERE ({}) IN (VALUES {marks})", ident(&table.name.name), cols.join(","))
             };
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for k in chunk {
@@ -439,11 +353,7 @@ impl SqliteSink {
             .filter(|(i, _)| !table.primary_key.contains(i))
             .map(|(_, c)| format!("{0} = excluded.{0}", ident(&c.name)))
             .collect();
-        let action = if sets.is_empty() {
-            "NOTHING".to_string()
-        } else {
-            format!("UPDATE SET {}", sets.join(", "))
-        };
+        let action = if sets.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", sets.join(", ")) };
         let tuple = format!("({})", vec!["?"; width].join(","));
         for chunk in rows.chunks(per) {
             let marks = vec![tuple.as_str(); chunk.len()].join(",");
@@ -464,26 +374,17 @@ impl SqliteSink {
 
     fn failure(&self, f: Failure, what: &str) -> ConnectorError {
         match f {
-            Failure::Sql(source) => ConnectorError::Query {
-                endpoint: self.ep.name.clone(),
-                what: what.to_string(),
-                source,
-            },
+            Failure::Sql(source) => {
+                ConnectorError::Query { endpoint: self.ep.name.clone(), what: what.to_string(), source }
+            }
             Failure::Unstorable(e) => ConnectorError::Setup {
                 endpoint: self.ep.name.clone(),
                 problem: e.to_string(),
                 fix: "change the target column's type so it can hold the value".into(),
             },
-            Failure::Row {
-                txn_position,
-                table,
-                key,
-                message,
-            } => ConnectorError::Apply(Box::new(ApplyFailure {
+            Failure::Row { txn_position, table, key, message } => ConnectorError::Apply(Box::new(ApplyFailure {
                 endpoint: self.ep.name.clone(),
-                position: txn_position
-                    .parse()
-                    .unwrap_or(crate::model::Position::Sqlite { seq: 0 }),
+                position: txn_position.parse().unwrap_or(crate::model::Position::Sqlite { seq: 0 }),
                 table: table.name.clone(),
                 key: key_text(&key),
                 message,
@@ -494,20 +395,14 @@ impl SqliteSink {
 
 /// `"a" = ?1 AND "b" = ?2` over the primary key.
 fn key_match(table: &TableSchema) -> String {
-    let parts: Vec<String> = table
-        .key_columns()
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{} = ?{}", ident(c), i + 1))
-        .collect();
+    let parts: Vec<String> =
+        table.key_columns().iter().enumerate().map(|(i, c)| format!("{} = ?{}", ident(c), i + 1)).collect();
     parts.join(" AND ")
 }
 
 impl Sink for SqliteSink {
     async fn prepare(&mut self) -> Result<(), ConnectorError> {
-        ensure_wal(&mut self.conn)
-            .await
-            .map_err(self.ep.query_error("switching the database to WAL mode"))?;
+        ensure_wal(&mut self.conn).await.map_err(self.ep.query_error("switching the database to WAL mode"))?;
         ensure_ferry_tables(&self.ep, &mut self.conn).await
     }
 
@@ -516,8 +411,7 @@ impl Sink for SqliteSink {
             match schema::describe(&self.ep, &mut self.conn, &t.name.name).await {
                 Ok(Some(existing)) => {
                     let want: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
-                    let have: Vec<&str> =
-                        existing.columns.iter().map(|c| c.name.as_str()).collect();
+                    let have: Vec<&str> = existing.columns.iter().map(|c| c.name.as_str()).collect();
                     if want != have {
                         return Err(ConnectorError::Setup {
                             endpoint: self.ep.name.clone(),
@@ -528,10 +422,7 @@ impl Sink for SqliteSink {
                     if existing.primary_key != t.primary_key {
                         return Err(ConnectorError::Setup {
                             endpoint: self.ep.name.clone(),
-                            problem: format!(
-                                "table {} has a different primary key here than on the source",
-                                t.name
-                            ),
+                            problem: format!("table {} has a different primary key here than on the source", t.name),
                             fix: "give the target table the same primary key as the source".into(),
                         });
                     }
@@ -548,21 +439,13 @@ impl Sink for SqliteSink {
         Ok(())
     }
 
-    async fn load_checkpoint(
-        &mut self,
-        dir: &DirectionId,
-    ) -> Result<Option<Checkpoint>, ConnectorError> {
-        state::load_checkpoint(&mut self.conn, dir).await.map_err(
-            self.ep
-                .query_error(format!("reading the checkpoint of {dir}")),
-        )
+    async fn load_checkpoint(&mut self, dir: &DirectionId) -> Result<Option<Checkpoint>, ConnectorError> {
+        state::load_checkpoint(&mut self.conn, dir)
+            .await
+            .map_err(self.ep.query_error(format!("reading the checkpoint of {dir}")))
     }
 
-    async fn apply(
-        &mut self,
-        dir: &DirectionId,
-        batch: &ApplyBatch,
-    ) -> Result<ApplyReport, ConnectorError> {
+    async fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
         if let Err(e) = begin_immediate(&mut self.conn).await {
             return Err(self.failure(Failure::Sql(e), "starting the apply transaction"));
         }
@@ -581,38 +464,22 @@ impl Sink for SqliteSink {
         }
     }
 
-    async fn lease(
-        &mut self,
-        dir: &DirectionId,
-        holder: &LeaseHolder,
-    ) -> Result<LeaseOutcome, ConnectorError> {
+    async fn lease(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<LeaseOutcome, ConnectorError> {
         let what = format!("taking the lease of {dir}");
-        begin_immediate(&mut self.conn)
-            .await
-            .map_err(self.ep.query_error(what.clone()))?;
+        begin_immediate(&mut self.conn).await.map_err(self.ep.query_error(what.clone()))?;
         match state::take_lease(&mut self.conn, dir, holder).await {
             Ok(outcome) => {
-                commit(&mut self.conn)
-                    .await
-                    .map_err(self.ep.query_error(what))?;
+                commit(&mut self.conn).await.map_err(self.ep.query_error(what))?;
                 Ok(outcome)
             }
             Err(e) => {
                 rollback(&mut self.conn).await;
-                Err(ConnectorError::Query {
-                    endpoint: self.ep.name.clone(),
-                    what,
-                    source: e,
-                })
+                Err(ConnectorError::Query { endpoint: self.ep.name.clone(), what, source: e })
             }
         }
     }
 
-    async fn release(
-        &mut self,
-        dir: &DirectionId,
-        holder: &LeaseHolder,
-    ) -> Result<(), ConnectorError> {
+    async fn release(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<(), ConnectorError> {
         state::drop_lease(&mut self.conn, dir, holder)
             .await
             .map_err(self.ep.query_error(format!("releasing the lease of {dir}")))

@@ -18,9 +18,7 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::literal::{ident, parse_row, row_expr, string};
 use super::schema::{self, HEARTBEAT_TABLE};
-use super::{
-    Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, exec_batch, rollback, snapshot,
-};
+use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, exec_batch, rollback, snapshot};
 use crate::connector::{Chunk, ConnectorError, ReadBatch, ReadRequest, Source};
 use crate::model::{Change, Key, Op, Position, SiteId, TableSchema, Txn, now_micros};
 
@@ -29,8 +27,7 @@ use crate::model::{Change, Key, Op, Position, SiteId, TableSchema, Txn, now_micr
 const CHANGELOG_RETENTION_US: i64 = 10 * 60 * 1_000_000;
 
 /// Commit time in microseconds as a trigger computes it (SQLite's clock has milliseconds).
-const TRIGGER_NOW_US: &str =
-    "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000";
+const TRIGGER_NOW_US: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000";
 
 /// A SQLite database read as a change source.
 pub struct SqliteSource {
@@ -44,12 +41,7 @@ impl SqliteSource {
     /// Opens the endpoint for reading changes (and writing capture triggers and heartbeats).
     pub async fn open(ep: SqliteEndpoint, access: Access) -> Result<Self, ConnectorError> {
         let conn = ep.connect(access).await?;
-        Ok(SqliteSource {
-            ep,
-            conn,
-            tables: HashMap::new(),
-            last_prune_us: 0,
-        })
+        Ok(SqliteSource { ep, conn, tables: HashMap::new(), last_prune_us: 0 })
     }
 
     /// The connection, for checks that need it.
@@ -113,9 +105,7 @@ impl SqliteSource {
             .bind(until)
             .bind(limit),
         };
-        q.fetch_all(&mut self.conn)
-            .await
-            .map_err(self.ep.query_error("reading ferry_changelog"))
+        q.fetch_all(&mut self.conn).await.map_err(self.ep.query_error("reading ferry_changelog"))
     }
 
     async fn bump_epoch(&mut self) -> Result<(), ConnectorError> {
@@ -134,11 +124,7 @@ impl SqliteSource {
         Ok(v.unwrap_or(0))
     }
 
-    fn to_txns(
-        &self,
-        rows: &[sqlx::sqlite::SqliteRow],
-        exclude: &SiteId,
-    ) -> Result<Vec<Txn>, ConnectorError> {
+    fn to_txns(&self, rows: &[sqlx::sqlite::SqliteRow], exclude: &SiteId) -> Result<Vec<Txn>, ConnectorError> {
         let mut txns: Vec<Txn> = Vec::new();
         let mut cur: Option<(i64, String, i64)> = None;
         for r in rows {
@@ -166,13 +152,7 @@ impl SqliteSource {
                 (None, Some(a)) => table.key_of(a),
                 (None, None) => continue,
             };
-            let change = Change {
-                table: table.clone(),
-                op,
-                key,
-                before,
-                after,
-            };
+            let change = Change { table: table.clone(), op, key, before, after };
             let same = matches!(&cur, Some((e, o, t)) if *e == epoch && o == origin && *t == ts);
             match txns.last_mut() {
                 Some(last) if same => {
@@ -207,9 +187,7 @@ pub async fn install_triggers(
     conn: &mut SqliteConnection,
     tables: &[Arc<TableSchema>],
 ) -> Result<(), ConnectorError> {
-    ensure_wal(conn)
-        .await
-        .map_err(ep.query_error("switching the database to WAL mode"))?;
+    ensure_wal(conn).await.map_err(ep.query_error("switching the database to WAL mode"))?;
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
     sql.push_str(schema::FERRY_TABLES);
     sql.push_str(&format!(
@@ -238,30 +216,9 @@ fn trigger_sql(t: &TableSchema) -> String {
     let keys = t.key_columns();
     let mut sql = String::new();
     for (suffix, event, op, pk_from, before, after) in [
-        (
-            "ins",
-            "INSERT",
-            1,
-            "NEW",
-            "NULL".to_string(),
-            row_expr("NEW", &cols),
-        ),
-        (
-            "upd",
-            "UPDATE",
-            2,
-            "OLD",
-            row_expr("OLD", &cols),
-            row_expr("NEW", &cols),
-        ),
-        (
-            "del",
-            "DELETE",
-            3,
-            "OLD",
-            row_expr("OLD", &cols),
-            "NULL".to_string(),
-        ),
+        ("ins", "INSERT", 1, "NEW", "NULL".to_string(), row_expr("NEW", &cols)),
+        ("upd", "UPDATE", 2, "OLD", row_expr("OLD", &cols), row_expr("NEW", &cols)),
+        ("del", "DELETE", 3, "OLD", row_expr("OLD", &cols), "NULL".to_string()),
     ] {
         let trig = ident(&format!("ferry_capture_{suffix}_{name}"));
         sql.push_str(&format!(
@@ -279,40 +236,25 @@ fn trigger_sql(t: &TableSchema) -> String {
 }
 
 /// Removes capture triggers from every table (used when a database stops being a source).
-pub async fn remove_triggers(
-    ep: &SqliteEndpoint,
-    conn: &mut SqliteConnection,
-) -> Result<usize, ConnectorError> {
-    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'ferry\\_capture\\_%' ESCAPE '\\'")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(ep.query_error("listing capture triggers"))?;
-    let sql: String = names
-        .iter()
-        .map(|n| format!("DROP TRIGGER IF EXISTS {};\n", ident(n)))
-        .collect();
+pub async fn remove_triggers(ep: &SqliteEndpoint, conn: &mut SqliteConnection) -> Result<usize, ConnectorError> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'ferry\\_capture\\_%' ESCAPE '\\'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(ep.query_error("listing capture triggers"))?;
+    let sql: String = names.iter().map(|n| format!("DROP TRIGGER IF EXISTS {};\n", ident(n))).collect();
     if !sql.is_empty() {
-        exec_batch(conn, sql)
-            .await
-            .map_err(ep.query_error("removing capture triggers"))?;
+        exec_batch(conn, sql).await.map_err(ep.query_error("removing capture triggers"))?;
     }
     Ok(names.len())
 }
 
 impl Source for SqliteSource {
-    async fn tables(
-        &mut self,
-        patterns: &[String],
-    ) -> Result<Vec<Arc<TableSchema>>, ConnectorError> {
+    async fn tables(&mut self, patterns: &[String]) -> Result<Vec<Arc<TableSchema>>, ConnectorError> {
         let tables = schema::describe_matching(&self.ep, &mut self.conn, patterns).await?;
-        self.tables = tables
-            .iter()
-            .map(|t| (t.name.name.clone(), t.clone()))
-            .collect();
-        self.tables.insert(
-            HEARTBEAT_TABLE.to_string(),
-            Arc::new(schema::heartbeat_schema()),
-        );
+        self.tables = tables.iter().map(|t| (t.name.name.clone(), t.clone())).collect();
+        self.tables.insert(HEARTBEAT_TABLE.to_string(), Arc::new(schema::heartbeat_schema()));
         Ok(tables)
     }
 
@@ -321,17 +263,12 @@ impl Source for SqliteSource {
         for t in tables {
             self.tables.insert(t.name.name.clone(), t.clone());
         }
-        self.tables.insert(
-            HEARTBEAT_TABLE.to_string(),
-            Arc::new(schema::heartbeat_schema()),
-        );
+        self.tables.insert(HEARTBEAT_TABLE.to_string(), Arc::new(schema::heartbeat_schema()));
         Ok(())
     }
 
     async fn head(&mut self) -> Result<Position, ConnectorError> {
-        Ok(Position::Sqlite {
-            seq: self.max_seq().await?,
-        })
+        Ok(Position::Sqlite { seq: self.max_seq().await? })
     }
 
     async fn read_chunk(
@@ -348,10 +285,7 @@ impl Source for SqliteSource {
         let after = seq_of(&req.after);
         let until = req.until.as_ref().map(seq_of).unwrap_or(i64::MAX);
         if after >= until {
-            return Ok(ReadBatch {
-                txns: vec![],
-                position: req.after.clone(),
-            });
+            return Ok(ReadBatch { txns: vec![], position: req.after.clone() });
         }
         let limit = i64::try_from(req.max_changes.max(1)).unwrap_or(i64::MAX);
         let mut rows = self.fetch_rows(after, until, limit, None).await?;
@@ -360,9 +294,7 @@ impl Source for SqliteSource {
             let last = rows.last().map(|r| r.get::<i64, _>(0)).unwrap_or(after);
             if self.max_seq().await? > last && last < until {
                 self.bump_epoch().await?;
-                let more = self
-                    .fetch_rows(last, until, limit - rows.len() as i64, None)
-                    .await?;
+                let more = self.fetch_rows(last, until, limit - rows.len() as i64, None).await?;
                 rows.extend(more);
             }
         } else if req.keep_transactions {
@@ -412,11 +344,7 @@ impl Source for SqliteSource {
         Ok(())
     }
 
-    async fn consumed(
-        &mut self,
-        consumer: &str,
-        position: &Position,
-    ) -> Result<(), ConnectorError> {
+    async fn consumed(&mut self, consumer: &str, position: &Position) -> Result<(), ConnectorError> {
         let now = now_micros();
         sqlx::query(
             "INSERT INTO ferry_consumer(consumer, seq, updated_us) VALUES (?1, ?2, ?3) \
@@ -430,13 +358,11 @@ impl Source for SqliteSource {
         .map_err(self.ep.query_error("recording consumer progress"))?;
         if now - self.last_prune_us > 60_000_000 {
             self.last_prune_us = now;
-            sqlx::query(
-                "DELETE FROM ferry_changelog WHERE seq <= (SELECT min(seq) FROM ferry_consumer) AND ts < ?1",
-            )
-            .bind(now - CHANGELOG_RETENTION_US)
-            .execute(&mut self.conn)
-            .await
-            .map_err(self.ep.query_error("pruning consumed changelog rows"))?;
+            sqlx::query("DELETE FROM ferry_changelog WHERE seq <= (SELECT min(seq) FROM ferry_consumer) AND ts < ?1")
+                .bind(now - CHANGELOG_RETENTION_US)
+                .execute(&mut self.conn)
+                .await
+                .map_err(self.ep.query_error("pruning consumed changelog rows"))?;
         }
         Ok(())
     }

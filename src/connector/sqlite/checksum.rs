@@ -9,7 +9,9 @@ use super::literal::{ident, parse_row, row_expr};
 use super::snapshot::{after_key_clause, key_order};
 use super::values::bind_all;
 use crate::connector::ConnectorError;
-use crate::model::{Key, Row, TableSchema};
+use std::cmp::Ordering;
+
+use crate::model::{Key, Row, TableSchema, cmp_keys};
 
 /// Up to `limit` rows with keys after `after`, in key order, each with its canonical text.
 pub async fn rows_after(
@@ -20,11 +22,7 @@ pub async fn rows_after(
     limit: usize,
 ) -> Result<Vec<(Row, String)>, ConnectorError> {
     let cols: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
-    let filter = if after.is_some() {
-        format!("WHERE {}", after_key_clause(table))
-    } else {
-        String::new()
-    };
+    let filter = if after.is_some() { format!("WHERE {}", after_key_clause(table)) } else { String::new() };
     let sql = format!(
         "SELECT {} FROM {} {filter} ORDER BY {} LIMIT {limit}",
         row_expr("", &cols),
@@ -39,10 +37,7 @@ pub async fn rows_after(
             fix: "the key cannot be compared on this endpoint".into(),
         })?;
     }
-    let rows = q
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(ep.query_error(format!("reading rows of {}", table.name)))?;
+    let rows = q.fetch_all(&mut *conn).await.map_err(ep.query_error(format!("reading rows of {}", table.name)))?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let text: String = r.get(0);
@@ -56,19 +51,27 @@ pub async fn rows_after(
     Ok(out)
 }
 
-/// Row count and an order-independent 64-bit checksum of the canonical rows of a table.
-pub async fn table_checksum(
+/// Row count and an order-independent 64-bit checksum of the canonical rows with keys
+/// in `(after, upto]` (either bound open when `None`).
+pub async fn range_checksum(
     ep: &SqliteEndpoint,
     conn: &mut SqliteConnection,
     table: &TableSchema,
+    after: Option<&Key>,
+    upto: Option<&Key>,
 ) -> Result<(u64, u64), ConnectorError> {
-    let mut after: Option<Key> = None;
+    let mut cursor: Option<Key> = after.cloned();
     let (mut count, mut sum) = (0u64, 0u64);
     loop {
-        let rows = rows_after(ep, conn, table, after.as_ref(), 10_000).await?;
+        let rows = rows_after(ep, conn, table, cursor.as_ref(), 10_000).await?;
         let Some((last, _)) = rows.last() else { break };
-        after = Some(table.key_of(last));
-        for (_, text) in &rows {
+        cursor = Some(table.key_of(last));
+        for (row, text) in &rows {
+            if let Some(hi) = upto
+                && cmp_keys(&table.key_of(row), hi) == Ordering::Greater
+            {
+                return Ok((count, sum));
+            }
             count += 1;
             sum = sum.wrapping_add(fnv1a(text.as_bytes()));
         }

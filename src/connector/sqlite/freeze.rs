@@ -14,11 +14,7 @@ pub const FROZEN_MESSAGE: &str =
     "ferry: this database is frozen for a cutover; writes are refused until it is unfrozen";
 
 /// Freezes every user table in one transaction.
-pub async fn freeze(
-    ep: &SqliteEndpoint,
-    conn: &mut SqliteConnection,
-    reason: &str,
-) -> Result<usize, ConnectorError> {
+pub async fn freeze(ep: &SqliteEndpoint, conn: &mut SqliteConnection, reason: &str) -> Result<usize, ConnectorError> {
     ensure_ferry_tables(ep, conn).await?;
     let tables = user_tables(ep, conn).await?;
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
@@ -50,14 +46,13 @@ pub async fn freeze(
 }
 
 /// Lifts a freeze.
-pub async fn unfreeze(
-    ep: &SqliteEndpoint,
-    conn: &mut SqliteConnection,
-) -> Result<(), ConnectorError> {
-    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'ferry\\_freeze\\_%' ESCAPE '\\'")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(ep.query_error("listing freeze triggers"))?;
+pub async fn unfreeze(ep: &SqliteEndpoint, conn: &mut SqliteConnection) -> Result<(), ConnectorError> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'ferry\\_freeze\\_%' ESCAPE '\\'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(ep.query_error("listing freeze triggers"))?;
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
     for n in names {
         sql.push_str(&format!("DROP TRIGGER IF EXISTS {};\n", ident(&n)));
@@ -65,26 +60,18 @@ pub async fn unfreeze(
     sql.push_str("DELETE FROM ferry_freeze;\nCOMMIT;");
     if let Err(e) = exec_batch(conn, sql).await {
         let _ = exec_batch(conn, "ROLLBACK".into()).await;
-        return Err(ConnectorError::Query {
-            endpoint: ep.name.clone(),
-            what: "lifting the freeze".into(),
-            source: e,
-        });
+        return Err(ConnectorError::Query { endpoint: ep.name.clone(), what: "lifting the freeze".into(), source: e });
     }
     Ok(())
 }
 
 /// Whether the database is frozen, and since when (µs).
-pub async fn frozen_since(
-    ep: &SqliteEndpoint,
-    conn: &mut SqliteConnection,
-) -> Result<Option<i64>, ConnectorError> {
-    let exists: Option<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name = 'ferry_freeze'",
-    )
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(ep.query_error("checking the freeze"))?;
+pub async fn frozen_since(ep: &SqliteEndpoint, conn: &mut SqliteConnection) -> Result<Option<i64>, ConnectorError> {
+    let exists: Option<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_schema WHERE type = 'table' AND name = 'ferry_freeze'")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(ep.query_error("checking the freeze"))?;
     if exists.is_none() {
         return Ok(None);
     }

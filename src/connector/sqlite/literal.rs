@@ -16,16 +16,12 @@ pub fn string(text: &str) -> String {
 
 /// SQL expression yielding the literal list of `cols`, read from `prefix` ("NEW", "OLD" or "").
 pub fn row_expr(prefix: &str, cols: &[&str]) -> String {
-    let parts: Vec<String> = cols
-        .iter()
-        .map(|c| {
-            if prefix.is_empty() {
-                format!("quote({})", ident(c))
-            } else {
-                format!("quote({prefix}.{})", ident(c))
-            }
-        })
-        .collect();
+    let parts: Vec<String> =
+        cols.iter()
+            .map(|c| {
+                if prefix.is_empty() { format!("quote({})", ident(c)) } else { format!("quote({prefix}.{})", ident(c)) }
+            })
+            .collect();
     parts.join("||','||")
 }
 
@@ -44,10 +40,7 @@ pub fn parse_row(text: &str) -> Result<Vec<Value>, LiteralError> {
     let b = text.as_bytes();
     let mut out = Vec::with_capacity(8);
     let mut i = 0;
-    let err = |at: usize| LiteralError {
-        at,
-        text: text.to_string(),
-    };
+    let err = |at: usize| LiteralError { at, text: text.to_string() };
     if b.is_empty() {
         return Ok(out);
     }
@@ -77,10 +70,7 @@ pub fn parse_row(text: &str) -> Result<Vec<Value>, LiteralError> {
             }
             Some(b'X') | Some(b'x') if b.get(i + 1) == Some(&b'\'') => {
                 let start = i + 2;
-                let end = text[start..]
-                    .find('\'')
-                    .map(|e| start + e)
-                    .ok_or_else(|| err(i))?;
+                let end = text[start..].find('\'').map(|e| start + e).ok_or_else(|| err(i))?;
                 let hex = &b[start..end];
                 if !hex.len().is_multiple_of(2) {
                     return Err(err(i));
@@ -104,9 +94,7 @@ pub fn parse_row(text: &str) -> Result<Vec<Value>, LiteralError> {
             Some(_) => {
                 let end = text[i..].find(',').map(|e| i + e).unwrap_or(text.len());
                 let tok = &text[i..end];
-                let is_float = tok
-                    .bytes()
-                    .any(|c| matches!(c, b'.' | b'e' | b'E' | b'I' | b'N'));
+                let is_float = tok.bytes().any(|c| matches!(c, b'.' | b'e' | b'E' | b'I' | b'N'));
                 let v = if is_float {
                     Value::Float(tok.parse::<f64>().map_err(|_| err(i))?)
                 } else {
@@ -143,8 +131,10 @@ mod tests {
 
     #[test]
     fn parses_every_storage_class() {
-        let row = parse_row("1,-9223372036854775808,'it''s, ok','',X'00FF',NULL,2.5,-0.0,9.0e+999,1.00000000000000005551e-01")
-            .expect("parses");
+        let row = parse_row(
+            "1,-9223372036854775808,'it''s, ok','',X'00FF',NULL,2.5,-0.0,9.0e+999,1.00000000000000005551e-01",
+        )
+        .expect("parses");
         assert_eq!(row[0], Value::Int(1));
         assert_eq!(row[1], Value::Int(i64::MIN));
         assert_eq!(row[2], Value::Text("it's, ok".into()));

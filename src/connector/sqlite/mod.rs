@@ -64,21 +64,15 @@ impl SqliteEndpoint {
             endpoint: self.name.clone(),
             target: self.path.display().to_string(),
             source,
-            fix: "check that the file is a SQLite database and that this user may read and write it and its folder".into(),
+            fix: "check that the file is a SQLite database and that this user may read and write it and its folder"
+                .into(),
         })
     }
 
     /// Wraps a driver error with this endpoint and what ferry was doing.
-    pub fn query_error(
-        &self,
-        what: impl Into<String>,
-    ) -> impl FnOnce(sqlx::Error) -> ConnectorError + '_ {
+    pub fn query_error(&self, what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ConnectorError + '_ {
         let what = what.into();
-        move |source| ConnectorError::Query {
-            endpoint: self.name.clone(),
-            what,
-            source,
-        }
+        move |source| ConnectorError::Query { endpoint: self.name.clone(), what, source }
     }
 }
 
@@ -112,23 +106,16 @@ pub async fn exec_batch(conn: &mut SqliteConnection, sql: String) -> Result<(), 
 
 /// Switches a database to WAL so ferry's readers never block application writers.
 pub async fn ensure_wal(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut *conn)
-        .await?;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut *conn).await?;
     if !mode.eq_ignore_ascii_case("wal") {
-        sqlx::query("PRAGMA journal_mode=WAL")
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
     }
     Ok(())
 }
 
 /// Starts a write transaction that takes the write lock at once (no deadlock on upgrade).
 pub async fn begin_immediate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *conn)
-        .await
-        .map(|_| ())
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map(|_| ())
 }
 
 /// Commits the open transaction.

@@ -79,20 +79,12 @@ CREATE TABLE IF NOT EXISTS ferry_freeze(
 "#;
 
 /// Creates ferry's tables if missing.
-pub async fn ensure_ferry_tables(
-    ep: &SqliteEndpoint,
-    conn: &mut SqliteConnection,
-) -> Result<(), ConnectorError> {
-    exec_batch(conn, FERRY_TABLES.to_string())
-        .await
-        .map_err(ep.query_error("creating ferry's tables (ferry_*)"))
+pub async fn ensure_ferry_tables(ep: &SqliteEndpoint, conn: &mut SqliteConnection) -> Result<(), ConnectorError> {
+    exec_batch(conn, FERRY_TABLES.to_string()).await.map_err(ep.query_error("creating ferry's tables (ferry_*)"))
 }
 
 /// Names of user tables (not sqlite_* or ferry_*), sorted.
-pub async fn user_tables(
-    ep: &SqliteEndpoint,
-    conn: &mut SqliteConnection,
-) -> Result<Vec<String>, ConnectorError> {
+pub async fn user_tables(ep: &SqliteEndpoint, conn: &mut SqliteConnection) -> Result<Vec<String>, ConnectorError> {
     let rows = sqlx::query(
         "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
          AND name NOT LIKE 'ferry\\_%' ESCAPE '\\' ORDER BY name",
@@ -121,11 +113,7 @@ pub async fn matching_tables(
         if hits.is_empty() {
             return Err(ConnectorError::Setup {
                 endpoint: ep.name.clone(),
-                problem: format!(
-                    "no table matches {p:?} in {} (tables there: {})",
-                    ep.path.display(),
-                    list(&all)
-                ),
+                problem: format!("no table matches {p:?} in {} (tables there: {})", ep.path.display(), list(&all)),
                 fix: "correct the task's `tables` list or create the table first".into(),
             });
         }
@@ -140,11 +128,7 @@ pub async fn matching_tables(
 }
 
 fn list(names: &[String]) -> String {
-    if names.is_empty() {
-        "none".to_string()
-    } else {
-        names.join(", ")
-    }
+    if names.is_empty() { "none".to_string() } else { names.join(", ") }
 }
 
 /// Describes one table; a table without a primary key is an error with the fix.
@@ -153,12 +137,11 @@ pub async fn describe(
     conn: &mut SqliteConnection,
     table: &str,
 ) -> Result<Option<TableSchema>, ConnectorError> {
-    let cols =
-        sqlx::query("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1) ORDER BY cid")
-            .bind(table)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(ep.query_error(format!("describing table {table}")))?;
+    let cols = sqlx::query("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1) ORDER BY cid")
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(ep.query_error(format!("describing table {table}")))?;
     if cols.is_empty() {
         return Ok(None);
     }
@@ -172,11 +155,7 @@ pub async fn describe(
         if pkpos > 0 {
             pk.push((pkpos, i));
         }
-        columns.push(Column {
-            name,
-            decl_type: decl,
-            nullable: notnull == 0,
-        });
+        columns.push(Column { name, decl_type: decl, nullable: notnull == 0 });
     }
     if pk.is_empty() {
         return Err(ConnectorError::Setup {
@@ -190,12 +169,7 @@ pub async fn describe(
     pk.sort();
     let primary_key: Vec<usize> = pk.into_iter().map(|(_, i)| i).collect();
     let unique_keys = unique_keys(ep, conn, table, &columns).await?;
-    Ok(Some(TableSchema {
-        name: TableName::bare(table),
-        columns,
-        primary_key,
-        unique_keys,
-    }))
+    Ok(Some(TableSchema { name: TableName::bare(table), columns, primary_key, unique_keys }))
 }
 
 async fn unique_keys(
@@ -204,13 +178,11 @@ async fn unique_keys(
     table: &str,
     columns: &[Column],
 ) -> Result<Vec<Vec<usize>>, ConnectorError> {
-    let idx = sqlx::query(
-        "SELECT name FROM pragma_index_list(?1) WHERE \"unique\" = 1 AND origin <> 'pk'",
-    )
-    .bind(table)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(ep.query_error(format!("listing unique indexes of {table}")))?;
+    let idx = sqlx::query("SELECT name FROM pragma_index_list(?1) WHERE \"unique\" = 1 AND origin <> 'pk'")
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(ep.query_error(format!("listing unique indexes of {table}")))?;
     let mut keys = Vec::new();
     for r in idx {
         let name: String = r.get(0);
@@ -251,16 +223,8 @@ pub fn heartbeat_schema() -> TableSchema {
     TableSchema {
         name: TableName::bare(HEARTBEAT_TABLE),
         columns: vec![
-            Column {
-                name: "site".into(),
-                decl_type: "TEXT".into(),
-                nullable: false,
-            },
-            Column {
-                name: "ts".into(),
-                decl_type: "INTEGER".into(),
-                nullable: false,
-            },
+            Column { name: "site".into(), decl_type: "TEXT".into(), nullable: false },
+            Column { name: "ts".into(), decl_type: "INTEGER".into(), nullable: false },
         ],
         primary_key: vec![0],
         unique_keys: vec![],

@@ -34,11 +34,7 @@ pub async fn read_chunk(
     versions: bool,
 ) -> Result<Chunk, ConnectorError> {
     let cols: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
-    let filter = if after.is_some() {
-        format!("WHERE {}", after_key_clause(table))
-    } else {
-        String::new()
-    };
+    let filter = if after.is_some() { format!("WHERE {}", after_key_clause(table)) } else { String::new() };
     let version = if versions {
         format!(
             ", (SELECT origin || ' ' || ts FROM ferry_changelog WHERE tbl = {} AND pk = {} ORDER BY seq DESC LIMIT 1)",
@@ -55,14 +51,10 @@ pub async fn read_chunk(
         key_order(table)
     );
     let what = format!("reading a snapshot chunk of {}", table.name);
-    sqlx::query("BEGIN")
-        .execute(&mut *conn)
-        .await
-        .map_err(ep.query_error(what.clone()))?;
+    sqlx::query("BEGIN").execute(&mut *conn).await.map_err(ep.query_error(what.clone()))?;
     let result = async {
-        let head: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM ferry_changelog")
-            .fetch_one(&mut *conn)
-            .await?;
+        let head: Option<i64> =
+            sqlx::query_scalar("SELECT max(seq) FROM ferry_changelog").fetch_one(&mut *conn).await?;
         let mut q = sqlx::query(AssertSqlSafe(sql));
         if let Some(k) = after {
             q = bind_all(q, k).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
@@ -76,11 +68,7 @@ pub async fn read_chunk(
         Ok(v) => v,
         Err(e) => {
             rollback(conn).await;
-            return Err(ConnectorError::Query {
-                endpoint: ep.name.clone(),
-                what,
-                source: e,
-            });
+            return Err(ConnectorError::Query { endpoint: ep.name.clone(), what, source: e });
         }
     };
     let mut out = Vec::with_capacity(rows.len());
@@ -101,9 +89,5 @@ pub async fn read_chunk(
         })?;
         out.push(row);
     }
-    Ok(Chunk {
-        rows: out,
-        position: Position::Sqlite { seq: head },
-        versions: versions.then_some(vers),
-    })
+    Ok(Chunk { rows: out, position: Position::Sqlite { seq: head }, versions: versions.then_some(vers) })
 }

@@ -18,13 +18,11 @@ pub async fn load_checkpoint(
     conn: &mut SqliteConnection,
     dir: &DirectionId,
 ) -> Result<Option<Checkpoint>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT slot, position, progress FROM ferry_checkpoint WHERE task = ?1 AND direction = ?2",
-    )
-    .bind(&dir.task)
-    .bind(dir.direction())
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = sqlx::query("SELECT slot, position, progress FROM ferry_checkpoint WHERE task = ?1 AND direction = ?2")
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .fetch_all(&mut *conn)
+        .await?;
     if rows.is_empty() {
         return Ok(None);
     }
@@ -35,10 +33,7 @@ pub async fn load_checkpoint(
         let progress: Option<String> = r.get(2);
         if slot == STREAM_SLOT {
             cp.position = match position {
-                Some(p) => Some(
-                    p.parse::<Position>()
-                        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
-                ),
+                Some(p) => Some(p.parse::<Position>().map_err(|e| sqlx::Error::Protocol(e.to_string()))?),
                 None => None,
             };
         } else if let (Some(table), Some(p)) = (slot.strip_prefix("table:"), progress) {
@@ -60,11 +55,7 @@ pub async fn write_checkpoint(
     let now = now_micros();
     let direction = dir.direction();
     let mut slots: Vec<(String, Option<String>, Option<String>)> = Vec::new();
-    slots.push((
-        STREAM_SLOT.to_string(),
-        cp.position.as_ref().map(ToString::to_string),
-        None,
-    ));
+    slots.push((STREAM_SLOT.to_string(), cp.position.as_ref().map(ToString::to_string), None));
     for (table, prog) in &cp.tables {
         let text = serde_json::to_string(prog).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         slots.push((format!("table:{table}"), None, Some(text)));
@@ -111,13 +102,11 @@ pub async fn take_lease(
     dir: &DirectionId,
     me: &LeaseHolder,
 ) -> Result<LeaseOutcome, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT node, host, pid, expires_us FROM ferry_lease WHERE task = ?1 AND direction = ?2",
-    )
-    .bind(&dir.task)
-    .bind(dir.direction())
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row = sqlx::query("SELECT node, host, pid, expires_us FROM ferry_lease WHERE task = ?1 AND direction = ?2")
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .fetch_optional(&mut *conn)
+        .await?;
     if let Some(r) = row {
         let holder = LeaseHolder {
             node: r.get(0),
@@ -148,35 +137,24 @@ pub async fn take_lease(
 }
 
 /// Drops our lease.
-pub async fn drop_lease(
-    conn: &mut SqliteConnection,
-    dir: &DirectionId,
-    me: &LeaseHolder,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "DELETE FROM ferry_lease WHERE task = ?1 AND direction = ?2 AND host = ?3 AND pid = ?4",
-    )
-    .bind(&dir.task)
-    .bind(dir.direction())
-    .bind(&me.host)
-    .bind(i64::from(me.pid))
-    .execute(&mut *conn)
-    .await?;
+pub async fn drop_lease(conn: &mut SqliteConnection, dir: &DirectionId, me: &LeaseHolder) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM ferry_lease WHERE task = ?1 AND direction = ?2 AND host = ?3 AND pid = ?4")
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .bind(&me.host)
+        .bind(i64::from(me.pid))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
 /// Reads the lease holder of a direction, if any.
-pub async fn lease_holder(
-    conn: &mut SqliteConnection,
-    dir: &DirectionId,
-) -> Result<Option<LeaseHolder>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT node, host, pid, expires_us FROM ferry_lease WHERE task = ?1 AND direction = ?2",
-    )
-    .bind(&dir.task)
-    .bind(dir.direction())
-    .fetch_optional(&mut *conn)
-    .await?;
+pub async fn lease_holder(conn: &mut SqliteConnection, dir: &DirectionId) -> Result<Option<LeaseHolder>, sqlx::Error> {
+    let row = sqlx::query("SELECT node, host, pid, expires_us FROM ferry_lease WHERE task = ?1 AND direction = ?2")
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .fetch_optional(&mut *conn)
+        .await?;
     Ok(row.map(|r| LeaseHolder {
         node: r.get(0),
         host: r.get(1),
@@ -190,10 +168,7 @@ pub fn row_json(table: &TableSchema, row: Option<&Row>) -> Option<String> {
     let row = row?;
     let mut obj = serde_json::Map::new();
     for (c, v) in table.columns.iter().zip(row) {
-        obj.insert(
-            c.name.clone(),
-            serde_json::to_value(v).unwrap_or(json!(null)),
-        );
+        obj.insert(c.name.clone(), serde_json::to_value(v).unwrap_or(json!(null)));
     }
     Some(serde_json::Value::Object(obj).to_string())
 }

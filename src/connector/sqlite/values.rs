@@ -42,10 +42,7 @@ pub fn bind_value<'q>(q: SqliteQuery<'q>, v: &Value) -> Result<SqliteQuery<'q>, 
 }
 
 /// Binds a row of values in order.
-pub fn bind_all<'q>(
-    mut q: SqliteQuery<'q>,
-    values: &[Value],
-) -> Result<SqliteQuery<'q>, UnstorableValue> {
+pub fn bind_all<'q>(mut q: SqliteQuery<'q>, values: &[Value]) -> Result<SqliteQuery<'q>, UnstorableValue> {
     for v in values {
         q = bind_value(q, v)?;
     }
