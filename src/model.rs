@@ -189,6 +189,9 @@ pub struct TableSchema {
     pub primary_key: Vec<usize>,
     /// Column index sets of other unique keys (they constrain apply order).
     pub unique_keys: Vec<Vec<usize>>,
+    /// The source's own CREATE TABLE statement, when it can give one (MySQL `SHOW CREATE
+    /// TABLE`); a target of the same engine creates a missing table from it.
+    pub create_sql: Option<String>,
 }
 
 impl TableSchema {
@@ -289,6 +292,16 @@ pub enum Position {
         /// Changelog sequence.
         seq: i64,
     },
+    /// MySQL/MariaDB: the binlog file and the end offset of the last event consumed,
+    /// with the MariaDB GTID list (`domain-server-seq,...`) at that point ("" if unknown).
+    Mysql {
+        /// Binlog file name (`bin.000003`).
+        file: String,
+        /// Offset just after the last consumed event.
+        pos: u64,
+        /// MariaDB GTID list at this point; resuming prefers it over file+pos.
+        gtid: String,
+    },
 }
 
 impl Position {
@@ -296,6 +309,11 @@ impl Position {
     pub fn stream_cmp(&self, other: &Position) -> Option<Ordering> {
         match (self, other) {
             (Position::Sqlite { seq: a }, Position::Sqlite { seq: b }) => Some(a.cmp(b)),
+            // Binlog files are numbered with a fixed width, so names sort in stream order.
+            (Position::Mysql { file: fa, pos: pa, .. }, Position::Mysql { file: fb, pos: pb, .. }) => {
+                Some(fa.cmp(fb).then(pa.cmp(pb)))
+            }
+            _ => None,
         }
     }
 
@@ -305,6 +323,7 @@ impl Position {
             (Position::Sqlite { seq: a }, Position::Sqlite { seq: b }) => {
                 Some(u64::try_from(b.saturating_sub(*a)).unwrap_or(0))
             }
+            _ => None,
         }
     }
 }
@@ -313,13 +332,16 @@ impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Position::Sqlite { seq } => write!(f, "sqlite:{seq}"),
+            Position::Mysql { file, pos, gtid } => write!(f, "mysql:{file}:{pos}:{gtid}"),
         }
     }
 }
 
 /// A position string that could not be parsed.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid position {text:?}: expected sqlite:<sequence>, as `ferry status` prints it")]
+#[error(
+    "invalid position {text:?}: expected sqlite:<sequence> or mysql:<binlog file>:<offset>:<gtid list>, as `ferry status` prints it"
+)]
 pub struct PositionParseError {
     /// The text given.
     pub text: String,
@@ -333,6 +355,13 @@ impl FromStr for Position {
         let (kind, rest) = s.split_once(':').ok_or_else(err)?;
         match kind {
             "sqlite" => rest.parse().map(|seq| Position::Sqlite { seq }).map_err(|_| err()),
+            "mysql" => {
+                let mut parts = rest.splitn(3, ':');
+                let file = parts.next().filter(|f| !f.is_empty()).ok_or_else(err)?.to_string();
+                let pos = parts.next().and_then(|p| p.parse().ok()).ok_or_else(err)?;
+                let gtid = parts.next().unwrap_or("").to_string();
+                Ok(Position::Mysql { file, pos, gtid })
+            }
             _ => Err(err()),
         }
     }
@@ -353,6 +382,10 @@ mod tests {
         let p = Position::Sqlite { seq: 42 };
         assert_eq!(p.to_string().parse::<Position>().ok(), Some(p));
         assert!("mysql".parse::<Position>().is_err());
+        let m = Position::Mysql { file: "bin.000002".into(), pos: 1234, gtid: "1-1-10,2-2-5".into() };
+        assert_eq!(m.to_string().parse::<Position>().ok(), Some(m.clone()));
+        let later = Position::Mysql { file: "bin.000003".into(), pos: 4, gtid: String::new() };
+        assert_eq!(m.stream_cmp(&later), Some(Ordering::Less));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! restart, so a [`Sink`] applies idempotently and records the source position in the
 //! same target transaction as the data. Together that gives an exactly-once effect.
 
+pub mod mysql;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -193,6 +194,17 @@ pub enum ConnectorError {
     /// A change the target refused.
     #[error(transparent)]
     Apply(Box<ApplyFailure>),
+    /// A MySQL/MariaDB statement or connection failed.
+    #[error("endpoint {endpoint}: {what}: {source}")]
+    Mysql {
+        /// Endpoint name.
+        endpoint: String,
+        /// What ferry was doing.
+        what: String,
+        /// The driver's or server's error.
+        #[source]
+        source: Box<mysql_async::Error>,
+    },
 }
 
 /// A source transaction the target refused, with everything needed to fix or skip it.
@@ -219,6 +231,14 @@ impl ConnectorError {
         match self {
             ConnectorError::Setup { .. } | ConnectorError::Open { .. } => ErrorKind::Setup,
             ConnectorError::Query { .. } | ConnectorError::Apply(_) => ErrorKind::Runtime,
+            ConnectorError::Mysql { source, .. } => match source.as_ref() {
+                // Access denied, unknown database/table, bad URL: a human must act.
+                mysql_async::Error::Server(e) if matches!(e.code, 1044 | 1045 | 1049 | 1142 | 1146 | 1227) => {
+                    ErrorKind::Setup
+                }
+                mysql_async::Error::Url(_) => ErrorKind::Setup,
+                _ => ErrorKind::Runtime,
+            },
         }
     }
 }
@@ -228,8 +248,14 @@ impl ConnectorError {
 pub struct Chunk {
     /// Rows in key order.
     pub rows: Vec<Row>,
-    /// Stream position at the moment the rows were read.
-    pub position: Position,
+    /// Stream position the rows are exactly consistent with, when the source can read
+    /// both atomically (SQLite). The engine applies the stream up to it, then the rows.
+    pub position: Option<Position>,
+    /// Otherwise (MySQL, DBLog): the low and high watermark values the source wrote to
+    /// its signal table before and after reading the rows. The engine applies the stream
+    /// until the high watermark; changes to keys of the chunk seen after the low
+    /// watermark are applied and those keys dropped from the chunk.
+    pub marks: Option<(String, String)>,
     /// Versions of the rows, when asked for (see [`SnapshotRows::versions`]).
     pub versions: Option<Vec<Option<(SiteId, i64)>>>,
 }
@@ -248,6 +274,11 @@ pub struct ReadRequest {
     /// Never end a batch inside a source commit group.
     pub keep_transactions: bool,
 }
+
+/// The table that carries snapshot watermarks through the stream (DBLog). A source
+/// ends a [`ReadBatch`] right after a transaction that changes it, so the engine sees a
+/// high watermark before anything that follows it. Its rows are (id, mark, ts).
+pub const SIGNAL_TABLE: &str = "ferry_signal";
 
 /// Transactions read from a stream, to be applied in one target transaction (never split).
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@
 //! and the new copy progress are applied in one transaction.
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,13 +19,14 @@ use super::EngineError;
 use super::map::Renames;
 use super::metrics::{DirectionMetrics, DirectionState};
 use crate::config::{Endpoint, EndpointUrl, TableMap};
+use crate::connector::SIGNAL_TABLE;
 use crate::connector::sqlite::schema::HEARTBEAT_TABLE;
 use crate::connector::sqlite::{Access, SqliteEndpoint, apply::SqliteSink, capture::SqliteSource};
 use crate::connector::{
     ApplyBatch, Checkpoint, ConflictRules, ConnectorError, DirectionId, ErrorKind, LeaseHolder, LeaseOutcome,
     ReadRequest, Sink, SnapshotRows, Source, TableProgress,
 };
-use crate::model::{Position, TableSchema, Txn, Value, cmp_keys, now_micros};
+use crate::model::{Change, Key, Position, TableSchema, Txn, Value, cmp_keys, now_micros};
 
 /// How long a lease lasts without renewal.
 const LEASE_TTL_US: i64 = 15_000_000;
@@ -263,8 +265,41 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
                     last_renew = Instant::now();
                 }
                 let limit = self.spec.tuning.chunk_rows;
-                let chunk = self.source.read_chunk(t, after.as_ref(), limit, self.spec.conflicts.is_some()).await?;
-                self.catch_up(&chunk.position).await?;
+                let mut chunk = self.source.read_chunk(t, after.as_ref(), limit, self.spec.conflicts.is_some()).await?;
+                match (chunk.position.clone(), chunk.marks.clone()) {
+                    (Some(p), _) => self.catch_up(&p).await?,
+                    (None, Some((low, high))) => {
+                        let upto = match chunk.rows.last() {
+                            Some(last) if chunk.rows.len() >= limit => Some(t.key_of(last)),
+                            _ => None,
+                        };
+                        let mut window = Window {
+                            table: name.clone(),
+                            after: after.clone(),
+                            upto,
+                            low,
+                            high,
+                            open: false,
+                            seen: HashSet::new(),
+                        };
+                        if !self.catch_up_window(&mut window).await? {
+                            return Ok(());
+                        }
+                        if !window.seen.is_empty() {
+                            chunk.rows.retain(|r| !window.seen.contains(&format!("{:?}", t.key_of(r))));
+                            if let Some(v) = chunk.versions.as_mut() {
+                                v.truncate(chunk.rows.len());
+                            }
+                        }
+                    }
+                    (None, None) => {
+                        return Err(EngineError::Connector(ConnectorError::Setup {
+                            endpoint: self.spec.source.name.clone(),
+                            problem: "the source gave a snapshot chunk without a position or watermarks".into(),
+                            fix: "report this as a bug".into(),
+                        }));
+                    }
+                }
                 let progress = match chunk.rows.last() {
                     Some(last) if chunk.rows.len() >= limit => TableProgress::Copying { after: t.key_of(last) },
                     _ => TableProgress::Done,
@@ -335,8 +370,51 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
         Ok(())
     }
 
+    /// Applies the stream until the chunk's high watermark; returns `false` when shut down
+    /// first. Changes to keys of the chunk seen after the low watermark are applied (the
+    /// row events carry whole rows) and recorded in `window.seen`.
+    async fn catch_up_window(&mut self, window: &mut Window) -> Result<bool, EngineError> {
+        let started = Instant::now();
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Ok(false);
+            }
+            let (rows, reached) = self.step_with(None, Some(window)).await?;
+            if reached {
+                return Ok(true);
+            }
+            if rows == 0 {
+                if started.elapsed() > Duration::from_secs(300) {
+                    return Err(EngineError::Connector(ConnectorError::Setup {
+                        endpoint: self.spec.source.name.clone(),
+                        problem: format!(
+                            "the snapshot's high watermark of {} did not arrive through the change stream within 5 minutes",
+                            window.table
+                        ),
+                        fix: "check that the binlog includes the ferry database (no binlog-ignore-db / replicate filters on it)".into(),
+                    }));
+                }
+                tokio::select! {
+                    biased;
+                    _ = self.shutdown.cancelled() => return Ok(false),
+                    _ = tokio::time::sleep(self.spec.tuning.poll) => {}
+                }
+            }
+        }
+    }
+
     /// Reads one batch and applies it; returns the number of changes read.
     async fn step(&mut self, until: Option<Position>) -> Result<usize, EngineError> {
+        Ok(self.step_with(until, None).await?.0)
+    }
+
+    /// Reads one batch and applies it; returns the number of changes read and whether the
+    /// window's high watermark was in it.
+    async fn step_with(
+        &mut self,
+        until: Option<Position>,
+        mut window: Option<&mut Window>,
+    ) -> Result<(usize, bool), EngineError> {
         let req = ReadRequest {
             after: self.position(),
             until,
@@ -346,18 +424,22 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
         };
         let batch = self.source.read_changes(&req).await?;
         if batch.position == req.after {
-            return Ok(0);
+            return Ok((0, false));
         }
         let read: usize = batch.txns.iter().map(|t| t.changes.len()).sum();
-        let txns = self.prepare_txns(batch.txns);
+        let reached = match window.as_deref_mut() {
+            Some(w) => w.observe(&batch.txns),
+            None => false,
+        };
+        let txns = self.prepare_txns(batch.txns, window.as_deref_mut());
         self.checkpoint.position = Some(batch.position);
         self.apply(txns, None).await?;
-        Ok(read.max(1))
+        Ok((read.max(1), reached))
     }
 
     /// Drops skipped transactions and changes to keys the snapshot has not reached,
     /// renames tables for the target, and notes heartbeats for lag.
-    fn prepare_txns(&self, txns: Vec<Txn>) -> Vec<Txn> {
+    fn prepare_txns(&self, txns: Vec<Txn>, mut window: Option<&mut Window>) -> Vec<Txn> {
         let source_site = &self.spec.source.site;
         let mut out = Vec::with_capacity(txns.len());
         for mut txn in txns {
@@ -367,6 +449,14 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
             }
             txn.changes.retain(|c| {
                 if c.table.name.name == HEARTBEAT_TABLE {
+                    return true;
+                }
+                if c.table.name.name == SIGNAL_TABLE {
+                    return false;
+                }
+                if let Some(w) = window.as_deref_mut()
+                    && w.claims(c)
+                {
                     return true;
                 }
                 match self.checkpoint.tables.get(&c.table.name.to_string()) {
@@ -408,7 +498,9 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
         };
         let report = match self.sink.apply(&self.spec.id, &batch).await {
             Ok(r) => r,
-            Err(ConnectorError::Query { .. }) if !batch.txns.is_empty() || batch.snapshot.is_some() => {
+            Err(ConnectorError::Query { .. } | ConnectorError::Mysql { .. })
+                if !batch.txns.is_empty() || batch.snapshot.is_some() =>
+            {
                 batch.one_by_one = true;
                 self.sink.apply(&self.spec.id, &batch).await?
             }
@@ -418,6 +510,60 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
         let snap = batch.snapshot.as_ref().map(|s| s.rows.len() as u64).unwrap_or(0);
         self.metrics.applied(changes, batch.txns.len() as u64, snap, report.conflicts, &self.position());
         Ok(())
+    }
+}
+
+/// A snapshot chunk's watermark window (DBLog): between the low and the high watermark,
+/// changes to keys in `(after, upto]` win over the chunk's copy of those rows.
+struct Window {
+    table: String,
+    after: Option<Key>,
+    upto: Option<Key>,
+    low: String,
+    high: String,
+    open: bool,
+    seen: HashSet<String>,
+}
+
+impl Window {
+    /// Notes the watermarks in a batch (in order); true when the high one is there.
+    /// Changes after the low watermark within this batch are claimed by `claims`, which
+    /// runs afterwards in the same order, so the window opens at the batch start here:
+    /// a batch ends right after a signal transaction, so a low watermark is always the
+    /// last transaction of its batch and the changes that follow come in later batches.
+    fn observe(&mut self, txns: &[Txn]) -> bool {
+        let mut reached = false;
+        for c in txns.iter().flat_map(|t| &t.changes) {
+            if c.table.name.name != SIGNAL_TABLE {
+                continue;
+            }
+            if let Some(Some(Value::Text(mark))) = c.after.as_ref().map(|r| r.get(1)) {
+                if *mark == self.low {
+                    self.open = true;
+                } else if *mark == self.high {
+                    reached = true;
+                }
+            }
+        }
+        reached
+    }
+
+    /// Whether the change touches a key of the chunk inside an open window (and records it).
+    fn claims(&mut self, c: &Change) -> bool {
+        if !self.open || c.table.name.to_string() != self.table {
+            return false;
+        }
+        let in_range = |k: &Key| {
+            self.after.as_ref().is_none_or(|a| cmp_keys(k, a) == Ordering::Greater)
+                && self.upto.as_ref().is_none_or(|u| cmp_keys(k, u) != Ordering::Greater)
+        };
+        let (old, new) = (c.key.clone(), c.new_key());
+        let hit = in_range(&old) || in_range(&new);
+        if hit {
+            self.seen.insert(format!("{old:?}"));
+            self.seen.insert(format!("{new:?}"));
+        }
+        hit
     }
 }
 

@@ -174,9 +174,12 @@ impl SqliteSource {
     }
 }
 
+/// The changelog sequence of a position; another source's position (a checkpoint
+/// recorded before the task's source changed) restarts from the beginning.
 fn seq_of(p: &Position) -> i64 {
     match p {
         Position::Sqlite { seq } => *seq,
+        _ => 0,
     }
 }
 

@@ -89,5 +89,10 @@ pub async fn read_chunk(
         })?;
         out.push(row);
     }
-    Ok(Chunk { rows: out, position: Position::Sqlite { seq: head }, versions: versions.then_some(vers) })
+    Ok(Chunk {
+        rows: out,
+        position: Some(Position::Sqlite { seq: head }),
+        marks: None,
+        versions: versions.then_some(vers),
+    })
 }
