@@ -431,7 +431,7 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
             Some(w) => w.observe(&batch.txns),
             None => false,
         };
-        let txns = self.prepare_txns(batch.txns, window.as_deref_mut());
+        let txns = self.prepare_txns(batch.txns, window);
         self.checkpoint.position = Some(batch.position);
         self.apply(txns, None).await?;
         Ok((read.max(1), reached))
