@@ -7,6 +7,17 @@
 //! `ferry_signal` (snapshot watermarks) on sources; `ferry_checkpoint`, `ferry_conflict`
 //! and `ferry_lease` on targets.
 
+pub mod apply;
+pub mod binlog;
+pub mod check;
+pub mod checksum;
+pub mod freeze;
+pub mod schema;
+pub mod snapshot;
+pub mod source;
+pub mod state;
+pub mod values;
+
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
