@@ -9,3 +9,4 @@ mod crash;
 mod lease;
 mod skip;
 mod sqlite_connector;
+mod mysql_check;
