@@ -3,8 +3,10 @@
 
 use std::path::Path;
 
-use crate::config::{Config, EndpointUrl, Mode, Task};
+use crate::config::{Config, Endpoint, EndpointUrl, Mode, Task};
 use crate::connector::ConnectorError;
+use crate::connector::mysql::MysqlEndpoint;
+use crate::connector::mysql::check::{self as mysql_check, SNAPSHOT_ROWS_PER_SEC, SourceOptions};
 use crate::connector::sqlite::schema::{describe, describe_matching};
 use crate::connector::sqlite::{Access, SqliteEndpoint};
 
@@ -50,7 +52,7 @@ pub async fn preflight(config: &Config, tasks: &[&Task]) -> (Vec<TaskReport>, Ve
     for task in tasks {
         match check_task(config, task).await {
             Ok(summary) => reports.push(TaskReport { task: task.name.clone(), summary }),
-            Err(e) => problems.push(Problem { subject: format!("task {}", task.name), message: e.to_string() }),
+            Err(found) => problems.extend(found),
         }
     }
     (reports, problems)
@@ -69,7 +71,7 @@ fn sqlite_endpoint(config: &Config, name: &str) -> Result<SqliteEndpoint, Connec
         other => Err(ConnectorError::Setup {
             endpoint: ep.name.clone(),
             problem: format!("{} endpoints ({other}) cannot be synced by this version of ferry yet", other.engine()),
-            fix: "use SQLite endpoints for now (MySQL/MariaDB support is in progress)".into(),
+            fix: "use SQLite endpoints on both sides, or MySQL/MariaDB endpoints on both sides (syncing between different engines is not supported yet)".into(),
         }),
     }
 }
@@ -90,7 +92,94 @@ fn writable(ep: &SqliteEndpoint) -> Result<(), ConnectorError> {
     Ok(())
 }
 
-async fn check_task(config: &Config, task: &Task) -> Result<String, ConnectorError> {
+/// Checks one task; every problem found (SQLite stops at the first).
+async fn check_task(config: &Config, task: &Task) -> Result<String, Vec<Problem>> {
+    let subject = format!("task {}", task.name);
+    if let (Some(from), Some(to)) = (config.endpoint(&task.from), config.endpoint(&task.to))
+        && let (EndpointUrl::Mysql(_), EndpointUrl::Mysql(_)) = (&from.url, &to.url)
+    {
+        return check_mysql_task(task, from, to).await.map_err(|found| {
+            found.into_iter().map(|p| Problem { subject: subject.clone(), message: p.to_string() }).collect()
+        });
+    }
+    check_sqlite_task(config, task).await.map_err(|e| vec![Problem { subject, message: e.to_string() }])
+}
+
+/// A MySQL/MariaDB endpoint of the task file.
+fn mysql_endpoint(ep: &Endpoint) -> Result<MysqlEndpoint, mysql_check::Problem> {
+    let EndpointUrl::Mysql(url) = &ep.url else { unreachable!("only called for MySQL endpoints") };
+    MysqlEndpoint::new(&ep.name, ep.site.clone(), url).map_err(|e| match e {
+        ConnectorError::Setup { endpoint, problem, fix } => mysql_check::Problem { endpoint, problem, fix },
+        other => mysql_check::Problem {
+            endpoint: ep.name.clone(),
+            problem: other.to_string(),
+            fix: "correct the endpoint's url".into(),
+        },
+    })
+}
+
+/// `db.table` renamed by the task's maps (a map's `to` without a database keeps the database).
+fn mapped(task: &Task, (db, table): &(String, String)) -> (String, String) {
+    let full = format!("{db}.{table}");
+    match task.maps.iter().find(|m| m.from == full || m.from == *table) {
+        Some(m) => match m.to.split_once('.') {
+            Some((d, t)) => (d.to_string(), t.to_string()),
+            None => (db.clone(), m.to.clone()),
+        },
+        None => (db.clone(), table.clone()),
+    }
+}
+
+/// MySQL -> MySQL: the source side of each direction (binlog, privileges, keys, globs,
+/// retention) and its target side (write privileges); every problem, each once.
+async fn check_mysql_task(task: &Task, from: &Endpoint, to: &Endpoint) -> Result<String, Vec<mysql_check::Problem>> {
+    let (src, dst) = match (mysql_endpoint(from), mysql_endpoint(to)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (a, b) => return Err([a.err(), b.err()].into_iter().flatten().collect()),
+    };
+    let rate = match task.max_rows_per_sec {
+        0 => SNAPSHOT_ROWS_PER_SEC,
+        n => n.min(SNAPSHOT_ROWS_PER_SEC),
+    };
+    let forward = SourceOptions { require_match: true, snapshot_rows_per_sec: task.snapshot.then_some(rate) };
+    let fwd = mysql_check::preflight_source(&src, &task.tables, forward).await;
+    let mut problems = fwd.problems;
+    let targets: Vec<(String, String)> = fwd.tables.iter().map(|t| mapped(task, t)).collect();
+    problems.extend(mysql_check::preflight_target(&dst, &targets).await);
+    if task.mode == Mode::TwoWay {
+        // The reverse direction reads the target's copies (which the snapshot may not have
+        // made yet) and writes back into the source's tables.
+        let patterns: Vec<String> = task
+            .tables
+            .iter()
+            .map(|p| task.maps.iter().find(|m| m.from == *p).map(|m| m.to.clone()).unwrap_or_else(|| p.clone()))
+            .collect();
+        let reverse = SourceOptions { require_match: false, snapshot_rows_per_sec: None };
+        problems.extend(mysql_check::preflight_source(&dst, &patterns, reverse).await.problems);
+        problems.extend(mysql_check::preflight_target(&src, &fwd.tables).await);
+    }
+    let mut seen = std::collections::HashSet::new();
+    problems.retain(|p| seen.insert(p.clone()));
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let names: Vec<String> = fwd.tables.iter().map(|(d, t)| format!("{d}.{t}")).collect();
+    Ok(format!(
+        "{} {} -> {} ({} -> {}), {} table(s): {}",
+        match task.mode {
+            Mode::OneWay => "one-way",
+            Mode::TwoWay => "two-way",
+        },
+        src.name,
+        dst.name,
+        src.display,
+        dst.display,
+        names.len(),
+        names.join(", ")
+    ))
+}
+
+async fn check_sqlite_task(config: &Config, task: &Task) -> Result<String, ConnectorError> {
     let from = sqlite_endpoint(config, &task.from)?;
     let to = sqlite_endpoint(config, &task.to)?;
     for ep in [&from, &to] {

@@ -10,8 +10,9 @@ use tracing::{error, info};
 
 use super::check::{preflight, print_problems};
 use super::{CommandError, open_store, select_tasks};
-use crate::config::{Config, EndpointUrl, Task};
-use crate::connector::sqlite::{Access, SqliteEndpoint, state};
+use crate::config::{Config, Task};
+use crate::connector::probe;
+use crate::connector::sqlite::state;
 use crate::engine::task::{DirectionSpec, prepare_target};
 use crate::engine::{Engine, EngineError, plan_task};
 use crate::store::{Store, actor};
@@ -21,16 +22,10 @@ use crate::store::{Store, actor};
 async fn refuse_if_running(specs: &[DirectionSpec]) -> Result<(), CommandError> {
     let host = state::host_name();
     for spec in specs {
-        let EndpointUrl::Sqlite(path) = &spec.target.url else {
-            continue;
-        };
-        let ep = SqliteEndpoint { name: spec.target.name.clone(), site: spec.target.site.clone(), path: path.clone() };
-        let mut conn = ep.connect(Access::ReadOnly).await?;
-        let holder = state::lease_holder(&mut conn, &spec.id).await.ok().flatten();
-        crate::connector::sqlite::close(conn).await;
+        let holder = probe::target_state(&spec.target, &spec.id).await?.lease;
         if let Some(h) = holder {
             let live = h.host == host && h.pid != std::process::id() && state::pid_alive(h.pid);
-            if live && h.expires_us > crate::model::now_micros() - 60_000_000 {
+            if live {
                 return Err(EngineError::LeaseHeld { dir: spec.id.clone(), holder: h }.into());
             }
         }

@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use super::{CommandError, store_path};
 use crate::cli::Format;
-use crate::config::{Config, EndpointUrl};
-use crate::connector::sqlite::{Access, SqliteEndpoint, state};
-use crate::connector::{DirectionId, Source};
+use crate::config::Config;
+use crate::connector::sqlite::state::{host_name, pid_alive};
+use crate::connector::{DirectionId, probe};
 use crate::engine::metrics::DirectionStatus;
 use crate::engine::plan_task;
 use crate::model::now_micros;
@@ -43,16 +43,6 @@ pub struct DirectionReport {
     pub problems: Vec<String>,
 }
 
-fn sqlite(config: &Config, name: &str) -> Option<SqliteEndpoint> {
-    let ep = config.endpoint(name)?;
-    match &ep.url {
-        EndpointUrl::Sqlite(p) => {
-            Some(SqliteEndpoint { name: ep.name.clone(), site: ep.site.clone(), path: p.clone() })
-        }
-        _ => None,
-    }
-}
-
 async fn report(config: &Config, id: &DirectionId, store: Option<&Store>) -> DirectionReport {
     let mut r = DirectionReport {
         task: id.task.clone(),
@@ -72,34 +62,32 @@ async fn report(config: &Config, id: &DirectionId, store: Option<&Store>) -> Dir
         None => None,
     };
     let mut position = None;
-    if let Some(dst) = sqlite(config, &id.to) {
-        match dst.connect(Access::ReadOnly).await {
-            Ok(mut conn) => {
-                if let Ok(Some(cp)) = state::load_checkpoint(&mut conn, id).await {
+    if let Some(to) = config.endpoint(&id.to) {
+        match probe::target_state(to, id).await {
+            Ok(state) => {
+                if let Some(cp) = state.checkpoint {
                     position = cp.position.clone();
                     r.position = cp.position.map(|p| p.to_string());
                     r.state = "stopped".into();
                 }
-                if let Ok(Some(h)) = state::lease_holder(&mut conn, id).await {
-                    let alive = h.host != state::host_name() || state::pid_alive(h.pid);
+                if let Some(h) = state.lease {
+                    let alive = h.host != host_name() || pid_alive(h.pid);
                     if alive && h.expires_us > now_micros() {
                         r.state = "running".into();
                         r.holder = Some(h.to_string());
                     }
                 }
-                crate::connector::sqlite::close(conn).await;
             }
             Err(e) => r.problems.push(e.to_string()),
         }
     }
-    if let Some(src) = sqlite(config, &id.from) {
-        match crate::connector::sqlite::capture::SqliteSource::open(src, Access::ReadOnly).await {
-            Ok(mut s) => {
-                if let Ok(head) = s.head().await {
-                    r.changes_behind = position.as_ref().and_then(|p| p.changes_until(&head));
-                    r.head = Some(head.to_string());
-                }
+    if let Some(from) = config.endpoint(&id.from) {
+        match probe::source_head(from).await {
+            Ok(Some(head)) => {
+                r.changes_behind = position.as_ref().and_then(|p| p.changes_until(&head));
+                r.head = Some(head.to_string());
             }
+            Ok(None) => {}
             Err(e) => r.problems.push(e.to_string()),
         }
     }

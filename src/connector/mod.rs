@@ -5,6 +5,7 @@
 //! same target transaction as the data. Together that gives an exactly-once effect.
 
 pub mod mysql;
+pub mod probe;
 pub mod sqlite;
 
 use std::collections::BTreeMap;

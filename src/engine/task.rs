@@ -20,6 +20,7 @@ use super::map::Renames;
 use super::metrics::{DirectionMetrics, DirectionState};
 use crate::config::{Endpoint, EndpointUrl, TableMap};
 use crate::connector::SIGNAL_TABLE;
+use crate::connector::mysql::{MysqlEndpoint, apply::MysqlSink, source::MysqlSource};
 use crate::connector::sqlite::schema::HEARTBEAT_TABLE;
 use crate::connector::sqlite::{Access, SqliteEndpoint, apply::SqliteSink, capture::SqliteSource};
 use crate::connector::{
@@ -128,18 +129,61 @@ async fn run_once(
     metrics: &Arc<DirectionMetrics>,
     shutdown: &CancellationToken,
 ) -> Result<(), EngineError> {
-    let (EndpointUrl::Sqlite(src_path), EndpointUrl::Sqlite(dst_path)) = (&spec.source.url, &spec.target.url) else {
-        let ep = if matches!(spec.source.url, EndpointUrl::Sqlite(_)) { &spec.target } else { &spec.source };
-        return Err(EngineError::Unsupported { endpoint: ep.name.clone(), engine: ep.url.engine() });
+    match (&spec.source.url, &spec.target.url) {
+        (EndpointUrl::Sqlite(src), EndpointUrl::Sqlite(dst)) => {
+            let heartbeat = SqliteSource::open(sqlite(&spec.source, src), Access::ReadWrite).await?;
+            let source = SqliteSource::open(sqlite(&spec.source, src), Access::ReadWrite).await?;
+            let sink = SqliteSink::open(sqlite(&spec.target, dst), Access::ReadWrite).await?;
+            run_pair(spec, metrics, shutdown, source, heartbeat, sink).await
+        }
+        (EndpointUrl::Mysql(src), EndpointUrl::Mysql(dst)) => {
+            let stream = stream_name(spec);
+            let src = MysqlEndpoint::new(&spec.source.name, spec.source.site.clone(), src)?;
+            let heartbeat = MysqlSource::open(src.clone(), &format!("{stream}/heartbeat")).await?;
+            let source = MysqlSource::open(src, &stream).await?;
+            let sink = MysqlSink::open(MysqlEndpoint::new(&spec.target.name, spec.target.site.clone(), dst)?).await?;
+            run_pair(spec, metrics, shutdown, source, heartbeat, sink).await
+        }
+        _ => Err(unsupported_pair(spec)),
+    }
+}
+
+async fn run_pair<S: Source, H: Source + 'static, K: Sink>(
+    spec: &DirectionSpec,
+    metrics: &Arc<DirectionMetrics>,
+    shutdown: &CancellationToken,
+    source: S,
+    heartbeat: H,
+    sink: K,
+) -> Result<(), EngineError> {
+    let runner = Runner {
+        spec,
+        metrics,
+        shutdown,
+        source,
+        sink,
+        renames: Renames::default(),
+        checkpoint: Checkpoint::default(),
     };
-    let src = SqliteEndpoint { name: spec.source.name.clone(), site: spec.source.site.clone(), path: src_path.clone() };
-    let dst = SqliteEndpoint { name: spec.target.name.clone(), site: spec.target.site.clone(), path: dst_path.clone() };
-    let source = SqliteSource::open(src.clone(), Access::ReadWrite).await?;
-    let heartbeat = SqliteSource::open(src, Access::ReadWrite).await?;
-    let sink = SqliteSink::open(dst, Access::ReadWrite).await?;
-    Runner { spec, metrics, shutdown, source, sink, renames: Renames::default(), checkpoint: Checkpoint::default() }
-        .run(heartbeat)
-        .await
+    runner.run(heartbeat).await
+}
+
+fn sqlite(ep: &Endpoint, path: &std::path::Path) -> SqliteEndpoint {
+    SqliteEndpoint { name: ep.name.clone(), site: ep.site.clone(), path: path.to_path_buf() }
+}
+
+/// Names a direction's replica stream and snapshot signal row: node and direction.
+fn stream_name(spec: &DirectionSpec) -> String {
+    format!("{}/{}/{}", spec.node_id, spec.id.task, spec.id.direction())
+}
+
+fn unsupported_pair(spec: &DirectionSpec) -> EngineError {
+    let (a, b) = (&spec.source, &spec.target);
+    if a.url.engine() == b.url.engine() {
+        EngineError::Unsupported { endpoint: a.name.clone(), engine: a.url.engine() }
+    } else {
+        EngineError::Unsupported { endpoint: format!("{} -> {}", a.name, b.name), engine: "mixed-engine" }
+    }
 }
 
 struct Runner<'a, S: Source, K: Sink> {
@@ -620,16 +664,25 @@ impl EngineError {
 /// direction of a two-way task finds its tables, and no row is applied before the
 /// target's own capture records it.
 pub async fn prepare_target(spec: &DirectionSpec) -> Result<(), EngineError> {
-    let (EndpointUrl::Sqlite(src_path), EndpointUrl::Sqlite(dst_path)) = (&spec.source.url, &spec.target.url) else {
-        let ep = if matches!(spec.source.url, EndpointUrl::Sqlite(_)) { &spec.target } else { &spec.source };
-        return Err(EngineError::Unsupported { endpoint: ep.name.clone(), engine: ep.url.engine() });
-    };
-    let src = SqliteEndpoint { name: spec.source.name.clone(), site: spec.source.site.clone(), path: src_path.clone() };
-    let dst = SqliteEndpoint { name: spec.target.name.clone(), site: spec.target.site.clone(), path: dst_path.clone() };
-    let mut source = SqliteSource::open(src, Access::ReadWrite).await?;
+    match (&spec.source.url, &spec.target.url) {
+        (EndpointUrl::Sqlite(src), EndpointUrl::Sqlite(dst)) => {
+            let source = SqliteSource::open(sqlite(&spec.source, src), Access::ReadWrite).await?;
+            let sink = SqliteSink::open(sqlite(&spec.target, dst), Access::ReadWrite).await?;
+            prepare_pair(spec, source, sink).await
+        }
+        (EndpointUrl::Mysql(src), EndpointUrl::Mysql(dst)) => {
+            let src = MysqlEndpoint::new(&spec.source.name, spec.source.site.clone(), src)?;
+            let source = MysqlSource::open(src, &stream_name(spec)).await?;
+            let sink = MysqlSink::open(MysqlEndpoint::new(&spec.target.name, spec.target.site.clone(), dst)?).await?;
+            prepare_pair(spec, source, sink).await
+        }
+        _ => Err(unsupported_pair(spec)),
+    }
+}
+
+async fn prepare_pair<S: Source, K: Sink>(spec: &DirectionSpec, mut source: S, mut sink: K) -> Result<(), EngineError> {
     let tables = source.tables(&spec.tables).await?;
     source.install_capture(&tables).await?;
-    let mut sink = SqliteSink::open(dst, Access::ReadWrite).await?;
     sink.prepare().await?;
     sink.ensure_tables(&Renames::new(&tables, &spec.maps).all()).await?;
     Ok(())

@@ -1,1 +1,578 @@
-//! (being written)
+//! The MySQL/MariaDB [`Sink`]: applies batches of whole source transactions in ONE
+//! target transaction together with the checkpoint (nothing lost, nothing doubled).
+//!
+//! Three ways to write a table's changes:
+//! - tables without secondary unique keys collapse to the final state per key, written
+//!   with multi-row `DELETE … IN (…)` and `INSERT … ON DUPLICATE KEY UPDATE` (the fast
+//!   path);
+//! - tables with secondary unique keys keep source order (a swap of unique values must
+//!   not collide), written as runs of consecutive deletes or upserts: a multi-row
+//!   statement processes its rows in order, exactly like one statement per row;
+//! - `one_by_one` batches go change by change in source order, so a refused change is
+//!   named exactly ([`ApplyFailure`]).
+//!
+//! Values are bound as docs/mysql-types.md says (decimals, dates and JSON as exact
+//! text) in a UTC session.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mysql_async::Conn;
+use mysql_async::prelude::Queryable;
+use tracing::warn;
+
+use super::schema::{self, create_sql_columns, create_table_sql, qualified, retarget_create_sql};
+use super::snapshot::HEARTBEAT_TABLE;
+use super::values::{param_len, to_param};
+use super::{FERRY_DB, MysqlEndpoint, ident, state};
+use crate::connector::{
+    ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, Sink,
+};
+use crate::model::{Change, Key, Row, TableName, TableSchema, Txn, Value, key_text};
+
+/// Most placeholders one prepared statement may carry.
+const MAX_PLACEHOLDERS: usize = 65_535;
+/// Rows per multi-row statement.
+const MAX_ROWS_PER_STATEMENT: usize = 1_000;
+/// Upper bound on a statement's parameter bytes (kept under the 16 MiB packet, so the
+/// driver never falls back to sending long data).
+const MAX_STATEMENT_BYTES: usize = 8 << 20;
+
+/// A MySQL/MariaDB server changes are applied to.
+pub struct MysqlSink {
+    ep: MysqlEndpoint,
+    conn: Conn,
+    /// Checkpoint rows committed so far on this connection (slot key -> fingerprint).
+    written: HashMap<String, String>,
+    /// Parameter bytes per statement (a share of max_allowed_packet).
+    budget: usize,
+}
+
+/// An error inside the apply transaction, before it gets its context.
+enum Failure {
+    /// A statement failed (the batch is retried change by change by the engine).
+    Sql(mysql_async::Error),
+    /// A change refused in one-by-one mode.
+    Change { txn: usize, table: TableName, key: Key, message: String },
+    /// A snapshot row refused in one-by-one mode.
+    SnapshotRow { table: TableName, key: Key, message: String },
+    /// A setup problem found while applying.
+    Setup(ConnectorError),
+}
+
+impl From<mysql_async::Error> for Failure {
+    fn from(e: mysql_async::Error) -> Self {
+        Failure::Sql(e)
+    }
+}
+
+impl From<ConnectorError> for Failure {
+    fn from(e: ConnectorError) -> Self {
+        Failure::Setup(e)
+    }
+}
+
+/// The state a key ends in: a row, or gone.
+type Final<'a> = (&'a Key, Option<&'a Row>);
+
+impl MysqlSink {
+    /// Opens a session on the endpoint for applying.
+    pub async fn open(ep: MysqlEndpoint) -> Result<Self, ConnectorError> {
+        let mut conn = ep.connect().await?;
+        let packet: Option<u64> =
+            conn.query_first("SELECT @@max_allowed_packet").await.map_err(ep.error("reading max_allowed_packet"))?;
+        let packet = usize::try_from(packet.unwrap_or(16 << 20)).unwrap_or(usize::MAX);
+        let budget = (packet / 2).clamp(64 << 10, MAX_STATEMENT_BYTES);
+        Ok(MysqlSink { ep, conn, written: HashMap::new(), budget })
+    }
+
+    /// The endpoint this sink writes.
+    pub fn endpoint(&self) -> &MysqlEndpoint {
+        &self.ep
+    }
+
+    /// The sink's session (for tools and tests).
+    pub fn conn(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+
+    /// Where a table lives on this server: its database, or the URL's for names without
+    /// one (the heartbeat table always lives in `ferry`).
+    fn resolve(&self, name: &TableName) -> Result<TableName, ConnectorError> {
+        if name.schema.is_some() {
+            return Ok(name.clone());
+        }
+        if name.name == HEARTBEAT_TABLE {
+            return Ok(TableName { schema: Some(FERRY_DB.into()), name: name.name.clone() });
+        }
+        match self.ep.opts.db_name() {
+            Some(db) => Ok(TableName { schema: Some(db.to_string()), name: name.name.clone() }),
+            None => Err(ConnectorError::Setup {
+                endpoint: self.ep.name.clone(),
+                problem: format!("table {name} names no database, and the endpoint url has none"),
+                fix: format!(
+                    "put the database in the target url (mysql://USER:PASSWORD@HOST:PORT/DB) or map the table with [[task.map]] to = \"DB.{}\"",
+                    name.name
+                ),
+            }),
+        }
+    }
+
+    async fn apply_inner(
+        &mut self,
+        dir: &DirectionId,
+        batch: &ApplyBatch,
+    ) -> Result<(ApplyReport, Vec<(String, String)>), Failure> {
+        let mut report = ApplyReport::default();
+        if batch.one_by_one {
+            for (t, txn) in batch.txns.iter().enumerate() {
+                for change in &txn.changes {
+                    let target = qualified(&self.resolve(&change.table.name)?);
+                    match self.write_change(&target, change).await {
+                        Ok(()) => report.rows += 1,
+                        Err(e) => {
+                            return Err(match refusal(e) {
+                                Ok(message) => Failure::Change {
+                                    txn: t,
+                                    table: change.table.name.clone(),
+                                    key: change.new_key(),
+                                    message,
+                                },
+                                Err(e) => Failure::Sql(e),
+                            });
+                        }
+                    }
+                }
+            }
+        } else {
+            report.rows += self.apply_grouped(&batch.txns).await?;
+        }
+        if let Some(snap) = &batch.snapshot {
+            let target = qualified(&self.resolve(&snap.table.name)?);
+            if batch.one_by_one {
+                for row in &snap.rows {
+                    if let Err(e) = self.upsert_rows(&target, &snap.table, &[row]).await {
+                        return Err(match refusal(e) {
+                            Ok(message) => Failure::SnapshotRow {
+                                table: snap.table.name.clone(),
+                                key: snap.table.key_of(row),
+                                message,
+                            },
+                            Err(e) => Failure::Sql(e),
+                        });
+                    }
+                }
+            } else {
+                let rows: Vec<&Row> = snap.rows.iter().collect();
+                self.upsert_rows(&target, &snap.table, &rows).await?;
+            }
+            report.rows += snap.rows.len() as u64;
+        }
+        let noted = state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &self.written).await?;
+        Ok((report, noted))
+    }
+
+    /// Groups the batch's changes by table (source order kept within each) and writes
+    /// each table collapsed, or in order when it has secondary unique keys.
+    async fn apply_grouped(&mut self, txns: &[Txn]) -> Result<u64, Failure> {
+        let mut groups: Vec<(Arc<TableSchema>, Vec<&Change>)> = Vec::new();
+        let mut index: HashMap<&TableName, usize> = HashMap::new();
+        let mut count = 0u64;
+        for change in txns.iter().flat_map(|t| &t.changes) {
+            count += 1;
+            let i = *index.entry(&change.table.name).or_insert_with(|| {
+                groups.push((change.table.clone(), Vec::new()));
+                groups.len() - 1
+            });
+            groups[i].1.push(change);
+        }
+        for (table, changes) in &groups {
+            let target = qualified(&self.resolve(&table.name)?);
+            if table.unique_keys.is_empty() {
+                self.write_collapsed(&target, table, changes).await?;
+            } else {
+                self.write_in_order(&target, table, changes).await?;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Final state per key, then all deletes and all upserts as multi-row statements.
+    async fn write_collapsed(&mut self, target: &str, table: &TableSchema, changes: &[&Change]) -> Result<(), Failure> {
+        let mut finals: Vec<(Key, Option<&Row>)> = Vec::with_capacity(changes.len());
+        let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(changes.len());
+        for change in changes {
+            match &change.after {
+                None => set_final(&mut finals, &mut index, change.key.clone(), None),
+                Some(after) => {
+                    let new_key = table.key_of(after);
+                    if new_key != change.key {
+                        set_final(&mut finals, &mut index, change.key.clone(), None);
+                    }
+                    set_final(&mut finals, &mut index, new_key, Some(after));
+                }
+            }
+        }
+        let finals: Vec<Final<'_>> = finals.iter().map(|(k, r)| (k, *r)).collect();
+        let deletes: Vec<&Key> = finals.iter().filter(|(_, r)| r.is_none()).map(|(k, _)| *k).collect();
+        let upserts: Vec<&Row> = finals.iter().filter_map(|(_, r)| *r).collect();
+        self.delete_keys(target, table, &deletes).await?;
+        self.upsert_rows(target, table, &upserts).await?;
+        Ok(())
+    }
+
+    /// Source order, as runs of consecutive deletes or upserts.
+    async fn write_in_order(&mut self, target: &str, table: &TableSchema, changes: &[&Change]) -> Result<(), Failure> {
+        let mut deletes: Vec<&Key> = Vec::new();
+        let mut upserts: Vec<&Row> = Vec::new();
+        for change in changes {
+            let old_goes = match &change.after {
+                None => true,
+                Some(after) => table.key_of(after) != change.key,
+            };
+            if old_goes {
+                if !upserts.is_empty() {
+                    self.upsert_rows(target, table, &upserts).await?;
+                    upserts.clear();
+                }
+                deletes.push(&change.key);
+            }
+            if let Some(after) = &change.after {
+                if !deletes.is_empty() {
+                    self.delete_keys(target, table, &deletes).await?;
+                    deletes.clear();
+                }
+                upserts.push(after);
+            }
+        }
+        self.delete_keys(target, table, &deletes).await?;
+        self.upsert_rows(target, table, &upserts).await?;
+        Ok(())
+    }
+
+    /// One change on its own (one-by-one mode).
+    async fn write_change(&mut self, target: &str, change: &Change) -> Result<(), mysql_async::Error> {
+        let table = &change.table;
+        match &change.after {
+            None => self.delete_keys(target, table, &[&change.key]).await,
+            Some(after) => {
+                if table.key_of(after) != change.key {
+                    self.delete_keys(target, table, &[&change.key]).await?;
+                }
+                self.upsert_rows(target, table, &[after]).await
+            }
+        }
+    }
+
+    async fn delete_keys(
+        &mut self,
+        target: &str,
+        table: &TableSchema,
+        keys: &[&Key],
+    ) -> Result<(), mysql_async::Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let width = table.primary_key.len().max(1);
+        let cols: Vec<String> = table.key_columns().iter().map(|c| ident(c)).collect();
+        let tuple = if width == 1 { "?".to_string() } else { format!("({})", vec!["?"; width].join(",")) };
+        let lhs = if width == 1 { cols.join(",") } else { format!("({})", cols.join(",")) };
+        for chunk in split(keys, width, self.budget, |k| k.iter().map(param_len).sum()) {
+            let sql = format!("DELETE FROM {target} WHERE {lhs} IN ({})", vec![tuple.as_str(); chunk.len()].join(","));
+            let params: Vec<mysql_async::Value> = chunk.iter().flat_map(|k| k.iter().map(to_param)).collect();
+            self.conn.exec_drop(sql, params).await?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_rows(
+        &mut self,
+        target: &str,
+        table: &TableSchema,
+        rows: &[&Row],
+    ) -> Result<(), mysql_async::Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let width = table.columns.len();
+        let cols: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
+        let mut sets: Vec<String> = table
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !table.primary_key.contains(i))
+            .map(|(_, c)| format!("{0} = VALUES({0})", ident(&c.name)))
+            .collect();
+        if sets.is_empty() {
+            // Every column is part of the key: nothing to update on a duplicate.
+            sets.push(format!("{0} = {0}", cols[0]));
+        }
+        let tuple = format!("({})", vec!["?"; width].join(","));
+        for chunk in split(rows, width, self.budget, |r| r.iter().map(param_len).sum()) {
+            let sql = format!(
+                "INSERT INTO {target} ({}) VALUES {} ON DUPLICATE KEY UPDATE {}",
+                cols.join(","),
+                vec![tuple.as_str(); chunk.len()].join(","),
+                sets.join(", ")
+            );
+            let mut params: Vec<mysql_async::Value> = Vec::with_capacity(chunk.len() * width);
+            for r in chunk {
+                if r.len() != width {
+                    return Err(mysql_async::Error::Other(
+                        format!("a row of {} has {} values for {width} columns", table.name, r.len()).into(),
+                    ));
+                }
+                params.extend(r.iter().map(to_param));
+            }
+            self.conn.exec_drop(sql, params).await?;
+        }
+        Ok(())
+    }
+
+    fn failure(&self, f: Failure, batch: &ApplyBatch) -> ConnectorError {
+        match f {
+            Failure::Sql(source) => {
+                let changes: usize = batch.txns.iter().map(|t| t.changes.len()).sum();
+                let snap =
+                    batch.snapshot.as_ref().map(|s| format!(" and {} snapshot rows of {}", s.rows.len(), s.table.name));
+                ConnectorError::Mysql {
+                    endpoint: self.ep.name.clone(),
+                    what: format!(
+                        "applying {} source transactions ({changes} changes){}",
+                        batch.txns.len(),
+                        snap.unwrap_or_default()
+                    ),
+                    source: Box::new(source),
+                }
+            }
+            Failure::Change { txn, table, key, message } => ConnectorError::Apply(Box::new(ApplyFailure {
+                endpoint: self.ep.name.clone(),
+                position: batch.txns[txn].position.clone(),
+                table,
+                key: key_text(&key),
+                message,
+            })),
+            Failure::SnapshotRow { table, key, message } => ConnectorError::Setup {
+                endpoint: self.ep.name.clone(),
+                problem: format!(
+                    "the snapshot row of table {table} with key {} was refused: {message}",
+                    key_text(&key)
+                ),
+                fix: format!(
+                    "make the target table {table} accept the source's rows (same columns, types and keys), then run ferry again"
+                ),
+            },
+            Failure::Setup(e) => e,
+        }
+    }
+}
+
+/// The server's message when a statement was refused because of its data (not for
+/// broken connections, deadlocks or lock waits, which are worth retrying).
+fn refusal(e: mysql_async::Error) -> Result<String, mysql_async::Error> {
+    match e {
+        mysql_async::Error::Server(s) if !matches!(s.code, 1205 | 1213) => {
+            Ok(format!("{} (error {})", s.message, s.code))
+        }
+        e => Err(e),
+    }
+}
+
+/// Splits items into statements of at most 1,000 rows, 65,535 placeholders and the
+/// byte budget (a single larger row goes alone).
+fn split<'a, T>(items: &'a [T], width: usize, budget: usize, size: impl Fn(&T) -> usize) -> Vec<&'a [T]> {
+    let per = (MAX_PLACEHOLDERS / width.max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let n = size(item);
+        if i > start && (i - start >= per || bytes + n > budget) {
+            out.push(&items[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += n;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+/// Records the state a key ends in (the last change to it wins).
+fn set_final<'a>(
+    finals: &mut Vec<(Key, Option<&'a Row>)>,
+    index: &mut HashMap<Vec<u8>, usize>,
+    key: Key,
+    state: Option<&'a Row>,
+) {
+    let id = key_id(&key);
+    match index.get(&id) {
+        Some(&i) => finals[i].1 = state,
+        None => {
+            index.insert(id, finals.len());
+            finals.push((key, state));
+        }
+    }
+}
+
+/// A key as bytes that are equal exactly when the keys are (floats by their bits).
+fn key_id(key: &Key) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() * 9);
+    for v in key {
+        match v {
+            Value::Null => out.push(0),
+            Value::Int(i) => {
+                out.push(1);
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+            Value::UInt(u) => {
+                out.push(2);
+                out.extend_from_slice(&u.to_le_bytes());
+            }
+            Value::Float(f) => {
+                out.push(3);
+                out.extend_from_slice(&f.to_bits().to_le_bytes());
+            }
+            Value::Text(s) | Value::Decimal(s) | Value::Json(s) => {
+                out.push(4);
+                out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            Value::Bytes(b) => {
+                out.push(5);
+                out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+                out.extend_from_slice(b);
+            }
+            other => {
+                let s = format!("{other:?}");
+                out.push(6);
+                out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+    out
+}
+
+impl Sink for MysqlSink {
+    async fn prepare(&mut self) -> Result<(), ConnectorError> {
+        state::ensure_target_tables(&self.ep, &mut self.conn).await
+    }
+
+    async fn ensure_tables(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), ConnectorError> {
+        for t in tables {
+            let name = self.resolve(&t.name)?;
+            match schema::describe_loose(&self.ep, &mut self.conn, &name).await? {
+                Some(existing) => {
+                    let want: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+                    let have: Vec<&str> = existing.columns.iter().map(|c| c.name.as_str()).collect();
+                    if want != have {
+                        return Err(ConnectorError::Setup {
+                            endpoint: self.ep.name.clone(),
+                            problem: format!("table {name} has columns {have:?} here but {want:?} on the source"),
+                            fix: format!(
+                                "make {} have the source's columns (same names, same order: ALTER TABLE … ADD/MODIFY … AFTER …), drop it so ferry creates it, or map the columns with [[task.map]]",
+                                qualified(&name)
+                            ),
+                        });
+                    }
+                    let want_pk: Vec<&str> = t.key_columns();
+                    let have_pk: Vec<&str> = existing.key_columns();
+                    if want_pk != have_pk {
+                        return Err(ConnectorError::Setup {
+                            endpoint: self.ep.name.clone(),
+                            problem: format!(
+                                "table {name} has primary key {have_pk:?} here but {want_pk:?} on the source"
+                            ),
+                            fix: format!(
+                                "give {} the source's primary key: ALTER TABLE {} DROP PRIMARY KEY, ADD PRIMARY KEY ({})",
+                                name,
+                                qualified(&name),
+                                want_pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
+                            ),
+                        });
+                    }
+                }
+                None => self.create_table(t, &name).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_checkpoint(&mut self, dir: &DirectionId) -> Result<Option<Checkpoint>, ConnectorError> {
+        state::load_checkpoint(&self.ep, &mut self.conn, dir).await
+    }
+
+    async fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
+        if batch.conflicts.is_some() {
+            return Err(ConnectorError::Setup {
+                endpoint: self.ep.name.clone(),
+                problem: "two-way tasks on MySQL/MariaDB are not supported yet".into(),
+                fix: "set mode = \"one-way\" for this task".into(),
+            });
+        }
+        self.ep.exec(&mut self.conn, "starting the apply transaction", "START TRANSACTION").await?;
+        match self.apply_inner(dir, batch).await {
+            Ok((report, noted)) => match self.conn.query_drop("COMMIT").await {
+                Ok(()) => {
+                    self.written.extend(noted);
+                    Ok(report)
+                }
+                Err(e) => {
+                    let _ = self.conn.query_drop("ROLLBACK").await;
+                    Err(self.ep.error("committing an applied batch")(e))
+                }
+            },
+            Err(f) => {
+                let _ = self.conn.query_drop("ROLLBACK").await;
+                Err(self.failure(f, batch))
+            }
+        }
+    }
+
+    async fn lease(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<LeaseOutcome, ConnectorError> {
+        state::take_lease(&self.ep, &mut self.conn, dir, holder).await
+    }
+
+    async fn release(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<(), ConnectorError> {
+        state::drop_lease(&self.ep, &mut self.conn, dir, holder).await
+    }
+}
+
+impl MysqlSink {
+    /// Creates a missing target table: from the source's own CREATE TABLE when its
+    /// columns are the target's, else from the columns and keys.
+    async fn create_table(&mut self, t: &TableSchema, name: &TableName) -> Result<(), ConnectorError> {
+        let Some(db) = &name.schema else { return Ok(()) };
+        let what = format!("creating table {name}");
+        self.ep.exec(&mut self.conn, &what, &format!("CREATE DATABASE IF NOT EXISTS {}", ident(db))).await?;
+        let want: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
+        let from_source = t
+            .create_sql
+            .as_deref()
+            .filter(|sql| create_sql_columns(sql).as_ref() == Some(&want))
+            .and_then(|sql| retarget_create_sql(sql, name));
+        let mut target = t.clone();
+        target.name = name.clone();
+        let from_columns = create_table_sql(&target);
+        // Foreign keys may name tables created later in this loop.
+        self.ep.exec(&mut self.conn, &what, "SET @ferry_fk = @@foreign_key_checks, foreign_key_checks = 0").await?;
+        let mut result = Err(None);
+        if let Some(sql) = &from_source {
+            result = self.conn.query_drop(sql).await.map_err(Some);
+            if let Err(Some(e)) = &result {
+                warn!(endpoint = %self.ep.name, table = %name, error = %e, "the source's CREATE TABLE failed here; creating the table from its columns");
+            }
+        }
+        if result.is_err() {
+            result = self.conn.query_drop(&from_columns).await.map_err(Some);
+        }
+        self.ep.exec(&mut self.conn, &what, "SET foreign_key_checks = @ferry_fk").await?;
+        match result {
+            Ok(()) => Ok(()),
+            Err(Some(e)) => Err(self.ep.error(format!("{what} with {from_columns}"))(e)),
+            Err(None) => Ok(()),
+        }
+    }
+}
