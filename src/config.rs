@@ -711,7 +711,7 @@ mode = "two-way"
         let text = GOOD.replace("to = \"b\"", "to = \"a\"");
         let err = Config::parse(Path::new("f.toml"), &text).expect_err("invalid");
         let msg = err.to_string();
-        assert!(msg.contains("f.toml:18:"), "{msg}");
+        assert!(msg.contains("f.toml:17:"), "{msg}");
         assert!(msg.contains("same endpoint"), "{msg}");
     }
 

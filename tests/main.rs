@@ -7,6 +7,6 @@ mod bad_input;
 mod convergence;
 mod crash;
 mod lease;
+mod mysql_check;
 mod skip;
 mod sqlite_connector;
-mod mysql_check;

@@ -1294,46 +1294,23 @@ impl Decoder {
                 gtid: None,
             });
         }
-        let mut new_changes = Vec::new();
+        let Some(mut group) = self.group.take() else { return Ok(()) };
+        group.signal |= info.signal;
         let mut rows = Cur::new(c.rest());
         while !rows.is_empty() {
             let row = decode_row(&info, &mut rows).map_err(|e| self.row_error(&info, e))?;
-            let change = match op {
-                Op::Insert => Change {
-                    table: info.schema.clone(),
-                    op,
-                    key: info.schema.key_of(&row),
-                    before: None,
-                    after: Some(row),
-                },
-                Op::Delete => Change {
-                    table: info.schema.clone(),
-                    op,
-                    key: info.schema.key_of(&row),
-                    before: Some(row),
-                    after: None,
-                },
+            let key = info.schema.key_of(&row);
+            let (before, after) = match op {
+                Op::Insert => (None, Some(row)),
+                Op::Delete => (Some(row), None),
                 Op::Update => {
                     let after = decode_row(&info, &mut rows).map_err(|e| self.row_error(&info, e))?;
-                    Change {
-                        table: info.schema.clone(),
-                        op,
-                        key: info.schema.key_of(&row),
-                        before: Some(row),
-                        after: Some(after),
-                    }
+                    (Some(row), Some(after))
                 }
             };
-            new_changes.push(change);
+            group.changes.push(Change { table: info.schema.clone(), op, key, before, after });
         }
-        if let Some(g) = self.group.as_mut() {
-            g.signal |= info.signal;
-            if g.changes.is_empty() {
-                g.changes = new_changes;
-            } else {
-                g.changes.append(&mut new_changes);
-            }
-        }
+        self.group = Some(group);
         Ok(())
     }
 
@@ -1677,34 +1654,44 @@ fn decode_decimal(c: &mut Cur<'_>, precision: usize, scale: usize) -> Result<Str
             *b = !*b;
         }
     }
+    // All digits in order (at most 65 plus group padding), then trimmed and signed.
+    let mut digits = [0u8; 96];
+    let mut n = 0usize;
     let mut cur = Cur::new(&buf[..size]);
-    let mut int_digits = String::with_capacity(intg + 1);
+    let mut push = |v: u64, width: usize| {
+        let mut x = v;
+        for k in (0..width).rev() {
+            digits[n + k] = b'0' + (x % 10) as u8;
+            x /= 10;
+        }
+        n += width;
+    };
     if intg0x > 0 {
-        let v = cur.be(DIG2BYTES[intg0x])?;
-        int_digits.push_str(&format!("{v:0width$}", width = intg0x));
+        push(cur.be(DIG2BYTES[intg0x])?, intg0x);
     }
     for _ in 0..intg0 {
-        int_digits.push_str(&format!("{:09}", cur.be(4)?));
+        push(cur.be(4)?, 9);
     }
-    let mut frac_digits = String::with_capacity(scale);
+    let int_end = intg;
     for _ in 0..frac0 {
-        frac_digits.push_str(&format!("{:09}", cur.be(4)?));
+        push(cur.be(4)?, 9);
     }
     if frac0x > 0 {
-        let v = cur.be(DIG2BYTES[frac0x])?;
-        frac_digits.push_str(&format!("{v:0width$}", width = frac0x));
+        push(cur.be(DIG2BYTES[frac0x])?, frac0x);
     }
-    let int_part = int_digits.trim_start_matches('0');
-    let int_part = if int_part.is_empty() { "0" } else { int_part };
-    let zero = int_part == "0" && frac_digits.bytes().all(|b| b == b'0');
+    let first = digits[..int_end].iter().position(|&d| d != b'0').unwrap_or(int_end);
+    let zero = first == int_end && digits[int_end..int_end + scale].iter().all(|&d| d == b'0');
     let mut out = String::with_capacity(precision + 3);
     if negative && !zero {
         out.push('-');
     }
-    out.push_str(int_part);
+    if first == int_end {
+        out.push('0');
+    }
+    out.extend(digits[first..int_end].iter().map(|&d| char::from(d)));
     if scale > 0 {
         out.push('.');
-        out.push_str(&frac_digits);
+        out.extend(digits[int_end..int_end + scale].iter().map(|&d| char::from(d)));
     }
     Ok(out)
 }
