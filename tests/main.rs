@@ -8,5 +8,6 @@ mod convergence;
 mod crash;
 mod lease;
 mod mysql_check;
+mod mysql_oneway;
 mod skip;
 mod sqlite_connector;

@@ -71,8 +71,9 @@ async fn report(config: &Config, id: &DirectionId, store: Option<&Store>) -> Dir
                     r.state = "stopped".into();
                 }
                 if let Some(h) = state.lease {
-                    let alive = h.host != host_name() || pid_alive(h.pid);
-                    if alive && h.expires_us > now_micros() {
+                    // On this host the pid tells; elsewhere the lease's expiry does.
+                    let alive = if h.host == host_name() { pid_alive(h.pid) } else { h.expires_us > now_micros() };
+                    if alive {
                         r.state = "running".into();
                         r.holder = Some(h.to_string());
                     }

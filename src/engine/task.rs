@@ -237,7 +237,9 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
             result
         }
         .await;
-        if let Err(e) = self.sink.release(&id, &me).await {
+        // While an endpoint failure is retried this process still owns the direction.
+        let retrying = matches!(&result, Err(e) if e.retryable() && !self.shutdown.is_cancelled());
+        if !retrying && let Err(e) = self.sink.release(&id, &me).await {
             warn!(direction = %id, error = %e, "could not release the lease; it expires by itself");
         }
         result
@@ -310,6 +312,11 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
                 }
                 let limit = self.spec.tuning.chunk_rows;
                 let mut chunk = self.source.read_chunk(t, after.as_ref(), limit, self.spec.conflicts.is_some()).await?;
+                // Progress follows the rows as read, before the window drops any of them.
+                let progress = match chunk.rows.last() {
+                    Some(last) if chunk.rows.len() >= limit => TableProgress::Copying { after: t.key_of(last) },
+                    _ => TableProgress::Done,
+                };
                 match (chunk.position.clone(), chunk.marks.clone()) {
                     (Some(p), _) => self.catch_up(&p).await?,
                     (None, Some((low, high))) => {
@@ -330,9 +337,16 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
                             return Ok(());
                         }
                         if !window.seen.is_empty() {
-                            chunk.rows.retain(|r| !window.seen.contains(&format!("{:?}", t.key_of(r))));
+                            let keep: Vec<bool> = chunk
+                                .rows
+                                .iter()
+                                .map(|r| !window.seen.contains(&format!("{:?}", t.key_of(r))))
+                                .collect();
+                            let mut flags = keep.iter();
+                            chunk.rows.retain(|_| *flags.next().unwrap_or(&true));
                             if let Some(v) = chunk.versions.as_mut() {
-                                v.truncate(chunk.rows.len());
+                                let mut flags = keep.iter();
+                                v.retain(|_| *flags.next().unwrap_or(&true));
                             }
                         }
                     }
@@ -344,10 +358,6 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
                         }));
                     }
                 }
-                let progress = match chunk.rows.last() {
-                    Some(last) if chunk.rows.len() >= limit => TableProgress::Copying { after: t.key_of(last) },
-                    _ => TableProgress::Done,
-                };
                 let n = chunk.rows.len() as u64;
                 self.checkpoint.tables.insert(name.clone(), progress);
                 let rows = SnapshotRows { table: self.renames.target(t), rows: chunk.rows, versions: chunk.versions };

@@ -380,7 +380,7 @@ fn refusal(e: mysql_async::Error) -> Result<String, mysql_async::Error> {
 
 /// Splits items into statements of at most 1,000 rows, 65,535 placeholders and the
 /// byte budget (a single larger row goes alone).
-fn split<'a, T>(items: &'a [T], width: usize, budget: usize, size: impl Fn(&T) -> usize) -> Vec<&'a [T]> {
+fn split<T>(items: &[T], width: usize, budget: usize, size: impl Fn(&T) -> usize) -> Vec<&[T]> {
     let per = (MAX_PLACEHOLDERS / width.max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);

@@ -78,18 +78,23 @@ impl TableFilter {
 
     /// True when changes of `db`.`table` are decoded.
     pub fn contains(&self, db: &str, table: &str) -> bool {
-        let hit = |set: Option<&HashSet<String>>| set.is_some_and(|s| s.contains(table));
-        // Lookup without allocating: scan the (few) databases.
-        self.tables.iter().any(|(k, v)| match k {
-            Some(d) => d == db && v.contains(table),
-            None => hit(Some(v)),
-        })
+        // Scan the (few) databases rather than allocate a key.
+        self.tables.iter().any(|(d, tables)| d.as_deref().is_none_or(|d| d == db) && tables.contains(table))
     }
 
-    /// True when a statement's text names one of the filtered tables (a heuristic for warnings).
+    /// True when a statement's text names one of the filtered tables as a whole word (a
+    /// heuristic: statements are only inspected for warnings and statement-based DML).
     fn mentioned_in(&self, query: &str) -> bool {
         let q = query.to_ascii_lowercase();
-        self.tables.values().flatten().any(|t| q.contains(&t.to_ascii_lowercase()))
+        let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+        self.tables.values().flatten().any(|t| {
+            let t = t.to_ascii_lowercase();
+            q.match_indices(&t).any(|(i, _)| {
+                let before = i.checked_sub(1).map(|j| q.as_bytes()[j]);
+                let after = q.as_bytes().get(i + t.len()).copied();
+                !before.is_some_and(word) && !after.is_some_and(word)
+            })
+        })
     }
 }
 
@@ -178,10 +183,10 @@ impl BinlogReader {
                 state = parse_gtid_list(&text).unwrap_or_default();
             }
         }
-        if file.is_empty() && state.is_empty() {
+        if file.is_empty() && (state.is_empty() || !server.mariadb) {
             return Err(ConnectorError::Setup {
                 endpoint: ep.name.clone(),
-                problem: format!("cannot read the binlog from {from}: neither a file nor a GTID list"),
+                problem: format!("cannot read the binlog from {from}: no binlog file (and no MariaDB GTID list)"),
                 fix: "start from the server's head (SHOW MASTER STATUS and @@gtid_binlog_pos) or a saved position"
                     .into(),
             });
@@ -217,7 +222,6 @@ impl BinlogReader {
             ep: ep.clone(),
             site: ep.site.clone(),
             filter,
-            checksum: server.checksum,
             mariadb: server.mariadb,
             charsets,
             meta: Some(meta),
@@ -437,10 +441,9 @@ async fn flush(dec: &mut Decoder, chunk: &mut Vec<Item>, changes: &mut usize, tx
     tx.send(Ok(std::mem::take(chunk))).await.is_ok()
 }
 
-/// What the server is and how it logs.
+/// What the server is.
 struct ServerInfo {
     mariadb: bool,
-    checksum: bool,
 }
 
 /// Checks the settings row decoding depends on; each wrong one is a setup error with its fix.
@@ -448,7 +451,7 @@ async fn check_server(ep: &MysqlEndpoint, conn: &mut Conn) -> Result<ServerInfo,
     let vars: Vec<(String, String)> = conn
         .query(
             "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('version', 'log_bin', 'binlog_format', \
-             'binlog_row_image', 'binlog_row_metadata', 'binlog_checksum', 'log_bin_compress')",
+             'binlog_row_image', 'binlog_row_metadata', 'log_bin_compress')",
         )
         .await
         .map_err(ep.error("reading the server's binlog settings"))?;
@@ -481,10 +484,7 @@ async fn check_server(ep: &MysqlEndpoint, conn: &mut Conn) -> Result<ServerInfo,
             "SET GLOBAL log_bin_compress = OFF (and in my.cnf)",
         ));
     }
-    Ok(ServerInfo {
-        mariadb: vars.get("version").is_some_and(|v| v.to_ascii_lowercase().contains("mariadb")),
-        checksum: get("binlog_checksum").is_some_and(|v| v != "NONE"),
-    })
+    Ok(ServerInfo { mariadb: vars.get("version").is_some_and(|v| v.to_ascii_lowercase().contains("mariadb")) })
 }
 
 /// How the bytes of a character column are turned into text.
@@ -574,7 +574,6 @@ struct Decoder {
     ep: MysqlEndpoint,
     site: SiteId,
     filter: TableFilter,
-    checksum: bool,
     mariadb: bool,
     charsets: HashMap<u16, String>,
     /// A side connection for catalog lookups (JSON columns); reopened when it fails.
@@ -605,6 +604,9 @@ impl Decoder {
 
     /// Where the stream stands, for messages.
     fn at(&self) -> String {
+        if self.file.is_empty() {
+            return format!("the start of the binlog stream (requested position {})", self.position());
+        }
         format!("binlog {} event at offset {} (resume position {})", self.file, self.event_at, self.position())
     }
 
@@ -749,10 +751,11 @@ impl Decoder {
             return Err(self.corrupt("ROTATE event too short"));
         }
         let mut name = &data[8..];
-        // The first (fake) ROTATE comes before the format description, so the driver did
-        // not strip its checksum (mysql_async #189).
+        // A fake ROTATE may carry a CRC32 the driver did not strip: the first one comes
+        // before any format description (mysql_async #189), and MariaDB appends one even
+        // to files logged with binlog_checksum=NONE. Strip it when it verifies.
         let stripped = matches!(ev.footer().get_checksum_alg(), Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)));
-        if self.checksum && !stripped && name.len() > 4 {
+        if !stripped && name.len() > 4 && crc_trailer_ok(ev) {
             name = &name[..name.len() - 4];
         }
         let pos = u64::from_le_bytes(data[..8].try_into().unwrap_or_default());
@@ -1573,6 +1576,34 @@ fn latin1_char(b: u8) -> char {
     }
 }
 
+/// True when the event's data ends with a CRC32 of its header and the rest of its data.
+fn crc_trailer_ok(ev: &Event) -> bool {
+    let h = ev.header();
+    let data = ev.data();
+    let Some(split) = data.len().checked_sub(4) else { return false };
+    let mut header = Vec::with_capacity(19);
+    header.extend_from_slice(&h.timestamp().to_le_bytes());
+    header.push(h.event_type_raw());
+    header.extend_from_slice(&h.server_id().to_le_bytes());
+    header.extend_from_slice(&h.event_size().to_le_bytes());
+    header.extend_from_slice(&h.log_pos().to_le_bytes());
+    header.extend_from_slice(&h.flags_raw().to_le_bytes());
+    let crc = crc32(crc32(0, &header), &data[..split]);
+    data[split..] == crc.to_le_bytes()
+}
+
+/// CRC-32 (IEEE), continuing from `crc`; only used on a few small events.
+fn crc32(crc: u32, bytes: &[u8]) -> u32 {
+    let mut c = !crc;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+        }
+    }
+    !c
+}
+
 /// Fractional seconds of DATETIME2/TIMESTAMP2 in microseconds (big-endian, signed).
 #[inline]
 fn frac_micros(c: &mut Cur<'_>, dec: u8) -> Result<i64, DecodeError> {
@@ -1781,6 +1812,12 @@ mod tests {
     }
 
     #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(0, b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(crc32(0, b"1234"), b"56789"), 0xCBF4_3926);
+    }
+
+    #[test]
     fn latin1_is_windows_1252() {
         assert_eq!(text_of(Charset::Latin1, &[0x80, b'a', 0xe9, 0x81]).expect("latin1"), "€aé\u{81}");
     }
@@ -1800,6 +1837,80 @@ mod tests {
         assert!(f.contains("ferry", "ferry_signal"));
         assert!(f.contains("ferry", "ferry_heartbeat"));
         assert!(!f.contains("shop", "customers"));
+        assert!(f.mentioned_in("TRUNCATE TABLE `shop`.`orders`"));
+        assert!(f.mentioned_in("alter table Orders add x int"));
+        assert!(!f.mentioned_in("INSERT INTO shop.orders_archive VALUES (1)"));
+    }
+
+    fn txn(pos: u64, changes: usize) -> Txn {
+        let table = Arc::new(TableSchema {
+            name: TableName { schema: Some("d".into()), name: "t".into() },
+            columns: vec![Column { name: "id".into(), decl_type: "int".into(), nullable: false }],
+            primary_key: vec![0],
+            unique_keys: Vec::new(),
+            create_sql: None,
+        });
+        let change =
+            Change { table, op: Op::Insert, key: vec![Value::Int(1)], before: None, after: Some(vec![Value::Int(1)]) };
+        Txn {
+            origin: SiteId::new("a"),
+            commit_ts: 0,
+            position: Position::Mysql { file: "bin.000001".into(), pos, gtid: String::new() },
+            changes: vec![change; changes],
+        }
+    }
+
+    fn item(pos: u64, changes: usize, signal: bool) -> Item {
+        Item::Txn { txn: txn(pos, changes), server_id: 7, signal }
+    }
+
+    fn at(r: &(Vec<Txn>, Position)) -> (Vec<u64>, u64) {
+        let pos = |p: &Position| match p {
+            Position::Mysql { pos, .. } => *pos,
+            Position::Sqlite { seq } => *seq as u64,
+        };
+        (r.0.iter().map(|t| pos(&t.position)).collect(), pos(&r.1))
+    }
+
+    #[tokio::test]
+    async fn batches_keep_transactions_whole_and_end_after_signals() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut reader = BinlogReader {
+            endpoint: "a".into(),
+            rx,
+            task: tokio::spawn(async {}),
+            pending: VecDeque::new(),
+            position: Position::Mysql { file: "bin.000001".into(), pos: 4, gtid: String::new() },
+            server_ids: Vec::new(),
+            failed: None,
+            stopped: false,
+        };
+        let wait = Duration::from_millis(20);
+        // Nothing there: empty, position unchanged.
+        let r = reader.read(10, wait).await.expect("read");
+        assert_eq!(at(&r), (vec![], 4));
+        let chunk = vec![
+            item(100, 3, false),
+            item(200, 1, true),
+            item(300, 4, false),
+            item(400, 20, false),
+            item(500, 1, false),
+            Item::Pos(Position::Mysql { file: "bin.000001".into(), pos: 600, gtid: String::new() }),
+        ];
+        tx.send(Ok(chunk)).await.ok();
+        // Ends right after the signal transaction.
+        assert_eq!(at(&reader.read(10, wait).await.expect("read")), (vec![100, 200], 200));
+        assert_eq!(reader.server_ids(), &[7, 7]);
+        // 4 + 20 > 10: the bigger transaction waits for the next batch...
+        assert_eq!(at(&reader.read(10, wait).await.expect("read")), (vec![300], 300));
+        // ...and is returned whole on its own; the batch is full.
+        assert_eq!(at(&reader.read(10, wait).await.expect("read")), (vec![400], 400));
+        // The skipped tail moves the position past the last transaction.
+        assert_eq!(at(&reader.read(10, wait).await.expect("read")), (vec![500], 600));
+        // An error from the stream task ends the reader.
+        tx.send(Err(ConnectorError::Setup { endpoint: "a".into(), problem: "p".into(), fix: "f".into() })).await.ok();
+        assert!(reader.read(10, wait).await.is_err());
+        assert!(reader.read(10, wait).await.is_err());
     }
 
     #[test]

@@ -207,7 +207,9 @@ pub async fn describe_loose(
         .map(|(name, column_type, data_type, nullable)| {
             let is_json = data_type.eq_ignore_ascii_case("json")
                 || (data_type.eq_ignore_ascii_case("longtext")
-                    && json_checks.iter().any(|c| c.trim() == format!("json_valid({})", ident(&name))));
+                    && json_checks
+                        .iter()
+                        .any(|c| c.trim().to_lowercase() == format!("json_valid({})", ident(&name)).to_lowercase()));
             let decl_type = if is_json { "json".to_string() } else { column_type };
             Column { name, decl_type, nullable: nullable.eq_ignore_ascii_case("YES") }
         })

@@ -1,0 +1,401 @@
+//! MySQL/MariaDB one-way against the real testbed servers: every column type through the
+//! snapshot and through the binlog, SIGKILL under a sysbench write load, and a source
+//! server restarted mid-stream.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry::config::Config;
+use ferry::connector::mysql::{MysqlEndpoint, checksum::rows_after, schema::describe};
+use ferry::connector::{TableProgress, probe};
+use ferry::engine::task::prepare_target;
+use ferry::engine::{Engine, plan_task};
+use ferry::model::{Row, SiteId, TableName, same_row};
+use mysql_async::prelude::Queryable;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::ferry_bin;
+use crate::support::mariadb::{Cleanup, admin, connect, database, shared_a, shared_b, unique};
+
+/// A task file whose task name is unique, so tests sharing a target never share a
+/// checkpoint or a lease.
+fn task_file(dir: &Path, url_a: &str, url_b: &str, mode: &str, tables: &[&str], extra: &str) -> std::path::PathBuf {
+    let path = crate::support::mariadb::task_file(dir, url_a, url_b, mode, tables, extra);
+    let text = std::fs::read_to_string(&path).expect("task file");
+    std::fs::write(&path, text.replacen("name = \"t\"", &format!("name = \"{}\"", unique("task")), 1)).expect("write");
+    path
+}
+
+/// A table holding every MariaDB column type ferry carries.
+const ALL_TYPES: &str = "CREATE TABLE {t} (
+  id INT NOT NULL PRIMARY KEY,
+  ti TINYINT, tiu TINYINT UNSIGNED, si SMALLINT, siu SMALLINT UNSIGNED, mi MEDIUMINT, miu MEDIUMINT UNSIGNED,
+  i INT, iu INT UNSIGNED, bi BIGINT, biu BIGINT UNSIGNED,
+  dec65 DECIMAL(65,30), dec10 DECIMAL(10,2),
+  f FLOAT, d DOUBLE,
+  c CHAR(10), vc VARCHAR(100), tx TEXT, mtx MEDIUMTEXT,
+  bn BINARY(4), vb VARBINARY(20), bl BLOB,
+  dt DATE, tm TIME(6), dtm DATETIME(6), ts TIMESTAMP(6) NULL DEFAULT NULL, yr YEAR,
+  bt BIT(64), en ENUM('small','medium','large'), st SET('red','green','blue'), js JSON
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
+fn rows_sql(t: &str, base: i64) -> Vec<String> {
+    let ins = format!("INSERT INTO {t} VALUES");
+    vec![
+        format!(
+            "{ins} ({}, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648, 4294967295, \
+             -9223372036854775808, 18446744073709551615, \
+             '-99999999999999999999999999999999999.999999999999999999999999999999', -12345678.90, \
+             -3.40282e38, -0.0, 'pad  ', 'emoji 😀 ünïcode', 'text with trailing space ', 'm', \
+             X'00010200', X'00ff00', X'000000', '0000-00-00', '-838:59:59.000000', '0000-00-00 00:00:00.000000', \
+             '1970-01-01 00:00:01.000001', 0, b'1111111111111111111111111111111111111111111111111111111111111111', \
+             'large', 'red,blue', '{{\"a\": [1, 2.5, null], \"b\": \"x\"}}')",
+            base
+        ),
+        format!(
+            "{ins} ({}, 127, 0, 32767, 0, 8388607, 0, 2147483647, 0, 9223372036854775807, 0, \
+             '0.000000000000000000000000000001', 0.01, 1.175494e-38, 1.7976931348623157e308, '', '', '', '', \
+             X'', X'', X'', '9999-12-31', '838:59:59.999999', '9999-12-31 23:59:59.999999', \
+             '2038-01-19 03:14:07.999999', 2155, b'0', 'small', '', '[]')",
+            base + 1
+        ),
+        format!(
+            "{ins} ({}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+            base + 2
+        ),
+        format!(
+            "{ins} ({}, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, '1.5', 1.5, 0.1, 0.1, 'x', 'y', 'z', 'w', X'ff', X'ff', X'ff', \
+             '2024-02-29', '-00:00:00.500000', '2024-02-29 12:34:56.789012', '2024-02-29 12:34:56.789012', 1901, \
+             b'101', 'medium', 'green', '{{}}')",
+            base + 3
+        ),
+    ]
+}
+
+/// Waits until the target has applied everything the source's binlog holds now.
+async fn wait_caught_up(config: &Config, limit: Duration, engine: Option<&Engine>) {
+    let task = &config.tasks[0];
+    let (from, to) = (config.endpoint(&task.from).expect("from"), config.endpoint(&task.to).expect("to"));
+    let head = probe::source_head(from).await.expect("head").expect("binlog on");
+    let dir = plan_task(config, task, &[])[0].id.clone();
+    let start = Instant::now();
+    loop {
+        let state = probe::target_state(to, &dir).await.expect("target state");
+        if let Some(cp) = state.checkpoint
+            && cp.tables.values().all(|t| *t == TableProgress::Done)
+            && cp.position.is_some_and(|p| p.stream_cmp(&head).is_some_and(|o| o.is_ge()))
+        {
+            return;
+        }
+        if let Some(e) = engine {
+            let errors: Vec<String> = e.metrics().iter().filter_map(|m| m.status().last_error).collect();
+            assert!(!e.finished(), "the direction stopped: {errors:?}");
+            assert!(
+                start.elapsed() < limit,
+                "the target did not reach the source head {head} within {limit:?}: {errors:?}"
+            );
+        }
+        assert!(start.elapsed() < limit, "the target did not reach the source head {head} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn all_rows(url: &str, table: &TableName) -> Vec<Row> {
+    let ep = MysqlEndpoint::new("t", SiteId::new("t"), url).expect("url");
+    let mut conn = ep.connect().await.expect("connect");
+    let schema = describe(&ep, &mut conn, table).await.expect("describe").expect("table exists");
+    let rows = rows_after(&ep, &mut conn, &schema, None, 1_000_000).await.expect("rows");
+    conn.disconnect().await.ok();
+    rows
+}
+
+async fn checksum(url: &str, table: &str) -> Option<u64> {
+    let mut c = connect(url).await;
+    let row: Option<(String, Option<u64>)> =
+        c.query_first(format!("CHECKSUM TABLE {table} EXTENDED")).await.expect("checksum");
+    c.disconnect().await.ok();
+    row.and_then(|(_, v)| v)
+}
+
+async fn assert_same_table(db: &str, table: &str) {
+    let name = TableName { schema: Some(db.into()), name: table.into() };
+    let full = format!("`{db}`.`{table}`");
+    let (ca, cb) = (checksum(&shared_a(), &full).await, checksum(&shared_b(), &full).await);
+    assert!(ca.is_some(), "no checksum for {full} on dc-a");
+    assert_eq!(ca, cb, "CHECKSUM TABLE {full} differs between dc-a and dc-b");
+    let (ra, rb) = (all_rows(&shared_a(), &name).await, all_rows(&shared_b(), &name).await);
+    assert_eq!(ra.len(), rb.len(), "{full}: row counts differ");
+    for (x, y) in ra.iter().zip(&rb) {
+        assert!(same_row(Some(x), Some(y)), "{full}: rows differ:\n  dc-a {x:?}\n  dc-b {y:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_type_round_trips_through_snapshot_and_binlog() {
+    let mut cleanup_a = Cleanup::new(&shared_a());
+    let mut cleanup_b = Cleanup::new(&shared_b());
+    let db = database(&shared_a(), "fid", &mut cleanup_a).await;
+    cleanup_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
+    let t = format!("`{db}`.`all_types`");
+    let mut a = connect(&shared_a()).await;
+    a.query_drop(ALL_TYPES.replace("{t}", &t)).await.expect("create table");
+    for sql in rows_sql(&t, 1) {
+        a.query_drop(sql).await.expect("insert snapshot rows");
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config::load(&task_file(dir.path(), &shared_a(), &shared_b(), "one-way", &[&format!("{db}.*")], ""))
+        .expect("config");
+    let specs = plan_task(&config, &config.tasks[0], &[]);
+    prepare_target(&specs[0]).await.expect("prepare");
+    let engine = Engine::start(specs, CancellationToken::new());
+    wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
+    assert_same_table(&db, "all_types").await;
+
+    // Through the binlog: inserts, updates of every column, deletes, a key change.
+    for sql in rows_sql(&t, 100) {
+        a.query_drop(sql).await.expect("insert stream rows");
+    }
+    a.query_drop(format!(
+        "UPDATE {t} SET ti = ti DIV 2, biu = 18446744073709551614, dec65 = '-0.000000000000000000000000000001', \
+         f = 1.5, d = -0.0, vc = CONCAT(vc, ' ✓'), bl = X'00', tm = '-12:00:00.000001', yr = 0, \
+         en = 'small', st = 'red,green,blue', js = '{{\"k\": 1}}' WHERE id IN (1, 100, 103)"
+    ))
+    .await
+    .expect("update");
+    a.query_drop(format!("UPDATE {t} SET id = id + 1000 WHERE id = 101")).await.expect("key change");
+    a.query_drop(format!("DELETE FROM {t} WHERE id IN (2, 102)")).await.expect("delete");
+    wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
+    engine.stop();
+    assert!(engine.join().await.is_empty(), "the direction failed");
+    assert_same_table(&db, "all_types").await;
+    a.disconnect().await.ok();
+}
+
+/// Kills its child on drop.
+struct Running(Option<Child>);
+
+impl Running {
+    fn start(config: &Path, log: &Path) -> Running {
+        let err = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
+        let child = Command::new(ferry_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("FERRY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn ferry run");
+        Running(Some(child))
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.0.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn sysbench(url_port: u16, db: &str, action: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new("sysbench");
+    c.args([
+        "oltp_write_only",
+        "--db-driver=mysql",
+        "--mysql-host=127.0.0.1",
+        &format!("--mysql-port={url_port}"),
+        "--mysql-user=ferry",
+        "--mysql-password=ferry",
+        &format!("--mysql-db={db}"),
+        "--tables=2",
+        "--table-size=20000",
+    ])
+    .args(extra)
+    .arg(action)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    c
+}
+
+fn require_sysbench() {
+    let ok = Command::new("sysbench").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(ok, "sysbench is missing: install it with `apt-get install -y sysbench` (scripts/test does it)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn survives_sigkill_during_snapshot_and_stream_under_sysbench() {
+    require_sysbench();
+    let mut cleanup_a = Cleanup::new(&shared_a());
+    let mut cleanup_b = Cleanup::new(&shared_b());
+    let db = database(&shared_a(), "crash", &mut cleanup_a).await;
+    cleanup_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
+    let out = sysbench(3307, &db, "prepare", &[]).output().expect("sysbench prepare");
+    assert!(out.status.success(), "sysbench prepare: {}", String::from_utf8_lossy(&out.stderr));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = task_file(dir.path(), &shared_a(), &shared_b(), "one-way", &[&format!("{db}.*")], "");
+    let config = Config::load(&file).expect("config");
+    let log = dir.path().join("ferry.log");
+    let mut load =
+        sysbench(3307, &db, "run", &["--threads=2", "--time=25", "--rate=200"]).spawn().expect("sysbench run");
+
+    let mut rng = fastrand::Rng::with_seed(3);
+    for round in 0..6 {
+        let mut ferry = Running::start(&file, &log);
+        let ms = if round < 2 { rng.u64(300..900) } else { rng.u64(800..3000) };
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ferry.kill();
+    }
+    let mut ferry = Running::start(&file, &log);
+    let status = tokio::task::spawn_blocking(move || load.wait()).await.expect("join").expect("sysbench");
+    assert!(status.success(), "sysbench run failed");
+    wait_caught_up(&config, Duration::from_secs(120), None).await;
+    assert_eq!(ferry.terminate(), Some(0), "ferry run did not stop cleanly; log:\n{}", tail(&log));
+    for t in ["sbtest1", "sbtest2"] {
+        let full = format!("`{db}`.`{t}`");
+        let (ca, cb) = (checksum(&shared_a(), &full).await, checksum(&shared_b(), &full).await);
+        assert_eq!(ca, cb, "CHECKSUM TABLE {full} differs after crashes; log:\n{}", tail(&log));
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// A private source instance (it gets restarted), stopped and removed on drop.
+struct PrivateSource {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PrivateSource {
+    fn env(&self) -> [(&'static str, String); 3] {
+        [
+            ("FERRY_TESTBED_DIR", self.dir.path().display().to_string()),
+            ("FERRY_TESTBED_PORT_A", self.port.to_string()),
+            ("FERRY_TESTBED_PORT_B", (self.port + 1).to_string()),
+        ]
+    }
+
+    fn testbed(&self, action: &str) {
+        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed"))
+            .arg(action)
+            .envs(self.env())
+            .stdin(Stdio::null())
+            .output()
+            .expect("scripts/testbed runs");
+        assert!(
+            out.status.success() || action == "stop",
+            "scripts/testbed {action} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("mysql://ferry:ferry@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateSource {
+    fn drop(&mut self) {
+        self.testbed("stop");
+    }
+}
+
+fn free_port_pair() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let p = l.local_addr().expect("addr").port();
+        drop(l);
+        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconnects_after_the_source_restarts_and_loses_nothing() {
+    let src = PrivateSource { dir: tempfile::tempdir().expect("tempdir"), port: free_port_pair() };
+    src.testbed("start");
+    let mut cleanup_b = Cleanup::new(&shared_b());
+    let db = ferry::connector::mysql::ident(&format!("restart_{}_{}", std::process::id(), fastrand::u32(..)));
+    let db_name = db.trim_matches('`').to_string();
+    cleanup_b.push(format!("DROP DATABASE IF EXISTS {db}"));
+    admin(
+        &src.url(),
+        &[format!("CREATE DATABASE {db}"), format!("CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(50))")],
+    )
+    .await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = task_file(dir.path(), &src.url(), &shared_b(), "one-way", &[&format!("{db_name}.*")], "");
+    let config = Config::load(&file).expect("config");
+    let log = dir.path().join("ferry.log");
+    let mut ferry = Running::start(&file, &log);
+
+    let write = |from: i64, to: i64| {
+        let url = src.url();
+        let db = db.clone();
+        async move {
+            let mut c = connect(&url).await;
+            for i in from..to {
+                c.query_drop(format!("INSERT INTO {db}.t VALUES ({i}, 'row {i}')")).await.expect("insert");
+            }
+            c.disconnect().await.ok();
+        }
+    };
+    write(0, 200).await;
+    wait_caught_up(&config, Duration::from_secs(60), None).await;
+
+    // Restart the source mid-stream; ferry must notice, say so, and resume.
+    src.testbed("stop");
+    let status_during = {
+        let start = Instant::now();
+        loop {
+            let out = Command::new(ferry_bin()).args(["status", "--config"]).arg(&file).output().expect("status");
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            if text.contains("retrying") || start.elapsed() > Duration::from_secs(30) {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    assert!(status_during.contains("retrying"), "ferry status did not show the reconnect: {status_during}");
+    src.testbed("start");
+    write(200, 400).await;
+    wait_caught_up(&config, Duration::from_secs(90), None).await;
+    assert_eq!(ferry.terminate(), Some(0), "ferry run did not stop cleanly; log:\n{}", tail(&log));
+
+    let full = format!("{db}.t");
+    let (ca, cb) = (checksum(&src.url(), &full).await, checksum(&shared_b(), &full).await);
+    assert_eq!(ca, cb, "rows differ after the restart; log:\n{}", tail(&log));
+    let mut b = connect(&shared_b()).await;
+    let n: Option<i64> = b.query_first(format!("SELECT COUNT(*) FROM {full}")).await.expect("count");
+    assert_eq!(n, Some(400));
+}
