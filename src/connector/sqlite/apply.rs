@@ -449,7 +449,9 @@ impl Sink for SqliteSink {
         if let Err(e) = begin_immediate(&mut self.conn).await {
             return Err(self.failure(Failure::Sql(e), "starting the apply transaction"));
         }
-        match self.apply_inner(dir, batch).await {
+        // Which checkpoint slots are written is only true once the transaction commits.
+        let written = self.written.clone();
+        let result = match self.apply_inner(dir, batch).await {
             Ok(report) => match commit(&mut self.conn).await {
                 Ok(()) => Ok(report),
                 Err(e) => {
@@ -461,7 +463,11 @@ impl Sink for SqliteSink {
                 rollback(&mut self.conn).await;
                 Err(self.failure(f, "applying a batch"))
             }
+        };
+        if result.is_err() {
+            self.written = written;
         }
+        result
     }
 
     async fn lease(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<LeaseOutcome, ConnectorError> {
