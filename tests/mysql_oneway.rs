@@ -174,6 +174,66 @@ async fn every_type_round_trips_through_snapshot_and_binlog() {
     a.disconnect().await.ok();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn globs_span_databases_and_maps_rename_databases_tables_and_columns() {
+    let mut cleanup_a = Cleanup::new(&shared_a());
+    let mut cleanup_b = Cleanup::new(&shared_b());
+    let stem = unique("ren");
+    let (shop, crm) = (format!("{stem}_shop"), format!("{stem}_crm"));
+    let (shop2, crm2) = (format!("{stem}_shop2"), format!("{stem}_crm2"));
+    for db in [&shop, &crm] {
+        cleanup_a.push(format!("DROP DATABASE IF EXISTS `{db}`"));
+    }
+    for db in [&shop2, &crm2, &crm] {
+        cleanup_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
+    }
+    admin(
+        &shared_a(),
+        &[
+            format!("CREATE DATABASE `{shop}`"),
+            format!("CREATE DATABASE `{crm}`"),
+            format!("CREATE TABLE `{shop}`.customers (id INT PRIMARY KEY, name VARCHAR(40))"),
+            format!("CREATE TABLE `{shop}`.orders (id INT PRIMARY KEY, customer INT, total DECIMAL(10,2))"),
+            format!("CREATE TABLE `{crm}`.leads (id BIGINT UNSIGNED PRIMARY KEY, note TEXT)"),
+        ],
+    )
+    .await;
+    let mut a = connect(&shared_a()).await;
+    a.query_drop(format!("INSERT INTO `{shop}`.customers VALUES (1, 'Ada'), (2, 'Grace')")).await.expect("insert");
+    a.query_drop(format!("INSERT INTO `{crm}`.leads VALUES (18446744073709551615, 'max')")).await.expect("insert");
+    let maps = format!(
+        "[[task.map]]\nfrom = \"{shop}.customers\"\nto = \"{shop2}.clients\"\ncolumns = {{ name = \"full_name\" }}\n\n\
+         [[task.map]]\nfrom = \"{shop}.*\"\nto = \"{shop2}.*\"\n"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = task_file(dir.path(), &shared_a(), &shared_b(), "one-way", &[&format!("{stem}_*.*")], &maps);
+    let config = Config::load(&file).expect("config");
+    let specs = plan_task(&config, &config.tasks[0], &[]);
+    prepare_target(&specs[0]).await.expect("prepare");
+    let engine = Engine::start(specs, CancellationToken::new());
+    a.query_drop(format!("INSERT INTO `{shop}`.customers VALUES (3, 'Edsger')")).await.expect("insert");
+    a.query_drop(format!("INSERT INTO `{shop}`.orders VALUES (10, 3, 12.50)")).await.expect("insert");
+    a.query_drop(format!("UPDATE `{crm}`.leads SET note = 'still max'")).await.expect("update");
+    wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
+    engine.stop();
+    assert!(engine.join().await.is_empty());
+
+    let b = crate::support::mariadb::rows;
+    assert_eq!(
+        b(&shared_b(), &format!("SELECT id, full_name FROM `{shop2}`.clients ORDER BY id")).await,
+        vec![vec!["1".to_string(), "Ada".into()], vec!["2".into(), "Grace".into()], vec!["3".into(), "Edsger".into()]]
+    );
+    assert_eq!(
+        b(&shared_b(), &format!("SELECT id, customer, total FROM `{shop2}`.orders")).await,
+        vec![vec!["10".to_string(), "3".into(), "12.50".into()]]
+    );
+    assert_eq!(
+        b(&shared_b(), &format!("SELECT id, note FROM `{crm}`.leads")).await,
+        vec![vec!["18446744073709551615".to_string(), "still max".into()]]
+    );
+    a.disconnect().await.ok();
+}
+
 /// Kills its child on drop.
 struct Running(Option<Child>);
 
@@ -231,7 +291,7 @@ fn sysbench(url_port: u16, db: &str, action: &str, extra: &[&str]) -> Command {
         "--mysql-password=ferry",
         &format!("--mysql-db={db}"),
         "--tables=2",
-        "--table-size=20000",
+        "--table-size=40000",
     ])
     .args(extra)
     .arg(action)
@@ -263,12 +323,25 @@ async fn survives_sigkill_during_snapshot_and_stream_under_sysbench() {
         sysbench(3307, &db, "run", &["--threads=2", "--time=25", "--rate=200"]).spawn().expect("sysbench run");
 
     let mut rng = fastrand::Rng::with_seed(3);
+    let mut mid_snapshot = 0;
     for round in 0..6 {
         let mut ferry = Running::start(&file, &log);
-        let ms = if round < 2 { rng.u64(300..900) } else { rng.u64(800..3000) };
+        let ms = if round < 3 { rng.u64(400..1200) } else { rng.u64(800..3000) };
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ferry.kill();
+        let progress = crate::support::mariadb::rows(
+            &shared_b(),
+            &format!(
+                "SELECT COALESCE(GROUP_CONCAT(progress), '') FROM ferry.ferry_checkpoint WHERE task = '{}'",
+                config.tasks[0].name
+            ),
+        )
+        .await;
+        if progress.concat().concat().contains("copying") {
+            mid_snapshot += 1;
+        }
     }
+    assert!(mid_snapshot > 0, "no kill landed during the snapshot; the test did not exercise snapshot resume");
     let mut ferry = Running::start(&file, &log);
     let status = tokio::task::spawn_blocking(move || load.wait()).await.expect("join").expect("sysbench");
     assert!(status.success(), "sysbench run failed");
