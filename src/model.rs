@@ -125,6 +125,36 @@ pub fn same_row(a: Option<&Row>, b: Option<&Row>) -> bool {
     }
 }
 
+/// A key usable in hash maps: values compared with [`Value::same`] (floats by bits).
+#[derive(Debug, Clone)]
+pub struct HashKey(pub Key);
+
+impl PartialEq for HashKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len() && self.0.iter().zip(&other.0).all(|(a, b)| a.same(b))
+    }
+}
+
+impl Eq for HashKey {}
+
+impl std::hash::Hash for HashKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for v in &self.0 {
+            std::mem::discriminant(v).hash(state);
+            match v {
+                Value::Null => {}
+                Value::Int(i) => i.hash(state),
+                Value::UInt(u) => u.hash(state),
+                Value::Float(f) => f.to_bits().hash(state),
+                Value::Decimal(t) | Value::Text(t) | Value::Json(t) => t.hash(state),
+                Value::Bytes(b) => b.hash(state),
+                Value::Timestamp(t) => t.hash(state),
+                other => other.to_string().hash(state),
+            }
+        }
+    }
+}
+
 /// Compares two keys column by column with [`Value::cmp_key`].
 pub fn cmp_keys(a: &[Value], b: &[Value]) -> Ordering {
     for (x, y) in a.iter().zip(b) {

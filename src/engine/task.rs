@@ -24,8 +24,8 @@ use crate::connector::mysql::{MysqlEndpoint, apply::MysqlSink, source::MysqlSour
 use crate::connector::sqlite::schema::HEARTBEAT_TABLE;
 use crate::connector::sqlite::{Access, SqliteEndpoint, apply::SqliteSink, capture::SqliteSource};
 use crate::connector::{
-    ApplyBatch, Checkpoint, ConflictRules, ConnectorError, DirectionId, ErrorKind, LeaseHolder, LeaseOutcome,
-    ReadRequest, Sink, SnapshotRows, Source, TableProgress,
+    ApplyBatch, ApplyReport, Checkpoint, ConflictRules, ConnectorError, DirectionId, ErrorKind, LeaseHolder,
+    LeaseOutcome, ReadBatch, ReadRequest, Sink, SnapshotRows, Source, TableProgress,
 };
 use crate::model::{Change, Key, Position, TableSchema, Txn, Value, cmp_keys, now_micros};
 
@@ -370,6 +370,9 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
         self.metrics.set_state(DirectionState::Streaming);
         let mut last_head = Instant::now() - Duration::from_secs(10);
         let mut last_consumed = Instant::now();
+        // Reading batch N+1 overlaps applying batch N: the source and the target work on
+        // their own connections (threads), so a stream is limited by the slower of the two.
+        let mut pending: Option<ReadBatch> = None;
         loop {
             if self.shutdown.is_cancelled() {
                 break;
@@ -388,17 +391,40 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
                 self.source.consumed(&id.to_string(), &pos).await?;
                 last_consumed = Instant::now();
             }
-            let rows = self.step(None).await?;
-            self.metrics.clear_error();
-            if rows == 0 {
+            let batch = match pending.take() {
+                Some(b) => b,
+                None => self.source.read_changes(&self.request(self.position(), None)).await?,
+            };
+            if batch.position == self.position() {
                 tokio::select! {
                     biased;
                     _ = self.shutdown.cancelled() => break,
                     _ = tokio::time::sleep(self.spec.tuning.poll) => {}
                 }
-            } else {
-                throttle.wait(rows as u64, self.shutdown).await;
+                continue;
             }
+            let rows: usize = batch.txns.iter().map(|t| t.changes.len()).sum::<usize>().max(1);
+            let txns = self.prepare_txns(batch.txns, None);
+            let mut checkpoint = self.checkpoint.clone();
+            checkpoint.position = Some(batch.position.clone());
+            let mut apply = ApplyBatch {
+                txns,
+                snapshot: None,
+                checkpoint,
+                conflicts: self.spec.conflicts.clone(),
+                one_by_one: false,
+            };
+            let next = self.request(batch.position.clone(), None);
+            let (read, applied) = tokio::join!(
+                self.source.read_changes(&next),
+                apply_diagnosed(&mut self.sink, &self.spec.id, &mut apply)
+            );
+            let report = applied?;
+            self.checkpoint.position = Some(batch.position);
+            self.record(&apply, &report);
+            self.metrics.clear_error();
+            pending = Some(read?);
+            throttle.wait(rows as u64, self.shutdown).await;
         }
         let pos = self.position();
         self.source.consumed(&id.to_string(), &pos).await?;
@@ -469,13 +495,7 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
         until: Option<Position>,
         mut window: Option<&mut Window>,
     ) -> Result<(usize, bool), EngineError> {
-        let req = ReadRequest {
-            after: self.position(),
-            until,
-            max_changes: self.spec.tuning.batch_changes,
-            exclude_origin: self.spec.target.site.clone(),
-            keep_transactions: self.spec.keep_transactions,
-        };
+        let req = self.request(self.position(), until);
         let batch = self.source.read_changes(&req).await?;
         if batch.position == req.after {
             return Ok((0, false));
@@ -550,20 +570,46 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
             conflicts: self.spec.conflicts.clone(),
             one_by_one: false,
         };
-        let report = match self.sink.apply(&self.spec.id, &batch).await {
-            Ok(r) => r,
-            Err(ConnectorError::Query { .. } | ConnectorError::Mysql { .. })
-                if !batch.txns.is_empty() || batch.snapshot.is_some() =>
-            {
-                batch.one_by_one = true;
-                self.sink.apply(&self.spec.id, &batch).await?
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let report = apply_diagnosed(&mut self.sink, &self.spec.id, &mut batch).await?;
+        self.record(&batch, &report);
+        Ok(())
+    }
+
+    /// Counts an applied batch in the metrics.
+    fn record(&self, batch: &ApplyBatch, report: &ApplyReport) {
         let changes: u64 = batch.txns.iter().map(|t| t.changes.len() as u64).sum();
         let snap = batch.snapshot.as_ref().map(|s| s.rows.len() as u64).unwrap_or(0);
         self.metrics.applied(changes, batch.txns.len() as u64, snap, report.conflicts, &self.position());
-        Ok(())
+    }
+
+    /// A stream read after `after`.
+    fn request(&self, after: Position, until: Option<Position>) -> ReadRequest {
+        ReadRequest {
+            after,
+            until,
+            max_changes: self.spec.tuning.batch_changes,
+            exclude_origin: self.spec.target.site.clone(),
+            keep_transactions: self.spec.keep_transactions,
+        }
+    }
+}
+
+/// Applies a batch; when it fails, again change by change, so the error names the exact
+/// transaction, table and key (and a transient failure passes).
+async fn apply_diagnosed<K: Sink>(
+    sink: &mut K,
+    id: &DirectionId,
+    batch: &mut ApplyBatch,
+) -> Result<ApplyReport, EngineError> {
+    match sink.apply(id, batch).await {
+        Ok(r) => Ok(r),
+        Err(ConnectorError::Query { .. } | ConnectorError::Mysql { .. })
+            if !batch.txns.is_empty() || batch.snapshot.is_some() =>
+        {
+            batch.one_by_one = true;
+            Ok(sink.apply(id, batch).await?)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -27,7 +27,7 @@ use crate::connector::{
     LeaseOutcome, Sink,
 };
 use crate::engine::conflict::{Version, Winner, resolve};
-use crate::model::{Change, Key, Op, Row, SiteId, TableSchema, Txn, key_text, same_row};
+use crate::model::{Change, HashKey, Key, Op, Row, SiteId, TableSchema, Txn, key_text, same_row};
 
 /// Most bound values SQLite accepts in one statement, with room to spare.
 const MAX_BINDS: usize = 30_000;
@@ -270,7 +270,7 @@ impl SqliteSink {
 
     /// Fast path: the final state of each key, written with multi-row statements.
     async fn apply_collapsed(&mut self, txns: &[Txn]) -> Result<u64, Failure> {
-        let mut per_table: Vec<(Arc<TableSchema>, Vec<(Key, Option<Row>)>, HashMap<String, usize>)> = Vec::new();
+        let mut per_table: Vec<(Arc<TableSchema>, Vec<(Key, Option<Row>)>, HashMap<HashKey, usize>)> = Vec::new();
         let mut count = 0u64;
         for change in txns.iter().flat_map(|t| &t.changes) {
             count += 1;
@@ -286,12 +286,12 @@ impl SqliteSink {
             };
             let (table, finals, index) = &mut per_table[idx];
             let mut set = |key: Key, state: Option<Row>| {
-                let k = format!("{key:?}");
+                let k = HashKey(key);
                 match index.get(&k) {
                     Some(&i) => finals[i].1 = state,
                     None => {
-                        index.insert(k, finals.len());
-                        finals.push((key, state));
+                        index.insert(k.clone(), finals.len());
+                        finals.push((k.0, state));
                     }
                 }
             };
