@@ -125,8 +125,8 @@ impl SqliteSink {
         if let Some(snap) = &batch.snapshot {
             match &batch.conflicts {
                 None => {
-                    let finals: Vec<(Key, Option<Row>)> =
-                        snap.rows.iter().map(|r| (snap.table.key_of(r), Some(r.clone()))).collect();
+                    let finals: Vec<(Key, Option<&Row>)> =
+                        snap.rows.iter().map(|r| (snap.table.key_of(r), Some(r))).collect();
                     self.write_finals(&snap.table, &finals).await?;
                     report.rows += snap.rows.len() as u64;
                 }
@@ -263,14 +263,14 @@ impl SqliteSink {
                 if new_key != change.key {
                     self.delete_keys(table, std::slice::from_ref(&change.key)).await?;
                 }
-                self.upsert_rows(table, std::slice::from_ref(after)).await
+                self.upsert_rows(table, &[after]).await
             }
         }
     }
 
     /// Fast path: the final state of each key, written with multi-row statements.
-    async fn apply_collapsed(&mut self, txns: &[Txn]) -> Result<u64, Failure> {
-        let mut per_table: Vec<(Arc<TableSchema>, Vec<(Key, Option<Row>)>, HashMap<HashKey, usize>)> = Vec::new();
+    async fn apply_collapsed<'a>(&mut self, txns: &'a [Txn]) -> Result<u64, Failure> {
+        let mut per_table: Vec<(Arc<TableSchema>, Vec<(Key, Option<&Row>)>, HashMap<HashKey, usize>)> = Vec::new();
         let mut count = 0u64;
         for change in txns.iter().flat_map(|t| &t.changes) {
             count += 1;
@@ -285,7 +285,7 @@ impl SqliteSink {
                 }
             };
             let (table, finals, index) = &mut per_table[idx];
-            let mut set = |key: Key, state: Option<Row>| {
+            let mut set = |key: Key, state: Option<&'a Row>| {
                 let k = HashKey(key);
                 match index.get(&k) {
                     Some(&i) => finals[i].1 = state,
@@ -302,7 +302,7 @@ impl SqliteSink {
                     if new_key != change.key {
                         set(change.key.clone(), None);
                     }
-                    set(new_key, Some(after.clone()));
+                    set(new_key, Some(after));
                 }
             }
         }
@@ -312,9 +312,9 @@ impl SqliteSink {
         Ok(count)
     }
 
-    async fn write_finals(&mut self, table: &TableSchema, finals: &[(Key, Option<Row>)]) -> Result<(), Failure> {
+    async fn write_finals(&mut self, table: &TableSchema, finals: &[(Key, Option<&Row>)]) -> Result<(), Failure> {
         let deletes: Vec<Key> = finals.iter().filter(|(_, r)| r.is_none()).map(|(k, _)| k.clone()).collect();
-        let upserts: Vec<Row> = finals.iter().filter_map(|(_, r)| r.clone()).collect();
+        let upserts: Vec<&Row> = finals.iter().filter_map(|(_, r)| *r).collect();
         self.delete_keys(table, &deletes).await?;
         self.upsert_rows(table, &upserts).await
     }
@@ -341,7 +341,7 @@ impl SqliteSink {
         Ok(())
     }
 
-    async fn upsert_rows(&mut self, table: &TableSchema, rows: &[Row]) -> Result<(), Failure> {
+    async fn upsert_rows(&mut self, table: &TableSchema, rows: &[&Row]) -> Result<(), Failure> {
         let width = table.columns.len();
         let per = (MAX_BINDS / width).clamp(1, MAX_ROWS_PER_STATEMENT);
         let cols: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
