@@ -7,6 +7,11 @@ use ferry::cli::{Cli, Command, EXIT_RUNTIME};
 use ferry::commands::{self, CommandError};
 use ferry::demo::{self, DemoOptions};
 
+/// ferry moves millions of small rows through memory; mimalloc makes that allocation
+/// churn cheap (it was a quarter of the CPU of a SQLite stream with the system allocator).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // color-eyre's panic hook: a bug shows a report, not a bare panic.
     let _ = color_eyre::install();

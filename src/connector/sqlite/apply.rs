@@ -27,7 +27,7 @@ use crate::connector::{
     LeaseOutcome, Sink,
 };
 use crate::engine::conflict::{Version, Winner, resolve};
-use crate::model::{Change, HashKey, Key, Op, Row, SiteId, TableSchema, Txn, key_text, same_row};
+use crate::model::{Change, FastHash, HashKey, Key, Op, Row, SiteId, TableSchema, Txn, key_text, same_row};
 
 /// Most bound values SQLite accepts in one statement, with room to spare.
 const MAX_BINDS: usize = 30_000;
@@ -270,7 +270,7 @@ impl SqliteSink {
 
     /// Fast path: the final state of each key, written with multi-row statements.
     async fn apply_collapsed<'a>(&mut self, txns: &'a [Txn]) -> Result<u64, Failure> {
-        let mut per_table: Vec<(Arc<TableSchema>, Vec<(Key, Option<&Row>)>, HashMap<HashKey, usize>)> = Vec::new();
+        let mut per_table: Vec<(Arc<TableSchema>, Vec<(Key, Option<&Row>)>, HashMap<HashKey, usize, FastHash>)> = Vec::new();
         let mut count = 0u64;
         for change in txns.iter().flat_map(|t| &t.changes) {
             count += 1;
@@ -280,7 +280,7 @@ impl SqliteSink {
             {
                 Some(i) => i,
                 None => {
-                    per_table.push((change.table.clone(), Vec::new(), HashMap::new()));
+                    per_table.push((change.table.clone(), Vec::new(), HashMap::default()));
                     per_table.len() - 1
                 }
             };
@@ -295,9 +295,11 @@ impl SqliteSink {
                     }
                 }
             };
-            match &change.after {
-                None => set(change.key.clone(), None),
-                Some(after) => {
+            match (&change.after, change.op) {
+                (None, _) => set(change.key.clone(), None),
+                // An insert's key is its row's key.
+                (Some(after), Op::Insert) => set(change.key.clone(), Some(after)),
+                (Some(after), _) => {
                     let new_key = table.key_of(after);
                     if new_key != change.key {
                         set(change.key.clone(), None);

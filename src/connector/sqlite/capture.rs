@@ -10,6 +10,7 @@
 //! ends inside an epoch when transactions are kept whole. Within an epoch, a [`Txn`] is
 //! a run of rows with the same origin and commit time.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -64,7 +65,7 @@ impl SqliteSource {
         until: i64,
         limit: i64,
         epoch: Option<i64>,
-    ) -> Result<Vec<Entry>, ConnectorError> {
+    ) -> Result<String, ConnectorError> {
         const PACK: &str = "seq || ',' || epoch || ',' || op || ',' || ts || ',' || quote(origin) || ',' || quote(tbl) \
                             || coalesce(',' || before, '') || coalesce(',' || after, '')";
         let q = match epoch {
@@ -87,8 +88,33 @@ impl SqliteSource {
         };
         let packed: Option<String> =
             q.fetch_one(&mut self.conn).await.map_err(self.ep.query_error("reading ferry_changelog"))?;
-        let Some(packed) = packed else { return Ok(Vec::new()) };
-        unpack(&packed).map_err(|e| ConnectorError::Setup {
+        Ok(packed.unwrap_or_default())
+    }
+
+    /// (seq, epoch) of every row of a packed read, without decoding values.
+    fn heads(&self, packed: &str) -> Result<Vec<(i64, i64)>, ConnectorError> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < packed.len() {
+            let end = row_end(packed, start);
+            let mut h = Header { text: &packed[start..end], at: 0 };
+            match (h.int(), h.int()) {
+                (Some(seq), Some(epoch)) => out.push((seq, epoch)),
+                _ => {
+                    return Err(ConnectorError::Setup {
+                        endpoint: self.ep.name.clone(),
+                        problem: "ferry_changelog holds an unreadable row".into(),
+                        fix: "the changelog was edited by hand; restore it or re-copy the tables".into(),
+                    });
+                }
+            }
+            start = end + 1;
+        }
+        Ok(out)
+    }
+
+    fn unpack<'a>(&self, packed: &'a str) -> Result<Vec<Entry<'a>>, ConnectorError> {
+        unpack(packed).map_err(|e| ConnectorError::Setup {
             endpoint: self.ep.name.clone(),
             problem: format!("ferry_changelog holds an unreadable row: {e}"),
             fix: "the changelog was edited by hand; restore it or re-copy the tables (remove the task's checkpoint)"
@@ -112,14 +138,14 @@ impl SqliteSource {
         Ok(v.unwrap_or(0))
     }
 
-    fn to_txns(&self, rows: Vec<Entry>, exclude: &SiteId) -> Result<Vec<Txn>, ConnectorError> {
+    fn to_txns(&self, rows: Vec<Entry<'_>>, exclude: &SiteId) -> Result<Vec<Txn>, ConnectorError> {
         let mut txns: Vec<Txn> = Vec::new();
         let mut cur: Option<(i64, String, i64)> = None;
         for r in rows {
             if r.origin == exclude.as_str() {
                 continue;
             }
-            let Some(table) = self.tables.get(&r.tbl) else {
+            let Some(table) = self.tables.get(r.tbl.as_ref()) else {
                 continue;
             };
             let n = table.columns.len();
@@ -166,7 +192,7 @@ impl SqliteSource {
                         position: Position::Sqlite { seq: r.seq },
                         changes: vec![change],
                     });
-                    cur = Some((r.epoch, r.origin, r.ts));
+                    cur = Some((r.epoch, r.origin.into_owned(), r.ts));
                 }
             }
         }
@@ -174,44 +200,79 @@ impl SqliteSource {
     }
 }
 
-/// One changelog row as read.
-struct Entry {
+/// One changelog row as read (text fields borrowed from the packed read).
+struct Entry<'a> {
     seq: i64,
     epoch: i64,
     op: i64,
     ts: i64,
-    origin: String,
-    tbl: String,
+    origin: Cow<'a, str>,
+    tbl: Cow<'a, str>,
     /// Before-image values then after-image values, as present for `op`.
     values: Vec<Value>,
 }
 
 /// Splits a packed changelog read into entries.
-fn unpack(packed: &str) -> Result<Vec<Entry>, LiteralError> {
+fn unpack(packed: &str) -> Result<Vec<Entry<'_>>, LiteralError> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < packed.len() {
         let end = row_end(packed, start);
-        let mut values = parse_row(&packed[start..end])?;
-        if values.len() < 6 {
-            return Err(LiteralError { at: start, text: packed[start..end].to_string() });
-        }
-        let rest = values.split_off(6);
-        let mut head = values.into_iter();
-        let mut int = || match head.next() {
-            Some(Value::Int(i)) => Ok(i),
-            _ => Err(LiteralError { at: start, text: packed[start..end].to_string() }),
-        };
-        let (seq, epoch, op, ts) = (int()?, int()?, int()?, int()?);
-        let mut text = || match head.next() {
-            Some(Value::Text(t)) => Ok(t),
-            _ => Err(LiteralError { at: start, text: packed[start..end].to_string() }),
-        };
-        let (origin, tbl) = (text()?, text()?);
-        out.push(Entry { seq, epoch, op, ts, origin, tbl, values: rest });
+        let row = &packed[start..end];
+        let bad = || LiteralError { at: start, text: row.to_string() };
+        let mut cur = Header { text: row, at: 0 };
+        let (seq, epoch, op, ts) = (cur.int().ok_or_else(bad)?, cur.int().ok_or_else(bad)?, cur.int().ok_or_else(bad)?, cur.int().ok_or_else(bad)?);
+        let origin = cur.quoted().ok_or_else(bad)?;
+        let tbl = cur.quoted().ok_or_else(bad)?;
+        let values = if cur.at < row.len() { parse_row(&row[cur.at..])? } else { Vec::new() };
+        out.push(Entry { seq, epoch, op, ts, origin, tbl, values });
         start = end + 1;
     }
     Ok(out)
+}
+
+/// Reads the fixed head of a packed changelog row without allocating.
+struct Header<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Header<'a> {
+    /// The next comma-terminated integer.
+    fn int(&mut self) -> Option<i64> {
+        let rest = &self.text[self.at..];
+        let end = rest.find(',')?;
+        self.at += end + 1;
+        rest[..end].parse().ok()
+    }
+
+    /// The next quoted string (and its comma, if any).
+    fn quoted(&mut self) -> Option<Cow<'a, str>> {
+        let b = self.text.as_bytes();
+        if b.get(self.at) != Some(&b'\'') {
+            return None;
+        }
+        let start = self.at + 1;
+        let mut i = start;
+        let mut escaped = false;
+        loop {
+            match b.get(i) {
+                Some(b'\'') if b.get(i + 1) == Some(&b'\'') => {
+                    escaped = true;
+                    i += 2;
+                }
+                Some(b'\'') => break,
+                Some(_) => i += 1,
+                None => return None,
+            }
+        }
+        let raw = &self.text[start..i];
+        self.at = i + 1;
+        if b.get(self.at) == Some(&b',') {
+            self.at += 1;
+        }
+        Some(if escaped { Cow::Owned(raw.replace("\'\'", "\'")) } else { Cow::Borrowed(raw) })
+    }
 }
 
 /// Offset of the `;` that ends the row starting at `start` (or the end of the text),
@@ -349,35 +410,42 @@ impl Source for SqliteSource {
             return Ok(ReadBatch { txns: vec![], position: req.after.clone() });
         }
         let limit = i64::try_from(req.max_changes.max(1)).unwrap_or(i64::MAX);
-        let mut rows = self.fetch_rows(after, until, limit, None).await?;
-        if (rows.len() as i64) < limit {
+        let first = self.fetch_rows(after, until, limit, None).await?;
+        let heads = self.heads(&first)?;
+        let mut pages = vec![first];
+        let mut cutoff = i64::MAX;
+        if (heads.len() as i64) < limit {
             // Rows of the still-open epoch wait until it is closed; close it now if any exist.
-            let last = rows.last().map(|r| r.seq).unwrap_or(after);
+            let last = heads.last().map(|h| h.0).unwrap_or(after);
             if self.max_seq().await? > last && last < until {
                 self.bump_epoch().await?;
-                let more = self.fetch_rows(last, until, limit - rows.len() as i64, None).await?;
-                rows.extend(more);
+                pages.push(self.fetch_rows(last, until, limit - heads.len() as i64, None).await?);
             }
         } else if req.keep_transactions {
-            let last_epoch: i64 = rows.last().map(|r| r.epoch).unwrap_or(0);
-            let first_epoch: i64 = rows.first().map(|r| r.epoch).unwrap_or(0);
+            let last_epoch = heads.last().map(|h| h.1).unwrap_or(0);
+            let first_epoch = heads.first().map(|h| h.1).unwrap_or(0);
             if first_epoch == last_epoch {
                 // One commit group larger than the limit: read the rest of it whole.
+                let mut last = heads.last().map(|h| h.0).unwrap_or(after);
                 loop {
-                    let last = rows.last().map(|r| r.seq).unwrap_or(after);
                     let more = self.fetch_rows(last, until, limit, Some(last_epoch)).await?;
-                    let done = (more.len() as i64) < limit;
-                    rows.extend(more);
-                    if done {
-                        break;
+                    let more_heads = self.heads(&more)?;
+                    pages.push(more);
+                    match more_heads.last() {
+                        Some(h) if (more_heads.len() as i64) >= limit => last = h.0,
+                        _ => break,
                     }
                 }
             } else {
-                while rows.last().map(|r| r.epoch) == Some(last_epoch) {
-                    rows.pop();
-                }
+                // Leave the last, possibly unfinished, commit group for the next read.
+                cutoff = heads.iter().filter(|h| h.1 != last_epoch).map(|h| h.0).max().unwrap_or(after);
             }
         }
+        let mut rows = Vec::new();
+        for page in &pages {
+            rows.extend(self.unpack(page)?);
+        }
+        rows.retain(|r| r.seq <= cutoff);
         let position = match rows.last() {
             Some(r) => Position::Sqlite { seq: r.seq },
             None => req.after.clone(),
