@@ -421,6 +421,7 @@ async fn profile(a: &Path, dir: &Path, head: i64, batch: usize) -> Result<()> {
                 },
                 conflicts: None,
                 one_by_one: false,
+                commit: !rb.continues,
             };
             let t1 = Instant::now();
             sink.apply(&id, &ab).await?;

@@ -107,6 +107,10 @@ pub struct ApplyBatch {
     pub conflicts: Option<ConflictRules>,
     /// Apply change by change (slow) so a failure names the exact change.
     pub one_by_one: bool,
+    /// `false` leaves the target transaction open for the next part of the same source
+    /// commit group (a group too large to hold in memory is applied in parts); the
+    /// checkpoint is written with the part that commits. A failure rolls back every part.
+    pub commit: bool,
 }
 
 /// What one batch did.
@@ -288,6 +292,9 @@ pub struct ReadBatch {
     pub txns: Vec<Txn>,
     /// Position after everything read, including dropped transactions.
     pub position: Position,
+    /// The last commit group goes on in the next read: apply this batch without
+    /// committing (see [`ApplyBatch::commit`]).
+    pub continues: bool,
 }
 
 /// A data store changes are read from.

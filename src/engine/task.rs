@@ -24,7 +24,7 @@ use crate::connector::mysql::{MysqlEndpoint, apply::MysqlSink, source::MysqlSour
 use crate::connector::sqlite::schema::HEARTBEAT_TABLE;
 use crate::connector::sqlite::{Access, SqliteEndpoint, apply::SqliteSink, capture::SqliteSource};
 use crate::connector::{
-    ApplyBatch, ApplyReport, Checkpoint, ConflictRules, ConnectorError, DirectionId, ErrorKind, LeaseHolder,
+    ApplyBatch, ApplyReport, Checkpoint, Chunk, ConflictRules, ConnectorError, DirectionId, ErrorKind, LeaseHolder,
     LeaseOutcome, ReadBatch, ReadRequest, Sink, SnapshotRows, Source, TableProgress,
 };
 use crate::model::{Change, Key, Position, TableSchema, Txn, Value, cmp_keys, now_micros};
@@ -94,8 +94,10 @@ pub async fn run_direction(
     shutdown: CancellationToken,
 ) -> Result<(), EngineError> {
     let mut backoff = Duration::from_millis(500);
+    let mut diagnose = false;
     loop {
-        let result = run_once(&spec, &metrics, &shutdown).await;
+        let result = run_once(diagnose, &spec, &metrics, &shutdown).await;
+        diagnose = true;
         match result {
             Ok(()) => {
                 metrics.set_state(DirectionState::Stopped);
@@ -125,6 +127,7 @@ pub async fn run_direction(
 }
 
 async fn run_once(
+    diagnose: bool,
     spec: &DirectionSpec,
     metrics: &Arc<DirectionMetrics>,
     shutdown: &CancellationToken,
@@ -134,7 +137,7 @@ async fn run_once(
             let heartbeat = SqliteSource::open(sqlite(&spec.source, src), Access::ReadWrite).await?;
             let source = SqliteSource::open(sqlite(&spec.source, src), Access::ReadWrite).await?;
             let sink = SqliteSink::open(sqlite(&spec.target, dst), Access::ReadWrite).await?;
-            run_pair(spec, metrics, shutdown, source, heartbeat, sink).await
+            run_pair(diagnose, spec, metrics, shutdown, source, heartbeat, sink).await
         }
         (EndpointUrl::Mysql(src), EndpointUrl::Mysql(dst)) => {
             let stream = stream_name(spec);
@@ -142,13 +145,14 @@ async fn run_once(
             let heartbeat = MysqlSource::open(src.clone(), &format!("{stream}/heartbeat")).await?;
             let source = MysqlSource::open(src, &stream).await?;
             let sink = MysqlSink::open(MysqlEndpoint::new(&spec.target.name, spec.target.site.clone(), dst)?).await?;
-            run_pair(spec, metrics, shutdown, source, heartbeat, sink).await
+            run_pair(diagnose, spec, metrics, shutdown, source, heartbeat, sink).await
         }
         _ => Err(unsupported_pair(spec)),
     }
 }
 
-async fn run_pair<S: Source, H: Source + 'static, K: Sink>(
+async fn run_pair<S: Source + 'static, H: Source + 'static, K: Sink>(
+    diagnose: bool,
     spec: &DirectionSpec,
     metrics: &Arc<DirectionMetrics>,
     shutdown: &CancellationToken,
@@ -160,10 +164,12 @@ async fn run_pair<S: Source, H: Source + 'static, K: Sink>(
         spec,
         metrics,
         shutdown,
-        source,
+        source: Slot(Some(source)),
         sink,
         renames: Renames::default(),
         checkpoint: Checkpoint::default(),
+        open_group: false,
+        diagnose,
     };
     runner.run(heartbeat).await
 }
@@ -186,17 +192,22 @@ fn unsupported_pair(spec: &DirectionSpec) -> EngineError {
     }
 }
 
-struct Runner<'a, S: Source, K: Sink> {
+struct Runner<'a, S: Source + 'static, K: Sink> {
     spec: &'a DirectionSpec,
     metrics: &'a Arc<DirectionMetrics>,
     shutdown: &'a CancellationToken,
-    source: S,
+    source: Slot<S>,
     sink: K,
     renames: Renames,
     checkpoint: Checkpoint,
+    /// A part of a source commit group was applied without committing.
+    open_group: bool,
+    /// Apply change by change until the next commit: set after a failure, so a change
+    /// the target refuses is found and named instead of failing the same way forever.
+    diagnose: bool,
 }
 
-impl<S: Source, K: Sink> Runner<'_, S, K> {
+impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
     async fn run<H: Source + 'static>(mut self, mut heartbeat: H) -> Result<(), EngineError> {
         let id = self.spec.id.clone();
         self.metrics.set_state(DirectionState::Starting);
@@ -396,6 +407,7 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
                 None => self.source.read_changes(&self.request(self.position(), None)).await?,
             };
             if batch.position == self.position() {
+                self.close_group().await?;
                 tokio::select! {
                     biased;
                     _ = self.shutdown.cancelled() => break,
@@ -405,27 +417,32 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
             }
             let rows: usize = batch.txns.iter().map(|t| t.changes.len()).sum::<usize>().max(1);
             let txns = self.prepare_txns(batch.txns, None);
-            let mut checkpoint = self.checkpoint.clone();
-            checkpoint.position = Some(batch.position.clone());
-            let mut apply = ApplyBatch {
-                txns,
-                snapshot: None,
-                checkpoint,
-                conflicts: self.spec.conflicts.clone(),
-                one_by_one: false,
-            };
+            let mut apply = self.batch(txns, None, !batch.continues);
+            apply.checkpoint.position = Some(batch.position.clone());
             let next = self.request(batch.position.clone(), None);
-            let (read, applied) = tokio::join!(
-                self.source.read_changes(&next),
-                apply_diagnosed(&mut self.sink, &self.spec.id, &mut apply)
-            );
-            let report = applied?;
+            // The next read runs as its own task, so decoding it overlaps applying this
+            // batch on the other core; the source comes back with the result.
+            let mut source = self.source.take_for_read()?;
+            let reader = tokio::spawn(async move {
+                let r = source.read_changes(&next).await;
+                (source, r)
+            });
+            let applied = self.apply_batch(&mut apply).await;
+            let (source, read) = reader.await.map_err(|e| {
+                EngineError::Connector(ConnectorError::Setup {
+                    endpoint: self.spec.source.name.clone(),
+                    problem: format!("the stream reader ended abnormally: {e}"),
+                    fix: "report this as a bug with the log".into(),
+                })
+            })?;
+            self.source.put_back(source);
+            applied?;
             self.checkpoint.position = Some(batch.position);
-            self.record(&apply, &report);
             self.metrics.clear_error();
             pending = Some(read?);
             throttle.wait(rows as u64, self.shutdown).await;
         }
+        self.close_group().await?;
         let pos = self.position();
         self.source.consumed(&id.to_string(), &pos).await?;
         info!(direction = %id, position = %pos, "stopped");
@@ -498,6 +515,7 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
         let req = self.request(self.position(), until);
         let batch = self.source.read_changes(&req).await?;
         if batch.position == req.after {
+            self.close_group().await?;
             return Ok((0, false));
         }
         let read: usize = batch.txns.iter().map(|t| t.changes.len()).sum();
@@ -507,7 +525,8 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
         };
         let txns = self.prepare_txns(batch.txns, window);
         self.checkpoint.position = Some(batch.position);
-        self.apply(txns, None).await?;
+        let mut apply = self.batch(txns, None, !batch.continues);
+        self.apply_batch(&mut apply).await?;
         Ok((read.max(1), reached))
     }
 
@@ -563,15 +582,57 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
     /// Applies transactions and/or a snapshot chunk with the current checkpoint. A failing
     /// batch is retried change by change, so the error names the exact row.
     async fn apply(&mut self, txns: Vec<Txn>, snapshot: Option<SnapshotRows>) -> Result<(), EngineError> {
-        let mut batch = ApplyBatch {
+        self.close_group().await?;
+        let mut batch = self.batch(txns, snapshot, true);
+        self.apply_batch(&mut batch).await
+    }
+
+    /// A batch carrying the current checkpoint.
+    fn batch(&self, txns: Vec<Txn>, snapshot: Option<SnapshotRows>, commit: bool) -> ApplyBatch {
+        ApplyBatch {
             txns,
             snapshot,
             checkpoint: self.checkpoint.clone(),
             conflicts: self.spec.conflicts.clone(),
-            one_by_one: false,
+            one_by_one: self.diagnose,
+            commit,
+        }
+    }
+
+    /// Applies a batch (diagnosing a failure change by change where that is safe) and
+    /// counts it.
+    async fn apply_batch(&mut self, batch: &mut ApplyBatch) -> Result<(), EngineError> {
+        let in_group = self.open_group || !batch.commit;
+        let report = match self.sink.apply(&self.spec.id, batch).await {
+            Ok(r) => r,
+            // Earlier parts of the group were rolled back with this one: only a restart
+            // from the checkpoint (in diagnose mode) can apply the group again.
+            Err(e) if in_group => {
+                self.open_group = false;
+                return Err(e.into());
+            }
+            Err(ConnectorError::Query { .. } | ConnectorError::Mysql { .. })
+                if !batch.one_by_one && (!batch.txns.is_empty() || batch.snapshot.is_some()) =>
+            {
+                batch.one_by_one = true;
+                self.sink.apply(&self.spec.id, batch).await?
+            }
+            Err(e) => return Err(e.into()),
         };
-        let report = apply_diagnosed(&mut self.sink, &self.spec.id, &mut batch).await?;
-        self.record(&batch, &report);
+        self.open_group = !batch.commit;
+        if batch.commit {
+            self.diagnose = false;
+        }
+        self.record(batch, &report);
+        Ok(())
+    }
+
+    /// Commits a commit group left open by its parts.
+    async fn close_group(&mut self) -> Result<(), EngineError> {
+        if self.open_group {
+            let mut batch = self.batch(Vec::new(), None, true);
+            self.apply_batch(&mut batch).await?;
+        }
         Ok(())
     }
 
@@ -579,7 +640,8 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
     fn record(&self, batch: &ApplyBatch, report: &ApplyReport) {
         let changes: u64 = batch.txns.iter().map(|t| t.changes.len() as u64).sum();
         let snap = batch.snapshot.as_ref().map(|s| s.rows.len() as u64).unwrap_or(0);
-        self.metrics.applied(changes, batch.txns.len() as u64, snap, report.conflicts, &self.position());
+        let position = batch.checkpoint.position.clone().unwrap_or_else(|| self.position());
+        self.metrics.applied(changes, batch.txns.len() as u64, snap, report.conflicts, &position);
     }
 
     /// A stream read after `after`.
@@ -594,22 +656,66 @@ impl<S: Source, K: Sink> Runner<'_, S, K> {
     }
 }
 
-/// Applies a batch; when it fails, again change by change, so the error names the exact
-/// transaction, table and key (and a transient failure passes).
-async fn apply_diagnosed<K: Sink>(
-    sink: &mut K,
-    id: &DirectionId,
-    batch: &mut ApplyBatch,
-) -> Result<ApplyReport, EngineError> {
-    match sink.apply(id, batch).await {
-        Ok(r) => Ok(r),
-        Err(ConnectorError::Query { .. } | ConnectorError::Mysql { .. })
-            if !batch.txns.is_empty() || batch.snapshot.is_some() =>
-        {
-            batch.one_by_one = true;
-            Ok(sink.apply(id, batch).await?)
+/// The source, lent to the stream's reader task while it reads the next batch.
+struct Slot<S>(Option<S>);
+
+impl<S: Source> Slot<S> {
+    fn lent() -> ConnectorError {
+        ConnectorError::Setup {
+            endpoint: "source".into(),
+            problem: "the source was used while its reader task had it".into(),
+            fix: "report this as a bug with the log".into(),
         }
-        Err(e) => Err(e.into()),
+    }
+
+    /// Takes the source out for a reader task.
+    fn take_for_read(&mut self) -> Result<S, ConnectorError> {
+        self.0.take().ok_or_else(Self::lent)
+    }
+
+    /// Returns the source from its reader task.
+    fn put_back(&mut self, source: S) {
+        self.0 = Some(source);
+    }
+
+    fn get(&mut self) -> Result<&mut S, ConnectorError> {
+        self.0.as_mut().ok_or_else(Self::lent)
+    }
+}
+
+impl<S: Source> Source for Slot<S> {
+    async fn tables(&mut self, patterns: &[String]) -> Result<Vec<Arc<TableSchema>>, ConnectorError> {
+        self.get()?.tables(patterns).await
+    }
+
+    async fn install_capture(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), ConnectorError> {
+        self.get()?.install_capture(tables).await
+    }
+
+    async fn head(&mut self) -> Result<Position, ConnectorError> {
+        self.get()?.head().await
+    }
+
+    async fn read_chunk(
+        &mut self,
+        table: &TableSchema,
+        after: Option<&Key>,
+        limit: usize,
+        versions: bool,
+    ) -> Result<Chunk, ConnectorError> {
+        self.get()?.read_chunk(table, after, limit, versions).await
+    }
+
+    async fn read_changes(&mut self, req: &ReadRequest) -> Result<ReadBatch, ConnectorError> {
+        self.get()?.read_changes(req).await
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), ConnectorError> {
+        self.get()?.heartbeat().await
+    }
+
+    async fn consumed(&mut self, consumer: &str, position: &Position) -> Result<(), ConnectorError> {
+        self.get()?.consumed(consumer, position).await
     }
 }
 

@@ -505,6 +505,13 @@ impl Sink for MysqlSink {
     }
 
     async fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
+        if !batch.commit {
+            return Err(ConnectorError::Setup {
+                endpoint: self.ep.name.clone(),
+                problem: "a source commit group arrived in parts, which this target cannot hold open yet".into(),
+                fix: "report this as a bug: MySQL targets take whole transactions".into(),
+            });
+        }
         if batch.conflicts.is_some() {
             return Err(ConnectorError::Setup {
                 endpoint: self.ep.name.clone(),

@@ -106,7 +106,7 @@ impl Source for MysqlSource {
             self.reader = Some(reader);
         }
         let Some(reader) = self.reader.as_mut() else {
-            return Ok(ReadBatch { txns: Vec::new(), position: req.after.clone() });
+            return Ok(ReadBatch { txns: Vec::new(), position: req.after.clone(), continues: false });
         };
         let (mut txns, position) = match reader.read(req.max_changes, READ_WAIT).await {
             Ok(v) => v,
@@ -119,7 +119,7 @@ impl Source for MysqlSource {
         };
         txns.retain(|t| t.origin != req.exclude_origin);
         self.reader_at = Some(position.clone());
-        Ok(ReadBatch { txns, position })
+        Ok(ReadBatch { txns, position, continues: false })
     }
 
     async fn heartbeat(&mut self) -> Result<(), ConnectorError> {

@@ -39,6 +39,9 @@ pub struct SqliteSink {
     ep: SqliteEndpoint,
     conn: SqliteConnection,
     written: HashMap<String, String>,
+    /// A transaction left open by a part of a commit group (`ApplyBatch::commit` false),
+    /// with the checkpoint slots as they were before it.
+    open: Option<HashMap<String, String>>,
 }
 
 /// An error inside the apply transaction, before it is given its context.
@@ -64,7 +67,7 @@ impl SqliteSink {
     /// Opens the endpoint for applying.
     pub async fn open(ep: SqliteEndpoint, access: Access) -> Result<Self, ConnectorError> {
         let conn = ep.connect(access).await?;
-        Ok(SqliteSink { ep, conn, written: HashMap::new() })
+        Ok(SqliteSink { ep, conn, written: HashMap::new(), open: None })
     }
 
     async fn set_origin(&mut self, origin: &SiteId, ts: i64) -> Result<(), sqlx::Error> {
@@ -157,7 +160,9 @@ impl SqliteSink {
                 }
             }
         }
-        state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &mut self.written).await?;
+        if batch.commit {
+            state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &mut self.written).await?;
+        }
         sqlx::query("DELETE FROM ferry_apply_origin").execute(&mut self.conn).await?;
         Ok(report)
     }
@@ -270,7 +275,8 @@ impl SqliteSink {
 
     /// Fast path: the final state of each key, written with multi-row statements.
     async fn apply_collapsed<'a>(&mut self, txns: &'a [Txn]) -> Result<u64, Failure> {
-        let mut per_table: Vec<(Arc<TableSchema>, Vec<(Key, Option<&Row>)>, HashMap<HashKey, usize, FastHash>)> = Vec::new();
+        let mut per_table: Vec<(Arc<TableSchema>, Vec<(Key, Option<&Row>)>, HashMap<HashKey, usize, FastHash>)> =
+            Vec::new();
         let mut count = 0u64;
         for change in txns.iter().flat_map(|t| &t.changes) {
             count += 1;
@@ -448,12 +454,21 @@ impl Sink for SqliteSink {
     }
 
     async fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
-        if let Err(e) = begin_immediate(&mut self.conn).await {
-            return Err(self.failure(Failure::Sql(e), "starting the apply transaction"));
-        }
         // Which checkpoint slots are written is only true once the transaction commits.
-        let written = self.written.clone();
+        let written = match self.open.take() {
+            Some(before) => before,
+            None => {
+                if let Err(e) = begin_immediate(&mut self.conn).await {
+                    return Err(self.failure(Failure::Sql(e), "starting the apply transaction"));
+                }
+                self.written.clone()
+            }
+        };
         let result = match self.apply_inner(dir, batch).await {
+            Ok(report) if !batch.commit => {
+                self.open = Some(written);
+                return Ok(report);
+            }
             Ok(report) => match commit(&mut self.conn).await {
                 Ok(()) => Ok(report),
                 Err(e) => {
@@ -474,6 +489,11 @@ impl Sink for SqliteSink {
 
     async fn lease(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<LeaseOutcome, ConnectorError> {
         let what = format!("taking the lease of {dir}");
+        if self.open.is_some() {
+            // A commit group is being applied in parts: renew inside its transaction,
+            // which holds the database's write lock anyway.
+            return state::take_lease(&mut self.conn, dir, holder).await.map_err(self.ep.query_error(what));
+        }
         begin_immediate(&mut self.conn).await.map_err(self.ep.query_error(what.clone()))?;
         match state::take_lease(&mut self.conn, dir, holder).await {
             Ok(outcome) => {

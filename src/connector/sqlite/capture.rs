@@ -59,33 +59,17 @@ impl SqliteSource {
     /// the driver hands over one value instead of eight per row (the per-row cost of the
     /// driver dominated reading). Rows are `seq,epoch,op,ts,'origin','tbl'[,before][,after]`
     /// joined by `;` (quote() literals, so the separator is unambiguous outside quotes).
-    async fn fetch_rows(
-        &mut self,
-        after: i64,
-        until: i64,
-        limit: i64,
-        epoch: Option<i64>,
-    ) -> Result<String, ConnectorError> {
+    async fn fetch_rows(&mut self, after: i64, until: i64, limit: i64) -> Result<String, ConnectorError> {
         const PACK: &str = "seq || ',' || epoch || ',' || op || ',' || ts || ',' || quote(origin) || ',' || quote(tbl) \
                             || coalesce(',' || before, '') || coalesce(',' || after, '')";
-        let q = match epoch {
-            Some(e) => sqlx::query_scalar(AssertSqlSafe(format!(
-                "SELECT group_concat(r, ';') FROM (SELECT {PACK} AS r FROM ferry_changelog \
-                 WHERE seq > ?1 AND seq <= ?2 AND epoch = ?3 ORDER BY seq LIMIT ?4)"
-            )))
-            .bind(after)
-            .bind(until)
-            .bind(e)
-            .bind(limit),
-            None => sqlx::query_scalar(AssertSqlSafe(format!(
-                "SELECT group_concat(r, ';') FROM (SELECT {PACK} AS r FROM ferry_changelog \
-                 WHERE seq > ?1 AND seq <= ?2 AND epoch < (SELECT epoch FROM ferry_clock WHERE id = 1) \
-                 ORDER BY seq LIMIT ?3)"
-            )))
-            .bind(after)
-            .bind(until)
-            .bind(limit),
-        };
+        let q = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT group_concat(r, ';') FROM (SELECT {PACK} AS r FROM ferry_changelog \
+             WHERE seq > ?1 AND seq <= ?2 AND epoch < (SELECT epoch FROM ferry_clock WHERE id = 1) \
+             ORDER BY seq LIMIT ?3)"
+        )))
+        .bind(after)
+        .bind(until)
+        .bind(limit);
         let packed: Option<String> =
             q.fetch_one(&mut self.conn).await.map_err(self.ep.query_error("reading ferry_changelog"))?;
         Ok(packed.unwrap_or_default())
@@ -221,7 +205,12 @@ fn unpack(packed: &str) -> Result<Vec<Entry<'_>>, LiteralError> {
         let row = &packed[start..end];
         let bad = || LiteralError { at: start, text: row.to_string() };
         let mut cur = Header { text: row, at: 0 };
-        let (seq, epoch, op, ts) = (cur.int().ok_or_else(bad)?, cur.int().ok_or_else(bad)?, cur.int().ok_or_else(bad)?, cur.int().ok_or_else(bad)?);
+        let (seq, epoch, op, ts) = (
+            cur.int().ok_or_else(bad)?,
+            cur.int().ok_or_else(bad)?,
+            cur.int().ok_or_else(bad)?,
+            cur.int().ok_or_else(bad)?,
+        );
         let origin = cur.quoted().ok_or_else(bad)?;
         let tbl = cur.quoted().ok_or_else(bad)?;
         let values = if cur.at < row.len() { parse_row(&row[cur.at..])? } else { Vec::new() };
@@ -407,51 +396,47 @@ impl Source for SqliteSource {
         let after = seq_of(&req.after);
         let until = req.until.as_ref().map(seq_of).unwrap_or(i64::MAX);
         if after >= until {
-            return Ok(ReadBatch { txns: vec![], position: req.after.clone() });
+            return Ok(ReadBatch { txns: vec![], position: req.after.clone(), continues: false });
         }
         let limit = i64::try_from(req.max_changes.max(1)).unwrap_or(i64::MAX);
-        let first = self.fetch_rows(after, until, limit, None).await?;
-        let heads = self.heads(&first)?;
-        let mut pages = vec![first];
-        let mut cutoff = i64::MAX;
-        if (heads.len() as i64) < limit {
-            // Rows of the still-open epoch wait until it is closed; close it now if any exist.
-            let last = heads.last().map(|h| h.0).unwrap_or(after);
-            if self.max_seq().await? > last && last < until {
-                self.bump_epoch().await?;
-                pages.push(self.fetch_rows(last, until, limit - heads.len() as i64, None).await?);
+        let mut bumped = false;
+        let (page, heads) = loop {
+            let page = self.fetch_rows(after, until, limit).await?;
+            let heads = self.heads(&page)?;
+            if (heads.len() as i64) < limit && !bumped {
+                // Rows of the still-open epoch wait until it is closed; close it now if
+                // any exist, and read again.
+                let last = heads.last().map(|h| h.0).unwrap_or(after);
+                if self.max_seq().await? > last && last < until {
+                    self.bump_epoch().await?;
+                    bumped = true;
+                    continue;
+                }
             }
-        } else if req.keep_transactions {
+            break (page, heads);
+        };
+        let mut cutoff = i64::MAX;
+        let mut continues = false;
+        if (heads.len() as i64) >= limit && req.keep_transactions {
             let last_epoch = heads.last().map(|h| h.1).unwrap_or(0);
             let first_epoch = heads.first().map(|h| h.1).unwrap_or(0);
             if first_epoch == last_epoch {
-                // One commit group larger than the limit: read the rest of it whole.
-                let mut last = heads.last().map(|h| h.0).unwrap_or(after);
-                loop {
-                    let more = self.fetch_rows(last, until, limit, Some(last_epoch)).await?;
-                    let more_heads = self.heads(&more)?;
-                    pages.push(more);
-                    match more_heads.last() {
-                        Some(h) if (more_heads.len() as i64) >= limit => last = h.0,
-                        _ => break,
-                    }
-                }
+                // One commit group larger than a batch: hand it over in parts that the
+                // target applies in one transaction.
+                continues = true;
             } else {
                 // Leave the last, possibly unfinished, commit group for the next read.
                 cutoff = heads.iter().filter(|h| h.1 != last_epoch).map(|h| h.0).max().unwrap_or(after);
             }
         }
-        let mut rows = Vec::new();
-        for page in &pages {
-            rows.extend(self.unpack(page)?);
-        }
+        let mut rows = self.unpack(&page)?;
         rows.retain(|r| r.seq <= cutoff);
         let position = match rows.last() {
             Some(r) => Position::Sqlite { seq: r.seq },
             None => req.after.clone(),
         };
         let txns = self.to_txns(rows, &req.exclude_origin)?;
-        Ok(ReadBatch { txns, position })
+        Ok(ReadBatch { txns, position, continues })
     }
 
     async fn heartbeat(&mut self) -> Result<(), ConnectorError> {
