@@ -133,13 +133,62 @@ async fn logged(path: &Path, columns: &HashMap<String, Vec<String>>) -> Vec<(Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_way_converges_with_restarts_and_logs_every_overwritten_version() {
-    let seed: u64 = std::env::var("FERRY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261122);
+    converges_under("last-writer-wins", 20261122).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefer_from_converges_with_restarts() {
+    converges_under("prefer-from", 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefer_to_converges_with_restarts() {
+    converges_under("prefer-to", 8).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_only_records_conflicts_and_changes_neither_side() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    create_db(&a, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT); INSERT INTO kv VALUES (1, 'base');").await;
+    create_db(&b, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT); INSERT INTO kv VALUES (1, 'base');").await;
+    let config =
+        Config::load(&task_file(dir.path(), "two-way", "conflict = \"log-only\"\nsnapshot = false")).expect("config");
+    // Install capture, then stop, so both sides write the same key while nothing syncs.
+    stop_engine(start_engine(&config).await).await;
+    let (mut ca, mut cb) = (app_conn(&a).await, app_conn(&b).await);
+    sqlx::query("UPDATE kv SET v = 'from a' WHERE k = 1").execute(&mut ca).await.expect("a");
+    sqlx::query("UPDATE kv SET v = 'from b' WHERE k = 1").execute(&mut cb).await.expect("b");
+    let engine = start_engine(&config).await;
+    let (ha, hb) = (changelog_head(&a).await, changelog_head(&b).await);
+    wait_until(Duration::from_secs(30), "both directions to catch up", || async {
+        checkpoint_seq(&b, "t", "a->b").await >= ha && checkpoint_seq(&a, "t", "b->a").await >= hb
+    })
+    .await;
+    stop_engine(engine).await;
+    assert_eq!(dump(&a, "kv", "k").await, vec!["1,'from a'"], "log-only must leave a's row");
+    assert_eq!(dump(&b, "kv", "k").await, vec!["1,'from b'"], "log-only must leave b's row");
+    for (side, path) in [("a", &a), ("b", &b)] {
+        let mut c = app_conn(path).await;
+        let rows: Vec<(String, String, Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT policy, winner, incoming_row, local_row FROM ferry_conflict")
+                .fetch_all(&mut c)
+                .await
+                .expect("log");
+        assert_eq!(rows.len(), 1, "side {side}: one conflict recorded: {rows:?}");
+        assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("log-only", "local"));
+        assert!(rows[0].2.is_some() && rows[0].3.is_some(), "both versions recorded: {rows:?}");
+    }
+}
+
+async fn converges_under(policy: &str, default_seed: u64) {
+    let seed: u64 = std::env::var("FERRY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default_seed);
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
     create_db(&a, SCHEMA).await;
     create_db(&b, SCHEMA).await;
-    let config = Config::load(&task_file(dir.path(), "two-way", "conflict = \"last-writer-wins\"")).expect("config");
+    let config = Config::load(&task_file(dir.path(), "two-way", &format!("conflict = \"{policy}\""))).expect("config");
 
     let mut engine = start_engine(&config).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -168,7 +217,7 @@ async fn two_way_converges_with_restarts_and_logs_every_overwritten_version() {
 
     for (table, order) in [("kv", "k"), ("pair", "x, y")] {
         let (ra, rb) = (dump(&a, table, order).await, dump(&b, table, order).await);
-        assert_eq!(ra, rb, "table {table} differs between a and b (seed {seed})");
+        assert_eq!(ra, rb, "table {table} differs between a and b ({policy}, seed {seed})");
     }
 
     // Every application version that vanished without being the before-image of a
