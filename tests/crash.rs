@@ -4,61 +4,15 @@
 //! is there exactly once, and no deleted row has come back.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::support::{app_conn, changelog_head, checkpoint_seq, create_db, dump, ferry_bin, task_file, wait_until};
+use crate::support::{FerryRun, app_conn, changelog_head, checkpoint_seq, create_db, dump, task_file, wait_until};
 
 const ITEMS: i64 = 60_000;
 const SCHEMA: &str = "CREATE TABLE events(id INTEGER PRIMARY KEY, payload TEXT NOT NULL, at REAL);
                       CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, tag BLOB);";
-
-/// Kills the child if a test fails half-way.
-struct Guard(Option<Child>);
-
-impl Guard {
-    fn spawn(config: &PathBuf, log: &PathBuf) -> Guard {
-        let err = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-        let child = Command::new(ferry_bin())
-            .args(["run", "--config"])
-            .arg(config)
-            .env("FERRY_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("spawn ferry run");
-        Guard(Some(child))
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn terminate(&mut self) -> Option<i32> {
-        let mut c = self.0.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
-        for _ in 0..500 {
-            if let Ok(Some(s)) = c.try_wait() {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        None
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 async fn seed(path: &Path) {
     let mut c = app_conn(path).await;
@@ -145,16 +99,16 @@ async fn survives_sigkill_during_snapshot_and_stream_without_loss_or_duplicates(
     // Early kills land in the snapshot (60,000 rows), later ones in the stream.
     let mut mid_snapshot = 0;
     for round in 0..10 {
-        let mut ferry = Guard::spawn(&config, &log);
-        let ms = if round < 5 { rng.u64(150..500) } else { rng.u64(300..1500) };
+        let mut ferry = FerryRun::start(&config, &log);
+        let ms = if round < 5 { rng.u64(80..400) } else { rng.u64(300..1500) };
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ferry.kill();
-        if snapshot_state(&b).await.is_some_and(|s| s.contains("copying")) {
+        if snapshot_state(&b).await.is_some_and(|s| !s.contains("done")) {
             mid_snapshot += 1;
         }
     }
     assert!(mid_snapshot > 0, "no kill landed during the snapshot; the test did not exercise snapshot resume");
-    let mut ferry = Guard::spawn(&config, &log);
+    let mut ferry = FerryRun::start(&config, &log);
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let (txns, deleted) = app.await.expect("application");

@@ -129,3 +129,52 @@ pub async fn dump(path: &Path, table: &str, order_by: &str) -> Vec<String> {
     sqlx::Connection::close(c).await.ok();
     rows
 }
+
+/// A running `ferry run` child (log appended to a file), killed on drop.
+pub struct FerryRun(Option<std::process::Child>);
+
+impl FerryRun {
+    /// Starts `ferry run --config CONFIG` with info logging into `log`.
+    pub fn start(config: &Path, log: &Path) -> FerryRun {
+        let err = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        let child = Command::new(ferry_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("FERRY_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn ferry run");
+        FerryRun(Some(child))
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM; the exit code, or `None` when it did not stop within 20 s (then killed).
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.0.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+}
+
+impl Drop for FerryRun {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
