@@ -400,6 +400,7 @@ async fn profile(a: &Path, dir: &Path, head: i64, batch: usize) -> Result<()> {
                 max_changes: batch,
                 exclude_origin: SiteId::new("dc-d"),
                 keep_transactions: keep,
+                before_images: false,
             };
             let t0 = Instant::now();
             let rb = source.read_changes(&req).await?;

@@ -136,16 +136,6 @@ async fn two_way_converges_with_restarts_and_logs_every_overwritten_version() {
     converges_under("last-writer-wins", 20261122).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn prefer_from_converges_with_restarts() {
-    converges_under("prefer-from", 7).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn prefer_to_converges_with_restarts() {
-    converges_under("prefer-to", 8).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_only_records_conflicts_and_changes_neither_side() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -278,6 +278,9 @@ pub struct ReadRequest {
     pub exclude_origin: SiteId,
     /// Never end a batch inside a source commit group.
     pub keep_transactions: bool,
+    /// Include whole before-images (conflict detection needs them); without, updates
+    /// and deletes may carry only their key.
+    pub before_images: bool,
 }
 
 /// The table that carries snapshot watermarks through the stream (DBLog). A source

@@ -652,6 +652,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             max_changes: self.spec.tuning.batch_changes,
             exclude_origin: self.spec.target.site.clone(),
             keep_transactions: self.spec.keep_transactions,
+            before_images: self.spec.conflicts.is_some(),
         }
     }
 }

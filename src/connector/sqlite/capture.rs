@@ -21,7 +21,7 @@ use super::literal::{LiteralError, ident, parse_row, row_expr, string};
 use super::schema::{self, HEARTBEAT_TABLE};
 use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, exec_batch, rollback, snapshot};
 use crate::connector::{Chunk, ConnectorError, ReadBatch, ReadRequest, Source};
-use crate::model::{Change, Key, Op, Position, SiteId, TableSchema, Txn, Value, now_micros};
+use crate::model::{Change, Key, Op, Position, Row, SiteId, TableSchema, Txn, Value, now_micros};
 
 /// Consumed changelog rows are kept this long so conflict resolution can still find
 /// the version (commit time, site) of a row's last write.
@@ -59,11 +59,21 @@ impl SqliteSource {
     /// the driver hands over one value instead of eight per row (the per-row cost of the
     /// driver dominated reading). Rows are `seq,epoch,op,ts,'origin','tbl'[,before][,after]`
     /// joined by `;` (quote() literals, so the separator is unambiguous outside quotes).
-    async fn fetch_rows(&mut self, after: i64, until: i64, limit: i64) -> Result<String, ConnectorError> {
-        const PACK: &str = "seq || ',' || epoch || ',' || op || ',' || ts || ',' || quote(origin) || ',' || quote(tbl) \
-                            || coalesce(',' || before, '') || coalesce(',' || after, '')";
+    /// Without `before_images`, updates and deletes carry their key (`pk`) instead of the
+    /// whole before-image: a one-way task needs nothing more, and parses less.
+    async fn fetch_rows(
+        &mut self,
+        after: i64,
+        until: i64,
+        limit: i64,
+        before_images: bool,
+    ) -> Result<String, ConnectorError> {
+        const HEAD: &str = "seq || ',' || epoch || ',' || op || ',' || ts || ',' || quote(origin) || ',' || quote(tbl)";
+        let old =
+            if before_images { "coalesce(',' || before, '')" } else { "CASE op WHEN 1 THEN '' ELSE ',' || pk END" };
+        let pack = format!("{HEAD} || {old} || coalesce(',' || after, '')");
         let q = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT group_concat(r, ';') FROM (SELECT {PACK} AS r FROM ferry_changelog \
+            "SELECT group_concat(r, ';') FROM (SELECT {pack} AS r FROM ferry_changelog \
              WHERE seq > ?1 AND seq <= ?2 AND epoch < (SELECT epoch FROM ferry_clock WHERE id = 1) \
              ORDER BY seq LIMIT ?3)"
         )))
@@ -122,7 +132,7 @@ impl SqliteSource {
         Ok(v.unwrap_or(0))
     }
 
-    fn to_txns(&self, rows: Vec<Entry<'_>>, exclude: &SiteId) -> Result<Vec<Txn>, ConnectorError> {
+    fn to_txns(&self, rows: Vec<Entry<'_>>, exclude: &SiteId, before_images: bool) -> Result<Vec<Txn>, ConnectorError> {
         let mut txns: Vec<Txn> = Vec::new();
         let mut cur: Option<(i64, String, i64)> = None;
         for r in rows {
@@ -133,13 +143,15 @@ impl SqliteSource {
                 continue;
             };
             let n = table.columns.len();
-            let (before, after) = match (r.op, r.values.len()) {
+            // The old image: the whole row, or only its key.
+            let m = if before_images { n } else { table.primary_key.len() };
+            let (old, after) = match (r.op, r.values.len()) {
                 (1, l) if l == n => (None, Some(r.values)),
-                (3, l) if l == n => (Some(r.values), None),
-                (2, l) if l == 2 * n => {
-                    let mut before = r.values;
-                    let after = before.split_off(n);
-                    (Some(before), Some(after))
+                (3, l) if l == m => (Some(r.values), None),
+                (2, l) if l == m + n => {
+                    let mut old = r.values;
+                    let after = old.split_off(m);
+                    (Some(old), Some(after))
                 }
                 (_, l) => {
                     return Err(ConnectorError::Setup {
@@ -157,9 +169,10 @@ impl SqliteSource {
                 2 => Op::Update,
                 _ => Op::Delete,
             };
-            let key: Key = match (&before, &after) {
-                (Some(b), _) => table.key_of(b),
-                (None, Some(a)) => table.key_of(a),
+            let (key, before): (Key, Option<Row>) = match (old, &after) {
+                (Some(o), _) if !before_images => (o, None),
+                (Some(b), _) => (table.key_of(&b), Some(b)),
+                (None, Some(a)) => (table.key_of(a), None),
                 (None, None) => continue,
             };
             let change = Change { table: table.clone(), op, key, before, after };
@@ -401,7 +414,7 @@ impl Source for SqliteSource {
         let limit = i64::try_from(req.max_changes.max(1)).unwrap_or(i64::MAX);
         let mut bumped = false;
         let (page, heads) = loop {
-            let page = self.fetch_rows(after, until, limit).await?;
+            let page = self.fetch_rows(after, until, limit, req.before_images).await?;
             let heads = self.heads(&page)?;
             if (heads.len() as i64) < limit && !bumped {
                 // Rows of the still-open epoch wait until it is closed; close it now if
@@ -435,7 +448,7 @@ impl Source for SqliteSource {
             Some(r) => Position::Sqlite { seq: r.seq },
             None => req.after.clone(),
         };
-        let txns = self.to_txns(rows, &req.exclude_origin)?;
+        let txns = self.to_txns(rows, &req.exclude_origin, req.before_images)?;
         Ok(ReadBatch { txns, position, continues })
     }
 
