@@ -27,7 +27,7 @@ use crate::connector::{
     ApplyBatch, ApplyReport, Checkpoint, Chunk, ConflictRules, ConnectorError, DirectionId, ErrorKind, LeaseHolder,
     LeaseOutcome, ReadBatch, ReadRequest, Sink, SnapshotRows, Source, TableProgress,
 };
-use crate::model::{Change, Key, Position, TableSchema, Txn, Value, cmp_keys, now_micros};
+use crate::model::{Change, Key, Op, Position, TableSchema, Txn, Value, cmp_keys, now_micros};
 
 /// How long a lease lasts without renewal.
 const LEASE_TTL_US: i64 = 15_000_000;
@@ -552,11 +552,17 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                 {
                     return true;
                 }
+                // A row not copied yet arrives with its chunk, but a chunk cannot carry a
+                // row's absence: deletes (and key moves) always pass, since the target may
+                // hold the row already (two-way: it may be where the row came from).
+                let removes = c.op == Op::Delete || (c.op == Op::Update && c.new_key() != c.key);
                 match self.checkpoint.tables.get(&c.table.name.to_string()) {
                     Some(TableProgress::Done) => true,
-                    Some(TableProgress::Pending) | None => false,
+                    None => false,
+                    Some(TableProgress::Pending) => removes,
                     Some(TableProgress::Copying { after }) => {
-                        cmp_keys(&c.key, after) != Ordering::Greater
+                        removes
+                            || cmp_keys(&c.key, after) != Ordering::Greater
                             || cmp_keys(&c.new_key(), after) != Ordering::Greater
                     }
                 }
