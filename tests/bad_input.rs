@@ -6,13 +6,12 @@
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use sqlx::ConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 
-use crate::support::{create_db, ferry_bin};
+use crate::support::{create_db, ferry_within};
 
 /// How long one `ferry check` or `ferry run` may take to refuse bad input.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -39,54 +38,6 @@ to = "b"
 mode = "one-way"
 tables = ["*"]
 "#;
-
-/// What a finished `ferry` process left.
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Outcome {
-    fn all(&self) -> String {
-        format!("--- stdout:\n{}\n--- stderr:\n{}", self.stdout, self.stderr)
-    }
-}
-
-/// Runs `ferry args`, failing the test (after killing the child) if it does not exit
-/// by itself within `limit`. Output goes to files outside the folder under test.
-async fn ferry_within(args: &[&str], limit: Duration) -> Outcome {
-    let logs = tempfile::tempdir().expect("log folder");
-    let out_path = logs.path().join("stdout");
-    let err_path = logs.path().join("stderr");
-    let mut child = Command::new(ferry_bin())
-        .args(args)
-        .env("FERRY_LOG", "warn")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .expect("ferry binary starts");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for ferry") {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-            panic!("`ferry {}` did not exit within {limit:?}; stderr so far:\n{stderr}", args.join(" "));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    Outcome {
-        code: status.code(),
-        stdout: std::fs::read_to_string(&out_path).expect("read stdout"),
-        stderr: std::fs::read_to_string(&err_path).expect("read stderr"),
-    }
-}
 
 /// One file or folder as seen before and after a command.
 #[derive(Debug, PartialEq, Eq)]

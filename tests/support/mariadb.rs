@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub use super::Outcome;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 
@@ -193,62 +194,10 @@ tables = [{}]
     path
 }
 
-/// What a finished `ferry` process left.
-#[derive(Debug)]
-pub struct Outcome {
-    /// Exit code (`None`: killed by a signal).
-    pub code: Option<i32>,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
-impl Outcome {
-    /// Both streams, for assertion messages.
-    pub fn all(&self) -> String {
-        format!("exit code {:?}\n--- stdout:\n{}\n--- stderr:\n{}", self.code, self.stdout, self.stderr)
-    }
-
-    /// The `PROBLEM` lines of standard error.
-    pub fn problems(&self) -> Vec<&str> {
-        self.stderr.lines().filter(|l| l.starts_with("PROBLEM")).collect()
-    }
-}
-
 /// Runs `ferry args`, failing the test (after killing it) when it does not exit within
 /// [`FERRY_LIMIT`].
 pub async fn ferry(args: &[&str]) -> Outcome {
-    let logs = tempfile::tempdir().expect("log folder");
-    let out_path = logs.path().join("stdout");
-    let err_path = logs.path().join("stderr");
-    let mut child = Command::new(super::ferry_bin())
-        .args(args)
-        .env("FERRY_LOG", "warn")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .expect("ferry binary starts");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for ferry") {
-            break status;
-        }
-        if start.elapsed() > FERRY_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-            panic!("`ferry {}` did not exit within {FERRY_LIMIT:?}; stderr so far:\n{stderr}", args.join(" "));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    Outcome {
-        code: status.code(),
-        stdout: std::fs::read_to_string(&out_path).expect("read stdout"),
-        stderr: std::fs::read_to_string(&err_path).expect("read stderr"),
-    }
+    super::ferry_within(args, FERRY_LIMIT).await
 }
 
 /// `ferry check --config FILE`.

@@ -178,3 +178,61 @@ impl Drop for FerryRun {
         self.kill();
     }
 }
+
+/// What a finished `ferry` process left.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Both streams, for assertion messages.
+    pub fn all(&self) -> String {
+        format!("exit code {:?}\n--- stdout:\n{}\n--- stderr:\n{}", self.code, self.stdout, self.stderr)
+    }
+
+    /// The `PROBLEM` lines of standard error.
+    pub fn problems(&self) -> Vec<&str> {
+        self.stderr.lines().filter(|l| l.starts_with("PROBLEM")).collect()
+    }
+}
+
+/// Runs `ferry args` with its output in files, failing the test (after killing the
+/// child) when it does not exit by itself within `limit`.
+pub async fn ferry_within(args: &[&str], limit: Duration) -> Outcome {
+    let logs = tempfile::tempdir().expect("log folder");
+    let out_path = logs.path().join("stdout");
+    let err_path = logs.path().join("stderr");
+    let mut child = Command::new(ferry_bin())
+        .args(args)
+        .env("FERRY_LOG", "warn")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("ferry binary starts");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for ferry") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+            panic!("`ferry {}` did not exit within {limit:?}; stderr so far:\n{stderr}", args.join(" "));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    Outcome {
+        code: status.code(),
+        stdout: std::fs::read_to_string(&out_path).expect("read stdout"),
+        stderr: std::fs::read_to_string(&err_path).expect("read stderr"),
+    }
+}

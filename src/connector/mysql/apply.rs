@@ -86,16 +86,6 @@ impl MysqlSink {
         Ok(MysqlSink { ep, conn, written: HashMap::new(), budget })
     }
 
-    /// The endpoint this sink writes.
-    pub fn endpoint(&self) -> &MysqlEndpoint {
-        &self.ep
-    }
-
-    /// The sink's session (for tools and tests).
-    pub fn conn(&mut self) -> &mut Conn {
-        &mut self.conn
-    }
-
     /// Where a table lives on this server: its database, or the URL's for names without
     /// one (the heartbeat table always lives in `ferry`).
     fn resolve(&self, name: &TableName) -> Result<TableName, ConnectorError> {

@@ -41,11 +41,6 @@ impl MysqlSource {
             signal_id: stream_name.to_string(),
         })
     }
-
-    /// The session, for checks.
-    pub fn connection(&mut self) -> &mut Conn {
-        &mut self.conn
-    }
 }
 
 /// The binlog head: file, offset and the GTID list.

@@ -45,16 +45,6 @@ impl SqliteSource {
         Ok(SqliteSource { ep, conn, tables: HashMap::new(), last_prune_us: 0 })
     }
 
-    /// The connection, for checks that need it.
-    pub fn connection(&mut self) -> &mut SqliteConnection {
-        &mut self.conn
-    }
-
-    /// The endpoint.
-    pub fn endpoint(&self) -> &SqliteEndpoint {
-        &self.ep
-    }
-
     /// Reads changelog rows packed into one text value per query: SQLite builds it, so
     /// the driver hands over one value instead of eight per row (the per-row cost of the
     /// driver dominated reading). Rows are `seq,epoch,op,ts,'origin','tbl'[,before][,after]`
