@@ -299,6 +299,24 @@ pub struct Change {
     pub before: Option<Row>,
     /// Row after the change (inserts and updates).
     pub after: Option<Row>,
+    /// For an insert read in two-way mode: the deletion the source had seen of this key.
+    pub prior: Prior,
+}
+
+/// What the source knew of a key when an insert wrote it (DESIGN.md "Two-way"): an
+/// absent row looks the same whoever deleted it, so the deletion's version tells an
+/// insert that follows a delete the source saw from one racing a delete it never saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Prior {
+    /// Not tracked (one-way reads, snapshots, engines without a changelog).
+    #[default]
+    Unknown,
+    /// The last change of the key from the target's site that the source applied was
+    /// not a deletion, or there was none.
+    Fresh,
+    /// The last change of the key from the target's site that the source applied (or
+    /// found already done) was this deletion (site, commit µs).
+    Deleted(SiteId, i64),
 }
 
 impl Change {

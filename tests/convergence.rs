@@ -1,6 +1,9 @@
 //! Two-way convergence: seeded writers on both sides on overlapping keys, the task
 //! restarted at random points; afterwards both sides are identical row by row and the
 //! conflict log holds every version that was overwritten without being seen.
+//!
+//! `FERRY_TEST_SEED=N` replays a seed; `FERRY_TEST_KEEP=1` keeps the databases of a run
+//! that diverged, for inspection.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -93,6 +96,15 @@ async fn stop_engine(engine: Engine) {
     assert!(errors.is_empty(), "directions failed: {errors:?}");
 }
 
+/// Waits until task `t` has applied, both ways, everything each side's changelog holds now.
+async fn catch_up(a: &Path, b: &Path, secs: u64) {
+    let (ha, hb) = (changelog_head(a).await, changelog_head(b).await);
+    wait_until(Duration::from_secs(secs), "both directions to catch up", || async {
+        checkpoint_seq(b, "t", "a->b").await >= ha && checkpoint_seq(a, "t", "b->a").await >= hb
+    })
+    .await;
+}
+
 /// Versions written by applications (after-images of local-origin changes), and every
 /// before-image seen anywhere, per table.
 async fn history(path: &Path, site: &str) -> (Vec<(String, String)>, Vec<(String, String)>) {
@@ -150,11 +162,7 @@ async fn log_only_records_conflicts_and_changes_neither_side() {
     sqlx::query("UPDATE kv SET v = 'from a' WHERE k = 1").execute(&mut ca).await.expect("a");
     sqlx::query("UPDATE kv SET v = 'from b' WHERE k = 1").execute(&mut cb).await.expect("b");
     let engine = start_engine(&config).await;
-    let (ha, hb) = (changelog_head(&a).await, changelog_head(&b).await);
-    wait_until(Duration::from_secs(30), "both directions to catch up", || async {
-        checkpoint_seq(&b, "t", "a->b").await >= ha && checkpoint_seq(&a, "t", "b->a").await >= hb
-    })
-    .await;
+    catch_up(&a, &b, 30).await;
     stop_engine(engine).await;
     assert_eq!(dump(&a, "kv", "k").await, vec!["1,'from a'"], "log-only must leave a's row");
     assert_eq!(dump(&b, "kv", "k").await, vec!["1,'from b'"], "log-only must leave b's row");
@@ -171,13 +179,63 @@ async fn log_only_records_conflicts_and_changes_neither_side() {
     }
 }
 
+/// Both sides delete a row while nothing syncs, then a inserts it again: at b that
+/// insert meets b's own delete, which a never saw, so both sides must see the race and
+/// resolve it the same way (an absent row looks the same whoever deleted it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_racing_a_delete_the_source_never_saw_converges_under_every_policy() {
+    for (policy, expected) in [
+        ("prefer-to", Vec::<&str>::new()),
+        ("prefer-from", vec!["1,'again from a'"]),
+        ("last-writer-wins", vec!["1,'again from a'"]),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+        create_db(&a, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT); INSERT INTO kv VALUES (1, 'base');").await;
+        create_db(&b, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT); INSERT INTO kv VALUES (1, 'base');").await;
+        let extra = format!("conflict = \"{policy}\"\nsnapshot = false");
+        let config = Config::load(&task_file(dir.path(), "two-way", &extra)).expect("config");
+        stop_engine(start_engine(&config).await).await;
+        let (mut ca, mut cb) = (app_conn(&a).await, app_conn(&b).await);
+        sqlx::query("DELETE FROM kv WHERE k = 1").execute(&mut ca).await.expect("a deletes");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        sqlx::query("DELETE FROM kv WHERE k = 1").execute(&mut cb).await.expect("b deletes");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        sqlx::query("INSERT INTO kv VALUES (1, 'again from a')").execute(&mut ca).await.expect("a inserts");
+        let engine = start_engine(&config).await;
+        catch_up(&a, &b, 30).await;
+        stop_engine(engine).await;
+        assert_eq!(dump(&a, "kv", "k").await, expected, "{policy}: side a");
+        assert_eq!(dump(&b, "kv", "k").await, expected, "{policy}: side b");
+        for path in [&a, &b] {
+            let mut c = app_conn(path).await;
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM ferry_conflict").fetch_one(&mut c).await.expect("log");
+            assert_eq!(n, 1, "{policy}: each side records the race once ({path:?})");
+        }
+    }
+}
+
 async fn converges_under(policy: &str, default_seed: u64) {
     let seed: u64 = std::env::var("FERRY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default_seed);
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
-    create_db(&a, SCHEMA).await;
-    create_db(&b, SCHEMA).await;
+    // Rows on both sides before the task starts: some equal, some different, some on
+    // one side only, so the snapshots race the writers' deletes and updates.
+    let mut seed_a = String::from(SCHEMA);
+    let mut seed_b = String::from(SCHEMA);
+    for k in 1..=KEYS {
+        let row = |v: &str| format!("INSERT INTO kv(k, v, n, b) VALUES ({k}, '{v}', {k}, X'00');");
+        match k % 4 {
+            0 => (seed_a.push_str(&row("seed")), seed_b.push_str(&row("seed"))),
+            1 => (seed_a.push_str(&row("seed-a")), seed_b.push_str(&row("seed-b"))),
+            2 => (seed_a.push_str(&row("seed-a")), ()),
+            _ => ((), seed_b.push_str(&row("seed-b"))),
+        };
+    }
+    create_db(&a, &seed_a).await;
+    create_db(&b, &seed_b).await;
     let config = Config::load(&task_file(dir.path(), "two-way", &format!("conflict = \"{policy}\""))).expect("config");
 
     let mut engine = start_engine(&config).await;
@@ -198,15 +256,14 @@ async fn converges_under(policy: &str, default_seed: u64) {
     assert!(na > 50 && nb > 50, "writers made too few transactions: {na}, {nb}");
 
     // Lag 0: each direction has applied everything its source holds.
-    let (ha, hb) = (changelog_head(&a).await, changelog_head(&b).await);
-    wait_until(Duration::from_secs(60), "both directions to catch up", || async {
-        checkpoint_seq(&b, "t", "a->b").await >= ha && checkpoint_seq(&a, "t", "b->a").await >= hb
-    })
-    .await;
+    catch_up(&a, &b, 60).await;
     stop_engine(engine).await;
 
     for (table, order) in [("kv", "k"), ("pair", "x, y")] {
         let (ra, rb) = (dump(&a, table, order).await, dump(&b, table, order).await);
+        if ra != rb && std::env::var("FERRY_TEST_KEEP").is_ok() {
+            panic!("table {table} differs ({policy}, seed {seed}); databases kept in {:?}", dir.keep());
+        }
         assert_eq!(ra, rb, "table {table} differs between a and b ({policy}, seed {seed})");
     }
 
@@ -249,4 +306,14 @@ async fn converges_under(policy: &str, default_seed: u64) {
         lost.len(),
         &lost[..lost.len().min(5)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefer_from_converges_with_restarts_and_rows_on_both_sides() {
+    converges_under("prefer-from", 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefer_to_converges_with_restarts_and_rows_on_both_sides() {
+    converges_under("prefer-to", 8).await;
 }

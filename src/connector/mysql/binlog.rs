@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::connector::mysql::{FERRY_DB, MysqlEndpoint, ident};
 use crate::connector::{ConnectorError, SIGNAL_TABLE};
-use crate::model::{Change, Column, Op, Position, Row, SiteId, TableName, TableSchema, Txn, Value};
+use crate::model::{Change, Column, Op, Position, Prior, Row, SiteId, TableName, TableSchema, Txn, Value};
 
 /// ferry's heartbeat table (in [`FERRY_DB`]); always decoded.
 const HEARTBEAT_TABLE: &str = "ferry_heartbeat";
@@ -1311,7 +1311,7 @@ impl Decoder {
                     (Some(row), Some(after))
                 }
             };
-            group.changes.push(Change { table: info.schema.clone(), op, key, before, after });
+            group.changes.push(Change { table: info.schema.clone(), op, key, before, after, prior: Prior::Unknown });
         }
         self.group = Some(group);
         Ok(())
@@ -1850,8 +1850,14 @@ mod tests {
             unique_keys: Vec::new(),
             create_sql: None,
         });
-        let change =
-            Change { table, op: Op::Insert, key: vec![Value::Int(1)], before: None, after: Some(vec![Value::Int(1)]) };
+        let change = Change {
+            table,
+            op: Op::Insert,
+            key: vec![Value::Int(1)],
+            before: None,
+            after: Some(vec![Value::Int(1)]),
+            prior: Prior::Unknown,
+        };
         Txn {
             origin: SiteId::new("a"),
             commit_ts: 0,

@@ -22,12 +22,13 @@ use super::schema::{self, create_table_sql, ensure_ferry_tables};
 use super::state::{self, ConflictRecord};
 use super::values::{UnstorableValue, bind_all};
 use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, rollback};
+use crate::config::ConflictPolicy;
 use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConflictRules, ConnectorError, DirectionId, LeaseHolder,
     LeaseOutcome, Sink,
 };
 use crate::engine::conflict::{Version, Winner, resolve};
-use crate::model::{Change, FastHash, HashKey, Key, Op, Row, SiteId, TableSchema, Txn, key_text, same_row};
+use crate::model::{Change, FastHash, HashKey, Key, Op, Prior, Row, SiteId, TableSchema, Txn, key_text, same_row};
 
 /// Most bound values SQLite accepts in one statement, with room to spare.
 const MAX_BINDS: usize = 30_000;
@@ -152,6 +153,7 @@ impl SqliteSink {
                             key: snap.table.key_of(row),
                             before: None,
                             after: Some(row.clone()),
+                            prior: Prior::Unknown,
                         };
                         let conflict = self.apply_change(dir, &change, &version, Some(rules), "snapshot").await?;
                         report.rows += 1;
@@ -184,6 +186,9 @@ impl SqliteSink {
         };
         let current = self.select_row(table, &change.key).await?;
         if same_row(current.as_ref(), change.after.as_ref()) {
+            if current.is_none() && change.before.is_some() {
+                self.record_deletion(change, incoming).await?;
+            }
             return Ok(false);
         }
         if change.op == Op::Update && current.is_none() {
@@ -196,14 +201,17 @@ impl SqliteSink {
                 }
             }
         }
-        if same_row(current.as_ref(), change.before.as_ref()) {
+        let mut tombstone = None;
+        if current.is_none() && change.before.is_none() {
+            tombstone = self.unseen_deletion(table, change, &rules.local_site).await?;
+        }
+        if tombstone.is_none() && same_row(current.as_ref(), change.before.as_ref()) {
             self.write_change(change).await?;
             return Ok(false);
         }
-        let local = match rules.policy {
-            crate::config::ConflictPolicy::LastWriterWins => {
-                self.local_version(table, &change.key, &rules.local_site).await?
-            }
+        let local = match (rules.policy, tombstone) {
+            (ConflictPolicy::LastWriterWins, Some(deleted)) => deleted,
+            (ConflictPolicy::LastWriterWins, None) => self.local_version(table, &change.key, &rules.local_site).await?,
             _ => Version { ts: 0, site: rules.local_site.clone() },
         };
         let winner = resolve(rules, incoming, &local);
@@ -231,12 +239,61 @@ impl SqliteSink {
         Ok(true)
     }
 
+    /// The local deletion of a key that an incoming insert did not follow: this site's
+    /// last write of the key is a delete, and it was not the last change from this site
+    /// that the source had applied when it inserted. The other side sees the same race (the delete's
+    /// before-image differs from its row), so both resolve it.
+    async fn unseen_deletion(
+        &mut self,
+        table: &TableSchema,
+        change: &Change,
+        local_site: &SiteId,
+    ) -> Result<Option<Version>, Failure> {
+        if change.prior == Prior::Unknown {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT op, ts FROM ferry_changelog WHERE tbl = ?1 AND pk = (SELECT {}) AND origin = ?2 \
+             ORDER BY seq DESC LIMIT 1",
+            quote_params(3, change.key.len())
+        );
+        let q = sqlx::query(AssertSqlSafe(sql)).bind(table.name.name.clone()).bind(local_site.as_str());
+        let row = bind_all(q, &change.key)?.fetch_optional(&mut self.conn).await?;
+        Ok(row.and_then(|r| {
+            let (op, ts): (i64, i64) = (r.get(0), r.get(1));
+            let seen = change.prior == Prior::Deleted(local_site.clone(), ts);
+            (op == 3 && !seen).then(|| Version { ts, site: local_site.clone() })
+        }))
+    }
+
+    /// Records an incoming delete that found the row already gone (both sides deleted it),
+    /// so an insert made here afterwards carries it as seen (`Prior`); nothing reads it
+    /// back to the delete's own site, whose reader skips that origin.
+    async fn record_deletion(&mut self, change: &Change, incoming: &Version) -> Result<(), Failure> {
+        let Some(before) = &change.before else { return Ok(()) };
+        let k = change.key.len();
+        let sql = format!(
+            "INSERT INTO ferry_changelog(epoch, tbl, op, origin, ts, pk, before, after) \
+             SELECT epoch, ?1, {}, ?2, ?3, {}, {}, NULL FROM ferry_clock WHERE id = 1",
+            schema::OP_ALREADY_DELETED,
+            quote_params(4, k),
+            quote_params(4 + k, before.len()),
+        );
+        let q = sqlx::query(AssertSqlSafe(sql))
+            .bind(change.table.name.name.clone())
+            .bind(incoming.site.as_str())
+            .bind(incoming.ts);
+        bind_all(bind_all(q, &change.key)?, before)?.execute(&mut self.conn).await?;
+        Ok(())
+    }
+
     /// The version of the target's current row: its last changelog entry, else (0, local site).
     async fn local_version(&mut self, table: &TableSchema, key: &Key, local_site: &SiteId) -> Result<Version, Failure> {
-        let quoted: Vec<String> = (2..key.len() + 2).map(|i| format!("quote(?{i})")).collect();
         let sql = format!(
-            "SELECT origin, ts FROM ferry_changelog WHERE tbl = ?1 AND pk = (SELECT {}) ORDER BY seq DESC LIMIT 1",
-            quoted.join("||','||")
+            "SELECT origin, ts FROM ferry_changelog WHERE tbl = ?1 AND pk = (SELECT {}) AND op <> {} \
+             ORDER BY seq DESC LIMIT 1",
+            quote_params(2, key.len()),
+            schema::OP_ALREADY_DELETED
         );
         let q = sqlx::query(AssertSqlSafe(sql)).bind(table.name.name.clone());
         let row = bind_all(q, key)?.fetch_optional(&mut self.conn).await?;
@@ -512,4 +569,9 @@ impl Sink for SqliteSink {
             .await
             .map_err(self.ep.query_error(format!("releasing the lease of {dir}")))
     }
+}
+
+/// `quote(?from)||','||…` over `n` parameters: the changelog's text form of bound values.
+fn quote_params(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("quote(?{i})")).collect::<Vec<_>>().join("||','||")
 }

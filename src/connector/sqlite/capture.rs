@@ -21,7 +21,7 @@ use super::literal::{LiteralError, ident, parse_row, row_expr, string};
 use super::schema::{self, HEARTBEAT_TABLE};
 use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, exec_batch, rollback, snapshot};
 use crate::connector::{Chunk, ConnectorError, ReadBatch, ReadRequest, Source};
-use crate::model::{Change, Key, Op, Position, Row, SiteId, TableSchema, Txn, Value, now_micros};
+use crate::model::{Change, Key, Op, Position, Prior, Row, SiteId, TableSchema, Txn, Value, now_micros};
 
 /// Consumed changelog rows are kept this long so conflict resolution can still find
 /// the version (commit time, site) of a row's last write.
@@ -57,19 +57,30 @@ impl SqliteSource {
         until: i64,
         limit: i64,
         before_images: bool,
+        target_site: &str,
     ) -> Result<String, ConnectorError> {
         const HEAD: &str = "seq || ',' || epoch || ',' || op || ',' || ts || ',' || quote(origin) || ',' || quote(tbl)";
-        let old =
-            if before_images { "coalesce(',' || before, '')" } else { "CASE op WHEN 1 THEN '' ELSE ',' || pk END" };
+        // Two-way inserts carry, as two leading values, the last change of the key that
+        // came from the target's site, when it was a deletion (origin, ts; else NULL,
+        // NULL): whether the source had seen the target delete the row (see `Prior`).
+        let old = if before_images {
+            "CASE op WHEN 1 THEN ',' || coalesce((SELECT CASE WHEN p.after IS NULL THEN quote(p.origin) || ',' || p.ts END \
+             FROM ferry_changelog p WHERE p.tbl = c.tbl AND p.pk = c.pk AND p.seq < c.seq AND p.origin = ?4 \
+             ORDER BY p.seq DESC LIMIT 1), 'NULL,NULL') \
+             ELSE coalesce(',' || before, '') END"
+        } else {
+            "CASE op WHEN 1 THEN '' ELSE ',' || pk END"
+        };
         let pack = format!("{HEAD} || {old} || coalesce(',' || after, '')");
         let q = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT group_concat(r, ';') FROM (SELECT {pack} AS r FROM ferry_changelog \
+            "SELECT group_concat(r, ';') FROM (SELECT {pack} AS r FROM ferry_changelog c \
              WHERE seq > ?1 AND seq <= ?2 AND epoch < (SELECT epoch FROM ferry_clock WHERE id = 1) \
              ORDER BY seq LIMIT ?3)"
         )))
         .bind(after)
         .bind(until)
-        .bind(limit);
+        .bind(limit)
+        .bind(target_site);
         let packed: Option<String> =
             q.fetch_one(&mut self.conn).await.map_err(self.ep.query_error("reading ferry_changelog"))?;
         Ok(packed.unwrap_or_default())
@@ -126,7 +137,7 @@ impl SqliteSource {
         let mut txns: Vec<Txn> = Vec::new();
         let mut cur: Option<(i64, String, i64)> = None;
         for r in rows {
-            if r.origin == exclude.as_str() {
+            if r.origin == exclude.as_str() || r.op == schema::OP_ALREADY_DELETED {
                 continue;
             }
             let Some(table) = self.tables.get(r.tbl.as_ref()) else {
@@ -135,8 +146,18 @@ impl SqliteSource {
             let n = table.columns.len();
             // The old image: the whole row, or only its key.
             let m = if before_images { n } else { table.primary_key.len() };
+            let mut prior = Prior::Unknown;
             let (old, after) = match (r.op, r.values.len()) {
-                (1, l) if l == n => (None, Some(r.values)),
+                (1, l) if l == n && !before_images => (None, Some(r.values)),
+                (1, l) if l == n + 2 && before_images => {
+                    let mut values = r.values;
+                    let after = values.split_off(2);
+                    prior = match (&values[0], &values[1]) {
+                        (Value::Text(site), Value::Int(ts)) => Prior::Deleted(SiteId::new(site), *ts),
+                        _ => Prior::Fresh,
+                    };
+                    (None, Some(after))
+                }
                 (3, l) if l == m => (Some(r.values), None),
                 (2, l) if l == m + n => {
                     let mut old = r.values;
@@ -165,7 +186,7 @@ impl SqliteSource {
                 (None, Some(a)) => (table.key_of(a), None),
                 (None, None) => continue,
             };
-            let change = Change { table: table.clone(), op, key, before, after };
+            let change = Change { table: table.clone(), op, key, before, after, prior };
             let same = matches!(&cur, Some((e, o, t)) if *e == r.epoch && *o == r.origin && *t == r.ts);
             match txns.last_mut() {
                 Some(last) if same => {
@@ -404,7 +425,7 @@ impl Source for SqliteSource {
         let limit = i64::try_from(req.max_changes.max(1)).unwrap_or(i64::MAX);
         let mut bumped = false;
         let (page, heads) = loop {
-            let page = self.fetch_rows(after, until, limit, req.before_images).await?;
+            let page = self.fetch_rows(after, until, limit, req.before_images, req.exclude_origin.as_str()).await?;
             let heads = self.heads(&page)?;
             if (heads.len() as i64) < limit && !bumped {
                 // Rows of the still-open epoch wait until it is closed; close it now if

@@ -12,6 +12,11 @@ use crate::model::{Column, TableName, TableSchema};
 /// The heartbeat table: one row per site, flowing through the stream like any change.
 pub const HEARTBEAT_TABLE: &str = "ferry_heartbeat";
 
+/// `ferry_changelog.op` of an incoming delete that found the row already deleted here:
+/// kept so inserts made here afterwards show the delete as seen (`model::Prior`), never
+/// read as a change, and not the row's version (this site's own delete is).
+pub const OP_ALREADY_DELETED: i64 = 4;
+
 /// DDL of every ferry table, created on each endpoint ferry reads from or writes to.
 pub const FERRY_TABLES: &str = r#"
 CREATE TABLE IF NOT EXISTS ferry_changelog(
