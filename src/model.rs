@@ -362,6 +362,44 @@ pub struct Txn {
     pub position: Position,
     /// Its row changes in source order.
     pub changes: Vec<Change>,
+    /// Schema changes (a transaction holding them holds no rows).
+    pub ddl: Vec<SchemaChange>,
+}
+
+/// What a schema change does to its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaChangeKind {
+    /// `CREATE TABLE`.
+    Create,
+    /// `ALTER TABLE` (columns, keys, options).
+    Alter,
+    /// `DROP TABLE`.
+    Drop,
+    /// `TRUNCATE TABLE`.
+    Truncate,
+    /// `CREATE INDEX` / `DROP INDEX`.
+    Index,
+}
+
+/// A schema change of one table, as the source ran it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaChange {
+    /// The table, with its database.
+    pub table: TableName,
+    /// What it does.
+    pub kind: SchemaChangeKind,
+    /// The statement in the source's dialect.
+    pub statement: String,
+    /// Byte range of the table's name in `statement`.
+    pub name_at: (usize, usize),
+}
+
+impl SchemaChange {
+    /// The statement with the table's name replaced (a target's quoted name).
+    pub fn retarget(&self, quoted_name: &str) -> String {
+        let (a, b) = self.name_at;
+        format!("{}{quoted_name}{}", &self.statement[..a], &self.statement[b..])
+    }
 }
 
 /// Where a source's stream stands. Opaque per source; positions of one source are

@@ -8,6 +8,7 @@ mod convergence;
 mod crash;
 mod lease;
 mod mysql_check;
+mod mysql_ddl;
 mod mysql_oneway;
 mod skip;
 mod sqlite_connector;

@@ -20,7 +20,14 @@ use crate::support::{FerryRun, ferry_bin};
 
 /// A task file whose task name is unique, so tests sharing a target never share a
 /// checkpoint or a lease.
-fn task_file(dir: &Path, url_a: &str, url_b: &str, mode: &str, tables: &[&str], extra: &str) -> std::path::PathBuf {
+pub(crate) fn task_file(
+    dir: &Path,
+    url_a: &str,
+    url_b: &str,
+    mode: &str,
+    tables: &[&str],
+    extra: &str,
+) -> std::path::PathBuf {
     let path = crate::support::mariadb::task_file(dir, url_a, url_b, mode, tables, extra);
     let text = std::fs::read_to_string(&path).expect("task file");
     std::fs::write(&path, text.replacen("name = \"t\"", &format!("name = \"{}\"", unique("task")), 1)).expect("write");
@@ -74,8 +81,25 @@ fn rows_sql(t: &str, base: i64) -> Vec<String> {
     ]
 }
 
+/// Prepares the target and starts the config's first task in this process.
+pub(crate) async fn start(config: &Config) -> Engine {
+    let specs = plan_task(config, &config.tasks[0], &[]);
+    prepare_target(&specs[0]).await.expect("prepare");
+    Engine::start(specs, CancellationToken::new())
+}
+
+/// A one-way task dc-a -> dc-b over every table of `db`, started and caught up.
+pub(crate) async fn start_one_way(db: &str) -> (tempfile::TempDir, Config, Engine) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config::load(&task_file(dir.path(), &shared_a(), &shared_b(), "one-way", &[&format!("{db}.*")], ""))
+        .expect("config");
+    let engine = start(&config).await;
+    wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
+    (dir, config, engine)
+}
+
 /// Waits until the target has applied everything the source's binlog holds now.
-async fn wait_caught_up(config: &Config, limit: Duration, engine: Option<&Engine>) {
+pub(crate) async fn wait_caught_up(config: &Config, limit: Duration, engine: Option<&Engine>) {
     let task = &config.tasks[0];
     let (from, to) = (config.endpoint(&task.from).expect("from"), config.endpoint(&task.to).expect("to"));
     let head = probe::source_head(from).await.expect("head").expect("binlog on");
@@ -119,7 +143,7 @@ async fn checksum(url: &str, table: &str) -> Option<u64> {
     row.and_then(|(_, v)| v)
 }
 
-async fn assert_same_table(db: &str, table: &str) {
+pub(crate) async fn assert_same_table(db: &str, table: &str) {
     let name = TableName { schema: Some(db.into()), name: table.into() };
     let full = format!("`{db}`.`{table}`");
     let (ca, cb) = (checksum(&shared_a(), &full).await, checksum(&shared_b(), &full).await);
@@ -145,13 +169,7 @@ async fn every_type_round_trips_through_snapshot_and_binlog() {
         a.query_drop(sql).await.expect("insert snapshot rows");
     }
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = Config::load(&task_file(dir.path(), &shared_a(), &shared_b(), "one-way", &[&format!("{db}.*")], ""))
-        .expect("config");
-    let specs = plan_task(&config, &config.tasks[0], &[]);
-    prepare_target(&specs[0]).await.expect("prepare");
-    let engine = Engine::start(specs, CancellationToken::new());
-    wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
+    let (_dir, config, engine) = start_one_way(&db).await;
     assert_same_table(&db, "all_types").await;
 
     // Through the binlog: inserts, updates of every column, deletes, a key change.
@@ -208,9 +226,7 @@ async fn globs_span_databases_and_maps_rename_databases_tables_and_columns() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = task_file(dir.path(), &shared_a(), &shared_b(), "one-way", &[&format!("{stem}_*.*")], &maps);
     let config = Config::load(&file).expect("config");
-    let specs = plan_task(&config, &config.tasks[0], &[]);
-    prepare_target(&specs[0]).await.expect("prepare");
-    let engine = Engine::start(specs, CancellationToken::new());
+    let engine = start(&config).await;
     a.query_drop(format!("INSERT INTO `{shop}`.customers VALUES (3, 'Edsger')")).await.expect("insert");
     a.query_drop(format!("INSERT INTO `{shop}`.orders VALUES (10, 3, 12.50)")).await.expect("insert");
     a.query_drop(format!("UPDATE `{crm}`.leads SET note = 'still max'")).await.expect("update");

@@ -26,7 +26,7 @@ async fn refuse_if_running(specs: &[DirectionSpec]) -> Result<(), CommandError> 
         if let Some(h) = holder {
             let live = h.host == host && h.pid != std::process::id() && state::pid_alive(h.pid);
             if live {
-                return Err(EngineError::LeaseHeld { dir: spec.id.clone(), holder: h }.into());
+                return Err(EngineError::LeaseHeld { dir: spec.id.clone(), holder: Box::new(h) }.into());
             }
         }
     }

@@ -1,69 +1,105 @@
 //! `[[task.map]]` renames: a source table's schema turned into the target's names.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::config::TableMap;
 use crate::model::{TableName, TableSchema};
 
-/// Source table name (as the task file writes it) -> the schema to write on the target.
-#[derive(Debug, Default, Clone)]
+/// The `[[task.map]]` rules, applied to whatever shape a source table has now: a table
+/// altered mid-stream gets its new columns under the target's names.
+#[derive(Debug, Default)]
 pub struct Renames {
-    targets: HashMap<TableName, Arc<TableSchema>>,
+    maps: Vec<TableMap>,
+    /// Source table -> (the source schema last seen, its target schema).
+    cache: Mutex<HashMap<TableName, (Arc<TableSchema>, Arc<TableSchema>)>>,
 }
 
 impl Renames {
     /// Builds the target schemas of the source tables.
     pub fn new(sources: &[Arc<TableSchema>], maps: &[TableMap]) -> Self {
-        let mut targets = HashMap::new();
+        let r = Renames { maps: maps.to_vec(), cache: Mutex::new(HashMap::new()) };
         for s in sources {
-            let full = s.name.to_string();
-            // A whole database: `from = "shop.*"`, `to = "shop_v2.*"` (exact table maps win).
-            let db_map = s.name.schema.as_ref().and_then(|db| {
-                maps.iter().find(|m| m.from.strip_suffix(".*") == Some(db.as_str()) && m.to.ends_with(".*"))
-            });
-            let target = match maps.iter().find(|m| m.from == full) {
-                None => match db_map {
-                    Some(m) => {
-                        let mut t = (**s).clone();
-                        let db = m.to.trim_end_matches(".*");
-                        t.name = TableName { schema: Some(db.to_string()), name: s.name.name.clone() };
-                        Arc::new(t)
-                    }
-                    None => s.clone(),
-                },
-                Some(m) => {
-                    let mut t = (**s).clone();
-                    t.name = match m.to.split_once('.') {
-                        Some((db, name)) if s.name.schema.is_some() => {
-                            TableName { schema: Some(db.into()), name: name.into() }
-                        }
-                        _ => TableName { schema: s.name.schema.clone(), name: m.to.clone() },
-                    };
-                    for c in &mut t.columns {
-                        if let Some(new) = m.columns.get(&c.name) {
-                            c.name = new.clone();
-                        }
-                    }
-                    Arc::new(t)
-                }
-            };
-            targets.insert(s.name.clone(), target);
+            r.target(s);
         }
-        Renames { targets }
+        r
     }
 
     /// The target schema for a source table (the source's own when unmapped).
     pub fn target(&self, source: &Arc<TableSchema>) -> Arc<TableSchema> {
-        self.targets.get(&source.name).cloned().unwrap_or_else(|| source.clone())
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, target)) = cache.get(&source.name)
+            && (Arc::ptr_eq(seen, source) || seen.columns == source.columns)
+        {
+            return target.clone();
+        }
+        let target = self.rename(source);
+        cache.insert(source.name.clone(), (source.clone(), target.clone()));
+        target
+    }
+
+    /// The target's name for a source table, and whether its columns are renamed too.
+    pub fn target_name(&self, source: &TableName) -> (TableName, bool) {
+        match self.rule(source) {
+            Rule::Same => (source.clone(), false),
+            Rule::Database(db) => (TableName { schema: Some(db), name: source.name.clone() }, false),
+            Rule::Table(m) => (self.mapped_name(source, m), !m.columns.is_empty()),
+        }
     }
 
     /// Every target schema.
     pub fn all(&self) -> Vec<Arc<TableSchema>> {
-        let mut v: Vec<Arc<TableSchema>> = self.targets.values().cloned().collect();
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<Arc<TableSchema>> = cache.values().map(|(_, t)| t.clone()).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
+
+    fn rule(&self, source: &TableName) -> Rule<'_> {
+        let full = source.to_string();
+        if let Some(m) = self.maps.iter().find(|m| m.from == full) {
+            return Rule::Table(m);
+        }
+        // A whole database: `from = "shop.*"`, `to = "shop_v2.*"` (exact table maps win).
+        let db_map = source.schema.as_ref().and_then(|db| {
+            self.maps.iter().find(|m| m.from.strip_suffix(".*") == Some(db.as_str()) && m.to.ends_with(".*"))
+        });
+        match db_map {
+            Some(m) => Rule::Database(m.to.trim_end_matches(".*").to_string()),
+            None => Rule::Same,
+        }
+    }
+
+    fn mapped_name(&self, source: &TableName, m: &TableMap) -> TableName {
+        match m.to.split_once('.') {
+            Some((db, name)) if source.schema.is_some() => TableName { schema: Some(db.into()), name: name.into() },
+            _ => TableName { schema: source.schema.clone(), name: m.to.clone() },
+        }
+    }
+
+    fn rename(&self, s: &Arc<TableSchema>) -> Arc<TableSchema> {
+        let rule = self.rule(&s.name);
+        if matches!(rule, Rule::Same) {
+            return s.clone();
+        }
+        let mut t = (**s).clone();
+        t.name = self.target_name(&s.name).0;
+        if let Rule::Table(m) = rule {
+            for c in &mut t.columns {
+                if let Some(new) = m.columns.get(&c.name) {
+                    c.name = new.clone();
+                }
+            }
+        }
+        Arc::new(t)
+    }
+}
+
+/// How a source table's name maps.
+enum Rule<'a> {
+    Same,
+    Database(String),
+    Table(&'a TableMap),
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub enum EngineError {
         /// The direction.
         dir: DirectionId,
         /// Who holds it.
-        holder: LeaseHolder,
+        holder: Box<LeaseHolder>,
     },
     /// Someone took the lease while this process ran (it was presumed dead).
     #[error("task {dir}: lost its lease to {holder}; stopping so that two processes never apply the same changes")]
@@ -39,7 +39,16 @@ pub enum EngineError {
         /// The direction.
         dir: DirectionId,
         /// The new holder.
-        holder: LeaseHolder,
+        holder: Box<LeaseHolder>,
+    },
+    /// A table's schema changed while it was being copied: the direction starts again
+    /// from its checkpoint with the tables described anew (the copy goes on).
+    #[error("task {dir}: table {table} changed its schema during its initial copy; reading the tables again")]
+    Reload {
+        /// The direction.
+        dir: DirectionId,
+        /// The table (source name).
+        table: String,
     },
     /// An endpoint kind this build cannot run yet.
     #[error(
@@ -59,7 +68,7 @@ impl EngineError {
         match self {
             EngineError::Connector(e) => e.kind() == ErrorKind::Setup,
             EngineError::Unsupported { .. } => true,
-            EngineError::LeaseHeld { .. } | EngineError::LeaseLost { .. } => false,
+            EngineError::LeaseHeld { .. } | EngineError::LeaseLost { .. } | EngineError::Reload { .. } => false,
         }
     }
 }

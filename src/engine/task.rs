@@ -27,7 +27,7 @@ use crate::connector::{
     ApplyBatch, ApplyReport, Checkpoint, Chunk, ConflictRules, ConnectorError, DirectionId, ErrorKind, LeaseHolder,
     LeaseOutcome, ReadBatch, ReadRequest, Sink, SnapshotRows, Source, TableProgress,
 };
-use crate::model::{Change, Key, Op, Position, TableSchema, Txn, Value, cmp_keys, now_micros};
+use crate::model::{Change, Key, Op, Position, SchemaChangeKind, TableSchema, Txn, Value, cmp_keys, now_micros};
 
 /// How long a lease lasts without renewal.
 const LEASE_TTL_US: i64 = 15_000_000;
@@ -103,6 +103,10 @@ pub async fn run_direction(
                 metrics.set_state(DirectionState::Stopped);
                 return Ok(());
             }
+            Err(e @ EngineError::Reload { .. }) if !shutdown.is_cancelled() => {
+                info!(direction = %spec.id, "{e}");
+                diagnose = false;
+            }
             Err(e) if e.retryable() && !shutdown.is_cancelled() => {
                 warn!(direction = %spec.id, error = %e, retry_in_ms = backoff.as_millis() as u64, "endpoint failed; retrying");
                 metrics.error(e.to_string());
@@ -167,6 +171,7 @@ async fn run_pair<S: Source + 'static, H: Source + 'static, K: Sink>(
         source: Slot(Some(source)),
         sink,
         renames: Renames::default(),
+        reload: None,
         checkpoint: Checkpoint::default(),
         open_group: false,
         diagnose,
@@ -205,6 +210,8 @@ struct Runner<'a, S: Source + 'static, K: Sink> {
     /// Apply change by change until the next commit: set after a failure, so a change
     /// the target refuses is found and named instead of failing the same way forever.
     diagnose: bool,
+    /// A table being copied changed its schema: start again once this batch is applied.
+    reload: Option<String>,
 }
 
 impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
@@ -264,7 +271,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             match self.sink.lease(&self.spec.id, &me).await? {
                 LeaseOutcome::Acquired => return Ok(true),
                 LeaseOutcome::HeldBy(h) if h.host == me.host => {
-                    return Err(EngineError::LeaseHeld { dir: self.spec.id.clone(), holder: h });
+                    return Err(EngineError::LeaseHeld { dir: self.spec.id.clone(), holder: Box::new(h) });
                 }
                 LeaseOutcome::HeldBy(h) => {
                     self.metrics.set_state(DirectionState::WaitingForLease);
@@ -284,7 +291,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         me.expires_us = now_micros() + LEASE_TTL_US;
         match self.sink.lease(&self.spec.id, &me).await? {
             LeaseOutcome::Acquired => Ok(()),
-            LeaseOutcome::HeldBy(h) => Err(EngineError::LeaseLost { dir: self.spec.id.clone(), holder: h }),
+            LeaseOutcome::HeldBy(h) => Err(EngineError::LeaseLost { dir: self.spec.id.clone(), holder: Box::new(h) }),
         }
     }
 
@@ -416,7 +423,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                 continue;
             }
             let rows: usize = batch.txns.iter().map(|t| t.changes.len()).sum::<usize>().max(1);
-            let txns = self.prepare_txns(batch.txns, None);
+            let txns = self.prepare_txns(batch.txns, None)?;
             let mut apply = self.batch(txns, None, !batch.continues);
             apply.checkpoint.position = Some(batch.position.clone());
             let next = self.request(batch.position.clone(), None);
@@ -438,6 +445,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             self.source.put_back(source);
             applied?;
             self.checkpoint.position = Some(batch.position);
+            self.reload_if_needed()?;
             self.metrics.clear_error();
             pending = Some(read?);
             throttle.wait(rows as u64, self.shutdown).await;
@@ -523,21 +531,28 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             Some(w) => w.observe(&batch.txns),
             None => false,
         };
-        let txns = self.prepare_txns(batch.txns, window);
+        let txns = self.prepare_txns(batch.txns, window)?;
         self.checkpoint.position = Some(batch.position);
         let mut apply = self.batch(txns, None, !batch.continues);
         self.apply_batch(&mut apply).await?;
+        self.reload_if_needed()?;
         Ok((read.max(1), reached))
     }
 
     /// Drops skipped transactions and changes to keys the snapshot has not reached,
     /// renames tables for the target, and notes heartbeats for lag.
-    fn prepare_txns(&self, txns: Vec<Txn>, mut window: Option<&mut Window>) -> Vec<Txn> {
-        let source_site = &self.spec.source.site;
+    fn prepare_txns(&mut self, txns: Vec<Txn>, mut window: Option<&mut Window>) -> Result<Vec<Txn>, EngineError> {
+        let source_site = self.spec.source.site.clone();
+        let source_site = &source_site;
         let mut out = Vec::with_capacity(txns.len());
         for mut txn in txns {
             if self.spec.skips.contains(&txn.position) {
                 warn!(direction = %self.spec.id, position = %txn.position, "skipping a transaction as an operator asked (ferry skip)");
+                continue;
+            }
+            if !txn.ddl.is_empty() {
+                self.schema_changes(&mut txn)?;
+                out.push(txn);
                 continue;
             }
             txn.changes.retain(|c| {
@@ -582,7 +597,55 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                 out.push(txn);
             }
         }
-        out
+        Ok(out)
+    }
+
+    /// Gives a transaction's schema changes their target names and follows them in the
+    /// checkpoint: a created table is followed from its first row (nothing to copy), a
+    /// dropped one is forgotten, and one altered mid-copy makes the direction re-read the
+    /// tables once the change is applied.
+    fn schema_changes(&mut self, txn: &mut Txn) -> Result<(), EngineError> {
+        for sc in &mut txn.ddl {
+            let source = sc.table.to_string();
+            let (target, renamed_columns) = self.renames.target_name(&sc.table);
+            if renamed_columns && matches!(sc.kind, SchemaChangeKind::Alter | SchemaChangeKind::Index) {
+                return Err(ConnectorError::Setup {
+                    endpoint: self.spec.target.name.clone(),
+                    problem: format!(
+                        "{source} has renamed columns ([[task.map]] columns), so its schema change cannot be carried: {} (at {})",
+                        sc.statement, txn.position
+                    ),
+                    fix: format!(
+                        "run the same change on the target's {target} with the target's column names, then `ferry skip --position {}` this transaction",
+                        txn.position
+                    ),
+                }
+                .into());
+            }
+            match sc.kind {
+                SchemaChangeKind::Create => {
+                    self.checkpoint.tables.insert(source, TableProgress::Done);
+                }
+                SchemaChangeKind::Drop => {
+                    self.checkpoint.tables.remove(&source);
+                }
+                _ => {
+                    if !matches!(self.checkpoint.tables.get(&source), Some(TableProgress::Done) | None) {
+                        self.reload = Some(source);
+                    }
+                }
+            }
+            sc.table = target;
+        }
+        Ok(())
+    }
+
+    /// After a batch: a copy interrupted by a schema change starts again.
+    fn reload_if_needed(&mut self) -> Result<(), EngineError> {
+        match self.reload.take() {
+            Some(table) => Err(EngineError::Reload { dir: self.spec.id.clone(), table }),
+            None => Ok(()),
+        }
     }
 
     /// Applies transactions and/or a snapshot chunk with the current checkpoint. A failing
@@ -823,6 +886,7 @@ impl EngineError {
     pub fn retryable(&self) -> bool {
         match self {
             EngineError::Connector(e) => e.kind() == ErrorKind::Runtime && !matches!(e, ConnectorError::Apply(_)),
+            EngineError::Reload { .. } => true,
             _ => false,
         }
     }

@@ -28,7 +28,11 @@ use super::{FERRY_DB, MysqlEndpoint, ident, state};
 use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, Sink,
 };
-use crate::model::{Change, Key, Row, TableName, TableSchema, Txn, Value, key_text};
+use crate::model::{Change, Key, Row, SchemaChangeKind, TableName, TableSchema, Txn, Value, key_text};
+
+/// Server errors that mean a replayed schema change is already in place: table exists,
+/// duplicate column, duplicate key name, cannot drop (already gone), duplicate foreign key.
+const ALREADY_DONE: [u16; 5] = [1050, 1060, 1061, 1091, 1826];
 
 /// Most placeholders one prepared statement may carry.
 const MAX_PLACEHOLDERS: usize = 65_535;
@@ -509,6 +513,11 @@ impl Sink for MysqlSink {
                 fix: "set mode = \"one-way\" for this task".into(),
             });
         }
+        // A schema change travels alone (see the binlog reader): it commits by itself, so
+        // it runs before the transaction that records the checkpoint after it.
+        for txn in batch.txns.iter().filter(|t| !t.ddl.is_empty()) {
+            self.apply_schema_changes(txn).await?;
+        }
         self.ep.exec(&mut self.conn, "starting the apply transaction", "START TRANSACTION").await?;
         match self.apply_inner(dir, batch).await {
             Ok((report, noted)) => match self.conn.query_drop("COMMIT").await {
@@ -538,6 +547,45 @@ impl Sink for MysqlSink {
 }
 
 impl MysqlSink {
+    /// Runs a transaction's schema changes, each under the target's table name. A change
+    /// found already made (the process stopped after it ran but before its checkpoint)
+    /// passes; one the target refuses stops the task naming the statement and position.
+    async fn apply_schema_changes(&mut self, txn: &Txn) -> Result<(), ConnectorError> {
+        for sc in &txn.ddl {
+            let name = self.resolve(&sc.table)?;
+            let statement = sc.retarget(&qualified(&name));
+            let db = name.schema.clone().unwrap_or_default();
+            let what = format!("applying the schema change at {}: {statement}", txn.position);
+            if sc.kind == SchemaChangeKind::Create {
+                self.ep.exec(&mut self.conn, &what, &format!("CREATE DATABASE IF NOT EXISTS {}", ident(&db))).await?;
+            }
+            self.ep.exec(&mut self.conn, &what, &format!("USE {}", ident(&db))).await?;
+            match self.conn.query_drop(&statement).await {
+                Ok(()) => {
+                    tracing::info!(endpoint = %self.ep.name, position = %txn.position, "applied schema change: {statement}");
+                }
+                Err(mysql_async::Error::Server(e)) if ALREADY_DONE.contains(&e.code) => {
+                    warn!(endpoint = %self.ep.name, position = %txn.position, error = %e.message, "schema change already made here (a restart after it ran); going on: {statement}");
+                }
+                Err(mysql_async::Error::Server(e)) => {
+                    return Err(ConnectorError::Setup {
+                        endpoint: self.ep.name.clone(),
+                        problem: format!(
+                            "the schema change at source position {} failed here: {statement}: {} (error {})",
+                            txn.position, e.message, e.code
+                        ),
+                        fix: format!(
+                            "make {name} here able to take it (or make the change by hand), then `ferry run` again; to skip it on purpose: ferry skip --config FILE --task TASK --position {}",
+                            txn.position
+                        ),
+                    });
+                }
+                Err(e) => return Err(self.ep.error(what)(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Creates a missing target table: from the source's own CREATE TABLE when its
     /// columns are the target's, else from the columns and keys.
     async fn create_table(&mut self, t: &TableSchema, name: &TableName) -> Result<(), ConnectorError> {

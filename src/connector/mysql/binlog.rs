@@ -23,9 +23,13 @@ use mysql_common::constants::ColumnType;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::connector::mysql::ddl::{self, Ddl};
 use crate::connector::mysql::{FERRY_DB, MysqlEndpoint, ident};
 use crate::connector::{ConnectorError, SIGNAL_TABLE};
-use crate::model::{Change, Column, Op, Position, Prior, Row, SiteId, TableName, TableSchema, Txn, Value};
+use crate::model::{
+    Change, Column, Op, Position, Prior, Row, SchemaChange, SchemaChangeKind, SiteId, TableName, TableSchema, Txn,
+    Value,
+};
 
 /// ferry's heartbeat table (in [`FERRY_DB`]); always decoded.
 const HEARTBEAT_TABLE: &str = "ferry_heartbeat";
@@ -61,6 +65,8 @@ const LOG_EVENT_IGNORABLE_F: u16 = 0x80;
 pub struct TableFilter {
     /// database -> tables; the key `None` holds tables named without a database (any database).
     tables: HashMap<Option<String>, HashSet<String>>,
+    /// The task's `db.table` patterns: a table created later that matches joins the stream.
+    patterns: Vec<glob::Pattern>,
 }
 
 impl TableFilter {
@@ -74,6 +80,28 @@ impl TableFilter {
             filter.tables.entry(t.schema).or_default().insert(t.name);
         }
         filter
+    }
+
+    /// Also follows tables created later whose `db.table` matches one of `patterns`.
+    pub fn with_patterns(mut self, patterns: Vec<glob::Pattern>) -> Self {
+        self.patterns = patterns;
+        self
+    }
+
+    /// True when a table of this name, existing or created later, belongs to the stream.
+    fn claims(&self, t: &TableName) -> bool {
+        let db = t.schema.as_deref().unwrap_or_default();
+        self.contains(db, &t.name) || self.patterns.iter().any(|p| p.matches(&format!("{db}.{}", t.name)))
+    }
+
+    fn add(&mut self, t: &TableName) {
+        self.tables.entry(t.schema.clone()).or_default().insert(t.name.clone());
+    }
+
+    fn remove(&mut self, t: &TableName) {
+        if let Some(set) = self.tables.get_mut(&t.schema) {
+            set.remove(&t.name);
+        }
     }
 
     /// True when changes of `db`.`table` are decoded.
@@ -286,7 +314,10 @@ impl BinlogReader {
                 match item {
                     Item::Pos(p) => self.position = p,
                     Item::Txn { txn, server_id, signal } => {
-                        if !out.is_empty() && changes + txn.changes.len() > max_changes {
+                        // A schema change travels alone: the target applies it outside a
+                        // transaction (DDL commits implicitly), between the rows around it.
+                        let ddl = !txn.ddl.is_empty();
+                        if !out.is_empty() && (ddl || changes + txn.changes.len() > max_changes) {
                             self.pending.push_front(Item::Txn { txn, server_id, signal });
                             return Ok((out, self.position.clone()));
                         }
@@ -294,7 +325,7 @@ impl BinlogReader {
                         self.position = txn.position.clone();
                         self.server_ids.push(server_id);
                         out.push(txn);
-                        if signal || changes >= max_changes {
+                        if signal || ddl || changes >= max_changes {
                             return Ok((out, self.position.clone()));
                         }
                     }
@@ -562,6 +593,7 @@ struct TableEntry {
 /// The transaction being read.
 struct Group {
     changes: Vec<Change>,
+    ddl: Vec<SchemaChange>,
     server_id: u32,
     signal: bool,
     standalone: bool,
@@ -803,7 +835,7 @@ impl Decoder {
         if self.group.as_ref().is_some_and(|g| !g.changes.is_empty()) {
             return Err(self.corrupt("a transaction began before the previous one ended"));
         }
-        self.group = Some(Group { changes: Vec::new(), server_id, signal: false, standalone, gtid });
+        self.group = Some(Group { changes: Vec::new(), ddl: Vec::new(), server_id, signal: false, standalone, gtid });
         Ok(())
     }
 
@@ -819,7 +851,7 @@ impl Decoder {
         if log_pos != 0 {
             self.pos = log_pos;
         }
-        if g.changes.is_empty() {
+        if g.changes.is_empty() && g.ddl.is_empty() {
             self.dirty = true;
             self.skipped_since_flush += 1;
             return Ok(());
@@ -830,6 +862,7 @@ impl Decoder {
             commit_ts: i64::from(ts) * 1_000_000,
             position: self.position(),
             changes: g.changes,
+            ddl: g.ddl,
         };
         out.push(Item::Txn { txn, server_id: g.server_id, signal: g.signal });
         Ok(())
@@ -846,10 +879,10 @@ impl Decoder {
             let schema_len = usize::from(head[8]);
             let status_len = usize::from(u16::from_le_bytes([head[11], head[12]]));
             c.take(status_len)?;
-            c.take(schema_len + 1)?;
-            Ok::<_, DecodeError>(c.rest())
+            let schema = c.take(schema_len + 1)?;
+            Ok::<_, DecodeError>((String::from_utf8_lossy(&schema[..schema_len]).into_owned(), c.rest()))
         })();
-        let Ok(query) = parsed else {
+        let Ok((default_db, query)) = parsed else {
             return Err(self.corrupt("QUERY event too short"));
         };
         let text = String::from_utf8_lossy(query);
@@ -877,6 +910,9 @@ impl Decoder {
                         "SET GLOBAL binlog_format = 'ROW' (and in my.cnf), and make sure no session overrides it",
                     ));
                 }
+                if !dml && self.schema_change(&text, &default_db, h.server_id())? {
+                    return self.commit(log_pos, h.timestamp(), out);
+                }
                 if !dml && self.filter.mentioned_in(&text) {
                     tracing::warn!(
                         endpoint = %self.ep.name,
@@ -892,6 +928,39 @@ impl Decoder {
                     self.commit(log_pos, h.timestamp(), out)
                 }
             }
+        }
+    }
+
+    /// Takes a schema change of a followed table (or of a new table the task's patterns
+    /// match) into the open group; returns whether there was one. A rename of a followed
+    /// table stops the stream: the target would go on writing to the old name.
+    fn schema_change(&mut self, text: &str, default_db: &str, server_id: u32) -> Result<bool, ConnectorError> {
+        match ddl::parse(text, default_db) {
+            Ddl::Carry(changes) => {
+                let mine: Vec<SchemaChange> = changes.into_iter().filter(|c| self.filter.claims(&c.table)).collect();
+                if mine.is_empty() {
+                    return Ok(false);
+                }
+                for c in &mine {
+                    match c.kind {
+                        SchemaChangeKind::Create => self.filter.add(&c.table),
+                        SchemaChangeKind::Drop => self.filter.remove(&c.table),
+                        _ => {}
+                    }
+                }
+                if self.group.is_none() {
+                    self.open(server_id, true, None)?;
+                }
+                if let Some(g) = self.group.as_mut() {
+                    g.ddl.extend(mine);
+                }
+                Ok(true)
+            }
+            Ddl::Refuse { tables, why } if tables.iter().any(|t| self.filter.claims(t)) => Err(self.setup(
+                format!("a schema change ferry cannot carry ({why}): {}", clip(text)),
+                "rename tables while the task is stopped, then change the task's tables (and the target's table) to the new name and snapshot it again; ferry stops rather than skip the statement",
+            )),
+            _ => Ok(false),
         }
     }
 
@@ -1291,6 +1360,7 @@ impl Decoder {
             // Row events outside any GTID/BEGIN group (old servers): an implicit group.
             self.group = Some(Group {
                 changes: Vec::new(),
+                ddl: Vec::new(),
                 server_id: ev.header().server_id(),
                 signal: false,
                 standalone: false,
@@ -1863,6 +1933,7 @@ mod tests {
             commit_ts: 0,
             position: Position::Mysql { file: "bin.000001".into(), pos, gtid: String::new() },
             changes: vec![change; changes],
+            ddl: Vec::new(),
         }
     }
 

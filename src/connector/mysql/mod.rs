@@ -11,6 +11,7 @@ pub mod apply;
 pub mod binlog;
 pub mod check;
 pub mod checksum;
+pub mod ddl;
 pub mod freeze;
 pub mod schema;
 pub mod snapshot;

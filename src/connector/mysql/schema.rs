@@ -37,23 +37,7 @@ pub async fn matching_tables(
 ) -> Result<Vec<TableName>, ConnectorError> {
     let all = user_tables(ep, conn).await?;
     let mut picked: Vec<TableName> = Vec::new();
-    for p in patterns {
-        let full = match (p.contains('.'), ep.opts.db_name()) {
-            (true, _) => p.clone(),
-            (false, Some(db)) => format!("{db}.{p}"),
-            (false, None) => {
-                return Err(ConnectorError::Setup {
-                    endpoint: ep.name.clone(),
-                    problem: format!("table pattern {p:?} names no database and the endpoint url has none"),
-                    fix: format!("write it as \"DATABASE.{p}\" in the task's tables, or put the database in the url"),
-                });
-            }
-        };
-        let pat = glob::Pattern::new(&full).map_err(|e| ConnectorError::Setup {
-            endpoint: ep.name.clone(),
-            problem: format!("table pattern {p:?} is invalid: {e}"),
-            fix: "write database.table patterns with * and ? wildcards, e.g. \"shop.*\"".into(),
-        })?;
+    for (p, pat) in patterns.iter().zip(qualified_patterns(ep, patterns)?) {
         let hits: Vec<&(String, String)> = all.iter().filter(|(db, t)| pat.matches(&format!("{db}.{t}"))).collect();
         if hits.is_empty() {
             return Err(ConnectorError::Setup {
@@ -71,6 +55,33 @@ pub async fn matching_tables(
     }
     picked.sort();
     Ok(picked)
+}
+
+/// The task's table patterns as `db.table` globs (a bare name is in the url's database).
+pub fn qualified_patterns(ep: &MysqlEndpoint, patterns: &[String]) -> Result<Vec<glob::Pattern>, ConnectorError> {
+    patterns
+        .iter()
+        .map(|p| {
+            let full = match (p.contains('.'), ep.opts.db_name()) {
+                (true, _) => p.clone(),
+                (false, Some(db)) => format!("{db}.{p}"),
+                (false, None) => {
+                    return Err(ConnectorError::Setup {
+                        endpoint: ep.name.clone(),
+                        problem: format!("table pattern {p:?} names no database and the endpoint url has none"),
+                        fix: format!(
+                            "write it as \"DATABASE.{p}\" in the task's tables, or put the database in the url"
+                        ),
+                    });
+                }
+            };
+            glob::Pattern::new(&full).map_err(|e| ConnectorError::Setup {
+                endpoint: ep.name.clone(),
+                problem: format!("table pattern {p:?} is invalid: {e}"),
+                fix: "write database.table patterns with * and ? wildcards, e.g. \"shop.*\"".into(),
+            })
+        })
+        .collect()
 }
 
 fn list(names: &[(String, String)]) -> String {

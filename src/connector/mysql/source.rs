@@ -22,6 +22,8 @@ pub struct MysqlSource {
     reader: Option<BinlogReader>,
     reader_at: Option<Position>,
     tables: Vec<Arc<TableSchema>>,
+    /// The task's table patterns: tables created later that match are followed too.
+    patterns: Vec<glob::Pattern>,
     server_id: u32,
     signal_id: String,
 }
@@ -37,6 +39,7 @@ impl MysqlSource {
             reader: None,
             reader_at: None,
             tables: Vec::new(),
+            patterns: Vec::new(),
             server_id: replica_server_id(stream_name),
             signal_id: stream_name.to_string(),
         })
@@ -67,6 +70,7 @@ impl Source for MysqlSource {
     async fn tables(&mut self, patterns: &[String]) -> Result<Vec<Arc<TableSchema>>, ConnectorError> {
         let tables = schema::describe_matching(&self.ep, &mut self.conn, patterns).await?;
         self.tables = tables.clone();
+        self.patterns = schema::qualified_patterns(&self.ep, patterns)?;
         Ok(tables)
     }
 
@@ -96,7 +100,8 @@ impl Source for MysqlSource {
     async fn read_changes(&mut self, req: &ReadRequest) -> Result<ReadBatch, ConnectorError> {
         if self.reader.is_none() || self.reader_at.as_ref() != Some(&req.after) {
             self.reader = None;
-            let filter = TableFilter::new(self.tables.iter().map(|t| t.name.clone()));
+            let filter =
+                TableFilter::new(self.tables.iter().map(|t| t.name.clone())).with_patterns(self.patterns.clone());
             let reader = BinlogReader::start(&self.ep, self.server_id, &req.after, filter).await?;
             self.reader = Some(reader);
         }

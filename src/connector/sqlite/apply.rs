@@ -511,6 +511,16 @@ impl Sink for SqliteSink {
     }
 
     async fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
+        if let Some(txn) = batch.txns.iter().find(|t| !t.ddl.is_empty()) {
+            return Err(ConnectorError::Setup {
+                endpoint: self.ep.name.clone(),
+                problem: format!(
+                    "a schema change from another engine cannot be applied to SQLite: {} (at {})",
+                    txn.ddl[0].statement, txn.position
+                ),
+                fix: format!("make the change on this database by hand, then `ferry skip --position {}`", txn.position),
+            });
+        }
         // Which checkpoint slots are written is only true once the transaction commits.
         let written = match self.open.take() {
             Some(before) => before,

@@ -199,6 +199,7 @@ impl SqliteSource {
                         commit_ts: r.ts,
                         position: Position::Sqlite { seq: r.seq },
                         changes: vec![change],
+                        ddl: Vec::new(),
                     });
                     cur = Some((r.epoch, r.origin.into_owned(), r.ts));
                 }
