@@ -7,6 +7,7 @@ mod bad_input;
 mod convergence;
 mod crash;
 mod lease;
+mod mixed_engines;
 mod mysql_check;
 mod mysql_ddl;
 mod mysql_oneway;

@@ -35,7 +35,7 @@ pub(crate) fn task_file(
 }
 
 /// A table holding every MariaDB column type ferry carries.
-const ALL_TYPES: &str = "CREATE TABLE {t} (
+pub(crate) const ALL_TYPES: &str = "CREATE TABLE {t} (
   id INT NOT NULL PRIMARY KEY,
   ti TINYINT, tiu TINYINT UNSIGNED, si SMALLINT, siu SMALLINT UNSIGNED, mi MEDIUMINT, miu MEDIUMINT UNSIGNED,
   i INT, iu INT UNSIGNED, bi BIGINT, biu BIGINT UNSIGNED,
@@ -47,7 +47,7 @@ const ALL_TYPES: &str = "CREATE TABLE {t} (
   bt BIT(64), en ENUM('small','medium','large'), st SET('red','green','blue'), js JSON
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
 
-fn rows_sql(t: &str, base: i64) -> Vec<String> {
+pub(crate) fn rows_sql(t: &str, base: i64) -> Vec<String> {
     let ins = format!("INSERT INTO {t} VALUES");
     vec![
         format!(
@@ -126,7 +126,7 @@ pub(crate) async fn wait_caught_up(config: &Config, limit: Duration, engine: Opt
     }
 }
 
-async fn all_rows(url: &str, table: &TableName) -> Vec<Row> {
+pub(crate) async fn all_rows(url: &str, table: &TableName) -> Vec<Row> {
     let ep = MysqlEndpoint::new("t", SiteId::new("t"), url).expect("url");
     let mut conn = ep.connect().await.expect("connect");
     let schema = describe(&ep, &mut conn, table).await.expect("describe").expect("table exists");

@@ -211,3 +211,42 @@ async fn renames_map_tables_and_columns() {
         .expect("cols");
     assert_eq!(cols, vec!["id", "full_name"]);
 }
+
+/// A source replaced by another database (or restored from a backup) has a changelog
+/// behind the checkpoint: ferry refuses instead of waiting for changes it already
+/// applied, and says how to copy again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_source_behind_the_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    create_db(&a, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT);").await;
+    create_db(&b, "").await;
+    let config = Config::load(&task_file(dir.path(), "one-way", "")).expect("config");
+    let run = || async {
+        let specs = plan_task(&config, &config.tasks[0], &[]);
+        prepare_target(&specs[0]).await.expect("prepare");
+        Engine::start(specs, CancellationToken::new())
+    };
+    let engine = run().await;
+    let mut c = app_conn(&a).await;
+    for k in 0..50 {
+        sqlx::query("INSERT INTO kv VALUES (?1, 'x')").bind(k).execute(&mut c).await.expect("insert");
+    }
+    drop(c);
+    let head = changelog_head(&a).await;
+    wait_until(Duration::from_secs(30), "the target to catch up", || async {
+        checkpoint_seq(&b, "t", "a->b").await >= head
+    })
+    .await;
+    engine.stop();
+    assert!(engine.join().await.is_empty(), "the first run failed");
+
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", a.display()));
+    }
+    create_db(&a, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT);").await;
+    let errors = tokio::time::timeout(Duration::from_secs(30), run().await.join()).await.expect("stops by itself");
+    let text = format!("{errors:?}");
+    assert!(text.contains("replaced or restored") && text.contains("ferry_checkpoint"), "clear refusal: {text}");
+    assert_eq!(dump(&b, "kv", "k").await.len(), 50, "the target keeps its rows");
+}

@@ -7,6 +7,7 @@
 pub mod mysql;
 pub mod probe;
 pub mod sqlite;
+pub mod typemap;
 
 use std::collections::BTreeMap;
 use std::fmt;

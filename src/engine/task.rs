@@ -19,7 +19,6 @@ use super::EngineError;
 use super::map::Renames;
 use super::metrics::{DirectionMetrics, DirectionState};
 use crate::config::{Endpoint, EndpointUrl, TableMap};
-use crate::connector::SIGNAL_TABLE;
 use crate::connector::mysql::{MysqlEndpoint, apply::MysqlSink, source::MysqlSource};
 use crate::connector::sqlite::schema::HEARTBEAT_TABLE;
 use crate::connector::sqlite::{Access, SqliteEndpoint, apply::SqliteSink, capture::SqliteSource};
@@ -27,6 +26,7 @@ use crate::connector::{
     ApplyBatch, ApplyReport, Checkpoint, Chunk, ConflictRules, ConnectorError, DirectionId, ErrorKind, LeaseHolder,
     LeaseOutcome, ReadBatch, ReadRequest, Sink, SnapshotRows, Source, TableProgress,
 };
+use crate::connector::{SIGNAL_TABLE, typemap};
 use crate::model::{Change, Key, Op, Position, SchemaChangeKind, TableSchema, Txn, Value, cmp_keys, now_micros};
 
 /// How long a lease lasts without renewal.
@@ -138,20 +138,63 @@ async fn run_once(
 ) -> Result<(), EngineError> {
     match (&spec.source.url, &spec.target.url) {
         (EndpointUrl::Sqlite(src), EndpointUrl::Sqlite(dst)) => {
-            let heartbeat = SqliteSource::open(sqlite(&spec.source, src), Access::ReadWrite).await?;
-            let source = SqliteSource::open(sqlite(&spec.source, src), Access::ReadWrite).await?;
-            let sink = SqliteSink::open(sqlite(&spec.target, dst), Access::ReadWrite).await?;
-            run_pair(diagnose, spec, metrics, shutdown, source, heartbeat, sink).await
+            let (source, heartbeat) = (sqlite_source(spec, src).await?, sqlite_source(spec, src).await?);
+            run_pair(diagnose, spec, metrics, shutdown, source, heartbeat, sqlite_sink(spec, dst).await?).await
         }
         (EndpointUrl::Mysql(src), EndpointUrl::Mysql(dst)) => {
-            let stream = stream_name(spec);
-            let src = MysqlEndpoint::new(&spec.source.name, spec.source.site.clone(), src)?;
-            let heartbeat = MysqlSource::open(src.clone(), &format!("{stream}/heartbeat")).await?;
-            let source = MysqlSource::open(src, &stream).await?;
-            let sink = MysqlSink::open(MysqlEndpoint::new(&spec.target.name, spec.target.site.clone(), dst)?).await?;
-            run_pair(diagnose, spec, metrics, shutdown, source, heartbeat, sink).await
+            let (source, heartbeat) = mysql_sources(spec, src).await?;
+            run_pair(diagnose, spec, metrics, shutdown, source, heartbeat, mysql_sink(spec, dst).await?).await
+        }
+        (EndpointUrl::Sqlite(src), EndpointUrl::Mysql(dst)) => {
+            let (source, heartbeat) = (sqlite_source(spec, src).await?, sqlite_source(spec, src).await?);
+            run_pair(diagnose, spec, metrics, shutdown, source, heartbeat, mysql_sink(spec, dst).await?).await
+        }
+        (EndpointUrl::Mysql(src), EndpointUrl::Sqlite(dst)) => {
+            let (source, heartbeat) = mysql_sources(spec, src).await?;
+            run_pair(diagnose, spec, metrics, shutdown, source, heartbeat, sqlite_sink(spec, dst).await?).await
         }
         _ => Err(unsupported_pair(spec)),
+    }
+}
+
+async fn sqlite_source(spec: &DirectionSpec, path: &std::path::Path) -> Result<SqliteSource, ConnectorError> {
+    SqliteSource::open(sqlite(&spec.source, path), Access::ReadWrite).await
+}
+
+async fn sqlite_sink(spec: &DirectionSpec, path: &std::path::Path) -> Result<SqliteSink, ConnectorError> {
+    SqliteSink::open(sqlite(&spec.target, path), Access::ReadWrite).await
+}
+
+/// The stream reader and the heartbeat writer (its own session and replica id).
+async fn mysql_sources(spec: &DirectionSpec, url: &str) -> Result<(MysqlSource, MysqlSource), ConnectorError> {
+    let stream = stream_name(spec);
+    let src = MysqlEndpoint::new(&spec.source.name, spec.source.site.clone(), url)?;
+    let heartbeat = MysqlSource::open(src.clone(), &format!("{stream}/heartbeat")).await?;
+    Ok((MysqlSource::open(src, &stream).await?, heartbeat))
+}
+
+async fn mysql_sink(spec: &DirectionSpec, url: &str) -> Result<MysqlSink, ConnectorError> {
+    MysqlSink::open(MysqlEndpoint::new(&spec.target.name, spec.target.site.clone(), url)?).await
+}
+
+/// The engine of an endpoint, for type mapping.
+fn engine_of(url: &EndpointUrl) -> Option<typemap::Engine> {
+    match url {
+        EndpointUrl::Sqlite(_) => Some(typemap::Engine::Sqlite),
+        EndpointUrl::Mysql(_) => Some(typemap::Engine::Mysql),
+        EndpointUrl::Postgres(_) => None,
+    }
+}
+
+/// The target's schemas of the direction's tables: renamed, and typed for the target's
+/// engine when it differs from the source's.
+fn target_schemas(spec: &DirectionSpec, renames: &Renames) -> Vec<Arc<TableSchema>> {
+    let all = renames.all();
+    match (engine_of(&spec.source.url), engine_of(&spec.target.url)) {
+        (Some(from), Some(to)) if from != to => {
+            all.iter().map(|t| Arc::new(typemap::for_target(t, from, to))).collect()
+        }
+        _ => all,
     }
 }
 
@@ -226,7 +269,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         let result = async {
             let sources = self.source.tables(&self.spec.tables).await?;
             self.renames = Renames::new(&sources, &self.spec.maps);
-            self.sink.ensure_tables(&self.renames.all()).await?;
+            self.sink.ensure_tables(&target_schemas(self.spec, &self.renames)).await?;
             self.source.install_capture(&sources).await?;
 
             // Heartbeats start once capture is installed; the task owns and joins it.
@@ -298,8 +341,24 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
     async fn sync(&mut self, sources: &[Arc<TableSchema>], me: &LeaseHolder) -> Result<(), EngineError> {
         let id = self.spec.id.clone();
         self.checkpoint = self.sink.load_checkpoint(&id).await?.unwrap_or_default();
-        if self.checkpoint.position.is_none() {
-            self.checkpoint.position = Some(self.source.head().await?);
+        let head = self.source.head().await?;
+        match &self.checkpoint.position {
+            None => self.checkpoint.position = Some(head),
+            // Applied changes the source no longer has: it was replaced or restored.
+            Some(at) if at.stream_cmp(&head) == Some(Ordering::Greater) => {
+                return Err(ConnectorError::Setup {
+                    endpoint: self.spec.source.name.clone(),
+                    problem: format!(
+                        "task {id} has applied up to {at}, but the source's stream ends at {head}: the source database was replaced or restored from a backup since"
+                    ),
+                    fix: format!(
+                        "to copy it again from scratch, delete the task's checkpoint on the target {} (ferry_checkpoint rows of task {:?}) and run the task again; the target's rows are kept and overwritten",
+                        self.spec.target.name, id.task
+                    ),
+                }
+                .into());
+            }
+            Some(_) => {}
         }
         for t in sources {
             let initial = if self.spec.snapshot { TableProgress::Pending } else { TableProgress::Done };
@@ -897,17 +956,22 @@ impl EngineError {
 /// direction of a two-way task finds its tables, and no row is applied before the
 /// target's own capture records it.
 pub async fn prepare_target(spec: &DirectionSpec) -> Result<(), EngineError> {
+    let mysql_source = |url| async move {
+        let src = MysqlEndpoint::new(&spec.source.name, spec.source.site.clone(), url)?;
+        MysqlSource::open(src, &stream_name(spec)).await
+    };
     match (&spec.source.url, &spec.target.url) {
         (EndpointUrl::Sqlite(src), EndpointUrl::Sqlite(dst)) => {
-            let source = SqliteSource::open(sqlite(&spec.source, src), Access::ReadWrite).await?;
-            let sink = SqliteSink::open(sqlite(&spec.target, dst), Access::ReadWrite).await?;
-            prepare_pair(spec, source, sink).await
+            prepare_pair(spec, sqlite_source(spec, src).await?, sqlite_sink(spec, dst).await?).await
         }
         (EndpointUrl::Mysql(src), EndpointUrl::Mysql(dst)) => {
-            let src = MysqlEndpoint::new(&spec.source.name, spec.source.site.clone(), src)?;
-            let source = MysqlSource::open(src, &stream_name(spec)).await?;
-            let sink = MysqlSink::open(MysqlEndpoint::new(&spec.target.name, spec.target.site.clone(), dst)?).await?;
-            prepare_pair(spec, source, sink).await
+            prepare_pair(spec, mysql_source(src).await?, mysql_sink(spec, dst).await?).await
+        }
+        (EndpointUrl::Sqlite(src), EndpointUrl::Mysql(dst)) => {
+            prepare_pair(spec, sqlite_source(spec, src).await?, mysql_sink(spec, dst).await?).await
+        }
+        (EndpointUrl::Mysql(src), EndpointUrl::Sqlite(dst)) => {
+            prepare_pair(spec, mysql_source(src).await?, sqlite_sink(spec, dst).await?).await
         }
         _ => Err(unsupported_pair(spec)),
     }
@@ -917,6 +981,6 @@ async fn prepare_pair<S: Source, K: Sink>(spec: &DirectionSpec, mut source: S, m
     let tables = source.tables(&spec.tables).await?;
     source.install_capture(&tables).await?;
     sink.prepare().await?;
-    sink.ensure_tables(&Renames::new(&tables, &spec.maps).all()).await?;
+    sink.ensure_tables(&target_schemas(spec, &Renames::new(&tables, &spec.maps))).await?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use ferry::config::Config;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Executor};
 
@@ -69,6 +70,21 @@ tables = ["*"]
     let path = dir.join("ferry.toml");
     std::fs::write(&path, text).expect("write task file");
     path
+}
+
+/// A task file with these endpoints (name, site, url) and one-way tasks (name, from, to,
+/// table pattern), loaded.
+pub fn config_of(dir: &Path, endpoints: &[(&str, &str, String)], tasks: &[(String, &str, &str, String)]) -> Config {
+    let mut text = String::from("[node]\nid = \"test-node\"\nstore = \"sqlite://meta.db\"\n");
+    for (name, site, url) in endpoints {
+        text.push_str(&format!("\n[[endpoint]]\nname = {name:?}\nsite = {site:?}\nurl = {url:?}\n"));
+    }
+    for (name, from, to, tables) in tasks {
+        text.push_str(&format!("\n[[task]]\nname = {name:?}\nfrom = {from:?}\nto = {to:?}\ntables = [{tables:?}]\n"));
+    }
+    let path = dir.join("ferry.toml");
+    std::fs::write(&path, text).expect("write task file");
+    Config::load(&path).expect("task file loads")
 }
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes.

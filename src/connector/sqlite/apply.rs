@@ -430,7 +430,10 @@ impl SqliteSink {
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for r in chunk {
-                q = bind_all(q, r)?;
+                q = bind_all(q, r).map_err(|mut e| {
+                    e.value = format!("{} (table {}, key {})", e.value, table.name, key_text(&table.key_of(r)));
+                    e
+                })?;
             }
             q.execute(&mut self.conn).await?;
         }

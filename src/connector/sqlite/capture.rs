@@ -126,10 +126,15 @@ impl SqliteSource {
     }
 
     async fn max_seq(&mut self) -> Result<i64, ConnectorError> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM ferry_changelog")
-            .fetch_one(&mut self.conn)
-            .await
-            .map_err(self.ep.query_error("reading the changelog head"))?;
+        // AUTOINCREMENT's counter: the last sequence number given out, even when pruning
+        // has deleted every row (so a restart never sees the head go back).
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'ferry_changelog'), 0), \
+             coalesce((SELECT max(seq) FROM ferry_changelog), 0))",
+        )
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(self.ep.query_error("reading the changelog head"))?;
         Ok(v.unwrap_or(0))
     }
 

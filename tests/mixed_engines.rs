@@ -1,0 +1,214 @@
+//! SQLite <-> MariaDB one-way tasks, both directions: every type both engines can hold
+//! makes a round trip with exact equality per row, and a value SQLite cannot hold stops
+//! the task naming it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ferry::config::Config;
+use ferry::engine::task::prepare_target;
+use ferry::engine::{Engine, plan_task};
+use ferry::model::{TableName, same_row};
+use mysql_async::prelude::Queryable;
+use tokio_util::sync::CancellationToken;
+
+use crate::mysql_oneway::{ALL_TYPES, all_rows, rows_sql};
+use crate::support::mariadb::{Cleanup, connect, database, shared_a, shared_b, unique};
+use crate::support::{app_conn, config_of, create_db, dump};
+
+/// Endpoints `a` and `b` (MariaDB dc-a and dc-b, database `db`) and `s` (SQLite), and
+/// two one-way tasks through `s`: from `from` to `s`, then from `s` to `to` (names unique
+/// on the shared servers, where checkpoints outlive the test's files).
+async fn config(dir: &Path, db: &str, from: &str, to: &str, tables_x: &str) -> Config {
+    let s = dir.join("s.db");
+    create_db(&s, "PRAGMA user_version = 1").await;
+    config_of(
+        dir,
+        &[
+            ("a", "dc-a", format!("{}/{db}", shared_a())),
+            ("b", "dc-b", format!("{}/{db}", shared_b())),
+            ("s", "dc-s", format!("sqlite://{}", s.display())),
+        ],
+        &[(unique("x"), from, "s", tables_x.to_string()), (unique("y"), "s", to, "*".to_string())],
+    )
+}
+
+/// Prepares and starts both tasks (x first, so y's source table exists).
+async fn start(config: &Config) -> Vec<Engine> {
+    let mut engines = Vec::new();
+    for task in &config.tasks {
+        let specs = plan_task(config, task, &[]);
+        prepare_target(&specs[0]).await.expect("prepare");
+        engines.push(Engine::start(specs, CancellationToken::new()));
+    }
+    engines
+}
+
+async fn stop(engines: Vec<Engine>) {
+    for e in engines {
+        e.stop();
+        assert!(e.join().await.is_empty(), "a direction failed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_to_sqlite_to_mariadb_keeps_every_value_exactly() {
+    let mut cleanup_a = Cleanup::new(&shared_a());
+    let mut cleanup_b = Cleanup::new(&shared_b());
+    let db = database(&shared_a(), "mix", &mut cleanup_a).await;
+    cleanup_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
+    let t = format!("`{db}`.`all_types`");
+    let (mut a, mut b) = (connect(&shared_a()).await, connect(&shared_b()).await);
+    a.query_drop(ALL_TYPES.replace("{t}", &t)).await.expect("create on a");
+    // The DBA's schema on the far side: ferry would otherwise create SQLite-shaped types.
+    b.query_drop(format!("CREATE DATABASE `{db}`")).await.expect("db on b");
+    b.query_drop(ALL_TYPES.replace("{t}", &t)).await.expect("create on b");
+    // SQLite integers are signed 64-bit: unsigned values above that are tested apart.
+    let in_range = |sql: String| sql.replace("18446744073709551615", "9223372036854775807");
+    for sql in rows_sql(&t, 1) {
+        a.query_drop(
+            in_range(sql).replace("b'1111111111111111111111111111111111111111111111111111111111111111'", "b'0111'"),
+        )
+        .await
+        .expect("snapshot rows");
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), &db, "a", "b", &format!("{db}.*")).await;
+    let engines = start(&config).await;
+    for sql in rows_sql(&t, 100) {
+        a.query_drop(
+            in_range(sql).replace("b'1111111111111111111111111111111111111111111111111111111111111111'", "b'1'"),
+        )
+        .await
+        .expect("stream rows");
+    }
+    a.query_drop(format!(
+        "UPDATE {t} SET dec65 = '0.000000000000000000000000000002', tm = '-12:00:00.000001', vc = CONCAT(vc, ' ✓'), \
+         js = '{{\"k\": 1}}', ts = '2001-02-03 04:05:06.070809' WHERE id IN (1, 100)"
+    ))
+    .await
+    .expect("update");
+    a.query_drop(format!("DELETE FROM {t} WHERE id IN (2, 102)")).await.expect("delete");
+
+    let name = TableName { schema: Some(db.clone()), name: "all_types".into() };
+    let start_at = Instant::now();
+    loop {
+        let (ra, rb) = (all_rows(&shared_a(), &name).await, all_rows(&shared_b(), &name).await);
+        if ra.len() == rb.len() && ra.iter().zip(&rb).all(|(x, y)| same_row(Some(x), Some(y))) {
+            assert_eq!(ra.len(), 6, "rows on dc-a");
+            break;
+        }
+        if start_at.elapsed() > Duration::from_secs(60) {
+            let diff: Vec<String> = ra
+                .iter()
+                .zip(&rb)
+                .filter(|(x, y)| !same_row(Some(x), Some(y)))
+                .map(|(x, y)| format!("\n  dc-a {x:?}\n  dc-b {y:?}"))
+                .collect();
+            panic!(
+                "dc-b did not reach dc-a's rows through SQLite ({} vs {} rows):{}",
+                ra.len(),
+                rb.len(),
+                diff.concat()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop(engines).await;
+    a.disconnect().await.ok();
+    b.disconnect().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_to_mariadb_to_sqlite_keeps_every_value_exactly() {
+    let mut cleanup_a = Cleanup::new(&shared_a());
+    let db = database(&shared_a(), "mixs", &mut cleanup_a).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // s.db -> dc-a (tables created by ferry from SQLite's types) -> back into t.db.
+    let schema = "CREATE TABLE kinds(id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE, i INTEGER, r REAL, \
+                  t TEXT, b BLOB, d DECIMAL(12,4), flag BOOLEAN)";
+    create_db(&dir.path().join("s.db"), schema).await;
+    let mut s = app_conn(&dir.path().join("s.db")).await;
+    let insert = "INSERT INTO kinds VALUES (1, 'min', -9223372036854775808, -1.7976931348623157e308, '', X'', 12345678.1234, 0), \
+                  (2, 'max', 9223372036854775807, 2.2250738585072014e-308, 'tab\tquote''s ünï 😀 ', X'00FF00', -0.0001, 1), \
+                  (3, 'nulls', NULL, NULL, NULL, NULL, NULL, NULL)";
+    sqlx::query(insert).execute(&mut s).await.expect("rows");
+
+    // Task x: s -> a; task y: a -> t (a SQLite file of its own).
+    let (src, dst) = (dir.path().join("s.db"), dir.path().join("t.db"));
+    let config = config_of(
+        dir.path(),
+        &[
+            ("s", "dc-s", format!("sqlite://{}", src.display())),
+            ("a", "dc-a", format!("{}/{db}", shared_a())),
+            ("t", "dc-t", format!("sqlite://{}", dst.display())),
+        ],
+        &[(unique("x"), "s", "a", "*".to_string()), (unique("y"), "a", "t", format!("{db}.*"))],
+    );
+    // The far side's schema as the DBA made it: SQLite's own types again (ferry would
+    // create TEXT for MariaDB's DECIMAL, to keep its digits exactly).
+    create_db(&dst, schema).await;
+    let engines = start(&config).await;
+    sqlx::query("INSERT INTO kinds VALUES (4, 'later', 42, 0.1, 'x', X'01', 1.5, 1)")
+        .execute(&mut s)
+        .await
+        .expect("insert");
+    // A bound double: SQLite's own text-to-double parsing is off by a few ULPs at
+    // extreme exponents (docs/type-mapping.md), bound values are exact.
+    sqlx::query("UPDATE kinds SET t = 'changed', r = ?1 WHERE id = 2")
+        .bind(1e-300_f64)
+        .execute(&mut s)
+        .await
+        .expect("update");
+    sqlx::query("DELETE FROM kinds WHERE id = 1").execute(&mut s).await.expect("delete");
+
+    let start_at = Instant::now();
+    loop {
+        let want = dump(&src, "kinds", "id").await;
+        if sqlite_has(&dst, "kinds").await && dump(&dst, "kinds", "id").await == want {
+            assert_eq!(want.len(), 3);
+            break;
+        }
+        assert!(
+            start_at.elapsed() < Duration::from_secs(60),
+            "t.db did not reach s.db's rows through MariaDB:\n  s {want:?}\n  t {:?}",
+            if sqlite_has(&dst, "kinds").await { dump(&dst, "kinds", "id").await } else { Vec::new() }
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop(engines).await;
+}
+
+async fn sqlite_has(path: &Path, table: &str) -> bool {
+    let mut c = app_conn(path).await;
+    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1")
+        .bind(table)
+        .fetch_one(&mut c)
+        .await
+        .map(|n| n > 0)
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_sqlite_cannot_hold_stops_the_task_naming_it() {
+    let mut cleanup_a = Cleanup::new(&shared_a());
+    let db = database(&shared_a(), "mixu", &mut cleanup_a).await;
+    let mut a = connect(&shared_a()).await;
+    a.query_drop(format!("CREATE TABLE `{db}`.big (id INT PRIMARY KEY, u BIGINT UNSIGNED)")).await.expect("create");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), &db, "a", "b", &format!("{db}.*")).await;
+    let specs = plan_task(&config, &config.tasks[0], &[]);
+    prepare_target(&specs[0]).await.expect("prepare");
+    let engine = Engine::start(specs, CancellationToken::new());
+    a.query_drop(format!("INSERT INTO `{db}`.big VALUES (7, 18446744073709551615)")).await.expect("insert");
+    let errors = tokio::time::timeout(Duration::from_secs(30), engine.join()).await.expect("the task stops by itself");
+    let text = format!("{errors:?}");
+    assert!(
+        text.contains("18446744073709551615")
+            && text.contains("cannot be stored exactly in SQLite")
+            && text.contains("big"),
+        "the error names the value, the table and why: {text}"
+    );
+    a.disconnect().await.ok();
+}
