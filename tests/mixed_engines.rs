@@ -13,7 +13,7 @@ use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
 
 use crate::mysql_oneway::{ALL_TYPES, all_rows, rows_sql};
-use crate::support::mariadb::{Cleanup, connect, database, shared_a, shared_b, unique};
+use crate::support::mariadb::{Cleanup, check, connect, database, shared_a, shared_b, unique};
 use crate::support::{app_conn, config_of, create_db, dump};
 
 /// Endpoints `a` and `b` (MariaDB dc-a and dc-b, database `db`) and `s` (SQLite), and
@@ -211,4 +211,37 @@ async fn a_value_sqlite_cannot_hold_stops_the_task_naming_it() {
         "the error names the value, the table and why: {text}"
     );
     a.disconnect().await.ok();
+}
+
+/// `ferry check` takes SQLite <-> MariaDB tasks: one-way passes, two-way is refused with
+/// what to do, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_accepts_one_way_mixed_tasks_and_refuses_two_way() {
+    let mut cleanup_a = Cleanup::new(&shared_a());
+    let mut cleanup_b = Cleanup::new(&shared_b());
+    let db = database(&shared_a(), "mixc", &mut cleanup_a).await;
+    cleanup_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
+    let mut b = connect(&shared_b()).await;
+    b.query_drop(format!("CREATE DATABASE `{db}`")).await.expect("db on b");
+    b.disconnect().await.ok();
+    let mut a = connect(&shared_a()).await;
+    a.query_drop(format!("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v TEXT)")).await.expect("create");
+    a.disconnect().await.ok();
+    let dir = tempfile::tempdir().expect("tempdir");
+    config(dir.path(), &db, "a", "b", &format!("{db}.*")).await;
+    // The second task's source table, which the first task would otherwise create.
+    let mut s = app_conn(&dir.path().join("s.db")).await;
+    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)").execute(&mut s).await.expect("sqlite table");
+    drop(s);
+    let out = check(&dir.path().join("ferry.toml")).await;
+    assert_eq!(out.code, Some(0), "one-way mixed tasks pass: {}", out.all());
+    assert!(out.stdout.contains(&format!("{db}.t")), "names the table: {}", out.all());
+
+    let path = dir.path().join("ferry.toml");
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(&path, text.replacen("tables = [", "mode = \"two-way\"\ntables = [", 1)).expect("write");
+    let out = check(&path).await;
+    assert_eq!(out.code, Some(2), "two-way mixed is refused: {}", out.all());
+    assert!(out.all().contains("two-way") && out.all().contains("one-way"), "says what to do: {}", out.all());
+    assert!(!sqlite_has(&dir.path().join("s.db"), "ferry_changelog").await, "check wrote nothing");
 }

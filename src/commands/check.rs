@@ -71,7 +71,7 @@ fn sqlite_endpoint(config: &Config, name: &str) -> Result<SqliteEndpoint, Connec
         other => Err(ConnectorError::Setup {
             endpoint: ep.name.clone(),
             problem: format!("{} endpoints ({other}) cannot be synced by this version of ferry yet", other.engine()),
-            fix: "use SQLite endpoints on both sides, or MySQL/MariaDB endpoints on both sides (syncing between different engines is not supported yet)".into(),
+            fix: "use SQLite or MySQL/MariaDB endpoints (PostgreSQL comes later)".into(),
         }),
     }
 }
@@ -102,7 +102,87 @@ async fn check_task(config: &Config, task: &Task) -> Result<String, Vec<Problem>
             found.into_iter().map(|p| Problem { subject: subject.clone(), message: p.to_string() }).collect()
         });
     }
+    if let (Some(from), Some(to)) = (config.endpoint(&task.from), config.endpoint(&task.to))
+        && matches!(
+            (&from.url, &to.url),
+            (EndpointUrl::Mysql(_), EndpointUrl::Sqlite(_)) | (EndpointUrl::Sqlite(_), EndpointUrl::Mysql(_))
+        )
+    {
+        return check_mixed_task(config, task, from, to)
+            .await
+            .map_err(|found| found.into_iter().map(|message| Problem { subject: subject.clone(), message }).collect());
+    }
     check_sqlite_task(config, task).await.map_err(|e| vec![Problem { subject, message: e.to_string() }])
+}
+
+/// SQLite <-> MySQL/MariaDB (one-way): the MySQL side as a source or a target, the
+/// SQLite side readable and writable, the SQLite source's tables keyed.
+async fn check_mixed_task(config: &Config, task: &Task, from: &Endpoint, to: &Endpoint) -> Result<String, Vec<String>> {
+    if task.mode == Mode::TwoWay {
+        return Err(vec![format!(
+            "two-way between {} ({}) and {} ({}) needs MySQL/MariaDB two-way, which this version does not have yet\n  fix: set mode = \"one-way\" (one task each way would loop)",
+            from.name,
+            from.url.engine(),
+            to.name,
+            to.url.engine()
+        )]);
+    }
+    let mut problems: Vec<String> = Vec::new();
+    let names: Vec<String> = match (&from.url, &to.url) {
+        (EndpointUrl::Mysql(_), _) => {
+            let src = mysql_endpoint(from).map_err(|p| vec![p.to_string()])?;
+            let forward = SourceOptions { require_match: true, snapshot_rows_per_sec: None };
+            let fwd = mysql_check::preflight_source(&src, &task.tables, forward).await;
+            problems.extend(fwd.problems.iter().map(ToString::to_string));
+            if let Err(e) = sqlite_side(config, &task.to).await {
+                problems.push(e.to_string());
+            }
+            fwd.tables.iter().map(|(d, t)| format!("{d}.{t}")).collect()
+        }
+        _ => {
+            let dst = mysql_endpoint(to).map_err(|p| vec![p.to_string()])?;
+            let tables = match sqlite_source_tables(config, task).await {
+                Ok(t) => t,
+                Err(e) => return Err(vec![e.to_string()]),
+            };
+            let db = dst.opts.db_name().unwrap_or_default().to_string();
+            let targets: Vec<(String, String)> =
+                tables.iter().map(|t| mapped(task, &(db.clone(), t.clone()))).collect();
+            problems.extend(mysql_check::preflight_target(&dst, &targets).await.iter().map(ToString::to_string));
+            tables
+        }
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(format!("one-way {} -> {} ({} table(s): {})", from.name, to.name, names.len(), names.join(", ")))
+}
+
+/// A SQLite endpoint that is a readable, writable database.
+async fn sqlite_side(config: &Config, name: &str) -> Result<SqliteEndpoint, ConnectorError> {
+    let ep = sqlite_endpoint(config, name)?;
+    let mut conn = ep.connect(Access::ReadOnly).await?;
+    let probe: Result<i64, sqlx::Error> =
+        sqlx::query_scalar("SELECT count(*) FROM sqlite_schema").fetch_one(&mut conn).await;
+    crate::connector::sqlite::close(conn).await;
+    if let Err(e) = probe {
+        return Err(ConnectorError::Setup {
+            endpoint: ep.name.clone(),
+            problem: format!("{} is not a readable SQLite database: {e}", ep.path.display()),
+            fix: "point the endpoint url at a SQLite database file".into(),
+        });
+    }
+    writable(&ep)?;
+    Ok(ep)
+}
+
+/// The SQLite source's tables matching the task (each with a primary key).
+async fn sqlite_source_tables(config: &Config, task: &Task) -> Result<Vec<String>, ConnectorError> {
+    let from = sqlite_side(config, &task.from).await?;
+    let mut src = from.connect(Access::ReadOnly).await?;
+    let tables = describe_matching(&from, &mut src, &task.tables).await;
+    crate::connector::sqlite::close(src).await;
+    Ok(tables?.iter().map(|t| t.name.name.clone()).collect())
 }
 
 /// A MySQL/MariaDB endpoint of the task file.
@@ -182,19 +262,8 @@ async fn check_mysql_task(task: &Task, from: &Endpoint, to: &Endpoint) -> Result
 async fn check_sqlite_task(config: &Config, task: &Task) -> Result<String, ConnectorError> {
     let from = sqlite_endpoint(config, &task.from)?;
     let to = sqlite_endpoint(config, &task.to)?;
-    for ep in [&from, &to] {
-        let mut conn = ep.connect(Access::ReadOnly).await?;
-        let probe: Result<i64, sqlx::Error> =
-            sqlx::query_scalar("SELECT count(*) FROM sqlite_schema").fetch_one(&mut conn).await;
-        if let Err(e) = probe {
-            return Err(ConnectorError::Setup {
-                endpoint: ep.name.clone(),
-                problem: format!("{} is not a readable SQLite database: {e}", ep.path.display()),
-                fix: "point the endpoint url at a SQLite database file".into(),
-            });
-        }
-        crate::connector::sqlite::close(conn).await;
-        writable(ep)?;
+    for ep in [&task.from, &task.to] {
+        sqlite_side(config, ep).await?;
     }
     let mut src = from.connect(Access::ReadOnly).await?;
     let tables = describe_matching(&from, &mut src, &task.tables).await?;
