@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::support::{FerryRun, app_conn, changelog_head, checkpoint_seq, create_db, dump, task_file, wait_until};
 
-const ITEMS: i64 = 60_000;
+const ITEMS: i64 = 160_000;
 const SCHEMA: &str = "CREATE TABLE events(id INTEGER PRIMARY KEY, payload TEXT NOT NULL, at REAL);
                       CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, tag BLOB);";
 
@@ -96,7 +96,7 @@ async fn survives_sigkill_during_snapshot_and_stream_without_loss_or_duplicates(
     let stop = Arc::new(AtomicBool::new(false));
     let app = tokio::spawn(application(a.clone(), stop.clone()));
     let mut rng = fastrand::Rng::with_seed(42);
-    // Early kills land in the snapshot (60,000 rows), later ones in the stream.
+    // Early kills land in the snapshot (160,000 rows: several chunks), later ones in the stream.
     let mut mid_snapshot = 0;
     for round in 0..10 {
         let mut ferry = FerryRun::start(&config, &log);

@@ -261,7 +261,7 @@ fn sysbench(url_port: u16, db: &str, action: &str, extra: &[&str]) -> Command {
         "--mysql-password=ferry",
         &format!("--mysql-db={db}"),
         "--tables=2",
-        "--table-size=40000",
+        "--table-size=110000",
     ])
     .args(extra)
     .arg(action)

@@ -51,7 +51,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             batch_changes: 20_000,
-            chunk_rows: 10_000,
+            chunk_rows: 50_000,
             poll: Duration::from_millis(20),
             heartbeat: Duration::from_millis(100),
         }
@@ -371,24 +371,40 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         let mut throttle = Throttle::new(self.spec.max_rows_per_sec);
 
         // Snapshot: table by table, chunk by chunk, with the stream applied in between.
+        // The next chunk is read (on the source's connection, in its own task) while this
+        // one is applied: a chunk's rows depend only on the watermarks or position read
+        // with it, and the stream up to them is applied after this chunk, as before.
+        let versions = self.spec.conflicts.is_some();
+        let limit = self.spec.tuning.chunk_rows;
         for t in sources {
             let name = t.name.to_string();
+            let mut prefetched: Option<Prefetch<S>> = None;
             loop {
                 if self.shutdown.is_cancelled() {
+                    self.join_prefetch(prefetched.take()).await?;
                     return Ok(());
                 }
                 let after = match self.checkpoint.tables.get(&name) {
-                    Some(TableProgress::Done) | None => break,
+                    Some(TableProgress::Done) | None => {
+                        // Dropped while copying (a schema change): the read-ahead is moot.
+                        self.join_prefetch(prefetched.take()).await?;
+                        break;
+                    }
                     Some(TableProgress::Pending) => None,
                     Some(TableProgress::Copying { after }) => Some(after.clone()),
                 };
                 self.metrics.set_state(DirectionState::Snapshotting(name.clone()));
                 if last_renew.elapsed() >= LEASE_RENEW {
-                    self.renew_lease(me).await?;
+                    if let Err(e) = self.renew_lease(me).await {
+                        self.join_prefetch(prefetched.take()).await?;
+                        return Err(e);
+                    }
                     last_renew = Instant::now();
                 }
-                let limit = self.spec.tuning.chunk_rows;
-                let mut chunk = self.source.read_chunk(t, after.as_ref(), limit, self.spec.conflicts.is_some()).await?;
+                let mut chunk = match self.join_prefetch(prefetched.take()).await? {
+                    Some(c) => c,
+                    None => self.source.read_chunk(t, after.as_ref(), limit, versions).await?,
+                };
                 // Progress follows the rows as read, before the window drops any of them.
                 let progress = match chunk.rows.last() {
                     Some(last) if chunk.rows.len() >= limit => TableProgress::Copying { after: t.key_of(last) },
@@ -436,9 +452,20 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                     }
                 }
                 let n = chunk.rows.len() as u64;
+                if let TableProgress::Copying { after: next } = &progress {
+                    let mut source = self.source.take_for_read()?;
+                    let (table, next) = (t.clone(), next.clone());
+                    prefetched = Some(tokio::spawn(async move {
+                        let r = source.read_chunk(&table, Some(&next), limit, versions).await;
+                        (source, r)
+                    }));
+                }
                 self.checkpoint.tables.insert(name.clone(), progress);
                 let rows = SnapshotRows { table: self.renames.target(t), rows: chunk.rows, versions: chunk.versions };
-                self.apply(Vec::new(), Some(rows)).await?;
+                if let Err(e) = self.apply(Vec::new(), Some(rows)).await {
+                    self.join_prefetch(prefetched.take()).await?;
+                    return Err(e);
+                }
                 throttle.wait(n, self.shutdown).await;
             }
         }
@@ -514,6 +541,20 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         self.source.consumed(&id.to_string(), &pos).await?;
         info!(direction = %id, position = %pos, "stopped");
         Ok(())
+    }
+
+    /// Waits for a chunk read ahead (if any) and takes the source back.
+    async fn join_prefetch(&mut self, prefetched: Option<Prefetch<S>>) -> Result<Option<Chunk>, EngineError> {
+        let Some(handle) = prefetched else { return Ok(None) };
+        let (source, chunk) = handle.await.map_err(|e| {
+            EngineError::Connector(ConnectorError::Setup {
+                endpoint: self.spec.source.name.clone(),
+                problem: format!("the snapshot reader ended abnormally: {e}"),
+                fix: "report this as a bug with the log".into(),
+            })
+        })?;
+        self.source.put_back(source);
+        Ok(Some(chunk?))
     }
 
     fn position(&self) -> Position {
@@ -786,6 +827,9 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
 }
 
 /// The source, lent to the stream's reader task while it reads the next batch.
+/// A snapshot chunk being read ahead, with the source it borrowed.
+type Prefetch<S> = tokio::task::JoinHandle<(S, Result<Chunk, ConnectorError>)>;
+
 struct Slot<S>(Option<S>);
 
 impl<S: Source> Slot<S> {
