@@ -11,3 +11,4 @@ mod mysql_check;
 mod mysql_oneway;
 mod skip;
 mod sqlite_connector;
+mod verify_mutation;
