@@ -11,4 +11,6 @@ mod mysql_check;
 mod mysql_oneway;
 mod skip;
 mod sqlite_connector;
+mod verify_bad_input;
+mod verify_live;
 mod verify_mutation;

@@ -162,12 +162,11 @@ async fn verify_sides(
         });
         found.push(walk.diffs);
     }
-    let directions =
-        if found.iter().any(|d| !d.is_empty()) { live::running_directions(config, task).await } else { Vec::new() };
+    let directions = live::running_directions(config, task).await;
+    report.live = !directions.is_empty();
     let settled: Vec<Settled> = if directions.is_empty() {
         found.into_iter().map(|confirmed| Settled { confirmed, ..Default::default() }).collect()
     } else {
-        report.live = true;
         let (s, rounds) = live::settle(&pairs, found, source, target, &directions, opts.rechecks, progress).await?;
         report.recheck_rounds = rounds;
         s

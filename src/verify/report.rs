@@ -102,7 +102,7 @@ pub struct Report {
     pub target: String,
     /// `full` or `quick`.
     pub mode: String,
-    /// Whether the task was running (live re-checks were made).
+    /// Whether a process ran the task (differences were re-checked after replication).
     pub live: bool,
     /// Re-check rounds made.
     pub recheck_rounds: u32,
