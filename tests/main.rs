@@ -14,3 +14,4 @@ mod sqlite_connector;
 mod verify_bad_input;
 mod verify_live;
 mod verify_mutation;
+mod verify_options;

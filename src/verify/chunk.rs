@@ -1,6 +1,7 @@
-//! Walking one table chunk by chunk: the source names each chunk's upper key (the key
-//! `CHUNK_ROWS` rows on), both sides checksum that key range concurrently, and a range
-//! whose checksums differ is narrowed down to rows ([`super::bisect`]).
+//! Walking one table chunk by chunk: a planner session on the source names each chunk's
+//! upper key (the key `n` rows on) while both sides checksum the previous key range
+//! concurrently; a range whose checksums differ is narrowed down to rows
+//! ([`super::bisect`]).
 
 use std::time::Instant;
 
@@ -12,8 +13,14 @@ use super::side::{AnySide, Side};
 use super::throttle::Throttle;
 use crate::model::{KeyRange, Row};
 
-/// Rows per chunk when both sides checksum inside the database.
+/// Rows of the first chunk when both sides checksum inside the database; later chunks
+/// are sized so that one takes about [`NATIVE_CHUNK_SECS`] (as pt-table-checksum does).
 pub const NATIVE_CHUNK_ROWS: u64 = 20_000;
+/// Target duration of one in-database chunk: long enough that round trips do not
+/// count, short enough that no query holds a server for long.
+pub const NATIVE_CHUNK_SECS: f64 = 0.25;
+/// Bounds of an in-database chunk's rows.
+pub const NATIVE_CHUNK_LIMITS: (u64, u64) = (1_000, 1_000_000);
 /// Rows per chunk when ferry hashes streamed rows (they are held in memory).
 pub const STREAM_CHUNK_ROWS: u64 = 5_000;
 
@@ -38,6 +45,7 @@ pub struct TableWalk {
 pub async fn walk_table(
     pair: &TablePair,
     source: &mut AnySide,
+    planner: &mut AnySide,
     target: &mut AnySide,
     progress: &Progress,
     throttle: &mut Throttle,
@@ -46,32 +54,61 @@ pub async fn walk_table(
     let table = pair.source.name.to_string();
     let estimated_rows = source.estimate(&pair.source).await?;
     progress.send(ProgressEvent::TableStarted { table: table.clone(), estimated_rows });
-    let chunk = if pair.native { NATIVE_CHUNK_ROWS } else { STREAM_CHUNK_ROWS };
+    let mut chunk = if pair.native { NATIVE_CHUNK_ROWS } else { STREAM_CHUNK_ROWS };
     let mut walk = TableWalk::default();
     let mut after = None;
+    let mut upto = planner.key_at(&pair.source, &KeyRange::default(), chunk - 1).await?;
     loop {
-        let probe = KeyRange { after: after.clone(), upto: None };
-        let upto = source.key_at(&pair.source, &probe, chunk - 1).await?;
         let range = KeyRange { after: after.clone(), upto: upto.clone() };
-        let (rows, differs) = if pair.native {
-            native_chunk(pair, source, target, &range, &mut walk).await?
-        } else {
-            stream_chunk(pair, source, target, &range, &mut walk).await?
+        let took = Instant::now();
+        // The planner (a second source session) finds the next chunk's upper key while
+        // both sides checksum this one.
+        let next = async {
+            match &upto {
+                Some(k) => {
+                    let probe = KeyRange { after: Some(k.clone()), upto: None };
+                    planner.key_at(&pair.source, &probe, chunk - 1).await.map(Some)
+                }
+                None => Ok(None),
+            }
         };
+        let compare = async {
+            if pair.native {
+                native_chunk(pair, source, target, &range, &mut walk).await
+            } else {
+                stream_chunk(pair, source, target, &range, &mut walk).await
+            }
+        };
+        let (compared, next) = tokio::join!(compare, next);
+        let (rows, differs) = compared?;
+        let next = next?;
+        if pair.native && !differs && rows == chunk {
+            chunk = next_chunk_rows(chunk, took.elapsed().as_secs_f64());
+        }
         walk.chunks += 1;
         if differs {
             walk.chunks_differing += 1;
         }
         progress.send(ProgressEvent::Chunk { table: table.clone(), rows, differs });
         throttle.admit(rows).await;
-        match upto {
-            Some(k) => after = Some(k),
-            None => break,
+        match (upto, next) {
+            (Some(k), Some(n)) => {
+                after = Some(k);
+                upto = n;
+            }
+            _ => break,
         }
     }
     walk.seconds = start.elapsed().as_secs_f64();
     progress.send(ProgressEvent::TableDone { table, differences: walk.diffs.len() as u64 });
     Ok(walk)
+}
+
+/// The next in-database chunk size after `rows` rows took `secs`: aiming at
+/// [`NATIVE_CHUNK_SECS`], growing at most fourfold, within [`NATIVE_CHUNK_LIMITS`].
+fn next_chunk_rows(rows: u64, secs: f64) -> u64 {
+    let ideal = (rows as f64 * NATIVE_CHUNK_SECS / secs.max(0.001)) as u64;
+    ideal.min(rows * 4).clamp(NATIVE_CHUNK_LIMITS.0, NATIVE_CHUNK_LIMITS.1)
 }
 
 /// Server-side checksums of one range on both sides at once; bisects when they differ.
@@ -123,4 +160,17 @@ pub async fn read_both(
     let (src, tgt) = tokio::join!(source.rows(&pair.source, range, None), target.rows(&pair.target, range, None));
     let tgt: Vec<Row> = tgt?.into_iter().map(|r| pair.align(r)).collect();
     Ok((src?, tgt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_grow_towards_the_target_time_within_bounds() {
+        assert_eq!(next_chunk_rows(20_000, 0.025), 80_000);
+        assert_eq!(next_chunk_rows(100_000, 0.5), 50_000);
+        assert_eq!(next_chunk_rows(2_000, 10.0), 1_000);
+        assert_eq!(next_chunk_rows(800_000, 0.1), 1_000_000);
+    }
 }

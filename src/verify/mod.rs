@@ -107,18 +107,31 @@ pub async fn verify_task(
             fix: "define it as an [[endpoint]]".into(),
         })
     };
-    let mut source = AnySide::open(endpoint(&task.from)?, false).await?;
-    let mut target = AnySide::open(endpoint(&task.to)?, opts.repair).await?;
-    if source.dialect() != target.dialect() {
-        source.set_byte_order();
-        target.set_byte_order();
+    let mut sides = Sides {
+        source: AnySide::open(endpoint(&task.from)?, false).await?,
+        planner: AnySide::open(endpoint(&task.from)?, false).await?,
+        target: AnySide::open(endpoint(&task.to)?, opts.repair).await?,
+    };
+    if sides.source.dialect() != sides.target.dialect() {
+        sides.source.set_byte_order();
+        sides.planner.set_byte_order();
+        sides.target.set_byte_order();
     }
-    let result = verify_sides(config, task, opts, store, progress, &mut source, &mut target).await;
-    source.close().await;
-    target.close().await;
+    let result = verify_sides(config, task, opts, store, progress, &mut sides).await;
+    sides.source.close().await;
+    sides.planner.close().await;
+    sides.target.close().await;
     let mut report = result?;
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The sessions of one run: the source, a second source session that plans chunks
+/// ahead, and the target.
+struct Sides {
+    source: AnySide,
+    planner: AnySide,
+    target: AnySide,
 }
 
 async fn verify_sides(
@@ -127,9 +140,9 @@ async fn verify_sides(
     opts: &Options,
     store: &Store,
     progress: &Progress,
-    source: &mut AnySide,
-    target: &mut AnySide,
+    sides: &mut Sides,
 ) -> Result<Report, VerifyError> {
+    let Sides { source, planner, target } = sides;
     let pairs = plan::plan_tables(task, source, target, opts.tables.as_deref()).await?;
     let mut report = Report {
         task: task.name.clone(),
@@ -148,7 +161,7 @@ async fn verify_sides(
     let mut throttle = Throttle::new(opts.max_rows_per_sec);
     let mut found = Vec::new();
     for pair in &pairs {
-        let walk = chunk::walk_table(pair, source, target, progress, &mut throttle).await?;
+        let walk = chunk::walk_table(pair, source, planner, target, progress, &mut throttle).await?;
         report.tables.push(TableReport {
             table: pair.source.name.to_string(),
             target_table: pair.target.name.to_string(),
