@@ -83,3 +83,25 @@ async fn mariadb_target_without_primary_key_is_refused() {
     let out = verify(&config, &[]).await;
     assert_refused(&out, &[&format!("table {db}.log has no primary key"), "ADD PRIMARY KEY (`id`)"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_task_still_copying_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    create_db(
+        &dir.path().join("a.db"),
+        "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT); \
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<30000) INSERT INTO kv SELECT x, 'v' FROM c;",
+    )
+    .await;
+    create_db(&dir.path().join("b.db"), "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT);").await;
+    // A throttled snapshot (chunks of 10,000 rows, 2,000 rows/s) copies for about 15 s.
+    let config = task_file(dir.path(), "one-way", "max_rows_per_sec = 2000");
+    let _run = crate::support::FerryRun::start(&config, &dir.path().join("run.log"));
+    let b = dir.path().join("b.db");
+    crate::support::wait_until(Duration::from_secs(30), "the snapshot to start", || async {
+        crate::support::dump(&b, "kv", "k").await.len() > 10
+    })
+    .await;
+    let out = verify(&config, &[]).await;
+    assert_refused(&out, &["is still copying table kv", "ferry status"]);
+}

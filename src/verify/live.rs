@@ -12,8 +12,8 @@ use super::diff::{RowDiff, TablePair, diff_rows};
 use super::progress::{Progress, ProgressEvent};
 use super::side::{AnySide, Side};
 use crate::config::{Config, Task};
-use crate::connector::probe;
 use crate::connector::sqlite::state::{host_name, pid_alive};
+use crate::connector::{TableProgress, probe};
 use crate::engine::plan_task;
 use crate::engine::task::DirectionSpec;
 use crate::model::{Row, now_micros};
@@ -32,6 +32,19 @@ pub async fn running_directions(config: &Config, task: &Task) -> Vec<DirectionSp
         }
     }
     out
+}
+
+/// The first table a running direction is still copying (its snapshot is not done):
+/// verifying it now would report the rows not copied yet.
+pub async fn copying(directions: &[DirectionSpec]) -> Option<(String, String)> {
+    for d in directions {
+        let Ok(state) = probe::target_state(&d.target, &d.id).await else { continue };
+        let Some(cp) = state.checkpoint else { continue };
+        if let Some((table, _)) = cp.tables.iter().find(|(_, p)| **p != TableProgress::Done) {
+            return Some((d.id.to_string(), table.clone()));
+        }
+    }
+    None
 }
 
 /// Waits until every direction's applied position has reached its source's head as it

@@ -144,6 +144,13 @@ async fn verify_sides(
 ) -> Result<Report, VerifyError> {
     let Sides { source, planner, target } = sides;
     let pairs = plan::plan_tables(task, source, target, opts.tables.as_deref()).await?;
+    let directions = live::running_directions(config, task).await;
+    if let Some((direction, table)) = live::copying(&directions).await {
+        return Err(VerifyError::Input {
+            problem: format!("task {direction} is still copying table {table} (its snapshot is not done)"),
+            fix: "verify once `ferry status` shows the snapshot done; until then rows not copied yet would show as missing".into(),
+        });
+    }
     let mut report = Report {
         task: task.name.clone(),
         source: task.from.clone(),
@@ -175,7 +182,6 @@ async fn verify_sides(
         });
         found.push(walk.diffs);
     }
-    let directions = live::running_directions(config, task).await;
     report.live = !directions.is_empty();
     let settled: Vec<Settled> = if directions.is_empty() {
         found.into_iter().map(|confirmed| Settled { confirmed, ..Default::default() }).collect()
