@@ -82,6 +82,7 @@ pub async fn walk_table(
         let (compared, next) = tokio::join!(compare, next);
         let (rows, differs) = compared?;
         let next = next?;
+        tracing::debug!(table = %pair.source.name, rows, differs, secs = took.elapsed().as_secs_f64(), "chunk compared");
         if pair.native && !differs && rows == chunk {
             chunk = next_chunk_rows(chunk, took.elapsed().as_secs_f64());
         }
