@@ -86,12 +86,16 @@ pub fn render(mut rx: mpsc::UnboundedReceiver<ProgressEvent>) -> JoinHandle<()> 
                     started = Instant::now();
                     if tty {
                         let b = ProgressBar::with_draw_target(Some(estimated_rows), ProgressDrawTarget::stderr());
-                        let style =
-                            ProgressStyle::with_template("{msg} [{bar:30}] {human_pos}/{human_len} rows {rate} ETA {eta}")
-                                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                                .with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                                    let _ = write!(w, "{:.0} rows/s", s.per_sec());
-                                });
+                        let style = ProgressStyle::with_template(
+                            "{msg} [{bar:30}] {human_pos}/{human_len} rows {rate} ETA {eta}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .with_key(
+                            "rate",
+                            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                                let _ = write!(w, "{:.0} rows/s", s.per_sec());
+                            },
+                        );
                         b.set_style(style);
                         b.set_message(table);
                         bar = Some(b);
