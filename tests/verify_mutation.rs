@@ -269,3 +269,12 @@ async fn sqlite_to_mariadb_pair_compares_by_value_and_repairs() {
     let b = Db::Mysql { url: shared_b(), db };
     mutation_case(Db::Sqlite(dir.path().join("a.db")), b, "\"*\"", "in-ferry").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_to_sqlite_pair_compares_by_value_and_repairs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ca = Cleanup::new(&shared_a());
+    let db = database(&shared_a(), "vmix", &mut ca).await;
+    let a = Db::Mysql { url: shared_a(), db: db.clone() };
+    mutation_case(a, Db::Sqlite(dir.path().join("b.db")), &format!("\"{db}.*\""), "in-ferry").await;
+}
