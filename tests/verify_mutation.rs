@@ -1,4 +1,5 @@
-//! `ferry verify` finds exactly the rows that were changed behind its back — missing,
+//! `ferry verify` finds exactly the rows that were changed behind its back, at random
+//! places (seeded: FERRY_TEST_SEED) — missing,
 //! extra, one changed column, NULL vs empty string, a trailing space, the last digit of
 //! a decimal's scale, one microsecond, one byte of a blob, rows of a composite-key
 //! table — on SQLite, MariaDB and SQLite <-> MariaDB pairs of 100,000 rows, and nothing
@@ -70,21 +71,36 @@ impl Db {
     }
 }
 
+/// Big row `i`'s time with its microseconds given.
+fn happened(i: i64, micros: i64) -> String {
+    format!("'2024-{:02}-{:02} {:02}:{:02}:{:02}.{micros:06}'", 1 + i % 12, 1 + i % 28, i % 24, i % 60, (i * 7) % 60)
+}
+
+/// Big row `i`'s blob.
+fn data(i: i64) -> Vec<u8> {
+    (0..8).map(|k| (i >> (k * 3)) as u8 ^ k as u8).collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// Big row `i`'s amount with the last digit of its scale given.
+fn amount(i: i64, frac: i64) -> String {
+    format!("'{}.{frac:04}'", i % 100_000)
+}
+
 /// The values of big row `i` as SQL literals both engines read the same way.
 fn big_row(i: i64) -> String {
     let name = if i % 10 == 0 { "NULL".to_string() } else { format!("'n{i}'") };
-    let amount = format!("'{}.{:04}'", i % 100_000, (i * 37) % 10_000);
-    let at = format!(
-        "'2024-{:02}-{:02} {:02}:{:02}:{:02}.{:06}'",
-        1 + i % 12,
-        1 + i % 28,
-        i % 24,
-        i % 60,
-        (i * 7) % 60,
-        (i * 7919) % 1_000_000
-    );
-    let data: String = (0..8).map(|k| format!("{:02X}", (i >> (k * 3)) as u8 ^ k as u8)).collect();
-    format!("({}, {name}, {amount}, {at}, X'{data}', {})", i * 2, i * 3)
+    format!(
+        "({}, {name}, {}, {}, X'{}', {})",
+        i * 2,
+        amount(i, (i * 37) % 10_000),
+        happened(i, (i * 7919) % 1_000_000),
+        hex(&data(i)),
+        i * 3
+    )
 }
 
 fn load_statements() -> Vec<String> {
@@ -101,48 +117,63 @@ fn load_statements() -> Vec<String> {
     out
 }
 
-/// The mutations made on the target, and the (kind, key) verify must report for each.
-fn mutations() -> (Vec<String>, BTreeSet<(String, String)>) {
-    let m = |kind: &str, key: String| (kind.to_string(), key);
+/// Random mutations made on the target (seeded: FERRY_TEST_SEED), the (kind, key) verify
+/// must report for each, and the id whose `n` alone was changed.
+fn mutations(seed: u64) -> (Vec<String>, BTreeSet<(String, String)>, i64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut used = BTreeSet::new();
+    // A row index not used by another mutation, with `i % 10 == 0` when `null_name`.
+    let mut pick = |null_name: bool| loop {
+        let i = rng.i64(1..=ROWS);
+        if (i % 10 == 0) == null_name && used.insert(i) {
+            return i;
+        }
+    };
     let mut expected = BTreeSet::new();
     let mut sql = Vec::new();
-    // Missing on the target.
-    for id in [2, 50_000, ROWS * 2] {
-        sql.push(format!("DELETE FROM big WHERE id = {id}"));
-        expected.insert(m("missing", format!("({id})")));
+    let mut note = |kind: &str, key: String| expected.insert((kind.to_string(), key));
+    // Missing on the target: the last row and two anywhere.
+    for i in [ROWS, pick(false), pick(true)] {
+        sql.push(format!("DELETE FROM big WHERE id = {}", i * 2));
+        note("missing", format!("({})", i * 2));
     }
     // Extra on the target: before the first, in a gap, after the last.
-    for id in [1, 77_777, ROWS * 2 + 1] {
+    for id in [1, pick(false) * 2 + 1, ROWS * 2 + 1] {
         sql.push(format!("INSERT INTO big VALUES ({id}, 'extra', '1.0000', '2024-01-01 00:00:00', NULL, 0)"));
-        expected.insert(m("extra", format!("({id})")));
+        note("extra", format!("({id})"));
     }
-    let mut different = |id: i64, set: &str| {
-        sql.push(format!("UPDATE big SET {set} WHERE id = {id}"));
-        expected.insert(m("different", format!("({id})")));
+    let mut different = |i: i64, set: String| {
+        sql.push(format!("UPDATE big SET {set} WHERE id = {}", i * 2));
+        note("different", format!("({})", i * 2));
     };
-    different(1_000, "n = n + 1"); // one changed column
-    different(2_000, "name = ''"); // row 1000 has NULL: NULL vs empty string
-    different(3_002, "name = 'n1501 '"); // trailing space
-    different(4_002, "amount = '2001.4038'"); // the last digit of the scale (was 2001.4037)
-    different(5_002, "happened = '2024-01-02 01:01:01.000001'"); // pinned at ...01.000000: one microsecond more
-    different(6_002, "data = X'0001020304050607'"); // the last byte of the pinned blob
+    let changed = pick(false);
+    different(changed, "n = n + 1".into()); // one changed column
+    different(pick(true), "name = ''".into()); // NULL vs empty string
+    let i = pick(false);
+    different(i, format!("name = 'n{i} '")); // trailing space
+    let i = pick(false);
+    different(i, format!("amount = {}", amount(i, ((i * 37) % 10_000 + 1) % 10_000))); // last digit of the scale
+    let i = pick(false);
+    different(i, format!("happened = {}", happened(i, ((i * 7919) % 1_000_000 + 1) % 1_000_000))); // one microsecond
+    let i = pick(false);
+    let mut blob = data(i);
+    blob[rng.usize(0..8)] ^= 0x20;
+    different(i, format!("data = X'{}'", hex(&blob))); // one byte of the blob
     // Composite key.
-    sql.push("DELETE FROM comp WHERE region = 'r3' AND seq = 3".into());
-    expected.insert(m("missing", "(\"r3\", 3)".into()));
+    let (r, seq) = (rng.i64(0..COMP_ROWS), rng.i64(0..COMP_ROWS));
+    let seq = if seq == r { (seq + 1) % COMP_ROWS } else { seq };
+    sql.push(format!("DELETE FROM comp WHERE region = 'r{}' AND seq = {r}", r % 7));
+    note("missing", format!("(\"r{}\", {r})", r % 7));
     sql.push("INSERT INTO comp VALUES ('r3', 100000, 'new')".into());
-    expected.insert(m("extra", "(\"r3\", 100000)".into()));
-    sql.push("UPDATE comp SET v = 'changed' WHERE region = 'r5' AND seq = 5".into());
-    expected.insert(m("different", "(\"r5\", 5)".into()));
-    (sql, expected)
+    note("extra", "(\"r3\", 100000)".into());
+    sql.push(format!("UPDATE comp SET v = 'changed' WHERE region = 'r{}' AND seq = {seq}", seq % 7));
+    note("different", format!("(\"r{}\", {seq})", seq % 7));
+    (sql, expected, changed * 2)
 }
 
-/// Rows that the mutations above rely on: row 2501's time and row 3001's blob are
-/// pinned so the changes differ from them in exactly one microsecond and one byte.
-fn pins() -> Vec<String> {
-    vec![
-        "UPDATE big SET happened = '2024-01-02 01:01:01.000000' WHERE id = 5002".into(),
-        "UPDATE big SET data = X'0001020304050600' WHERE id = 6002".into(),
-    ]
+/// The seed of the random mutations: FERRY_TEST_SEED, else fixed.
+fn seed() -> u64 {
+    std::env::var("FERRY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_261_122)
 }
 
 fn task_file(dir: &Path, a: &Db, b: &Db, tables: &str) -> PathBuf {
@@ -184,9 +215,9 @@ async fn mutation_case(a: Db, b: Db, tables: &str, method: &str) {
     for side in [&a, &b] {
         side.run(&side.ddl()).await;
         side.run(&load).await;
-        side.run(&pins()).await;
     }
-    let (sql, expected) = mutations();
+    let seed = seed();
+    let (sql, expected, changed) = mutations(seed);
     b.run(&sql).await;
     let config = task_file(dir.path(), &a, &b, tables);
     let config = config.to_str().expect("utf-8");
@@ -199,7 +230,7 @@ async fn mutation_case(a: Db, b: Db, tables: &str, method: &str) {
     .await;
     assert_eq!(out.code, Some(1), "differences must exit 1: {}", out.all());
     let (found, methods) = confirmed(&out);
-    assert_eq!(found, expected, "verify must report exactly the mutated keys");
+    assert_eq!(found, expected, "verify must report exactly the mutated keys (seed {seed})");
     assert!(methods.iter().all(|m| m == method), "expected method {method}, got {methods:?}");
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
     let big = &v["tasks"][0]["tables"]
@@ -213,7 +244,7 @@ async fn mutation_case(a: Db, b: Db, tables: &str, method: &str) {
         .as_array()
         .expect("list")
         .iter()
-        .filter(|d| d["key"] == "(1000)")
+        .filter(|d| d["key"] == format!("({changed})").as_str())
         .flat_map(|d| d["columns"].as_array().cloned().unwrap_or_default())
         .map(|c| c["column"].as_str().unwrap_or("").to_string())
         .collect();
