@@ -23,6 +23,9 @@ pub const NATIVE_CHUNK_SECS: f64 = 0.25;
 pub const NATIVE_CHUNK_LIMITS: (u64, u64) = (1_000, 1_000_000);
 /// Rows per chunk when ferry hashes streamed rows (they are held in memory).
 pub const STREAM_CHUNK_ROWS: u64 = 5_000;
+/// Differing rows kept per table (with both versions, for re-checks and repair); more
+/// are counted only, so a target that lacks most rows cannot exhaust memory.
+pub const MAX_KEPT_DIFFS: usize = 100_000;
 
 /// What walking one table found (before live re-checks).
 #[derive(Debug, Default)]
@@ -35,10 +38,21 @@ pub struct TableWalk {
     pub chunks: u64,
     /// Chunks that differed.
     pub chunks_differing: u64,
-    /// Differing rows.
+    /// Differing rows (at most [`MAX_KEPT_DIFFS`]).
     pub diffs: Vec<RowDiff>,
+    /// Differing rows found beyond [`MAX_KEPT_DIFFS`]: counted, not kept.
+    pub not_kept: u64,
     /// Wall time.
     pub seconds: f64,
+}
+
+impl TableWalk {
+    /// Keeps differences up to [`MAX_KEPT_DIFFS`] and counts the rest.
+    fn keep(&mut self, found: Vec<RowDiff>) {
+        let room = MAX_KEPT_DIFFS.saturating_sub(self.diffs.len());
+        self.not_kept += found.len().saturating_sub(room) as u64;
+        self.diffs.extend(found.into_iter().take(room));
+    }
 }
 
 /// Compares one table on both sides.
@@ -101,7 +115,7 @@ pub async fn walk_table(
         }
     }
     walk.seconds = start.elapsed().as_secs_f64();
-    progress.send(ProgressEvent::TableDone { table, differences: walk.diffs.len() as u64 });
+    progress.send(ProgressEvent::TableDone { table, differences: walk.diffs.len() as u64 + walk.not_kept });
     Ok(walk)
 }
 
@@ -128,7 +142,7 @@ async fn native_chunk(
     if a.is_some() && a == b {
         return Ok((na, false));
     }
-    walk.diffs.extend(bisect(pair, source, target, range.clone(), na.max(nb)).await?);
+    walk.keep(bisect(pair, source, target, range.clone(), na.max(nb)).await?);
     Ok((na, true))
 }
 
@@ -147,7 +161,7 @@ async fn stream_chunk(
     if digest(pair, &src) == digest(pair, &tgt) {
         return Ok((n, false));
     }
-    walk.diffs.extend(diff_rows(pair, src, tgt));
+    walk.keep(diff_rows(pair, src, tgt));
     Ok((n, true))
 }
 
@@ -166,6 +180,15 @@ pub async fn read_both(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keeps_at_most_the_cap_and_counts_the_rest() {
+        let d = RowDiff { kind: crate::verify::report::DiffKind::Missing, key: Vec::new(), source: None, target: None };
+        let mut w = TableWalk::default();
+        w.keep(vec![d.clone(); MAX_KEPT_DIFFS - 1]);
+        w.keep(vec![d; 3]);
+        assert_eq!((w.diffs.len(), w.not_kept), (MAX_KEPT_DIFFS, 2));
+    }
 
     #[test]
     fn chunks_grow_towards_the_target_time_within_bounds() {

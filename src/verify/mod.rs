@@ -177,6 +177,7 @@ async fn verify_sides(
             target_rows: walk.target_rows,
             chunks: walk.chunks,
             chunks_differing: walk.chunks_differing,
+            not_listed: walk.not_kept,
             seconds: walk.seconds,
             ..Default::default()
         });

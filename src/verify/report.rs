@@ -70,6 +70,9 @@ pub struct TableReport {
     pub chunks_differing: u64,
     /// Differences still there after replication caught up (or with no task running).
     pub confirmed: Vec<Difference>,
+    /// Differing rows beyond the first 100,000 of the table: counted as confirmed, not
+    /// listed, re-checked or repaired (run verify again after a repair).
+    pub not_listed: u64,
     /// Differences replication fixed while verify waited.
     pub transient: Vec<Difference>,
     /// Differences on rows that kept changing through every re-check round.
@@ -87,7 +90,7 @@ pub struct TableReport {
 impl TableReport {
     /// True when nothing confirmed differs.
     pub fn clean(&self) -> bool {
-        self.confirmed.is_empty() && self.problems.is_empty()
+        self.confirmed.is_empty() && self.not_listed == 0 && self.problems.is_empty()
     }
 }
 
@@ -139,7 +142,7 @@ pub struct RepairSummary {
 impl Report {
     /// Fills the totals from the tables.
     pub fn total(&mut self) {
-        self.confirmed = self.tables.iter().map(|t| t.confirmed.len() as u64).sum();
+        self.confirmed = self.tables.iter().map(|t| t.confirmed.len() as u64 + t.not_listed).sum();
         self.transient = self.tables.iter().map(|t| t.transient.len() as u64).sum();
         self.unsettled = self.tables.iter().map(|t| t.unsettled.len() as u64).sum();
         self.rows_checked = self.tables.iter().map(|t| t.source_rows + t.target_rows).sum();
@@ -186,6 +189,13 @@ impl Report {
             }
             for p in &t.problems {
                 let _ = writeln!(s, "    {p}");
+            }
+            if t.not_listed > 0 {
+                let _ = writeln!(
+                    s,
+                    "    {} more differing rows not listed (only the first 100,000 per table are kept)",
+                    t.not_listed
+                );
             }
             for (label, list) in [("confirmed", &t.confirmed), ("transient", &t.transient), ("unsettled", &t.unsettled)]
             {
