@@ -95,3 +95,39 @@ async fn max_rows_per_sec_holds_the_rate() {
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert!(took >= Duration::from_millis(1900), "20,000 rows at 10,000 rows/s take 2 s, took {took:?}");
 }
+
+#[tokio::test]
+async fn mariadb_text_keys_with_different_collations_are_compared_in_byte_order() {
+    use crate::support::mariadb::{Cleanup, admin, database, shared_a, shared_b};
+    let (mut ca, mut cb) = (Cleanup::new(&shared_a()), Cleanup::new(&shared_b()));
+    let db = database(&shared_a(), "vcoll", &mut ca).await;
+    cb.push(format!("DROP DATABASE IF EXISTS `{db}`"));
+    admin(&shared_b(), &[format!("CREATE DATABASE `{db}`")]).await;
+    // 'a' < 'B' < 'c' case-insensitively, 'B' < 'a' < 'c' by bytes: chunk ranges of one
+    // side's order would hold other keys on the other side.
+    let values: Vec<String> = (0..60_000).map(|i| format!("('{}{i:06}', {i})", ["a", "B", "c", "D"][i % 4])).collect();
+    for (url, coll) in [(shared_a(), "utf8mb4_general_ci"), (shared_b(), "utf8mb4_bin")] {
+        admin(
+            &url,
+            &[
+                format!("CREATE TABLE `{db}`.t (code VARCHAR(16) COLLATE {coll} NOT NULL PRIMARY KEY, n INT NOT NULL)"),
+                format!("INSERT INTO `{db}`.t VALUES {}", values.join(", ")),
+            ],
+        )
+        .await;
+    }
+    admin(&shared_b(), &[format!("DELETE FROM `{db}`.t WHERE code = 'c012346'")]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path =
+        crate::support::mariadb::task_file(dir.path(), &shared_a(), &shared_b(), "one-way", &[&format!("{db}.*")], "");
+    let out = verify(&path, &[]).await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    let v = json(&out);
+    let found: Vec<String> = v["tasks"][0]["tables"][0]["confirmed"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|d| format!("{} {}", d["kind"].as_str().unwrap_or(""), d["key"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(found, vec!["missing (\"c012346\")"], "only the deleted key: {}", out.all());
+}

@@ -143,7 +143,13 @@ async fn verify_sides(
     sides: &mut Sides,
 ) -> Result<Report, VerifyError> {
     let Sides { source, planner, target } = sides;
-    let pairs = plan::plan_tables(task, source, target, opts.tables.as_deref()).await?;
+    let plan = plan::plan_tables(task, source, target, opts.tables.as_deref()).await?;
+    if plan.byte_order {
+        source.set_byte_order();
+        planner.set_byte_order();
+        target.set_byte_order();
+    }
+    let pairs = plan.pairs;
     let directions = live::running_directions(config, task).await;
     if let Some((direction, table)) = live::copying(&directions).await {
         return Err(VerifyError::Input {

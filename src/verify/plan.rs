@@ -12,13 +12,24 @@ use crate::config::Task;
 use crate::engine::map::Renames;
 use crate::model::TableName;
 
+/// The tables to compare, and whether keys must be read in byte order on both sides
+/// (text key columns whose collations differ between two MySQL sides would otherwise
+/// sort differently, and chunks are key ranges).
+#[derive(Debug)]
+pub struct Plan {
+    /// The table pairs.
+    pub pairs: Vec<TablePair>,
+    /// Read keys in byte order on every side.
+    pub byte_order: bool,
+}
+
 /// Describes and pairs the tables of `task` on both sides.
 pub async fn plan_tables(
     task: &Task,
     source: &mut AnySide,
     target: &mut AnySide,
     filter: Option<&str>,
-) -> Result<Vec<TablePair>, VerifyError> {
+) -> Result<Plan, VerifyError> {
     let mut names = source.matching(&task.tables).await?;
     if let Some(glob) = filter {
         let pat = glob::Pattern::new(glob).map_err(|e| VerifyError::Input {
@@ -40,6 +51,7 @@ pub async fn plan_tables(
         }
     }
     let mut pairs = Vec::new();
+    let mut byte_order = false;
     for name in names {
         let Some(src) = source.describe(&name).await? else { continue };
         let src = Arc::new(src);
@@ -59,6 +71,12 @@ pub async fn plan_tables(
                 ),
             });
         };
+        let (ca, cb) = (source.key_collations(&src).await?, target.key_collations(&tgt).await?);
+        if let (Some(a), Some(b)) = (ca, cb)
+            && a != b
+        {
+            byte_order = true;
+        }
         pairs.push(pair(
             &src,
             &mapped.columns,
@@ -66,7 +84,7 @@ pub async fn plan_tables(
             source.dialect() == target.dialect() && source.dialect() == Dialect::Mysql,
         )?);
     }
-    Ok(pairs)
+    Ok(Plan { pairs, byte_order })
 }
 
 /// The target's name of a (mapped) table: SQLite names are bare; a bare name on MySQL

@@ -125,6 +125,15 @@ impl AnySide {
         }
     }
 
+    /// The collation of each key column where the engine has per-column collations
+    /// (MySQL); `None` where keys always sort by bytes (SQLite).
+    pub async fn key_collations(&mut self, table: &TableSchema) -> Result<Option<Vec<Option<String>>>, ConnectorError> {
+        match self {
+            AnySide::Sqlite(_) => Ok(None),
+            AnySide::Mysql(s) => my::key_collations(&s.ep, &mut s.conn, table).await.map(Some),
+        }
+    }
+
     /// The database a MySQL side's URL names, for bare table names.
     pub fn default_database(&self) -> Option<String> {
         match self {
@@ -308,7 +317,7 @@ impl Side for MysqlSide {
         table: &TableSchema,
         range: &KeyRange,
     ) -> Result<Option<(u64, String)>, ConnectorError> {
-        my::range_checksum(&self.ep, &mut self.conn, table, range).await.map(Some)
+        my::range_checksum(&self.ep, &mut self.conn, table, range, self.order).await.map(Some)
     }
     async fn extent(&mut self, table: &TableSchema) -> Result<Extent, ConnectorError> {
         my::count_min_max(&self.ep, &mut self.conn, table, self.order).await

@@ -250,6 +250,26 @@ pub async fn count_min_max(
     Ok((n.unwrap_or(0), min, max))
 }
 
+/// The collation of each primary-key column (`None` for columns without one).
+pub async fn key_collations(
+    ep: &MysqlEndpoint,
+    conn: &mut Conn,
+    table: &TableSchema,
+) -> Result<Vec<Option<String>>, ConnectorError> {
+    let cols: Vec<(String, Option<String>)> = conn
+        .exec(
+            "SELECT COLUMN_NAME, COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (table.name.schema.clone().unwrap_or_default(), &table.name.name),
+        )
+        .await
+        .map_err(ep.error(format!("reading the collations of {}", table.name)))?;
+    Ok(table
+        .key_columns()
+        .iter()
+        .map(|k| cols.iter().find(|(c, _)| c == k).and_then(|(_, coll)| coll.clone()))
+        .collect())
+}
+
 /// The server's estimate of a table's rows (information_schema), for progress.
 pub async fn estimated_rows(ep: &MysqlEndpoint, conn: &mut Conn, table: &TableName) -> Result<u64, ConnectorError> {
     let n: Option<Option<u64>> = conn
@@ -273,8 +293,9 @@ pub async fn range_checksum(
     conn: &mut Conn,
     table: &TableSchema,
     range: &KeyRange,
+    order: KeyOrder,
 ) -> Result<(u64, String), ConnectorError> {
-    let exprs = key_exprs(ep, table, KeyOrder::Server)?;
+    let exprs = key_exprs(ep, table, order)?;
     let cols: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
     // NULL flags keep NULL apart from '' (CONCAT_WS skips NULLs).
     let nulls: Vec<String> =
