@@ -133,3 +133,21 @@ pub fn render(mut rx: mpsc::UnboundedReceiver<ProgressEvent>) -> JoinHandle<()> 
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn events_reach_the_receiver_and_serialise_with_their_kind() {
+        let (p, mut rx) = Progress::channel();
+        p.send(ProgressEvent::Chunk { table: "t".into(), rows: 5, differs: false });
+        drop(p);
+        let e = rx.recv().await.expect("an event");
+        let json = serde_json::to_value(&e).expect("json");
+        assert_eq!(json["event"], "chunk");
+        assert_eq!(json["rows"], 5);
+        assert!(rx.recv().await.is_none(), "the channel closes with its last sender");
+        Progress::none().send(e); // no receiver: ignored
+    }
+}
