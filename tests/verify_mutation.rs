@@ -278,7 +278,8 @@ async fn audit_actions(store: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_pair_reports_exactly_the_mutated_rows_and_repairs_them() {
     let dir = tempfile::tempdir().expect("tempdir");
-    mutation_case(Db::Sqlite(dir.path().join("a.db")), Db::Sqlite(dir.path().join("b.db")), "\"*\"", "in-ferry").await;
+    mutation_case(Db::Sqlite(dir.path().join("a.db")), Db::Sqlite(dir.path().join("b.db")), "\"*\"", "sqlite-text")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,8 +18,11 @@ pub struct TablePair {
     pub classes: Vec<ColumnClass>,
     /// Position of each source column in the target's rows.
     pub target_index: Vec<usize>,
-    /// Both sides checksum inside the database (same engine, same types, no floats).
+    /// Both sides checksum each range as one engine's exact form, without ferry's
+    /// canonical values (same engine, same types; MySQL: no floats).
     pub native: bool,
+    /// How chunks are compared, as the report names it.
+    pub method: &'static str,
 }
 
 /// One differing row with both versions (target rows reordered to source column order).

@@ -178,7 +178,7 @@ async fn verify_sides(
         report.tables.push(TableReport {
             table: pair.source.name.to_string(),
             target_table: pair.target.name.to_string(),
-            method: if pair.native { "in-database" } else { "in-ferry" }.into(),
+            method: pair.method.into(),
             source_rows: walk.source_rows,
             target_rows: walk.target_rows,
             chunks: walk.chunks,

@@ -77,12 +77,8 @@ pub async fn plan_tables(
         {
             byte_order = true;
         }
-        pairs.push(pair(
-            &src,
-            &mapped.columns,
-            tgt,
-            source.dialect() == target.dialect() && source.dialect() == Dialect::Mysql,
-        )?);
+        let same_engine = (source.dialect() == target.dialect()).then_some(source.dialect());
+        pairs.push(pair(&src, &mapped.columns, tgt, same_engine)?);
     }
     Ok(Plan { pairs, byte_order })
 }
@@ -110,7 +106,7 @@ fn pair(
     src: &crate::model::TableSchema,
     mapped: &[crate::model::Column],
     tgt: crate::model::TableSchema,
-    both_mysql: bool,
+    same_engine: Option<Dialect>,
 ) -> Result<TablePair, VerifyError> {
     let names = |cols: &[crate::model::Column]| cols.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
     let (want, have) = (names(mapped), names(&tgt.columns));
@@ -162,11 +158,11 @@ fn pair(
         d.starts_with("float") || d.starts_with("double") || d.starts_with("real")
     });
     let in_order = target_index.iter().enumerate().all(|(i, &j)| i == j);
-    Ok(TablePair {
-        source: src.clone(),
-        target: tgt,
-        classes,
-        target_index,
-        native: both_mysql && same_types && in_order && !floats,
-    })
+    // SQLite's quote() text of a REAL is exact, so floats need no care there.
+    let (native, method) = match same_engine {
+        Some(Dialect::Mysql) if same_types && in_order && !floats => (true, "in-database"),
+        Some(Dialect::Sqlite) if same_types && in_order => (true, "sqlite-text"),
+        _ => (false, "in-ferry"),
+    };
+    Ok(TablePair { source: src.clone(), target: tgt, classes, target_index, native, method })
 }

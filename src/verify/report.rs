@@ -58,7 +58,8 @@ pub struct TableReport {
     pub table: String,
     /// Target table (differs under `[[task.map]]` or between engines).
     pub target_table: String,
-    /// `in-database` (server-side checksums) or `in-ferry` (canonical row hashing) or `quick`.
+    /// `in-database` (server-side checksums), `sqlite-text` (SQLite's exact row text
+    /// hashed as it streams), `in-ferry` (canonical row hashing) or `quick`.
     pub method: String,
     /// Rows read on the source.
     pub source_rows: u64,

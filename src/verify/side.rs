@@ -9,6 +9,7 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use sqlx::sqlite::SqliteConnection;
 
+use super::canonical::hash_bytes;
 use crate::config::{Endpoint, EndpointUrl};
 use crate::connector::ConnectorError;
 use crate::connector::mysql::checksum::{self as my, KeyOrder};
@@ -251,11 +252,13 @@ impl Side for SqliteSide {
     }
     async fn native_checksum(
         &mut self,
-        _: &TableSchema,
-        _: &KeyRange,
+        table: &TableSchema,
+        range: &KeyRange,
     ) -> Result<Option<(u64, String)>, ConnectorError> {
-        // SQLite has no aggregate hash; ferry hashes its rows (in-process, as fast).
-        Ok(None)
+        // SQLite has no aggregate hash function: ferry hashes SQLite's exact text of
+        // each row as it streams by, without parsing it into values.
+        let (n, sum) = lite::range_text_digest(&self.ep, &mut self.conn, table, range, hash_bytes).await?;
+        Ok(Some((n, format!("{sum:016x}"))))
     }
     async fn extent(&mut self, table: &TableSchema) -> Result<Extent, ConnectorError> {
         lite::count_min_max(&self.ep, &mut self.conn, table).await

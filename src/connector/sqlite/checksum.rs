@@ -214,3 +214,35 @@ pub async fn count_min_max(
     let min = ends.pop().flatten();
     Ok((u64::try_from(n).unwrap_or(0), min, max))
 }
+
+/// Row count and the wrapping sum of a 64-bit hash of each row's `quote()` text over a
+/// key range, streamed (nothing held in memory). SQLite's `quote()` text is exact for
+/// every storage class, so two SQLite sides with the same column types compare equal
+/// exactly when their rows are the same values of the same classes. `hash` is the
+/// caller's, so both sides of a comparison use the same one.
+pub async fn range_text_digest(
+    ep: &SqliteEndpoint,
+    conn: &mut SqliteConnection,
+    table: &TableSchema,
+    range: &KeyRange,
+    hash: fn(&[u8]) -> u64,
+) -> Result<(u64, u64), ConnectorError> {
+    use futures_util::TryStreamExt;
+    let cols: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+    let (filter, binds) = range_filter(table, range);
+    // No ORDER BY: the sum does not depend on the order rows come in.
+    let sql = format!("SELECT {} FROM {} {filter}", row_expr("", &cols), ident(&table.name.name));
+    let q = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).map_err(|e| ConnectorError::Setup {
+        endpoint: ep.name.clone(),
+        problem: format!("a key of {} cannot be compared on this endpoint: {e}", table.name),
+        fix: "verify tables whose keys SQLite can hold exactly".into(),
+    })?;
+    let what = format!("checksumming rows of {}", table.name);
+    let mut rows = q.fetch(&mut *conn);
+    let (mut count, mut sum) = (0u64, 0u64);
+    while let Some(r) = rows.try_next().await.map_err(ep.query_error(what.clone()))? {
+        count += 1;
+        sum = sum.wrapping_add(hash(r.get::<&str, _>(0).as_bytes()));
+    }
+    Ok((count, sum))
+}
