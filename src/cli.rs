@@ -89,4 +89,31 @@ pub enum Command {
         #[arg(long)]
         direction: Option<String>,
     },
+    /// Prove both sides of a task hold the same rows; find and optionally repair differences.
+    Verify {
+        /// The task file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Verify only this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only tables matching this glob (`db.table` for MySQL, `table` for SQLite).
+        #[arg(long)]
+        tables: Option<String>,
+        /// Output format (json: only the report on standard output).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Row count and lowest/highest key per table only (for the cutover window).
+        #[arg(long)]
+        quick: bool,
+        /// Write SQL that makes the target equal to the source into this file.
+        #[arg(long)]
+        repair_sql: Option<PathBuf>,
+        /// Apply that SQL to the target (every repaired row goes to the audit log).
+        #[arg(long)]
+        repair: bool,
+        /// Read at most this many rows per second (0 = unthrottled).
+        #[arg(long, default_value_t = 0)]
+        max_rows_per_sec: u64,
+    },
 }

@@ -49,6 +49,19 @@ async fn dispatch(command: Command) -> Result<u8, CommandError> {
         Command::Run { config, task } => commands::run::run(&config, task.as_deref(), shutdown_signal()).await,
         Command::Check { config } => commands::check::check(&config).await,
         Command::Status { config, format } => commands::status::status(&config, format).await,
+        Command::Verify { config, task, tables, format, quick, repair_sql, repair, max_rows_per_sec } => {
+            commands::verify::verify(commands::verify::VerifyArgs {
+                config,
+                task,
+                tables,
+                format,
+                quick,
+                repair_sql,
+                repair,
+                max_rows_per_sec,
+            })
+            .await
+        }
         Command::Skip { config, task, position, direction } => {
             commands::skip::skip(&config, &task, &position, direction.as_deref()).await
         }

@@ -205,6 +205,16 @@ pub fn key_text(key: &[Value]) -> String {
     format!("({})", parts.join(", "))
 }
 
+/// A range of primary keys: after `after` (exclusive) up to `upto` (inclusive); an open
+/// end is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KeyRange {
+    /// Lower bound, exclusive.
+    pub after: Option<Key>,
+    /// Upper bound, inclusive.
+    pub upto: Option<Key>,
+}
+
 /// A table's qualified name: database (MySQL) or none (SQLite), and table.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TableName {

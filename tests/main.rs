@@ -13,3 +13,7 @@ mod mysql_ddl;
 mod mysql_oneway;
 mod skip;
 mod sqlite_connector;
+mod verify_bad_input;
+mod verify_live;
+mod verify_mutation;
+mod verify_options;

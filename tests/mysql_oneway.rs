@@ -282,7 +282,9 @@ async fn survives_sigkill_during_snapshot_and_stream_under_sysbench() {
     let mut cleanup_b = Cleanup::new(&shared_b());
     let db = database(&shared_a(), "crash", &mut cleanup_a).await;
     cleanup_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
-    let out = sysbench(3307, &db, "prepare", &[]).output().expect("sysbench prepare");
+    // The shared dc-a's port, as the testbed's overrides set it (not a fixed 3307).
+    let port_a = mysql_async::Opts::from_url(&shared_a()).expect("url of dc-a").tcp_port();
+    let out = sysbench(port_a, &db, "prepare", &[]).output().expect("sysbench prepare");
     assert!(out.status.success(), "sysbench prepare: {}", String::from_utf8_lossy(&out.stderr));
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -290,7 +292,7 @@ async fn survives_sigkill_during_snapshot_and_stream_under_sysbench() {
     let config = Config::load(&file).expect("config");
     let log = dir.path().join("ferry.log");
     let mut load =
-        sysbench(3307, &db, "run", &["--threads=2", "--time=25", "--rate=200"]).spawn().expect("sysbench run");
+        sysbench(port_a, &db, "run", &["--threads=2", "--time=25", "--rate=200"]).spawn().expect("sysbench run");
 
     let mut rng = fastrand::Rng::with_seed(3);
     let mut mid_snapshot = 0;

@@ -4,6 +4,7 @@ pub mod check;
 pub mod run;
 pub mod skip;
 pub mod status;
+pub mod verify;
 
 use crate::cli::{EXIT_DATA, EXIT_INPUT, EXIT_RUNTIME};
 use crate::config::{Config, ConfigError, StoreUrl, Task};

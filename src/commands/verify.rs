@@ -1,0 +1,141 @@
+//! `ferry verify`: compares the tables of each selected task on both sides and reports
+//! confirmed, transient and unsettled differences; optionally writes or applies the
+//! repair. Exit 0 identical, 1 differences confirmed, 2 bad input, 3 runtime failure.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{CommandError, open_store, select_tasks};
+use crate::cli::{EXIT_DATA, EXIT_OK, Format};
+use crate::config::Config;
+use crate::store::actor;
+use crate::verify::progress::{Progress, render};
+use crate::verify::report::Report;
+use crate::verify::{Options, VerifyError, verify_task};
+
+/// Flags of `ferry verify`.
+#[derive(Debug, Clone)]
+pub struct VerifyArgs {
+    /// The task file.
+    pub config: PathBuf,
+    /// Only this task.
+    pub task: Option<String>,
+    /// Narrow the tables.
+    pub tables: Option<String>,
+    /// Output format.
+    pub format: Format,
+    /// Count and key extent only.
+    pub quick: bool,
+    /// Write repair SQL here.
+    pub repair_sql: Option<PathBuf>,
+    /// Apply the repair.
+    pub repair: bool,
+    /// Rows per second at most.
+    pub max_rows_per_sec: u64,
+}
+
+/// The JSON document `--format json` prints.
+#[derive(Debug, Serialize)]
+pub struct VerifyOutput {
+    /// True when no task has a confirmed difference.
+    pub identical: bool,
+    /// Per task.
+    pub tasks: Vec<Report>,
+}
+
+impl From<VerifyError> for CommandError {
+    fn from(e: VerifyError) -> Self {
+        match e {
+            VerifyError::Connector(c) => CommandError::Connector(c),
+            VerifyError::Store(s) => CommandError::Store(s),
+            VerifyError::Input { problem, fix } => CommandError::Input { problem, fix },
+            e @ VerifyError::RepairFile { .. } => {
+                CommandError::Input { problem: e.to_string(), fix: "choose a writable path".into() }
+            }
+        }
+    }
+}
+
+/// `ferry verify --config FILE [...]`.
+pub async fn verify(args: VerifyArgs) -> Result<u8, CommandError> {
+    let config = Config::load(&args.config)?;
+    let tasks = select_tasks(&config, args.task.as_deref())?;
+    if args.quick && (args.repair || args.repair_sql.is_some()) {
+        return Err(CommandError::Input {
+            problem: "--quick compares counts and key extents only; it finds no rows to repair".into(),
+            fix: "drop --quick to repair".into(),
+        });
+    }
+    check_repair_path(args.repair_sql.as_deref())?;
+    let opts = Options {
+        tables: args.tables.clone(),
+        quick: args.quick,
+        repair_sql: args.repair_sql.clone(),
+        repair: args.repair,
+        max_rows_per_sec: args.max_rows_per_sec,
+        ..Options::default()
+    };
+    let store = open_store(&config).await?;
+    let (progress, rx) = Progress::channel();
+    let renderer = render(rx);
+    let mut reports = Vec::new();
+    let mut failure = None;
+    for t in &tasks {
+        match verify_task(&config, t, &opts, &store, &progress).await {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(progress);
+    let _ = renderer.await;
+    if let Some(e) = failure {
+        store.close().await;
+        return Err(e.into());
+    }
+    let who = actor(&config.node.id);
+    for r in &reports {
+        let detail = format!(
+            "{} verify of {} -> {}: {} ({} confirmed, {} transient, {} unsettled, {} rows)",
+            r.mode,
+            r.source,
+            r.target,
+            if r.identical { "identical" } else { "differences confirmed" },
+            r.confirmed,
+            r.transient,
+            r.unsettled,
+            r.rows_checked
+        );
+        store.audit(&who, if r.identical { "verify.clean" } else { "verify.differs" }, Some(&r.task), &detail).await?;
+    }
+    store.close().await;
+    let identical = reports.iter().all(|r| r.identical);
+    match args.format {
+        Format::Json => {
+            let out = VerifyOutput { identical, tasks: reports };
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_else(|_| "{}".into()));
+        }
+        Format::Text => {
+            for r in &reports {
+                print!("{}", r.text());
+            }
+        }
+    }
+    Ok(if identical { EXIT_OK } else { EXIT_DATA })
+}
+
+/// A repair file must go to a folder that exists (checked before any work is done).
+fn check_repair_path(path: Option<&Path>) -> Result<(), CommandError> {
+    let Some(p) = path else { return Ok(()) };
+    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(CommandError::Input {
+        problem: format!("--repair-sql {}: folder {} does not exist", p.display(), dir.display()),
+        fix: "create the folder or choose another path".into(),
+    })
+}

@@ -1,0 +1,200 @@
+//! Walking one table chunk by chunk: a planner session on the source names each chunk's
+//! upper key (the key `n` rows on) while both sides checksum the previous key range
+//! concurrently; a range whose checksums differ is narrowed down to rows
+//! ([`super::bisect`]).
+
+use std::time::Instant;
+
+use super::VerifyError;
+use super::bisect::bisect;
+use super::diff::{RowDiff, TablePair, diff_rows, digest};
+use super::progress::{Progress, ProgressEvent};
+use super::side::{AnySide, Side};
+use super::throttle::Throttle;
+use crate::model::{KeyRange, Row};
+
+/// Rows of the first chunk when both sides checksum inside the database; later chunks
+/// are sized so that one takes about [`NATIVE_CHUNK_SECS`] (as pt-table-checksum does).
+pub const NATIVE_CHUNK_ROWS: u64 = 20_000;
+/// Target duration of one in-database chunk: long enough that round trips do not
+/// count, short enough that no query holds a server for long.
+pub const NATIVE_CHUNK_SECS: f64 = 0.25;
+/// Bounds of an in-database chunk's rows.
+pub const NATIVE_CHUNK_LIMITS: (u64, u64) = (1_000, 1_000_000);
+/// Rows per chunk when ferry hashes streamed rows (they are held in memory).
+pub const STREAM_CHUNK_ROWS: u64 = 5_000;
+/// Differing rows kept per table (with both versions, for re-checks and repair); more
+/// are counted only, so a target that lacks most rows cannot exhaust memory.
+pub const MAX_KEPT_DIFFS: usize = 100_000;
+
+/// What walking one table found (before live re-checks).
+#[derive(Debug, Default)]
+pub struct TableWalk {
+    /// Rows read or counted on the source.
+    pub source_rows: u64,
+    /// Rows read or counted on the target.
+    pub target_rows: u64,
+    /// Chunks compared.
+    pub chunks: u64,
+    /// Chunks that differed.
+    pub chunks_differing: u64,
+    /// Differing rows (at most [`MAX_KEPT_DIFFS`]).
+    pub diffs: Vec<RowDiff>,
+    /// Differing rows found beyond [`MAX_KEPT_DIFFS`]: counted, not kept.
+    pub not_kept: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+impl TableWalk {
+    /// Keeps differences up to [`MAX_KEPT_DIFFS`] and counts the rest.
+    fn keep(&mut self, found: Vec<RowDiff>) {
+        let room = MAX_KEPT_DIFFS.saturating_sub(self.diffs.len());
+        self.not_kept += found.len().saturating_sub(room) as u64;
+        self.diffs.extend(found.into_iter().take(room));
+    }
+}
+
+/// Compares one table on both sides.
+pub async fn walk_table(
+    pair: &TablePair,
+    source: &mut AnySide,
+    planner: &mut AnySide,
+    target: &mut AnySide,
+    progress: &Progress,
+    throttle: &mut Throttle,
+) -> Result<TableWalk, VerifyError> {
+    let start = Instant::now();
+    let table = pair.source.name.to_string();
+    let estimated_rows = source.estimate(&pair.source).await?;
+    progress.send(ProgressEvent::TableStarted { table: table.clone(), estimated_rows });
+    let mut chunk = if pair.native { NATIVE_CHUNK_ROWS } else { STREAM_CHUNK_ROWS };
+    let mut walk = TableWalk::default();
+    let mut after = None;
+    let mut upto = planner.key_at(&pair.source, &KeyRange::default(), chunk - 1).await?;
+    loop {
+        let range = KeyRange { after: after.clone(), upto: upto.clone() };
+        let took = Instant::now();
+        // The planner (a second source session) finds the next chunk's upper key while
+        // both sides checksum this one.
+        let next = async {
+            match &upto {
+                Some(k) => {
+                    let probe = KeyRange { after: Some(k.clone()), upto: None };
+                    planner.key_at(&pair.source, &probe, chunk - 1).await.map(Some)
+                }
+                None => Ok(None),
+            }
+        };
+        let compare = async {
+            if pair.native {
+                native_chunk(pair, source, target, &range, &mut walk).await
+            } else {
+                stream_chunk(pair, source, target, &range, &mut walk).await
+            }
+        };
+        let (compared, next) = tokio::join!(compare, next);
+        let (rows, differs) = compared?;
+        let next = next?;
+        tracing::debug!(table = %pair.source.name, rows, differs, secs = took.elapsed().as_secs_f64(), "chunk compared");
+        if pair.native && !differs && rows == chunk {
+            chunk = next_chunk_rows(chunk, took.elapsed().as_secs_f64());
+        }
+        walk.chunks += 1;
+        if differs {
+            walk.chunks_differing += 1;
+        }
+        progress.send(ProgressEvent::Chunk { table: table.clone(), rows, differs });
+        throttle.admit(rows).await;
+        match (upto, next) {
+            (Some(k), Some(n)) => {
+                after = Some(k);
+                upto = n;
+            }
+            _ => break,
+        }
+    }
+    walk.seconds = start.elapsed().as_secs_f64();
+    progress.send(ProgressEvent::TableDone { table, differences: walk.diffs.len() as u64 + walk.not_kept });
+    Ok(walk)
+}
+
+/// The next in-database chunk size after `rows` rows took `secs`: aiming at
+/// [`NATIVE_CHUNK_SECS`], growing at most fourfold, within [`NATIVE_CHUNK_LIMITS`].
+fn next_chunk_rows(rows: u64, secs: f64) -> u64 {
+    let ideal = (rows as f64 * NATIVE_CHUNK_SECS / secs.max(0.001)) as u64;
+    ideal.min(rows * 4).clamp(NATIVE_CHUNK_LIMITS.0, NATIVE_CHUNK_LIMITS.1)
+}
+
+/// Server-side checksums of one range on both sides at once; bisects when they differ.
+async fn native_chunk(
+    pair: &TablePair,
+    source: &mut AnySide,
+    target: &mut AnySide,
+    range: &KeyRange,
+    walk: &mut TableWalk,
+) -> Result<(u64, bool), VerifyError> {
+    let (a, b) = tokio::join!(source.native_checksum(&pair.source, range), target.native_checksum(&pair.target, range));
+    let (a, b) = (a?, b?);
+    let (na, nb) = (a.as_ref().map_or(0, |x| x.0), b.as_ref().map_or(0, |x| x.0));
+    walk.source_rows += na;
+    walk.target_rows += nb;
+    if a.is_some() && a == b {
+        return Ok((na, false));
+    }
+    walk.keep(bisect(pair, source, target, range.clone(), na.max(nb)).await?);
+    Ok((na, true))
+}
+
+/// Both sides' rows of one range, read at once and compared by canonical hashes.
+async fn stream_chunk(
+    pair: &TablePair,
+    source: &mut AnySide,
+    target: &mut AnySide,
+    range: &KeyRange,
+    walk: &mut TableWalk,
+) -> Result<(u64, bool), VerifyError> {
+    let (src, tgt) = read_both(pair, source, target, range).await?;
+    let n = src.len() as u64;
+    walk.source_rows += n;
+    walk.target_rows += tgt.len() as u64;
+    if digest(pair, &src) == digest(pair, &tgt) {
+        return Ok((n, false));
+    }
+    walk.keep(diff_rows(pair, src, tgt));
+    Ok((n, true))
+}
+
+/// Both sides' rows of a range, read concurrently, the target's aligned to source order.
+pub async fn read_both(
+    pair: &TablePair,
+    source: &mut AnySide,
+    target: &mut AnySide,
+    range: &KeyRange,
+) -> Result<(Vec<Row>, Vec<Row>), VerifyError> {
+    let (src, tgt) = tokio::join!(source.rows(&pair.source, range, None), target.rows(&pair.target, range, None));
+    let tgt: Vec<Row> = tgt?.into_iter().map(|r| pair.align(r)).collect();
+    Ok((src?, tgt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_at_most_the_cap_and_counts_the_rest() {
+        let d = RowDiff { kind: crate::verify::report::DiffKind::Missing, key: Vec::new(), source: None, target: None };
+        let mut w = TableWalk::default();
+        w.keep(vec![d.clone(); MAX_KEPT_DIFFS - 1]);
+        w.keep(vec![d; 3]);
+        assert_eq!((w.diffs.len(), w.not_kept), (MAX_KEPT_DIFFS, 2));
+    }
+
+    #[test]
+    fn chunks_grow_towards_the_target_time_within_bounds() {
+        assert_eq!(next_chunk_rows(20_000, 0.025), 80_000);
+        assert_eq!(next_chunk_rows(100_000, 0.5), 50_000);
+        assert_eq!(next_chunk_rows(2_000, 10.0), 1_000);
+        assert_eq!(next_chunk_rows(800_000, 0.1), 1_000_000);
+    }
+}
