@@ -90,11 +90,11 @@ async fn running_task_still_copying_is_refused() {
     create_db(
         &dir.path().join("a.db"),
         "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT); \
-         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<30000) INSERT INTO kv SELECT x, 'v' FROM c;",
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<120000) INSERT INTO kv SELECT x, 'v' FROM c;",
     )
     .await;
     create_db(&dir.path().join("b.db"), "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT);").await;
-    // A throttled snapshot (chunks of 10,000 rows, 2,000 rows/s) copies for about 15 s.
+    // A throttled snapshot (chunks of 50,000 rows, 2,000 rows/s) copies for about a minute.
     let config = task_file(dir.path(), "one-way", "max_rows_per_sec = 2000");
     let _run = crate::support::FerryRun::start(&config, &dir.path().join("run.log"));
     let b = dir.path().join("b.db");
