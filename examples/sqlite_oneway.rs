@@ -222,6 +222,7 @@ fn spec(a: &Path, b: &Path, batch: usize) -> DirectionSpec {
         snapshot: false,
         conflicts: None,
         keep_transactions: true,
+        workers: 1,
         max_rows_per_sec: 0,
         maps: vec![],
         node_id: "bench".into(),

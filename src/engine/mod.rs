@@ -103,6 +103,7 @@ pub fn plan_task(config: &Config, task: &Task, skips: &[(String, Position)]) -> 
                 snapshot: task.snapshot,
                 conflicts,
                 keep_transactions: task.keep_transactions,
+                workers: task.workers,
                 max_rows_per_sec: task.max_rows_per_sec,
                 maps: if from.name == task.from { task.maps.clone() } else { Vec::new() },
                 node_id: config.node.id.clone(),

@@ -75,6 +75,8 @@ pub struct DirectionSpec {
     pub conflicts: Option<ConflictRules>,
     /// Never split a source commit group across target commits.
     pub keep_transactions: bool,
+    /// Target connections a snapshot chunk is spread over (`workers`).
+    pub workers: u32,
     /// 0 = unthrottled.
     pub max_rows_per_sec: u64,
     /// Renames.
@@ -174,7 +176,8 @@ async fn mysql_sources(spec: &DirectionSpec, url: &str) -> Result<(MysqlSource, 
 }
 
 async fn mysql_sink(spec: &DirectionSpec, url: &str) -> Result<MysqlSink, ConnectorError> {
-    MysqlSink::open(MysqlEndpoint::new(&spec.target.name, spec.target.site.clone(), url)?).await
+    let sink = MysqlSink::open(MysqlEndpoint::new(&spec.target.name, spec.target.site.clone(), url)?).await?;
+    Ok(sink.with_workers(spec.workers as usize))
 }
 
 /// The engine of an endpoint, for type mapping.

@@ -27,12 +27,16 @@ use super::values::{param_len, to_param};
 use super::{FERRY_DB, MysqlEndpoint, ident, state};
 use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, Sink,
+    SnapshotRows,
 };
 use crate::model::{Change, Key, Row, SchemaChangeKind, TableName, TableSchema, Txn, Value, key_text};
 
 /// Server errors that mean a replayed schema change is already in place: table exists,
 /// duplicate column, duplicate key name, cannot drop (already gone), duplicate foreign key.
 const ALREADY_DONE: [u16; 5] = [1050, 1060, 1061, 1091, 1826];
+
+/// Rows per session below which a snapshot chunk is not spread.
+const SPREAD_MIN_ROWS: usize = 5_000;
 
 /// Most placeholders one prepared statement may carry.
 const MAX_PLACEHOLDERS: usize = 65_535;
@@ -50,6 +54,10 @@ pub struct MysqlSink {
     written: HashMap<String, String>,
     /// Parameter bytes per statement (a share of max_allowed_packet).
     budget: usize,
+    /// Connections a large snapshot chunk is spread over (`workers`).
+    workers: usize,
+    /// The extra sessions for that, opened on first use.
+    helpers: Vec<Conn>,
 }
 
 /// An error inside the apply transaction, before it gets its context.
@@ -87,7 +95,51 @@ impl MysqlSink {
             conn.query_first("SELECT @@max_allowed_packet").await.map_err(ep.error("reading max_allowed_packet"))?;
         let packet = usize::try_from(packet.unwrap_or(16 << 20)).unwrap_or(usize::MAX);
         let budget = (packet / 2).clamp(64 << 10, MAX_STATEMENT_BYTES);
-        Ok(MysqlSink { ep, conn, written: HashMap::new(), budget })
+        Ok(MysqlSink { ep, conn, written: HashMap::new(), budget, workers: 1, helpers: Vec::new() })
+    }
+
+    /// Spreads large snapshot chunks over `workers` sessions.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Writes a snapshot chunk over several sessions at once, each part in its own
+    /// transaction, all committed before the caller commits the checkpoint after them: a
+    /// crash in between copies the chunk again, and a chunk's upserts are idempotent.
+    async fn spread_snapshot(&mut self, snap: &SnapshotRows, parts: usize) -> Result<(), ConnectorError> {
+        while self.helpers.len() < parts - 1 {
+            self.helpers.push(self.ep.connect().await?);
+        }
+        let target = qualified(&self.resolve(&snap.table.name)?);
+        let per = snap.rows.len().div_ceil(parts);
+        let rows: Vec<&Row> = snap.rows.iter().collect();
+        let budget = self.budget;
+        let mut conns: Vec<&mut Conn> = Vec::with_capacity(parts);
+        conns.push(&mut self.conn);
+        conns.extend(self.helpers.iter_mut().take(parts - 1));
+        let jobs = conns.into_iter().zip(rows.chunks(per)).map(|(conn, part)| {
+            let (target, table) = (&target, &*snap.table);
+            async move {
+                conn.query_drop("START TRANSACTION").await?;
+                match upsert_on(conn, budget, target, table, part).await {
+                    Ok(()) => conn.query_drop("COMMIT").await,
+                    Err(e) => {
+                        let _ = conn.query_drop("ROLLBACK").await;
+                        Err(e)
+                    }
+                }
+            }
+        });
+        let results = futures_util::future::join_all(jobs).await;
+        for r in results {
+            r.map_err(self.ep.error(format!(
+                "copying {} snapshot rows of {} over {parts} sessions",
+                snap.rows.len(),
+                snap.table.name
+            )))?;
+        }
+        Ok(())
     }
 
     /// Where a table lives on this server: its database, or the URL's for names without
@@ -112,10 +164,13 @@ impl MysqlSink {
         }
     }
 
+    /// Applies the batch in the open transaction; `snapshot_written`: its snapshot rows
+    /// were already written (spread over several sessions).
     async fn apply_inner(
         &mut self,
         dir: &DirectionId,
         batch: &ApplyBatch,
+        snapshot_written: bool,
     ) -> Result<(ApplyReport, Vec<(String, String)>), Failure> {
         let mut report = ApplyReport::default();
         if batch.one_by_one {
@@ -141,7 +196,7 @@ impl MysqlSink {
         } else {
             report.rows += self.apply_grouped(&batch.txns).await?;
         }
-        if let Some(snap) = &batch.snapshot {
+        if let Some(snap) = batch.snapshot.as_ref().filter(|_| !snapshot_written) {
             let target = qualified(&self.resolve(&snap.table.name)?);
             if batch.one_by_one {
                 for row in &snap.rows {
@@ -285,42 +340,7 @@ impl MysqlSink {
         table: &TableSchema,
         rows: &[&Row],
     ) -> Result<(), mysql_async::Error> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let width = table.columns.len();
-        let cols: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
-        let mut sets: Vec<String> = table
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !table.primary_key.contains(i))
-            .map(|(_, c)| format!("{0} = VALUES({0})", ident(&c.name)))
-            .collect();
-        if sets.is_empty() {
-            // Every column is part of the key: nothing to update on a duplicate.
-            sets.push(format!("{0} = {0}", cols[0]));
-        }
-        let tuple = format!("({})", vec!["?"; width].join(","));
-        for chunk in split(rows, width, self.budget, |r| r.iter().map(param_len).sum()) {
-            let sql = format!(
-                "INSERT INTO {target} ({}) VALUES {} ON DUPLICATE KEY UPDATE {}",
-                cols.join(","),
-                vec![tuple.as_str(); chunk.len()].join(","),
-                sets.join(", ")
-            );
-            let mut params: Vec<mysql_async::Value> = Vec::with_capacity(chunk.len() * width);
-            for r in chunk {
-                if r.len() != width {
-                    return Err(mysql_async::Error::Other(
-                        format!("a row of {} has {} values for {width} columns", table.name, r.len()).into(),
-                    ));
-                }
-                params.extend(r.iter().map(to_param));
-            }
-            self.conn.exec_drop(sql, params).await?;
-        }
-        Ok(())
+        upsert_on(&mut self.conn, self.budget, target, table, rows).await
     }
 
     fn failure(&self, f: Failure, batch: &ApplyBatch) -> ConnectorError {
@@ -370,6 +390,52 @@ fn refusal(e: mysql_async::Error) -> Result<String, mysql_async::Error> {
         }
         e => Err(e),
     }
+}
+
+/// Multi-row `INSERT … ON DUPLICATE KEY UPDATE` of whole rows on one session.
+async fn upsert_on(
+    conn: &mut Conn,
+    budget: usize,
+    target: &str,
+    table: &TableSchema,
+    rows: &[&Row],
+) -> Result<(), mysql_async::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let width = table.columns.len();
+    let cols: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
+    let mut sets: Vec<String> = table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !table.primary_key.contains(i))
+        .map(|(_, c)| format!("{0} = VALUES({0})", ident(&c.name)))
+        .collect();
+    if sets.is_empty() {
+        // Every column is part of the key: nothing to update on a duplicate.
+        sets.push(format!("{0} = {0}", cols[0]));
+    }
+    let tuple = format!("({})", vec!["?"; width].join(","));
+    for chunk in split(rows, width, budget, |r| r.iter().map(param_len).sum()) {
+        let sql = format!(
+            "INSERT INTO {target} ({}) VALUES {} ON DUPLICATE KEY UPDATE {}",
+            cols.join(","),
+            vec![tuple.as_str(); chunk.len()].join(","),
+            sets.join(", ")
+        );
+        let mut params: Vec<mysql_async::Value> = Vec::with_capacity(chunk.len() * width);
+        for r in chunk {
+            if r.len() != width {
+                return Err(mysql_async::Error::Other(
+                    format!("a row of {} has {} values for {width} columns", table.name, r.len()).into(),
+                ));
+            }
+            params.extend(r.iter().map(to_param));
+        }
+        conn.exec_drop(sql, params).await?;
+    }
+    Ok(())
 }
 
 /// Splits items into statements of at most 1,000 rows, 65,535 placeholders and the
@@ -518,11 +584,20 @@ impl Sink for MysqlSink {
         for txn in batch.txns.iter().filter(|t| !t.ddl.is_empty()) {
             self.apply_schema_changes(txn).await?;
         }
+        let mut spread = 0;
+        if let Some(snap) = &batch.snapshot {
+            let parts = self.workers.min(snap.rows.len() / SPREAD_MIN_ROWS);
+            if parts > 1 && batch.txns.is_empty() && !batch.one_by_one {
+                self.spread_snapshot(snap, parts).await?;
+                spread = snap.rows.len() as u64;
+            }
+        }
         self.ep.exec(&mut self.conn, "starting the apply transaction", "START TRANSACTION").await?;
-        match self.apply_inner(dir, batch).await {
-            Ok((report, noted)) => match self.conn.query_drop("COMMIT").await {
+        match self.apply_inner(dir, batch, spread > 0).await {
+            Ok((mut report, noted)) => match self.conn.query_drop("COMMIT").await {
                 Ok(()) => {
                     self.written.extend(noted);
+                    report.rows += spread;
                     Ok(report)
                 }
                 Err(e) => {
