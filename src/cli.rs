@@ -59,6 +59,12 @@ pub enum Command {
         #[arg(long)]
         task: Option<String>,
     },
+    /// Run the task file's tasks and serve the node API on [node].listen until SIGINT/SIGTERM.
+    Node {
+        /// The task file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate the task file and preflight every endpoint (never writes).
     Check {
         /// The task file.

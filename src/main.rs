@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     let _ = color_eyre::install();
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Run { .. } => "info",
+        Command::Run { .. } | Command::Node { .. } => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
@@ -47,6 +47,7 @@ async fn dispatch(command: Command) -> Result<u8, CommandError> {
             demo::demo(DemoOptions { duration, headless, dir, seed }, shutdown_signal()).await
         }
         Command::Run { config, task } => commands::run::run(&config, task.as_deref(), shutdown_signal()).await,
+        Command::Node { config } => commands::node::node(&config, shutdown_signal()).await,
         Command::Check { config } => commands::check::check(&config).await,
         Command::Status { config, format } => commands::status::status(&config, format).await,
         Command::Skip { config, task, position, direction } => {
