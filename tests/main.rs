@@ -9,5 +9,6 @@ mod crash;
 mod lease;
 mod mysql_check;
 mod mysql_oneway;
+mod node_api;
 mod skip;
 mod sqlite_connector;
