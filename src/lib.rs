@@ -7,6 +7,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod connector;
+pub mod console;
 pub mod control;
 pub mod demo;
 pub mod engine;

@@ -1,6 +1,7 @@
 //! The bodies of the subcommands, and how their failures map to exit codes.
 
 pub mod check;
+pub mod console;
 pub mod node;
 pub mod run;
 pub mod skip;
