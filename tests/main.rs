@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod console_e2e;
 mod convergence;
 mod crash;
 mod lease;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mariadb;
+pub mod node;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
