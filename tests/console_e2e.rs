@@ -199,3 +199,14 @@ async fn console_over_http_pauses_a_task_marks_a_dead_node_stale_and_reconnects(
     .await;
     tmux.keys(&["q"]);
 }
+
+#[tokio::test]
+async fn console_refuses_without_a_node_or_a_terminal_and_says_why() {
+    let none = crate::support::ferry_within(&["console"], Duration::from_secs(20)).await;
+    assert_eq!(none.code, Some(2), "{}", none.all());
+    assert!(none.stderr.contains("--node") && none.stderr.contains("--config"), "{}", none.all());
+    let no_tty =
+        crate::support::ferry_within(&["console", "--node", "http://127.0.0.1:9"], Duration::from_secs(20)).await;
+    assert_eq!(no_tty.code, Some(2), "{}", no_tty.all());
+    assert!(no_tty.stderr.contains("terminal"), "{}", no_tty.all());
+}

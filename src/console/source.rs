@@ -17,6 +17,8 @@ use crate::store::AuditEntry;
 
 /// Seconds of history the charts show (10 minutes).
 pub const HISTORY_SECONDS: usize = 600;
+/// The audit and conflict logs are read every this many polls.
+const LOG_EVERY: u64 = 3;
 /// A node that has not answered for this long is stale.
 pub const STALE_AFTER_US: i64 = 3_000_000;
 
@@ -195,7 +197,9 @@ impl<C: Control> Poller<C> {
         }
     }
 
-    async fn poll(&self, followed_verify: Option<String>) {
+    /// Reads the overview; the logs too when `logs` (they cost the node more: the
+    /// conflict log is read from every target).
+    async fn poll(&self, followed_verify: Option<String>, logs: bool) {
         match self.control.overview().await {
             Ok(o) => self.update(|f| f.absorb(o)),
             Err(e) => {
@@ -203,17 +207,20 @@ impl<C: Control> Poller<C> {
                 return;
             }
         }
-        let audit = self.control.audit(100).await;
-        let conflicts = self.control.conflicts(None, 100).await;
+        let (audit, conflicts) = if logs {
+            (Some(self.control.audit(100).await), Some(self.control.conflicts(None, 100).await))
+        } else {
+            (None, None)
+        };
         let verify = match followed_verify {
             Some(id) => self.control.verify_progress(&id).await.ok(),
             None => None,
         };
         self.update(|f| {
-            if let Ok(a) = audit {
+            if let Some(Ok(a)) = audit {
                 f.audit = a;
             }
-            if let Ok(c) = conflicts {
+            if let Some(Ok(c)) = conflicts {
                 f.conflicts = c;
             }
             if verify.is_some() {
@@ -242,6 +249,7 @@ impl<C: Control> Poller<C> {
     async fn run(self, mut requests: mpsc::Receiver<Request>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u64 = 0;
         loop {
             tokio::select! {
                 biased;
@@ -253,11 +261,13 @@ impl<C: Control> Poller<C> {
                     };
                     self.update(|f| f.message = Some(message));
                     let followed = self.followed_verify();
-                    self.poll(followed).await;
+                    self.poll(followed, true).await;
                 }
                 _ = tick.tick() => {
                     let followed = self.followed_verify();
-                    self.poll(followed).await;
+                    // Logs on the first poll, then every LOG_EVERY seconds.
+                    self.poll(followed, n.is_multiple_of(LOG_EVERY)).await;
+                    n += 1;
                 }
             }
         }

@@ -74,11 +74,28 @@ impl LocalNode {
         preflight_or_fail(&config, &tasks).await?;
         let store = open_store(&config).await?;
         let shutdown = CancellationToken::new();
-        let mut slots = Vec::new();
+        let mut slots: Vec<TaskSlot> = Vec::new();
         for task in &config.tasks {
-            let specs = plan(&config, &[task], &store).await?;
-            let engine = start(specs, shutdown.child_token()).await?;
-            slots.push(TaskSlot { task: task.clone(), metrics: engine.metrics(), engine: Some(engine), paused: false });
+            let started = match plan(&config, &[task], &store).await {
+                Ok(specs) => start(specs, shutdown.child_token()).await,
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(engine) => slots.push(TaskSlot {
+                    task: task.clone(),
+                    metrics: engine.metrics(),
+                    engine: Some(engine),
+                    paused: false,
+                }),
+                Err(e) => {
+                    // Stop the tasks already started: none may outlive this failed start.
+                    shutdown.cancel();
+                    for engine in slots.into_iter().filter_map(|s| s.engine) {
+                        engine.join().await;
+                    }
+                    return Err(e);
+                }
+            }
         }
         let mut frozen = HashMap::new();
         for ep in &config.endpoints {
