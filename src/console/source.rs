@@ -197,20 +197,29 @@ impl<C: Control> Poller<C> {
         }
     }
 
-    /// Reads the overview; the logs too when `logs` (they cost the node more: the
-    /// conflict log is read from every target).
-    async fn poll(&self, followed_verify: Option<String>, logs: bool) {
-        match self.control.overview().await {
-            Ok(o) => self.update(|f| f.absorb(o)),
+    /// Reads the overview, and the logs when `logs`. The conflict log is read again only
+    /// when the node's conflict counters moved: reading it opens every target.
+    async fn poll(&self, followed_verify: Option<String>, logs: bool, conflicts_seen: &mut Option<u64>) {
+        let total = match self.control.overview().await {
+            Ok(o) => {
+                let total = o.tasks.iter().map(|t| t.conflicts()).sum::<u64>();
+                self.update(|f| f.absorb(o));
+                total
+            }
             Err(e) => {
                 self.update(|f| f.error = Some(e.to_string()));
                 return;
             }
-        }
-        let (audit, conflicts) = if logs {
-            (Some(self.control.audit(100).await), Some(self.control.conflicts(None, 100).await))
+        };
+        let audit = if logs { Some(self.control.audit(100).await) } else { None };
+        let conflicts = if logs && *conflicts_seen != Some(total) {
+            let c = self.control.conflicts(None, 100).await;
+            if c.is_ok() {
+                *conflicts_seen = Some(total);
+            }
+            Some(c)
         } else {
-            (None, None)
+            None
         };
         let verify = match followed_verify {
             Some(id) => self.control.verify_progress(&id).await.ok(),
@@ -250,6 +259,7 @@ impl<C: Control> Poller<C> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut n: u64 = 0;
+        let mut conflicts_seen = None;
         loop {
             tokio::select! {
                 biased;
@@ -261,12 +271,12 @@ impl<C: Control> Poller<C> {
                     };
                     self.update(|f| f.message = Some(message));
                     let followed = self.followed_verify();
-                    self.poll(followed, true).await;
+                    self.poll(followed, true, &mut conflicts_seen).await;
                 }
                 _ = tick.tick() => {
                     let followed = self.followed_verify();
                     // Logs on the first poll, then every LOG_EVERY seconds.
-                    self.poll(followed, n.is_multiple_of(LOG_EVERY)).await;
+                    self.poll(followed, n.is_multiple_of(LOG_EVERY), &mut conflicts_seen).await;
                     n += 1;
                 }
             }
