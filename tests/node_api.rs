@@ -175,6 +175,8 @@ async fn node_api_serves_every_endpoint_by_role() {
     let (s, body) = node.post("/api/v1/tasks/t/resume", Some(OPERATOR), None).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).expect("json")["paused"], false);
+    let (s, body) = node.post("/api/v1/tasks/t/resume", Some(OPERATOR), None).await;
+    assert_eq!(s, 409, "resuming a running task: {body}");
     let (s, _) = node.post("/api/v1/tasks/nope/resume", Some(OPERATOR), None).await;
     assert_eq!(s, 404);
 

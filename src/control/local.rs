@@ -246,8 +246,15 @@ impl Control for LocalNode {
         let Some(slot) = slots.iter_mut().find(|s| s.task.name == task) else {
             return Err(ControlError::NotFound { what: format!("task {task:?}") });
         };
-        if !slot.paused {
-            return Err(ControlError::Conflict { message: format!("task {task:?} is not paused") });
+        // A task that stopped by itself (failed) may be resumed like a paused one.
+        let running = slot.engine.as_ref().is_some_and(|e| !e.finished());
+        if running {
+            return Err(ControlError::Conflict { message: format!("task {task:?} is running, not paused") });
+        }
+        if let Some(ended) = slot.engine.take() {
+            for e in ended.join().await {
+                tracing::warn!(task, error = %e, "the task had stopped with an error; resuming it");
+            }
         }
         let specs = plan(&self.config, &[t], &self.store).await.map_err(|e| task_error(task, e))?;
         let engine = start(specs, self.shutdown.child_token()).await.map_err(|e| task_error(task, e))?;

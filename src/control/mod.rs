@@ -222,7 +222,7 @@ pub trait Control: Send + Sync + 'static {
     fn overview(&self) -> impl Future<Output = Result<NodeOverview, ControlError>> + Send;
     /// Stops a task's directions after their in-flight batch (audited).
     fn pause(&self, actor: &str, task: &str) -> impl Future<Output = Result<TaskView, ControlError>> + Send;
-    /// Starts a paused task again (audited).
+    /// Starts a paused or failed task again (audited).
     fn resume(&self, actor: &str, task: &str) -> impl Future<Output = Result<TaskView, ControlError>> + Send;
     /// Starts a verify of a task (audited).
     fn verify_start(
