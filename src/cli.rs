@@ -37,12 +37,15 @@ pub enum Format {
 pub enum Command {
     /// Two SQLite data centers taking writes, kept in step both ways, proven identical.
     Demo {
-        /// How long the workload writes, in seconds.
+        /// How long the workload writes, in seconds (headless; the console runs until q).
         #[arg(long, default_value_t = 20)]
         duration: u64,
-        /// No console: print a status line instead.
+        /// No console: print a status line instead, and stop after --duration.
         #[arg(long)]
         headless: bool,
+        /// Console theme (see `ferry console --theme`).
+        #[arg(long)]
+        theme: Option<String>,
         /// Folder for a.db, b.db and ferry-meta.db (kept afterwards); default: a new temp folder.
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -58,6 +61,27 @@ pub enum Command {
         /// Run only this task.
         #[arg(long)]
         task: Option<String>,
+    },
+    /// Run the task file's tasks and serve the node API on [node].listen until SIGINT/SIGTERM.
+    Node {
+        /// The task file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// The operations console: watch nodes (--node) and/or run a task file in-process (--config).
+    Console {
+        /// A node API to watch, e.g. http://127.0.0.1:7400 (repeatable).
+        #[arg(long = "node", value_name = "URL")]
+        nodes: Vec<String>,
+        /// Bearer token for the nodes.
+        #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// A task file whose tasks the console runs in-process.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Colour theme: dark, light, high-contrast, or a file in the config folder's themes/.
+        #[arg(long)]
+        theme: Option<String>,
     },
     /// Validate the task file and preflight every endpoint (never writes).
     Check {

@@ -3,11 +3,15 @@
 //! See DESIGN.md in the repository's docs for the architecture.
 
 pub mod cli;
+pub mod client;
 pub mod commands;
 pub mod config;
 pub mod connector;
+pub mod console;
+pub mod control;
 pub mod demo;
 pub mod engine;
 pub mod model;
+pub mod node;
 pub mod store;
 pub mod verify;

@@ -1,9 +1,11 @@
 //! The `ferry` binary: parse the command line, install error reporting, dispatch.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use ferry::cli::{Cli, Command, EXIT_RUNTIME};
+use ferry::commands::console::ConsoleOptions;
 use ferry::commands::{self, CommandError};
 use ferry::demo::{self, DemoOptions};
 
@@ -17,12 +19,20 @@ fn main() -> ExitCode {
     let _ = color_eyre::install();
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Run { .. } => "info",
+        Command::Run { .. } | Command::Node { .. } => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ferry={default_level},warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // The console draws on standard error: log lines there would tear the screen.
+    let draws = matches!(cli.command, Command::Console { .. } | Command::Demo { headless: false, .. })
+        && std::io::stderr().is_terminal();
+    let writer = if draws {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::sink)
+    } else {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false).init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -43,10 +53,14 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> Result<u8, CommandError> {
     match command {
-        Command::Demo { duration, headless, dir, seed } => {
-            demo::demo(DemoOptions { duration, headless, dir, seed }, shutdown_signal()).await
+        Command::Demo { duration, headless, theme, dir, seed } => {
+            demo::demo(DemoOptions { duration, headless, theme, dir, seed }, shutdown_signal()).await
         }
         Command::Run { config, task } => commands::run::run(&config, task.as_deref(), shutdown_signal()).await,
+        Command::Node { config } => commands::node::node(&config, shutdown_signal()).await,
+        Command::Console { nodes, token, config, theme } => {
+            commands::console::console(ConsoleOptions { nodes, token, config, theme }, shutdown_signal()).await
+        }
         Command::Check { config } => commands::check::check(&config).await,
         Command::Status { config, format } => commands::status::status(&config, format).await,
         Command::Verify { config, task, tables, format, quick, repair_sql, repair, max_rows_per_sec } => {

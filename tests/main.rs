@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod console_e2e;
 mod convergence;
 mod crash;
 mod lease;
@@ -11,6 +12,7 @@ mod mixed_engines;
 mod mysql_check;
 mod mysql_ddl;
 mod mysql_oneway;
+mod node_api;
 mod skip;
 mod sqlite_connector;
 mod verify_bad_input;

@@ -1,6 +1,8 @@
 //! The bodies of the subcommands, and how their failures map to exit codes.
 
 pub mod check;
+pub mod console;
+pub mod node;
 pub mod run;
 pub mod skip;
 pub mod status;
@@ -61,6 +63,27 @@ impl CommandError {
             CommandError::Connector(e) if e.kind() == ErrorKind::Setup => EXIT_INPUT,
             CommandError::DataDiffers(_) => EXIT_DATA,
             _ => EXIT_RUNTIME,
+        }
+    }
+}
+
+/// Calls `on_tick` every second until it returns false or `signal` resolves (then logs
+/// that in-flight batches are finishing).
+pub async fn every_second_until(signal: impl std::future::Future<Output = ()>, mut on_tick: impl AsyncFnMut() -> bool) {
+    tokio::pin!(signal);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut signal => {
+                tracing::info!("stopping: finishing in-flight batches");
+                return;
+            }
+            _ = tick.tick() => {
+                if !on_tick().await {
+                    return;
+                }
+            }
         }
     }
 }

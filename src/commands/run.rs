@@ -3,13 +3,12 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::check::{preflight, print_problems};
-use super::{CommandError, open_store, select_tasks};
+use super::{CommandError, every_second_until, open_store, select_tasks};
 use crate::config::{Config, Task};
 use crate::connector::probe;
 use crate::connector::sqlite::state;
@@ -76,35 +75,23 @@ pub async fn run(config_path: &Path, task: Option<&str>, signal: impl Future<Out
     store.audit(&who, "run.start", task, &format!("directions: {}", names.join(", "))).await?;
     info!(directions = %names.join(", "), "running; stop with Ctrl-C or SIGTERM");
 
-    tokio::pin!(signal);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n = 0u64;
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut signal => {
-                info!("stopping: finishing in-flight batches");
-                break;
+    every_second_until(signal, async || {
+        n += 1;
+        for m in engine.metrics() {
+            let s = m.status();
+            if let Err(e) = store.save_status(&s).await {
+                error!(error = %e, "could not save status");
             }
-            _ = tick.tick() => {
-                n += 1;
-                for m in engine.metrics() {
-                    let s = m.status();
-                    if let Err(e) = store.save_status(&s).await {
-                        error!(error = %e, "could not save status");
-                    }
-                    if n.is_multiple_of(10) {
-                        info!(direction = %m.id, state = %s.state, position = s.position.as_deref().unwrap_or("-"),
-                              lag_s = s.lag_seconds.unwrap_or(-1.0), behind = s.changes_behind,
-                              rows_per_s_10s = s.rows_per_sec[1], changes = s.changes_total, conflicts = s.conflicts_total, "status");
-                    }
-                }
-                if engine.finished() {
-                    break;
-                }
+            if n.is_multiple_of(10) {
+                info!(direction = %m.id, state = %s.state, position = s.position.as_deref().unwrap_or("-"),
+                      lag_s = s.lag_seconds.unwrap_or(-1.0), behind = s.changes_behind,
+                      rows_per_s_10s = s.rows_per_sec[1], changes = s.changes_total, conflicts = s.conflicts_total, "status");
             }
         }
-    }
+        !engine.finished()
+    })
+    .await;
     engine.stop();
     let metrics = engine.metrics();
     let errors = engine.join().await;

@@ -12,12 +12,15 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::run::{plan, preflight_or_fail, start};
-use crate::commands::{CommandError, open_store, select_tasks};
+use crate::commands::CommandError;
 use crate::config::Config;
 use crate::connector::sqlite::{Access, SqliteEndpoint};
-use crate::engine::Engine;
-use crate::engine::metrics::DirectionStatus;
+use crate::console::app::{App, ConfigView};
+use crate::console::source::Feeds;
+use crate::console::{choose_theme, config_dir, run_in_terminal};
+use crate::control::VerifyEngine;
+use crate::control::local::LocalNode;
+use crate::engine::metrics::{DirectionMetrics, DirectionStatus};
 use crate::model::{Position, SiteId};
 use crate::store::actor;
 use crate::verify::compare::compare_databases;
@@ -28,8 +31,10 @@ use workload::{Writer, WriterStats};
 pub struct DemoOptions {
     /// Seconds of workload.
     pub duration: u64,
-    /// No console.
+    /// No console: a status line, and the workload stops after `duration`.
     pub headless: bool,
+    /// Console theme.
+    pub theme: Option<String>,
     /// Where the databases go (kept); a temp folder otherwise (removed).
     pub dir: Option<PathBuf>,
     /// Workload seed.
@@ -111,20 +116,22 @@ async fn run_demo(opts: &DemoOptions, dir: &Path, signal: impl Future<Output = (
     std::fs::write(&task_file, TASK_FILE)
         .map_err(|e| CommandError::Runtime(format!("writing {}: {e}", task_file.display())))?;
     let config = Config::load(&task_file)?;
-    let tasks = select_tasks(&config, None)?;
-    preflight_or_fail(&config, &tasks).await?;
-    let store = open_store(&config).await?;
-    let specs = plan(&config, &tasks, &store).await?;
+    let with_console = !opts.headless && std::io::stderr().is_terminal();
+    let theme = if with_console {
+        Some(
+            choose_theme(opts.theme.as_deref())
+                .map_err(|e| CommandError::Input { problem: e.to_string(), fix: "pick a theme with --theme".into() })?,
+        )
+    } else {
+        None
+    };
     let who = actor(&config.node.id);
+    let node = Arc::new(LocalNode::start(config, Box::new(VerifyEngine::default())).await?);
+    let store = node.store().clone();
     store.audit(&who, "demo.start", Some("demo"), &format!("folder {}, seed {seed}", dir.display())).await?;
 
     eprintln!("ferry demo: two data centers in {}", dir.display());
     eprintln!("  dc-a: a.db (500 accounts)   dc-b: b.db (200 orders)   two-way, last-writer-wins, seed {seed}");
-    if !opts.headless {
-        eprintln!("  (the console is not built yet: showing a status line)");
-    }
-    let shutdown = CancellationToken::new();
-    let engine = start(specs, shutdown.clone()).await?;
 
     // The application: one writer per data center.
     let stop_writers = CancellationToken::new();
@@ -143,28 +150,22 @@ async fn run_demo(opts: &DemoOptions, dir: &Path, signal: impl Future<Output = (
     }
 
     let started = Instant::now();
-    let tty = std::io::stderr().is_terminal();
-    tokio::pin!(signal);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut interrupted = false;
-    while started.elapsed() < Duration::from_secs(opts.duration) {
-        tokio::select! {
-            biased;
-            _ = &mut signal => { interrupted = true; break; }
-            _ = tick.tick() => {
-                let line = status_line(started.elapsed(), &engine, &stats);
-                if tty { eprint!("\r\x1b[2K{line}"); } else { eprintln!("{line}"); }
-                let _ = std::io::stderr().flush();
-                for m in engine.metrics() {
-                    let _ = store.save_status(&m.status()).await;
-                }
-                if engine.finished() { break; }
+    let interrupted = match theme {
+        Some(theme) => {
+            let mut app = App::new(theme);
+            app.theme_dir = config_dir().map(|d| d.join("themes"));
+            app.config = Some(ConfigView::open(task_file.clone()));
+            let mut feeds = Feeds::new();
+            feeds.add("in-process", node.clone(), who.clone());
+            let shown = run_in_terminal(&mut app, &feeds, signal).await;
+            feeds.stop().await;
+            if let Err(e) = shown {
+                eprintln!("the console failed ({e}); finishing the demo");
             }
+            false
         }
-    }
-    if tty {
-        eprintln!();
-    }
+        None => status_loop(opts.duration, &node, &stats, signal).await,
+    };
     stop_writers.cancel();
     for w in writers {
         let _ = w.await;
@@ -175,14 +176,10 @@ async fn run_demo(opts: &DemoOptions, dir: &Path, signal: impl Future<Output = (
 
     // Wait until each direction has applied everything its source holds now.
     eprintln!("workload stopped; waiting for both directions to catch up…");
-    let caught_up = wait_caught_up(&engine, &a, &b, Duration::from_secs(120)).await;
-    engine.stop();
-    let metrics = engine.metrics();
-    let errors = engine.join().await;
+    let caught_up = wait_caught_up(&node, &a, &b, Duration::from_secs(120)).await;
+    let metrics = node.directions().await;
+    let errors = node.shutdown().await;
     let finals: Vec<DirectionStatus> = metrics.iter().map(|m| m.status()).collect();
-    for s in &finals {
-        let _ = store.save_status(s).await;
-    }
     if let Some(e) = errors.into_iter().next() {
         return Err(e.into());
     }
@@ -231,9 +228,40 @@ async fn run_demo(opts: &DemoOptions, dir: &Path, signal: impl Future<Output = (
     if identical { Ok(0) } else { Err(CommandError::DataDiffers(verdict.to_string())) }
 }
 
-fn status_line(elapsed: Duration, engine: &Engine, stats: &[Arc<WriterStats>]) -> String {
+/// The headless demo: a status line a second until `duration` or the signal; true when interrupted.
+async fn status_loop(
+    duration: u64,
+    node: &LocalNode,
+    stats: &[Arc<WriterStats>],
+    signal: impl Future<Output = ()>,
+) -> bool {
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    tokio::pin!(signal);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut interrupted = false;
+    while started.elapsed() < Duration::from_secs(duration) {
+        tokio::select! {
+            biased;
+            _ = &mut signal => { interrupted = true; break; }
+            _ = tick.tick() => {
+                let line = status_line(started.elapsed(), &node.directions().await, stats);
+                if tty { eprint!("\r\x1b[2K{line}"); } else { eprintln!("{line}"); }
+                let _ = std::io::stderr().flush();
+                node.save_statuses().await;
+                if node.finished().await { break; }
+            }
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    interrupted
+}
+
+fn status_line(elapsed: Duration, directions: &[Arc<DirectionMetrics>], stats: &[Arc<WriterStats>]) -> String {
     let mut parts = vec![format!("[{:>3}s]", elapsed.as_secs())];
-    for m in engine.metrics() {
+    for m in directions {
         let s = m.status();
         let lag = s.lag_seconds.map(|l| format!("{l:.2}s")).unwrap_or_else(|| "-".into());
         parts.push(format!(
@@ -257,7 +285,7 @@ async fn head(ep: &SqliteEndpoint) -> Result<i64, CommandError> {
 }
 
 async fn wait_caught_up(
-    engine: &Engine,
+    node: &LocalNode,
     a: &SqliteEndpoint,
     b: &SqliteEndpoint,
     limit: Duration,
@@ -266,15 +294,16 @@ async fn wait_caught_up(
         [(format!("{}->{}", a.name, b.name), head(a).await?), (format!("{}->{}", b.name, a.name), head(b).await?)];
     let start = Instant::now();
     loop {
+        let directions = node.directions().await;
         let done = targets.iter().all(|(dir, h)| {
-            engine.metrics().iter().any(|m| {
+            directions.iter().any(|m| {
                 m.id.direction() == *dir && matches!(m.position(), Some(Position::Sqlite { seq }) if seq >= *h)
             })
         });
         if done {
             return Ok(());
         }
-        if engine.finished() {
+        if node.finished().await {
             return Ok(());
         }
         if start.elapsed() > limit {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mariadb;
+pub mod node;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -152,15 +153,20 @@ pub struct FerryRun(Option<std::process::Child>);
 impl FerryRun {
     /// Starts `ferry run --config CONFIG` with info logging into `log`.
     pub fn start(config: &Path, log: &Path) -> FerryRun {
+        FerryRun::start_command("run", config, log)
+    }
+
+    /// Starts `ferry COMMAND --config CONFIG` (`run`, `node`) with info logging into `log`.
+    pub fn start_command(command: &str, config: &Path, log: &Path) -> FerryRun {
         let err = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
         let child = Command::new(ferry_bin())
-            .args(["run", "--config"])
+            .args([command, "--config"])
             .arg(config)
             .env("FERRY_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(err)
             .spawn()
-            .expect("spawn ferry run");
+            .expect("spawn ferry");
         FerryRun(Some(child))
     }
 

@@ -1,0 +1,129 @@
+//! [`NodeClient`]: the node API over HTTP (reqwest), implementing [`Control`] so the
+//! console works the same against a remote node as in-process.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::control::{ConflictEntry, Control, ControlError, EndpointView, NodeOverview, TaskView, VerifyProgress};
+use crate::store::AuditEntry;
+
+/// A client of one node's API.
+#[derive(Debug, Clone)]
+pub struct NodeClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// Percent-encodes a path segment (task and endpoint names are user text).
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl NodeClient {
+    /// A client of the node at `base` (`http://host:port`), with an optional bearer token.
+    pub fn new(base: &str, token: Option<String>) -> Result<NodeClient, ControlError> {
+        let base = if base.contains("://") { base.to_string() } else { format!("http://{base}") };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|source| ControlError::Unreachable { node: base.clone(), source })?;
+        Ok(NodeClient { base: base.trim_end_matches('/').to_string(), token, http })
+    }
+
+    /// The node's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str) -> Result<T, ControlError> {
+        let mut req = self.http.request(method.clone(), format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if method == reqwest::Method::POST {
+            req = req.header("content-type", "application/json").body("{}");
+        }
+        let resp = req.send().await.map_err(|source| ControlError::Unreachable { node: self.base.clone(), source })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+            let message = body.get("error").and_then(|m| m.as_str()).unwrap_or("no message").to_string();
+            return Err(ControlError::Remote {
+                node: self.base.clone(),
+                endpoint: path.to_string(),
+                status: status.as_u16(),
+                message,
+            });
+        }
+        resp.json().await.map_err(|source| ControlError::Unreachable { node: self.base.clone(), source })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ControlError> {
+        self.send(reqwest::Method::GET, path).await
+    }
+
+    async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, ControlError> {
+        self.send(reqwest::Method::POST, path).await
+    }
+}
+
+impl Control for NodeClient {
+    async fn overview(&self) -> Result<NodeOverview, ControlError> {
+        self.get("/api/v1/node").await
+    }
+
+    async fn pause(&self, _actor: &str, task: &str) -> Result<TaskView, ControlError> {
+        self.post(&format!("/api/v1/tasks/{}/pause", segment(task))).await
+    }
+
+    async fn resume(&self, _actor: &str, task: &str) -> Result<TaskView, ControlError> {
+        self.post(&format!("/api/v1/tasks/{}/resume", segment(task))).await
+    }
+
+    async fn verify_start(&self, _actor: &str, task: &str) -> Result<VerifyProgress, ControlError> {
+        self.post(&format!("/api/v1/tasks/{}/verify", segment(task))).await
+    }
+
+    async fn verify_progress(&self, id: &str) -> Result<VerifyProgress, ControlError> {
+        self.get(&format!("/api/v1/verify/{}", segment(id))).await
+    }
+
+    async fn conflicts(&self, task: Option<&str>, limit: usize) -> Result<Vec<ConflictEntry>, ControlError> {
+        let filter = task.map(|t| format!("&task={}", segment(t))).unwrap_or_default();
+        self.get(&format!("/api/v1/conflicts?limit={limit}{filter}")).await
+    }
+
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, ControlError> {
+        self.get(&format!("/api/v1/audit?limit={limit}")).await
+    }
+
+    async fn freeze(&self, _actor: &str, endpoint: &str) -> Result<EndpointView, ControlError> {
+        self.post(&format!("/api/v1/endpoints/{}/freeze", segment(endpoint))).await
+    }
+
+    async fn unfreeze(&self, _actor: &str, endpoint: &str) -> Result<EndpointView, ControlError> {
+        self.post(&format!("/api/v1/endpoints/{}/unfreeze", segment(endpoint))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segment;
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(segment("shop"), "shop");
+        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+    }
+}

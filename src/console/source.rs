@@ -1,0 +1,316 @@
+//! Where the console's data comes from: one poller per node over the [`Control`] trait
+//! (remote nodes through the API, or the engine in-process), each writing into a shared
+//! [`NodeFeed`]. A node that stops answering keeps its last data, is marked stale with
+//! its last-seen time, and is polled again every second, so it reconnects by itself.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::{ConflictEntry, Control, NodeOverview, VerifyProgress};
+use crate::model::now_micros;
+use crate::store::AuditEntry;
+
+/// Seconds of history the charts show (10 minutes).
+pub const HISTORY_SECONDS: usize = 600;
+/// The audit and conflict logs are read every this many polls.
+const LOG_EVERY: u64 = 3;
+/// A node that has not answered for this long is stale.
+pub const STALE_AFTER_US: i64 = 3_000_000;
+
+/// Lag and throughput of one direction, one sample per poll.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// (µs, lag seconds).
+    pub lag: VecDeque<(i64, f64)>,
+    /// (µs, rows per second over the last second).
+    pub rate: VecDeque<(i64, f64)>,
+}
+
+impl History {
+    fn push(&mut self, at_us: i64, lag: Option<f64>, rate: f64) {
+        if let Some(l) = lag {
+            self.lag.push_back((at_us, l));
+        }
+        self.rate.push_back((at_us, rate));
+        let oldest = at_us.saturating_sub(HISTORY_SECONDS as i64 * 1_000_000);
+        while self.lag.front().is_some_and(|(t, _)| *t < oldest) {
+            self.lag.pop_front();
+        }
+        while self.rate.front().is_some_and(|(t, _)| *t < oldest) {
+            self.rate.pop_front();
+        }
+    }
+}
+
+/// What the console knows about one node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeFeed {
+    /// The node's URL, or `in-process`.
+    pub label: String,
+    /// The last overview received.
+    pub overview: Option<NodeOverview>,
+    /// When the node last answered (µs).
+    pub last_ok_us: Option<i64>,
+    /// The last failure to reach it, while it fails.
+    pub error: Option<String>,
+    /// Newest audit entries.
+    pub audit: Vec<AuditEntry>,
+    /// Newest conflicts.
+    pub conflicts: Vec<ConflictEntry>,
+    /// History per `task/direction`.
+    pub history: HashMap<String, History>,
+    /// The verify run the console follows on this node.
+    pub verify: Option<VerifyProgress>,
+    /// The outcome of the last action sent to this node.
+    pub message: Option<String>,
+}
+
+impl NodeFeed {
+    /// A feed with nothing received yet.
+    pub fn new(label: &str) -> NodeFeed {
+        NodeFeed { label: label.to_string(), ..NodeFeed::default() }
+    }
+
+    /// Whether the node stopped answering (or never answered).
+    pub fn stale(&self, now_us: i64) -> bool {
+        self.error.is_some() || self.last_ok_us.is_none_or(|t| now_us.saturating_sub(t) > STALE_AFTER_US)
+    }
+
+    /// The node's name: its id once known, else its label.
+    pub fn name(&self) -> &str {
+        self.overview.as_ref().map(|o| o.node.as_str()).unwrap_or(&self.label)
+    }
+
+    /// Key of a direction's history.
+    pub fn history_key(task: &str, direction: &str) -> String {
+        format!("{task}/{direction}")
+    }
+
+    fn absorb(&mut self, o: NodeOverview) {
+        for t in &o.tasks {
+            for d in &t.directions {
+                self.history.entry(NodeFeed::history_key(&t.name, &d.direction)).or_default().push(
+                    o.at_us,
+                    d.lag_seconds,
+                    d.rows_per_sec[0],
+                );
+            }
+        }
+        self.last_ok_us = Some(now_micros());
+        self.error = None;
+        self.overview = Some(o);
+    }
+}
+
+/// An action the operator asked a node to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Pause a task.
+    Pause(String),
+    /// Resume a task.
+    Resume(String),
+    /// Start a verify of a task.
+    Verify(String),
+    /// Freeze an endpoint.
+    Freeze(String),
+    /// Unfreeze an endpoint.
+    Unfreeze(String),
+}
+
+/// The shared feeds, their pollers, and the channels to send them requests.
+pub struct Feeds {
+    shared: Arc<Mutex<Vec<NodeFeed>>>,
+    senders: Vec<mpsc::Sender<Request>>,
+    pollers: Vec<JoinHandle<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Default for Feeds {
+    fn default() -> Self {
+        Feeds::new()
+    }
+}
+
+impl Feeds {
+    /// No nodes yet.
+    pub fn new() -> Feeds {
+        Feeds {
+            shared: Arc::new(Mutex::new(Vec::new())),
+            senders: Vec::new(),
+            pollers: Vec::new(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Starts polling a node every second.
+    pub fn add<C: Control>(&mut self, label: &str, control: Arc<C>, actor: String) {
+        let index = match self.shared.lock() {
+            Ok(mut feeds) => {
+                feeds.push(NodeFeed::new(label));
+                feeds.len() - 1
+            }
+            Err(_) => return,
+        };
+        let (tx, rx) = mpsc::channel(16);
+        self.senders.push(tx);
+        let poller = Poller { control, index, shared: self.shared.clone(), actor };
+        self.pollers.push(tokio::spawn(poller.run(rx, self.shutdown.clone())));
+    }
+
+    /// A copy of every node's feed, for one frame.
+    pub fn snapshot(&self) -> Vec<NodeFeed> {
+        self.shared.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// Sends a request to node `node`; false when that node's poller is gone or busy.
+    pub fn send(&self, node: usize, request: Request) -> bool {
+        self.senders.get(node).is_some_and(|s| s.try_send(request).is_ok())
+    }
+
+    /// Stops every poller and waits for them.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for p in self.pollers {
+            let _ = p.await;
+        }
+    }
+}
+
+struct Poller<C> {
+    control: Arc<C>,
+    index: usize,
+    shared: Arc<Mutex<Vec<NodeFeed>>>,
+    actor: String,
+}
+
+impl<C: Control> Poller<C> {
+    fn update(&self, f: impl FnOnce(&mut NodeFeed)) {
+        if let Ok(mut feeds) = self.shared.lock()
+            && let Some(feed) = feeds.get_mut(self.index)
+        {
+            f(feed);
+        }
+    }
+
+    /// Reads the overview, and the logs when `logs`. The conflict log is read again only
+    /// when the node's conflict counters moved: reading it opens every target.
+    async fn poll(&self, followed_verify: Option<String>, logs: bool, conflicts_seen: &mut Option<u64>) {
+        let total = match self.control.overview().await {
+            Ok(o) => {
+                let total = o.tasks.iter().map(|t| t.conflicts()).sum::<u64>();
+                self.update(|f| f.absorb(o));
+                total
+            }
+            Err(e) => {
+                self.update(|f| f.error = Some(e.to_string()));
+                return;
+            }
+        };
+        let audit = if logs { Some(self.control.audit(100).await) } else { None };
+        let conflicts = if logs && *conflicts_seen != Some(total) {
+            let c = self.control.conflicts(None, 100).await;
+            if c.is_ok() {
+                *conflicts_seen = Some(total);
+            }
+            Some(c)
+        } else {
+            None
+        };
+        let verify = match followed_verify {
+            Some(id) => self.control.verify_progress(&id).await.ok(),
+            None => None,
+        };
+        self.update(|f| {
+            if let Some(Ok(a)) = audit {
+                f.audit = a;
+            }
+            if let Some(Ok(c)) = conflicts {
+                f.conflicts = c;
+            }
+            if verify.is_some() {
+                f.verify = verify;
+            }
+        });
+    }
+
+    async fn act(&self, request: Request) -> Result<String, String> {
+        let c = &self.control;
+        let who = self.actor.as_str();
+        let result = match &request {
+            Request::Pause(t) => c.pause(who, t).await.map(|_| format!("paused task {t}")),
+            Request::Resume(t) => c.resume(who, t).await.map(|_| format!("resumed task {t}")),
+            Request::Verify(t) => c.verify_start(who, t).await.map(|p| {
+                let id = p.id.clone();
+                self.update(|f| f.verify = Some(p));
+                format!("verify {id} of task {t} started")
+            }),
+            Request::Freeze(e) => c.freeze(who, e).await.map(|_| format!("froze endpoint {e}")),
+            Request::Unfreeze(e) => c.unfreeze(who, e).await.map(|_| format!("unfroze endpoint {e}")),
+        };
+        result.map_err(|e| e.to_string())
+    }
+
+    async fn run(self, mut requests: mpsc::Receiver<Request>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u64 = 0;
+        let mut conflicts_seen = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                Some(request) = requests.recv() => {
+                    let message = match self.act(request).await {
+                        Ok(m) => m,
+                        Err(e) => format!("error: {e}"),
+                    };
+                    self.update(|f| f.message = Some(message));
+                    let followed = self.followed_verify();
+                    self.poll(followed, true, &mut conflicts_seen).await;
+                }
+                _ = tick.tick() => {
+                    let followed = self.followed_verify();
+                    // Logs on the first poll, then every LOG_EVERY seconds.
+                    self.poll(followed, n.is_multiple_of(LOG_EVERY), &mut conflicts_seen).await;
+                    n += 1;
+                }
+            }
+        }
+    }
+
+    /// The verify run still running on this node, if the console started one.
+    fn followed_verify(&self) -> Option<String> {
+        let feeds = self.shared.lock().ok()?;
+        let v = feeds.get(self.index)?.verify.as_ref()?;
+        (v.state == "running").then(|| v.id.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_keeps_ten_minutes() {
+        let mut h = History::default();
+        for s in 0..700i64 {
+            h.push(s * 1_000_000, Some(s as f64), 1.0);
+        }
+        assert_eq!(h.rate.len(), HISTORY_SECONDS + 1);
+        assert_eq!(h.lag.front().map(|(t, _)| *t), Some(99_000_000));
+    }
+
+    #[test]
+    fn a_feed_without_answers_is_stale() {
+        let mut f = NodeFeed::new("http://x");
+        assert!(f.stale(0));
+        f.last_ok_us = Some(10_000_000);
+        assert!(!f.stale(11_000_000));
+        assert!(f.stale(20_000_000));
+    }
+}

@@ -1,0 +1,71 @@
+//! The seam to verification (issue 5, built separately): the node and the console start
+//! a verify and read its progress through [`VerifyRunner`]. Until the real runner is
+//! wired in, [`VerifyUnavailable`] answers every call with a clear "not available".
+
+use serde::{Deserialize, Serialize};
+
+use super::ControlError;
+use crate::config::{Config, Task};
+
+/// Progress of one table in a verify run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableVerify {
+    /// Table name.
+    pub table: String,
+    /// Chunks compared.
+    pub chunks_done: u64,
+    /// Chunks planned.
+    pub chunks_total: u64,
+    /// Rows that differ (confirmed).
+    pub differences: u64,
+}
+
+/// A verify run's progress and, once finished, its report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyProgress {
+    /// Run id.
+    pub id: String,
+    /// Task verified.
+    pub task: String,
+    /// running, identical, different, failed.
+    pub state: String,
+    /// Per-table progress.
+    pub tables: Vec<TableVerify>,
+    /// Differences found so far, all tables.
+    pub differences: u64,
+    /// The report (text) once finished.
+    pub report: Option<String>,
+}
+
+/// Starts verify runs and reports on them. A runner owns the tasks it starts and stops
+/// them when dropped or shut down; `start` returns at once.
+pub trait VerifyRunner: Send + Sync {
+    /// Starts verifying `task`; returns the new run's first progress (with its id).
+    fn start(&self, config: &Config, task: &Task) -> Result<VerifyProgress, ControlError>;
+    /// The progress of a run.
+    fn progress(&self, id: &str) -> Result<VerifyProgress, ControlError>;
+    /// The newest run of a task, if any.
+    fn latest(&self, task: &str) -> Option<VerifyProgress>;
+}
+
+/// The runner of a build without verification: every call answers 501.
+#[derive(Debug, Default)]
+pub struct VerifyUnavailable;
+
+fn unavailable() -> ControlError {
+    ControlError::Unavailable { what: "verify".into() }
+}
+
+impl VerifyRunner for VerifyUnavailable {
+    fn start(&self, _config: &Config, _task: &Task) -> Result<VerifyProgress, ControlError> {
+        Err(unavailable())
+    }
+
+    fn progress(&self, _id: &str) -> Result<VerifyProgress, ControlError> {
+        Err(unavailable())
+    }
+
+    fn latest(&self, _task: &str) -> Option<VerifyProgress> {
+        None
+    }
+}

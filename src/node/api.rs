@@ -1,0 +1,243 @@
+//! The JSON endpoints under `/api/v1`: read tasks, logs and endpoints; act on tasks and
+//! endpoints. Every action checks the caller's role and is audited with its name.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::NodeState;
+use super::auth::Caller;
+use crate::config::Role;
+use crate::control::{Control, ControlError};
+
+/// An error answered as `{"error": "..."}` with its status.
+#[derive(Debug)]
+pub struct ApiError(pub ControlError);
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, Json(serde_json::json!({ "error": self.0.to_string() }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl FromRequestParts<Arc<NodeState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<NodeState>) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        Ok(state.auth.authenticate(header, peer)?)
+    }
+}
+
+/// Body of an action (`POST`): empty or a JSON object; no options yet, unknown keys are
+/// refused so that a typo is not silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {}
+
+fn action_body(body: &Bytes) -> Result<ActionBody, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ActionBody::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError(ControlError::BadRequest { message: format!("the body is not a valid JSON action: {e}") })
+    })
+}
+
+fn actor(state: &NodeState, caller: &Caller) -> String {
+    format!("{}@{}", caller.name, state.node_id)
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok<T: serde::Serialize>(value: T) -> ApiResult {
+    Ok(Json(value).into_response())
+}
+
+/// `GET /api/v1/node`.
+pub async fn node(State(s): State<Arc<NodeState>>, caller: Caller) -> ApiResult {
+    caller.require(Role::Viewer, "reading the node")?;
+    ok(s.control.overview().await?)
+}
+
+/// `GET /api/v1/tasks`.
+pub async fn tasks(State(s): State<Arc<NodeState>>, caller: Caller) -> ApiResult {
+    caller.require(Role::Viewer, "reading tasks")?;
+    ok(s.control.overview().await?.tasks)
+}
+
+/// `GET /api/v1/tasks/{task}`.
+pub async fn task(State(s): State<Arc<NodeState>>, caller: Caller, Path(name): Path<String>) -> ApiResult {
+    caller.require(Role::Viewer, "reading a task")?;
+    let overview = s.control.overview().await?;
+    match overview.tasks.into_iter().find(|t| t.name == name) {
+        Some(t) => ok(t),
+        None => Err(ControlError::NotFound { what: format!("task {name:?}") }.into()),
+    }
+}
+
+/// `POST /api/v1/tasks/{task}/pause` (operator).
+pub async fn pause(
+    State(s): State<Arc<NodeState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Operator, "pausing a task")?;
+    action_body(&body)?;
+    ok(s.control.pause(&actor(&s, &caller), &name).await?)
+}
+
+/// `POST /api/v1/tasks/{task}/resume` (operator).
+pub async fn resume(
+    State(s): State<Arc<NodeState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Operator, "resuming a task")?;
+    action_body(&body)?;
+    ok(s.control.resume(&actor(&s, &caller), &name).await?)
+}
+
+/// `POST /api/v1/tasks/{task}/verify` (operator): 202 with the run's id.
+pub async fn verify_start(
+    State(s): State<Arc<NodeState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Operator, "starting a verify")?;
+    action_body(&body)?;
+    let progress = s.control.verify_start(&actor(&s, &caller), &name).await?;
+    Ok((StatusCode::ACCEPTED, Json(progress)).into_response())
+}
+
+/// `GET /api/v1/verify/{id}`.
+pub async fn verify_progress(State(s): State<Arc<NodeState>>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+    caller.require(Role::Viewer, "reading a verify")?;
+    ok(s.control.verify_progress(&id).await?)
+}
+
+/// Query of the log endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Only this task (conflicts).
+    task: Option<String>,
+    /// At most this many entries (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+fn log_query(q: Result<Query<LogQuery>, QueryRejection>) -> Result<(Option<String>, usize), ApiError> {
+    let Query(q) = q.map_err(|e| ApiError(ControlError::BadRequest { message: e.body_text() }))?;
+    Ok((q.task, q.limit.unwrap_or(100).min(1000)))
+}
+
+/// `GET /api/v1/conflicts?task=&limit=`.
+pub async fn conflicts(
+    State(s): State<Arc<NodeState>>,
+    caller: Caller,
+    q: Result<Query<LogQuery>, QueryRejection>,
+) -> ApiResult {
+    caller.require(Role::Viewer, "reading the conflict log")?;
+    let (task, limit) = log_query(q)?;
+    ok(s.control.conflicts(task.as_deref(), limit).await?)
+}
+
+/// `GET /api/v1/audit?limit=`.
+pub async fn audit(
+    State(s): State<Arc<NodeState>>,
+    caller: Caller,
+    q: Result<Query<LogQuery>, QueryRejection>,
+) -> ApiResult {
+    caller.require(Role::Viewer, "reading the audit log")?;
+    let (_, limit) = log_query(q)?;
+    ok(s.control.audit(limit).await?)
+}
+
+/// `GET /api/v1/endpoints`.
+pub async fn endpoints(State(s): State<Arc<NodeState>>, caller: Caller) -> ApiResult {
+    caller.require(Role::Viewer, "reading endpoints")?;
+    ok(s.control.overview().await?.endpoints)
+}
+
+/// `POST /api/v1/endpoints/{endpoint}/freeze` (admin).
+pub async fn freeze(
+    State(s): State<Arc<NodeState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Admin, "freezing an endpoint")?;
+    action_body(&body)?;
+    ok(s.control.freeze(&actor(&s, &caller), &name).await?)
+}
+
+/// `POST /api/v1/endpoints/{endpoint}/unfreeze` (admin).
+pub async fn unfreeze(
+    State(s): State<Arc<NodeState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Admin, "unfreezing an endpoint")?;
+    action_body(&body)?;
+    ok(s.control.unfreeze(&actor(&s, &caller), &name).await?)
+}
+
+/// `GET /health`: open to all (load balancers), says only whether the node serves.
+pub async fn health(State(s): State<Arc<NodeState>>) -> ApiResult {
+    let overview = s.control.overview().await?;
+    let failed = overview
+        .tasks
+        .iter()
+        .flat_map(|t| &t.directions)
+        .filter(|d| d.state == crate::engine::metrics::DirectionState::Failed)
+        .count();
+    ok(serde_json::json!({
+        "status": if failed == 0 { "ok" } else { "degraded" },
+        "node": overview.node,
+        "tasks": overview.tasks.len(),
+        "failed_directions": failed,
+    }))
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi(caller: Caller) -> ApiResult {
+    caller.require(Role::Viewer, "reading the API document")?;
+    ok(super::openapi::document())
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(s): State<Arc<NodeState>>, caller: Caller) -> ApiResult {
+    caller.require(Role::Viewer, "reading metrics")?;
+    let overview = s.control.overview().await?;
+    let text = super::metrics::render(&overview);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+}
+
+/// Any other path.
+pub async fn not_found() -> ApiResult {
+    Err(ControlError::NotFound { what: "this path".into() }.into())
+}

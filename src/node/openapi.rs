@@ -1,0 +1,96 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`, written by hand: the API is
+//! small and the document is its contract (docs/node-api.md explains it in prose).
+
+use serde_json::{Value, json};
+
+fn op(summary: &str, role: &str, ok: &str) -> Value {
+    json!({
+        "summary": summary,
+        "description": format!("Needs the {role} role."),
+        "security": [{ "bearer": [] }],
+        "responses": {
+            "200": { "description": ok, "content": { "application/json": {} } },
+            "400": { "$ref": "#/components/responses/Error" },
+            "401": { "$ref": "#/components/responses/Error" },
+            "403": { "$ref": "#/components/responses/Error" },
+            "404": { "$ref": "#/components/responses/Error" }
+        }
+    })
+}
+
+fn with_param(mut v: Value, name: &str, what: &str) -> Value {
+    v["parameters"] =
+        json!([{ "name": name, "in": "path", "required": true, "description": what, "schema": { "type": "string" } }]);
+    v
+}
+
+/// The document.
+pub fn document() -> Value {
+    let task = "Task name from the task file.";
+    let endpoint = "Endpoint name from the task file.";
+    let mut verify = with_param(op("Start a verify of the task", "operator", "unused"), "task", task);
+    verify["responses"]["202"] = json!({ "description": "Started: the run's first progress, with its id." });
+    verify["responses"]["501"] = json!({ "$ref": "#/components/responses/Error" });
+    let mut log_params = json!([
+        { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 1000, "default": 100 } }
+    ]);
+    let mut conflicts = op("Newest entries of the targets' conflict logs", "viewer", "Conflict entries, newest first.");
+    conflicts["parameters"] = log_params.clone();
+    if let Some(a) = conflicts["parameters"].as_array_mut() {
+        a.push(json!({ "name": "task", "in": "query", "schema": { "type": "string" } }));
+    }
+    let mut audit = op("Newest audit log entries", "viewer", "Audit entries, newest first.");
+    audit["parameters"] = log_params.take();
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ferry node API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Tasks with live metrics, actions on them, the conflict and audit logs. Bearer tokens with roles viewer < operator < admin; without [[token]] entries only loopback clients are served."
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "responses": {
+                "Error": {
+                    "description": "An error with a message.",
+                    "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } }
+                    } } }
+                }
+            }
+        },
+        "paths": {
+            "/health": { "get": { "summary": "Whether the node serves; no token needed", "responses": { "200": { "description": "status, node, tasks, failed_directions" } } } },
+            "/openapi.json": { "get": op("This document", "viewer", "The OpenAPI document.") },
+            "/metrics": { "get": op("Prometheus text format: ferry_task_lag_seconds, ferry_task_changes_total, ferry_task_errors_total, ferry_verify_differences, ...", "viewer", "Metrics.") },
+            "/api/v1/node": { "get": op("Node id, every task with live metrics, endpoints (passwords masked)", "viewer", "The node overview.") },
+            "/api/v1/tasks": { "get": op("Every task with live metrics", "viewer", "Tasks.") },
+            "/api/v1/tasks/{task}": { "get": with_param(op("One task with live metrics", "viewer", "The task."), "task", task) },
+            "/api/v1/tasks/{task}/pause": { "post": with_param(op("Pause the task after its in-flight batch (audited)", "operator", "The paused task."), "task", task) },
+            "/api/v1/tasks/{task}/resume": { "post": with_param(op("Resume a paused task (audited)", "operator", "The running task."), "task", task) },
+            "/api/v1/tasks/{task}/verify": { "post": verify },
+            "/api/v1/verify/{id}": { "get": with_param(op("Progress and report of a verify run", "viewer", "Progress."), "id", "Verify run id.") },
+            "/api/v1/conflicts": { "get": conflicts },
+            "/api/v1/audit": { "get": audit },
+            "/api/v1/endpoints": { "get": op("Endpoints with freeze state (passwords masked)", "viewer", "Endpoints.") },
+            "/api/v1/endpoints/{endpoint}/freeze": { "post": with_param(op("Refuse application writes on the endpoint (audited)", "admin", "The endpoint."), "endpoint", endpoint) },
+            "/api/v1/endpoints/{endpoint}/unfreeze": { "post": with_param(op("Lift the freeze (audited)", "admin", "The endpoint."), "endpoint", endpoint) },
+            "/api/v1/events": { "get": op("Server-sent events: an `overview` event per second", "viewer", "text/event-stream") }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::document;
+    use crate::node::ROUTES;
+
+    #[test]
+    fn every_route_is_documented() {
+        let doc = document();
+        for (method, path) in ROUTES {
+            assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from /openapi.json");
+        }
+        assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(ROUTES.len()));
+    }
+}

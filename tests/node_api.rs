@@ -1,0 +1,253 @@
+//! The node API against a real `ferry node` over HTTP: every endpoint, roles (a viewer
+//! cannot pause: 403), no token (401), malformed JSON (400 with a message), Prometheus
+//! text that parses, server-sent events, and passwords never shown.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::node::{ADMIN, Node, OPERATOR, VIEWER};
+use crate::support::{app_conn, wait_until};
+
+fn error_of(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("error body is not JSON ({e}): {body}"));
+    v["error"].as_str().unwrap_or_else(|| panic!("no error message in {body}")).to_string()
+}
+
+/// Checks the Prometheus text exposition format line by line; returns samples by name.
+fn parse_prometheus(text: &str) -> HashMap<String, Vec<(String, f64)>> {
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut samples: HashMap<String, Vec<(String, f64)>> = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let (name, kind) = (parts.next().expect("name"), parts.next().expect("kind"));
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "line {n}: bad type {kind}"
+            );
+            assert!(types.insert(name.to_string(), kind.to_string()).is_none(), "line {n}: second TYPE for {name}");
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        assert!(!line.starts_with('#'), "line {n}: unknown comment {line}");
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("line {n}: no value: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("line {n}: value is not a number: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let labels = rest.strip_suffix('}').unwrap_or_else(|| panic!("line {n}: unclosed labels: {line}"));
+                for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("line {n}: bad label {pair}"));
+                    assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "line {n}: bad label name {k}");
+                    assert!(!v.trim_end_matches('"').contains('"') || v.contains("\\\""), "line {n}: unescaped quote");
+                }
+                (name, labels.to_string())
+            }
+            None => (series, String::new()),
+        };
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "line {n}: bad metric name {name}"
+        );
+        assert!(types.contains_key(name), "line {n}: sample of {name} before its TYPE line");
+        samples.entry(name.to_string()).or_default().push((labels, value));
+    }
+    for name in types.keys() {
+        samples.entry(name.clone()).or_default();
+    }
+    samples
+}
+
+async fn first_sse_event(node: &Node, token: &str) -> (String, Value) {
+    let mut resp =
+        node.http.get(format!("{}/api/v1/events", node.base)).bearer_auth(token).send().await.expect("events request");
+    assert_eq!(resp.status(), 200);
+    let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    assert!(ctype.starts_with("text/event-stream"), "content type {ctype}");
+    let mut text = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        while !text.contains("\n\n") {
+            match resp.chunk().await.expect("event chunk") {
+                Some(c) => text.push_str(&String::from_utf8_lossy(&c)),
+                None => break,
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no event within 10 s; got {text:?}");
+    let event = text.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("").to_string();
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or("");
+    (event, serde_json::from_str(data).unwrap_or_else(|e| panic!("event data is not JSON ({e}): {text}")))
+}
+
+#[tokio::test]
+async fn node_api_serves_every_endpoint_by_role() {
+    let node = Node::start(true).await;
+    use reqwest::Method;
+
+    // Health is open; everything else needs a token.
+    let (s, body) = node.get("/health", None).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("json")["node"], "test-node");
+    for path in ["/api/v1/tasks", "/metrics", "/openapi.json", "/api/v1/events", "/api/v1/audit"] {
+        let (s, body) = node.get(path, None).await;
+        assert_eq!(s, 401, "GET {path} without a token: {body}");
+        assert!(error_of(&body).contains("Bearer"), "{body}");
+        let (s, _) = node.get(path, Some("not-a-token")).await;
+        assert_eq!(s, 401, "GET {path} with an unknown token");
+    }
+
+    // Reads, as a viewer.
+    let overview = node.json("/api/v1/node", VIEWER).await;
+    assert_eq!(overview["node"], "test-node");
+    let tasks = node.json("/api/v1/tasks", VIEWER).await;
+    assert_eq!(tasks[0]["name"], "t");
+    assert_eq!(tasks[0]["directions"].as_array().map(Vec::len), Some(2));
+    let (s, body) = node.get("/api/v1/tasks/nope", Some(VIEWER)).await;
+    assert_eq!(s, 404, "{body}");
+    assert!(error_of(&body).contains("nope"));
+    let endpoints = node.json("/api/v1/endpoints", VIEWER).await;
+    let text = endpoints.to_string() + &overview.to_string();
+    assert!(!text.contains("hunter2"), "a password is shown: {text}");
+    assert!(text.contains("mysql://ferry:***@127.0.0.1:1/shop"), "{text}");
+    assert!(node.json("/api/v1/conflicts?task=t&limit=5", VIEWER).await.is_array());
+    let (s, body) = node.get("/api/v1/conflicts?limit=many", Some(VIEWER)).await;
+    assert_eq!(s, 400, "{body}");
+    assert!(!error_of(&body).is_empty());
+    let doc = node.json("/openapi.json", VIEWER).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/api/v1/tasks/{task}/pause"]["post"].is_object());
+
+    // Live metrics move with application writes.
+    let mut app = app_conn(&node.dir.path().join("a.db")).await;
+    for k in 0..50 {
+        sqlx::query("INSERT INTO kv(k, v) VALUES (?1, 'x')").bind(k).execute(&mut app).await.expect("insert");
+    }
+    wait_until(Duration::from_secs(20), "the node to report the 50 applied changes", || async {
+        let t = node.json("/api/v1/tasks/t", VIEWER).await;
+        t["directions"].as_array().is_some_and(|d| {
+            d.iter().any(|d| d["direction"] == "a->b" && d["changes_total"].as_u64().unwrap_or(0) >= 50)
+        })
+    })
+    .await;
+
+    // Prometheus text parses and carries the contract's names.
+    let (s, metrics) = node.get("/metrics", Some(VIEWER)).await;
+    assert_eq!(s, 200);
+    let samples = parse_prometheus(&metrics);
+    for name in
+        ["ferry_task_lag_seconds", "ferry_task_changes_total", "ferry_task_errors_total", "ferry_verify_differences"]
+    {
+        assert!(samples.contains_key(name), "{name} missing from /metrics:\n{metrics}");
+    }
+    let changes = &samples["ferry_task_changes_total"];
+    assert!(
+        changes.iter().any(|(l, v)| l.contains("direction=\"a->b\"") && *v >= 50.0),
+        "changes_total of a->b: {changes:?}"
+    );
+
+    // Server-sent events.
+    let (event, data) = first_sse_event(&node, VIEWER).await;
+    assert_eq!(event, "overview");
+    assert_eq!(data["tasks"][0]["name"], "t");
+
+    // Actions: roles, malformed JSON, conflicts with state, audit with the caller's name.
+    let (s, body) = node.post("/api/v1/tasks/t/pause", Some(VIEWER), None).await;
+    assert_eq!(s, 403, "a viewer paused: {body}");
+    assert!(error_of(&body).contains("operator"), "{body}");
+    let (s, body) = node.post("/api/v1/tasks/t/pause", Some(OPERATOR), Some("{\"reason\": ")).await;
+    assert_eq!(s, 400, "{body}");
+    assert!(error_of(&body).contains("JSON"), "{body}");
+    let (s, body) = node.post("/api/v1/tasks/t/pause", Some(OPERATOR), Some("{}")).await;
+    assert_eq!(s, 200, "{body}");
+    let paused: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(paused["paused"], true);
+    assert!(paused["directions"].as_array().expect("dirs").iter().all(|d| d["state"] == "stopped"), "{body}");
+    let (s, body) = node.post("/api/v1/tasks/t/pause", Some(OPERATOR), None).await;
+    assert_eq!(s, 409, "{body}");
+    let (s, body) = node.post("/api/v1/tasks/t/resume", Some(OPERATOR), None).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("json")["paused"], false);
+    let (s, body) = node.post("/api/v1/tasks/t/resume", Some(OPERATOR), None).await;
+    assert_eq!(s, 409, "resuming a running task: {body}");
+    let (s, _) = node.post("/api/v1/tasks/nope/resume", Some(OPERATOR), None).await;
+    assert_eq!(s, 404);
+
+    // Verify: an operator starts a run; anyone reads its progress until it ends.
+    let (s, _) = node.post("/api/v1/tasks/t/verify", Some(VIEWER), None).await;
+    assert_eq!(s, 403, "a viewer cannot start a verify");
+    let (s, body) = node.post("/api/v1/tasks/t/verify", Some(OPERATOR), None).await;
+    assert_eq!(s, 202, "{body}");
+    let id = serde_json::from_str::<Value>(&body).expect("json")["id"].as_str().expect("run id").to_string();
+    let started = std::time::Instant::now();
+    let run = loop {
+        let (s, body) = node.get(&format!("/api/v1/verify/{id}"), Some(VIEWER)).await;
+        assert_eq!(s, 200, "{body}");
+        let run: Value = serde_json::from_str(&body).expect("json");
+        if run["state"] != "running" {
+            break run;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(90), "verify did not finish: {run}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(run["state"], "identical", "{run}");
+    assert!(run["report"].as_str().is_some_and(|r| r.contains("IDENTICAL")), "{run}");
+    let (s, _) = node.get("/api/v1/verify/no-such-run", Some(VIEWER)).await;
+    assert_eq!(s, 404);
+
+    // Freeze needs admin; it really refuses application writes, and unfreeze lifts it.
+    let (s, _) = node.post("/api/v1/endpoints/a/freeze", Some(OPERATOR), None).await;
+    assert_eq!(s, 403);
+    let (s, body) = node.post("/api/v1/endpoints/a/freeze", Some(ADMIN), None).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(serde_json::from_str::<Value>(&body).expect("json")["frozen_since_us"].is_i64(), "{body}");
+    let refused = sqlx::query("INSERT INTO kv(k, v) VALUES (1000, 'frozen')").execute(&mut app).await;
+    assert!(refused.is_err(), "a frozen endpoint took an application write");
+    let (s, body) = node.post("/api/v1/endpoints/a/unfreeze", Some(ADMIN), None).await;
+    assert_eq!(s, 200, "{body}");
+    sqlx::query("INSERT INTO kv(k, v) VALUES (1000, 'thawed')").execute(&mut app).await.expect("write after unfreeze");
+    let (s, body) = node.post("/api/v1/endpoints/m/freeze", Some(ADMIN), None).await;
+    assert_eq!(s, 501, "{body}");
+    let (s, _) = node.call(Method::POST, "/api/v1/endpoints/zz/freeze", Some(ADMIN), None).await;
+    assert_eq!(s, 404);
+
+    let audit = node.json("/api/v1/audit?limit=20", VIEWER).await;
+    let entries: Vec<(String, String)> = audit
+        .as_array()
+        .expect("audit array")
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap_or("").to_string(), e["action"].as_str().unwrap_or("").to_string()))
+        .collect();
+    for (actor, action) in [
+        ("op@test-node", "task.pause"),
+        ("op@test-node", "task.resume"),
+        ("root@test-node", "endpoint.freeze"),
+        ("root@test-node", "endpoint.unfreeze"),
+    ] {
+        assert!(
+            entries.contains(&(actor.to_string(), action.to_string())),
+            "{action} by {actor} not audited: {entries:?}"
+        );
+    }
+    let (s, _) = node.get("/api/v1/nothing-here", Some(VIEWER)).await;
+    assert_eq!(s, 404);
+    sqlx::Connection::close(app).await.ok();
+}
+
+#[tokio::test]
+async fn node_without_tokens_serves_loopback_clients() {
+    let node = Node::start(false).await;
+    let (s, body) = node.get("/api/v1/tasks", None).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = node.post("/api/v1/tasks/t/pause", None, None).await;
+    assert_eq!(s, 200, "{body}");
+    let audit = node.json("/api/v1/audit", "ignored").await;
+    assert_eq!(audit[0]["actor"], "local@test-node", "{audit}");
+}
