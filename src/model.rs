@@ -311,6 +311,10 @@ pub struct Change {
     pub after: Option<Row>,
     /// For an insert read in two-way mode: the deletion the source had seen of this key.
     pub prior: Prior,
+    /// Two-way reads: the version (origin site, commit µs) of the row state this change
+    /// replaced at its source, when the source still has it. Equal images can hide a
+    /// write the source never saw (a row set back to a value it had); versions cannot.
+    pub seen: Option<(SiteId, i64)>,
 }
 
 /// What the source knew of a key when an insert wrote it (DESIGN.md "Two-way"): an

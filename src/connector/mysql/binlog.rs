@@ -1381,7 +1381,15 @@ impl Decoder {
                     (Some(row), Some(after))
                 }
             };
-            group.changes.push(Change { table: info.schema.clone(), op, key, before, after, prior: Prior::Unknown });
+            group.changes.push(Change {
+                table: info.schema.clone(),
+                op,
+                key,
+                before,
+                after,
+                prior: Prior::Unknown,
+                seen: None,
+            });
         }
         self.group = Some(group);
         Ok(())

@@ -154,6 +154,7 @@ impl SqliteSink {
                             before: None,
                             after: Some(row.clone()),
                             prior: Prior::Unknown,
+                            seen: None,
                         };
                         let conflict = self.apply_change(dir, &change, &version, Some(rules), "snapshot").await?;
                         report.rows += 1;
@@ -205,11 +206,15 @@ impl SqliteSink {
         if current.is_none() && change.before.is_none() {
             tombstone = self.unseen_deletion(table, change, &rules.local_site).await?;
         }
+        let mut unseen = None;
         if tombstone.is_none() && same_row(current.as_ref(), change.before.as_ref()) {
-            self.write_change(change).await?;
-            return Ok(false);
+            unseen = self.unseen_write(table, change, &rules.local_site).await?;
+            if unseen.is_none() {
+                self.write_change(change).await?;
+                return Ok(false);
+            }
         }
-        let local = match (rules.policy, tombstone) {
+        let local = match (rules.policy, tombstone.or(unseen)) {
             (ConflictPolicy::LastWriterWins, Some(deleted)) => deleted,
             (ConflictPolicy::LastWriterWins, None) => self.local_version(table, &change.key, &rules.local_site).await?,
             _ => Version { ts: 0, site: rules.local_site.clone() },
@@ -264,6 +269,24 @@ impl SqliteSink {
             let seen = change.prior == Prior::Deleted(local_site.clone(), ts);
             (op == 3 && !seen).then(|| Version { ts, site: local_site.clone() })
         }))
+    }
+
+    /// A local write the source had not seen, hidden behind an equal row: the row's last
+    /// change here is this site's own, and it is not the version the incoming change
+    /// replaced (e.g. an update that set a row back to the values it had).
+    async fn unseen_write(
+        &mut self,
+        table: &TableSchema,
+        change: &Change,
+        local_site: &SiteId,
+    ) -> Result<Option<Version>, Failure> {
+        let Some(seen) = &change.seen else { return Ok(None) };
+        if change.before.is_none() {
+            return Ok(None);
+        }
+        let local = self.local_version(table, &change.key, local_site).await?;
+        let unseen = local.site == *local_site && local.ts != 0 && (&local.site, local.ts) != (&seen.0, seen.1);
+        Ok(unseen.then_some(local))
     }
 
     /// Records an incoming delete that found the row already gone (both sides deleted it),

@@ -63,8 +63,12 @@ impl SqliteSource {
         // Two-way inserts carry, as two leading values, the last change of the key that
         // came from the target's site, when it was a deletion (origin, ts; else NULL,
         // NULL): whether the source had seen the target delete the row (see `Prior`).
+        // Every two-way change also leads with the version (origin, ts) of the key's
+        // previous change here: the state it replaced (see `Change::seen`).
         let old = if before_images {
-            "CASE op WHEN 1 THEN ',' || coalesce((SELECT CASE WHEN p.after IS NULL THEN quote(p.origin) || ',' || p.ts END \
+            "',' || coalesce((SELECT quote(v.origin) || ',' || v.ts FROM ferry_changelog v \
+             WHERE v.tbl = c.tbl AND v.pk = c.pk AND v.seq < c.seq AND v.op <> 4 ORDER BY v.seq DESC LIMIT 1), 'NULL,NULL') \
+             || CASE op WHEN 1 THEN ',' || coalesce((SELECT CASE WHEN p.after IS NULL THEN quote(p.origin) || ',' || p.ts END \
              FROM ferry_changelog p WHERE p.tbl = c.tbl AND p.pk = c.pk AND p.seq < c.seq AND p.origin = ?4 \
              ORDER BY p.seq DESC LIMIT 1), 'NULL,NULL') \
              ELSE coalesce(',' || before, '') END"
@@ -152,6 +156,17 @@ impl SqliteSource {
             // The old image: the whole row, or only its key.
             let m = if before_images { n } else { table.primary_key.len() };
             let mut prior = Prior::Unknown;
+            // Two-way reads lead with the version the change replaced (see fetch_rows).
+            let mut seen = None;
+            let mut values = r.values;
+            if before_images && values.len() >= 2 {
+                let rest = values.split_off(2);
+                if let (Value::Text(site), Value::Int(ts)) = (&values[0], &values[1]) {
+                    seen = Some((SiteId::new(site), *ts));
+                }
+                values = rest;
+            }
+            let r = Entry { values, ..r };
             let (old, after) = match (r.op, r.values.len()) {
                 (1, l) if l == n && !before_images => (None, Some(r.values)),
                 (1, l) if l == n + 2 && before_images => {
@@ -191,7 +206,7 @@ impl SqliteSource {
                 (None, Some(a)) => (table.key_of(a), None),
                 (None, None) => continue,
             };
-            let change = Change { table: table.clone(), op, key, before, after, prior };
+            let change = Change { table: table.clone(), op, key, before, after, prior, seen };
             let same = matches!(&cur, Some((e, o, t)) if *e == r.epoch && *o == r.origin && *t == r.ts);
             match txns.last_mut() {
                 Some(last) if same => {
