@@ -1935,6 +1935,7 @@ mod tests {
             before: None,
             after: Some(vec![Value::Int(1)]),
             prior: Prior::Unknown,
+            seen: None,
         };
         Txn {
             origin: SiteId::new("a"),
