@@ -91,8 +91,9 @@ impl Control for NodeClient {
         self.post(&format!("/api/v1/tasks/{}/resume", segment(task))).await
     }
 
-    async fn verify_start(&self, _actor: &str, task: &str) -> Result<VerifyProgress, ControlError> {
-        self.post(&format!("/api/v1/tasks/{}/verify", segment(task))).await
+    async fn verify_start(&self, _actor: &str, task: &str, repair: bool) -> Result<VerifyProgress, ControlError> {
+        let action = if repair { "repair" } else { "verify" };
+        self.post(&format!("/api/v1/tasks/{}/{action}", segment(task))).await
     }
 
     async fn verify_progress(&self, id: &str) -> Result<VerifyProgress, ControlError> {

@@ -201,6 +201,12 @@ async fn node_api_serves_every_endpoint_by_role() {
     assert!(run["report"].as_str().is_some_and(|r| r.contains("IDENTICAL")), "{run}");
     let (s, _) = node.get("/api/v1/verify/no-such-run", Some(VIEWER)).await;
     assert_eq!(s, 404);
+    // Repair writes to the target: admin only.
+    let (s, _) = node.post("/api/v1/tasks/t/repair", Some(OPERATOR), None).await;
+    assert_eq!(s, 403, "an operator cannot repair");
+    let (s, body) = node.post("/api/v1/tasks/t/repair", Some(ADMIN), None).await;
+    assert_eq!(s, 202, "{body}");
+    assert!(serde_json::from_str::<Value>(&body).expect("json")["id"].is_string(), "{body}");
 
     // Freeze needs admin; it really refuses application writes, and unfreeze lifts it.
     let (s, _) = node.post("/api/v1/endpoints/a/freeze", Some(OPERATOR), None).await;

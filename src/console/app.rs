@@ -80,8 +80,6 @@ pub struct Confirm {
 pub enum Confirmed {
     /// Send a request to a node.
     Send(usize, Request),
-    /// Apply the repair plan of a task's verify.
-    Repair(String),
 }
 
 /// What the event loop must do after a key.
@@ -392,12 +390,6 @@ impl App {
                 self.mode = Mode::Normal;
                 match c.then {
                     Confirmed::Send(node, request) => Outcome::Send(node, request),
-                    Confirmed::Repair(task) => {
-                        self.status = Some(format!(
-                            "repair of task {task}: verify is not available in this build, so there is no repair plan"
-                        ));
-                        Outcome::None
-                    }
                 }
             }
             KeyCode::Enter => {
@@ -489,13 +481,13 @@ impl App {
             KeyCode::Char('r') => return self.task_request(Request::Resume, None),
             KeyCode::Char('v') => return self.task_request(Request::Verify, None),
             KeyCode::Char('R') if self.screen == Screen::Verify => {
-                if let Some((_, t)) = self.selected_task() {
+                if let Some((node, t)) = self.selected_task() {
                     let name = t.name.clone();
                     self.mode = Mode::Confirm(Confirm {
-                        prompt: format!("Apply the repair plan of task {name}: type the task name"),
+                        prompt: format!("Verify task {name} and repair its target: type the task name"),
                         expected: name.clone(),
                         typed: String::new(),
-                        then: Confirmed::Repair(name),
+                        then: Confirmed::Send(node, Request::Repair(name)),
                     });
                 }
             }

@@ -116,6 +116,8 @@ pub enum Request {
     Resume(String),
     /// Start a verify of a task.
     Verify(String),
+    /// Start a verify of a task that repairs its target.
+    Repair(String),
     /// Freeze an endpoint.
     Freeze(String),
     /// Unfreeze an endpoint.
@@ -244,11 +246,15 @@ impl<C: Control> Poller<C> {
         let result = match &request {
             Request::Pause(t) => c.pause(who, t).await.map(|_| format!("paused task {t}")),
             Request::Resume(t) => c.resume(who, t).await.map(|_| format!("resumed task {t}")),
-            Request::Verify(t) => c.verify_start(who, t).await.map(|p| {
-                let id = p.id.clone();
-                self.update(|f| f.verify = Some(p));
-                format!("verify {id} of task {t} started")
-            }),
+            Request::Verify(t) | Request::Repair(t) => {
+                let repair = matches!(request, Request::Repair(_));
+                c.verify_start(who, t, repair).await.map(|p| {
+                    let id = p.id.clone();
+                    self.update(|f| f.verify = Some(p));
+                    let what = if repair { "verify with repair" } else { "verify" };
+                    format!("{what} {id} of task {t} started")
+                })
+            }
             Request::Freeze(e) => c.freeze(who, e).await.map(|_| format!("froze endpoint {e}")),
             Request::Unfreeze(e) => c.unfreeze(who, e).await.map(|_| format!("unfroze endpoint {e}")),
         };

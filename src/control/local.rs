@@ -267,10 +267,11 @@ impl Control for LocalNode {
         Ok(view)
     }
 
-    async fn verify_start(&self, actor: &str, task: &str) -> Result<VerifyProgress, ControlError> {
+    async fn verify_start(&self, actor: &str, task: &str, repair: bool) -> Result<VerifyProgress, ControlError> {
         let t = self.find_task(task)?;
-        let progress = self.verify.start(&self.config, t)?;
-        self.store.audit(actor, "verify.start", Some(task), &format!("verify run {}", progress.id)).await?;
+        let progress = self.verify.start(&self.config, t, repair)?;
+        let action = if repair { "verify.repair_start" } else { "verify.start" };
+        self.store.audit(actor, action, Some(task), &format!("verify run {}", progress.id)).await?;
         Ok(progress)
     }
 

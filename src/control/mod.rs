@@ -226,11 +226,12 @@ pub trait Control: Send + Sync + 'static {
     fn pause(&self, actor: &str, task: &str) -> impl Future<Output = Result<TaskView, ControlError>> + Send;
     /// Starts a paused or failed task again (audited).
     fn resume(&self, actor: &str, task: &str) -> impl Future<Output = Result<TaskView, ControlError>> + Send;
-    /// Starts a verify of a task (audited).
+    /// Starts a verify of a task, with `repair` applying the repair too (audited).
     fn verify_start(
         &self,
         actor: &str,
         task: &str,
+        repair: bool,
     ) -> impl Future<Output = Result<VerifyProgress, ControlError>> + Send;
     /// Progress and, once done, the report of a verify run.
     fn verify_progress(&self, id: &str) -> impl Future<Output = Result<VerifyProgress, ControlError>> + Send;

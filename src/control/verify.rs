@@ -40,8 +40,9 @@ pub struct VerifyProgress {
 /// Starts verify runs and reports on them. A runner owns the tasks it starts and stops
 /// them when dropped or shut down; `start` returns at once.
 pub trait VerifyRunner: Send + Sync {
-    /// Starts verifying `task`; returns the new run's first progress (with its id).
-    fn start(&self, config: &Config, task: &Task) -> Result<VerifyProgress, ControlError>;
+    /// Starts verifying `task` (and, with `repair`, making the target equal to the
+    /// source); returns the new run's first progress (with its id).
+    fn start(&self, config: &Config, task: &Task, repair: bool) -> Result<VerifyProgress, ControlError>;
     /// The progress of a run.
     fn progress(&self, id: &str) -> Result<VerifyProgress, ControlError>;
     /// The newest run of a task, if any.
@@ -57,7 +58,7 @@ fn unavailable() -> ControlError {
 }
 
 impl VerifyRunner for VerifyUnavailable {
-    fn start(&self, _config: &Config, _task: &Task) -> Result<VerifyProgress, ControlError> {
+    fn start(&self, _config: &Config, _task: &Task, _repair: bool) -> Result<VerifyProgress, ControlError> {
         Err(unavailable())
     }
 

@@ -65,7 +65,7 @@ fn apply_event(p: &mut VerifyProgress, e: ProgressEvent) {
 }
 
 impl VerifyRunner for VerifyEngine {
-    fn start(&self, config: &Config, task: &Task) -> Result<VerifyProgress, ControlError> {
+    fn start(&self, config: &Config, task: &Task, repair: bool) -> Result<VerifyProgress, ControlError> {
         let id = format!("{}-{}", task.name, self.next.fetch_add(1, Ordering::Relaxed) + 1);
         let first = VerifyProgress {
             id: id.clone(),
@@ -89,9 +89,11 @@ impl VerifyRunner for VerifyEngine {
             };
             let work = async move {
                 let result = match Store::open(&store_path(&config), true).await {
-                    Ok(store) => verify_task(&config, &task, &Options::default(), &store, &progress)
-                        .await
-                        .map_err(|e| e.to_string()),
+                    Ok(store) => {
+                        verify_task(&config, &task, &Options { repair, ..Options::default() }, &store, &progress)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
                     Err(e) => Err(e.to_string()),
                 };
                 drop(progress);

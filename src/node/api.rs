@@ -129,7 +129,21 @@ pub async fn verify_start(
 ) -> ApiResult {
     caller.require(Role::Operator, "starting a verify")?;
     action_body(&body)?;
-    let progress = s.control.verify_start(&actor(&s, &caller), &name).await?;
+    let progress = s.control.verify_start(&actor(&s, &caller), &name, false).await?;
+    Ok((StatusCode::ACCEPTED, Json(progress)).into_response())
+}
+
+/// `POST /api/v1/tasks/{task}/repair` (admin): a verify that also makes the target equal
+/// to the source; 202 with the run's id.
+pub async fn repair_start(
+    State(s): State<Arc<NodeState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Admin, "repairing a target")?;
+    action_body(&body)?;
+    let progress = s.control.verify_start(&actor(&s, &caller), &name, true).await?;
     Ok((StatusCode::ACCEPTED, Json(progress)).into_response())
 }
 

@@ -30,7 +30,12 @@ pub fn document() -> Value {
     let endpoint = "Endpoint name from the task file.";
     let mut verify = with_param(op("Start a verify of the task", "operator", "unused"), "task", task);
     verify["responses"]["202"] = json!({ "description": "Started: the run's first progress, with its id." });
-    verify["responses"]["501"] = json!({ "$ref": "#/components/responses/Error" });
+    let mut repair = with_param(
+        op("Verify the task and repair its target (insert, update, delete by key; audited)", "admin", "unused"),
+        "task",
+        task,
+    );
+    repair["responses"]["202"] = json!({ "description": "Started: the run's first progress, with its id." });
     let mut log_params = json!([
         { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 1000, "default": 100 } }
     ]);
@@ -69,6 +74,7 @@ pub fn document() -> Value {
             "/api/v1/tasks/{task}/pause": { "post": with_param(op("Pause the task after its in-flight batch (audited)", "operator", "The paused task."), "task", task) },
             "/api/v1/tasks/{task}/resume": { "post": with_param(op("Resume a paused task (audited)", "operator", "The running task."), "task", task) },
             "/api/v1/tasks/{task}/verify": { "post": verify },
+            "/api/v1/tasks/{task}/repair": { "post": repair },
             "/api/v1/verify/{id}": { "get": with_param(op("Progress and report of a verify run", "viewer", "Progress."), "id", "Verify run id.") },
             "/api/v1/conflicts": { "get": conflicts },
             "/api/v1/audit": { "get": audit },
