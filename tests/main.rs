@@ -11,6 +11,7 @@ mod lease;
 mod mixed_engines;
 mod mysql_check;
 mod mysql_ddl;
+mod mysql_freeze;
 mod mysql_oneway;
 mod node_api;
 mod skip;

@@ -15,6 +15,7 @@ use super::{
 use crate::commands::run::{plan, preflight_or_fail, start};
 use crate::commands::{CommandError, open_store};
 use crate::config::{Config, Endpoint, EndpointUrl, Task, mask_password};
+use crate::connector::mysql::{self, MysqlEndpoint};
 use crate::connector::sqlite::{self, Access, SqliteEndpoint};
 use crate::engine::metrics::DirectionMetrics;
 use crate::engine::{Engine, EngineError};
@@ -56,6 +57,13 @@ fn url_text(url: &EndpointUrl) -> String {
 }
 
 async fn read_frozen(ep: &Endpoint) -> Option<i64> {
+    if let EndpointUrl::Mysql(url) = &ep.url {
+        let m = MysqlEndpoint::new(&ep.name, ep.site.clone(), url).ok()?;
+        let mut conn = m.connect().await.ok()?;
+        let since = mysql::freeze::frozen_since(&m, &mut conn).await.ok().flatten();
+        let _ = conn.disconnect().await;
+        return since;
+    }
     let s = sqlite_endpoint(ep)?;
     let mut conn = s.connect(Access::ReadOnly).await.ok()?;
     let since = sqlite::freeze::frozen_since(&s, &mut conn).await.ok().flatten();
@@ -183,18 +191,44 @@ impl LocalNode {
 
     async fn set_frozen(&self, actor: &str, name: &str, freeze: bool) -> Result<EndpointView, ControlError> {
         let ep = self.find_endpoint(name)?;
-        let Some(s) = sqlite_endpoint(ep) else {
-            return Err(ControlError::Unavailable { what: format!("freezing a {} endpoint", ep.url.engine()) });
+        let since = match &ep.url {
+            EndpointUrl::Mysql(url) => {
+                // Accounts that keep writing: those the endpoint's tasks exempt.
+                let exempt: Vec<String> = self
+                    .config
+                    .tasks
+                    .iter()
+                    .filter(|t| t.from == ep.name || t.to == ep.name)
+                    .flat_map(|t| t.cutover.exempt_users.iter().cloned())
+                    .collect();
+                let m = MysqlEndpoint::new(&ep.name, ep.site.clone(), url)?;
+                let mut conn = m.connect().await?;
+                let result = if freeze {
+                    mysql::freeze::freeze(&m, &mut conn, &exempt, &format!("frozen by {actor}")).await.map(|_| ())
+                } else {
+                    mysql::freeze::unfreeze(&m, &mut conn).await
+                };
+                let since = mysql::freeze::frozen_since(&m, &mut conn).await.ok().flatten();
+                let _ = conn.disconnect().await;
+                result?;
+                since
+            }
+            _ => {
+                let Some(s) = sqlite_endpoint(ep) else {
+                    return Err(ControlError::Unavailable { what: format!("freezing a {} endpoint", ep.url.engine()) });
+                };
+                let mut conn = s.connect(Access::ReadWrite).await?;
+                let result = if freeze {
+                    sqlite::freeze::freeze(&s, &mut conn, &format!("frozen by {actor}")).await.map(|_| ())
+                } else {
+                    sqlite::freeze::unfreeze(&s, &mut conn).await
+                };
+                let since = sqlite::freeze::frozen_since(&s, &mut conn).await.ok().flatten();
+                sqlite::close(conn).await;
+                result?;
+                since
+            }
         };
-        let mut conn = s.connect(Access::ReadWrite).await?;
-        let result = if freeze {
-            sqlite::freeze::freeze(&s, &mut conn, &format!("frozen by {actor}")).await.map(|_| ())
-        } else {
-            sqlite::freeze::unfreeze(&s, &mut conn).await
-        };
-        let since = sqlite::freeze::frozen_since(&s, &mut conn).await.ok().flatten();
-        sqlite::close(conn).await;
-        result?;
         if let Ok(mut f) = self.frozen.lock() {
             f.insert(name.to_string(), since);
         }

@@ -246,7 +246,8 @@ impl Private {
 }
 
 /// The settings ferry needs, restored on `a` before every test that changes globals.
-const GOOD_GLOBALS: [&str; 5] = [
+const GOOD_GLOBALS: [&str; 6] = [
+    "SET GLOBAL read_only = OFF",
     "SET GLOBAL binlog_format = 'ROW'",
     "SET GLOBAL binlog_row_image = 'FULL'",
     "SET GLOBAL binlog_row_metadata = 'FULL'",
