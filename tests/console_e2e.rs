@@ -208,6 +208,36 @@ async fn console_over_http_pauses_a_task_marks_a_dead_node_stale_and_reconnects(
 }
 
 #[tokio::test]
+async fn console_with_a_task_file_applies_a_saved_edit_by_running_the_tasks_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    crate::support::create_db(&dir.path().join("a.db"), "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT);").await;
+    crate::support::create_db(&dir.path().join("b.db"), "").await;
+    let file = crate::support::task_file(dir.path(), "one-way", "");
+    let command =
+        format!("env FERRY_LOG=warn {} console --config {}; sleep 30", shell_quote(&ferry_bin()), shell_quote(&file));
+    let tmux = Tmux::start(&command);
+    tmux.wait_for("the in-process task", Duration::from_secs(30), |s| overview_values(s, "a->b").is_some()).await;
+
+    // Config screen: edit, save with Ctrl-S; the file is valid, so the tasks run again.
+    tmux.keys(&["5"]);
+    tmux.wait_for("the config screen", Duration::from_secs(10), |s| s.contains("[node]")).await;
+    tmux.keys(&["e"]);
+    tmux.keys(&["-l", "# edited in the console"]);
+    tmux.keys(&["Enter", "C-s"]);
+    tmux.wait_for("the save", Duration::from_secs(10), |s| s.contains("running the tasks again")).await;
+    tmux.keys(&["1"]);
+    tmux.wait_for("the tasks running again", Duration::from_secs(30), |s| overview_values(s, "a->b").is_some()).await;
+    let text = std::fs::read_to_string(&file).expect("task file");
+    assert!(text.starts_with("# edited in the console"), "the edit was saved: {text}");
+    tmux.keys(&["4"]);
+    tmux.wait_for("the restart in the audit log", Duration::from_secs(20), |s| {
+        s.contains("console.stop") && s.contains("console.start")
+    })
+    .await;
+    tmux.keys(&["q"]);
+}
+
+#[tokio::test]
 async fn console_refuses_without_a_node_or_a_terminal_and_says_why() {
     let none = crate::support::ferry_within(&["console"], Duration::from_secs(20)).await;
     assert_eq!(none.code, Some(2), "{}", none.all());

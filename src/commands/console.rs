@@ -11,9 +11,10 @@ use crate::client::NodeClient;
 use crate::config::Config;
 use crate::console::app::{App, ConfigView};
 use crate::console::source::Feeds;
-use crate::console::{choose_theme, config_dir, run_in_terminal};
+use crate::console::{Exit, choose_theme, config_dir, run_in_terminal};
 use crate::control::VerifyEngine;
 use crate::control::local::LocalNode;
+use crate::engine::EngineError;
 use crate::store::actor;
 
 /// Flags of `ferry console`.
@@ -50,6 +51,42 @@ pub async fn console(opts: ConsoleOptions, signal: impl Future<Output = ()>) -> 
     let theme = choose_theme(opts.theme.as_deref()).map_err(|e| input(e.to_string(), "pick a theme with --theme"))?;
     let mut app = App::new(theme);
     app.theme_dir = config_dir().map(|d| d.join("themes"));
+    let mut feeds = remote_feeds(&opts)?;
+    let mut local = None;
+    if let Some(path) = &opts.config {
+        local = Some(start_local(path, &mut feeds).await?);
+        app.config = Some(ConfigView::open(path.clone()));
+        app.reload_on_save = true;
+    }
+    tokio::pin!(signal);
+    let shown = loop {
+        let shown = run_in_terminal(&mut app, &feeds, &mut signal).await;
+        let (Ok(Exit::Reload), Some(path)) = (&shown, &opts.config) else { break shown };
+        // The saved file replaces the running one: stop its tasks, start the new file's.
+        feeds.stop().await;
+        feeds = remote_feeds(&opts)?;
+        if let Some(node) = local.take() {
+            stop_local(node).await?;
+        }
+        match start_local(path, &mut feeds).await {
+            Ok(node) => local = Some(node),
+            Err(e) => break Err(std::io::Error::other(format!("the saved task file could not start: {e}"))),
+        }
+    };
+    feeds.stop().await;
+    let mut errors = Vec::new();
+    if let Some(node) = local {
+        errors = stop_local(node).await?;
+    }
+    shown.map_err(|e| CommandError::Runtime(format!("the terminal failed: {e}")))?;
+    match errors.into_iter().next() {
+        None => Ok(0),
+        Some(e) => Err(e.into()),
+    }
+}
+
+/// Feeds of the `--node` URLs.
+fn remote_feeds(opts: &ConsoleOptions) -> Result<Feeds, CommandError> {
     let mut feeds = Feeds::new();
     for url in &opts.nodes {
         let client = NodeClient::new(url, opts.token.clone())
@@ -57,27 +94,23 @@ pub async fn console(opts: ConsoleOptions, signal: impl Future<Output = ()>) -> 
         let label = client.base().to_string();
         feeds.add(&label, Arc::new(client), String::new());
     }
-    let mut local = None;
-    if let Some(path) = &opts.config {
-        let config = Config::load(path)?;
-        let who = actor(&config.node.id);
-        let node = Arc::new(LocalNode::start(config, Box::new(VerifyEngine::default())).await?);
-        node.store().audit(&who, "console.start", None, "engine in-process").await?;
-        feeds.add("in-process", node.clone(), who);
-        app.config = Some(ConfigView::open(path.clone()));
-        local = Some(node);
-    }
-    let shown = run_in_terminal(&mut app, &feeds, signal).await;
-    feeds.stop().await;
-    let mut errors = Vec::new();
-    if let Some(node) = local {
-        errors = node.shutdown().await;
-        let who = actor(&node.config().node.id);
-        node.store().audit(&who, "console.stop", None, &format!("{} error(s)", errors.len())).await?;
-    }
-    shown.map_err(|e| CommandError::Runtime(format!("the terminal failed: {e}")))?;
-    match errors.into_iter().next() {
-        None => Ok(0),
-        Some(e) => Err(e.into()),
-    }
+    Ok(feeds)
+}
+
+/// Starts the task file's tasks in this process and adds them to the feeds.
+async fn start_local(path: &std::path::Path, feeds: &mut Feeds) -> Result<Arc<LocalNode>, CommandError> {
+    let config = Config::load(path)?;
+    let who = actor(&config.node.id);
+    let node = Arc::new(LocalNode::start(config, Box::new(VerifyEngine::default())).await?);
+    node.store().audit(&who, "console.start", None, "engine in-process").await?;
+    feeds.add("in-process", node.clone(), who);
+    Ok(node)
+}
+
+/// Stops the in-process tasks; returns the errors they ended with.
+async fn stop_local(node: Arc<LocalNode>) -> Result<Vec<EngineError>, CommandError> {
+    let errors = node.shutdown().await;
+    let who = actor(&node.config().node.id);
+    node.store().audit(&who, "console.stop", None, &format!("{} error(s)", errors.len())).await?;
+    Ok(errors)
 }

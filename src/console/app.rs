@@ -91,6 +91,8 @@ pub enum Outcome {
     Send(usize, Request),
     /// Leave the console.
     Quit,
+    /// The task file was saved: run the in-process tasks again with it.
+    Reload,
 }
 
 /// One line of the overview: a direction of a task, or a node with no tasks known.
@@ -180,6 +182,8 @@ pub struct App {
     pub audit_scroll: usize,
     /// The task file, when the console runs one in-process.
     pub config: Option<ConfigView>,
+    /// Saving the task file restarts the in-process tasks with it (`ferry console --config`).
+    pub reload_on_save: bool,
 }
 
 fn lower(s: &str) -> String {
@@ -203,6 +207,7 @@ impl App {
             status: None,
             audit_scroll: 0,
             config: None,
+            reload_on_save: false,
         }
     }
 
@@ -418,6 +423,10 @@ impl App {
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('s') {
             if cfg.validate_and_save() {
                 self.mode = Mode::Normal;
+                if self.reload_on_save {
+                    cfg.message = Some((true, "valid; saved; running the tasks again with it".into()));
+                    return Outcome::Reload;
+                }
             }
             return Outcome::None;
         }

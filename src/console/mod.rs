@@ -62,7 +62,7 @@ pub async fn event_loop<B: Backend>(
     app: &mut App,
     feeds: &Feeds,
     signal: impl Future<Output = ()>,
-) -> io::Result<()> {
+) -> io::Result<Exit> {
     tokio::pin!(signal);
     let mut last_refresh: Option<Instant> = None;
     loop {
@@ -77,7 +77,11 @@ pub async fn event_loop<B: Backend>(
                 Event::Key(key) if key.kind == KeyEventKind::Press => {
                     app.status = None;
                     match app.on_key(key) {
-                        Outcome::Quit => return Ok(()),
+                        Outcome::Quit => return Ok(Exit::Quit),
+                        Outcome::Reload => {
+                            terminal.draw(|f| f.render_widget(&*app, f.area()))?;
+                            return Ok(Exit::Reload);
+                        }
                         Outcome::Send(node, request) => {
                             if !feeds.send(node, request) {
                                 app.status = Some("error: the node is busy; try again".into());
@@ -99,7 +103,7 @@ pub async fn event_loop<B: Backend>(
         }
         tokio::select! {
             biased;
-            _ = &mut signal => return Ok(()),
+            _ = &mut signal => return Ok(Exit::Quit),
             _ = tokio::time::sleep(INPUT_POLL) => {}
         }
     }
@@ -110,9 +114,20 @@ fn restore_terminal() {
     let _ = crossterm::execute!(io::stderr(), LeaveAlternateScreen, crossterm::cursor::Show);
 }
 
+/// Why the console's loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The operator quit, or the process was told to stop.
+    Quit,
+    /// The task file was saved: the caller runs its tasks again and reopens the console.
+    Reload,
+}
+
 /// Takes over the terminal (on standard error, so standard output stays free for
-/// reports), runs the console, and gives the terminal back, also on a panic.
-pub async fn run_in_terminal(app: &mut App, feeds: &Feeds, signal: impl Future<Output = ()>) -> io::Result<()> {
+/// reports), runs the console until the operator quits, `signal` fires, or a saved task
+/// file asks for the in-process tasks to start again, and gives the terminal back, also
+/// on a panic.
+pub async fn run_in_terminal(app: &mut App, feeds: &Feeds, signal: impl Future<Output = ()>) -> io::Result<Exit> {
     let previous = std::sync::Arc::new(std::panic::take_hook());
     let chained = previous.clone();
     std::panic::set_hook(Box::new(move |info| {

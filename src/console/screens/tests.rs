@@ -422,4 +422,9 @@ fn config_edits_are_validated_before_they_are_saved() {
     a.on_key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL));
     assert_eq!(a.mode, Mode::Normal, "a valid file is saved and the editor closes");
     assert!(a.config.as_ref().and_then(|c| c.message.clone()).is_some_and(|m| m.0));
+    // Running the file in-process (`ferry console --config`): saving applies it.
+    a.reload_on_save = true;
+    a.on_key(key(KeyCode::Char('e')));
+    let out = a.on_key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL));
+    assert_eq!(out, Outcome::Reload, "a saved file restarts the in-process tasks");
 }
