@@ -159,16 +159,12 @@ async fn demo_console_in_tmux_shows_live_lag_and_throughput_and_q_prints_the_sum
         assert!(start.elapsed() < Duration::from_secs(180), "the demo did not end after q; screen:\n{}", tmux.screen());
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    // The console's contract: q ends the workload and the demo prints its summary with
-    // a verdict and the matching exit code. Whether the two sides converge is the
-    // engine's property, proven by the convergence tests (see the session report: the
-    // demo's two-way sync sometimes leaves a few `orders` rows different).
+    // q ends the workload; the demo waits for lag 0, compares both sides and prints its
+    // summary: identical, exit 0.
     assert!(summary.contains("ferry demo summary"), "{summary}");
     assert!(summary.contains("synced a->b:") && summary.contains("synced b->a:"), "{summary}");
-    let identical = summary.contains("result: both data centers hold identical rows");
-    let differ = summary.contains("result: the data centers differ");
-    assert!(identical != differ, "one verdict expected:\n{summary}");
-    assert!(summary.contains(if identical { "exit=0" } else { "exit=1" }), "{summary}");
+    assert!(summary.contains("result: both data centers hold identical rows"), "{summary}");
+    assert!(summary.contains("exit=0"), "{summary}");
 }
 
 #[tokio::test]

@@ -92,8 +92,10 @@ async fn node_api_serves_every_endpoint_by_role() {
     let node = Node::start(true).await;
     use reqwest::Method;
 
-    // Health is open; everything else needs a token.
-    let (s, body) = node.get("/health", None).await;
+    // Every request needs a token, health included (a viewer's is enough).
+    let (s, _) = node.get("/health", None).await;
+    assert_eq!(s, 401, "health without a token");
+    let (s, body) = node.get("/health", Some(VIEWER)).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).expect("json")["node"], "test-node");
     for path in ["/api/v1/tasks", "/metrics", "/openapi.json", "/api/v1/events", "/api/v1/audit"] {

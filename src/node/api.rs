@@ -220,8 +220,10 @@ pub async fn unfreeze(
     ok(s.control.unfreeze(&actor(&s, &caller), &name).await?)
 }
 
-/// `GET /health`: open to all (load balancers), says only whether the node serves.
-pub async fn health(State(s): State<Arc<NodeState>>) -> ApiResult {
+/// `GET /health` (viewer, like every request when tokens exist: DESIGN.md): whether the
+/// node serves and how many directions failed.
+pub async fn health(State(s): State<Arc<NodeState>>, caller: Caller) -> ApiResult {
+    caller.require(Role::Viewer, "reading the node's health")?;
     let overview = s.control.overview().await?;
     let failed = overview
         .tasks

@@ -65,7 +65,7 @@ pub fn document() -> Value {
             }
         },
         "paths": {
-            "/health": { "get": { "summary": "Whether the node serves; no token needed", "responses": { "200": { "description": "status, node, tasks, failed_directions" } } } },
+            "/health": { "get": { "summary": "Whether the node serves (viewer)", "responses": { "200": { "description": "status, node, tasks, failed_directions" } } } },
             "/openapi.json": { "get": op("This document", "viewer", "The OpenAPI document.") },
             "/metrics": { "get": op("Prometheus text format: ferry_task_lag_seconds, ferry_task_changes_total, ferry_task_errors_total, ferry_verify_differences, ...", "viewer", "Metrics.") },
             "/api/v1/node": { "get": op("Node id, every task with live metrics, endpoints (passwords masked)", "viewer", "The node overview.") },

@@ -72,13 +72,13 @@ impl Node {
         node
     }
 
-    /// Waits until /health answers 200.
+    /// Waits until /health answers (200, or 401 when the node has tokens).
     pub async fn wait_ready(&self) {
         let health = format!("{}/health", self.base);
         let ready = tokio::time::timeout(Duration::from_secs(30), async {
             loop {
                 if let Ok(r) = self.http.get(&health).send().await
-                    && r.status() == 200
+                    && (r.status() == 200 || r.status() == 401)
                 {
                     return;
                 }
