@@ -216,6 +216,41 @@ async fn insert_racing_a_delete_the_source_never_saw_converges_under_every_polic
     }
 }
 
+/// A no-op update on b (setting the values the row has) followed, after it synced, by a
+/// real update on a: nothing raced, so no policy may keep b's stale row. a found b's
+/// update already in place; the version it records there is what a's update replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_after_a_no_op_update_synced_is_no_conflict_under_every_policy() {
+    for policy in ["prefer-to", "prefer-from", "last-writer-wins"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+        create_db(&a, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT);").await;
+        create_db(&b, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT);").await;
+        let extra = format!("conflict = \"{policy}\"\nsnapshot = false");
+        let config = Config::load(&task_file(dir.path(), "two-way", &extra)).expect("config");
+        // Install capture and record both checkpoints first: a first start without a
+        // snapshot begins at the head, after anything written meanwhile.
+        stop_engine(start_engine(&config).await).await;
+        let engine = start_engine(&config).await;
+        let (mut ca, mut cb) = (app_conn(&a).await, app_conn(&b).await);
+        sqlx::query("INSERT INTO kv VALUES (1, 'paid')").execute(&mut ca).await.expect("a inserts");
+        catch_up(&a, &b, 30).await;
+        sqlx::query("UPDATE kv SET v = 'paid' WHERE k = 1").execute(&mut cb).await.expect("b's no-op update");
+        catch_up(&a, &b, 30).await;
+        sqlx::query("UPDATE kv SET v = 'shipped' WHERE k = 1").execute(&mut ca).await.expect("a updates");
+        catch_up(&a, &b, 30).await;
+        stop_engine(engine).await;
+        assert_eq!(dump(&a, "kv", "k").await, vec!["1,'shipped'"], "{policy}: side a");
+        assert_eq!(dump(&b, "kv", "k").await, vec!["1,'shipped'"], "{policy}: side b");
+        for path in [&a, &b] {
+            let mut c = app_conn(path).await;
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM ferry_conflict").fetch_one(&mut c).await.expect("log");
+            assert_eq!(n, 0, "{policy}: nothing raced, so no conflict ({path:?})");
+        }
+    }
+}
+
 async fn converges_under(policy: &str, default_seed: u64) {
     let seed: u64 = std::env::var("FERRY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default_seed);
     let mut rng = fastrand::Rng::with_seed(seed);

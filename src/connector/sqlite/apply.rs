@@ -187,9 +187,7 @@ impl SqliteSink {
         };
         let current = self.select_row(table, &change.key).await?;
         if same_row(current.as_ref(), change.after.as_ref()) {
-            if current.is_none() && change.before.is_some() {
-                self.record_deletion(change, incoming).await?;
-            }
+            self.record_found(change, incoming).await?;
             return Ok(false);
         }
         if change.op == Op::Update && current.is_none() {
@@ -289,24 +287,31 @@ impl SqliteSink {
         Ok(unseen.then_some(local))
     }
 
-    /// Records an incoming delete that found the row already gone (both sides deleted it),
-    /// so an insert made here afterwards carries it as seen (`Prior`); nothing reads it
-    /// back to the delete's own site, whose reader skips that origin.
-    async fn record_deletion(&mut self, change: &Change, incoming: &Version) -> Result<(), Failure> {
-        let Some(before) = &change.before else { return Ok(()) };
-        let k = change.key.len();
+    /// Records an incoming change that found its result already here: a delete of a row
+    /// already gone (both sides deleted it), or a row already equal to its after-image (a
+    /// no-op update, or equal values written on both sides). Changes made here afterwards
+    /// then carry it as seen (`Prior`, `Change::seen`); the reader never sends it back.
+    async fn record_found(&mut self, change: &Change, incoming: &Version) -> Result<(), Failure> {
+        let (op, key, image) = match (&change.after, &change.before) {
+            (Some(after), _) => (schema::OP_ALREADY_EQUAL, change.new_key(), after),
+            (None, Some(before)) => (schema::OP_ALREADY_DELETED, change.key.clone(), before),
+            (None, None) => return Ok(()),
+        };
+        let k = key.len();
+        let (before, after) = match change.after {
+            Some(_) => ("NULL".to_string(), quote_params(4 + k, image.len())),
+            None => (quote_params(4 + k, image.len()), "NULL".to_string()),
+        };
         let sql = format!(
             "INSERT INTO ferry_changelog(epoch, tbl, op, origin, ts, pk, before, after) \
-             SELECT epoch, ?1, {}, ?2, ?3, {}, {}, NULL FROM ferry_clock WHERE id = 1",
-            schema::OP_ALREADY_DELETED,
+             SELECT epoch, ?1, {op}, ?2, ?3, {}, {before}, {after} FROM ferry_clock WHERE id = 1",
             quote_params(4, k),
-            quote_params(4 + k, before.len()),
         );
         let q = sqlx::query(AssertSqlSafe(sql))
             .bind(change.table.name.name.clone())
             .bind(incoming.site.as_str())
             .bind(incoming.ts);
-        bind_all(bind_all(q, &change.key)?, before)?.execute(&mut self.conn).await?;
+        bind_all(bind_all(q, &key)?, image)?.execute(&mut self.conn).await?;
         Ok(())
     }
 

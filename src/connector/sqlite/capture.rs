@@ -146,7 +146,7 @@ impl SqliteSource {
         let mut txns: Vec<Txn> = Vec::new();
         let mut cur: Option<(i64, String, i64)> = None;
         for r in rows {
-            if r.origin == exclude.as_str() || r.op == schema::OP_ALREADY_DELETED {
+            if r.origin == exclude.as_str() || schema::record_only(r.op) {
                 continue;
             }
             let Some(table) = self.tables.get(r.tbl.as_ref()) else {

@@ -17,6 +17,18 @@ pub const HEARTBEAT_TABLE: &str = "ferry_heartbeat";
 /// read as a change, and not the row's version (this site's own delete is).
 pub const OP_ALREADY_DELETED: i64 = 4;
 
+/// `ferry_changelog.op` of an incoming insert or update that found the row already as it
+/// makes it (a no-op update, or equal values written on both sides): kept so a change
+/// made here afterwards carries it as the version it replaced (`Change::seen`); never
+/// read as a change.
+pub const OP_ALREADY_EQUAL: i64 = 5;
+
+/// Whether a changelog row only records what an incoming change found (ops 4 and 5),
+/// rather than a write to carry.
+pub fn record_only(op: i64) -> bool {
+    op == OP_ALREADY_DELETED || op == OP_ALREADY_EQUAL
+}
+
 /// DDL of every ferry table, created on each endpoint ferry reads from or writes to.
 pub const FERRY_TABLES: &str = r#"
 CREATE TABLE IF NOT EXISTS ferry_changelog(
