@@ -110,6 +110,32 @@ impl fmt::Display for Value {
     }
 }
 
+/// The date of a day count since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// A TIMESTAMP's UTC text, `YYYY-MM-DD HH:MM:SS[.ffffff]`; 0 is the zero timestamp.
+pub fn timestamp_text(us: i64) -> String {
+    if us == 0 {
+        return "0000-00-00 00:00:00".to_string();
+    }
+    let secs = us.div_euclid(1_000_000);
+    let micros = us.rem_euclid(1_000_000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    let base = format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", sod / 3_600, sod % 3_600 / 60, sod % 60);
+    if micros == 0 { base } else { format!("{base}.{micros:06}") }
+}
+
 /// A row: one value per column, in the order of its [`TableSchema::columns`].
 pub type Row = Vec<Value>;
 

@@ -5,7 +5,7 @@
 
 use std::hash::Hasher;
 
-use crate::connector::mysql::values::timestamp_text;
+use crate::model::timestamp_text;
 use crate::model::{Column, Value};
 
 /// How a column's values are compared, from the declared types of both sides.

@@ -5,8 +5,8 @@
 use super::diff::{RowDiff, TablePair};
 use super::report::DiffKind;
 use super::side::Dialect;
-use crate::connector::mysql::values::timestamp_text;
 use crate::model::Value;
+use crate::model::timestamp_text;
 
 /// Statements (without a trailing `;`) fixing `diffs` of one table on the target.
 pub fn statements(pair: &TablePair, dialect: Dialect, diffs: &[RowDiff]) -> Vec<String> {

@@ -38,7 +38,7 @@ pub fn bind_value<'q>(q: SqliteQuery<'q>, v: &Value) -> Result<SqliteQuery<'q>, 
         Value::Text(s) | Value::Decimal(s) | Value::Json(s) => q.bind(s.clone()),
         Value::Bytes(b) => q.bind(b.clone()),
         // The UTC text MySQL itself takes back, so a round trip is exact.
-        Value::Timestamp(us) => q.bind(crate::connector::mysql::values::timestamp_text(*us)),
+        Value::Timestamp(us) => q.bind(crate::model::timestamp_text(*us)),
         other => q.bind(other.to_string()),
     })
 }
