@@ -10,6 +10,22 @@ use serde_json::Value;
 use crate::support::node::{ADMIN, Node, OPERATOR, VIEWER};
 use crate::support::{app_conn, wait_until};
 
+/// Polls the verify run a start answered with (`started`) until it is no longer running.
+async fn finished_run(node: &Node, started: &str) -> Value {
+    let id = serde_json::from_str::<Value>(started).expect("json")["id"].as_str().expect("run id").to_string();
+    let since = std::time::Instant::now();
+    loop {
+        let (s, body) = node.get(&format!("/api/v1/verify/{id}"), Some(VIEWER)).await;
+        assert_eq!(s, 200, "{body}");
+        let run: Value = serde_json::from_str(&body).expect("json");
+        if run["state"] != "running" {
+            return run;
+        }
+        assert!(since.elapsed() < std::time::Duration::from_secs(90), "verify run did not finish: {run}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 fn error_of(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("error body is not JSON ({e}): {body}"));
     v["error"].as_str().unwrap_or_else(|| panic!("no error message in {body}")).to_string()
@@ -187,18 +203,7 @@ async fn node_api_serves_every_endpoint_by_role() {
     assert_eq!(s, 403, "a viewer cannot start a verify");
     let (s, body) = node.post("/api/v1/tasks/t/verify", Some(OPERATOR), None).await;
     assert_eq!(s, 202, "{body}");
-    let id = serde_json::from_str::<Value>(&body).expect("json")["id"].as_str().expect("run id").to_string();
-    let started = std::time::Instant::now();
-    let run = loop {
-        let (s, body) = node.get(&format!("/api/v1/verify/{id}"), Some(VIEWER)).await;
-        assert_eq!(s, 200, "{body}");
-        let run: Value = serde_json::from_str(&body).expect("json");
-        if run["state"] != "running" {
-            break run;
-        }
-        assert!(started.elapsed() < std::time::Duration::from_secs(90), "verify did not finish: {run}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    let run = finished_run(&node, &body).await;
     assert_eq!(run["state"], "identical", "{run}");
     assert!(run["report"].as_str().is_some_and(|r| r.contains("IDENTICAL")), "{run}");
     let (s, _) = node.get("/api/v1/verify/no-such-run", Some(VIEWER)).await;
@@ -209,6 +214,12 @@ async fn node_api_serves_every_endpoint_by_role() {
     let (s, body) = node.post("/api/v1/tasks/t/repair", Some(ADMIN), None).await;
     assert_eq!(s, 202, "{body}");
     assert!(serde_json::from_str::<Value>(&body).expect("json")["id"].is_string(), "{body}");
+    // The run ends (nothing to repair on identical sides), and the audit log names the
+    // admin who asked for it.
+    let run = finished_run(&node, &body).await;
+    assert_eq!(run["state"], "identical", "{run}");
+    let (_, audit) = node.get("/api/v1/audit", Some(VIEWER)).await;
+    assert!(audit.contains("verify.repair_start"), "the repair is audited: {audit}");
 
     // Freeze needs admin; it really refuses application writes, and unfreeze lifts it.
     let (s, _) = node.post("/api/v1/endpoints/a/freeze", Some(OPERATOR), None).await;
