@@ -40,11 +40,8 @@ impl Renames {
 
     /// The target's name for a source table, and whether its columns are renamed too.
     pub fn target_name(&self, source: &TableName) -> (TableName, bool) {
-        match self.rule(source) {
-            Rule::Same => (source.clone(), false),
-            Rule::Database(db) => (TableName { schema: Some(db), name: source.name.clone() }, false),
-            Rule::Table(m) => (self.mapped_name(source, m), !m.columns.is_empty()),
-        }
+        let rule = self.rule(source);
+        (rule.name(source), matches!(rule, Rule::Table(m) if !m.columns.is_empty()))
     }
 
     /// Every target schema.
@@ -70,20 +67,13 @@ impl Renames {
         }
     }
 
-    fn mapped_name(&self, source: &TableName, m: &TableMap) -> TableName {
-        match m.to.split_once('.') {
-            Some((db, name)) if source.schema.is_some() => TableName { schema: Some(db.into()), name: name.into() },
-            _ => TableName { schema: source.schema.clone(), name: m.to.clone() },
-        }
-    }
-
     fn rename(&self, s: &Arc<TableSchema>) -> Arc<TableSchema> {
         let rule = self.rule(&s.name);
         if matches!(rule, Rule::Same) {
             return s.clone();
         }
         let mut t = (**s).clone();
-        t.name = self.target_name(&s.name).0;
+        t.name = rule.name(&s.name);
         if let Rule::Table(m) = rule {
             for c in &mut t.columns {
                 if let Some(new) = m.columns.get(&c.name) {
@@ -100,6 +90,20 @@ enum Rule<'a> {
     Same,
     Database(String),
     Table(&'a TableMap),
+}
+
+impl Rule<'_> {
+    /// The target's name of `source` under this rule.
+    fn name(&self, source: &TableName) -> TableName {
+        match self {
+            Rule::Same => source.clone(),
+            Rule::Database(db) => TableName { schema: Some(db.clone()), name: source.name.clone() },
+            Rule::Table(m) => match m.to.split_once('.') {
+                Some((db, name)) if source.schema.is_some() => TableName { schema: Some(db.into()), name: name.into() },
+                _ => TableName { schema: source.schema.clone(), name: m.to.clone() },
+            },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -167,12 +167,16 @@ async fn sqlite_sink(spec: &DirectionSpec, path: &std::path::Path) -> Result<Sql
     SqliteSink::open(sqlite(&spec.target, path), Access::ReadWrite).await
 }
 
+/// A session on the direction's MySQL source, its replica id and signal row keyed by `stream`.
+async fn mysql_source(spec: &DirectionSpec, url: &str, stream: &str) -> Result<MysqlSource, ConnectorError> {
+    MysqlSource::open(MysqlEndpoint::new(&spec.source.name, spec.source.site.clone(), url)?, stream).await
+}
+
 /// The stream reader and the heartbeat writer (its own session and replica id).
 async fn mysql_sources(spec: &DirectionSpec, url: &str) -> Result<(MysqlSource, MysqlSource), ConnectorError> {
     let stream = stream_name(spec);
-    let src = MysqlEndpoint::new(&spec.source.name, spec.source.site.clone(), url)?;
-    let heartbeat = MysqlSource::open(src.clone(), &format!("{stream}/heartbeat")).await?;
-    Ok((MysqlSource::open(src, &stream).await?, heartbeat))
+    let heartbeat = mysql_source(spec, url, &format!("{stream}/heartbeat")).await?;
+    Ok((mysql_source(spec, url, &stream).await?, heartbeat))
 }
 
 async fn mysql_sink(spec: &DirectionSpec, url: &str) -> Result<MysqlSink, ConnectorError> {
@@ -1003,22 +1007,19 @@ impl EngineError {
 /// direction of a two-way task finds its tables, and no row is applied before the
 /// target's own capture records it.
 pub async fn prepare_target(spec: &DirectionSpec) -> Result<(), EngineError> {
-    let mysql_source = |url| async move {
-        let src = MysqlEndpoint::new(&spec.source.name, spec.source.site.clone(), url)?;
-        MysqlSource::open(src, &stream_name(spec)).await
-    };
+    let stream = stream_name(spec);
     match (&spec.source.url, &spec.target.url) {
         (EndpointUrl::Sqlite(src), EndpointUrl::Sqlite(dst)) => {
             prepare_pair(spec, sqlite_source(spec, src).await?, sqlite_sink(spec, dst).await?).await
         }
         (EndpointUrl::Mysql(src), EndpointUrl::Mysql(dst)) => {
-            prepare_pair(spec, mysql_source(src).await?, mysql_sink(spec, dst).await?).await
+            prepare_pair(spec, mysql_source(spec, src, &stream).await?, mysql_sink(spec, dst).await?).await
         }
         (EndpointUrl::Sqlite(src), EndpointUrl::Mysql(dst)) => {
             prepare_pair(spec, sqlite_source(spec, src).await?, mysql_sink(spec, dst).await?).await
         }
         (EndpointUrl::Mysql(src), EndpointUrl::Sqlite(dst)) => {
-            prepare_pair(spec, mysql_source(src).await?, sqlite_sink(spec, dst).await?).await
+            prepare_pair(spec, mysql_source(spec, src, &stream).await?, sqlite_sink(spec, dst).await?).await
         }
         _ => Err(unsupported_pair(spec)),
     }
