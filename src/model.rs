@@ -304,6 +304,17 @@ impl TableSchema {
         self.primary_key.iter().map(|&i| self.columns[i].name.as_str()).collect()
     }
 
+    /// A schema holding only the key columns (decodes key-only rows).
+    pub fn key_only(&self) -> TableSchema {
+        TableSchema {
+            name: self.name.clone(),
+            columns: self.primary_key.iter().map(|&i| self.columns[i].clone()).collect(),
+            primary_key: (0..self.primary_key.len()).collect(),
+            unique_keys: Vec::new(),
+            create_sql: None,
+        }
+    }
+
     /// Position of a column by name.
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
@@ -341,6 +352,10 @@ pub struct Change {
     /// replaced at its source, when the source still has it. Equal images can hide a
     /// write the source never saw (a row set back to a value it had); versions cannot.
     pub seen: Option<(SiteId, i64)>,
+    /// The version (origin site, µs) this change's write left at its source, where the
+    /// source versions each row on its own (MySQL two-way); `None`: the transaction's
+    /// origin and commit time.
+    pub version: Option<(SiteId, i64)>,
 }
 
 /// What the source knew of a key when an insert wrote it (DESIGN.md "Two-way"): an
@@ -360,6 +375,20 @@ pub enum Prior {
 }
 
 impl Change {
+    /// A snapshot row as an insert (two-way targets judge it like one).
+    pub fn snapshot_insert(table: &Arc<TableSchema>, row: &Row) -> Change {
+        Change {
+            table: table.clone(),
+            op: Op::Insert,
+            key: table.key_of(row),
+            before: None,
+            after: Some(row.clone()),
+            prior: Prior::Unknown,
+            seen: None,
+            version: None,
+        }
+    }
+
     /// The key of the row after this change (differs from `key` when an update moves it).
     pub fn new_key(&self) -> Key {
         match &self.after {

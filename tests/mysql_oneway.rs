@@ -98,31 +98,30 @@ pub(crate) async fn start_one_way(db: &str) -> (tempfile::TempDir, Config, Engin
     (dir, config, engine)
 }
 
-/// Waits until the target has applied everything the source's binlog holds now.
+/// Waits until each direction of the first task (one, or two for two-way) has applied
+/// everything its source's binlog holds now.
 pub(crate) async fn wait_caught_up(config: &Config, limit: Duration, engine: Option<&Engine>) {
-    let task = &config.tasks[0];
-    let (from, to) = (config.endpoint(&task.from).expect("from"), config.endpoint(&task.to).expect("to"));
-    let head = probe::source_head(from).await.expect("head").expect("binlog on");
-    let dir = plan_task(config, task, &[])[0].id.clone();
     let start = Instant::now();
-    loop {
-        let state = probe::target_state(to, &dir).await.expect("target state");
-        if let Some(cp) = state.checkpoint
-            && cp.tables.values().all(|t| *t == TableProgress::Done)
-            && cp.position.is_some_and(|p| p.stream_cmp(&head).is_some_and(|o| o.is_ge()))
-        {
-            return;
-        }
-        if let Some(e) = engine {
-            let errors: Vec<String> = e.metrics().iter().filter_map(|m| m.status().last_error).collect();
-            assert!(!e.finished(), "the direction stopped: {errors:?}");
+    for spec in plan_task(config, &config.tasks[0], &[]) {
+        let head = probe::source_head(&spec.source).await.expect("head").expect("binlog on");
+        loop {
+            let state = probe::target_state(&spec.target, &spec.id).await.expect("target state");
+            if let Some(cp) = state.checkpoint
+                && cp.tables.values().all(|t| *t == TableProgress::Done)
+                && cp.position.is_some_and(|p| p.stream_cmp(&head).is_some_and(|o| o.is_ge()))
+            {
+                break;
+            }
+            let errors: Vec<String> =
+                engine.map(|e| e.metrics().iter().filter_map(|m| m.status().last_error).collect()).unwrap_or_default();
+            assert!(!engine.is_some_and(|e| e.finished()), "a direction stopped: {errors:?}");
             assert!(
                 start.elapsed() < limit,
-                "the target did not reach the source head {head} within {limit:?}: {errors:?}"
+                "{} did not reach the source head {head} within {limit:?}: {errors:?}",
+                spec.id
             );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(start.elapsed() < limit, "the target did not reach the source head {head} within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -169,7 +169,9 @@ async fn sqlite_sink(spec: &DirectionSpec, path: &std::path::Path) -> Result<Sql
 
 /// A session on the direction's MySQL source, its replica id and signal row keyed by `stream`.
 async fn mysql_source(spec: &DirectionSpec, url: &str, stream: &str) -> Result<MysqlSource, ConnectorError> {
-    MysqlSource::open(MysqlEndpoint::new(&spec.source.name, spec.source.site.clone(), url)?, stream).await
+    let source =
+        MysqlSource::open(MysqlEndpoint::new(&spec.source.name, spec.source.site.clone(), url)?, stream).await?;
+    Ok(source.with_versions(spec.conflicts.is_some()))
 }
 
 /// The stream reader and the heartbeat writer (its own session and replica id).
@@ -181,7 +183,11 @@ async fn mysql_sources(spec: &DirectionSpec, url: &str) -> Result<(MysqlSource, 
 
 async fn mysql_sink(spec: &DirectionSpec, url: &str) -> Result<MysqlSink, ConnectorError> {
     let sink = MysqlSink::open(MysqlEndpoint::new(&spec.target.name, spec.target.site.clone(), url)?).await?;
-    Ok(sink.with_workers(spec.workers as usize))
+    let sink = sink.with_workers(spec.workers as usize);
+    Ok(match spec.conflicts {
+        Some(_) => sink.with_two_way(spec.source.site.clone()),
+        None => sink,
+    })
 }
 
 /// The engine of an endpoint, for type mapping.

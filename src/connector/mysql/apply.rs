@@ -21,15 +21,16 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tracing::warn;
 
+use super::conflict::Marking;
 use super::schema::{self, create_sql_columns, create_table_sql, qualified, retarget_create_sql};
 use super::snapshot::HEARTBEAT_TABLE;
 use super::values::{param_len, to_param};
-use super::{FERRY_DB, MysqlEndpoint, ident, state};
+use super::{FERRY_DB, MysqlEndpoint, ident, state, versions};
 use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, Sink,
     SnapshotRows,
 };
-use crate::model::{Change, Key, Row, SchemaChangeKind, TableName, TableSchema, Txn, Value, key_text};
+use crate::model::{Change, Key, Row, SchemaChangeKind, SiteId, TableName, TableSchema, Txn, Value, key_text};
 
 /// Server errors that mean a replayed schema change is already in place: table exists,
 /// duplicate column, duplicate key name, cannot drop (already gone), duplicate foreign key.
@@ -48,20 +49,24 @@ const MAX_STATEMENT_BYTES: usize = 8 << 20;
 
 /// A MySQL/MariaDB server changes are applied to.
 pub struct MysqlSink {
-    ep: MysqlEndpoint,
-    conn: Conn,
+    pub(super) ep: MysqlEndpoint,
+    pub(super) conn: Conn,
     /// Checkpoint rows committed so far on this connection (slot key -> fingerprint).
     written: HashMap<String, String>,
     /// Parameter bytes per statement (a share of max_allowed_packet).
-    budget: usize,
+    pub(super) budget: usize,
     /// Connections a large snapshot chunk is spread over (`workers`).
     workers: usize,
     /// The extra sessions for that, opened on first use.
     helpers: Vec<Conn>,
+    /// Two-way: the site changes come from (the direction's source), once set.
+    two_way: Option<SiteId>,
+    /// How this session marks its two-way transactions, once set up.
+    marking: Option<Marking>,
 }
 
 /// An error inside the apply transaction, before it gets its context.
-enum Failure {
+pub(super) enum Failure {
     /// A statement failed (the batch is retried change by change by the engine).
     Sql(mysql_async::Error),
     /// A change refused in one-by-one mode.
@@ -95,7 +100,23 @@ impl MysqlSink {
             conn.query_first("SELECT @@max_allowed_packet").await.map_err(ep.error("reading max_allowed_packet"))?;
         let packet = usize::try_from(packet.unwrap_or(16 << 20)).unwrap_or(usize::MAX);
         let budget = (packet / 2).clamp(64 << 10, MAX_STATEMENT_BYTES);
-        Ok(MysqlSink { ep, conn, written: HashMap::new(), budget, workers: 1, helpers: Vec::new() })
+        Ok(MysqlSink {
+            ep,
+            conn,
+            written: HashMap::new(),
+            budget,
+            workers: 1,
+            helpers: Vec::new(),
+            two_way: None,
+            marking: None,
+        })
+    }
+
+    /// Two-way: changes come from `source_site`; versions the target's tables and judges
+    /// every change against them (see `conflict.rs`).
+    pub fn with_two_way(mut self, source_site: SiteId) -> Self {
+        self.two_way = Some(source_site);
+        self
     }
 
     /// Spreads large snapshot chunks over `workers` sessions.
@@ -144,7 +165,7 @@ impl MysqlSink {
 
     /// Where a table lives on this server: its database, or the URL's for names without
     /// one (the heartbeat table always lives in `ferry`).
-    fn resolve(&self, name: &TableName) -> Result<TableName, ConnectorError> {
+    pub(super) fn resolve(&self, name: &TableName) -> Result<TableName, ConnectorError> {
         if name.schema.is_some() {
             return Ok(name.clone());
         }
@@ -223,7 +244,7 @@ impl MysqlSink {
 
     /// Groups the batch's changes by table (source order kept within each) and writes
     /// each table collapsed, or in order when it has secondary unique keys.
-    async fn apply_grouped(&mut self, txns: &[Txn]) -> Result<u64, Failure> {
+    pub(super) async fn apply_grouped(&mut self, txns: &[Txn]) -> Result<u64, Failure> {
         let mut groups: Vec<(Arc<TableSchema>, Vec<&Change>)> = Vec::new();
         let mut index: HashMap<&TableName, usize> = HashMap::new();
         let mut count = 0u64;
@@ -297,6 +318,23 @@ impl MysqlSink {
         self.delete_keys(target, table, &deletes).await?;
         self.upsert_rows(target, table, &upserts).await?;
         Ok(())
+    }
+
+    /// One change on its own, a refusal naming it (txn index `t` of the batch).
+    pub(super) async fn write_one(&mut self, t: usize, change: &Change) -> Result<(), Failure> {
+        let target = qualified(&self.resolve(&change.table.name)?);
+        match self.write_change(&target, change).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(match refusal(e) {
+                Ok(message) if t != usize::MAX => {
+                    Failure::Change { txn: t, table: change.table.name.clone(), key: change.new_key(), message }
+                }
+                Ok(message) => {
+                    Failure::SnapshotRow { table: change.table.name.clone(), key: change.new_key(), message }
+                }
+                Err(e) => Failure::Sql(e),
+            }),
+        }
     }
 
     /// One change on its own (one-by-one mode).
@@ -477,7 +515,7 @@ fn set_final<'a>(
 }
 
 /// A key as bytes that are equal exactly when the keys are (floats by their bits).
-fn key_id(key: &Key) -> Vec<u8> {
+pub(super) fn key_id(key: &Key) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() * 9);
     for v in key {
         match v {
@@ -557,6 +595,16 @@ impl Sink for MysqlSink {
                 None => self.create_table(t, &name).await?,
             }
         }
+        if self.two_way.is_some() {
+            let mut resolved = Vec::with_capacity(tables.len());
+            for t in tables {
+                let mut r = (**t).clone();
+                r.name = self.resolve(&t.name)?;
+                resolved.push(Arc::new(r));
+            }
+            let site = self.ep.site.clone();
+            versions::install(&self.ep, &mut self.conn, &resolved, &site, true).await?;
+        }
         Ok(())
     }
 
@@ -572,12 +620,8 @@ impl Sink for MysqlSink {
                 fix: "report this as a bug: MySQL targets take whole transactions".into(),
             });
         }
-        if batch.conflicts.is_some() {
-            return Err(ConnectorError::Setup {
-                endpoint: self.ep.name.clone(),
-                problem: "two-way tasks on MySQL/MariaDB are not supported yet".into(),
-                fix: "set mode = \"one-way\" for this task".into(),
-            });
+        if let Some(rules) = &batch.conflicts {
+            return self.apply_two_way_batch(dir, batch, rules).await;
         }
         // A schema change travels alone (see the binlog reader): it commits by itself, so
         // it runs before the transaction that records the checkpoint after it.
@@ -622,13 +666,69 @@ impl Sink for MysqlSink {
 }
 
 impl MysqlSink {
+    /// A two-way batch: schema changes first (tagged with their origin), then the rows,
+    /// judged, in one transaction with the checkpoint; a deadlock with an application
+    /// transaction over the locked rows runs the batch again.
+    async fn apply_two_way_batch(
+        &mut self,
+        dir: &DirectionId,
+        batch: &ApplyBatch,
+        rules: &crate::connector::ConflictRules,
+    ) -> Result<ApplyReport, ConnectorError> {
+        let marking = match self.marking {
+            Some(m) => m,
+            None => {
+                let m = self.enter_two_way(&rules.remote_site).await?;
+                self.marking = Some(m);
+                m
+            }
+        };
+        for txn in batch.txns.iter().filter(|t| !t.ddl.is_empty()) {
+            self.apply_schema_changes(txn).await?;
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.ep.exec(&mut self.conn, "starting the apply transaction", "START TRANSACTION").await?;
+            let result = match self.apply_two_way(dir, batch, rules, marking).await {
+                Ok(report) => {
+                    match state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &self.written).await {
+                        Ok(noted) => Ok((report, noted)),
+                        Err(e) => Err(Failure::Sql(e)),
+                    }
+                }
+                Err(f) => Err(f),
+            };
+            let err = match result {
+                Ok((report, noted)) => match self.conn.query_drop("COMMIT").await {
+                    Ok(()) => {
+                        self.written.extend(noted);
+                        return Ok(report);
+                    }
+                    Err(e) => self.ep.error("committing an applied two-way batch")(e),
+                },
+                Err(f) => self.failure(f, batch),
+            };
+            let _ = self.conn.query_drop("ROLLBACK").await;
+            if attempt < 5 && super::conflict::retry_at_once(&err) {
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+
     /// Runs a transaction's schema changes, each under the target's table name. A change
     /// found already made (the process stopped after it ran but before its checkpoint)
     /// passes; one the target refuses stops the task naming the statement and position.
     async fn apply_schema_changes(&mut self, txn: &Txn) -> Result<(), ConnectorError> {
         for sc in &txn.ddl {
             let name = self.resolve(&sc.table)?;
-            let statement = sc.retarget(&qualified(&name));
+            let mut statement = sc.retarget(&qualified(&name));
+            if let Some(origin) = &self.two_way {
+                // The reverse direction drops it by this tag where server ids cannot mark it.
+                statement = format!("{}{statement}", versions::ddl_tag(origin));
+            }
             let db = name.schema.clone().unwrap_or_default();
             let what = format!("applying the schema change at {}: {statement}", txn.position);
             if sc.kind == SchemaChangeKind::Create {

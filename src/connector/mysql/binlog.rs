@@ -23,11 +23,13 @@ use mysql_common::constants::ColumnType;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::connector::mysql::apply::key_id;
 use crate::connector::mysql::ddl::{self, Ddl};
+use crate::connector::mysql::versions::{self, Stamp};
 use crate::connector::mysql::{FERRY_DB, MysqlEndpoint, ident};
 use crate::connector::{ConnectorError, SIGNAL_TABLE};
 use crate::model::{
-    Change, Column, Op, Position, Prior, Row, SchemaChange, SchemaChangeKind, SiteId, TableName, TableSchema, Txn,
+    Change, Column, Key, Op, Position, Prior, Row, SchemaChange, SchemaChangeKind, SiteId, TableName, TableSchema, Txn,
     Value,
 };
 
@@ -67,6 +69,8 @@ pub struct TableFilter {
     tables: HashMap<Option<String>, HashSet<String>>,
     /// The task's `db.table` patterns: a table created later that matches joins the stream.
     patterns: Vec<glob::Pattern>,
+    /// Two-way: also decode the tables' version tables and ferry's marker table.
+    versions: bool,
 }
 
 impl TableFilter {
@@ -86,6 +90,27 @@ impl TableFilter {
     pub fn with_patterns(mut self, patterns: Vec<glob::Pattern>) -> Self {
         self.patterns = patterns;
         self
+    }
+
+    /// Two-way: pairs each change with its row version (see `versions.rs`) and reads the
+    /// origin markers of ferry's own transactions.
+    pub fn with_versions(mut self, on: bool) -> Self {
+        self.versions = on;
+        if on {
+            self.add(&TableName { schema: Some(FERRY_DB.to_string()), name: versions::MARKER_TABLE.to_string() });
+        }
+        self
+    }
+
+    /// The user table whose version table is `ferry`.`name`, when following versions.
+    fn versioned_by(&self, db: &str, name: &str) -> Option<TableName> {
+        if !self.versions || db != FERRY_DB || !name.starts_with(versions::VERSION_PREFIX) {
+            return None;
+        }
+        self.tables
+            .iter()
+            .flat_map(|(d, set)| set.iter().map(move |t| TableName { schema: d.clone(), name: t.clone() }))
+            .find(|t| versions::table_for(t) == name)
     }
 
     /// True when a table of this name, existing or created later, belongs to the stream.
@@ -581,6 +606,18 @@ struct TableInfo {
     schema: Arc<TableSchema>,
     kinds: Vec<Kind>,
     signal: bool,
+    /// This is the version table of that user table (two-way).
+    version_of: Option<TableName>,
+    /// This is ferry's marker table (origin of ferry's own transactions).
+    marker: bool,
+}
+
+/// A version table row event: the stamp a write left and the one it replaced.
+struct StampEvent {
+    table: TableName,
+    key: Key,
+    before: Option<Stamp>,
+    after: Option<Stamp>,
 }
 
 /// A cached table map: its raw body (to notice a changed definition under the same id) and,
@@ -594,6 +631,9 @@ struct TableEntry {
 struct Group {
     changes: Vec<Change>,
     ddl: Vec<SchemaChange>,
+    stamps: Vec<StampEvent>,
+    /// Origin named by a marker row or a tagged DDL statement (ferry's own writes).
+    marker: Option<SiteId>,
     server_id: u32,
     signal: bool,
     standalone: bool,
@@ -835,7 +875,16 @@ impl Decoder {
         if self.group.as_ref().is_some_and(|g| !g.changes.is_empty()) {
             return Err(self.corrupt("a transaction began before the previous one ended"));
         }
-        self.group = Some(Group { changes: Vec::new(), ddl: Vec::new(), server_id, signal: false, standalone, gtid });
+        self.group = Some(Group {
+            changes: Vec::new(),
+            ddl: Vec::new(),
+            stamps: Vec::new(),
+            marker: None,
+            server_id,
+            signal: false,
+            standalone,
+            gtid,
+        });
         Ok(())
     }
 
@@ -857,11 +906,16 @@ impl Decoder {
             return Ok(());
         }
         self.dirty = false;
+        let mut changes = g.changes;
+        attach_stamps(&mut changes, g.stamps);
+        // A transaction's own time: its latest row version where the triggers gave one
+        // (µs), else the binlog header's whole seconds.
+        let stamped = changes.iter().filter_map(|c| c.version.as_ref().map(|v| v.1)).max();
         let txn = Txn {
-            origin: self.site.clone(),
-            commit_ts: i64::from(ts) * 1_000_000,
+            origin: g.marker.unwrap_or_else(|| self.site.clone()),
+            commit_ts: stamped.unwrap_or(i64::from(ts) * 1_000_000),
             position: self.position(),
-            changes: g.changes,
+            changes,
             ddl: g.ddl,
         };
         out.push(Item::Txn { txn, server_id: g.server_id, signal: g.signal });
@@ -913,7 +967,9 @@ impl Decoder {
                 if !dml && self.schema_change(&text, &default_db, h.server_id())? {
                     return self.commit(log_pos, h.timestamp(), out);
                 }
-                if !dml && self.filter.mentioned_in(&text) {
+                if !dml && versions::is_own_trigger_ddl(&text) {
+                    // ferry's own version triggers (two-way): nothing to carry.
+                } else if !dml && self.filter.mentioned_in(&text) {
                     tracing::warn!(
                         endpoint = %self.ep.name,
                         "DDL on a replicated table is not replicated: {} (at {})",
@@ -953,6 +1009,9 @@ impl Decoder {
                 }
                 if let Some(g) = self.group.as_mut() {
                     g.ddl.extend(mine);
+                    if let Some(site) = versions::ddl_origin(text) {
+                        g.marker = Some(site);
+                    }
                 }
                 Ok(true)
             }
@@ -979,7 +1038,7 @@ impl Decoder {
         let tme: TableMapEvent<'_> = ev.read_event().map_err(|e| self.corrupt(&format!("TABLE_MAP: {e}")))?;
         let db = tme.database_name().into_owned();
         let table = tme.table_name().into_owned();
-        let info = if self.filter.contains(&db, &table) {
+        let info = if self.filter.contains(&db, &table) || self.filter.versioned_by(&db, &table).is_some() {
             let json = self.json_columns(&db, &table, &tme).await?;
             Some(Arc::new(self.table_info(&tme, db, table, &json)?))
         } else {
@@ -1288,6 +1347,8 @@ impl Decoder {
             return Err(self.corrupt(&format!("primary key column index {bad} of {qualified} out of range")));
         }
         let signal = db == FERRY_DB && table == SIGNAL_TABLE;
+        let marker = db == FERRY_DB && table == versions::MARKER_TABLE;
+        let version_of = self.filter.versioned_by(&db, &table);
         let schema = TableSchema {
             name: TableName { schema: Some(db), name: table },
             columns,
@@ -1295,7 +1356,7 @@ impl Decoder {
             unique_keys: Vec::new(),
             create_sql: None,
         };
-        Ok(TableInfo { schema: Arc::new(schema), kinds, signal })
+        Ok(TableInfo { schema: Arc::new(schema), kinds, signal, version_of, marker })
     }
 
     fn rows(&mut self, ev: &Event) -> Result<(), ConnectorError> {
@@ -1361,6 +1422,8 @@ impl Decoder {
             self.group = Some(Group {
                 changes: Vec::new(),
                 ddl: Vec::new(),
+                stamps: Vec::new(),
+                marker: None,
                 server_id: ev.header().server_id(),
                 signal: false,
                 standalone: false,
@@ -1370,6 +1433,11 @@ impl Decoder {
         let Some(mut group) = self.group.take() else { return Ok(()) };
         group.signal |= info.signal;
         let mut rows = Cur::new(c.rest());
+        if info.version_of.is_some() || info.marker {
+            let result = self.stamp_rows(&info, op, &mut rows, &mut group);
+            self.group = Some(group);
+            return result;
+        }
         while !rows.is_empty() {
             let row = decode_row(&info, &mut rows).map_err(|e| self.row_error(&info, e))?;
             let key = info.schema.key_of(&row);
@@ -1389,9 +1457,64 @@ impl Decoder {
                 after,
                 prior: Prior::Unknown,
                 seen: None,
+                version: None,
             });
         }
         self.group = Some(group);
+        Ok(())
+    }
+
+    /// Rows of a version table (stamps to pair with the changes) or of the marker table.
+    fn stamp_rows(
+        &self,
+        info: &TableInfo,
+        op: Op,
+        rows: &mut Cur<'_>,
+        group: &mut Group,
+    ) -> Result<(), ConnectorError> {
+        let col = |name: &str| info.schema.column_index(name);
+        let stamp = |row: &Row| -> Option<Stamp> {
+            let site = match row.get(col(versions::SITE_COLUMN)?)? {
+                Value::Text(s) => SiteId::new(s),
+                _ => return None,
+            };
+            let int = |v: &Value| match v {
+                Value::Int(i) => Some(*i),
+                Value::UInt(u) => i64::try_from(*u).ok(),
+                _ => None,
+            };
+            let ts = int(row.get(col(versions::TS_COLUMN)?)?)?;
+            let deleted = int(row.get(col(versions::DELETED_COLUMN)?)?)? != 0;
+            Some(Stamp { site, ts, deleted })
+        };
+        while !rows.is_empty() {
+            let first = decode_row(info, rows).map_err(|e| self.row_error(info, e))?;
+            let second = if op == Op::Update {
+                Some(decode_row(info, rows).map_err(|e| self.row_error(info, e))?)
+            } else {
+                None
+            };
+            let (before, after) = match op {
+                Op::Insert => (None, Some(first)),
+                Op::Delete => (Some(first), None),
+                Op::Update => (Some(first), second),
+            };
+            if info.marker {
+                if let Some(Value::Text(site)) = after.as_ref().and_then(|r| col("site").and_then(|i| r.get(i))) {
+                    group.marker = Some(SiteId::new(site));
+                }
+                continue;
+            }
+            let Some(table) = info.version_of.clone() else { continue };
+            let image = after.as_ref().or(before.as_ref());
+            let key = image.map(|r| info.schema.key_of(r)).unwrap_or_default();
+            group.stamps.push(StampEvent {
+                table,
+                key,
+                before: before.as_ref().and_then(stamp),
+                after: after.as_ref().and_then(stamp),
+            });
+        }
         Ok(())
     }
 
@@ -1405,6 +1528,36 @@ impl Decoder {
             );
         }
         self.corrupt(&format!("row of {}: column {col}: {}", info.schema.name, e.message))
+    }
+}
+
+/// Gives each change the version its write left and the one it replaced, from the
+/// version table rows of the same transaction (matched by table and key, in order).
+fn attach_stamps(changes: &mut [Change], stamps: Vec<StampEvent>) {
+    if stamps.is_empty() {
+        return;
+    }
+    let mut by_key: HashMap<(TableName, Vec<u8>), VecDeque<StampEvent>> = HashMap::new();
+    for s in stamps {
+        by_key.entry((s.table.clone(), key_id(&s.key))).or_default().push_back(s);
+    }
+    let mut take =
+        |table: &TableName, key: &Key| by_key.get_mut(&(table.clone(), key_id(key))).and_then(|q| q.pop_front());
+    for c in changes.iter_mut() {
+        let new_key = c.new_key();
+        let moved = c.op == Op::Update && new_key != c.key;
+        // A key-moving update leaves a tombstone at the old key first, then the new key.
+        let old = if moved { take(&c.table.name, &c.key) } else { None };
+        let Some(own) = take(&c.table.name, &new_key) else { continue };
+        c.version = own.after.map(|s| (s.site, s.ts));
+        let replaced = if moved { old.and_then(|o| o.before) } else { own.before };
+        if c.op == Op::Insert {
+            c.prior = match &replaced {
+                Some(s) if s.deleted => Prior::Deleted(s.site.clone(), s.ts),
+                _ => Prior::Fresh,
+            };
+        }
+        c.seen = replaced.filter(|s| !s.deleted).map(|s| (s.site, s.ts));
     }
 }
 
@@ -1936,6 +2089,7 @@ mod tests {
             after: Some(vec![Value::Int(1)]),
             prior: Prior::Unknown,
             seen: None,
+            version: None,
         };
         Txn {
             origin: SiteId::new("a"),

@@ -142,17 +142,6 @@ fn params_of(p: Vec<mysql_async::Value>) -> mysql_async::Params {
     if p.is_empty() { mysql_async::Params::Empty } else { mysql_async::Params::Positional(p) }
 }
 
-/// A schema holding only the key columns of `table` (decodes key-only rows).
-fn key_schema(table: &TableSchema) -> TableSchema {
-    TableSchema {
-        name: table.name.clone(),
-        columns: table.primary_key.iter().map(|&i| table.columns[i].clone()).collect(),
-        primary_key: (0..table.primary_key.len()).collect(),
-        unique_keys: Vec::new(),
-        create_sql: None,
-    }
-}
-
 async fn fetch_rows(
     ep: &MysqlEndpoint,
     conn: &mut Conn,
@@ -206,7 +195,7 @@ pub async fn key_at(
         qualified(&table.name),
         exprs.join(", ")
     );
-    Ok(fetch_rows(ep, conn, &key_schema(table), sql, params).await?.into_iter().next())
+    Ok(fetch_rows(ep, conn, &table.key_only(), sql, params).await?.into_iter().next())
 }
 
 /// The rows with these keys (missing keys are left out), in no particular order.
@@ -243,7 +232,7 @@ pub async fn count_min_max(
     let mut ends = Vec::new();
     for by in [exprs.join(", "), desc.join(", ")] {
         let sql = format!("SELECT {} FROM {} ORDER BY {by} LIMIT 1", cols.join(", "), qualified(&table.name));
-        ends.push(fetch_rows(ep, conn, &key_schema(table), sql, Vec::new()).await?.into_iter().next());
+        ends.push(fetch_rows(ep, conn, &table.key_only(), sql, Vec::new()).await?.into_iter().next());
     }
     let max = ends.pop().flatten();
     let min = ends.pop().flatten();

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod binlog;
 pub mod check;
 pub mod checksum;
+pub mod conflict;
 pub mod ddl;
 pub mod freeze;
 pub mod schema;
@@ -18,6 +19,7 @@ pub mod snapshot;
 pub mod source;
 pub mod state;
 pub mod values;
+pub mod versions;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};

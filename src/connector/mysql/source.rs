@@ -7,7 +7,9 @@ use std::time::Duration;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
+use super::apply::key_id;
 use super::binlog::{BinlogReader, TableFilter, replica_server_id};
+use super::versions::{self, apply_server_id};
 use super::{MysqlEndpoint, schema, snapshot};
 use crate::connector::{Chunk, ConnectorError, ReadBatch, ReadRequest, Source};
 use crate::model::{Key, Position, TableSchema};
@@ -26,6 +28,8 @@ pub struct MysqlSource {
     patterns: Vec<glob::Pattern>,
     server_id: u32,
     signal_id: String,
+    /// Two-way: version the tables' rows and pair changes with their versions.
+    versions: bool,
 }
 
 impl MysqlSource {
@@ -42,7 +46,14 @@ impl MysqlSource {
             patterns: Vec::new(),
             server_id: replica_server_id(stream_name),
             signal_id: stream_name.to_string(),
+            versions: false,
         })
+    }
+
+    /// Two-way: installs row versioning with capture and reads versions with changes.
+    pub fn with_versions(mut self, on: bool) -> Self {
+        self.versions = on;
+        self
     }
 }
 
@@ -76,6 +87,9 @@ impl Source for MysqlSource {
 
     async fn install_capture(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), ConnectorError> {
         snapshot::ensure_source_tables(&self.ep, &mut self.conn).await?;
+        if self.versions {
+            versions::install(&self.ep, &mut self.conn, tables, &self.ep.site, true).await?;
+        }
         self.tables = tables.to_vec();
         // A new table set needs a new filter.
         self.reader = None;
@@ -92,16 +106,32 @@ impl Source for MysqlSource {
         table: &TableSchema,
         after: Option<&Key>,
         limit: usize,
-        _versions: bool,
+        with_versions: bool,
     ) -> Result<Chunk, ConnectorError> {
-        snapshot::read_chunk(&self.ep, &mut self.conn, table, after, limit, &self.signal_id).await
+        let mut chunk = snapshot::read_chunk(&self.ep, &mut self.conn, table, after, limit, &self.signal_id).await?;
+        if with_versions && self.versions {
+            // Read after the rows: a row changed in between is dropped from the chunk by
+            // the watermarks (its change wins), so a newer stamp never pairs a stale row.
+            let keys: Vec<Key> = chunk.rows.iter().map(|r| table.key_of(r)).collect();
+            let refs: Vec<&Key> = keys.iter().collect();
+            let stamps = versions::load(&self.ep, &mut self.conn, table, &refs, false)
+                .await
+                .map_err(self.ep.error(format!("reading the row versions of {}", table.name)))?;
+            chunk.versions = Some(
+                keys.iter()
+                    .map(|k| stamps.get(&key_id(k)).filter(|s| !s.deleted).map(|s| (s.site.clone(), s.ts)))
+                    .collect(),
+            );
+        }
+        Ok(chunk)
     }
 
     async fn read_changes(&mut self, req: &ReadRequest) -> Result<ReadBatch, ConnectorError> {
         if self.reader.is_none() || self.reader_at.as_ref() != Some(&req.after) {
             self.reader = None;
-            let filter =
-                TableFilter::new(self.tables.iter().map(|t| t.name.clone())).with_patterns(self.patterns.clone());
+            let filter = TableFilter::new(self.tables.iter().map(|t| t.name.clone()))
+                .with_patterns(self.patterns.clone())
+                .with_versions(self.versions);
             let reader = BinlogReader::start(&self.ep, self.server_id, &req.after, filter).await?;
             self.reader = Some(reader);
         }
@@ -117,6 +147,14 @@ impl Source for MysqlSource {
                 return Err(e);
             }
         };
+        // The target's applier writes here under a server id of its own (two-way): those
+        // transactions came from the target and must not go back.
+        let applied_here = apply_server_id(&req.exclude_origin);
+        for (t, id) in txns.iter_mut().zip(reader.server_ids()) {
+            if *id == applied_here {
+                t.origin = req.exclude_origin.clone();
+            }
+        }
         txns.retain(|t| t.origin != req.exclude_origin);
         self.reader_at = Some(position.clone());
         Ok(ReadBatch { txns, position, continues: false })

@@ -147,15 +147,7 @@ impl SqliteSink {
                             self.set_origin(&version.site, version.ts).await?;
                             current = Some(version.clone());
                         }
-                        let change = Change {
-                            table: snap.table.clone(),
-                            op: Op::Insert,
-                            key: snap.table.key_of(row),
-                            before: None,
-                            after: Some(row.clone()),
-                            prior: Prior::Unknown,
-                            seen: None,
-                        };
+                        let change = Change::snapshot_insert(&snap.table, row);
                         let conflict = self.apply_change(dir, &change, &version, Some(rules), "snapshot").await?;
                         report.rows += 1;
                         report.conflicts += u64::from(conflict);

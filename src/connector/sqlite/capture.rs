@@ -206,7 +206,7 @@ impl SqliteSource {
                 (None, Some(a)) => (table.key_of(a), None),
                 (None, None) => continue,
             };
-            let change = Change { table: table.clone(), op, key, before, after, prior, seen };
+            let change = Change { table: table.clone(), op, key, before, after, prior, seen, version: None };
             let same = matches!(&cur, Some((e, o, t)) if *e == r.epoch && *o == r.origin && *t == r.ts);
             match txns.last_mut() {
                 Some(last) if same => {
