@@ -213,10 +213,9 @@ async fn a_value_sqlite_cannot_hold_stops_the_task_naming_it() {
     a.disconnect().await.ok();
 }
 
-/// `ferry check` takes SQLite <-> MariaDB tasks: one-way passes, two-way is refused with
-/// what to do, and nothing is written.
+/// `ferry check` takes SQLite <-> MariaDB tasks, one-way and two-way, and writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_accepts_one_way_mixed_tasks_and_refuses_two_way() {
+async fn check_accepts_one_way_and_two_way_mixed_tasks() {
     let mut cleanup_a = Cleanup::new(&shared_a());
     let mut cleanup_b = Cleanup::new(&shared_b());
     let db = database(&shared_a(), "mixc", &mut cleanup_a).await;
@@ -241,7 +240,102 @@ async fn check_accepts_one_way_mixed_tasks_and_refuses_two_way() {
     let text = std::fs::read_to_string(&path).expect("read");
     std::fs::write(&path, text.replacen("tables = [", "mode = \"two-way\"\ntables = [", 1)).expect("write");
     let out = check(&path).await;
-    assert_eq!(out.code, Some(2), "two-way mixed is refused: {}", out.all());
-    assert!(out.all().contains("two-way") && out.all().contains("one-way"), "says what to do: {}", out.all());
+    assert_eq!(out.code, Some(0), "two-way mixed tasks pass: {}", out.all());
+    assert!(out.stdout.contains("two-way"), "says two-way: {}", out.all());
     assert!(!sqlite_has(&dir.path().join("s.db"), "ferry_changelog").await, "check wrote nothing");
+}
+
+async fn sqlite_rows(path: &Path) -> Vec<String> {
+    dump(path, "t", "id").await
+}
+
+async fn mariadb_rows(url: &str, db: &str) -> Vec<String> {
+    crate::support::mariadb::rows(url, &format!("SELECT id, v, note FROM `{db}`.t ORDER BY id"))
+        .await
+        .into_iter()
+        .map(|r| format!("{},{},'{}'", r[0], r[1], r[2]))
+        .collect()
+}
+
+/// SQLite <-> MariaDB two-way: writes on each side reach the other once, writes that race
+/// while ferry is stopped converge under last-writer-wins, and both sides record them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_and_mariadb_two_way_converge_and_record_races() {
+    let mut cleanup_a = Cleanup::new(&shared_a());
+    let db = database(&shared_a(), "mixtw", &mut cleanup_a).await;
+    let mut a = connect(&shared_a()).await;
+    a.query_drop(format!("CREATE TABLE `{db}`.t (id INT NOT NULL PRIMARY KEY, v INT NOT NULL, note VARCHAR(40) NULL)"))
+        .await
+        .expect("create");
+    a.query_drop(format!("INSERT INTO `{db}`.t VALUES (1, 1, 'x'), (2, 2, 'x'), (3, 3, 'x')")).await.expect("rows");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = dir.path().join("s.db");
+    create_db(&s, "PRAGMA user_version = 1").await;
+    let task = unique("mixtw");
+    let text = format!(
+        "[node]\nid = \"test-node\"\nstore = \"sqlite://meta.db\"\n\n[[endpoint]]\nname = \"a\"\nsite = \"dc-a\"\nurl = \"{}/{db}\"\n\n\
+         [[endpoint]]\nname = \"s\"\nsite = \"dc-s\"\nurl = \"sqlite://{}\"\n\n[[task]]\nname = \"{task}\"\nfrom = \"a\"\nto = \"s\"\n\
+         mode = \"two-way\"\ntables = [\"t\"]\n",
+        shared_a(),
+        s.display()
+    );
+    let path = dir.path().join("ferry.toml");
+    std::fs::write(&path, text).expect("task file");
+    let config = Config::load(&path).expect("config");
+    let run = || async {
+        let specs = plan_task(&config, &config.tasks[0], &[]);
+        prepare_target(&specs[0]).await.expect("prepare");
+        Engine::start(specs, CancellationToken::new())
+    };
+    let engine = run().await;
+    settle(engine, &db, &s).await;
+
+    // While ferry is stopped: the same row updated on both sides (SQLite later), a row
+    // deleted on MariaDB and updated on SQLite, a new row on each side.
+    a.query_drop(format!("UPDATE `{db}`.t SET v = 100, note = 'a' WHERE id = 1")).await.expect("update");
+    a.query_drop(format!("DELETE FROM `{db}`.t WHERE id = 2")).await.expect("delete");
+    a.query_drop(format!("INSERT INTO `{db}`.t VALUES (10, 10, 'a')")).await.expect("insert");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut q = app_conn(&s).await;
+    for sql in [
+        "UPDATE t SET v = 200, note = 's' WHERE id = 1",
+        "UPDATE t SET v = 201, note = 's' WHERE id = 2",
+        "INSERT INTO t VALUES (20, 20, 's')",
+    ] {
+        sqlx::query(sql).execute(&mut q).await.expect("sqlite write");
+    }
+    drop(q);
+    let engine = run().await;
+    settle(engine, &db, &s).await;
+    let want = vec!["1,200,'s'", "2,201,'s'", "3,3,'x'", "10,10,'a'", "20,20,'s'"];
+    assert_eq!(mariadb_rows(&shared_a(), &db).await, want, "MariaDB side");
+    let conflicts = crate::support::mariadb::rows(
+        &shared_a(),
+        &format!("SELECT GROUP_CONCAT(pk ORDER BY pk) FROM ferry.ferry_conflict WHERE task = '{task}'"),
+    )
+    .await;
+    assert_eq!(conflicts, vec![vec!["(1),(2)".to_string()]], "MariaDB records both races");
+    let mut q = app_conn(&s).await;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ferry_conflict").fetch_one(&mut q).await.expect("count");
+    assert_eq!(n, 2, "SQLite records both races");
+    a.disconnect().await.ok();
+}
+
+/// Waits until both sides of a SQLite <-> MariaDB two-way task agree and stay so, then stops it.
+async fn settle(engine: Engine, db: &str, s: &Path) {
+    let start = Instant::now();
+    loop {
+        let (m, q) = (mariadb_rows(&shared_a(), db).await, sqlite_rows(s).await);
+        if m == q && !m.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if mariadb_rows(&shared_a(), db).await == m && sqlite_rows(s).await == q {
+                break;
+            }
+        }
+        let errors: Vec<String> = engine.metrics().iter().filter_map(|m| m.status().last_error).collect();
+        assert!(start.elapsed() < Duration::from_secs(60), "sides did not converge: {m:?} vs {q:?}; {errors:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    engine.stop();
+    assert!(engine.join().await.is_empty(), "a direction failed");
 }

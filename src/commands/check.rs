@@ -115,18 +115,9 @@ async fn check_task(config: &Config, task: &Task) -> Result<String, Vec<Problem>
     check_sqlite_task(config, task).await.map_err(|e| vec![Problem { subject, message: e.to_string() }])
 }
 
-/// SQLite <-> MySQL/MariaDB (one-way): the MySQL side as a source or a target, the
+/// SQLite <-> MySQL/MariaDB (one-way or two-way): the MySQL side as a source or a target, the
 /// SQLite side readable and writable, the SQLite source's tables keyed.
 async fn check_mixed_task(config: &Config, task: &Task, from: &Endpoint, to: &Endpoint) -> Result<String, Vec<String>> {
-    if task.mode == Mode::TwoWay {
-        return Err(vec![format!(
-            "two-way between {} ({}) and {} ({}) needs MySQL/MariaDB two-way, which this version does not have yet\n  fix: set mode = \"one-way\" (one task each way would loop)",
-            from.name,
-            from.url.engine(),
-            to.name,
-            to.url.engine()
-        )]);
-    }
     let mut problems: Vec<String> = Vec::new();
     let names: Vec<String> = match (&from.url, &to.url) {
         (EndpointUrl::Mysql(_), _) => {
@@ -136,6 +127,10 @@ async fn check_mixed_task(config: &Config, task: &Task, from: &Endpoint, to: &En
             problems.extend(fwd.problems.iter().map(ToString::to_string));
             if let Err(e) = sqlite_side(config, &task.to).await {
                 problems.push(e.to_string());
+            }
+            if task.mode == Mode::TwoWay {
+                // The reverse direction writes back into the MySQL tables.
+                problems.extend(mysql_check::preflight_target(&src, &fwd.tables).await.iter().map(ToString::to_string));
             }
             fwd.tables.iter().map(|(d, t)| format!("{d}.{t}")).collect()
         }
@@ -149,13 +144,22 @@ async fn check_mixed_task(config: &Config, task: &Task, from: &Endpoint, to: &En
             let targets: Vec<(String, String)> =
                 tables.iter().map(|t| mapped(task, &(db.clone(), t.clone()))).collect();
             problems.extend(mysql_check::preflight_target(&dst, &targets).await.iter().map(ToString::to_string));
+            if task.mode == Mode::TwoWay {
+                // The reverse direction reads the MySQL copies (which the snapshot may not
+                // have made yet) from the binlog.
+                let patterns: Vec<String> = targets.iter().map(|(d, t)| format!("{d}.{t}")).collect();
+                let reverse = SourceOptions { require_match: false, snapshot_rows_per_sec: None };
+                let rev = mysql_check::preflight_source(&dst, &patterns, reverse).await;
+                problems.extend(rev.problems.iter().map(ToString::to_string));
+            }
             tables
         }
     };
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(format!("one-way {} -> {} ({} table(s): {})", from.name, to.name, names.len(), names.join(", ")))
+    let mode = if task.mode == Mode::TwoWay { "two-way" } else { "one-way" };
+    Ok(format!("{mode} {} -> {} ({} table(s): {})", from.name, to.name, names.len(), names.join(", ")))
 }
 
 /// A SQLite endpoint that is a readable, writable database.

@@ -91,12 +91,16 @@ impl SqliteSink {
         if ordered {
             let mut current: Option<(SiteId, i64)> = batch.txns.last().map(|t| (t.origin.clone(), t.commit_ts));
             for txn in &batch.txns {
-                if current.as_ref() != Some(&(txn.origin.clone(), txn.commit_ts)) {
-                    self.set_origin(&txn.origin, txn.commit_ts).await?;
-                    current = Some((txn.origin.clone(), txn.commit_ts));
-                }
                 for change in &txn.changes {
-                    let version = Version { ts: txn.commit_ts, site: txn.origin.clone() };
+                    // A source that versions each row (MySQL two-way) gives each change
+                    // its own version; the changelog must record that one, which the
+                    // source compares against later.
+                    let (site, ts) = change.version.clone().unwrap_or_else(|| (txn.origin.clone(), txn.commit_ts));
+                    if current.as_ref() != Some(&(site.clone(), ts)) {
+                        self.set_origin(&site, ts).await?;
+                        current = Some((site.clone(), ts));
+                    }
+                    let version = Version { ts, site };
                     let pos = txn.position.to_string();
                     match self.apply_change(dir, change, &version, batch.conflicts.as_ref(), &pos).await {
                         Ok(conflict) => {
