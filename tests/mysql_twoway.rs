@@ -1,7 +1,8 @@
 //! MySQL/MariaDB two-way against the real testbed servers (dc-a and dc-b): changes cross
-//! once and never loop, conflicting writes converge under every policy and are recorded,
-//! and both servers end identical after a write load on overlapping keys on both sides
-//! with ferry SIGKILLed at random.
+//! once and never loop (server ids, or marker rows without SUPER), conflicting writes
+//! converge under every policy and are recorded, and both servers end identical after a
+//! write load on overlapping keys on both sides, with a schema change in the middle and
+//! ferry SIGKILLed at random.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::mysql_oneway::{assert_same_table, task_file, wait_caught_up};
 use crate::support::FerryRun;
-use crate::support::mariadb::{Cleanup, admin, connect, database, rows, shared_a, shared_b};
+use crate::support::mariadb::{Cleanup, admin, connect, database, rows, shared_a, shared_b, with_user};
 
 /// Both directions of the config's first task, prepared and started in this process.
 async fn start_both(config: &Config) -> Engine {
@@ -51,57 +52,94 @@ async fn pair_db(prefix: &str, ca: &mut Cleanup, cb: &mut Cleanup) -> String {
     db
 }
 
-fn two_way(dir: &Path, db: &str, policy: &str) -> Config {
+fn two_way(dir: &Path, url_a: &str, url_b: &str, db: &str, policy: &str) -> Config {
     let extra = format!("conflict = \"{policy}\"");
-    Config::load(&task_file(dir, &shared_a(), &shared_b(), "two-way", &[&format!("{db}.*")], &extra)).expect("config")
+    Config::load(&task_file(dir, url_a, url_b, "two-way", &[&format!("{db}.*")], &extra)).expect("config")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_on_both_sides_cross_once_and_never_loop() {
     let (mut ca, mut cb) = (Cleanup::new(&shared_a()), Cleanup::new(&shared_b()));
     let db = pair_db("tw_loop", &mut ca, &mut cb).await;
-    exec(&shared_a(), &[format!("INSERT INTO `{db}`.t VALUES (1, 0, 'a'), (2, 0, 'a')")]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = two_way(dir.path(), &db, "last-writer-wins");
-    let engine = start_both(&config).await;
-    wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
+    let config = two_way(dir.path(), &shared_a(), &shared_b(), &db, "last-writer-wins");
+    crosses_once(&config, &db, &shared_a(), &shared_b()).await;
+    let marked = rows(&shared_b(), "SELECT COUNT(*) FROM ferry.ferry_marker WHERE site = 'dc-a'").await;
+    assert_eq!(marked, vec![vec!["0".to_string()]], "with SUPER, server ids mark ferry's writes, not rows");
+}
 
-    // Writes on both sides, on different keys.
-    exec(&shared_a(), &[format!("INSERT INTO `{db}`.t VALUES (10, 1, 'from a')")]).await;
+/// Where the account may not set its session server_id (no SUPER or BINLOG REPLAY), a
+/// marker row in each applied transaction, and a comment on each schema change, keep
+/// changes from looping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_super_marker_rows_keep_changes_from_looping() {
+    let (mut ca, mut cb) = (Cleanup::new(&shared_a()), Cleanup::new(&shared_b()));
+    let db = pair_db("tw_mark", &mut ca, &mut cb).await;
+    let name = format!("ns{}", &db[db.len().saturating_sub(10)..]).replace('_', "");
+    let grants = [
+        "SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, TRIGGER, REPLICATION SLAVE, BINLOG MONITOR ON *.*",
+    ];
+    // Without SUPER, MariaDB lets an account create triggers only with this on (ferry
+    // says so when it is off); it only relaxes a check, so the shared servers keep it.
+    for url in [shared_a(), shared_b()] {
+        admin(&url, &["SET GLOBAL log_bin_trust_function_creators = 1".to_string()]).await;
+    }
+    crate::support::mariadb::user(&shared_a(), &name, &grants, &mut ca).await;
+    crate::support::mariadb::user(&shared_b(), &name, &grants, &mut cb).await;
+    let (url_a, url_b) = (with_user(&shared_a(), &name, "pw"), with_user(&shared_b(), &name, "pw"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = two_way(dir.path(), &url_a, &url_b, &db, "last-writer-wins");
+    crosses_once(&config, &db, &url_a, &url_b).await;
+    let marked = rows(&shared_b(), "SELECT n > 0 FROM ferry.ferry_marker WHERE site = 'dc-a'").await;
+    assert_eq!(marked, vec![vec!["1".to_string()]], "ferry's writes on dc-b carry dc-a's marker row");
+}
+
+/// Two-way over `db`.t: rows and a schema change written on each side reach the other,
+/// and 300 updates on a are applied on b once and never come back.
+async fn crosses_once(config: &Config, db: &str, url_a: &str, url_b: &str) {
+    exec(url_a, &[format!("INSERT INTO `{db}`.t VALUES (1, 0, 'a'), (2, 0, 'a')")]).await;
+    let engine = start_both(config).await;
+    wait_caught_up(config, Duration::from_secs(60), Some(&engine)).await;
+
+    exec(url_a, &[format!("INSERT INTO `{db}`.t VALUES (10, 1, 'from a')")]).await;
     exec(
-        &shared_b(),
+        url_b,
         &[format!("INSERT INTO `{db}`.t VALUES (20, 2, 'from b')"), format!("DELETE FROM `{db}`.t WHERE id = 2")],
     )
     .await;
-    wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
-    assert_same_table(&db, "t").await;
-    let ids = rows(&shared_a(), &format!("SELECT GROUP_CONCAT(id ORDER BY id) FROM `{db}`.t")).await;
-    assert_eq!(ids, vec![vec!["1,10,20".to_string()]]);
+    // A schema change on b reaches a (and is not sent back to b).
+    exec(url_b, &[format!("ALTER TABLE `{db}`.t ADD COLUMN extra VARCHAR(10) NULL")]).await;
+    exec(url_b, &[format!("INSERT INTO `{db}`.t VALUES (21, 3, 'from b', 'x')")]).await;
+    wait_caught_up(config, Duration::from_secs(60), Some(&engine)).await;
+    exec(url_a, &[format!("INSERT INTO `{db}`.t VALUES (11, 4, 'from a', 'y')")]).await;
+    wait_caught_up(config, Duration::from_secs(60), Some(&engine)).await;
+    assert_same_table(db, "t").await;
+    let ids = rows(url_a, &format!("SELECT GROUP_CONCAT(id ORDER BY id) FROM `{db}`.t")).await;
+    assert_eq!(ids, vec![vec!["1,10,11,20,21".to_string()]]);
 
     // 300 single-row updates on a: a->b applies each; b->a must apply none of them back
     // (only heartbeats, about 10 a second).
     let (ab0, ba0) = (applied(&engine, "a->b"), applied(&engine, "b->a"));
-    let mut c = connect(&shared_a()).await;
+    let mut c = connect(url_a).await;
     for _ in 0..300 {
         c.query_drop(format!("UPDATE `{db}`.t SET v = v + 1 WHERE id = 1")).await.expect("update");
     }
     c.disconnect().await.ok();
-    wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
+    wait_caught_up(config, Duration::from_secs(60), Some(&engine)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
+    wait_caught_up(config, Duration::from_secs(60), Some(&engine)).await;
     let (ab, ba) = (applied(&engine, "a->b") - ab0, applied(&engine, "b->a") - ba0);
     assert!(ab >= 300, "a->b applied {ab} changes for 300 updates");
     assert!(ba < 150, "b->a applied {ba} changes while only a wrote: changes loop back");
-    assert_same_table(&db, "t").await;
-    let v = rows(&shared_b(), &format!("SELECT v FROM `{db}`.t WHERE id = 1")).await;
+    assert_same_table(db, "t").await;
+    let v = rows(url_b, &format!("SELECT v FROM `{db}`.t WHERE id = 1")).await;
     assert_eq!(v, vec![vec!["300".to_string()]]);
-    let conflicts = rows(
-        &shared_a(),
-        &format!("SELECT COUNT(*) FROM ferry.ferry_conflict WHERE task = '{}'", config.tasks[0].name),
-    )
-    .await;
+    let conflicts =
+        rows(url_a, &format!("SELECT COUNT(*) FROM ferry.ferry_conflict WHERE task = '{}'", config.tasks[0].name))
+            .await;
     assert_eq!(conflicts, vec![vec!["0".to_string()]], "no write raced, so no conflict");
     engine.stop();
+    assert!(engine.join().await.is_empty(), "a direction failed");
 }
 
 /// Writes that race while ferry is stopped: the same row updated on both sides, a row
@@ -147,7 +185,7 @@ async fn racing_writes_converge_under_every_policy_and_are_recorded() {
         let db = pair_db("tw_race", &mut ca, &mut cb).await;
         exec(&shared_a(), &[format!("INSERT INTO `{db}`.t VALUES (1, 1, 'x'), (2, 2, 'x'), (3, 3, 'x')")]).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = two_way(dir.path(), &db, policy);
+        let config = two_way(dir.path(), &shared_a(), &shared_b(), &db, policy);
         let engine = start_both(&config).await;
         wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
         engine.stop();
@@ -226,7 +264,7 @@ async fn both_sides_identical_after_overlapping_load_and_sigkills() {
     assert!(out.status.success(), "sysbench prepare: {}", String::from_utf8_lossy(&out.stderr));
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = two_way(dir.path(), &db, "last-writer-wins");
+    let config = two_way(dir.path(), &shared_a(), &shared_b(), &db, "last-writer-wins");
     let file = dir.path().join("ferry.toml");
     let log = dir.path().join("ferry.log");
     // The snapshot first, so b has the tables its writers need.
@@ -238,8 +276,12 @@ async fn both_sides_identical_after_overlapping_load_and_sigkills() {
     let mut load_a = sysbench(port_of(&shared_a()), &db, "run", &run).spawn().expect("sysbench run on a");
     let mut load_b = sysbench(port_of(&shared_b()), &db, "run", &run).spawn().expect("sysbench run on b");
     let mut rng = fastrand::Rng::with_seed(11);
-    for _ in 0..5 {
+    for round in 0..5 {
         let mut ferry = FerryRun::start(&file, &log);
+        if round == 2 {
+            // A schema change on a, in the middle of the load on both sides.
+            exec(&shared_a(), &[format!("ALTER TABLE `{db}`.sbtest1 ADD COLUMN extra INT NULL")]).await;
+        }
         tokio::time::sleep(Duration::from_millis(rng.u64(800..3500))).await;
         ferry.kill();
     }
@@ -258,6 +300,15 @@ async fn both_sides_identical_after_overlapping_load_and_sigkills() {
     // Once more: what b->a applied last may have moved a's head.
     wait_caught_up(&config, Duration::from_secs(120), None).await;
     assert_eq!(ferry.terminate(), Some(0), "ferry run did not stop cleanly; log:\n{}", tail(&log));
+    let columns = |url: String| {
+        let db = db.clone();
+        async move {
+            rows(&url, &format!("SELECT GROUP_CONCAT(column_name ORDER BY ordinal_position) FROM information_schema.columns WHERE table_schema = '{db}' AND table_name = 'sbtest1'")).await
+        }
+    };
+    let (ca_cols, cb_cols) = (columns(shared_a()).await, columns(shared_b()).await);
+    assert_eq!(ca_cols, vec![vec!["id,k,c,pad,extra".to_string()]], "the schema change is on a");
+    assert_eq!(ca_cols, cb_cols, "the schema change reached b");
     for t in ["sbtest1", "sbtest2"] {
         let report = differences(&db, t, &config.tasks[0].name).await;
         assert!(report.is_empty(), "{db}.{t} differs between dc-a and dc-b:\n{report}\nlog:\n{}", tail(&log));

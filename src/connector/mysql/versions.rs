@@ -202,15 +202,25 @@ async fn install_triggers(
              IF {APPLY_FLAG} IS NULL THEN {body} END IF",
             qualified(&t.name)
         );
-        ep.exec(
-            conn,
-            &format!(
-                "creating ferry's {event} trigger on {} (two-way needs it to version application writes; the account needs the TRIGGER privilege)",
-                t.name
-            ),
-            &sql,
-        )
-        .await?;
+        match conn.query_drop(&sql).await {
+            Ok(()) => {}
+            Err(mysql_async::Error::Server(e)) if e.code == 1419 => {
+                return Err(ConnectorError::Setup {
+                    endpoint: ep.name.clone(),
+                    problem: format!(
+                        "cannot create ferry's triggers on {} (two-way versions rows with them): with binary logging on, the server allows it only to accounts with SUPER",
+                        t.name
+                    ),
+                    fix: "SET GLOBAL log_bin_trust_function_creators = 1 (and log_bin_trust_function_creators = 1 in my.cnf), or give ferry's account SUPER".into(),
+                });
+            }
+            Err(e) => {
+                return Err(ep.error(format!(
+                    "creating ferry's {event} trigger on {} (two-way versions rows with it; the account needs the TRIGGER privilege)",
+                    t.name
+                ))(e));
+            }
+        }
     }
     Ok(())
 }
