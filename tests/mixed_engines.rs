@@ -339,3 +339,57 @@ async fn settle(engine: Engine, db: &str, s: &Path) {
     engine.stop();
     assert!(engine.join().await.is_empty(), "a direction failed");
 }
+
+/// A SQLite transaction larger than one read (50,000 rows; reads take 20,000 changes)
+/// reaches MariaDB in parts held in one open MariaDB transaction, committed with the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sqlite_transaction_larger_than_a_read_reaches_mariadb_whole() {
+    let mut cleanup_a = Cleanup::new(&shared_a());
+    let db = database(&shared_a(), "mixbig", &mut cleanup_a).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = dir.path().join("s.db");
+    create_db(&s, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)").await;
+    let config = config_of(
+        dir.path(),
+        &[("a", "dc-a", format!("{}/{db}", shared_a())), ("s", "dc-s", format!("sqlite://{}", s.display()))],
+        &[(unique("big"), "s", "a", "*".to_string())],
+    );
+    let specs = plan_task(&config, &config.tasks[0], &[]);
+    prepare_target(&specs[0]).await.expect("prepare");
+    let engine = Engine::start(specs, CancellationToken::new());
+    let count = || async {
+        crate::support::mariadb::rows(&shared_a(), &format!("SELECT COUNT(*) FROM `{db}`.t"))
+            .await
+            .first()
+            .and_then(|r| r.first().cloned())
+            .unwrap_or_default()
+    };
+    crate::support::wait_until(Duration::from_secs(30), "the empty table on MariaDB", || async {
+        count().await == "0"
+    })
+    .await;
+    let mut q = app_conn(&s).await;
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000) \
+         INSERT INTO t SELECT i, 'row ' || i FROM n",
+    )
+    .execute(&mut q)
+    .await
+    .expect("one big transaction");
+    drop(q);
+    // Never a part of it: MariaDB shows none of the rows until all of them.
+    let start = Instant::now();
+    loop {
+        let n = count().await;
+        assert!(n == "0" || n == "50000", "a part of the transaction was visible on MariaDB: {n} rows");
+        if n == "50000" {
+            break;
+        }
+        let errors: Vec<String> = engine.metrics().iter().filter_map(|m| m.status().last_error).collect();
+        assert!(errors.is_empty(), "the direction failed: {errors:?}");
+        assert!(start.elapsed() < Duration::from_secs(60), "the rows did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine.stop();
+    assert!(engine.join().await.is_empty(), "a direction failed");
+}

@@ -63,6 +63,8 @@ pub struct MysqlSink {
     two_way: Option<SiteId>,
     /// How this session marks its two-way transactions, once set up.
     marking: Option<Marking>,
+    /// A source commit group is being applied in parts: its transaction is open.
+    open_group: bool,
 }
 
 /// An error inside the apply transaction, before it gets its context.
@@ -109,6 +111,7 @@ impl MysqlSink {
             helpers: Vec::new(),
             two_way: None,
             marking: None,
+            open_group: false,
         })
     }
 
@@ -237,6 +240,9 @@ impl MysqlSink {
                 self.upsert_rows(&target, &snap.table, &rows).await?;
             }
             report.rows += snap.rows.len() as u64;
+        }
+        if !batch.commit {
+            return Ok((report, Vec::new()));
         }
         let noted = state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &self.written).await?;
         Ok((report, noted))
@@ -622,13 +628,6 @@ impl Sink for MysqlSink {
     }
 
     async fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
-        if !batch.commit {
-            return Err(ConnectorError::Setup {
-                endpoint: self.ep.name.clone(),
-                problem: "a source commit group arrived in parts, which this target cannot hold open yet".into(),
-                fix: "report this as a bug: MySQL targets take whole transactions".into(),
-            });
-        }
         if let Some(rules) = &batch.conflicts {
             return self.apply_two_way_batch(dir, batch, rules).await;
         }
@@ -637,16 +636,26 @@ impl Sink for MysqlSink {
         for txn in batch.txns.iter().filter(|t| !t.ddl.is_empty()) {
             self.apply_schema_changes(txn).await?;
         }
+        let continuing = self.open_group;
         let mut spread = 0;
         if let Some(snap) = &batch.snapshot {
             let parts = self.workers.min(snap.rows.len() / SPREAD_MIN_ROWS);
-            if parts > 1 && batch.txns.is_empty() && !batch.one_by_one {
+            if parts > 1 && batch.txns.is_empty() && !batch.one_by_one && !continuing {
                 self.spread_snapshot(snap, parts).await?;
                 spread = snap.rows.len() as u64;
             }
         }
-        self.ep.exec(&mut self.conn, "starting the apply transaction", "START TRANSACTION").await?;
+        if !continuing {
+            self.ep.exec(&mut self.conn, "starting the apply transaction", "START TRANSACTION").await?;
+        }
+        self.open_group = false;
         match self.apply_inner(dir, batch, spread > 0).await {
+            // A part of a source commit group too large for one read: the transaction
+            // stays open for the next part, which commits it with the checkpoint.
+            Ok((report, _)) if !batch.commit => {
+                self.open_group = true;
+                Ok(report)
+            }
             Ok((mut report, noted)) => match self.conn.query_drop("COMMIT").await {
                 Ok(()) => {
                     self.written.extend(noted);
@@ -698,8 +707,13 @@ impl MysqlSink {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.ep.exec(&mut self.conn, "starting the apply transaction", "START TRANSACTION").await?;
+            let continuing = self.open_group;
+            if !continuing {
+                self.ep.exec(&mut self.conn, "starting the apply transaction", "START TRANSACTION").await?;
+            }
+            self.open_group = false;
             let result = match self.apply_two_way(dir, batch, rules, marking).await {
+                Ok(report) if !batch.commit => Ok((report, Vec::new())),
                 Ok(report) => {
                     match state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &self.written).await {
                         Ok(noted) => Ok((report, noted)),
@@ -709,6 +723,11 @@ impl MysqlSink {
                 Err(f) => Err(f),
             };
             let err = match result {
+                // A part of a larger commit group: the transaction stays open.
+                Ok((report, _)) if !batch.commit => {
+                    self.open_group = true;
+                    return Ok(report);
+                }
                 Ok((report, noted)) => match self.conn.query_drop("COMMIT").await {
                     Ok(()) => {
                         self.written.extend(noted);
@@ -719,7 +738,9 @@ impl MysqlSink {
                 Err(f) => self.failure(f, batch),
             };
             let _ = self.conn.query_drop("ROLLBACK").await;
-            if attempt < 5 && super::conflict::retry_at_once(&err) {
+            // Earlier parts of an open group went with the rollback: the engine reads the
+            // group again rather than this part alone.
+            if attempt < 5 && !continuing && super::conflict::retry_at_once(&err) {
                 tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
                 continue;
             }
