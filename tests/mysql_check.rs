@@ -467,3 +467,28 @@ async fn a_postgres_endpoint_is_refused_as_not_supported_yet() {
     assert!(!out.all().contains("secret"), "the password is masked: {}", out.all());
     assert!(!dir.path().join("meta.db").exists(), "check created the metadata store");
 }
+
+#[tokio::test]
+async fn two_way_needs_the_trigger_privilege_on_both_sides() {
+    let (a, b) = (shared_a(), shared_b());
+    let mut clean_a = Cleanup::new(&a);
+    let mut clean_b = Cleanup::new(&b);
+    let db = keyed_db(&a, &mut clean_a).await;
+    clean_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
+    let name = unique("ck_tw");
+    // Everything a two-way task needs but TRIGGER on the tables' database (on b).
+    let tables = format!("SELECT, INSERT, UPDATE, DELETE, CREATE ON `{db}`.*");
+    user(&b, &name, &[FERRY_DB_PRIVS, &tables, "REPLICATION SLAVE, BINLOG MONITOR, SUPER ON *.*"], &mut clean_b).await;
+    let dir = tempfile::tempdir().expect("temp folder");
+    let file = task_file(dir.path(), &a, &with_user(&b, &name, "pw"), "two-way", &[&format!("{db}.*")], "");
+    let out = check(&file).await;
+    refused(
+        &out,
+        1,
+        &[
+            &format!("endpoint b: the account '{name}'@'127.0.0.1' on mysql://{name}:***@"),
+            &format!("lacks TRIGGER on database `{db}`: two-way versions each row with ferry's triggers"),
+            &format!("fix: GRANT TRIGGER ON `{db}`.* TO '{name}'@'127.0.0.1';"),
+        ],
+    );
+}

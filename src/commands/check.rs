@@ -131,6 +131,8 @@ async fn check_mixed_task(config: &Config, task: &Task, from: &Endpoint, to: &En
             if task.mode == Mode::TwoWay {
                 // The reverse direction writes back into the MySQL tables.
                 problems.extend(mysql_check::preflight_target(&src, &fwd.tables).await.iter().map(ToString::to_string));
+                problems
+                    .extend(mysql_check::preflight_two_way(&src, &fwd.tables).await.iter().map(ToString::to_string));
             }
             fwd.tables.iter().map(|(d, t)| format!("{d}.{t}")).collect()
         }
@@ -151,6 +153,7 @@ async fn check_mixed_task(config: &Config, task: &Task, from: &Endpoint, to: &En
                 let reverse = SourceOptions { require_match: false, snapshot_rows_per_sec: None };
                 let rev = mysql_check::preflight_source(&dst, &patterns, reverse).await;
                 problems.extend(rev.problems.iter().map(ToString::to_string));
+                problems.extend(mysql_check::preflight_two_way(&dst, &targets).await.iter().map(ToString::to_string));
             }
             tables
         }
@@ -241,6 +244,8 @@ async fn check_mysql_task(task: &Task, from: &Endpoint, to: &Endpoint) -> Result
         let reverse = SourceOptions { require_match: false, snapshot_rows_per_sec: None };
         problems.extend(mysql_check::preflight_source(&dst, &patterns, reverse).await.problems);
         problems.extend(mysql_check::preflight_target(&src, &fwd.tables).await);
+        problems.extend(mysql_check::preflight_two_way(&src, &fwd.tables).await);
+        problems.extend(mysql_check::preflight_two_way(&dst, &targets).await);
     }
     let mut seen = std::collections::HashSet::new();
     problems.retain(|p| seen.insert(p.clone()));

@@ -357,6 +357,47 @@ fn binlog_settings(ep: &MysqlEndpoint, s: &Session, vars: &BTreeMap<String, Stri
     out
 }
 
+/// Checks an endpoint of a two-way task: ferry versions each row of `tables` (database,
+/// table) with triggers, which the account must be allowed to create.
+pub async fn preflight_two_way(ep: &MysqlEndpoint, tables: &[(String, String)]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let Some(mut s) = Session::open(ep, &mut problems).await else {
+        return problems;
+    };
+    let missing: BTreeSet<&str> =
+        tables.iter().filter(|(db, t)| !s.grants.on_table("TRIGGER", db, t)).map(|(db, _)| db.as_str()).collect();
+    for db in missing {
+        problems.push(Problem {
+            endpoint: ep.name.clone(),
+            problem: format!(
+                "the account {} on {} lacks TRIGGER on database {}: two-way versions each row with ferry's triggers",
+                s.account,
+                ep.display,
+                ident(db)
+            ),
+            fix: format!("GRANT TRIGGER ON {}.* TO {};", ident(db), s.account),
+        });
+    }
+    if !s.grants.global("SUPER") {
+        let trusted: Vec<String> = s
+            .query(ep, "reading log_bin_trust_function_creators", "SELECT @@GLOBAL.log_bin_trust_function_creators")
+            .await
+            .unwrap_or_default();
+        if trusted.first().map(String::as_str) != Some("1") {
+            problems.push(Problem {
+                endpoint: ep.name.clone(),
+                problem: format!(
+                    "the account {} on {} may not create triggers while binary logging is on (it lacks SUPER and log_bin_trust_function_creators is off); two-way versions each row with ferry's triggers",
+                    s.account, ep.display
+                ),
+                fix: "SET GLOBAL log_bin_trust_function_creators = 1 (and log_bin_trust_function_creators = 1 in my.cnf)".into(),
+            });
+        }
+    }
+    s.close().await;
+    problems
+}
+
 fn replication_privileges(ep: &MysqlEndpoint, s: &Session) -> Vec<Problem> {
     let mut out = Vec::new();
     if !s.grants.global("REPLICATION SLAVE") {
