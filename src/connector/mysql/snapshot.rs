@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
+use super::apply::key_id;
 use super::checksum::rows_after;
+use super::versions;
 use super::{FERRY_DB, MysqlEndpoint, ident};
 use crate::connector::{Chunk, ConnectorError, SIGNAL_TABLE};
 use crate::model::{Key, TableSchema, now_micros};
@@ -70,11 +72,33 @@ pub async fn read_chunk(
     after: Option<&Key>,
     limit: usize,
     signal_id: &str,
+    with_versions: bool,
 ) -> Result<Chunk, ConnectorError> {
     let low = write_mark(ep, conn, "L", signal_id).await?;
     let rows = rows_after(ep, conn, table, after, limit).await?;
+    let versions = match with_versions {
+        // Between the marks: a row written after it was read is dropped from the chunk
+        // (its change wins), so a version never pairs with an older row image.
+        true => Some(row_versions(ep, conn, table, &rows).await?),
+        false => None,
+    };
     let high = write_mark(ep, conn, "H", signal_id).await?;
-    Ok(Chunk { rows, position: None, marks: Some((low, high)), versions: None })
+    Ok(Chunk { rows, position: None, marks: Some((low, high)), versions })
+}
+
+/// The version of each row (two-way), `None` for rows older than ferry's triggers.
+async fn row_versions(
+    ep: &MysqlEndpoint,
+    conn: &mut Conn,
+    table: &TableSchema,
+    rows: &[crate::model::Row],
+) -> Result<Vec<Option<(crate::model::SiteId, i64)>>, ConnectorError> {
+    let keys: Vec<Key> = rows.iter().map(|r| table.key_of(r)).collect();
+    let refs: Vec<&Key> = keys.iter().collect();
+    let stamps = versions::load(ep, conn, table, &refs, false)
+        .await
+        .map_err(ep.error(format!("reading the row versions of {}", table.name)))?;
+    Ok(keys.iter().map(|k| stamps.get(&key_id(k)).filter(|s| !s.deleted).map(|s| (s.site.clone(), s.ts))).collect())
 }
 
 /// Writes this site's heartbeat row (site, now in µs).

@@ -7,7 +7,6 @@ use std::time::Duration;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
-use super::apply::key_id;
 use super::binlog::{BinlogReader, TableFilter, replica_server_id};
 use super::versions::{self, apply_server_id};
 use super::{MysqlEndpoint, schema, snapshot};
@@ -108,22 +107,8 @@ impl Source for MysqlSource {
         limit: usize,
         with_versions: bool,
     ) -> Result<Chunk, ConnectorError> {
-        let mut chunk = snapshot::read_chunk(&self.ep, &mut self.conn, table, after, limit, &self.signal_id).await?;
-        if with_versions && self.versions {
-            // Read after the rows: a row changed in between is dropped from the chunk by
-            // the watermarks (its change wins), so a newer stamp never pairs a stale row.
-            let keys: Vec<Key> = chunk.rows.iter().map(|r| table.key_of(r)).collect();
-            let refs: Vec<&Key> = keys.iter().collect();
-            let stamps = versions::load(&self.ep, &mut self.conn, table, &refs, false)
-                .await
-                .map_err(self.ep.error(format!("reading the row versions of {}", table.name)))?;
-            chunk.versions = Some(
-                keys.iter()
-                    .map(|k| stamps.get(&key_id(k)).filter(|s| !s.deleted).map(|s| (s.site.clone(), s.ts)))
-                    .collect(),
-            );
-        }
-        Ok(chunk)
+        let versions = with_versions && self.versions;
+        snapshot::read_chunk(&self.ep, &mut self.conn, table, after, limit, &self.signal_id, versions).await
     }
 
     async fn read_changes(&mut self, req: &ReadRequest) -> Result<ReadBatch, ConnectorError> {
