@@ -8,8 +8,14 @@
 //! - tables with secondary unique keys keep source order (a swap of unique values must
 //!   not collide), written as runs of consecutive deletes or upserts: a multi-row
 //!   statement processes its rows in order, exactly like one statement per row;
+//! - tables with foreign keys, or referenced by one, go in source order across tables
+//!   (the target checks foreign keys and runs their ON DELETE/UPDATE actions itself);
 //! - `one_by_one` batches go change by change in source order, so a refused change is
 //!   named exactly ([`ApplyFailure`]).
+//!
+//! Which tables have unique and foreign keys is read from the target itself (its
+//! constraints are what a change can collide with). One-way batches with `workers` > 1
+//! are spread over several sessions by [`super::parallel`].
 //!
 //! Values are bound as docs/mysql-types.md says (decimals, dates and JSON as exact
 //! text) in a UTC session.
@@ -17,19 +23,22 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::parallel::{Parents, StreamState, parents_of};
+
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tracing::warn;
 
 use super::schema::{self, create_sql_columns, create_table_sql, qualified, retarget_create_sql};
 use super::snapshot::HEARTBEAT_TABLE;
+use super::state::{is_after, slot_progress, stream_key};
 use super::values::{param_len, to_param};
 use super::{FERRY_DB, MysqlEndpoint, ident, state};
 use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, Sink,
     SnapshotRows,
 };
-use crate::model::{Change, Key, Row, SchemaChangeKind, TableName, TableSchema, Txn, Value, key_text};
+use crate::model::{Change, Key, Position, Row, SchemaChangeKind, TableName, TableSchema, Txn, Value, key_text};
 
 /// Server errors that mean a replayed schema change is already in place: table exists,
 /// duplicate column, duplicate key name, cannot drop (already gone), duplicate foreign key.
@@ -48,17 +57,41 @@ const MAX_STATEMENT_BYTES: usize = 8 << 20;
 
 /// A MySQL/MariaDB server changes are applied to.
 pub struct MysqlSink {
-    ep: MysqlEndpoint,
-    conn: Conn,
+    pub(super) ep: MysqlEndpoint,
+    pub(super) conn: Conn,
     /// Checkpoint rows committed so far on this connection (slot key -> fingerprint).
-    written: HashMap<String, String>,
+    pub(super) written: HashMap<String, String>,
     /// Parameter bytes per statement (a share of max_allowed_packet).
-    budget: usize,
-    /// Connections a large snapshot chunk is spread over (`workers`).
-    workers: usize,
+    pub(super) budget: usize,
+    /// Sessions a batch or a large snapshot chunk is spread over (`workers`), each with
+    /// its own stream slot in the checkpoint.
+    pub(super) workers: usize,
     /// The extra sessions for that, opened on first use.
-    helpers: Vec<Conn>,
+    pub(super) helpers: Vec<Conn>,
+    /// The target's own description of each target table (unique and foreign keys).
+    pub(super) constraints: HashMap<TableName, Arc<TableSchema>>,
+    /// Referenced column sets per parent table, from `constraints`.
+    pub(super) parents: Parents,
+    /// The stream slots as loaded, and transactions a crash left applied past them.
+    pub(super) stream: StreamState,
 }
+
+/// How one target table's changes are written.
+pub(super) struct Target {
+    /// Its name on this server (database resolved).
+    pub(super) resolved: TableName,
+    /// `db`.`table`, quoted.
+    pub(super) sql: String,
+    /// Its keys as the target describes them (the change's schema when not described).
+    pub(super) keys: Arc<TableSchema>,
+    /// Keep source order: it has secondary unique keys.
+    pub(super) ordered: bool,
+    /// It has foreign keys or is referenced by one.
+    pub(super) related: bool,
+}
+
+/// Targets by the changes' table names.
+pub(super) type Targets = HashMap<TableName, Target>;
 
 /// An error inside the apply transaction, before it gets its context.
 enum Failure {
@@ -95,7 +128,17 @@ impl MysqlSink {
             conn.query_first("SELECT @@max_allowed_packet").await.map_err(ep.error("reading max_allowed_packet"))?;
         let packet = usize::try_from(packet.unwrap_or(16 << 20)).unwrap_or(usize::MAX);
         let budget = (packet / 2).clamp(64 << 10, MAX_STATEMENT_BYTES);
-        Ok(MysqlSink { ep, conn, written: HashMap::new(), budget, workers: 1, helpers: Vec::new() })
+        Ok(MysqlSink {
+            ep,
+            conn,
+            written: HashMap::new(),
+            budget,
+            workers: 1,
+            helpers: Vec::new(),
+            constraints: HashMap::new(),
+            parents: Parents::default(),
+            stream: StreamState::default(),
+        })
     }
 
     /// Spreads large snapshot chunks over `workers` sessions.
@@ -108,9 +151,7 @@ impl MysqlSink {
     /// transaction, all committed before the caller commits the checkpoint after them: a
     /// crash in between copies the chunk again, and a chunk's upserts are idempotent.
     async fn spread_snapshot(&mut self, snap: &SnapshotRows, parts: usize) -> Result<(), ConnectorError> {
-        while self.helpers.len() < parts - 1 {
-            self.helpers.push(self.ep.connect().await?);
-        }
+        self.open_helpers(parts - 1).await?;
         let target = qualified(&self.resolve(&snap.table.name)?);
         let per = snap.rows.len().div_ceil(parts);
         let rows: Vec<&Row> = snap.rows.iter().collect();
@@ -139,6 +180,45 @@ impl MysqlSink {
                 snap.table.name
             )))?;
         }
+        Ok(())
+    }
+
+    /// Opens extra sessions until there are `n`.
+    pub(super) async fn open_helpers(&mut self, n: usize) -> Result<(), ConnectorError> {
+        while self.helpers.len() < n {
+            self.helpers.push(self.ep.connect().await?);
+        }
+        Ok(())
+    }
+
+    /// How each table of these changes is written.
+    pub(super) fn targets<'c>(&self, changes: impl Iterator<Item = &'c Change>) -> Result<Targets, ConnectorError> {
+        let mut out = Targets::new();
+        for change in changes {
+            if out.contains_key(&change.table.name) {
+                continue;
+            }
+            let resolved = self.resolve(&change.table.name)?;
+            let keys = self.constraints.get(&resolved).cloned().unwrap_or_else(|| change.table.clone());
+            let target = Target {
+                sql: qualified(&resolved),
+                ordered: !keys.unique_keys.is_empty() || !change.table.unique_keys.is_empty(),
+                related: !keys.foreign_keys.is_empty() || self.parents.contains_key(&resolved),
+                resolved,
+                keys,
+            };
+            out.insert(change.table.name.clone(), target);
+        }
+        Ok(out)
+    }
+
+    /// Notes the target's own description of a table (`None`: it is gone).
+    async fn note_constraints(&mut self, name: &TableName) -> Result<(), ConnectorError> {
+        match schema::describe_loose(&self.ep, &mut self.conn, name).await? {
+            Some(t) => self.constraints.insert(name.clone(), Arc::new(t)),
+            None => self.constraints.remove(name),
+        };
+        self.parents = parents_of(self.constraints.values());
         Ok(())
     }
 
@@ -173,8 +253,11 @@ impl MysqlSink {
         snapshot_written: bool,
     ) -> Result<(ApplyReport, Vec<(String, String)>), Failure> {
         let mut report = ApplyReport::default();
+        // Transactions a worker committed before a crash, past the lowest stream slot.
+        let done: Vec<bool> =
+            batch.txns.iter().map(|t| self.stream.applied.contains_key(&stream_key(&t.position))).collect();
         if batch.one_by_one {
-            for (t, txn) in batch.txns.iter().enumerate() {
+            for (t, txn) in batch.txns.iter().enumerate().filter(|(t, _)| !done[*t]) {
                 for change in &txn.changes {
                     let target = qualified(&self.resolve(&change.table.name)?);
                     match self.write_change(&target, change).await {
@@ -194,7 +277,8 @@ impl MysqlSink {
                 }
             }
         } else {
-            report.rows += self.apply_grouped(&batch.txns).await?;
+            let txns: Vec<&Txn> = batch.txns.iter().zip(&done).filter(|(_, d)| !**d).map(|(t, _)| t).collect();
+            report.rows += self.apply_grouped(&txns).await?;
         }
         if let Some(snap) = batch.snapshot.as_ref().filter(|_| !snapshot_written) {
             let target = qualified(&self.resolve(&snap.table.name)?);
@@ -217,86 +301,28 @@ impl MysqlSink {
             }
             report.rows += snap.rows.len() as u64;
         }
-        let noted = state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &self.written).await?;
+        // Every worker's stream slot moves together here; what is still applied past this
+        // batch stays listed in slot 0. The first commit after loading drops the slots of
+        // workers that no longer exist.
+        let position = batch.checkpoint.position.as_ref();
+        let still: Vec<&Position> =
+            self.stream.applied.values().filter(|p| position.is_none_or(|end| is_after(p, end))).collect();
+        let streams: Vec<(usize, Option<String>)> =
+            (0..self.workers).map(|w| (w, if w == 0 { slot_progress(&still) } else { None })).collect();
+        if !self.stream.settled {
+            state::drop_stream_slots_from(&mut self.conn, dir, self.workers).await?;
+        }
+        let noted =
+            state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &self.written, &streams, true).await?;
         Ok((report, noted))
     }
 
-    /// Groups the batch's changes by table (source order kept within each) and writes
-    /// each table collapsed, or in order when it has secondary unique keys.
-    async fn apply_grouped(&mut self, txns: &[Txn]) -> Result<u64, Failure> {
-        let mut groups: Vec<(Arc<TableSchema>, Vec<&Change>)> = Vec::new();
-        let mut index: HashMap<&TableName, usize> = HashMap::new();
-        let mut count = 0u64;
-        for change in txns.iter().flat_map(|t| &t.changes) {
-            count += 1;
-            let i = *index.entry(&change.table.name).or_insert_with(|| {
-                groups.push((change.table.clone(), Vec::new()));
-                groups.len() - 1
-            });
-            groups[i].1.push(change);
-        }
-        for (table, changes) in &groups {
-            let target = qualified(&self.resolve(&table.name)?);
-            if table.unique_keys.is_empty() {
-                self.write_collapsed(&target, table, changes).await?;
-            } else {
-                self.write_in_order(&target, table, changes).await?;
-            }
-        }
-        Ok(count)
-    }
-
-    /// Final state per key, then all deletes and all upserts as multi-row statements.
-    async fn write_collapsed(&mut self, target: &str, table: &TableSchema, changes: &[&Change]) -> Result<(), Failure> {
-        let mut finals: Vec<(Key, Option<&Row>)> = Vec::with_capacity(changes.len());
-        let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(changes.len());
-        for change in changes {
-            match &change.after {
-                None => set_final(&mut finals, &mut index, change.key.clone(), None),
-                Some(after) => {
-                    let new_key = table.key_of(after);
-                    if new_key != change.key {
-                        set_final(&mut finals, &mut index, change.key.clone(), None);
-                    }
-                    set_final(&mut finals, &mut index, new_key, Some(after));
-                }
-            }
-        }
-        let finals: Vec<Final<'_>> = finals.iter().map(|(k, r)| (k, *r)).collect();
-        let deletes: Vec<&Key> = finals.iter().filter(|(_, r)| r.is_none()).map(|(k, _)| *k).collect();
-        let upserts: Vec<&Row> = finals.iter().filter_map(|(_, r)| *r).collect();
-        self.delete_keys(target, table, &deletes).await?;
-        self.upsert_rows(target, table, &upserts).await?;
-        Ok(())
-    }
-
-    /// Source order, as runs of consecutive deletes or upserts.
-    async fn write_in_order(&mut self, target: &str, table: &TableSchema, changes: &[&Change]) -> Result<(), Failure> {
-        let mut deletes: Vec<&Key> = Vec::new();
-        let mut upserts: Vec<&Row> = Vec::new();
-        for change in changes {
-            let old_goes = match &change.after {
-                None => true,
-                Some(after) => table.key_of(after) != change.key,
-            };
-            if old_goes {
-                if !upserts.is_empty() {
-                    self.upsert_rows(target, table, &upserts).await?;
-                    upserts.clear();
-                }
-                deletes.push(&change.key);
-            }
-            if let Some(after) = &change.after {
-                if !deletes.is_empty() {
-                    self.delete_keys(target, table, &deletes).await?;
-                    deletes.clear();
-                }
-                upserts.push(after);
-            }
-        }
-        self.delete_keys(target, table, &deletes).await?;
-        self.upsert_rows(target, table, &upserts).await?;
-        Ok(())
+    /// Writes the transactions' changes on the main session (see [`write_changes`]).
+    async fn apply_grouped(&mut self, txns: &[&Txn]) -> Result<u64, Failure> {
+        let changes: Vec<&Change> = txns.iter().flat_map(|t| &t.changes).collect();
+        let targets = self.targets(changes.iter().copied())?;
+        write_changes(&mut self.conn, self.budget, &targets, &changes).await?;
+        Ok(changes.len() as u64)
     }
 
     /// One change on its own (one-by-one mode).
@@ -319,19 +345,7 @@ impl MysqlSink {
         table: &TableSchema,
         keys: &[&Key],
     ) -> Result<(), mysql_async::Error> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let width = table.primary_key.len().max(1);
-        let cols: Vec<String> = table.key_columns().iter().map(|c| ident(c)).collect();
-        let tuple = if width == 1 { "?".to_string() } else { format!("({})", vec!["?"; width].join(",")) };
-        let lhs = if width == 1 { cols.join(",") } else { format!("({})", cols.join(",")) };
-        for chunk in split(keys, width, self.budget, |k| k.iter().map(param_len).sum()) {
-            let sql = format!("DELETE FROM {target} WHERE {lhs} IN ({})", vec![tuple.as_str(); chunk.len()].join(","));
-            let params: Vec<mysql_async::Value> = chunk.iter().flat_map(|k| k.iter().map(to_param)).collect();
-            self.conn.exec_drop(sql, params).await?;
-        }
-        Ok(())
+        delete_on(&mut self.conn, self.budget, target, table, keys).await
     }
 
     async fn upsert_rows(
@@ -379,6 +393,144 @@ impl MysqlSink {
             Failure::Setup(e) => e,
         }
     }
+}
+
+/// Writes changes on one session, in its open transaction: grouped by table (source
+/// order kept within each), each table collapsed to its final rows, or in order when it
+/// has secondary unique keys. When a foreign key ties any of the tables, everything goes
+/// in source order instead: foreign_key_checks stays on in apply sessions because the
+/// binlog does not carry the rows an ON DELETE/UPDATE CASCADE changed, so the target's
+/// InnoDB must run those actions itself, and it checks references while doing so.
+pub(super) async fn write_changes(
+    conn: &mut Conn,
+    budget: usize,
+    targets: &Targets,
+    changes: &[&Change],
+) -> Result<(), mysql_async::Error> {
+    if changes.iter().any(|c| targets.get(&c.table.name).is_some_and(|t| t.related)) {
+        return write_in_order(conn, budget, targets, changes).await;
+    }
+    let mut groups: Vec<Vec<&Change>> = Vec::new();
+    let mut index: HashMap<&TableName, usize> = HashMap::new();
+    for change in changes {
+        let i = *index.entry(&change.table.name).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(change);
+    }
+    for changes in &groups {
+        let table = &changes[0].table;
+        if target_of(targets, &table.name)?.ordered {
+            write_in_order(conn, budget, targets, changes).await?;
+        } else {
+            write_collapsed(conn, budget, targets, table, changes).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The target of a change's table (every table of a batch has one).
+fn target_of<'t>(targets: &'t Targets, name: &TableName) -> Result<&'t Target, mysql_async::Error> {
+    targets.get(name).ok_or_else(|| mysql_async::Error::Other(format!("no target for table {name}").into()))
+}
+
+/// Final state per key, then all deletes and all upserts as multi-row statements.
+async fn write_collapsed(
+    conn: &mut Conn,
+    budget: usize,
+    targets: &Targets,
+    table: &TableSchema,
+    changes: &[&Change],
+) -> Result<(), mysql_async::Error> {
+    let target = &target_of(targets, &table.name)?.sql;
+    let mut finals: Vec<(Key, Option<&Row>)> = Vec::with_capacity(changes.len());
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(changes.len());
+    for change in changes {
+        match &change.after {
+            None => set_final(&mut finals, &mut index, change.key.clone(), None),
+            Some(after) => {
+                let new_key = table.key_of(after);
+                if new_key != change.key {
+                    set_final(&mut finals, &mut index, change.key.clone(), None);
+                }
+                set_final(&mut finals, &mut index, new_key, Some(after));
+            }
+        }
+    }
+    let finals: Vec<Final<'_>> = finals.iter().map(|(k, r)| (k, *r)).collect();
+    let deletes: Vec<&Key> = finals.iter().filter(|(_, r)| r.is_none()).map(|(k, _)| *k).collect();
+    let upserts: Vec<&Row> = finals.iter().filter_map(|(_, r)| *r).collect();
+    delete_on(conn, budget, target, table, &deletes).await?;
+    upsert_on(conn, budget, target, table, &upserts).await
+}
+
+/// Source order, as runs of consecutive deletes or upserts of one table: a multi-row
+/// statement processes its rows in order, exactly like one statement per row.
+async fn write_in_order(
+    conn: &mut Conn,
+    budget: usize,
+    targets: &Targets,
+    changes: &[&Change],
+) -> Result<(), mysql_async::Error> {
+    let mut run: Option<&Arc<TableSchema>> = None;
+    let mut deletes: Vec<&Key> = Vec::new();
+    let mut upserts: Vec<&Row> = Vec::new();
+    for change in changes {
+        let table = &change.table;
+        if let Some(t) = run.filter(|t| t.name != table.name) {
+            let target = &target_of(targets, &t.name)?.sql;
+            delete_on(conn, budget, target, t, &deletes).await?;
+            upsert_on(conn, budget, target, t, &upserts).await?;
+            deletes.clear();
+            upserts.clear();
+        }
+        run = Some(table);
+        let target = &target_of(targets, &table.name)?.sql;
+        let old_goes = match &change.after {
+            None => true,
+            Some(after) => table.key_of(after) != change.key,
+        };
+        if old_goes {
+            upsert_on(conn, budget, target, table, &upserts).await?;
+            upserts.clear();
+            deletes.push(&change.key);
+        }
+        if let Some(after) = &change.after {
+            delete_on(conn, budget, target, table, &deletes).await?;
+            deletes.clear();
+            upserts.push(after);
+        }
+    }
+    if let Some(t) = run {
+        let target = &target_of(targets, &t.name)?.sql;
+        delete_on(conn, budget, target, t, &deletes).await?;
+        upsert_on(conn, budget, target, t, &upserts).await?;
+    }
+    Ok(())
+}
+
+/// Multi-row `DELETE … WHERE key IN (…)` on one session.
+async fn delete_on(
+    conn: &mut Conn,
+    budget: usize,
+    target: &str,
+    table: &TableSchema,
+    keys: &[&Key],
+) -> Result<(), mysql_async::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let width = table.primary_key.len().max(1);
+    let cols: Vec<String> = table.key_columns().iter().map(|c| ident(c)).collect();
+    let tuple = if width == 1 { "?".to_string() } else { format!("({})", vec!["?"; width].join(",")) };
+    let lhs = if width == 1 { cols.join(",") } else { format!("({})", cols.join(",")) };
+    for chunk in split(keys, width, budget, |k| k.iter().map(param_len).sum()) {
+        let sql = format!("DELETE FROM {target} WHERE {lhs} IN ({})", vec![tuple.as_str(); chunk.len()].join(","));
+        let params: Vec<mysql_async::Value> = chunk.iter().flat_map(|k| k.iter().map(to_param)).collect();
+        conn.exec_drop(sql, params).await?;
+    }
+    Ok(())
 }
 
 /// The server's message when a statement was refused because of its data (not for
@@ -556,12 +708,19 @@ impl Sink for MysqlSink {
                 }
                 None => self.create_table(t, &name).await?,
             }
+            self.note_constraints(&name).await?;
         }
         Ok(())
     }
 
     async fn load_checkpoint(&mut self, dir: &DirectionId) -> Result<Option<Checkpoint>, ConnectorError> {
-        state::load_checkpoint(&self.ep, &mut self.conn, dir).await
+        let loaded = state::load_checkpoint_slots(&self.ep, &mut self.conn, dir).await?;
+        let (cp, slots) = loaded.map(|(cp, s)| (Some(cp), s)).unwrap_or_default();
+        self.stream = StreamState::loaded(slots);
+        if !self.stream.applied.is_empty() {
+            tracing::info!(endpoint = %self.ep.name, direction = %dir, transactions = self.stream.applied.len(), "a worker had committed transactions past the lowest stream slot; they are not applied again");
+        }
+        Ok(cp)
     }
 
     async fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
@@ -584,6 +743,11 @@ impl Sink for MysqlSink {
         for txn in batch.txns.iter().filter(|t| !t.ddl.is_empty()) {
             self.apply_schema_changes(txn).await?;
         }
+        // Independent groups of source transactions over `workers` sessions, when the
+        // batch allows it (one-way, stream only, slots settled).
+        if let Some(report) = self.apply_parallel(dir, batch).await? {
+            return Ok(report);
+        }
         let mut spread = 0;
         if let Some(snap) = &batch.snapshot {
             let parts = self.workers.min(snap.rows.len() / SPREAD_MIN_ROWS);
@@ -597,6 +761,7 @@ impl Sink for MysqlSink {
             Ok((mut report, noted)) => match self.conn.query_drop("COMMIT").await {
                 Ok(()) => {
                     self.written.extend(noted);
+                    self.stream.committed(batch.checkpoint.position.as_ref());
                     report.rows += spread;
                     Ok(report)
                 }
@@ -657,6 +822,7 @@ impl MysqlSink {
                 }
                 Err(e) => return Err(self.ep.error(what)(e)),
             }
+            self.note_constraints(&name).await?;
         }
         Ok(())
     }

@@ -1293,6 +1293,7 @@ impl Decoder {
             columns,
             primary_key: pk,
             unique_keys: Vec::new(),
+            foreign_keys: Vec::new(),
             create_sql: None,
         };
         Ok(TableInfo { schema: Arc::new(schema), kinds, signal })
@@ -1926,6 +1927,7 @@ mod tests {
             columns: vec![Column { name: "id".into(), decl_type: "int".into(), nullable: false }],
             primary_key: vec![0],
             unique_keys: Vec::new(),
+            foreign_keys: Vec::new(),
             create_sql: None,
         });
         let change = Change {

@@ -149,6 +149,7 @@ fn key_schema(table: &TableSchema) -> TableSchema {
         columns: table.primary_key.iter().map(|&i| table.columns[i].clone()).collect(),
         primary_key: (0..table.primary_key.len()).collect(),
         unique_keys: Vec::new(),
+        foreign_keys: Vec::new(),
         create_sql: None,
     }
 }

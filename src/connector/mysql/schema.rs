@@ -13,7 +13,7 @@ use mysql_async::prelude::Queryable;
 use super::values::ColumnKind;
 use super::{FERRY_DB, MysqlEndpoint, ident};
 use crate::connector::ConnectorError;
-use crate::model::{Column, TableName, TableSchema};
+use crate::model::{Column, ForeignKey, TableName, TableSchema};
 
 /// Databases never replicated: the server's own and ferry's.
 const SYSTEM_DBS: [&str; 5] = ["mysql", "information_schema", "performance_schema", "sys", FERRY_DB];
@@ -246,6 +246,7 @@ pub async fn describe_loose(
             }
         }
     }
+    let foreign_keys = foreign_keys(ep, conn, table, &db, &columns).await?;
     let create: Option<(String, String)> =
         conn.query_first(format!("SHOW CREATE TABLE {}", qualified(table))).await.map_err(ep.error(what))?;
     Ok(Some(TableSchema {
@@ -253,8 +254,47 @@ pub async fn describe_loose(
         columns,
         primary_key,
         unique_keys: unique_keys.into_iter().map(|(_, k)| k).collect(),
+        foreign_keys,
         create_sql: create.map(|(_, sql)| sql),
     }))
+}
+
+/// A table's foreign keys from information_schema (parallel apply orders by them).
+async fn foreign_keys(
+    ep: &MysqlEndpoint,
+    conn: &mut Conn,
+    table: &TableName,
+    db: &str,
+    columns: &[Column],
+) -> Result<Vec<ForeignKey>, ConnectorError> {
+    let refs: Vec<(String, String, String, String, String)> = conn
+        .exec(
+            "SELECT CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_SCHEMA, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME \
+             FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+             AND REFERENCED_TABLE_NAME IS NOT NULL ORDER BY CONSTRAINT_NAME, ORDINAL_POSITION",
+            (db, &table.name),
+        )
+        .await
+        .map_err(ep.error(format!("reading the foreign keys of {table}")))?;
+    let mut out: Vec<(String, ForeignKey)> = Vec::new();
+    for (constraint, column, parent_db, parent, parent_column) in refs {
+        let Some(i) = columns.iter().position(|c| c.name == column) else { continue };
+        match out.iter_mut().find(|(n, _)| *n == constraint) {
+            Some((_, fk)) => {
+                fk.columns.push(i);
+                fk.parent_columns.push(parent_column);
+            }
+            None => out.push((
+                constraint,
+                ForeignKey {
+                    columns: vec![i],
+                    parent: TableName { schema: Some(parent_db), name: parent },
+                    parent_columns: vec![parent_column],
+                },
+            )),
+        }
+    }
+    Ok(out.into_iter().map(|(_, fk)| fk).collect())
 }
 
 /// Column names of a `SHOW CREATE TABLE` text, in order (`None` if it cannot be read).
