@@ -306,6 +306,10 @@ pub struct ForeignKey {
     pub parent: TableName,
     /// The referenced columns' names, in constraint order.
     pub parent_columns: Vec<String>,
+    /// ON DELETE or ON UPDATE changes child rows (CASCADE, SET NULL, SET DEFAULT): rows
+    /// a row-based binlog does not carry, which the target changes by itself.
+    #[serde(default)]
+    pub cascades: bool,
 }
 
 impl TableSchema {

@@ -5,7 +5,10 @@
 //! - Dependency keys: every change contributes its table's primary key (old and new on
 //!   a key update), the values of every unique key the target has (old and new), for
 //!   each foreign key the referenced (parent table, columns, values), and, for a table
-//!   other tables reference, its own values of the referenced columns. Text is compared
+//!   other tables reference, its own values of the referenced columns. A foreign key
+//!   with ON DELETE/UPDATE actions changes child rows the binlog does not carry, so
+//!   every change of such a child table and every update or delete of its parent share
+//!   one key for the whole child table. Text is compared
 //!   case- and trailing-space-insensitively, so collation-equal values collide too (more
 //!   dependencies only cost parallelism).
 //! - Source transactions sharing any key are joined (union-find) into one group; a
@@ -37,16 +40,31 @@ use super::state::{self, StreamSlots, is_after, slot_progress, stream_key};
 use crate::connector::{ApplyBatch, ApplyReport, Checkpoint, ConnectorError, DirectionId};
 use crate::model::{Change, FastHash, FastHasher, Op, Position, Row, TableName, TableSchema, Txn, Value};
 
-/// Column sets other tables' foreign keys reference, per parent table.
-pub type Parents = HashMap<TableName, Vec<Vec<String>>>;
+/// What other tables' foreign keys make of a parent table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Referenced {
+    /// The column sets referenced.
+    pub sets: Vec<Vec<String>>,
+    /// Child tables whose rows the target changes when a parent row goes or changes
+    /// (ON DELETE/UPDATE CASCADE, SET NULL, SET DEFAULT).
+    pub cascades_to: Vec<TableName>,
+}
 
-/// The referenced column sets of every parent table named by these tables' foreign keys.
+/// Per parent table, what references it.
+pub type Parents = HashMap<TableName, Referenced>;
+
+/// What references each parent table named by these tables' foreign keys.
 pub fn parents_of<'a>(tables: impl Iterator<Item = &'a Arc<TableSchema>>) -> Parents {
     let mut out = Parents::new();
-    for fk in tables.flat_map(|t| &t.foreign_keys) {
-        let sets = out.entry(fk.parent.clone()).or_default();
-        if !sets.contains(&fk.parent_columns) {
-            sets.push(fk.parent_columns.clone());
+    for t in tables {
+        for fk in &t.foreign_keys {
+            let r = out.entry(fk.parent.clone()).or_default();
+            if !r.sets.contains(&fk.parent_columns) {
+                r.sets.push(fk.parent_columns.clone());
+            }
+            if fk.cascades && !r.cascades_to.contains(&t.name) {
+                r.cascades_to.push(t.name.clone());
+            }
         }
     }
     out
@@ -120,6 +138,7 @@ impl MysqlSink {
         // A worker without transactions has nothing of its own to commit: the first
         // session moves its slot along with its own.
         jobs[0].slots.extend(idle);
+        tracing::debug!(endpoint = %self.ep.name, transactions = batch.txns.len(), sessions = jobs.len(), "applying a batch over several sessions");
         self.open_helpers(jobs.len() - 1).await?;
 
         let (budget, cp, written) = (self.budget, &batch.checkpoint, &self.written);
@@ -314,6 +333,9 @@ fn dependencies(c: &Change, targets: &Targets, parents: &Parents, coarse: &HashS
             }
         }
     }
+    if t.keys.foreign_keys.iter().any(|fk| fk.cascades) {
+        out.push(dep(name, &["*"], std::iter::empty()));
+    }
     for fk in &t.keys.foreign_keys {
         if coarse.contains(&fk.parent) {
             out.push(dep(&fk.parent, &["*"], std::iter::empty()));
@@ -324,7 +346,13 @@ fn dependencies(c: &Change, targets: &Targets, parents: &Parents, coarse: &HashS
             }
         }
     }
-    for set in parents.get(name).into_iter().flatten() {
+    let referenced = parents.get(name);
+    if c.op != Op::Insert {
+        for child in referenced.iter().flat_map(|r| &r.cascades_to) {
+            out.push(dep(child, &["*"], std::iter::empty()));
+        }
+    }
+    for set in referenced.iter().flat_map(|r| &r.sets) {
         let Some(idx) = set.iter().map(|n| t.keys.column_index(n)).collect::<Option<Vec<usize>>>() else { continue };
         for row in images.iter().flatten() {
             if let Some(vals) = pick(row, &idx) {
@@ -474,7 +502,12 @@ mod tests {
     #[test]
     fn parents_children_and_key_updates_share_dependencies() {
         let parent = table("p", &["id", "name"], vec![], vec![]);
-        let fk = ForeignKey { columns: vec![1], parent: parent.name.clone(), parent_columns: vec!["id".into()] };
+        let fk = ForeignKey {
+            columns: vec![1],
+            parent: parent.name.clone(),
+            parent_columns: vec!["id".into()],
+            cascades: false,
+        };
         let child = table("c", &["id", "p"], vec![], vec![fk]);
         let (targets, parents) = targets(&[&parent, &child]);
         let (i, u, n) = (Value::Int, Value::UInt, Value::Null);
@@ -507,5 +540,31 @@ mod tests {
         let shares = partition(&txns, &targets, &parents, 2);
         let of = share_of(&shares, 2);
         assert_eq!(of[0], of[1], "the old unique value of row 1 is unknown: {shares:?}");
+    }
+
+    #[test]
+    fn a_cascading_parent_delete_orders_every_change_of_its_child_table() {
+        let parent = table("p", &["id"], vec![], vec![]);
+        let fk = ForeignKey {
+            columns: vec![1],
+            parent: parent.name.clone(),
+            parent_columns: vec!["id".into()],
+            cascades: true,
+        };
+        let child = table("c", &["id", "p", "tag"], vec![vec![2]], vec![fk]);
+        let other = table("o", &["id"], vec![], vec![]);
+        let (targets, parents) = targets(&[&parent, &child, &other]);
+        let i = Value::Int;
+        let txns = vec![
+            // Deleting parent 1 also deletes its children on the target (not in the binlog) ...
+            txn(1, vec![change(&parent, Some(row(&[i(1)])), None)]),
+            // ... so a child taking a tag one of them held must wait for it.
+            txn(2, vec![change(&child, None, Some(row(&[i(9), i(2), i(7)])))]),
+            txn(3, vec![change(&other, None, Some(row(&[i(1)])))]),
+        ];
+        let shares = partition(&txns, &targets, &parents, 3);
+        let of = share_of(&shares, 3);
+        assert_eq!(of[0], of[1], "{shares:?}");
+        assert_ne!(of[0], of[2], "{shares:?}");
     }
 }

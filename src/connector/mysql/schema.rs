@@ -267,17 +267,22 @@ async fn foreign_keys(
     db: &str,
     columns: &[Column],
 ) -> Result<Vec<ForeignKey>, ConnectorError> {
-    let refs: Vec<(String, String, String, String, String)> = conn
+    let refs: Vec<(String, String, String, String, String, String, String)> = conn
         .exec(
-            "SELECT CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_SCHEMA, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME \
-             FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
-             AND REFERENCED_TABLE_NAME IS NOT NULL ORDER BY CONSTRAINT_NAME, ORDINAL_POSITION",
+            "SELECT k.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_SCHEMA, k.REFERENCED_TABLE_NAME, \
+             k.REFERENCED_COLUMN_NAME, r.UPDATE_RULE, r.DELETE_RULE \
+             FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.REFERENTIAL_CONSTRAINTS r \
+             ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME \
+             AND r.TABLE_NAME = k.TABLE_NAME \
+             WHERE k.TABLE_SCHEMA = ? AND k.TABLE_NAME = ? AND k.REFERENCED_TABLE_NAME IS NOT NULL \
+             ORDER BY k.CONSTRAINT_NAME, k.ORDINAL_POSITION",
             (db, &table.name),
         )
         .await
         .map_err(ep.error(format!("reading the foreign keys of {table}")))?;
+    let acts = |rule: &str| !matches!(rule, "RESTRICT" | "NO ACTION");
     let mut out: Vec<(String, ForeignKey)> = Vec::new();
-    for (constraint, column, parent_db, parent, parent_column) in refs {
+    for (constraint, column, parent_db, parent, parent_column, on_update, on_delete) in refs {
         let Some(i) = columns.iter().position(|c| c.name == column) else { continue };
         match out.iter_mut().find(|(n, _)| *n == constraint) {
             Some((_, fk)) => {
@@ -290,6 +295,7 @@ async fn foreign_keys(
                     columns: vec![i],
                     parent: TableName { schema: Some(parent_db), name: parent },
                     parent_columns: vec![parent_column],
+                    cascades: acts(&on_update) || acts(&on_delete),
                 },
             )),
         }
