@@ -23,12 +23,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::parallel::{Parents, StreamState, parents_of};
-
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tracing::warn;
 
+use super::parallel::{Parents, StreamState, parents_of};
 use super::schema::{self, create_sql_columns, create_table_sql, qualified, retarget_create_sql};
 use super::snapshot::HEARTBEAT_TABLE;
 use super::state::{is_after, slot_progress, stream_key};
@@ -70,7 +69,7 @@ pub struct MysqlSink {
     pub(super) helpers: Vec<Conn>,
     /// The target's own description of each target table (unique and foreign keys).
     pub(super) constraints: HashMap<TableName, Arc<TableSchema>>,
-    /// Referenced column sets per parent table, from `constraints`.
+    /// What references each parent table (column sets, cascading children), from `constraints`.
     pub(super) parents: Parents,
     /// The stream slots as loaded, and transactions a crash left applied past them.
     pub(super) stream: StreamState,
