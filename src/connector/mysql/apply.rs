@@ -704,11 +704,15 @@ impl Sink for MysqlSink {
                             ),
                         });
                     }
+                    self.constraints.insert(name.clone(), Arc::new(existing));
                 }
-                None => self.create_table(t, &name).await?,
+                None => {
+                    self.create_table(t, &name).await?;
+                    self.note_constraints(&name).await?;
+                }
             }
-            self.note_constraints(&name).await?;
         }
+        self.parents = parents_of(self.constraints.values());
         Ok(())
     }
 
