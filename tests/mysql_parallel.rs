@@ -15,6 +15,7 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
 use crate::mysql_oneway::{assert_same_table, start, task_file, wait_caught_up};
+use crate::support::FerryRun;
 use crate::support::mariadb::{Cleanup, admin, connect, database, rows, shared_a, shared_b, unique};
 
 /// Parents with a unique code; children (ON DELETE CASCADE) and notes (RESTRICT) with
@@ -144,13 +145,10 @@ async fn load(db: &str, clients: u64, time: Duration, seed: u64) -> [u64; KINDS.
     total
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn parallel_apply_keeps_unique_swaps_key_moves_and_foreign_keys_identical() {
-    let mut cleanup_a = Cleanup::new(&shared_a());
-    let mut cleanup_b = Cleanup::new(&shared_b());
-    let db = database(&shared_a(), "par", &mut cleanup_a).await;
-    cleanup_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
-    let mut setup = schema(&db);
+/// Creates the tables with rows on dc-a, and a one-way task over them with 4 workers
+/// and keep_transactions.
+async fn populated(db: &str) -> (tempfile::TempDir, std::path::PathBuf, Config) {
+    let mut setup = schema(db);
     setup.push(format!("INSERT INTO `{db}`.parent SELECT seq, CONCAT('p', seq), 0 FROM `{db}`.seq_1_to_60"));
     setup.push(format!(
         "INSERT INTO `{db}`.child SELECT seq, seq % 60 + 1, CONCAT('t', seq), 0 FROM `{db}`.seq_1_to_200"
@@ -159,7 +157,6 @@ async fn parallel_apply_keeps_unique_swaps_key_moves_and_foreign_keys_identical(
         "INSERT INTO `{db}`.note SELECT seq, seq * 7 % 60 + 1, CONCAT('l', seq) FROM `{db}`.seq_1_to_100"
     ));
     admin(&shared_a(), &setup).await;
-
     let dir = tempfile::tempdir().expect("tempdir");
     let file = task_file(
         dir.path(),
@@ -170,6 +167,16 @@ async fn parallel_apply_keeps_unique_swaps_key_moves_and_foreign_keys_identical(
         "workers = 4\nkeep_transactions = true\n",
     );
     let config = Config::load(&file).expect("config");
+    (dir, file, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_apply_keeps_unique_swaps_key_moves_and_foreign_keys_identical() {
+    let mut cleanup_a = Cleanup::new(&shared_a());
+    let mut cleanup_b = Cleanup::new(&shared_b());
+    let db = database(&shared_a(), "par", &mut cleanup_a).await;
+    cleanup_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
+    let (_dir, _file, config) = populated(&db).await;
     let engine = start(&config).await;
     wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
     engine.stop();
@@ -201,6 +208,61 @@ async fn parallel_apply_keeps_unique_swaps_key_moves_and_foreign_keys_identical(
     )
     .await;
     assert_eq!(slots, vec![vec!["4".to_string(), "1".into()]], "one stream slot per worker, all at one position");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn survives_sigkill_during_parallel_apply_of_unique_swaps_and_foreign_keys() {
+    let mut cleanup_a = Cleanup::new(&shared_a());
+    let mut cleanup_b = Cleanup::new(&shared_b());
+    let db = database(&shared_a(), "parkill", &mut cleanup_a).await;
+    cleanup_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
+    let (dir, file, config) = populated(&db).await;
+    let log = dir.path().join("ferry.log");
+    let mut ferry = FerryRun::start(&file, &log);
+    wait_caught_up(&config, Duration::from_secs(60), None).await;
+    ferry.kill();
+
+    // Load all along; ferry is killed at random moments and started again, so kills land
+    // while backlog batches are applied over several sessions.
+    let slots_sql = format!(
+        "SELECT COUNT(DISTINCT position) FROM ferry.ferry_checkpoint WHERE task = '{}' AND slot LIKE 'stream:%'",
+        config.tasks[0].name
+    );
+    let kills = async {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut split = 0;
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(rng.u64(300..900))).await;
+            let mut ferry = FerryRun::start(&file, &log);
+            tokio::time::sleep(Duration::from_millis(rng.u64(600..1800))).await;
+            ferry.kill();
+            if rows(&shared_b(), &slots_sql).await != vec![vec!["1".to_string()]] {
+                split += 1;
+            }
+        }
+        split
+    };
+    let (done, split) = tokio::join!(load(&db, 3, Duration::from_secs(12), 3), kills);
+    eprintln!("kills that left worker slots at different positions: {split} of 6");
+    let mut ferry = FerryRun::start(&file, &log);
+    wait_caught_up(&config, Duration::from_secs(120), None).await;
+    assert_eq!(ferry.terminate(), Some(0), "ferry run did not stop cleanly; log:\n{}", tail(&log));
+    assert!(done.iter().sum::<u64>() > 0, "the load committed nothing");
+    for t in ["parent", "child", "note"] {
+        assert_same_table(&db, t).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains("cannot apply") && !text.contains(" ERROR "),
+        "an apply error ({split} kills left worker slots apart):\n{}",
+        tail(&log)
+    );
+}
+
+fn tail(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 fn change(table: &Arc<TableSchema>, before: Row, after: Row) -> Change {
