@@ -14,7 +14,7 @@ use ferry::model::{Change, Op, Position, Prior, Row, SiteId, TableName, TableSch
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
-use crate::mysql_oneway::{assert_same_table, start, task_file, wait_caught_up};
+use crate::mysql_oneway::{assert_same_table, start, tail, task_file, wait_caught_up};
 use crate::support::FerryRun;
 use crate::support::mariadb::{Cleanup, admin, connect, database, rows, shared_a, shared_b, unique};
 
@@ -257,12 +257,6 @@ async fn survives_sigkill_during_parallel_apply_of_unique_swaps_and_foreign_keys
         "an apply error ({split} kills left worker slots apart):\n{}",
         tail(&log)
     );
-}
-
-fn tail(log: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 fn change(table: &Arc<TableSchema>, before: Row, after: Row) -> Change {
