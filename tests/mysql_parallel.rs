@@ -394,6 +394,14 @@ async fn resumes_from_the_lowest_worker_slot_without_applying_committed_transact
     assert_eq!(got, want);
     let (cp, slots) = state::load_checkpoint_slots(&ep, &mut conn, &dir).await.expect("load").expect("checkpoint");
     assert_eq!((cp.position, slots.count, slots.applied.len()), (Some(at(70)), 2, 0), "every slot moved on");
+
+    // Fewer workers next time: the first commit drops the slots of the others.
+    let mut sink = MysqlSink::open(ep.clone()).await.expect("sink");
+    sink.ensure_tables(std::slice::from_ref(&t)).await.expect("ensure tables");
+    assert_eq!(sink.load_checkpoint(&dir).await.expect("load").and_then(|c| c.position), Some(at(70)));
+    sink.apply(&dir, &batch(Vec::new(), 80)).await.expect("a batch on one worker");
+    let (cp, slots) = state::load_checkpoint_slots(&ep, &mut conn, &dir).await.expect("load").expect("checkpoint");
+    assert_eq!((cp.position, slots.count), (Some(at(80)), 1), "one slot for one worker");
     conn.disconnect().await.ok();
     cleanup_b.push(format!("DELETE FROM ferry.ferry_checkpoint WHERE task IN ('{}', '{}')", dir.task, other.task));
 }
