@@ -405,3 +405,70 @@ async fn resumes_from_the_lowest_worker_slot_without_applying_committed_transact
     conn.disconnect().await.ok();
     cleanup_b.push(format!("DELETE FROM ferry.ferry_checkpoint WHERE task IN ('{}', '{}')", dir.task, other.task));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_share_leaves_the_committed_shares_recorded_and_not_applied_again() {
+    let mut cleanup_b = Cleanup::new(&shared_b());
+    let db = database(&shared_b(), "parfail", &mut cleanup_b).await;
+    let name = TableName { schema: Some(db.clone()), name: "c".into() };
+    // The target refuses what the source accepted: v must stay below 100 here.
+    admin(
+        &shared_b(),
+        &[
+            format!("CREATE TABLE `{db}`.c (id INT PRIMARY KEY, v INT NOT NULL, CONSTRAINT small CHECK (v < 100))"),
+            format!("INSERT INTO `{db}`.c VALUES (1, 1), (2, 2)"),
+        ],
+    )
+    .await;
+    let ep = MysqlEndpoint::new("b", SiteId::new("dc-b"), &shared_b()).expect("url");
+    let mut conn = ep.connect().await.expect("connect");
+    let t = Arc::new(describe(&ep, &mut conn, &name).await.expect("describe").expect("table"));
+    let i = Value::Int;
+    let txn = |pos: u64, id: i64, v: i64| Txn {
+        origin: SiteId::new("dc-a"),
+        commit_ts: 0,
+        position: at(pos),
+        changes: vec![change(&t, vec![i(id), i(id)], vec![i(id), i(v)])],
+        ddl: Vec::new(),
+    };
+    let txns = vec![txn(10, 1, 50), txn(20, 2, 500)];
+    let dir = DirectionId { task: unique("parfail"), from: "a".into(), to: "b".into() };
+    cleanup_b.push(format!("DELETE FROM ferry.ferry_checkpoint WHERE task = '{}'", dir.task));
+
+    let mut sink = MysqlSink::open(ep.clone()).await.expect("sink").with_workers(2);
+    sink.prepare().await.expect("prepare");
+    sink.ensure_tables(std::slice::from_ref(&t)).await.expect("ensure tables");
+    sink.load_checkpoint(&dir).await.expect("load");
+    sink.apply(&dir, &batch(Vec::new(), 5)).await.expect("first checkpoint");
+    let err = sink.apply(&dir, &batch(txns.clone(), 30)).await.expect_err("row 2 is refused");
+    assert!(err.to_string().contains("sessions"), "{err}");
+
+    // Row 1's session committed with its slot; the stream resumes before the batch and
+    // knows row 1's transaction is done.
+    let (cp, slots) = state::load_checkpoint_slots(&ep, &mut conn, &dir).await.expect("load").expect("checkpoint");
+    assert_eq!((cp.position, slots.applied), (Some(at(5)), vec![at(10)]));
+    let got = rows(&shared_b(), &format!("SELECT id, v FROM `{db}`.c ORDER BY id")).await;
+    assert_eq!(got, vec![vec!["1".to_string(), "50".into()], vec!["2".into(), "2".into()]]);
+
+    // The engine's diagnosis (change by change, one session) names the refused change only.
+    let mut diagnose = batch(txns.clone(), 30);
+    diagnose.one_by_one = true;
+    match sink.apply(&dir, &diagnose).await {
+        Err(ferry::connector::ConnectorError::Apply(f)) => {
+            assert_eq!((f.position.clone(), f.key.as_str()), (at(20), "(2)"), "{f}");
+        }
+        other => panic!("expected the refused change at {}, got {other:?}", at(20)),
+    }
+
+    // Fixed by hand; a new run applies row 2 and leaves row 1's transaction alone.
+    admin(&shared_b(), &[format!("ALTER TABLE `{db}`.c DROP CONSTRAINT small")]).await;
+    let mut sink = MysqlSink::open(ep.clone()).await.expect("sink").with_workers(2);
+    sink.ensure_tables(std::slice::from_ref(&t)).await.expect("ensure tables");
+    assert_eq!(sink.load_checkpoint(&dir).await.expect("load").and_then(|c| c.position), Some(at(5)));
+    sink.apply(&dir, &batch(txns, 30)).await.expect("the batch applies");
+    let got = rows(&shared_b(), &format!("SELECT id, v FROM `{db}`.c ORDER BY id")).await;
+    assert_eq!(got, vec![vec!["1".to_string(), "50".into()], vec!["2".into(), "500".into()]]);
+    let (cp, slots) = state::load_checkpoint_slots(&ep, &mut conn, &dir).await.expect("load").expect("checkpoint");
+    assert_eq!((cp.position, slots.count, slots.applied.len()), (Some(at(30)), 2, 0));
+    conn.disconnect().await.ok();
+}

@@ -161,13 +161,15 @@ impl MysqlSink {
             }
         }
         drop(conns);
+        let any_failed = results.iter().any(Result::is_err);
         let mut failed = None;
         for (j, (job, result)) in jobs.iter().zip(results).enumerate() {
             match result {
                 Ok(noted) => {
                     self.written.extend(noted);
-                    // Committed: a failure elsewhere must not make it run twice.
-                    for t in &job.txns {
+                    // Committed while another session failed: the retry of the batch
+                    // must leave these transactions out.
+                    for t in job.txns.iter().filter(|_| any_failed) {
                         self.stream.applied.insert(stream_key(&t.position), t.position.clone());
                     }
                 }
