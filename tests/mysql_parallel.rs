@@ -286,6 +286,21 @@ fn batch(txns: Vec<Txn>, end: u64) -> ApplyBatch {
     }
 }
 
+/// A sink over `workers` sessions, started on `dir` as the engine starts one: ferry's
+/// tables, the table, the checkpoint loaded (its position returned).
+async fn sink_on(
+    ep: &MysqlEndpoint,
+    t: &Arc<TableSchema>,
+    dir: &DirectionId,
+    workers: usize,
+) -> (MysqlSink, Option<Position>) {
+    let mut sink = MysqlSink::open(ep.clone()).await.expect("sink").with_workers(workers);
+    sink.prepare().await.expect("prepare");
+    sink.ensure_tables(std::slice::from_ref(t)).await.expect("ensure tables");
+    let position = sink.load_checkpoint(dir).await.expect("load").and_then(|c| c.position);
+    (sink, position)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn resumes_from_the_lowest_worker_slot_without_applying_committed_transactions_again() {
     let mut cleanup_b = Cleanup::new(&shared_b());
@@ -322,10 +337,8 @@ async fn resumes_from_the_lowest_worker_slot_without_applying_committed_transact
     let dir = DirectionId { task: unique("parres"), from: "a".into(), to: "b".into() };
 
     // A clean parallel batch: two sessions, each committing its own slot.
-    let mut sink = MysqlSink::open(ep.clone()).await.expect("sink").with_workers(2);
-    sink.prepare().await.expect("prepare");
-    sink.ensure_tables(std::slice::from_ref(&t)).await.expect("ensure tables");
-    assert_eq!(sink.load_checkpoint(&dir).await.expect("load"), None);
+    let (mut sink, position) = sink_on(&ep, &t, &dir, 2).await;
+    assert_eq!(position, None);
     sink.apply(&dir, &batch(Vec::new(), 5)).await.expect("first checkpoint");
     sink.apply(&dir, &batch(txns[3..].to_vec(), 60)).await.expect("parallel batch");
     let slot_rows = |dir: &DirectionId| {
@@ -376,15 +389,12 @@ async fn resumes_from_the_lowest_worker_slot_without_applying_committed_transact
 
     // Applying those transactions again from the top would move row 1 to 'v' while row 2
     // holds it: the listed transactions must be left out.
-    let mut naive = MysqlSink::open(ep.clone()).await.expect("sink");
     let other = DirectionId { task: unique("parres_naive"), ..dir.clone() };
-    naive.ensure_tables(std::slice::from_ref(&t)).await.expect("ensure tables");
-    naive.load_checkpoint(&other).await.expect("load");
+    let (mut naive, _) = sink_on(&ep, &t, &other, 1).await;
     assert!(naive.apply(&other, &batch(replay.clone(), 70)).await.is_err(), "a blind replay collides on 'v'");
 
-    let mut sink = MysqlSink::open(ep.clone()).await.expect("sink").with_workers(2);
-    sink.ensure_tables(std::slice::from_ref(&t)).await.expect("ensure tables");
-    assert_eq!(sink.load_checkpoint(&dir).await.expect("load").and_then(|c| c.position), Some(at(60)));
+    let (mut sink, position) = sink_on(&ep, &t, &dir, 2).await;
+    assert_eq!(position, Some(at(60)));
     sink.apply(&dir, &batch(replay, 70)).await.expect("the resumed batch applies");
     let got = rows(&shared_b(), &format!("SELECT id, u FROM `{db}`.u ORDER BY id")).await;
     let want: Vec<Vec<String>> = [("1", "w"), ("2", "v"), ("3", "x"), ("4", "f")]
@@ -396,9 +406,8 @@ async fn resumes_from_the_lowest_worker_slot_without_applying_committed_transact
     assert_eq!((cp.position, slots.count, slots.applied.len()), (Some(at(70)), 2, 0), "every slot moved on");
 
     // Fewer workers next time: the first commit drops the slots of the others.
-    let mut sink = MysqlSink::open(ep.clone()).await.expect("sink");
-    sink.ensure_tables(std::slice::from_ref(&t)).await.expect("ensure tables");
-    assert_eq!(sink.load_checkpoint(&dir).await.expect("load").and_then(|c| c.position), Some(at(70)));
+    let (mut sink, position) = sink_on(&ep, &t, &dir, 1).await;
+    assert_eq!(position, Some(at(70)));
     sink.apply(&dir, &batch(Vec::new(), 80)).await.expect("a batch on one worker");
     let (cp, slots) = state::load_checkpoint_slots(&ep, &mut conn, &dir).await.expect("load").expect("checkpoint");
     assert_eq!((cp.position, slots.count), (Some(at(80)), 1), "one slot for one worker");
@@ -435,10 +444,7 @@ async fn a_refused_share_leaves_the_committed_shares_recorded_and_not_applied_ag
     let dir = DirectionId { task: unique("parfail"), from: "a".into(), to: "b".into() };
     cleanup_b.push(format!("DELETE FROM ferry.ferry_checkpoint WHERE task = '{}'", dir.task));
 
-    let mut sink = MysqlSink::open(ep.clone()).await.expect("sink").with_workers(2);
-    sink.prepare().await.expect("prepare");
-    sink.ensure_tables(std::slice::from_ref(&t)).await.expect("ensure tables");
-    sink.load_checkpoint(&dir).await.expect("load");
+    let (mut sink, _) = sink_on(&ep, &t, &dir, 2).await;
     sink.apply(&dir, &batch(Vec::new(), 5)).await.expect("first checkpoint");
     let err = sink.apply(&dir, &batch(txns.clone(), 30)).await.expect_err("row 2 is refused");
     assert!(err.to_string().contains("sessions"), "{err}");
@@ -462,9 +468,8 @@ async fn a_refused_share_leaves_the_committed_shares_recorded_and_not_applied_ag
 
     // Fixed by hand; a new run applies row 2 and leaves row 1's transaction alone.
     admin(&shared_b(), &[format!("ALTER TABLE `{db}`.c DROP CONSTRAINT small")]).await;
-    let mut sink = MysqlSink::open(ep.clone()).await.expect("sink").with_workers(2);
-    sink.ensure_tables(std::slice::from_ref(&t)).await.expect("ensure tables");
-    assert_eq!(sink.load_checkpoint(&dir).await.expect("load").and_then(|c| c.position), Some(at(5)));
+    let (mut sink, position) = sink_on(&ep, &t, &dir, 2).await;
+    assert_eq!(position, Some(at(5)));
     sink.apply(&dir, &batch(txns, 30)).await.expect("the batch applies");
     let got = rows(&shared_b(), &format!("SELECT id, v FROM `{db}`.c ORDER BY id")).await;
     assert_eq!(got, vec![vec!["1".to_string(), "50".into()], vec!["2".into(), "500".into()]]);
