@@ -288,9 +288,28 @@ pub struct TableSchema {
     pub primary_key: Vec<usize>,
     /// Column index sets of other unique keys (they constrain apply order).
     pub unique_keys: Vec<Vec<usize>>,
+    /// Foreign keys of this table (they constrain apply order too); empty where the
+    /// source does not report them.
+    #[serde(default)]
+    pub foreign_keys: Vec<ForeignKey>,
     /// The source's own CREATE TABLE statement, when it can give one (MySQL `SHOW CREATE
     /// TABLE`); a target of the same engine creates a missing table from it.
     pub create_sql: Option<String>,
+}
+
+/// A foreign key: columns of this table that reference a parent table's columns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForeignKey {
+    /// Indexes into the child's `columns`, in constraint order.
+    pub columns: Vec<usize>,
+    /// The referenced (parent) table.
+    pub parent: TableName,
+    /// The referenced columns' names, in constraint order.
+    pub parent_columns: Vec<String>,
+    /// ON DELETE or ON UPDATE changes child rows (CASCADE, SET NULL, SET DEFAULT): rows
+    /// a row-based binlog does not carry, which the target changes by itself.
+    #[serde(default)]
+    pub cascades: bool,
 }
 
 impl TableSchema {
@@ -311,6 +330,7 @@ impl TableSchema {
             columns: self.primary_key.iter().map(|&i| self.columns[i].clone()).collect(),
             primary_key: (0..self.primary_key.len()).collect(),
             unique_keys: Vec::new(),
+            foreign_keys: Vec::new(),
             create_sql: None,
         }
     }

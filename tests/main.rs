@@ -13,6 +13,7 @@ mod mysql_check;
 mod mysql_ddl;
 mod mysql_freeze;
 mod mysql_oneway;
+mod mysql_parallel;
 mod mysql_twoway;
 mod node_api;
 mod skip;

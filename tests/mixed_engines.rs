@@ -364,10 +364,16 @@ async fn a_sqlite_transaction_larger_than_a_read_reaches_mariadb_whole() {
             .and_then(|r| r.first().cloned())
             .unwrap_or_default()
     };
-    crate::support::wait_until(Duration::from_secs(30), "the empty table on MariaDB", || async {
-        count().await == "0"
+    // The (empty) snapshot done, so the rows come through the stream.
+    let spec = plan_task(&config, &config.tasks[0], &[]).remove(0);
+    crate::support::wait_until(Duration::from_secs(30), "the snapshot of the empty table", || async {
+        let state = ferry::connector::probe::target_state(&spec.target, &spec.id).await.expect("target state");
+        state.checkpoint.is_some_and(|cp| {
+            !cp.tables.is_empty() && cp.tables.values().all(|t| *t == ferry::connector::TableProgress::Done)
+        })
     })
     .await;
+    assert_eq!(count().await, "0");
     let mut q = app_conn(&s).await;
     sqlx::query(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000) \

@@ -325,7 +325,8 @@ async fn survives_sigkill_during_snapshot_and_stream_under_sysbench() {
     }
 }
 
-fn tail(log: &Path) -> String {
+/// The last 30 lines of a log file.
+pub(crate) fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")

@@ -120,6 +120,7 @@ mod tests {
             ],
             primary_key: vec![0],
             unique_keys: vec![],
+            foreign_keys: vec![],
             create_sql: None,
         })
     }

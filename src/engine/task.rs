@@ -280,7 +280,8 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             return Ok(());
         }
         let result = async {
-            let sources = self.source.tables(&self.spec.tables).await?;
+            // Parents before their children: a copied child row finds its parent there.
+            let sources = parents_first(self.source.tables(&self.spec.tables).await?);
             self.renames = Renames::new(&sources, &self.spec.maps);
             self.sink.ensure_tables(&target_schemas(self.spec, &self.renames)).await?;
             self.source.install_capture(&sources).await?;
@@ -959,6 +960,21 @@ impl Window {
     }
 }
 
+/// Orders tables so that a table comes after the tables its foreign keys reference
+/// (among these; self-references and cycles keep the given order).
+fn parents_first(tables: Vec<Arc<TableSchema>>) -> Vec<Arc<TableSchema>> {
+    let mut left = tables;
+    let mut out: Vec<Arc<TableSchema>> = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let waits = |t: &TableSchema, left: &[Arc<TableSchema>]| {
+            t.foreign_keys.iter().any(|fk| fk.parent != t.name && left.iter().any(|o| o.name == fk.parent))
+        };
+        let ready = left.iter().position(|t| !waits(t, &left)).unwrap_or(0);
+        out.push(left.remove(ready));
+    }
+    out
+}
+
 fn holder(node: &str) -> LeaseHolder {
     LeaseHolder {
         node: node.to_string(),
@@ -1037,4 +1053,35 @@ async fn prepare_pair<S: Source, K: Sink>(spec: &DirectionSpec, mut source: S, m
     sink.prepare().await?;
     sink.ensure_tables(&target_schemas(spec, &Renames::new(&tables, &spec.maps))).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ForeignKey, TableName};
+
+    fn table(name: &str, parents: &[&str]) -> Arc<TableSchema> {
+        let fk = |p: &&str| ForeignKey {
+            columns: vec![0],
+            parent: TableName::bare(*p),
+            parent_columns: vec!["id".into()],
+            cascades: false,
+        };
+        Arc::new(TableSchema {
+            name: TableName::bare(name),
+            columns: Vec::new(),
+            primary_key: vec![0],
+            unique_keys: Vec::new(),
+            foreign_keys: parents.iter().map(fk).collect(),
+            create_sql: None,
+        })
+    }
+
+    #[test]
+    fn snapshots_parents_before_children() {
+        let tables =
+            vec![table("a_child", &["c_parent"]), table("b_note", &["c_parent", "b_note"]), table("c_parent", &[])];
+        let order: Vec<String> = parents_first(tables).iter().map(|t| t.name.name.clone()).collect();
+        assert_eq!(order, ["c_parent", "a_child", "b_note"]);
+    }
 }

@@ -8,8 +8,14 @@
 //! - tables with secondary unique keys keep source order (a swap of unique values must
 //!   not collide), written as runs of consecutive deletes or upserts: a multi-row
 //!   statement processes its rows in order, exactly like one statement per row;
+//! - tables with foreign keys, or referenced by one, go in source order across tables
+//!   (the target checks foreign keys and runs their ON DELETE/UPDATE actions itself);
 //! - `one_by_one` batches go change by change in source order, so a refused change is
 //!   named exactly ([`ApplyFailure`]).
+//!
+//! Which tables have unique and foreign keys is read from the target itself (its
+//! constraints are what a change can collide with). One-way batches with `workers` > 1
+//! are spread over several sessions by [`super::parallel`].
 //!
 //! Values are bound as docs/mysql-types.md says (decimals, dates and JSON as exact
 //! text) in a UTC session.
@@ -22,15 +28,19 @@ use mysql_async::prelude::Queryable;
 use tracing::warn;
 
 use super::conflict::Marking;
+use super::parallel::{Parents, StreamState, parents_of};
 use super::schema::{self, create_sql_columns, create_table_sql, qualified, retarget_create_sql};
 use super::snapshot::HEARTBEAT_TABLE;
+use super::state::{is_after, slot_progress, stream_key};
 use super::values::{param_len, to_param};
 use super::{FERRY_DB, MysqlEndpoint, ident, state, versions};
 use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, Sink,
     SnapshotRows,
 };
-use crate::model::{Change, Key, Row, SchemaChangeKind, SiteId, TableName, TableSchema, Txn, Value, key_text};
+use crate::model::{
+    Change, Key, Position, Row, SchemaChangeKind, SiteId, TableName, TableSchema, Txn, Value, key_text,
+};
 
 /// Server errors that mean a replayed schema change is already in place: table exists,
 /// duplicate column, duplicate key name, cannot drop (already gone), duplicate foreign key.
@@ -52,20 +62,44 @@ pub struct MysqlSink {
     pub(super) ep: MysqlEndpoint,
     pub(super) conn: Conn,
     /// Checkpoint rows committed so far on this connection (slot key -> fingerprint).
-    written: HashMap<String, String>,
+    pub(super) written: HashMap<String, String>,
     /// Parameter bytes per statement (a share of max_allowed_packet).
     pub(super) budget: usize,
-    /// Connections a large snapshot chunk is spread over (`workers`).
-    workers: usize,
-    /// The extra sessions for that, opened on first use.
-    helpers: Vec<Conn>,
     /// Two-way: the site changes come from (the direction's source), once set.
     two_way: Option<SiteId>,
     /// How this session marks its two-way transactions, once set up.
     marking: Option<Marking>,
     /// A source commit group is being applied in parts: its transaction is open.
     open_group: bool,
+    /// Sessions a batch or a large snapshot chunk is spread over (`workers`), each with
+    /// its own stream slot in the checkpoint.
+    pub(super) workers: usize,
+    /// The extra sessions for that, opened on first use.
+    pub(super) helpers: Vec<Conn>,
+    /// The target's own description of each target table (unique and foreign keys).
+    pub(super) constraints: HashMap<TableName, Arc<TableSchema>>,
+    /// What references each parent table (column sets, cascading children), from `constraints`.
+    pub(super) parents: Parents,
+    /// The stream slots as loaded, and transactions a crash left applied past them.
+    pub(super) stream: StreamState,
 }
+
+/// How one target table's changes are written.
+pub(super) struct Target {
+    /// Its name on this server (database resolved).
+    pub(super) resolved: TableName,
+    /// `db`.`table`, quoted.
+    pub(super) sql: String,
+    /// Its keys as the target describes them (the change's schema when not described).
+    pub(super) keys: Arc<TableSchema>,
+    /// Keep source order: it has secondary unique keys.
+    pub(super) ordered: bool,
+    /// It has foreign keys or is referenced by one.
+    pub(super) related: bool,
+}
+
+/// Targets by the changes' table names.
+pub(super) type Targets = HashMap<TableName, Target>;
 
 /// An error inside the apply transaction, before it gets its context.
 pub(super) enum Failure {
@@ -112,6 +146,9 @@ impl MysqlSink {
             two_way: None,
             marking: None,
             open_group: false,
+            constraints: HashMap::new(),
+            parents: Parents::default(),
+            stream: StreamState::default(),
         })
     }
 
@@ -132,9 +169,7 @@ impl MysqlSink {
     /// transaction, all committed before the caller commits the checkpoint after them: a
     /// crash in between copies the chunk again, and a chunk's upserts are idempotent.
     async fn spread_snapshot(&mut self, snap: &SnapshotRows, parts: usize) -> Result<(), ConnectorError> {
-        while self.helpers.len() < parts - 1 {
-            self.helpers.push(self.ep.connect().await?);
-        }
+        self.open_helpers(parts - 1).await?;
         let target = qualified(&self.resolve(&snap.table.name)?);
         let per = snap.rows.len().div_ceil(parts);
         let rows: Vec<&Row> = snap.rows.iter().collect();
@@ -163,6 +198,45 @@ impl MysqlSink {
                 snap.table.name
             )))?;
         }
+        Ok(())
+    }
+
+    /// Opens extra sessions until there are `n`.
+    pub(super) async fn open_helpers(&mut self, n: usize) -> Result<(), ConnectorError> {
+        while self.helpers.len() < n {
+            self.helpers.push(self.ep.connect().await?);
+        }
+        Ok(())
+    }
+
+    /// How each table of these changes is written.
+    pub(super) fn targets<'c>(&self, changes: impl Iterator<Item = &'c Change>) -> Result<Targets, ConnectorError> {
+        let mut out = Targets::new();
+        for change in changes {
+            if out.contains_key(&change.table.name) {
+                continue;
+            }
+            let resolved = self.resolve(&change.table.name)?;
+            let keys = self.constraints.get(&resolved).cloned().unwrap_or_else(|| change.table.clone());
+            let target = Target {
+                sql: qualified(&resolved),
+                ordered: !keys.unique_keys.is_empty() || !change.table.unique_keys.is_empty(),
+                related: !keys.foreign_keys.is_empty() || self.parents.contains_key(&resolved),
+                resolved,
+                keys,
+            };
+            out.insert(change.table.name.clone(), target);
+        }
+        Ok(out)
+    }
+
+    /// Notes the target's own description of a table (`None`: it is gone).
+    async fn note_constraints(&mut self, name: &TableName) -> Result<(), ConnectorError> {
+        match schema::describe_loose(&self.ep, &mut self.conn, name).await? {
+            Some(t) => self.constraints.insert(name.clone(), Arc::new(t)),
+            None => self.constraints.remove(name),
+        };
+        self.parents = parents_of(self.constraints.values());
         Ok(())
     }
 
@@ -197,8 +271,11 @@ impl MysqlSink {
         snapshot_written: bool,
     ) -> Result<(ApplyReport, Vec<(String, String)>), Failure> {
         let mut report = ApplyReport::default();
+        // Transactions a worker committed before a crash, past the lowest stream slot.
+        let done: Vec<bool> =
+            batch.txns.iter().map(|t| self.stream.applied.contains_key(&stream_key(&t.position))).collect();
         if batch.one_by_one {
-            for (t, txn) in batch.txns.iter().enumerate() {
+            for (t, txn) in batch.txns.iter().enumerate().filter(|(t, _)| !done[*t]) {
                 for change in &txn.changes {
                     let target = qualified(&self.resolve(&change.table.name)?);
                     match self.write_change(&target, change).await {
@@ -218,7 +295,8 @@ impl MysqlSink {
                 }
             }
         } else {
-            report.rows += self.apply_grouped(&batch.txns).await?;
+            let txns: Vec<&Txn> = batch.txns.iter().zip(&done).filter(|(_, d)| !**d).map(|(t, _)| t).collect();
+            report.rows += self.apply_grouped(&txns).await?;
         }
         if let Some(snap) = batch.snapshot.as_ref().filter(|_| !snapshot_written) {
             let target = qualified(&self.resolve(&snap.table.name)?);
@@ -244,86 +322,36 @@ impl MysqlSink {
         if !batch.commit {
             return Ok((report, Vec::new()));
         }
-        let noted = state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &self.written).await?;
+        let noted = self.checkpoint_all(dir, batch).await?;
         Ok((report, noted))
     }
 
-    /// Groups the batch's changes by table (source order kept within each) and writes
-    /// each table collapsed, or in order when it has secondary unique keys.
-    pub(super) async fn apply_grouped(&mut self, txns: &[Txn]) -> Result<u64, Failure> {
-        let mut groups: Vec<(Arc<TableSchema>, Vec<&Change>)> = Vec::new();
-        let mut index: HashMap<&TableName, usize> = HashMap::new();
-        let mut count = 0u64;
-        for change in txns.iter().flat_map(|t| &t.changes) {
-            count += 1;
-            let i = *index.entry(&change.table.name).or_insert_with(|| {
-                groups.push((change.table.clone(), Vec::new()));
-                groups.len() - 1
-            });
-            groups[i].1.push(change);
+    /// Writes the checkpoint of a batch applied on the main session: every worker's
+    /// stream slot moves together (what is still applied past this batch stays listed in
+    /// slot 0); the first commit after loading drops the slots of workers that no longer
+    /// exist.
+    pub(super) async fn checkpoint_all(
+        &mut self,
+        dir: &DirectionId,
+        batch: &ApplyBatch,
+    ) -> Result<Vec<(String, String)>, Failure> {
+        let position = batch.checkpoint.position.as_ref();
+        let still: Vec<&Position> =
+            self.stream.applied.values().filter(|p| position.is_none_or(|end| is_after(p, end))).collect();
+        let streams: Vec<(usize, Option<String>)> =
+            (0..self.workers).map(|w| (w, if w == 0 { slot_progress(&still) } else { None })).collect();
+        if !self.stream.settled {
+            state::drop_stream_slots_from(&mut self.conn, dir, self.workers).await?;
         }
-        for (table, changes) in &groups {
-            let target = qualified(&self.resolve(&table.name)?);
-            if table.unique_keys.is_empty() {
-                self.write_collapsed(&target, table, changes).await?;
-            } else {
-                self.write_in_order(&target, table, changes).await?;
-            }
-        }
-        Ok(count)
+        Ok(state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &self.written, &streams, true).await?)
     }
 
-    /// Final state per key, then all deletes and all upserts as multi-row statements.
-    async fn write_collapsed(&mut self, target: &str, table: &TableSchema, changes: &[&Change]) -> Result<(), Failure> {
-        let mut finals: Vec<(Key, Option<&Row>)> = Vec::with_capacity(changes.len());
-        let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(changes.len());
-        for change in changes {
-            match &change.after {
-                None => set_final(&mut finals, &mut index, change.key.clone(), None),
-                Some(after) => {
-                    let new_key = table.key_of(after);
-                    if new_key != change.key {
-                        set_final(&mut finals, &mut index, change.key.clone(), None);
-                    }
-                    set_final(&mut finals, &mut index, new_key, Some(after));
-                }
-            }
-        }
-        let finals: Vec<Final<'_>> = finals.iter().map(|(k, r)| (k, *r)).collect();
-        let deletes: Vec<&Key> = finals.iter().filter(|(_, r)| r.is_none()).map(|(k, _)| *k).collect();
-        let upserts: Vec<&Row> = finals.iter().filter_map(|(_, r)| *r).collect();
-        self.delete_keys(target, table, &deletes).await?;
-        self.upsert_rows(target, table, &upserts).await?;
-        Ok(())
-    }
-
-    /// Source order, as runs of consecutive deletes or upserts.
-    async fn write_in_order(&mut self, target: &str, table: &TableSchema, changes: &[&Change]) -> Result<(), Failure> {
-        let mut deletes: Vec<&Key> = Vec::new();
-        let mut upserts: Vec<&Row> = Vec::new();
-        for change in changes {
-            let old_goes = match &change.after {
-                None => true,
-                Some(after) => table.key_of(after) != change.key,
-            };
-            if old_goes {
-                if !upserts.is_empty() {
-                    self.upsert_rows(target, table, &upserts).await?;
-                    upserts.clear();
-                }
-                deletes.push(&change.key);
-            }
-            if let Some(after) = &change.after {
-                if !deletes.is_empty() {
-                    self.delete_keys(target, table, &deletes).await?;
-                    deletes.clear();
-                }
-                upserts.push(after);
-            }
-        }
-        self.delete_keys(target, table, &deletes).await?;
-        self.upsert_rows(target, table, &upserts).await?;
-        Ok(())
+    /// Writes the transactions' changes on the main session (see [`write_changes`]).
+    pub(super) async fn apply_grouped(&mut self, txns: &[&Txn]) -> Result<u64, Failure> {
+        let changes: Vec<&Change> = txns.iter().flat_map(|t| &t.changes).collect();
+        let targets = self.targets(changes.iter().copied())?;
+        write_changes(&mut self.conn, self.budget, &targets, &changes).await?;
+        Ok(changes.len() as u64)
     }
 
     /// One change on its own, a refusal naming it (txn index `t` of the batch).
@@ -363,19 +391,7 @@ impl MysqlSink {
         table: &TableSchema,
         keys: &[&Key],
     ) -> Result<(), mysql_async::Error> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let width = table.primary_key.len().max(1);
-        let cols: Vec<String> = table.key_columns().iter().map(|c| ident(c)).collect();
-        let tuple = if width == 1 { "?".to_string() } else { format!("({})", vec!["?"; width].join(",")) };
-        let lhs = if width == 1 { cols.join(",") } else { format!("({})", cols.join(",")) };
-        for chunk in split(keys, width, self.budget, |k| k.iter().map(param_len).sum()) {
-            let sql = format!("DELETE FROM {target} WHERE {lhs} IN ({})", vec![tuple.as_str(); chunk.len()].join(","));
-            let params: Vec<mysql_async::Value> = chunk.iter().flat_map(|k| k.iter().map(to_param)).collect();
-            self.conn.exec_drop(sql, params).await?;
-        }
-        Ok(())
+        delete_on(&mut self.conn, self.budget, target, table, keys).await
     }
 
     async fn upsert_rows(
@@ -423,6 +439,144 @@ impl MysqlSink {
             Failure::Setup(e) => e,
         }
     }
+}
+
+/// Writes changes on one session, in its open transaction: grouped by table (source
+/// order kept within each), each table collapsed to its final rows, or in order when it
+/// has secondary unique keys. When a foreign key ties any of the tables, everything goes
+/// in source order instead: foreign_key_checks stays on in apply sessions because the
+/// binlog does not carry the rows an ON DELETE/UPDATE CASCADE changed, so the target's
+/// InnoDB must run those actions itself, and it checks references while doing so.
+pub(super) async fn write_changes(
+    conn: &mut Conn,
+    budget: usize,
+    targets: &Targets,
+    changes: &[&Change],
+) -> Result<(), mysql_async::Error> {
+    if changes.iter().any(|c| targets.get(&c.table.name).is_some_and(|t| t.related)) {
+        return write_in_order(conn, budget, targets, changes).await;
+    }
+    let mut groups: Vec<Vec<&Change>> = Vec::new();
+    let mut index: HashMap<&TableName, usize> = HashMap::new();
+    for change in changes {
+        let i = *index.entry(&change.table.name).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(change);
+    }
+    for changes in &groups {
+        let table = &changes[0].table;
+        if target_of(targets, &table.name)?.ordered {
+            write_in_order(conn, budget, targets, changes).await?;
+        } else {
+            write_collapsed(conn, budget, targets, table, changes).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The target of a change's table (every table of a batch has one).
+fn target_of<'t>(targets: &'t Targets, name: &TableName) -> Result<&'t Target, mysql_async::Error> {
+    targets.get(name).ok_or_else(|| mysql_async::Error::Other(format!("no target for table {name}").into()))
+}
+
+/// Final state per key, then all deletes and all upserts as multi-row statements.
+async fn write_collapsed(
+    conn: &mut Conn,
+    budget: usize,
+    targets: &Targets,
+    table: &TableSchema,
+    changes: &[&Change],
+) -> Result<(), mysql_async::Error> {
+    let target = &target_of(targets, &table.name)?.sql;
+    let mut finals: Vec<(Key, Option<&Row>)> = Vec::with_capacity(changes.len());
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(changes.len());
+    for change in changes {
+        match &change.after {
+            None => set_final(&mut finals, &mut index, change.key.clone(), None),
+            Some(after) => {
+                let new_key = table.key_of(after);
+                if new_key != change.key {
+                    set_final(&mut finals, &mut index, change.key.clone(), None);
+                }
+                set_final(&mut finals, &mut index, new_key, Some(after));
+            }
+        }
+    }
+    let finals: Vec<Final<'_>> = finals.iter().map(|(k, r)| (k, *r)).collect();
+    let deletes: Vec<&Key> = finals.iter().filter(|(_, r)| r.is_none()).map(|(k, _)| *k).collect();
+    let upserts: Vec<&Row> = finals.iter().filter_map(|(_, r)| *r).collect();
+    delete_on(conn, budget, target, table, &deletes).await?;
+    upsert_on(conn, budget, target, table, &upserts).await
+}
+
+/// Source order, as runs of consecutive deletes or upserts of one table: a multi-row
+/// statement processes its rows in order, exactly like one statement per row.
+async fn write_in_order(
+    conn: &mut Conn,
+    budget: usize,
+    targets: &Targets,
+    changes: &[&Change],
+) -> Result<(), mysql_async::Error> {
+    let mut run: Option<&Arc<TableSchema>> = None;
+    let mut deletes: Vec<&Key> = Vec::new();
+    let mut upserts: Vec<&Row> = Vec::new();
+    for change in changes {
+        let table = &change.table;
+        if let Some(t) = run.filter(|t| t.name != table.name) {
+            let target = &target_of(targets, &t.name)?.sql;
+            delete_on(conn, budget, target, t, &deletes).await?;
+            upsert_on(conn, budget, target, t, &upserts).await?;
+            deletes.clear();
+            upserts.clear();
+        }
+        run = Some(table);
+        let target = &target_of(targets, &table.name)?.sql;
+        let old_goes = match &change.after {
+            None => true,
+            Some(after) => table.key_of(after) != change.key,
+        };
+        if old_goes {
+            upsert_on(conn, budget, target, table, &upserts).await?;
+            upserts.clear();
+            deletes.push(&change.key);
+        }
+        if let Some(after) = &change.after {
+            delete_on(conn, budget, target, table, &deletes).await?;
+            deletes.clear();
+            upserts.push(after);
+        }
+    }
+    if let Some(t) = run {
+        let target = &target_of(targets, &t.name)?.sql;
+        delete_on(conn, budget, target, t, &deletes).await?;
+        upsert_on(conn, budget, target, t, &upserts).await?;
+    }
+    Ok(())
+}
+
+/// Multi-row `DELETE … WHERE key IN (…)` on one session.
+async fn delete_on(
+    conn: &mut Conn,
+    budget: usize,
+    target: &str,
+    table: &TableSchema,
+    keys: &[&Key],
+) -> Result<(), mysql_async::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let width = table.primary_key.len().max(1);
+    let cols: Vec<String> = table.key_columns().iter().map(|c| ident(c)).collect();
+    let tuple = if width == 1 { "?".to_string() } else { format!("({})", vec!["?"; width].join(",")) };
+    let lhs = if width == 1 { cols.join(",") } else { format!("({})", cols.join(",")) };
+    for chunk in split(keys, width, budget, |k| k.iter().map(param_len).sum()) {
+        let sql = format!("DELETE FROM {target} WHERE {lhs} IN ({})", vec![tuple.as_str(); chunk.len()].join(","));
+        let params: Vec<mysql_async::Value> = chunk.iter().flat_map(|k| k.iter().map(to_param)).collect();
+        conn.exec_drop(sql, params).await?;
+    }
+    Ok(())
 }
 
 /// The server's message when a statement was refused because of its data (not for
@@ -606,10 +760,15 @@ impl Sink for MysqlSink {
                             ),
                         });
                     }
+                    self.constraints.insert(name.clone(), Arc::new(existing));
                 }
-                None => self.create_table(t, &name).await?,
+                None => {
+                    self.create_table(t, &name).await?;
+                    self.note_constraints(&name).await?;
+                }
             }
         }
+        self.parents = parents_of(self.constraints.values());
         if self.two_way.is_some() {
             let mut resolved = Vec::with_capacity(tables.len());
             for t in tables {
@@ -624,7 +783,13 @@ impl Sink for MysqlSink {
     }
 
     async fn load_checkpoint(&mut self, dir: &DirectionId) -> Result<Option<Checkpoint>, ConnectorError> {
-        state::load_checkpoint(&self.ep, &mut self.conn, dir).await
+        let loaded = state::load_checkpoint_slots(&self.ep, &mut self.conn, dir).await?;
+        let (cp, slots) = loaded.map(|(cp, s)| (Some(cp), s)).unwrap_or_default();
+        self.stream = StreamState::loaded(slots);
+        if !self.stream.applied.is_empty() {
+            tracing::info!(endpoint = %self.ep.name, direction = %dir, transactions = self.stream.applied.len(), "a worker had committed transactions past the lowest stream slot; they are not applied again");
+        }
+        Ok(cp)
     }
 
     async fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
@@ -637,6 +802,14 @@ impl Sink for MysqlSink {
             self.apply_schema_changes(txn).await?;
         }
         let continuing = self.open_group;
+        // Independent groups of source transactions over `workers` sessions, when the
+        // batch allows it (one-way, stream only, slots settled, a whole commit group).
+        if !continuing
+            && batch.commit
+            && let Some(report) = self.apply_parallel(dir, batch).await?
+        {
+            return Ok(report);
+        }
         let mut spread = 0;
         if let Some(snap) = &batch.snapshot {
             let parts = self.workers.min(snap.rows.len() / SPREAD_MIN_ROWS);
@@ -659,6 +832,7 @@ impl Sink for MysqlSink {
             Ok((mut report, noted)) => match self.conn.query_drop("COMMIT").await {
                 Ok(()) => {
                     self.written.extend(noted);
+                    self.stream.committed(batch.checkpoint.position.as_ref());
                     report.rows += spread;
                     Ok(report)
                 }
@@ -714,12 +888,10 @@ impl MysqlSink {
             self.open_group = false;
             let result = match self.apply_two_way(dir, batch, rules, marking).await {
                 Ok(report) if !batch.commit => Ok((report, Vec::new())),
-                Ok(report) => {
-                    match state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &self.written).await {
-                        Ok(noted) => Ok((report, noted)),
-                        Err(e) => Err(Failure::Sql(e)),
-                    }
-                }
+                Ok(report) => match self.checkpoint_all(dir, batch).await {
+                    Ok(noted) => Ok((report, noted)),
+                    Err(f) => Err(f),
+                },
                 Err(f) => Err(f),
             };
             let err = match result {
@@ -731,6 +903,7 @@ impl MysqlSink {
                 Ok((report, noted)) => match self.conn.query_drop("COMMIT").await {
                     Ok(()) => {
                         self.written.extend(noted);
+                        self.stream.committed(batch.checkpoint.position.as_ref());
                         return Ok(report);
                     }
                     Err(e) => self.ep.error("committing an applied two-way batch")(e),
@@ -787,6 +960,7 @@ impl MysqlSink {
                 }
                 Err(e) => return Err(self.ep.error(what)(e)),
             }
+            self.note_constraints(&name).await?;
         }
         Ok(())
     }

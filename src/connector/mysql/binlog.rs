@@ -1354,6 +1354,7 @@ impl Decoder {
             columns,
             primary_key: pk,
             unique_keys: Vec::new(),
+            foreign_keys: Vec::new(),
             create_sql: None,
         };
         Ok(TableInfo { schema: Arc::new(schema), kinds, signal, version_of, marker })
@@ -2079,6 +2080,7 @@ mod tests {
             columns: vec![Column { name: "id".into(), decl_type: "int".into(), nullable: false }],
             primary_key: vec![0],
             unique_keys: Vec::new(),
+            foreign_keys: Vec::new(),
             create_sql: None,
         });
         let change = Change {

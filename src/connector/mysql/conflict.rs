@@ -307,7 +307,7 @@ impl MysqlSink {
                 changes: accepted.iter().map(|(_, c)| c.clone()).collect(),
                 ddl: Vec::new(),
             };
-            self.apply_grouped(std::slice::from_ref(&txn)).await?;
+            self.apply_grouped(&[&txn]).await?;
             return Ok(());
         }
         for (t, change) in accepted {
@@ -404,6 +404,7 @@ mod tests {
             ],
             primary_key: vec![0],
             unique_keys: Vec::new(),
+            foreign_keys: Vec::new(),
             create_sql: None,
         })
     }

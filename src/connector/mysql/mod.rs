@@ -14,6 +14,7 @@ pub mod checksum;
 pub mod conflict;
 pub mod ddl;
 pub mod freeze;
+pub mod parallel;
 pub mod schema;
 pub mod snapshot;
 pub mod source;

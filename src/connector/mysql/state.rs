@@ -14,9 +14,6 @@ use crate::connector::sqlite::state::pid_alive;
 use crate::connector::{Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, TableProgress};
 use crate::model::{Position, now_micros};
 
-/// Slot name of the stream position (worker 0).
-pub const STREAM_SLOT: &str = "stream:0";
-
 /// `ferry`.`name`, quoted.
 pub fn ferry_table(name: &str) -> String {
     format!("{}.{}", ident(FERRY_DB), ident(name))
@@ -59,12 +56,56 @@ pub async fn ensure_target_tables(ep: &MysqlEndpoint, conn: &mut Conn) -> Result
     Ok(())
 }
 
+/// What the stream slots of a direction say beyond the lowest position: how many there
+/// are, and which source transactions past the lowest a worker already committed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamSlots {
+    /// Stream slot rows found (`stream:0` … `stream:N-1`; more than `workers` after a
+    /// change of `workers`).
+    pub count: usize,
+    /// Source transactions (their end positions) past the lowest slot's position that a
+    /// worker committed before a crash: a resumed stream must not apply them again.
+    pub applied: Vec<Position>,
+}
+
+/// A stream slot's extra state, kept in its `progress` column as JSON.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct SlotProgress {
+    /// End positions of the source transactions this worker committed in its last batch.
+    #[serde(default)]
+    applied: Vec<String>,
+}
+
+/// The stream slot name of worker `w`.
+pub fn stream_slot(w: usize) -> String {
+    format!("stream:{w}")
+}
+
+/// The `progress` text of a stream slot naming the transactions its worker committed.
+pub fn slot_progress(applied: &[&Position]) -> Option<String> {
+    if applied.is_empty() {
+        return None;
+    }
+    serde_json::to_string(&SlotProgress { applied: applied.iter().map(ToString::to_string).collect() }).ok()
+}
+
 /// Reads a direction's checkpoint (`None` before its first batch).
 pub async fn load_checkpoint(
     ep: &MysqlEndpoint,
     conn: &mut Conn,
     dir: &DirectionId,
 ) -> Result<Option<Checkpoint>, ConnectorError> {
+    Ok(load_checkpoint_slots(ep, conn, dir).await?.map(|(cp, _)| cp))
+}
+
+/// Reads a direction's checkpoint and its stream slots. With several workers each has a
+/// slot; the stream resumes from the lowest position among them, and the transactions
+/// past it that a worker already committed come back in [`StreamSlots::applied`].
+pub async fn load_checkpoint_slots(
+    ep: &MysqlEndpoint,
+    conn: &mut Conn,
+    dir: &DirectionId,
+) -> Result<Option<(Checkpoint, StreamSlots)>, ConnectorError> {
     let sql = format!(
         "SELECT slot, position, progress FROM {} WHERE task = ? AND direction = ?",
         ferry_table("ferry_checkpoint")
@@ -85,43 +126,93 @@ pub async fn load_checkpoint(
         ),
     };
     let mut cp = Checkpoint::default();
+    // Per stream slot: its position (None: before the first batch) and what it applied.
+    let mut streams: Vec<(Option<Position>, Vec<Position>)> = Vec::new();
     for (slot, position, progress) in rows {
-        if slot == STREAM_SLOT {
-            cp.position = match position {
+        if slot.starts_with("stream:") {
+            let position = match position {
                 Some(p) => Some(p.parse::<Position>().map_err(|e| corrupt(&slot, e.to_string()))?),
                 None => None,
             };
+            let extra: SlotProgress = match progress {
+                Some(p) => serde_json::from_str(&p).map_err(|e| corrupt(&slot, e.to_string()))?,
+                None => SlotProgress::default(),
+            };
+            let applied = extra
+                .applied
+                .iter()
+                .map(|p| p.parse::<Position>().map_err(|e| corrupt(&slot, e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            streams.push((position, applied));
         } else if let (Some(table), Some(p)) = (slot.strip_prefix("table:"), progress) {
             let prog: TableProgress = serde_json::from_str(&p).map_err(|e| corrupt(&slot, e.to_string()))?;
             cp.tables.insert(table.to_string(), prog);
         }
     }
-    Ok(Some(cp))
+    let mut lowest: Option<Option<Position>> = None;
+    for (p, _) in &streams {
+        lowest = Some(match (lowest, p) {
+            (None, p) => p.clone(),
+            (Some(None), _) | (Some(Some(_)), None) => None,
+            (Some(Some(l)), Some(p)) => Some(if is_after(&l, p) { p.clone() } else { l }),
+        });
+    }
+    cp.position = lowest.flatten();
+    let mut applied: Vec<Position> = Vec::new();
+    for (_, list) in &streams {
+        for p in list {
+            let past = cp.position.as_ref().is_none_or(|low| is_after(p, low));
+            if past && !applied.contains(p) {
+                applied.push(p.clone());
+            }
+        }
+    }
+    Ok(Some((cp, StreamSlots { count: streams.len(), applied })))
 }
 
-/// Checkpoint rows to write: the stream slot always, table slots whose state changed
-/// since the last committed write (`written`). Returns (key, fingerprint) pairs to note
-/// in `written` once the transaction commits.
+/// A source transaction's identity in the stream: its end position without the GTID
+/// list (a re-read of the same binlog gives the same file and offset).
+pub fn stream_key(p: &Position) -> String {
+    match p {
+        Position::Mysql { file, pos, .. } => format!("{file}:{pos}"),
+        other => other.to_string(),
+    }
+}
+
+/// True when `a` lies after `b` in the stream.
+pub fn is_after(a: &Position, b: &Position) -> bool {
+    a.stream_cmp(b) == Some(std::cmp::Ordering::Greater)
+}
+
+/// Writes checkpoint rows in the open transaction: the given stream slots (slot index and
+/// `progress` text: see [`slot_progress`]) at the checkpoint's position, and, if
+/// `tables`, table slots whose state changed since the last committed write (`written`).
+/// Returns (key, fingerprint) pairs to note in `written` once the transaction commits.
 pub async fn write_checkpoint(
     conn: &mut Conn,
     dir: &DirectionId,
     cp: &Checkpoint,
     written: &HashMap<String, String>,
+    streams: &[(usize, Option<String>)],
+    tables: bool,
 ) -> Result<Vec<(String, String)>, mysql_async::Error> {
     let now = now_micros();
     let direction = dir.direction();
     let mut rows: Vec<(String, Option<String>, Option<String>)> = Vec::new();
-    rows.push((STREAM_SLOT.to_string(), cp.position.as_ref().map(ToString::to_string), None));
-    for (table, prog) in &cp.tables {
+    for (w, progress) in streams {
+        rows.push((stream_slot(*w), cp.position.as_ref().map(ToString::to_string), progress.clone()));
+    }
+    for (table, prog) in cp.tables.iter().filter(|_| tables) {
         let text = serde_json::to_string(prog).map_err(|e| mysql_async::Error::Other(Box::new(e)))?;
         rows.push((format!("table:{table}"), None, Some(text)));
     }
     let mut noted = Vec::new();
     let mut params: Vec<mysql_async::Value> = Vec::new();
     for (slot, position, progress) in rows {
+        let stream = slot.starts_with("stream:");
         let fingerprint = format!("{position:?}{progress:?}");
         let key = format!("{}/{direction}/{slot}", dir.task);
-        if slot != STREAM_SLOT && written.get(&key) == Some(&fingerprint) {
+        if !stream && written.get(&key) == Some(&fingerprint) {
             continue;
         }
         params.extend([
@@ -132,7 +223,9 @@ pub async fn write_checkpoint(
             progress.into(),
             now.into(),
         ]);
-        noted.push((key, fingerprint));
+        if !stream {
+            noted.push((key, fingerprint));
+        }
     }
     // One statement for all changed slots (a few per batch; thousands only on the first).
     for chunk in params.chunks(6 * 1000) {
@@ -145,6 +238,21 @@ pub async fn write_checkpoint(
         conn.exec_drop(sql, chunk.to_vec()).await?;
     }
     Ok(noted)
+}
+
+/// Deletes stream slots of workers `count` and beyond (left by a run with more workers),
+/// in the open transaction that writes slots 0..count.
+pub async fn drop_stream_slots_from(
+    conn: &mut Conn,
+    dir: &DirectionId,
+    count: usize,
+) -> Result<(), mysql_async::Error> {
+    let sql = format!(
+        "DELETE FROM {} WHERE task = ? AND direction = ? AND slot LIKE 'stream:%' \
+         AND CAST(SUBSTRING(slot, 8) AS UNSIGNED) >= ?",
+        ferry_table("ferry_checkpoint")
+    );
+    conn.exec_drop(sql, (&dir.task, dir.direction(), count as u64)).await
 }
 
 /// Takes or renews a direction's lease in one transaction (`SELECT … FOR UPDATE`): a

@@ -186,7 +186,14 @@ pub async fn describe(
     pk.sort();
     let primary_key: Vec<usize> = pk.into_iter().map(|(_, i)| i).collect();
     let unique_keys = unique_keys(ep, conn, table, &columns).await?;
-    Ok(Some(TableSchema { name: TableName::bare(table), columns, primary_key, unique_keys, create_sql: None }))
+    Ok(Some(TableSchema {
+        name: TableName::bare(table),
+        columns,
+        primary_key,
+        unique_keys,
+        foreign_keys: Vec::new(),
+        create_sql: None,
+    }))
 }
 
 async fn unique_keys(
@@ -245,6 +252,7 @@ pub fn heartbeat_schema() -> TableSchema {
         ],
         primary_key: vec![0],
         unique_keys: vec![],
+        foreign_keys: vec![],
         create_sql: None,
     }
 }
