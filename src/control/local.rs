@@ -17,6 +17,7 @@ use crate::commands::{CommandError, open_store};
 use crate::config::{Config, Endpoint, EndpointUrl, Task, mask_password};
 use crate::connector::mysql::{self, MysqlEndpoint};
 use crate::connector::sqlite::{self, Access, SqliteEndpoint};
+use crate::cutover::{CutoverRequest, CutoverView};
 use crate::engine::metrics::DirectionMetrics;
 use crate::engine::{Engine, EngineError};
 use crate::model::now_micros;
@@ -346,6 +347,14 @@ impl Control for LocalNode {
 
     async fn unfreeze(&self, actor: &str, endpoint: &str) -> Result<EndpointView, ControlError> {
         self.set_frozen(actor, endpoint, false).await
+    }
+
+    async fn cutover_status(&self, task: &str) -> Result<CutoverView, ControlError> {
+        self.cutover_view(task).await
+    }
+
+    async fn cutover(&self, actor: &str, task: &str, req: CutoverRequest) -> Result<CutoverView, ControlError> {
+        self.cutover_act(actor, task, req).await
     }
 }
 
