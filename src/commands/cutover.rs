@@ -55,15 +55,21 @@ impl TaskHost for Idle {
 }
 
 fn refused(e: ControlError) -> CommandError {
-    match e {
-        ControlError::NotFound { .. } | ControlError::Conflict { .. } | ControlError::BadRequest { .. } => {
-            CommandError::Input { problem: e.to_string(), fix: "nothing was changed; see `ferry cutover status`".into() }
-        }
-        ControlError::Remote { status, .. } if matches!(status, 400 | 401 | 403 | 404 | 409) => {
-            CommandError::Input { problem: e.to_string(), fix: "nothing was changed; see `ferry cutover status`".into() }
-        }
-        e => CommandError::Runtime(e.to_string()),
+    let input = match &e {
+        ControlError::NotFound { .. } | ControlError::Conflict { .. } | ControlError::BadRequest { .. } => true,
+        ControlError::Remote { status, .. } => matches!(status, 400 | 401 | 403 | 404 | 409),
+        _ => false,
+    };
+    if !input {
+        return CommandError::Runtime(e.to_string());
     }
+    // A refusal names its own fix; say that nothing changed.
+    let text = e.to_string();
+    let (problem, fix) = match text.split_once("\n  fix: ") {
+        Some((p, f)) => (p.to_string(), format!("{f} (nothing was changed)")),
+        None => (text, "nothing was changed; see `ferry cutover status`".into()),
+    };
+    CommandError::Input { problem, fix }
 }
 
 /// The node serving this task file, when one answers at [node].listen.
@@ -224,7 +230,10 @@ async fn drive<C: Control>(c: &C, args: &CutoverArgs, signal: impl Future<Output
         };
         print_outcome(outcome);
         if !outcome.ok {
-            println!("the cutover stays at step {}: fix the problem and run `ferry cutover next`, or `ferry cutover rollback`", outcome.step);
+            println!(
+                "the cutover stays at step {}: fix the problem and run `ferry cutover next`, or `ferry cutover rollback`",
+                outcome.step
+            );
             return Ok(failed_code(outcome));
         }
         next = view.next_step();

@@ -185,10 +185,7 @@ async fn sqlite_probe(s: &SqliteEndpoint) -> Result<Result<(), String>, Connecto
 /// A write by a throw-away account that holds only INSERT on a ferry table (as an
 /// application account holds no SUPER); neither the account nor the attempt reaches the
 /// binary log. `Ok(Err(message))` when refused.
-async fn mysql_probe(
-    m: &MysqlEndpoint,
-    conn: &mut mysql_async::Conn,
-) -> Result<Result<(), String>, ConnectorError> {
+async fn mysql_probe(m: &MysqlEndpoint, conn: &mut mysql_async::Conn) -> Result<Result<(), String>, ConnectorError> {
     let what = "preparing the freeze probe account";
     let table = format!("{}.{}", ident(FERRY_DB), ident("ferry_freeze_probe"));
     let password = format!("p{}", crate::model::now_micros());

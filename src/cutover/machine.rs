@@ -138,7 +138,11 @@ impl<H: TaskHost> Machine<'_, H> {
             return Ok(None);
         };
         serde_json::from_str(&text).map(Some).map_err(|e| {
-            Self::refused(task, format!("its saved state cannot be read: {e}"), "report this as a bug with the store file")
+            Self::refused(
+                task,
+                format!("its saved state cannot be read: {e}"),
+                "report this as a bug with the store file",
+            )
         })
     }
 
@@ -158,7 +162,10 @@ impl<H: TaskHost> Machine<'_, H> {
         t.to = to.to_string();
         t.mode = Mode::OneWay;
         t.snapshot = false;
-        plan_task(self.config, &t, &[]).into_iter().next().ok_or_else(|| format!("direction {from}->{to} cannot be planned"))
+        plan_task(self.config, &t, &[])
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("direction {from}->{to} cannot be planned"))
     }
 
     /// The task's cutover as it stands, with live values.
@@ -169,7 +176,8 @@ impl<H: TaskHost> Machine<'_, H> {
     }
 
     async fn build_view(&self, t: &Task, state: Option<CutoverState>, outcome: Option<StepRecord>) -> CutoverView {
-        let (from, to) = state.as_ref().map(|s| (s.from.clone(), s.to.clone())).unwrap_or((t.from.clone(), t.to.clone()));
+        let (from, to) =
+            state.as_ref().map(|s| (s.from.clone(), s.to.clone())).unwrap_or((t.from.clone(), t.to.clone()));
         let path: &[Step] = match &state {
             Some(s) if s.step.rolling_back() => &ROLLBACK,
             _ => &FORWARD,
@@ -309,21 +317,27 @@ impl<H: TaskHost> Machine<'_, H> {
                     "start one with `ferry cutover start` (see `ferry cutover plan`)",
                 ));
             }
-            (_, Some(s)) if s.step.terminal() => {
-                return Err(Self::refused(
-                    task,
-                    format!("the cutover has ended ({}); nothing is left to run", s.step),
-                    if s.step == Step::Done { "`ferry cutover rollback` moves the task back" } else { "start a new one with `ferry cutover start`" },
-                ));
-            }
             (CutoverAction::Rollback, Some(mut s)) if !s.step.rolling_back() => {
                 // Whether the reverse direction may have run decides what there is to undo.
                 s.reversed = Some(self.store.direction(task).await?.is_some() || s.step == Step::OpenTarget);
                 s.step = Step::RollbackFreezeTarget;
                 s.last_error = None;
                 self.save(&s).await?;
-                self.store.audit(actor, "cutover.rollback", Some(task), &format!("rollback requested by {actor}")).await?;
+                self.store
+                    .audit(actor, "cutover.rollback", Some(task), &format!("rollback requested by {actor}"))
+                    .await?;
                 s
+            }
+            (_, Some(s)) if s.step.terminal() => {
+                return Err(Self::refused(
+                    task,
+                    format!("the cutover has ended ({}); nothing is left to run", s.step),
+                    if s.step == Step::Done {
+                        "`ferry cutover rollback` moves the task back"
+                    } else {
+                        "start a new one with `ferry cutover start`"
+                    },
+                ));
             }
             (_, Some(s)) => s,
         };
@@ -402,7 +416,11 @@ impl<H: TaskHost> Machine<'_, H> {
             lag = self.host.lag_seconds(&t.name).await;
         }
         checks.push(match lag {
-            Some(l) => check(format!("lag under max_lag_seconds = {}", t.cutover.max_lag_seconds), format!("{l:.2} s"), l < max),
+            Some(l) => check(
+                format!("lag under max_lag_seconds = {}", t.cutover.max_lag_seconds),
+                format!("{l:.2} s"),
+                l < max,
+            ),
             None => check("lag under max_lag_seconds", "not measured: the task does not stream here", false),
         });
         match self.store.last_verify(&t.name).await {
@@ -428,7 +446,11 @@ impl<H: TaskHost> Machine<'_, H> {
         } else {
             problems.iter().map(|p| format!("{}: {}", p.subject, p.message)).collect::<Vec<_>>().join("; ")
         };
-        checks.push(check(format!("reverse direction {}->{} possible", state.to, state.from), seen, problems.is_empty()));
+        checks.push(check(
+            format!("reverse direction {}->{} possible", state.to, state.from),
+            seen,
+            problems.is_empty(),
+        ));
         let method_ok = t.cutover.freeze == crate::config::FreezeMethod::ReadOnly;
         checks.push(check(
             "freeze method supported",
@@ -451,7 +473,11 @@ impl<H: TaskHost> Machine<'_, H> {
         let frozen = endpoint::freeze(ep, t, &format!("cutover of task {}", t.name))
             .await
             .map_err(|e| fail(Vec::new(), format!("freeze of {} failed: {e}", ep.name)))?;
-        checks.push(check(format!("application writes on {} stopped", ep.name), format!("{} sessions ended / tables guarded", frozen.count), true));
+        checks.push(check(
+            format!("application writes on {} stopped", ep.name),
+            format!("{} sessions ended / tables guarded", frozen.count),
+            true,
+        ));
         checks.push(check("probe write as an application account refused", frozen.probe.clone(), true));
         pause_hook(Step::Freeze).await;
         let head = endpoint::head(ep).await.map_err(|e| fail(checks.clone(), e))?;
@@ -465,7 +491,8 @@ impl<H: TaskHost> Machine<'_, H> {
         let target = self.endpoint(&dir.to).map_err(|e| fail(checks.clone(), e))?;
         let start = Instant::now();
         loop {
-            let applied = probe::target_state(target, dir).await.ok().and_then(|s| s.checkpoint).and_then(|c| c.position);
+            let applied =
+                probe::target_state(target, dir).await.ok().and_then(|s| s.checkpoint).and_then(|c| c.position);
             let reached = applied.as_ref().and_then(|a| a.stream_cmp(until)).is_some_and(|o| o.is_ge());
             if reached {
                 let seen = applied.map(|a| a.to_string()).unwrap_or_default();
@@ -477,7 +504,10 @@ impl<H: TaskHost> Machine<'_, H> {
                 checks.push(check(format!("{dir} applied up to {until}"), seen.clone(), false));
                 return Err(fail(
                     checks.clone(),
-                    format!("{dir} has applied up to {seen} after {}s, not {until}; is the task running? run the step again", DRAIN_LIMIT.as_secs()),
+                    format!(
+                        "{dir} has applied up to {seen} after {}s, not {until}; is the task running? run the step again",
+                        DRAIN_LIMIT.as_secs()
+                    ),
                 ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -540,12 +570,11 @@ impl<H: TaskHost> Machine<'_, H> {
         self.host.stop_task(actor, &t.name).await.map_err(|e| fail(Vec::new(), e))?;
         checks.push(check(format!("{}->{} stopped", state.from, state.to), "stopped", true));
         let reverse = self.spec(t, &state.to, &state.from).map_err(|e| fail(checks.clone(), e))?;
-        prepare_target_at(&reverse, Some(&at)).await.map_err(|e| fail(checks.clone(), format!("{}: {e}", reverse.id)))?;
-        checks.push(check(format!("{} starts at", reverse.id), at.to_string(), true));
-        self.store
-            .set_direction(&t.name, Some((&state.to, &state.from)))
+        prepare_target_at(&reverse, Some(&at))
             .await
-            .map_err(|e| fail(checks.clone(), e))?;
+            .map_err(|e| fail(checks.clone(), format!("{}: {e}", reverse.id)))?;
+        checks.push(check(format!("{} starts at", reverse.id), at.to_string(), true));
+        self.store.set_direction(&t.name, Some((&state.to, &state.from))).await.map_err(|e| fail(checks.clone(), e))?;
         checks.push(check("task direction stored", reverse.id.direction(), true));
         pause_hook(Step::Switch).await;
         self.host.start_task(actor, &t.name).await.map_err(|e| fail(checks.clone(), e))?;
@@ -558,7 +587,11 @@ impl<H: TaskHost> Machine<'_, H> {
         endpoint::unfreeze(ep).await.map_err(|e| fail(Vec::new(), format!("unfreezing {}: {e}", ep.name)))?;
         pause_hook(Step::OpenTarget).await;
         let since = endpoint::frozen_since(ep).await.map_err(|e| fail(Vec::new(), e))?;
-        let checks = vec![check(format!("{} takes application writes", ep.name), if since.is_none() { "not frozen" } else { "STILL FROZEN" }, since.is_none())];
+        let checks = vec![check(
+            format!("{} takes application writes", ep.name),
+            if since.is_none() { "not frozen" } else { "STILL FROZEN" },
+            since.is_none(),
+        )];
         if since.is_some() {
             return Err(fail(checks, format!("{} is still frozen", ep.name)));
         }
@@ -575,7 +608,11 @@ impl<H: TaskHost> Machine<'_, H> {
             .await
             .map_err(|e| fail(Vec::new(), format!("freeze of {} failed: {e}", ep.name)))?;
         let mut checks = vec![
-            check(format!("application writes on {} stopped", ep.name), format!("{} sessions ended / tables guarded", frozen.count), true),
+            check(
+                format!("application writes on {} stopped", ep.name),
+                format!("{} sessions ended / tables guarded", frozen.count),
+                true,
+            ),
             check("probe write as an application account refused", frozen.probe, true),
         ];
         pause_hook(Step::RollbackFreezeTarget).await;
@@ -615,7 +652,9 @@ impl<H: TaskHost> Machine<'_, H> {
             }
             let at = parse_position(&state.restore_head, "the source head").map_err(|e| fail(checks.clone(), e))?;
             let forward = self.spec(t, &state.from, &state.to).map_err(|e| fail(checks.clone(), e))?;
-            prepare_target_at(&forward, Some(&at)).await.map_err(|e| fail(checks.clone(), format!("{}: {e}", forward.id)))?;
+            prepare_target_at(&forward, Some(&at))
+                .await
+                .map_err(|e| fail(checks.clone(), format!("{}: {e}", forward.id)))?;
             checks.push(check(format!("{} starts at", forward.id), at.to_string(), true));
         }
         pause_hook(Step::RollbackReopenSource).await;

@@ -125,7 +125,10 @@ impl Step {
                     format!("capture on {to} ready; its head recorded for the reverse direction"),
                 ],
             ),
-            Step::Verify => ("Verify", vec!["verify --quick identical".into(), "full verify identical (unless --quick-only)".into()]),
+            Step::Verify => (
+                "Verify",
+                vec!["verify --quick identical".into(), "full verify identical (unless --quick-only)".into()],
+            ),
             Step::Switch => (
                 "Switch",
                 vec![

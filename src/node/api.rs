@@ -164,7 +164,9 @@ pub async fn cutover(
     caller.require(Role::Operator, "running a cutover step")?;
     let req: crate::cutover::CutoverRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError(ControlError::BadRequest {
-            message: format!("the body must be {{\"action\": \"start\"|\"next\"|\"rollback\", \"quick_only\": bool}}: {e}"),
+            message: format!(
+                "the body must be {{\"action\": \"start\"|\"next\"|\"rollback\", \"quick_only\": bool}}: {e}"
+            ),
         })
     })?;
     ok(s.control.cutover(&actor(&s, &caller), &name, req).await?)

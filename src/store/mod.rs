@@ -238,7 +238,10 @@ impl Store {
     /// The persisted cutover state of a task (JSON), if a cutover was ever started.
     pub async fn load_cutover(&self, task: &str) -> Result<Option<String>, StoreError> {
         // A store written by an older ferry has no such table: no cutover.
-        match sqlx::query_scalar("SELECT state FROM cutover WHERE task = ?1").bind(task).fetch_optional(&self.pool).await
+        match sqlx::query_scalar("SELECT state FROM cutover WHERE task = ?1")
+            .bind(task)
+            .fetch_optional(&self.pool)
+            .await
         {
             Ok(v) => Ok(v),
             Err(e) if e.to_string().contains("no such table") => Ok(None),
