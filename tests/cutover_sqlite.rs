@@ -66,7 +66,7 @@ async fn application(dir: PathBuf, at: Arc<AtomicU8>, stop: Arc<AtomicBool>, fir
 }
 
 /// A folder with a.db (seeded), b.db, the task file; the task synced once and verified.
-async fn prepared(extra: &str) -> (tempfile::TempDir, PathBuf) {
+pub async fn prepared(extra: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp folder");
     create_db(&dir.path().join("a.db"), SCHEMA).await;
     create_db(&dir.path().join("b.db"), "PRAGMA user_version = 0;").await;
@@ -119,7 +119,7 @@ async fn dump_or_empty(path: &Path) -> Vec<String> {
 }
 
 /// `ferry cutover ARGS` with its output.
-async fn cutover(config: &Path, args: &[&str]) -> crate::support::Outcome {
+pub async fn cutover(config: &Path, args: &[&str]) -> crate::support::Outcome {
     let cfg = config.to_str().expect("utf-8 path");
     let mut all = vec!["cutover", "--config", cfg, "--task", "t"];
     all.extend_from_slice(args);
@@ -129,6 +129,13 @@ async fn cutover(config: &Path, args: &[&str]) -> crate::support::Outcome {
 /// Starts `ferry cutover ARGS` with the test hook pausing inside `step`, waits until it
 /// is there, and SIGKILLs it.
 async fn kill_inside(config: &Path, args: &[&str], step: &str) {
+    let mut child = paused_inside(config, args, step).await;
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+}
+
+/// Starts `ferry cutover ARGS` with the test hook pausing inside `step`; returns it there.
+pub async fn paused_inside(config: &Path, args: &[&str], step: &str) -> std::process::Child {
     let err = config.with_file_name(format!("cutover-{step}.err"));
     let mut child = Command::new(ferry_bin())
         .args(["cutover", "--config", config.to_str().expect("utf-8 path"), "--task", "t"])
@@ -153,8 +160,7 @@ async fn kill_inside(config: &Path, args: &[&str], step: &str) {
         assert!(start.elapsed() < LIMIT, "ferry cutover never reached step {step}:\n{text}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
+    child
 }
 
 async fn status_json(config: &Path) -> serde_json::Value {
@@ -168,7 +174,7 @@ fn assert_step(status: &serde_json::Value, next: &str) {
     assert!(text.contains(&format!("next step {next}")), "expected the cutover at step {next}:\n{text}");
 }
 
-async fn frozen(db: &Path) -> bool {
+pub async fn frozen(db: &Path) -> bool {
     let mut c = app_conn(db).await;
     let n: Option<i64> = sqlx::query_scalar("SELECT count(*) FROM ferry_freeze").fetch_one(&mut c).await.ok();
     sqlx::Connection::close(c).await.ok();

@@ -16,6 +16,7 @@ use crate::control::local::LocalNode;
 use crate::control::{Control, ControlError, VerifyUnavailable};
 use crate::cutover::machine::{Machine, TaskHost};
 use crate::cutover::{CutoverAction, CutoverRequest, CutoverView, Step, StepRecord};
+use crate::engine::EngineError;
 use crate::store::actor;
 
 /// The command line of `ferry cutover`.
@@ -102,9 +103,24 @@ pub async fn cutover(args: CutoverArgs, signal: impl Future<Output = ()>) -> Res
         let view = view.map_err(|e| refused(e.into()))?;
         return Ok(show(&args, &view));
     }
+    // Refuse before the task is started here: a refusal changes nothing.
+    let store = open_store(&config).await?;
+    let action = action_of(args.action);
+    let admitted = Machine { config: &config, store: &store, host: &Idle }.check(&args.task, action).await;
+    store.close().await;
+    admitted.map_err(|e| refused(e.into()))?;
     // In-process: this process runs the task (only it) while it drives the steps.
     config.tasks.retain(|t| t.name == args.task);
-    let local = LocalNode::start(config, Box::new(VerifyUnavailable)).await?;
+    let local = match LocalNode::start(config, Box::new(VerifyUnavailable)).await {
+        Ok(l) => l,
+        Err(CommandError::Engine(e)) if matches!(*e, EngineError::LeaseHeld { .. }) => {
+            return Err(CommandError::Input {
+                problem: e.to_string(),
+                fix: "the task runs in another process: stop it, or run it with `ferry node` and drive the cutover through the node (nothing was changed)".into(),
+            });
+        }
+        Err(e) => return Err(e),
+    };
     println!("cutover of task {} in-process (no node answers at its [node] listen)", args.task);
     let result = drive(&local, &args, signal).await;
     for e in local.shutdown().await {
@@ -112,6 +128,15 @@ pub async fn cutover(args: CutoverArgs, signal: impl Future<Output = ()>) -> Res
     }
     local.store().clone().close().await;
     result
+}
+
+/// The request a command makes.
+fn action_of(command: CutoverCommand) -> CutoverAction {
+    match command {
+        CutoverCommand::Start => CutoverAction::Start,
+        CutoverCommand::Rollback => CutoverAction::Rollback,
+        _ => CutoverAction::Next,
+    }
 }
 
 /// Prints the view for plan/status/--dry-run; the exit code.
@@ -189,11 +214,7 @@ async fn drive<C: Control>(c: &C, args: &CutoverArgs, signal: impl Future<Output
         return Ok(show(args, &view));
     }
     let who = actor("cli");
-    let mut action = match args.action {
-        CutoverCommand::Start => CutoverAction::Start,
-        CutoverCommand::Rollback => CutoverAction::Rollback,
-        _ => CutoverAction::Next,
-    };
+    let mut action = action_of(args.action);
     // start --yes and rollback run their whole path; next runs one step.
     let whole_path = !matches!(args.action, CutoverCommand::Next);
     let mut next = match action {

@@ -114,6 +114,15 @@ fn parse_position(text: &Option<String>, what: &str) -> Result<Position, String>
         .map_err(|e: crate::model::PositionParseError| e.to_string())
 }
 
+/// The refusal of a step or rollback when no cutover was started.
+fn unreachable_state<T>(task: &str) -> Result<T, CutoverError> {
+    Err(CutoverError::Refused {
+        task: task.to_string(),
+        problem: "no cutover was started".into(),
+        fix: "start one with `ferry cutover start` (see `ferry cutover plan`)".into(),
+    })
+}
+
 /// The cutover of the tasks of one task file, over a store and where the tasks run.
 pub struct Machine<'a, H: TaskHost> {
     /// The task file as written (the machine swaps directions itself).
@@ -246,20 +255,6 @@ impl<H: TaskHost> Machine<'_, H> {
     /// request that does not fit is refused with nothing changed.
     pub async fn act(&self, actor: &str, task: &str, req: CutoverRequest) -> Result<CutoverView, CutoverError> {
         let t = self.task(task)?;
-        if t.mode == Mode::TwoWay {
-            return Err(Self::refused(
-                task,
-                "it is two-way: both sides already take writes, there is nothing to cut over",
-                "cut over one-way tasks; to stop writes on one side of a two-way task, freeze that endpoint",
-            ));
-        }
-        if !t.maps.is_empty() {
-            return Err(Self::refused(
-                task,
-                "it renames tables ([[task.map]]), and the reverse direction cannot undo renames",
-                "cut over a task without [[task.map]]",
-            ));
-        }
         let Some(_busy) = Busy::take(task) else {
             return Err(Self::refused(
                 task,
@@ -268,32 +263,8 @@ impl<H: TaskHost> Machine<'_, H> {
             ));
         };
         let state = self.load(task).await?;
-        if let Some(r) = state.as_ref().and_then(|s| s.running.as_ref()) {
-            let me = r.host == host_name() && r.pid == std::process::id();
-            let alive = if r.host == host_name() { pid_alive(r.pid) } else { true };
-            if alive && !me {
-                return Err(Self::refused(
-                    task,
-                    format!("step {} is being run by pid {} on {}", r.step, r.pid, r.host),
-                    "wait for it to finish, or stop that process; a dead process's step is resumed",
-                ));
-            }
-        }
+        Self::admit(t, state.as_ref(), req.action)?;
         let mut state = match (req.action, state) {
-            (CutoverAction::Start, Some(s)) if !s.step.terminal() => {
-                return Err(Self::refused(
-                    task,
-                    format!("a cutover is already in progress (next step: {})", s.step),
-                    "continue it with `ferry cutover next` or undo it with `ferry cutover rollback`",
-                ));
-            }
-            (CutoverAction::Start, Some(s)) if s.step == Step::Done => {
-                return Err(Self::refused(
-                    task,
-                    format!("it was cut over already: it runs {}->{}", s.to, s.from),
-                    "`ferry cutover rollback` moves it back",
-                ));
-            }
             (CutoverAction::Start, _) => CutoverState {
                 task: task.to_string(),
                 from: t.from.clone(),
@@ -310,16 +281,9 @@ impl<H: TaskHost> Machine<'_, H> {
                 running: None,
                 last_error: None,
             },
-            (_, None) => {
-                return Err(Self::refused(
-                    task,
-                    "no cutover was started",
-                    "start one with `ferry cutover start` (see `ferry cutover plan`)",
-                ));
-            }
             (CutoverAction::Rollback, Some(mut s)) if !s.step.rolling_back() => {
                 // Whether the reverse direction may have run decides what there is to undo.
-                s.reversed = Some(self.store.direction(task).await?.is_some() || s.step == Step::OpenTarget);
+                s.reversed = Some(self.store.direction(task).await?.is_some());
                 s.step = Step::RollbackFreezeTarget;
                 s.last_error = None;
                 self.save(&s).await?;
@@ -328,21 +292,72 @@ impl<H: TaskHost> Machine<'_, H> {
                     .await?;
                 s
             }
-            (_, Some(s)) if s.step.terminal() => {
-                return Err(Self::refused(
-                    task,
-                    format!("the cutover has ended ({}); nothing is left to run", s.step),
-                    if s.step == Step::Done {
-                        "`ferry cutover rollback` moves the task back"
-                    } else {
-                        "start a new one with `ferry cutover start`"
-                    },
-                ));
-            }
             (_, Some(s)) => s,
+            (_, None) => unreachable_state(task)?,
         };
         let record = self.run_step(actor, t, &mut state).await?;
         Ok(self.build_view(t, Some(state), Some(record)).await)
+    }
+
+    /// Refuses, with nothing changed, a request that does not fit the task or the state.
+    pub async fn check(&self, task: &str, action: CutoverAction) -> Result<(), CutoverError> {
+        let t = self.task(task)?;
+        let state = self.load(task).await?;
+        Self::admit(t, state.as_ref(), action)
+    }
+
+    fn admit(t: &Task, state: Option<&CutoverState>, action: CutoverAction) -> Result<(), CutoverError> {
+        let task = t.name.as_str();
+        if t.mode == Mode::TwoWay {
+            return Err(Self::refused(
+                task,
+                "it is two-way: both sides already take writes, there is nothing to cut over",
+                "cut over one-way tasks; to stop writes on one side of a two-way task, freeze that endpoint",
+            ));
+        }
+        if !t.maps.is_empty() {
+            return Err(Self::refused(
+                task,
+                "it renames tables ([[task.map]]), and the reverse direction cannot undo renames",
+                "cut over a task without [[task.map]]",
+            ));
+        }
+        if let Some(r) = state.and_then(|s| s.running.as_ref()) {
+            let me = r.host == host_name() && r.pid == std::process::id();
+            let alive = if r.host == host_name() { pid_alive(r.pid) } else { true };
+            if alive && !me {
+                return Err(Self::refused(
+                    task,
+                    format!("step {} is being run by pid {} on {}", r.step, r.pid, r.host),
+                    "wait for it to finish, or stop that process; a dead process's step is resumed",
+                ));
+            }
+        }
+        match (action, state) {
+            (CutoverAction::Start, Some(s)) if !s.step.terminal() => Err(Self::refused(
+                task,
+                format!("a cutover is already in progress (next step: {})", s.step),
+                "continue it with `ferry cutover next` or undo it with `ferry cutover rollback`",
+            )),
+            (CutoverAction::Start, Some(s)) if s.step == Step::Done => Err(Self::refused(
+                task,
+                format!("it was cut over already: it runs {}->{}", s.to, s.from),
+                "`ferry cutover rollback` moves it back",
+            )),
+            (CutoverAction::Start, _) => Ok(()),
+            (_, None) => unreachable_state(task),
+            (CutoverAction::Rollback, Some(s)) if !s.step.rolling_back() => Ok(()),
+            (_, Some(s)) if s.step.terminal() => Err(Self::refused(
+                task,
+                format!("the cutover has ended ({}); nothing is left to run", s.step),
+                if s.step == Step::Done {
+                    "`ferry cutover rollback` moves the task back"
+                } else {
+                    "start a new one with `ferry cutover start`"
+                },
+            )),
+            (_, Some(_)) => Ok(()),
+        }
     }
 
     async fn run_step(&self, actor: &str, t: &Task, state: &mut CutoverState) -> Result<StepRecord, CutoverError> {
