@@ -120,8 +120,13 @@ async fn dump_or_empty(path: &Path) -> Vec<String> {
 
 /// `ferry cutover ARGS` with its output.
 pub async fn cutover(config: &Path, args: &[&str]) -> crate::support::Outcome {
+    cutover_task(config, "t", args).await
+}
+
+/// `ferry cutover --task TASK ARGS` with its output.
+pub async fn cutover_task(config: &Path, task: &str, args: &[&str]) -> crate::support::Outcome {
     let cfg = config.to_str().expect("utf-8 path");
-    let mut all = vec!["cutover", "--config", cfg, "--task", "t"];
+    let mut all = vec!["cutover", "--config", cfg, "--task", task];
     all.extend_from_slice(args);
     ferry_within(&all, LIMIT).await
 }
@@ -129,16 +134,26 @@ pub async fn cutover(config: &Path, args: &[&str]) -> crate::support::Outcome {
 /// Starts `ferry cutover ARGS` with the test hook pausing inside `step`, waits until it
 /// is there, and SIGKILLs it.
 async fn kill_inside(config: &Path, args: &[&str], step: &str) {
-    let mut child = paused_inside(config, args, step).await;
+    kill_inside_task(config, "t", args, step).await;
+}
+
+/// [`kill_inside`] for the task named `task`.
+pub async fn kill_inside_task(config: &Path, task: &str, args: &[&str], step: &str) {
+    let mut child = paused_inside_task(config, task, args, step).await;
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
 }
 
 /// Starts `ferry cutover ARGS` with the test hook pausing inside `step`; returns it there.
 pub async fn paused_inside(config: &Path, args: &[&str], step: &str) -> std::process::Child {
+    paused_inside_task(config, "t", args, step).await
+}
+
+/// [`paused_inside`] for the task named `task`.
+pub async fn paused_inside_task(config: &Path, task: &str, args: &[&str], step: &str) -> std::process::Child {
     let err = config.with_file_name(format!("cutover-{step}.err"));
     let mut child = Command::new(ferry_bin())
-        .args(["cutover", "--config", config.to_str().expect("utf-8 path"), "--task", "t"])
+        .args(["cutover", "--config", config.to_str().expect("utf-8 path"), "--task", task])
         .args(args)
         .env("FERRY_LOG", "warn")
         .env("FERRY_CUTOVER_PAUSE_IN", step)

@@ -7,6 +7,7 @@ mod bad_input;
 mod console_e2e;
 mod convergence;
 mod crash;
+mod cutover_mysql;
 mod cutover_refusals;
 mod cutover_sqlite;
 mod lease;
