@@ -65,6 +65,18 @@ async fn application(dir: PathBuf, at: Arc<AtomicU8>, stop: Arc<AtomicBool>, fir
     log
 }
 
+/// A `start --yes` that ran every step, each with its duration.
+pub fn assert_ran_to_done(out: &crate::support::Outcome) {
+    assert_eq!(out.code, Some(0), "cutover runs to Done: {}", out.all());
+    for step in ["preflight", "freeze", "drain", "verify", "switch", "open-target"] {
+        assert!(
+            out.stdout.contains(&format!("step {step}: done in")),
+            "step {step} shows its duration:\n{}",
+            out.stdout
+        );
+    }
+}
+
 /// A folder with a.db (seeded), b.db, the task file; the task synced once and verified.
 pub async fn prepared(extra: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp folder");
@@ -220,14 +232,7 @@ async fn sqlite_cutover_under_writes_then_rollback_loses_nothing() {
     assert!(plan.stdout.contains("Freeze source") && plan.stdout.contains("no cutover started"), "{}", plan.stdout);
 
     let out = cutover(&config, &["start", "--yes"]).await;
-    assert_eq!(out.code, Some(0), "cutover runs to Done: {}", out.all());
-    for step in ["preflight", "freeze", "drain", "verify", "switch", "open-target"] {
-        assert!(
-            out.stdout.contains(&format!("step {step}: done in")),
-            "step {step} shows its duration:\n{}",
-            out.stdout
-        );
-    }
+    assert_ran_to_done(&out);
     assert!(at.load(Ordering::Relaxed) == WAITING, "the application's writes on a were refused during the freeze");
     assert!(frozen(&dir.path().join("a.db")).await && !frozen(&dir.path().join("b.db")).await, "a frozen, b open");
 
