@@ -8,6 +8,7 @@ mod console_e2e;
 mod convergence;
 mod crash;
 mod cutover_mysql;
+mod cutover_node;
 mod cutover_refusals;
 mod cutover_sqlite;
 mod lease;

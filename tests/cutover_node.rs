@@ -1,0 +1,82 @@
+//! `ferry cutover` against a running `ferry node`: the CLI drives the node's task
+//! through the API (operator role; viewers may only read), the node runs the reverse
+//! direction after Switch, every step is in the node's audit log with the token's name.
+
+use std::time::Duration;
+
+use ferry::node::auth::sha256_hex;
+
+use crate::cutover_sqlite::{assert_ran_to_done, cutover, prepared};
+use crate::support::node::{OPERATOR, VIEWER};
+use crate::support::{FerryRun, app_conn, dump, wait_until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_through_the_node_api_with_roles_and_audit() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let (dir, config) = prepared("").await;
+    let mut text = std::fs::read_to_string(&config).expect("task file");
+    text = text.replacen("[node]\n", &format!("[node]\nlisten = \"127.0.0.1:{port}\"\n"), 1);
+    for (name, role, token) in [("viewer", "viewer", VIEWER), ("op", "operator", OPERATOR)] {
+        text.push_str(&format!(
+            "\n[[token]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
+            sha256_hex(token)
+        ));
+    }
+    std::fs::write(&config, text).expect("write task file");
+    let _node = FerryRun::start_command("node", &config, &dir.path().join("node.log"));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+    let base = format!("http://127.0.0.1:{port}/api/v1/tasks/t/cutover");
+    wait_until(Duration::from_secs(30), "the node to serve", || async {
+        http.get(&base).bearer_auth(VIEWER).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let view: serde_json::Value =
+        http.get(&base).bearer_auth(VIEWER).send().await.expect("get").json().await.expect("json");
+    assert!(view["state"].is_null() && view["steps"].as_array().is_some_and(|s| s.len() == 6), "{view}");
+
+    let r = http.post(&base).bearer_auth(VIEWER).body(r#"{"action":"start"}"#).send().await.expect("post");
+    assert_eq!(r.status(), 403, "a viewer may not run a step");
+    let r = http.post(&base).bearer_auth(OPERATOR).body(r#"{"action":"jump"}"#).send().await.expect("post");
+    assert_eq!(r.status(), 400, "an unknown action is a bad request");
+    let out = cutover(&config, &["start", "--yes", "--token", VIEWER]).await;
+    assert_eq!(out.code, Some(2), "{}", out.all());
+
+    let out = cutover(&config, &["start", "--yes", "--token", OPERATOR]).await;
+    assert!(out.stdout.contains("through the node"), "{}", out.all());
+    assert_ran_to_done(&out);
+
+    // The node runs b -> a now: a write on b reaches a without anything else running.
+    let mut b = app_conn(&dir.path().join("b.db")).await;
+    sqlx::query("INSERT INTO orders(id, site, n) VALUES (777777, 'b', 7)").execute(&mut b).await.expect("write on b");
+    sqlx::Connection::close(b).await.ok();
+    wait_until(Duration::from_secs(60), "the write on b to reach a", || async {
+        dump(&dir.path().join("a.db"), "orders", "id").await.iter().any(|r| r.starts_with("777777,"))
+    })
+    .await;
+
+    let audit: serde_json::Value = http
+        .get(format!("http://127.0.0.1:{port}/api/v1/audit?limit=200"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("json");
+    let entries = audit.as_array().expect("entries");
+    for step in ["preflight", "freeze", "drain", "verify", "switch", "open-target"] {
+        let e = entries
+            .iter()
+            .find(|e| e["action"] == format!("cutover.{step}"))
+            .unwrap_or_else(|| panic!("no audit entry for {step}: {audit}"));
+        assert_eq!(e["actor"], "op@test-node", "{e}");
+        assert!(e["detail"].as_str().is_some_and(|d| d.contains("\"millis\"") && d.contains("\"checks\"")), "{e}");
+    }
+
+    let out = cutover(&config, &["rollback", "--yes", "--token", OPERATOR]).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let view: serde_json::Value =
+        http.get(&base).bearer_auth(VIEWER).send().await.expect("get").json().await.expect("json");
+    assert_eq!(view["state"]["step"], "rolled-back", "{view}");
+    assert_eq!(view["live"]["direction"], "a->b", "{view}");
+}
