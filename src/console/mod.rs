@@ -98,6 +98,12 @@ pub async fn event_loop<B: Backend>(
                 _ => {}
             }
         }
+        // The Cutover screen follows its task's cutover on that task's node.
+        if app.screen == app::Screen::Cutover
+            && let Some((node, task)) = app.selected_task()
+        {
+            feeds.follow_cutover(node, &task.name);
+        }
         if dirty {
             terminal.draw(|f| f.render_widget(&*app, f.area()))?;
         }
