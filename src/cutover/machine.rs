@@ -372,12 +372,12 @@ impl<H: TaskHost> Machine<'_, H> {
         let result = match step {
             Step::Preflight => self.preflight(t, state).await,
             Step::Freeze => self.freeze(t, state).await,
-            Step::Drain => self.drain(t, state).await,
+            Step::Drain => self.drain(actor, t, state).await,
             Step::Verify => self.verify(t, state).await,
             Step::Switch => self.switch(actor, t, state).await,
             Step::OpenTarget => self.open_target(state).await,
             Step::RollbackFreezeTarget => self.rollback_freeze(t, state).await,
-            Step::RollbackDrain => self.rollback_drain(t, state).await,
+            Step::RollbackDrain => self.rollback_drain(actor, t, state).await,
             Step::RollbackReopenSource => self.rollback_reopen(actor, t, state).await,
             Step::RollbackRestore => self.rollback_restore(actor, t, state).await,
             Step::Done | Step::RolledBack => Ok((Vec::new(), "nothing to do".into())),
@@ -529,8 +529,10 @@ impl<H: TaskHost> Machine<'_, H> {
         }
     }
 
-    async fn drain(&self, t: &Task, state: &mut CutoverState) -> StepResult {
+    async fn drain(&self, actor: &str, t: &Task, state: &mut CutoverState) -> StepResult {
         let mut checks = Vec::new();
+        // A paused task never drains.
+        self.host.start_task(actor, &t.name).await.map_err(|e| fail(Vec::new(), e))?;
         let until = parse_position(&state.source_head, "the source head at freeze").map_err(|e| fail(Vec::new(), e))?;
         let dir = DirectionId { task: t.name.clone(), from: state.from.clone(), to: state.to.clone() };
         self.wait_applied(&dir, &until, &mut checks).await?;
@@ -640,11 +642,12 @@ impl<H: TaskHost> Machine<'_, H> {
         Ok((checks, format!("{} frozen at {head}", ep.name)))
     }
 
-    async fn rollback_drain(&self, t: &Task, state: &CutoverState) -> StepResult {
+    async fn rollback_drain(&self, actor: &str, t: &Task, state: &CutoverState) -> StepResult {
         if state.reversed != Some(true) {
             return Ok((vec![check("reverse direction ran", "no", true)], "nothing to drain".into()));
         }
         let mut checks = Vec::new();
+        self.host.start_task(actor, &t.name).await.map_err(|e| fail(Vec::new(), e))?;
         let until = parse_position(&state.rollback_target_head, "the target head at the rollback's freeze")
             .map_err(|e| fail(Vec::new(), e))?;
         let dir = DirectionId { task: t.name.clone(), from: state.to.clone(), to: state.from.clone() };

@@ -348,3 +348,30 @@ pub async fn apply_stored_directions(config: &mut Config) -> Result<Vec<(String,
         None => Ok(Vec::new()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_follow_their_path_and_end() {
+        let mut s = Step::Preflight;
+        let mut seen = vec![s];
+        while !s.terminal() {
+            s = s.next();
+            seen.push(s);
+        }
+        assert_eq!(seen.last(), Some(&Step::Done));
+        assert_eq!(seen.len(), FORWARD.len() + 1);
+        assert_eq!(Step::RollbackRestore.next(), Step::RolledBack);
+        assert!(Step::RollbackDrain.rolling_back() && !Step::Done.rolling_back());
+        assert!(Step::Freeze.needs_typed_confirmation() && !Step::Drain.needs_typed_confirmation());
+    }
+
+    #[test]
+    fn names_are_the_serde_names() {
+        for s in FORWARD.iter().chain(ROLLBACK.iter()).chain([Step::Done, Step::RolledBack].iter()) {
+            assert_eq!(serde_json::to_string(s).ok(), Some(format!("\"{}\"", s.name())));
+        }
+    }
+}
