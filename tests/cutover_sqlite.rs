@@ -23,8 +23,8 @@ const AT_B: u8 = 2;
 /// What the application saw.
 #[derive(Debug, Default)]
 struct AppLog {
-    /// Ids whose insert committed.
-    committed: Vec<i64>,
+    /// Ids whose insert committed, with the side (AT_A, AT_B) and the ms since the start.
+    committed: Vec<(i64, u8, u128)>,
     /// Errors from a frozen database.
     refused: Vec<String>,
 }
@@ -34,6 +34,7 @@ struct AppLog {
 async fn application(dir: PathBuf, at: Arc<AtomicU8>, stop: Arc<AtomicBool>, first_id: i64) -> AppLog {
     let mut log = AppLog::default();
     let mut id = first_id;
+    let t0 = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let side = at.load(Ordering::Relaxed);
         if side == WAITING {
@@ -50,7 +51,7 @@ async fn application(dir: PathBuf, at: Arc<AtomicU8>, stop: Arc<AtomicBool>, fir
             .await;
         sqlx::Connection::close(c).await.ok();
         match r {
-            Ok(_) => log.committed.push(id),
+            Ok(_) => log.committed.push((id, side, t0.elapsed().as_millis())),
             Err(e) => {
                 let msg = e.to_string();
                 assert!(msg.contains("frozen"), "a write failed for another reason than the freeze: {msg}");
@@ -209,13 +210,17 @@ pub async fn frozen(db: &Path) -> bool {
 }
 
 /// Every committed id is on both sides exactly once, and both sides are identical.
-async fn assert_nothing_lost(dir: &Path, committed: &[i64]) {
+async fn assert_nothing_lost(dir: &Path, committed: &[(i64, u8, u128)]) {
     let a = dump(&dir.join("a.db"), "orders", "id").await;
     let b = dump(&dir.join("b.db"), "orders", "id").await;
     assert_eq!(a, b, "both sides identical");
     let ids: Vec<i64> = a.iter().map(|r| r.split(',').next().and_then(|s| s.parse().ok()).expect("id")).collect();
-    for id in committed {
-        assert!(ids.binary_search(id).is_ok(), "committed row {id} is on both sides");
+    for (id, side, ms) in committed {
+        assert!(
+            ids.binary_search(id).is_ok(),
+            "committed row {id} (written on {}, {ms} ms after the application started) is on both sides",
+            if *side == AT_A { "a" } else { "b" }
+        );
     }
 }
 
@@ -248,7 +253,23 @@ async fn sqlite_cutover_under_writes_then_rollback_loses_nothing() {
     .await;
     assert_eq!(run.terminate(), Some(0), "{}", log(dir.path()));
 
-    // Rollback: b frozen, its writes drained to a, a reopened, a -> b again.
+    // Writes on b that nothing carries to a yet.
+    let (a_db, b_db) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let on_b = dump(&b_db, "orders", "id").await.len();
+    wait_until(LIMIT, "new writes on b", || async { dump(&b_db, "orders", "id").await.len() > on_b + 5 }).await;
+    assert_ne!(dump(&a_db, "orders", "id").await, dump(&b_db, "orders", "id").await, "b is ahead of a");
+
+    // Rollback: b frozen, its writes drained to a, a reopened, a -> b again. Stopped
+    // just before a reopens: a is still frozen and already holds every write made on b.
+    let mut paused = paused_inside(&config, &["rollback", "--yes"], "rollback-reopen-source").await;
+    assert!(frozen(&a_db).await && frozen(&b_db).await, "a not reopened yet, b frozen");
+    assert_eq!(
+        dump(&a_db, "orders", "id").await,
+        dump(&b_db, "orders", "id").await,
+        "a has b's writes before it reopens"
+    );
+    paused.kill().expect("SIGKILL");
+    paused.wait().expect("reap");
     let out = cutover(&config, &["rollback", "--yes"]).await;
     assert_eq!(out.code, Some(0), "rollback runs to the end: {}", out.all());
     assert!(out.stdout.contains("rolled-back"), "{}", out.stdout);
@@ -258,7 +279,7 @@ async fn sqlite_cutover_under_writes_then_rollback_loses_nothing() {
     stop.store(true, Ordering::Relaxed);
     let log_app = app.await.expect("application");
     assert!(!log_app.refused.is_empty(), "writes during the freeze failed cleanly at the application");
-    assert!(log_app.committed.iter().any(|id| *id > 1_000), "the application wrote");
+    assert!(log_app.committed.iter().any(|(_, side, _)| *side == AT_B), "the application wrote on b");
     sync_once(dir.path(), &config).await;
     assert_nothing_lost(dir.path(), &log_app.committed).await;
     let status = ferry_within(&["status", "--config", config.to_str().expect("path")], LIMIT).await;
