@@ -37,6 +37,11 @@ struct Setup {
 }
 
 async fn setup(pair: &Private) -> Setup {
+    setup_with(pair, "").await
+}
+
+/// [`setup`] with extra task keys.
+async fn setup_with(pair: &Private, extra: &str) -> Setup {
     let dir = tempfile::tempdir().expect("temp folder");
     let db = unique("cut");
     let app = unique("app");
@@ -63,7 +68,7 @@ async fn setup(pair: &Private) -> Setup {
         &pair.url_b(),
         "one-way",
         &[&format!("{db}.*")],
-        "",
+        extra,
     );
     let task = unique("task");
     let text = std::fs::read_to_string(&config).expect("task file");
@@ -262,4 +267,46 @@ async fn mariadb_cutover_resumes_after_sigkill_in_freeze_drain_switch() {
     let (committed, _) = app.await.expect("application");
     s.sync_once().await;
     s.assert_nothing_lost(&committed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_cutover_with_revoke_freeze_takes_and_gives_back_write_grants() {
+    let (pair, _globals) = private_cutover_pair().await;
+    let s = setup_with(pair, "[task.cutover]\nfreeze = \"revoke\"").await;
+    let account = s.app_a.split("//").nth(1).and_then(|r| r.split(':').next()).expect("user").to_string();
+    let grants = |url: String| {
+        let account = account.clone();
+        async move { rows(&url, &format!("SHOW GRANTS FOR '{account}'@'127.0.0.1'")).await }
+    };
+    let before = grants(pair.root_a()).await;
+    let mut old = connect(&s.app_a).await;
+
+    let out = s.cutover(&["start", "--yes"]).await;
+    assert_ran_to_done(&out);
+    assert!(!read_only(&s.url_a).await, "revoke leaves read_only alone");
+    assert!(
+        old.query_drop(format!("INSERT INTO `{}`.orders VALUES (80001, 'old', 1)", s.db)).await.is_err(),
+        "the session opened before the freeze was ended"
+    );
+    let mut app = connect(&s.app_a).await;
+    let refused = app.query_drop(format!("INSERT INTO `{}`.orders VALUES (80002, 'new', 1)", s.db)).await;
+    assert!(format!("{refused:?}").contains("1142") || format!("{refused:?}").contains("denied"), "{refused:?}");
+    app.query_drop(format!("SELECT COUNT(*) FROM `{}`.orders", s.db)).await.expect("reads still work");
+    app.disconnect().await.ok();
+    let revoked = grants(pair.root_a()).await;
+    assert!(revoked.iter().all(|g| !g[0].contains("INSERT")), "write grants revoked: {revoked:?}");
+    let mut b = connect(&s.app_b).await;
+    b.query_drop(format!("INSERT INTO `{}`.orders VALUES (80003, 'b', 1)", s.db)).await.expect("b takes writes");
+    b.disconnect().await.ok();
+
+    let out = s.cutover(&["rollback", "--yes"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(grants(pair.root_a()).await, before, "the rollback gives a's grants back exactly");
+    let mut app = connect(&s.app_a).await;
+    app.query_drop(format!("INSERT INTO `{}`.orders VALUES (80004, 'a', 1)", s.db))
+        .await
+        .expect("a takes writes again");
+    app.disconnect().await.ok();
+    s.sync_once().await;
+    s.assert_nothing_lost(&[80003, 80004]).await;
 }

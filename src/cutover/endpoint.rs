@@ -39,13 +39,6 @@ pub struct Frozen {
 /// with a probe write as an application account; a probe that gets through undoes the
 /// freeze and fails.
 pub async fn freeze(ep: &Endpoint, task: &Task, reason: &str) -> Result<Frozen, ConnectorError> {
-    if task.cutover.freeze == FreezeMethod::Revoke {
-        return Err(ConnectorError::Setup {
-            endpoint: ep.name.clone(),
-            problem: "freeze = \"revoke\" is not supported by this version of ferry".into(),
-            fix: "use freeze = \"read-only\" in [task.cutover]".into(),
-        });
-    }
     let (count, probe) = match &ep.url {
         EndpointUrl::Sqlite(path) => {
             let s = sqlite_ep(ep, path);
@@ -57,13 +50,18 @@ pub async fn freeze(ep: &Endpoint, task: &Task, reason: &str) -> Result<Frozen, 
         EndpointUrl::Mysql(url) => {
             let m = MysqlEndpoint::new(&ep.name, ep.site.clone(), url)?;
             let mut conn = m.connect().await?;
-            let frozen = mysql::freeze::freeze(&m, &mut conn, &task.cutover.exempt_users, reason).await;
-            let probe = match frozen {
-                Ok(_) => mysql_probe(&m, &mut conn).await,
-                Err(_) => Ok(Err(String::new())),
-            };
+            let frozen = mysql_freeze(&m, &mut conn, task, reason).await;
             let _ = conn.disconnect().await;
-            (frozen?, probe)
+            match frozen {
+                Ok(f) => f,
+                Err(e) => {
+                    // A freeze that failed half-way (some grants revoked) is undone.
+                    if let Err(undo) = unfreeze(ep).await {
+                        tracing::warn!(endpoint = %ep.name, error = %undo, "could not undo a failed freeze");
+                    }
+                    return Err(e);
+                }
+            }
         }
         EndpointUrl::Postgres(_) => return Err(unsupported(ep, "freezing")),
     };
@@ -97,7 +95,11 @@ pub async fn unfreeze(ep: &Endpoint) -> Result<(), ConnectorError> {
         EndpointUrl::Mysql(url) => {
             let m = MysqlEndpoint::new(&ep.name, ep.site.clone(), url)?;
             let mut conn = m.connect().await?;
-            let r = mysql::freeze::unfreeze(&m, &mut conn).await;
+            // Either method may have frozen it: give back grants, lift read_only.
+            let r = match mysql::revoke::unfreeze(&m, &mut conn).await {
+                Ok(_) => mysql::freeze::unfreeze(&m, &mut conn).await,
+                Err(e) => Err(e),
+            };
             let _ = conn.disconnect().await;
             r
         }
@@ -118,7 +120,10 @@ pub async fn frozen_since(ep: &Endpoint) -> Result<Option<i64>, ConnectorError> 
         EndpointUrl::Mysql(url) => {
             let m = MysqlEndpoint::new(&ep.name, ep.site.clone(), url)?;
             let mut conn = m.connect().await?;
-            let r = mysql::freeze::frozen_since(&m, &mut conn).await;
+            let r = match mysql::freeze::frozen_since(&m, &mut conn).await {
+                Ok(None) => mysql::revoke::frozen_since(&m, &mut conn).await,
+                other => other,
+            };
             let _ = conn.disconnect().await;
             r
         }
@@ -182,17 +187,46 @@ async fn sqlite_probe(s: &SqliteEndpoint) -> Result<Result<(), String>, Connecto
     result
 }
 
-/// A write by a throw-away account that holds only INSERT on a ferry table (as an
-/// application account holds no SUPER); neither the account nor the attempt reaches the
-/// binary log. `Ok(Err(message))` when refused.
-async fn mysql_probe(m: &MysqlEndpoint, conn: &mut mysql_async::Conn) -> Result<Result<(), String>, ConnectorError> {
+/// Freezes a MySQL server as the task says, proving it with a throw-away account that
+/// holds only INSERT on a ferry table (as an application account holds no SUPER). The
+/// account exists before the freeze, so a revoke takes its grant too; neither the
+/// account nor the attempt reaches the binary log. Returns the count of sessions ended
+/// (and grants revoked) and the probe's outcome: `Ok(Err(message))` when refused.
+async fn mysql_freeze(
+    m: &MysqlEndpoint,
+    conn: &mut mysql_async::Conn,
+    task: &Task,
+    reason: &str,
+) -> Result<(usize, Result<Result<(), String>, ConnectorError>), ConnectorError> {
+    let (table, password) = probe_account(m, conn).await?;
+    let exempt = &task.cutover.exempt_users;
+    let frozen = match task.cutover.freeze {
+        FreezeMethod::ReadOnly => mysql::freeze::freeze(m, conn, exempt, reason).await,
+        FreezeMethod::Revoke => mysql::revoke::freeze(m, conn, exempt, reason).await.map(|(r, e)| r + e),
+    };
+    let outcome = match &frozen {
+        Ok(_) => Ok(probe_write(m, &table, password).await),
+        Err(_) => Ok(Err(String::new())),
+    };
+    let dropped = drop_probe_account(m, conn, &table).await;
+    let count = frozen?;
+    dropped?;
+    Ok((count, outcome))
+}
+
+fn probe_account_name() -> String {
+    format!("'{PROBE_USER}'@'%'")
+}
+
+/// Creates the probe account; returns its table and password.
+async fn probe_account(m: &MysqlEndpoint, conn: &mut mysql_async::Conn) -> Result<(String, String), ConnectorError> {
     let what = "preparing the freeze probe account";
     let table = format!("{}.{}", ident(FERRY_DB), ident("ferry_freeze_probe"));
     let password = format!("p{}", crate::model::now_micros());
-    let host = m.opts.ip_or_hostname().to_string();
-    let account = format!("'{PROBE_USER}'@'%'");
+    let account = probe_account_name();
     for sql in [
         "SET SESSION sql_log_bin = 0".to_string(),
+        format!("CREATE DATABASE IF NOT EXISTS {}", ident(FERRY_DB)),
         format!("CREATE TABLE IF NOT EXISTS {table} (id INT PRIMARY KEY) ENGINE=InnoDB"),
         format!("DROP USER IF EXISTS {account}"),
         format!("CREATE USER {account} IDENTIFIED BY '{password}'"),
@@ -200,28 +234,31 @@ async fn mysql_probe(m: &MysqlEndpoint, conn: &mut mysql_async::Conn) -> Result<
     ] {
         m.exec(conn, what, &sql).await?;
     }
+    Ok((table, password))
+}
+
+/// The probe write: `Err(message)` when refused.
+async fn probe_write(m: &MysqlEndpoint, table: &str, password: String) -> Result<(), String> {
     let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname(host)
+        .ip_or_hostname(m.opts.ip_or_hostname().to_string())
         .tcp_port(m.opts.tcp_port())
         .user(Some(PROBE_USER))
         .pass(Some(password))
         .prefer_socket(false);
-    let outcome = match mysql_async::Conn::new(opts).await {
-        Ok(mut app) => {
-            let r = app.query_drop(format!("INSERT INTO {table} VALUES (1)")).await;
-            let _ = app.disconnect().await;
-            match r {
-                Ok(()) => Ok(()),
-                Err(e) => Err(e.to_string()),
-            }
-        }
-        Err(e) => {
-            let _ = m.exec(conn, what, &format!("DROP USER IF EXISTS {account}")).await;
-            return Err(m.error("connecting as the freeze probe account")(e));
-        }
-    };
-    m.exec(conn, "removing the freeze probe account", &format!("DROP USER IF EXISTS {account}")).await?;
-    // A probe that got through wrote a row: take it out again.
-    m.exec(conn, "removing the probe row", &format!("DELETE FROM {table}")).await?;
-    Ok(outcome)
+    let mut app = mysql_async::Conn::new(opts).await.map_err(|e| format!("refused at connect: {e}"))?;
+    let r = app.query_drop(format!("INSERT INTO {table} VALUES (1)")).await;
+    let _ = app.disconnect().await;
+    r.map_err(|e| e.to_string())
+}
+
+/// Drops the probe account, its saved grants and any row a probe got through with.
+async fn drop_probe_account(
+    m: &MysqlEndpoint,
+    conn: &mut mysql_async::Conn,
+    table: &str,
+) -> Result<(), ConnectorError> {
+    let what = "removing the freeze probe account";
+    m.exec(conn, what, &format!("DROP USER IF EXISTS {}", probe_account_name())).await?;
+    mysql::revoke::forget(m, conn, PROBE_USER).await?;
+    m.exec(conn, what, &format!("DELETE FROM {table}")).await
 }

@@ -466,12 +466,6 @@ impl<H: TaskHost> Machine<'_, H> {
             seen,
             problems.is_empty(),
         ));
-        let method_ok = t.cutover.freeze == crate::config::FreezeMethod::ReadOnly;
-        checks.push(check(
-            "freeze method supported",
-            if method_ok { "read-only" } else { "revoke is not supported by this version" },
-            method_ok,
-        ));
         pause_hook(Step::Preflight).await;
         let failed: Vec<String> = checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.seen)).collect();
         if failed.is_empty() {

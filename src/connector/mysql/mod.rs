@@ -13,6 +13,7 @@ pub mod check;
 pub mod checksum;
 pub mod ddl;
 pub mod freeze;
+pub mod revoke;
 pub mod schema;
 pub mod snapshot;
 pub mod source;
