@@ -181,11 +181,11 @@ impl Feeds {
         self.senders.get(node).is_some_and(|s| s.try_send(request).is_ok())
     }
 
-    /// Follows the cutover of `task` on node `node` (the Cutover screen's task).
-    pub fn follow_cutover(&self, node: usize, task: &str) {
+    /// Follows the cutover of a task on a node (the Cutover screen's), or none.
+    pub fn follow_cutover(&self, target: Option<(usize, &str)>) {
         if let Ok(mut feeds) = self.shared.lock() {
             for (i, f) in feeds.iter_mut().enumerate() {
-                let want = (i == node).then(|| task.to_string());
+                let want = target.filter(|(node, _)| *node == i).map(|(_, task)| task.to_string());
                 if f.cutover_task != want {
                     f.cutover_task = want;
                     f.cutover = None;
