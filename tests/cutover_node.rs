@@ -46,13 +46,7 @@ async fn cutover_through_the_node_api_with_roles_and_audit() {
     assert_ran_to_done(&out);
 
     // The node runs b -> a now: a write on b reaches a without anything else running.
-    let mut b = app_conn(&dir.path().join("b.db")).await;
-    sqlx::query("INSERT INTO orders(id, site, n) VALUES (777777, 'b', 7)").execute(&mut b).await.expect("write on b");
-    sqlx::Connection::close(b).await.ok();
-    wait_until(Duration::from_secs(60), "the write on b to reach a", || async {
-        dump(&dir.path().join("a.db"), "orders", "id").await.iter().any(|r| r.starts_with("777777,"))
-    })
-    .await;
+    write_on_b_reaches_a(dir.path(), 777777).await;
 
     let audit: serde_json::Value = http
         .get(format!("http://127.0.0.1:{port}/api/v1/audit?limit=200"))
@@ -79,6 +73,22 @@ async fn cutover_through_the_node_api_with_roles_and_audit() {
         http.get(&base).bearer_auth(VIEWER).send().await.expect("get").json().await.expect("json");
     assert_eq!(view["state"]["step"], "rolled-back", "{view}");
     assert_eq!(view["live"]["direction"], "a->b", "{view}");
+}
+
+/// An application write on b shows up on a: the node runs the reverse direction.
+async fn write_on_b_reaches_a(dir: &std::path::Path, id: i64) {
+    let mut b = app_conn(&dir.join("b.db")).await;
+    sqlx::query("INSERT INTO orders(id, site, n) VALUES (?1, 'b', 7)")
+        .bind(id)
+        .execute(&mut b)
+        .await
+        .expect("write on b");
+    sqlx::Connection::close(b).await.ok();
+    let prefix = format!("{id},");
+    wait_until(Duration::from_secs(60), "the write on b to reach a", || async {
+        dump(&dir.join("a.db"), "orders", "id").await.iter().any(|r| r.starts_with(&prefix))
+    })
+    .await;
 }
 
 /// A `ferry node` on `config` with the cutover test hook set to `pause_in` (if any),
@@ -143,13 +153,7 @@ async fn node_killed_inside_switch_resumes_the_cutover_after_restart() {
     assert!(frozen(&dir.path().join("a.db")).await && !frozen(&dir.path().join("b.db")).await, "a frozen, b open");
 
     // The restarted node runs b -> a.
-    let mut b = app_conn(&dir.path().join("b.db")).await;
-    sqlx::query("INSERT INTO orders(id, site, n) VALUES (888888, 'b', 8)").execute(&mut b).await.expect("write on b");
-    sqlx::Connection::close(b).await.ok();
-    wait_until(Duration::from_secs(60), "the write on b to reach a", || async {
-        dump(&dir.path().join("a.db"), "orders", "id").await.iter().any(|r| r.starts_with("888888,"))
-    })
-    .await;
+    write_on_b_reaches_a(dir.path(), 888888).await;
     node.kill().expect("stop the node");
     node.wait().expect("reap");
 }
