@@ -81,6 +81,9 @@ pub fn assert_ran_to_done(out: &crate::support::Outcome) {
 /// A folder with a.db (seeded), b.db, the task file; the task synced once and verified.
 pub async fn prepared(extra: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp folder");
+    if std::env::var("FERRY_TEST_KEEP").is_ok() {
+        eprintln!("test folder: {}", dir.path().display());
+    }
     create_db(&dir.path().join("a.db"), SCHEMA).await;
     create_db(&dir.path().join("b.db"), "PRAGMA user_version = 0;").await;
     let mut c = app_conn(&dir.path().join("a.db")).await;
@@ -211,6 +214,14 @@ pub async fn frozen(db: &Path) -> bool {
 
 /// Every committed id is on both sides exactly once, and both sides are identical.
 async fn assert_nothing_lost(dir: &Path, committed: &[(i64, u8, u128)]) {
+    if std::env::var("FERRY_TEST_KEEP").is_ok() {
+        let keep = std::path::PathBuf::from("/tmp/fcut-keep");
+        let _ = std::fs::create_dir_all(&keep);
+        for f in std::fs::read_dir(dir).expect("list") {
+            let f = f.expect("entry").path();
+            let _ = std::fs::copy(&f, keep.join(f.file_name().expect("name")));
+        }
+    }
     let a = dump(&dir.join("a.db"), "orders", "id").await;
     let b = dump(&dir.join("b.db"), "orders", "id").await;
     assert_eq!(a, b, "both sides identical");
