@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{CommandError, open_store, select_tasks};
 use crate::cli::{CutoverCommand, EXIT_DATA, EXIT_INPUT, EXIT_OK, EXIT_RUNTIME};
@@ -17,7 +17,14 @@ use crate::control::{Control, ControlError, VerifyUnavailable};
 use crate::cutover::machine::{Machine, TaskHost};
 use crate::cutover::{CutoverAction, CutoverRequest, CutoverView, Step, StepRecord};
 use crate::engine::EngineError;
-use crate::store::actor;
+use crate::store::{Store, actor};
+
+/// A line on standard output; a closed pipe (`ferry cutover plan | head`) is not an error.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
 
 /// The command line of `ferry cutover`.
 #[derive(Debug)]
@@ -93,11 +100,16 @@ pub async fn cutover(args: CutoverArgs, signal: impl Future<Output = ()>) -> Res
     let node = serving_node(&config, args.token.clone()).await?;
     let read_only = matches!(args.action, CutoverCommand::Plan | CutoverCommand::Status) || args.dry_run;
     if let Some(client) = node {
-        println!("cutover of task {} through the node at {}", args.task, client.base());
+        say!("cutover of task {} through the node at {}", args.task, client.base());
         return drive(&client, &args, signal).await;
     }
     if read_only {
-        let store = open_store(&config).await?;
+        // Reading changes nothing: without a store file there is no cutover to show, and
+        // an empty in-memory store stands in (no file is created).
+        let store = match Store::open_existing(&super::store_path(&config)).await? {
+            Some(s) => s,
+            None => Store::open(Path::new(":memory:"), true).await?,
+        };
         let view = Machine { config: &config, store: &store, host: &Idle }.view(&args.task).await;
         store.close().await;
         let view = view.map_err(|e| refused(e.into()))?;
@@ -121,7 +133,7 @@ pub async fn cutover(args: CutoverArgs, signal: impl Future<Output = ()>) -> Res
         }
         Err(e) => return Err(e),
     };
-    println!("cutover of task {} in-process (no node answers at its [node] listen)", args.task);
+    say!("cutover of task {} in-process (no node answers at its [node] listen)", args.task);
     let result = drive(&local, &args, signal).await;
     for e in local.shutdown().await {
         tracing::warn!(task = %args.task, error = %e, "a direction ended with an error");
@@ -144,8 +156,8 @@ fn show(args: &CutoverArgs, view: &CutoverView) -> u8 {
     print_view(view);
     if args.dry_run {
         match view.next_step() {
-            Some(s) => println!("dry run: the next step would be {s}; nothing was changed"),
-            None => println!("dry run: nothing is left to run; nothing was changed"),
+            Some(s) => say!("dry run: the next step would be {s}; nothing was changed"),
+            None => say!("dry run: nothing is left to run; nothing was changed"),
         }
     }
     EXIT_OK
@@ -155,33 +167,33 @@ fn print_view(view: &CutoverView) {
     let live = &view.live;
     let lag = live.lag_seconds.map(|l| format!("{l:.2} s")).unwrap_or_else(|| "-".into());
     let pending = live.changes_pending.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
-    println!("task {}: direction {}  lag {lag}  changes pending {pending}", view.task, live.direction);
+    say!("task {}: direction {}  lag {lag}  changes pending {pending}", view.task, live.direction);
     for (ep, since) in &live.frozen {
-        println!("  endpoint {ep} frozen since {since} µs");
+        say!("  endpoint {ep} frozen since {since} µs");
     }
     match &view.state {
-        None => println!("no cutover started"),
+        None => say!("no cutover started"),
         Some(s) => {
-            println!("cutover {}->{}: next step {}", s.from, s.to, s.step);
+            say!("cutover {}->{}: next step {}", s.from, s.to, s.step);
             if let Some(e) = &s.last_error {
-                println!("  last step failed: {e}");
+                say!("  last step failed: {e}");
             }
         }
     }
     for (i, step) in view.steps.iter().enumerate() {
         let took = step.millis.map(|ms| format!(" ({:.2} s)", ms as f64 / 1000.0)).unwrap_or_default();
-        println!("{}. {} [{}]{took}", i + 1, step.title, step.state);
+        say!("{}. {} [{}]{took}", i + 1, step.title, step.state);
         for c in &step.checks {
-            println!("     - {c}");
+            say!("     - {c}");
         }
     }
 }
 
 fn print_outcome(r: &StepRecord) {
     let verdict = if r.ok { "done" } else { "FAILED" };
-    println!("step {}: {verdict} in {:.2} s — {}", r.step, r.millis as f64 / 1000.0, r.message);
+    say!("step {}: {verdict} in {:.2} s — {}", r.step, r.millis as f64 / 1000.0, r.message);
     for c in &r.checks {
-        println!("   [{}] {}: {}", if c.ok { "ok" } else { "!!" }, c.name, c.seen);
+        say!("   [{}] {}: {}", if c.ok { "ok" } else { "!!" }, c.name, c.seen);
     }
 }
 
@@ -228,12 +240,12 @@ async fn drive<C: Control>(c: &C, args: &CutoverArgs, signal: impl Future<Output
     tokio::pin!(signal);
     loop {
         let Some(step) = next else {
-            println!("nothing is left to run");
+            say!("nothing is left to run");
             return Ok(EXIT_OK);
         };
         let step_name = format!("step {step}");
         if !args.yes && !confirm(format!("run {step_name} of the cutover of task {task}?")).await {
-            println!("stopped before {step_name}; nothing more was changed (continue with `ferry cutover next`)");
+            say!("stopped before {step_name}; nothing more was changed (continue with `ferry cutover next`)");
             return Ok(EXIT_OK);
         }
         let req = CutoverRequest { action, quick_only: args.quick_only };
@@ -251,7 +263,7 @@ async fn drive<C: Control>(c: &C, args: &CutoverArgs, signal: impl Future<Output
         };
         print_outcome(outcome);
         if !outcome.ok {
-            println!(
+            say!(
                 "the cutover stays at step {}: fix the problem and run `ferry cutover next`, or `ferry cutover rollback`",
                 outcome.step
             );
@@ -261,7 +273,7 @@ async fn drive<C: Control>(c: &C, args: &CutoverArgs, signal: impl Future<Output
         action = CutoverAction::Next;
         if next.is_none() {
             let end = view.state.as_ref().map(|s| s.step).unwrap_or(Step::Done);
-            println!("cutover of task {task}: {end} (direction now {})", view.live.direction);
+            say!("cutover of task {task}: {end} (direction now {})", view.live.direction);
             return Ok(EXIT_OK);
         }
         if !whole_path {
