@@ -199,8 +199,9 @@ fn print_outcome(r: &StepRecord) {
 
 /// Asks on the terminal; anything but y/yes (or no terminal) is no.
 async fn confirm(question: String) -> bool {
-    print!("{question} [y/N] ");
-    let _ = std::io::stdout().flush();
+    let mut out = std::io::stdout();
+    let _ = write!(out, "{question} [y/N] ");
+    let _ = out.flush();
     let answer = tokio::task::spawn_blocking(|| {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line).map(|_| line).unwrap_or_default()
