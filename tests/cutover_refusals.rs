@@ -88,3 +88,29 @@ async fn second_cutover_while_one_runs_is_refused_and_old_connections_cannot_wri
         .expect("writes after the rollback");
     sqlx::Connection::close(old).await.ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_yes_each_step_asks_and_a_no_stops_before_it() {
+    use std::io::Write as _;
+    let (dir, config) = prepared("").await;
+    let mut child = std::process::Command::new(crate::support::ferry_bin())
+        .args(["cutover", "--config", config.to_str().expect("utf-8 path"), "--task", "t", "start"])
+        .env("FERRY_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ferry cutover");
+    child.stdin.take().expect("stdin").write_all(b"y\nn\n").expect("answers");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("run step preflight of the cutover of task t? [y/N]"), "{stdout}");
+    assert!(stdout.contains("step preflight: done"), "{stdout}");
+    assert!(stdout.contains("stopped before step freeze"), "{stdout}");
+    assert!(!frozen(&dir.path().join("a.db")).await, "declined: nothing frozen");
+    let status = cutover(&config, &["status"]).await;
+    assert!(status.stdout.contains("next step freeze"), "{}", status.all());
+    let out = cutover(&config, &["rollback", "--yes"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+}
