@@ -47,6 +47,16 @@ async fn cutover_through_the_node_api_with_roles_and_audit() {
 
     // The node runs b -> a now: a write on b reaches a without anything else running.
     write_on_b_reaches_a(dir.path(), 777777).await;
+    let task: serde_json::Value = http
+        .get(format!("http://127.0.0.1:{port}/api/v1/tasks/t"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .expect("task")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!((&task["from"], &task["to"]), (&serde_json::json!("b"), &serde_json::json!("a")), "{task}");
 
     let audit: serde_json::Value = http
         .get(format!("http://127.0.0.1:{port}/api/v1/audit?limit=200"))

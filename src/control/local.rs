@@ -155,10 +155,15 @@ impl LocalNode {
     }
 
     fn view(&self, slot: &TaskSlot) -> TaskView {
+        // A one-way task runs the direction a cutover may have switched: show that one.
+        let (from, to) = match (slot.task.mode, slot.metrics.first()) {
+            (crate::config::Mode::OneWay, Some(m)) => (m.id.from.clone(), m.id.to.clone()),
+            _ => (slot.task.from.clone(), slot.task.to.clone()),
+        };
         TaskView {
             name: slot.task.name.clone(),
-            from: slot.task.from.clone(),
-            to: slot.task.to.clone(),
+            from,
+            to,
             mode: slot.task.mode,
             paused: slot.paused,
             directions: slot.metrics.iter().map(|m| m.status()).collect(),
