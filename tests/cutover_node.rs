@@ -30,8 +30,7 @@ async fn cutover_through_the_node_api_with_roles_and_audit() {
         http.get(&base).bearer_auth(VIEWER).send().await.is_ok_and(|r| r.status() == 200)
     })
     .await;
-    let view: serde_json::Value =
-        http.get(&base).bearer_auth(VIEWER).send().await.expect("get").json().await.expect("json");
+    let view: serde_json::Value = viewer_json(&http, &base).await;
     assert!(view["state"].is_null() && view["steps"].as_array().is_some_and(|s| s.len() == 6), "{view}");
 
     let r = http.post(&base).bearer_auth(VIEWER).body(r#"{"action":"start"}"#).send().await.expect("post");
@@ -47,26 +46,10 @@ async fn cutover_through_the_node_api_with_roles_and_audit() {
 
     // The node runs b -> a now: a write on b reaches a without anything else running.
     write_on_b_reaches_a(dir.path(), 777777).await;
-    let task: serde_json::Value = http
-        .get(format!("http://127.0.0.1:{port}/api/v1/tasks/t"))
-        .bearer_auth(VIEWER)
-        .send()
-        .await
-        .expect("task")
-        .json()
-        .await
-        .expect("json");
+    let task = viewer_json(&http, &format!("http://127.0.0.1:{port}/api/v1/tasks/t")).await;
     assert_eq!((&task["from"], &task["to"]), (&serde_json::json!("b"), &serde_json::json!("a")), "{task}");
 
-    let audit: serde_json::Value = http
-        .get(format!("http://127.0.0.1:{port}/api/v1/audit?limit=200"))
-        .bearer_auth(VIEWER)
-        .send()
-        .await
-        .expect("audit")
-        .json()
-        .await
-        .expect("json");
+    let audit = viewer_json(&http, &format!("http://127.0.0.1:{port}/api/v1/audit?limit=200")).await;
     let entries = audit.as_array().expect("entries");
     for step in ["preflight", "freeze", "drain", "verify", "switch", "open-target"] {
         let e = entries
@@ -79,10 +62,14 @@ async fn cutover_through_the_node_api_with_roles_and_audit() {
 
     let out = cutover(&config, &["rollback", "--yes", "--token", OPERATOR]).await;
     assert_eq!(out.code, Some(0), "{}", out.all());
-    let view: serde_json::Value =
-        http.get(&base).bearer_auth(VIEWER).send().await.expect("get").json().await.expect("json");
+    let view: serde_json::Value = viewer_json(&http, &base).await;
     assert_eq!(view["state"]["step"], "rolled-back", "{view}");
     assert_eq!(view["live"]["direction"], "a->b", "{view}");
+}
+
+/// GET `url` with the viewer's token, as JSON.
+async fn viewer_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    http.get(url).bearer_auth(VIEWER).send().await.expect("request").json().await.expect("json")
 }
 
 /// An application write on b shows up on a: the node runs the reverse direction.
