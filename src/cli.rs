@@ -32,6 +32,21 @@ pub enum Format {
     Json,
 }
 
+/// What `ferry cutover` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CutoverCommand {
+    /// Print the steps and their checks, with live values; changes nothing.
+    Plan,
+    /// Begin a cutover (Preflight); with --yes run every step to Done.
+    Start,
+    /// The cutover's state: steps done, their checks and durations, live values.
+    Status,
+    /// Run the next step.
+    Next,
+    /// Roll back: freeze the target, drain the reverse direction, reopen the source, restore the direction.
+    Rollback,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -112,6 +127,30 @@ pub enum Command {
         /// The direction (`a->b`), when the task is two-way and the status does not tell.
         #[arg(long)]
         direction: Option<String>,
+    },
+    /// Move a task's writes to its target, step by step, with a rollback path (docs/cutover.md).
+    Cutover {
+        /// The task file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The task to cut over.
+        #[arg(long)]
+        task: String,
+        /// plan, start, status, next or rollback.
+        #[arg(value_enum)]
+        action: CutoverCommand,
+        /// Run the steps without asking for confirmation (start: every step to Done).
+        #[arg(long)]
+        yes: bool,
+        /// Print what would run, with its checks; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The Verify step runs `verify --quick` only (no full checksum verify).
+        #[arg(long)]
+        quick_only: bool,
+        /// Bearer token for the node at [node].listen.
+        #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Prove both sides of a task hold the same rows; find and optionally repair differences.
     Verify {

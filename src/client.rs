@@ -6,7 +6,12 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::control::{ConflictEntry, Control, ControlError, EndpointView, NodeOverview, TaskView, VerifyProgress};
+use crate::cutover::{CutoverRequest, CutoverView};
 use crate::store::AuditEntry;
+
+/// How long one cutover step may take over HTTP (Drain waits up to 10 minutes, a full
+/// verify of a large task longer).
+const STEP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// A client of one node's API.
 #[derive(Debug, Clone)]
@@ -47,12 +52,26 @@ impl NodeClient {
     }
 
     async fn send<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str) -> Result<T, ControlError> {
-        let mut req = self.http.request(method.clone(), format!("{}{path}", self.base));
+        let body = (method == reqwest::Method::POST).then(|| "{}".to_string());
+        self.send_body(method, path, body, None).await
+    }
+
+    async fn send_body<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+        timeout: Option<Duration>,
+    ) -> Result<T, ControlError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        if method == reqwest::Method::POST {
-            req = req.header("content-type", "application/json").body("{}");
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
         }
         let resp = req.send().await.map_err(|source| ControlError::Unreachable { node: self.base.clone(), source })?;
         let status = resp.status();
@@ -115,6 +134,17 @@ impl Control for NodeClient {
 
     async fn unfreeze(&self, _actor: &str, endpoint: &str) -> Result<EndpointView, ControlError> {
         self.post(&format!("/api/v1/endpoints/{}/unfreeze", segment(endpoint))).await
+    }
+
+    async fn cutover_status(&self, task: &str) -> Result<CutoverView, ControlError> {
+        self.get(&format!("/api/v1/tasks/{}/cutover", segment(task))).await
+    }
+
+    async fn cutover(&self, _actor: &str, task: &str, req: CutoverRequest) -> Result<CutoverView, ControlError> {
+        let body = serde_json::to_string(&req).unwrap_or_default();
+        // A step may wait for a drain or a full verify: far longer than a read.
+        let path = format!("/api/v1/tasks/{}/cutover", segment(task));
+        self.send_body(reqwest::Method::POST, &path, Some(body), Some(STEP_TIMEOUT)).await
     }
 }
 

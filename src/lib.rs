@@ -9,6 +9,7 @@ pub mod config;
 pub mod connector;
 pub mod console;
 pub mod control;
+pub mod cutover;
 pub mod demo;
 pub mod engine;
 pub mod model;

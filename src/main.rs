@@ -76,6 +76,10 @@ async fn dispatch(command: Command) -> Result<u8, CommandError> {
             })
             .await
         }
+        Command::Cutover { config, task, action, yes, dry_run, quick_only, token } => {
+            let args = commands::cutover::CutoverArgs { config, task, action, yes, dry_run, quick_only, token };
+            commands::cutover::cutover(args, shutdown_signal()).await
+        }
         Command::Skip { config, task, position, direction } => {
             commands::skip::skip(&config, &task, &position, direction.as_deref()).await
         }

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod console;
+pub mod cutover;
 pub mod node;
 pub mod run;
 pub mod skip;

@@ -42,12 +42,17 @@ pub async fn preflight_or_fail(config: &Config, tasks: &[&Task]) -> Result<(), C
     Err(CommandError::Preflight(problems.len()))
 }
 
-/// The directions of the tasks, with the skips recorded in the store.
+/// The directions of the tasks, with the skips recorded in the store; a direction a
+/// cutover stored overrides the task file's from/to.
 pub async fn plan(config: &Config, tasks: &[&Task], store: &Store) -> Result<Vec<DirectionSpec>, CommandError> {
     let mut specs = Vec::new();
     for t in tasks {
         let skips = store.skips(&t.name).await?;
-        specs.extend(plan_task(config, t, &skips));
+        let mut t = (*t).clone();
+        if let Some((from, to)) = store.direction(&t.name).await? {
+            (t.from, t.to) = (from, to);
+        }
+        specs.extend(plan_task(config, &t, &skips));
     }
     Ok(specs)
 }
@@ -63,7 +68,11 @@ pub async fn start(specs: Vec<DirectionSpec>, shutdown: CancellationToken) -> Re
 
 /// `ferry run --config FILE [--task NAME]`.
 pub async fn run(config_path: &Path, task: Option<&str>, signal: impl Future<Output = ()>) -> Result<u8, CommandError> {
-    let config = Config::load(config_path)?;
+    let mut config = Config::load(config_path)?;
+    // After a cutover the stored direction overrides the file's from/to.
+    for (t, file) in crate::cutover::apply_stored_directions(&mut config).await? {
+        info!(task = %t, file_direction = %file, "running in the direction a cutover set");
+    }
     let tasks = select_tasks(&config, task)?;
     preflight_or_fail(&config, &tasks).await?;
     let store = open_store(&config).await?;

@@ -107,7 +107,9 @@ async fn report(config: &Config, id: &DirectionId, store: Option<&Store>) -> Dir
 
 /// `ferry status --config FILE [--format json]`.
 pub async fn status(config_path: &Path, format: Format) -> Result<u8, CommandError> {
-    let config = Config::load(config_path)?;
+    let mut config = Config::load(config_path)?;
+    // After a cutover the stored direction overrides the file's from/to.
+    let switched = crate::cutover::apply_stored_directions(&mut config).await?;
     let store = Store::open_existing(&store_path(&config)).await?;
     let mut reports = Vec::new();
     for t in &config.tasks {
@@ -118,6 +120,9 @@ pub async fn status(config_path: &Path, format: Format) -> Result<u8, CommandErr
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_else(|_| "[]".into())),
         Format::Text => {
+            for (task, file) in &switched {
+                println!("task {task}: direction set by a cutover (the task file says {file})");
+            }
             for r in &reports {
                 println!(
                     "task {} {}: {}{}",

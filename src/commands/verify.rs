@@ -59,7 +59,9 @@ impl From<VerifyError> for CommandError {
 
 /// `ferry verify --config FILE [...]`.
 pub async fn verify(args: VerifyArgs) -> Result<u8, CommandError> {
-    let config = Config::load(&args.config)?;
+    let mut config = Config::load(&args.config)?;
+    // After a cutover the stored direction decides which side is the source of truth.
+    crate::cutover::apply_stored_directions(&mut config).await?;
     let tasks = select_tasks(&config, args.task.as_deref())?;
     if args.quick && (args.repair || args.repair_sql.is_some()) {
         return Err(CommandError::Input {

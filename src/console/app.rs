@@ -10,6 +10,7 @@ use super::source::{NodeFeed, Request};
 use super::theme::Theme;
 use crate::config::Config;
 use crate::control::TaskView;
+use crate::cutover::{CutoverAction, CutoverView, Step};
 use crate::engine::metrics::DirectionStatus;
 
 /// The screens, in tab order.
@@ -25,11 +26,14 @@ pub enum Screen {
     Audit,
     /// The task file.
     Config,
+    /// The cutover wizard of the selected task.
+    Cutover,
 }
 
 impl Screen {
     /// Every screen, in tab order.
-    pub const ALL: [Screen; 5] = [Screen::Overview, Screen::Task, Screen::Verify, Screen::Audit, Screen::Config];
+    pub const ALL: [Screen; 6] =
+        [Screen::Overview, Screen::Task, Screen::Verify, Screen::Audit, Screen::Config, Screen::Cutover];
 
     /// Its tab title.
     pub fn title(self) -> &'static str {
@@ -39,6 +43,7 @@ impl Screen {
             Screen::Verify => "Verify",
             Screen::Audit => "Audit",
             Screen::Config => "Config",
+            Screen::Cutover => "Cutover",
         }
     }
 
@@ -483,7 +488,7 @@ impl App {
             KeyCode::BackTab => {
                 self.screen = Screen::ALL[(self.screen.index() + Screen::ALL.len() - 1) % Screen::ALL.len()]
             }
-            KeyCode::Char(c @ '1'..='5') => {
+            KeyCode::Char(c @ '1'..='6') => {
                 self.screen = Screen::ALL[(c as usize) - ('1' as usize)];
             }
             KeyCode::Char('p') => return self.task_request(Request::Pause, None),
@@ -500,6 +505,8 @@ impl App {
                     });
                 }
             }
+            KeyCode::Char('n') if self.screen == Screen::Cutover => return self.cutover_key(false),
+            KeyCode::Char('b') if self.screen == Screen::Cutover => return self.cutover_key(true),
             KeyCode::Char('e') if self.screen == Screen::Config => {
                 if self.config.is_some() {
                     self.mode = Mode::Edit;
@@ -510,6 +517,56 @@ impl App {
             _ => {}
         }
         Outcome::None
+    }
+
+    /// The selected task's cutover as its node last reported it.
+    pub fn selected_cutover(&self) -> Option<(usize, &CutoverView)> {
+        let (node, task) = self.selected_task()?;
+        let view = self.nodes.get(node)?.cutover.as_ref().filter(|v| v.task == task.name)?;
+        Some((node, view))
+    }
+
+    /// `n` (next step) and `b` (rollback) on the Cutover screen: freeze, switch and
+    /// rollback wait for the task's name to be typed.
+    fn cutover_key(&mut self, rollback: bool) -> Outcome {
+        let Some((node, view)) = self.selected_cutover() else {
+            self.status = Some("no cutover data for the selected task yet; select a task and wait a second".into());
+            return Outcome::None;
+        };
+        let task = view.task.clone();
+        let step = view.state.as_ref().map(|s| s.step);
+        let (action, step, prompt) = if rollback {
+            if step.is_none_or(|s| s == Step::RolledBack) {
+                self.status = Some(format!("no cutover of {task} to roll back"));
+                return Outcome::None;
+            }
+            let p = format!(
+                "Roll back the cutover of {task}: freeze the target, drain, reopen the source. Type the task name"
+            );
+            (CutoverAction::Rollback, Step::RollbackFreezeTarget, p)
+        } else {
+            let (action, next) = match step {
+                None | Some(Step::RolledBack) => (CutoverAction::Start, Step::Preflight),
+                Some(Step::Done) => {
+                    self.status = Some(format!("the cutover of {task} is done; b rolls it back"));
+                    return Outcome::None;
+                }
+                Some(s) => (CutoverAction::Next, s),
+            };
+            let (title, _) = next.describe("", "");
+            (action, next, format!("Run step \"{title}\" of the cutover of {task}. Type the task name"))
+        };
+        let request = Request::Cutover(task.clone(), action);
+        if rollback || step.needs_typed_confirmation() {
+            self.mode = Mode::Confirm(Confirm {
+                prompt,
+                expected: task,
+                typed: String::new(),
+                then: Confirmed::Send(node, request),
+            });
+            return Outcome::None;
+        }
+        Outcome::Send(node, request)
     }
 
     /// Runs a palette command (`:pause shop`, `:theme light`, ...).
@@ -525,6 +582,7 @@ impl App {
             "verify" | "v" => Some(Screen::Verify),
             "audit" | "a" => Some(Screen::Audit),
             "config" | "c" => Some(Screen::Config),
+            "cutover" | "cut" => Some(Screen::Cutover),
             _ => None,
         };
         if let Some(s) = screen {

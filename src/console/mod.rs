@@ -98,6 +98,12 @@ pub async fn event_loop<B: Backend>(
                 _ => {}
             }
         }
+        // The Cutover screen follows its task's cutover on that task's node; elsewhere
+        // nothing is followed (reading a cutover's live values opens both endpoints).
+        match app.selected_task() {
+            Some((node, task)) if app.screen == app::Screen::Cutover => feeds.follow_cutover(Some((node, &task.name))),
+            _ => feeds.follow_cutover(None),
+        }
         if dirty {
             terminal.draw(|f| f.render_widget(&*app, f.area()))?;
         }

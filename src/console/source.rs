@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{ConflictEntry, Control, NodeOverview, VerifyProgress};
+use crate::cutover::{CutoverAction, CutoverRequest, CutoverView};
 use crate::model::now_micros;
 use crate::store::AuditEntry;
 
@@ -68,6 +69,10 @@ pub struct NodeFeed {
     pub verify: Option<VerifyProgress>,
     /// The outcome of the last action sent to this node.
     pub message: Option<String>,
+    /// The task whose cutover the console follows on this node (the Cutover screen's).
+    pub cutover_task: Option<String>,
+    /// That task's cutover, as of the last poll.
+    pub cutover: Option<CutoverView>,
 }
 
 impl NodeFeed {
@@ -122,6 +127,8 @@ pub enum Request {
     Freeze(String),
     /// Unfreeze an endpoint.
     Unfreeze(String),
+    /// A cutover action on a task (runs in the background; the screen follows it).
+    Cutover(String, CutoverAction),
 }
 
 /// The shared feeds, their pollers, and the channels to send them requests.
@@ -172,6 +179,19 @@ impl Feeds {
     /// Sends a request to node `node`; false when that node's poller is gone or busy.
     pub fn send(&self, node: usize, request: Request) -> bool {
         self.senders.get(node).is_some_and(|s| s.try_send(request).is_ok())
+    }
+
+    /// Follows the cutover of a task on a node (the Cutover screen's), or none.
+    pub fn follow_cutover(&self, target: Option<(usize, &str)>) {
+        if let Ok(mut feeds) = self.shared.lock() {
+            for (i, f) in feeds.iter_mut().enumerate() {
+                let want = target.filter(|(node, _)| *node == i).map(|(_, task)| task.to_string());
+                if f.cutover_task != want {
+                    f.cutover_task = want;
+                    f.cutover = None;
+                }
+            }
+        }
     }
 
     /// Stops every poller and waits for them.
@@ -227,6 +247,11 @@ impl<C: Control> Poller<C> {
             Some(id) => self.control.verify_progress(&id).await.ok(),
             None => None,
         };
+        let followed_cutover = self.shared.lock().ok().and_then(|f| f.get(self.index)?.cutover_task.clone());
+        let cutover = match &followed_cutover {
+            Some(t) => self.control.cutover_status(t).await.ok(),
+            None => None,
+        };
         self.update(|f| {
             if let Some(Ok(a)) = audit {
                 f.audit = a;
@@ -236,6 +261,9 @@ impl<C: Control> Poller<C> {
             }
             if verify.is_some() {
                 f.verify = verify;
+            }
+            if cutover.is_some() && f.cutover_task == followed_cutover {
+                f.cutover = cutover;
             }
         });
     }
@@ -257,6 +285,19 @@ impl<C: Control> Poller<C> {
             }
             Request::Freeze(e) => c.freeze(who, e).await.map(|_| format!("froze endpoint {e}")),
             Request::Unfreeze(e) => c.unfreeze(who, e).await.map(|_| format!("unfroze endpoint {e}")),
+            Request::Cutover(t, action) => {
+                let req = CutoverRequest { action: *action, quick_only: false };
+                c.cutover(who, t, req).await.map(|v| match v.outcome {
+                    Some(r) if r.ok => format!(
+                        "cutover of {t}: step {} done in {:.1} s — {}",
+                        r.step,
+                        r.millis as f64 / 1000.0,
+                        r.message
+                    ),
+                    Some(r) => format!("error: cutover of {t}: step {} failed: {}", r.step, r.message),
+                    None => format!("cutover of {t}: nothing ran"),
+                })
+            }
         };
         result.map_err(|e| e.to_string())
     }
@@ -266,11 +307,21 @@ impl<C: Control> Poller<C> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut n: u64 = 0;
         let mut conflicts_seen = None;
+        let mut background: Vec<JoinHandle<()>> = Vec::new();
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    for b in background {
+                        let _ = b.await;
+                    }
+                    return;
+                }
                 Some(request) = requests.recv() => {
+                    if let Request::Cutover(..) = request {
+                        self.spawn_cutover(request, &shutdown, &mut background);
+                        continue;
+                    }
                     let message = match self.act(request).await {
                         Ok(m) => m,
                         Err(e) => format!("error: {e}"),
@@ -287,6 +338,29 @@ impl<C: Control> Poller<C> {
                 }
             }
         }
+    }
+
+    /// Runs a cutover step in its own task (a drain or a full verify takes a while) while
+    /// the poller goes on showing live values; it stops with the console.
+    fn spawn_cutover(&self, request: Request, shutdown: &CancellationToken, background: &mut Vec<JoinHandle<()>>) {
+        background.retain(|b| !b.is_finished());
+        let me = Poller {
+            control: self.control.clone(),
+            index: self.index,
+            shared: self.shared.clone(),
+            actor: self.actor.clone(),
+        };
+        let stop = shutdown.clone();
+        background.push(tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => {}
+                r = me.act(request) => {
+                    let message = r.unwrap_or_else(|e| format!("error: {e}"));
+                    me.update(|f| f.message = Some(message));
+                }
+            }
+        }));
     }
 
     /// The verify run still running on this node, if the console started one.

@@ -17,6 +17,7 @@ use crate::commands::{CommandError, open_store};
 use crate::config::{Config, Endpoint, EndpointUrl, Task, mask_password};
 use crate::connector::mysql::{self, MysqlEndpoint};
 use crate::connector::sqlite::{self, Access, SqliteEndpoint};
+use crate::cutover::{CutoverRequest, CutoverView};
 use crate::engine::metrics::DirectionMetrics;
 use crate::engine::{Engine, EngineError};
 use crate::model::now_micros;
@@ -154,10 +155,15 @@ impl LocalNode {
     }
 
     fn view(&self, slot: &TaskSlot) -> TaskView {
+        // A one-way task runs the direction a cutover may have switched: show that one.
+        let (from, to) = match (slot.task.mode, slot.metrics.first()) {
+            (crate::config::Mode::OneWay, Some(m)) => (m.id.from.clone(), m.id.to.clone()),
+            _ => (slot.task.from.clone(), slot.task.to.clone()),
+        };
         TaskView {
             name: slot.task.name.clone(),
-            from: slot.task.from.clone(),
-            to: slot.task.to.clone(),
+            from,
+            to,
             mode: slot.task.mode,
             paused: slot.paused,
             directions: slot.metrics.iter().map(|m| m.status()).collect(),
@@ -346,6 +352,14 @@ impl Control for LocalNode {
 
     async fn unfreeze(&self, actor: &str, endpoint: &str) -> Result<EndpointView, ControlError> {
         self.set_frozen(actor, endpoint, false).await
+    }
+
+    async fn cutover_status(&self, task: &str) -> Result<CutoverView, ControlError> {
+        self.cutover_view(task).await
+    }
+
+    async fn cutover(&self, actor: &str, task: &str, req: CutoverRequest) -> Result<CutoverView, ControlError> {
+        self.cutover_act(actor, task, req).await
     }
 }
 

@@ -4,6 +4,7 @@
 //! [`crate::client::NodeClient`], so the node API and every console screen work the
 //! same both ways.
 
+pub mod cutover;
 pub mod local;
 pub mod verify;
 pub mod verify_engine;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Mode;
 use crate::connector::ConnectorError;
+use crate::cutover::{CutoverRequest, CutoverView};
 use crate::engine::metrics::DirectionStatus;
 use crate::store::{AuditEntry, StoreError};
 pub use verify::{VerifyProgress, VerifyRunner, VerifyUnavailable};
@@ -247,4 +249,13 @@ pub trait Control: Send + Sync + 'static {
     fn freeze(&self, actor: &str, endpoint: &str) -> impl Future<Output = Result<EndpointView, ControlError>> + Send;
     /// Lifts a freeze (audited).
     fn unfreeze(&self, actor: &str, endpoint: &str) -> impl Future<Output = Result<EndpointView, ControlError>> + Send;
+    /// A task's cutover: persisted state, steps with their checks, live values.
+    fn cutover_status(&self, task: &str) -> impl Future<Output = Result<CutoverView, ControlError>> + Send;
+    /// Starts a cutover, runs its next step, or rolls it back (audited; docs/cutover.md).
+    fn cutover(
+        &self,
+        actor: &str,
+        task: &str,
+        req: CutoverRequest,
+    ) -> impl Future<Output = Result<CutoverView, ControlError>> + Send;
 }

@@ -1029,29 +1029,56 @@ impl EngineError {
 /// direction of a two-way task finds its tables, and no row is applied before the
 /// target's own capture records it.
 pub async fn prepare_target(spec: &DirectionSpec) -> Result<(), EngineError> {
+    prepare_target_at(spec, None).await
+}
+
+/// [`prepare_target`], and with `start` also records the direction's checkpoint at that
+/// source position with every table copied: the direction then streams from there with
+/// no snapshot (a cutover's switch and rollback start a direction this way).
+pub async fn prepare_target_at(spec: &DirectionSpec, start: Option<&Position>) -> Result<(), EngineError> {
     let stream = stream_name(spec);
     match (&spec.source.url, &spec.target.url) {
         (EndpointUrl::Sqlite(src), EndpointUrl::Sqlite(dst)) => {
-            prepare_pair(spec, sqlite_source(spec, src).await?, sqlite_sink(spec, dst).await?).await
+            prepare_pair(spec, sqlite_source(spec, src).await?, sqlite_sink(spec, dst).await?, start).await
         }
         (EndpointUrl::Mysql(src), EndpointUrl::Mysql(dst)) => {
-            prepare_pair(spec, mysql_source(spec, src, &stream).await?, mysql_sink(spec, dst).await?).await
+            prepare_pair(spec, mysql_source(spec, src, &stream).await?, mysql_sink(spec, dst).await?, start).await
         }
         (EndpointUrl::Sqlite(src), EndpointUrl::Mysql(dst)) => {
-            prepare_pair(spec, sqlite_source(spec, src).await?, mysql_sink(spec, dst).await?).await
+            prepare_pair(spec, sqlite_source(spec, src).await?, mysql_sink(spec, dst).await?, start).await
         }
         (EndpointUrl::Mysql(src), EndpointUrl::Sqlite(dst)) => {
-            prepare_pair(spec, mysql_source(spec, src, &stream).await?, sqlite_sink(spec, dst).await?).await
+            prepare_pair(spec, mysql_source(spec, src, &stream).await?, sqlite_sink(spec, dst).await?, start).await
         }
         _ => Err(unsupported_pair(spec)),
     }
 }
 
-async fn prepare_pair<S: Source, K: Sink>(spec: &DirectionSpec, mut source: S, mut sink: K) -> Result<(), EngineError> {
+async fn prepare_pair<S: Source, K: Sink>(
+    spec: &DirectionSpec,
+    mut source: S,
+    mut sink: K,
+    start: Option<&Position>,
+) -> Result<(), EngineError> {
     let tables = source.tables(&spec.tables).await?;
     source.install_capture(&tables).await?;
     sink.prepare().await?;
     sink.ensure_tables(&target_schemas(spec, &Renames::new(&tables, &spec.maps))).await?;
+    if let Some(position) = start {
+        let checkpoint = Checkpoint {
+            position: Some(position.clone()),
+            tables: tables.iter().map(|t| (t.name.to_string(), TableProgress::Done)).collect(),
+        };
+        let batch = ApplyBatch {
+            txns: Vec::new(),
+            snapshot: None,
+            checkpoint,
+            conflicts: None,
+            one_by_one: false,
+            commit: true,
+        };
+        sink.apply(&spec.id, &batch).await?;
+    }
     Ok(())
 }
 

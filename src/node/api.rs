@@ -147,6 +147,31 @@ pub async fn repair_start(
     Ok((StatusCode::ACCEPTED, Json(progress)).into_response())
 }
 
+/// `GET /api/v1/tasks/{task}/cutover`: the task's cutover state, steps and live values.
+pub async fn cutover_status(State(s): State<Arc<NodeState>>, caller: Caller, Path(name): Path<String>) -> ApiResult {
+    caller.require(Role::Viewer, "reading a cutover")?;
+    ok(s.control.cutover_status(&name).await?)
+}
+
+/// `POST /api/v1/tasks/{task}/cutover` (operator): `{"action": "start"|"next"|"rollback",
+/// "quick_only": false}`; answers when the step has run, with its outcome.
+pub async fn cutover(
+    State(s): State<Arc<NodeState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Operator, "running a cutover step")?;
+    let req: crate::cutover::CutoverRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(ControlError::BadRequest {
+            message: format!(
+                "the body must be {{\"action\": \"start\"|\"next\"|\"rollback\", \"quick_only\": bool}}: {e}"
+            ),
+        })
+    })?;
+    ok(s.control.cutover(&actor(&s, &caller), &name, req).await?)
+}
+
 /// `GET /api/v1/verify/{id}`.
 pub async fn verify_progress(State(s): State<Arc<NodeState>>, caller: Caller, Path(id): Path<String>) -> ApiResult {
     caller.require(Role::Viewer, "reading a verify")?;

@@ -43,6 +43,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/tasks/{task}/resume"),
     ("post", "/api/v1/tasks/{task}/verify"),
     ("post", "/api/v1/tasks/{task}/repair"),
+    ("get", "/api/v1/tasks/{task}/cutover"),
+    ("post", "/api/v1/tasks/{task}/cutover"),
     ("get", "/api/v1/verify/{id}"),
     ("get", "/api/v1/conflicts"),
     ("get", "/api/v1/audit"),
@@ -90,6 +92,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/v1/tasks/{task}/resume", post(api::resume))
         .route("/api/v1/tasks/{task}/verify", post(api::verify_start))
         .route("/api/v1/tasks/{task}/repair", post(api::repair_start))
+        .route("/api/v1/tasks/{task}/cutover", get(api::cutover_status).post(api::cutover))
         .route("/api/v1/verify/{id}", get(api::verify_progress))
         .route("/api/v1/conflicts", get(api::conflicts))
         .route("/api/v1/audit", get(api::audit))

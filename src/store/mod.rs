@@ -59,6 +59,15 @@ CREATE TABLE IF NOT EXISTS skip(
   actor TEXT NOT NULL,
   at_us INTEGER NOT NULL,
   PRIMARY KEY (task, direction, position));
+CREATE TABLE IF NOT EXISTS cutover(
+  task TEXT PRIMARY KEY,
+  state TEXT NOT NULL,
+  updated_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS task_direction(
+  task TEXT PRIMARY KEY,
+  from_endpoint TEXT NOT NULL,
+  to_endpoint TEXT NOT NULL,
+  since_us INTEGER NOT NULL);
 "#;
 
 /// One audit entry.
@@ -205,6 +214,86 @@ impl Store {
             .await
             .map_err(self.err("reading skips"))?;
         Ok(rows.iter().filter_map(|r| r.get::<&str, _>(1).parse().ok().map(|p| (r.get::<String, _>(0), p))).collect())
+    }
+
+    /// The newest `verify.clean` / `verify.differs` entry of a task.
+    pub async fn last_verify(&self, task: &str) -> Result<Option<AuditEntry>, StoreError> {
+        let row = sqlx::query(
+            "SELECT at_us, actor, action, task, detail FROM audit \
+             WHERE task = ?1 AND action IN ('verify.clean', 'verify.differs') ORDER BY id DESC LIMIT 1",
+        )
+        .bind(task)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.err("reading the last verify"))?;
+        Ok(row.map(|r| AuditEntry {
+            at_us: r.get(0),
+            actor: r.get(1),
+            action: r.get(2),
+            task: r.get(3),
+            detail: r.get(4),
+        }))
+    }
+
+    /// The persisted cutover state of a task (JSON), if a cutover was ever started.
+    pub async fn load_cutover(&self, task: &str) -> Result<Option<String>, StoreError> {
+        // A store written by an older ferry has no such table: no cutover.
+        match sqlx::query_scalar("SELECT state FROM cutover WHERE task = ?1")
+            .bind(task)
+            .fetch_optional(&self.pool)
+            .await
+        {
+            Ok(v) => Ok(v),
+            Err(e) if e.to_string().contains("no such table") => Ok(None),
+            Err(e) => Err(self.err("reading the cutover state")(e)),
+        }
+    }
+
+    /// Saves a task's cutover state (JSON), replacing the previous one.
+    pub async fn save_cutover(&self, task: &str, state: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO cutover(task, state, updated_us) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(task) DO UPDATE SET state = excluded.state, updated_us = excluded.updated_us",
+        )
+        .bind(task)
+        .bind(state)
+        .bind(now_micros())
+        .execute(&self.pool)
+        .await
+        .map_err(self.err("saving the cutover state"))?;
+        Ok(())
+    }
+
+    /// The direction a cutover set for a task, `(from, to)`; it overrides the task file.
+    pub async fn direction(&self, task: &str) -> Result<Option<(String, String)>, StoreError> {
+        let row = match sqlx::query("SELECT from_endpoint, to_endpoint FROM task_direction WHERE task = ?1")
+            .bind(task)
+            .fetch_optional(&self.pool)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.to_string().contains("no such table") => None,
+            Err(e) => return Err(self.err("reading the task's direction")(e)),
+        };
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Records the task's current direction, or with `None` goes back to the task file's.
+    pub async fn set_direction(&self, task: &str, direction: Option<(&str, &str)>) -> Result<(), StoreError> {
+        let q = match direction {
+            Some((from, to)) => sqlx::query(
+                "INSERT INTO task_direction(task, from_endpoint, to_endpoint, since_us) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(task) DO UPDATE SET from_endpoint = excluded.from_endpoint, \
+                 to_endpoint = excluded.to_endpoint, since_us = excluded.since_us",
+            )
+            .bind(task)
+            .bind(from)
+            .bind(to)
+            .bind(now_micros()),
+            None => sqlx::query("DELETE FROM task_direction WHERE task = ?1").bind(task),
+        };
+        q.execute(&self.pool).await.map_err(self.err("recording the task's direction"))?;
+        Ok(())
     }
 
     /// Closes the pool.

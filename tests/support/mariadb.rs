@@ -287,7 +287,27 @@ fn testbed() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed")
 }
 
+/// A second private pair with the binary log on BOTH instances (a cutover's reverse
+/// direction reads the target's binlog), for tests that change globals such as
+/// read_only; exclusive use, globals reset on both.
+pub async fn private_cutover_pair() -> (&'static Private, tokio::sync::MutexGuard<'static, ()>) {
+    static PAIR: OnceLock<Private> = OnceLock::new();
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let pair = tokio::task::spawn_blocking(|| PAIR.get_or_init(|| start_private_pair(false)))
+        .await
+        .expect("private instances start");
+    let guard = LOCK.lock().await;
+    let reset: Vec<String> = GOOD_GLOBALS.iter().map(|s| s.to_string()).collect();
+    admin(&pair.root_a(), &reset).await;
+    admin(&pair.root_b(), &reset).await;
+    (pair, guard)
+}
+
 fn start_private() -> Private {
+    start_private_pair(true)
+}
+
+fn start_private_pair(b_without_binlog: bool) -> Private {
     let dir = tempfile::Builder::new().prefix("ferry-ck-").tempdir_in("/tmp").expect("temp folder").keep();
     let port_a = free_port();
     let mut port_b = free_port();
@@ -333,7 +353,9 @@ fn start_private() -> Private {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    restart_without_binlog(&dir.join("dc-b"), port_b);
+    if b_without_binlog {
+        restart_without_binlog(&dir.join("dc-b"), port_b);
+    }
     Private { dir, port_a, port_b, _watchdog: watchdog }
 }
 

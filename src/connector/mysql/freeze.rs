@@ -15,15 +15,9 @@ fn freeze_table() -> String {
     format!("{}.{}", ident(FERRY_DB), ident("ferry_freeze"))
 }
 
-/// Sets the server read-only and ends every session of an account other than ferry's
-/// own and `exempt`; returns how many sessions were ended.
-pub async fn freeze(
-    ep: &MysqlEndpoint,
-    conn: &mut Conn,
-    exempt: &[String],
-    reason: &str,
-) -> Result<usize, ConnectorError> {
-    let what = "freezing the server (SET GLOBAL read_only = ON)";
+/// Records in `ferry.ferry_freeze` when and why the server was frozen (kept on a repeat).
+pub async fn record(ep: &MysqlEndpoint, conn: &mut Conn, reason: &str) -> Result<(), ConnectorError> {
+    let what = "recording the freeze in ferry.ferry_freeze";
     ep.exec(conn, what, &format!("CREATE DATABASE IF NOT EXISTS {}", ident(FERRY_DB))).await?;
     ep.exec(
         conn,
@@ -40,6 +34,19 @@ pub async fn freeze(
     )
     .await
     .map_err(ep.error(what))?;
+    Ok(())
+}
+
+/// Sets the server read-only and ends every session of an account other than ferry's
+/// own and `exempt`; returns how many sessions were ended.
+pub async fn freeze(
+    ep: &MysqlEndpoint,
+    conn: &mut Conn,
+    exempt: &[String],
+    reason: &str,
+) -> Result<usize, ConnectorError> {
+    let what = "freezing the server (SET GLOBAL read_only = ON)";
+    record(ep, conn, reason).await?;
     conn.query_drop("SET GLOBAL read_only = ON").await.map_err(|e| match &e {
         mysql_async::Error::Server(s) if s.code == 1227 => ConnectorError::Setup {
             endpoint: ep.name.clone(),
@@ -48,6 +55,14 @@ pub async fn freeze(
         },
         _ => ep.error(what)(e),
     })?;
+    end_sessions(ep, conn, exempt).await
+}
+
+/// Ends every session of an account other than ferry's own and `exempt` (system
+/// threads and binlog readers aside): a session already inside a transaction could
+/// otherwise still commit. Returns how many were ended.
+pub async fn end_sessions(ep: &MysqlEndpoint, conn: &mut Conn, exempt: &[String]) -> Result<usize, ConnectorError> {
+    let what = "ending application sessions";
     let me: Option<String> =
         conn.query_first("SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1)").await.map_err(ep.error(what))?;
     let mut keep: Vec<String> = exempt.to_vec();
@@ -76,16 +91,27 @@ pub async fn freeze(
 pub async fn unfreeze(ep: &MysqlEndpoint, conn: &mut Conn) -> Result<(), ConnectorError> {
     let what = "unfreezing the server (SET GLOBAL read_only = OFF)";
     ep.exec(conn, what, "SET GLOBAL read_only = OFF").await?;
-    let exists: Option<u8> = conn
-        .query_first(format!(
-            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{FERRY_DB}' AND TABLE_NAME = 'ferry_freeze'"
-        ))
-        .await
-        .map_err(ep.error(what))?;
-    if exists.is_some() {
+    if ferry_table_exists(ep, conn, "ferry_freeze", what).await? {
         ep.exec(conn, what, &format!("DELETE FROM {}", freeze_table())).await?;
     }
     Ok(())
+}
+
+/// Whether ferry's database holds the table `name` (a server never frozen has none).
+pub async fn ferry_table_exists(
+    ep: &MysqlEndpoint,
+    conn: &mut Conn,
+    name: &str,
+    what: &str,
+) -> Result<bool, ConnectorError> {
+    let exists: Option<u8> = conn
+        .exec_first(
+            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (FERRY_DB, name),
+        )
+        .await
+        .map_err(ep.error(what))?;
+    Ok(exists.is_some())
 }
 
 /// When the server was frozen (µs), if it is read-only now; 0 when something other than

@@ -15,6 +15,7 @@ pub mod conflict;
 pub mod ddl;
 pub mod freeze;
 pub mod parallel;
+pub mod revoke;
 pub mod schema;
 pub mod snapshot;
 pub mod source;

@@ -84,7 +84,11 @@ fn check_file(endpoint: &str, path: &Path) -> Result<(), ConnectorError> {
             fix: "point the endpoint url at the SQLite database file inside it".into(),
         });
     }
-    match std::fs::File::open(path) {
+    // Only a stat, never an open: closing any descriptor of the file would drop every
+    // POSIX lock this process's SQLite connections hold on it (fcntl semantics), and a
+    // writer elsewhere could then checkpoint and delete the WAL under them — a committed
+    // transaction was lost that way while a ferry process started (cutover tests).
+    match std::fs::metadata(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ConnectorError::Setup {
             endpoint: endpoint.to_string(),

@@ -3,6 +3,7 @@
 
 mod audit;
 mod config;
+mod cutover;
 mod overview;
 mod task;
 mod verify;
@@ -26,6 +27,7 @@ impl Widget for &App {
             Screen::Verify => verify::render(self, body, buf),
             Screen::Audit => audit::render(self, body, buf),
             Screen::Config => config::render(self, body, buf),
+            Screen::Cutover => cutover::render(self, body, buf),
         }
         render_footer(self, footer, buf);
         if self.help {
@@ -45,8 +47,11 @@ impl Widget for &App {
 fn render_tabs(app: &App, area: Rect, buf: &mut Buffer) {
     let mut spans = vec![Span::styled(" ferry ", app.theme.title())];
     for (i, s) in Screen::ALL.iter().enumerate() {
-        let style = if *s == app.screen { app.theme.selected() } else { app.theme.muted() };
-        spans.push(Span::styled(format!("{} {}", i + 1, s.title()), style));
+        let current = *s == app.screen;
+        let style = if current { app.theme.selected() } else { app.theme.muted() };
+        // Narrow terminals name only the current tab, so the clock keeps its place.
+        let tab = if current || area.width >= 100 { format!("{} {}", i + 1, s.title()) } else { format!("{}", i + 1) };
+        spans.push(Span::styled(tab, style));
         spans.push(Span::raw(" "));
     }
     Paragraph::new(Line::from(spans)).render(area, buf);
@@ -96,7 +101,7 @@ fn hints(app: &App, keys: &[(&str, &str)]) -> Line<'static> {
 }
 
 const HELP: &[(&str, &str)] = &[
-    ("1-5, Tab", "Overview, Task, Verify, Audit, Config"),
+    ("1-6, Tab", "Overview, Task, Verify, Audit, Config, Cutover"),
     ("j/k, ↑/↓", "move; g/G first/last"),
     ("Enter", "open the selected task"),
     ("Esc", "back, clear the filter"),
@@ -106,6 +111,7 @@ const HELP: &[(&str, &str)] = &[
     ("v", "start a verify of the selected task"),
     ("R", "repair (Verify screen; typed confirmation)"),
     ("e", "edit the task file (Config screen); Ctrl-S validates and saves"),
+    ("n / b", "Cutover screen: next step / roll back (freeze, switch, rollback: type the task name)"),
     ("?", "this help"),
     ("q, Ctrl-C", "quit"),
 ];

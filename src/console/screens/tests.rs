@@ -345,7 +345,7 @@ fn odd_data_and_tiny_terminals_never_panic() {
             }
         }
     }
-    assert_eq!(drawn, 75);
+    assert_eq!(drawn, 90);
 }
 
 fn key(code: KeyCode) -> KeyEvent {
@@ -427,4 +427,115 @@ fn config_edits_are_validated_before_they_are_saved() {
     a.on_key(key(KeyCode::Char('e')));
     let out = a.on_key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL));
     assert_eq!(out, Outcome::Reload, "a saved file restarts the in-process tasks");
+}
+
+/// Task shop's cutover stopped before Switch: four steps done, their checks recorded.
+fn half_way_cutover() -> crate::cutover::CutoverView {
+    use crate::cutover::{Check, CutoverState, CutoverView, FORWARD, LiveValues, Step, StepRecord, StepView};
+    let done = [Step::Preflight, Step::Freeze, Step::Drain, Step::Verify];
+    let history: Vec<StepRecord> = done
+        .iter()
+        .enumerate()
+        .map(|(i, s)| StepRecord {
+            step: *s,
+            actor: "alice@dc-a-node".into(),
+            started_us: NOW - 60_000_000 + i as i64 * 1_000_000,
+            millis: 250 * (i as u64 + 1),
+            ok: true,
+            checks: vec![Check { name: format!("{s} check"), seen: "as expected".into(), ok: true }],
+            message: "ok".into(),
+        })
+        .collect();
+    let steps = FORWARD
+        .iter()
+        .map(|s| {
+            let (title, checks) = s.describe("a", "b");
+            let finished = done.contains(s);
+            StepView {
+                step: *s,
+                title: title.into(),
+                checks,
+                state: if finished {
+                    "done"
+                } else if *s == Step::Switch {
+                    "next"
+                } else {
+                    "pending"
+                }
+                .into(),
+                millis: history.iter().find(|r| r.step == *s).map(|r| r.millis),
+                confirm: s.needs_typed_confirmation(),
+            }
+        })
+        .collect();
+    CutoverView {
+        task: "shop".into(),
+        state: Some(CutoverState {
+            task: "shop".into(),
+            from: "a".into(),
+            to: "b".into(),
+            step: Step::Switch,
+            quick_only: false,
+            started_us: NOW - 60_000_000,
+            source_head: Some("sqlite:100".into()),
+            target_head: Some("sqlite:7".into()),
+            reversed: None,
+            rollback_target_head: None,
+            restore_head: None,
+            history,
+            running: None,
+            last_error: None,
+        }),
+        steps,
+        live: LiveValues {
+            direction: "a->b".into(),
+            lag_seconds: Some(0.21),
+            changes_pending: Some(0),
+            frozen: vec![("a".into(), NOW - 40_000_000)],
+        },
+        outcome: None,
+    }
+}
+
+fn cutover_app() -> App {
+    let mut a = app("dark");
+    a.nodes[0].cutover = Some(half_way_cutover());
+    a.screen = Screen::Cutover;
+    a
+}
+
+#[test]
+fn cutover_wizard_screen() {
+    snapshot_at_both_sizes("cutover", &cutover_app());
+}
+
+#[test]
+fn cutover_switch_and_rollback_need_the_task_name_typed() {
+    use crate::cutover::CutoverAction;
+    let mut a = cutover_app();
+    assert_eq!(a.on_key(key(KeyCode::Char('n'))), Outcome::None, "switch waits for the typed name");
+    assert!(matches!(&a.mode, Mode::Confirm(c) if c.expected == "shop"));
+    a.on_key(key(KeyCode::Char('x')));
+    assert_eq!(a.on_key(key(KeyCode::Enter)), Outcome::None, "a wrong name does not confirm");
+    a.on_key(key(KeyCode::Backspace));
+    for c in "shop".chars() {
+        a.on_key(key(KeyCode::Char(c)));
+    }
+    assert_eq!(a.on_key(key(KeyCode::Enter)), Outcome::Send(0, Request::Cutover("shop".into(), CutoverAction::Next)));
+    assert_eq!(a.on_key(key(KeyCode::Char('b'))), Outcome::None);
+    for c in "shop".chars() {
+        a.on_key(key(KeyCode::Char(c)));
+    }
+    assert_eq!(
+        a.on_key(key(KeyCode::Enter)),
+        Outcome::Send(0, Request::Cutover("shop".into(), CutoverAction::Rollback))
+    );
+    // Verify needs no typed name: sent at once.
+    if let Some(v) = a.nodes[0].cutover.as_mut().and_then(|v| v.state.as_mut()) {
+        v.step = crate::cutover::Step::Verify;
+    }
+    assert_eq!(
+        a.on_key(key(KeyCode::Char('n'))),
+        Outcome::Send(0, Request::Cutover("shop".into(), CutoverAction::Next))
+    );
 }
