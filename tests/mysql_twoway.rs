@@ -312,6 +312,24 @@ async fn both_sides_identical_after_overlapping_load_and_sigkills() {
         assert!(report.is_empty(), "{db}.{t} differs between dc-a and dc-b:\n{report}\nlog:\n{}", tail(&log));
         assert_same_table(&db, t).await;
     }
+    // Both sides agree on every row's version too (else later races would be judged
+    // differently on each side).
+    for t in ["sbtest1", "sbtest2"] {
+        let vt = ferry::connector::mysql::versions::table_for(&ferry::model::TableName {
+            schema: Some(db.clone()),
+            name: t.to_string(),
+        });
+        let sql = format!("SELECT id, ferry_site, ferry_ts, ferry_deleted FROM ferry.`{vt}` ORDER BY id");
+        let (va, vb) = (rows(&shared_a(), &sql).await, rows(&shared_b(), &sql).await);
+        assert!(!va.is_empty(), "no row versions kept for {t}");
+        let differ: Vec<(&Vec<String>, &Vec<String>)> = va.iter().zip(&vb).filter(|(x, y)| x != y).take(5).collect();
+        assert!(
+            va.len() == vb.len() && differ.is_empty(),
+            "row versions of {t} differ ({} vs {}): {differ:?}",
+            va.len(),
+            vb.len()
+        );
+    }
     let conflicts = rows(
         &shared_b(),
         &format!("SELECT COUNT(*) FROM ferry.ferry_conflict WHERE task = '{}'", config.tasks[0].name),

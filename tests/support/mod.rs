@@ -162,7 +162,8 @@ impl FerryRun {
         let child = Command::new(ferry_bin())
             .args([command, "--config"])
             .arg(config)
-            .env("FERRY_LOG", "info")
+            // FERRY_TEST_LOG (e.g. `ferry=debug`) turns up the children's logging.
+            .env("FERRY_LOG", std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(std::process::Stdio::null())
             .stderr(err)
             .spawn()

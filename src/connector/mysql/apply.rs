@@ -770,11 +770,14 @@ impl Sink for MysqlSink {
         }
         self.parents = parents_of(self.constraints.values());
         if self.two_way.is_some() {
+            // The triggers name the target's own columns (a schema change may still be
+            // on its way from the source).
             let mut resolved = Vec::with_capacity(tables.len());
             for t in tables {
-                let mut r = (**t).clone();
-                r.name = self.resolve(&t.name)?;
-                resolved.push(Arc::new(r));
+                let name = self.resolve(&t.name)?;
+                if let Some(own) = schema::describe_loose(&self.ep, &mut self.conn, &name).await? {
+                    resolved.push(Arc::new(own));
+                }
             }
             let site = self.ep.site.clone();
             versions::install(&self.ep, &mut self.conn, &resolved, &site, true).await?;
@@ -961,6 +964,17 @@ impl MysqlSink {
                 Err(e) => return Err(self.ep.error(what)(e)),
             }
             self.note_constraints(&name).await?;
+        }
+        if self.two_way.is_some() {
+            // Two-way: ferry's triggers compare every column, so they follow the new shape.
+            for sc in txn.ddl.iter().filter(|sc| matches!(sc.kind, SchemaChangeKind::Alter | SchemaChangeKind::Create))
+            {
+                let name = self.resolve(&sc.table)?;
+                if let Some(t) = schema::describe_loose(&self.ep, &mut self.conn, &name).await? {
+                    let site = self.ep.site.clone();
+                    versions::install(&self.ep, &mut self.conn, &[Arc::new(t)], &site, true).await?;
+                }
+            }
         }
         Ok(())
     }

@@ -217,6 +217,10 @@ impl MysqlSink {
             let old_id = (c.table.name.clone(), key_id(&c.key));
             let local = state.get(&old_id).cloned().unwrap_or_default();
             let verdict = judge(c, inc.stamp.as_ref(), &local, rules);
+            tracing::debug!(
+                table = %c.table.name, key = %key_text(&c.key), op = ?c.op, incoming = ?inc.stamp, seen = ?c.seen,
+                prior = ?c.prior, local = ?local.stamp, verdict = ?verdict, position = %inc.position, "two-way judge"
+            );
             let apply = match &verdict {
                 Verdict::Apply => true,
                 Verdict::Found => {

@@ -125,7 +125,8 @@ fn literal(text: &str) -> String {
 }
 
 /// Creates the marker table, and for each table its version table and (with `triggers`)
-/// the three triggers that version application writes as `site`. Idempotent.
+/// the three triggers that version application writes as `site`. Idempotent; the
+/// triggers are replaced, so they follow the table's current columns.
 pub async fn install(
     ep: &MysqlEndpoint,
     conn: &mut Conn,
@@ -188,17 +189,32 @@ async fn install_triggers(
             literal(site.as_str())
         )
     };
-    let moved = cols.iter().map(|c| format!("OLD.{0} <=> NEW.{0}", ident(c))).collect::<Vec<_>>().join(" AND ");
+    let same = |names: &mut dyn Iterator<Item = &str>| {
+        names.map(|c| format!("OLD.{0} <=> NEW.{0}", ident(c))).collect::<Vec<_>>().join(" AND ")
+    };
+    let moved = same(&mut cols.iter().copied());
+    // An update that leaves the row as it was is not in the binlog (row events log
+    // changed rows only), so it must not move the version either: the other side would
+    // never hear of it.
+    let unchanged = same(&mut t.columns.iter().map(|c| c.name.as_str()));
     let bodies = [
         ('i', "INSERT", upsert("NEW", 0)),
-        ('u', "UPDATE", format!("IF NOT ({moved}) THEN {} END IF; {}", upsert("OLD", 1), upsert("NEW", 0))),
+        (
+            'u',
+            "UPDATE",
+            format!(
+                "IF NOT ({unchanged}) THEN IF NOT ({moved}) THEN {} END IF; {} END IF;",
+                upsert("OLD", 1),
+                upsert("NEW", 0)
+            ),
+        ),
         ('d', "DELETE", upsert("OLD", 1)),
     ];
     let db = t.name.schema.clone().unwrap_or_default();
     for (op, event, body) in bodies {
         let name = format!("{}.{}", ident(&db), ident(&trigger_name(&t.name, op)));
         let sql = format!(
-            "CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} ON {} FOR EACH ROW \
+            "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {} FOR EACH ROW \
              IF {APPLY_FLAG} IS NULL THEN {body} END IF",
             qualified(&t.name)
         );
