@@ -245,7 +245,9 @@ async fn survives_sigkill_during_parallel_apply_of_unique_swaps_and_foreign_keys
     let (done, split) = tokio::join!(load(&db, 3, Duration::from_secs(12), 3), kills);
     eprintln!("kills that left worker slots at different positions: {split} of 6");
     let mut ferry = FerryRun::start(&file, &log);
-    wait_caught_up(&config, Duration::from_secs(120), None).await;
+    let caught_up =
+        tokio::time::timeout(Duration::from_secs(120), wait_caught_up(&config, Duration::from_secs(600), None));
+    assert!(caught_up.await.is_ok(), "the target did not catch up within 120 s; log:\n{}", tail(&log));
     assert_eq!(ferry.terminate(), Some(0), "ferry run did not stop cleanly; log:\n{}", tail(&log));
     assert!(done.iter().sum::<u64>() > 0, "the load committed nothing");
     for t in ["parent", "child", "note"] {
