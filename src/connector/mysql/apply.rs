@@ -568,11 +568,8 @@ async fn delete_on(
         return Ok(());
     }
     let width = table.primary_key.len().max(1);
-    let cols: Vec<String> = table.key_columns().iter().map(|c| ident(c)).collect();
-    let tuple = if width == 1 { "?".to_string() } else { format!("({})", vec!["?"; width].join(",")) };
-    let lhs = if width == 1 { cols.join(",") } else { format!("({})", cols.join(",")) };
     for chunk in split(keys, width, budget, |k| k.iter().map(param_len).sum()) {
-        let sql = format!("DELETE FROM {target} WHERE {lhs} IN ({})", vec![tuple.as_str(); chunk.len()].join(","));
+        let sql = format!("DELETE FROM {target} WHERE {}", schema::key_in(table, chunk.len()));
         let params: Vec<mysql_async::Value> = chunk.iter().flat_map(|k| k.iter().map(to_param)).collect();
         conn.exec_drop(sql, params).await?;
     }

@@ -14,7 +14,7 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
 use super::apply::{Failure, MysqlSink, key_id};
-use super::schema::qualified;
+use super::schema::{key_in, qualified};
 use super::state::ferry_table;
 use super::values::{self, to_param};
 use super::versions::{self, Stamp};
@@ -334,16 +334,12 @@ async fn select_rows(
     }
     let kinds = values::kinds(ep, table)?;
     let cols: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
-    let key_cols: Vec<String> = table.key_columns().iter().map(|c| ident(c)).collect();
-    let width = key_cols.len();
-    let tuple = if width == 1 { "?".to_string() } else { format!("({})", vec!["?"; width].join(",")) };
-    let lhs = if width == 1 { key_cols.join(",") } else { format!("({})", key_cols.join(",")) };
     for chunk in keys.chunks(500) {
         let sql = format!(
-            "SELECT {} FROM {} WHERE {lhs} IN ({}) FOR UPDATE",
+            "SELECT {} FROM {} WHERE {} FOR UPDATE",
             cols.join(", "),
             qualified(&table.name),
-            vec![tuple.as_str(); chunk.len()].join(",")
+            key_in(table, chunk.len())
         );
         let params: Vec<mysql_async::Value> = chunk.iter().flat_map(|k| k.iter().map(to_param)).collect();
         let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await?;

@@ -343,6 +343,16 @@ pub fn retarget_create_sql(sql: &str, table: &TableName) -> Option<String> {
     Some(format!("CREATE TABLE IF NOT EXISTS {}{after_name}", qualified(table)))
 }
 
+/// `(k1, k2) IN ((?,?),…)` matching `n` primary keys of a table (`k IN (?,…)` for a
+/// one-column key); bind the keys' values in order.
+pub fn key_in(table: &TableSchema, n: usize) -> String {
+    let cols: Vec<String> = table.key_columns().iter().map(|c| ident(c)).collect();
+    let width = cols.len().max(1);
+    let tuple = if width == 1 { "?".to_string() } else { format!("({})", vec!["?"; width].join(",")) };
+    let lhs = if width == 1 { cols.join(",") } else { format!("({})", cols.join(",")) };
+    format!("{lhs} IN ({})", vec![tuple.as_str(); n].join(","))
+}
+
 /// A CREATE TABLE built from a schema's columns and keys (when no source text fits).
 pub fn create_table_sql(table: &TableSchema) -> String {
     let mut parts: Vec<String> = table

@@ -95,9 +95,7 @@ async fn row_versions(
 ) -> Result<Vec<Option<(crate::model::SiteId, i64)>>, ConnectorError> {
     let keys: Vec<Key> = rows.iter().map(|r| table.key_of(r)).collect();
     let refs: Vec<&Key> = keys.iter().collect();
-    let stamps = versions::load(ep, conn, table, &refs, false)
-        .await
-        .map_err(ep.error(format!("reading the row versions of {}", table.name)))?;
+    let stamps = versions::load(ep, conn, table, &refs, false).await?;
     Ok(keys.iter().map(|k| stamps.get(&key_id(k)).filter(|s| !s.deleted).map(|s| (s.site.clone(), s.ts))).collect())
 }
 

@@ -23,7 +23,7 @@ use mysql_async::prelude::Queryable;
 
 use super::apply::key_id;
 use super::binlog::replica_server_id;
-use super::schema::qualified;
+use super::schema::{key_in, qualified};
 use super::values::{decode_value, kinds, param_len, to_param};
 use super::{FERRY_DB, MysqlEndpoint, ident};
 use crate::connector::ConnectorError;
@@ -211,11 +211,25 @@ async fn install_triggers(
         ('d', "DELETE", upsert("OLD", 1)),
     ];
     let db = t.name.schema.clone().unwrap_or_default();
+    // Triggers already as wanted stay: every start (of both directions) would otherwise
+    // replace them, each replacement a DDL statement in the binlog.
+    let existing: Vec<(String, String)> = conn
+        .exec(
+            "SELECT TRIGGER_NAME, ACTION_STATEMENT FROM information_schema.TRIGGERS \
+             WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ?",
+            (db.as_str(), t.name.name.as_str()),
+        )
+        .await
+        .map_err(ep.error(format!("reading the triggers of {}", t.name)))?;
     for (op, event, body) in bodies {
-        let name = format!("{}.{}", ident(&db), ident(&trigger_name(&t.name, op)));
+        let trigger = trigger_name(&t.name, op);
+        let statement = format!("IF {APPLY_FLAG} IS NULL THEN {body} END IF");
+        if existing.iter().any(|(n, s)| *n == trigger && *s == statement) {
+            continue;
+        }
+        let name = format!("{}.{}", ident(&db), ident(&trigger));
         let sql = format!(
-            "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {} FOR EACH ROW \
-             IF {APPLY_FLAG} IS NULL THEN {body} END IF",
+            "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {} FOR EACH ROW {statement}",
             qualified(&t.name)
         );
         match conn.query_drop(&sql).await {
@@ -259,26 +273,24 @@ pub async fn load(
     table: &TableSchema,
     keys: &[&Key],
     lock: bool,
-) -> Result<HashMap<Vec<u8>, Stamp>, mysql_async::Error> {
+) -> Result<HashMap<Vec<u8>, Stamp>, ConnectorError> {
     let mut out = HashMap::new();
     if keys.is_empty() || table.primary_key.is_empty() {
         return Ok(out);
     }
-    let key_table = table.key_only();
-    let key_kinds = kinds(ep, &key_table).unwrap_or_default();
+    let key_kinds = kinds(ep, &table.key_only())?;
     let cols = table.key_columns().iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
     let width = table.primary_key.len();
-    let tuple = if width == 1 { "?".to_string() } else { format!("({})", vec!["?"; width].join(",")) };
-    let lhs = if width == 1 { cols.clone() } else { format!("({cols})") };
     for chunk in keys.chunks(500) {
         let sql = format!(
-            "SELECT {cols}, {SITE_COLUMN}, {TS_COLUMN}, {DELETED_COLUMN} FROM {} WHERE {lhs} IN ({}){}",
+            "SELECT {cols}, {SITE_COLUMN}, {TS_COLUMN}, {DELETED_COLUMN} FROM {} WHERE {}{}",
             qualified_version(&table.name),
-            vec![tuple.as_str(); chunk.len()].join(","),
+            key_in(table, chunk.len()),
             if lock { " FOR UPDATE" } else { "" }
         );
         let params: Vec<mysql_async::Value> = chunk.iter().flat_map(|k| k.iter().map(to_param)).collect();
-        let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await?;
+        let rows: Vec<mysql_async::Row> =
+            conn.exec(sql, params).await.map_err(ep.error(format!("reading the row versions of {}", table.name)))?;
         for row in rows {
             let mut values = row.unwrap_raw();
             let rest = values.split_off(width.min(values.len()));
