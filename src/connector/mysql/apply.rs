@@ -580,9 +580,7 @@ async fn delete_on(
 /// broken connections, deadlocks or lock waits, which are worth retrying).
 fn refusal(e: mysql_async::Error) -> Result<String, mysql_async::Error> {
     match e {
-        mysql_async::Error::Server(s) if !matches!(s.code, 1205 | 1213) => {
-            Ok(format!("{} (error {})", s.message, s.code))
-        }
+        mysql_async::Error::Server(s) if !super::lock_conflict(&e) => Ok(format!("{} (error {})", s.message, s.code)),
         e => Err(e),
     }
 }

@@ -382,9 +382,7 @@ async fn record(conn: &mut Conn, dir: &DirectionId, rules: &ConflictRules, r: &R
 /// application transaction over the rows it locks, or a lock wait timeout).
 pub fn retry_at_once(e: &ConnectorError) -> bool {
     match e {
-        ConnectorError::Mysql { source, .. } => {
-            matches!(source.as_ref(), mysql_async::Error::Server(s) if matches!(s.code, 1205 | 1213))
-        }
+        ConnectorError::Mysql { source, .. } => super::lock_conflict(source),
         _ => false,
     }
 }

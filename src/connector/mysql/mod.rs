@@ -81,6 +81,12 @@ impl MysqlEndpoint {
     }
 }
 
+/// A deadlock or lock wait timeout: the transaction lost a lock race and is worth
+/// running again (not a refusal of its data).
+pub fn lock_conflict(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if matches!(s.code, 1205 | 1213))
+}
+
 /// Quotes an identifier for MySQL.
 pub fn ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
