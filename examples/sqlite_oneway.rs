@@ -23,13 +23,14 @@ use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use ferry::config::{Endpoint, EndpointUrl};
 use ferry::connector::sqlite::apply::SqliteSink;
 use ferry::connector::sqlite::capture::SqliteSource;
+use ferry::connector::sqlite::compare::compare_table;
 use ferry::connector::sqlite::schema::describe;
-use ferry::connector::sqlite::{Access, SqliteEndpoint};
+use ferry::connector::sqlite::{Access, SqliteEndpoint, position};
 use ferry::connector::{ApplyBatch, Checkpoint, DirectionId, ReadRequest, Sink, Source, TableProgress};
 use ferry::engine::Engine;
+use ferry::engine::clock::{SkewBounds, TaskClock};
 use ferry::engine::task::{DirectionSpec, Tuning, prepare_target};
-use ferry::model::{Position, SiteId};
-use ferry::verify::compare::compare_table;
+use ferry::model::SiteId;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 use tokio_util::sync::CancellationToken;
@@ -216,18 +217,34 @@ async fn scalar_i64(path: &Path, sql: &'static str) -> Result<i64> {
 fn spec(a: &Path, b: &Path, batch: usize) -> DirectionSpec {
     DirectionSpec {
         id: DirectionId { task: TASK.into(), from: "a".into(), to: "b".into() },
-        source: Endpoint { name: "a".into(), site: SiteId::new("dc-a"), url: EndpointUrl::Sqlite(a.to_path_buf()) },
-        target: Endpoint { name: "b".into(), site: SiteId::new("dc-b"), url: EndpointUrl::Sqlite(b.to_path_buf()) },
+        source: Endpoint {
+            name: "a".into(),
+            site: SiteId::new("dc-a"),
+            url: EndpointUrl::new(format!("sqlite://{}", a.display()), "/"),
+            password: None,
+        },
+        target: Endpoint {
+            name: "b".into(),
+            site: SiteId::new("dc-b"),
+            url: EndpointUrl::new(format!("sqlite://{}", b.display()), "/"),
+            password: None,
+        },
         tables: vec!["*".into()],
         snapshot: false,
         conflicts: None,
         keep_transactions: true,
+        topic: ferry::config::DEFAULT_TOPIC.into(),
         workers: 1,
         max_rows_per_sec: 0,
+        retention_alarm: u64::MAX,
         maps: vec![],
         node_id: "bench".into(),
         skips: vec![],
         tuning: Tuning { batch_changes: batch, ..Tuning::default() },
+        clock: std::sync::Arc::new(TaskClock::new(TASK, false, SkewBounds::default())),
+        once: false,
+        rescan: std::time::Duration::from_secs(300),
+        max_bytes_per_sec: 0,
     }
 }
 
@@ -244,7 +261,7 @@ async fn sync_with_engine(a: &Path, b: &Path, head: i64, batch: usize) -> Result
     )
     .bind(TASK)
     .bind(spec.id.direction())
-    .bind(Position::Sqlite { seq: 0 }.to_string())
+    .bind(position::at(0).to_string())
     .execute(&mut cb)
     .await?;
     cb.close().await?;
@@ -256,7 +273,7 @@ async fn sync_with_engine(a: &Path, b: &Path, head: i64, batch: usize) -> Result
     // When the applied position moved, to show how the backlog was batched.
     let mut steps: Vec<(f64, i64)> = Vec::new();
     while start.elapsed() < SYNC_TIMEOUT {
-        if let Some(Position::Sqlite { seq }) = metrics.position() {
+        if let Some(seq) = metrics.position().and_then(|p| position::seq(&p)) {
             if steps.last().map(|s| s.1) != Some(seq) {
                 steps.push((start.elapsed().as_secs_f64(), seq));
             }
@@ -384,12 +401,12 @@ async fn profile(a: &Path, dir: &Path, head: i64, batch: usize) -> Result<()> {
         sink.prepare().await?;
         sink.ensure_tables(&tables).await?;
         let id = DirectionId { task: TASK.into(), from: "a".into(), to: "d".into() };
-        let mut pos = Position::Sqlite { seq: 0 };
+        let mut pos = position::at(0);
         let (mut t_read, mut t_apply) = (Duration::ZERO, Duration::ZERO);
         let (mut batches, mut changes, mut biggest) = (0u64, 0u64, 0usize);
         let wall = Instant::now();
         loop {
-            let Position::Sqlite { seq } = pos else {
+            let Some(seq) = position::seq(&pos) else {
                 bail!("profile: the SQLite source returned position {pos}");
             };
             if seq >= head {
@@ -397,7 +414,7 @@ async fn profile(a: &Path, dir: &Path, head: i64, batch: usize) -> Result<()> {
             }
             let req = ReadRequest {
                 after: pos.clone(),
-                until: Some(Position::Sqlite { seq: head }),
+                until: Some(position::at(head)),
                 max_changes: batch,
                 exclude_origin: SiteId::new("dc-d"),
                 keep_transactions: keep,
@@ -424,6 +441,7 @@ async fn profile(a: &Path, dir: &Path, head: i64, batch: usize) -> Result<()> {
                 conflicts: None,
                 one_by_one: false,
                 commit: !rb.continues,
+                fence: None,
             };
             let t1 = Instant::now();
             sink.apply(&id, &ab).await?;

@@ -76,6 +76,9 @@ pub enum Command {
         /// Run only this task.
         #[arg(long)]
         task: Option<String>,
+        /// Catch up to each source's head (blob tasks: one full pass), then exit 0.
+        #[arg(long)]
+        once: bool,
     },
     /// Run the task file's tasks and serve the node API on [node].listen until SIGINT/SIGTERM.
     Node {
@@ -91,6 +94,9 @@ pub enum Command {
         /// Bearer token for the nodes.
         #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// PEM file of the CA that signed the nodes' HTTPS certificates (only it is trusted).
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
         /// A task file whose tasks the console runs in-process.
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -128,6 +134,21 @@ pub enum Command {
         #[arg(long)]
         direction: Option<String>,
     },
+    /// Remove everything ferry added to the stores (triggers, ferry's tables or database), audited.
+    Uninstall {
+        /// The task file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only the endpoints of this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only this endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Do not ask for the typed confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Move a task's writes to its target, step by step, with a rollback path (docs/cutover.md).
     Cutover {
         /// The task file.
@@ -151,6 +172,9 @@ pub enum Command {
         /// Bearer token for the node at [node].listen.
         #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// PEM file of the CA that signed the node's HTTPS certificate (only it is trusted).
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
     },
     /// Prove both sides of a task hold the same rows; find and optionally repair differences.
     Verify {
@@ -178,5 +202,8 @@ pub enum Command {
         /// Read at most this many rows per second (0 = unthrottled).
         #[arg(long, default_value_t = 0)]
         max_rows_per_sec: u64,
+        /// File and object tasks: write the source's MD5 sums here, as `md5sum -c` reads them.
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
     },
 }

@@ -1,17 +1,30 @@
 //! [`NodeClient`]: the node API over HTTP (reqwest), implementing [`Control`] so the
 //! console works the same against a remote node as in-process.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 use serde::de::DeserializeOwned;
 
-use crate::control::{ConflictEntry, Control, ControlError, EndpointView, NodeOverview, TaskView, VerifyProgress};
+use crate::control::{
+    Access, ConflictEntry, Control, ControlError, EndpointView, NodeOverview, TaskView, VerifyProgress,
+};
 use crate::cutover::{CutoverRequest, CutoverView};
 use crate::store::AuditEntry;
 
 /// How long one cutover step may take over HTTP (Drain waits up to 10 minutes, a full
 /// verify of a large task longer).
 const STEP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// Makes ring rustls's process-wide crypto provider (once; later calls do nothing).
+/// reqwest refuses to build any client, even a plain-HTTP one, before one is set.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 /// A client of one node's API.
 #[derive(Debug, Clone)]
@@ -35,15 +48,72 @@ fn segment(s: &str) -> String {
 }
 
 impl NodeClient {
-    /// A client of the node at `base` (`http://host:port`), with an optional bearer token.
-    pub fn new(base: &str, token: Option<String>) -> Result<NodeClient, ControlError> {
-        let base = if base.contains("://") { base.to_string() } else { format!("http://{base}") };
+    /// A client of the node at `base` (`http://host:port`, `https://host:port`; a bare
+    /// `host:port` is HTTP, or HTTPS when `ca` is given), with an optional bearer token.
+    /// Over HTTPS the node's certificate must be signed by the CA in the PEM file `ca`
+    /// (only it is trusted), or without `ca` by a public CA.
+    pub fn new(base: &str, token: Option<String>, ca: Option<&Path>) -> Result<NodeClient, ControlError> {
+        let base = match (base.contains("://"), ca) {
+            (true, _) => base.to_string(),
+            (false, Some(_)) => format!("https://{base}"),
+            (false, None) => format!("http://{base}"),
+        };
+        install_crypto_provider();
+        let untrusted = |message: String| ControlError::Untrusted { node: base.clone(), message };
+        let mut roots = rustls::RootCertStore::empty();
+        match ca {
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| untrusted(format!("--ca {}: {e}", path.display())))?;
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(untrusted(format!(
+                        "--ca {} holds no usable PEM certificate; give the CA that signed the node's tls_cert",
+                        path.display()
+                    )));
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| untrusted(format!("TLS cannot be set up: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
+            .tls_backend_preconfigured(tls)
             .build()
             .map_err(|source| ControlError::Unreachable { node: base.clone(), source })?;
         Ok(NodeClient { base: base.trim_end_matches('/').to_string(), token, http })
+    }
+
+    /// Whether the node is reached over HTTPS.
+    pub fn is_https(&self) -> bool {
+        self.base.starts_with("https://")
+    }
+
+    /// A failed request's error: a certificate the client does not trust says so and
+    /// how to fix it, instead of a generic "unreachable".
+    fn failed(&self, source: reqwest::Error) -> ControlError {
+        let mut cause: Option<&dyn std::error::Error> = Some(&source);
+        while let Some(e) = cause {
+            let text = e.to_string();
+            if text.contains("invalid peer certificate")
+                || text.contains("certificate") && text.contains("UnknownIssuer")
+            {
+                return ControlError::Untrusted {
+                    node: self.base.clone(),
+                    message: format!(
+                        "the node's TLS certificate is not trusted ({text}); pass --ca with the PEM file of the CA that signed the node's tls_cert"
+                    ),
+                };
+            }
+            cause = e.source();
+        }
+        ControlError::Unreachable { node: self.base.clone(), source }
     }
 
     /// The node's base URL.
@@ -73,7 +143,7 @@ impl NodeClient {
         if let Some(t) = timeout {
             req = req.timeout(t);
         }
-        let resp = req.send().await.map_err(|source| ControlError::Unreachable { node: self.base.clone(), source })?;
+        let resp = req.send().await.map_err(|source| self.failed(source))?;
         let status = resp.status();
         if !status.is_success() {
             let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
@@ -100,6 +170,10 @@ impl NodeClient {
 impl Control for NodeClient {
     async fn overview(&self) -> Result<NodeOverview, ControlError> {
         self.get("/api/v1/node").await
+    }
+
+    async fn access(&self) -> Result<Access, ControlError> {
+        self.get("/api/v1/whoami").await
     }
 
     async fn pause(&self, _actor: &str, task: &str) -> Result<TaskView, ControlError> {

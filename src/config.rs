@@ -2,14 +2,17 @@
 //! validated into typed structs. Every error names the file, the line and the fix.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+pub use crate::connector::endpoint::{Endpoint, EndpointUrl, Secret, mask_password};
+use crate::connector::registry;
+pub use crate::engine::clock::SkewBounds;
 use crate::model::SiteId;
+pub use crate::model::{ConflictPolicy, FreezeMethod, TableMap};
 
 /// A task file that cannot be used, with where and how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,10 @@ struct RawNode {
     listen: Spanned<String>,
     #[serde(default = "default_store")]
     store: Spanned<String>,
+    #[serde(default)]
+    tls_cert: Option<Spanned<String>>,
+    #[serde(default)]
+    tls_key: Option<Spanned<String>>,
 }
 
 fn default_listen() -> Spanned<String> {
@@ -85,6 +92,8 @@ struct RawEndpoint {
     name: Spanned<String>,
     site: Option<Spanned<String>>,
     url: Spanned<String>,
+    password_env: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,15 +112,26 @@ struct RawTask {
     conflict: ConflictPolicy,
     #[serde(default = "default_workers")]
     workers: Spanned<u32>,
-    #[serde(default = "yes")]
-    keep_transactions: bool,
+    keep_transactions: Option<Spanned<bool>>,
     #[serde(default)]
     max_rows_per_sec: u64,
+    topic: Option<String>,
+    #[serde(default)]
+    max_bytes_per_sec: u64,
+    #[serde(default)]
+    rescan: Option<Spanned<String>>,
+    #[serde(default = "default_retention_alarm")]
+    retention_alarm: Spanned<String>,
     #[serde(default)]
     map: Vec<RawMap>,
     #[serde(default)]
     cutover: RawCutover,
+    clock_skew_alarm: Option<Spanned<String>>,
+    clock_skew_pause: Option<Spanned<String>>,
 }
+
+/// The topic template of a task that names none.
+pub const DEFAULT_TOPIC: &str = "ferry.{db}.{table}";
 
 fn default_tables() -> Spanned<Vec<String>> {
     Spanned::new(0..0, vec!["*".to_string()])
@@ -119,6 +139,10 @@ fn default_tables() -> Spanned<Vec<String>> {
 
 fn yes() -> bool {
     true
+}
+
+fn default_retention_alarm() -> Spanned<String> {
+    Spanned::new(0..0, "10GB".to_string())
 }
 
 fn default_workers() -> Spanned<u32> {
@@ -189,45 +213,8 @@ pub enum Mode {
     TwoWay,
 }
 
-/// How a conflicting change is resolved (DESIGN.md "Two-way").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ConflictPolicy {
-    /// The version with the later (commit time, site) wins.
-    #[default]
-    LastWriterWins,
-    /// The task's `from` endpoint's version wins.
-    PreferFrom,
-    /// The task's `to` endpoint's version wins.
-    PreferTo,
-    /// Record the conflict, change nothing.
-    LogOnly,
-}
-
-impl fmt::Display for ConflictPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ConflictPolicy::LastWriterWins => "last-writer-wins",
-            ConflictPolicy::PreferFrom => "prefer-from",
-            ConflictPolicy::PreferTo => "prefer-to",
-            ConflictPolicy::LogOnly => "log-only",
-        })
-    }
-}
-
-/// How a cutover stops application writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FreezeMethod {
-    /// Global read-only; exempt accounts keep writing.
-    #[default]
-    ReadOnly,
-    /// Revoke write grants of application accounts.
-    Revoke,
-}
-
-/// Node API role of a token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// Node API role of a token (docs/node-api.md has the matrix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// Read only.
@@ -262,6 +249,17 @@ pub struct Node {
     pub listen: String,
     /// Metadata store.
     pub store: StoreUrl,
+    /// Certificate chain and private key (PEM files) when the API is served over HTTPS.
+    pub tls: Option<NodeTls>,
+}
+
+/// `[node] tls_cert` and `tls_key`: the node serves HTTPS only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeTls {
+    /// PEM certificate chain, the node's certificate first.
+    pub cert: PathBuf,
+    /// PEM private key of that certificate.
+    pub key: PathBuf,
 }
 
 /// Where the metadata store lives.
@@ -271,61 +269,12 @@ pub enum StoreUrl {
     Sqlite(PathBuf),
 }
 
-/// `[[endpoint]]`.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    /// Its name in tasks.
-    pub name: String,
-    /// Where application writes to it happen.
-    pub site: SiteId,
-    /// How to reach it.
-    pub url: EndpointUrl,
-}
-
-/// How to reach an endpoint.
-#[derive(Debug, Clone, PartialEq)]
-pub enum EndpointUrl {
-    /// A SQLite database file.
-    Sqlite(PathBuf),
-    /// A MySQL/MariaDB server (`mysql://user:pass@host:port[/db]`).
-    Mysql(String),
-    /// A PostgreSQL server.
-    Postgres(String),
-}
-
-impl EndpointUrl {
-    /// The engine's name, for messages.
-    pub fn engine(&self) -> &'static str {
+impl StoreUrl {
+    /// The metadata store's file.
+    pub fn path(&self) -> PathBuf {
         match self {
-            EndpointUrl::Sqlite(_) => "SQLite",
-            EndpointUrl::Mysql(_) => "MySQL/MariaDB",
-            EndpointUrl::Postgres(_) => "PostgreSQL",
+            StoreUrl::Sqlite(p) => p.clone(),
         }
-    }
-}
-
-impl fmt::Display for EndpointUrl {
-    /// Shows the URL with any password masked.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EndpointUrl::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
-            EndpointUrl::Mysql(u) | EndpointUrl::Postgres(u) => f.write_str(&mask_password(u)),
-        }
-    }
-}
-
-/// Replaces the password in `scheme://user:password@host` with `***`.
-pub fn mask_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (auth, host) = match rest.rfind('@') {
-        Some(i) => (&rest[..i], &rest[i + 1..]),
-        None => return url.to_string(),
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
     }
 }
 
@@ -352,21 +301,22 @@ pub struct Task {
     pub keep_transactions: bool,
     /// 0 = unthrottled.
     pub max_rows_per_sec: u64,
+    /// A message-store target's topic template (`ferry.{db}.{table}`, the default).
+    pub topic: String,
+    /// Files and objects: bytes per second at most (0 = unthrottled).
+    pub max_bytes_per_sec: u64,
+    /// Files and objects: how often a full rescan checks every path (change hints
+    /// between rescans are only hints).
+    pub rescan: std::time::Duration,
+    /// Alarm when a source keeps more change history than this for a direction (bytes;
+    /// a PostgreSQL slot's retained WAL).
+    pub retention_alarm: u64,
     /// Renames.
     pub maps: Vec<TableMap>,
     /// Cutover settings.
     pub cutover: Cutover,
-}
-
-/// `[[task.map]]`: a table rename with column renames.
-#[derive(Debug, Clone)]
-pub struct TableMap {
-    /// Source table.
-    pub from: String,
-    /// Target table.
-    pub to: String,
-    /// Source column -> target column.
-    pub columns: BTreeMap<String, String>,
+    /// Two-way: how far apart the two sides' clocks may be (alarm, pause).
+    pub clock_skew: SkewBounds,
 }
 
 /// `[task.cutover]`.
@@ -481,6 +431,19 @@ impl Validator<'_> {
                 "use host:port, e.g. listen = \"127.0.0.1:7400\"",
             );
         }
+        let tls = match (&node.tls_cert, &node.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                Some(NodeTls { cert: resolve(&base, cert.get_ref()), key: resolve(&base, key.get_ref()) })
+            }
+            (Some(one), None) | (None, Some(one)) => {
+                return self.invalid(
+                    one.span(),
+                    "[node] needs both tls_cert and tls_key to serve HTTPS".into(),
+                    "give both PEM files (tls_cert = \"node.crt\", tls_key = \"node.key\"), or neither for plain HTTP",
+                );
+            }
+        };
 
         let mut endpoints = Vec::new();
         let mut names = HashSet::new();
@@ -501,14 +464,18 @@ impl Validator<'_> {
                 );
             }
             let url = self.endpoint_url(&base, &e.url)?;
+            let password = self.endpoint_password(&base, &e)?;
             let site = e.site.map(|s| s.into_inner()).unwrap_or_else(|| name.clone());
-            endpoints.push(Endpoint { name, site: SiteId::new(&site), url });
+            endpoints.push(Endpoint { name, site: SiteId::new(&site), url, password });
         }
 
         let mut tasks = Vec::new();
         let mut task_names = HashSet::new();
         for t in raw.task {
-            tasks.push(self.task(t, &names, &mut task_names)?);
+            let keep = self.keep_transactions(&t, &endpoints)?;
+            let mut task = self.task(t, &names, &mut task_names)?;
+            task.keep_transactions = keep;
+            tasks.push(task);
         }
 
         let mut tokens = Vec::new();
@@ -526,7 +493,7 @@ impl Validator<'_> {
 
         Ok(Config {
             path: self.path.to_path_buf(),
-            node: Node { id: node.id.into_inner(), listen: node.listen.into_inner(), store },
+            node: Node { id: node.id.into_inner(), listen: node.listen.into_inner(), store, tls },
             endpoints,
             tasks,
             tokens,
@@ -534,28 +501,65 @@ impl Validator<'_> {
     }
 
     fn endpoint_url(&self, base: &Path, url: &Spanned<String>) -> Result<EndpointUrl, ConfigError> {
-        let text = url.get_ref();
-        if let Some(rest) = text.strip_prefix("sqlite:") {
-            if rest.trim_start_matches('/').is_empty() {
-                return self.invalid(
-                    url.span(),
-                    "sqlite URL has no file path".into(),
-                    "write url = \"sqlite://path/to/file.db\"",
-                );
+        let parsed = EndpointUrl::new(url.get_ref().clone(), base);
+        match registry::check_url(&parsed) {
+            Ok(()) => Ok(parsed),
+            Err((problem, fix)) => self.invalid(url.span(), problem, &fix),
+        }
+    }
+
+    /// `keep_transactions`: true by default where the target applies a source
+    /// transaction atomically; a target that cannot defaults to false and refuses true.
+    fn keep_transactions(&self, t: &RawTask, endpoints: &[Endpoint]) -> Result<bool, ConfigError> {
+        let target = endpoints.iter().find(|e| e.name == *t.to.get_ref());
+        let store = target.and_then(|e| registry::by_scheme(&e.url.scheme()));
+        let atomic = store.is_none_or(|s| s.transactional());
+        match &t.keep_transactions {
+            Some(k) if *k.get_ref() && !atomic => self.invalid(
+                k.span(),
+                format!(
+                    "task {:?}: keep_transactions = true, but its target {:?} ({}) cannot apply a source transaction atomically",
+                    t.name.get_ref(),
+                    t.to.get_ref(),
+                    store.map_or("unknown", |s| s.name())
+                ),
+                "remove keep_transactions (it defaults to false for this target): readers of it may see part of a source transaction, and ferry keeps the exactly-once effect by idempotent writes with the checkpoint",
+            ),
+            Some(k) => Ok(*k.get_ref()),
+            None => Ok(atomic),
+        }
+    }
+
+    /// The password of `password_env` or `password_file` (at most one), read now.
+    fn endpoint_password(&self, base: &Path, e: &RawEndpoint) -> Result<Option<Secret>, ConfigError> {
+        match (&e.password_env, &e.password_file) {
+            (Some(var), Some(_)) => self.invalid(
+                var.span(),
+                format!("endpoint {:?} sets both password_env and password_file", e.name.get_ref()),
+                "keep one of them",
+            ),
+            (Some(var), None) => match std::env::var(var.get_ref()) {
+                Ok(p) => Ok(Some(Secret::new(p))),
+                Err(_) => self.invalid(
+                    var.span(),
+                    format!("endpoint {:?}: environment variable {} is not set", e.name.get_ref(), var.get_ref()),
+                    &format!("export {}=... in the environment that starts ferry", var.get_ref()),
+                ),
+            },
+            (None, Some(file)) => {
+                let path = resolve(base, file.get_ref());
+                match std::fs::read_to_string(&path) {
+                    // A trailing newline is the file's, not the password's.
+                    Ok(p) => Ok(Some(Secret::new(p.trim_end_matches(['\n', '\r'])))),
+                    Err(err) => self.invalid(
+                        file.span(),
+                        format!("endpoint {:?}: cannot read password_file {}: {err}", e.name.get_ref(), path.display()),
+                        "give a readable file holding only the password (chmod 600)",
+                    ),
+                }
             }
-            return Ok(EndpointUrl::Sqlite(resolve(base, rest)));
+            (None, None) => Ok(None),
         }
-        if text.starts_with("mysql://") || text.starts_with("mariadb://") {
-            return Ok(EndpointUrl::Mysql(text.clone()));
-        }
-        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            return Ok(EndpointUrl::Postgres(text.clone()));
-        }
-        self.invalid(
-            url.span(),
-            format!("endpoint url {:?} has an unknown scheme", mask_password(text)),
-            "use sqlite://FILE, mysql://USER:PASSWORD@HOST:PORT or postgres://...",
-        )
     }
 
     fn task(&self, t: RawTask, endpoints: &HashSet<String>, seen: &mut HashSet<String>) -> Result<Task, ConfigError> {
@@ -617,6 +621,27 @@ impl Validator<'_> {
                 );
             }
         };
+        let clock_skew = self.clock_skew(&name, t.clock_skew_alarm.as_ref(), t.clock_skew_pause.as_ref())?;
+        let rescan = match &t.rescan {
+            None => Duration::from_secs(300),
+            Some(r) => match parse_duration(r.get_ref()).filter(|d| !d.is_zero()) {
+                Some(d) => d,
+                None => {
+                    return self.invalid(
+                        r.span(),
+                        format!("task {name:?}: rescan {:?} is not a duration", r.get_ref()),
+                        "write a number with a unit s, m, h or d, e.g. \"5m\"",
+                    );
+                }
+            },
+        };
+        let Some(retention_alarm) = parse_size(t.retention_alarm.get_ref()) else {
+            return self.invalid(
+                t.retention_alarm.span(),
+                format!("task {name:?}: retention_alarm {:?} is not a size", t.retention_alarm.get_ref()),
+                "write a number of bytes with a unit kB, MB, GB or TB (1024-based, as PostgreSQL's), e.g. \"10GB\"",
+            );
+        };
         let maps = t
             .map
             .into_iter()
@@ -631,8 +656,12 @@ impl Validator<'_> {
             snapshot: t.snapshot,
             conflict: t.conflict,
             workers: t.workers.into_inner(),
-            keep_transactions: t.keep_transactions,
+            keep_transactions: true,
             max_rows_per_sec: t.max_rows_per_sec,
+            topic: t.topic.unwrap_or_else(|| DEFAULT_TOPIC.to_string()),
+            max_bytes_per_sec: t.max_bytes_per_sec,
+            rescan,
+            retention_alarm,
             maps,
             cutover: Cutover {
                 freeze: t.cutover.freeze,
@@ -640,7 +669,60 @@ impl Validator<'_> {
                 max_lag_seconds: t.cutover.max_lag_seconds,
                 verify_max_age,
             },
+            clock_skew,
         })
+    }
+
+    /// `clock_skew_alarm` (default 500ms) and `clock_skew_pause` (default 2s, or "off").
+    fn clock_skew(
+        &self,
+        name: &str,
+        alarm: Option<&Spanned<String>>,
+        pause: Option<&Spanned<String>>,
+    ) -> Result<SkewBounds, ConfigError> {
+        let mut bounds = SkewBounds::default();
+        let fix = "write a number with a unit ms, s or m, e.g. \"500ms\" or \"2s\"";
+        if let Some(a) = alarm {
+            match parse_duration(a.get_ref()) {
+                Some(d) if !d.is_zero() => bounds.alarm = d,
+                _ => {
+                    return self.invalid(
+                        a.span(),
+                        format!("task {name:?}: clock_skew_alarm {:?} is not a positive duration", a.get_ref()),
+                        fix,
+                    );
+                }
+            }
+        }
+        if let Some(p) = pause {
+            bounds.pause = match p.get_ref().trim() {
+                "off" => None,
+                text => match parse_duration(text) {
+                    Some(d) if !d.is_zero() => Some(d),
+                    _ => {
+                        return self.invalid(
+                            p.span(),
+                            format!("task {name:?}: clock_skew_pause {:?} is not a positive duration", p.get_ref()),
+                            "write a number with a unit ms, s or m, e.g. \"2s\", or \"off\" to alarm only",
+                        );
+                    }
+                },
+            };
+        }
+        if let Some(p) = bounds.pause
+            && p < bounds.alarm
+        {
+            let span = pause.or(alarm).map(|s| s.span()).unwrap_or(0..0);
+            return self.invalid(
+                span,
+                format!(
+                    "task {name:?}: clock_skew_pause ({p:?}) is below clock_skew_alarm ({:?}): the task would pause without alarming first",
+                    bounds.alarm
+                ),
+                "make clock_skew_pause at least clock_skew_alarm",
+            );
+        }
+        Ok(bounds)
     }
 }
 
@@ -652,13 +734,32 @@ fn resolve(base: &Path, rest: &str) -> PathBuf {
     if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
 }
 
-/// Parses "90s", "15m", "24h", "7d".
+/// Parses "512MB", "10GB", "1TB", "64kB" or a plain number of bytes (1024-based units,
+/// as PostgreSQL's settings).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1 << 10,
+        "mb" => 1 << 20,
+        "gb" => 1 << 30,
+        "tb" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+/// Parses "500ms", "90s", "15m", "24h", "7d".
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (num, unit) = text.split_at(split);
     let n: u64 = num.parse().ok()?;
     let secs = match unit.trim() {
+        "ms" => return Some(Duration::from_millis(n)),
         "s" => n,
         "m" => n.checked_mul(60)?,
         "h" => n.checked_mul(3600)?,
@@ -701,9 +802,59 @@ mode = "two-way"
         assert_eq!(t.workers, 4);
         assert!(t.keep_transactions && t.snapshot);
         assert_eq!(c.endpoints[0].site.as_str(), "a");
-        assert_eq!(c.endpoints[0].url, EndpointUrl::Sqlite(PathBuf::from("/etc/ferry/a.db")));
+        assert_eq!(c.endpoints[0].url.resolve("a.db"), PathBuf::from("/etc/ferry/a.db"));
         assert_eq!(c.node.store, StoreUrl::Sqlite(PathBuf::from("/etc/ferry/ferry-meta.db")));
         assert_eq!(c.endpoints[1].url.to_string(), "mysql://ferry:***@127.0.0.1:3308");
+    }
+
+    #[test]
+    fn every_sample_task_file_is_valid() {
+        let dir = tempfile::tempdir().expect("temp folder");
+        std::fs::write(dir.path().join("new.pw"), "pw\n").expect("password file");
+        for (name, text) in [
+            ("demo.toml", include_str!("../assets/demo.toml")),
+            ("sqlite.toml", include_str!("../assets/sqlite.toml")),
+            ("mysql.toml", include_str!("../assets/mysql.toml")),
+        ] {
+            // Tests cannot set variables (no unsafe code): PATH stands in for the password's.
+            let text = text.replace("FERRY_OLD_PASSWORD", "PATH");
+            let c = Config::parse(&dir.path().join(name), &text).unwrap_or_else(|e| panic!("assets/{name}: {e}"));
+            assert!(!c.tasks.is_empty() && c.endpoints.len() == 2, "assets/{name}");
+        }
+    }
+
+    #[test]
+    fn keep_transactions_false_is_kept() {
+        let text = GOOD.replace("mode = \"two-way\"", "mode = \"two-way\"\nkeep_transactions = false");
+        let c = Config::parse(Path::new("f.toml"), &text).expect("valid");
+        assert!(!c.tasks[0].keep_transactions);
+    }
+
+    #[test]
+    fn passwords_come_from_a_file_and_are_never_printed() {
+        let dir = tempfile::tempdir().expect("temp folder");
+        std::fs::write(dir.path().join("pw"), "s3cr3t-from-file\n").expect("write");
+        let text = GOOD.replace("site = \"dc-b\"", "site = \"dc-b\"\npassword_file = \"pw\"");
+        let c = Config::parse(&dir.path().join("f.toml"), &text).expect("valid");
+        let pw = c.endpoints[1].password.as_ref().expect("a password");
+        assert_eq!(pw.expose(), "s3cr3t-from-file");
+        assert!(!format!("{c:?}").contains("s3cr3t"), "Debug prints no secret");
+        assert!(!format!("{c:?}").contains(":secret@"), "Debug prints no URL password");
+    }
+
+    #[test]
+    fn password_sources_that_cannot_be_read_name_the_line_and_the_fix() {
+        let var = "FERRY_TEST_SURELY_UNSET_PASSWORD_VAR";
+        let text = GOOD.replace("site = \"dc-b\"", &format!("site = \"dc-b\"\npassword_env = \"{var}\""));
+        let msg = Config::parse(Path::new("f.toml"), &text).expect_err("unset variable").to_string();
+        assert!(msg.contains("f.toml:") && msg.contains(var) && msg.contains("fix:"), "{msg}");
+        let text = GOOD.replace("site = \"dc-b\"", "site = \"dc-b\"\npassword_file = \"/nonexistent/pw\"");
+        let msg = Config::parse(Path::new("f.toml"), &text).expect_err("missing file").to_string();
+        assert!(msg.contains("password_file") && msg.contains("/nonexistent/pw"), "{msg}");
+        let text = GOOD
+            .replace("site = \"dc-b\"", &format!("site = \"dc-b\"\npassword_env = \"{var}\"\npassword_file = \"pw\""));
+        let msg = Config::parse(Path::new("f.toml"), &text).expect_err("both").to_string();
+        assert!(msg.contains("both password_env and password_file"), "{msg}");
     }
 
     #[test]
@@ -719,5 +870,29 @@ mode = "two-way"
     fn durations_parse() {
         assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86400)));
         assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn clock_skew_bounds_default_and_parse() {
+        let base = GOOD.replace("[[task]]\n", "[[task]]\nclock_skew_alarm = \"250ms\"\nclock_skew_pause = \"off\"\n");
+        assert_ne!(base, GOOD, "the fixture has a task");
+        let c = Config::parse(Path::new("f.toml"), &base).expect("parses");
+        assert_eq!(c.tasks[0].clock_skew, SkewBounds { alarm: Duration::from_millis(250), pause: None });
+        let c = Config::parse(Path::new("f.toml"), GOOD).expect("parses");
+        assert_eq!(c.tasks[0].clock_skew, SkewBounds::default());
+        let bad = GOOD.replace("[[task]]\n", "[[task]]\nclock_skew_alarm = \"3s\"\n");
+        let e = Config::parse(Path::new("f.toml"), &bad).expect_err("pause below alarm").to_string();
+        assert!(e.contains("clock_skew_pause") && e.contains("fix:"), "{e}");
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("10GB"), Some(10 << 30));
+        assert_eq!(parse_size("64kB"), Some(64 << 10));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("1 tb"), Some(1 << 40));
+        assert_eq!(parse_size("ten"), None);
+        assert_eq!(parse_size("5PB"), None);
     }
 }

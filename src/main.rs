@@ -17,13 +17,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // color-eyre's panic hook: a bug shows a report, not a bare panic.
     let _ = color_eyre::install();
+    ferry::client::install_crypto_provider();
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Run { .. } | Command::Node { .. } => "info",
         _ => "warn",
     };
+    // rskafka logs every fetch past a partition's end (how ferry finds it) as an error;
+    // ferry reports each failing Kafka call itself, with its context.
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ferry={default_level},warn")));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ferry={default_level},rskafka=off,warn")));
     // The console draws on standard error: log lines there would tear the screen.
     let draws = matches!(cli.command, Command::Console { .. } | Command::Demo { headless: false, .. })
         && std::io::stderr().is_terminal();
@@ -56,14 +59,16 @@ async fn dispatch(command: Command) -> Result<u8, CommandError> {
         Command::Demo { duration, headless, theme, dir, seed } => {
             demo::demo(DemoOptions { duration, headless, theme, dir, seed }, shutdown_signal()).await
         }
-        Command::Run { config, task } => commands::run::run(&config, task.as_deref(), shutdown_signal()).await,
+        Command::Run { config, task, once } => {
+            commands::run::run(&config, task.as_deref(), once, shutdown_signal()).await
+        }
         Command::Node { config } => commands::node::node(&config, shutdown_signal()).await,
-        Command::Console { nodes, token, config, theme } => {
-            commands::console::console(ConsoleOptions { nodes, token, config, theme }, shutdown_signal()).await
+        Command::Console { nodes, token, ca, config, theme } => {
+            commands::console::console(ConsoleOptions { nodes, token, ca, config, theme }, shutdown_signal()).await
         }
         Command::Check { config } => commands::check::check(&config).await,
         Command::Status { config, format } => commands::status::status(&config, format).await,
-        Command::Verify { config, task, tables, format, quick, repair_sql, repair, max_rows_per_sec } => {
+        Command::Verify { config, task, tables, format, quick, repair_sql, repair, max_rows_per_sec, manifest } => {
             commands::verify::verify(commands::verify::VerifyArgs {
                 config,
                 task,
@@ -73,12 +78,16 @@ async fn dispatch(command: Command) -> Result<u8, CommandError> {
                 repair_sql,
                 repair,
                 max_rows_per_sec,
+                manifest,
             })
             .await
         }
-        Command::Cutover { config, task, action, yes, dry_run, quick_only, token } => {
-            let args = commands::cutover::CutoverArgs { config, task, action, yes, dry_run, quick_only, token };
+        Command::Cutover { config, task, action, yes, dry_run, quick_only, token, ca } => {
+            let args = commands::cutover::CutoverArgs { config, task, action, yes, dry_run, quick_only, token, ca };
             commands::cutover::cutover(args, shutdown_signal()).await
+        }
+        Command::Uninstall { config, task, endpoint, yes } => {
+            commands::uninstall::uninstall(&config, &commands::uninstall::UninstallArgs { task, endpoint, yes }).await
         }
         Command::Skip { config, task, position, direction } => {
             commands::skip::skip(&config, &task, &position, direction.as_deref()).await

@@ -11,13 +11,18 @@ use std::time::{Duration, Instant};
 use crate::support::ferry_bin;
 use crate::support::node::{Node, OPERATOR};
 
-/// A private tmux server running one command in a 100x30 window; killed on drop.
-struct Tmux {
+/// A private tmux server running one command in a window of a given size; killed on drop.
+pub struct Tmux {
     socket: String,
 }
 
 impl Tmux {
     fn start(command: &str) -> Tmux {
+        Tmux::start_sized(command, 100, 30)
+    }
+
+    /// Runs `command` in a `width`x`height` window.
+    pub fn start_sized(command: &str, width: u16, height: u16) -> Tmux {
         let found = Command::new("tmux").arg("-V").output();
         assert!(
             found.is_ok_and(|o| o.status.success()),
@@ -27,7 +32,8 @@ impl Tmux {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let socket = format!("ferry-e2e-{}-{nanos}", std::process::id());
         let t = Tmux { socket };
-        let ok = t.tmux(&["new-session", "-d", "-s", "e2e", "-x", "100", "-y", "30", command]).status.success();
+        let (w, h) = (width.to_string(), height.to_string());
+        let ok = t.tmux(&["new-session", "-d", "-s", "e2e", "-x", &w, "-y", &h, command]).status.success();
         assert!(ok, "tmux new-session failed");
         t
     }
@@ -41,18 +47,20 @@ impl Tmux {
             .expect("tmux runs")
     }
 
-    fn screen(&self) -> String {
+    /// The screen as text.
+    pub fn screen(&self) -> String {
         String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", "e2e"]).stdout).into_owned()
     }
 
-    fn keys(&self, keys: &[&str]) {
+    /// Sends keys (tmux send-keys names; `-l` first for literal text).
+    pub fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", "e2e"];
         args.extend_from_slice(keys);
         assert!(self.tmux(&args).status.success(), "send-keys {keys:?}");
     }
 
     /// Polls the screen until `cond` holds; returns that screen.
-    async fn wait_for(&self, what: &str, limit: Duration, cond: impl Fn(&str) -> bool) -> String {
+    pub async fn wait_for(&self, what: &str, limit: Duration, cond: impl Fn(&str) -> bool) -> String {
         let start = Instant::now();
         loop {
             let s = self.screen();
@@ -73,14 +81,15 @@ impl Drop for Tmux {
 }
 
 /// The Lag and Rows/s cells of the overview row of a direction.
-fn overview_values(screen: &str, direction: &str) -> Option<(String, String)> {
+pub fn overview_values(screen: &str, direction: &str) -> Option<(String, String)> {
     let line = screen.lines().find(|l| l.contains(direction) && l.contains("streaming"))?;
     let words: Vec<&str> = line.split_whitespace().collect();
     let i = words.iter().position(|w| *w == "streaming")?;
     Some((words.get(i + 1)?.to_string(), words.get(i + 2)?.to_string()))
 }
 
-fn shell_quote(p: &Path) -> String {
+/// `p` quoted for sh.
+pub fn shell_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
@@ -116,7 +125,7 @@ async fn demo_console_in_tmux_shows_live_lag_and_throughput_and_q_prints_the_sum
     tmux.keys(&["Enter"]);
     let task = tmux
         .wait_for("the task screen", Duration::from_secs(10), |s| {
-            s.contains("Lag, last 10 min") && s.contains("Rows/s, last 10 min") && s.contains("Counters")
+            s.contains("Lag, last 10 min") && s.contains("Rows/s, last 10 min") && s.contains("Totals")
         })
         .await;
     let rates = |s: &str| -> Vec<String> {
@@ -134,7 +143,7 @@ async fn demo_console_in_tmux_shows_live_lag_and_throughput_and_q_prints_the_sum
 
     // The other screens.
     tmux.keys(&["3"]);
-    tmux.wait_for("the verify screen", Duration::from_secs(10), |s| s.contains("Verify task demo")).await;
+    tmux.wait_for("the verify screen", Duration::from_secs(10), |s| s.contains("Verify demo on")).await;
     tmux.keys(&["4"]);
     tmux.wait_for("the audit screen", Duration::from_secs(10), |s| s.contains("Audit log") && s.contains("demo.start"))
         .await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::support::{FerryRun, app_conn, changelog_head, checkpoint_seq, create_db, dump, task_file, wait_until};
+use crate::support::{FerryRun, app_conn, changelog_head, checkpoint_seq, create_db, dump, task_file};
 
 const ITEMS: i64 = 160_000;
 const SCHEMA: &str = "CREATE TABLE events(id INTEGER PRIMARY KEY, payload TEXT NOT NULL, at REAL);
@@ -72,6 +72,17 @@ async fn application(path: PathBuf, stop: Arc<AtomicBool>) -> (u64, Vec<i64>) {
     (events, deleted)
 }
 
+/// Whether the target recorded the copy of both tables as over.
+async fn copy_done(b: &Path) -> bool {
+    let mut c = app_conn(b).await;
+    sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM ferry_checkpoint WHERE slot IN ('table:items', 'table:events') AND progress LIKE '%done%'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .is_ok_and(|n| n == 2)
+}
+
 /// The items table's snapshot progress as the target recorded it.
 async fn snapshot_state(b: &Path) -> Option<String> {
     let mut c = app_conn(b).await;
@@ -100,8 +111,17 @@ async fn survives_sigkill_during_snapshot_and_stream_without_loss_or_duplicates(
     let mut mid_snapshot = 0;
     for round in 0..10 {
         let mut ferry = FerryRun::start(&config, &log);
-        let ms = if round < 5 { rng.u64(80..400) } else { rng.u64(300..1500) };
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        if round < 5 {
+            // On a loaded machine the start alone can outlast a fixed delay: wait for the
+            // copy of items to be under way (or over), then kill at a random point.
+            let start = std::time::Instant::now();
+            while snapshot_state(&b).await.is_none() && start.elapsed() < Duration::from_secs(30) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.u64(0..300))).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(rng.u64(300..1500))).await;
+        }
         ferry.kill();
         if snapshot_state(&b).await.is_some_and(|s| !s.contains("done")) {
             mid_snapshot += 1;
@@ -115,10 +135,20 @@ async fn survives_sigkill_during_snapshot_and_stream_without_loss_or_duplicates(
     assert!(txns > 100, "the application made only {txns} transactions");
 
     let head = changelog_head(&a).await;
-    wait_until(Duration::from_secs(90), "the target to catch up", || async {
-        checkpoint_seq(&b, "t", "a->b").await >= head
-    })
-    .await;
+    // Caught up: the copy of items is over and the stream has passed the source's head
+    // (the stream advances during the copy too, so the position alone says nothing).
+    let start = std::time::Instant::now();
+    while !(copy_done(&b).await && checkpoint_seq(&b, "t", "a->b").await >= head) {
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "the target did not finish the copy and catch up within 180 s: items {:?}, stream at {} of {head}, ferry {}; log:\n{}",
+            snapshot_state(&b).await,
+            checkpoint_seq(&b, "t", "a->b").await,
+            if ferry.exited() { "exited" } else { "running" },
+            std::fs::read_to_string(&log).unwrap_or_default().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         ferry.terminate(),
         Some(0),

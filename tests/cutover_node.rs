@@ -1,5 +1,5 @@
 //! `ferry cutover` against a running `ferry node`: the CLI drives the node's task
-//! through the API (operator role; viewers may only read), the node runs the reverse
+//! through the API (admin role, as /freeze: an operator or a viewer is refused), the node runs the reverse
 //! direction after Switch, every step is in the node's audit log with the token's name.
 
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use ferry::node::auth::sha256_hex;
 
 use crate::cutover_sqlite::{assert_ran_to_done, cutover, frozen, prepared};
-use crate::support::node::{OPERATOR, VIEWER};
+use crate::support::node::{ADMIN, OPERATOR, VIEWER};
 use crate::support::{FerryRun, app_conn, dump, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,7 +16,7 @@ async fn cutover_through_the_node_api_with_roles_and_audit() {
     let (dir, config) = prepared("").await;
     let mut text = std::fs::read_to_string(&config).expect("task file");
     text = text.replacen("[node]\n", &format!("[node]\nlisten = \"127.0.0.1:{port}\"\n"), 1);
-    for (name, role, token) in [("viewer", "viewer", VIEWER), ("op", "operator", OPERATOR)] {
+    for (name, role, token) in [("viewer", "viewer", VIEWER), ("op", "operator", OPERATOR), ("root", "admin", ADMIN)] {
         text.push_str(&format!(
             "\n[[token]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
             sha256_hex(token)
@@ -24,6 +24,7 @@ async fn cutover_through_the_node_api_with_roles_and_audit() {
     }
     std::fs::write(&config, text).expect("write task file");
     let _node = FerryRun::start_command("node", &config, &dir.path().join("node.log"));
+    ferry::client::install_crypto_provider();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
     let base = format!("http://127.0.0.1:{port}/api/v1/tasks/t/cutover");
     wait_until(Duration::from_secs(30), "the node to serve", || async {
@@ -35,12 +36,17 @@ async fn cutover_through_the_node_api_with_roles_and_audit() {
 
     let r = http.post(&base).bearer_auth(VIEWER).body(r#"{"action":"start"}"#).send().await.expect("post");
     assert_eq!(r.status(), 403, "a viewer may not run a step");
-    let r = http.post(&base).bearer_auth(OPERATOR).body(r#"{"action":"jump"}"#).send().await.expect("post");
+    let r = http.post(&base).bearer_auth(OPERATOR).body(r#"{"action":"start"}"#).send().await.expect("post");
+    assert_eq!(r.status(), 403, "an operator may not either: a step freezes writes, as /freeze (admin)");
+    assert!(r.text().await.unwrap_or_default().contains("needs the admin role"));
+    let r = http.post(&base).bearer_auth(ADMIN).body(r#"{"action":"jump"}"#).send().await.expect("post");
     assert_eq!(r.status(), 400, "an unknown action is a bad request");
-    let out = cutover(&config, &["start", "--yes", "--token", VIEWER]).await;
-    assert_eq!(out.code, Some(2), "{}", out.all());
+    for token in [VIEWER, OPERATOR] {
+        let out = cutover(&config, &["start", "--yes", "--token", token]).await;
+        assert_eq!(out.code, Some(2), "{}", out.all());
+    }
 
-    let out = cutover(&config, &["start", "--yes", "--token", OPERATOR]).await;
+    let out = cutover(&config, &["start", "--yes", "--token", ADMIN]).await;
     assert!(out.stdout.contains("through the node"), "{}", out.all());
     assert_ran_to_done(&out);
 
@@ -56,11 +62,11 @@ async fn cutover_through_the_node_api_with_roles_and_audit() {
             .iter()
             .find(|e| e["action"] == format!("cutover.{step}"))
             .unwrap_or_else(|| panic!("no audit entry for {step}: {audit}"));
-        assert_eq!(e["actor"], "op@test-node", "{e}");
+        assert_eq!(e["actor"], "root@test-node", "{e}");
         assert!(e["detail"].as_str().is_some_and(|d| d.contains("\"millis\"") && d.contains("\"checks\"")), "{e}");
     }
 
-    let out = cutover(&config, &["rollback", "--yes", "--token", OPERATOR]).await;
+    let out = cutover(&config, &["rollback", "--yes", "--token", ADMIN]).await;
     assert_eq!(out.code, Some(0), "{}", out.all());
     let view: serde_json::Value = viewer_json(&http, &base).await;
     assert_eq!(view["state"]["step"], "rolled-back", "{view}");
@@ -112,6 +118,7 @@ async fn node_killed_inside_switch_resumes_the_cutover_after_restart() {
     std::fs::write(&config, text.replacen("[node]\n", &format!("[node]\nlisten = \"127.0.0.1:{port}\"\n"), 1))
         .expect("write task file");
     let log = dir.path().join("node.log");
+    ferry::client::install_crypto_provider();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
     let base = format!("http://127.0.0.1:{port}/api/v1/tasks/t/cutover");
     let ready = || async {

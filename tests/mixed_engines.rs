@@ -367,7 +367,7 @@ async fn a_sqlite_transaction_larger_than_a_read_reaches_mariadb_whole() {
     // The (empty) snapshot done, so the rows come through the stream.
     let spec = plan_task(&config, &config.tasks[0], &[]).remove(0);
     crate::support::wait_until(Duration::from_secs(30), "the snapshot of the empty table", || async {
-        let state = ferry::connector::probe::target_state(&spec.target, &spec.id).await.expect("target state");
+        let state = ferry::connector::registry::target_state(&spec.target, &spec.id).await.expect("target state");
         state.checkpoint.is_some_and(|cp| {
             !cp.tables.is_empty() && cp.tables.values().all(|t| *t == ferry::connector::TableProgress::Done)
         })

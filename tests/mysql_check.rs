@@ -189,7 +189,7 @@ async fn well_set_up_pair_passes_and_writes_nothing() {
 
 // --- privileges, on the shared testbed ------------------------------------------------
 
-const FERRY_DB_PRIVS: &str = "SELECT, INSERT, UPDATE, DELETE, CREATE ON `ferry`.*";
+const FERRY_DB_PRIVS: &str = "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER ON `ferry`.*";
 
 #[tokio::test]
 async fn missing_replication_privileges_are_refused() {
@@ -269,11 +269,11 @@ async fn missing_privileges_on_ferrys_database_are_refused_on_both_sides() {
         2,
         &[
             &format!("endpoint a: the account '{name}'@'127.0.0.1' on mysql://{name}:***@"),
-            "lacks SELECT, INSERT, UPDATE, DELETE, CREATE on ferry's own database `ferry`",
-            &format!("fix: GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON `ferry`.* TO '{name}'@'127.0.0.1';"),
+            "lacks SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER on ferry's own database `ferry`",
+            &format!("fix: GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER ON `ferry`.* TO '{name}'@'127.0.0.1';"),
             &format!("endpoint b: the account '{name}'@'127.0.0.1' on mysql://{name}:***@"),
-            "lacks INSERT, UPDATE, DELETE, CREATE on ferry's own database `ferry`",
-            &format!("fix: GRANT INSERT, UPDATE, DELETE, CREATE ON `ferry`.* TO '{name}'@'127.0.0.1';"),
+            "lacks INSERT, UPDATE, DELETE, CREATE, ALTER on ferry's own database `ferry`",
+            &format!("fix: GRANT INSERT, UPDATE, DELETE, CREATE, ALTER ON `ferry`.* TO '{name}'@'127.0.0.1';"),
         ],
     );
 }
@@ -455,15 +455,16 @@ async fn a_wrong_password_is_one_clear_problem() {
 }
 
 #[tokio::test]
-async fn a_postgres_endpoint_is_refused_as_not_supported_yet() {
+async fn a_store_ferry_does_not_speak_yet_is_refused_when_the_file_is_read() {
     let dir = tempfile::tempdir().expect("temp folder");
     crate::support::create_db(&dir.path().join("a.db"), "CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
-    let file =
-        task_file(dir.path(), "sqlite://a.db", "postgres://ferry:secret@127.0.0.1:5432/shop", "one-way", &["*"], "");
+    let file = task_file(dir.path(), "sqlite://a.db", "redis://ferry:secret@127.0.0.1:6379/0", "one-way", &["*"], "");
     let out = check(&file).await;
     assert_eq!(out.code, Some(2), "{}", out.all());
-    assert_eq!(out.problems().len(), 1, "{}", out.all());
+    // Refused when the task file is read, naming its line and the URL forms ferry speaks.
+    assert!(out.stderr.contains("ferry.toml:"), "{}", out.all());
     assert!(out.stderr.contains("cannot be synced by this version of ferry yet"), "{}", out.all());
+    assert!(out.stderr.contains("mysql://") && out.stderr.contains("postgres://"), "{}", out.all());
     assert!(!out.all().contains("secret"), "the password is masked: {}", out.all());
     assert!(!dir.path().join("meta.db").exists(), "check created the metadata store");
 }
@@ -491,4 +492,38 @@ async fn two_way_needs_the_trigger_privilege_on_both_sides() {
             &format!("fix: GRANT TRIGGER ON `{db}`.* TO '{name}'@'127.0.0.1';"),
         ],
     );
+}
+
+/// The task file of `task_file` with `password_file = "pw"` on both endpoints.
+fn with_password_file(file: &std::path::Path, password: &str) {
+    let text = std::fs::read_to_string(file).expect("task file");
+    let text = if text.contains("password_file") {
+        text
+    } else {
+        text.replace("site = \"dc-a\"", "site = \"dc-a\"\npassword_file = \"pw\"")
+            .replace("site = \"dc-b\"", "site = \"dc-b\"\npassword_file = \"pw\"")
+    };
+    std::fs::write(file, text).expect("task file");
+    std::fs::write(file.with_file_name("pw"), format!("{password}\n")).expect("password file");
+}
+
+#[tokio::test]
+async fn a_password_file_replaces_the_url_password_and_is_never_shown() {
+    let (a, b) = (shared_a(), shared_b());
+    let mut clean = Cleanup::new(&a);
+    let db = keyed_db(&a, &mut clean).await;
+    let dir = tempfile::tempdir().expect("temp folder");
+    // The URLs carry a wrong password: only the file's may get in.
+    let (url_a, url_b) = (with_user(&a, "ferry", "not-this-one"), with_user(&b, "ferry", "not-this-one"));
+    let file = task_file(dir.path(), &url_a, &url_b, "one-way", &[&format!("{db}.*")], "");
+    with_password_file(&file, "ferry");
+    let out = check(&file).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(!out.all().contains("not-this-one"), "{}", out.all());
+
+    with_password_file(&file, "wrong-secret-in-file");
+    let out = check(&file).await;
+    assert_eq!(out.code, Some(2), "{}", out.all());
+    assert!(out.stderr.contains("Access denied"), "{}", out.all());
+    assert!(!out.all().contains("wrong-secret-in-file"), "the password is never shown: {}", out.all());
 }

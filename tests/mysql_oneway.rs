@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ferry::config::Config;
 use ferry::connector::mysql::{MysqlEndpoint, checksum::rows_after, schema::describe};
-use ferry::connector::{TableProgress, probe};
+use ferry::connector::{TableProgress, registry as probe};
 use ferry::engine::task::prepare_target;
 use ferry::engine::{Engine, plan_task};
 use ferry::model::{Row, SiteId, TableName, same_row};
@@ -98,6 +98,17 @@ pub(crate) async fn start_one_way(db: &str) -> (tempfile::TempDir, Config, Engin
     (dir, config, engine)
 }
 
+/// [`wait_caught_up`] for a task run by a `ferry` process writing `log`: a timeout
+/// shows the log's tail, which says why.
+pub(crate) async fn wait_caught_up_logged(config: &Config, limit: Duration, log: &Path) {
+    let config = config.clone();
+    let waited = tokio::spawn(async move { wait_caught_up(&config, limit, None).await }).await;
+    if let Err(e) = waited {
+        let why = e.try_into_panic().ok().and_then(|p| p.downcast::<String>().ok().map(|s| *s)).unwrap_or_default();
+        panic!("{why}; ferry's log:\n{}", tail(log));
+    }
+}
+
 /// Waits until each direction of the first task (one, or two for two-way) has applied
 /// everything its source's binlog holds now.
 pub(crate) async fn wait_caught_up(config: &Config, limit: Duration, engine: Option<&Engine>) {
@@ -145,14 +156,15 @@ async fn checksum(url: &str, table: &str) -> Option<u64> {
 pub(crate) async fn assert_same_table(db: &str, table: &str) {
     let name = TableName { schema: Some(db.into()), name: table.into() };
     let full = format!("`{db}`.`{table}`");
-    let (ca, cb) = (checksum(&shared_a(), &full).await, checksum(&shared_b(), &full).await);
-    assert!(ca.is_some(), "no checksum for {full} on dc-a");
-    assert_eq!(ca, cb, "CHECKSUM TABLE {full} differs between dc-a and dc-b");
+    // Rows first: a difference names the row.
     let (ra, rb) = (all_rows(&shared_a(), &name).await, all_rows(&shared_b(), &name).await);
     assert_eq!(ra.len(), rb.len(), "{full}: row counts differ");
     for (x, y) in ra.iter().zip(&rb) {
         assert!(same_row(Some(x), Some(y)), "{full}: rows differ:\n  dc-a {x:?}\n  dc-b {y:?}");
     }
+    let (ca, cb) = (checksum(&shared_a(), &full).await, checksum(&shared_b(), &full).await);
+    assert!(ca.is_some(), "no checksum for {full} on dc-a");
+    assert_eq!(ca, cb, "CHECKSUM TABLE {full} differs between dc-a and dc-b");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -189,6 +201,83 @@ async fn every_type_round_trips_through_snapshot_and_binlog() {
     assert!(engine.join().await.is_empty(), "the direction failed");
     assert_same_table(&db, "all_types").await;
     a.disconnect().await.ok();
+}
+
+/// Snapshot chunks travel as `LOAD DATA LOCAL INFILE` text: every type (BIT aside, which
+/// takes the INSERT path), tabs, newlines, backslashes, a literal `\N`, NUL bytes and
+/// NULL versus empty arrive exactly; the target server counts the loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshot_chunks_loaded_as_text_keep_every_value_exactly() {
+    let mut cleanup_a = Cleanup::new(&shared_a());
+    let mut cleanup_b = Cleanup::new(&shared_b());
+    let db = database(&shared_a(), "load", &mut cleanup_a).await;
+    cleanup_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
+    let t = format!("`{db}`.`all_types`");
+    let mut a = connect(&shared_a()).await;
+    a.query_drop(ALL_TYPES.replace("{t}", &t)).await.expect("create table");
+    for base in (1..400).step_by(4) {
+        for sql in rows_sql(&t, base) {
+            a.query_drop(sql).await.expect("insert snapshot rows");
+        }
+    }
+    a.query_drop(format!("ALTER TABLE {t} DROP COLUMN bt")).await.expect("drop the BIT column");
+    a.query_drop(format!(
+        "UPDATE {t} SET vc = 'tab\\there\\nnew\\\\back \\\\N', tx = '\\\\N', mtx = '\\r\\n', \
+         bl = X'5C4E00090A0D005C', vb = X'5C' WHERE id % 3 = 0"
+    ))
+    .await
+    .expect("tricky text");
+    let loads = || async {
+        let r = crate::support::mariadb::rows(&shared_b(), "SHOW GLOBAL STATUS LIKE 'Com_load'").await;
+        r[0][1].parse::<u64>().expect("Com_load")
+    };
+    let before = loads().await;
+    let (_dir, _config, engine) = start_one_way(&db).await;
+    assert_same_table(&db, "all_types").await;
+    engine.stop();
+    assert!(engine.join().await.is_empty(), "the direction failed");
+    assert!(loads().await > before, "the snapshot chunk did not go as LOAD DATA");
+    a.disconnect().await.ok();
+}
+
+/// A target with `local_infile = OFF` refuses `LOAD DATA LOCAL` (MariaDB's error 4166):
+/// `ferry check` warns, and the snapshot goes as INSERTs instead, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_target_with_local_infile_off_gets_the_snapshot_by_insert() {
+    let (pair, _globals) = crate::support::mariadb::private_globals().await;
+    let mut restore = Cleanup::new(&pair.root_b());
+    restore.push("SET GLOBAL local_infile = ON");
+    admin(&pair.root_b(), &["SET GLOBAL local_infile = OFF".into()]).await;
+    let mut cleanup_a = Cleanup::new(&pair.root_a());
+    let db = database(&pair.root_a(), "noinfile", &mut cleanup_a).await;
+    restore.push(format!("DROP DATABASE IF EXISTS `{db}`"));
+    admin(
+        &pair.root_a(),
+        &[
+            format!("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(20))"),
+            format!("INSERT INTO `{db}`.t SELECT seq, CONCAT('v', seq) FROM `{db}`.seq_1_to_500"),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = task_file(dir.path(), &pair.url_a(), &pair.url_b(), "one-way", &[&format!("{db}.*")], "");
+    // `ferry check` says so, as a warning: exit 0, nothing refused.
+    let out = crate::support::mariadb::check(&file).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.all().contains("local_infile is OFF") && out.all().contains("SET GLOBAL local_infile = ON"),
+        "{}",
+        out.all()
+    );
+    let config = Config::load(&file).expect("config");
+    let engine = start(&config).await;
+    wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
+    engine.stop();
+    assert!(engine.join().await.is_empty(), "the direction failed");
+    assert_eq!(
+        crate::support::mariadb::rows(&pair.root_b(), &format!("SELECT COUNT(*), SUM(id) FROM `{db}`.t")).await,
+        vec![vec!["500".to_string(), "125250".into()]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -300,7 +389,7 @@ async fn survives_sigkill_during_snapshot_and_stream_under_sysbench() {
         let ms = if round < 3 { rng.u64(400..1200) } else { rng.u64(800..3000) };
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ferry.kill();
-        let progress = crate::support::mariadb::rows(
+        let progress = crate::support::mariadb::rows_once_created(
             &shared_b(),
             &format!(
                 "SELECT COALESCE(GROUP_CONCAT(progress), '') FROM ferry.ferry_checkpoint WHERE task = '{}'",
@@ -316,7 +405,7 @@ async fn survives_sigkill_during_snapshot_and_stream_under_sysbench() {
     let mut ferry = FerryRun::start(&file, &log);
     let status = tokio::task::spawn_blocking(move || load.wait()).await.expect("join").expect("sysbench");
     assert!(status.success(), "sysbench run failed");
-    wait_caught_up(&config, Duration::from_secs(120), None).await;
+    wait_caught_up_logged(&config, Duration::from_secs(120), &log).await;
     assert_eq!(ferry.terminate(), Some(0), "ferry run did not stop cleanly; log:\n{}", tail(&log));
     for t in ["sbtest1", "sbtest2"] {
         let full = format!("`{db}`.`{t}`");

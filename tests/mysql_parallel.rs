@@ -275,7 +275,7 @@ fn change(table: &Arc<TableSchema>, before: Row, after: Row) -> Change {
 }
 
 fn at(pos: u64) -> Position {
-    Position::Mysql { file: "bin.000001".into(), pos, gtid: String::new() }
+    ferry::connector::mysql::position::BinlogPos { file: "bin.000001".into(), pos, gtid: String::new() }.to_position()
 }
 
 fn batch(txns: Vec<Txn>, end: u64) -> ApplyBatch {
@@ -286,6 +286,7 @@ fn batch(txns: Vec<Txn>, end: u64) -> ApplyBatch {
         conflicts: None,
         one_by_one: false,
         commit: true,
+        fence: None,
     }
 }
 

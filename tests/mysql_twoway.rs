@@ -14,12 +14,12 @@ use ferry::engine::{Engine, plan_task};
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
 
-use crate::mysql_oneway::{assert_same_table, task_file, wait_caught_up};
+use crate::mysql_oneway::{assert_same_table, tail, task_file, wait_caught_up, wait_caught_up_logged};
 use crate::support::FerryRun;
 use crate::support::mariadb::{Cleanup, admin, connect, database, rows, shared_a, shared_b, with_user};
 
 /// Both directions of the config's first task, prepared and started in this process.
-async fn start_both(config: &Config) -> Engine {
+pub(crate) async fn start_both(config: &Config) -> Engine {
     let specs = plan_task(config, &config.tasks[0], &[]);
     for s in &specs {
         prepare_target(s).await.expect("prepare");
@@ -28,7 +28,7 @@ async fn start_both(config: &Config) -> Engine {
 }
 
 /// Changes applied so far by the direction `from->to`.
-fn applied(engine: &Engine, direction: &str) -> u64 {
+pub(crate) fn applied(engine: &Engine, direction: &str) -> u64 {
     engine.metrics().iter().map(|m| m.status()).find(|s| s.direction == direction).map(|s| s.changes_total).unwrap_or(0)
 }
 
@@ -223,6 +223,17 @@ async fn racing_writes_converge_under_every_policy_and_are_recorded() {
             .await;
             assert_eq!(keys, vec![vec!["(1),(2),(5)".to_string()]], "{policy}: conflicts recorded at {url}");
         }
+        // The same log as the API and the console read it, through the connector contract.
+        for ep in &config.endpoints {
+            let log = ferry::connector::registry::conflicts(ep, Some(&config.tasks[0].name), 100)
+                .await
+                .expect("conflict log")
+                .expect("MySQL keeps a conflict log");
+            let mut keys: Vec<String> = log.iter().filter(|c| c.policy == policy).map(|c| c.key.clone()).collect();
+            keys.sort();
+            keys.dedup();
+            assert_eq!(keys, ["(1)", "(2)", "(5)"], "{policy}: conflicts served for {}", ep.name);
+        }
     }
 }
 
@@ -267,7 +278,7 @@ async fn both_sides_identical_after_overlapping_load_and_sigkills() {
     let log = dir.path().join("ferry.log");
     // The snapshot first, so b has the tables its writers need.
     let mut ferry = FerryRun::start(&file, &log);
-    wait_caught_up(&config, Duration::from_secs(120), None).await;
+    wait_caught_up_logged(&config, Duration::from_secs(120), &log).await;
     ferry.kill();
 
     let run = ["--threads=2", "--time=20", "--rate=60", "--rand-type=uniform"];
@@ -294,9 +305,9 @@ async fn both_sides_identical_after_overlapping_load_and_sigkills() {
         .expect("sysbench");
         assert!(status.success(), "sysbench run failed");
     }
-    wait_caught_up(&config, Duration::from_secs(120), None).await;
+    wait_caught_up_logged(&config, Duration::from_secs(120), &log).await;
     // Once more: what b->a applied last may have moved a's head.
-    wait_caught_up(&config, Duration::from_secs(120), None).await;
+    wait_caught_up_logged(&config, Duration::from_secs(120), &log).await;
     assert_eq!(ferry.terminate(), Some(0), "ferry run did not stop cleanly; log:\n{}", tail(&log));
     let columns = |url: String| {
         let db = db.clone();
@@ -377,10 +388,4 @@ async fn differences(db: &str, table: &str, task: &str) -> String {
         }
     }
     out
-}
-
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }

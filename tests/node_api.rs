@@ -125,6 +125,8 @@ async fn node_api_serves_every_endpoint_by_role() {
     // Reads, as a viewer.
     let overview = node.json("/api/v1/node", VIEWER).await;
     assert_eq!(overview["node"], "test-node");
+    assert_eq!(overview["version"], env!("CARGO_PKG_VERSION"), "the node says which ferry it runs");
+    assert!(overview["started_us"].as_i64().is_some_and(|t| t > 0), "and since when: {overview}");
     let tasks = node.json("/api/v1/tasks", VIEWER).await;
     assert_eq!(tasks[0]["name"], "t");
     assert_eq!(tasks[0]["directions"].as_array().map(Vec::len), Some(2));

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ferry::config::Config;
-use ferry::connector::{TableProgress, probe};
+use ferry::connector::{TableProgress, registry as probe};
 use ferry::engine::plan_task;
 use mysql_async::prelude::Queryable;
 

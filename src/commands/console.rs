@@ -24,6 +24,8 @@ pub struct ConsoleOptions {
     pub nodes: Vec<String>,
     /// Bearer token for them (or FERRY_TOKEN).
     pub token: Option<String>,
+    /// CA of the nodes' HTTPS certificates.
+    pub ca: Option<PathBuf>,
     /// A task file to run in-process.
     pub config: Option<PathBuf>,
     /// Theme name.
@@ -89,7 +91,7 @@ pub async fn console(opts: ConsoleOptions, signal: impl Future<Output = ()>) -> 
 fn remote_feeds(opts: &ConsoleOptions) -> Result<Feeds, CommandError> {
     let mut feeds = Feeds::new();
     for url in &opts.nodes {
-        let client = NodeClient::new(url, opts.token.clone())
+        let client = NodeClient::new(url, opts.token.clone(), opts.ca.as_deref())
             .map_err(|e| input(e.to_string(), "check the --node URL (http://HOST:PORT)"))?;
         let label = client.base().to_string();
         feeds.add(&label, Arc::new(client), String::new());
@@ -103,7 +105,7 @@ async fn start_local(path: &std::path::Path, feeds: &mut Feeds) -> Result<Arc<Lo
     let who = actor(&config.node.id);
     let node = Arc::new(LocalNode::start(config, Box::new(VerifyEngine::default())).await?);
     node.store().audit(&who, "console.start", None, "engine in-process").await?;
-    feeds.add("in-process", node.clone(), who);
+    feeds.add(crate::console::source::IN_PROCESS, node.clone(), who);
     Ok(node)
 }
 

@@ -43,6 +43,8 @@ pub struct CutoverArgs {
     pub quick_only: bool,
     /// Node API token.
     pub token: Option<String>,
+    /// CA of the node's HTTPS certificate.
+    pub ca: Option<PathBuf>,
 }
 
 /// Where the task runs when nothing runs it here: reading only (plan, status).
@@ -81,14 +83,30 @@ fn refused(e: ControlError) -> CommandError {
 }
 
 /// The node serving this task file, when one answers at [node].listen.
-async fn serving_node(config: &Config, token: Option<String>) -> Result<Option<NodeClient>, CommandError> {
-    let client = NodeClient::new(&config.node.listen, token).map_err(|e| CommandError::Runtime(e.to_string()))?;
+async fn serving_node(
+    config: &Config,
+    token: Option<String>,
+    ca: Option<&Path>,
+) -> Result<Option<NodeClient>, CommandError> {
+    // A node with [node] tls_cert serves HTTPS only: ask it over HTTPS.
+    let base =
+        if config.node.tls.is_some() { format!("https://{}", config.node.listen) } else { config.node.listen.clone() };
+    let client = NodeClient::new(&base, token, ca).map_err(|e| CommandError::Input {
+        problem: e.to_string(),
+        fix: "pass --ca with the PEM file of the CA that signed the node's certificate".into(),
+    })?;
     match client.overview().await {
         Ok(_) => Ok(Some(client)),
         Err(ControlError::Unreachable { .. }) => Ok(None),
+        // A node that answers with a certificate we do not trust is there: driving the
+        // cutover in-process beside it would be wrong.
+        Err(e @ ControlError::Untrusted { .. }) => Err(CommandError::Input {
+            problem: e.to_string(),
+            fix: "pass --ca with the PEM file of the CA that signed [node] tls_cert".into(),
+        }),
         Err(e) => Err(CommandError::Input {
             problem: format!("the node at {} refused: {e}", config.node.listen),
-            fix: "pass an operator token with --token or FERRY_TOKEN".into(),
+            fix: "pass a token with --token or FERRY_TOKEN whose role may do this (cutover steps: admin; docs/node-api.md)".into(),
         }),
     }
 }
@@ -97,7 +115,7 @@ async fn serving_node(config: &Config, token: Option<String>) -> Result<Option<N
 pub async fn cutover(args: CutoverArgs, signal: impl Future<Output = ()>) -> Result<u8, CommandError> {
     let mut config = Config::load(&args.config)?;
     select_tasks(&config, Some(&args.task))?;
-    let node = serving_node(&config, args.token.clone()).await?;
+    let node = serving_node(&config, args.token.clone(), args.ca.as_deref()).await?;
     let read_only = matches!(args.action, CutoverCommand::Plan | CutoverCommand::Status) || args.dry_run;
     if let Some(client) = node {
         say!("cutover of task {} through the node at {}", args.task, client.base());
@@ -106,7 +124,7 @@ pub async fn cutover(args: CutoverArgs, signal: impl Future<Output = ()>) -> Res
     if read_only {
         // Reading changes nothing: without a store file there is no cutover to show, and
         // an empty in-memory store stands in (no file is created).
-        let store = match Store::open_existing(&super::store_path(&config)).await? {
+        let store = match Store::open_existing(&config.node.store.path()).await? {
             Some(s) => s,
             None => Store::open(Path::new(":memory:"), true).await?,
         };
@@ -125,13 +143,13 @@ pub async fn cutover(args: CutoverArgs, signal: impl Future<Output = ()>) -> Res
     config.tasks.retain(|t| t.name == args.task);
     let local = match LocalNode::start(config, Box::new(VerifyUnavailable)).await {
         Ok(l) => l,
-        Err(CommandError::Engine(e)) if matches!(*e, EngineError::LeaseHeld { .. }) => {
+        Err(crate::control::run::StartError::Engine(e)) if matches!(e, EngineError::LeaseHeld { .. }) => {
             return Err(CommandError::Input {
                 problem: e.to_string(),
                 fix: "the task runs in another process: stop it, or run it with `ferry node` and drive the cutover through the node (nothing was changed)".into(),
             });
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     say!("cutover of task {} in-process (no node answers at its [node] listen)", args.task);
     let result = drive(&local, &args, signal).await;

@@ -7,10 +7,11 @@ pub mod node;
 pub mod run;
 pub mod skip;
 pub mod status;
+pub mod uninstall;
 pub mod verify;
 
 use crate::cli::{EXIT_DATA, EXIT_INPUT, EXIT_RUNTIME};
-use crate::config::{Config, ConfigError, StoreUrl, Task};
+use crate::config::{Config, ConfigError, Task};
 use crate::connector::{ConnectorError, ErrorKind};
 use crate::engine::EngineError;
 use crate::store::{Store, StoreError};
@@ -49,6 +50,18 @@ pub enum CommandError {
     Runtime(String),
 }
 
+impl From<crate::control::run::StartError> for CommandError {
+    fn from(e: crate::control::run::StartError) -> Self {
+        use crate::control::run::StartError;
+        match e {
+            StartError::Preflight(n) => CommandError::Preflight(n),
+            StartError::Engine(e) => CommandError::Engine(Box::new(e)),
+            StartError::Connector(e) => CommandError::Connector(e),
+            StartError::Store(e) => CommandError::Store(e),
+        }
+    }
+}
+
 impl From<EngineError> for CommandError {
     fn from(e: EngineError) -> Self {
         CommandError::Engine(Box::new(e))
@@ -62,6 +75,8 @@ impl CommandError {
             CommandError::Config(_) | CommandError::Input { .. } | CommandError::Preflight(_) => EXIT_INPUT,
             CommandError::Engine(e) if e.is_setup() => EXIT_INPUT,
             CommandError::Connector(e) if e.kind() == ErrorKind::Setup => EXIT_INPUT,
+            // A store written by a newer release: a human must upgrade ferry.
+            CommandError::Store(StoreError::NewerSchema { .. }) => EXIT_INPUT,
             CommandError::DataDiffers(_) => EXIT_DATA,
             _ => EXIT_RUNTIME,
         }
@@ -114,14 +129,7 @@ pub fn select_tasks<'a>(config: &'a Config, name: Option<&str>) -> Result<Vec<&'
     }
 }
 
-/// Path of the metadata store.
-pub fn store_path(config: &Config) -> std::path::PathBuf {
-    match &config.node.store {
-        StoreUrl::Sqlite(p) => p.clone(),
-    }
-}
-
 /// Opens (creating) the metadata store.
 pub async fn open_store(config: &Config) -> Result<Store, CommandError> {
-    Ok(Store::open(&store_path(config), true).await?)
+    Ok(Store::open(&config.node.store.path(), true).await?)
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{CommandError, every_second_until};
 use crate::config::Config;
@@ -19,6 +19,13 @@ use crate::store::actor;
 /// `ferry node --config FILE`.
 pub async fn node(config_path: &Path, signal: impl Future<Output = ()>) -> Result<u8, CommandError> {
     let config = Config::load(config_path)?;
+    let tls = match &config.node.tls {
+        Some(t) => Some(node::tls::server_config(t).map_err(|e| CommandError::Input {
+            problem: e.to_string(),
+            fix: "give [node] tls_cert a PEM certificate chain and tls_key its PEM private key".into(),
+        })?),
+        None => None,
+    };
     // Bind first: a taken port fails before any task starts.
     let listener = node::bind(&config.node.listen)
         .await
@@ -31,10 +38,21 @@ pub async fn node(config_path: &Path, signal: impl Future<Output = ()>) -> Resul
         auth: Auth::new(config.tokens.clone()),
         node_id: config.node.id.clone(),
         shutdown: shutdown.clone(),
+        tls: tls.is_some(),
+        steps: tokio_util::task::TaskTracker::new(),
     });
-    let server = tokio::spawn(node::serve(listener, state));
+    let steps = state.steps.clone();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = tokio::spawn(node::serve(listener, state, tls));
     local.store().audit(&who, "node.start", None, &format!("serving {}", config.node.listen)).await?;
-    info!(listen = %config.node.listen, "node serving; stop with Ctrl-C or SIGTERM");
+    info!(listen = %config.node.listen, scheme, "node serving; stop with Ctrl-C or SIGTERM");
+    if config.tokens.is_empty() {
+        warn!(
+            listen = %config.node.listen,
+            "NO [[token]] IN THE TASK FILE: the node API is UNAUTHENTICATED and serves loopback clients only \
+             (every local user and process is admin); add [[token]] entries to serve others with roles"
+        );
+    }
 
     every_second_until(signal, async || {
         local.save_statuses().await;
@@ -43,6 +61,12 @@ pub async fn node(config_path: &Path, signal: impl Future<Output = ()>) -> Resul
     .await;
     shutdown.cancel();
     let served = server.await;
+    // A cutover step under way ends on its own (its state is saved step by step).
+    steps.close();
+    if !steps.is_empty() {
+        info!(steps = steps.len(), "waiting for the cutover step under way to end");
+    }
+    steps.wait().await;
     let errors = local.shutdown().await;
     let detail =
         if errors.is_empty() { "clean stop".to_string() } else { format!("{} error(s): {}", errors.len(), errors[0]) };

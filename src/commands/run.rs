@@ -1,5 +1,6 @@
 //! `ferry run`: preflight, then every selected task until SIGINT/SIGTERM; the in-flight
-//! batch finishes and is checkpointed before exit.
+//! batch finishes and is checkpointed before exit. With `--once`, every direction
+//! catches up to its source's head (a blob direction: one full pass) and the run exits 0.
 
 use std::future::Future;
 use std::path::Path;
@@ -7,67 +8,18 @@ use std::path::Path;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::check::{preflight, print_problems};
 use super::{CommandError, every_second_until, open_store, select_tasks};
-use crate::config::{Config, Task};
-use crate::connector::probe;
-use crate::connector::sqlite::state;
-use crate::engine::task::{DirectionSpec, prepare_target};
-use crate::engine::{Engine, EngineError, plan_task};
-use crate::store::{Store, actor};
-
-/// Refuses early, before anything is written, when another live process on this host
-/// runs one of the directions.
-async fn refuse_if_running(specs: &[DirectionSpec]) -> Result<(), CommandError> {
-    let host = state::host_name();
-    for spec in specs {
-        let holder = probe::target_state(&spec.target, &spec.id).await?.lease;
-        if let Some(h) = holder {
-            let live = h.host == host && h.pid != std::process::id() && state::pid_alive(h.pid);
-            if live {
-                return Err(EngineError::LeaseHeld { dir: spec.id.clone(), holder: Box::new(h) }.into());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Runs preflight on the tasks; prints the problems and fails when there are any.
-pub async fn preflight_or_fail(config: &Config, tasks: &[&Task]) -> Result<(), CommandError> {
-    let (_, problems) = preflight(config, tasks).await;
-    if problems.is_empty() {
-        return Ok(());
-    }
-    print_problems(&problems);
-    Err(CommandError::Preflight(problems.len()))
-}
-
-/// The directions of the tasks, with the skips recorded in the store; a direction a
-/// cutover stored overrides the task file's from/to.
-pub async fn plan(config: &Config, tasks: &[&Task], store: &Store) -> Result<Vec<DirectionSpec>, CommandError> {
-    let mut specs = Vec::new();
-    for t in tasks {
-        let skips = store.skips(&t.name).await?;
-        let mut t = (*t).clone();
-        if let Some((from, to)) = store.direction(&t.name).await? {
-            (t.from, t.to) = (from, to);
-        }
-        specs.extend(plan_task(config, &t, &skips));
-    }
-    Ok(specs)
-}
-
-/// Starts the planned directions after creating missing target tables.
-pub async fn start(specs: Vec<DirectionSpec>, shutdown: CancellationToken) -> Result<Engine, CommandError> {
-    refuse_if_running(&specs).await?;
-    for s in &specs {
-        prepare_target(s).await?;
-    }
-    Ok(Engine::start(specs, shutdown))
-}
+use crate::config::Config;
+pub use crate::control::run::{plan, preflight_or_fail, start};
+use crate::store::actor;
 
 /// `ferry run --config FILE [--task NAME]`.
-pub async fn run(config_path: &Path, task: Option<&str>, signal: impl Future<Output = ()>) -> Result<u8, CommandError> {
+pub async fn run(
+    config_path: &Path,
+    task: Option<&str>,
+    once: bool,
+    signal: impl Future<Output = ()>,
+) -> Result<u8, CommandError> {
     let mut config = Config::load(config_path)?;
     // After a cutover the stored direction overrides the file's from/to.
     for (t, file) in crate::cutover::apply_stored_directions(&mut config).await? {
@@ -76,7 +28,10 @@ pub async fn run(config_path: &Path, task: Option<&str>, signal: impl Future<Out
     let tasks = select_tasks(&config, task)?;
     preflight_or_fail(&config, &tasks).await?;
     let store = open_store(&config).await?;
-    let specs = plan(&config, &tasks, &store).await?;
+    let mut specs = plan(&config, &tasks, &store).await?;
+    for s in &mut specs {
+        s.once = once;
+    }
     let who = actor(&config.node.id);
     let shutdown = CancellationToken::new();
     let engine = start(specs, shutdown.clone()).await?;
@@ -85,6 +40,18 @@ pub async fn run(config_path: &Path, task: Option<&str>, signal: impl Future<Out
     info!(directions = %names.join(", "), "running; stop with Ctrl-C or SIGTERM");
 
     let mut n = 0u64;
+    // Directions that end by themselves (`--once`) end the run without waiting for a tick.
+    let ended = async {
+        while !engine.finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let signal = async {
+        tokio::select! {
+            _ = signal => {}
+            _ = ended => {}
+        }
+    };
     every_second_until(signal, async || {
         n += 1;
         for m in engine.metrics() {
@@ -94,7 +61,7 @@ pub async fn run(config_path: &Path, task: Option<&str>, signal: impl Future<Out
             }
             if n.is_multiple_of(10) {
                 info!(direction = %m.id, state = %s.state, position = s.position.as_deref().unwrap_or("-"),
-                      lag_s = s.lag_seconds.unwrap_or(-1.0), behind = s.changes_behind,
+                      lag_s = s.lag_seconds.unwrap_or(-1.0), behind = s.changes_behind.map_or(-1, |n| n as i64),
                       rows_per_s_10s = s.rows_per_sec[1], changes = s.changes_total, conflicts = s.conflicts_total, "status");
             }
         }

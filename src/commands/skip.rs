@@ -13,7 +13,7 @@ use crate::store::actor;
 pub async fn skip(config_path: &Path, task: &str, position: &str, direction: Option<&str>) -> Result<u8, CommandError> {
     let config = Config::load(config_path)?;
     let t = select_tasks(&config, Some(task))?[0];
-    let pos: Position = position.parse().map_err(|e: crate::model::PositionParseError| CommandError::Input {
+    let pos: Position = crate::connector::registry::parse_position(position).map_err(|e| CommandError::Input {
         problem: e.to_string(),
         fix: "copy the position from the error message or `ferry status`".into(),
     })?;

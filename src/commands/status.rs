@@ -6,12 +6,13 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{CommandError, store_path};
+use super::CommandError;
 use crate::cli::Format;
 use crate::config::Config;
-use crate::connector::sqlite::state::{host_name, pid_alive};
-use crate::connector::{DirectionId, probe};
-use crate::engine::metrics::DirectionStatus;
+use crate::connector::host::{host_name, pid_alive};
+use crate::connector::{DirectionId, registry};
+use crate::cutover::{CutoverBrief, CutoverState};
+use crate::engine::metrics::{DirectionStatus, size_text};
 use crate::engine::plan_task;
 use crate::model::now_micros;
 use crate::store::Store;
@@ -35,12 +36,31 @@ pub struct DirectionReport {
     pub changes_behind: Option<u64>,
     /// Seconds behind (from the heartbeat) while running.
     pub lag_seconds: Option<f64>,
+    /// While running: the source's clock minus ferry's, in seconds.
+    pub clock_offset_seconds: Option<f64>,
+    /// While running, two-way: the source's clock minus the target's, in seconds.
+    pub clock_skew_seconds: Option<f64>,
+    /// While running: `ok`, `alarm`, `paused` or `unknown` (see docs/security.md).
+    pub clock_skew: Option<String>,
+    /// The skew alarm or pause in words, with its fix.
+    pub clock_message: Option<String>,
+    /// Bytes of change history the source keeps for the direction (a PostgreSQL slot's
+    /// retained WAL), read from the source: also while nothing runs.
+    pub retained_bytes: Option<u64>,
+    /// The retained history is over the task's retention_alarm, or the source is about
+    /// to discard it.
+    pub retention_alarm: bool,
     /// Totals of the last or current run.
     pub totals: Option<DirectionStatus>,
     /// The last error, if the direction stopped on one.
     pub last_error: Option<String>,
     /// Problems reading the endpoints.
     pub problems: Vec<String>,
+    /// The task's cutover, when one was ever started.
+    pub cutover: Option<CutoverBrief>,
+    /// This direction's endpoints that are frozen (application writes refused), with
+    /// since when (µs).
+    pub frozen: Vec<(String, i64)>,
 }
 
 async fn report(config: &Config, id: &DirectionId, store: Option<&Store>) -> DirectionReport {
@@ -53,9 +73,17 @@ async fn report(config: &Config, id: &DirectionId, store: Option<&Store>) -> Dir
         head: None,
         changes_behind: None,
         lag_seconds: None,
+        clock_offset_seconds: None,
+        clock_skew_seconds: None,
+        clock_skew: None,
+        clock_message: None,
+        retained_bytes: None,
+        retention_alarm: false,
         totals: None,
         last_error: None,
         problems: Vec::new(),
+        cutover: None,
+        frozen: Vec::new(),
     };
     let saved = match store {
         Some(s) => s.statuses(&id.task).await.ok().and_then(|v| v.into_iter().find(|d| d.direction == r.direction)),
@@ -63,7 +91,7 @@ async fn report(config: &Config, id: &DirectionId, store: Option<&Store>) -> Dir
     };
     let mut position = None;
     if let Some(to) = config.endpoint(&id.to) {
-        match probe::target_state(to, id).await {
+        match registry::target_state(to, id).await {
             Ok(state) => {
                 if let Some(cp) = state.checkpoint {
                     position = cp.position.clone();
@@ -71,8 +99,9 @@ async fn report(config: &Config, id: &DirectionId, store: Option<&Store>) -> Dir
                     r.state = "stopped".into();
                 }
                 if let Some(h) = state.lease {
-                    // On this host the pid tells; elsewhere the lease's expiry does.
-                    let alive = if h.host == host_name() { pid_alive(h.pid) } else { h.expires_us > now_micros() };
+                    // A lease that ran out (by the target's clock) is nobody's; on this host the
+                    // pid must run too.
+                    let alive = !h.expired && (h.host != host_name() || pid_alive(h.pid));
                     if alive {
                         r.state = "running".into();
                         r.holder = Some(h.to_string());
@@ -83,10 +112,29 @@ async fn report(config: &Config, id: &DirectionId, store: Option<&Store>) -> Dir
         }
     }
     if let Some(from) = config.endpoint(&id.from) {
-        match probe::source_head(from).await {
+        match registry::source_head(from).await {
             Ok(Some(head)) => {
                 r.changes_behind = position.as_ref().and_then(|p| p.changes_until(&head));
                 r.head = Some(head.to_string());
+            }
+            Ok(None) => {}
+            Err(e) => r.problems.push(e.to_string()),
+        }
+        let stream = crate::engine::task::stream_of(&config.node.id, id);
+        match registry::source_retention(from, &stream).await {
+            Ok(Some(kept)) => {
+                let alarm = config.task(&id.task).map_or(u64::MAX, |t| t.retention_alarm);
+                r.retained_bytes = Some(kept.bytes);
+                r.retention_alarm = kept.bytes > alarm || kept.at_risk;
+                if r.retention_alarm {
+                    r.problems.push(format!(
+                        "endpoint {}: the source keeps {} of change history for this direction{}, over the task's retention_alarm ({})\n  fix: let ferry catch up (start it if it is stopped); if it cannot, the source's disk fills or, past max_slot_wal_keep_size, the history is discarded and the direction must be copied anew",
+                        from.name,
+                        size_text(kept.bytes),
+                        if kept.at_risk { ", and is about to discard it" } else { "" },
+                        size_text(alarm)
+                    ));
+                }
             }
             Ok(None) => {}
             Err(e) => r.problems.push(e.to_string()),
@@ -96,6 +144,10 @@ async fn report(config: &Config, id: &DirectionId, store: Option<&Store>) -> Dir
         if r.state == "running" {
             r.state = s.state.to_string();
             r.lag_seconds = s.lag_seconds;
+            r.clock_offset_seconds = s.clock_offset_seconds;
+            r.clock_skew_seconds = s.clock_skew_seconds;
+            r.clock_skew = Some(s.clock_skew.as_str().to_string());
+            r.clock_message = s.clock_message.clone();
         } else if s.state == crate::engine::metrics::DirectionState::Failed {
             r.state = "failed".into();
         }
@@ -110,18 +162,66 @@ pub async fn status(config_path: &Path, format: Format) -> Result<u8, CommandErr
     let mut config = Config::load(config_path)?;
     // After a cutover the stored direction overrides the file's from/to.
     let switched = crate::cutover::apply_stored_directions(&mut config).await?;
-    let store = Store::open_existing(&store_path(&config)).await?;
+    let store = Store::open_existing(&config.node.store.path()).await?;
+    // Each endpoint's freeze, read once: several directions may share an endpoint.
+    let mut frozen: Vec<(String, i64)> = Vec::new();
+    let mut frozen_problems: Vec<String> = Vec::new();
+    for ep in &config.endpoints {
+        match registry::frozen_since(ep).await {
+            Ok(Some(since)) => frozen.push((ep.name.clone(), since)),
+            Ok(None) => {}
+            Err(e) => frozen_problems.push(format!("endpoint {}: freeze state unknown: {e}", ep.name)),
+        }
+    }
     let mut reports = Vec::new();
     for t in &config.tasks {
+        let cutover = match &store {
+            Some(s) => s
+                .load_cutover(&t.name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|json| serde_json::from_str::<CutoverState>(&json).ok())
+                .map(|state| CutoverBrief::from(&state)),
+            None => None,
+        };
         for spec in plan_task(&config, t, &[]) {
-            reports.push(report(&config, &spec.id, store.as_ref()).await);
+            let mut r = report(&config, &spec.id, store.as_ref()).await;
+            r.cutover = cutover.clone();
+            r.frozen = frozen.iter().filter(|(ep, _)| *ep == spec.id.from || *ep == spec.id.to).cloned().collect();
+            reports.push(r);
         }
     }
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_else(|_| "[]".into())),
         Format::Text => {
+            let now = now_micros();
+            for (ep, since) in &frozen {
+                let age = now.saturating_sub(*since).max(0) / 1_000_000;
+                println!("endpoint {ep}: FROZEN for {age}s: application writes are refused");
+            }
+            for p in &frozen_problems {
+                println!("{p}");
+            }
             for (task, file) in &switched {
                 println!("task {task}: direction set by a cutover (the task file says {file})");
+            }
+            let mut shown: Vec<&str> = Vec::new();
+            for r in reports.iter().filter(|r| r.cutover.is_some()) {
+                if shown.contains(&r.task.as_str()) {
+                    continue;
+                }
+                shown.push(&r.task);
+                if let Some(c) = &r.cutover {
+                    println!(
+                        "task {}: cutover {}->{}: {}{}",
+                        r.task,
+                        c.from,
+                        c.to,
+                        c.describe(),
+                        c.last_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+                    );
+                }
             }
             for r in &reports {
                 println!(
@@ -138,6 +238,25 @@ pub async fn status(config_path: &Path, format: Format) -> Result<u8, CommandErr
                     r.changes_behind.map(|n| n.to_string()).unwrap_or("-".into()),
                     r.lag_seconds.map(|l| format!("{l:.2}s")).unwrap_or("-".into())
                 );
+                if r.clock_offset_seconds.is_some() || r.clock_skew_seconds.is_some() {
+                    let secs = |v: Option<f64>| v.map(|v| format!("{v:+.3}s")).unwrap_or("-".into());
+                    println!(
+                        "  clock offset {}  skew {}  ({})",
+                        secs(r.clock_offset_seconds),
+                        secs(r.clock_skew_seconds),
+                        r.clock_skew.as_deref().unwrap_or("unknown")
+                    );
+                }
+                if let Some(m) = &r.clock_message {
+                    println!("  clock skew: {m}");
+                }
+                if let Some(b) = r.retained_bytes {
+                    println!(
+                        "  source keeps {} of change history for it{}",
+                        size_text(b),
+                        if r.retention_alarm { " (ALARM: over retention_alarm)" } else { "" }
+                    );
+                }
                 if let Some(t) = &r.totals {
                     println!(
                         "  changes {}  transactions {}  snapshot rows {}  conflicts {}  errors {}",

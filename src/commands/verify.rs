@@ -10,6 +10,7 @@ use super::{CommandError, open_store, select_tasks};
 use crate::cli::{EXIT_DATA, EXIT_OK, Format};
 use crate::config::Config;
 use crate::store::actor;
+use crate::verify::blob::{BlobOptions, is_blob_task, verify_blob_task};
 use crate::verify::progress::{Progress, render};
 use crate::verify::report::Report;
 use crate::verify::{Options, VerifyError, verify_task};
@@ -33,6 +34,8 @@ pub struct VerifyArgs {
     pub repair: bool,
     /// Rows per second at most.
     pub max_rows_per_sec: u64,
+    /// Blob tasks: write an `md5sum -c` file of the source's content here.
+    pub manifest: Option<PathBuf>,
 }
 
 /// The JSON document `--format json` prints.
@@ -42,6 +45,9 @@ pub struct VerifyOutput {
     pub identical: bool,
     /// Per task.
     pub tasks: Vec<Report>,
+    /// Per blob task (files, objects): every path that differs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blob_tasks: Vec<crate::verify::blob::BlobReport>,
 }
 
 impl From<VerifyError> for CommandError {
@@ -82,8 +88,35 @@ pub async fn verify(args: VerifyArgs) -> Result<u8, CommandError> {
     let (progress, rx) = Progress::channel();
     let renderer = render(rx);
     let mut reports = Vec::new();
+    let mut blob_reports = Vec::new();
     let mut failure = None;
-    for t in &tasks {
+    let (blob_tasks, tasks): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| is_blob_task(&config, t));
+    if args.manifest.is_some() && (!tasks.is_empty() || blob_tasks.len() != 1) {
+        return Err(CommandError::Input {
+            problem: "--manifest writes the content sums of one file or object task".into(),
+            fix: "pick that task with --task".into(),
+        });
+    }
+    for t in &blob_tasks {
+        let mut t = (*t).clone();
+        if let Some(g) = &args.tables {
+            t.tables = vec![g.clone()];
+        }
+        let o = BlobOptions {
+            quick: args.quick,
+            repair: args.repair,
+            manifest: args.manifest.clone(),
+            node_id: config.node.id.clone(),
+        };
+        match verify_blob_task(&config, &t, &o).await {
+            Ok(r) => blob_reports.push(r),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    for t in tasks.iter().filter(|_| failure.is_none()) {
         match verify_task(&config, t, &opts, &store, &progress).await {
             Ok(r) => reports.push(r),
             Err(e) => {
@@ -100,27 +133,22 @@ pub async fn verify(args: VerifyArgs) -> Result<u8, CommandError> {
     }
     let who = actor(&config.node.id);
     for r in &reports {
-        let detail = format!(
-            "{} verify of {} -> {}: {} ({} confirmed, {} transient, {} unsettled, {} rows)",
-            r.mode,
-            r.source,
-            r.target,
-            if r.identical { "identical" } else { "differences confirmed" },
-            r.confirmed,
-            r.transient,
-            r.unsettled,
-            r.rows_checked
-        );
-        store.audit(&who, if r.identical { "verify.clean" } else { "verify.differs" }, Some(&r.task), &detail).await?;
+        crate::verify::record(&store, &who, r, "").await?;
+    }
+    for r in &blob_reports {
+        crate::verify::record(&store, &who, &r.as_report(), "").await?;
     }
     store.close().await;
-    let identical = reports.iter().all(|r| r.identical);
+    let identical = reports.iter().all(|r| r.identical) && blob_reports.iter().all(|r| r.identical());
     match args.format {
         Format::Json => {
-            let out = VerifyOutput { identical, tasks: reports };
+            let out = VerifyOutput { identical, tasks: reports, blob_tasks: blob_reports };
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_else(|_| "{}".into()));
         }
         Format::Text => {
+            for r in &blob_reports {
+                print!("{}", r.text());
+            }
             for r in &reports {
                 print!("{}", r.text());
             }

@@ -4,10 +4,20 @@
 //! restart, so a [`Sink`] applies idempotently and records the source position in the
 //! same target transaction as the data. Together that gives an exactly-once effect.
 
+pub mod blob;
+pub mod dynamic;
+pub mod endpoint;
+pub mod files;
+pub mod host;
+pub mod kafka;
 pub mod mysql;
-pub mod probe;
+pub mod objects;
+pub mod postgres;
+pub mod preflight;
+pub mod registry;
 pub mod sqlite;
 pub mod typemap;
+pub mod verifier;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,8 +26,18 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConflictPolicy;
+pub use crate::model::conflict::ConflictRules;
 use crate::model::{Key, Position, Row, SiteId, TableName, TableSchema, Txn};
+
+/// Makes ring the process's TLS crypto provider (idempotent). The build links two
+/// rustls providers (the change-stream transport of PostgreSQL asks for rustls's
+/// default one, aws-lc-rs, besides the ring every other TLS user here is built with),
+/// and rustls then has no default of its own: a driver that builds its TLS setup, or
+/// part of it, without naming a provider (mysql_async; sqlx's certificate verifier)
+/// needs this first, else rustls panics.
+pub fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 /// One direction of one task: `task` copying `from` -> `to` (endpoint names).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -80,21 +100,6 @@ pub struct SnapshotRows {
     pub versions: Option<Vec<Option<(SiteId, i64)>>>,
 }
 
-/// How the sink treats a change that does not match the target's current row.
-#[derive(Debug, Clone)]
-pub struct ConflictRules {
-    /// The policy from the task file.
-    pub policy: ConflictPolicy,
-    /// Site of the task's `from` endpoint (for prefer-from).
-    pub from_site: SiteId,
-    /// Site of the task's `to` endpoint (for prefer-to).
-    pub to_site: SiteId,
-    /// Site of the target this sink writes (the local side).
-    pub local_site: SiteId,
-    /// Site of the source of this direction (origin of snapshot rows).
-    pub remote_site: SiteId,
-}
-
 /// One target transaction's worth of work.
 #[derive(Debug, Clone)]
 pub struct ApplyBatch {
@@ -112,6 +117,11 @@ pub struct ApplyBatch {
     /// commit group (a group too large to hold in memory is applied in parts); the
     /// checkpoint is written with the part that commits. A failure rolls back every part.
     pub commit: bool,
+    /// The lease tenure this batch is applied under (its fencing token): the batch
+    /// commits only while the direction's lease still carries it, else nothing of it
+    /// lands and the sink answers [`ConnectorError::Fenced`]. `None` for a checkpoint
+    /// recorded while no process runs the direction (a cutover's starting position).
+    pub fence: Option<i64>,
 }
 
 /// What one batch did.
@@ -132,8 +142,17 @@ pub struct LeaseHolder {
     pub host: String,
     /// Process id.
     pub pid: u32,
-    /// Lease end, microseconds since the epoch.
+    /// Lease end, microseconds since the epoch by the clock of the store that keeps the
+    /// lease (a MySQL target: its server's clock), never by another host's.
     pub expires_us: i64,
+    /// The lease had run out when it was read, judged by that same clock.
+    #[serde(default)]
+    pub expired: bool,
+    /// The fencing token of this holder's tenure: it grows with each new holder, and every
+    /// checkpoint write is conditional on it (see [`ApplyBatch::fence`]). In a request, the
+    /// tenure being renewed; 0 takes the lease anew.
+    #[serde(default)]
+    pub fencing: i64,
 }
 
 impl fmt::Display for LeaseHolder {
@@ -142,22 +161,59 @@ impl fmt::Display for LeaseHolder {
     }
 }
 
-/// Result of trying to take a lease.
+impl LeaseHolder {
+    /// The fencing token `self` (the process asking) holds the lease under, given who
+    /// holds it now; `Err` with the holder that keeps it. The one rule every store's
+    /// lease follows: a renewal stays ours only while nobody took it over; a new tenure
+    /// takes a lease that is free, expired, ours, or held by a dead process of this host,
+    /// under the next token.
+    pub fn claim(&self, current: Option<&LeaseHolder>) -> Result<i64, LeaseHolder> {
+        match current {
+            Some(h) if self.fencing != 0 => {
+                if h.fencing != self.fencing || h.pid == 0 {
+                    return Err(h.clone());
+                }
+                Ok(self.fencing)
+            }
+            Some(h) => {
+                let mine = h.host == self.host && h.pid == self.pid;
+                let dead = h.host == self.host && !host::pid_alive(h.pid);
+                if h.pid != 0 && !(mine || dead || h.expired) {
+                    return Err(h.clone());
+                }
+                Ok(h.fencing + 1)
+            }
+            None => Ok(1),
+        }
+    }
+}
+
+/// Result of trying to take or renew a lease.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LeaseOutcome {
-    /// Ours now.
-    Acquired,
-    /// Another live process holds it.
+    /// Ours now, under this fencing token (the same one when renewed).
+    Acquired {
+        /// The tenure's fencing token.
+        fencing: i64,
+    },
+    /// Another live process holds it (for a renewal: took it over).
     HeldBy(LeaseHolder),
 }
 
-/// Whether an error is worth retrying.
+/// What an error calls for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// The configuration or data store setup is wrong; a human must fix it (exit 2).
     Setup,
-    /// The endpoint failed or went away; retrying may help (exit 3).
+    /// The endpoint failed, went away or ran short of a resource (a lost connection, a
+    /// busy database, a full disk or table, a lock wait): retrying with backoff may
+    /// help, and nothing is skipped meanwhile (exit 3 if it stops).
     Runtime,
+    /// The target refused the data itself (a duplicate on a unique index, a value out of
+    /// range, a foreign key, a check): retrying the same way cannot help. The change is
+    /// found (change by change) and named; a human fixes the target or skips it on
+    /// purpose (`ferry skip`).
+    Refused,
 }
 
 /// Errors of a connector, naming the endpoint and what was being done.
@@ -200,6 +256,23 @@ pub enum ConnectorError {
     /// A change the target refused.
     #[error(transparent)]
     Apply(Box<ApplyFailure>),
+    /// The direction's lease passed to another process: nothing of the batch was
+    /// committed, and this process must stop.
+    #[error(
+        "endpoint {endpoint}: task {dir} lost its lease to {}: this process held fencing token {mine}, the lease now carries {}; nothing of this process's batch was committed, and it stops so that it never overwrites the newer holder's progress\n  fix: nothing to do while the other process runs the task; if that process is gone, start ferry again",
+        holder.as_ref().map_or_else(|| "nobody (it was released)".to_string(), |h| h.to_string()),
+        holder.as_ref().map_or(0, |h| h.fencing)
+    )]
+    Fenced {
+        /// Target endpoint name.
+        endpoint: String,
+        /// The direction.
+        dir: String,
+        /// The token this process applied under.
+        mine: i64,
+        /// Who holds the lease now, if anyone.
+        holder: Option<Box<LeaseHolder>>,
+    },
     /// A MySQL/MariaDB statement or connection failed.
     #[error("endpoint {endpoint}: {what}: {source}")]
     Mysql {
@@ -211,12 +284,54 @@ pub enum ConnectorError {
         #[source]
         source: Box<mysql_async::Error>,
     },
+    /// A PostgreSQL statement or connection failed.
+    #[error("endpoint {endpoint}: {what}: {source}")]
+    Postgres {
+        /// Endpoint name.
+        endpoint: String,
+        /// What ferry was doing.
+        what: String,
+        /// The driver's or server's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A file or object could not be read or written.
+    #[error("endpoint {endpoint}: {what} {path:?}: {source}{}", fix.as_ref().map(|f| format!("\n  fix: {f}")).unwrap_or_default())]
+    Blob {
+        /// Endpoint name.
+        endpoint: String,
+        /// What ferry was doing ("cannot read", "cannot list").
+        what: Box<str>,
+        /// The path or key, relative to the endpoint's root (or the root itself).
+        path: String,
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+        /// What it calls for.
+        kind: ErrorKind,
+        /// What to do, when known.
+        fix: Option<Box<str>>,
+    },
+    /// A change stream (a replication protocol session) failed.
+    #[error("endpoint {endpoint}: {what}: {source}")]
+    Stream {
+        /// Endpoint name.
+        endpoint: String,
+        /// What ferry was doing.
+        what: String,
+        /// The stream's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+        /// What it calls for (a lost connection is retried; a refused login is not).
+        kind: ErrorKind,
+    },
 }
 
 /// A source transaction the target refused, with everything needed to fix or skip it.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "endpoint {endpoint}: cannot apply the transaction at source position {position}: table {table}, key {key}: {message}\n  fix: correct the row or the target, then `ferry run` again; to skip this transaction on purpose: ferry skip --config FILE --task TASK --position {position}"
+    "endpoint {endpoint}: cannot apply the transaction at source position {position}: table {table}, key {key}: {message}\n  fix: {}",
+    apply_fix(.position, *.in_parts)
 )]
 pub struct ApplyFailure {
     /// Target endpoint name.
@@ -229,22 +344,33 @@ pub struct ApplyFailure {
     pub key: String,
     /// The server's message.
     pub message: String,
+    /// The change is inside a source transaction too big for one read, applied in parts:
+    /// it has no position of its own to skip by.
+    pub in_parts: bool,
+}
+
+/// What to do about a refused change.
+fn apply_fix(position: &Position, in_parts: bool) -> String {
+    if in_parts {
+        return "correct the row or the target (it must accept this row), then `ferry run` again; the change is inside a source transaction too big for one read (applied in parts), which cannot be skipped by position".into();
+    }
+    format!(
+        "correct the row or the target, then `ferry run` again; to skip this transaction on purpose: ferry skip --config FILE --task TASK --position {position}"
+    )
 }
 
 impl ConnectorError {
-    /// Setup problems need a human; runtime ones may pass.
+    /// Setup problems need a human; runtime ones may pass; refused data needs its change
+    /// found and a decision.
     pub fn kind(&self) -> ErrorKind {
         match self {
             ConnectorError::Setup { .. } | ConnectorError::Open { .. } => ErrorKind::Setup,
-            ConnectorError::Query { .. } | ConnectorError::Apply(_) => ErrorKind::Runtime,
-            ConnectorError::Mysql { source, .. } => match source.as_ref() {
-                // Access denied, unknown database/table, bad URL: a human must act.
-                mysql_async::Error::Server(e) if matches!(e.code, 1044 | 1045 | 1049 | 1142 | 1146 | 1227) => {
-                    ErrorKind::Setup
-                }
-                mysql_async::Error::Url(_) => ErrorKind::Setup,
-                _ => ErrorKind::Runtime,
-            },
+            ConnectorError::Apply(_) => ErrorKind::Refused,
+            ConnectorError::Fenced { .. } => ErrorKind::Runtime,
+            ConnectorError::Query { source, .. } => sqlite::error_kind(source),
+            ConnectorError::Mysql { source, .. } => mysql::error_kind(source),
+            ConnectorError::Postgres { source, .. } => postgres::error_kind(source),
+            ConnectorError::Stream { kind, .. } | ConnectorError::Blob { kind, .. } => *kind,
         }
     }
 }
@@ -289,6 +415,23 @@ pub struct ReadRequest {
 /// high watermark before anything that follows it. Its rows are (id, mark, ts).
 pub const SIGNAL_TABLE: &str = "ferry_signal";
 
+/// The table every source writes its heartbeat to (every 100 ms, as pt-heartbeat does):
+/// it flows through the stream like any change, so lag is exact even when idle. Its
+/// rows are (site, ts µs).
+pub const HEARTBEAT_TABLE: &str = "ferry_heartbeat";
+
+/// How much change history a source keeps for one reader (a PostgreSQL replication
+/// slot's retained WAL): what a stopped or slow reader costs the source's disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Bytes of history kept for the reader (from where it must resume to the end).
+    pub bytes: u64,
+    /// Bytes the reader has not confirmed yet (from its confirmed position to the end).
+    pub unconfirmed_bytes: u64,
+    /// The source warns that this history is about to be discarded (past its limit).
+    pub at_risk: bool,
+}
+
 /// Transactions read from a stream, to be applied in one target transaction (never split).
 #[derive(Debug, Clone)]
 pub struct ReadBatch {
@@ -308,7 +451,8 @@ pub trait Source: Send {
         &mut self,
         patterns: &[String],
     ) -> impl Future<Output = Result<Vec<Arc<TableSchema>>, ConnectorError>> + Send;
-    /// Installs change capture for these tables (idempotent).
+    /// Installs change capture for these tables (idempotent), first creating or moving
+    /// forward ferry's own tables as [`Sink::prepare`] does.
     fn install_capture(
         &mut self,
         tables: &[Arc<TableSchema>],
@@ -334,11 +478,25 @@ pub trait Source: Send {
         consumer: &str,
         position: &Position,
     ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// The clock that stamps this store's row versions (its server's, for a SQLite file
+    /// its host's), µs since the epoch, read now: the engine compares it with its own
+    /// clock and the other side's (clock skew, which last-writer-wins depends on).
+    /// `None`: the store cannot tell its time (the capability's default).
+    fn clock(&mut self) -> impl Future<Output = Result<Option<i64>, ConnectorError>> + Send {
+        async { Ok(None) }
+    }
+    /// The history the source keeps for this reader, where it keeps some per reader;
+    /// `None` where it does not. History the source already discarded (changes lost for
+    /// this reader) is a setup error saying how to start over.
+    fn retention(&mut self) -> impl Future<Output = Result<Option<Retention>, ConnectorError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 /// A data store changes are applied to.
 pub trait Sink: Send {
-    /// Creates ferry's own tables (checkpoint, conflict, lease) if missing.
+    /// Creates ferry's own tables (checkpoint, conflict, lease), or moves them forward to
+    /// this release's schema version; a schema newer than this release is a setup error.
     fn prepare(&mut self) -> impl Future<Output = Result<(), ConnectorError>> + Send;
     /// Creates target tables that do not exist yet, and checks the columns of those that do.
     fn ensure_tables(&mut self, tables: &[Arc<TableSchema>])
@@ -354,16 +512,50 @@ pub trait Sink: Send {
         dir: &DirectionId,
         batch: &ApplyBatch,
     ) -> impl Future<Output = Result<ApplyReport, ConnectorError>> + Send;
-    /// Takes or renews the direction's lease for `holder`, unless a live process holds it.
+    /// Takes the direction's lease for `holder` (`holder.fencing` 0), unless a live
+    /// process holds it: one whose lease has not run out by the store's clock and, on the
+    /// same host, whose pid still runs. A new holder gets a fencing token greater than any
+    /// before it. Or renews the tenure `holder.fencing`, unless another process took the
+    /// lease over since. Either way the lease then lasts `ttl` by the store's clock. Runs
+    /// apart from an open commit group (never commits it).
     fn lease(
         &mut self,
         dir: &DirectionId,
         holder: &LeaseHolder,
+        ttl: std::time::Duration,
     ) -> impl Future<Output = Result<LeaseOutcome, ConnectorError>> + Send;
-    /// Gives the lease up (clean shutdown).
+    /// Drops a commit group left open by its parts (see [`ApplyBatch::commit`]): nothing
+    /// of it lands. A no-op when none is open. (Stopping inside a big source transaction:
+    /// it is applied again, whole, at the next start.)
+    fn rollback(&mut self) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// Gives the lease up (clean shutdown), if `holder.fencing` is still its tenure; the
+    /// fencing token stays recorded for the next holder to go past.
     fn release(
         &mut self,
         dir: &DirectionId,
         holder: &LeaseHolder,
     ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+}
+
+#[cfg(test)]
+mod lease_rule_tests {
+    use super::LeaseHolder;
+
+    fn holder(host: &str, pid: u32, fencing: i64, expired: bool) -> LeaseHolder {
+        LeaseHolder { node: "n".into(), host: host.into(), pid, expires_us: 0, expired, fencing }
+    }
+
+    #[test]
+    fn a_lease_is_claimed_free_expired_or_from_a_dead_process_and_renewed_only_while_unchanged() {
+        let me = holder("h", std::process::id(), 0, false);
+        assert_eq!(me.claim(None), Ok(1));
+        assert_eq!(me.claim(Some(&holder("other", 1, 4, true))), Ok(5), "expired");
+        assert_eq!(me.claim(Some(&holder("h", u32::MAX - 1, 4, false))), Ok(5), "a dead process of this host");
+        let live = holder("other", 1, 4, false);
+        assert_eq!(me.claim(Some(&live)), Err(live.clone()), "a live holder elsewhere keeps it");
+        let renewing = holder("h", std::process::id(), 4, false);
+        assert_eq!(renewing.claim(Some(&holder("h", std::process::id(), 4, false))), Ok(4));
+        assert_eq!(renewing.claim(Some(&holder("other", 1, 5, false))).map_err(|h| h.fencing), Err(5), "taken over");
+        assert!(renewing.claim(Some(&holder("h", 0, 4, false))).is_err(), "released (pid 0) is no longer ours");
+    }
 }

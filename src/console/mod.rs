@@ -3,6 +3,9 @@
 //! screen works both ways. See docs/console.md.
 
 pub mod app;
+pub mod color_depth;
+pub mod events;
+pub mod line_edit;
 pub mod screens;
 pub mod source;
 pub mod theme;
@@ -53,6 +56,7 @@ pub fn settings() -> Settings {
 pub fn choose_theme(flag: Option<&str>) -> Result<Theme, ThemeError> {
     let name = flag.map(str::to_string).or_else(|| settings().theme).unwrap_or_else(|| "dark".into());
     Theme::load(&name, config_dir().map(|d| d.join("themes")).as_deref())
+        .map(|t| t.for_depth(color_depth::ColorDepth::detect()))
 }
 
 /// Draws and handles keys until the user quits or `signal` resolves. Generic over the

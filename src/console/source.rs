@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::{ConflictEntry, Control, NodeOverview, VerifyProgress};
+use crate::config::Role;
+use crate::control::{Access, ConflictEntry, Control, ControlError, NodeOverview, VerifyProgress};
 use crate::cutover::{CutoverAction, CutoverRequest, CutoverView};
 use crate::model::now_micros;
 use crate::store::AuditEntry;
@@ -20,6 +21,8 @@ use crate::store::AuditEntry;
 pub const HISTORY_SECONDS: usize = 600;
 /// The audit and conflict logs are read every this many polls.
 const LOG_EVERY: u64 = 3;
+/// The label of the feed of the engine running inside this process.
+pub const IN_PROCESS: &str = "in-process";
 /// A node that has not answered for this long is stale.
 pub const STALE_AFTER_US: i64 = 3_000_000;
 
@@ -59,6 +62,13 @@ pub struct NodeFeed {
     pub last_ok_us: Option<i64>,
     /// The last failure to reach it, while it fails.
     pub error: Option<String>,
+    /// The node refused the token (HTTP 401): it is not asked again, since every retry
+    /// would be refused the same way.
+    pub token_rejected: bool,
+    /// Cutover steps this console asked the node for that are still running
+    /// (`rollback of t`): quitting stops them (in-process: half-way; a node finishes the
+    /// step under way).
+    pub acting: Vec<String>,
     /// Newest audit entries.
     pub audit: Vec<AuditEntry>,
     /// Newest conflicts.
@@ -73,6 +83,8 @@ pub struct NodeFeed {
     pub cutover_task: Option<String>,
     /// That task's cutover, as of the last poll.
     pub cutover: Option<CutoverView>,
+    /// Who the console is to this node (role, TLS), once it told.
+    pub access: Option<Access>,
 }
 
 impl NodeFeed {
@@ -129,6 +141,36 @@ pub enum Request {
     Unfreeze(String),
     /// A cutover action on a task (runs in the background; the screen follows it).
     Cutover(String, CutoverAction),
+    /// A rollback of a task's cutover, every step to its end (or to the first failure).
+    Rollback(String),
+}
+
+impl Request {
+    /// The role a node requires for it (docs/node-api.md).
+    pub fn role(&self) -> Role {
+        match self {
+            Request::Pause(_) | Request::Resume(_) | Request::Verify(_) => Role::Operator,
+            Request::Repair(_)
+            | Request::Freeze(_)
+            | Request::Unfreeze(_)
+            | Request::Cutover(..)
+            | Request::Rollback(_) => Role::Admin,
+        }
+    }
+
+    /// What it does, for messages.
+    pub fn what(&self) -> &'static str {
+        match self {
+            Request::Pause(_) => "pausing a task",
+            Request::Resume(_) => "resuming a task",
+            Request::Verify(_) => "starting a verify",
+            Request::Repair(_) => "repairing a target",
+            Request::Freeze(_) => "freezing an endpoint",
+            Request::Unfreeze(_) => "unfreezing an endpoint",
+            Request::Cutover(..) => "a cutover step",
+            Request::Rollback(_) => "a cutover rollback",
+        }
+    }
 }
 
 /// The shared feeds, their pollers, and the channels to send them requests.
@@ -222,6 +264,13 @@ impl<C: Control> Poller<C> {
     /// Reads the overview, and the logs when `logs`. The conflict log is read again only
     /// when the node's conflict counters moved: reading it opens every target.
     async fn poll(&self, followed_verify: Option<String>, logs: bool, conflicts_seen: &mut Option<u64>) {
+        let known = self.shared.lock().ok().and_then(|f| f.get(self.index).map(|f| f.access.is_some()));
+        if known == Some(false) {
+            // Asked once per (re)connection: a role does not change while a node runs.
+            if let Ok(a) = self.control.access().await {
+                self.update(|f| f.access = Some(a));
+            }
+        }
         let total = match self.control.overview().await {
             Ok(o) => {
                 let total = o.tasks.iter().map(|t| t.conflicts()).sum::<u64>();
@@ -229,7 +278,13 @@ impl<C: Control> Poller<C> {
                 total
             }
             Err(e) => {
-                self.update(|f| f.error = Some(e.to_string()));
+                let rejected = rejected(&e);
+                self.update(|f| {
+                    f.error = Some(e.to_string());
+                    f.token_rejected = rejected;
+                    // The node may come back with other tokens: ask again then.
+                    f.access = None;
+                });
                 return;
             }
         };
@@ -287,19 +342,32 @@ impl<C: Control> Poller<C> {
             Request::Unfreeze(e) => c.unfreeze(who, e).await.map(|_| format!("unfroze endpoint {e}")),
             Request::Cutover(t, action) => {
                 let req = CutoverRequest { action: *action, quick_only: false };
-                c.cutover(who, t, req).await.map(|v| match v.outcome {
-                    Some(r) if r.ok => format!(
-                        "cutover of {t}: step {} done in {:.1} s — {}",
-                        r.step,
-                        r.millis as f64 / 1000.0,
-                        r.message
-                    ),
-                    Some(r) => format!("error: cutover of {t}: step {} failed: {}", r.step, r.message),
-                    None => format!("cutover of {t}: nothing ran"),
-                })
+                c.cutover(who, t, req).await.map(|v| step_message(t, &v))
             }
+            Request::Rollback(t) => self.rollback_to_end(t).await,
         };
         result.map_err(|e| e.to_string())
+    }
+
+    /// Runs a rollback step after step until it ends or a step fails, saying after each
+    /// where it stands.
+    async fn rollback_to_end(&self, t: &str) -> Result<String, ControlError> {
+        let mut action = CutoverAction::Rollback;
+        loop {
+            let req = CutoverRequest { action, quick_only: false };
+            let view = self.control.cutover(&self.actor, t, req).await?;
+            let message = step_message(t, &view);
+            let failed = view.outcome.as_ref().is_none_or(|r| !r.ok);
+            let step = view.state.as_ref().map(|s| s.step);
+            if failed || step.is_none_or(|s| s.terminal() || !s.rolling_back()) {
+                return Ok(match step {
+                    Some(s) if s.terminal() && !failed => format!("rollback of {t} done: {message}"),
+                    _ => message,
+                });
+            }
+            self.update(|f| f.message = Some(format!("rolling back {t}: {message}")));
+            action = CutoverAction::Next;
+        }
     }
 
     async fn run(self, mut requests: mpsc::Receiver<Request>, shutdown: CancellationToken) {
@@ -318,7 +386,7 @@ impl<C: Control> Poller<C> {
                     return;
                 }
                 Some(request) = requests.recv() => {
-                    if let Request::Cutover(..) = request {
+                    if let Request::Cutover(..) | Request::Rollback(_) = request {
                         self.spawn_cutover(request, &shutdown, &mut background);
                         continue;
                     }
@@ -331,6 +399,9 @@ impl<C: Control> Poller<C> {
                     self.poll(followed, true, &mut conflicts_seen).await;
                 }
                 _ = tick.tick() => {
+                    if self.token_rejected() {
+                        continue;
+                    }
                     let followed = self.followed_verify();
                     // Logs on the first poll, then every LOG_EVERY seconds.
                     self.poll(followed, n.is_multiple_of(LOG_EVERY), &mut conflicts_seen).await;
@@ -351,6 +422,12 @@ impl<C: Control> Poller<C> {
             actor: self.actor.clone(),
         };
         let stop = shutdown.clone();
+        let what = match &request {
+            Request::Rollback(t) => format!("the rollback of {t}"),
+            Request::Cutover(t, _) => format!("a cutover step of {t}"),
+            other => format!("{other:?}"),
+        };
+        self.update(|f| f.acting.push(what.clone()));
         background.push(tokio::spawn(async move {
             tokio::select! {
                 biased;
@@ -360,7 +437,17 @@ impl<C: Control> Poller<C> {
                     me.update(|f| f.message = Some(message));
                 }
             }
+            me.update(|f| {
+                if let Some(i) = f.acting.iter().position(|a| *a == what) {
+                    f.acting.remove(i);
+                }
+            });
         }));
+    }
+
+    /// Whether the node refused the token: polling stops until the console restarts.
+    fn token_rejected(&self) -> bool {
+        self.shared.lock().ok().and_then(|f| f.get(self.index).map(|f| f.token_rejected)).unwrap_or(false)
     }
 
     /// The verify run still running on this node, if the console started one.
@@ -368,6 +455,22 @@ impl<C: Control> Poller<C> {
         let feeds = self.shared.lock().ok()?;
         let v = feeds.get(self.index)?.verify.as_ref()?;
         (v.state == "running").then(|| v.id.clone())
+    }
+}
+
+/// Whether an error is the node refusing the token (HTTP 401).
+fn rejected(e: &ControlError) -> bool {
+    matches!(e, ControlError::Unauthorized { .. } | ControlError::Remote { status: 401, .. })
+}
+
+/// One step's outcome in the footer's words.
+fn step_message(t: &str, v: &CutoverView) -> String {
+    match &v.outcome {
+        Some(r) if r.ok => {
+            format!("cutover of {t}: step {} done in {:.1} s — {}", r.step, r.millis as f64 / 1000.0, r.message)
+        }
+        Some(r) => format!("error: cutover of {t}: step {} failed: {}", r.step, r.message),
+        None => format!("cutover of {t}: nothing ran"),
     }
 }
 

@@ -86,6 +86,11 @@ macro_rules! colors {
                 })*
                 Ok(self)
             }
+
+            /// Every colour passed through `f` (to fit the terminal's colour depth).
+            pub fn map(self, f: impl Fn(Color) -> Color) -> Colors {
+                Colors { $($field: f(self.$field),)* }
+            }
         }
     };
 }
@@ -182,6 +187,12 @@ impl Theme {
         })
     }
 
+    /// The theme in the colours the terminal can show: `#rrggbb` becomes the nearest
+    /// of the 256 or 16 colours when the terminal has no true colour.
+    pub fn for_depth(self, depth: super::color_depth::ColorDepth) -> Theme {
+        Theme { name: self.name, colors: self.colors.map(|c| depth.fit(c)) }
+    }
+
     /// Plain text.
     pub fn text(&self) -> Style {
         Style::new().fg(self.colors.text).bg(self.colors.background)
@@ -255,7 +266,7 @@ impl Theme {
         match state {
             DirectionState::Streaming | DirectionState::Snapshotting(_) => self.ok(),
             DirectionState::Starting | DirectionState::Stopped => self.muted(),
-            DirectionState::WaitingForLease | DirectionState::Retrying => self.warn(),
+            DirectionState::WaitingForLease | DirectionState::Retrying | DirectionState::ClockSkew => self.warn(),
             DirectionState::Failed => self.error(),
         }
     }

@@ -52,11 +52,30 @@ impl LocalNode {
 
     /// [`Control::cutover_status`] in-process.
     pub async fn cutover_view(&self, task: &str) -> Result<CutoverView, ControlError> {
-        Ok(self.machine().view(task).await?)
+        let view = self.machine().view(task).await?;
+        self.note_view(task, &view);
+        Ok(view)
     }
 
     /// [`Control::cutover`] in-process.
     pub async fn cutover_act(&self, actor: &str, task: &str, req: CutoverRequest) -> Result<CutoverView, ControlError> {
-        Ok(self.machine().act(actor, task, req).await?)
+        let result = self.machine().act(actor, task, req).await;
+        // A failed or refused step may have frozen or lifted a freeze all the same.
+        match &result {
+            Ok(view) => self.note_view(task, view),
+            Err(_) => {
+                if let Ok(view) = self.machine().view(task).await {
+                    self.note_view(task, &view);
+                }
+            }
+        }
+        Ok(result?)
+    }
+
+    /// The freezes a cutover view saw, on both endpoints of its task.
+    fn note_view(&self, task: &str, view: &CutoverView) {
+        if let Some(t) = self.config().task(task) {
+            self.note_frozen(&[t.from.as_str(), t.to.as_str()], &view.live.frozen);
+        }
     }
 }

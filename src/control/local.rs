@@ -4,23 +4,20 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sqlx::Row as _;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
 
+use super::run::{StartError, plan, preflight_or_fail, start};
 use super::{
     ConflictEntry, Control, ControlError, EndpointView, NodeOverview, TaskView, VerifyProgress, VerifyRunner,
     VerifySummary,
 };
-use crate::commands::run::{plan, preflight_or_fail, start};
-use crate::commands::{CommandError, open_store};
-use crate::config::{Config, Endpoint, EndpointUrl, Task, mask_password};
-use crate::connector::mysql::{self, MysqlEndpoint};
-use crate::connector::sqlite::{self, Access, SqliteEndpoint};
-use crate::cutover::{CutoverRequest, CutoverView};
+use crate::config::{Config, Endpoint, Task};
+use crate::connector::registry::{self, FreezeRequest};
+use crate::cutover::{CutoverBrief, CutoverRequest, CutoverState, CutoverView};
 use crate::engine::metrics::DirectionMetrics;
 use crate::engine::{Engine, EngineError};
-use crate::model::now_micros;
+use crate::model::{FreezeMethod, now_micros};
 use crate::store::{AuditEntry, Store};
 
 /// One task of the file: its engine while running, its last metrics while paused.
@@ -39,37 +36,12 @@ pub struct LocalNode {
     slots: AsyncMutex<Vec<TaskSlot>>,
     frozen: Mutex<HashMap<String, Option<i64>>>,
     verify: Box<dyn VerifyRunner>,
-}
-
-fn sqlite_endpoint(ep: &Endpoint) -> Option<SqliteEndpoint> {
-    match &ep.url {
-        EndpointUrl::Sqlite(path) => {
-            Some(SqliteEndpoint { name: ep.name.clone(), site: ep.site.clone(), path: path.clone() })
-        }
-        _ => None,
-    }
-}
-
-fn url_text(url: &EndpointUrl) -> String {
-    match url {
-        EndpointUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
-        EndpointUrl::Mysql(u) | EndpointUrl::Postgres(u) => mask_password(u),
-    }
+    /// When this node started (µs): its uptime in the overview.
+    started_us: i64,
 }
 
 async fn read_frozen(ep: &Endpoint) -> Option<i64> {
-    if let EndpointUrl::Mysql(url) = &ep.url {
-        let m = MysqlEndpoint::new(&ep.name, ep.site.clone(), url).ok()?;
-        let mut conn = m.connect().await.ok()?;
-        let since = mysql::freeze::frozen_since(&m, &mut conn).await.ok().flatten();
-        let _ = conn.disconnect().await;
-        return since;
-    }
-    let s = sqlite_endpoint(ep)?;
-    let mut conn = s.connect(Access::ReadOnly).await.ok()?;
-    let since = sqlite::freeze::frozen_since(&s, &mut conn).await.ok().flatten();
-    sqlite::close(conn).await;
-    since
+    registry::frozen_since(ep).await.ok().flatten()
 }
 
 fn task_error(task: &str, e: impl std::fmt::Display) -> ControlError {
@@ -78,10 +50,10 @@ fn task_error(task: &str, e: impl std::fmt::Display) -> ControlError {
 
 impl LocalNode {
     /// Preflights every task of the file, opens the store and starts them all.
-    pub async fn start(config: Config, verify: Box<dyn VerifyRunner>) -> Result<LocalNode, CommandError> {
+    pub async fn start(config: Config, verify: Box<dyn VerifyRunner>) -> Result<LocalNode, StartError> {
         let tasks: Vec<&Task> = config.tasks.iter().collect();
         preflight_or_fail(&config, &tasks).await?;
-        let store = open_store(&config).await?;
+        let store = Store::open(&config.node.store.path(), true).await?;
         let shutdown = CancellationToken::new();
         let mut slots: Vec<TaskSlot> = Vec::new();
         for task in &config.tasks {
@@ -110,7 +82,15 @@ impl LocalNode {
         for ep in &config.endpoints {
             frozen.insert(ep.name.clone(), read_frozen(ep).await);
         }
-        Ok(LocalNode { config, store, shutdown, slots: AsyncMutex::new(slots), frozen: Mutex::new(frozen), verify })
+        Ok(LocalNode {
+            config,
+            store,
+            shutdown,
+            slots: AsyncMutex::new(slots),
+            frozen: Mutex::new(frozen),
+            verify,
+            started_us: now_micros(),
+        })
     }
 
     /// The task file.
@@ -173,6 +153,37 @@ impl LocalNode {
                 differences: p.differences,
                 finished_us: None,
             }),
+            cutover: None,
+        }
+    }
+
+    /// Every task's cutover as the store holds it (one read: the overview is polled every
+    /// second). A cutover run by another process on the same store shows too.
+    async fn cutover_briefs(&self) -> HashMap<String, CutoverBrief> {
+        match self.store.cutovers().await {
+            Ok(rows) => rows
+                .into_iter()
+                .filter_map(|(task, json)| {
+                    let state: CutoverState = serde_json::from_str(&json).ok()?;
+                    Some((task, CutoverBrief::from(&state)))
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the cutover states");
+                HashMap::new()
+            }
+        }
+    }
+
+    /// Takes in what a cutover saw of its endpoints' freezes: the cutover freezes and
+    /// lifts them itself, not through [`Control::freeze`], and the endpoints list (API,
+    /// Overview) must not say "not frozen" about a frozen source.
+    pub(super) fn note_frozen(&self, endpoints: &[&str], frozen: &[(String, i64)]) {
+        if let Ok(mut f) = self.frozen.lock() {
+            for ep in endpoints {
+                let since = frozen.iter().find(|(name, _)| name == ep).map(|(_, since)| *since);
+                f.insert((*ep).to_string(), since);
+            }
         }
     }
 
@@ -181,8 +192,8 @@ impl LocalNode {
         EndpointView {
             name: ep.name.clone(),
             site: ep.site.to_string(),
-            engine: ep.url.engine().to_string(),
-            url: url_text(&ep.url),
+            engine: registry::store_name(ep).to_string(),
+            url: ep.url.to_string(),
             frozen_since_us: frozen,
         }
     }
@@ -197,44 +208,22 @@ impl LocalNode {
 
     async fn set_frozen(&self, actor: &str, name: &str, freeze: bool) -> Result<EndpointView, ControlError> {
         let ep = self.find_endpoint(name)?;
-        let since = match &ep.url {
-            EndpointUrl::Mysql(url) => {
-                // Accounts that keep writing: those the endpoint's tasks exempt.
-                let exempt: Vec<String> = self
-                    .config
-                    .tasks
-                    .iter()
-                    .filter(|t| t.from == ep.name || t.to == ep.name)
-                    .flat_map(|t| t.cutover.exempt_users.iter().cloned())
-                    .collect();
-                let m = MysqlEndpoint::new(&ep.name, ep.site.clone(), url)?;
-                let mut conn = m.connect().await?;
-                let result = if freeze {
-                    mysql::freeze::freeze(&m, &mut conn, &exempt, &format!("frozen by {actor}")).await.map(|_| ())
-                } else {
-                    mysql::freeze::unfreeze(&m, &mut conn).await
-                };
-                let since = mysql::freeze::frozen_since(&m, &mut conn).await.ok().flatten();
-                let _ = conn.disconnect().await;
-                result?;
-                since
-            }
-            _ => {
-                let Some(s) = sqlite_endpoint(ep) else {
-                    return Err(ControlError::Unavailable { what: format!("freezing a {} endpoint", ep.url.engine()) });
-                };
-                let mut conn = s.connect(Access::ReadWrite).await?;
-                let result = if freeze {
-                    sqlite::freeze::freeze(&s, &mut conn, &format!("frozen by {actor}")).await.map(|_| ())
-                } else {
-                    sqlite::freeze::unfreeze(&s, &mut conn).await
-                };
-                let since = sqlite::freeze::frozen_since(&s, &mut conn).await.ok().flatten();
-                sqlite::close(conn).await;
-                result?;
-                since
-            }
-        };
+        // Accounts that keep writing: those the endpoint's tasks exempt.
+        let exempt_users: Vec<String> = self
+            .config
+            .tasks
+            .iter()
+            .filter(|t| t.from == ep.name || t.to == ep.name)
+            .flat_map(|t| t.cutover.exempt_users.iter().cloned())
+            .collect();
+        if freeze {
+            let how =
+                FreezeRequest { method: FreezeMethod::ReadOnly, exempt_users, reason: format!("frozen by {actor}") };
+            crate::cutover::endpoint::freeze_with(ep, &how).await?;
+        } else {
+            registry::unfreeze(ep).await?;
+        }
+        let since = read_frozen(ep).await;
         if let Ok(mut f) = self.frozen.lock() {
             f.insert(name.to_string(), since);
         }
@@ -246,12 +235,21 @@ impl LocalNode {
 
 impl Control for LocalNode {
     async fn overview(&self) -> Result<NodeOverview, ControlError> {
-        let tasks = self.slots.lock().await.iter().map(|s| self.view(s)).collect();
+        let cutovers = self.cutover_briefs().await;
+        let tasks = self
+            .slots
+            .lock()
+            .await
+            .iter()
+            .map(|s| TaskView { cutover: cutovers.get(&s.task.name).cloned(), ..self.view(s) })
+            .collect();
         Ok(NodeOverview {
             node: self.config.node.id.clone(),
             tasks,
             endpoints: self.config.endpoints.iter().map(|e| self.endpoint_view(e)).collect(),
             at_us: now_micros(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_us: Some(self.started_us),
         })
     }
 
@@ -298,6 +296,12 @@ impl Control for LocalNode {
         }
         let specs = plan(&self.config, &[t], &self.store).await.map_err(|e| task_error(task, e))?;
         let engine = start(specs, self.shutdown.child_token()).await.map_err(|e| task_error(task, e))?;
+        // Counters are per task life: the new directions go on from the old totals.
+        for m in engine.metrics() {
+            if let Some(old) = slot.metrics.iter().find(|o| o.id == m.id) {
+                m.carry_from(old);
+            }
+        }
         slot.metrics = engine.metrics();
         slot.engine = Some(engine);
         slot.paused = false;
@@ -309,7 +313,7 @@ impl Control for LocalNode {
 
     async fn verify_start(&self, actor: &str, task: &str, repair: bool) -> Result<VerifyProgress, ControlError> {
         let t = self.find_task(task)?;
-        let progress = self.verify.start(&self.config, t, repair)?;
+        let progress = self.verify.start(&self.config, t, repair, actor)?;
         let action = if repair { "verify.repair_start" } else { "verify.start" };
         self.store.audit(actor, action, Some(task), &format!("verify run {}", progress.id)).await?;
         Ok(progress)
@@ -363,39 +367,23 @@ impl Control for LocalNode {
     }
 }
 
-/// The newest conflicts a SQLite target logged; none when it never ran two-way.
+/// The newest conflicts a target logged; none when it never ran two-way or keeps no log.
 async fn read_conflicts(ep: &Endpoint, task: Option<&str>, limit: usize) -> Result<Vec<ConflictEntry>, ControlError> {
-    let Some(s) = sqlite_endpoint(ep) else {
-        return Ok(Vec::new());
-    };
-    let mut conn = s.connect(Access::ReadOnly).await?;
-    let rows = sqlx::query(
-        "SELECT id, task, direction, tbl, pk, policy, winner, incoming_site, local_site, detected_us \
-         FROM ferry_conflict WHERE (?1 IS NULL OR task = ?1) ORDER BY id DESC LIMIT ?2",
-    )
-    .bind(task)
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(&mut conn)
-    .await;
-    sqlite::close(conn).await;
-    // A target that never ran two-way has no ferry_conflict table: an empty log.
-    let Ok(rows) = rows else {
-        return Ok(Vec::new());
-    };
-    Ok(rows
-        .iter()
+    let records = registry::conflicts(ep, task, limit).await?.unwrap_or_default();
+    Ok(records
+        .into_iter()
         .map(|r| ConflictEntry {
-            id: r.get(0),
+            id: r.id,
             endpoint: ep.name.clone(),
-            task: r.get(1),
-            direction: r.get(2),
-            table: r.get(3),
-            key: r.get(4),
-            policy: r.get(5),
-            winner: r.get(6),
-            incoming_site: r.get(7),
-            local_site: r.get(8),
-            detected_us: r.get(9),
+            task: r.task,
+            direction: r.direction,
+            table: r.table,
+            key: r.key,
+            policy: r.policy,
+            winner: r.winner,
+            incoming_site: r.incoming_site,
+            local_site: r.local_site,
+            detected_us: r.detected_us,
         })
         .collect())
 }

@@ -6,6 +6,7 @@
 
 pub mod cutover;
 pub mod local;
+pub mod run;
 pub mod verify;
 pub mod verify_engine;
 
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Mode;
 use crate::connector::ConnectorError;
-use crate::cutover::{CutoverRequest, CutoverView};
+use crate::cutover::{CutoverBrief, CutoverRequest, CutoverView};
 use crate::engine::metrics::DirectionStatus;
 use crate::store::{AuditEntry, StoreError};
 pub use verify::{VerifyProgress, VerifyRunner, VerifyUnavailable};
@@ -83,6 +84,20 @@ pub enum ControlError {
         #[source]
         source: reqwest::Error,
     },
+    /// Too many failed authentications from this address: wait.
+    #[error("{message}")]
+    TooManyRequests {
+        /// How long to wait.
+        message: String,
+    },
+    /// A remote node's TLS certificate was not trusted (or TLS could not be set up).
+    #[error("node {node}: {message}")]
+    Untrusted {
+        /// The node's URL.
+        node: String,
+        /// Why, with the fix.
+        message: String,
+    },
     /// A remote node answered with an error.
     #[error("node {node}: {endpoint}: HTTP {status}: {message}")]
     Remote {
@@ -107,8 +122,9 @@ impl ControlError {
             ControlError::Unavailable { .. } => 501,
             ControlError::Forbidden { .. } => 403,
             ControlError::Unauthorized { .. } => 401,
+            ControlError::TooManyRequests { .. } => 429,
             ControlError::Remote { status, .. } => *status,
-            ControlError::Unreachable { .. } => 502,
+            ControlError::Unreachable { .. } | ControlError::Untrusted { .. } => 502,
             ControlError::Store(_) | ControlError::Connector(_) | ControlError::Task { .. } => 500,
         }
     }
@@ -159,6 +175,9 @@ pub struct TaskView {
     pub directions: Vec<DirectionStatus>,
     /// The last verify, if any.
     pub last_verify: Option<VerifySummary>,
+    /// Its cutover, when one was ever started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover: Option<CutoverBrief>,
 }
 
 impl TaskView {
@@ -189,6 +208,12 @@ pub struct NodeOverview {
     pub endpoints: Vec<EndpointView>,
     /// When this was taken (µs).
     pub at_us: i64,
+    /// The ferry version the node runs (empty from a node older than this field).
+    #[serde(default)]
+    pub version: String,
+    /// When the node's process started its tasks (µs), for its uptime.
+    #[serde(default)]
+    pub started_us: Option<i64>,
 }
 
 /// One entry of a target's conflict log.
@@ -218,12 +243,36 @@ pub struct ConflictEntry {
     pub detected_us: i64,
 }
 
+/// Who the console or client is to a node: the role its actions are judged by and
+/// whether the link is encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    /// The token's name (`local` for loopback clients of a node without tokens, and
+    /// for the in-process engine).
+    pub name: String,
+    /// The role.
+    pub role: crate::config::Role,
+    /// Whether the node serves HTTPS; `None` in-process (no network).
+    pub tls: Option<bool>,
+}
+
+impl Access {
+    /// The in-process engine: the console's own user, every action.
+    pub fn in_process() -> Access {
+        Access { name: "local".into(), role: crate::config::Role::Admin, tls: None }
+    }
+}
+
 /// The operator interface. Methods that change something take the acting user's name
 /// for the audit log; a remote implementation ignores it (the node audits the token's
 /// name instead).
 pub trait Control: Send + Sync + 'static {
     /// Every task with live metrics, and the endpoints.
     fn overview(&self) -> impl Future<Output = Result<NodeOverview, ControlError>> + Send;
+    /// Who the caller is to this node (in-process: everything allowed).
+    fn access(&self) -> impl Future<Output = Result<Access, ControlError>> + Send {
+        async { Ok(Access::in_process()) }
+    }
     /// Stops a task's directions after their in-flight batch (audited).
     fn pause(&self, actor: &str, task: &str) -> impl Future<Output = Result<TaskView, ControlError>> + Send;
     /// Starts a paused or failed task again (audited).

@@ -16,8 +16,15 @@ pub struct TableVerify {
     pub chunks_done: u64,
     /// Chunks planned.
     pub chunks_total: u64,
-    /// Rows that differ (confirmed).
+    /// Rows that differ: found so far while the run goes on, confirmed once it ended.
     pub differences: u64,
+    /// Rows that differed while replication was behind and matched on a re-check (once
+    /// the run ended): not a problem.
+    #[serde(default)]
+    pub transient: u64,
+    /// Rows that kept changing through every re-check (once the run ended).
+    #[serde(default)]
+    pub unsettled: u64,
 }
 
 /// A verify run's progress and, once finished, its report.
@@ -31,8 +38,17 @@ pub struct VerifyProgress {
     pub state: String,
     /// Per-table progress.
     pub tables: Vec<TableVerify>,
-    /// Differences found so far, all tables.
+    /// Differences found so far, all tables; confirmed ones once the run ended.
     pub differences: u64,
+    /// Transient differences, all tables (once the run ended).
+    #[serde(default)]
+    pub transient: u64,
+    /// Unsettled differences, all tables (once the run ended).
+    #[serde(default)]
+    pub unsettled: u64,
+    /// The direction checked (`a->b`: `a` is the source of truth).
+    #[serde(default)]
+    pub direction: String,
     /// The report (text) once finished.
     pub report: Option<String>,
 }
@@ -41,8 +57,9 @@ pub struct VerifyProgress {
 /// them when dropped or shut down; `start` returns at once.
 pub trait VerifyRunner: Send + Sync {
     /// Starts verifying `task` (and, with `repair`, making the target equal to the
-    /// source); returns the new run's first progress (with its id).
-    fn start(&self, config: &Config, task: &Task, repair: bool) -> Result<VerifyProgress, ControlError>;
+    /// source) for `actor`; returns the new run's first progress (with its id). A run that
+    /// ends records its verdict like the CLI's ([`crate::verify::record`]).
+    fn start(&self, config: &Config, task: &Task, repair: bool, actor: &str) -> Result<VerifyProgress, ControlError>;
     /// The progress of a run.
     fn progress(&self, id: &str) -> Result<VerifyProgress, ControlError>;
     /// The newest run of a task, if any.
@@ -58,7 +75,13 @@ fn unavailable() -> ControlError {
 }
 
 impl VerifyRunner for VerifyUnavailable {
-    fn start(&self, _config: &Config, _task: &Task, _repair: bool) -> Result<VerifyProgress, ControlError> {
+    fn start(
+        &self,
+        _config: &Config,
+        _task: &Task,
+        _repair: bool,
+        _actor: &str,
+    ) -> Result<VerifyProgress, ControlError> {
         Err(unavailable())
     }
 

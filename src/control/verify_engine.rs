@@ -10,11 +10,10 @@ use tokio::task::JoinHandle;
 
 use super::ControlError;
 use super::verify::{TableVerify, VerifyProgress, VerifyRunner};
-use crate::commands::store_path;
 use crate::config::{Config, Task};
 use crate::store::Store;
 use crate::verify::progress::{Progress, ProgressEvent};
-use crate::verify::{Options, verify_task};
+use crate::verify::{Options, record, verify_task};
 
 type Runs = Arc<Mutex<HashMap<String, VerifyProgress>>>;
 
@@ -44,7 +43,14 @@ fn update(runs: &Runs, id: &str, f: impl FnOnce(&mut VerifyProgress)) {
 fn apply_event(p: &mut VerifyProgress, e: ProgressEvent) {
     match e {
         ProgressEvent::TableStarted { table, .. } => {
-            p.tables.push(TableVerify { table, chunks_done: 0, chunks_total: 1, differences: 0 });
+            p.tables.push(TableVerify {
+                table,
+                chunks_done: 0,
+                chunks_total: 1,
+                differences: 0,
+                transient: 0,
+                unsettled: 0,
+            });
         }
         ProgressEvent::Chunk { table, .. } => {
             if let Some(t) = p.tables.iter_mut().find(|t| t.table == table) {
@@ -65,7 +71,7 @@ fn apply_event(p: &mut VerifyProgress, e: ProgressEvent) {
 }
 
 impl VerifyRunner for VerifyEngine {
-    fn start(&self, config: &Config, task: &Task, repair: bool) -> Result<VerifyProgress, ControlError> {
+    fn start(&self, config: &Config, task: &Task, repair: bool, actor: &str) -> Result<VerifyProgress, ControlError> {
         let id = format!("{}-{}", task.name, self.next.fetch_add(1, Ordering::Relaxed) + 1);
         let first = VerifyProgress {
             id: id.clone(),
@@ -73,11 +79,14 @@ impl VerifyRunner for VerifyEngine {
             state: "running".into(),
             tables: Vec::new(),
             differences: 0,
+            transient: 0,
+            unsettled: 0,
+            direction: format!("{}->{}", task.from, task.to),
             report: None,
         };
         self.runs.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), first.clone());
         let (progress, mut rx) = Progress::channel();
-        let (runs, config, task) = (self.runs.clone(), config.clone(), task.clone());
+        let (runs, config, task, actor) = (self.runs.clone(), config.clone(), task.clone(), actor.to_string());
         let handle = tokio::spawn(async move {
             let events = {
                 let (runs, id) = (runs.clone(), id.clone());
@@ -88,11 +97,21 @@ impl VerifyRunner for VerifyEngine {
                 }
             };
             let work = async move {
-                let result = match Store::open(&store_path(&config), true).await {
+                let result = match Store::open(&config.node.store.path(), true).await {
                     Ok(store) => {
-                        verify_task(&config, &task, &Options { repair, ..Options::default() }, &store, &progress)
-                            .await
-                            .map_err(|e| e.to_string())
+                        let opts = Options { repair, ..Options::default() };
+                        let result = verify_task(&config, &task, &opts, &store, &progress).await;
+                        // The same evidence the CLI writes: cutover's Preflight counts it.
+                        let recorded = match &result {
+                            Ok(report) => record(&store, &actor, report, "").await.map_err(|e| e.to_string()),
+                            Err(_) => Ok(()),
+                        };
+                        store.close().await;
+                        match (result, recorded) {
+                            (Ok(report), Ok(())) => Ok(report),
+                            (Ok(_), Err(e)) => Err(format!("the verify ended but could not be recorded: {e}")),
+                            (Err(e), _) => Err(e.to_string()),
+                        }
                     }
                     Err(e) => Err(e.to_string()),
                 };
@@ -104,6 +123,16 @@ impl VerifyRunner for VerifyEngine {
                 Ok(report) => {
                     p.state = if report.identical { "identical" } else { "different" }.into();
                     p.differences = report.confirmed;
+                    p.transient = report.transient;
+                    p.unsettled = report.unsettled;
+                    // Per table, what the re-checks settled: confirmed apart from transient.
+                    for t in &report.tables {
+                        if let Some(row) = p.tables.iter_mut().find(|r| r.table == t.table) {
+                            row.differences = t.confirmed.len() as u64 + t.not_listed;
+                            row.transient = t.transient.len() as u64;
+                            row.unsettled = t.unsettled.len() as u64;
+                        }
+                    }
                     p.report = Some(report.text());
                 }
                 Err(message) => {

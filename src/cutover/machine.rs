@@ -12,8 +12,8 @@ use super::{
     StepRecord, StepView, endpoint,
 };
 use crate::config::{Config, Endpoint, Mode, Task};
-use crate::connector::sqlite::state::{host_name, pid_alive};
-use crate::connector::{DirectionId, probe};
+use crate::connector::host::{host_name, pid_alive};
+use crate::connector::{DirectionId, registry};
 use crate::engine::plan_task;
 use crate::engine::task::{DirectionSpec, prepare_target, prepare_target_at};
 use crate::model::{Position, now_micros};
@@ -108,10 +108,8 @@ async fn pause_hook(step: Step) {
 }
 
 fn parse_position(text: &Option<String>, what: &str) -> Result<Position, String> {
-    text.as_deref()
-        .ok_or_else(|| format!("{what} was not recorded"))?
-        .parse()
-        .map_err(|e: crate::model::PositionParseError| e.to_string())
+    let text = text.as_deref().ok_or_else(|| format!("{what} was not recorded"))?;
+    crate::connector::registry::parse_position(text).map_err(|e| e.to_string())
 }
 
 /// The refusal of a step or rollback when no cutover was started.
@@ -236,8 +234,9 @@ impl<H: TaskHost> Machine<'_, H> {
         };
         if let (Ok(src), Ok(dst)) = (self.endpoint(&from), self.endpoint(&to)) {
             let dir = DirectionId { task: t.name.clone(), from: from.clone(), to: to.clone() };
-            let applied = probe::target_state(dst, &dir).await.ok().and_then(|s| s.checkpoint).and_then(|c| c.position);
-            let head = probe::source_head(src).await.ok().flatten();
+            let applied =
+                registry::target_state(dst, &dir).await.ok().and_then(|s| s.checkpoint).and_then(|c| c.position);
+            let head = registry::source_head(src).await.ok().flatten();
             if let (Some(a), Some(h)) = (applied, head) {
                 live.changes_pending = a.changes_until(&h);
             }
@@ -373,7 +372,7 @@ impl<H: TaskHost> Machine<'_, H> {
             Step::Preflight => self.preflight(t, state).await,
             Step::Freeze => self.freeze(t, state).await,
             Step::Drain => self.drain(actor, t, state).await,
-            Step::Verify => self.verify(t, state).await,
+            Step::Verify => self.verify(actor, t, state).await,
             Step::Switch => self.switch(actor, t, state).await,
             Step::OpenTarget => self.open_target(state).await,
             Step::RollbackFreezeTarget => self.rollback_freeze(t, state).await,
@@ -455,7 +454,7 @@ impl<H: TaskHost> Machine<'_, H> {
         let mut reverse = t.clone();
         reverse.from = state.to.clone();
         reverse.to = state.from.clone();
-        let (_, problems) = crate::commands::check::preflight(self.config, &[&reverse]).await;
+        let (_, problems) = crate::engine::preflight::preflight(self.config, &[&reverse]).await;
         let seen = if problems.is_empty() {
             "possible".to_string()
         } else {
@@ -501,7 +500,7 @@ impl<H: TaskHost> Machine<'_, H> {
         let start = Instant::now();
         loop {
             let applied =
-                probe::target_state(target, dir).await.ok().and_then(|s| s.checkpoint).and_then(|c| c.position);
+                registry::target_state(target, dir).await.ok().and_then(|s| s.checkpoint).and_then(|c| c.position);
             let reached = applied.as_ref().and_then(|a| a.stream_cmp(until)).is_some_and(|o| o.is_ge());
             if reached {
                 let seen = applied.map(|a| a.to_string()).unwrap_or_default();
@@ -544,7 +543,7 @@ impl<H: TaskHost> Machine<'_, H> {
         Ok((checks, format!("drained; {} starts at {head}", reverse.id)))
     }
 
-    async fn verify(&self, t: &Task, state: &CutoverState) -> StepResult {
+    async fn verify(&self, actor: &str, t: &Task, state: &CutoverState) -> StepResult {
         let mut checks = Vec::new();
         let mut task = t.clone();
         task.from = state.from.clone();
@@ -563,9 +562,9 @@ impl<H: TaskHost> Machine<'_, H> {
                 report.rows_checked,
                 report.seconds
             );
-            let detail = format!("{} verify of {} -> {} in cutover: {seen}", report.mode, report.source, report.target);
-            let action = if report.identical { "verify.clean" } else { "verify.differs" };
-            self.store.audit("ferry", action, Some(&t.name), &detail).await.map_err(|e| fail(checks.clone(), e))?;
+            crate::verify::record(self.store, actor, &report, "in cutover")
+                .await
+                .map_err(|e| fail(checks.clone(), e))?;
             checks.push(check(name, seen, report.identical));
             if !report.identical {
                 return Err(fail(checks, format!("differences: {}", report.text().trim())));

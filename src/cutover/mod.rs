@@ -241,6 +241,57 @@ pub struct CutoverState {
     pub last_error: Option<String>,
 }
 
+/// Where a task's cutover stands, in a line: what the Overview, the node API's task list
+/// and `ferry status` show.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CutoverBrief {
+    /// The next step to run (the current one while `running`).
+    pub step: Step,
+    /// The task file's source.
+    pub from: String,
+    /// The task file's target.
+    pub to: String,
+    /// When the cutover started (µs).
+    pub started_us: i64,
+    /// Whether a process is running `step` right now.
+    pub running: bool,
+    /// The last step's failure, until a step succeeds.
+    pub last_error: Option<String>,
+}
+
+impl CutoverBrief {
+    /// Whether the cutover is under way: past Preflight and not ended. Quitting a console
+    /// then leaves endpoints frozen or a step half-run.
+    pub fn in_progress(&self) -> bool {
+        !self.step.terminal() && (self.step != Step::Preflight || self.running)
+    }
+
+    /// `next step drain`, `step drain running`, `step drain failed`, `done`, `rolled-back`.
+    pub fn describe(&self) -> String {
+        if self.step.terminal() {
+            return self.step.to_string();
+        }
+        match (self.running, &self.last_error) {
+            (true, _) => format!("step {} running", self.step),
+            (false, Some(_)) => format!("step {} failed", self.step),
+            (false, None) => format!("next step {}", self.step),
+        }
+    }
+}
+
+impl From<&CutoverState> for CutoverBrief {
+    fn from(s: &CutoverState) -> Self {
+        CutoverBrief {
+            step: s.step,
+            from: s.from.clone(),
+            to: s.to.clone(),
+            started_us: s.started_us,
+            running: s.running.is_some(),
+            last_error: s.last_error.clone(),
+        }
+    }
+}
+
 /// Live values a step's checks look at.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LiveValues {
@@ -339,7 +390,7 @@ pub async fn apply_directions(config: &mut Config, store: &Store) -> Result<Vec<
 
 /// [`apply_directions`] with the store at the file's [node] store, when it exists.
 pub async fn apply_stored_directions(config: &mut Config) -> Result<Vec<(String, String)>, StoreError> {
-    match Store::open_existing(&crate::commands::store_path(config)).await? {
+    match Store::open_existing(&config.node.store.path()).await? {
         Some(store) => {
             let changed = apply_directions(config, &store).await;
             store.close().await;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::CommandError;
 use crate::config::Config;
+use crate::connector::sqlite::compare::compare_databases;
 use crate::connector::sqlite::{Access, SqliteEndpoint};
 use crate::console::app::{App, ConfigView};
 use crate::console::source::Feeds;
@@ -21,9 +22,8 @@ use crate::console::{choose_theme, config_dir, run_in_terminal};
 use crate::control::VerifyEngine;
 use crate::control::local::LocalNode;
 use crate::engine::metrics::{DirectionMetrics, DirectionStatus};
-use crate::model::{Position, SiteId};
+use crate::model::SiteId;
 use crate::store::actor;
-use crate::verify::compare::compare_databases;
 use workload::{Writer, WriterStats};
 
 /// Flags of `ferry demo`.
@@ -41,30 +41,8 @@ pub struct DemoOptions {
     pub seed: Option<u64>,
 }
 
-const TASK_FILE: &str = r#"# Written by `ferry demo`: the same task can be run again with
-#   ferry run --config ferry.toml      ferry status --config ferry.toml
-[node]
-id = "demo"
-store = "sqlite://ferry-meta.db"
-
-[[endpoint]]
-name = "a"
-site = "dc-a"
-url = "sqlite://a.db"
-
-[[endpoint]]
-name = "b"
-site = "dc-b"
-url = "sqlite://b.db"
-
-[[task]]
-name = "demo"
-from = "a"
-to = "b"
-mode = "two-way"
-tables = ["*"]
-conflict = "last-writer-wins"
-"#;
+/// The demo's task file (also the smallest complete example, shown in the docs).
+const TASK_FILE: &str = include_str!("../../assets/demo.toml");
 
 fn prepare_dir(dir: Option<&Path>) -> Result<(PathBuf, bool), CommandError> {
     let (path, keep) = match dir {
@@ -155,8 +133,10 @@ async fn run_demo(opts: &DemoOptions, dir: &Path, signal: impl Future<Output = (
             let mut app = App::new(theme);
             app.theme_dir = config_dir().map(|d| d.join("themes"));
             app.config = Some(ConfigView::open(task_file.clone()));
+            // The demo's documented q: end the workload and print the summary, no question.
+            app.quit_asks = false;
             let mut feeds = Feeds::new();
-            feeds.add("in-process", node.clone(), who.clone());
+            feeds.add(crate::console::source::IN_PROCESS, node.clone(), who.clone());
             let shown = run_in_terminal(&mut app, &feeds, signal).await;
             feeds.stop().await;
             if let Err(e) = shown {
@@ -297,7 +277,12 @@ async fn wait_caught_up(
         let directions = node.directions().await;
         let done = targets.iter().all(|(dir, h)| {
             directions.iter().any(|m| {
-                m.id.direction() == *dir && matches!(m.position(), Some(Position::Sqlite { seq }) if seq >= *h)
+                // Streaming: the copy is over (the position also moves during the copy).
+                m.id.direction() == *dir
+                    && m.state() == crate::engine::metrics::DirectionState::Streaming
+                    && m.position()
+                        .and_then(|p| crate::connector::sqlite::position::seq(&p))
+                        .is_some_and(|seq| seq >= *h)
             })
         });
         if done {

@@ -2,10 +2,11 @@
 //! the store, the API and the console (readers).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use super::clock::{SkewLevel, SkewView};
 use crate::connector::DirectionId;
 use crate::model::{Position, now_micros};
 
@@ -23,6 +24,9 @@ pub enum DirectionState {
     Streaming,
     /// An endpoint failed; retrying after a pause.
     Retrying,
+    /// Two-way: the two sides' clocks are further apart than `clock_skew_pause`;
+    /// applying waits until they are back within it.
+    ClockSkew,
     /// Stopped cleanly.
     Stopped,
     /// Stopped by an error that needs a human.
@@ -37,6 +41,7 @@ impl std::fmt::Display for DirectionState {
             DirectionState::Snapshotting(t) => write!(f, "snapshot {t}"),
             DirectionState::Streaming => f.write_str("streaming"),
             DirectionState::Retrying => f.write_str("retrying"),
+            DirectionState::ClockSkew => f.write_str("clock skew"),
             DirectionState::Stopped => f.write_str("stopped"),
             DirectionState::Failed => f.write_str("failed"),
         }
@@ -95,7 +100,13 @@ pub struct DirectionMetrics {
     behind: AtomicU64,
     last_heartbeat_us: AtomicI64,
     caught_up_us: AtomicI64,
+    clock: Mutex<Option<SkewView>>,
+    retained: AtomicU64,
+    retention_alarm: AtomicBool,
 }
+
+/// `behind` when the source cannot count changes.
+const UNKNOWN: u64 = u64::MAX;
 
 /// A point-in-time copy of a direction's metrics.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,8 +121,9 @@ pub struct DirectionStatus {
     pub position: Option<String>,
     /// Seconds since the last applied source heartbeat was written (None before the first).
     pub lag_seconds: Option<f64>,
-    /// Changes the source has that are not applied yet.
-    pub changes_behind: u64,
+    /// Changes the source has that are not applied yet; `None` where the source cannot
+    /// count them (a binlog or WAL position is an offset, not a change count).
+    pub changes_behind: Option<u64>,
     /// Rows per second over 1, 10 and 60 seconds.
     pub rows_per_sec: [f64; 3],
     /// Row changes applied (stream).
@@ -126,8 +138,31 @@ pub struct DirectionStatus {
     pub errors_total: u64,
     /// The last error, with its fix.
     pub last_error: Option<String>,
+    /// The source's clock minus ferry's, in seconds (measured each second by the
+    /// heartbeat writer); `None` where the store cannot tell its time.
+    #[serde(default)]
+    pub clock_offset_seconds: Option<f64>,
+    /// Two-way: the source's clock minus the target's, in seconds: what last-writer-wins
+    /// is off by. `None` for one-way tasks and while a side is not measured.
+    #[serde(default)]
+    pub clock_skew_seconds: Option<f64>,
+    /// `ok`, `alarm` (above `clock_skew_alarm`), `paused` (above `clock_skew_pause`:
+    /// applying waits) or `unknown`.
+    #[serde(default)]
+    pub clock_skew: SkewLevel,
+    /// The alarm or pause in words, with its fix.
+    #[serde(default)]
+    pub clock_message: Option<String>,
     /// When this was taken (µs).
     pub at_us: i64,
+    /// Bytes of change history the source keeps for this direction (a PostgreSQL slot's
+    /// retained WAL); `None` where the source keeps none per reader.
+    #[serde(default)]
+    pub retained_bytes: Option<u64>,
+    /// The retained history is over the task's `retention_alarm`, or the source says it
+    /// is about to discard it.
+    #[serde(default)]
+    pub retention_alarm: bool,
 }
 
 impl DirectionMetrics {
@@ -144,9 +179,12 @@ impl DirectionMetrics {
             snapshot_rows: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            behind: AtomicU64::new(0),
+            behind: AtomicU64::new(UNKNOWN),
             last_heartbeat_us: AtomicI64::new(0),
             caught_up_us: AtomicI64::new(0),
+            clock: Mutex::new(None),
+            retained: AtomicU64::new(UNKNOWN),
+            retention_alarm: AtomicBool::new(false),
         }
     }
 
@@ -176,17 +214,38 @@ impl DirectionMetrics {
         }
     }
 
+    /// Adds the counters of `earlier`, the same direction before a pause: the totals
+    /// count over the task's life in this process, not since the last resume.
+    pub fn carry_from(&self, earlier: &DirectionMetrics) {
+        for (mine, theirs) in [
+            (&self.changes, &earlier.changes),
+            (&self.txns, &earlier.txns),
+            (&self.snapshot_rows, &earlier.snapshot_rows),
+            (&self.conflicts, &earlier.conflicts),
+            (&self.errors, &earlier.errors),
+        ] {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     /// Records the commit time of the newest source heartbeat applied.
     pub fn heartbeat_applied(&self, ts_us: i64) {
         self.last_heartbeat_us.fetch_max(ts_us, Ordering::Relaxed);
     }
 
     /// Records how many changes the source has beyond the applied position.
-    pub fn set_behind(&self, n: u64) {
-        self.behind.store(n, Ordering::Relaxed);
-        if n == 0 {
+    pub fn set_behind(&self, n: Option<u64>) {
+        self.behind.store(n.unwrap_or(UNKNOWN), Ordering::Relaxed);
+        if n == Some(0) {
             self.caught_up_us.store(now_micros(), Ordering::Relaxed);
         }
+    }
+
+    /// Records the history the source keeps for this direction and whether it is too
+    /// much; returns whether the alarm just went on.
+    pub fn set_retained(&self, bytes: Option<u64>, alarm: bool) -> bool {
+        self.retained.store(bytes.unwrap_or(UNKNOWN), Ordering::Relaxed);
+        !self.retention_alarm.swap(alarm, Ordering::Relaxed) && alarm
     }
 
     /// Records an error (retried or fatal).
@@ -204,6 +263,13 @@ impl DirectionMetrics {
         }
     }
 
+    /// Records the latest view of the task's clocks.
+    pub fn set_clock(&self, view: SkewView) {
+        if let Ok(mut g) = self.clock.lock() {
+            *g = Some(view);
+        }
+    }
+
     /// The last applied position.
     pub fn position(&self) -> Option<Position> {
         self.position.lock().ok().and_then(|g| g.clone())
@@ -217,13 +283,19 @@ impl DirectionMetrics {
             Ok(mut r) => [r.rate(1, now / 1_000_000), r.rate(10, now / 1_000_000), r.rate(60, now / 1_000_000)],
             Err(_) => [0.0; 3],
         };
+        let clock = self.clock.lock().ok().and_then(|g| g.clone());
+        let secs = |us: Option<i64>| us.map(|u| u as f64 / 1e6);
         DirectionStatus {
+            clock_offset_seconds: secs(clock.as_ref().and_then(|c| c.offset_us)),
+            clock_skew_seconds: secs(clock.as_ref().and_then(|c| c.skew_us)),
+            clock_skew: clock.as_ref().map_or(SkewLevel::Unknown, |c| c.level),
+            clock_message: clock.and_then(|c| c.message),
             task: self.id.task.clone(),
             direction: self.id.direction(),
             state: self.state(),
             position: self.position().map(|p| p.to_string()),
             lag_seconds: (hb > 0).then(|| ((now - hb).max(0)) as f64 / 1e6),
-            changes_behind: self.behind.load(Ordering::Relaxed),
+            changes_behind: Some(self.behind.load(Ordering::Relaxed)).filter(|&n| n != UNKNOWN),
             rows_per_sec: rates,
             changes_total: self.changes.load(Ordering::Relaxed),
             txns_total: self.txns.load(Ordering::Relaxed),
@@ -232,8 +304,22 @@ impl DirectionMetrics {
             errors_total: self.errors.load(Ordering::Relaxed),
             last_error: self.last_error.lock().ok().and_then(|g| g.clone()),
             at_us: now,
+            retained_bytes: Some(self.retained.load(Ordering::Relaxed)).filter(|&n| n != UNKNOWN),
+            retention_alarm: self.retention_alarm.load(Ordering::Relaxed),
         }
     }
+}
+
+/// A byte count for people: `512 B`, `3.2 MB`, `10.0 GB` (1024-based).
+pub fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
 #[cfg(test)]
@@ -248,5 +334,46 @@ mod tests {
         assert_eq!(w.rate(1, 1002), 50.0);
         assert_eq!(w.rate(10, 1002), 15.0);
         assert_eq!(w.rate(1, 1100), 0.0);
+    }
+
+    #[test]
+    fn changes_behind_is_absent_where_the_source_cannot_count() {
+        let id = DirectionId { task: "t".into(), from: "a".into(), to: "b".into() };
+        let m = DirectionMetrics::new(id);
+        assert_eq!(m.status().changes_behind, None, "unknown before the first head");
+        m.set_behind(Some(7));
+        assert_eq!(m.status().changes_behind, Some(7));
+        m.set_behind(None);
+        assert_eq!(m.status().changes_behind, None, "a binlog offset is not a count");
+    }
+
+    #[test]
+    fn counters_carry_over_a_pause() {
+        let id = DirectionId { task: "t".into(), from: "a".into(), to: "b".into() };
+        let before = DirectionMetrics::new(id.clone());
+        before.applied(579, 100, 10, 86, &Position::new(String::new(), Vec::new(), None));
+        let after = DirectionMetrics::new(id);
+        after.applied(1, 1, 0, 2, &Position::new(String::new(), Vec::new(), None));
+        after.carry_from(&before);
+        let s = after.status();
+        assert_eq!((s.changes_total, s.txns_total, s.snapshot_rows_total, s.conflicts_total), (580, 101, 10, 88));
+    }
+
+    #[test]
+    fn sizes_read_for_people() {
+        assert_eq!(size_text(512), "512 B");
+        assert_eq!(size_text(3 << 20), "3.0 MB");
+        assert_eq!(size_text(10 << 30), "10.0 GB");
+    }
+
+    #[test]
+    fn the_retention_alarm_reports_when_it_goes_on() {
+        let id = DirectionId { task: "t".into(), from: "a".into(), to: "b".into() };
+        let m = DirectionMetrics::new(id);
+        assert_eq!((m.status().retained_bytes, m.status().retention_alarm), (None, false));
+        assert!(!m.set_retained(Some(10), false));
+        assert!(m.set_retained(Some(100), true), "went on");
+        assert!(!m.set_retained(Some(200), true), "stays on: reported once");
+        assert_eq!((m.status().retained_bytes, m.status().retention_alarm), (Some(200), true));
     }
 }

@@ -1,9 +1,11 @@
 //! The sync engine: tasks split into directions, each run by [`task::run_direction`]
 //! under one shutdown token, with live metrics.
 
-pub mod conflict;
+pub mod blob;
+pub mod clock;
 pub mod map;
 pub mod metrics;
+pub mod preflight;
 pub mod task;
 
 use std::sync::Arc;
@@ -33,8 +35,11 @@ pub enum EngineError {
         /// Who holds it.
         holder: Box<LeaseHolder>,
     },
-    /// Someone took the lease while this process ran (it was presumed dead).
-    #[error("task {dir}: lost its lease to {holder}; stopping so that two processes never apply the same changes")]
+    /// Someone took the lease while this process ran (it was presumed dead: paused, hung
+    /// or cut off longer than the lease lasts).
+    #[error(
+        "task {dir}: lost its lease to {holder} (this process did not renew it in time: it was paused, hung or cut off); stopping without applying anything more, so that two processes never apply the same changes\n  fix: nothing to do while that process runs the task; if it is gone, start ferry again"
+    )]
     LeaseLost {
         /// The direction.
         dir: DirectionId,
@@ -50,16 +55,6 @@ pub enum EngineError {
         /// The table (source name).
         table: String,
     },
-    /// An endpoint kind this build cannot run yet.
-    #[error(
-        "endpoint {endpoint}: {engine} endpoints cannot be synced by this version of ferry yet\n  fix: use SQLite endpoints for now (MySQL/MariaDB support is in progress)"
-    )]
-    Unsupported {
-        /// Endpoint name.
-        endpoint: String,
-        /// Engine name.
-        engine: &'static str,
-    },
 }
 
 impl EngineError {
@@ -67,7 +62,6 @@ impl EngineError {
     pub fn is_setup(&self) -> bool {
         match self {
             EngineError::Connector(e) => e.kind() == ErrorKind::Setup,
-            EngineError::Unsupported { .. } => true,
             EngineError::LeaseHeld { .. } | EngineError::LeaseLost { .. } | EngineError::Reload { .. } => false,
         }
     }
@@ -82,6 +76,8 @@ pub fn plan_task(config: &Config, task: &Task, skips: &[(String, Position)]) -> 
     if task.mode == Mode::TwoWay {
         pairs.push((b, a));
     }
+    // Both directions share the task's clocks: each reads its source's.
+    let clock = Arc::new(clock::TaskClock::new(&task.name, task.mode == Mode::TwoWay, task.clock_skew));
     pairs
         .into_iter()
         .map(|(from, to)| {
@@ -105,9 +101,15 @@ pub fn plan_task(config: &Config, task: &Task, skips: &[(String, Position)]) -> 
                 keep_transactions: task.keep_transactions,
                 workers: task.workers,
                 max_rows_per_sec: task.max_rows_per_sec,
+                topic: task.topic.clone(),
+                retention_alarm: task.retention_alarm,
                 maps: if from.name == task.from { task.maps.clone() } else { Vec::new() },
                 node_id: config.node.id.clone(),
                 tuning: Tuning::default(),
+                clock: clock.clone(),
+                once: false,
+                rescan: task.rescan,
+                max_bytes_per_sec: task.max_bytes_per_sec,
             }
         })
         .collect()

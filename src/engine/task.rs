@@ -10,27 +10,30 @@
 use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::EngineError;
+use super::clock::{self, SkewLevel, TaskClock};
 use super::map::Renames;
 use super::metrics::{DirectionMetrics, DirectionState};
-use crate::config::{Endpoint, EndpointUrl, TableMap};
-use crate::connector::mysql::{MysqlEndpoint, apply::MysqlSink, source::MysqlSource};
-use crate::connector::sqlite::schema::HEARTBEAT_TABLE;
-use crate::connector::sqlite::{Access, SqliteEndpoint, apply::SqliteSink, capture::SqliteSource};
+use crate::config::{Endpoint, TableMap};
+use crate::connector::dynamic;
+use crate::connector::registry::{self, SinkOptions, SourceOptions};
 use crate::connector::{
     ApplyBatch, ApplyReport, Checkpoint, Chunk, ConflictRules, ConnectorError, DirectionId, ErrorKind, LeaseHolder,
     LeaseOutcome, ReadBatch, ReadRequest, Sink, SnapshotRows, Source, TableProgress,
 };
-use crate::connector::{SIGNAL_TABLE, typemap};
-use crate::model::{Change, Key, Op, Position, SchemaChangeKind, TableSchema, Txn, Value, cmp_keys, now_micros};
+use crate::connector::{HEARTBEAT_TABLE, SIGNAL_TABLE, typemap};
+use crate::model::{
+    Change, HashKey, Key, Op, Position, SchemaChangeKind, TableSchema, Txn, Value, cmp_keys, now_micros,
+};
 
-/// How long a lease lasts without renewal.
-const LEASE_TTL_US: i64 = 15_000_000;
+/// How long a lease lasts without renewal (by the target's clock).
+const LEASE_TTL: Duration = Duration::from_secs(15);
 /// How often the lease is renewed.
 const LEASE_RENEW: Duration = Duration::from_secs(3);
 
@@ -79,6 +82,10 @@ pub struct DirectionSpec {
     pub workers: u32,
     /// 0 = unthrottled.
     pub max_rows_per_sec: u64,
+    /// A message-store target's topic template.
+    pub topic: String,
+    /// Alarm over this much change history kept by the source for the direction (bytes).
+    pub retention_alarm: u64,
     /// Renames.
     pub maps: Vec<TableMap>,
     /// `[node] id`, for the lease.
@@ -87,6 +94,14 @@ pub struct DirectionSpec {
     pub skips: Vec<Position>,
     /// Batch sizes and intervals.
     pub tuning: Tuning,
+    /// The task's clocks, shared by its directions (skew alarm and pause).
+    pub clock: Arc<TaskClock>,
+    /// Catch up to the source's head, then stop (`ferry run --once`).
+    pub once: bool,
+    /// Blob tasks: how often a full rescan runs between change hints.
+    pub rescan: Duration,
+    /// Blob tasks: bytes per second at most (0 = unthrottled).
+    pub max_bytes_per_sec: u64,
 }
 
 /// Runs a direction until `shutdown`, retrying endpoint failures with backoff.
@@ -95,11 +110,21 @@ pub async fn run_direction(
     metrics: Arc<DirectionMetrics>,
     shutdown: CancellationToken,
 ) -> Result<(), EngineError> {
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::default();
     let mut diagnose = false;
+    // An earlier attempt held the lease: finding it held by another process now means
+    // this process lost it (it was paused or cut off too long), not that it never ran.
+    let held = AtomicBool::new(false);
+    let progressed = AtomicBool::new(false);
     loop {
-        let result = run_once(diagnose, &spec, &metrics, &shutdown).await;
-        diagnose = true;
+        let attempt = Attempt { diagnose, held: &held, progressed: &progressed };
+        let result = run_once(attempt, &spec, &metrics, &shutdown).await;
+        // Changes committed since the last failure: that fault has passed, so a new one
+        // is retried from the shortest wait again.
+        if progressed.swap(false, AtomicOrdering::Relaxed) {
+            backoff.reset();
+        }
+        diagnose = false;
         match result {
             Ok(()) => {
                 metrics.set_state(DirectionState::Stopped);
@@ -107,10 +132,13 @@ pub async fn run_direction(
             }
             Err(e @ EngineError::Reload { .. }) if !shutdown.is_cancelled() => {
                 info!(direction = %spec.id, "{e}");
-                diagnose = false;
             }
             Err(e) if e.retryable() && !shutdown.is_cancelled() => {
-                warn!(direction = %spec.id, error = %e, retry_in_ms = backoff.as_millis() as u64, "endpoint failed; retrying");
+                // A refusal of data not pinned to its change yet: the next attempt goes
+                // change by change to name it. Anything else is retried as it was.
+                diagnose = e.refused();
+                let wait = backoff.next_wait();
+                warn!(direction = %spec.id, error = %e, retry_in_ms = wait.as_millis() as u64, "endpoint failed; retrying");
                 metrics.error(e.to_string());
                 metrics.set_state(DirectionState::Retrying);
                 tokio::select! {
@@ -119,9 +147,8 @@ pub async fn run_direction(
                         metrics.set_state(DirectionState::Stopped);
                         return Ok(());
                     }
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => {
                 metrics.error(e.to_string());
@@ -132,87 +159,92 @@ pub async fn run_direction(
     }
 }
 
+/// Waits between attempts: 0.5 s doubling to 30 s, back to 0.5 s once changes commit.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: Backoff::FIRST }
+    }
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MOST: Duration = Duration::from_secs(30);
+
+    /// The wait before the next attempt; the one after is twice as long, up to the most.
+    fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MOST);
+        wait
+    }
+
+    /// After a success: the next failure waits the shortest again.
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 async fn run_once(
-    diagnose: bool,
+    attempt: Attempt<'_>,
     spec: &DirectionSpec,
     metrics: &Arc<DirectionMetrics>,
     shutdown: &CancellationToken,
 ) -> Result<(), EngineError> {
-    match (&spec.source.url, &spec.target.url) {
-        (EndpointUrl::Sqlite(src), EndpointUrl::Sqlite(dst)) => {
-            let (source, heartbeat) = (sqlite_source(spec, src).await?, sqlite_source(spec, src).await?);
-            run_pair(diagnose, spec, metrics, shutdown, source, heartbeat, sqlite_sink(spec, dst).await?).await
-        }
-        (EndpointUrl::Mysql(src), EndpointUrl::Mysql(dst)) => {
-            let (source, heartbeat) = mysql_sources(spec, src).await?;
-            run_pair(diagnose, spec, metrics, shutdown, source, heartbeat, mysql_sink(spec, dst).await?).await
-        }
-        (EndpointUrl::Sqlite(src), EndpointUrl::Mysql(dst)) => {
-            let (source, heartbeat) = (sqlite_source(spec, src).await?, sqlite_source(spec, src).await?);
-            run_pair(diagnose, spec, metrics, shutdown, source, heartbeat, mysql_sink(spec, dst).await?).await
-        }
-        (EndpointUrl::Mysql(src), EndpointUrl::Sqlite(dst)) => {
-            let (source, heartbeat) = mysql_sources(spec, src).await?;
-            run_pair(diagnose, spec, metrics, shutdown, source, heartbeat, sqlite_sink(spec, dst).await?).await
-        }
-        _ => Err(unsupported_pair(spec)),
+    if registry::is_blob(&spec.source) {
+        return super::blob::run(spec, metrics, shutdown, attempt.held, attempt.progressed).await;
     }
-}
-
-async fn sqlite_source(spec: &DirectionSpec, path: &std::path::Path) -> Result<SqliteSource, ConnectorError> {
-    SqliteSource::open(sqlite(&spec.source, path), Access::ReadWrite).await
-}
-
-async fn sqlite_sink(spec: &DirectionSpec, path: &std::path::Path) -> Result<SqliteSink, ConnectorError> {
-    SqliteSink::open(sqlite(&spec.target, path), Access::ReadWrite).await
-}
-
-/// A session on the direction's MySQL source, its replica id and signal row keyed by `stream`.
-async fn mysql_source(spec: &DirectionSpec, url: &str, stream: &str) -> Result<MysqlSource, ConnectorError> {
-    let source =
-        MysqlSource::open(MysqlEndpoint::new(&spec.source.name, spec.source.site.clone(), url)?, stream).await?;
-    Ok(source.with_versions(spec.conflicts.is_some()))
-}
-
-/// The stream reader and the heartbeat writer (its own session and replica id).
-async fn mysql_sources(spec: &DirectionSpec, url: &str) -> Result<(MysqlSource, MysqlSource), ConnectorError> {
+    registry::check_pair(&spec.source, &spec.target)?;
     let stream = stream_name(spec);
-    let heartbeat = mysql_source(spec, url, &format!("{stream}/heartbeat")).await?;
-    Ok((mysql_source(spec, url, &stream).await?, heartbeat))
+    let heartbeat = open_source(spec, format!("{stream}/heartbeat")).await?;
+    let source = open_source(spec, stream).await?;
+    let sink = open_sink(spec).await?;
+    run_pair(attempt, spec, metrics, shutdown, source, heartbeat, sink).await
 }
 
-async fn mysql_sink(spec: &DirectionSpec, url: &str) -> Result<MysqlSink, ConnectorError> {
-    let sink = MysqlSink::open(MysqlEndpoint::new(&spec.target.name, spec.target.site.clone(), url)?).await?;
-    let sink = sink.with_workers(spec.workers as usize);
-    Ok(match spec.conflicts {
-        Some(_) => sink.with_two_way(spec.source.site.clone()),
-        None => sink,
-    })
+/// What one attempt at running a direction knows of the attempts before it, and tells
+/// the next.
+struct Attempt<'h> {
+    /// Apply change by change until the next commit (an earlier attempt's batch was
+    /// refused, and the change must be named).
+    diagnose: bool,
+    /// Set once this process holds the direction's lease.
+    held: &'h AtomicBool,
+    /// Set when a batch with changes commits.
+    progressed: &'h AtomicBool,
 }
 
-/// The engine of an endpoint, for type mapping.
-fn engine_of(url: &EndpointUrl) -> Option<typemap::Engine> {
-    match url {
-        EndpointUrl::Sqlite(_) => Some(typemap::Engine::Sqlite),
-        EndpointUrl::Mysql(_) => Some(typemap::Engine::Mysql),
-        EndpointUrl::Postgres(_) => None,
-    }
+/// A reader of the direction's source; `stream` names its replica stream and signal row.
+async fn open_source(spec: &DirectionSpec, stream: String) -> Result<Box<dyn dynamic::DynSource>, ConnectorError> {
+    registry::open_source(&spec.source, &SourceOptions { stream, versions: spec.conflicts.is_some() }).await
+}
+
+/// The writer of the direction's target.
+async fn open_sink(spec: &DirectionSpec) -> Result<Box<dyn dynamic::DynSink>, ConnectorError> {
+    let opts = SinkOptions {
+        workers: spec.workers as usize,
+        two_way_from: spec.conflicts.as_ref().map(|_| spec.source.site.clone()),
+        topic: spec.topic.clone(),
+    };
+    registry::open_sink(&spec.target, &opts).await
 }
 
 /// The target's schemas of the direction's tables: renamed, and typed for the target's
-/// engine when it differs from the source's.
-fn target_schemas(spec: &DirectionSpec, renames: &Renames) -> Vec<Arc<TableSchema>> {
+/// store (through the canonical types) when it differs from the source's.
+fn target_schemas(spec: &DirectionSpec, renames: &Renames) -> Result<Vec<Arc<TableSchema>>, ConnectorError> {
     let all = renames.all();
-    match (engine_of(&spec.source.url), engine_of(&spec.target.url)) {
-        (Some(from), Some(to)) if from != to => {
-            all.iter().map(|t| Arc::new(typemap::for_target(t, from, to))).collect()
-        }
-        _ => all,
+    if registry::same_store(&spec.source, &spec.target) {
+        return Ok(all);
     }
+    let (from, to) = (registry::store(&spec.source)?.types(), registry::store(&spec.target)?.types());
+    Ok(all.iter().map(|t| Arc::new(typemap::for_target(t, from, to, false))).collect())
 }
 
 async fn run_pair<S: Source + 'static, H: Source + 'static, K: Sink>(
-    diagnose: bool,
+    attempt: Attempt<'_>,
     spec: &DirectionSpec,
     metrics: &Arc<DirectionMetrics>,
     shutdown: &CancellationToken,
@@ -230,31 +262,38 @@ async fn run_pair<S: Source + 'static, H: Source + 'static, K: Sink>(
         reload: None,
         checkpoint: Checkpoint::default(),
         open_group: false,
-        diagnose,
+        diagnose: attempt.diagnose,
+        held: attempt.held,
+        progressed: attempt.progressed,
+        group_rows: 0,
+        committed: None,
+        me: holder(&spec.node_id),
+        last_renew: Instant::now(),
     };
     runner.run(heartbeat).await
 }
 
-fn sqlite(ep: &Endpoint, path: &std::path::Path) -> SqliteEndpoint {
-    SqliteEndpoint { name: ep.name.clone(), site: ep.site.clone(), path: path.to_path_buf() }
-}
-
 /// Names a direction's replica stream and snapshot signal row: node and direction.
 fn stream_name(spec: &DirectionSpec) -> String {
-    format!("{}/{}/{}", spec.node_id, spec.id.task, spec.id.direction())
+    stream_of(&spec.node_id, &spec.id)
 }
 
-fn unsupported_pair(spec: &DirectionSpec) -> EngineError {
-    let (a, b) = (&spec.source, &spec.target);
-    if a.url.engine() == b.url.engine() {
-        EngineError::Unsupported { endpoint: a.name.clone(), engine: a.url.engine() }
-    } else {
-        EngineError::Unsupported { endpoint: format!("{} -> {}", a.name, b.name), engine: "mixed-engine" }
-    }
+/// The name of the replica stream node `node_id` reads direction `id` with (what a
+/// source keeps history for: [`registry::source_retention`]).
+pub fn stream_of(node_id: &str, id: &DirectionId) -> String {
+    format!("{node_id}/{}/{}", id.task, id.direction())
 }
 
 struct Runner<'a, S: Source + 'static, K: Sink> {
     spec: &'a DirectionSpec,
+    /// Set once this process holds the lease (across attempts).
+    held: &'a AtomicBool,
+    /// Set when a batch with changes commits (across attempts: resets the backoff).
+    progressed: &'a AtomicBool,
+    /// Rows applied in the commit group being applied in parts.
+    group_rows: u64,
+    /// The last position committed on the target (the checkpoint's).
+    committed: Option<Position>,
     metrics: &'a Arc<DirectionMetrics>,
     shutdown: &'a CancellationToken,
     source: Slot<S>,
@@ -268,6 +307,11 @@ struct Runner<'a, S: Source + 'static, K: Sink> {
     diagnose: bool,
     /// A table being copied changed its schema: start again once this batch is applied.
     reload: Option<String>,
+    /// This process as the lease holder, with the fencing token of its tenure once taken:
+    /// every batch is applied under it.
+    me: LeaseHolder,
+    /// When the lease was last taken or renewed.
+    last_renew: Instant,
 }
 
 impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
@@ -275,15 +319,14 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         let id = self.spec.id.clone();
         self.metrics.set_state(DirectionState::Starting);
         self.sink.prepare().await?;
-        let me = holder(&self.spec.node_id);
-        if !self.take_lease(&me).await? {
+        if !self.take_lease().await? {
             return Ok(());
         }
         let result = async {
             // Parents before their children: a copied child row finds its parent there.
             let sources = parents_first(self.source.tables(&self.spec.tables).await?);
             self.renames = Renames::new(&sources, &self.spec.maps);
-            self.sink.ensure_tables(&target_schemas(self.spec, &self.renames)).await?;
+            self.sink.ensure_tables(&target_schemas(self.spec, &self.renames)?).await?;
             self.source.install_capture(&sources).await?;
 
             // Heartbeats start once capture is installed; the task owns and joins it.
@@ -291,9 +334,12 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             let hb_every = self.spec.tuning.heartbeat;
             let hb_metrics = self.metrics.clone();
             let hb_stop = hb_token.clone();
+            let hb_clock = self.spec.clock.clone();
             let hb = tokio::spawn(async move {
                 let mut tick = tokio::time::interval(hb_every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut measured: Option<Instant> = None;
+                let mut unsupported = false;
                 loop {
                     tokio::select! {
                         biased;
@@ -302,37 +348,63 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                             if let Err(e) = heartbeat.heartbeat().await {
                                 warn!(direction = %hb_metrics.id, error = %e, "heartbeat failed");
                             }
+                            // The source's clock, once a second, on the heartbeat's session.
+                            if !unsupported && measured.is_none_or(|m| m.elapsed() >= clock::MEASURE_EVERY) {
+                                measured = Some(Instant::now());
+                                unsupported = !measure_clock(&mut heartbeat, &hb_clock, &hb_metrics).await;
+                            }
                         }
                     }
                 }
             });
-            let result = self.sync(&sources, &me).await;
+            let result = self.sync(&sources).await;
             hb_token.cancel();
             let _ = hb.await;
             result
         }
         .await;
+        if std::mem::take(&mut self.open_group) {
+            // Nothing of a source transaction may land without all of it.
+            info!(direction = %id, position = %self.committed(), "stopping inside a source transaction applied in parts: its parts are rolled back, and it is applied again, whole, at the next start");
+            if let Err(e) = self.sink.rollback().await {
+                warn!(direction = %id, error = %e, "could not roll back the open commit group; the server does when the session ends");
+            }
+        }
         // While an endpoint failure is retried this process still owns the direction.
         let retrying = matches!(&result, Err(e) if e.retryable() && !self.shutdown.is_cancelled());
-        if !retrying && let Err(e) = self.sink.release(&id, &me).await {
+        let lost = matches!(&result, Err(EngineError::LeaseLost { .. }))
+            || matches!(&result, Err(EngineError::Connector(ConnectorError::Fenced { .. })));
+        if !retrying
+            && !lost
+            && let Err(e) = self.sink.release(&id, &self.me).await
+        {
             warn!(direction = %id, error = %e, "could not release the lease; it expires by itself");
         }
         result
     }
 
-    /// Takes the lease; `false` when shut down while waiting.
-    async fn take_lease(&mut self, me: &LeaseHolder) -> Result<bool, EngineError> {
+    /// Takes the lease (a new tenure, with its fencing token); `false` when shut down
+    /// while waiting.
+    async fn take_lease(&mut self) -> Result<bool, EngineError> {
+        self.me.fencing = 0;
         loop {
-            let mut me = me.clone();
-            me.expires_us = now_micros() + LEASE_TTL_US;
-            match self.sink.lease(&self.spec.id, &me).await? {
-                LeaseOutcome::Acquired => return Ok(true),
-                LeaseOutcome::HeldBy(h) if h.host == me.host => {
+            match self.sink.lease(&self.spec.id, &self.me, LEASE_TTL).await? {
+                LeaseOutcome::Acquired { fencing } => {
+                    self.me.fencing = fencing;
+                    self.held.store(true, AtomicOrdering::Relaxed);
+                    self.last_renew = Instant::now();
+                    info!(direction = %self.spec.id, fencing, "took the lease");
+                    return Ok(true);
+                }
+                LeaseOutcome::HeldBy(h) if self.held.load(AtomicOrdering::Relaxed) => {
+                    return Err(EngineError::LeaseLost { dir: self.spec.id.clone(), holder: Box::new(h) });
+                }
+                LeaseOutcome::HeldBy(h) if h.host == self.me.host => {
                     return Err(EngineError::LeaseHeld { dir: self.spec.id.clone(), holder: Box::new(h) });
                 }
                 LeaseOutcome::HeldBy(h) => {
                     self.metrics.set_state(DirectionState::WaitingForLease);
-                    info!(direction = %self.spec.id, holder = %h, expires_in_s = (h.expires_us - now_micros()) / 1_000_000, "waiting for the lease held by another host to expire");
+                    info!(direction = %self.spec.id, holder = %h, "waiting for the lease held by another host to expire (it lasts 15 s after its last renewal)");
                     tokio::select! {
                         biased;
                         _ = self.shutdown.cancelled() => return Ok(false),
@@ -343,16 +415,22 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         }
     }
 
-    async fn renew_lease(&mut self, me: &LeaseHolder) -> Result<(), EngineError> {
-        let mut me = me.clone();
-        me.expires_us = now_micros() + LEASE_TTL_US;
-        match self.sink.lease(&self.spec.id, &me).await? {
-            LeaseOutcome::Acquired => Ok(()),
+    /// Renews the lease when it is due (every few seconds): called before every batch
+    /// and while waiting, so no phase (snapshot, catch-up, stream) lets it run out.
+    async fn keep_lease(&mut self) -> Result<(), EngineError> {
+        if self.last_renew.elapsed() < LEASE_RENEW {
+            return Ok(());
+        }
+        match self.sink.lease(&self.spec.id, &self.me, LEASE_TTL).await? {
+            LeaseOutcome::Acquired { .. } => {
+                self.last_renew = Instant::now();
+                Ok(())
+            }
             LeaseOutcome::HeldBy(h) => Err(EngineError::LeaseLost { dir: self.spec.id.clone(), holder: Box::new(h) }),
         }
     }
 
-    async fn sync(&mut self, sources: &[Arc<TableSchema>], me: &LeaseHolder) -> Result<(), EngineError> {
+    async fn sync(&mut self, sources: &[Arc<TableSchema>]) -> Result<(), EngineError> {
         let id = self.spec.id.clone();
         self.checkpoint = self.sink.load_checkpoint(&id).await?.unwrap_or_default();
         let head = self.source.head().await?;
@@ -381,7 +459,6 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         self.apply(Vec::new(), None).await?;
         info!(direction = %id, position = %self.position(), "started");
 
-        let mut last_renew = Instant::now();
         let mut throttle = Throttle::new(self.spec.max_rows_per_sec);
 
         // Snapshot: table by table, chunk by chunk, with the stream applied in between.
@@ -408,12 +485,20 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                     Some(TableProgress::Copying { after }) => Some(after.clone()),
                 };
                 self.metrics.set_state(DirectionState::Snapshotting(name.clone()));
-                if last_renew.elapsed() >= LEASE_RENEW {
-                    if let Err(e) = self.renew_lease(me).await {
+                if let Err(e) = self.keep_lease().await {
+                    self.join_prefetch(prefetched.take()).await?;
+                    return Err(e);
+                }
+                match self.clock_gate().await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.join_prefetch(prefetched.take()).await?;
+                        return Ok(());
+                    }
+                    Err(e) => {
                         self.join_prefetch(prefetched.take()).await?;
                         return Err(e);
                     }
-                    last_renew = Instant::now();
                 }
                 let mut chunk = match self.join_prefetch(prefetched.take()).await? {
                     Some(c) => c,
@@ -444,11 +529,8 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                             return Ok(());
                         }
                         if !window.seen.is_empty() {
-                            let keep: Vec<bool> = chunk
-                                .rows
-                                .iter()
-                                .map(|r| !window.seen.contains(&format!("{:?}", t.key_of(r))))
-                                .collect();
+                            let keep: Vec<bool> =
+                                chunk.rows.iter().map(|r| !window.seen.contains(&HashKey(t.key_of(r)))).collect();
                             let mut flags = keep.iter();
                             chunk.rows.retain(|_| *flags.next().unwrap_or(&true));
                             if let Some(v) = chunk.versions.as_mut() {
@@ -488,24 +570,31 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         self.metrics.set_state(DirectionState::Streaming);
         let mut last_head = Instant::now() - Duration::from_secs(10);
         let mut last_consumed = Instant::now();
+        let mut last_retention = Instant::now() - Duration::from_secs(10);
         // Reading batch N+1 overlaps applying batch N: the source and the target work on
         // their own connections (threads), so a stream is limited by the slower of the two.
         let mut pending: Option<ReadBatch> = None;
+        // `--once`: the head to catch up to before stopping.
+        let once_head = if self.spec.once { Some(self.source.head().await?) } else { None };
         loop {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            if last_renew.elapsed() >= LEASE_RENEW {
-                self.renew_lease(me).await?;
-                last_renew = Instant::now();
+            self.keep_lease().await?;
+            if !self.clock_gate().await? {
+                break;
             }
             if last_head.elapsed() >= Duration::from_secs(1) {
                 let head = self.source.head().await?;
-                self.metrics.set_behind(self.position().changes_until(&head).unwrap_or(0));
+                self.metrics.set_behind(self.position().changes_until(&head));
                 last_head = Instant::now();
             }
+            if last_retention.elapsed() >= Duration::from_secs(5) {
+                self.watch_retention().await?;
+                last_retention = Instant::now();
+            }
             if last_consumed.elapsed() >= Duration::from_secs(5) {
-                let pos = self.position();
+                let pos = self.committed();
                 self.source.consumed(&id.to_string(), &pos).await?;
                 last_consumed = Instant::now();
             }
@@ -515,6 +604,12 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             };
             if batch.position == self.position() {
                 self.close_group().await?;
+                if let Some(head) = &once_head
+                    && self.position().stream_cmp(head) != Some(Ordering::Less)
+                {
+                    info!(direction = %id, position = %self.position(), "caught up with the source's head (--once)");
+                    break;
+                }
                 tokio::select! {
                     biased;
                     _ = self.shutdown.cancelled() => break,
@@ -550,10 +645,76 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             pending = Some(read?);
             throttle.wait(rows as u64, self.shutdown).await;
         }
-        self.close_group().await?;
-        let pos = self.position();
+        // Stopping inside a source transaction applied in parts: `run` rolls its parts
+        // back, and it is applied again, whole, at the next start.
+        let pos = self.committed();
         self.source.consumed(&id.to_string(), &pos).await?;
         info!(direction = %id, position = %pos, "stopped");
+        Ok(())
+    }
+
+    /// Two-way: while the task's clocks are further apart than `clock_skew_pause`,
+    /// last-writer-wins would pick wrong winners, so nothing is applied: waits (keeping
+    /// the lease; the heartbeat writer goes on measuring) until the skew is back within
+    /// the bound, saying so both ways. Never inside a commit group applied in parts.
+    /// `false` when shut down while waiting.
+    async fn clock_gate(&mut self) -> Result<bool, EngineError> {
+        if self.spec.conflicts.is_none() || self.open_group {
+            return Ok(true);
+        }
+        let clock = self.spec.clock.clone();
+        let (from, to) = (self.spec.id.from.clone(), self.spec.id.to.clone());
+        let view = clock.view(&from, &to);
+        if view.level != SkewLevel::Paused {
+            return Ok(true);
+        }
+        let before = self.metrics.state();
+        self.metrics.set_state(DirectionState::ClockSkew);
+        let size = view.skew_us.map(|s| clock::seconds(s.unsigned_abs())).unwrap_or_default();
+        let bound = clock.bounds().pause.map(|p| clock::seconds(p.as_micros() as u64)).unwrap_or_default();
+        warn!(
+            direction = %self.spec.id,
+            "applying paused: the clocks of {from} and {to} are {size} apart, above clock_skew_pause {bound}; last-writer-wins would pick wrong winners (fix: synchronise the servers' clocks)"
+        );
+        let resumed = loop {
+            let view = clock.view(&from, &to);
+            if view.level != SkewLevel::Paused {
+                break view;
+            }
+            if let Err(e) = self.keep_lease().await {
+                self.metrics.set_state(before);
+                return Err(e);
+            }
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    self.metrics.set_state(before);
+                    return Ok(false);
+                }
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        };
+        let now = match resumed.skew_us {
+            Some(s) => format!("{} apart", clock::seconds(s.unsigned_abs())),
+            None => "not measured (a side's clock is not being read)".to_string(),
+        };
+        info!(direction = %self.spec.id, "applying resumed: the clocks of {from} and {to} are {now}, within clock_skew_pause");
+        self.metrics.set_state(before);
+        Ok(true)
+    }
+
+    /// Reads how much history the source keeps for this direction into the metrics, and
+    /// warns once when it goes over the task's alarm (or the source says it is at risk).
+    /// History the source already lost stops the direction with how to start over.
+    async fn watch_retention(&mut self) -> Result<(), EngineError> {
+        let Some(r) = self.source.retention().await? else { return Ok(()) };
+        let alarm = r.bytes > self.spec.retention_alarm || r.at_risk;
+        if self.metrics.set_retained(Some(r.bytes), alarm) {
+            warn!(
+                direction = %self.spec.id, retained_bytes = r.bytes, alarm_bytes = self.spec.retention_alarm, at_risk = r.at_risk,
+                "the source keeps more change history for this direction than the task's retention_alarm (or is about to discard it): the target falls behind, or another reader of the source holds it back"
+            );
+        }
         Ok(())
     }
 
@@ -571,8 +732,10 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         Ok(Some(chunk?))
     }
 
+    /// Where the direction stands; set from the checkpoint or the source's head before
+    /// anything is read (an empty position, which compares with nothing, until then).
     fn position(&self) -> Position {
-        self.checkpoint.position.clone().unwrap_or(Position::Sqlite { seq: 0 })
+        self.checkpoint.position.clone().unwrap_or_else(|| Position::new(String::new(), Vec::new(), None))
     }
 
     /// Applies the stream up to `until` (a snapshot chunk's position).
@@ -603,6 +766,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                 return Ok(true);
             }
             if rows == 0 {
+                self.keep_lease().await?;
                 if started.elapsed() > Duration::from_secs(300) {
                     return Err(EngineError::Connector(ConnectorError::Setup {
                         endpoint: self.spec.source.name.clone(),
@@ -779,23 +943,30 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             conflicts: self.spec.conflicts.clone(),
             one_by_one: self.diagnose,
             commit,
+            fence: Some(self.me.fencing),
         }
     }
 
     /// Applies a batch (diagnosing a failure change by change where that is safe) and
     /// counts it.
     async fn apply_batch(&mut self, batch: &mut ApplyBatch) -> Result<(), EngineError> {
-        let in_group = self.open_group || !batch.commit;
+        self.keep_lease().await?;
+        let continuing = self.open_group;
+        let in_group = continuing || !batch.commit;
         let report = match self.sink.apply(&self.spec.id, batch).await {
             Ok(r) => r,
             // Earlier parts of the group were rolled back with this one: only a restart
             // from the checkpoint (in diagnose mode) can apply the group again.
             Err(e) if in_group => {
                 self.open_group = false;
-                return Err(e.into());
+                return Err(in_parts(e, batch, continuing).into());
             }
-            Err(ConnectorError::Query { .. } | ConnectorError::Mysql { .. })
-                if !batch.one_by_one && (!batch.txns.is_empty() || batch.snapshot.is_some()) =>
+            // The target refused the data: go again change by change, so the error names
+            // the change. Other failures (a full table, a lost connection) are retried.
+            Err(e)
+                if e.kind() == ErrorKind::Refused
+                    && !batch.one_by_one
+                    && (!batch.txns.is_empty() || batch.snapshot.is_some()) =>
             {
                 batch.one_by_one = true;
                 self.sink.apply(&self.spec.id, batch).await?
@@ -803,11 +974,22 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             Err(e) => return Err(e.into()),
         };
         self.open_group = !batch.commit;
+        self.group_rows += report.rows;
         if batch.commit {
+            self.committed = batch.checkpoint.position.clone();
             self.diagnose = false;
+            if std::mem::take(&mut self.group_rows) > 0 {
+                self.progressed.store(true, AtomicOrdering::Relaxed);
+            }
         }
         self.record(batch, &report);
         Ok(())
+    }
+
+    /// The last position committed on the target (the checkpoint's, outside a commit
+    /// group in parts).
+    fn committed(&self) -> Position {
+        self.committed.clone().unwrap_or_else(|| self.position())
     }
 
     /// Commits a commit group left open by its parts.
@@ -838,6 +1020,34 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             before_images: self.spec.conflicts.is_some(),
         }
     }
+}
+
+/// Reads the source's clock (see [`clock`]), records it with the task's clocks, and
+/// shows the direction's view of them; announces a change of the task's skew level in
+/// the log. Returns false when the store cannot tell its time (never asked again).
+async fn measure_clock<H: Source>(heartbeat: &mut H, clock: &TaskClock, metrics: &DirectionMetrics) -> bool {
+    let id = &metrics.id;
+    let t0 = now_micros();
+    match heartbeat.clock().await {
+        Ok(Some(server)) => {
+            clock.record(&id.from, server, t0, now_micros());
+        }
+        Ok(None) => return false,
+        Err(e) => warn!(direction = %id, error = %e, "reading the source's clock failed"),
+    }
+    let view = clock.view(&id.from, &id.to);
+    if let Some(was) = clock.announce(view.level) {
+        let size = view.skew_us.map(|s| clock::seconds(s.unsigned_abs())).unwrap_or_default();
+        match (view.level, &view.message) {
+            (SkewLevel::Alarm | SkewLevel::Paused, Some(m)) => warn!(task = %id.task, "clock skew: {m}"),
+            (SkewLevel::Ok, _) if matches!(was, SkewLevel::Alarm | SkewLevel::Paused) => {
+                info!(task = %id.task, "clock skew: task {}: the clocks of {} and {} are {size} apart again, within clock_skew_alarm", id.task, id.from, id.to)
+            }
+            _ => {}
+        }
+    }
+    metrics.set_clock(view);
+    true
 }
 
 /// The source, lent to the stream's reader task while it reads the next batch.
@@ -901,8 +1111,16 @@ impl<S: Source> Source for Slot<S> {
         self.get()?.heartbeat().await
     }
 
+    async fn retention(&mut self) -> Result<Option<crate::connector::Retention>, ConnectorError> {
+        self.get()?.retention().await
+    }
+
     async fn consumed(&mut self, consumer: &str, position: &Position) -> Result<(), ConnectorError> {
         self.get()?.consumed(consumer, position).await
+    }
+
+    async fn clock(&mut self) -> Result<Option<i64>, ConnectorError> {
+        self.get()?.clock().await
     }
 }
 
@@ -915,7 +1133,7 @@ struct Window {
     low: String,
     high: String,
     open: bool,
-    seen: HashSet<String>,
+    seen: HashSet<HashKey>,
 }
 
 impl Window {
@@ -953,10 +1171,25 @@ impl Window {
         let (old, new) = (c.key.clone(), c.new_key());
         let hit = in_range(&old) || in_range(&new);
         if hit {
-            self.seen.insert(format!("{old:?}"));
-            self.seen.insert(format!("{new:?}"));
+            self.seen.insert(HashKey(old));
+            self.seen.insert(HashKey(new));
         }
         hit
+    }
+}
+
+/// A refused change inside a source transaction applied in parts (the last one of a
+/// batch that goes on, or the first of one that continues an open group) has no
+/// position of its own to skip by: its failure says so instead of offering `ferry skip`.
+fn in_parts(e: ConnectorError, batch: &ApplyBatch, continuing: bool) -> ConnectorError {
+    match e {
+        ConnectorError::Apply(mut f) => {
+            let last = !batch.commit && batch.txns.last().is_some_and(|t| t.position == f.position);
+            let first = continuing && batch.txns.first().is_some_and(|t| t.position == f.position);
+            f.in_parts = last || first;
+            ConnectorError::Apply(f)
+        }
+        e => e,
     }
 }
 
@@ -978,9 +1211,11 @@ fn parents_first(tables: Vec<Arc<TableSchema>>) -> Vec<Arc<TableSchema>> {
 fn holder(node: &str) -> LeaseHolder {
     LeaseHolder {
         node: node.to_string(),
-        host: crate::connector::sqlite::state::host_name(),
+        host: crate::connector::host::host_name(),
         pid: std::process::id(),
         expires_us: 0,
+        expired: false,
+        fencing: 0,
     }
 }
 
@@ -1014,10 +1249,22 @@ impl Throttle {
 }
 
 impl EngineError {
-    /// Endpoint failures are retried; setup problems, refused changes and lease conflicts stop.
+    /// A refusal of data that a change-by-change attempt must pin to its change.
+    pub fn refused(&self) -> bool {
+        matches!(self, EngineError::Connector(e) if e.kind() == ErrorKind::Refused && !matches!(e, ConnectorError::Apply(_)))
+    }
+
+    /// Endpoint failures (connections, resources) are retried, and so is a refusal not
+    /// yet pinned to its change (to pin it); setup problems, a named refused change and
+    /// lease conflicts stop.
     pub fn retryable(&self) -> bool {
         match self {
-            EngineError::Connector(e) => e.kind() == ErrorKind::Runtime && !matches!(e, ConnectorError::Apply(_)),
+            EngineError::Connector(e) => match e.kind() {
+                ErrorKind::Runtime => !matches!(e, ConnectorError::Fenced { .. }),
+                // Refused data not pinned to its change yet: run again change by change.
+                ErrorKind::Refused => !matches!(e, ConnectorError::Apply(_)),
+                ErrorKind::Setup => false,
+            },
             EngineError::Reload { .. } => true,
             _ => false,
         }
@@ -1036,22 +1283,13 @@ pub async fn prepare_target(spec: &DirectionSpec) -> Result<(), EngineError> {
 /// source position with every table copied: the direction then streams from there with
 /// no snapshot (a cutover's switch and rollback start a direction this way).
 pub async fn prepare_target_at(spec: &DirectionSpec, start: Option<&Position>) -> Result<(), EngineError> {
-    let stream = stream_name(spec);
-    match (&spec.source.url, &spec.target.url) {
-        (EndpointUrl::Sqlite(src), EndpointUrl::Sqlite(dst)) => {
-            prepare_pair(spec, sqlite_source(spec, src).await?, sqlite_sink(spec, dst).await?, start).await
-        }
-        (EndpointUrl::Mysql(src), EndpointUrl::Mysql(dst)) => {
-            prepare_pair(spec, mysql_source(spec, src, &stream).await?, mysql_sink(spec, dst).await?, start).await
-        }
-        (EndpointUrl::Sqlite(src), EndpointUrl::Mysql(dst)) => {
-            prepare_pair(spec, sqlite_source(spec, src).await?, mysql_sink(spec, dst).await?, start).await
-        }
-        (EndpointUrl::Mysql(src), EndpointUrl::Sqlite(dst)) => {
-            prepare_pair(spec, mysql_source(spec, src, &stream).await?, sqlite_sink(spec, dst).await?, start).await
-        }
-        _ => Err(unsupported_pair(spec)),
+    if registry::is_blob(&spec.source) {
+        // A blob direction prepares its target when it starts (nothing to create first).
+        registry::check_blob_pair(&spec.source, &spec.target)?;
+        return Ok(());
     }
+    registry::check_pair(&spec.source, &spec.target)?;
+    prepare_pair(spec, open_source(spec, stream_name(spec)).await?, open_sink(spec).await?, start).await
 }
 
 async fn prepare_pair<S: Source, K: Sink>(
@@ -1063,7 +1301,7 @@ async fn prepare_pair<S: Source, K: Sink>(
     let tables = source.tables(&spec.tables).await?;
     source.install_capture(&tables).await?;
     sink.prepare().await?;
-    sink.ensure_tables(&target_schemas(spec, &Renames::new(&tables, &spec.maps))).await?;
+    sink.ensure_tables(&target_schemas(spec, &Renames::new(&tables, &spec.maps))?).await?;
     if let Some(position) = start {
         let checkpoint = Checkpoint {
             position: Some(position.clone()),
@@ -1076,6 +1314,8 @@ async fn prepare_pair<S: Source, K: Sink>(
             conflicts: None,
             one_by_one: false,
             commit: true,
+            // Written while no process runs the direction (a cutover's switch).
+            fence: None,
         };
         sink.apply(&spec.id, &batch).await?;
     }
@@ -1102,6 +1342,15 @@ mod tests {
             foreign_keys: parents.iter().map(fk).collect(),
             create_sql: None,
         })
+    }
+
+    #[test]
+    fn backoff_doubles_to_thirty_seconds_and_starts_over_after_a_success() {
+        let mut b = Backoff::default();
+        let waits: Vec<u64> = (0..9).map(|_| b.next_wait().as_millis() as u64).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+        b.reset();
+        assert_eq!(b.next_wait(), Duration::from_millis(500));
     }
 
     #[test]

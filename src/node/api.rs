@@ -45,7 +45,32 @@ impl FromRequestParts<Arc<NodeState>> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<NodeState>) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        Ok(state.auth.authenticate(header, peer)?)
+        let ip = peer.map(|p| p.ip());
+        if let Some(wait) = ip.and_then(|ip| state.auth.locked_out(ip)) {
+            return Err(ApiError(ControlError::TooManyRequests {
+                message: format!("too many failed authentications from this address; try again in {wait} s"),
+            }));
+        }
+        match state.auth.authenticate(header, peer) {
+            Ok(caller) => Ok(caller),
+            // No Authorization header at all (a health probe, a browser) guesses
+            // nothing: it is answered 401 without counting or auditing.
+            Err(e) if header.is_none() => Err(e.into()),
+            Err(e) => {
+                // Audited with the address and the reason, never the token presented.
+                let locked = ip.is_some_and(|ip| state.auth.record_failure(ip));
+                let who = peer.map_or_else(|| "unknown".to_string(), |p| p.ip().to_string());
+                let detail = format!("{} {}: {e}", parts.method, parts.uri.path());
+                let store = state.control.store();
+                if let Err(err) = store.audit(&format!("{who}@{}", state.node_id), "auth.failed", None, &detail).await {
+                    tracing::warn!(error = %err, "cannot audit a failed authentication");
+                }
+                if locked {
+                    tracing::warn!(peer = %who, "too many failed authentications: address refused for a while");
+                }
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -64,6 +89,15 @@ fn action_body(body: &Bytes) -> Result<ActionBody, ApiError> {
     })
 }
 
+/// Fuzzing entry (fuzz/fuzz_targets/node_api_json.rs and the corpus replay test): the
+/// JSON bodies the API reads — an action body and a cutover request — parsed exactly
+/// as the handlers parse them. Returns how many parsed; it must never panic.
+pub fn fuzz_json_inputs(data: &[u8]) -> usize {
+    let body = Bytes::copy_from_slice(data);
+    usize::from(action_body(&body).is_ok())
+        + usize::from(serde_json::from_slice::<crate::cutover::CutoverRequest>(data).is_ok())
+}
+
 fn actor(state: &NodeState, caller: &Caller) -> String {
     format!("{}@{}", caller.name, state.node_id)
 }
@@ -78,6 +112,13 @@ fn ok<T: serde::Serialize>(value: T) -> ApiResult {
 pub async fn node(State(s): State<Arc<NodeState>>, caller: Caller) -> ApiResult {
     caller.require(Role::Viewer, "reading the node")?;
     ok(s.control.overview().await?)
+}
+
+/// `GET /api/v1/whoami`: the caller's token name and role, and whether the node serves
+/// HTTPS (the console shows them and offers only what the role may do).
+pub async fn whoami(State(s): State<Arc<NodeState>>, caller: Caller) -> ApiResult {
+    caller.require(Role::Viewer, "reading who you are")?;
+    ok(crate::control::Access { name: caller.name, role: caller.role, tls: Some(s.tls) })
 }
 
 /// `GET /api/v1/tasks`.
@@ -153,7 +194,7 @@ pub async fn cutover_status(State(s): State<Arc<NodeState>>, caller: Caller, Pat
     ok(s.control.cutover_status(&name).await?)
 }
 
-/// `POST /api/v1/tasks/{task}/cutover` (operator): `{"action": "start"|"next"|"rollback",
+/// `POST /api/v1/tasks/{task}/cutover` (admin): `{"action": "start"|"next"|"rollback",
 /// "quick_only": false}`; answers when the step has run, with its outcome.
 pub async fn cutover(
     State(s): State<Arc<NodeState>>,
@@ -161,7 +202,9 @@ pub async fn cutover(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    caller.require(Role::Operator, "running a cutover step")?;
+    // A cutover step freezes or revokes writes on a store and switches the direction:
+    // the same role as /freeze.
+    caller.require(Role::Admin, "running a cutover step")?;
     let req: crate::cutover::CutoverRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError(ControlError::BadRequest {
             message: format!(
@@ -169,7 +212,15 @@ pub async fn cutover(
             ),
         })
     })?;
-    ok(s.control.cutover(&actor(&s, &caller), &name, req).await?)
+    let (control, who, task) = (s.control.clone(), actor(&s, &caller), name.clone());
+    let step = s.steps.spawn(async move { control.cutover(&who, &task, req).await });
+    let outcome = step.await.map_err(|e| {
+        ApiError(ControlError::Task {
+            task: name,
+            message: format!("the cutover step ended abnormally: {e}; `ferry cutover` shows where it stands"),
+        })
+    })?;
+    ok(outcome?)
 }
 
 /// `GET /api/v1/verify/{id}`.

@@ -2,7 +2,10 @@
 //! tokens ([[token]]); without any token the node serves loopback clients only, as the
 //! single-box default (DESIGN.md "The task file").
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -18,10 +21,17 @@ pub struct Caller {
     pub role: Role,
 }
 
-/// The node's tokens.
-#[derive(Debug, Clone)]
+/// Failed authentications allowed from one address within [`FAILURE_WINDOW`]; the next
+/// ones are refused with 429 until the window has passed.
+pub const MAX_FAILURES: u32 = 10;
+/// The window of [`MAX_FAILURES`].
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The node's tokens, and failed attempts per address.
+#[derive(Debug)]
 pub struct Auth {
     tokens: Vec<Token>,
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 /// Lowercase hex SHA-256 of a token, as stored in `[[token]] sha256`.
@@ -34,7 +44,8 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn rank(role: Role) -> u8 {
+/// A role's place in viewer < operator < admin.
+pub fn role_rank(role: Role) -> u8 {
     match role {
         Role::Viewer => 0,
         Role::Operator => 1,
@@ -54,7 +65,26 @@ pub fn role_name(role: Role) -> &'static str {
 impl Auth {
     /// Authentication over these tokens.
     pub fn new(tokens: Vec<Token>) -> Auth {
-        Auth { tokens }
+        Auth { tokens, failures: Mutex::new(HashMap::new()) }
+    }
+
+    /// Counts a failed authentication from `ip`; true when that address is now refused.
+    pub fn record_failure(&self, ip: IpAddr) -> bool {
+        let Ok(mut f) = self.failures.lock() else { return false };
+        let now = Instant::now();
+        // Forget windows that have passed, so the map cannot grow without bound.
+        f.retain(|_, (since, _)| now.duration_since(*since) < FAILURE_WINDOW);
+        let entry = f.entry(ip).or_insert((now, 0));
+        entry.1 += 1;
+        entry.1 > MAX_FAILURES
+    }
+
+    /// Seconds `ip` must still wait when it failed too often, else `None`.
+    pub fn locked_out(&self, ip: IpAddr) -> Option<u64> {
+        let f = self.failures.lock().ok()?;
+        let (since, count) = f.get(&ip)?;
+        let elapsed = since.elapsed();
+        (*count > MAX_FAILURES && elapsed < FAILURE_WINDOW).then(|| (FAILURE_WINDOW - elapsed).as_secs().max(1))
     }
 
     /// Identifies the caller from its `Authorization` header and address.
@@ -92,7 +122,7 @@ impl Auth {
 impl Caller {
     /// Fails with 403 unless the caller's role is at least `needed`.
     pub fn require(&self, needed: Role, action: &str) -> Result<(), ControlError> {
-        if rank(self.role) >= rank(needed) {
+        if role_rank(self.role) >= role_rank(needed) {
             Ok(())
         } else {
             Err(ControlError::Forbidden {

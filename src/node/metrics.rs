@@ -4,11 +4,17 @@
 use std::fmt::Write as _;
 
 use crate::control::NodeOverview;
+use crate::engine::clock::SkewLevel;
 use crate::engine::metrics::{DirectionState, DirectionStatus};
 
 /// Escapes a label value (`\`, `"` and newlines).
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// A measured skew level; `None` (no sample) where the skew is not measured.
+fn level(l: SkewLevel) -> Option<SkewLevel> {
+    (l != SkewLevel::Unknown).then_some(l)
 }
 
 struct Family {
@@ -29,7 +35,7 @@ const FAMILIES: &[Family] = &[
         name: "ferry_task_changes_behind",
         kind: "gauge",
         help: "Source changes not applied yet.",
-        value: |d| Some(d.changes_behind as f64),
+        value: |d| d.changes_behind.map(|n| n as f64),
     },
     Family {
         name: "ferry_task_changes_total",
@@ -66,6 +72,42 @@ const FAMILIES: &[Family] = &[
         kind: "gauge",
         help: "Rows applied per second over the last 10 seconds.",
         value: |d| Some(d.rows_per_sec[1]),
+    },
+    Family {
+        name: "ferry_task_clock_offset_seconds",
+        kind: "gauge",
+        help: "The direction's source clock (the one that stamps row versions) minus ferry's, in seconds.",
+        value: |d| d.clock_offset_seconds,
+    },
+    Family {
+        name: "ferry_task_clock_skew_seconds",
+        kind: "gauge",
+        help: "Two-way: the direction's source clock minus its target's, in seconds (what last-writer-wins is off by).",
+        value: |d| d.clock_skew_seconds,
+    },
+    Family {
+        name: "ferry_task_clock_skew_alarm",
+        kind: "gauge",
+        help: "Two-way: 1 while the two sides' clocks are further apart than clock_skew_alarm.",
+        value: |d| level(d.clock_skew).map(|l| f64::from(u8::from(matches!(l, SkewLevel::Alarm | SkewLevel::Paused)))),
+    },
+    Family {
+        name: "ferry_task_clock_skew_paused",
+        kind: "gauge",
+        help: "Two-way: 1 while applying is paused because the clocks are further apart than clock_skew_pause.",
+        value: |d| level(d.clock_skew).map(|l| f64::from(u8::from(l == SkewLevel::Paused))),
+    },
+    Family {
+        name: "ferry_task_source_retained_bytes",
+        kind: "gauge",
+        help: "Bytes of change history the source keeps for the direction (a PostgreSQL slot's retained WAL).",
+        value: |d| d.retained_bytes.map(|n| n as f64),
+    },
+    Family {
+        name: "ferry_task_retention_alarm",
+        kind: "gauge",
+        help: "1 while the source keeps more history for the direction than the task's retention_alarm, or is about to discard it.",
+        value: |d| d.retained_bytes.map(|_| f64::from(u8::from(d.retention_alarm))),
     },
     Family {
         name: "ferry_task_up",
@@ -124,7 +166,74 @@ pub fn render(o: &NodeOverview) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::label;
+    use super::{label, render};
+    use crate::config::Mode;
+    use crate::connector::DirectionId;
+    use crate::control::{NodeOverview, TaskView};
+    use crate::engine::metrics::DirectionMetrics;
+
+    #[test]
+    fn an_unknown_changes_behind_is_left_out_not_zero() {
+        let dir = |from: &str, to: &str, behind: Option<u64>| {
+            let m = DirectionMetrics::new(DirectionId { task: "t".into(), from: from.into(), to: to.into() });
+            m.set_behind(behind);
+            m.status()
+        };
+        let overview = NodeOverview {
+            version: String::new(),
+            started_us: None,
+            node: "n".into(),
+            tasks: vec![TaskView {
+                name: "t".into(),
+                from: "a".into(),
+                to: "b".into(),
+                mode: Mode::TwoWay,
+                paused: false,
+                directions: vec![dir("a", "b", Some(5)), dir("b", "a", None)],
+                last_verify: None,
+                cutover: None,
+            }],
+            endpoints: Vec::new(),
+            at_us: 0,
+        };
+        let text = render(&overview);
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("ferry_task_changes_behind{")).collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(lines[0].contains("a->b") && lines[0].ends_with(" 5"), "{text}");
+    }
+
+    #[test]
+    fn retained_history_and_its_alarm_are_served_where_known() {
+        let a = DirectionMetrics::new(DirectionId { task: "t".into(), from: "a".into(), to: "b".into() });
+        a.set_retained(Some(3 << 30), true);
+        let b = DirectionMetrics::new(DirectionId { task: "t".into(), from: "b".into(), to: "a".into() });
+        let overview = NodeOverview {
+            version: String::new(),
+            started_us: None,
+            node: "n".into(),
+            tasks: vec![TaskView {
+                name: "t".into(),
+                from: "a".into(),
+                to: "b".into(),
+                mode: Mode::TwoWay,
+                paused: false,
+                directions: vec![a.status(), b.status()],
+                last_verify: None,
+                cutover: None,
+            }],
+            endpoints: Vec::new(),
+            at_us: 0,
+        };
+        let text = render(&overview);
+        let of = |name: &str| -> Vec<String> {
+            text.lines().filter(|l| l.starts_with(&format!("{name}{{"))).map(str::to_string).collect()
+        };
+        assert_eq!(
+            of("ferry_task_source_retained_bytes"),
+            ["ferry_task_source_retained_bytes{task=\"t\",direction=\"a->b\"} 3221225472"]
+        );
+        assert_eq!(of("ferry_task_retention_alarm"), ["ferry_task_retention_alarm{task=\"t\",direction=\"a->b\"} 1"]);
+    }
 
     #[test]
     fn label_values_are_escaped() {

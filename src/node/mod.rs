@@ -7,6 +7,7 @@ pub mod auth;
 pub mod metrics;
 pub mod openapi;
 pub mod sse;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +30,12 @@ pub struct NodeState {
     pub node_id: String,
     /// Cancelled when the node stops; ends event streams.
     pub shutdown: CancellationToken,
+    /// Whether the API is served over HTTPS.
+    pub tls: bool,
+    /// Cutover steps under way: they run in tasks of the node, not of the request, so a
+    /// client that goes away (a console quitting, a dropped connection) does not stop a
+    /// step half-way; the node waits for them when it stops.
+    pub steps: tokio_util::task::TaskTracker,
 }
 
 /// Every route, as (method, path); the OpenAPI document lists exactly these.
@@ -37,6 +44,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
     ("get", "/metrics"),
     ("get", "/api/v1/node"),
+    ("get", "/api/v1/whoami"),
     ("get", "/api/v1/tasks"),
     ("get", "/api/v1/tasks/{task}"),
     ("post", "/api/v1/tasks/{task}/pause"),
@@ -86,6 +94,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/openapi.json", get(api::openapi))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/node", get(api::node))
+        .route("/api/v1/whoami", get(api::whoami))
         .route("/api/v1/tasks", get(api::tasks))
         .route("/api/v1/tasks/{task}", get(api::task))
         .route("/api/v1/tasks/{task}/pause", post(api::pause))
@@ -110,12 +119,23 @@ pub async fn bind(addr: &str) -> Result<TcpListener, NodeError> {
 }
 
 /// Serves the API on `listener` until `state.shutdown` is cancelled; open event streams
-/// end with it, then in-flight requests finish.
-pub async fn serve(listener: TcpListener, state: Arc<NodeState>) -> Result<(), NodeError> {
+/// end with it, then in-flight requests finish. With `tls`, HTTPS only.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<NodeState>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<(), NodeError> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let shutdown = state.shutdown.clone();
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(|source| NodeError::Serve { addr, source })
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = match tls {
+        Some(config) => {
+            // tap_io: axum gives a listener's peer address to ConnectInfo only through
+            // its own TcpListener or a TapIo wrapper.
+            let listener = axum::serve::ListenerExt::tap_io(tls::TlsListener::new(listener, config), |_| {});
+            axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await,
+    };
+    served.map_err(|source| NodeError::Serve { addr, source })
 }

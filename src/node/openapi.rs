@@ -51,7 +51,7 @@ pub fn document() -> Value {
         "info": {
             "title": "ferry node API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Tasks with live metrics, actions on them, the conflict and audit logs. Bearer tokens with roles viewer < operator < admin; without [[token]] entries only loopback clients are served."
+            "description": "Tasks with live metrics, actions on them, the conflict and audit logs. Bearer tokens with roles viewer < operator < admin (viewer reads; operator also pauses, resumes and verifies; admin also changes who can write or what the data is: freeze, cutover steps, repair); failed authentications are audited and an address with more than 10 in a minute gets 429; without [[token]] entries only loopback clients are served."
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
@@ -67,8 +67,9 @@ pub fn document() -> Value {
         "paths": {
             "/health": { "get": { "summary": "Whether the node serves (viewer)", "responses": { "200": { "description": "status, node, tasks, failed_directions" } } } },
             "/openapi.json": { "get": op("This document", "viewer", "The OpenAPI document.") },
-            "/metrics": { "get": op("Prometheus text format: ferry_task_lag_seconds, ferry_task_changes_total, ferry_task_errors_total, ferry_verify_differences, ...", "viewer", "Metrics.") },
-            "/api/v1/node": { "get": op("Node id, every task with live metrics, endpoints (passwords masked)", "viewer", "The node overview.") },
+            "/metrics": { "get": op("Prometheus text format: ferry_task_lag_seconds, ferry_task_changes_total, ferry_task_errors_total, ferry_task_source_retained_bytes, ferry_task_retention_alarm, ferry_verify_differences, ...", "viewer", "Metrics.") },
+            "/api/v1/node": { "get": op("Node id, version, start time, every task with live metrics, endpoints (passwords masked)", "viewer", "The node overview.") },
+            "/api/v1/whoami": { "get": op("The caller's token name and role, and whether the node serves HTTPS", "viewer", "{name, role, tls}.") },
             "/api/v1/tasks": { "get": op("Every task with live metrics", "viewer", "Tasks.") },
             "/api/v1/tasks/{task}": { "get": with_param(op("One task with live metrics", "viewer", "The task."), "task", task) },
             "/api/v1/tasks/{task}/pause": { "post": with_param(op("Pause the task after its in-flight batch (audited)", "operator", "The paused task."), "task", task) },
@@ -77,7 +78,7 @@ pub fn document() -> Value {
             "/api/v1/tasks/{task}/repair": { "post": repair },
             "/api/v1/tasks/{task}/cutover": {
                 "get": with_param(op("The task's cutover: persisted state, steps with checks and durations, live lag and pending changes", "viewer", "The cutover."), "task", task),
-                "post": with_param(op("Run a cutover action, body {\"action\": \"start\"|\"next\"|\"rollback\", \"quick_only\": bool}; answers when the step has run (audited)", "operator", "The cutover with the step's outcome."), "task", task)
+                "post": with_param(op("Run a cutover action, body {\"action\": \"start\"|\"next\"|\"rollback\", \"quick_only\": bool}; answers when the step has run (audited); a step freezes or revokes writes and switches the direction, so admin as /freeze", "admin", "The cutover with the step's outcome."), "task", task)
             },
             "/api/v1/verify/{id}": { "get": with_param(op("Progress and report of a verify run", "viewer", "Progress."), "id", "Verify run id.") },
             "/api/v1/conflicts": { "get": conflicts },

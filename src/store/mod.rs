@@ -1,5 +1,8 @@
 //! The metadata store: audit log, last known status of every direction, skipped
 //! transactions. SQLite through sqlx. (Checkpoints and conflicts live in each target.)
+//! Its tables carry a schema version and move forward when it is opened (`migrate`).
+
+pub mod migrate;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,39 +39,19 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// A newer ferry release upgraded the store past what this binary knows.
+    #[error(
+        "metadata store {path}: its tables are at schema version {found}, but this ferry knows versions up to {supported}: a newer ferry release has upgraded them\n  fix: upgrade ferry on every node to a release that knows schema version {found}"
+    )]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// The version the store records.
+        found: i64,
+        /// The newest version this binary knows.
+        supported: i64,
+    },
 }
-
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS audit(
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  at_us INTEGER NOT NULL,
-  actor TEXT NOT NULL,
-  action TEXT NOT NULL,
-  task TEXT,
-  detail TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS direction_status(
-  task TEXT NOT NULL,
-  direction TEXT NOT NULL,
-  status TEXT NOT NULL,
-  updated_us INTEGER NOT NULL,
-  PRIMARY KEY (task, direction));
-CREATE TABLE IF NOT EXISTS skip(
-  task TEXT NOT NULL,
-  direction TEXT NOT NULL,
-  position TEXT NOT NULL,
-  actor TEXT NOT NULL,
-  at_us INTEGER NOT NULL,
-  PRIMARY KEY (task, direction, position));
-CREATE TABLE IF NOT EXISTS cutover(
-  task TEXT PRIMARY KEY,
-  state TEXT NOT NULL,
-  updated_us INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS task_direction(
-  task TEXT PRIMARY KEY,
-  from_endpoint TEXT NOT NULL,
-  to_endpoint TEXT NOT NULL,
-  since_us INTEGER NOT NULL);
-"#;
 
 /// One audit entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +68,21 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// Creates an empty file readable and writable by its owner only (0600), unless it exists.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path).map(|_| ())
+}
+
+/// Writes a file readable and writable by its owner only (0600; an existing file is
+/// narrowed to 0600 first), for files holding row contents or secrets.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    create_private(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::write(path, bytes)
+}
+
 /// The metadata store.
 #[derive(Clone)]
 pub struct Store {
@@ -95,10 +93,19 @@ pub struct Store {
 impl Store {
     /// Opens (creating if `create`) the store file.
     pub async fn open(path: &Path, create: bool) -> Result<Store, StoreError> {
+        if create && !path.exists() {
+            // The store holds the audit log and cutover state: readable by its owner
+            // only. SQLite gives its -wal and -shm files the same mode.
+            create_private(path)
+                .map_err(|e| StoreError::Open { path: path.to_path_buf(), source: sqlx::Error::Io(e) })?;
+        }
+        // Read-only only when this user cannot write the file: a read-write open rolls
+        // back the journal a killed writer left (hot), which a read-only one refuses.
+        let read_only = !create && std::fs::OpenOptions::new().write(true).open(path).is_err();
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(create)
-            .read_only(!create)
+            .read_only(read_only)
             .busy_timeout(Duration::from_secs(30))
             .synchronous(SqliteSynchronous::Normal)
             .disable_statement_logging();
@@ -109,12 +116,15 @@ impl Store {
             .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
         let store = Store { path: path.to_path_buf(), pool };
         if create {
-            sqlx::raw_sql(SCHEMA).execute(&store.pool).await.map_err(store.err("creating tables"))?;
+            migrate::run(&store.pool, &store.path).await?;
+        } else {
+            migrate::refuse_newer(&store.pool, &store.path).await?;
         }
         Ok(store)
     }
 
-    /// Opens an existing store read-only; `None` when the file does not exist.
+    /// Opens an existing store without creating or migrating it (read-only when this
+    /// user may not write it); `None` when the file does not exist.
     pub async fn open_existing(path: &Path) -> Result<Option<Store>, StoreError> {
         if !path.exists() {
             return Ok(None);
@@ -213,7 +223,12 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(self.err("reading skips"))?;
-        Ok(rows.iter().filter_map(|r| r.get::<&str, _>(1).parse().ok().map(|p| (r.get::<String, _>(0), p))).collect())
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                crate::connector::registry::parse_position(r.get::<&str, _>(1)).ok().map(|p| (r.get::<String, _>(0), p))
+            })
+            .collect())
     }
 
     /// The newest `verify.clean` / `verify.differs` entry of a task.
@@ -246,6 +261,15 @@ impl Store {
             Ok(v) => Ok(v),
             Err(e) if e.to_string().contains("no such table") => Ok(None),
             Err(e) => Err(self.err("reading the cutover state")(e)),
+        }
+    }
+
+    /// Every task's persisted cutover state (JSON), in one read.
+    pub async fn cutovers(&self) -> Result<Vec<(String, String)>, StoreError> {
+        match sqlx::query_as("SELECT task, state FROM cutover ORDER BY task").fetch_all(&self.pool).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.to_string().contains("no such table") => Ok(Vec::new()),
+            Err(e) => Err(self.err("reading the cutover states")(e)),
         }
     }
 
@@ -302,8 +326,53 @@ impl Store {
     }
 }
 
-/// Who is acting: the OS user and the node.
+/// Who is acting: the OS user and the node. `$USER` (then `$LOGNAME`) when set, else
+/// the name the OS gives this process's user (containers and cron often set neither).
 pub fn actor(node: &str) -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| whoami::username().ok())
+        .unwrap_or_else(|| "unknown".into());
     format!("{user}@{node}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process killed inside a write leaves a hot journal beside the store: the next
+    /// start must open it (rolled back), not fail as "attempt to write a readonly database".
+    #[tokio::test]
+    async fn a_store_left_by_a_killed_writer_opens_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meta.db");
+        let store = Store::open(&path, true).await.expect("create");
+        store.audit("op@n", "run.start", None, "committed").await.expect("audit");
+        let mut tx = store.pool.begin().await.expect("begin");
+        // A cache of one page spills the transaction into the file before its commit:
+        // the journal is then finished and hot, as a kill in the middle of a write leaves it.
+        sqlx::query("PRAGMA cache_size = 1").execute(&mut *tx).await.expect("pragma");
+        for i in 0..200 {
+            sqlx::query("INSERT INTO audit(at_us, actor, action, task, detail) VALUES (?1, 'op@n', 'x', NULL, ?2)")
+                .bind(i)
+                .bind("not committed ".repeat(100))
+                .execute(&mut *tx)
+                .await
+                .expect("insert");
+        }
+        // What a SIGKILL leaves: the file and its journal, no process holding a lock.
+        let copy = dir.path().join("killed.db");
+        std::fs::copy(&path, &copy).expect("copy the store");
+        let journal = dir.path().join("meta.db-journal");
+        assert!(journal.exists(), "the open transaction has a journal");
+        std::fs::copy(&journal, dir.path().join("killed.db-journal")).expect("copy the journal");
+        drop(tx);
+        store.close().await;
+
+        let reopened = Store::open_existing(&copy).await.expect("opens after the kill").expect("exists");
+        let details: Vec<String> = reopened.audit_log(10).await.expect("read").into_iter().map(|e| e.detail).collect();
+        assert_eq!(details, vec!["committed".to_string()], "the uncommitted write is rolled back");
+    }
 }

@@ -2,10 +2,10 @@
 //! its middle key, checksum both halves on both sides, keep only halves that differ,
 //! until a range is small enough to read and compare row by row.
 
-use super::VerifyError;
-use super::chunk::read_both;
 use super::diff::{RowDiff, TablePair, diff_rows};
-use super::side::{AnySide, Side};
+use super::error::VerifyError;
+use super::rows::read_both;
+use crate::connector::verifier::{AnySide, Side};
 use crate::model::KeyRange;
 
 /// A range this small is read and compared row by row.

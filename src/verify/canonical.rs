@@ -3,8 +3,6 @@
 //! variant carried them (docs/verify.md lists the mapping). A column's class, derived
 //! from the declared types on both sides, says which values are numbers or times.
 
-use std::hash::Hasher;
-
 use crate::model::timestamp_text;
 use crate::model::{Column, Value};
 
@@ -220,13 +218,7 @@ pub fn encode_row(classes: &[ColumnClass], row: &[Value], out: &mut Vec<u8>) {
     }
 }
 
-/// 64-bit hash of canonical bytes. Both sides are hashed by the same process, so the
-/// hash needs to be stable only within one run; SipHash spreads single-bit changes well.
-pub fn hash_bytes(bytes: &[u8]) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    h.write(bytes);
-    h.finish()
-}
+pub use crate::connector::verifier::hash_bytes;
 
 #[cfg(test)]
 mod tests {

@@ -5,13 +5,14 @@
 
 use std::time::Instant;
 
-use super::VerifyError;
 use super::bisect::bisect;
 use super::diff::{RowDiff, TablePair, diff_rows, digest};
+use super::error::VerifyError;
 use super::progress::{Progress, ProgressEvent};
-use super::side::{AnySide, Side};
+use super::rows::read_both;
 use super::throttle::Throttle;
-use crate::model::{KeyRange, Row};
+use crate::connector::verifier::{AnySide, Side};
+use crate::model::KeyRange;
 
 /// Rows of the first chunk when both sides checksum inside the database; later chunks
 /// are sized so that one takes about [`NATIVE_CHUNK_SECS`] (as pt-table-checksum does).
@@ -163,18 +164,6 @@ async fn stream_chunk(
     }
     walk.keep(diff_rows(pair, src, tgt));
     Ok((n, true))
-}
-
-/// Both sides' rows of a range, read concurrently, the target's aligned to source order.
-pub async fn read_both(
-    pair: &TablePair,
-    source: &mut AnySide,
-    target: &mut AnySide,
-    range: &KeyRange,
-) -> Result<(Vec<Row>, Vec<Row>), VerifyError> {
-    let (src, tgt) = tokio::join!(source.rows(&pair.source, range, None), target.rows(&pair.target, range, None));
-    let tgt: Vec<Row> = tgt?.into_iter().map(|r| pair.align(r)).collect();
-    Ok((src?, tgt))
 }
 
 #[cfg(test)]

@@ -7,25 +7,26 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::VerifyError;
 use super::diff::{RowDiff, TablePair, diff_rows};
+use super::error::VerifyError;
 use super::progress::{Progress, ProgressEvent};
-use super::side::{AnySide, Side};
 use crate::config::{Config, Task};
-use crate::connector::sqlite::state::{host_name, pid_alive};
-use crate::connector::{TableProgress, probe};
+use crate::connector::host::{host_name, pid_alive};
+use crate::connector::verifier::{AnySide, Side};
+use crate::connector::{TableProgress, registry};
 use crate::engine::plan_task;
 use crate::engine::task::DirectionSpec;
-use crate::model::{Row, now_micros};
+use crate::model::Row;
 
 /// The directions of a task that a live process runs now (empty when none does).
 pub async fn running_directions(config: &Config, task: &Task) -> Vec<DirectionSpec> {
     let mut out = Vec::new();
     for spec in plan_task(config, task, &[]) {
-        let Ok(state) = probe::target_state(&spec.target, &spec.id).await else { continue };
+        let Ok(state) = registry::target_state(&spec.target, &spec.id).await else { continue };
         if let Some(h) = state.lease {
-            // On this host the pid tells; elsewhere the lease's expiry does (as `ferry status`).
-            let alive = if h.host == host_name() { pid_alive(h.pid) } else { h.expires_us > now_micros() };
+            // A lease that ran out (by the target's clock) is nobody's; on this host the pid
+            // must run too (as `ferry status`).
+            let alive = !h.expired && (h.host != host_name() || pid_alive(h.pid));
             if alive {
                 out.push(spec);
             }
@@ -38,7 +39,7 @@ pub async fn running_directions(config: &Config, task: &Task) -> Vec<DirectionSp
 /// verifying it now would report the rows not copied yet.
 pub async fn copying(directions: &[DirectionSpec]) -> Option<(String, String)> {
     for d in directions {
-        let Ok(state) = probe::target_state(&d.target, &d.id).await else { continue };
+        let Ok(state) = registry::target_state(&d.target, &d.id).await else { continue };
         let Some(cp) = state.checkpoint else { continue };
         if let Some((table, _)) = cp.tables.iter().find(|(_, p)| **p != TableProgress::Done) {
             return Some((d.id.to_string(), table.clone()));
@@ -52,14 +53,14 @@ pub async fn copying(directions: &[DirectionSpec]) -> Option<(String, String)> {
 pub async fn wait_caught_up(directions: &[DirectionSpec], limit: Duration) -> bool {
     let mut heads = Vec::new();
     for d in directions {
-        heads.push(probe::source_head(&d.source).await.ok().flatten());
+        heads.push(registry::source_head(&d.source).await.ok().flatten());
     }
     let start = Instant::now();
     loop {
         let mut all = true;
         for (d, head) in directions.iter().zip(&heads) {
             let Some(head) = head else { continue };
-            let applied = probe::target_state(&d.target, &d.id).await.ok().and_then(|s| s.checkpoint?.position);
+            let applied = registry::target_state(&d.target, &d.id).await.ok().and_then(|s| s.checkpoint?.position);
             let reached = applied.and_then(|p| p.stream_cmp(head)).is_some_and(|o| o != std::cmp::Ordering::Less);
             all &= reached;
         }

@@ -8,59 +8,34 @@
 //! ([`repair`]). [`compare`] is the demo's simple row-by-row check of SQLite pairs.
 
 pub mod bisect;
+pub mod blob;
 pub mod canonical;
 pub mod chunk;
-pub mod compare;
 pub mod diff;
+pub mod error;
 pub mod live;
 pub mod plan;
 pub mod progress;
 pub mod repair;
 pub mod report;
-pub mod side;
+pub mod rows;
 pub mod throttle;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Task};
-use crate::connector::ConnectorError;
+use crate::connector::registry;
+use crate::connector::verifier::{AnySide, Side};
 use crate::model::{Key, key_text};
 use crate::store::{Store, StoreError, actor};
 use diff::{RowDiff, TablePair};
 use live::{Rechecks, Settled};
 use progress::Progress;
 use report::{Extent, RepairSummary, Report, TableReport};
-use side::{AnySide, Side};
 use throttle::Throttle;
 
-/// Why a verify run could not finish.
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    /// An endpoint failed or is set up wrong (names the endpoint).
-    #[error(transparent)]
-    Connector(#[from] ConnectorError),
-    /// The tables cannot be compared as asked.
-    #[error("{problem}\n  fix: {fix}")]
-    Input {
-        /// What is wrong, naming the table.
-        problem: String,
-        /// What to do.
-        fix: String,
-    },
-    /// The repair file could not be written.
-    #[error("cannot write the repair file {path}: {source}\n  fix: check the path given to --repair-sql")]
-    RepairFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The audit log could not be written.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
+pub use error::VerifyError;
 
 /// What to verify and how.
 #[derive(Debug, Clone)]
@@ -108,11 +83,11 @@ pub async fn verify_task(
         })
     };
     let mut sides = Sides {
-        source: AnySide::open(endpoint(&task.from)?, false).await?,
-        planner: AnySide::open(endpoint(&task.from)?, false).await?,
-        target: AnySide::open(endpoint(&task.to)?, opts.repair).await?,
+        source: registry::open_side(endpoint(&task.from)?, false).await?,
+        planner: registry::open_side(endpoint(&task.from)?, false).await?,
+        target: registry::open_side(endpoint(&task.to)?, opts.repair).await?,
     };
-    if sides.source.dialect() != sides.target.dialect() {
+    if sides.source.dialect().store() != sides.target.dialect().store() {
         sides.source.set_byte_order();
         sides.planner.set_byte_order();
         sides.target.set_byte_order();
@@ -124,6 +99,29 @@ pub async fn verify_task(
     let mut report = result?;
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Records a finished run in the audit log as `verify.clean` or `verify.differs` with its
+/// totals: the evidence cutover's Preflight reads. Every starter (the CLI, the node API
+/// and console, the cutover's Verify step) records through here, so one verify counts
+/// whoever started it. `context` says where it ran (`in cutover`), or is empty.
+pub async fn record(store: &Store, actor: &str, report: &Report, context: &str) -> Result<(), StoreError> {
+    let detail = format!(
+        "{} verify of {} -> {}{}{}: {} ({} confirmed, {} transient, {} unsettled, {} rows, {:.1}s)",
+        report.mode,
+        report.source,
+        report.target,
+        if context.is_empty() { "" } else { " " },
+        context,
+        if report.identical { "identical" } else { "differences confirmed" },
+        report.confirmed,
+        report.transient,
+        report.unsettled,
+        report.rows_checked,
+        report.seconds
+    );
+    let action = if report.identical { "verify.clean" } else { "verify.differs" };
+    store.audit(actor, action, Some(&report.task), &detail).await
 }
 
 /// The sessions of one run: the source, a second source session that plans chunks
@@ -276,8 +274,10 @@ async fn repair_all(
         summary.statements += statements.len() as u64;
         if opts.repair {
             target.apply(&statements).await?;
-            for (d, sql) in s.confirmed.iter().zip(&statements) {
-                let detail = format!("table {} key {} ({:?}): {sql}", pair.target.name, key_text(&d.key), d.kind);
+            // Keys and counts only: a viewer reads the audit log, and row contents are
+            // the data ferry protects.
+            for d in &s.confirmed {
+                let detail = format!("table {} key {} ({:?})", pair.target.name, key_text(&d.key), d.kind);
                 store.audit(&who, "verify.repair", Some(&task.name), &detail).await?;
             }
             summary.applied = true;
@@ -287,7 +287,9 @@ async fn repair_all(
     file.push("COMMIT".into());
     if let Some(path) = &opts.repair_sql {
         let text: String = file.iter().map(|s| format!("{s};\n")).collect();
-        std::fs::write(path, text).map_err(|source| VerifyError::RepairFile { path: path.clone(), source })?;
+        // 0600: the statements hold row contents.
+        crate::store::write_private(path, text.as_bytes())
+            .map_err(|source| VerifyError::RepairFile { path: path.clone(), source })?;
     }
     Ok(summary)
 }

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use super::VerifyError;
 use super::canonical::ColumnClass;
 use super::diff::TablePair;
-use super::side::{AnySide, Dialect, Side};
+use super::error::VerifyError;
 use crate::config::Task;
+use crate::connector::verifier::{AnySide, Dialect, Side};
 use crate::engine::map::Renames;
 use crate::model::TableName;
 
@@ -77,7 +77,7 @@ pub async fn plan_tables(
         {
             byte_order = true;
         }
-        let same_engine = (source.dialect() == target.dialect()).then_some(source.dialect());
+        let same_engine = (source.dialect().store() == target.dialect().store()).then_some(target.dialect());
         pairs.push(pair(&src, &mapped.columns, tgt, same_engine)?);
     }
     Ok(Plan { pairs, byte_order })
@@ -86,27 +86,17 @@ pub async fn plan_tables(
 /// The target's name of a (mapped) table: SQLite names are bare; a bare name on MySQL
 /// takes the database of the endpoint's URL.
 fn target_name(mapped: &TableName, target: &AnySide) -> Result<TableName, VerifyError> {
-    match target.dialect() {
-        Dialect::Sqlite => Ok(TableName::bare(mapped.name.clone())),
-        Dialect::Mysql => match (&mapped.schema, target.default_database()) {
-            (Some(_), _) => Ok(mapped.clone()),
-            (None, Some(db)) => Ok(TableName { schema: Some(db), name: mapped.name.clone() }),
-            (None, None) => Err(VerifyError::Input {
-                problem: format!("table {} has no database on endpoint {}", mapped.name, target.name()),
-                fix: format!(
-                    "put the database in the url of endpoint {} (mysql://USER:PASSWORD@HOST:PORT/DB)",
-                    target.name()
-                ),
-            }),
-        },
-    }
+    target.dialect().target_name(mapped, target.default_database()).map_err(|(problem, fix)| VerifyError::Input {
+        problem: format!("{problem} on endpoint {}", target.name()),
+        fix: format!("endpoint {}: {fix}", target.name()),
+    })
 }
 
 fn pair(
     src: &crate::model::TableSchema,
     mapped: &[crate::model::Column],
     tgt: crate::model::TableSchema,
-    same_engine: Option<Dialect>,
+    same_engine: Option<&dyn Dialect>,
 ) -> Result<TablePair, VerifyError> {
     let names = |cols: &[crate::model::Column]| cols.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
     let (want, have) = (names(mapped), names(&tgt.columns));
@@ -151,17 +141,15 @@ fn pair(
         .iter()
         .zip(&tgt.columns)
         .all(|(a, b)| a.decl_type.eq_ignore_ascii_case(&b.decl_type) && a.nullable == b.nullable);
-    // The server renders floats with fewer digits than they hold: two different floats
-    // can look alike, so such tables are hashed in ferry from exact binary values.
+    // Some stores render floats with fewer digits than they hold (the store's dialect
+    // decides whether its in-store checksum is exact for them).
     let floats = src.columns.iter().any(|c| {
         let d = c.decl_type.to_ascii_lowercase();
         d.starts_with("float") || d.starts_with("double") || d.starts_with("real")
     });
     let in_order = target_index.iter().enumerate().all(|(i, &j)| i == j);
-    // SQLite's quote() text of a REAL is exact, so floats need no care there.
-    let (native, method) = match same_engine {
-        Some(Dialect::Mysql) if same_types && in_order && !floats => (true, "in-database"),
-        Some(Dialect::Sqlite) if same_types && in_order => (true, "sqlite-text"),
+    let (native, method) = match same_engine.and_then(|d| d.native_method(floats)) {
+        Some(method) if same_types && in_order => (true, method),
         _ => (false, "in-ferry"),
     };
     Ok(TablePair { source: src.clone(), target: tgt, classes, target_index, native, method })

@@ -72,12 +72,30 @@ pub async fn admin(url: &str, statements: &[String]) {
     c.disconnect().await.ok();
 }
 
+/// Rows of a query polled while ferry may not have created its tables yet: a missing
+/// table or database reads as no rows (on a fresh server the first run creates them).
+pub async fn rows_once_created(url: &str, sql: &str) -> Vec<Vec<String>> {
+    let mut c = connect(url).await;
+    let result: Result<Vec<mysql_async::Row>, _> = c.query(sql).await;
+    c.disconnect().await.ok();
+    match result {
+        Ok(found) => strings(found),
+        Err(mysql_async::Error::Server(e)) if e.code == 1146 || e.code == 1049 => Vec::new(),
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
 /// Rows of a query, as strings.
 pub async fn rows(url: &str, sql: &str) -> Vec<Vec<String>> {
     let mut c = connect(url).await;
-    let rows: Vec<mysql_async::Row> = c.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let found: Vec<mysql_async::Row> = c.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     c.disconnect().await.ok();
-    rows.into_iter()
+    strings(found)
+}
+
+fn strings(found: Vec<mysql_async::Row>) -> Vec<Vec<String>> {
+    found
+        .into_iter()
         .map(|r| {
             (0..r.len())
                 .map(|i| match r.as_ref(i) {
@@ -362,6 +380,64 @@ fn start_private_pair(b_without_binlog: bool) -> Private {
 /// Stops the instance in `dir` and starts it again on the same data dir, socket, pid file
 /// and port, with binlog settings but no binary log.
 fn restart_without_binlog(dir: &Path, port: u16) {
+    restart_with(dir, port, &[]);
+}
+
+/// A private instance serving TLS only (`require_secure_transport=ON`) with the test
+/// certificates of [`super::tls::certs`] (server certificate for 127.0.0.1 signed by
+/// `ca.pem`), started on first use; its root is reached through the socket.
+pub struct TlsServer {
+    /// ferry's URL without TLS parameters.
+    pub url: String,
+    /// The instance's unix socket (exempt from require_secure_transport).
+    pub sock: PathBuf,
+    /// The certificates.
+    pub certs: &'static super::tls::Certs,
+}
+
+impl TlsServer {
+    /// Runs SQL as root through the socket.
+    pub fn root_sql(&self, sql: &str) {
+        let out = Command::new("mariadb")
+            .args(["--no-defaults", "-uroot", "-S"])
+            .arg(&self.sock)
+            .args(["-e", sql])
+            .stdin(Stdio::null())
+            .output()
+            .expect("mariadb client runs");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// The TLS-only instance (the binlog-less half of a private pair of its own, restarted
+/// with ssl_cert/ssl_key/ssl_ca and require_secure_transport=ON).
+pub async fn private_tls() -> &'static TlsServer {
+    static SERVER: OnceLock<TlsServer> = OnceLock::new();
+    tokio::task::spawn_blocking(|| {
+        SERVER.get_or_init(|| {
+            let certs = super::tls::certs();
+            let pair = Box::leak(Box::new(start_private_pair(false)));
+            let dir = pair.dir.join("dc-b");
+            let c = &certs.dir;
+            restart_with(
+                &dir,
+                pair.port_b,
+                &[
+                    format!("--ssl-ca={}", c.join("ca.pem").display()),
+                    format!("--ssl-cert={}", c.join("server.pem").display()),
+                    format!("--ssl-key={}", c.join("server.key").display()),
+                    "--require-secure-transport=ON".into(),
+                ],
+            );
+            TlsServer { url: pair.url_b(), sock: dir.join("sock"), certs }
+        })
+    })
+    .await
+    .expect("the TLS instance starts")
+}
+
+/// Restarts the instance in `dir` without binary log and with `extra` server options.
+fn restart_with(dir: &Path, port: u16, extra: &[String]) {
     let pid_file = dir.join("pid");
     let pid = std::fs::read_to_string(&pid_file).expect("pid file of dc-b").trim().to_string();
     let sock = dir.join("sock");
@@ -398,6 +474,7 @@ fn restart_without_binlog(dir: &Path, port: u16) {
         "--innodb-buffer-pool-size=64M".into(),
         "--performance-schema=OFF".into(),
     ];
+    args.extend_from_slice(extra);
     if is_root() {
         args.push("--user=root".into());
     }

@@ -2,8 +2,12 @@
 
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod mariadb;
 pub mod node;
+pub mod postgres;
+pub mod s3;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -158,10 +162,16 @@ impl FerryRun {
 
     /// Starts `ferry COMMAND --config CONFIG` (`run`, `node`) with info logging into `log`.
     pub fn start_command(command: &str, config: &Path, log: &Path) -> FerryRun {
+        FerryRun::start_with_env(command, config, log, &[])
+    }
+
+    /// [`FerryRun::start_command`] with these environment variables (test hooks).
+    pub fn start_with_env(command: &str, config: &Path, log: &Path, env: &[(&str, String)]) -> FerryRun {
         let err = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
         let child = Command::new(ferry_bin())
             .args([command, "--config"])
             .arg(config)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             // FERRY_TEST_LOG (e.g. `ferry=debug`) turns up the children's logging.
             .env("FERRY_LOG", std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(std::process::Stdio::null())
@@ -169,6 +179,16 @@ impl FerryRun {
             .spawn()
             .expect("spawn ferry");
         FerryRun(Some(child))
+    }
+
+    /// The child's process id (`None` once it was killed or stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.0.as_ref().map(std::process::Child::id)
+    }
+
+    /// Whether the child has exited (by itself).
+    pub fn exited(&mut self) -> bool {
+        self.0.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
     /// SIGKILL, and reap.
@@ -258,4 +278,11 @@ pub async fn ferry_within(args: &[&str], limit: Duration) -> Outcome {
         stdout: std::fs::read_to_string(&out_path).expect("read stdout"),
         stderr: std::fs::read_to_string(&err_path).expect("read stderr"),
     }
+}
+
+/// The peak resident memory (VmHWM, in KiB) of a running process, from /proc.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

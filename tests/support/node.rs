@@ -55,6 +55,7 @@ fn node_file(dir: &Path, port: u16, tokens: bool) -> PathBuf {
 impl Node {
     /// Creates a.db and b.db with a kv table and starts a node on a two-way task t.
     pub async fn start(tokens: bool) -> Node {
+        ferry::client::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         for db in ["a.db", "b.db"] {
             create_db(&dir.path().join(db), "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT);").await;

@@ -1,5 +1,7 @@
-//! The MySQL/MariaDB [`Sink`]: applies batches of whole source transactions in ONE
-//! target transaction together with the checkpoint (nothing lost, nothing doubled).
+//! Applying changes on a MySQL/MariaDB target: the [`MysqlSink`]'s sessions, where each
+//! changed table lives on this server, and the writer of its changes. The sink's
+//! contract on top of them (a batch in one target transaction with its checkpoint) is
+//! `sink.rs`; two-way judging is `conflict.rs`, several sessions at once `parallel.rs`.
 //!
 //! Three ways to write a table's changes:
 //! - tables without secondary unique keys collapse to the final state per key, written
@@ -11,11 +13,11 @@
 //! - tables with foreign keys, or referenced by one, go in source order across tables
 //!   (the target checks foreign keys and runs their ON DELETE/UPDATE actions itself);
 //! - `one_by_one` batches go change by change in source order, so a refused change is
-//!   named exactly ([`ApplyFailure`]).
+//!   named exactly (`ApplyFailure`).
 //!
 //! Which tables have unique and foreign keys is read from the target itself (its
 //! constraints are what a change can collide with). One-way batches with `workers` > 1
-//! are spread over several sessions by [`super::parallel`].
+//! are spread over several sessions by `parallel.rs`.
 //!
 //! Values are bound as docs/mysql-types.md says (decimals, dates and JSON as exact
 //! text) in a UTC session.
@@ -25,29 +27,15 @@ use std::sync::Arc;
 
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use tracing::warn;
 
-use super::conflict::Marking;
-use super::parallel::{Parents, StreamState, parents_of};
-use super::schema::{self, create_sql_columns, create_table_sql, qualified, retarget_create_sql};
-use super::snapshot::HEARTBEAT_TABLE;
-use super::state::{is_after, slot_progress, stream_key};
+use super::names::HEARTBEAT_TABLE;
+use super::schema::{self, Parents, qualified};
+use super::state::StreamState;
 use super::values::{param_len, to_param};
-use super::{FERRY_DB, MysqlEndpoint, ident, state, versions};
-use crate::connector::{
-    ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, Sink,
-    SnapshotRows,
-};
-use crate::model::{
-    Change, Key, Position, Row, SchemaChangeKind, SiteId, TableName, TableSchema, Txn, Value, key_text,
-};
-
-/// Server errors that mean a replayed schema change is already in place: table exists,
-/// duplicate column, duplicate key name, cannot drop (already gone), duplicate foreign key.
-const ALREADY_DONE: [u16; 5] = [1050, 1060, 1061, 1091, 1826];
-
-/// Rows per session below which a snapshot chunk is not spread.
-const SPREAD_MIN_ROWS: usize = 5_000;
+use super::versions::Marking;
+use super::{FERRY_DB, MysqlEndpoint, ident};
+use crate::connector::{ConnectorError, LeaseHolder};
+use crate::model::{Change, HashKey, Key, Row, SiteId, TableName, TableSchema, Txn};
 
 /// Most placeholders one prepared statement may carry.
 const MAX_PLACEHOLDERS: usize = 65_535;
@@ -61,16 +49,22 @@ const MAX_STATEMENT_BYTES: usize = 8 << 20;
 pub struct MysqlSink {
     pub(super) ep: MysqlEndpoint,
     pub(super) conn: Conn,
+    /// The lease's own session, opened on first use: taking or renewing the lease runs a
+    /// transaction of its own, which on `conn` would commit an open commit group.
+    pub(super) lease_conn: Option<Conn>,
+    /// The direction and fencing token whose lease this sink holds: its sessions are
+    /// marked as the holder's (see `state::session_lock`), helpers as they open.
+    pub(super) tenure: Option<(crate::connector::DirectionId, i64)>,
     /// Checkpoint rows committed so far on this connection (slot key -> fingerprint).
     pub(super) written: HashMap<String, String>,
     /// Parameter bytes per statement (a share of max_allowed_packet).
     pub(super) budget: usize,
     /// Two-way: the site changes come from (the direction's source), once set.
-    two_way: Option<SiteId>,
+    pub(super) two_way: Option<SiteId>,
     /// How this session marks its two-way transactions, once set up.
-    marking: Option<Marking>,
+    pub(super) marking: Option<Marking>,
     /// A source commit group is being applied in parts: its transaction is open.
-    open_group: bool,
+    pub(super) open_group: bool,
     /// Sessions a batch or a large snapshot chunk is spread over (`workers`), each with
     /// its own stream slot in the checkpoint.
     pub(super) workers: usize,
@@ -82,6 +76,8 @@ pub struct MysqlSink {
     pub(super) parents: Parents,
     /// The stream slots as loaded, and transactions a crash left applied past them.
     pub(super) stream: StreamState,
+    /// Snapshot chunks may go as `LOAD DATA LOCAL INFILE` (until the server refuses it).
+    pub(super) load_data: bool,
 }
 
 /// How one target table's changes are written.
@@ -111,6 +107,9 @@ pub(super) enum Failure {
     SnapshotRow { table: TableName, key: Key, message: String },
     /// A setup problem found while applying.
     Setup(ConnectorError),
+    /// The direction's lease carries another fencing token now (its holder): another
+    /// process took it over, and nothing of the batch may land.
+    Fenced(LeaseHolder),
 }
 
 impl From<mysql_async::Error> for Failure {
@@ -139,6 +138,8 @@ impl MysqlSink {
         Ok(MysqlSink {
             ep,
             conn,
+            lease_conn: None,
+            tenure: None,
             written: HashMap::new(),
             budget,
             workers: 1,
@@ -149,6 +150,7 @@ impl MysqlSink {
             constraints: HashMap::new(),
             parents: Parents::default(),
             stream: StreamState::default(),
+            load_data: true,
         })
     }
 
@@ -165,46 +167,17 @@ impl MysqlSink {
         self
     }
 
-    /// Writes a snapshot chunk over several sessions at once, each part in its own
-    /// transaction, all committed before the caller commits the checkpoint after them: a
-    /// crash in between copies the chunk again, and a chunk's upserts are idempotent.
-    async fn spread_snapshot(&mut self, snap: &SnapshotRows, parts: usize) -> Result<(), ConnectorError> {
-        self.open_helpers(parts - 1).await?;
-        let target = qualified(&self.resolve(&snap.table.name)?);
-        let per = snap.rows.len().div_ceil(parts);
-        let rows: Vec<&Row> = snap.rows.iter().collect();
-        let budget = self.budget;
-        let mut conns: Vec<&mut Conn> = Vec::with_capacity(parts);
-        conns.push(&mut self.conn);
-        conns.extend(self.helpers.iter_mut().take(parts - 1));
-        let jobs = conns.into_iter().zip(rows.chunks(per)).map(|(conn, part)| {
-            let (target, table) = (&target, &*snap.table);
-            async move {
-                conn.query_drop("START TRANSACTION").await?;
-                match upsert_on(conn, budget, target, table, part).await {
-                    Ok(()) => conn.query_drop("COMMIT").await,
-                    Err(e) => {
-                        let _ = conn.query_drop("ROLLBACK").await;
-                        Err(e)
-                    }
-                }
-            }
-        });
-        let results = futures_util::future::join_all(jobs).await;
-        for r in results {
-            r.map_err(self.ep.error(format!(
-                "copying {} snapshot rows of {} over {parts} sessions",
-                snap.rows.len(),
-                snap.table.name
-            )))?;
-        }
-        Ok(())
-    }
-
     /// Opens extra sessions until there are `n`.
     pub(super) async fn open_helpers(&mut self, n: usize) -> Result<(), ConnectorError> {
         while self.helpers.len() < n {
-            self.helpers.push(self.ep.connect().await?);
+            let mut conn = self.ep.connect().await?;
+            if let Some((dir, _)) = &self.tenure {
+                let role = (self.helpers.len() + 1).to_string();
+                super::state::mark_session(&mut conn, dir, &role)
+                    .await
+                    .map_err(self.ep.error(format!("marking an apply session of {dir}")))?;
+            }
+            self.helpers.push(conn);
         }
         Ok(())
     }
@@ -230,16 +203,6 @@ impl MysqlSink {
         Ok(out)
     }
 
-    /// Notes the target's own description of a table (`None`: it is gone).
-    async fn note_constraints(&mut self, name: &TableName) -> Result<(), ConnectorError> {
-        match schema::describe_loose(&self.ep, &mut self.conn, name).await? {
-            Some(t) => self.constraints.insert(name.clone(), Arc::new(t)),
-            None => self.constraints.remove(name),
-        };
-        self.parents = parents_of(self.constraints.values());
-        Ok(())
-    }
-
     /// Where a table lives on this server: its database, or the URL's for names without
     /// one (the heartbeat table always lives in `ferry`).
     pub(super) fn resolve(&self, name: &TableName) -> Result<TableName, ConnectorError> {
@@ -262,90 +225,6 @@ impl MysqlSink {
         }
     }
 
-    /// Applies the batch in the open transaction; `snapshot_written`: its snapshot rows
-    /// were already written (spread over several sessions).
-    async fn apply_inner(
-        &mut self,
-        dir: &DirectionId,
-        batch: &ApplyBatch,
-        snapshot_written: bool,
-    ) -> Result<(ApplyReport, Vec<(String, String)>), Failure> {
-        let mut report = ApplyReport::default();
-        // Transactions a worker committed before a crash, past the lowest stream slot.
-        let done: Vec<bool> =
-            batch.txns.iter().map(|t| self.stream.applied.contains_key(&stream_key(&t.position))).collect();
-        if batch.one_by_one {
-            for (t, txn) in batch.txns.iter().enumerate().filter(|(t, _)| !done[*t]) {
-                for change in &txn.changes {
-                    let target = qualified(&self.resolve(&change.table.name)?);
-                    match self.write_change(&target, change).await {
-                        Ok(()) => report.rows += 1,
-                        Err(e) => {
-                            return Err(match refusal(e) {
-                                Ok(message) => Failure::Change {
-                                    txn: t,
-                                    table: change.table.name.clone(),
-                                    key: change.new_key(),
-                                    message,
-                                },
-                                Err(e) => Failure::Sql(e),
-                            });
-                        }
-                    }
-                }
-            }
-        } else {
-            let txns: Vec<&Txn> = batch.txns.iter().zip(&done).filter(|(_, d)| !**d).map(|(t, _)| t).collect();
-            report.rows += self.apply_grouped(&txns).await?;
-        }
-        if let Some(snap) = batch.snapshot.as_ref().filter(|_| !snapshot_written) {
-            let target = qualified(&self.resolve(&snap.table.name)?);
-            if batch.one_by_one {
-                for row in &snap.rows {
-                    if let Err(e) = self.upsert_rows(&target, &snap.table, &[row]).await {
-                        return Err(match refusal(e) {
-                            Ok(message) => Failure::SnapshotRow {
-                                table: snap.table.name.clone(),
-                                key: snap.table.key_of(row),
-                                message,
-                            },
-                            Err(e) => Failure::Sql(e),
-                        });
-                    }
-                }
-            } else {
-                let rows: Vec<&Row> = snap.rows.iter().collect();
-                self.upsert_rows(&target, &snap.table, &rows).await?;
-            }
-            report.rows += snap.rows.len() as u64;
-        }
-        if !batch.commit {
-            return Ok((report, Vec::new()));
-        }
-        let noted = self.checkpoint_all(dir, batch).await?;
-        Ok((report, noted))
-    }
-
-    /// Writes the checkpoint of a batch applied on the main session: every worker's
-    /// stream slot moves together (what is still applied past this batch stays listed in
-    /// slot 0); the first commit after loading drops the slots of workers that no longer
-    /// exist.
-    pub(super) async fn checkpoint_all(
-        &mut self,
-        dir: &DirectionId,
-        batch: &ApplyBatch,
-    ) -> Result<Vec<(String, String)>, Failure> {
-        let position = batch.checkpoint.position.as_ref();
-        let still: Vec<&Position> =
-            self.stream.applied.values().filter(|p| position.is_none_or(|end| is_after(p, end))).collect();
-        let streams: Vec<(usize, Option<String>)> =
-            (0..self.workers).map(|w| (w, if w == 0 { slot_progress(&still) } else { None })).collect();
-        if !self.stream.settled {
-            state::drop_stream_slots_from(&mut self.conn, dir, self.workers).await?;
-        }
-        Ok(state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &self.written, &streams, true).await?)
-    }
-
     /// Writes the transactions' changes on the main session (see [`write_changes`]).
     pub(super) async fn apply_grouped(&mut self, txns: &[&Txn]) -> Result<u64, Failure> {
         let changes: Vec<&Change> = txns.iter().flat_map(|t| &t.changes).collect();
@@ -359,7 +238,7 @@ impl MysqlSink {
         let target = qualified(&self.resolve(&change.table.name)?);
         match self.write_change(&target, change).await {
             Ok(()) => Ok(()),
-            Err(e) => Err(match refusal(e) {
+            Err(e) => Err(match refusal(e, &change.table) {
                 Ok(message) if t != usize::MAX => {
                     Failure::Change { txn: t, table: change.table.name.clone(), key: change.new_key(), message }
                 }
@@ -372,7 +251,7 @@ impl MysqlSink {
     }
 
     /// One change on its own (one-by-one mode).
-    async fn write_change(&mut self, target: &str, change: &Change) -> Result<(), mysql_async::Error> {
+    pub(super) async fn write_change(&mut self, target: &str, change: &Change) -> Result<(), mysql_async::Error> {
         let table = &change.table;
         match &change.after {
             None => self.delete_keys(target, table, &[&change.key]).await,
@@ -394,50 +273,13 @@ impl MysqlSink {
         delete_on(&mut self.conn, self.budget, target, table, keys).await
     }
 
-    async fn upsert_rows(
+    pub(super) async fn upsert_rows(
         &mut self,
         target: &str,
         table: &TableSchema,
         rows: &[&Row],
     ) -> Result<(), mysql_async::Error> {
         upsert_on(&mut self.conn, self.budget, target, table, rows).await
-    }
-
-    fn failure(&self, f: Failure, batch: &ApplyBatch) -> ConnectorError {
-        match f {
-            Failure::Sql(source) => {
-                let changes: usize = batch.txns.iter().map(|t| t.changes.len()).sum();
-                let snap =
-                    batch.snapshot.as_ref().map(|s| format!(" and {} snapshot rows of {}", s.rows.len(), s.table.name));
-                ConnectorError::Mysql {
-                    endpoint: self.ep.name.clone(),
-                    what: format!(
-                        "applying {} source transactions ({changes} changes){}",
-                        batch.txns.len(),
-                        snap.unwrap_or_default()
-                    ),
-                    source: Box::new(source),
-                }
-            }
-            Failure::Change { txn, table, key, message } => ConnectorError::Apply(Box::new(ApplyFailure {
-                endpoint: self.ep.name.clone(),
-                position: batch.txns[txn].position.clone(),
-                table,
-                key: key_text(&key),
-                message,
-            })),
-            Failure::SnapshotRow { table, key, message } => ConnectorError::Setup {
-                endpoint: self.ep.name.clone(),
-                problem: format!(
-                    "the snapshot row of table {table} with key {} was refused: {message}",
-                    key_text(&key)
-                ),
-                fix: format!(
-                    "make the target table {table} accept the source's rows (same columns, types and keys), then run ferry again"
-                ),
-            },
-            Failure::Setup(e) => e,
-        }
     }
 }
 
@@ -491,7 +333,7 @@ async fn write_collapsed(
 ) -> Result<(), mysql_async::Error> {
     let target = &target_of(targets, &table.name)?.sql;
     let mut finals: Vec<(Key, Option<&Row>)> = Vec::with_capacity(changes.len());
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(changes.len());
+    let mut index: HashMap<HashKey, usize> = HashMap::with_capacity(changes.len());
     for change in changes {
         match &change.after {
             None => set_final(&mut finals, &mut index, change.key.clone(), None),
@@ -576,17 +418,28 @@ async fn delete_on(
     Ok(())
 }
 
-/// The server's message when a statement was refused because of its data (not for
-/// broken connections, deadlocks or lock waits, which are worth retrying).
-fn refusal(e: mysql_async::Error) -> Result<String, mysql_async::Error> {
+/// The server's message when a statement writing a row of `table` was refused because
+/// of its data (see [`super::error_kind`]); anything else (a full disk or table, a lost
+/// connection, a deadlock or lock wait) is worth retrying and comes back as it was.
+pub(super) fn refusal(e: mysql_async::Error, table: &TableSchema) -> Result<String, mysql_async::Error> {
     match e {
-        mysql_async::Error::Server(s) if !super::lock_conflict(&e) => Ok(format!("{} (error {})", s.message, s.code)),
+        mysql_async::Error::Server(s) if s.code == 1048 && names_key_column(&s.message, table) => Ok(format!(
+            "another row of the target holds one of this row's values of a unique key that is not the primary key, so writing it would overwrite that row (the upsert's guard answered: {} (error {}))",
+            s.message, s.code
+        )),
+        mysql_async::Error::Server(s) if super::refuses_data(s.code) => Ok(format!("{} (error {})", s.message, s.code)),
         e => Err(e),
     }
 }
 
+/// Whether a "Column 'x' cannot be null" message names a primary key column of `table`
+/// (the upsert's guard, see [`upsert_on`]).
+fn names_key_column(message: &str, table: &TableSchema) -> bool {
+    table.key_columns().iter().any(|c| message.contains(&format!("'{c}'")))
+}
+
 /// Multi-row `INSERT … ON DUPLICATE KEY UPDATE` of whole rows on one session.
-async fn upsert_on(
+pub(super) async fn upsert_on(
     conn: &mut Conn,
     budget: usize,
     target: &str,
@@ -598,15 +451,26 @@ async fn upsert_on(
     }
     let width = table.columns.len();
     let cols: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
-    let mut sets: Vec<String> = table
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !table.primary_key.contains(i))
-        .map(|(_, c)| format!("{0} = VALUES({0})", ident(&c.name)))
-        .collect();
+    // An upsert is by primary key. ON DUPLICATE KEY UPDATE fires on any unique key, so a
+    // row colliding with ANOTHER row on a unique key that is not the primary key would
+    // silently overwrite that row: the guard sets the (NOT NULL) key to NULL then, which
+    // strict mode refuses (1048), and the refusal is explained as the collision it is.
+    let pk: Vec<&String> = table.primary_key.iter().filter_map(|&i| cols.get(i)).collect();
+    let same_row = pk.iter().map(|c| format!("{c} <=> VALUES({c})")).collect::<Vec<_>>().join(" AND ");
+    let mut sets: Vec<String> = Vec::with_capacity(width);
+    if let Some(first) = pk.first() {
+        sets.push(format!("{first} = IF({same_row}, {first}, NULL)"));
+    }
+    sets.extend(
+        table
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !table.primary_key.contains(i))
+            .map(|(_, c)| format!("{0} = VALUES({0})", ident(&c.name))),
+    );
     if sets.is_empty() {
-        // Every column is part of the key: nothing to update on a duplicate.
+        // No key described: nothing to update on a duplicate.
         sets.push(format!("{0} = {0}", cols[0]));
     }
     let tuple = format!("({})", vec!["?"; width].join(","));
@@ -655,357 +519,16 @@ fn split<T>(items: &[T], width: usize, budget: usize, size: impl Fn(&T) -> usize
 /// Records the state a key ends in (the last change to it wins).
 fn set_final<'a>(
     finals: &mut Vec<(Key, Option<&'a Row>)>,
-    index: &mut HashMap<Vec<u8>, usize>,
+    index: &mut HashMap<HashKey, usize>,
     key: Key,
     state: Option<&'a Row>,
 ) {
-    let id = key_id(&key);
+    let id = HashKey(key);
     match index.get(&id) {
         Some(&i) => finals[i].1 = state,
         None => {
-            index.insert(id, finals.len());
-            finals.push((key, state));
-        }
-    }
-}
-
-/// A key as bytes that are equal exactly when the keys are (floats by their bits).
-pub(super) fn key_id(key: &Key) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() * 9);
-    for v in key {
-        match v {
-            Value::Null => out.push(0),
-            Value::Int(i) => {
-                out.push(1);
-                out.extend_from_slice(&i.to_le_bytes());
-            }
-            Value::UInt(u) => {
-                out.push(2);
-                out.extend_from_slice(&u.to_le_bytes());
-            }
-            Value::Float(f) => {
-                out.push(3);
-                out.extend_from_slice(&f.to_bits().to_le_bytes());
-            }
-            Value::Text(s) | Value::Decimal(s) | Value::Json(s) => {
-                out.push(4);
-                out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-                out.extend_from_slice(s.as_bytes());
-            }
-            Value::Bytes(b) => {
-                out.push(5);
-                out.extend_from_slice(&(b.len() as u64).to_le_bytes());
-                out.extend_from_slice(b);
-            }
-            other => {
-                let s = format!("{other:?}");
-                out.push(6);
-                out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-                out.extend_from_slice(s.as_bytes());
-            }
-        }
-    }
-    out
-}
-
-impl Sink for MysqlSink {
-    async fn prepare(&mut self) -> Result<(), ConnectorError> {
-        state::ensure_target_tables(&self.ep, &mut self.conn).await
-    }
-
-    async fn ensure_tables(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), ConnectorError> {
-        for t in tables {
-            let name = self.resolve(&t.name)?;
-            match schema::describe_loose(&self.ep, &mut self.conn, &name).await? {
-                Some(existing) => {
-                    let want: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
-                    let have: Vec<&str> = existing.columns.iter().map(|c| c.name.as_str()).collect();
-                    if want != have && t.create_sql.is_some() {
-                        // A MySQL source's schema changes travel in its binlog: after a
-                        // restart the source may already show one that the stream has not
-                        // brought here yet. Rows written before it still fit; a real
-                        // mismatch fails at the first row, naming it.
-                        warn!(
-                            endpoint = %self.ep.name,
-                            "table {name} has columns {have:?} here but {want:?} on the source; going on, expecting a schema change from the stream to bring them in line"
-                        );
-                    } else if want != have {
-                        return Err(ConnectorError::Setup {
-                            endpoint: self.ep.name.clone(),
-                            problem: format!("table {name} has columns {have:?} here but {want:?} on the source"),
-                            fix: format!(
-                                "make {} have the source's columns (same names, same order: ALTER TABLE … ADD/MODIFY … AFTER …), drop it so ferry creates it, or map the columns with [[task.map]]",
-                                qualified(&name)
-                            ),
-                        });
-                    }
-                    let want_pk: Vec<&str> = t.key_columns();
-                    let have_pk: Vec<&str> = existing.key_columns();
-                    if want_pk != have_pk {
-                        return Err(ConnectorError::Setup {
-                            endpoint: self.ep.name.clone(),
-                            problem: format!(
-                                "table {name} has primary key {have_pk:?} here but {want_pk:?} on the source"
-                            ),
-                            fix: format!(
-                                "give {} the source's primary key: ALTER TABLE {} DROP PRIMARY KEY, ADD PRIMARY KEY ({})",
-                                name,
-                                qualified(&name),
-                                want_pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
-                            ),
-                        });
-                    }
-                    self.constraints.insert(name.clone(), Arc::new(existing));
-                }
-                None => {
-                    self.create_table(t, &name).await?;
-                    self.note_constraints(&name).await?;
-                }
-            }
-        }
-        self.parents = parents_of(self.constraints.values());
-        if self.two_way.is_some() {
-            // The triggers name the target's own columns (a schema change may still be
-            // on its way from the source).
-            let mut resolved = Vec::with_capacity(tables.len());
-            for t in tables {
-                let name = self.resolve(&t.name)?;
-                if let Some(own) = schema::describe_loose(&self.ep, &mut self.conn, &name).await? {
-                    resolved.push(Arc::new(own));
-                }
-            }
-            let site = self.ep.site.clone();
-            versions::install(&self.ep, &mut self.conn, &resolved, &site, true).await?;
-        }
-        Ok(())
-    }
-
-    async fn load_checkpoint(&mut self, dir: &DirectionId) -> Result<Option<Checkpoint>, ConnectorError> {
-        let loaded = state::load_checkpoint_slots(&self.ep, &mut self.conn, dir).await?;
-        let (cp, slots) = loaded.map(|(cp, s)| (Some(cp), s)).unwrap_or_default();
-        self.stream = StreamState::loaded(slots);
-        if !self.stream.applied.is_empty() {
-            tracing::info!(endpoint = %self.ep.name, direction = %dir, transactions = self.stream.applied.len(), "a worker had committed transactions past the lowest stream slot; they are not applied again");
-        }
-        Ok(cp)
-    }
-
-    async fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
-        if let Some(rules) = &batch.conflicts {
-            return self.apply_two_way_batch(dir, batch, rules).await;
-        }
-        // A schema change travels alone (see the binlog reader): it commits by itself, so
-        // it runs before the transaction that records the checkpoint after it.
-        for txn in batch.txns.iter().filter(|t| !t.ddl.is_empty()) {
-            self.apply_schema_changes(txn).await?;
-        }
-        let continuing = self.open_group;
-        // Independent groups of source transactions over `workers` sessions, when the
-        // batch allows it (one-way, stream only, slots settled, a whole commit group).
-        if !continuing
-            && batch.commit
-            && let Some(report) = self.apply_parallel(dir, batch).await?
-        {
-            return Ok(report);
-        }
-        let mut spread = 0;
-        if let Some(snap) = &batch.snapshot {
-            let parts = self.workers.min(snap.rows.len() / SPREAD_MIN_ROWS);
-            if parts > 1 && batch.txns.is_empty() && !batch.one_by_one && !continuing {
-                self.spread_snapshot(snap, parts).await?;
-                spread = snap.rows.len() as u64;
-            }
-        }
-        if !continuing {
-            self.ep.exec(&mut self.conn, "starting the apply transaction", "START TRANSACTION").await?;
-        }
-        self.open_group = false;
-        match self.apply_inner(dir, batch, spread > 0).await {
-            // A part of a source commit group too large for one read: the transaction
-            // stays open for the next part, which commits it with the checkpoint.
-            Ok((report, _)) if !batch.commit => {
-                self.open_group = true;
-                Ok(report)
-            }
-            Ok((mut report, noted)) => match self.conn.query_drop("COMMIT").await {
-                Ok(()) => {
-                    self.written.extend(noted);
-                    self.stream.committed(batch.checkpoint.position.as_ref());
-                    report.rows += spread;
-                    Ok(report)
-                }
-                Err(e) => {
-                    let _ = self.conn.query_drop("ROLLBACK").await;
-                    Err(self.ep.error("committing an applied batch")(e))
-                }
-            },
-            Err(f) => {
-                let _ = self.conn.query_drop("ROLLBACK").await;
-                Err(self.failure(f, batch))
-            }
-        }
-    }
-
-    async fn lease(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<LeaseOutcome, ConnectorError> {
-        state::take_lease(&self.ep, &mut self.conn, dir, holder).await
-    }
-
-    async fn release(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<(), ConnectorError> {
-        state::drop_lease(&self.ep, &mut self.conn, dir, holder).await
-    }
-}
-
-impl MysqlSink {
-    /// A two-way batch: schema changes first (tagged with their origin), then the rows,
-    /// judged, in one transaction with the checkpoint; a deadlock with an application
-    /// transaction over the locked rows runs the batch again.
-    async fn apply_two_way_batch(
-        &mut self,
-        dir: &DirectionId,
-        batch: &ApplyBatch,
-        rules: &crate::connector::ConflictRules,
-    ) -> Result<ApplyReport, ConnectorError> {
-        let marking = match self.marking {
-            Some(m) => m,
-            None => {
-                let m = self.enter_two_way(&rules.remote_site).await?;
-                self.marking = Some(m);
-                m
-            }
-        };
-        for txn in batch.txns.iter().filter(|t| !t.ddl.is_empty()) {
-            self.apply_schema_changes(txn).await?;
-        }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let continuing = self.open_group;
-            if !continuing {
-                self.ep.exec(&mut self.conn, "starting the apply transaction", "START TRANSACTION").await?;
-            }
-            self.open_group = false;
-            let result = match self.apply_two_way(dir, batch, rules, marking).await {
-                Ok(report) if !batch.commit => Ok((report, Vec::new())),
-                Ok(report) => match self.checkpoint_all(dir, batch).await {
-                    Ok(noted) => Ok((report, noted)),
-                    Err(f) => Err(f),
-                },
-                Err(f) => Err(f),
-            };
-            let err = match result {
-                // A part of a larger commit group: the transaction stays open.
-                Ok((report, _)) if !batch.commit => {
-                    self.open_group = true;
-                    return Ok(report);
-                }
-                Ok((report, noted)) => match self.conn.query_drop("COMMIT").await {
-                    Ok(()) => {
-                        self.written.extend(noted);
-                        self.stream.committed(batch.checkpoint.position.as_ref());
-                        return Ok(report);
-                    }
-                    Err(e) => self.ep.error("committing an applied two-way batch")(e),
-                },
-                Err(f) => self.failure(f, batch),
-            };
-            let _ = self.conn.query_drop("ROLLBACK").await;
-            // Earlier parts of an open group went with the rollback: the engine reads the
-            // group again rather than this part alone.
-            if attempt < 5 && !continuing && super::conflict::retry_at_once(&err) {
-                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
-                continue;
-            }
-            return Err(err);
-        }
-    }
-
-    /// Runs a transaction's schema changes, each under the target's table name. A change
-    /// found already made (the process stopped after it ran but before its checkpoint)
-    /// passes; one the target refuses stops the task naming the statement and position.
-    async fn apply_schema_changes(&mut self, txn: &Txn) -> Result<(), ConnectorError> {
-        for sc in &txn.ddl {
-            let name = self.resolve(&sc.table)?;
-            let mut statement = sc.retarget(&qualified(&name));
-            if let Some(origin) = &self.two_way {
-                // The reverse direction drops it by this tag where server ids cannot mark it.
-                statement = format!("{}{statement}", versions::ddl_tag(origin));
-            }
-            let db = name.schema.clone().unwrap_or_default();
-            let what = format!("applying the schema change at {}: {statement}", txn.position);
-            if sc.kind == SchemaChangeKind::Create {
-                self.ep.exec(&mut self.conn, &what, &format!("CREATE DATABASE IF NOT EXISTS {}", ident(&db))).await?;
-            }
-            self.ep.exec(&mut self.conn, &what, &format!("USE {}", ident(&db))).await?;
-            match self.conn.query_drop(&statement).await {
-                Ok(()) => {
-                    tracing::info!(endpoint = %self.ep.name, position = %txn.position, "applied schema change: {statement}");
-                }
-                Err(mysql_async::Error::Server(e)) if ALREADY_DONE.contains(&e.code) => {
-                    warn!(endpoint = %self.ep.name, position = %txn.position, error = %e.message, "schema change already made here (a restart after it ran); going on: {statement}");
-                }
-                Err(mysql_async::Error::Server(e)) => {
-                    return Err(ConnectorError::Setup {
-                        endpoint: self.ep.name.clone(),
-                        problem: format!(
-                            "the schema change at source position {} failed here: {statement}: {} (error {})",
-                            txn.position, e.message, e.code
-                        ),
-                        fix: format!(
-                            "make {name} here able to take it (or make the change by hand), then `ferry run` again; to skip it on purpose: ferry skip --config FILE --task TASK --position {}",
-                            txn.position
-                        ),
-                    });
-                }
-                Err(e) => return Err(self.ep.error(what)(e)),
-            }
-            self.note_constraints(&name).await?;
-        }
-        if self.two_way.is_some() {
-            // Two-way: ferry's triggers compare every column, so they follow the new shape.
-            for sc in txn.ddl.iter().filter(|sc| matches!(sc.kind, SchemaChangeKind::Alter | SchemaChangeKind::Create))
-            {
-                let name = self.resolve(&sc.table)?;
-                if let Some(t) = schema::describe_loose(&self.ep, &mut self.conn, &name).await? {
-                    let site = self.ep.site.clone();
-                    versions::install(&self.ep, &mut self.conn, &[Arc::new(t)], &site, true).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Creates a missing target table: from the source's own CREATE TABLE when its
-    /// columns are the target's, else from the columns and keys.
-    async fn create_table(&mut self, t: &TableSchema, name: &TableName) -> Result<(), ConnectorError> {
-        let Some(db) = &name.schema else { return Ok(()) };
-        let what = format!("creating table {name}");
-        self.ep.exec(&mut self.conn, &what, &format!("CREATE DATABASE IF NOT EXISTS {}", ident(db))).await?;
-        let want: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
-        let from_source = t
-            .create_sql
-            .as_deref()
-            .filter(|sql| create_sql_columns(sql).as_ref() == Some(&want))
-            .and_then(|sql| retarget_create_sql(sql, name));
-        let mut target = t.clone();
-        target.name = name.clone();
-        let from_columns = create_table_sql(&target);
-        // Foreign keys may name tables created later in this loop.
-        self.ep.exec(&mut self.conn, &what, "SET @ferry_fk = @@foreign_key_checks, foreign_key_checks = 0").await?;
-        let mut result = Err(None);
-        if let Some(sql) = &from_source {
-            result = self.conn.query_drop(sql).await.map_err(Some);
-            if let Err(Some(e)) = &result {
-                warn!(endpoint = %self.ep.name, table = %name, error = %e, "the source's CREATE TABLE failed here; creating the table from its columns");
-            }
-        }
-        if result.is_err() {
-            result = self.conn.query_drop(&from_columns).await.map_err(Some);
-        }
-        self.ep.exec(&mut self.conn, &what, "SET foreign_key_checks = @ferry_fk").await?;
-        match result {
-            Ok(()) => Ok(()),
-            Err(Some(e)) => Err(self.ep.error(format!("{what} with {from_columns}"))(e)),
-            Err(None) => Ok(()),
+            index.insert(id.clone(), finals.len());
+            finals.push((id.0, state));
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use mysql_async::Conn;
 use mysql_async::prelude::{FromRow, Queryable};
 
-use super::{FERRY_DB, MysqlEndpoint, ident};
+use super::{FERRY_DB, MysqlEndpoint, ident, string_literal};
 
 /// Rows per second a snapshot is assumed to copy at when estimating its duration
 /// (conservative: one chunked reader on a busy server).
@@ -27,8 +27,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Databases that are never synced.
 const SYSTEM_DATABASES: [&str; 5] = ["mysql", "information_schema", "performance_schema", "sys", FERRY_DB];
 
-/// Privileges ferry needs on a database it writes (its own, or a target's).
+/// Privileges ferry needs on a target database it writes.
 const WRITE_PRIVILEGES: [&str; 5] = ["SELECT", "INSERT", "UPDATE", "DELETE", "CREATE"];
+
+/// Privileges ferry needs on its own database: it writes there, and `ALTER` moves its
+/// tables to a new schema version at start (see `migrate`).
+const FERRY_DB_PRIVILEGES: [&str; 6] = ["SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "ALTER"];
 
 /// One thing wrong with an endpoint, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -427,7 +431,7 @@ fn replication_privileges(ep: &MysqlEndpoint, s: &Session) -> Vec<Problem> {
 }
 
 fn ferry_db_privileges(ep: &MysqlEndpoint, s: &Session, what: &str) -> Option<Problem> {
-    let missing: BTreeSet<&str> = WRITE_PRIVILEGES.into_iter().filter(|p| !s.grants.on_db(p, FERRY_DB)).collect();
+    let missing: BTreeSet<&str> = FERRY_DB_PRIVILEGES.into_iter().filter(|p| !s.grants.on_db(p, FERRY_DB)).collect();
     if missing.is_empty() {
         return None;
     }
@@ -446,7 +450,7 @@ fn ferry_db_privileges(ep: &MysqlEndpoint, s: &Session, what: &str) -> Option<Pr
 
 /// Privileges in the order GRANT statements list them here.
 fn ordered(privs: &BTreeSet<&str>) -> String {
-    WRITE_PRIVILEGES.into_iter().filter(|p| privs.contains(p)).collect::<Vec<_>>().join(", ")
+    FERRY_DB_PRIVILEGES.into_iter().filter(|p| privs.contains(p)).collect::<Vec<_>>().join(", ")
 }
 
 async fn primary_keys(
@@ -458,7 +462,7 @@ async fn primary_keys(
         return Ok(Vec::new());
     }
     let dbs: BTreeSet<&str> = tables.iter().map(|t| t.0.as_str()).collect();
-    let in_list = dbs.iter().map(|d| quote(d)).collect::<Vec<_>>().join(", ");
+    let in_list = dbs.iter().map(|d| string_literal(d)).collect::<Vec<_>>().join(", ");
     // (db, table, index, non_unique, column, nullable) in index column order.
     let stats: Vec<(String, String, String, i64, String, String)> = s
         .query(
@@ -504,8 +508,8 @@ async fn primary_keys(
                         "reading a table's columns",
                         format!(
                             "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
-                            quote(db),
-                            quote(t)
+                            string_literal(db),
+                            string_literal(t)
                         ),
                     )
                     .await?;
@@ -580,11 +584,6 @@ fn human(secs: u64) -> String {
         3600..86400 => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
         _ => format!("{} d {} h", secs / 86400, secs % 86400 / 3600),
     }
-}
-
-/// A string literal for SQL text.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// An open, read-only look at one server.
@@ -694,8 +693,7 @@ fn connect_problem(ep: &MysqlEndpoint, e: &crate::connector::ConnectorError) -> 
 /// `user@host` from CURRENT_USER() as `'user'@'host'`.
 fn account(current: &str) -> String {
     let (user, host) = current.rsplit_once('@').unwrap_or((current, "%"));
-    let q = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
-    format!("{}@{}", q(user), q(host))
+    format!("{}@{}", string_literal(user), string_literal(host))
 }
 
 /// Where a grant applies.

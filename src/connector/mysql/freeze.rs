@@ -7,12 +7,13 @@
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
+use super::names::{FREEZE_TABLE, ferry_table};
 use super::{FERRY_DB, MysqlEndpoint, ident};
 use crate::connector::ConnectorError;
 use crate::model::now_micros;
 
 fn freeze_table() -> String {
-    format!("{}.{}", ident(FERRY_DB), ident("ferry_freeze"))
+    ferry_table(FREEZE_TABLE)
 }
 
 /// Records in `ferry.ferry_freeze` when and why the server was frozen (kept on a repeat).
@@ -91,7 +92,7 @@ pub async fn end_sessions(ep: &MysqlEndpoint, conn: &mut Conn, exempt: &[String]
 pub async fn unfreeze(ep: &MysqlEndpoint, conn: &mut Conn) -> Result<(), ConnectorError> {
     let what = "unfreezing the server (SET GLOBAL read_only = OFF)";
     ep.exec(conn, what, "SET GLOBAL read_only = OFF").await?;
-    if ferry_table_exists(ep, conn, "ferry_freeze", what).await? {
+    if ferry_table_exists(ep, conn, FREEZE_TABLE, what).await? {
         ep.exec(conn, what, &format!("DELETE FROM {}", freeze_table())).await?;
     }
     Ok(())

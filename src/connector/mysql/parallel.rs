@@ -29,71 +29,16 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tracing::warn;
 
 use super::apply::{MysqlSink, Targets, write_changes};
-use super::state::{self, StreamSlots, is_after, slot_progress, stream_key};
-use crate::connector::{ApplyBatch, ApplyReport, Checkpoint, ConnectorError, DirectionId};
-use crate::model::{Change, FastHash, FastHasher, Op, Position, Row, TableName, TableSchema, Txn, Value};
-
-/// What other tables' foreign keys make of a parent table.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Referenced {
-    /// The column sets referenced.
-    pub sets: Vec<Vec<String>>,
-    /// Child tables whose rows the target changes when a parent row goes or changes
-    /// (ON DELETE/UPDATE CASCADE, SET NULL, SET DEFAULT).
-    pub cascades_to: Vec<TableName>,
-}
-
-/// Per parent table, what references it.
-pub type Parents = HashMap<TableName, Referenced>;
-
-/// What references each parent table named by these tables' foreign keys.
-pub fn parents_of<'a>(tables: impl Iterator<Item = &'a Arc<TableSchema>>) -> Parents {
-    let mut out = Parents::new();
-    for t in tables {
-        for fk in &t.foreign_keys {
-            let r = out.entry(fk.parent.clone()).or_default();
-            if !r.sets.contains(&fk.parent_columns) {
-                r.sets.push(fk.parent_columns.clone());
-            }
-            if fk.cascades && !r.cascades_to.contains(&t.name) {
-                r.cascades_to.push(t.name.clone());
-            }
-        }
-    }
-    out
-}
-
-/// The stream slots of a sink: whether they agree, and what a crash left applied.
-#[derive(Debug, Default)]
-pub struct StreamState {
-    /// Every worker's slot holds the same position and no other slot exists; false
-    /// after loading until the first single-session commit writes them all.
-    pub settled: bool,
-    /// Source transactions past the lowest slot that a worker already committed, by
-    /// [`stream_key`].
-    pub applied: HashMap<String, Position>,
-}
-
-impl StreamState {
-    /// The state a checkpoint was loaded with.
-    pub fn loaded(slots: StreamSlots) -> Self {
-        let applied = slots.applied.into_iter().map(|p| (stream_key(&p), p)).collect();
-        StreamState { settled: false, applied }
-    }
-
-    /// Every slot was written at `position` in one committed transaction.
-    pub fn committed(&mut self, position: Option<&Position>) {
-        self.settled = true;
-        self.applied.retain(|_, p| position.is_none_or(|end| is_after(p, end)));
-    }
-}
+use super::schema::Parents;
+use super::state::{self, slot_progress, stream_key};
+use crate::connector::{ApplyBatch, ApplyReport, Checkpoint, ConnectorError, DirectionId, LeaseHolder};
+use crate::model::{Change, FastHash, FastHasher, Op, Position, Row, TableName, Txn, Value};
 
 /// One session's share of a batch: its transactions (source order) and the stream slots
 /// its transaction writes (its own first).
@@ -141,7 +86,7 @@ impl MysqlSink {
         tracing::debug!(endpoint = %self.ep.name, transactions = batch.txns.len(), sessions = jobs.len(), "applying a batch over several sessions");
         self.open_helpers(jobs.len() - 1).await?;
 
-        let (budget, cp, written) = (self.budget, &batch.checkpoint, &self.written);
+        let (budget, cp, written, fence) = (self.budget, &batch.checkpoint, &self.written, batch.fence);
         let mut conns: Vec<&mut Conn> = Vec::with_capacity(jobs.len());
         conns.push(&mut self.conn);
         conns.extend(self.helpers.iter_mut().take(jobs.len() - 1));
@@ -149,7 +94,7 @@ impl MysqlSink {
             .iter_mut()
             .zip(&jobs)
             .enumerate()
-            .map(|(j, (conn, job))| run_job(conn, budget, &targets, job, dir, cp, written, j == 0));
+            .map(|(j, (conn, job))| run_job(conn, budget, &targets, job, dir, cp, written, fence, j == 0));
         let mut results = futures_util::future::join_all(runs).await;
         // A session that failed (a deadlock or lock wait between sessions, or a collision
         // the keys did not foresee) tries again alone, after the others committed: its
@@ -157,13 +102,22 @@ impl MysqlSink {
         for (j, job) in jobs.iter().enumerate() {
             if let Err(e) = &results[j] {
                 warn!(endpoint = %self.ep.name, session = j, transactions = job.txns.len(), error = %e, "a parallel apply session failed; applying its share again on its own");
-                results[j] = run_job(conns[j], budget, &targets, job, dir, cp, written, j == 0).await;
+                results[j] = run_job(conns[j], budget, &targets, job, dir, cp, written, fence, j == 0).await;
             }
         }
         drop(conns);
+        // Another process took the lease over: what did commit went in before it did
+        // (the takeover waited for those commits), the rest must not.
+        let lost = results.iter().find_map(|r| r.as_ref().ok().and_then(|r| r.as_ref().err()).cloned());
+        let mut results: Vec<Result<Vec<(String, String)>, mysql_async::Error>> =
+            results.into_iter().map(|r| r.map(|r| r.unwrap_or_default())).collect();
+        if let Some(holder) = lost {
+            self.stream.settled = false;
+            return Err(self.fenced(dir, fence.unwrap_or(0), holder));
+        }
         let any_failed = results.iter().any(Result::is_err);
         let mut failed = None;
-        for (j, (job, result)) in jobs.iter().zip(results).enumerate() {
+        for (j, (job, result)) in jobs.iter().zip(results.drain(..)).enumerate() {
             match result {
                 Ok(noted) => {
                     self.written.extend(noted);
@@ -198,7 +152,8 @@ impl MysqlSink {
 }
 
 /// Applies one session's share in its own transaction with its stream slots (and, on
-/// the first session, the table slots); returns the slots to note once committed.
+/// the first session, the table slots); returns the slots to note once committed, or
+/// (rolled back) the lease's new holder when the lease no longer carries `fence`.
 #[allow(clippy::too_many_arguments)]
 async fn run_job(
     conn: &mut Conn,
@@ -208,22 +163,32 @@ async fn run_job(
     dir: &DirectionId,
     cp: &Checkpoint,
     written: &HashMap<String, String>,
+    fence: Option<i64>,
     tables: bool,
-) -> Result<Vec<(String, String)>, mysql_async::Error> {
+) -> Result<Result<Vec<(String, String)>, LeaseHolder>, mysql_async::Error> {
     conn.query_drop("START TRANSACTION").await?;
     let result = async {
         let changes: Vec<&Change> = job.txns.iter().flat_map(|t| &t.changes).collect();
         write_changes(conn, budget, targets, &changes).await?;
+        if let Some(fence) = fence
+            && let Some(holder) = state::check_fence(conn, dir, fence).await?
+        {
+            return Ok(Err(holder));
+        }
         let positions: Vec<&Position> = job.txns.iter().map(|t| &t.position).collect();
         let mine = slot_progress(&positions);
         let streams: Vec<(usize, Option<String>)> =
             job.slots.iter().enumerate().map(|(i, &w)| (w, if i == 0 { mine.clone() } else { None })).collect();
-        state::write_checkpoint(conn, dir, cp, written, &streams, tables).await
+        state::write_checkpoint(conn, dir, cp, written, &streams, tables).await.map(Ok)
     }
     .await;
     match result {
-        Ok(noted) => match conn.query_drop("COMMIT").await {
-            Ok(()) => Ok(noted),
+        Ok(Err(holder)) => {
+            let _ = conn.query_drop("ROLLBACK").await;
+            Ok(Err(holder))
+        }
+        Ok(Ok(noted)) => match conn.query_drop("COMMIT").await {
+            Ok(()) => Ok(Ok(noted)),
             Err(e) => {
                 let _ = conn.query_drop("ROLLBACK").await;
                 Err(e)
@@ -385,7 +350,10 @@ fn dep<'v, S: AsRef<str>>(table: &TableName, cols: &[S], vals: impl Iterator<Ite
 }
 
 /// Hashes a value so that values a unique index may treat as equal hash alike: integers
-/// by number whatever their signedness, text lowercased without trailing spaces.
+/// by number whatever their signedness, text lowercased without trailing spaces. This is
+/// deliberately coarser than a key's identity ([`crate::model::HashKey`]): a dependency
+/// may join changes of different keys (costing only parallelism), never part two that
+/// the target's index would see as one.
 fn hash_value(v: &Value, h: &mut FastHasher) {
     match v {
         Value::Int(i) if *i >= 0 => {
@@ -423,9 +391,12 @@ fn hash_value(v: &Value, h: &mut FastHasher) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::connector::mysql::apply::Target;
-    use crate::model::{Column, ForeignKey, Prior, SiteId};
+    use crate::connector::mysql::schema::parents_of;
+    use crate::model::{Column, ForeignKey, Prior, SiteId, TableSchema};
 
     fn table(name: &str, cols: &[&str], unique: Vec<Vec<usize>>, fks: Vec<ForeignKey>) -> Arc<TableSchema> {
         Arc::new(TableSchema {
@@ -470,7 +441,18 @@ mod tests {
     }
 
     fn txn(seq: i64, changes: Vec<Change>) -> Txn {
-        Txn { origin: SiteId::new("a"), commit_ts: 0, position: Position::Sqlite { seq }, changes, ddl: Vec::new() }
+        Txn {
+            origin: SiteId::new("a"),
+            commit_ts: 0,
+            position: crate::connector::mysql::position::BinlogPos {
+                file: "bin.000001".into(),
+                pos: seq as u64,
+                gtid: String::new(),
+            }
+            .to_position(),
+            changes,
+            ddl: Vec::new(),
+        }
     }
 
     fn row(vals: &[Value]) -> Row {

@@ -9,40 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
-use super::apply::key_id;
 use super::checksum::rows_after;
+use super::names::HEARTBEAT_TABLE;
 use super::versions;
 use super::{FERRY_DB, MysqlEndpoint, ident};
 use crate::connector::{Chunk, ConnectorError, SIGNAL_TABLE};
-use crate::model::{Key, TableSchema, now_micros};
-
-/// The heartbeat table's name (in the `ferry` database).
-pub const HEARTBEAT_TABLE: &str = "ferry_heartbeat";
+use crate::model::{HashKey, Key, TableSchema, now_micros};
 
 /// Watermarks written by this process, so two marks are never equal.
 static MARKS: AtomicU64 = AtomicU64::new(0);
-
-/// Creates the `ferry` database with the heartbeat and signal tables, if missing.
-pub async fn ensure_source_tables(ep: &MysqlEndpoint, conn: &mut Conn) -> Result<(), ConnectorError> {
-    let db = ident(FERRY_DB);
-    let what = "creating ferry's source tables (ferry.ferry_heartbeat, ferry.ferry_signal)";
-    for sql in [
-        format!("CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8mb4"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{} (site VARCHAR(191) NOT NULL PRIMARY KEY, ts BIGINT NOT NULL) \
-             ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
-            ident(HEARTBEAT_TABLE)
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{} (id VARCHAR(191) NOT NULL PRIMARY KEY, mark VARCHAR(191) NOT NULL, \
-             ts BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
-            ident(SIGNAL_TABLE)
-        ),
-    ] {
-        ep.exec(conn, what, &sql).await?;
-    }
-    Ok(())
-}
 
 /// Writes a watermark (`L:` or `H:` + signal id + µs + counter) in autocommit; returns it.
 async fn write_mark(
@@ -96,7 +71,10 @@ async fn row_versions(
     let keys: Vec<Key> = rows.iter().map(|r| table.key_of(r)).collect();
     let refs: Vec<&Key> = keys.iter().collect();
     let stamps = versions::load(ep, conn, table, &refs, false).await?;
-    Ok(keys.iter().map(|k| stamps.get(&key_id(k)).filter(|s| !s.deleted).map(|s| (s.site.clone(), s.ts))).collect())
+    Ok(keys
+        .into_iter()
+        .map(|k| stamps.get(&HashKey(k)).filter(|s| !s.deleted).map(|s| (s.site.clone(), s.ts)))
+        .collect())
 }
 
 /// Writes this site's heartbeat row (site, now in µs).

@@ -7,9 +7,11 @@ use std::time::Duration;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
-use super::binlog::{BinlogReader, TableFilter, replica_server_id};
-use super::versions::{self, apply_server_id};
-use super::{MysqlEndpoint, schema, snapshot};
+use super::binlog::{BinlogReader, Read, TableFilter};
+use super::position::BinlogPos;
+use super::server_id::{apply_server_id, replica_server_id};
+use super::versions;
+use super::{MysqlEndpoint, migrate, schema, snapshot};
 use crate::connector::{Chunk, ConnectorError, ReadBatch, ReadRequest, Source};
 use crate::model::{Key, Position, TableSchema};
 
@@ -73,7 +75,7 @@ pub async fn binlog_head(ep: &MysqlEndpoint, conn: &mut Conn) -> Result<Position
     let pos: u64 = row.get(1).unwrap_or(4);
     let gtid: Option<String> =
         conn.query_first("SELECT @@gtid_binlog_pos").await.map_err(ep.error("reading @@gtid_binlog_pos"))?;
-    Ok(Position::Mysql { file, pos, gtid: gtid.unwrap_or_default() })
+    Ok(BinlogPos { file, pos, gtid: gtid.unwrap_or_default() }.to_position())
 }
 
 impl Source for MysqlSource {
@@ -85,7 +87,7 @@ impl Source for MysqlSource {
     }
 
     async fn install_capture(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), ConnectorError> {
-        snapshot::ensure_source_tables(&self.ep, &mut self.conn).await?;
+        migrate::run(&self.ep, &mut self.conn).await?;
         if self.versions {
             versions::install(&self.ep, &mut self.conn, tables, &self.ep.site, true).await?;
         }
@@ -123,7 +125,7 @@ impl Source for MysqlSource {
         let Some(reader) = self.reader.as_mut() else {
             return Ok(ReadBatch { txns: Vec::new(), position: req.after.clone(), continues: false });
         };
-        let (mut txns, position) = match reader.read(req.max_changes, READ_WAIT).await {
+        let Read { mut txns, position, continues } = match reader.read(req.max_changes, READ_WAIT).await {
             Ok(v) => v,
             Err(e) => {
                 // The stream is gone; the next call starts a new one from the checkpoint.
@@ -142,7 +144,7 @@ impl Source for MysqlSource {
         }
         txns.retain(|t| t.origin != req.exclude_origin);
         self.reader_at = Some(position.clone());
-        Ok(ReadBatch { txns, position, continues: false })
+        Ok(ReadBatch { txns, position, continues })
     }
 
     async fn heartbeat(&mut self) -> Result<(), ConnectorError> {
@@ -154,5 +156,15 @@ impl Source for MysqlSource {
         // The server purges binlogs by its own retention; `ferry check` compares it with
         // the expected snapshot time.
         Ok(())
+    }
+
+    async fn clock(&mut self) -> Result<Option<i64>, ConnectorError> {
+        // The same expression the version triggers stamp rows with.
+        let now: Option<i64> = self
+            .conn
+            .query_first(format!("SELECT {}", versions::VERSION_NOW_US))
+            .await
+            .map_err(self.ep.error("reading the server's clock"))?;
+        Ok(now)
     }
 }

@@ -4,57 +4,17 @@
 //! Same rows and semantics as the SQLite target's `ferry_*` tables.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
-use super::snapshot::HEARTBEAT_TABLE;
-use super::{FERRY_DB, MysqlEndpoint, ident};
-use crate::connector::sqlite::state::pid_alive;
+use super::names::{CHECKPOINT_TABLE, LEASE_TABLE, ferry_table};
+use super::position::BinlogPos;
+use super::{FERRY_DB, MysqlEndpoint};
+use crate::connector::host::pid_alive;
 use crate::connector::{Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, TableProgress};
 use crate::model::{Position, now_micros};
-
-/// `ferry`.`name`, quoted.
-pub fn ferry_table(name: &str) -> String {
-    format!("{}.{}", ident(FERRY_DB), ident(name))
-}
-
-/// Creates the `ferry` database and the target's tables (checkpoint, conflict, lease,
-/// heartbeat), if missing.
-pub async fn ensure_target_tables(ep: &MysqlEndpoint, conn: &mut Conn) -> Result<(), ConnectorError> {
-    let opts = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
-    let statements = [
-        format!("CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4", ident(FERRY_DB)),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {} (task VARCHAR(191) NOT NULL, direction VARCHAR(191) NOT NULL, \
-             slot VARCHAR(191) NOT NULL, position TEXT NULL, progress MEDIUMTEXT NULL, updated_us BIGINT NOT NULL, \
-             PRIMARY KEY (task, direction, slot)) {opts}",
-            ferry_table("ferry_checkpoint")
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {} (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, task VARCHAR(191) NOT NULL, \
-             direction VARCHAR(191) NOT NULL, tbl VARCHAR(191) NOT NULL, pk TEXT NOT NULL, policy VARCHAR(191) NOT NULL, \
-             winner VARCHAR(191) NOT NULL, incoming_site VARCHAR(191) NOT NULL, incoming_ts BIGINT NOT NULL, \
-             incoming_row MEDIUMTEXT NULL, local_site VARCHAR(191) NOT NULL, local_ts BIGINT NOT NULL, \
-             local_row MEDIUMTEXT NULL, position TEXT NOT NULL, detected_us BIGINT NOT NULL) {opts}",
-            ferry_table("ferry_conflict")
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {} (task VARCHAR(191) NOT NULL, direction VARCHAR(191) NOT NULL, \
-             node VARCHAR(191) NOT NULL, host VARCHAR(191) NOT NULL, pid BIGINT NOT NULL, expires_us BIGINT NOT NULL, \
-             PRIMARY KEY (task, direction)) {opts}",
-            ferry_table("ferry_lease")
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {} (site VARCHAR(191) NOT NULL PRIMARY KEY, ts BIGINT NOT NULL) {opts}",
-            ferry_table(HEARTBEAT_TABLE)
-        ),
-    ];
-    for sql in statements {
-        ep.exec(conn, "creating ferry's tables in the ferry database", &sql).await?;
-    }
-    Ok(())
-}
 
 /// What the stream slots of a direction say beyond the lowest position: how many there
 /// are, and which source transactions past the lowest a worker already committed.
@@ -66,6 +26,31 @@ pub struct StreamSlots {
     /// Source transactions (their end positions) past the lowest slot's position that a
     /// worker committed before a crash: a resumed stream must not apply them again.
     pub applied: Vec<Position>,
+}
+
+/// The stream slots of a sink: whether they agree, and what a crash left applied.
+#[derive(Debug, Default)]
+pub struct StreamState {
+    /// Every worker's slot holds the same position and no other slot exists; false
+    /// after loading until the first single-session commit writes them all.
+    pub settled: bool,
+    /// Source transactions past the lowest slot that a worker already committed, by
+    /// [`stream_key`].
+    pub applied: HashMap<String, Position>,
+}
+
+impl StreamState {
+    /// The state a checkpoint was loaded with.
+    pub fn loaded(slots: StreamSlots) -> Self {
+        let applied = slots.applied.into_iter().map(|p| (stream_key(&p), p)).collect();
+        StreamState { settled: false, applied }
+    }
+
+    /// Every slot was written at `position` in one committed transaction.
+    pub fn committed(&mut self, position: Option<&Position>) {
+        self.settled = true;
+        self.applied.retain(|_, p| position.is_none_or(|end| is_after(p, end)));
+    }
 }
 
 /// A stream slot's extra state, kept in its `progress` column as JSON.
@@ -108,7 +93,7 @@ pub async fn load_checkpoint_slots(
 ) -> Result<Option<(Checkpoint, StreamSlots)>, ConnectorError> {
     let sql = format!(
         "SELECT slot, position, progress FROM {} WHERE task = ? AND direction = ?",
-        ferry_table("ferry_checkpoint")
+        ferry_table(CHECKPOINT_TABLE)
     );
     let rows: Vec<(String, Option<String>, Option<String>)> = conn
         .exec(sql, (&dir.task, dir.direction()))
@@ -131,7 +116,9 @@ pub async fn load_checkpoint_slots(
     for (slot, position, progress) in rows {
         if slot.starts_with("stream:") {
             let position = match position {
-                Some(p) => Some(p.parse::<Position>().map_err(|e| corrupt(&slot, e.to_string()))?),
+                Some(p) => {
+                    Some(crate::connector::registry::parse_position(&p).map_err(|e| corrupt(&slot, e.to_string()))?)
+                }
                 None => None,
             };
             let extra: SlotProgress = match progress {
@@ -141,7 +128,7 @@ pub async fn load_checkpoint_slots(
             let applied = extra
                 .applied
                 .iter()
-                .map(|p| p.parse::<Position>().map_err(|e| corrupt(&slot, e.to_string())))
+                .map(|p| crate::connector::registry::parse_position(p).map_err(|e| corrupt(&slot, e.to_string())))
                 .collect::<Result<Vec<_>, _>>()?;
             streams.push((position, applied));
         } else if let (Some(table), Some(p)) = (slot.strip_prefix("table:"), progress) {
@@ -173,9 +160,13 @@ pub async fn load_checkpoint_slots(
 /// A source transaction's identity in the stream: its end position without the GTID
 /// list (a re-read of the same binlog gives the same file and offset).
 pub fn stream_key(p: &Position) -> String {
-    match p {
-        Position::Mysql { file, pos, .. } => format!("{file}:{pos}"),
-        other => other.to_string(),
+    if BinlogPos::is_part(p) {
+        // A part of a transaction is never a whole one a worker committed.
+        return p.to_string();
+    }
+    match BinlogPos::of(p) {
+        Ok(BinlogPos { file, pos, .. }) => format!("{file}:{pos}"),
+        Err(_) => p.to_string(),
     }
 }
 
@@ -233,7 +224,7 @@ pub async fn write_checkpoint(
         let sql = format!(
             "INSERT INTO {} (task, direction, slot, position, progress, updated_us) VALUES {tuples} \
              ON DUPLICATE KEY UPDATE position = VALUES(position), progress = VALUES(progress), updated_us = VALUES(updated_us)",
-            ferry_table("ferry_checkpoint")
+            ferry_table(CHECKPOINT_TABLE)
         );
         conn.exec_drop(sql, chunk.to_vec()).await?;
     }
@@ -250,22 +241,43 @@ pub async fn drop_stream_slots_from(
     let sql = format!(
         "DELETE FROM {} WHERE task = ? AND direction = ? AND slot LIKE 'stream:%' \
          AND CAST(SUBSTRING(slot, 8) AS UNSIGNED) >= ?",
-        ferry_table("ferry_checkpoint")
+        ferry_table(CHECKPOINT_TABLE)
     );
     conn.exec_drop(sql, (&dir.task, dir.direction(), count as u64)).await
 }
 
-/// Takes or renews a direction's lease in one transaction (`SELECT … FOR UPDATE`): a
-/// live holder on this host, or an unexpired one elsewhere, keeps it.
+/// The server's clock, µs since the epoch, as SQL: lease expiry is set and judged by the
+/// target server's clock alone, never compared with another host's.
+const SERVER_NOW_US: &str = "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)";
+
+/// A lease row as read: node, host, pid, expires_us, fencing, expired (by the server's clock).
+type LeaseRow = (String, String, i64, i64, i64, i64);
+
+/// The columns of a [`LeaseRow`].
+fn lease_columns() -> String {
+    format!("node, host, pid, expires_us, fencing, expires_us < {SERVER_NOW_US}")
+}
+
+fn holder_of((node, host, pid, expires_us, fencing, expired): LeaseRow) -> LeaseHolder {
+    LeaseHolder { node, host, pid: u32::try_from(pid).unwrap_or(0), expires_us, expired: expired != 0, fencing }
+}
+
+/// Takes or renews a direction's lease in one transaction (`SELECT … FOR UPDATE`), on a
+/// session that is not applying (see [`crate::connector::Sink::lease`]): a live holder
+/// keeps it (one whose lease has not run out by the server's clock and, on this host,
+/// whose pid runs); a new holder gets the next fencing token; a renewal keeps its token
+/// unless another process took the lease over since.
 pub async fn take_lease(
     ep: &MysqlEndpoint,
     conn: &mut Conn,
     dir: &DirectionId,
     me: &LeaseHolder,
+    ttl: Duration,
 ) -> Result<LeaseOutcome, ConnectorError> {
     let what = format!("taking the lease of {dir}");
-    let table = ferry_table("ferry_lease");
-    // A placeholder row (already expired) so FOR UPDATE always locks a row, never a gap.
+    let table = ferry_table(LEASE_TABLE);
+    // A placeholder row (already expired, nobody's) so FOR UPDATE always locks a row,
+    // never a gap; released leases go back to it and keep their fencing token.
     conn.exec_drop(
         format!(
             "INSERT IGNORE INTO {table} (task, direction, node, host, pid, expires_us) VALUES (?, ?, '', '', 0, 0)"
@@ -274,32 +286,49 @@ pub async fn take_lease(
     )
     .await
     .map_err(ep.error(what.clone()))?;
+    // Taking over from a process whose lease ran out (paused, cut off, or gone): end its
+    // sessions first. Their open transactions roll back and their locks go (the lease
+    // row's among them), so this process never waits for one that may never resume.
+    let seen: Option<LeaseRow> = conn
+        .exec_first(
+            format!("SELECT {} FROM {table} WHERE task = ? AND direction = ?", lease_columns()),
+            (&dir.task, dir.direction()),
+        )
+        .await
+        .map_err(ep.error(what.clone()))?;
+    if let Some(h) = seen.map(holder_of)
+        && me.fencing == 0
+        && h.pid != 0
+        && !(h.host == me.host && h.pid == me.pid)
+        && (h.expired || (h.host == me.host && !pid_alive(h.pid)))
+    {
+        let ended = end_sessions(conn, dir).await.map_err(ep.error(what.clone()))?;
+        if ended > 0 {
+            tracing::warn!(endpoint = %ep.name, direction = %dir, holder = %h, sessions = ended, "ended the sessions of the lease's previous holder (its lease ran out) before taking it over");
+        }
+    }
     ep.exec(conn, &what, "START TRANSACTION").await?;
+    let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
     let result = async {
-        let row: Option<(String, String, i64, i64)> = conn
+        let row: Option<LeaseRow> = conn
             .exec_first(
-                format!("SELECT node, host, pid, expires_us FROM {table} WHERE task = ? AND direction = ? FOR UPDATE"),
+                format!("SELECT {} FROM {table} WHERE task = ? AND direction = ? FOR UPDATE", lease_columns()),
                 (&dir.task, dir.direction()),
             )
             .await?;
-        if let Some((node, host, pid, expires_us)) = row {
-            let holder = LeaseHolder { node, host, pid: u32::try_from(pid).unwrap_or(0), expires_us };
-            let mine = holder.host == me.host && holder.pid == me.pid;
-            let dead = holder.host == me.host && !pid_alive(holder.pid);
-            let expired = holder.expires_us < now_micros();
-            if !(mine || dead || expired) {
-                return Ok(LeaseOutcome::HeldBy(holder));
-            }
-        }
+        let fencing = match me.claim(row.map(holder_of).as_ref()) {
+            Ok(f) => f,
+            Err(h) => return Ok(LeaseOutcome::HeldBy(h)),
+        };
         conn.exec_drop(
             format!(
-                "INSERT INTO {table} (task, direction, node, host, pid, expires_us) VALUES (?, ?, ?, ?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE node = VALUES(node), host = VALUES(host), pid = VALUES(pid), expires_us = VALUES(expires_us)"
+                "UPDATE {table} SET node = ?, host = ?, pid = ?, expires_us = {SERVER_NOW_US} + ?, fencing = ? \
+                 WHERE task = ? AND direction = ?"
             ),
-            (&dir.task, dir.direction(), &me.node, &me.host, i64::from(me.pid), me.expires_us),
+            (&me.node, &me.host, i64::from(me.pid), ttl_us, fencing, &dir.task, dir.direction()),
         )
         .await?;
-        Ok::<_, mysql_async::Error>(LeaseOutcome::Acquired)
+        Ok::<_, mysql_async::Error>(LeaseOutcome::Acquired { fencing })
     }
     .await;
     match result {
@@ -314,7 +343,52 @@ pub async fn take_lease(
     }
 }
 
-/// Drops our lease (clean shutdown).
+/// Worker sessions a holder may mark (more `workers` than this are not ended on takeover).
+const MARKED_WORKERS: usize = 64;
+
+/// The named lock (`GET_LOCK`) a holder's session of a direction keeps for its tenure:
+/// `role` is `lease` or an apply worker's index. A new holder finds the sessions of the
+/// previous one by these names (`IS_USED_LOCK`) and ends them.
+pub fn session_lock(dir: &DirectionId, role: &str) -> String {
+    // FNV-1a of task and direction: names stay within MySQL's 64 characters.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in dir.task.bytes().chain([0]).chain(dir.direction().bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("ferry.{h:016x}.{role}")
+}
+
+/// Marks a session as one of the lease holder's (takes its named lock, never waiting).
+pub async fn mark_session(conn: &mut Conn, dir: &DirectionId, role: &str) -> Result<(), mysql_async::Error> {
+    let name = session_lock(dir, role);
+    conn.exec_drop("DO IF(IS_USED_LOCK(?) <=> CONNECTION_ID(), 1, GET_LOCK(?, 0))", (&name, &name)).await
+}
+
+/// Ends (`KILL CONNECTION`) the sessions marked by a holder of the direction, other than
+/// this one; returns how many.
+pub async fn end_sessions(conn: &mut Conn, dir: &DirectionId) -> Result<usize, mysql_async::Error> {
+    let roles: Vec<String> =
+        std::iter::once("lease".to_string()).chain((0..MARKED_WORKERS).map(|w| w.to_string())).collect();
+    let names: Vec<String> = roles.iter().map(|r| session_lock(dir, r)).collect();
+    let sql = format!("SELECT {} FROM DUAL", vec!["IFNULL(IS_USED_LOCK(?), 0)"; names.len()].join(", "));
+    let row: Option<mysql_async::Row> = conn.exec_first(sql, names).await?;
+    let me: Option<u64> = conn.query_first("SELECT CONNECTION_ID()").await?;
+    let mut ended = 0;
+    for i in 0..row.as_ref().map_or(0, mysql_async::Row::len) {
+        let id: u64 = row.as_ref().and_then(|r| r.get(i)).unwrap_or(0);
+        if id != 0 && Some(id) != me {
+            // Gone already (1094: unknown thread) is as good as ended.
+            if conn.query_drop(format!("KILL CONNECTION {id}")).await.is_ok() {
+                ended += 1;
+            }
+        }
+    }
+    Ok(ended)
+}
+
+/// Gives our lease back (clean shutdown) if it is still our tenure: the row becomes the
+/// nobody's placeholder again, keeping its fencing token for the next holder to go past.
 pub async fn drop_lease(
     ep: &MysqlEndpoint,
     conn: &mut Conn,
@@ -322,33 +396,67 @@ pub async fn drop_lease(
     me: &LeaseHolder,
 ) -> Result<(), ConnectorError> {
     conn.exec_drop(
-        format!("DELETE FROM {} WHERE task = ? AND direction = ? AND host = ? AND pid = ?", ferry_table("ferry_lease")),
-        (&dir.task, dir.direction(), &me.host, i64::from(me.pid)),
+        format!(
+            "UPDATE {} SET node = '', host = '', pid = 0, expires_us = 0 \
+             WHERE task = ? AND direction = ? AND fencing = ? AND host = ? AND pid = ?",
+            ferry_table(LEASE_TABLE)
+        ),
+        (&dir.task, dir.direction(), me.fencing, &me.host, i64::from(me.pid)),
     )
     .await
     .map_err(ep.error(format!("releasing the lease of {dir}")))
 }
 
-/// The lease holder of a direction, if any (placeholder rows count as none).
+/// Inside an open apply transaction: whether the direction's lease still carries the
+/// fencing token `fence`. Its row stays share-locked until the transaction ends, so a
+/// takeover waits for this commit and reads the checkpoint after it. `Some(holder)`
+/// (pid 0 when released) when another tenure began: the caller must roll back.
+pub async fn check_fence(
+    conn: &mut Conn,
+    dir: &DirectionId,
+    fence: i64,
+) -> Result<Option<LeaseHolder>, mysql_async::Error> {
+    let row: Option<LeaseRow> = conn
+        .exec_first(
+            format!(
+                "SELECT {} FROM {} WHERE task = ? AND direction = ? LOCK IN SHARE MODE",
+                lease_columns(),
+                ferry_table(LEASE_TABLE)
+            ),
+            (&dir.task, dir.direction()),
+        )
+        .await?;
+    Ok(match row.map(holder_of) {
+        Some(h) if h.fencing == fence => None,
+        Some(h) => Some(h),
+        None => Some(LeaseHolder {
+            node: String::new(),
+            host: String::new(),
+            pid: 0,
+            expires_us: 0,
+            expired: true,
+            fencing: 0,
+        }),
+    })
+}
+
+/// The lease holder of a direction, if any (placeholder rows count as none), with
+/// whether its lease ran out by the server's clock.
 pub async fn lease_holder(
     ep: &MysqlEndpoint,
     conn: &mut Conn,
     dir: &DirectionId,
 ) -> Result<Option<LeaseHolder>, ConnectorError> {
-    let row: Option<(String, String, i64, i64)> = conn
+    let row: Option<LeaseRow> = conn
         .exec_first(
             format!(
-                "SELECT node, host, pid, expires_us FROM {} WHERE task = ? AND direction = ? AND pid <> 0",
-                ferry_table("ferry_lease")
+                "SELECT {} FROM {} WHERE task = ? AND direction = ? AND pid <> 0",
+                lease_columns(),
+                ferry_table(LEASE_TABLE)
             ),
             (&dir.task, dir.direction()),
         )
         .await
         .map_err(ep.error(format!("reading the lease of {dir}")))?;
-    Ok(row.map(|(node, host, pid, expires_us)| LeaseHolder {
-        node,
-        host,
-        pid: u32::try_from(pid).unwrap_or(0),
-        expires_us,
-    }))
+    Ok(row.map(holder_of))
 }

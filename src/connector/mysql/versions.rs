@@ -11,7 +11,7 @@
 //! version the change replaced (`Change::seen`, or a tombstone for an insert).
 //!
 //! Loop prevention: the applier's session runs with a server id derived from the origin
-//! site of what it writes ([`apply_server_id`]), so its events, DDL included, carry that
+//! site of what it writes (`server_id::apply_server_id`), so its events, DDL included, carry that
 //! id and the reverse direction drops them. Where the account may not set server_id, it
 //! writes a marker row (`ferry.ferry_marker`) in every applied transaction instead.
 
@@ -21,13 +21,12 @@ use std::sync::Arc;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
-use super::apply::key_id;
-use super::binlog::replica_server_id;
+use super::names::MARKER_TABLE;
 use super::schema::{key_in, qualified};
 use super::values::{decode_value, kinds, param_len, to_param};
-use super::{FERRY_DB, MysqlEndpoint, ident};
+use super::{FERRY_DB, MysqlEndpoint, ident, string_literal};
 use crate::connector::ConnectorError;
-use crate::model::{Key, SiteId, TableName, TableSchema, Value};
+use crate::model::{HashKey, Key, SiteId, TableName, TableSchema, Value};
 
 /// Version table columns after the key columns.
 pub const SITE_COLUMN: &str = "ferry_site";
@@ -39,32 +38,20 @@ pub const DELETED_COLUMN: &str = "ferry_deleted";
 pub const VERSION_PREFIX: &str = "ferry_v_";
 /// Prefix of ferry's triggers (in the user table's database).
 pub const TRIGGER_PREFIX: &str = "ferry_";
-/// The marker table (origin of an applied transaction where server_id cannot be set).
-pub const MARKER_TABLE: &str = "ferry_marker";
 /// The session variable that keeps the triggers out of ferry's own writes.
 pub const APPLY_FLAG: &str = "@ferry_apply";
 
-/// The version of a row: where and when it was last written, and whether that write deleted it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stamp {
-    /// Origin site of the write.
-    pub site: SiteId,
-    /// Write time, µs since the epoch.
-    pub ts: i64,
-    /// The write deleted the row.
-    pub deleted: bool,
-}
+/// The version of a row: where and when it was last written, and whether that write
+/// deleted it (the rule every store shares).
+pub use crate::model::conflict::Stamp;
 
-impl Stamp {
-    /// Orders stamps as last-writer-wins does: time, then site.
-    pub fn later_than(&self, other: &Stamp) -> bool {
-        (self.ts, &self.site) > (other.ts, &other.site)
-    }
-}
-
-/// The server id a two-way applier uses while writing changes that came from `origin`.
-pub fn apply_server_id(origin: &SiteId) -> u32 {
-    replica_server_id(&format!("ferry-apply/{origin}"))
+/// How the applier marks its transactions as coming from the source's site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marking {
+    /// The session's server id (events carry it, DDL included).
+    ServerId,
+    /// A marker row in every transaction (the account may not set server_id).
+    MarkerRow,
 }
 
 /// FNV-1a of a name, for short unique identifiers.
@@ -119,11 +106,6 @@ pub fn ddl_origin(sql: &str) -> Option<SiteId> {
     Some(SiteId::new(&rest[..end]))
 }
 
-/// A MySQL string literal.
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
-}
-
 /// Creates the marker table, and for each table its version table and (with `triggers`)
 /// the three triggers that version application writes as `site`. Idempotent; the
 /// triggers are replaced, so they follow the table's current columns.
@@ -169,6 +151,10 @@ pub async fn install(
     Ok(())
 }
 
+/// The clock that stamps row versions, µs since the epoch, as SQL: the server's UTC time
+/// (what two-way last-writer-wins compares, and what the engine measures for skew).
+pub const VERSION_NOW_US: &str = "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) AS SIGNED)";
+
 /// The three AFTER triggers of a table.
 async fn install_triggers(
     ep: &MysqlEndpoint,
@@ -178,7 +164,7 @@ async fn install_triggers(
 ) -> Result<(), ConnectorError> {
     let cols = t.key_columns();
     let key_list = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-    let ts = "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) AS SIGNED)";
+    let ts = VERSION_NOW_US;
     let upsert = |image: &str, deleted: u8| {
         let values = cols.iter().map(|c| format!("{image}.{}", ident(c))).collect::<Vec<_>>().join(", ");
         format!(
@@ -186,7 +172,7 @@ async fn install_triggers(
              ON DUPLICATE KEY UPDATE {SITE_COLUMN} = VALUES({SITE_COLUMN}), {TS_COLUMN} = VALUES({TS_COLUMN}), \
              {DELETED_COLUMN} = VALUES({DELETED_COLUMN});",
             qualified_version(&t.name),
-            literal(site.as_str())
+            string_literal(site.as_str())
         )
     };
     let same = |names: &mut dyn Iterator<Item = &str>| {
@@ -265,7 +251,7 @@ pub async fn drop_triggers(ep: &MysqlEndpoint, conn: &mut Conn, t: &TableName) -
     Ok(())
 }
 
-/// Reads the stamps of these keys of a table (`key_id` -> stamp); with `lock`, locks them
+/// Reads the stamps of these keys of a table (by key identity); with `lock`, locks them
 /// for the rest of the transaction.
 pub async fn load(
     ep: &MysqlEndpoint,
@@ -273,7 +259,7 @@ pub async fn load(
     table: &TableSchema,
     keys: &[&Key],
     lock: bool,
-) -> Result<HashMap<Vec<u8>, Stamp>, ConnectorError> {
+) -> Result<HashMap<HashKey, Stamp>, ConnectorError> {
     let mut out = HashMap::new();
     if keys.is_empty() || table.primary_key.is_empty() {
         return Ok(out);
@@ -310,7 +296,7 @@ pub async fn load(
             };
             let stamp =
                 Stamp { site: SiteId::new(&text(rest.first())), ts: int(rest.get(1)), deleted: int(rest.get(2)) != 0 };
-            out.insert(key_id(&key), stamp);
+            out.insert(HashKey(key), stamp);
         }
     }
     Ok(out)
@@ -391,13 +377,5 @@ mod tests {
             format!("CREATE DEFINER=`ferry`@`%` TRIGGER IF NOT EXISTS `shop`.`{}` AFTER INSERT", trigger_name(&t, 'i'));
         assert!(is_own_trigger_ddl(&sql));
         assert!(!is_own_trigger_ddl("CREATE TRIGGER `shop`.`audit` AFTER INSERT ON orders FOR EACH ROW SET @x = 1"));
-    }
-
-    #[test]
-    fn stamps_order_by_time_then_site() {
-        let s = |ts, site: &str| Stamp { site: SiteId::new(site), ts, deleted: false };
-        assert!(s(2, "a").later_than(&s(1, "b")));
-        assert!(s(1, "b").later_than(&s(1, "a")));
-        assert!(!s(1, "a").later_than(&s(1, "a")));
     }
 }

@@ -18,16 +18,16 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Row as _};
 
 use super::literal::{ident, parse_row, row_expr};
-use super::schema::{self, create_table_sql, ensure_ferry_tables};
+use super::schema::{self, create_table_sql};
 use super::state::{self, ConflictRecord};
 use super::values::{UnstorableValue, bind_all};
-use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, rollback};
-use crate::config::ConflictPolicy;
+use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, migrate, rollback};
 use crate::connector::{
-    ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConflictRules, ConnectorError, DirectionId, LeaseHolder,
-    LeaseOutcome, Sink,
+    ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConflictRules, ConnectorError, DirectionId, ErrorKind,
+    LeaseHolder, LeaseOutcome, Sink,
 };
-use crate::engine::conflict::{Version, Winner, resolve};
+use crate::model::ConflictPolicy;
+use crate::model::conflict::{Version, Winner, resolve};
 use crate::model::{Change, FastHash, HashKey, Key, Op, Prior, Row, SiteId, TableSchema, Txn, key_text, same_row};
 
 /// Most bound values SQLite accepts in one statement, with room to spare.
@@ -48,8 +48,15 @@ pub struct SqliteSink {
 /// An error inside the apply transaction, before it is given its context.
 enum Failure {
     Sql(sqlx::Error),
+    /// Another process took the lease over (its holder): nothing of the batch may land.
+    Fenced(LeaseHolder),
     Unstorable(UnstorableValue),
-    Row { txn_position: String, table: Arc<TableSchema>, key: Key, message: String },
+    Row {
+        txn_position: String,
+        table: Arc<TableSchema>,
+        key: Key,
+        message: String,
+    },
 }
 
 impl From<sqlx::Error> for Failure {
@@ -107,7 +114,9 @@ impl SqliteSink {
                             report.rows += 1;
                             report.conflicts += u64::from(conflict);
                         }
-                        Err(Failure::Sql(e)) if batch.one_by_one => {
+                        // Only a refusal of the row's data names it for a decision; a
+                        // busy or full database is retried, never skipped.
+                        Err(Failure::Sql(e)) if batch.one_by_one && super::error_kind(&e) == ErrorKind::Refused => {
                             return Err(Failure::Row {
                                 txn_position: pos,
                                 table: change.table.clone(),
@@ -159,11 +168,74 @@ impl SqliteSink {
                 }
             }
         }
+        if let (Some(rules), Some(newest)) = (&batch.conflicts, batch.txns.iter().map(|t| t.commit_ts).max()) {
+            // Two-way: this direction's peer has sent everything up to `newest`; the
+            // changes still to come are compared with this database's versions from
+            // about then on, so the changelog keeps them (see SqliteSource::prune).
+            sqlx::query(
+                "INSERT INTO ferry_version_hold(direction, site, applied_ts, updated_us) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(direction) DO UPDATE SET site = excluded.site, \
+                 applied_ts = max(applied_ts, excluded.applied_ts), updated_us = excluded.updated_us",
+            )
+            .bind(dir.to_string())
+            .bind(rules.remote_site.as_str())
+            .bind(newest)
+            .bind(crate::model::now_micros())
+            .execute(&mut self.conn)
+            .await?;
+        }
         if batch.commit {
+            if let Some(fence) = batch.fence
+                && let Some(holder) = state::check_fence(&mut self.conn, dir, fence).await?
+            {
+                return Err(Failure::Fenced(holder));
+            }
             state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &mut self.written).await?;
         }
         sqlx::query("DELETE FROM ferry_apply_origin").execute(&mut self.conn).await?;
         Ok(report)
+    }
+
+    /// Two-way: refuses changes older than versions this database already pruned. A peer
+    /// that applies here holds the versions it will need (`ferry_version_hold`); one
+    /// that arrives further behind than the retention without that hold (it never
+    /// applied here before the rows were pruned) would have its conflicts resolved
+    /// against missing versions, i.e. won by whichever change arrives: it stops instead.
+    async fn check_versions_kept(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<(), ConnectorError> {
+        if batch.conflicts.is_none() || self.open.is_some() {
+            return Ok(());
+        }
+        let Some(oldest) = batch.txns.iter().map(|t| t.commit_ts).filter(|ts| *ts > 0).min() else {
+            return Ok(());
+        };
+        // Cheap in the steady state: only changes older than the retention can be
+        // older than a pruned version.
+        if oldest >= crate::model::now_micros() - super::capture::retention_us() {
+            return Ok(());
+        }
+        let pruned = super::capture::pruned_ts(&mut self.conn)
+            .await
+            .map_err(self.ep.query_error("reading how far the changelog was pruned"))?;
+        let Some(pruned) = pruned.filter(|p| oldest < *p) else { return Ok(()) };
+        let age = |ts: i64| crate::engine::clock::seconds(crate::model::now_micros().saturating_sub(ts).max(0) as u64);
+        Err(ConnectorError::Setup {
+            endpoint: self.ep.name.clone(),
+            problem: format!(
+                "task {dir}: the changes arriving were committed {} ago, but this database's changelog versions \
+                 up to {} ago were already pruned (kept {} unless a two-way direction applying here holds them; \
+                 this one held none then): last-writer-wins would compare them with missing versions and let \
+                 every incoming change win, silently undoing newer writes made here",
+                age(oldest),
+                age(pruned),
+                super::capture::retention_text()
+            ),
+            fix: format!(
+                "nothing is applied. To apply them anyway (keys written on both sides in that window go to the \
+                 incoming side), clear the mark on this database: DELETE FROM ferry_consumer WHERE consumer = \
+                 '~pruned_ts'; then start the task and run `ferry verify --task {}` to find what to repair",
+                dir.task
+            ),
+        })
     }
 
     /// Applies one change in order; returns whether it was a conflict.
@@ -464,8 +536,14 @@ impl SqliteSink {
         Ok(())
     }
 
-    fn failure(&self, f: Failure, what: &str) -> ConnectorError {
+    fn failure(&self, f: Failure, what: &str, dir: &DirectionId, fence: Option<i64>) -> ConnectorError {
         match f {
+            Failure::Fenced(holder) => ConnectorError::Fenced {
+                endpoint: self.ep.name.clone(),
+                dir: dir.to_string(),
+                mine: fence.unwrap_or(0),
+                holder: (holder.pid != 0).then(|| Box::new(holder)),
+            },
             Failure::Sql(source) => {
                 ConnectorError::Query { endpoint: self.ep.name.clone(), what: what.to_string(), source }
             }
@@ -476,10 +554,12 @@ impl SqliteSink {
             },
             Failure::Row { txn_position, table, key, message } => ConnectorError::Apply(Box::new(ApplyFailure {
                 endpoint: self.ep.name.clone(),
-                position: txn_position.parse().unwrap_or(crate::model::Position::Sqlite { seq: 0 }),
+                position: crate::connector::registry::parse_position(&txn_position)
+                    .unwrap_or_else(|_| super::position::at(0)),
                 table: table.name.clone(),
                 key: key_text(&key),
                 message,
+                in_parts: false,
             })),
         }
     }
@@ -495,7 +575,7 @@ fn key_match(table: &TableSchema) -> String {
 impl Sink for SqliteSink {
     async fn prepare(&mut self) -> Result<(), ConnectorError> {
         ensure_wal(&mut self.conn).await.map_err(self.ep.query_error("switching the database to WAL mode"))?;
-        ensure_ferry_tables(&self.ep, &mut self.conn).await
+        migrate::run(&self.ep, &mut self.conn).await
     }
 
     async fn ensure_tables(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), ConnectorError> {
@@ -548,12 +628,13 @@ impl Sink for SqliteSink {
                 fix: format!("make the change on this database by hand, then `ferry skip --position {}`", txn.position),
             });
         }
+        self.check_versions_kept(dir, batch).await?;
         // Which checkpoint slots are written is only true once the transaction commits.
         let written = match self.open.take() {
             Some(before) => before,
             None => {
                 if let Err(e) = begin_immediate(&mut self.conn).await {
-                    return Err(self.failure(Failure::Sql(e), "starting the apply transaction"));
+                    return Err(self.failure(Failure::Sql(e), "starting the apply transaction", dir, batch.fence));
                 }
                 self.written.clone()
             }
@@ -567,12 +648,12 @@ impl Sink for SqliteSink {
                 Ok(()) => Ok(report),
                 Err(e) => {
                     rollback(&mut self.conn).await;
-                    Err(self.failure(Failure::Sql(e), "committing a batch"))
+                    Err(self.failure(Failure::Sql(e), "committing a batch", dir, batch.fence))
                 }
             },
             Err(f) => {
                 rollback(&mut self.conn).await;
-                Err(self.failure(f, "applying a batch"))
+                Err(self.failure(f, "applying a batch", dir, batch.fence))
             }
         };
         if result.is_err() {
@@ -581,15 +662,20 @@ impl Sink for SqliteSink {
         result
     }
 
-    async fn lease(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<LeaseOutcome, ConnectorError> {
+    async fn lease(
+        &mut self,
+        dir: &DirectionId,
+        holder: &LeaseHolder,
+        ttl: std::time::Duration,
+    ) -> Result<LeaseOutcome, ConnectorError> {
         let what = format!("taking the lease of {dir}");
         if self.open.is_some() {
             // A commit group is being applied in parts: renew inside its transaction,
-            // which holds the database's write lock anyway.
-            return state::take_lease(&mut self.conn, dir, holder).await.map_err(self.ep.query_error(what));
+            // which holds the database's write lock anyway (a takeover waits for it).
+            return state::take_lease(&mut self.conn, dir, holder, ttl).await.map_err(self.ep.query_error(what));
         }
         begin_immediate(&mut self.conn).await.map_err(self.ep.query_error(what.clone()))?;
-        match state::take_lease(&mut self.conn, dir, holder).await {
+        match state::take_lease(&mut self.conn, dir, holder, ttl).await {
             Ok(outcome) => {
                 commit(&mut self.conn).await.map_err(self.ep.query_error(what))?;
                 Ok(outcome)
@@ -599,6 +685,14 @@ impl Sink for SqliteSink {
                 Err(ConnectorError::Query { endpoint: self.ep.name.clone(), what, source: e })
             }
         }
+    }
+
+    async fn rollback(&mut self) -> Result<(), ConnectorError> {
+        if let Some(before) = self.open.take() {
+            rollback(&mut self.conn).await;
+            self.written = before;
+        }
+        Ok(())
     }
 
     async fn release(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<(), ConnectorError> {

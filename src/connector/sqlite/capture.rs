@@ -18,14 +18,54 @@ use sqlx::AssertSqlSafe;
 use sqlx::sqlite::SqliteConnection;
 
 use super::literal::{LiteralError, ident, parse_row, row_expr, string};
+use super::position;
 use super::schema::{self, HEARTBEAT_TABLE};
-use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, exec_batch, rollback, snapshot};
+use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, exec_batch, migrate, rollback, snapshot};
 use crate::connector::{Chunk, ConnectorError, ReadBatch, ReadRequest, Source};
 use crate::model::{Change, Key, Op, Position, Prior, Row, SiteId, TableSchema, Txn, Value, now_micros};
 
 /// Consumed changelog rows are kept this long so conflict resolution can still find
 /// the version (commit time, site) of a row's last write.
 const CHANGELOG_RETENTION_US: i64 = 10 * 60 * 1_000_000;
+
+/// Test hook: the retention in milliseconds instead of 10 minutes (tests of what a peer
+/// behind more than the retention finds). Nothing else reads it.
+pub const RETENTION_ENV: &str = "FERRY_TEST_CHANGELOG_RETENTION_MS";
+
+/// The row of `ferry_consumer` that records the highest changelog seq ever pruned (not
+/// a consumer: rows named `~…` are left out of the minimum that holds rows back).
+const PRUNED_MARK: &str = "~pruned";
+
+/// The row of `ferry_consumer` whose `seq` holds the newest commit time (µs) of a pruned
+/// changelog row: versions up to it may be gone.
+const PRUNED_TS_MARK: &str = "~pruned_ts";
+
+/// How long consumed changelog rows are kept (µs): 10 minutes, or the test hook's.
+pub fn retention_us() -> i64 {
+    static RETENTION: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *RETENTION.get_or_init(|| {
+        std::env::var(RETENTION_ENV)
+            .ok()
+            .and_then(|ms| ms.trim().parse::<i64>().ok())
+            .filter(|ms| *ms > 0)
+            .map_or(CHANGELOG_RETENTION_US, |ms| ms * 1000)
+    })
+}
+
+/// The retention in words (`10 minutes`, `1.5 s`).
+pub fn retention_text() -> String {
+    let us = retention_us();
+    if us % 60_000_000 == 0 { format!("{} minutes", us / 60_000_000) } else { format!("{} s", us as f64 / 1e6) }
+}
+
+/// The newest commit time (µs) of a pruned changelog row, if any was pruned: versions up
+/// to it may be gone.
+pub async fn pruned_ts(conn: &mut SqliteConnection) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT seq FROM ferry_consumer WHERE consumer = ?1")
+        .bind(PRUNED_TS_MARK)
+        .fetch_optional(conn)
+        .await
+}
 
 /// Commit time in microseconds as a trigger computes it (SQLite's clock has milliseconds).
 const TRIGGER_NOW_US: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000";
@@ -121,6 +161,49 @@ impl SqliteSource {
         })
     }
 
+    /// Prunes changelog rows every registered reader has read and that are older than
+    /// the retention, measured from now and from each two-way direction that applies
+    /// into this database (`ferry_version_hold`): a peer behind keeps the versions its
+    /// changes will be compared with, however far behind it is. The highest seq and the
+    /// newest commit time removed are remembered (`~pruned`, `~pruned_ts`), so a reader
+    /// or a peer asking for what is gone stops with the fix instead of missing it.
+    async fn prune(&mut self, now: i64, retention: i64) -> Result<(), ConnectorError> {
+        let what = "pruning consumed changelog rows";
+        let hold: Option<i64> = sqlx::query_scalar("SELECT min(applied_ts) FROM ferry_version_hold")
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(self.ep.query_error(what))?;
+        let cutoff = hold.map_or(now, |h| h.min(now)) - retention;
+        let readers = "(SELECT min(seq) FROM ferry_consumer WHERE consumer NOT LIKE '~%')";
+        let (upto, newest): (Option<i64>, Option<i64>) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT max(seq), max(ts) FROM ferry_changelog WHERE seq <= {readers} AND ts < ?1"
+        )))
+        .bind(cutoff)
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(self.ep.query_error(what))?;
+        let (Some(upto), Some(newest)) = (upto, newest) else { return Ok(()) };
+        for (mark, value) in [(PRUNED_MARK, upto), (PRUNED_TS_MARK, newest)] {
+            sqlx::query(
+                "INSERT INTO ferry_consumer(consumer, seq, updated_us) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(consumer) DO UPDATE SET seq = max(seq, excluded.seq), updated_us = excluded.updated_us",
+            )
+            .bind(mark)
+            .bind(value)
+            .bind(now)
+            .execute(&mut self.conn)
+            .await
+            .map_err(self.ep.query_error(what))?;
+        }
+        sqlx::query("DELETE FROM ferry_changelog WHERE seq <= ?1 AND ts < ?2")
+            .bind(upto)
+            .bind(cutoff)
+            .execute(&mut self.conn)
+            .await
+            .map_err(self.ep.query_error(what))?;
+        Ok(())
+    }
+
     async fn bump_epoch(&mut self) -> Result<(), ConnectorError> {
         sqlx::query("UPDATE ferry_clock SET epoch = epoch + 1 WHERE id = 1")
             .execute(&mut self.conn)
@@ -211,13 +294,13 @@ impl SqliteSource {
             match txns.last_mut() {
                 Some(last) if same => {
                     last.changes.push(change);
-                    last.position = Position::Sqlite { seq: r.seq };
+                    last.position = position::at(r.seq);
                 }
                 _ => {
                     txns.push(Txn {
                         origin: SiteId::new(&r.origin),
                         commit_ts: r.ts,
-                        position: Position::Sqlite { seq: r.seq },
+                        position: position::at(r.seq),
                         changes: vec![change],
                         ddl: Vec::new(),
                     });
@@ -330,10 +413,7 @@ fn row_end(text: &str, start: usize) -> usize {
 /// The changelog sequence of a position; another source's position (a checkpoint
 /// recorded before the task's source changed) restarts from the beginning.
 fn seq_of(p: &Position) -> i64 {
-    match p {
-        Position::Sqlite { seq } => *seq,
-        _ => 0,
-    }
+    position::seq(p).unwrap_or(0)
 }
 
 /// Installs capture triggers for the tables (and the heartbeat table) in one transaction,
@@ -344,8 +424,8 @@ pub async fn install_triggers(
     tables: &[Arc<TableSchema>],
 ) -> Result<(), ConnectorError> {
     ensure_wal(conn).await.map_err(ep.query_error("switching the database to WAL mode"))?;
+    migrate::run(ep, conn).await?;
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
-    sql.push_str(schema::FERRY_TABLES);
     sql.push_str(&format!(
         "INSERT INTO ferry_clock(id, epoch, site) VALUES (1, 1, {site}) ON CONFLICT(id) DO UPDATE SET site = excluded.site;\n",
         site = string(ep.site.as_str())
@@ -424,7 +504,7 @@ impl Source for SqliteSource {
     }
 
     async fn head(&mut self) -> Result<Position, ConnectorError> {
-        Ok(Position::Sqlite { seq: self.max_seq().await? })
+        Ok(position::at(self.max_seq().await?))
     }
 
     async fn read_chunk(
@@ -442,6 +522,25 @@ impl Source for SqliteSource {
         let until = req.until.as_ref().map(seq_of).unwrap_or(i64::MAX);
         if after >= until {
             return Ok(ReadBatch { txns: vec![], position: req.after.clone(), continues: false });
+        }
+        let pruned: Option<i64> = sqlx::query_scalar("SELECT seq FROM ferry_consumer WHERE consumer = ?1")
+            .bind(PRUNED_MARK)
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(self.ep.query_error("reading how far the changelog was pruned"))?;
+        if let Some(upto) = pruned.filter(|p| after < *p) {
+            return Err(ConnectorError::Setup {
+                endpoint: self.ep.name.clone(),
+                problem: format!(
+                    "the changes after changelog seq {after} are gone: the changelog was pruned up to seq {upto} \
+                     (kept {} once every registered reader had them; this reader was not registered \
+                     or its target was restored from an older backup)",
+                    retention_text()
+                ),
+                fix: "copy the tables again: remove this direction's row from the target's ferry_checkpoint \
+                      (a fresh snapshot), or verify --repair the target, then start the task"
+                    .into(),
+            });
         }
         let limit = i64::try_from(req.max_changes.max(1)).unwrap_or(i64::MAX);
         let mut bumped = false;
@@ -477,7 +576,7 @@ impl Source for SqliteSource {
         let mut rows = self.unpack(&page)?;
         rows.retain(|r| r.seq <= cutoff);
         let position = match rows.last() {
-            Some(r) => Position::Sqlite { seq: r.seq },
+            Some(r) => position::at(r.seq),
             None => req.after.clone(),
         };
         let txns = self.to_txns(rows, &req.exclude_origin, req.before_images)?;
@@ -509,6 +608,16 @@ impl Source for SqliteSource {
         Ok(())
     }
 
+    async fn clock(&mut self) -> Result<Option<i64>, ConnectorError> {
+        // The expression the capture triggers stamp versions with: the clock of this
+        // host (a SQLite file is written where it lies).
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT {TRIGGER_NOW_US}")))
+            .fetch_one(&mut self.conn)
+            .await
+            .map(Some)
+            .map_err(self.ep.query_error("reading the clock"))
+    }
+
     async fn consumed(&mut self, consumer: &str, position: &Position) -> Result<(), ConnectorError> {
         let now = now_micros();
         sqlx::query(
@@ -521,13 +630,10 @@ impl Source for SqliteSource {
         .execute(&mut self.conn)
         .await
         .map_err(self.ep.query_error("recording consumer progress"))?;
-        if now - self.last_prune_us > 60_000_000 {
+        let retention = retention_us();
+        if now - self.last_prune_us > retention.min(60_000_000) {
             self.last_prune_us = now;
-            sqlx::query("DELETE FROM ferry_changelog WHERE seq <= (SELECT min(seq) FROM ferry_consumer) AND ts < ?1")
-                .bind(now - CHANGELOG_RETENTION_US)
-                .execute(&mut self.conn)
-                .await
-                .map_err(self.ep.query_error("pruning consumed changelog rows"))?;
+            self.prune(now, retention).await?;
         }
         Ok(())
     }

@@ -4,8 +4,8 @@
 use sqlx::sqlite::SqliteConnection;
 
 use super::literal::{ident, string};
-use super::schema::{ensure_ferry_tables, user_tables};
-use super::{SqliteEndpoint, exec_batch};
+use super::schema::user_tables;
+use super::{SqliteEndpoint, exec_batch, migrate};
 use crate::connector::ConnectorError;
 use crate::model::now_micros;
 
@@ -15,7 +15,7 @@ pub const FROZEN_MESSAGE: &str =
 
 /// Freezes every user table in one transaction.
 pub async fn freeze(ep: &SqliteEndpoint, conn: &mut SqliteConnection, reason: &str) -> Result<usize, ConnectorError> {
-    ensure_ferry_tables(ep, conn).await?;
+    migrate::run(ep, conn).await?;
     let tables = user_tables(ep, conn).await?;
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
     for t in &tables {

@@ -7,12 +7,21 @@
 pub mod apply;
 pub mod capture;
 pub mod checksum;
+pub mod compare;
+pub mod connector;
 pub mod freeze;
+pub mod freezer;
 pub mod literal;
+pub mod migrate;
+pub mod position;
+pub mod preflight;
 pub mod schema;
 pub mod snapshot;
 pub mod state;
+pub mod types;
+pub mod uninstall;
 pub mod values;
+pub mod verifier;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,8 +29,28 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
 
-use crate::connector::ConnectorError;
+pub use connector::Store;
+
+use crate::connector::{ConnectorError, ErrorKind};
 use crate::model::SiteId;
+
+/// What a SQLite error calls for, by its primary result code: a constraint (unique,
+/// primary key, foreign key, check, not null, datatype: 19), a type mismatch (20) or a
+/// value too big (18) refuses the row's data; a plain SQL error (1: no such table or
+/// column) is the setup's; everything else — busy or locked (5, 6), out of memory (7),
+/// read-only (8), interrupted (9), I/O (10), disk full (13), cannot open (14) — and
+/// errors outside the database are retried with backoff.
+pub fn error_kind(e: &sqlx::Error) -> ErrorKind {
+    let code = match e {
+        sqlx::Error::Database(db) => db.code().and_then(|c| c.parse::<i64>().ok()),
+        _ => None,
+    };
+    match code.map(|c| c & 0xff) {
+        Some(18..=20) => ErrorKind::Refused,
+        Some(1) => ErrorKind::Setup,
+        _ => ErrorKind::Runtime,
+    }
+}
 
 /// How ferry opens a SQLite file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,4 +164,30 @@ pub async fn rollback(conn: &mut SqliteConnection) {
 /// Closes a connection, ignoring errors (shutdown paths).
 pub async fn close(conn: SqliteConnection) {
     let _ = conn.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_refusals_stop_and_busy_databases_are_retried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.db");
+        let opts = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let mut c = opts.clone().connect().await.expect("open");
+        c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT UNIQUE, n INTEGER CHECK (n >= 0))").await.expect("t");
+        c.execute("INSERT INTO t VALUES (1, 'a', 1)").await.expect("row");
+        for sql in ["INSERT INTO t VALUES (2, 'a', 1)", "INSERT INTO t VALUES (3, 'c', -1)"] {
+            let e = c.execute(sql).await.expect_err("refused");
+            assert_eq!(error_kind(&e), ErrorKind::Refused, "{sql}: {e}");
+        }
+        let e = c.execute("INSERT INTO missing VALUES (1)").await.expect_err("no table");
+        assert_eq!(error_kind(&e), ErrorKind::Setup, "{e}");
+        // Another connection holds the write lock: busy, to be retried.
+        c.execute("BEGIN IMMEDIATE").await.expect("lock");
+        let mut other = opts.busy_timeout(Duration::from_millis(10)).connect().await.expect("open");
+        let e = other.execute("INSERT INTO t VALUES (4, 'd', 1)").await.expect_err("busy");
+        assert_eq!(error_kind(&e), ErrorKind::Runtime, "{e}");
+    }
 }

@@ -1,16 +1,17 @@
-//! Table discovery: globs to tables, columns, primary and unique keys; ferry's own tables.
+//! Table discovery: globs to tables, columns, primary and unique keys. ferry's own
+//! tables are created and moved forward by `migrate`.
 
 use std::sync::Arc;
 
 use sqlx::Row as _;
 use sqlx::sqlite::SqliteConnection;
 
-use super::{SqliteEndpoint, exec_batch};
+use super::SqliteEndpoint;
 use crate::connector::ConnectorError;
 use crate::model::{Column, TableName, TableSchema};
 
 /// The heartbeat table: one row per site, flowing through the stream like any change.
-pub const HEARTBEAT_TABLE: &str = "ferry_heartbeat";
+pub const HEARTBEAT_TABLE: &str = crate::connector::HEARTBEAT_TABLE;
 
 /// `ferry_changelog.op` of an incoming delete that found the row already deleted here:
 /// kept so inserts made here afterwards show the delete as seen (`model::Prior`), never
@@ -27,77 +28,6 @@ pub const OP_ALREADY_EQUAL: i64 = 5;
 /// rather than a write to carry.
 pub fn record_only(op: i64) -> bool {
     op == OP_ALREADY_DELETED || op == OP_ALREADY_EQUAL
-}
-
-/// DDL of every ferry table, created on each endpoint ferry reads from or writes to.
-pub const FERRY_TABLES: &str = r#"
-CREATE TABLE IF NOT EXISTS ferry_changelog(
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  epoch INTEGER NOT NULL,
-  tbl TEXT NOT NULL,
-  op INTEGER NOT NULL,
-  origin TEXT NOT NULL,
-  ts INTEGER NOT NULL,
-  pk TEXT NOT NULL,
-  before TEXT,
-  after TEXT);
-CREATE INDEX IF NOT EXISTS ferry_changelog_key ON ferry_changelog(tbl, pk);
-CREATE TABLE IF NOT EXISTS ferry_clock(
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  epoch INTEGER NOT NULL,
-  site TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS ferry_apply_origin(
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  origin TEXT NOT NULL,
-  ts INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS ferry_heartbeat(
-  site TEXT PRIMARY KEY,
-  ts INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS ferry_consumer(
-  consumer TEXT PRIMARY KEY,
-  seq INTEGER NOT NULL,
-  updated_us INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS ferry_checkpoint(
-  task TEXT NOT NULL,
-  direction TEXT NOT NULL,
-  slot TEXT NOT NULL,
-  position TEXT,
-  progress TEXT,
-  updated_us INTEGER NOT NULL,
-  PRIMARY KEY (task, direction, slot));
-CREATE TABLE IF NOT EXISTS ferry_conflict(
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  task TEXT NOT NULL,
-  direction TEXT NOT NULL,
-  tbl TEXT NOT NULL,
-  pk TEXT NOT NULL,
-  policy TEXT NOT NULL,
-  winner TEXT NOT NULL,
-  incoming_site TEXT NOT NULL,
-  incoming_ts INTEGER NOT NULL,
-  incoming_row TEXT,
-  local_site TEXT NOT NULL,
-  local_ts INTEGER NOT NULL,
-  local_row TEXT,
-  position TEXT NOT NULL,
-  detected_us INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS ferry_lease(
-  task TEXT NOT NULL,
-  direction TEXT NOT NULL,
-  node TEXT NOT NULL,
-  host TEXT NOT NULL,
-  pid INTEGER NOT NULL,
-  expires_us INTEGER NOT NULL,
-  PRIMARY KEY (task, direction));
-CREATE TABLE IF NOT EXISTS ferry_freeze(
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  since_us INTEGER NOT NULL,
-  reason TEXT NOT NULL);
-"#;
-
-/// Creates ferry's tables if missing.
-pub async fn ensure_ferry_tables(ep: &SqliteEndpoint, conn: &mut SqliteConnection) -> Result<(), ConnectorError> {
-    exec_batch(conn, FERRY_TABLES.to_string()).await.map_err(ep.query_error("creating ferry's tables (ferry_*)"))
 }
 
 /// Names of user tables (not sqlite_* or ferry_*), sorted.

@@ -9,7 +9,7 @@ use super::literal::{ident, parse_row, row_expr, string};
 use super::values::bind_all;
 use super::{SqliteEndpoint, rollback};
 use crate::connector::{Chunk, ConnectorError};
-use crate::model::{Key, Position, SiteId, TableSchema};
+use crate::model::{Key, SiteId, TableSchema};
 
 /// `WHERE` clause selecting keys after a bound key (row-value comparison).
 pub fn after_key_clause(table: &TableSchema) -> String {
@@ -89,10 +89,5 @@ pub async fn read_chunk(
         })?;
         out.push(row);
     }
-    Ok(Chunk {
-        rows: out,
-        position: Some(Position::Sqlite { seq: head }),
-        marks: None,
-        versions: versions.then_some(vers),
-    })
+    Ok(Chunk { rows: out, position: Some(super::position::at(head)), marks: None, versions: versions.then_some(vers) })
 }

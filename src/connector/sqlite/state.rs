@@ -2,13 +2,14 @@
 //! snapshot progress), lease, and the conflict log. Written inside the apply transaction.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde_json::json;
 use sqlx::Row as _;
 use sqlx::sqlite::SqliteConnection;
 
 use crate::connector::{Checkpoint, DirectionId, LeaseHolder, LeaseOutcome, TableProgress};
-use crate::model::{Position, Row, TableSchema, now_micros};
+use crate::model::{Row, TableSchema, now_micros};
 
 /// Slot name of the stream position (worker 0).
 const STREAM_SLOT: &str = "stream:0";
@@ -33,7 +34,9 @@ pub async fn load_checkpoint(
         let progress: Option<String> = r.get(2);
         if slot == STREAM_SLOT {
             cp.position = match position {
-                Some(p) => Some(p.parse::<Position>().map_err(|e| sqlx::Error::Protocol(e.to_string()))?),
+                Some(p) => Some(
+                    crate::connector::registry::parse_position(&p).map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
+                ),
                 None => None,
             };
         } else if let (Some(table), Some(p)) = (slot.strip_prefix("table:"), progress) {
@@ -83,84 +86,113 @@ pub async fn write_checkpoint(
     Ok(())
 }
 
-/// The local host's name.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".to_string())
+/// A lease row as read, with whether it ran out. A SQLite file lives on one host, so
+/// its lease is set and judged by that host's clock.
+fn holder_of(r: &sqlx::sqlite::SqliteRow) -> LeaseHolder {
+    let expires_us: i64 = r.get(3);
+    LeaseHolder {
+        node: r.get(0),
+        host: r.get(1),
+        pid: u32::try_from(r.get::<i64, _>(2)).unwrap_or(0),
+        expires_us,
+        expired: expires_us < now_micros(),
+        fencing: r.get(4),
+    }
 }
 
-/// Whether a process with this pid runs on this host.
-pub fn pid_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Takes or renews a lease inside an IMMEDIATE transaction the caller opened.
+/// Takes or renews a lease inside an IMMEDIATE transaction the caller opened (or the
+/// open commit group's, which holds the write lock anyway): a live holder keeps it (its
+/// lease has not run out and, on this host, its pid runs); a new holder gets the next
+/// fencing token; a renewal keeps its token unless another process took the lease over.
 pub async fn take_lease(
     conn: &mut SqliteConnection,
     dir: &DirectionId,
     me: &LeaseHolder,
+    ttl: Duration,
 ) -> Result<LeaseOutcome, sqlx::Error> {
-    let row = sqlx::query("SELECT node, host, pid, expires_us FROM ferry_lease WHERE task = ?1 AND direction = ?2")
-        .bind(&dir.task)
-        .bind(dir.direction())
-        .fetch_optional(&mut *conn)
-        .await?;
-    if let Some(r) = row {
-        let holder = LeaseHolder {
-            node: r.get(0),
-            host: r.get(1),
-            pid: u32::try_from(r.get::<i64, _>(2)).unwrap_or(0),
-            expires_us: r.get(3),
-        };
-        let mine = holder.host == me.host && holder.pid == me.pid;
-        let dead = holder.host == me.host && !pid_alive(holder.pid);
-        let expired = holder.expires_us < now_micros();
-        if !(mine || dead || expired) {
-            return Ok(LeaseOutcome::HeldBy(holder));
-        }
-    }
+    let row =
+        sqlx::query("SELECT node, host, pid, expires_us, fencing FROM ferry_lease WHERE task = ?1 AND direction = ?2")
+            .bind(&dir.task)
+            .bind(dir.direction())
+            .fetch_optional(&mut *conn)
+            .await?;
+    let fencing = match me.claim(row.as_ref().map(holder_of).as_ref()) {
+        Ok(f) => f,
+        Err(h) => return Ok(LeaseOutcome::HeldBy(h)),
+    };
+    let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
     sqlx::query(
-        "INSERT INTO ferry_lease(task, direction, node, host, pid, expires_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-         ON CONFLICT(task, direction) DO UPDATE SET node = excluded.node, host = excluded.host, pid = excluded.pid, expires_us = excluded.expires_us",
+        "INSERT INTO ferry_lease(task, direction, node, host, pid, expires_us, fencing) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT(task, direction) DO UPDATE SET node = excluded.node, host = excluded.host, pid = excluded.pid, \
+         expires_us = excluded.expires_us, fencing = excluded.fencing",
     )
     .bind(&dir.task)
     .bind(dir.direction())
     .bind(&me.node)
     .bind(&me.host)
     .bind(i64::from(me.pid))
-    .bind(me.expires_us)
+    .bind(now_micros().saturating_add(ttl_us))
+    .bind(fencing)
     .execute(&mut *conn)
     .await?;
-    Ok(LeaseOutcome::Acquired)
+    Ok(LeaseOutcome::Acquired { fencing })
 }
 
-/// Drops our lease.
+/// Gives our lease back if it is still our tenure: the row becomes nobody's (pid 0) and
+/// keeps its fencing token for the next holder to go past.
 pub async fn drop_lease(conn: &mut SqliteConnection, dir: &DirectionId, me: &LeaseHolder) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM ferry_lease WHERE task = ?1 AND direction = ?2 AND host = ?3 AND pid = ?4")
-        .bind(&dir.task)
-        .bind(dir.direction())
-        .bind(&me.host)
-        .bind(i64::from(me.pid))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE ferry_lease SET node = '', host = '', pid = 0, expires_us = 0 \
+         WHERE task = ?1 AND direction = ?2 AND fencing = ?3 AND host = ?4 AND pid = ?5",
+    )
+    .bind(&dir.task)
+    .bind(dir.direction())
+    .bind(me.fencing)
+    .bind(&me.host)
+    .bind(i64::from(me.pid))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
-/// Reads the lease holder of a direction, if any.
+/// Inside the apply transaction (which holds the write lock, so no takeover can come
+/// between this and the commit): whether the lease still carries `fence`; the lease's
+/// row otherwise (pid 0: released, or none).
+pub async fn check_fence(
+    conn: &mut SqliteConnection,
+    dir: &DirectionId,
+    fence: i64,
+) -> Result<Option<LeaseHolder>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT node, host, pid, expires_us, fencing FROM ferry_lease WHERE task = ?1 AND direction = ?2")
+            .bind(&dir.task)
+            .bind(dir.direction())
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(match row.as_ref().map(holder_of) {
+        Some(h) if h.fencing == fence => None,
+        Some(h) => Some(h),
+        None => Some(LeaseHolder {
+            node: String::new(),
+            host: String::new(),
+            pid: 0,
+            expires_us: 0,
+            expired: true,
+            fencing: 0,
+        }),
+    })
+}
+
+/// Reads the lease holder of a direction, if any (a released lease has none).
 pub async fn lease_holder(conn: &mut SqliteConnection, dir: &DirectionId) -> Result<Option<LeaseHolder>, sqlx::Error> {
-    let row = sqlx::query("SELECT node, host, pid, expires_us FROM ferry_lease WHERE task = ?1 AND direction = ?2")
-        .bind(&dir.task)
-        .bind(dir.direction())
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(row.map(|r| LeaseHolder {
-        node: r.get(0),
-        host: r.get(1),
-        pid: u32::try_from(r.get::<i64, _>(2)).unwrap_or(0),
-        expires_us: r.get(3),
-    }))
+    let row = sqlx::query(
+        "SELECT node, host, pid, expires_us, fencing FROM ferry_lease WHERE task = ?1 AND direction = ?2 AND pid <> 0",
+    )
+    .bind(&dir.task)
+    .bind(dir.direction())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.as_ref().map(holder_of))
 }
 
 /// Renders a row as a JSON object of column name to value (exact, tagged by type).

@@ -6,10 +6,10 @@
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Widget, Wrap};
+use ratatui::widgets::{Paragraph, Widget};
 
-use super::{age_text, block, lag_text, selected_or_hint};
-use crate::console::app::App;
+use super::{age_text, block, lag_text, scrolled, selected_or_hint};
+use crate::console::app::{App, KeyPlan, wizard_keys};
 
 pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let Some((node, task)) = selected_or_hint(app, "Cutover", area, buf) else {
@@ -21,17 +21,25 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
             .render(area, buf);
         return;
     };
-    let [head, steps_area] = Layout::vertical([Constraint::Length(4), Constraint::Min(3)]).areas(area);
+    let [head, steps_area] = Layout::vertical([Constraint::Length(5), Constraint::Min(3)]).areas(area);
     let live = &view.live;
-    let mut lines = vec![Line::from(vec![
+    // A node that stopped answering: its last live values, greyed, with their age.
+    let stale = node.stale(app.now_us);
+    let grey = |live: ratatui::style::Style| if stale { app.theme.stale() } else { live };
+    let mut first = vec![
         Span::styled(format!("Cutover of task {} ", view.task), app.theme.title()),
-        Span::raw(format!("on {}  direction {}  lag ", node.name(), live.direction)),
-        Span::styled(lag_text(live.lag_seconds), app.theme.lag(live.lag_seconds)),
-        Span::raw(format!(
-            "  changes pending {}",
-            live.changes_pending.map(|n| n.to_string()).unwrap_or_else(|| "-".into())
-        )),
-    ])];
+        Span::styled(format!("on {}  direction {}  lag ", node.name(), live.direction), grey(Default::default())),
+        Span::styled(lag_text(live.lag_seconds), grey(app.theme.lag(live.lag_seconds))),
+        Span::styled(
+            format!("  changes pending {}", live.changes_pending.map(|n| n.to_string()).unwrap_or_else(|| "-".into())),
+            grey(Default::default()),
+        ),
+    ];
+    if stale {
+        let age = node.last_ok_us.map(|t| age_text(app.now_us, t)).unwrap_or_else(|| "?".into());
+        first.insert(1, Span::styled(format!("STALE {age} "), app.theme.stale()));
+    }
+    let mut lines = vec![Line::from(first)];
     let frozen: Vec<String> =
         live.frozen.iter().map(|(ep, since)| format!("{ep} (for {})", age_text(app.now_us, *since))).collect();
     lines.push(Line::from(Span::styled(
@@ -39,7 +47,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
         if frozen.is_empty() { app.theme.muted() } else { app.theme.warn() },
     )));
     lines.push(match &view.state {
-        None => Line::from(Span::styled("no cutover started: n runs Preflight", app.theme.muted())),
+        None => Line::from(Span::styled("no cutover started", app.theme.muted())),
         Some(s) if s.step.terminal() => Line::from(Span::styled(format!("cutover {}", s.step), app.theme.ok())),
         Some(s) => match (&s.running, &s.last_error) {
             (Some(r), _) => Line::from(Span::styled(
@@ -47,9 +55,22 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
                 app.theme.warn(),
             )),
             (None, Some(e)) => Line::from(Span::styled(format!("step {} failed: {e}", s.step), app.theme.error())),
-            (None, None) => Line::from(Span::raw(format!("next: {} (n runs it, b rolls back)", s.step))),
+            (None, None) => Line::from(Span::raw(format!("next step: {}", s.step))),
         },
     });
+    // What each key does now: the same plan the keys run.
+    let (n, b) = wizard_keys(view);
+    for (key, plan) in [("n", n), ("b", b)] {
+        lines.push(match plan {
+            KeyPlan::Run { hint, confirm, .. } => Line::from(vec![
+                Span::styled(hint, app.theme.accent()),
+                Span::styled(if confirm.is_some() { " [type name]" } else { "" }, app.theme.muted()),
+            ]),
+            KeyPlan::Refuse(why) => {
+                Line::from(Span::styled(format!("{key}: nothing to run ({why})"), app.theme.muted()))
+            }
+        });
+    }
     Paragraph::new(lines).render(head, buf);
 
     let mut body: Vec<Line> = Vec::new();
@@ -87,5 +108,6 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
             }
         }
     }
-    Paragraph::new(body).wrap(Wrap { trim: false }).block(block(app, "Steps", true)).render(steps_area, buf);
+    // At 80x24 the steps do not fit: the pane scrolls (PgUp/PgDn) and says where it is.
+    scrolled(app, body, steps_area, buf, block(app, "Steps", true), app.scroll, true, true);
 }

@@ -8,13 +8,15 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph, Row, Table, Widget, Wrap};
+use ratatui::widgets::{Axis, Chart, Dataset, GraphType, LegendPosition, Paragraph, Row, Table, Widget};
 
-use super::{block, clock, lag_text, rate_text, selected_or_hint};
+use super::{block, clock, count_text, lag_text, plural, rate_text, scrolled, selected_or_hint};
 use crate::config::Mode as TaskMode;
 use crate::console::app::App;
 use crate::console::source::{HISTORY_SECONDS, NodeFeed};
 use crate::control::TaskView;
+use crate::engine::clock::SkewLevel;
+use crate::engine::metrics::size_text;
 
 pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let Some((node, task)) = selected_or_hint(app, "Task", area, buf) else {
@@ -30,8 +32,8 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
     render_chart(app, node, task, lag_area, buf, true);
     render_chart(app, node, task, rate_area, buf, false);
-    let [left, right] = Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(bottom);
-    render_counters(app, node, task, left, buf);
+    let [left, right] = Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(bottom);
+    render_counters(app, task, left, buf);
     render_errors_and_conflicts(app, node, task, right, buf);
 }
 
@@ -44,25 +46,54 @@ fn render_head(app: &App, node: &NodeFeed, task: &TaskView, area: Rect, buf: &mu
     if task.paused {
         title.push(Span::styled("  PAUSED", app.theme.warn()));
     }
-    if node.stale(app.now_us) {
-        title.push(Span::styled("  stale", app.theme.stale()));
+    let stale = node.stale(app.now_us);
+    if stale {
+        let age = node.last_ok_us.map(|t| super::age_text(app.now_us, t)).unwrap_or_else(|| "?".into());
+        title.push(Span::styled(format!("  STALE: values {age} old, greyed"), app.theme.stale()));
     }
+    let grey = |live: Style| if stale { app.theme.stale() } else { live };
     let mut lines = vec![Line::from(title)];
     for d in &task.directions {
-        lines.push(Line::from(vec![
-            Span::raw(format!("  {:<8} ", d.direction)),
-            Span::styled(format!("{:<16}", d.state.to_string()), app.theme.state(&d.state, task.paused)),
-            Span::raw(" lag "),
-            Span::styled(format!("{:<8}", lag_text(d.lag_seconds)), app.theme.lag(d.lag_seconds)),
-            Span::raw(format!(
-                " {} rows/s (10s {}, 60s {})  behind {}  at {}",
-                rate_text(d.rows_per_sec[0]),
-                rate_text(d.rows_per_sec[1]),
-                rate_text(d.rows_per_sec[2]),
-                d.changes_behind,
-                d.position.as_deref().unwrap_or("-")
-            )),
-        ]));
+        // Two-way: the skew last-writer-wins is off by (else the source's offset from
+        // ferry's clock), once measured.
+        let clock = match (d.clock_skew_seconds, d.clock_offset_seconds) {
+            (Some(s), _) => Some(format!("  clock skew {s:+.2}s")),
+            (None, Some(o)) => Some(format!("  clock {o:+.2}s")),
+            (None, None) => None,
+        };
+        let clock_style = match d.clock_skew {
+            SkewLevel::Paused => app.theme.error(),
+            SkewLevel::Alarm => app.theme.warn(),
+            _ => app.theme.muted(),
+        };
+        let clock = clock.map(|c| Span::styled(c, grey(clock_style)));
+        let kept = d.retained_bytes.map(|b| {
+            let style = if d.retention_alarm { app.theme.warn() } else { Style::default() };
+            let alarm = if d.retention_alarm { " ALARM" } else { "" };
+            Span::styled(format!("  source keeps {}{alarm}", size_text(b)), grey(style))
+        });
+        lines.push(Line::from_iter(
+            [
+                Span::styled(format!("  {:<8} ", d.direction), grey(Style::default())),
+                Span::styled(format!("{:<16}", d.state.to_string()), grey(app.theme.state(&d.state, task.paused))),
+                Span::styled(" lag ", grey(Style::default())),
+                Span::styled(format!("{:<8}", lag_text(d.lag_seconds)), grey(app.theme.lag(d.lag_seconds))),
+                Span::styled(
+                    format!(
+                        " {} rows/s (10s {}, 60s {})  {} changes behind  at {}",
+                        rate_text(d.rows_per_sec[0]),
+                        rate_text(d.rows_per_sec[1]),
+                        rate_text(d.rows_per_sec[2]),
+                        d.changes_behind.map_or("-".to_string(), count_text),
+                        d.position.as_deref().unwrap_or("-")
+                    ),
+                    grey(Style::default()),
+                ),
+            ]
+            .into_iter()
+            .chain(clock)
+            .chain(kept),
+        ));
     }
     Paragraph::new(lines).render(area, buf);
 }
@@ -104,7 +135,9 @@ fn render_chart(app: &App, node: &NodeFeed, task: &TaskView, area: Rect, buf: &m
         .collect();
     let (title, label) =
         if lag { ("Lag, last 10 min", lag_text(Some(top))) } else { ("Rows/s, last 10 min", rate_text(top)) };
+    // The legend sits top left: the newest points are on the right, at "now".
     let chart = Chart::new(datasets)
+        .legend_position(Some(LegendPosition::TopLeft))
         .block(block(app, title, false))
         .x_axis(
             Axis::default()
@@ -125,47 +158,52 @@ fn finite(v: f64) -> f64 {
     if v.is_finite() { v.max(0.0) } else { 0.0 }
 }
 
-fn render_counters(app: &App, node: &NodeFeed, task: &TaskView, area: Rect, buf: &mut Buffer) {
-    let header = Row::new(["Dir", "Changes", "Txns", "Snap", "Confl", "Errors"]).style(app.theme.header());
-    let mut rows: Vec<Row> = task
+fn render_counters(app: &App, task: &TaskView, area: Rect, buf: &mut Buffer) {
+    const HEADER: [&str; 6] = ["Dir", "Changes", "Txns", "Snapshot", "Conflicts", "Errors"];
+    let header = Row::new(HEADER).style(app.theme.header());
+    let cells: Vec<Vec<String>> = task
         .directions
         .iter()
         .map(|d| {
-            Row::new(vec![
+            vec![
                 d.direction.clone(),
-                d.changes_total.to_string(),
-                d.txns_total.to_string(),
-                d.snapshot_rows_total.to_string(),
-                d.conflicts_total.to_string(),
-                d.errors_total.to_string(),
-            ])
+                count_text(d.changes_total),
+                count_text(d.txns_total),
+                count_text(d.snapshot_rows_total),
+                count_text(d.conflicts_total),
+                count_text(d.errors_total),
+            ]
         })
         .collect();
-    let mut by_table: BTreeMap<&str, u64> = BTreeMap::new();
-    for c in node.conflicts.iter().filter(|c| c.task == task.name) {
-        *by_table.entry(c.table.as_str()).or_default() += 1;
-    }
-    // Per-table figures the node serves: conflicts in the targets' logs, by table.
-    for (table, n) in by_table {
-        rows.push(
-            Row::new(vec![format!("⚑ {table}"), String::new(), String::new(), String::new(), n.to_string()])
-                .style(app.theme.muted()),
-        );
-    }
+    // Each number column as wide as its widest value: digits are never cut.
+    let width =
+        |i: usize| cells.iter().map(|c| c[i].chars().count()).chain([HEADER[i].len()]).max().unwrap_or(0) as u16;
     let widths = [
-        Constraint::Min(8),
-        Constraint::Length(7),
-        Constraint::Length(6),
-        Constraint::Length(5),
-        Constraint::Length(5),
-        Constraint::Length(6),
+        Constraint::Min(6),
+        Constraint::Length(width(1)),
+        Constraint::Length(width(2)),
+        Constraint::Length(width(3)),
+        Constraint::Length(width(4)),
+        Constraint::Length(width(5)),
     ];
-    Table::new(rows, widths).header(header).block(block(app, "Counters", false)).render(area, buf);
+    let rows: Vec<Row> = cells.into_iter().map(Row::new).collect();
+    Table::new(rows, widths).header(header).block(block(app, "Totals since the task started", false)).render(area, buf);
 }
 
 fn render_errors_and_conflicts(app: &App, node: &NodeFeed, task: &TaskView, area: Rect, buf: &mut Buffer) {
     let mut lines: Vec<Line> = Vec::new();
+    let mut shown: Vec<&str> = Vec::new();
     for d in &task.directions {
+        // Both directions of a task carry the same skew message: say it once.
+        if let Some(m) = d.clock_message.as_deref().filter(|m| !shown.contains(m)) {
+            shown.push(m);
+            for (i, l) in m.lines().enumerate() {
+                let style =
+                    if d.clock_skew == SkewLevel::Paused && i == 0 { app.theme.error() } else { app.theme.warn() };
+                let text = if i == 0 { format!("{}: {l}", d.direction) } else { l.to_string() };
+                lines.push(Line::from(Span::styled(text, style)));
+            }
+        }
         if let Some(e) = &d.last_error {
             for (i, l) in e.lines().enumerate() {
                 let style = if i == 0 { app.theme.error() } else { app.theme.warn() };
@@ -177,17 +215,48 @@ fn render_errors_and_conflicts(app: &App, node: &NodeFeed, task: &TaskView, area
     if lines.is_empty() {
         lines.push(Line::from(Span::styled("no errors", app.theme.ok())));
     }
-    let logged = node.conflicts.iter().filter(|c| c.task == task.name).count();
-    let conflicts: Vec<_> = node.conflicts.iter().filter(|c| c.task == task.name).take(8).collect();
-    lines.push(Line::from(Span::styled(format!("Newest conflicts ({logged} read)"), app.theme.header())));
+    // Per-table figures the node serves: conflicts in the targets' logs, by table. They
+    // count the newest entries read, not every conflict: the label says so.
+    let mut by_table: BTreeMap<&str, u64> = BTreeMap::new();
+    for c in node.conflicts.iter().filter(|c| c.task == task.name) {
+        *by_table.entry(c.table.as_str()).or_default() += 1;
+    }
+    if !by_table.is_empty() {
+        let per: Vec<String> = by_table.iter().map(|(t, n)| format!("{t} {}", count_text(*n))).collect();
+        lines.push(Line::from(vec![
+            Span::styled("Logged conflicts by table: ", app.theme.header()),
+            Span::raw(per.join(", ")),
+        ]));
+    }
+    // Every conflict read, newest first, scrolling; `:conflicts TABLE` keeps one table.
+    let table = app.conflict_table.as_deref();
+    let conflicts: Vec<_> =
+        node.conflicts.iter().filter(|c| c.task == task.name && table.is_none_or(|t| c.table == t)).collect();
+    lines.push(Line::from(Span::styled(
+        format!(
+            "Conflicts, newest first ({}{})",
+            plural(conflicts.len(), "entry read", "entries read"),
+            table.map(|t| format!(", table {t}; :conflicts shows all")).unwrap_or_default()
+        ),
+        app.theme.header(),
+    )));
     if conflicts.is_empty() {
         lines.push(Line::from(Span::styled("none", app.theme.muted())));
     }
     for c in conflicts {
+        // Both sides: where each version was written, and which one the policy kept.
+        let (won, lost) = if c.winner == "incoming" {
+            (c.incoming_site.as_str(), c.local_site.as_str())
+        } else {
+            (c.local_site.as_str(), c.incoming_site.as_str())
+        };
         lines.push(Line::from(vec![
             Span::styled(format!("{} ", clock(c.detected_us)), app.theme.muted()),
-            Span::raw(format!("{} {} key {} won: {} ({})", c.direction, c.table, c.key, c.winner, c.policy)),
+            Span::raw(format!("{} {} key {}: ", c.direction, c.table, c.key)),
+            Span::styled(format!("{won} won"), app.theme.ok()),
+            Span::styled(format!(" over {lost}"), app.theme.warn()),
+            Span::styled(format!(" ({}, {} kept)", c.policy, c.winner), app.theme.muted()),
         ]));
     }
-    Paragraph::new(lines).wrap(Wrap { trim: false }).block(block(app, "Errors and conflicts", false)).render(area, buf);
+    scrolled(app, lines, area, buf, block(app, "Errors and conflicts", true), app.scroll, true, true);
 }

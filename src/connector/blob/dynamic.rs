@@ -1,0 +1,399 @@
+//! Object-safe twins of [`BlobSource`] and [`BlobSink`], so the registry can hand out
+//! any blob store as one type; the boxes implement the plain traits again, so the
+//! engine stays generic over the contracts.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::{
+    BlobCaps, BlobCheckpoint, BlobHashes, BlobHint, BlobMeta, BlobSink, BlobSource, BlobUpload, ManifestEntry,
+};
+use crate::connector::{ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
+
+/// [`BlobSource`] with boxed futures.
+pub trait DynBlobSource: Send {
+    /// See [`BlobSource::list`].
+    fn list<'a>(
+        &'a mut self,
+        globs: &'a [String],
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<BlobMeta>, ConnectorError>>;
+    /// See [`BlobSource::stat`].
+    fn stat<'a>(&'a mut self, path: &'a str) -> BoxFuture<'a, Result<Option<BlobMeta>, ConnectorError>>;
+    /// See [`BlobSource::hints`].
+    fn hints<'a>(&'a mut self) -> BoxFuture<'a, Result<Vec<BlobHint>, ConnectorError>>;
+    /// See [`BlobSource::read_range`].
+    fn read_range<'a>(
+        &'a mut self,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Result<Vec<u8>, ConnectorError>>;
+}
+
+impl<T: BlobSource> DynBlobSource for T {
+    fn list<'a>(
+        &'a mut self,
+        globs: &'a [String],
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<BlobMeta>, ConnectorError>> {
+        Box::pin(BlobSource::list(self, globs, after, limit))
+    }
+    fn stat<'a>(&'a mut self, path: &'a str) -> BoxFuture<'a, Result<Option<BlobMeta>, ConnectorError>> {
+        Box::pin(BlobSource::stat(self, path))
+    }
+    fn hints<'a>(&'a mut self) -> BoxFuture<'a, Result<Vec<BlobHint>, ConnectorError>> {
+        Box::pin(BlobSource::hints(self))
+    }
+    fn read_range<'a>(
+        &'a mut self,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Result<Vec<u8>, ConnectorError>> {
+        Box::pin(BlobSource::read_range(self, path, offset, len))
+    }
+}
+
+impl<'s> BlobSource for Box<dyn DynBlobSource + 's> {
+    async fn list(
+        &mut self,
+        globs: &[String],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobMeta>, ConnectorError> {
+        DynBlobSource::list(&mut **self, globs, after, limit).await
+    }
+    async fn stat(&mut self, path: &str) -> Result<Option<BlobMeta>, ConnectorError> {
+        DynBlobSource::stat(&mut **self, path).await
+    }
+    async fn hints(&mut self) -> Result<Vec<BlobHint>, ConnectorError> {
+        DynBlobSource::hints(&mut **self).await
+    }
+    async fn read_range(&mut self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, ConnectorError> {
+        DynBlobSource::read_range(&mut **self, path, offset, len).await
+    }
+}
+
+/// [`BlobSink`] with boxed futures.
+pub trait DynBlobSink: Send {
+    /// See [`BlobSink::caps`].
+    fn caps(&self) -> BlobCaps;
+    /// See [`BlobSink::prepare`].
+    fn prepare<'a>(&'a mut self) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::list`].
+    fn list<'a>(
+        &'a mut self,
+        globs: &'a [String],
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<BlobMeta>, ConnectorError>>;
+    /// See [`BlobSink::stat`].
+    fn stat<'a>(&'a mut self, path: &'a str) -> BoxFuture<'a, Result<Option<BlobMeta>, ConnectorError>>;
+    /// See [`BlobSink::begin`].
+    fn begin<'a>(
+        &'a mut self,
+        source: &'a BlobMeta,
+        resume: Option<&'a BlobUpload>,
+    ) -> BoxFuture<'a, Result<BlobUpload, ConnectorError>>;
+    /// See [`BlobSink::write`].
+    fn write<'a>(&'a mut self, upload: &'a mut BlobUpload, data: &'a [u8])
+    -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::flush`].
+    fn flush<'a>(&'a mut self, upload: &'a mut BlobUpload) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::finish`].
+    fn finish<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        upload: BlobUpload,
+        source: &'a BlobMeta,
+        hashes: &'a BlobHashes,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::abort`].
+    fn abort<'a>(&'a mut self, upload: &'a BlobUpload) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::put_meta`].
+    fn put_meta<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        source: &'a BlobMeta,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::rename`].
+    fn rename<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        from: &'a str,
+        to: &'a str,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<bool, ConnectorError>>;
+    /// See [`BlobSink::delete`].
+    fn delete<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        path: &'a str,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::manifest`].
+    fn manifest<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<ManifestEntry>, ConnectorError>>;
+    /// See [`BlobSink::entry`].
+    fn entry<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ManifestEntry>, ConnectorError>>;
+    /// See [`BlobSink::record`].
+    fn record<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        entry: &'a ManifestEntry,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::load_checkpoint`].
+    fn load_checkpoint<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+    ) -> BoxFuture<'a, Result<Option<BlobCheckpoint>, ConnectorError>>;
+    /// See [`BlobSink::save_checkpoint`].
+    fn save_checkpoint<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        checkpoint: &'a BlobCheckpoint,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::lease`].
+    fn lease<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        holder: &'a LeaseHolder,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<LeaseOutcome, ConnectorError>>;
+    /// See [`BlobSink::release`].
+    fn release<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        holder: &'a LeaseHolder,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+}
+
+impl<T: BlobSink> DynBlobSink for T {
+    fn caps(&self) -> BlobCaps {
+        BlobSink::caps(self)
+    }
+    fn prepare<'a>(&'a mut self) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(BlobSink::prepare(self))
+    }
+    fn list<'a>(
+        &'a mut self,
+        globs: &'a [String],
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<BlobMeta>, ConnectorError>> {
+        Box::pin(BlobSink::list(self, globs, after, limit))
+    }
+    fn stat<'a>(&'a mut self, path: &'a str) -> BoxFuture<'a, Result<Option<BlobMeta>, ConnectorError>> {
+        Box::pin(BlobSink::stat(self, path))
+    }
+    fn begin<'a>(
+        &'a mut self,
+        source: &'a BlobMeta,
+        resume: Option<&'a BlobUpload>,
+    ) -> BoxFuture<'a, Result<BlobUpload, ConnectorError>> {
+        Box::pin(BlobSink::begin(self, source, resume))
+    }
+    fn write<'a>(
+        &'a mut self,
+        upload: &'a mut BlobUpload,
+        data: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(BlobSink::write(self, upload, data))
+    }
+    fn flush<'a>(&'a mut self, upload: &'a mut BlobUpload) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(BlobSink::flush(self, upload))
+    }
+    fn finish<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        upload: BlobUpload,
+        source: &'a BlobMeta,
+        hashes: &'a BlobHashes,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(BlobSink::finish(self, dir, upload, source, hashes, fencing))
+    }
+    fn abort<'a>(&'a mut self, upload: &'a BlobUpload) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(BlobSink::abort(self, upload))
+    }
+    fn put_meta<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        source: &'a BlobMeta,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(BlobSink::put_meta(self, dir, source, fencing))
+    }
+    fn rename<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        from: &'a str,
+        to: &'a str,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<bool, ConnectorError>> {
+        Box::pin(BlobSink::rename(self, dir, from, to, fencing))
+    }
+    fn delete<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        path: &'a str,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(BlobSink::delete(self, dir, path, fencing))
+    }
+    fn manifest<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<ManifestEntry>, ConnectorError>> {
+        Box::pin(BlobSink::manifest(self, dir, after, limit))
+    }
+    fn entry<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ManifestEntry>, ConnectorError>> {
+        Box::pin(BlobSink::entry(self, dir, path))
+    }
+    fn record<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        entry: &'a ManifestEntry,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(BlobSink::record(self, dir, entry, fencing))
+    }
+    fn load_checkpoint<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+    ) -> BoxFuture<'a, Result<Option<BlobCheckpoint>, ConnectorError>> {
+        Box::pin(BlobSink::load_checkpoint(self, dir))
+    }
+    fn save_checkpoint<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        checkpoint: &'a BlobCheckpoint,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(BlobSink::save_checkpoint(self, dir, checkpoint, fencing))
+    }
+    fn lease<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        holder: &'a LeaseHolder,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<LeaseOutcome, ConnectorError>> {
+        Box::pin(BlobSink::lease(self, dir, holder, ttl))
+    }
+    fn release<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        holder: &'a LeaseHolder,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(BlobSink::release(self, dir, holder))
+    }
+}
+
+impl<'s> BlobSink for Box<dyn DynBlobSink + 's> {
+    fn caps(&self) -> BlobCaps {
+        DynBlobSink::caps(&**self)
+    }
+    async fn prepare(&mut self) -> Result<(), ConnectorError> {
+        DynBlobSink::prepare(&mut **self).await
+    }
+    async fn list(
+        &mut self,
+        globs: &[String],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobMeta>, ConnectorError> {
+        DynBlobSink::list(&mut **self, globs, after, limit).await
+    }
+    async fn stat(&mut self, path: &str) -> Result<Option<BlobMeta>, ConnectorError> {
+        DynBlobSink::stat(&mut **self, path).await
+    }
+    async fn begin(&mut self, source: &BlobMeta, resume: Option<&BlobUpload>) -> Result<BlobUpload, ConnectorError> {
+        DynBlobSink::begin(&mut **self, source, resume).await
+    }
+    async fn write(&mut self, upload: &mut BlobUpload, data: &[u8]) -> Result<(), ConnectorError> {
+        DynBlobSink::write(&mut **self, upload, data).await
+    }
+    async fn flush(&mut self, upload: &mut BlobUpload) -> Result<(), ConnectorError> {
+        DynBlobSink::flush(&mut **self, upload).await
+    }
+    async fn finish(
+        &mut self,
+        dir: &DirectionId,
+        upload: BlobUpload,
+        source: &BlobMeta,
+        hashes: &BlobHashes,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        DynBlobSink::finish(&mut **self, dir, upload, source, hashes, fencing).await
+    }
+    async fn abort(&mut self, upload: &BlobUpload) -> Result<(), ConnectorError> {
+        DynBlobSink::abort(&mut **self, upload).await
+    }
+    async fn put_meta(&mut self, dir: &DirectionId, source: &BlobMeta, fencing: i64) -> Result<(), ConnectorError> {
+        DynBlobSink::put_meta(&mut **self, dir, source, fencing).await
+    }
+    async fn rename(&mut self, dir: &DirectionId, from: &str, to: &str, fencing: i64) -> Result<bool, ConnectorError> {
+        DynBlobSink::rename(&mut **self, dir, from, to, fencing).await
+    }
+    async fn delete(&mut self, dir: &DirectionId, path: &str, fencing: i64) -> Result<(), ConnectorError> {
+        DynBlobSink::delete(&mut **self, dir, path, fencing).await
+    }
+    async fn manifest(
+        &mut self,
+        dir: &DirectionId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ManifestEntry>, ConnectorError> {
+        DynBlobSink::manifest(&mut **self, dir, after, limit).await
+    }
+    async fn entry(&mut self, dir: &DirectionId, path: &str) -> Result<Option<ManifestEntry>, ConnectorError> {
+        DynBlobSink::entry(&mut **self, dir, path).await
+    }
+    async fn record(&mut self, dir: &DirectionId, entry: &ManifestEntry, fencing: i64) -> Result<(), ConnectorError> {
+        DynBlobSink::record(&mut **self, dir, entry, fencing).await
+    }
+    async fn load_checkpoint(&mut self, dir: &DirectionId) -> Result<Option<BlobCheckpoint>, ConnectorError> {
+        DynBlobSink::load_checkpoint(&mut **self, dir).await
+    }
+    async fn save_checkpoint(
+        &mut self,
+        dir: &DirectionId,
+        checkpoint: &BlobCheckpoint,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        DynBlobSink::save_checkpoint(&mut **self, dir, checkpoint, fencing).await
+    }
+    async fn lease(
+        &mut self,
+        dir: &DirectionId,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, ConnectorError> {
+        DynBlobSink::lease(&mut **self, dir, holder, ttl).await
+    }
+    async fn release(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<(), ConnectorError> {
+        DynBlobSink::release(&mut **self, dir, holder).await
+    }
+}

@@ -1,0 +1,365 @@
+//! The blob capabilities: files and object storage do not fit rows (a 5 GB file is not
+//! a value), so those stores implement [`BlobSource`] and [`BlobSink`] instead of
+//! `Source`/`Sink`. They share the rest with record stores: a task direction, a lease
+//! with a fencing token on the target, a checkpoint, metrics, verify (hash manifests)
+//! and cutover.
+//!
+//! Exactly-once effect: a blob is written to a temporary name (a partial file, an
+//! unfinished multipart upload) and made visible by one atomic step — rename or
+//! complete — that is conditional on the writer's fencing token; the manifest records
+//! the source's stat of what was copied, so a restart re-copies only what differs.
+//!
+//! Order: every listing is in byte order of the path, with a folder listed as `dir/`
+//! (its path and a slash) right before what it holds, so listings of any two stores
+//! merge as sorted streams.
+
+pub mod dynamic;
+pub mod state;
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
+
+/// What a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobKind {
+    /// A regular file or an object.
+    File,
+    /// A folder (its path ends with `/`).
+    Dir,
+    /// A symbolic link, copied as a link.
+    Link,
+}
+
+/// What a store says about one blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobMeta {
+    /// Path relative to the endpoint's root, `/`-separated; a folder's ends with `/`.
+    pub path: String,
+    /// File, folder or link.
+    pub kind: BlobKind,
+    /// Size in bytes (0 for folders and links).
+    pub size: u64,
+    /// Last modification, ns since the epoch (objects: the store's last-modified).
+    pub mtime_ns: i64,
+    /// Permission bits, where the store has them.
+    pub mode: Option<u32>,
+    /// Owner uid and gid, where the store has them.
+    pub owner: Option<(u32, u32)>,
+    /// A content hash or the store's ETag, when it has one without reading the blob.
+    pub etag: Option<String>,
+    /// A link's target.
+    pub link: Option<String>,
+}
+
+impl BlobMeta {
+    /// A regular file or object.
+    pub fn file(path: impl Into<String>, size: u64, mtime_ns: i64) -> BlobMeta {
+        BlobMeta {
+            path: path.into(),
+            kind: BlobKind::File,
+            size,
+            mtime_ns,
+            mode: None,
+            owner: None,
+            etag: None,
+            link: None,
+        }
+    }
+}
+
+/// A hint that something changed; periodic rescans are the truth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobHint {
+    /// This path changed or appeared.
+    Changed(String),
+    /// This path is gone.
+    Removed(String),
+    /// This path was renamed (both ends seen).
+    Renamed {
+        /// Old path.
+        from: String,
+        /// New path.
+        to: String,
+    },
+    /// Too much changed to say (a watch queue overflowed): rescan.
+    Rescan,
+}
+
+/// A write in progress on a sink: resumable after a crash from `durable` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobUpload {
+    /// Destination path.
+    pub path: String,
+    /// The store's handle of the partial write (temporary file name, multipart id).
+    pub handle: String,
+    /// Bytes handed to the sink so far.
+    pub written: u64,
+    /// Bytes that survive a crash (synced to disk, completed parts).
+    pub durable: u64,
+    /// The source's size when the copy began.
+    pub size: u64,
+    /// The source's mtime when the copy began: a changed source restarts the copy.
+    pub mtime_ns: i64,
+}
+
+/// Content hashes computed while copying.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobHashes {
+    /// BLAKE3, hex.
+    pub blake3: String,
+    /// MD5, hex (the ETag of a single-part object, and `md5sum`'s).
+    pub md5: String,
+}
+
+/// One line of a direction's manifest: what was copied, as the source stated it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// Path.
+    pub path: String,
+    /// Source size.
+    pub size: u64,
+    /// Source mtime, ns.
+    pub mtime_ns: i64,
+    /// Source mode.
+    pub mode: Option<u32>,
+    /// Content hashes, when ferry read the content.
+    pub hashes: Option<BlobHashes>,
+    /// The target's stat after the write (`size:mtime_ns` or its ETag), to tell a target
+    /// changed behind ferry's back.
+    pub target: Option<String>,
+}
+
+/// Where a blob direction stands: the scan cursor and the partial writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobCheckpoint {
+    /// The last path of the current full scan that was handled (scans go in path order).
+    pub scan_after: Option<String>,
+    /// Partial writes to resume.
+    pub uploads: Vec<BlobUpload>,
+    /// Full scans completed.
+    #[serde(default)]
+    pub passes: u64,
+}
+
+/// What a sink can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobCaps {
+    /// Folders (empty ones too) and links.
+    pub tree: bool,
+    /// It keeps the source's mtime, so a stat compares with the source's directly; else
+    /// the manifest tells what source state the target holds.
+    pub keeps_mtime: bool,
+}
+
+/// Whether a path matches the task's globs (`tables`): `*` and `**` (any folders);
+/// the pattern `*` alone matches everything.
+pub fn matches(globs: &[String], path: &str) -> bool {
+    let opts = glob::MatchOptions { require_literal_separator: true, ..Default::default() };
+    let bare = path.trim_end_matches('/');
+    globs.iter().any(|g| g == "*" || g == "**" || glob::Pattern::new(g).is_ok_and(|p| p.matches_with(bare, opts)))
+}
+
+/// Whether the globs take every path (folders and links are then carried too).
+pub fn matches_all(globs: &[String]) -> bool {
+    globs.iter().any(|g| g == "*" || g == "**" || g == "**/*")
+}
+
+/// A store blobs are read from. Listing is streamed in sorted order, a page at a time,
+/// so no listing holds every key in memory.
+pub trait BlobSource: Send {
+    /// Up to `limit` blobs matching the globs, in path order, after `after`.
+    fn list(
+        &mut self,
+        globs: &[String],
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<BlobMeta>, ConnectorError>> + Send;
+    /// One blob's metadata; `None` if it does not exist (a folder's path may be given
+    /// with or without its `/`).
+    fn stat(&mut self, path: &str) -> impl Future<Output = Result<Option<BlobMeta>, ConnectorError>> + Send;
+    /// Change hints since the last call (may be empty; never the only truth). The first
+    /// call starts watching.
+    fn hints(&mut self) -> impl Future<Output = Result<Vec<BlobHint>, ConnectorError>> + Send;
+    /// Up to `len` bytes of a blob from `offset` (fewer only at its end).
+    fn read_range(
+        &mut self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<Vec<u8>, ConnectorError>> + Send;
+}
+
+/// A store blobs are written to. Every step that makes data visible or records progress
+/// is conditional on `fencing`, the token of the lease the writer holds. A sink lists
+/// what it holds as a source does, without ferry's own area.
+pub trait BlobSink: Send {
+    /// What it can hold.
+    fn caps(&self) -> BlobCaps;
+    /// Creates ferry's own area (a `.ferry/` folder, a key prefix) if missing.
+    fn prepare(&mut self) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// What the target holds, as [`BlobSource::list`].
+    fn list(
+        &mut self,
+        globs: &[String],
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<BlobMeta>, ConnectorError>> + Send;
+    /// One blob's metadata on the target.
+    fn stat(&mut self, path: &str) -> impl Future<Output = Result<Option<BlobMeta>, ConnectorError>> + Send;
+    /// Starts (or, given an upload, resumes) writing a blob as the source states it;
+    /// a resumed upload comes back with `written == durable`, where the copy goes on.
+    fn begin(
+        &mut self,
+        source: &BlobMeta,
+        resume: Option<&BlobUpload>,
+    ) -> impl Future<Output = Result<BlobUpload, ConnectorError>> + Send;
+    /// Appends bytes at `upload.written`.
+    fn write(
+        &mut self,
+        upload: &mut BlobUpload,
+        data: &[u8],
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// Makes what was written durable where the store can (`upload.durable`).
+    fn flush(&mut self, upload: &mut BlobUpload) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// Makes the blob visible with the source's metadata (rename, multipart complete)
+    /// and records it in the manifest, if the writer still holds `fencing`.
+    fn finish(
+        &mut self,
+        dir: &DirectionId,
+        upload: BlobUpload,
+        source: &BlobMeta,
+        hashes: &BlobHashes,
+        fencing: i64,
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// Drops a partial write.
+    fn abort(&mut self, upload: &BlobUpload) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// Makes a folder or link, or sets a file's mode and mtime when only those differ,
+    /// as the source states them, if the writer still holds `fencing`.
+    fn put_meta(
+        &mut self,
+        dir: &DirectionId,
+        source: &BlobMeta,
+        fencing: i64,
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// Renames a blob on the target (a rename seen on the source); `false` when the
+    /// store cannot (the engine then copies).
+    fn rename(
+        &mut self,
+        dir: &DirectionId,
+        from: &str,
+        to: &str,
+        fencing: i64,
+    ) -> impl Future<Output = Result<bool, ConnectorError>> + Send;
+    /// Deletes a blob (a folder when empty) and its manifest entry, if the writer still
+    /// holds `fencing`; a missing blob is no error.
+    fn delete(
+        &mut self,
+        dir: &DirectionId,
+        path: &str,
+        fencing: i64,
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// Up to `limit` manifest entries after `after`, in path order.
+    fn manifest(
+        &mut self,
+        dir: &DirectionId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ManifestEntry>, ConnectorError>> + Send;
+    /// One path's manifest entry.
+    fn entry(
+        &mut self,
+        dir: &DirectionId,
+        path: &str,
+    ) -> impl Future<Output = Result<Option<ManifestEntry>, ConnectorError>> + Send;
+    /// Records a manifest entry for a blob found identical without copying.
+    fn record(
+        &mut self,
+        dir: &DirectionId,
+        entry: &ManifestEntry,
+        fencing: i64,
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// The direction's checkpoint, if any.
+    fn load_checkpoint(
+        &mut self,
+        dir: &DirectionId,
+    ) -> impl Future<Output = Result<Option<BlobCheckpoint>, ConnectorError>> + Send;
+    /// Records progress, if the writer still holds `fencing`.
+    fn save_checkpoint(
+        &mut self,
+        dir: &DirectionId,
+        checkpoint: &BlobCheckpoint,
+        fencing: i64,
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// Takes or renews the direction's lease (as [`super::Sink::lease`]).
+    fn lease(
+        &mut self,
+        dir: &DirectionId,
+        holder: &LeaseHolder,
+        ttl: std::time::Duration,
+    ) -> impl Future<Output = Result<LeaseOutcome, ConnectorError>> + Send;
+    /// Gives the lease up (clean shutdown), if `holder.fencing` is still its tenure.
+    fn release(
+        &mut self,
+        dir: &DirectionId,
+        holder: &LeaseHolder,
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+}
+
+/// The smallest multipart part ferry uploads (S3 needs 5 MiB but for the last).
+pub const MIN_PART: u64 = 8 << 20;
+
+/// The part size ferry uses for an object of `size` bytes (at most 10,000 parts, whole
+/// MiB): what a multipart ETag is recomputed with.
+pub fn part_size(size: u64) -> u64 {
+    let need = size.div_ceil(10_000);
+    MIN_PART.max(need.div_ceil(1 << 20) << 20)
+}
+
+/// Blob stores hold no typed columns: every "type" is bytes.
+pub struct NoTypes;
+
+impl super::typemap::TypeMap for NoTypes {
+    fn canonical(&self, _decl: &str) -> super::typemap::Canonical {
+        super::typemap::Canonical::Bytes
+    }
+    fn native(&self, _t: &super::typemap::Canonical, _keyed: bool) -> String {
+        "bytes".into()
+    }
+}
+
+/// A blob direction's position as `ferry status` shows it: `KIND:pass N after PATH`.
+pub fn position(kind: &str, cp: &BlobCheckpoint) -> crate::model::Position {
+    let text = match &cp.scan_after {
+        Some(p) => format!("{kind}:pass {} at {p}", cp.passes + 1),
+        None => format!("{kind}:pass {} done", cp.passes),
+    };
+    crate::model::Position::new(text.clone(), text.into_bytes(), None)
+}
+
+/// Reads a blob position back (it is only shown, never compared across passes).
+pub fn parse_position(kind: &str, text: &str) -> Result<crate::model::Position, crate::model::PositionParseError> {
+    if text.split_once(':').is_some_and(|(k, _)| k == kind) {
+        return Ok(crate::model::Position::new(text.to_string(), text.as_bytes().to_vec(), None));
+    }
+    Err(crate::model::PositionParseError { text: text.into(), expected: format!("{kind}:pass N …") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_paths_with_folders() {
+        let g = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(matches(&g(&["*"]), "a/b/c.txt"));
+        assert!(matches(&g(&["**/*.jpg"]), "a/b/c.jpg"));
+        assert!(matches(&g(&["**/*.jpg"]), "c.jpg"));
+        assert!(!matches(&g(&["**/*.jpg"]), "a/c.png"));
+        assert!(matches(&g(&["docs/*"]), "docs/x"));
+        assert!(!matches(&g(&["docs/*"]), "docs/x/y"));
+    }
+}

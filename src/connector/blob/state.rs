@@ -1,0 +1,385 @@
+//! A blob target's own state — lease, checkpoint and manifest per direction — in one
+//! SQLite file: `.ferry/state.db` inside a folder target, a local file for a bucket.
+//! A step that makes a blob visible runs inside an IMMEDIATE transaction that first
+//! checks the lease still carries the writer's fencing token: a takeover needs the same
+//! write lock, so none can come between the check, the rename and the manifest line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::Row as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
+
+use super::{BlobCheckpoint, BlobHashes, ManifestEntry};
+use crate::connector::{ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
+use crate::model::now_micros;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ferry_blob_lease(task TEXT NOT NULL, direction TEXT NOT NULL, node TEXT NOT NULL,
+  host TEXT NOT NULL, pid INTEGER NOT NULL, expires_us INTEGER NOT NULL, fencing INTEGER NOT NULL,
+  PRIMARY KEY(task, direction));
+CREATE TABLE IF NOT EXISTS ferry_blob_checkpoint(task TEXT NOT NULL, direction TEXT NOT NULL, body TEXT NOT NULL,
+  updated_us INTEGER NOT NULL, PRIMARY KEY(task, direction));
+CREATE TABLE IF NOT EXISTS ferry_blob_manifest(task TEXT NOT NULL, direction TEXT NOT NULL, path TEXT NOT NULL,
+  size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER, blake3 TEXT, md5 TEXT, target TEXT,
+  PRIMARY KEY(task, direction, path)) WITHOUT ROWID;
+";
+
+/// The state file of one blob target.
+pub struct BlobState {
+    endpoint: String,
+    path: PathBuf,
+    conn: Option<SqliteConnection>,
+}
+
+impl BlobState {
+    /// Opens (creating with `create`) the state file; `None` when it does not exist and
+    /// `create` is false (a target that never ran).
+    pub async fn open(endpoint: &str, path: &Path, create: bool) -> Result<Option<BlobState>, ConnectorError> {
+        if !create && !path.exists() {
+            return Ok(None);
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .disable_statement_logging();
+        let mut conn = opts.connect().await.map_err(|source| ConnectorError::Open {
+            endpoint: endpoint.to_string(),
+            target: path.display().to_string(),
+            source,
+            fix: "ferry keeps this target's manifest, checkpoint and lease in that file: check that this user may \
+                  read and write it and its folder"
+                .into(),
+        })?;
+        if create {
+            sqlx::raw_sql(SCHEMA).execute(&mut conn).await.map_err(|source| ConnectorError::Query {
+                endpoint: endpoint.to_string(),
+                what: format!("creating ferry's state in {}", path.display()),
+                source,
+            })?;
+        }
+        Ok(Some(BlobState { endpoint: endpoint.to_string(), path: path.to_path_buf(), conn: Some(conn) }))
+    }
+
+    fn conn(&mut self) -> &mut SqliteConnection {
+        // Always Some until drop.
+        self.conn.as_mut().expect("state connection")
+    }
+
+    fn err(&self, what: &str) -> impl FnOnce(sqlx::Error) -> ConnectorError + use<> {
+        let (endpoint, what) = (self.endpoint.clone(), format!("{what} (state file {})", self.path.display()));
+        move |source| ConnectorError::Query { endpoint, what, source }
+    }
+
+    /// Opens an IMMEDIATE transaction in which the lease carries `fencing`, or answers
+    /// [`ConnectorError::Fenced`] with nothing changed.
+    pub async fn begin_fenced(&mut self, dir: &DirectionId, fencing: i64) -> Result<(), ConnectorError> {
+        let e = self.err("taking the state file's write lock");
+        sqlx::raw_sql("BEGIN IMMEDIATE").execute(self.conn()).await.map_err(e)?;
+        let holder = self.holder(dir, false).await;
+        let holder = match holder {
+            Ok(h) => h,
+            Err(e) => {
+                self.rollback().await;
+                return Err(e);
+            }
+        };
+        match holder {
+            Some(h) if h.fencing == fencing && h.pid != 0 => Ok(()),
+            other => {
+                self.rollback().await;
+                Err(ConnectorError::Fenced {
+                    endpoint: self.endpoint.clone(),
+                    dir: dir.to_string(),
+                    mine: fencing,
+                    holder: other.filter(|h| h.pid != 0).map(Box::new),
+                })
+            }
+        }
+    }
+
+    /// Commits the open transaction.
+    pub async fn commit(&mut self) -> Result<(), ConnectorError> {
+        let e = self.err("committing");
+        sqlx::raw_sql("COMMIT").execute(self.conn()).await.map_err(e)?;
+        Ok(())
+    }
+
+    /// Rolls the open transaction back (nothing to report: a failed rollback leaves
+    /// nothing committed either).
+    pub async fn rollback(&mut self) {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(self.conn()).await;
+    }
+
+    /// Inside a fenced transaction: records what a path holds now.
+    pub async fn put_entry(&mut self, dir: &DirectionId, entry: &ManifestEntry) -> Result<(), ConnectorError> {
+        let e = self.err("recording a manifest entry");
+        let (b3, md5) = match &entry.hashes {
+            Some(h) => (Some(h.blake3.clone()), Some(h.md5.clone())),
+            None => (None, None),
+        };
+        sqlx::query(
+            "INSERT INTO ferry_blob_manifest(task, direction, path, size, mtime_ns, mode, blake3, md5, target) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(task, direction, path) DO UPDATE SET \
+             size = excluded.size, mtime_ns = excluded.mtime_ns, mode = excluded.mode, blake3 = excluded.blake3, \
+             md5 = excluded.md5, target = excluded.target",
+        )
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .bind(&entry.path)
+        .bind(i64::try_from(entry.size).unwrap_or(i64::MAX))
+        .bind(entry.mtime_ns)
+        .bind(entry.mode.map(i64::from))
+        .bind(b3)
+        .bind(md5)
+        .bind(&entry.target)
+        .execute(self.conn())
+        .await
+        .map_err(e)?;
+        Ok(())
+    }
+
+    /// Inside a fenced transaction: forgets a path (and, for a folder, what it held).
+    pub async fn remove_entry(&mut self, dir: &DirectionId, path: &str) -> Result<(), ConnectorError> {
+        let e = self.err("removing a manifest entry");
+        // What a folder held: paths from `dir/` up to (not including) `dir0` ('0' follows '/').
+        let base = path.trim_end_matches('/');
+        sqlx::query(
+            "DELETE FROM ferry_blob_manifest WHERE task = ?1 AND direction = ?2 AND \
+             (path = ?3 OR (path >= ?4 AND path < ?5))",
+        )
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .bind(path)
+        .bind(format!("{base}/"))
+        .bind(format!("{base}0"))
+        .execute(self.conn())
+        .await
+        .map_err(e)?;
+        Ok(())
+    }
+
+    /// Inside a fenced transaction: moves a path's entry to a new path.
+    pub async fn rename_entry(&mut self, dir: &DirectionId, from: &str, to: &str) -> Result<(), ConnectorError> {
+        let e = self.err("renaming a manifest entry");
+        let _ = self.remove_entry(dir, to).await;
+        sqlx::query("UPDATE ferry_blob_manifest SET path = ?4 WHERE task = ?1 AND direction = ?2 AND path = ?3")
+            .bind(&dir.task)
+            .bind(dir.direction())
+            .bind(from)
+            .bind(to)
+            .execute(self.conn())
+            .await
+            .map_err(e)?;
+        Ok(())
+    }
+
+    /// Up to `limit` manifest entries after `after`, in path order.
+    pub async fn manifest(
+        &mut self,
+        dir: &DirectionId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ManifestEntry>, ConnectorError> {
+        let e = self.err("reading the manifest");
+        let rows = sqlx::query(
+            "SELECT path, size, mtime_ns, mode, blake3, md5, target FROM ferry_blob_manifest \
+             WHERE task = ?1 AND direction = ?2 AND (?3 IS NULL OR path > ?3) ORDER BY path LIMIT ?4",
+        )
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.conn())
+        .await
+        .map_err(e)?;
+        Ok(rows.iter().map(entry_of).collect())
+    }
+
+    /// One path's manifest entry.
+    pub async fn entry(&mut self, dir: &DirectionId, path: &str) -> Result<Option<ManifestEntry>, ConnectorError> {
+        let e = self.err("reading the manifest");
+        let row = sqlx::query(
+            "SELECT path, size, mtime_ns, mode, blake3, md5, target FROM ferry_blob_manifest \
+             WHERE task = ?1 AND direction = ?2 AND path = ?3",
+        )
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .bind(path)
+        .fetch_optional(self.conn())
+        .await
+        .map_err(e)?;
+        Ok(row.as_ref().map(entry_of))
+    }
+
+    /// The direction's checkpoint.
+    pub async fn load_checkpoint(&mut self, dir: &DirectionId) -> Result<Option<BlobCheckpoint>, ConnectorError> {
+        let e = self.err("reading the checkpoint");
+        let row = sqlx::query("SELECT body FROM ferry_blob_checkpoint WHERE task = ?1 AND direction = ?2")
+            .bind(&dir.task)
+            .bind(dir.direction())
+            .fetch_optional(self.conn())
+            .await
+            .map_err(e)?;
+        let Some(row) = row else { return Ok(None) };
+        let body: String = row.get(0);
+        serde_json::from_str(&body).map(Some).map_err(|err| ConnectorError::Setup {
+            endpoint: self.endpoint.clone(),
+            problem: format!("the checkpoint of {dir} in {} cannot be read: {err}", self.path.display()),
+            fix: "delete that file to copy the direction again from the start (only what differs is copied)".into(),
+        })
+    }
+
+    /// Records the direction's checkpoint, if the lease still carries `fencing`.
+    pub async fn save_checkpoint(
+        &mut self,
+        dir: &DirectionId,
+        cp: &BlobCheckpoint,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        let body = serde_json::to_string(cp).unwrap_or_default();
+        self.begin_fenced(dir, fencing).await?;
+        let e = self.err("recording the checkpoint");
+        let r = sqlx::query(
+            "INSERT INTO ferry_blob_checkpoint(task, direction, body, updated_us) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT(task, direction) DO UPDATE SET body = excluded.body, updated_us = excluded.updated_us",
+        )
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .bind(body)
+        .bind(now_micros())
+        .execute(self.conn())
+        .await
+        .map_err(e);
+        match r {
+            Ok(_) => self.commit().await,
+            Err(e) => {
+                self.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn holder(&mut self, dir: &DirectionId, live_only: bool) -> Result<Option<LeaseHolder>, ConnectorError> {
+        let e = self.err("reading the lease");
+        let row = sqlx::query(
+            "SELECT node, host, pid, expires_us, fencing FROM ferry_blob_lease WHERE task = ?1 AND direction = ?2",
+        )
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .fetch_optional(self.conn())
+        .await
+        .map_err(e)?;
+        let h = row.map(|r| {
+            let expires_us: i64 = r.get(3);
+            LeaseHolder {
+                node: r.get(0),
+                host: r.get(1),
+                pid: u32::try_from(r.get::<i64, _>(2)).unwrap_or(0),
+                expires_us,
+                expired: expires_us < now_micros(),
+                fencing: r.get(4),
+            }
+        });
+        Ok(h.filter(|h| !live_only || h.pid != 0))
+    }
+
+    /// Who holds the lease (a released lease: nobody).
+    pub async fn lease_holder(&mut self, dir: &DirectionId) -> Result<Option<LeaseHolder>, ConnectorError> {
+        self.holder(dir, true).await
+    }
+
+    /// Takes or renews the lease by [`LeaseHolder::claim`].
+    pub async fn lease(
+        &mut self,
+        dir: &DirectionId,
+        me: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, ConnectorError> {
+        let e = self.err("taking the lease");
+        sqlx::raw_sql("BEGIN IMMEDIATE").execute(self.conn()).await.map_err(e)?;
+        let current = match self.holder(dir, false).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.rollback().await;
+                return Err(e);
+            }
+        };
+        let fencing = match me.claim(current.as_ref()) {
+            Ok(f) => f,
+            Err(h) => {
+                self.rollback().await;
+                return Ok(LeaseOutcome::HeldBy(h));
+            }
+        };
+        let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
+        let e = self.err("taking the lease");
+        let r = sqlx::query(
+            "INSERT INTO ferry_blob_lease(task, direction, node, host, pid, expires_us, fencing) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(task, direction) DO UPDATE SET node = excluded.node, \
+             host = excluded.host, pid = excluded.pid, expires_us = excluded.expires_us, fencing = excluded.fencing",
+        )
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .bind(&me.node)
+        .bind(&me.host)
+        .bind(i64::from(me.pid))
+        .bind(now_micros().saturating_add(ttl_us))
+        .bind(fencing)
+        .execute(self.conn())
+        .await
+        .map_err(e);
+        match r {
+            Ok(_) => {
+                self.commit().await?;
+                Ok(LeaseOutcome::Acquired { fencing })
+            }
+            Err(e) => {
+                self.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives the lease back if it is still `me`'s tenure.
+    pub async fn release(&mut self, dir: &DirectionId, me: &LeaseHolder) -> Result<(), ConnectorError> {
+        let e = self.err("releasing the lease");
+        sqlx::query(
+            "UPDATE ferry_blob_lease SET node = '', host = '', pid = 0, expires_us = 0 \
+             WHERE task = ?1 AND direction = ?2 AND fencing = ?3 AND host = ?4 AND pid = ?5",
+        )
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .bind(me.fencing)
+        .bind(&me.host)
+        .bind(i64::from(me.pid))
+        .execute(self.conn())
+        .await
+        .map_err(e)?;
+        Ok(())
+    }
+
+    /// Closes the file cleanly.
+    pub async fn close(mut self) {
+        if let Some(c) = self.conn.take() {
+            let _ = c.close().await;
+        }
+    }
+}
+
+fn entry_of(r: &sqlx::sqlite::SqliteRow) -> ManifestEntry {
+    let b3: Option<String> = r.get(4);
+    let md5: Option<String> = r.get(5);
+    ManifestEntry {
+        path: r.get(0),
+        size: u64::try_from(r.get::<i64, _>(1)).unwrap_or(0),
+        mtime_ns: r.get(2),
+        mode: r.get::<Option<i64>, _>(3).and_then(|m| u32::try_from(m).ok()),
+        hashes: b3.zip(md5).map(|(blake3, md5)| BlobHashes { blake3, md5 }),
+        target: r.get(6),
+    }
+}

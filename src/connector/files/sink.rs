@@ -1,0 +1,446 @@
+//! A folder written as a blob sink: each file goes to `.ferry/partial/<hash of its
+//! path>`, gets the source's mode and mtime (and owner when ferry runs as root), and is
+//! renamed into place inside a transaction of the state file that checks the lease's
+//! fencing token, with its manifest line. A partial file synced to disk survives a
+//! crash: the copy resumes at its recorded length.
+
+use std::collections::HashMap;
+use std::fs::{File, FileTimes, OpenOptions};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::warn;
+
+use super::{OWN_DIR, io_error, join, list, running_as_root, system_time};
+use crate::connector::blob::state::BlobState;
+use crate::connector::blob::{
+    BlobCaps, BlobCheckpoint, BlobHashes, BlobKind, BlobMeta, BlobSink, BlobUpload, ManifestEntry,
+};
+use crate::connector::{ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
+
+/// A folder as a target.
+pub struct FileSink {
+    endpoint: String,
+    root: PathBuf,
+    state: Option<BlobState>,
+    open: HashMap<String, Arc<File>>,
+    root_user: bool,
+}
+
+/// The state file of a folder target.
+pub fn state_path(root: &Path) -> PathBuf {
+    root.join(OWN_DIR).join("state.db")
+}
+
+/// `size:mtime_ns` of a target file: what the manifest records to see it changed.
+fn tag(m: &BlobMeta) -> String {
+    format!("{}:{}", m.size, m.mtime_ns)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(std::io::Error::other).and_then(|r| r)
+}
+
+impl FileSink {
+    /// A sink over `root`; the folder is created at [`BlobSink::prepare`] when its parent exists.
+    pub fn open(endpoint: &str, root: PathBuf) -> FileSink {
+        FileSink { endpoint: endpoint.into(), root, state: None, open: HashMap::new(), root_user: running_as_root() }
+    }
+
+    fn err(&self, what: &str, path: &str) -> impl FnOnce(std::io::Error) -> ConnectorError + use<> {
+        let (ep, what, path) = (self.endpoint.clone(), what.to_string(), path.to_string());
+        move |e| io_error(&ep, &what, &path, e)
+    }
+
+    async fn state(&mut self) -> Result<&mut BlobState, ConnectorError> {
+        if self.state.is_none() {
+            let s = BlobState::open(&self.endpoint, &state_path(&self.root), true).await?;
+            self.state = s;
+        }
+        self.state.as_mut().ok_or_else(|| ConnectorError::Setup {
+            endpoint: self.endpoint.clone(),
+            problem: "ferry's state file could not be opened".into(),
+            fix: "check the target folder's permissions".into(),
+        })
+    }
+
+    fn partial(&self, path: &str) -> PathBuf {
+        let h = blake3::hash(path.as_bytes()).to_hex();
+        self.root.join(OWN_DIR).join("partial").join(&h.as_str()[..32])
+    }
+
+    /// Creates the folders above a relative path; a file in the way is removed (the
+    /// source has a folder there now).
+    fn make_parents(root: &Path, rel: &str) -> std::io::Result<()> {
+        let Some(parent) = Path::new(rel.trim_end_matches('/')).parent() else { return Ok(()) };
+        if parent.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let full = root.join(parent);
+        match std::fs::create_dir_all(&full) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AlreadyExists || e.kind() == std::io::ErrorKind::NotADirectory =>
+            {
+                let mut p = root.to_path_buf();
+                for c in parent.components() {
+                    p.push(c);
+                    if let Ok(md) = std::fs::symlink_metadata(&p)
+                        && !md.is_dir()
+                    {
+                        std::fs::remove_file(&p)?;
+                    }
+                }
+                std::fs::create_dir_all(&full)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Clears whatever of another kind is at `p` (a folder where a file goes, …).
+    fn clear(p: &Path, keep_dir: bool) -> std::io::Result<()> {
+        match std::fs::symlink_metadata(p) {
+            Ok(md) if md.is_dir() && !keep_dir => std::fs::remove_dir_all(p),
+            Ok(md) if !md.is_dir() && keep_dir => std::fs::remove_file(p),
+            _ => Ok(()),
+        }
+    }
+
+    fn set_meta(p: &Path, m: &BlobMeta, root_user: bool) -> std::io::Result<()> {
+        if root_user && let Some((uid, gid)) = m.owner {
+            std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
+        }
+        if m.kind == BlobKind::Link {
+            return Ok(());
+        }
+        if let Some(mode) = m.mode {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+        }
+        if m.kind == BlobKind::File {
+            let f = File::options().write(true).open(p).or_else(|_| File::open(p))?;
+            f.set_times(FileTimes::new().set_modified(system_time(m.mtime_ns)))?;
+        }
+        Ok(())
+    }
+
+    async fn fenced<T: Send + 'static>(
+        &mut self,
+        dir: &DirectionId,
+        fencing: i64,
+        what: &str,
+        path: &str,
+        op: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, ConnectorError> {
+        let err = self.err(what, path);
+        let st = self.state().await?;
+        st.begin_fenced(dir, fencing).await?;
+        match blocking(op).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                st.rollback().await;
+                Err(err(e))
+            }
+        }
+    }
+}
+
+impl BlobSink for FileSink {
+    fn caps(&self) -> BlobCaps {
+        BlobCaps { tree: true, keeps_mtime: true }
+    }
+
+    async fn prepare(&mut self) -> Result<(), ConnectorError> {
+        let root = self.root.clone();
+        let r = blocking(move || {
+            if !root.exists() {
+                std::fs::create_dir(&root)?;
+            }
+            std::fs::create_dir_all(root.join(OWN_DIR).join("partial"))
+        })
+        .await;
+        r.map_err(|e| ConnectorError::Blob {
+            endpoint: self.endpoint.clone(),
+            what: "cannot create ferry's folder in".into(),
+            path: self.root.display().to_string(),
+            source: Box::new(e),
+            kind: crate::connector::ErrorKind::Setup,
+            fix: Some("create the target folder (its parent must exist) and let this user write to it".into()),
+        })?;
+        self.state().await?;
+        Ok(())
+    }
+
+    async fn list(
+        &mut self,
+        globs: &[String],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobMeta>, ConnectorError> {
+        let (root, globs, after) = (self.root.clone(), globs.to_vec(), after.map(str::to_string));
+        let r = tokio::task::spawn_blocking(move || list::list(&root, &globs, after.as_deref(), limit, true)).await;
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err((path, e))) => Err(io_error(&self.endpoint, "cannot list", &path, e)),
+            Err(e) => Err(io_error(&self.endpoint, "cannot list", "", std::io::Error::other(e))),
+        }
+    }
+
+    async fn stat(&mut self, path: &str) -> Result<Option<BlobMeta>, ConnectorError> {
+        list::stat(&self.root, path).map_err(|e| io_error(&self.endpoint, "cannot stat", path, e))
+    }
+
+    async fn begin(&mut self, source: &BlobMeta, resume: Option<&BlobUpload>) -> Result<BlobUpload, ConnectorError> {
+        let partial = self.partial(&source.path);
+        let handle = partial.display().to_string();
+        let durable = resume.filter(|u| u.handle == handle).map(|u| u.durable);
+        let p = partial.clone();
+        let (file, written) = blocking(move || {
+            if let Some(d) = durable
+                && let Ok(f) = OpenOptions::new().write(true).open(&p)
+                && f.metadata()?.len() >= d
+            {
+                f.set_len(d)?;
+                return Ok((f, d));
+            }
+            let f = OpenOptions::new().write(true).create(true).truncate(true).open(&p)?;
+            Ok((f, 0))
+        })
+        .await
+        .map_err(self.err("cannot create a partial file for", &source.path))?;
+        self.open.insert(handle.clone(), Arc::new(file));
+        Ok(BlobUpload {
+            path: source.path.clone(),
+            handle,
+            written,
+            durable: written,
+            size: source.size,
+            mtime_ns: source.mtime_ns,
+        })
+    }
+
+    async fn write(&mut self, upload: &mut BlobUpload, data: &[u8]) -> Result<(), ConnectorError> {
+        let Some(f) = self.open.get(&upload.handle).cloned() else {
+            return Err(io_error(
+                &self.endpoint,
+                "no partial file open for",
+                &upload.path,
+                std::io::Error::other("lost"),
+            ));
+        };
+        let (buf, at) = (data.to_vec(), upload.written);
+        blocking(move || f.write_all_at(&buf, at)).await.map_err(self.err("cannot write", &upload.path))?;
+        upload.written += data.len() as u64;
+        Ok(())
+    }
+
+    async fn flush(&mut self, upload: &mut BlobUpload) -> Result<(), ConnectorError> {
+        if let Some(f) = self.open.get(&upload.handle).cloned() {
+            blocking(move || f.sync_data()).await.map_err(self.err("cannot sync", &upload.path))?;
+        }
+        upload.durable = upload.written;
+        Ok(())
+    }
+
+    async fn finish(
+        &mut self,
+        dir: &DirectionId,
+        upload: BlobUpload,
+        source: &BlobMeta,
+        hashes: &BlobHashes,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        let file = self.open.remove(&upload.handle);
+        let partial = PathBuf::from(&upload.handle);
+        let (root, rel, meta, root_user) = (self.root.clone(), source.path.clone(), source.clone(), self.root_user);
+        let dest = join(&root, &rel);
+        // Metadata goes on before the rename, so the file appears whole.
+        let p = partial.clone();
+        blocking(move || {
+            drop(file);
+            FileSink::set_meta(&p, &meta, root_user)
+        })
+        .await
+        .map_err(self.err("cannot set mode and mtime of", &source.path))?;
+        let (r2, rel2) = (root.clone(), rel.clone());
+        self.fenced(dir, fencing, "cannot move into place", &source.path, move || {
+            FileSink::make_parents(&r2, &rel2)?;
+            FileSink::clear(&dest, false)?;
+            std::fs::rename(&partial, &dest)
+        })
+        .await?;
+        let entry = ManifestEntry {
+            path: source.path.clone(),
+            size: source.size,
+            mtime_ns: source.mtime_ns,
+            mode: source.mode,
+            hashes: Some(hashes.clone()),
+            target: Some(format!("{}:{}", source.size, source.mtime_ns)),
+        };
+        let st = self.state().await?;
+        if let Err(e) = st.put_entry(dir, &entry).await {
+            st.rollback().await;
+            return Err(e);
+        }
+        st.commit().await
+    }
+
+    async fn abort(&mut self, upload: &BlobUpload) -> Result<(), ConnectorError> {
+        self.open.remove(&upload.handle);
+        let p = PathBuf::from(&upload.handle);
+        if p.starts_with(self.root.join(OWN_DIR)) {
+            let _ = blocking(move || std::fs::remove_file(p)).await;
+        }
+        Ok(())
+    }
+
+    async fn put_meta(&mut self, dir: &DirectionId, source: &BlobMeta, fencing: i64) -> Result<(), ConnectorError> {
+        let (root, meta, root_user) = (self.root.clone(), source.clone(), self.root_user);
+        let dest = join(&root, &source.path);
+        self.fenced(dir, fencing, "cannot create", &source.path, move || {
+            FileSink::make_parents(&root, &meta.path)?;
+            match meta.kind {
+                BlobKind::Dir => {
+                    FileSink::clear(&dest, true)?;
+                    std::fs::create_dir_all(&dest)?;
+                }
+                BlobKind::Link => {
+                    if std::fs::symlink_metadata(&dest).is_ok() {
+                        FileSink::clear(&dest, false)?;
+                        if std::fs::symlink_metadata(&dest).is_ok() {
+                            std::fs::remove_file(&dest)?;
+                        }
+                    }
+                    std::os::unix::fs::symlink(meta.link.as_deref().unwrap_or(""), &dest)?;
+                }
+                BlobKind::File => {}
+            }
+            FileSink::set_meta(&dest, &meta, root_user)
+        })
+        .await?;
+        let st = self.state().await?;
+        if source.kind == BlobKind::File {
+            let old = st.entry(dir, &source.path).await?;
+            let entry = ManifestEntry {
+                path: source.path.clone(),
+                size: source.size,
+                mtime_ns: source.mtime_ns,
+                mode: source.mode,
+                hashes: old.filter(|o| o.size == source.size).and_then(|o| o.hashes),
+                target: Some(tag(source)),
+            };
+            if let Err(e) = st.put_entry(dir, &entry).await {
+                st.rollback().await;
+                return Err(e);
+            }
+        }
+        st.commit().await
+    }
+
+    async fn rename(&mut self, dir: &DirectionId, from: &str, to: &str, fencing: i64) -> Result<bool, ConnectorError> {
+        let root = self.root.clone();
+        let (a, b, to2) = (join(&root, from), join(&root, to), to.to_string());
+        self.fenced(dir, fencing, "cannot rename", from, move || {
+            FileSink::make_parents(&root, &to2)?;
+            std::fs::rename(a, b)
+        })
+        .await?;
+        let st = self.state().await?;
+        if let Err(e) = st.rename_entry(dir, from, to).await {
+            st.rollback().await;
+            return Err(e);
+        }
+        st.commit().await?;
+        Ok(true)
+    }
+
+    async fn delete(&mut self, dir: &DirectionId, path: &str, fencing: i64) -> Result<(), ConnectorError> {
+        let dest = join(&self.root, path);
+        let is_dir_path = path.ends_with('/');
+        let shown = path.to_string();
+        self.fenced(dir, fencing, "cannot delete", path, move || {
+            match std::fs::symlink_metadata(&dest) {
+                // Gone, or a file replaced a folder above it: nothing of it is left.
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => Ok(()),
+                Err(e) => Err(e),
+                Ok(md) if md.is_dir() => {
+                    if is_dir_path {
+                        match std::fs::remove_dir(&dest) {
+                            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                                warn!(path = %shown, "folder gone from the source still holds files the task does not copy; kept");
+                                Ok(())
+                            }
+                            r => r,
+                        }
+                    } else {
+                        std::fs::remove_dir_all(&dest)
+                    }
+                }
+                // A folder's path (`a/`) names only a folder: a file there now is the
+                // source's (it replaced the folder) and stays.
+                Ok(_) if is_dir_path => Ok(()),
+                Ok(_) => match std::fs::remove_file(&dest) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    r => r,
+                },
+            }
+        })
+        .await?;
+        let st = self.state().await?;
+        if let Err(e) = st.remove_entry(dir, path).await {
+            st.rollback().await;
+            return Err(e);
+        }
+        st.commit().await
+    }
+
+    async fn manifest(
+        &mut self,
+        dir: &DirectionId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ManifestEntry>, ConnectorError> {
+        self.state().await?.manifest(dir, after, limit).await
+    }
+
+    async fn entry(&mut self, dir: &DirectionId, path: &str) -> Result<Option<ManifestEntry>, ConnectorError> {
+        self.state().await?.entry(dir, path).await
+    }
+
+    async fn record(&mut self, dir: &DirectionId, entry: &ManifestEntry, fencing: i64) -> Result<(), ConnectorError> {
+        let st = self.state().await?;
+        st.begin_fenced(dir, fencing).await?;
+        if let Err(e) = st.put_entry(dir, entry).await {
+            st.rollback().await;
+            return Err(e);
+        }
+        st.commit().await
+    }
+
+    async fn load_checkpoint(&mut self, dir: &DirectionId) -> Result<Option<BlobCheckpoint>, ConnectorError> {
+        self.state().await?.load_checkpoint(dir).await
+    }
+
+    async fn save_checkpoint(
+        &mut self,
+        dir: &DirectionId,
+        checkpoint: &BlobCheckpoint,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        self.state().await?.save_checkpoint(dir, checkpoint, fencing).await
+    }
+
+    async fn lease(
+        &mut self,
+        dir: &DirectionId,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, ConnectorError> {
+        self.state().await?.lease(dir, holder, ttl).await
+    }
+
+    async fn release(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<(), ConnectorError> {
+        self.state().await?.release(dir, holder).await
+    }
+}

@@ -1,0 +1,181 @@
+//! A folder read as a blob source: sorted listing, ranged reads, and change hints from
+//! inotify (the `notify` crate) that the engine checks against the files themselves.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, channel};
+
+use notify::event::{EventKind, ModifyKind, RenameMode};
+use notify::{RecursiveMode, Watcher};
+use tracing::warn;
+
+use super::{io_error, list};
+use crate::connector::ConnectorError;
+use crate::connector::blob::{BlobHint, BlobMeta, BlobSource};
+
+/// More events than this at once: rescan instead of checking each.
+const MOST_HINTS: usize = 50_000;
+
+/// A folder as a source. With `skip_own` (a target read back by verify) its `.ferry/`
+/// folder is left out.
+pub struct FileSource {
+    endpoint: String,
+    root: PathBuf,
+    skip_own: bool,
+    watcher: Option<(notify::RecommendedWatcher, Receiver<notify::Result<notify::Event>>)>,
+    open: Option<(String, Arc<File>)>,
+}
+
+impl FileSource {
+    /// A source over `root`, which must be a folder.
+    pub fn open(endpoint: &str, root: PathBuf, skip_own: bool) -> Result<FileSource, ConnectorError> {
+        match std::fs::metadata(&root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(ConnectorError::Setup {
+                    endpoint: endpoint.into(),
+                    problem: format!("{} is not a folder", root.display()),
+                    fix: "point the file:// URL at a folder".into(),
+                });
+            }
+            Err(e) => {
+                return Err(ConnectorError::Setup {
+                    endpoint: endpoint.into(),
+                    problem: format!("cannot open folder {}: {e}", root.display()),
+                    fix: "create the folder or correct the file:// URL, and let this user read it".into(),
+                });
+            }
+        }
+        Ok(FileSource { endpoint: endpoint.into(), root, skip_own, watcher: None, open: None })
+    }
+
+    fn rel(&self, p: &Path) -> Option<String> {
+        let rel = p.strip_prefix(&self.root).ok()?.to_str()?.to_string();
+        if rel.is_empty() || (self.skip_own && (rel == super::OWN_DIR || rel.starts_with(".ferry/"))) {
+            return None;
+        }
+        Some(rel)
+    }
+
+    fn start_watch(&mut self) -> Result<(), ConnectorError> {
+        let (tx, rx) = channel();
+        let mut w = notify::recommended_watcher(tx).map_err(|e| self.watch_error(e))?;
+        w.watch(&self.root, RecursiveMode::Recursive).map_err(|e| self.watch_error(e))?;
+        self.watcher = Some((w, rx));
+        Ok(())
+    }
+
+    fn watch_error(&self, e: notify::Error) -> ConnectorError {
+        ConnectorError::Blob {
+            endpoint: self.endpoint.clone(),
+            what: "cannot watch".into(),
+            path: self.root.display().to_string(),
+            source: Box::new(e),
+            kind: crate::connector::ErrorKind::Runtime,
+            fix: Some(
+                "raise fs.inotify.max_user_watches (sysctl) or ignore this: periodic rescans still find every change"
+                    .into(),
+            ),
+        }
+    }
+}
+
+impl BlobSource for FileSource {
+    async fn list(
+        &mut self,
+        globs: &[String],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobMeta>, ConnectorError> {
+        let (root, globs, after, skip) = (self.root.clone(), globs.to_vec(), after.map(str::to_string), self.skip_own);
+        let r = tokio::task::spawn_blocking(move || list::list(&root, &globs, after.as_deref(), limit, skip)).await;
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err((path, e))) => Err(io_error(&self.endpoint, "cannot list", &path, e)),
+            Err(e) => Err(io_error(&self.endpoint, "cannot list", "", std::io::Error::other(e))),
+        }
+    }
+
+    async fn stat(&mut self, path: &str) -> Result<Option<BlobMeta>, ConnectorError> {
+        list::stat(&self.root, path).map_err(|e| io_error(&self.endpoint, "cannot stat", path, e))
+    }
+
+    async fn hints(&mut self) -> Result<Vec<BlobHint>, ConnectorError> {
+        if self.watcher.is_none() {
+            if let Err(e) = self.start_watch() {
+                // Rescans are the truth: run on without hints.
+                warn!(error = %e, "no change hints; periodic rescans find every change");
+                self.watcher = None;
+            }
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let events: Vec<notify::Result<notify::Event>> = match &self.watcher {
+            Some((_, rx)) => rx.try_iter().take(MOST_HINTS + 1).collect(),
+            None => Vec::new(),
+        };
+        if events.len() > MOST_HINTS {
+            return Ok(vec![BlobHint::Rescan]);
+        }
+        for ev in events {
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(_) => {
+                    out.push(BlobHint::Rescan);
+                    continue;
+                }
+            };
+            if ev.need_rescan() {
+                out.push(BlobHint::Rescan);
+                continue;
+            }
+            let rels: Vec<String> = ev.paths.iter().filter_map(|p| self.rel(p)).collect();
+            match ev.kind {
+                EventKind::Access(_) => {}
+                EventKind::Remove(_) => out.extend(rels.into_iter().map(BlobHint::Removed)),
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if rels.len() == 2 => {
+                    out.push(BlobHint::Renamed { from: rels[0].clone(), to: rels[1].clone() })
+                }
+                EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                    out.extend(rels.into_iter().map(BlobHint::Removed))
+                }
+                _ => out.extend(rels.into_iter().map(BlobHint::Changed)),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_range(&mut self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, ConnectorError> {
+        let file = match &self.open {
+            // A copy starts at 0: open anew then (the file may have been replaced).
+            Some((p, f)) if p == path && offset > 0 => f.clone(),
+            _ => {
+                let f = File::open(super::join(&self.root, path))
+                    .map_err(|e| io_error(&self.endpoint, "cannot read", path, e))?;
+                let f = Arc::new(f);
+                self.open = Some((path.to_string(), f.clone()));
+                f
+            }
+        };
+        let r = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len as usize];
+            let mut got = 0usize;
+            while got < buf.len() {
+                match file.read_at(&mut buf[got..], offset + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            buf.truncate(got);
+            Ok(buf)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        r.map_err(|e| io_error(&self.endpoint, "cannot read", path, e))
+    }
+}

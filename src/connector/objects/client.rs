@@ -1,0 +1,453 @@
+//! The S3 requests ferry makes, signed by `rusty-s3` (presigned URLs) and sent by
+//! reqwest; every error names the bucket and key, and says whether it calls for a
+//! human (a missing bucket, refused credentials) or a retry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+use rusty_s3::actions::ListObjectsV2;
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+
+use super::{OWN_PREFIX, bare_etag, parse_http_date, parse_rfc3339};
+use crate::connector::blob::{BlobKind, BlobMeta, matches, matches_all};
+use crate::connector::endpoint::Endpoint;
+use crate::connector::{ConnectorError, ErrorKind};
+
+/// How long a signed URL stays valid.
+const SIGNED_FOR: Duration = Duration::from_secs(3600);
+
+/// A bucket and prefix of one endpoint, with its credentials.
+#[derive(Clone)]
+pub struct S3Client {
+    /// Endpoint name.
+    pub endpoint: String,
+    bucket: Arc<Bucket>,
+    creds: Arc<Credentials>,
+    /// The key prefix (`""` or ending with `/`).
+    pub prefix: String,
+    http: reqwest::Client,
+    /// `s3://bucket/prefix` for messages.
+    pub shown: String,
+    /// The state file, when the URL names one.
+    pub state: Option<String>,
+}
+
+/// The parts of an `s3://` URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Url {
+    /// Bucket.
+    pub bucket: String,
+    /// Prefix (`""` or ending with `/`).
+    pub prefix: String,
+    /// Query parameters.
+    pub params: Vec<(String, String)>,
+}
+
+impl S3Url {
+    /// Reads `s3://bucket/prefix?k=v&…`.
+    pub fn parse(text: &str) -> Result<S3Url, String> {
+        let rest = text.strip_prefix("s3://").ok_or("an s3 URL starts with s3://")?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+        if bucket.is_empty() {
+            return Err("the URL names no bucket".into());
+        }
+        let prefix = prefix.trim_matches('/');
+        let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+        let params = query
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        Ok(S3Url { bucket: bucket.to_string(), prefix, params })
+    }
+
+    /// A query parameter.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+fn setup(endpoint: &str, problem: String, fix: &str) -> ConnectorError {
+    ConnectorError::Setup { endpoint: endpoint.to_string(), problem, fix: fix.to_string() }
+}
+
+impl S3Client {
+    /// A client of an endpoint; credentials come from the environment (or the
+    /// endpoint's password for the secret key).
+    pub fn new(ep: &Endpoint) -> Result<S3Client, ConnectorError> {
+        let url = S3Url::parse(ep.url.secret_text()).map_err(|p| {
+            setup(&ep.name, format!("url {}: {p}", ep.url), "write s3://BUCKET/PREFIX?endpoint=URL&region=REGION")
+        })?;
+        let region = url.param("region").unwrap_or("us-east-1").to_string();
+        let (base, style) = match url.param("endpoint") {
+            Some(e) => (e.to_string(), UrlStyle::Path),
+            None => (format!("https://s3.{region}.amazonaws.com"), UrlStyle::VirtualHost),
+        };
+        let base: Url = base.parse().map_err(|e| {
+            setup(
+                &ep.name,
+                format!("endpoint {base:?} in {} is not a URL: {e}", ep.url),
+                "write endpoint=http://HOST:PORT",
+            )
+        })?;
+        let bucket = Bucket::new(base, style, url.bucket.clone(), region).map_err(|e| {
+            setup(
+                &ep.name,
+                format!("bucket {:?} at that endpoint: {e}", url.bucket),
+                "check the bucket name and endpoint",
+            )
+        })?;
+        let key_var = url.param("access_key_env").unwrap_or("AWS_ACCESS_KEY_ID").to_string();
+        let secret_var = url.param("secret_key_env").unwrap_or("AWS_SECRET_ACCESS_KEY").to_string();
+        let fix = format!(
+            "export {key_var} and {secret_var} (or name other variables with access_key_env= and secret_key_env= in the URL)"
+        );
+        let key = std::env::var(&key_var)
+            .map_err(|_| setup(&ep.name, format!("no access key: {key_var} is not set"), &fix))?;
+        let secret = match &ep.password {
+            Some(p) => p.expose().to_string(),
+            None => std::env::var(&secret_var)
+                .map_err(|_| setup(&ep.name, format!("no secret key: {secret_var} is not set"), &fix))?,
+        };
+        crate::client::install_crypto_provider();
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| setup(&ep.name, format!("TLS cannot be set up: {e}"), "report this as a bug"))?
+            .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(300))
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| setup(&ep.name, format!("HTTP client: {e}"), "report this as a bug"))?;
+        Ok(S3Client {
+            endpoint: ep.name.clone(),
+            shown: format!("s3://{}/{}", url.bucket, url.prefix),
+            bucket: Arc::new(bucket),
+            creds: Arc::new(Credentials::new(key, secret)),
+            state: url.param("state").map(str::to_string),
+            prefix: url.prefix,
+            http,
+        })
+    }
+
+    /// The bucket's name.
+    pub fn bucket_name(&self) -> &str {
+        self.bucket.name()
+    }
+
+    fn key(&self, path: &str) -> String {
+        format!("{}{path}", self.prefix)
+    }
+
+    /// An error of a request about `path`, from the HTTP status and S3 error code.
+    fn fail(&self, what: &str, path: &str, status: Option<StatusCode>, detail: String) -> ConnectorError {
+        let (code, kind, fix) = classify(status.map(|s| s.as_u16()), &detail, self.bucket.name());
+        let message = match status {
+            Some(s) if code.is_empty() => format!("HTTP {s}: {}", detail.chars().take(200).collect::<String>()),
+            Some(s) => format!("HTTP {s}: {code}"),
+            None => detail,
+        };
+        ConnectorError::Blob {
+            endpoint: self.endpoint.clone(),
+            what: format!("{what} (bucket {:?})", self.bucket.name()).into(),
+            path: path.to_string(),
+            source: Box::new(std::io::Error::other(message)),
+            kind,
+            fix: Some(fix.into()),
+        }
+    }
+
+    async fn send(
+        &self,
+        what: &str,
+        path: &str,
+        req: reqwest::RequestBuilder,
+        ok_missing: bool,
+    ) -> Result<Option<reqwest::Response>, ConnectorError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.fail(what, path, None, format!("{e}: {:?}", std::error::Error::source(&e))))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(Some(resp));
+        }
+        if ok_missing && status == StatusCode::NOT_FOUND {
+            let body = resp.text().await.unwrap_or_default();
+            if body.contains("NoSuchBucket") {
+                return Err(self.fail(what, path, Some(status), body));
+            }
+            return Ok(None);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        Err(self.fail(what, path, Some(status), body))
+    }
+
+    /// Whether the bucket answers with these credentials (a one-key listing: unlike
+    /// HEAD, its error names the cause).
+    pub async fn check_bucket(&self) -> Result<(), ConnectorError> {
+        let mut action = self.bucket.list_objects_v2(Some(&self.creds));
+        action.with_max_keys(1);
+        let url = action.sign(SIGNED_FOR);
+        self.send("cannot open", "", self.http.get(url), false).await.map(|_| ())
+    }
+
+    /// Up to `limit` objects after `after` that match the globs, in key order;
+    /// `own`: a target's listing (no ferry area, no folder markers).
+    pub async fn list(
+        &self,
+        globs: &[String],
+        after: Option<&str>,
+        limit: usize,
+        own: bool,
+    ) -> Result<Vec<BlobMeta>, ConnectorError> {
+        let all = matches_all(globs);
+        let mut out = Vec::new();
+        let mut start = after.map(|a| self.key(a));
+        loop {
+            let mut action = self.bucket.list_objects_v2(Some(&self.creds));
+            if !self.prefix.is_empty() {
+                action.with_prefix(self.prefix.as_str());
+            }
+            if let Some(s) = &start {
+                action.with_start_after(s.as_str());
+            }
+            action.with_max_keys(limit.clamp(1, 1000));
+            let url = action.sign(SIGNED_FOR);
+            let resp = self.send("cannot list", after.unwrap_or(""), self.http.get(url), false).await?;
+            let body = resp.map(|r| r.text());
+            let text = match body {
+                Some(f) => f.await.map_err(|e| self.fail("cannot list", "", None, e.to_string()))?,
+                None => String::new(),
+            };
+            let parsed = ListObjectsV2::parse_response(&text)
+                .map_err(|e| self.fail("cannot read the listing of", "", None, e.to_string()))?;
+            let n = parsed.contents.len();
+            for c in parsed.contents {
+                start = Some(c.key.clone());
+                let Some(path) = c.key.strip_prefix(self.prefix.as_str()) else { continue };
+                if path.is_empty() || (own && path.starts_with(OWN_PREFIX)) {
+                    continue;
+                }
+                let mtime_ns = c.last_modified.as_deref().and_then(parse_rfc3339).unwrap_or(0);
+                let meta = if path.ends_with('/') {
+                    if own || !all {
+                        continue;
+                    }
+                    BlobMeta { kind: BlobKind::Dir, ..BlobMeta::file(path, 0, mtime_ns) }
+                } else {
+                    if !matches(globs, path) {
+                        continue;
+                    }
+                    BlobMeta {
+                        etag: c.etag.as_deref().map(bare_etag),
+                        ..BlobMeta::file(path, c.size.unwrap_or(0), mtime_ns)
+                    }
+                };
+                out.push(meta);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            if n == 0 || parsed.next_continuation_token.is_none() && n < limit.clamp(1, 1000) {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// One object's metadata.
+    pub async fn head(&self, path: &str) -> Result<Option<BlobMeta>, ConnectorError> {
+        if path.is_empty() || path.ends_with('/') {
+            return Ok(None);
+        }
+        let key = self.key(path);
+        let url = self.bucket.head_object(Some(&self.creds), &key).sign(SIGNED_FOR);
+        let Some(resp) = self.send("cannot stat", path, self.http.head(url), true).await? else { return Ok(None) };
+        let h = resp.headers();
+        let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let size = get("content-length").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mtime_ns = get("last-modified").as_deref().and_then(parse_http_date).unwrap_or(0);
+        Ok(Some(BlobMeta { etag: get("etag").as_deref().map(bare_etag), ..BlobMeta::file(path, size, mtime_ns) }))
+    }
+
+    /// Bytes `offset..offset+len` of an object.
+    pub async fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, ConnectorError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.key(path);
+        let url = self.bucket.get_object(Some(&self.creds), &key).sign(SIGNED_FOR);
+        let req = self.http.get(url).header("range", format!("bytes={}-{}", offset, offset + len - 1));
+        let resp = self.send("cannot read", path, req, true).await?;
+        let Some(resp) = resp else {
+            return Err(self.fail("cannot read", path, Some(s404()), "gone since it was listed".into()));
+        };
+        if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+            return Ok(Vec::new());
+        }
+        let bytes = resp.bytes().await.map_err(|e| self.fail("cannot read", path, None, e.to_string()))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Writes a whole object; its ETag.
+    pub async fn put(&self, path: &str, data: Vec<u8>) -> Result<String, ConnectorError> {
+        let key = self.key(path);
+        let url = self.bucket.put_object(Some(&self.creds), &key).sign(SIGNED_FOR);
+        let resp = self.send("cannot write", path, self.http.put(url).body(data), false).await?;
+        Ok(resp.and_then(|r| r.headers().get("etag").and_then(|v| v.to_str().ok()).map(bare_etag)).unwrap_or_default())
+    }
+
+    /// Starts a multipart upload; its id.
+    pub async fn create_multipart(&self, path: &str) -> Result<String, ConnectorError> {
+        let key = self.key(path);
+        let url = self.bucket.create_multipart_upload(Some(&self.creds), &key).sign(SIGNED_FOR);
+        let resp = self.send("cannot start an upload of", path, self.http.post(url), false).await?;
+        let text = match resp {
+            Some(r) => r.text().await.map_err(|e| self.fail("cannot start an upload of", path, None, e.to_string()))?,
+            None => String::new(),
+        };
+        let parsed = rusty_s3::actions::CreateMultipartUpload::parse_response(&text)
+            .map_err(|e| self.fail("cannot start an upload of", path, None, e.to_string()))?;
+        Ok(parsed.upload_id().to_string())
+    }
+
+    /// Uploads part `n` (from 1).
+    pub async fn upload_part(&self, path: &str, id: &str, n: u16, data: Vec<u8>) -> Result<String, ConnectorError> {
+        let key = self.key(path);
+        let url = self.bucket.upload_part(Some(&self.creds), &key, n, id).sign(SIGNED_FOR);
+        let resp = self.send("cannot upload a part of", path, self.http.put(url).body(data), false).await?;
+        Ok(resp.and_then(|r| r.headers().get("etag").and_then(|v| v.to_str().ok()).map(bare_etag)).unwrap_or_default())
+    }
+
+    /// The parts uploaded so far (number, size, ETag); `None` when the upload is gone.
+    pub async fn list_parts(&self, path: &str, id: &str) -> Result<Option<Vec<(u16, u64, String)>>, ConnectorError> {
+        let key = self.key(path);
+        let mut out = Vec::new();
+        let mut marker: Option<u16> = None;
+        loop {
+            let mut action = self.bucket.list_parts(Some(&self.creds), &key, id);
+            if let Some(m) = marker {
+                action.set_part_number_marker(m);
+            }
+            let url = action.sign(SIGNED_FOR);
+            let Some(resp) = self.send("cannot list the parts of", path, self.http.get(url), true).await? else {
+                return Ok(None);
+            };
+            let text =
+                resp.text().await.map_err(|e| self.fail("cannot list the parts of", path, None, e.to_string()))?;
+            // Parsed by hand: stores name the root element differently (moto:
+            // ListPartsResponse, AWS: ListPartsResult).
+            for part in text.split("<Part>").skip(1) {
+                let part = part.split("</Part>").next().unwrap_or("");
+                let n = tag(part, "PartNumber").and_then(|v| v.parse::<u16>().ok());
+                let size = tag(part, "Size").and_then(|v| v.parse::<u64>().ok());
+                if let (Some(n), Some(size)) = (n, size) {
+                    let etag = tag(part, "ETag").map(|e| bare_etag(&e.replace("&quot;", "\""))).unwrap_or_default();
+                    out.push((n, size, etag));
+                }
+            }
+            let truncated = tag(&text, "IsTruncated").is_some_and(|v| v == "true");
+            match tag(&text, "NextPartNumberMarker").and_then(|v| v.parse::<u16>().ok()) {
+                Some(m) if truncated => marker = Some(m),
+                _ => return Ok(Some(out)),
+            }
+        }
+    }
+
+    /// Completes a multipart upload from its parts' ETags; the object's ETag.
+    pub async fn complete(&self, path: &str, id: &str, etags: &[String]) -> Result<String, ConnectorError> {
+        let key = self.key(path);
+        let action =
+            self.bucket.complete_multipart_upload(Some(&self.creds), &key, id, etags.iter().map(String::as_str));
+        let url = action.sign(SIGNED_FOR);
+        let body = action.body();
+        let resp = self.send("cannot complete the upload of", path, self.http.post(url).body(body), false).await?;
+        let text = match resp {
+            Some(r) => r.text().await.unwrap_or_default(),
+            None => String::new(),
+        };
+        // Some stores answer 200 with an error inside.
+        if text.contains("<Error>") {
+            return Err(self.fail("cannot complete the upload of", path, Some(StatusCode::OK), text));
+        }
+        Ok(text
+            .split("<ETag>")
+            .nth(1)
+            .and_then(|s| s.split("</ETag>").next())
+            .map(|e| bare_etag(&e.replace("&quot;", "\"")))
+            .unwrap_or_default())
+    }
+
+    /// Drops a multipart upload (gone already is fine).
+    pub async fn abort(&self, path: &str, id: &str) -> Result<(), ConnectorError> {
+        let key = self.key(path);
+        let url = self.bucket.abort_multipart_upload(Some(&self.creds), &key, id).sign(SIGNED_FOR);
+        self.send("cannot drop the upload of", path, self.http.delete(url), true).await?;
+        Ok(())
+    }
+
+    /// Deletes an object (gone already is fine).
+    pub async fn delete(&self, path: &str) -> Result<(), ConnectorError> {
+        let key = self.key(path);
+        let url = self.bucket.delete_object(Some(&self.creds), &key).sign(SIGNED_FOR);
+        self.send("cannot delete", path, self.http.delete(url), true).await?;
+        Ok(())
+    }
+}
+
+fn s404() -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
+/// The text of the first `<name>…</name>` in an XML fragment.
+fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{name}>"))?;
+    Some(xml[start..start + end].trim())
+}
+
+/// What an S3 error calls for, by its HTTP status and error code: the code (if any), the
+/// kind, and the fix.
+pub fn classify(status: Option<u16>, body: &str, bucket: &str) -> (String, ErrorKind, String) {
+    let code = tag(body, "Code").unwrap_or("").to_string();
+    let (kind, fix) = match (status, code.as_str()) {
+        (_, "NoSuchBucket") => {
+            (ErrorKind::Setup, format!("create bucket {bucket:?} (or correct the URL); ferry does not create buckets"))
+        }
+        (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied") | (Some(403), _) => (
+            ErrorKind::Setup,
+            "check the access key and secret key (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and that they may read and write this bucket".into(),
+        ),
+        (Some(400 | 405 | 411 | 413 | 501), _) => (ErrorKind::Setup, "check the endpoint and region in the URL".into()),
+        _ => (ErrorKind::Runtime, "ferry retries; check the endpoint if this persists".into()),
+    };
+    (code, kind, fix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_keys_and_missing_buckets_need_a_human_and_say_why() {
+        let body = "<Error><Code>InvalidAccessKeyId</Code><Message>no</Message></Error>";
+        let (code, kind, fix) = classify(Some(403), body, "b");
+        assert_eq!((code.as_str(), kind), ("InvalidAccessKeyId", ErrorKind::Setup));
+        assert!(fix.contains("access key"));
+        let (_, kind, fix) = classify(Some(403), "", "b");
+        assert_eq!(kind, ErrorKind::Setup, "{fix}");
+        let (_, kind, fix) = classify(Some(404), "<Code>NoSuchBucket</Code>", "bk");
+        assert_eq!(kind, ErrorKind::Setup);
+        assert!(fix.contains("create bucket \"bk\""));
+        assert_eq!(classify(Some(503), "<Code>SlowDown</Code>", "b").1, ErrorKind::Runtime);
+        assert_eq!(classify(None, "connection refused", "b").1, ErrorKind::Runtime);
+    }
+}

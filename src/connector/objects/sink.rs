@@ -1,0 +1,301 @@
+//! A bucket prefix written as a blob sink: an object below the part size is sent in one
+//! PUT at finish; a bigger one goes up as a multipart upload whose parts survive a
+//! crash (resumed through ListParts) and is completed at finish. Both visible steps run
+//! inside the state file's fenced transaction, with the manifest line (source stat,
+//! hashes, the object's ETag).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::client::S3Client;
+use crate::connector::blob::state::BlobState;
+use crate::connector::blob::{BlobCaps, BlobCheckpoint, BlobHashes, BlobMeta, BlobSink, BlobUpload, ManifestEntry};
+use crate::connector::{ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
+
+pub use crate::connector::blob::{MIN_PART, part_size};
+
+/// A bucket prefix as a target.
+pub struct S3Sink {
+    client: S3Client,
+    state_path: PathBuf,
+    state: Option<BlobState>,
+    /// Bytes not yet sent, per upload handle.
+    buffers: HashMap<String, Vec<u8>>,
+}
+
+/// The local state file of a bucket target: `state=` in the URL, else ferry's data folder.
+pub fn state_path(client: &S3Client) -> PathBuf {
+    if let Some(p) = &client.state {
+        return PathBuf::from(p);
+    }
+    let base = directories::ProjectDirs::from("", "", "ferry")
+        .map(|d| d.data_local_dir().to_path_buf())
+        .unwrap_or_else(|| std::env::temp_dir().join("ferry"));
+    let id = blake3::hash(client.shown.as_bytes()).to_hex();
+    base.join("s3").join(format!("{}-{}.db", client.bucket_name(), &id.as_str()[..16]))
+}
+
+impl S3Sink {
+    /// A sink over a client.
+    pub fn new(client: S3Client) -> S3Sink {
+        let state_path = state_path(&client);
+        S3Sink { client, state_path, state: None, buffers: HashMap::new() }
+    }
+
+    async fn state(&mut self) -> Result<&mut BlobState, ConnectorError> {
+        if self.state.is_none() {
+            if let Some(dir) = self.state_path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| ConnectorError::Setup {
+                    endpoint: self.client.endpoint.clone(),
+                    problem: format!("cannot create {}: {e}", dir.display()),
+                    fix: "set state=/path/to/file.db in the s3:// URL to a folder this user may write".into(),
+                })?;
+            }
+            self.state = BlobState::open(&self.client.endpoint, &self.state_path, true).await?;
+        }
+        self.state.as_mut().ok_or_else(|| ConnectorError::Setup {
+            endpoint: self.client.endpoint.clone(),
+            problem: "ferry's state file could not be opened".into(),
+            fix: "set state=/path/to/file.db in the s3:// URL".into(),
+        })
+    }
+
+    /// Records a manifest line inside an already fenced transaction, then commits.
+    async fn commit_entry(&mut self, dir: &DirectionId, entry: &ManifestEntry) -> Result<(), ConnectorError> {
+        let st = self.state().await?;
+        if let Err(e) = st.put_entry(dir, entry).await {
+            st.rollback().await;
+            return Err(e);
+        }
+        st.commit().await
+    }
+}
+
+fn upload_id(handle: &str) -> Option<&str> {
+    handle.strip_prefix("mpu:")
+}
+
+impl BlobSink for S3Sink {
+    fn caps(&self) -> BlobCaps {
+        BlobCaps { tree: false, keeps_mtime: false }
+    }
+
+    async fn prepare(&mut self) -> Result<(), ConnectorError> {
+        self.client.check_bucket().await?;
+        self.state().await?;
+        Ok(())
+    }
+
+    async fn list(
+        &mut self,
+        globs: &[String],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobMeta>, ConnectorError> {
+        self.client.list(globs, after, limit, true).await
+    }
+
+    async fn stat(&mut self, path: &str) -> Result<Option<BlobMeta>, ConnectorError> {
+        self.client.head(path).await
+    }
+
+    async fn begin(&mut self, source: &BlobMeta, resume: Option<&BlobUpload>) -> Result<BlobUpload, ConnectorError> {
+        let part = part_size(source.size);
+        let mut up = BlobUpload {
+            path: source.path.clone(),
+            handle: "single".into(),
+            written: 0,
+            durable: 0,
+            size: source.size,
+            mtime_ns: source.mtime_ns,
+        };
+        if source.size < MIN_PART {
+            up.handle = format!("single:{}", source.path);
+            self.buffers.insert(up.handle.clone(), Vec::new());
+            return Ok(up);
+        }
+        if let Some(r) = resume
+            && let Some(id) = upload_id(&r.handle)
+            && let Some(parts) = self.client.list_parts(&source.path, id).await?
+        {
+            // The whole parts in order from 1 are kept; the copy goes on after them.
+            let mut n = 0u64;
+            for (i, (num, size, _)) in parts.iter().enumerate() {
+                if u64::from(*num) != i as u64 + 1 || *size != part {
+                    break;
+                }
+                n += 1;
+            }
+            up.handle = r.handle.clone();
+            up.written = n * part;
+            up.durable = up.written;
+            self.buffers.insert(up.handle.clone(), Vec::new());
+            return Ok(up);
+        }
+        let id = self.client.create_multipart(&source.path).await?;
+        up.handle = format!("mpu:{id}");
+        self.buffers.insert(up.handle.clone(), Vec::new());
+        Ok(up)
+    }
+
+    async fn write(&mut self, upload: &mut BlobUpload, data: &[u8]) -> Result<(), ConnectorError> {
+        let buf = self.buffers.entry(upload.handle.clone()).or_default();
+        buf.extend_from_slice(data);
+        upload.written += data.len() as u64;
+        let Some(id) = upload_id(&upload.handle).map(str::to_string) else { return Ok(()) };
+        let part = part_size(upload.size);
+        while self.buffers.get(&upload.handle).is_some_and(|b| b.len() as u64 >= part) {
+            let Some(buf) = self.buffers.get_mut(&upload.handle) else { break };
+            let chunk: Vec<u8> = buf.drain(..part as usize).collect();
+            let n = u16::try_from(upload.durable / part + 1).unwrap_or(u16::MAX);
+            self.client.upload_part(&upload.path, &id, n, chunk).await?;
+            upload.durable += part;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, _upload: &mut BlobUpload) -> Result<(), ConnectorError> {
+        // Parts are durable once uploaded; what is buffered waits for a whole part.
+        Ok(())
+    }
+
+    async fn finish(
+        &mut self,
+        dir: &DirectionId,
+        mut upload: BlobUpload,
+        source: &BlobMeta,
+        hashes: &BlobHashes,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        let rest = self.buffers.remove(&upload.handle).unwrap_or_default();
+        let mut entry = ManifestEntry {
+            path: source.path.clone(),
+            size: source.size,
+            mtime_ns: source.mtime_ns,
+            mode: source.mode,
+            hashes: Some(hashes.clone()),
+            target: None,
+        };
+        match upload_id(&upload.handle).map(str::to_string) {
+            None => {
+                self.state().await?.begin_fenced(dir, fencing).await?;
+                let etag = match self.client.put(&source.path, rest).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        self.state().await?.rollback().await;
+                        return Err(e);
+                    }
+                };
+                entry.target = Some(etag);
+            }
+            Some(id) => {
+                let part = part_size(upload.size);
+                if !rest.is_empty() || upload.durable == 0 {
+                    let n = u16::try_from(upload.durable / part + 1).unwrap_or(u16::MAX);
+                    upload.durable += rest.len() as u64;
+                    self.client.upload_part(&upload.path, &id, n, rest).await?;
+                }
+                let parts = self.client.list_parts(&upload.path, &id).await?.unwrap_or_default();
+                let etags: Vec<String> = parts.into_iter().map(|(_, _, e)| format!("\"{e}\"")).collect();
+                self.state().await?.begin_fenced(dir, fencing).await?;
+                let etag = match self.client.complete(&upload.path, &id, &etags).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        self.state().await?.rollback().await;
+                        return Err(e);
+                    }
+                };
+                entry.target = Some(etag);
+            }
+        }
+        // The object's ETag as listings show it (complete answers may differ in form).
+        if let Ok(Some(m)) = self.client.head(&source.path).await {
+            entry.target = m.etag;
+        }
+        self.commit_entry(dir, &entry).await
+    }
+
+    async fn abort(&mut self, upload: &BlobUpload) -> Result<(), ConnectorError> {
+        self.buffers.remove(&upload.handle);
+        if let Some(id) = upload_id(&upload.handle) {
+            self.client.abort(&upload.path, id).await?;
+        }
+        Ok(())
+    }
+
+    async fn put_meta(&mut self, _dir: &DirectionId, _source: &BlobMeta, _fencing: i64) -> Result<(), ConnectorError> {
+        // Objects have no folders, links or modes.
+        Ok(())
+    }
+
+    async fn rename(
+        &mut self,
+        _dir: &DirectionId,
+        _from: &str,
+        _to: &str,
+        _fencing: i64,
+    ) -> Result<bool, ConnectorError> {
+        Ok(false)
+    }
+
+    async fn delete(&mut self, dir: &DirectionId, path: &str, fencing: i64) -> Result<(), ConnectorError> {
+        self.state().await?.begin_fenced(dir, fencing).await?;
+        if !path.ends_with('/')
+            && let Err(e) = self.client.delete(path).await
+        {
+            self.state().await?.rollback().await;
+            return Err(e);
+        }
+        let st = self.state().await?;
+        if let Err(e) = st.remove_entry(dir, path).await {
+            st.rollback().await;
+            return Err(e);
+        }
+        st.commit().await
+    }
+
+    async fn manifest(
+        &mut self,
+        dir: &DirectionId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ManifestEntry>, ConnectorError> {
+        self.state().await?.manifest(dir, after, limit).await
+    }
+
+    async fn entry(&mut self, dir: &DirectionId, path: &str) -> Result<Option<ManifestEntry>, ConnectorError> {
+        self.state().await?.entry(dir, path).await
+    }
+
+    async fn record(&mut self, dir: &DirectionId, entry: &ManifestEntry, fencing: i64) -> Result<(), ConnectorError> {
+        self.state().await?.begin_fenced(dir, fencing).await?;
+        self.commit_entry(dir, entry).await
+    }
+
+    async fn load_checkpoint(&mut self, dir: &DirectionId) -> Result<Option<BlobCheckpoint>, ConnectorError> {
+        self.state().await?.load_checkpoint(dir).await
+    }
+
+    async fn save_checkpoint(
+        &mut self,
+        dir: &DirectionId,
+        cp: &BlobCheckpoint,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        self.state().await?.save_checkpoint(dir, cp, fencing).await
+    }
+
+    async fn lease(
+        &mut self,
+        dir: &DirectionId,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, ConnectorError> {
+        self.state().await?.lease(dir, holder, ttl).await
+    }
+
+    async fn release(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<(), ConnectorError> {
+        self.state().await?.release(dir, holder).await
+    }
+}

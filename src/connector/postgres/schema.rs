@@ -1,0 +1,181 @@
+//! Tables of a PostgreSQL database as ferry sees them: which match the task's
+//! `schema.table` globs, their columns in order with their declared types
+//! (`format_type`), primary and unique keys; and creating a table on a new target.
+
+use std::sync::Arc;
+
+use sqlx::Row as _;
+use sqlx::postgres::PgConnection;
+
+use super::{FERRY_SCHEMA, PgEndpoint, ident, qualified};
+use crate::connector::ConnectorError;
+use crate::model::{Column, TableName, TableSchema};
+
+/// `schema.table` patterns (a bare pattern is in `public`).
+pub fn qualified_patterns(ep: &PgEndpoint, patterns: &[String]) -> Result<Vec<glob::Pattern>, ConnectorError> {
+    patterns
+        .iter()
+        .map(|p| {
+            let full = if p.contains('.') { p.clone() } else { format!("public.{p}") };
+            glob::Pattern::new(&full).map_err(|e| ConnectorError::Setup {
+                endpoint: ep.name.clone(),
+                problem: format!("table pattern {p:?} is invalid: {e}"),
+                fix: "write schema.table patterns with * and ? wildcards, e.g. \"public.*\"".into(),
+            })
+        })
+        .collect()
+}
+
+/// Every user table of the database (not ferry's, not the catalogs').
+pub async fn all_tables(ep: &PgEndpoint, conn: &mut PgConnection) -> Result<Vec<TableName>, ConnectorError> {
+    let rows = sqlx::query(
+        "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1) \
+         AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1, 2",
+    )
+    .bind(FERRY_SCHEMA)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(ep.error("listing tables"))?;
+    Ok(rows.iter().map(|r| TableName { schema: Some(r.get(0)), name: r.get(1) }).collect())
+}
+
+/// The tables matching the globs; a pattern without wildcards that names no table is
+/// an error.
+pub async fn matching_tables(
+    ep: &PgEndpoint,
+    conn: &mut PgConnection,
+    patterns: &[String],
+) -> Result<Vec<TableName>, ConnectorError> {
+    let globs = qualified_patterns(ep, patterns)?;
+    let all = all_tables(ep, conn).await?;
+    for (p, g) in patterns.iter().zip(&globs) {
+        let literal = !p.contains(['*', '?', '[']);
+        if literal && !all.iter().any(|t| g.matches(&t.to_string())) {
+            return Err(ConnectorError::Setup {
+                endpoint: ep.name.clone(),
+                problem: format!("table {p} does not exist in database {}", ep.database),
+                fix: "create it, or correct the task's tables (schema.table)".into(),
+            });
+        }
+    }
+    Ok(all.into_iter().filter(|t| globs.iter().any(|g| g.matches(&t.to_string()))).collect())
+}
+
+/// Describes one table as it is (`None` when it does not exist), without judging it.
+pub async fn describe_loose(
+    ep: &PgEndpoint,
+    conn: &mut PgConnection,
+    table: &TableName,
+) -> Result<Option<TableSchema>, ConnectorError> {
+    let what = || format!("describing table {table}");
+    let oid: Option<i64> = sqlx::query_scalar("SELECT to_regclass($1)::oid::bigint")
+        .bind(qualified(table))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(ep.error(what()))?;
+    let Some(oid) = oid else { return Ok(None) };
+    let cols = sqlx::query(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull FROM pg_attribute a \
+         WHERE a.attrelid = $1::bigint::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+    )
+    .bind(oid)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(ep.error(what()))?;
+    let columns: Vec<Column> =
+        cols.iter().map(|r| Column { name: r.get(0), decl_type: r.get(1), nullable: r.get(2) }).collect();
+    let keys = sqlx::query(
+        "SELECT i.indisprimary, (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum) \
+         FROM pg_index i WHERE i.indrelid = $1::bigint::oid AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL \
+         ORDER BY NOT i.indisprimary, i.indexrelid",
+    )
+    .bind(oid)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(ep.error(what()))?;
+    let index = |names: &[String]| -> Option<Vec<usize>> {
+        names.iter().map(|n| columns.iter().position(|c| &c.name == n)).collect()
+    };
+    let mut primary_key = Vec::new();
+    let mut unique_keys = Vec::new();
+    for r in &keys {
+        let primary: bool = r.get(0);
+        let names: Option<Vec<String>> = r.get(1);
+        let Some(cols) = names.as_deref().and_then(index) else { continue };
+        if primary {
+            primary_key = cols;
+        } else {
+            unique_keys.push(cols);
+        }
+    }
+    Ok(Some(TableSchema {
+        name: table.clone(),
+        columns,
+        primary_key,
+        unique_keys,
+        foreign_keys: Vec::new(),
+        create_sql: None,
+    }))
+}
+
+/// Describes one table (`None` when it does not exist); a table without a primary key
+/// is a setup error with its fix.
+pub async fn describe(
+    ep: &PgEndpoint,
+    conn: &mut PgConnection,
+    table: &TableName,
+) -> Result<Option<TableSchema>, ConnectorError> {
+    let Some(schema) = describe_loose(ep, conn, table).await? else { return Ok(None) };
+    if schema.primary_key.is_empty() {
+        return Err(ConnectorError::Setup {
+            endpoint: ep.name.clone(),
+            problem: format!("table {table} has no primary key, so its rows cannot be told apart in the change stream"),
+            fix: format!(
+                "add one (ALTER TABLE {} ADD PRIMARY KEY (…)), or leave the table out of the task's tables",
+                qualified(table)
+            ),
+        });
+    }
+    Ok(Some(schema))
+}
+
+/// Describes every table matching the globs.
+pub async fn describe_matching(
+    ep: &PgEndpoint,
+    conn: &mut PgConnection,
+    patterns: &[String],
+) -> Result<Vec<Arc<TableSchema>>, ConnectorError> {
+    let mut out = Vec::new();
+    for name in matching_tables(ep, conn, patterns).await? {
+        if let Some(s) = describe(ep, conn, &name).await? {
+            out.push(Arc::new(s));
+        }
+    }
+    Ok(out)
+}
+
+/// `CREATE TABLE` of a schema in PostgreSQL (types already PostgreSQL's), with its
+/// schema created when missing.
+pub fn create_sql(t: &TableSchema) -> String {
+    let mut cols: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| format!("{} {}{}", ident(&c.name), c.decl_type, if c.nullable { "" } else { " NOT NULL" }))
+        .collect();
+    if !t.primary_key.is_empty() {
+        let pk: Vec<String> = t.primary_key.iter().map(|&i| ident(&t.columns[i].name)).collect();
+        cols.push(format!("PRIMARY KEY ({})", pk.join(", ")));
+    }
+    for k in &t.unique_keys {
+        let names: Vec<String> = k.iter().filter_map(|&i| t.columns.get(i)).map(|c| ident(&c.name)).collect();
+        cols.push(format!("UNIQUE ({})", names.join(", ")));
+    }
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {} ({})",
+        ident(t.name.schema.as_deref().unwrap_or("public")),
+        qualified(&t.name),
+        cols.join(", ")
+    )
+}

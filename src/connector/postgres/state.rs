@@ -1,0 +1,241 @@
+//! ferry's state rows in a PostgreSQL target (`ferry` schema): the checkpoint (stream
+//! position and per-table snapshot progress, written inside the apply transaction) and
+//! the lease of each task direction. Same rows and semantics as the other stores'.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::Row as _;
+use sqlx::postgres::{PgConnection, PgRow};
+
+use super::names::{CHECKPOINT_TABLE, LEASE_TABLE};
+use super::{PgEndpoint, ferry_table};
+use crate::connector::{Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, TableProgress};
+use crate::model::now_micros;
+
+/// Slot name of the stream position.
+const STREAM_SLOT: &str = "stream:0";
+
+/// Reads a direction's checkpoint (`None` before its first batch, or before ferry's
+/// tables exist).
+pub async fn load_checkpoint(
+    ep: &PgEndpoint,
+    conn: &mut PgConnection,
+    dir: &DirectionId,
+) -> Result<Option<Checkpoint>, ConnectorError> {
+    let sql = format!(
+        "SELECT slot, position, progress FROM {} WHERE task = $1 AND direction = $2",
+        ferry_table(CHECKPOINT_TABLE)
+    );
+    let rows =
+        match sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&dir.task).bind(dir.direction()).fetch_all(&mut *conn).await {
+            Ok(rows) => rows,
+            Err(e) if super::sqlstate(&e).as_deref() == Some("42P01") => return Ok(None),
+            Err(e) => return Err(ep.error(format!("reading the checkpoint of {dir}"))(e)),
+        };
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let corrupt = |slot: &str, e: String| ConnectorError::Setup {
+        endpoint: ep.name.clone(),
+        problem: format!("the checkpoint of {dir} (slot {slot}) in ferry.ferry_checkpoint cannot be read: {e}"),
+        fix: format!(
+            "restore the row, or delete the task's rows (DELETE FROM ferry.ferry_checkpoint WHERE task = '{}') to start over with a snapshot",
+            dir.task
+        ),
+    };
+    let mut cp = Checkpoint::default();
+    for r in rows {
+        let slot: String = r.get(0);
+        let position: Option<String> = r.get(1);
+        let progress: Option<String> = r.get(2);
+        if slot == STREAM_SLOT {
+            cp.position = match position {
+                Some(p) => {
+                    Some(crate::connector::registry::parse_position(&p).map_err(|e| corrupt(&slot, e.to_string()))?)
+                }
+                None => None,
+            };
+        } else if let (Some(table), Some(p)) = (slot.strip_prefix("table:"), progress) {
+            let prog: TableProgress = serde_json::from_str(&p).map_err(|e| corrupt(&slot, e.to_string()))?;
+            cp.tables.insert(table.to_string(), prog);
+        }
+    }
+    Ok(Some(cp))
+}
+
+/// Writes the checkpoint rows that changed since the last write on this connection.
+pub async fn write_checkpoint(
+    conn: &mut PgConnection,
+    dir: &DirectionId,
+    cp: &Checkpoint,
+    written: &mut HashMap<String, String>,
+) -> Result<(), sqlx::Error> {
+    let direction = dir.direction();
+    let mut slots: Vec<(String, Option<String>, Option<String>)> = Vec::new();
+    slots.push((STREAM_SLOT.to_string(), cp.position.as_ref().map(ToString::to_string), None));
+    for (table, prog) in &cp.tables {
+        let text = serde_json::to_string(prog).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        slots.push((format!("table:{table}"), None, Some(text)));
+    }
+    let (mut names, mut positions, mut progresses) = (Vec::new(), Vec::new(), Vec::new());
+    for (slot, position, progress) in slots {
+        let fingerprint = format!("{position:?}{progress:?}");
+        let key = format!("{}/{direction}/{slot}", dir.task);
+        if written.get(&key) == Some(&fingerprint) && slot != STREAM_SLOT {
+            continue;
+        }
+        written.insert(key, fingerprint);
+        names.push(slot);
+        positions.push(position);
+        progresses.push(progress);
+    }
+    let sql = format!(
+        "INSERT INTO {} (task, direction, slot, position, progress, updated_us) \
+         SELECT $1, $2, s, p, g, $6 FROM unnest($3::text[], $4::text[], $5::text[]) AS u(s, p, g) \
+         ON CONFLICT (task, direction, slot) DO UPDATE SET position = excluded.position, progress = excluded.progress, updated_us = excluded.updated_us",
+        ferry_table(CHECKPOINT_TABLE)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&dir.task)
+        .bind(&direction)
+        .bind(names)
+        .bind(positions)
+        .bind(progresses)
+        .bind(now_micros())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A lease row as read, with whether it ran out by the server's clock (column 5).
+fn holder_of(r: &PgRow) -> LeaseHolder {
+    LeaseHolder {
+        node: r.get(0),
+        host: r.get(1),
+        pid: u32::try_from(r.get::<i64, _>(2)).unwrap_or(0),
+        expires_us: r.get(3),
+        fencing: r.get(4),
+        expired: r.get(5),
+    }
+}
+
+const LEASE_COLUMNS: &str =
+    "node, host, pid, expires_us, fencing, expires_us < (extract(epoch from clock_timestamp()) * 1000000)::bigint";
+
+/// Takes or renews a lease in its own transaction on `conn` (never the apply session):
+/// a live holder keeps it; a new holder gets the next fencing token; a renewal keeps
+/// its token unless another process took the lease over. Times are the server's.
+pub async fn take_lease(
+    conn: &mut PgConnection,
+    dir: &DirectionId,
+    me: &LeaseHolder,
+    ttl: Duration,
+) -> Result<LeaseOutcome, sqlx::Error> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await?;
+    // Serialises takers of this direction even before its row exists.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("ferry_lease/{}/{}", dir.task, dir.direction()))
+        .execute(&mut *tx)
+        .await?;
+    let sql = format!(
+        // FOR NO KEY UPDATE does not wait for the holder's open apply transaction (it
+        // keeps the row FOR KEY SHARE while a big source transaction is applied in
+        // parts): a renewal must not wait for the group it belongs to.
+        "SELECT {LEASE_COLUMNS} FROM {} WHERE task = $1 AND direction = $2 FOR NO KEY UPDATE",
+        ferry_table(LEASE_TABLE)
+    );
+    let row =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&dir.task).bind(dir.direction()).fetch_optional(&mut *tx).await?;
+    let current = row.as_ref().map(holder_of);
+    let fencing = match me.claim(current.as_ref()) {
+        Ok(f) => f,
+        Err(h) => return Ok(LeaseOutcome::HeldBy(h)),
+    };
+    if current.is_some() && me.fencing == 0 {
+        // A takeover waits for any apply transaction still open under the old
+        // token (FOR UPDATE conflicts with its FOR KEY SHARE): that batch commits
+        // first or not at all, never after the new tenure starts.
+        let lock = format!("SELECT 1 FROM {} WHERE task = $1 AND direction = $2 FOR UPDATE", ferry_table(LEASE_TABLE));
+        sqlx::query(sqlx::AssertSqlSafe(lock)).bind(&dir.task).bind(dir.direction()).execute(&mut *tx).await?;
+    }
+    let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 4);
+    let sql = format!(
+        "INSERT INTO {} (task, direction, node, host, pid, expires_us, fencing) \
+         VALUES ($1, $2, $3, $4, $5, (extract(epoch from clock_timestamp()) * 1000000)::bigint + $6, $7) \
+         ON CONFLICT (task, direction) DO UPDATE SET node = excluded.node, host = excluded.host, pid = excluded.pid, \
+         expires_us = excluded.expires_us, fencing = excluded.fencing",
+        ferry_table(LEASE_TABLE)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .bind(&me.node)
+        .bind(&me.host)
+        .bind(i64::from(me.pid))
+        .bind(ttl_us)
+        .bind(fencing)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(LeaseOutcome::Acquired { fencing })
+}
+
+/// Gives our lease back if it is still our tenure: the row becomes nobody's (pid 0) and
+/// keeps its fencing token for the next holder to go past.
+pub async fn drop_lease(conn: &mut PgConnection, dir: &DirectionId, me: &LeaseHolder) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "UPDATE {} SET node = '', host = '', pid = 0, expires_us = 0 \
+         WHERE task = $1 AND direction = $2 AND fencing = $3 AND host = $4 AND pid = $5",
+        ferry_table(LEASE_TABLE)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .bind(me.fencing)
+        .bind(&me.host)
+        .bind(i64::from(me.pid))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Inside the apply transaction: locks the lease row FOR KEY SHARE (a takeover's FOR
+/// UPDATE waits for this commit; a renewal's FOR NO KEY UPDATE does not)
+/// and says whether it still carries `fence`; the lease's row otherwise.
+pub async fn check_fence(
+    conn: &mut PgConnection,
+    dir: &DirectionId,
+    fence: i64,
+) -> Result<Option<LeaseHolder>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {LEASE_COLUMNS} FROM {} WHERE task = $1 AND direction = $2 FOR KEY SHARE",
+        ferry_table(LEASE_TABLE)
+    );
+    let row =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&dir.task).bind(dir.direction()).fetch_optional(&mut *conn).await?;
+    Ok(match row.as_ref().map(holder_of) {
+        Some(h) if h.fencing == fence => None,
+        Some(h) => Some(h),
+        None => Some(LeaseHolder {
+            node: String::new(),
+            host: String::new(),
+            pid: 0,
+            expires_us: 0,
+            expired: true,
+            fencing: 0,
+        }),
+    })
+}
+
+/// Reads the lease holder of a direction, if any (a released lease has none).
+pub async fn lease_holder(conn: &mut PgConnection, dir: &DirectionId) -> Result<Option<LeaseHolder>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {LEASE_COLUMNS} FROM {} WHERE task = $1 AND direction = $2 AND pid <> 0",
+        ferry_table(LEASE_TABLE)
+    );
+    let row =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&dir.task).bind(dir.direction()).fetch_optional(&mut *conn).await?;
+    Ok(row.as_ref().map(holder_of))
+}

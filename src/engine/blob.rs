@@ -1,0 +1,724 @@
+//! One direction of a blob task (files, objects): lease, resume of partial writes, full
+//! passes that merge the sorted listings of source, target and manifest (the scan
+//! position checkpointed), then change hints between passes — hints are checked
+//! against the stores, and a periodic rescan is the truth.
+//!
+//! A path is copied when the target lacks it or differs: by size and mtime (and mode)
+//! where the target keeps mtimes, else by the manifest's record of the source state it
+//! holds and the target's ETag. A source path that cannot be read is named and left
+//! for the next pass; the rest goes on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::EngineError;
+use super::metrics::{DirectionMetrics, DirectionState};
+use super::task::DirectionSpec;
+use crate::connector::blob::{
+    self, BlobCaps, BlobCheckpoint, BlobHashes, BlobHint, BlobKind, BlobMeta, BlobSink, BlobSource, BlobUpload,
+    ManifestEntry,
+};
+use crate::connector::registry;
+use crate::connector::{ConnectorError, DirectionId, ErrorKind, LeaseHolder, LeaseOutcome};
+use crate::model::now_micros;
+
+/// How long a lease lasts without renewal.
+const LEASE_TTL: Duration = Duration::from_secs(15);
+/// How often the lease is renewed.
+const LEASE_RENEW: Duration = Duration::from_secs(3);
+/// Entries per listing page.
+const PAGE: usize = 1000;
+/// Bytes per read.
+const CHUNK: u64 = 4 << 20;
+/// Files at least this big have their partial write synced and checkpointed as it
+/// grows, so a crash resumes them where they stopped.
+const RESUMABLE: u64 = 16 << 20;
+/// How often a pass records its position.
+const SAVE_EVERY: Duration = Duration::from_secs(2);
+/// How often hints are read.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Runs a blob direction until `shutdown` (or, with `spec.once`, one full pass).
+pub async fn run(
+    spec: &DirectionSpec,
+    metrics: &Arc<DirectionMetrics>,
+    shutdown: &CancellationToken,
+    held: &AtomicBool,
+    progressed: &AtomicBool,
+) -> Result<(), EngineError> {
+    registry::check_blob_pair(&spec.source, &spec.target)?;
+    let source = registry::open_blob_source(&spec.source, false).await?;
+    let sink = registry::open_blob_sink(&spec.target).await?;
+    let kind = registry::store(&spec.target)?.position_kind();
+    let caps = sink.caps();
+    let mut r = Runner {
+        spec,
+        metrics,
+        shutdown,
+        held,
+        progressed,
+        caps,
+        source,
+        sink,
+        kind,
+        me: LeaseHolder {
+            node: spec.node_id.clone(),
+            host: crate::connector::host::host_name(),
+            pid: std::process::id(),
+            expires_us: 0,
+            expired: false,
+            fencing: 0,
+        },
+        last_renew: Instant::now(),
+        cp: BlobCheckpoint::default(),
+        failed: Vec::new(),
+        bytes: 0,
+        copied: 0,
+        deleted: 0,
+        started: Instant::now(),
+    };
+    let result = r.run().await;
+    if r.me.fencing != 0 {
+        let _ = r.sink.release(&spec.id, &r.me).await;
+    }
+    result
+}
+
+/// Copies one blob from a source to a sink outside a running direction (verify's
+/// repair): begin, read and write, finish under `fencing`.
+pub async fn copy_one<S: BlobSource, K: BlobSink>(
+    source: &mut S,
+    sink: &mut K,
+    dir: &DirectionId,
+    meta: &BlobMeta,
+    fencing: i64,
+) -> Result<(), ConnectorError> {
+    let mut upload = sink.begin(meta, None).await?;
+    let mut h = Hasher::default();
+    let mut off = 0;
+    while off < meta.size {
+        let data = source.read_range(&meta.path, off, CHUNK.min(meta.size - off)).await?;
+        if data.is_empty() {
+            sink.abort(&upload).await?;
+            return Err(changed(&dir.from, &meta.path));
+        }
+        h.update(&data);
+        sink.write(&mut upload, &data).await?;
+        off += data.len() as u64;
+    }
+    sink.finish(dir, upload, meta, &h.finish(), fencing).await
+}
+
+fn changed(endpoint: &str, path: &str) -> ConnectorError {
+    ConnectorError::Blob {
+        endpoint: endpoint.to_string(),
+        what: "changed while being copied:".into(),
+        path: path.to_string(),
+        source: Box::new(std::io::Error::other("the file became shorter than when it was listed")),
+        kind: ErrorKind::Runtime,
+        fix: Some("nothing to do: it is copied again when it stops changing".into()),
+    }
+}
+
+/// BLAKE3 and MD5 at once.
+#[derive(Default)]
+pub struct Hasher {
+    b3: blake3::Hasher,
+    md5: md5::Md5,
+}
+
+impl Hasher {
+    /// Adds bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        use md5::Digest;
+        self.b3.update(data);
+        self.md5.update(data);
+    }
+    /// Both digests, hex.
+    pub fn finish(self) -> BlobHashes {
+        use md5::Digest;
+        BlobHashes { blake3: self.b3.finalize().to_hex().to_string(), md5: hex(&self.md5.finalize()) }
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A sorted stream read a page at a time.
+struct Pager<T> {
+    buf: std::collections::VecDeque<T>,
+    after: Option<String>,
+    done: bool,
+}
+
+impl<T> Pager<T> {
+    fn new(after: Option<String>) -> Self {
+        Pager { buf: Default::default(), after, done: false }
+    }
+    fn fill(&mut self, page: Vec<T>, path: impl Fn(&T) -> &str) {
+        self.done = page.len() < PAGE;
+        if let Some(last) = page.last() {
+            self.after = Some(path(last).to_string());
+        }
+        self.buf.extend(page);
+    }
+}
+
+struct Runner<'a, S, K> {
+    spec: &'a DirectionSpec,
+    metrics: &'a Arc<DirectionMetrics>,
+    shutdown: &'a CancellationToken,
+    held: &'a AtomicBool,
+    progressed: &'a AtomicBool,
+    caps: BlobCaps,
+    source: S,
+    sink: K,
+    kind: &'static str,
+    me: LeaseHolder,
+    last_renew: Instant,
+    cp: BlobCheckpoint,
+    /// Source paths that could not be read in this pass, with why.
+    failed: Vec<String>,
+    /// Bytes copied (for the throttle).
+    bytes: u64,
+    /// Files copied and paths deleted in this pass.
+    copied: u64,
+    deleted: u64,
+    started: Instant,
+}
+
+/// What found a change, for the log.
+#[derive(Debug, Clone, Copy)]
+enum Found {
+    Rescan,
+    Watch,
+    Resume,
+}
+
+impl std::fmt::Display for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Found::Rescan => "rescan",
+            Found::Watch => "watch",
+            Found::Resume => "resume",
+        })
+    }
+}
+
+impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
+    async fn run(&mut self) -> Result<(), EngineError> {
+        let id = self.spec.id.clone();
+        self.metrics.set_state(DirectionState::Starting);
+        self.sink.prepare().await?;
+        if !self.take_lease().await? {
+            return Ok(());
+        }
+        self.cp = self.sink.load_checkpoint(&id).await?.unwrap_or_default();
+        // Watching starts before the pass, so nothing changed during it is missed.
+        let _ = self.source.hints().await?;
+        for u in std::mem::take(&mut self.cp.uploads) {
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            match self.source.stat(&u.path).await? {
+                Some(m) if m.kind == BlobKind::File && m.size == u.size && m.mtime_ns == u.mtime_ns => {
+                    self.copy(&m, Some(&u), Found::Resume).await?;
+                }
+                _ => {
+                    info!(direction = %id, path = %u.path, "the source changed since its copy stopped; starting it over");
+                    self.sink.abort(&u).await?;
+                }
+            }
+        }
+        loop {
+            if !self.pass().await? {
+                return Ok(());
+            }
+            if self.spec.once {
+                if let Some(first) = self.failed.first() {
+                    return Err(ConnectorError::Blob {
+                        endpoint: self.spec.source.name.clone(),
+                        what: format!("{} path(s) could not be copied; the first:", self.failed.len()).into(),
+                        path: String::new(),
+                        source: Box::new(std::io::Error::other(first.clone())),
+                        kind: ErrorKind::Setup,
+                        fix: Some(
+                            "fix those paths (see the log for each) and run again: only what differs is copied".into(),
+                        ),
+                    }
+                    .into());
+                }
+                return Ok(());
+            }
+            if !self.watch().await? {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn take_lease(&mut self) -> Result<bool, EngineError> {
+        self.me.fencing = 0;
+        loop {
+            match self.sink.lease(&self.spec.id, &self.me, LEASE_TTL).await? {
+                LeaseOutcome::Acquired { fencing } => {
+                    self.me.fencing = fencing;
+                    self.held.store(true, AtomicOrdering::Relaxed);
+                    self.last_renew = Instant::now();
+                    info!(direction = %self.spec.id, fencing, "took the lease");
+                    return Ok(true);
+                }
+                LeaseOutcome::HeldBy(h) if self.held.load(AtomicOrdering::Relaxed) => {
+                    return Err(EngineError::LeaseLost { dir: self.spec.id.clone(), holder: Box::new(h) });
+                }
+                LeaseOutcome::HeldBy(h) if h.host == self.me.host => {
+                    return Err(EngineError::LeaseHeld { dir: self.spec.id.clone(), holder: Box::new(h) });
+                }
+                LeaseOutcome::HeldBy(h) => {
+                    self.metrics.set_state(DirectionState::WaitingForLease);
+                    info!(direction = %self.spec.id, holder = %h, "waiting for the lease held by another host to expire");
+                    tokio::select! {
+                        biased;
+                        _ = self.shutdown.cancelled() => return Ok(false),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn keep_lease(&mut self) -> Result<(), EngineError> {
+        if self.last_renew.elapsed() < LEASE_RENEW {
+            return Ok(());
+        }
+        match self.sink.lease(&self.spec.id, &self.me, LEASE_TTL).await? {
+            LeaseOutcome::Acquired { .. } => {
+                self.last_renew = Instant::now();
+                Ok(())
+            }
+            LeaseOutcome::HeldBy(h) => Err(EngineError::LeaseLost { dir: self.spec.id.clone(), holder: Box::new(h) }),
+        }
+    }
+
+    async fn save(&mut self) -> Result<(), EngineError> {
+        self.sink.save_checkpoint(&self.spec.id, &self.cp, self.me.fencing).await?;
+        Ok(())
+    }
+
+    fn counted(&self, first_pass: bool) {
+        let pos = blob::position(self.kind, &self.cp);
+        if first_pass {
+            self.metrics.applied(0, 0, 1, 0, &pos)
+        } else {
+            self.metrics.applied(1, 1, 0, 0, &pos)
+        }
+        self.progressed.store(true, AtomicOrdering::Relaxed);
+    }
+
+    /// One full pass from the checkpointed position; `false` when stopped.
+    async fn pass(&mut self) -> Result<bool, EngineError> {
+        let id = self.spec.id.clone();
+        let globs = self.spec.tables.clone();
+        let began = now_micros();
+        let first = self.cp.passes == 0;
+        self.failed.clear();
+        (self.copied, self.deleted) = (0, 0);
+        self.metrics.set_state(DirectionState::Snapshotting(format!("pass {}", self.cp.passes + 1)));
+        if let Some(at) = &self.cp.scan_after {
+            info!(direction = %id, after = %at, "resuming the pass where it stopped");
+        }
+        let start = self.cp.scan_after.clone();
+        let mut src: Pager<BlobMeta> = Pager::new(start.clone());
+        let mut dst: Pager<BlobMeta> = Pager::new(start.clone());
+        let mut man: Pager<ManifestEntry> = Pager::new(start);
+        // Folders gone from the source, deleted once the walk has left them (after
+        // what they held).
+        let mut gone_dirs: Vec<String> = Vec::new();
+        let mut last_save = Instant::now();
+        loop {
+            if self.shutdown.is_cancelled() {
+                self.save().await?;
+                return Ok(false);
+            }
+            if src.buf.is_empty() && !src.done {
+                let page = self.source.list(&globs, src.after.as_deref(), PAGE).await?;
+                src.fill(page, |m| &m.path);
+            }
+            if dst.buf.is_empty() && !dst.done {
+                let page = self.sink.list(&globs, dst.after.as_deref(), PAGE).await?;
+                dst.fill(page, |m| &m.path);
+            }
+            if man.buf.is_empty() && !man.done {
+                let page = self.sink.manifest(&id, man.after.as_deref(), PAGE).await?;
+                man.fill(page, |m| &m.path);
+            }
+            let next =
+                [src.buf.front().map(|m| &m.path), dst.buf.front().map(|m| &m.path), man.buf.front().map(|m| &m.path)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .cloned();
+            let Some(path) = next else { break };
+            let s = src.buf.front().is_some_and(|m| m.path == path).then(|| src.buf.pop_front()).flatten();
+            let t = dst.buf.front().is_some_and(|m| m.path == path).then(|| dst.buf.pop_front()).flatten();
+            let m = man.buf.front().is_some_and(|m| m.path == path).then(|| man.buf.pop_front()).flatten();
+            while let Some(d) = gone_dirs.last() {
+                if path.starts_with(d.as_str()) {
+                    break;
+                }
+                let d = gone_dirs.pop().unwrap_or_default();
+                self.sink.delete(&id, &d, self.me.fencing).await?;
+                self.deleted += 1;
+                self.counted(first);
+            }
+            match (s, t) {
+                (Some(s), t) => {
+                    if !self.handle(&s, t.as_ref(), m.as_ref(), Found::Rescan).await? {
+                        return Ok(false);
+                    }
+                }
+                (None, Some(t)) if t.kind == BlobKind::Dir => gone_dirs.push(t.path),
+                (None, Some(t)) => {
+                    info!(direction = %id, path = %t.path, found_by = %Found::Rescan, "deleting: gone from the source");
+                    self.sink.delete(&id, &t.path, self.me.fencing).await?;
+                    self.deleted += 1;
+                    self.counted(first);
+                }
+                (None, None) => {
+                    if blob::matches(&globs, &path) {
+                        self.sink.delete(&id, &path, self.me.fencing).await?;
+                    }
+                }
+            }
+            if last_save.elapsed() >= SAVE_EVERY {
+                self.cp.scan_after = Some(path);
+                self.save().await?;
+                self.keep_lease().await?;
+                last_save = Instant::now();
+            }
+        }
+        while let Some(d) = gone_dirs.pop() {
+            self.sink.delete(&id, &d, self.me.fencing).await?;
+            self.deleted += 1;
+            self.counted(first);
+        }
+        self.cp.scan_after = None;
+        self.cp.passes += 1;
+        self.save().await?;
+        self.metrics.heartbeat_applied(began);
+        self.metrics.set_behind(Some(self.failed.len() as u64));
+        info!(direction = %id, pass = self.cp.passes, copied = self.copied, deleted = self.deleted, failed = self.failed.len(), "pass done");
+        Ok(true)
+    }
+
+    /// Between passes: change hints until the next rescan; `false` when stopped.
+    async fn watch(&mut self) -> Result<bool, EngineError> {
+        let id = self.spec.id.clone();
+        self.metrics.set_state(DirectionState::Streaming);
+        let rescan_at = Instant::now() + self.spec.rescan;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            self.keep_lease().await?;
+            let now = now_micros();
+            let mut hints = self.source.hints().await?;
+            if !hints.is_empty() {
+                // A burst (a copy being written, many files at once): take it whole.
+                tokio::time::sleep(POLL).await;
+                hints.extend(self.source.hints().await?);
+            }
+            if hints.contains(&BlobHint::Rescan) {
+                info!(direction = %id, "too many changes for the watch to follow (its queue overflowed): rescanning");
+                return Ok(true);
+            }
+            // A rename arrives as its two ends and as a pair: the pair carries it.
+            let renamed: HashSet<String> = hints
+                .iter()
+                .filter_map(|h| match h {
+                    BlobHint::Renamed { from, .. } => Some(from.clone()),
+                    _ => None,
+                })
+                .collect();
+            hints.retain(|h| !matches!(h, BlobHint::Removed(p) if renamed.contains(p)));
+            hints.sort_by_key(|h| !matches!(h, BlobHint::Renamed { .. }));
+            let mut seen = HashSet::new();
+            for h in hints {
+                if !seen.insert(format!("{h:?}")) {
+                    continue;
+                }
+                if !self.hint(h).await? {
+                    return Ok(false);
+                }
+            }
+            self.metrics.heartbeat_applied(now);
+            if Instant::now() >= rescan_at {
+                info!(direction = %id, "periodic rescan");
+                return Ok(true);
+            }
+        }
+    }
+
+    async fn hint(&mut self, h: BlobHint) -> Result<bool, EngineError> {
+        let id = self.spec.id.clone();
+        match h {
+            BlobHint::Rescan => Ok(true),
+            BlobHint::Renamed { from, to } => {
+                if blob::matches(&self.spec.tables, &to)
+                    && blob::matches(&self.spec.tables, &from)
+                    && let Some(s) = self.source.stat(&to).await?
+                    && let Some(t) = self.sink.stat(&from).await?
+                    && self.sink.stat(&to).await?.is_none()
+                    && s.kind == t.kind
+                    && (s.kind == BlobKind::Dir || (s.size == t.size && s.mtime_ns == t.mtime_ns))
+                    && self.sink.rename(&id, &from, &to, self.me.fencing).await?
+                {
+                    info!(direction = %id, from = %from, to = %to, found_by = %Found::Watch, "renamed");
+                    self.counted(false);
+                    return Ok(true);
+                }
+                if !Box::pin(self.hint(BlobHint::Removed(from))).await? {
+                    return Ok(false);
+                }
+                Box::pin(self.hint(BlobHint::Changed(to))).await
+            }
+            BlobHint::Changed(p) | BlobHint::Removed(p) => {
+                match self.source.stat(&p).await? {
+                    Some(s) => {
+                        if !blob::matches(&self.spec.tables, &s.path) {
+                            return Ok(true);
+                        }
+                        let t = self.sink.stat(&s.path).await?;
+                        let fresh_dir = s.kind == BlobKind::Dir && t.is_none();
+                        let m = if self.caps.keeps_mtime { None } else { self.sink.entry(&id, &s.path).await? };
+                        if !self.handle(&s, t.as_ref(), m.as_ref(), Found::Watch).await? {
+                            return Ok(false);
+                        }
+                        if fresh_dir {
+                            // What was put in it before the watch reached it.
+                            return self.scan_under(&s.path).await;
+                        }
+                        Ok(true)
+                    }
+                    None => {
+                        let p = p.trim_end_matches('/');
+                        let t = match self.sink.stat(p).await? {
+                            Some(t) => Some(t),
+                            None => self.sink.stat(&format!("{p}/")).await?,
+                        };
+                        if let Some(t) = t
+                            && blob::matches(&self.spec.tables, &t.path)
+                        {
+                            info!(direction = %id, path = %t.path, found_by = %Found::Watch, "deleting: gone from the source");
+                            // A folder goes with what it holds.
+                            self.sink.delete(&id, t.path.trim_end_matches('/'), self.me.fencing).await?;
+                            self.counted(false);
+                        }
+                        Ok(true)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies what a new folder holds.
+    async fn scan_under(&mut self, prefix: &str) -> Result<bool, EngineError> {
+        let globs = self.spec.tables.clone();
+        let mut after = Some(prefix.to_string());
+        loop {
+            let page = self.source.list(&globs, after.as_deref(), PAGE).await?;
+            let full = page.len() == PAGE;
+            for s in page {
+                if !s.path.starts_with(prefix) {
+                    return Ok(true);
+                }
+                after = Some(s.path.clone());
+                let t = self.sink.stat(&s.path).await?;
+                if !self.handle(&s, t.as_ref(), None, Found::Watch).await? {
+                    return Ok(false);
+                }
+            }
+            if !full {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Whether the target holds what the source states.
+    fn up_to_date(&self, s: &BlobMeta, t: Option<&BlobMeta>, m: Option<&ManifestEntry>) -> bool {
+        let same_mode = |t: &BlobMeta| match (s.mode, t.mode) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        match s.kind {
+            BlobKind::Dir | BlobKind::Link if !self.caps.tree => true,
+            BlobKind::Dir => t.is_some_and(|t| t.kind == BlobKind::Dir && same_mode(t)),
+            BlobKind::Link => t.is_some_and(|t| t.kind == BlobKind::Link && t.link == s.link),
+            BlobKind::File => {
+                let Some(t) = t.filter(|t| t.kind == BlobKind::File && t.size == s.size) else { return false };
+                if self.caps.keeps_mtime {
+                    return t.mtime_ns == s.mtime_ns && same_mode(t);
+                }
+                match m {
+                    Some(m) => {
+                        m.size == s.size && m.mtime_ns == s.mtime_ns && (m.target.is_none() || m.target == t.etag)
+                    }
+                    // A target filled before ferry: same size and not older.
+                    None => t.mtime_ns >= s.mtime_ns,
+                }
+            }
+        }
+    }
+
+    /// Brings one path to the source's state; `false` when stopped mid-copy.
+    async fn handle(
+        &mut self,
+        s: &BlobMeta,
+        t: Option<&BlobMeta>,
+        m: Option<&ManifestEntry>,
+        found: Found,
+    ) -> Result<bool, EngineError> {
+        if self.up_to_date(s, t, m) {
+            if m.is_none() && s.kind == BlobKind::File && !self.caps.keeps_mtime {
+                let entry = ManifestEntry {
+                    path: s.path.clone(),
+                    size: s.size,
+                    mtime_ns: s.mtime_ns,
+                    mode: s.mode,
+                    hashes: None,
+                    target: t.and_then(|t| t.etag.clone()),
+                };
+                self.sink.record(&self.spec.id, &entry, self.me.fencing).await?;
+            }
+            return Ok(true);
+        }
+        let first = self.cp.passes == 0;
+        match s.kind {
+            BlobKind::Dir | BlobKind::Link => {
+                self.sink.put_meta(&self.spec.id, s, self.me.fencing).await?;
+                self.counted(first);
+                Ok(true)
+            }
+            BlobKind::File => {
+                let meta_only = self.caps.keeps_mtime
+                    && t.is_some_and(|t| t.kind == BlobKind::File && t.size == s.size && t.mtime_ns == s.mtime_ns);
+                if meta_only {
+                    info!(direction = %self.spec.id, path = %s.path, found_by = %found, "mode changed");
+                    self.sink.put_meta(&self.spec.id, s, self.me.fencing).await?;
+                    self.counted(first);
+                    return Ok(true);
+                }
+                self.copy(s, None, found).await
+            }
+        }
+    }
+
+    /// Copies a file (resuming an upload); a source that cannot be read is named and
+    /// left for the next pass. `false` when stopped mid-copy (its partial write kept).
+    async fn copy(&mut self, s: &BlobMeta, resume: Option<&BlobUpload>, found: Found) -> Result<bool, EngineError> {
+        match self.try_copy(s, resume, found).await {
+            Err(EngineError::Connector(e @ ConnectorError::Blob { .. })) if e_is_source(&e, &self.spec.source.name) => {
+                warn!(direction = %self.spec.id, path = %s.path, error = %e, "cannot copy; left for the next pass");
+                self.metrics.error(e.to_string());
+                self.failed.push(e.to_string());
+                Ok(true)
+            }
+            r => r,
+        }
+    }
+
+    async fn try_copy(&mut self, s: &BlobMeta, resume: Option<&BlobUpload>, found: Found) -> Result<bool, EngineError> {
+        let id = self.spec.id.clone();
+        let mut upload = self.sink.begin(s, resume).await?;
+        let mut h = Hasher::default();
+        if upload.written > 0 {
+            info!(direction = %id, path = %s.path, at = upload.written, size = s.size, "resuming the copy where it stopped");
+            // The hashes cover the whole content: read back what the source had up to there.
+            let mut off = 0;
+            while off < upload.written {
+                let data = self.source.read_range(&s.path, off, CHUNK.min(upload.written - off)).await?;
+                if data.is_empty() {
+                    self.sink.abort(&upload).await?;
+                    return Err(changed(&self.spec.source.name, &s.path).into());
+                }
+                h.update(&data);
+                off += data.len() as u64;
+            }
+        } else if s.size >= RESUMABLE || matches!(found, Found::Watch) {
+            info!(direction = %id, path = %s.path, size = s.size, found_by = %found, "copying");
+        }
+        let mut off = upload.written;
+        let (mut flushed_at, mut saved_durable) = (upload.written, upload.durable);
+        while off < s.size {
+            if self.shutdown.is_cancelled() {
+                if s.size >= RESUMABLE {
+                    self.sink.flush(&mut upload).await?;
+                    self.cp.uploads = vec![upload];
+                    self.save().await?;
+                }
+                return Ok(false);
+            }
+            let data = self.source.read_range(&s.path, off, CHUNK.min(s.size - off)).await?;
+            if data.is_empty() {
+                self.sink.abort(&upload).await?;
+                return Err(changed(&self.spec.source.name, &s.path).into());
+            }
+            h.update(&data);
+            self.sink.write(&mut upload, &data).await?;
+            off += data.len() as u64;
+            self.throttle(data.len() as u64).await;
+            // Every 16 MiB of a big file: make it durable where the store needs that,
+            // and record how far it got (a multipart upload advances by whole parts).
+            if s.size >= RESUMABLE && upload.written - flushed_at >= RESUMABLE {
+                self.sink.flush(&mut upload).await?;
+                flushed_at = upload.written;
+                if upload.durable > saved_durable {
+                    saved_durable = upload.durable;
+                    self.cp.uploads = vec![upload.clone()];
+                    self.save().await?;
+                }
+                self.keep_lease().await?;
+            }
+        }
+        self.sink.finish(&id, upload, s, &h.finish(), self.me.fencing).await?;
+        self.copied += 1;
+        if !self.cp.uploads.is_empty() {
+            self.cp.uploads.clear();
+            self.save().await?;
+        }
+        self.counted(self.cp.passes == 0);
+        Ok(true)
+    }
+
+    /// Keeps to `max_bytes_per_sec` over the run.
+    async fn throttle(&mut self, n: u64) {
+        self.bytes += n;
+        let rate = self.spec.max_bytes_per_sec;
+        if rate == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {}
+                _ = tokio::time::sleep(due - elapsed) => {}
+            }
+        }
+    }
+}
+
+/// Whether an error is about reading the source (a path to name and skip) rather than
+/// writing the target (which stops the pass and is retried).
+fn e_is_source(e: &ConnectorError, source: &str) -> bool {
+    matches!(e, ConnectorError::Blob { endpoint, .. } if endpoint == source)
+}

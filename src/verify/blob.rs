@@ -1,0 +1,393 @@
+//! Verify of a blob task (files, objects): both sides listed in path order and merged;
+//! every path that differs is named. Full mode reads every byte on both sides and
+//! compares BLAKE3 hashes (trusting no cached hash), and checks a multipart ETag by
+//! recomputing it with the part size ferry uses; quick mode compares size and mtime (a
+//! target that keeps mtimes) or the manifest's record of the source state against the
+//! target's ETag. `--manifest` writes an `md5sum -c` file of the source's content;
+//! `--repair` copies or deletes what differs, under the direction's lease.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use md5::Digest as _;
+use serde::Serialize;
+
+use super::VerifyError;
+use super::report::Report;
+use crate::config::{Config, Task};
+use crate::connector::blob::{BlobKind, BlobMeta, BlobSink, BlobSource, ManifestEntry};
+use crate::connector::registry;
+use crate::connector::{ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
+use crate::engine::blob::{Hasher, copy_one, hex};
+
+/// Entries per listing page.
+const PAGE: usize = 1000;
+/// Bytes per read.
+const CHUNK: u64 = 4 << 20;
+
+/// How to verify a blob task.
+#[derive(Debug, Clone, Default)]
+pub struct BlobOptions {
+    /// Size and mtime/ETag only.
+    pub quick: bool,
+    /// Copy or delete what differs.
+    pub repair: bool,
+    /// Write an `md5sum -c` file of the source here.
+    pub manifest: Option<PathBuf>,
+    /// `[node] id`, for the lease a repair takes.
+    pub node_id: String,
+}
+
+/// One path that differs.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlobDiff {
+    /// The path.
+    pub path: String,
+    /// How it differs.
+    pub reason: String,
+}
+
+/// What a blob verify found.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlobReport {
+    /// Task.
+    pub task: String,
+    /// Source endpoint.
+    pub source: String,
+    /// Target endpoint.
+    pub target: String,
+    /// `full` or `quick`.
+    pub mode: String,
+    /// Paths compared.
+    pub checked: u64,
+    /// Bytes read (full mode, both sides).
+    pub bytes_read: u64,
+    /// The paths that differ.
+    pub differences: Vec<BlobDiff>,
+    /// Paths repaired.
+    pub repaired: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+impl BlobReport {
+    /// Whether nothing differs (or everything that did was repaired).
+    pub fn identical(&self) -> bool {
+        self.differences.len() as u64 == self.repaired
+    }
+
+    /// For people.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "task {} {} -> {} ({} verify): {} path(s) checked, {} differ{}, {:.1}s\n",
+            self.task,
+            self.source,
+            self.target,
+            self.mode,
+            self.checked,
+            self.differences.len(),
+            if self.repaired > 0 { format!(", {} repaired", self.repaired) } else { String::new() },
+            self.seconds
+        );
+        for d in &self.differences {
+            out.push_str(&format!("  DIFF {}: {}\n", d.path, d.reason));
+        }
+        out.push_str(if self.identical() { "IDENTICAL\n" } else { "DIFFERENT\n" });
+        out
+    }
+
+    /// The record-store report (for the audit log and cutover's preflight).
+    pub fn as_report(&self) -> Report {
+        Report {
+            task: self.task.clone(),
+            source: self.source.clone(),
+            target: self.target.clone(),
+            mode: self.mode.clone(),
+            live: false,
+            recheck_rounds: 0,
+            identical: self.identical(),
+            confirmed: self.differences.len() as u64 - self.repaired,
+            transient: 0,
+            unsettled: 0,
+            rows_checked: self.checked,
+            seconds: self.seconds,
+            repair: None,
+            tables: Vec::new(),
+        }
+    }
+}
+
+/// Whether a task moves blobs.
+pub fn is_blob_task(config: &Config, task: &Task) -> bool {
+    config.endpoint(&task.from).is_some_and(registry::is_blob)
+}
+
+fn input(problem: String, fix: &str) -> VerifyError {
+    VerifyError::Input { problem, fix: fix.into() }
+}
+
+/// A page-at-a-time sorted listing.
+struct Pages {
+    buf: std::collections::VecDeque<BlobMeta>,
+    after: Option<String>,
+    done: bool,
+}
+
+impl Pages {
+    fn new() -> Self {
+        Pages { buf: Default::default(), after: None, done: false }
+    }
+    async fn head<S: BlobSource>(&mut self, s: &mut S, globs: &[String]) -> Result<Option<&BlobMeta>, ConnectorError> {
+        if self.buf.is_empty() && !self.done {
+            let page = s.list(globs, self.after.as_deref(), PAGE).await?;
+            self.done = page.len() < PAGE;
+            self.after = page.last().map(|m| m.path.clone()).or(self.after.take());
+            self.buf.extend(page);
+        }
+        Ok(self.buf.front())
+    }
+}
+
+/// Verifies one blob task.
+pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) -> Result<BlobReport, VerifyError> {
+    let started = Instant::now();
+    let (Some(from), Some(to)) = (config.endpoint(&task.from), config.endpoint(&task.to)) else {
+        return Err(input(format!("task {}: an endpoint is not defined", task.name), "define both endpoints"));
+    };
+    if opts.quick && opts.manifest.is_some() {
+        return Err(input(
+            "--manifest needs the content's MD5 sums, which --quick does not read".into(),
+            "drop --quick to write a manifest",
+        ));
+    }
+    registry::check_blob_pair(from, to)?;
+    let dir = DirectionId { task: task.name.clone(), from: from.name.clone(), to: to.name.clone() };
+    let mut source = registry::open_blob_source(from, false).await?;
+    let mut target = registry::open_blob_source(to, true).await?;
+    let mut sink = registry::open_blob_sink(to).await?;
+    let keeps_mtime = sink.caps().keeps_mtime;
+    let tree = sink.caps().tree;
+    let mut fencing = 0;
+    let me = LeaseHolder {
+        node: opts.node_id.clone(),
+        host: crate::connector::host::host_name(),
+        pid: std::process::id(),
+        expires_us: 0,
+        expired: false,
+        fencing: 0,
+    };
+    if opts.repair {
+        sink.prepare().await?;
+        match sink.lease(&dir, &me, std::time::Duration::from_secs(60)).await? {
+            LeaseOutcome::Acquired { fencing: f } => fencing = f,
+            LeaseOutcome::HeldBy(h) => {
+                return Err(input(
+                    format!("task {dir} is running ({h}): a repair would race it"),
+                    "stop the task, repair, then start it again (it copies what differs by itself anyway)",
+                ));
+            }
+        }
+    }
+    let mut manifest = match &opts.manifest {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| VerifyError::RepairFile { path: p.clone(), source: e })?,
+        )),
+        None => None,
+    };
+    let globs = task.tables.clone();
+    let mut report = BlobReport {
+        task: task.name.clone(),
+        source: from.name.clone(),
+        target: to.name.clone(),
+        mode: if opts.quick { "quick".into() } else { "full".into() },
+        checked: 0,
+        bytes_read: 0,
+        differences: Vec::new(),
+        repaired: 0,
+        seconds: 0.0,
+    };
+    let (mut sp, mut tp) = (Pages::new(), Pages::new());
+    loop {
+        let s = sp.head(&mut source, &globs).await?.cloned();
+        let t = tp.head(&mut target, &globs).await?.cloned();
+        let path = match (&s, &t) {
+            (None, None) => break,
+            (Some(s), None) => s.path.clone(),
+            (None, Some(t)) => t.path.clone(),
+            (Some(s), Some(t)) => s.path.clone().min(t.path.clone()),
+        };
+        let s = s.filter(|m| m.path == path);
+        let t = t.filter(|m| m.path == path);
+        if s.is_some() {
+            sp.buf.pop_front();
+        }
+        if t.is_some() {
+            tp.buf.pop_front();
+        }
+        report.checked += 1;
+        let reason = match (&s, &t) {
+            (Some(s), _) if !tree && s.kind != BlobKind::File => None,
+            (Some(_), None) => Some("missing on the target".to_string()),
+            (None, Some(_)) => Some("only on the target (gone from the source)".to_string()),
+            (Some(s), Some(t)) => {
+                let m = if keeps_mtime || !opts.quick { None } else { sink.entry(&dir, &s.path).await? };
+                compare(s, t, m.as_ref(), opts.quick, keeps_mtime, &mut source, &mut target, &mut manifest, &mut report)
+                    .await?
+            }
+            (None, None) => None,
+        };
+        if let (Some(w), Some(s)) = (&mut manifest, &s)
+            && s.kind == BlobKind::File
+            && reason.as_deref().is_none_or(|r| !r.starts_with("cannot"))
+            && !(matches!(&t, Some(t) if t.kind == BlobKind::File && t.size == s.size))
+        {
+            // Not read by the comparison (missing on the target): hash the source alone.
+            let (md5, n) = md5_of(&mut source, s).await?;
+            report.bytes_read += n;
+            writeln!(w, "{md5}  {}", s.path).map_err(|e| manifest_error(opts, e))?;
+        }
+        let Some(reason) = reason else { continue };
+        report.differences.push(BlobDiff { path: path.clone(), reason });
+        if opts.repair {
+            match (&s, &t) {
+                (Some(s), _) if s.kind == BlobKind::File => copy_one(&mut source, &mut sink, &dir, s, fencing).await?,
+                (Some(s), _) => sink.put_meta(&dir, s, fencing).await?,
+                (None, Some(t)) => sink.delete(&dir, t.path.trim_end_matches('/'), fencing).await?,
+                (None, None) => {}
+            }
+            report.repaired += 1;
+        }
+    }
+    if let Some(mut w) = manifest {
+        w.flush().map_err(|e| manifest_error(opts, e))?;
+    }
+    if opts.repair {
+        let _ = sink.release(&dir, &LeaseHolder { fencing, ..me }).await;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn manifest_error(opts: &BlobOptions, e: std::io::Error) -> VerifyError {
+    VerifyError::RepairFile { path: opts.manifest.clone().unwrap_or_default(), source: e }
+}
+
+/// Why two blobs of one path differ, if they do; writes the source's MD5 line.
+#[allow(clippy::too_many_arguments)]
+async fn compare<S: BlobSource, T: BlobSource>(
+    s: &BlobMeta,
+    t: &BlobMeta,
+    m: Option<&ManifestEntry>,
+    quick: bool,
+    keeps_mtime: bool,
+    source: &mut S,
+    target: &mut T,
+    manifest: &mut Option<std::io::BufWriter<std::fs::File>>,
+    report: &mut BlobReport,
+) -> Result<Option<String>, VerifyError> {
+    if s.kind != t.kind {
+        return Ok(Some(format!("a {:?} on the source, a {:?} on the target", s.kind, t.kind)));
+    }
+    match s.kind {
+        BlobKind::Dir => {
+            return Ok((keeps_mtime && s.mode.is_some() && t.mode.is_some() && s.mode != t.mode).then(|| {
+                format!("mode {:o} on the source, {:o} on the target", s.mode.unwrap_or(0), t.mode.unwrap_or(0))
+            }));
+        }
+        BlobKind::Link => {
+            return Ok((s.link != t.link)
+                .then(|| format!("link to {:?} on the source, to {:?} on the target", s.link, t.link)));
+        }
+        BlobKind::File => {}
+    }
+    if s.size != t.size {
+        return Ok(Some(format!("size {} on the source, {} on the target", s.size, t.size)));
+    }
+    if keeps_mtime && s.mode.is_some() && t.mode.is_some() && s.mode != t.mode {
+        return Ok(Some(format!(
+            "mode {:o} on the source, {:o} on the target",
+            s.mode.unwrap_or(0),
+            t.mode.unwrap_or(0)
+        )));
+    }
+    if quick {
+        if keeps_mtime {
+            return Ok((s.mtime_ns != t.mtime_ns).then(|| "mtime differs (same size)".to_string()));
+        }
+        let by_manifest = m.is_some_and(|m| {
+            m.size == s.size && m.mtime_ns == s.mtime_ns && (m.target.is_none() || m.target == t.etag)
+        });
+        let by_etag = s.etag.is_some() && s.etag == t.etag;
+        return Ok(
+            (!by_manifest && !by_etag).then(|| "changed since it was copied (manifest and ETag disagree)".into())
+        );
+    }
+    // Full: every byte on both sides.
+    let (mut hs, mut ht) = (Hasher::default(), blake3::Hasher::new());
+    let multipart = t.etag.as_deref().and_then(|e| e.split_once('-')).map(|(_, n)| n.to_string());
+    let part = crate::connector::blob::part_size(t.size);
+    let (mut part_md5, mut part_fill, mut part_sums) = (md5::Md5::new(), 0u64, Vec::<u8>::new());
+    let mut off = 0;
+    while off < s.size {
+        let n = CHUNK.min(s.size - off);
+        let a = source.read_range(&s.path, off, n).await?;
+        let b = target.read_range(&t.path, off, n).await?;
+        if a.is_empty() || b.is_empty() {
+            return Ok(Some("changed while being verified".into()));
+        }
+        hs.update(&a);
+        ht.update(&b);
+        if multipart.is_some() {
+            let mut rest = &b[..];
+            while !rest.is_empty() {
+                let take = ((part - part_fill) as usize).min(rest.len());
+                part_md5.update(&rest[..take]);
+                part_fill += take as u64;
+                rest = &rest[take..];
+                if part_fill == part {
+                    part_sums.extend_from_slice(&std::mem::take(&mut part_md5).finalize());
+                    part_fill = 0;
+                }
+            }
+        }
+        report.bytes_read += (a.len() + b.len()) as u64;
+        off += a.len().min(b.len()) as u64;
+    }
+    let sums = hs.finish();
+    if let Some(w) = manifest {
+        writeln!(w, "{}  {}", sums.md5, s.path)
+            .map_err(|e| VerifyError::RepairFile { path: PathBuf::new(), source: e })?;
+    }
+    if sums.blake3 != ht.finalize().to_hex().to_string() {
+        return Ok(Some("content differs (BLAKE3)".into()));
+    }
+    if let Some(count) = multipart {
+        if part_fill > 0 {
+            part_sums.extend_from_slice(&part_md5.finalize());
+        }
+        let expect = format!("{}-{}", hex(&md5::Md5::digest(&part_sums)), part_sums.len() / 16);
+        if t.etag.as_deref() != Some(expect.as_str()) {
+            return Ok(Some(format!(
+                "the target's multipart ETag {:?} is not that of its content ({expect}, {count} part(s) expected)",
+                t.etag.as_deref().unwrap_or("")
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// The MD5 of a blob's content, and the bytes read.
+async fn md5_of<S: BlobSource>(source: &mut S, s: &BlobMeta) -> Result<(String, u64), ConnectorError> {
+    let mut h = md5::Md5::new();
+    let mut off = 0;
+    while off < s.size {
+        let data = source.read_range(&s.path, off, CHUNK.min(s.size - off)).await?;
+        if data.is_empty() {
+            break;
+        }
+        h.update(&data);
+        off += data.len() as u64;
+    }
+    Ok((hex(&h.finalize()), off))
+}

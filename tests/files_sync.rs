@@ -1,0 +1,346 @@
+//! Folder to folder with the real `ferry` binary: a tree of a few thousand small files
+//! and some multi-MB ones copied, then changed in every way under a running task, and
+//! identical afterwards — checked by `md5sum -c` of a manifest this test writes, and
+//! by the listing, modes, mtimes and links. A SIGKILL during a big copy resumes it
+//! where it stopped. An unreadable file is named, the rest copied, and the task goes on
+//! once it can be read.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::support::{FerryRun, ferry_bin, ferry_within, wait_until};
+
+/// A task file syncing `src` to `dst` (extra task keys appended).
+pub fn blob_task_file(dir: &Path, src: &str, dst: &str, extra: &str) -> PathBuf {
+    let path = dir.join("task.toml");
+    let text = format!(
+        "[node]\nid = \"t\"\nstore = \"sqlite://{}\"\n\n[[endpoint]]\nname = \"a\"\nurl = \"{src}\"\n\n\
+         [[endpoint]]\nname = \"b\"\nurl = \"{dst}\"\n\n[[task]]\nname = \"files\"\nfrom = \"a\"\nto = \"b\"\n{extra}\n",
+        dir.join("meta.db").display()
+    );
+    std::fs::write(&path, text).expect("task file");
+    path
+}
+
+pub fn write(p: &Path, data: &[u8]) {
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, data).expect("write");
+}
+
+/// Small files in nested folders, a few multi-MB ones, a link and an empty folder.
+fn seed(src: &Path, small: usize) {
+    let mut rng = fastrand::Rng::with_seed(18);
+    for i in 0..small {
+        let p = src.join(format!("d{:02}/s{:02}/f{i:05}.txt", i % 23, i % 7));
+        let data: Vec<u8> = (0..rng.usize(0..3000)).map(|_| rng.u8(..)).collect();
+        write(&p, &data);
+    }
+    for i in 0..3 {
+        let data: Vec<u8> = (0..(3 << 20) + i * 4099).map(|_| rng.u8(..)).collect();
+        write(&src.join(format!("big/b{i}.bin")), &data);
+    }
+    std::os::unix::fs::symlink("../big/b0.bin", src.join("d00/link")).expect("symlink");
+    std::fs::create_dir_all(src.join("empty/inner")).expect("empty dir");
+}
+
+/// Every path under `root` (but `.ferry/`) with its kind, mode, size and mtime (files),
+/// or link target.
+pub fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let e = e.expect("entry");
+            let rel = e.path().strip_prefix(root).expect("under root").to_string_lossy().to_string();
+            if rel == ".ferry" {
+                continue;
+            }
+            let md = std::fs::symlink_metadata(e.path()).expect("stat");
+            let desc = if md.is_dir() {
+                stack.push(e.path());
+                format!("dir {:o}", md.mode() & 0o7777)
+            } else if md.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(e.path()).expect("readlink").display())
+            } else {
+                format!("file {:o} {} {}.{}", md.mode() & 0o7777, md.len(), md.mtime(), md.mtime_nsec())
+            };
+            out.insert(rel, desc);
+        }
+    }
+    out
+}
+
+/// Writes `md5  path` for every file under `src` (computed here, not by ferry) and
+/// runs `md5sum -c` of it in `dst`.
+pub fn md5sum_check(src: &Path, dst: &Path, manifest: &Path) -> Result<(), String> {
+    use md5::Digest;
+    let mut lines = String::new();
+    for (rel, desc) in tree(src) {
+        if desc.starts_with("file") {
+            let data = std::fs::read(src.join(&rel)).map_err(|e| format!("{rel}: {e}"))?;
+            let sum: String = md5::Md5::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+            lines.push_str(&format!("{sum}  {rel}\n"));
+        }
+    }
+    std::fs::write(manifest, lines).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new("md5sum")
+        .args(["-c", "--quiet"])
+        .arg(manifest)
+        .current_dir(dst)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("md5sum -c: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// Identical trees: same paths, kinds, modes, sizes, mtimes, links, and `md5sum -c` passes.
+pub fn identical(src: &Path, dst: &Path, manifest: &Path) -> Result<(), String> {
+    let (a, b) = (tree(src), tree(dst));
+    if a != b {
+        let only_a: Vec<_> = a.iter().filter(|(k, v)| b.get(*k) != Some(v)).take(5).collect();
+        let only_b: Vec<_> = b.iter().filter(|(k, v)| a.get(*k) != Some(v)).take(5).collect();
+        return Err(format!("trees differ: source has {only_a:?}, target has {only_b:?}"));
+    }
+    md5sum_check(src, dst, manifest)
+}
+
+/// A log file without its colour codes.
+pub fn log_text(p: &Path) -> String {
+    strip_ansi(&std::fs::read_to_string(p).unwrap_or_default())
+}
+
+/// Text without terminal colour codes.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_changed_in_every_way_under_a_running_task_ends_identical() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    seed(&src, 3000);
+    let cfg = blob_task_file(
+        tmp.path(),
+        &format!("file://{}", src.display()),
+        &format!("file://{}", dst.display()),
+        "rescan = \"1h\"",
+    );
+    let log = tmp.path().join("run.log");
+    let mut run = FerryRun::start(&cfg, &log);
+    let manifest = tmp.path().join("check.md5");
+    wait_until(Duration::from_secs(60), "the first pass", || async { log_text(&log).contains("pass done") }).await;
+    identical(&src, &dst, &manifest).expect("identical after the first copy");
+
+    // Every kind of change, while the task runs (the watch must carry them).
+    let mut rng = fastrand::Rng::with_seed(81);
+    for i in 0..200 {
+        write(&src.join(format!("new/n{:02}/c{i}.txt", i % 9)), format!("created {i}").as_bytes());
+    }
+    std::fs::write(src.join("d01/s01/f00001.txt"), b"modified in place").expect("modify");
+    let mut f = std::fs::OpenOptions::new().append(true).open(src.join("big/b1.bin")).expect("append");
+    std::io::Write::write_all(&mut f, &vec![7u8; 100_000]).expect("append");
+    drop(f);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("big/b2.bin"))
+        .expect("open")
+        .set_len(1234)
+        .expect("truncate");
+    std::fs::remove_file(src.join("d02/s02/f00002.txt")).expect("delete");
+    std::fs::remove_dir_all(src.join("d03")).expect("delete a folder");
+    std::fs::rename(src.join("d04/s04/f00004.txt"), src.join("d05/renamed.txt")).expect("rename a file");
+    std::fs::rename(src.join("d06"), src.join("d06-moved")).expect("rename a folder");
+    std::fs::set_permissions(src.join("d07/s00/f00007.txt"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::set_permissions(src.join("d08"), std::fs::Permissions::from_mode(0o750)).expect("chmod dir");
+    std::os::unix::fs::symlink("nowhere", src.join("dangling")).expect("symlink");
+    std::fs::create_dir_all(src.join("empty2")).expect("empty dir");
+    std::fs::remove_dir(src.join("empty/inner")).expect("rmdir");
+    for _ in 0..50 {
+        let i = rng.usize(0..3000);
+        let p = src.join(format!("d{:02}/s{:02}/f{i:05}.txt", i % 23, i % 7));
+        if p.exists() {
+            std::fs::write(&p, format!("rewritten {}", rng.u64(..))).expect("rewrite");
+        }
+    }
+
+    let mut last = String::new();
+    let ok = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match identical(&src, &dst, &manifest) {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "not identical within 60 s: {last}\n--- log:\n{}", log_text(&log));
+    let text = log_text(&log);
+    assert!(text.contains("found_by=watch"), "changes found by the watch:\n{text}");
+    assert!(text.contains("renamed"), "a rename is carried as a rename:\n{text}");
+    assert_eq!(run.terminate(), Some(0), "clean stop:\n{}", log_text(&log));
+
+    // Nothing was written into the source, and a no-change run copies nothing.
+    assert!(!src.join(".ferry").exists(), "ferry wrote into the source");
+    let out = ferry_within(&["run", "--once", "--config", cfg.to_str().expect("utf-8")], Duration::from_secs(60)).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    identical(&src, &dst, &manifest).expect("still identical");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_copy_killed_midway_resumes_where_it_stopped() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let mut rng = fastrand::Rng::with_seed(5);
+    let data: Vec<u8> = (0..48 << 20).map(|_| rng.u8(..)).collect();
+    write(&src.join("huge.bin"), &data);
+    write(&src.join("small.txt"), b"small");
+    let cfg = blob_task_file(
+        tmp.path(),
+        &format!("file://{}", src.display()),
+        &format!("file://{}", dst.display()),
+        "max_bytes_per_sec = 12000000",
+    );
+    let log = tmp.path().join("run.log");
+    let mut run = FerryRun::start(&cfg, &log);
+    let partial_dir = dst.join(".ferry/partial");
+    // Kill once 16 MiB are synced and recorded (the partial file is past 20 MiB).
+    wait_until(Duration::from_secs(60), "the copy to get past 20 MiB", || async {
+        std::fs::read_dir(&partial_dir)
+            .map(|d| d.flatten().any(|e| e.metadata().map(|m| m.len() > 20 << 20).unwrap_or(false)))
+            .unwrap_or(false)
+    })
+    .await;
+    run.kill();
+    assert!(!dst.join("huge.bin").exists(), "not visible before it is whole");
+
+    let out = std::process::Command::new(ferry_bin())
+        .args(["run", "--once", "--config"])
+        .arg(&cfg)
+        .env("FERRY_LOG", "info")
+        .output()
+        .expect("ferry runs");
+    let err = strip_ansi(&String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{err}");
+    let resumed = err.lines().find(|l| l.contains("resuming the copy where it stopped")).unwrap_or_else(|| {
+        panic!("the copy resumed:\n{err}");
+    });
+    let at: u64 = resumed
+        .split("at=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("offset in {resumed:?}"));
+    assert!(at >= 16 << 20, "resumed at {at}, not at the start");
+    assert_eq!(std::fs::read(dst.join("huge.bin")).expect("copied"), data);
+    assert_eq!(std::fs::read_dir(&partial_dir).expect("partial dir").count(), 0, "no partial file left");
+    identical(&src, &dst, &tmp.path().join("check.md5")).expect("identical");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_file_is_named_the_rest_copied_and_the_task_resumes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Root reads anything: ferry then runs as nobody, in folders nobody may write.
+    let as_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write(&src.join("ok/one.txt"), b"one");
+    write(&src.join("ok/two.txt"), b"two");
+    write(&src.join("secret/locked.txt"), b"locked");
+    std::fs::set_permissions(src.join("secret/locked.txt"), std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    for d in [&src, &src.join("ok"), &src.join("secret")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let cfg =
+        blob_task_file(tmp.path(), &format!("file://{}", src.display()), &format!("file://{}", dst.display()), "");
+    let run_once = || {
+        let mut cmd = if as_root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "nobody", "--"]).arg(ferry_bin());
+            c
+        } else {
+            std::process::Command::new(ferry_bin())
+        };
+        cmd.args(["run", "--once", "--config"]).arg(&cfg).env("FERRY_LOG", "warn").output().expect("ferry runs")
+    };
+    let out = run_once();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a path that cannot be read fails the run:\n{err}");
+    assert!(err.contains("secret/locked.txt"), "the error names the path:\n{err}");
+    assert!(err.contains("fix:"), "and says what to do:\n{err}");
+    assert_eq!(std::fs::read(dst.join("ok/one.txt")).expect("the rest is copied"), b"one");
+    assert!(!dst.join("secret/locked.txt").exists());
+
+    std::fs::set_permissions(src.join("secret/locked.txt"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = run_once();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    identical(&src, &dst, &tmp.path().join("check.md5")).expect("identical once readable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_source_folder_or_nested_endpoints_are_refused_with_the_fix() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let missing = tmp.path().join("nope");
+    let cfg = blob_task_file(
+        tmp.path(),
+        &format!("file://{}", missing.display()),
+        &format!("file://{}", tmp.path().join("dst").display()),
+        "",
+    );
+    let out = ferry_within(&["run", "--once", "--config", cfg.to_str().expect("utf-8")], Duration::from_secs(30)).await;
+    assert_eq!(out.code, Some(2), "{}", out.all());
+    assert!(out.stderr.contains(&missing.display().to_string()), "names the folder: {}", out.all());
+    assert!(out.stderr.contains("fix:"), "{}", out.all());
+
+    std::fs::create_dir_all(tmp.path().join("src")).expect("src");
+    let cfg = blob_task_file(
+        tmp.path(),
+        &format!("file://{}", tmp.path().join("src").display()),
+        &format!("file://{}", tmp.path().join("src/inside").display()),
+        "",
+    );
+    let out = ferry_within(&["run", "--once", "--config", cfg.to_str().expect("utf-8")], Duration::from_secs(30)).await;
+    assert_eq!(out.code, Some(2), "{}", out.all());
+    assert!(out.stderr.contains("overlap"), "{}", out.all());
+    assert!(!tmp.path().join("src/inside").exists(), "nothing written into the source");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_becomes_a_folder_and_a_folder_that_becomes_a_file_are_carried() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write(&src.join("x"), b"file x");
+    write(&src.join("y/inner.txt"), b"in y");
+    let cfg =
+        blob_task_file(tmp.path(), &format!("file://{}", src.display()), &format!("file://{}", dst.display()), "");
+    let cfg = cfg.to_str().expect("utf-8").to_string();
+    let once = || async {
+        let out = ferry_within(&["run", "--once", "--config", cfg.as_str()], Duration::from_secs(60)).await;
+        assert_eq!(out.code, Some(0), "{}", out.all());
+    };
+    once().await;
+    std::fs::remove_file(src.join("x")).expect("rm");
+    write(&src.join("x/now-a-folder.txt"), b"x is a folder");
+    std::fs::remove_dir_all(src.join("y")).expect("rm -r");
+    write(&src.join("y"), b"y is a file");
+    once().await;
+    identical(&src, &dst, &tmp.path().join("check.md5")).expect("identical");
+}
