@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::EngineError;
+use super::lease::{self, LEASE_TTL, Tenure};
 use super::metrics::{DirectionMetrics, DirectionState};
 use super::task::DirectionSpec;
 use crate::connector::blob::{
@@ -24,13 +25,9 @@ use crate::connector::blob::{
     ManifestEntry,
 };
 use crate::connector::registry;
-use crate::connector::{ConnectorError, DirectionId, ErrorKind, LeaseHolder, LeaseOutcome};
+use crate::connector::{ConnectorError, DirectionId, ErrorKind};
 use crate::model::now_micros;
 
-/// How long a lease lasts without renewal.
-const LEASE_TTL: Duration = Duration::from_secs(15);
-/// How often the lease is renewed.
-const LEASE_RENEW: Duration = Duration::from_secs(3);
 /// Entries per listing page.
 const PAGE: usize = 1000;
 /// Bytes per read.
@@ -60,21 +57,12 @@ pub async fn run(
         spec,
         metrics,
         shutdown,
-        held,
         progressed,
         caps,
         source,
         sink,
         kind,
-        me: LeaseHolder {
-            node: spec.node_id.clone(),
-            host: crate::connector::host::host_name(),
-            pid: std::process::id(),
-            expires_us: 0,
-            expired: false,
-            fencing: 0,
-        },
-        last_renew: Instant::now(),
+        tenure: Tenure::new(&spec.node_id, held),
         cp: BlobCheckpoint::default(),
         failed: Vec::new(),
         bytes: 0,
@@ -83,8 +71,8 @@ pub async fn run(
         started: Instant::now(),
     };
     let result = r.run().await;
-    if r.me.fencing != 0 {
-        let _ = r.sink.release(&spec.id, &r.me).await;
+    if r.tenure.me.fencing != 0 {
+        let _ = r.sink.release(&spec.id, &r.tenure.me).await;
     }
     result
 }
@@ -175,14 +163,12 @@ struct Runner<'a, S, K> {
     spec: &'a DirectionSpec,
     metrics: &'a Arc<DirectionMetrics>,
     shutdown: &'a CancellationToken,
-    held: &'a AtomicBool,
     progressed: &'a AtomicBool,
     caps: BlobCaps,
     source: S,
     sink: K,
     kind: &'static str,
-    me: LeaseHolder,
-    last_renew: Instant,
+    tenure: Tenure<'a>,
     cp: BlobCheckpoint,
     /// Source paths that could not be read in this pass, with why.
     failed: Vec<String>,
@@ -264,50 +250,28 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
     }
 
     async fn take_lease(&mut self) -> Result<bool, EngineError> {
-        self.me.fencing = 0;
+        self.tenure.begin();
         loop {
-            match self.sink.lease(&self.spec.id, &self.me, LEASE_TTL).await? {
-                LeaseOutcome::Acquired { fencing } => {
-                    self.me.fencing = fencing;
-                    self.held.store(true, AtomicOrdering::Relaxed);
-                    self.last_renew = Instant::now();
-                    info!(direction = %self.spec.id, fencing, "took the lease");
-                    return Ok(true);
-                }
-                LeaseOutcome::HeldBy(h) if self.held.load(AtomicOrdering::Relaxed) => {
-                    return Err(EngineError::LeaseLost { dir: self.spec.id.clone(), holder: Box::new(h) });
-                }
-                LeaseOutcome::HeldBy(h) if h.host == self.me.host => {
-                    return Err(EngineError::LeaseHeld { dir: self.spec.id.clone(), holder: Box::new(h) });
-                }
-                LeaseOutcome::HeldBy(h) => {
-                    self.metrics.set_state(DirectionState::WaitingForLease);
-                    info!(direction = %self.spec.id, holder = %h, "waiting for the lease held by another host to expire");
-                    tokio::select! {
-                        biased;
-                        _ = self.shutdown.cancelled() => return Ok(false),
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
+            let outcome = self.sink.lease(&self.spec.id, &self.tenure.me, LEASE_TTL).await?;
+            if self.tenure.taken(&self.spec.id, outcome, self.metrics)? {
+                return Ok(true);
+            }
+            if !lease::wait(self.shutdown).await {
+                return Ok(false);
             }
         }
     }
 
     async fn keep_lease(&mut self) -> Result<(), EngineError> {
-        if self.last_renew.elapsed() < LEASE_RENEW {
+        if !self.tenure.due() {
             return Ok(());
         }
-        match self.sink.lease(&self.spec.id, &self.me, LEASE_TTL).await? {
-            LeaseOutcome::Acquired { .. } => {
-                self.last_renew = Instant::now();
-                Ok(())
-            }
-            LeaseOutcome::HeldBy(h) => Err(EngineError::LeaseLost { dir: self.spec.id.clone(), holder: Box::new(h) }),
-        }
+        let outcome = self.sink.lease(&self.spec.id, &self.tenure.me, LEASE_TTL).await?;
+        self.tenure.renewed(&self.spec.id, outcome)
     }
 
     async fn save(&mut self) -> Result<(), EngineError> {
-        self.sink.save_checkpoint(&self.spec.id, &self.cp, self.me.fencing).await?;
+        self.sink.save_checkpoint(&self.spec.id, &self.cp, self.tenure.me.fencing).await?;
         Ok(())
     }
 
@@ -373,7 +337,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     break;
                 }
                 let d = gone_dirs.pop().unwrap_or_default();
-                self.sink.delete(&id, &d, self.me.fencing).await?;
+                self.sink.delete(&id, &d, self.tenure.me.fencing).await?;
                 self.deleted += 1;
                 self.counted(first);
             }
@@ -386,13 +350,13 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                 (None, Some(t)) if t.kind == BlobKind::Dir => gone_dirs.push(t.path),
                 (None, Some(t)) => {
                     info!(direction = %id, path = %t.path, found_by = %Found::Rescan, "deleting: gone from the source");
-                    self.sink.delete(&id, &t.path, self.me.fencing).await?;
+                    self.sink.delete(&id, &t.path, self.tenure.me.fencing).await?;
                     self.deleted += 1;
                     self.counted(first);
                 }
                 (None, None) => {
                     if blob::matches(&globs, &path) {
-                        self.sink.delete(&id, &path, self.me.fencing).await?;
+                        self.sink.delete(&id, &path, self.tenure.me.fencing).await?;
                     }
                 }
             }
@@ -404,7 +368,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
             }
         }
         while let Some(d) = gone_dirs.pop() {
-            self.sink.delete(&id, &d, self.me.fencing).await?;
+            self.sink.delete(&id, &d, self.tenure.me.fencing).await?;
             self.deleted += 1;
             self.counted(first);
         }
@@ -479,7 +443,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     && self.sink.stat(&to).await?.is_none()
                     && s.kind == t.kind
                     && (s.kind == BlobKind::Dir || (s.size == t.size && s.mtime_ns == t.mtime_ns))
-                    && self.sink.rename(&id, &from, &to, self.me.fencing).await?
+                    && self.sink.rename(&id, &from, &to, self.tenure.me.fencing).await?
                 {
                     info!(direction = %id, from = %from, to = %to, found_by = %Found::Watch, "renamed");
                     self.counted(false);
@@ -519,7 +483,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                         {
                             info!(direction = %id, path = %t.path, found_by = %Found::Watch, "deleting: gone from the source");
                             // A folder goes with what it holds.
-                            self.sink.delete(&id, t.path.trim_end_matches('/'), self.me.fencing).await?;
+                            self.sink.delete(&id, t.path.trim_end_matches('/'), self.tenure.me.fencing).await?;
                             self.counted(false);
                         }
                         Ok(true)
@@ -596,14 +560,14 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     hashes: None,
                     target: t.and_then(|t| t.etag.clone()),
                 };
-                self.sink.record(&self.spec.id, &entry, self.me.fencing).await?;
+                self.sink.record(&self.spec.id, &entry, self.tenure.me.fencing).await?;
             }
             return Ok(true);
         }
         let first = self.cp.passes == 0;
         match s.kind {
             BlobKind::Dir | BlobKind::Link => {
-                self.sink.put_meta(&self.spec.id, s, self.me.fencing).await?;
+                self.sink.put_meta(&self.spec.id, s, self.tenure.me.fencing).await?;
                 self.counted(first);
                 Ok(true)
             }
@@ -612,7 +576,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     && t.is_some_and(|t| t.kind == BlobKind::File && t.size == s.size && t.mtime_ns == s.mtime_ns);
                 if meta_only {
                     info!(direction = %self.spec.id, path = %s.path, found_by = %found, "mode changed");
-                    self.sink.put_meta(&self.spec.id, s, self.me.fencing).await?;
+                    self.sink.put_meta(&self.spec.id, s, self.tenure.me.fencing).await?;
                     self.counted(first);
                     return Ok(true);
                 }
@@ -688,7 +652,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                 self.keep_lease().await?;
             }
         }
-        self.sink.finish(&id, upload, s, &h.finish(), self.me.fencing).await?;
+        self.sink.finish(&id, upload, s, &h.finish(), self.tenure.me.fencing).await?;
         self.copied += 1;
         if !self.cp.uploads.is_empty() {
             self.cp.uploads.clear();

@@ -3,6 +3,7 @@
 
 pub mod blob;
 pub mod clock;
+pub mod lease;
 pub mod map;
 pub mod metrics;
 pub mod preflight;

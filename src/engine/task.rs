@@ -18,24 +18,20 @@ use tracing::{info, warn};
 
 use super::EngineError;
 use super::clock::{self, SkewLevel, TaskClock};
+use super::lease::{self, LEASE_TTL, Tenure};
 use super::map::Renames;
 use super::metrics::{DirectionMetrics, DirectionState};
 use crate::config::{Endpoint, TableMap};
 use crate::connector::dynamic;
 use crate::connector::registry::{self, SinkOptions, SourceOptions};
 use crate::connector::{
-    ApplyBatch, ApplyReport, Checkpoint, Chunk, ConflictRules, ConnectorError, DirectionId, ErrorKind, LeaseHolder,
-    LeaseOutcome, ReadBatch, ReadRequest, Sink, SnapshotRows, Source, TableProgress,
+    ApplyBatch, ApplyReport, Checkpoint, Chunk, ConflictRules, ConnectorError, DirectionId, ErrorKind, ReadBatch,
+    ReadRequest, Sink, SnapshotRows, Source, TableProgress,
 };
 use crate::connector::{HEARTBEAT_TABLE, SIGNAL_TABLE, typemap};
 use crate::model::{
     Change, HashKey, Key, Op, Position, SchemaChangeKind, TableSchema, Txn, Value, cmp_keys, now_micros,
 };
-
-/// How long a lease lasts without renewal (by the target's clock).
-const LEASE_TTL: Duration = Duration::from_secs(15);
-/// How often the lease is renewed.
-const LEASE_RENEW: Duration = Duration::from_secs(3);
 
 /// Knobs with defaults that suit both the demo and production.
 #[derive(Debug, Clone)]
@@ -263,12 +259,10 @@ async fn run_pair<S: Source + 'static, H: Source + 'static, K: Sink>(
         checkpoint: Checkpoint::default(),
         open_group: false,
         diagnose: attempt.diagnose,
-        held: attempt.held,
         progressed: attempt.progressed,
         group_rows: 0,
         committed: None,
-        me: holder(&spec.node_id),
-        last_renew: Instant::now(),
+        tenure: Tenure::new(&spec.node_id, attempt.held),
     };
     runner.run(heartbeat).await
 }
@@ -286,8 +280,6 @@ pub fn stream_of(node_id: &str, id: &DirectionId) -> String {
 
 struct Runner<'a, S: Source + 'static, K: Sink> {
     spec: &'a DirectionSpec,
-    /// Set once this process holds the lease (across attempts).
-    held: &'a AtomicBool,
     /// Set when a batch with changes commits (across attempts: resets the backoff).
     progressed: &'a AtomicBool,
     /// Rows applied in the commit group being applied in parts.
@@ -309,9 +301,7 @@ struct Runner<'a, S: Source + 'static, K: Sink> {
     reload: Option<String>,
     /// This process as the lease holder, with the fencing token of its tenure once taken:
     /// every batch is applied under it.
-    me: LeaseHolder,
-    /// When the lease was last taken or renewed.
-    last_renew: Instant,
+    tenure: Tenure<'a>,
 }
 
 impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
@@ -376,7 +366,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             || matches!(&result, Err(EngineError::Connector(ConnectorError::Fenced { .. })));
         if !retrying
             && !lost
-            && let Err(e) = self.sink.release(&id, &self.me).await
+            && let Err(e) = self.sink.release(&id, &self.tenure.me).await
         {
             warn!(direction = %id, error = %e, "could not release the lease; it expires by itself");
         }
@@ -386,31 +376,14 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
     /// Takes the lease (a new tenure, with its fencing token); `false` when shut down
     /// while waiting.
     async fn take_lease(&mut self) -> Result<bool, EngineError> {
-        self.me.fencing = 0;
+        self.tenure.begin();
         loop {
-            match self.sink.lease(&self.spec.id, &self.me, LEASE_TTL).await? {
-                LeaseOutcome::Acquired { fencing } => {
-                    self.me.fencing = fencing;
-                    self.held.store(true, AtomicOrdering::Relaxed);
-                    self.last_renew = Instant::now();
-                    info!(direction = %self.spec.id, fencing, "took the lease");
-                    return Ok(true);
-                }
-                LeaseOutcome::HeldBy(h) if self.held.load(AtomicOrdering::Relaxed) => {
-                    return Err(EngineError::LeaseLost { dir: self.spec.id.clone(), holder: Box::new(h) });
-                }
-                LeaseOutcome::HeldBy(h) if h.host == self.me.host => {
-                    return Err(EngineError::LeaseHeld { dir: self.spec.id.clone(), holder: Box::new(h) });
-                }
-                LeaseOutcome::HeldBy(h) => {
-                    self.metrics.set_state(DirectionState::WaitingForLease);
-                    info!(direction = %self.spec.id, holder = %h, "waiting for the lease held by another host to expire (it lasts 15 s after its last renewal)");
-                    tokio::select! {
-                        biased;
-                        _ = self.shutdown.cancelled() => return Ok(false),
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
+            let outcome = self.sink.lease(&self.spec.id, &self.tenure.me, LEASE_TTL).await?;
+            if self.tenure.taken(&self.spec.id, outcome, self.metrics)? {
+                return Ok(true);
+            }
+            if !lease::wait(self.shutdown).await {
+                return Ok(false);
             }
         }
     }
@@ -418,16 +391,11 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
     /// Renews the lease when it is due (every few seconds): called before every batch
     /// and while waiting, so no phase (snapshot, catch-up, stream) lets it run out.
     async fn keep_lease(&mut self) -> Result<(), EngineError> {
-        if self.last_renew.elapsed() < LEASE_RENEW {
+        if !self.tenure.due() {
             return Ok(());
         }
-        match self.sink.lease(&self.spec.id, &self.me, LEASE_TTL).await? {
-            LeaseOutcome::Acquired { .. } => {
-                self.last_renew = Instant::now();
-                Ok(())
-            }
-            LeaseOutcome::HeldBy(h) => Err(EngineError::LeaseLost { dir: self.spec.id.clone(), holder: Box::new(h) }),
-        }
+        let outcome = self.sink.lease(&self.spec.id, &self.tenure.me, LEASE_TTL).await?;
+        self.tenure.renewed(&self.spec.id, outcome)
     }
 
     async fn sync(&mut self, sources: &[Arc<TableSchema>]) -> Result<(), EngineError> {
@@ -943,7 +911,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             conflicts: self.spec.conflicts.clone(),
             one_by_one: self.diagnose,
             commit,
-            fence: Some(self.me.fencing),
+            fence: Some(self.tenure.me.fencing),
         }
     }
 
@@ -1206,17 +1174,6 @@ fn parents_first(tables: Vec<Arc<TableSchema>>) -> Vec<Arc<TableSchema>> {
         out.push(left.remove(ready));
     }
     out
-}
-
-fn holder(node: &str) -> LeaseHolder {
-    LeaseHolder {
-        node: node.to_string(),
-        host: crate::connector::host::host_name(),
-        pid: std::process::id(),
-        expires_us: 0,
-        expired: false,
-        fencing: 0,
-    }
 }
 
 /// Keeps a rows-per-second ceiling over the whole run.
