@@ -2,14 +2,12 @@
 //! any blob store as one type; the boxes implement the plain traits again, so the
 //! engine stays generic over the contracts.
 
-use std::time::Duration;
-
 use futures_util::future::BoxFuture;
 
-use super::{
-    BlobCaps, BlobCheckpoint, BlobHashes, BlobHint, BlobMeta, BlobSink, BlobSource, BlobUpload, ManifestEntry,
-};
-use crate::connector::{ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
+use super::state::BlobState;
+
+use super::{BlobCaps, BlobHashes, BlobHint, BlobMeta, BlobSink, BlobSource, BlobUpload};
+use crate::connector::{ConnectorError, DirectionId};
 
 /// [`BlobSource`] with boxed futures.
 pub trait DynBlobSource: Send {
@@ -137,51 +135,8 @@ pub trait DynBlobSink: Send {
         path: &'a str,
         fencing: i64,
     ) -> BoxFuture<'a, Result<(), ConnectorError>>;
-    /// See [`BlobSink::manifest`].
-    fn manifest<'a>(
-        &'a mut self,
-        dir: &'a DirectionId,
-        after: Option<&'a str>,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<ManifestEntry>, ConnectorError>>;
-    /// See [`BlobSink::entry`].
-    fn entry<'a>(
-        &'a mut self,
-        dir: &'a DirectionId,
-        path: &'a str,
-    ) -> BoxFuture<'a, Result<Option<ManifestEntry>, ConnectorError>>;
-    /// See [`BlobSink::record`].
-    fn record<'a>(
-        &'a mut self,
-        dir: &'a DirectionId,
-        entry: &'a ManifestEntry,
-        fencing: i64,
-    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
-    /// See [`BlobSink::load_checkpoint`].
-    fn load_checkpoint<'a>(
-        &'a mut self,
-        dir: &'a DirectionId,
-    ) -> BoxFuture<'a, Result<Option<BlobCheckpoint>, ConnectorError>>;
-    /// See [`BlobSink::save_checkpoint`].
-    fn save_checkpoint<'a>(
-        &'a mut self,
-        dir: &'a DirectionId,
-        checkpoint: &'a BlobCheckpoint,
-        fencing: i64,
-    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
-    /// See [`BlobSink::lease`].
-    fn lease<'a>(
-        &'a mut self,
-        dir: &'a DirectionId,
-        holder: &'a LeaseHolder,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<LeaseOutcome, ConnectorError>>;
-    /// See [`BlobSink::release`].
-    fn release<'a>(
-        &'a mut self,
-        dir: &'a DirectionId,
-        holder: &'a LeaseHolder,
-    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::state`].
+    fn state<'a>(&'a mut self) -> BoxFuture<'a, Result<&'a mut BlobState, ConnectorError>>;
 }
 
 impl<T: BlobSink> DynBlobSink for T {
@@ -257,57 +212,8 @@ impl<T: BlobSink> DynBlobSink for T {
     ) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(BlobSink::delete(self, dir, path, fencing))
     }
-    fn manifest<'a>(
-        &'a mut self,
-        dir: &'a DirectionId,
-        after: Option<&'a str>,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<ManifestEntry>, ConnectorError>> {
-        Box::pin(BlobSink::manifest(self, dir, after, limit))
-    }
-    fn entry<'a>(
-        &'a mut self,
-        dir: &'a DirectionId,
-        path: &'a str,
-    ) -> BoxFuture<'a, Result<Option<ManifestEntry>, ConnectorError>> {
-        Box::pin(BlobSink::entry(self, dir, path))
-    }
-    fn record<'a>(
-        &'a mut self,
-        dir: &'a DirectionId,
-        entry: &'a ManifestEntry,
-        fencing: i64,
-    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
-        Box::pin(BlobSink::record(self, dir, entry, fencing))
-    }
-    fn load_checkpoint<'a>(
-        &'a mut self,
-        dir: &'a DirectionId,
-    ) -> BoxFuture<'a, Result<Option<BlobCheckpoint>, ConnectorError>> {
-        Box::pin(BlobSink::load_checkpoint(self, dir))
-    }
-    fn save_checkpoint<'a>(
-        &'a mut self,
-        dir: &'a DirectionId,
-        checkpoint: &'a BlobCheckpoint,
-        fencing: i64,
-    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
-        Box::pin(BlobSink::save_checkpoint(self, dir, checkpoint, fencing))
-    }
-    fn lease<'a>(
-        &'a mut self,
-        dir: &'a DirectionId,
-        holder: &'a LeaseHolder,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<LeaseOutcome, ConnectorError>> {
-        Box::pin(BlobSink::lease(self, dir, holder, ttl))
-    }
-    fn release<'a>(
-        &'a mut self,
-        dir: &'a DirectionId,
-        holder: &'a LeaseHolder,
-    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
-        Box::pin(BlobSink::release(self, dir, holder))
+    fn state<'a>(&'a mut self) -> BoxFuture<'a, Result<&'a mut BlobState, ConnectorError>> {
+        Box::pin(BlobSink::state(self))
     }
 }
 
@@ -360,40 +266,7 @@ impl<'s> BlobSink for Box<dyn DynBlobSink + 's> {
     async fn delete(&mut self, dir: &DirectionId, path: &str, fencing: i64) -> Result<(), ConnectorError> {
         DynBlobSink::delete(&mut **self, dir, path, fencing).await
     }
-    async fn manifest(
-        &mut self,
-        dir: &DirectionId,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ManifestEntry>, ConnectorError> {
-        DynBlobSink::manifest(&mut **self, dir, after, limit).await
-    }
-    async fn entry(&mut self, dir: &DirectionId, path: &str) -> Result<Option<ManifestEntry>, ConnectorError> {
-        DynBlobSink::entry(&mut **self, dir, path).await
-    }
-    async fn record(&mut self, dir: &DirectionId, entry: &ManifestEntry, fencing: i64) -> Result<(), ConnectorError> {
-        DynBlobSink::record(&mut **self, dir, entry, fencing).await
-    }
-    async fn load_checkpoint(&mut self, dir: &DirectionId) -> Result<Option<BlobCheckpoint>, ConnectorError> {
-        DynBlobSink::load_checkpoint(&mut **self, dir).await
-    }
-    async fn save_checkpoint(
-        &mut self,
-        dir: &DirectionId,
-        checkpoint: &BlobCheckpoint,
-        fencing: i64,
-    ) -> Result<(), ConnectorError> {
-        DynBlobSink::save_checkpoint(&mut **self, dir, checkpoint, fencing).await
-    }
-    async fn lease(
-        &mut self,
-        dir: &DirectionId,
-        holder: &LeaseHolder,
-        ttl: Duration,
-    ) -> Result<LeaseOutcome, ConnectorError> {
-        DynBlobSink::lease(&mut **self, dir, holder, ttl).await
-    }
-    async fn release(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<(), ConnectorError> {
-        DynBlobSink::release(&mut **self, dir, holder).await
+    async fn state(&mut self) -> Result<&mut BlobState, ConnectorError> {
+        DynBlobSink::state(&mut **self).await
     }
 }

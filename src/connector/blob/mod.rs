@@ -21,6 +21,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 
 use super::{ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
+use state::BlobState;
 
 /// What a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,51 +263,68 @@ pub trait BlobSink: Send {
         path: &str,
         fencing: i64,
     ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// ferry's own state for this target (manifest, checkpoints, lease), opened on first
+    /// use: every blob store keeps it the same way, so the steps below need nothing else.
+    fn state(&mut self) -> impl Future<Output = Result<&mut BlobState, ConnectorError>> + Send;
     /// Up to `limit` manifest entries after `after`, in path order.
     fn manifest(
         &mut self,
         dir: &DirectionId,
         after: Option<&str>,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<ManifestEntry>, ConnectorError>> + Send;
+    ) -> impl Future<Output = Result<Vec<ManifestEntry>, ConnectorError>> + Send {
+        async move { self.state().await?.manifest(dir, after, limit).await }
+    }
     /// One path's manifest entry.
     fn entry(
         &mut self,
         dir: &DirectionId,
         path: &str,
-    ) -> impl Future<Output = Result<Option<ManifestEntry>, ConnectorError>> + Send;
+    ) -> impl Future<Output = Result<Option<ManifestEntry>, ConnectorError>> + Send {
+        async move { self.state().await?.entry(dir, path).await }
+    }
     /// Records a manifest entry for a blob found identical without copying.
     fn record(
         &mut self,
         dir: &DirectionId,
         entry: &ManifestEntry,
         fencing: i64,
-    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send {
+        async move { self.state().await?.record(dir, entry, fencing).await }
+    }
     /// The direction's checkpoint, if any.
     fn load_checkpoint(
         &mut self,
         dir: &DirectionId,
-    ) -> impl Future<Output = Result<Option<BlobCheckpoint>, ConnectorError>> + Send;
+    ) -> impl Future<Output = Result<Option<BlobCheckpoint>, ConnectorError>> + Send {
+        async move { self.state().await?.load_checkpoint(dir).await }
+    }
     /// Records progress, if the writer still holds `fencing`.
     fn save_checkpoint(
         &mut self,
         dir: &DirectionId,
         checkpoint: &BlobCheckpoint,
         fencing: i64,
-    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send {
+        async move { self.state().await?.save_checkpoint(dir, checkpoint, fencing).await }
+    }
     /// Takes or renews the direction's lease (as [`super::Sink::lease`]).
     fn lease(
         &mut self,
         dir: &DirectionId,
         holder: &LeaseHolder,
         ttl: std::time::Duration,
-    ) -> impl Future<Output = Result<LeaseOutcome, ConnectorError>> + Send;
+    ) -> impl Future<Output = Result<LeaseOutcome, ConnectorError>> + Send {
+        async move { self.state().await?.lease(dir, holder, ttl).await }
+    }
     /// Gives the lease up (clean shutdown), if `holder.fencing` is still its tenure.
     fn release(
         &mut self,
         dir: &DirectionId,
         holder: &LeaseHolder,
-    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send {
+        async move { self.state().await?.release(dir, holder).await }
+    }
 }
 
 /// The smallest multipart part ferry uploads (S3 needs 5 MiB but for the last).

@@ -115,6 +115,33 @@ impl BlobState {
         let _ = sqlx::raw_sql("ROLLBACK").execute(self.conn()).await;
     }
 
+    /// Ends the open transaction as its last step went: committed when it succeeded,
+    /// rolled back (and the step's error returned) when it failed.
+    pub async fn end<T>(&mut self, step: Result<T, ConnectorError>) -> Result<T, ConnectorError> {
+        match step {
+            Ok(v) => {
+                self.commit().await?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Records a manifest entry in its own fenced transaction.
+    pub async fn record(
+        &mut self,
+        dir: &DirectionId,
+        entry: &ManifestEntry,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        self.begin_fenced(dir, fencing).await?;
+        let step = self.put_entry(dir, entry).await;
+        self.end(step).await
+    }
+
     /// Inside a fenced transaction: records what a path holds now.
     pub async fn put_entry(&mut self, dir: &DirectionId, entry: &ManifestEntry) -> Result<(), ConnectorError> {
         let e = self.err("recording a manifest entry");

@@ -9,16 +9,13 @@ use std::fs::{File, FileTimes, OpenOptions};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tracing::warn;
 
 use super::{OWN_DIR, io_error, join, list, running_as_root, system_time};
 use crate::connector::blob::state::BlobState;
-use crate::connector::blob::{
-    BlobCaps, BlobCheckpoint, BlobHashes, BlobKind, BlobMeta, BlobSink, BlobUpload, ManifestEntry,
-};
-use crate::connector::{ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
+use crate::connector::blob::{BlobCaps, BlobHashes, BlobKind, BlobMeta, BlobSink, BlobUpload, ManifestEntry};
+use crate::connector::{ConnectorError, DirectionId};
 
 /// A folder as a target.
 pub struct FileSink {
@@ -52,18 +49,6 @@ impl FileSink {
     fn err(&self, what: &str, path: &str) -> impl FnOnce(std::io::Error) -> ConnectorError + use<> {
         let (ep, what, path) = (self.endpoint.clone(), what.to_string(), path.to_string());
         move |e| io_error(&ep, &what, &path, e)
-    }
-
-    async fn state(&mut self) -> Result<&mut BlobState, ConnectorError> {
-        if self.state.is_none() {
-            let s = BlobState::open(&self.endpoint, &state_path(&self.root), true).await?;
-            self.state = s;
-        }
-        self.state.as_mut().ok_or_else(|| ConnectorError::Setup {
-            endpoint: self.endpoint.clone(),
-            problem: "ferry's state file could not be opened".into(),
-            fix: "check the target folder's permissions".into(),
-        })
     }
 
     fn partial(&self, path: &str) -> PathBuf {
@@ -147,6 +132,18 @@ impl FileSink {
 }
 
 impl BlobSink for FileSink {
+    async fn state(&mut self) -> Result<&mut BlobState, ConnectorError> {
+        if self.state.is_none() {
+            let s = BlobState::open(&self.endpoint, &state_path(&self.root), true).await?;
+            self.state = s;
+        }
+        self.state.as_mut().ok_or_else(|| ConnectorError::Setup {
+            endpoint: self.endpoint.clone(),
+            problem: "ferry's state file could not be opened".into(),
+            fix: "check the target folder's permissions".into(),
+        })
+    }
+
     fn caps(&self) -> BlobCaps {
         BlobCaps { tree: true, keeps_mtime: true }
     }
@@ -279,11 +276,8 @@ impl BlobSink for FileSink {
             target: Some(format!("{}:{}", source.size, source.mtime_ns)),
         };
         let st = self.state().await?;
-        if let Err(e) = st.put_entry(dir, &entry).await {
-            st.rollback().await;
-            return Err(e);
-        }
-        st.commit().await
+        let step = st.put_entry(dir, &entry).await;
+        st.end(step).await
     }
 
     async fn abort(&mut self, upload: &BlobUpload) -> Result<(), ConnectorError> {
@@ -347,11 +341,8 @@ impl BlobSink for FileSink {
         })
         .await?;
         let st = self.state().await?;
-        if let Err(e) = st.rename_entry(dir, from, to).await {
-            st.rollback().await;
-            return Err(e);
-        }
-        st.commit().await?;
+        let step = st.rename_entry(dir, from, to).await;
+        st.end(step).await?;
         Ok(true)
     }
 
@@ -388,59 +379,7 @@ impl BlobSink for FileSink {
         })
         .await?;
         let st = self.state().await?;
-        if let Err(e) = st.remove_entry(dir, path).await {
-            st.rollback().await;
-            return Err(e);
-        }
-        st.commit().await
-    }
-
-    async fn manifest(
-        &mut self,
-        dir: &DirectionId,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ManifestEntry>, ConnectorError> {
-        self.state().await?.manifest(dir, after, limit).await
-    }
-
-    async fn entry(&mut self, dir: &DirectionId, path: &str) -> Result<Option<ManifestEntry>, ConnectorError> {
-        self.state().await?.entry(dir, path).await
-    }
-
-    async fn record(&mut self, dir: &DirectionId, entry: &ManifestEntry, fencing: i64) -> Result<(), ConnectorError> {
-        let st = self.state().await?;
-        st.begin_fenced(dir, fencing).await?;
-        if let Err(e) = st.put_entry(dir, entry).await {
-            st.rollback().await;
-            return Err(e);
-        }
-        st.commit().await
-    }
-
-    async fn load_checkpoint(&mut self, dir: &DirectionId) -> Result<Option<BlobCheckpoint>, ConnectorError> {
-        self.state().await?.load_checkpoint(dir).await
-    }
-
-    async fn save_checkpoint(
-        &mut self,
-        dir: &DirectionId,
-        checkpoint: &BlobCheckpoint,
-        fencing: i64,
-    ) -> Result<(), ConnectorError> {
-        self.state().await?.save_checkpoint(dir, checkpoint, fencing).await
-    }
-
-    async fn lease(
-        &mut self,
-        dir: &DirectionId,
-        holder: &LeaseHolder,
-        ttl: Duration,
-    ) -> Result<LeaseOutcome, ConnectorError> {
-        self.state().await?.lease(dir, holder, ttl).await
-    }
-
-    async fn release(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<(), ConnectorError> {
-        self.state().await?.release(dir, holder).await
+        let step = st.remove_entry(dir, path).await;
+        st.end(step).await
     }
 }

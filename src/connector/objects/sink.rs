@@ -6,12 +6,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::client::S3Client;
 use crate::connector::blob::state::BlobState;
-use crate::connector::blob::{BlobCaps, BlobCheckpoint, BlobHashes, BlobMeta, BlobSink, BlobUpload, ManifestEntry};
-use crate::connector::{ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
+use crate::connector::blob::{BlobCaps, BlobHashes, BlobMeta, BlobSink, BlobUpload, ManifestEntry};
+use crate::connector::{ConnectorError, DirectionId};
 
 pub use crate::connector::blob::{MIN_PART, part_size};
 
@@ -43,6 +42,19 @@ impl S3Sink {
         S3Sink { client, state_path, state: None, buffers: HashMap::new() }
     }
 
+    /// Records a manifest line inside an already fenced transaction, then commits.
+    async fn commit_entry(&mut self, dir: &DirectionId, entry: &ManifestEntry) -> Result<(), ConnectorError> {
+        let st = self.state().await?;
+        let step = st.put_entry(dir, entry).await;
+        st.end(step).await
+    }
+}
+
+fn upload_id(handle: &str) -> Option<&str> {
+    handle.strip_prefix("mpu:")
+}
+
+impl BlobSink for S3Sink {
     async fn state(&mut self) -> Result<&mut BlobState, ConnectorError> {
         if self.state.is_none() {
             if let Some(dir) = self.state_path.parent() {
@@ -61,22 +73,6 @@ impl S3Sink {
         })
     }
 
-    /// Records a manifest line inside an already fenced transaction, then commits.
-    async fn commit_entry(&mut self, dir: &DirectionId, entry: &ManifestEntry) -> Result<(), ConnectorError> {
-        let st = self.state().await?;
-        if let Err(e) = st.put_entry(dir, entry).await {
-            st.rollback().await;
-            return Err(e);
-        }
-        st.commit().await
-    }
-}
-
-fn upload_id(handle: &str) -> Option<&str> {
-    handle.strip_prefix("mpu:")
-}
-
-impl BlobSink for S3Sink {
     fn caps(&self) -> BlobCaps {
         BlobCaps { tree: false, keeps_mtime: false }
     }
@@ -248,54 +244,7 @@ impl BlobSink for S3Sink {
             return Err(e);
         }
         let st = self.state().await?;
-        if let Err(e) = st.remove_entry(dir, path).await {
-            st.rollback().await;
-            return Err(e);
-        }
-        st.commit().await
-    }
-
-    async fn manifest(
-        &mut self,
-        dir: &DirectionId,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ManifestEntry>, ConnectorError> {
-        self.state().await?.manifest(dir, after, limit).await
-    }
-
-    async fn entry(&mut self, dir: &DirectionId, path: &str) -> Result<Option<ManifestEntry>, ConnectorError> {
-        self.state().await?.entry(dir, path).await
-    }
-
-    async fn record(&mut self, dir: &DirectionId, entry: &ManifestEntry, fencing: i64) -> Result<(), ConnectorError> {
-        self.state().await?.begin_fenced(dir, fencing).await?;
-        self.commit_entry(dir, entry).await
-    }
-
-    async fn load_checkpoint(&mut self, dir: &DirectionId) -> Result<Option<BlobCheckpoint>, ConnectorError> {
-        self.state().await?.load_checkpoint(dir).await
-    }
-
-    async fn save_checkpoint(
-        &mut self,
-        dir: &DirectionId,
-        cp: &BlobCheckpoint,
-        fencing: i64,
-    ) -> Result<(), ConnectorError> {
-        self.state().await?.save_checkpoint(dir, cp, fencing).await
-    }
-
-    async fn lease(
-        &mut self,
-        dir: &DirectionId,
-        holder: &LeaseHolder,
-        ttl: Duration,
-    ) -> Result<LeaseOutcome, ConnectorError> {
-        self.state().await?.lease(dir, holder, ttl).await
-    }
-
-    async fn release(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<(), ConnectorError> {
-        self.state().await?.release(dir, holder).await
+        let step = st.remove_entry(dir, path).await;
+        st.end(step).await
     }
 }
