@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-pub use crate::connector::endpoint::{Endpoint, EndpointUrl, Secret, mask_password};
+pub use crate::connector::endpoint::{Endpoint, EndpointUrl, Secret, SshKeys, mask_password};
 use crate::connector::registry;
 pub use crate::engine::clock::SkewBounds;
 use crate::model::SiteId;
@@ -94,6 +94,8 @@ struct RawEndpoint {
     url: Spanned<String>,
     password_env: Option<Spanned<String>>,
     password_file: Option<Spanned<String>>,
+    identity: Option<Spanned<String>>,
+    known_hosts: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -465,8 +467,9 @@ impl Validator<'_> {
             }
             let url = self.endpoint_url(&base, &e.url)?;
             let password = self.endpoint_password(&base, &e)?;
+            let ssh = self.endpoint_ssh(&base, &e, &url)?;
             let site = e.site.map(|s| s.into_inner()).unwrap_or_else(|| name.clone());
-            endpoints.push(Endpoint { name, site: SiteId::new(&site), url, password });
+            endpoints.push(Endpoint { name, site: SiteId::new(&site), url, password, ssh });
         }
 
         let mut tasks = Vec::new();
@@ -528,6 +531,31 @@ impl Validator<'_> {
             Some(k) => Ok(*k.get_ref()),
             None => Ok(atomic),
         }
+    }
+
+    /// `identity` and `known_hosts`: for `sftp://` endpoints only, paths as given (`~/`
+    /// is the home folder; relative to the task file's folder).
+    fn endpoint_ssh(&self, base: &Path, e: &RawEndpoint, url: &EndpointUrl) -> Result<SshKeys, ConfigError> {
+        let sftp = url.scheme() == "sftp";
+        let mut keys = SshKeys::default();
+        for (key, value, slot) in
+            [("identity", &e.identity, &mut keys.identity), ("known_hosts", &e.known_hosts, &mut keys.known_hosts)]
+        {
+            let Some(v) = value else { continue };
+            if !sftp {
+                return self.invalid(
+                    v.span(),
+                    format!(
+                        "endpoint {:?}: {key} is for sftp:// endpoints (this one is {}://)",
+                        e.name.get_ref(),
+                        url.scheme()
+                    ),
+                    &format!("remove {key}"),
+                );
+            }
+            *slot = Some(expand_home(base, v.get_ref()));
+        }
+        Ok(keys)
     }
 
     /// The password of `password_env` or `password_file` (at most one), read now.
@@ -728,6 +756,14 @@ impl Validator<'_> {
 
 /// `sqlite://rel.db` and `sqlite:rel.db` are relative to the task file's folder;
 /// `sqlite:///abs.db` is absolute.
+/// A path from the task file: `~/…` in the home folder, relative ones in `base`.
+fn expand_home(base: &Path, text: &str) -> PathBuf {
+    match (text.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => resolve(base, text),
+    }
+}
+
 fn resolve(base: &Path, rest: &str) -> PathBuf {
     let p = rest.strip_prefix("//").unwrap_or(rest);
     let p = Path::new(p);

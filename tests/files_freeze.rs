@@ -20,6 +20,7 @@ async fn a_frozen_folder_refuses_new_writes_until_unfrozen() {
         site: SiteId::new("a"),
         url: EndpointUrl::new(format!("file://{}", dir.display()), "/"),
         password: None,
+        ssh: Default::default(),
     };
     let how = FreezeRequest { method: FreezeMethod::ReadOnly, exempt_users: Vec::new(), reason: "test".into() };
     let as_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);

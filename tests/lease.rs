@@ -446,6 +446,7 @@ mod fencing {
             site: SiteId::new("dc-b"),
             url: EndpointUrl::new(format!("sqlite://{}", path.display()), dir.path()),
             password: None,
+            ssh: Default::default(),
         };
         let ids = || async {
             let mut c = crate::support::app_conn(&path).await;
@@ -469,6 +470,7 @@ mod fencing {
             site: SiteId::new("dc-b"),
             url: EndpointUrl::new(format!("{}/{db}", shared_b()), "."),
             password: None,
+            ssh: Default::default(),
         };
         let sql = format!("SELECT id FROM `{db}`.t ORDER BY id");
         let ids = || async { rows(&shared_b(), &sql).await.iter().map(|r| r[0].parse().expect("id")).collect() };

@@ -45,6 +45,7 @@ mod security_freeze;
 mod security_roles;
 mod security_secrets;
 mod security_tls;
+mod sftp_sync;
 mod skip;
 mod sqlite_connector;
 mod transient_faults;

@@ -402,8 +402,13 @@ async fn pg_freeze_makes_applications_read_only_proves_it_and_restores_exactly()
                 CREATE ROLE dba LOGIN PASSWORD 'dba' SUPERUSER; CREATE ROLE ro LOGIN PASSWORD 'ro'; ALTER ROLE ro SET default_transaction_read_only = on").await;
     let app = with_user(&url, "app", "app");
     exec(&app, "INSERT INTO orders VALUES (1)").await;
-    let ep =
-        Endpoint { name: "a".into(), site: SiteId::new("a"), url: EndpointUrl::new(url.clone(), "."), password: None };
+    let ep = Endpoint {
+        name: "a".into(),
+        site: SiteId::new("a"),
+        url: EndpointUrl::new(url.clone(), "."),
+        password: None,
+        ssh: Default::default(),
+    };
     let how = FreezeRequest {
         method: ferry::model::FreezeMethod::ReadOnly,
         exempt_users: vec!["dba".into()],

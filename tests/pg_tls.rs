@@ -19,6 +19,7 @@ fn endpoint(url: &str) -> Endpoint {
         site: SiteId::new("dc-a"),
         url: EndpointUrl::new(url.to_string(), "."),
         password: None,
+        ssh: Default::default(),
     }
 }
 

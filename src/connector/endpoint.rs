@@ -19,6 +19,18 @@ pub struct Endpoint {
     /// The password from `password_env` / `password_file`, when given; it overrides
     /// one in the URL.
     pub password: Option<Secret>,
+    /// `identity` and `known_hosts` of an `sftp://` endpoint.
+    pub ssh: SshKeys,
+}
+
+/// How an `sftp://` endpoint logs in: its private key and the file its host key is
+/// checked against (OpenSSH's defaults when not given).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SshKeys {
+    /// `identity = "~/.ssh/id_ed25519"`: the private key file.
+    pub identity: Option<PathBuf>,
+    /// `known_hosts = "…"`: the known-hosts file the server's key must be in.
+    pub known_hosts: Option<PathBuf>,
 }
 
 /// An endpoint URL as written in the task file, with the folder of the task file for

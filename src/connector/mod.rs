@@ -15,6 +15,7 @@ pub mod objects;
 pub mod postgres;
 pub mod preflight;
 pub mod registry;
+pub mod sftp;
 pub mod sqlite;
 pub mod typemap;
 pub mod verifier;

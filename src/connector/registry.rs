@@ -11,13 +11,14 @@ use super::endpoint::{Endpoint, EndpointUrl};
 use super::typemap::TypeMap;
 use super::verifier::AnySide;
 use super::{
-    Checkpoint, ConnectorError, DirectionId, LeaseHolder, Retention, files, kafka, mysql, objects, postgres, sqlite,
+    Checkpoint, ConnectorError, DirectionId, LeaseHolder, Retention, files, kafka, mysql, objects, postgres, sftp,
+    sqlite,
 };
 use crate::model::{FreezeMethod, Position, PositionParseError, SiteId, TableName};
 
 /// Every store ferry speaks. Adding a store adds one line here.
 pub static STORES: &[&dyn Connector] =
-    &[&sqlite::Store, &mysql::Store, &postgres::Store, &kafka::Store, &files::Store, &objects::Store];
+    &[&sqlite::Store, &mysql::Store, &postgres::Store, &kafka::Store, &files::Store, &objects::Store, &sftp::Store];
 
 /// What kind of data a store holds; the engine moves data only between kinds that fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
