@@ -205,6 +205,47 @@ async fn a_tree_changed_in_every_way_under_a_running_task_ends_identical() {
     identical(&src, &dst, &manifest).expect("still identical");
 }
 
+/// More changes at once than the watch can follow (its limit lowered by a test hook
+/// to a few hundred, the kernel queue's overflow taking the same path): the task
+/// says so, rescans, and converges without a periodic rescan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_overflowed_by_many_changes_at_once_converges_by_rescan() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    seed(&src, 100);
+    let cfg = blob_task_file(
+        tmp.path(),
+        &format!("file://{}", src.display()),
+        &format!("file://{}", dst.display()),
+        "rescan = \"1h\"",
+    );
+    let log = tmp.path().join("run.log");
+    let mut run = FerryRun::start_with_env("run", &cfg, &log, &[("FERRY_TEST_MOST_HINTS", "200".to_string())]);
+    let manifest = tmp.path().join("check.md5");
+    wait_until(Duration::from_secs(60), "the first pass", || async { log_text(&log).contains("pass done") }).await;
+    for i in 0..600 {
+        write(&src.join(format!("burst/b{:02}/f{i}.txt", i % 13)), format!("burst {i}").as_bytes());
+    }
+    std::fs::remove_dir_all(src.join("d01")).expect("delete a folder");
+    let mut last = String::new();
+    let ok = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match identical(&src, &dst, &manifest) {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "not identical within 60 s: {last}\n--- log:\n{}", log_text(&log));
+    let text = log_text(&log);
+    assert!(text.contains("queue overflowed): rescanning"), "the overflow is said:\n{text}");
+    assert!(text.contains("found_by=rescan"), "the rescan found the changes:\n{text}");
+    assert!(!text.contains("periodic rescan"), "not the periodic one:\n{text}");
+    assert_eq!(run.terminate(), Some(0), "clean stop:\n{}", log_text(&log));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_copy_killed_midway_resumes_where_it_stopped() {
     let tmp = tempfile::tempdir().expect("tmp");

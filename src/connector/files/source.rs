@@ -17,6 +17,12 @@ use crate::connector::blob::{BlobHint, BlobMeta, BlobSource};
 
 /// More events than this at once: rescan instead of checking each.
 const MOST_HINTS: usize = 50_000;
+/// Tests lower [`MOST_HINTS`] to overflow the watch with a few hundred changes.
+const MOST_HINTS_ENV: &str = "FERRY_TEST_MOST_HINTS";
+
+fn most_hints() -> usize {
+    std::env::var(MOST_HINTS_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(MOST_HINTS)
+}
 
 /// A folder as a source. With `skip_own` (a target read back by verify) its `.ferry/`
 /// folder is left out.
@@ -112,11 +118,13 @@ impl BlobSource for FileSource {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
+        let most = most_hints();
         let events: Vec<notify::Result<notify::Event>> = match &self.watcher {
-            Some((_, rx)) => rx.try_iter().take(MOST_HINTS + 1).collect(),
+            // Drained whole: what is left after an overflow is covered by the rescan.
+            Some((_, rx)) => rx.try_iter().collect(),
             None => Vec::new(),
         };
-        if events.len() > MOST_HINTS {
+        if events.len() > most {
             return Ok(vec![BlobHint::Rescan]);
         }
         for ev in events {
