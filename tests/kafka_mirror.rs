@@ -164,3 +164,34 @@ async fn a_missing_source_topic_is_named_with_its_fix() {
         out.all()
     );
 }
+
+#[tokio::test]
+async fn a_mirrored_message_too_large_for_the_target_stops_naming_its_partition_and_offset() {
+    let (a, b) = require_both();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let task = unique("mirrorbig");
+    let topic = task.replace('_', "-");
+    kafka::produce(&a, &topic, 1, 0, 3, 0);
+    let config = task_file(dir.path(), &task, "one-way", &format!("\"{topic}\""));
+    // Every mirrored message (value, key and ferry's headers) is above 60 bytes.
+    let text = std::fs::read_to_string(&config).expect("task file");
+    let target = kafka::url_b();
+    std::fs::write(&config, text.replace(&format!("\"{target}\""), &format!("\"{target}?max_message_bytes=60\"")))
+        .expect("task file");
+    let log = dir.path().join("ferry.log");
+    let mut run = FerryRun::start(&config, &log);
+    let mut text = String::new();
+    for _ in 0..150 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("max_message_bytes") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    run.terminate();
+    assert!(
+        text.contains("max_message_bytes") && text.contains(&format!("table {topic}, key (0, 0)")),
+        "names the topic, partition and offset, and the limit: {text}"
+    );
+    assert!(consume(&b, &topic).await.is_empty(), "nothing was mirrored past the refused message");
+}
