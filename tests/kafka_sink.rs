@@ -1,4 +1,4 @@
-//! Kafka as a sink of change events: a SQLite and a MySQL source, `ferry run` SIGKILLed
+//! Kafka as a sink of change events: a SQLite, a MySQL and a PostgreSQL source, `ferry run` SIGKILLed
 //! five times while the applications write; an independent consumer (kafka-python) then
 //! finds every change exactly once, each key's events in the order they were made, in
 //! the documented envelope.
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::support::kafka::{self, Message};
 use crate::support::mariadb::{self, Cleanup};
+use crate::support::postgres as pg;
 use crate::support::{FerryRun, app_conn, create_db};
 
 /// Keys the applications cycle through.
@@ -91,6 +92,29 @@ async fn mysql_app(url: &str, db: &str, stop: Arc<AtomicBool>) -> Vec<Made> {
     made
 }
 
+/// The PostgreSQL application: one transaction per change until `stop`.
+async fn pg_app(url: &str, schema: &str, stop: Arc<AtomicBool>) -> Vec<Made> {
+    use sqlx::Executor;
+    let mut c = pg::connect(url).await;
+    let mut made = Vec::new();
+    let mut live = std::collections::HashSet::new();
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let k = i % KEYS;
+        let (op, v) = step(i, live.contains(&k));
+        let sql = match op {
+            "c" => format!("INSERT INTO \"{schema}\".items(id, v, amount) VALUES ({k}, '{v}', 1.50)"),
+            "u" => format!("UPDATE \"{schema}\".items SET v = '{v}', amount = 2.25 WHERE id = {k}"),
+            _ => format!("DELETE FROM \"{schema}\".items WHERE id = {k}"),
+        };
+        c.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql))).await.expect("postgres write");
+        note(&mut live, &mut made, k, op, v);
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+    made
+}
+
 /// Each key's events in the topic (partition order), tombstones apart.
 fn per_key(messages: &[Message], topic: &str) -> (BTreeMap<i64, Vec<(String, Option<String>)>>, usize) {
     let mut keys: BTreeMap<i64, Vec<(String, Option<String>)>> = BTreeMap::new();
@@ -123,11 +147,16 @@ fn expected(made: &[Made]) -> BTreeMap<i64, Vec<(String, Option<String>)>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_and_mysql_change_events_arrive_exactly_once_after_sigkills() {
+async fn sqlite_mysql_and_postgres_change_events_arrive_exactly_once_after_sigkills() {
     kafka::require();
     let my = mariadb::shared_a();
     mariadb::require(&my).await;
     let mut cleanup = Cleanup::new(&my);
+    let pgu = pg::shared_a();
+    let mut pg_cleanup = pg::Cleanup::new(&pgu);
+    let schema = pg::schema(&pgu, "kafka_src", &mut pg_cleanup).await;
+    pg::exec(&pgu, &format!("CREATE TABLE \"{schema}\".items(id BIGINT PRIMARY KEY, v TEXT, amount NUMERIC(10,2))"))
+        .await;
     let db = mariadb::database(&my, "kafka_src", &mut cleanup).await;
     mariadb::admin(
         &my,
@@ -138,6 +167,7 @@ async fn sqlite_and_mysql_change_events_arrive_exactly_once_after_sigkills() {
     let lite = dir.path().join("a.db");
     create_db(&lite, "CREATE TABLE items(id INTEGER PRIMARY KEY, v TEXT, amount TEXT);").await;
     let prefix = mariadb::unique("k");
+    pg_cleanup.task(&format!("{prefix}-pg"));
     let config = dir.path().join("ferry.toml");
     std::fs::write(
         &config,
@@ -153,6 +183,10 @@ url = "sqlite://a.db"
 [[endpoint]]
 name = "my"
 url = "{my}/{db}"
+
+[[endpoint]]
+name = "pg"
+url = "{pgu}"
 
 [[endpoint]]
 name = "k"
@@ -171,6 +205,13 @@ from = "my"
 to = "k"
 tables = ["{db}.items"]
 topic = "{prefix}.{{db}}.{{table}}"
+
+[[task]]
+name = "{prefix}-pg"
+from = "pg"
+to = "k"
+tables = ["{schema}.items"]
+topic = "{prefix}.{{db}}.{{table}}"
 "#,
             kafka::url()
         ),
@@ -178,7 +219,8 @@ topic = "{prefix}.{{db}}.{{table}}"
     .expect("task file");
     let lite_topic = format!("{prefix}.main.items");
     let my_topic = format!("{prefix}.{db}.items");
-    let topics = [lite_topic.clone(), my_topic.clone()];
+    let pg_topic = format!("{prefix}.{schema}.items");
+    let topics = [lite_topic.clone(), my_topic.clone(), pg_topic.clone()];
     let log = dir.path().join("ferry.log");
     let mut ferry = FerryRun::start(&config, &log);
 
@@ -188,12 +230,13 @@ topic = "{prefix}.{{db}}.{{table}}"
     sqlx::query("INSERT INTO items(id, v, amount) VALUES (100, 'first', '0')").execute(&mut c).await.expect("seed");
     let mut mc = mariadb::connect(&my).await;
     mc.query_drop(format!("INSERT INTO `{db}`.items(id, v, amount) VALUES (100, 'first', 0)")).await.expect("seed");
+    pg::exec(&pgu, &format!("INSERT INTO \"{schema}\".items(id, v, amount) VALUES (100, 'first', 0)")).await;
     let mut started = false;
     for _ in 0..60 {
         let t = topics.to_vec();
         let got = tokio::task::spawn_blocking(move || kafka::consume(&t)).await.expect("consumer");
         let seen = |t: &str| got.iter().any(|m| m.topic == t && m.value.is_some());
-        if seen(&topics[0]) && seen(&topics[1]) {
+        if topics.iter().all(|t| seen(t)) {
             started = true;
             break;
         }
@@ -214,6 +257,10 @@ topic = "{prefix}.{{db}}.{{table}}"
         let (my, db, stop) = (my.clone(), db.clone(), stop.clone());
         async move { mysql_app(&my, &db, stop).await }
     });
+    let pg_app = tokio::spawn({
+        let (pgu, schema, stop) = (pgu.clone(), schema.clone(), stop.clone());
+        async move { pg_app(&pgu, &schema, stop).await }
+    });
     let mut rng = fastrand::Rng::with_seed(20);
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(rng.u64(900..1800))).await;
@@ -224,7 +271,8 @@ topic = "{prefix}.{{db}}.{{table}}"
     stop.store(true, Ordering::Relaxed);
     let lite_made = lite_app.await.expect("sqlite app");
     let my_made = my_app.await.expect("mysql app");
-    let want = (lite_made.len(), my_made.len());
+    let pg_made = pg_app.await.expect("postgres app");
+    let want = (lite_made.len(), my_made.len(), pg_made.len());
 
     // Caught up when every change is there (duplicates would only add to the count).
     let count = |got: &[Message], t: &str| {
@@ -236,7 +284,7 @@ topic = "{prefix}.{{db}}.{{table}}"
     for _ in 0..60 {
         let t = topics.clone();
         got = tokio::task::spawn_blocking(move || kafka::consume(&t)).await.expect("consumer");
-        if count(&got, &lite_topic) >= want.0 && count(&got, &my_topic) >= want.1 {
+        if count(&got, &lite_topic) >= want.0 && count(&got, &my_topic) >= want.1 && count(&got, &pg_topic) >= want.2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -244,7 +292,7 @@ topic = "{prefix}.{{db}}.{{table}}"
     ferry.terminate();
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
 
-    for (topic, made) in [(&lite_topic, &lite_made), (&my_topic, &my_made)] {
+    for (topic, made) in [(&lite_topic, &lite_made), (&my_topic, &my_made), (&pg_topic, &pg_made)] {
         let (keys, tombstones) = per_key(&got, topic);
         let mut keys = keys;
         keys.remove(&100);
@@ -290,6 +338,9 @@ topic = "{prefix}.{{db}}.{{table}}"
     assert_eq!(m.headers.get("ferry.position").and_then(Value::as_str), v["source"]["position"].as_str());
     let lite_first = got.iter().find(|m| m.topic == lite_topic).expect("a sqlite message");
     assert_eq!(lite_first.value.as_ref().expect("value")["source"]["db"], json!("main"));
+    let pg_event = got.iter().find(|m| m.topic == pg_topic && m.value.is_some()).expect("a postgres message");
+    assert_eq!(pg_event.value.as_ref().expect("value")["source"]["db"], json!(schema), "{{db}} is the schema");
     drop(mc);
     drop(cleanup);
+    drop(pg_cleanup);
 }

@@ -21,6 +21,7 @@ mod files_sync;
 mod files_verify;
 mod fuzz_corpora;
 mod kafka_bad_input;
+mod kafka_mirror;
 mod kafka_sink;
 mod lease;
 mod mixed_engines;

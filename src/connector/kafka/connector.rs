@@ -1,14 +1,18 @@
-//! Kafka in the registry: `kafka://host:9092[,host2:9092]`, a sink of change events.
+//! Kafka in the registry: `kafka://host:9092[,host2:9092]`, a sink of change events
+//! and, as a source, topics mirrored to another cluster.
 
 use futures_util::future::BoxFuture;
 
-use super::{CHECKPOINT_TOPIC, KafkaEndpoint, LEASE_TOPIC, envelope, sink::KafkaSink, types};
-use crate::connector::dynamic::DynSink;
+use super::source::{self, KafkaSource};
+use super::{CHECKPOINT_TOPIC, KafkaEndpoint, LEASE_TOPIC, envelope, offsets, sink::KafkaSink, types};
+use crate::connector::dynamic::{DynSink, DynSource};
 use crate::connector::endpoint::{Endpoint, EndpointUrl};
-use crate::connector::registry::{Connector, SinkOptions, TargetState, TargetTable, unsupported};
+use crate::connector::registry::{
+    Connector, SinkOptions, SourceCheck, SourceFindings, SourceOptions, TargetState, TargetTable,
+};
 use crate::connector::typemap::TypeMap;
 use crate::connector::{ConnectorError, DirectionId};
-use crate::model::{Position, PositionParseError, SiteId};
+use crate::model::{Position, PositionParseError, SiteId, TableName};
 
 /// The Kafka store.
 pub struct Store;
@@ -30,18 +34,7 @@ impl Connector for Store {
         "kafka"
     }
     fn parse_position(&self, text: &str) -> Result<Position, PositionParseError> {
-        // `kafka:PARTITION:OFFSET[,…]`: a mirror's position (not read by this release).
-        let bad =
-            || PositionParseError { text: text.to_string(), expected: "expected kafka:PARTITION:OFFSET[,…]".into() };
-        let detail = text.strip_prefix("kafka:").ok_or_else(bad)?;
-        let mut order = Vec::new();
-        for part in detail.split(',') {
-            let (p, o) = part.split_once(':').ok_or_else(bad)?;
-            let (p, o): (u32, u64) = (p.parse().map_err(|_| bad())?, o.parse().map_err(|_| bad())?);
-            order.extend(p.to_be_bytes());
-            order.extend(o.to_be_bytes());
-        }
-        Ok(Position::new(text.to_string(), order, None))
+        offsets::parse(text).map(|o| offsets::position(&o))
     }
     fn transactional(&self) -> bool {
         // rskafka has no transactions, and tansu 0.6 shows aborted batches to
@@ -57,11 +50,54 @@ impl Connector for Store {
         opts: &'a SinkOptions,
     ) -> BoxFuture<'a, Result<Box<dyn DynSink>, ConnectorError>> {
         Box::pin(async move {
-            if opts.two_way_from.is_some() {
-                return Err(unsupported(self.name(), ep, "one side of a two-way task"));
-            }
-            let sink = KafkaSink::open(KafkaEndpoint::of(ep)?, opts.topic.clone()).await?;
+            // Two-way is for mirrored topics only: `ensure_tables` refuses other tables.
+            let two_way = opts.two_way_from.is_some();
+            let sink = KafkaSink::open(KafkaEndpoint::of(ep)?, opts.topic.clone(), two_way).await?;
             Ok(Box::new(sink) as Box<dyn DynSink>)
+        })
+    }
+    fn open_source<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        _opts: &'a SourceOptions,
+    ) -> BoxFuture<'a, Result<Box<dyn DynSource>, ConnectorError>> {
+        Box::pin(async move {
+            let source = KafkaSource::open(KafkaEndpoint::of(ep)?).await?;
+            Ok(Box::new(source) as Box<dyn DynSource>)
+        })
+    }
+    fn check_source<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        patterns: &'a [String],
+        _how: &'a SourceCheck,
+    ) -> BoxFuture<'a, SourceFindings> {
+        Box::pin(async move {
+            let mut found = SourceFindings::default();
+            let listed = async {
+                let k = KafkaEndpoint::of(ep)?;
+                let client = k.connect().await?;
+                client.list_topics().await.map_err(k.error("listing topics"))
+            };
+            match listed.await {
+                Err(e) => found.problems.push(e.to_string()),
+                Ok(topics) => {
+                    let names: Vec<String> = topics.into_iter().map(|t| t.name).collect();
+                    match source::matching(&names, patterns) {
+                        Ok(m) => {
+                            found.tables = m
+                                .into_iter()
+                                .map(|n| TargetTable { name: TableName::bare(n), columns: None })
+                                .collect();
+                        }
+                        Err(problem) => found.problems.push(format!(
+                            "endpoint {}: {problem}\n  fix: name existing topics in the task's tables",
+                            ep.name
+                        )),
+                    }
+                }
+            }
+            found
         })
     }
     fn target_state<'a>(

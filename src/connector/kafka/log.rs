@@ -20,7 +20,7 @@ pub async fn end(ep: &KafkaEndpoint, pc: &PartitionClient) -> Result<i64, Connec
     let start = pc.get_offset(OffsetAt::Earliest).await.map_err(ep.error(what()))?;
     // Fetch the last message the listing knows of: the answer carries the true end. An
     // empty partition answers a fetch with no topic at all.
-    match pc.fetch_records((listed - 1).max(start), 1..2, 0).await {
+    match pc.fetch_records((listed - 1).max(start), 1..2, 50).await {
         Ok((_, high)) => Ok(high.max(listed)),
         Err(rskafka::client::error::Error::InvalidResponse(_)) => Ok(listed),
         Err(e) => Err(ep.error(what())(e)),
@@ -38,20 +38,33 @@ pub async fn range(
     let mut out = Vec::new();
     let mut at = from;
     while at < to {
-        let records = match pc.fetch_records(at, 1..8_000_000, 100).await {
-            Ok((records, _high)) => records,
-            // tansu answers a fetch past the end with no topic at all.
-            Err(rskafka::client::error::Error::InvalidResponse(_)) => break,
-            Err(e) => {
-                let what = format!("reading partition {} of topic {} at offset {at}", pc.partition(), pc.topic());
-                return Err(ep.error(what)(e));
-            }
-        };
-        let Some(last) = records.last().map(|r| r.offset).filter(|last| *last >= at) else { break };
-        out.extend(records.into_iter().filter(|r| r.offset >= at && r.offset < to));
+        let records = fetch(ep, pc, at, 8_000_000, 100).await?;
+        let Some(last) = records.last().map(|r| r.offset) else { break };
+        out.extend(records.into_iter().filter(|r| r.offset < to));
         at = last + 1;
     }
     Ok(out)
+}
+
+/// One fetch from offset `at` (about `max_bytes`, waiting up to `wait_ms` for data): the
+/// messages at or after `at`, in order; empty at the end of the partition.
+pub async fn fetch(
+    ep: &KafkaEndpoint,
+    pc: &PartitionClient,
+    at: i64,
+    max_bytes: i32,
+    wait_ms: i32,
+) -> Result<Vec<RecordAndOffset>, ConnectorError> {
+    match pc.fetch_records(at, 1..max_bytes.max(2), wait_ms).await {
+        // A compressed batch may start before `at`.
+        Ok((records, _high)) => Ok(records.into_iter().filter(|r| r.offset >= at).collect()),
+        // tansu answers a fetch past the end with no topic at all.
+        Err(rskafka::client::error::Error::InvalidResponse(_)) => Ok(Vec::new()),
+        Err(e) => {
+            let what = format!("reading partition {} of topic {} at offset {at}", pc.partition(), pc.topic());
+            Err(ep.error(what)(e))
+        }
+    }
 }
 
 /// Messages matching `wanted`, newest first, read backwards from the end until `enough`

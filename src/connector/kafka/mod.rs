@@ -9,8 +9,11 @@ mod connector;
 mod envelope;
 mod lease;
 mod log;
+mod message;
+mod offsets;
 mod partitioner;
 mod sink;
+mod source;
 mod types;
 
 use std::sync::Arc;

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::envelope::{self, SourceInfo};
 use super::lease::{self, DIR_HEADER, dir_key};
+use super::message::{self, OFFSET_HEADER, ORIGIN_HEADER};
 use super::partitioner::partition_of;
 use super::{CHECKPOINT_TOPIC, KafkaEndpoint, LEASE_TOPIC, log};
 use crate::connector::registry::{TargetState, parse_position};
@@ -29,14 +30,12 @@ use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConnectorError, DirectionId, HEARTBEAT_TABLE, LeaseHolder,
     LeaseOutcome, Sink, TableProgress,
 };
-use crate::model::{Op, Position, TableName, TableSchema, key_text};
+use crate::model::{Op, Position, Row, TableName, TableSchema, key_text};
 
 /// Header: the source position of the message's transaction.
 const POSITION_HEADER: &str = "ferry.position";
 /// Header: the change's index in its transaction.
 const SEQ_HEADER: &str = "ferry.seq";
-/// Header: the site where the application wrote the change.
-const ORIGIN_HEADER: &str = "ferry.origin";
 /// Bytes per produce request (a partition's messages go in several, in order).
 const REQUEST_BYTES: usize = 512 * 1024;
 
@@ -70,11 +69,21 @@ pub struct KafkaSink {
     lease_end: i64,
     /// A source transaction applied in parts: its position and the next change index.
     open: Option<(Position, u64)>,
+    /// Mirrored topics (tables of the message schema) and their source's partition count.
+    mirrored: HashMap<TableName, usize>,
+    /// How far a direction mirrored a partition: the source offset of its last message.
+    copied: HashMap<(String, i32), Option<i64>>,
+    /// Both directions of a task run: only mirrored topics may take part.
+    two_way: bool,
 }
 
+/// Where a batch's messages go: per (topic, partition), in order.
+type Groups = Vec<(Arc<Topic>, usize, Vec<Record>)>;
+
 impl KafkaSink {
-    /// Connects; `template` names each table's topic (`ferry.{db}.{table}`).
-    pub async fn open(ep: KafkaEndpoint, template: String) -> Result<Self, ConnectorError> {
+    /// Connects; `template` names each table's topic (`ferry.{db}.{table}`); `two_way`
+    /// when both directions of the task run.
+    pub async fn open(ep: KafkaEndpoint, template: String, two_way: bool) -> Result<Self, ConnectorError> {
         let client = ep.connect().await?;
         Ok(KafkaSink {
             ep,
@@ -86,6 +95,9 @@ impl KafkaSink {
             leases: None,
             lease_end: -1,
             open: None,
+            mirrored: HashMap::new(),
+            copied: HashMap::new(),
+            two_way,
         })
     }
 
@@ -149,7 +161,13 @@ impl KafkaSink {
         if let Some(t) = self.topics.get(table) {
             return Ok(t.clone());
         }
-        let name = envelope::topic_of(&self.template, table);
+        // A mirrored topic keeps its name ([[task.map]] renames it); change events take
+        // the template's.
+        let mirror = self.mirrored.get(table).copied();
+        let name = match mirror {
+            Some(_) => table.to_string(),
+            None => envelope::topic_of(&self.template, table),
+        };
         if let Some(why) = envelope::invalid_topic(&name) {
             return Err(ConnectorError::Setup {
                 endpoint: self.ep.name.clone(),
@@ -157,7 +175,19 @@ impl KafkaSink {
                 fix: format!("change the task's topic template {:?} or map the table to another name", self.template),
             });
         }
-        let n = self.ensure_topic(&name, self.ep.partitions, Some(table)).await?;
+        let wanted = mirror.map_or(self.ep.partitions, |n| i32::try_from(n).unwrap_or(i32::MAX));
+        let n = self.ensure_topic(&name, wanted, Some(table)).await?;
+        if let Some(source) = mirror.filter(|m| n < *m) {
+            return Err(ConnectorError::Setup {
+                endpoint: self.ep.name.clone(),
+                problem: format!(
+                    "topic {name} has {n} partitions, fewer than the {source} of the topic it mirrors: each message keeps its partition number"
+                ),
+                fix: format!(
+                    "add partitions to {name} (kafka-topics.sh --alter --topic {name} --partitions {source}), or let ferry create it"
+                ),
+            });
+        }
         let mut partitions = Vec::with_capacity(n);
         for p in 0..n {
             partitions.push(self.ep.partition(&self.client, &name, p as i32).await?);
@@ -206,6 +236,66 @@ impl KafkaSink {
         Ok(mark)
     }
 
+    /// The source offset of the last message `dir` mirrored into a partition, read back
+    /// once per process.
+    async fn copied(&mut self, dir: &str, topic: &Topic, p: usize) -> Result<Option<i64>, ConnectorError> {
+        let id = (topic.name.clone(), p as i32);
+        if let Some(m) = self.copied.get(&id) {
+            return Ok(*m);
+        }
+        let ours = |r: &rskafka::record::RecordAndOffset| {
+            log::header(r, DIR_HEADER) == Some(dir) && log::header(r, OFFSET_HEADER).is_some()
+        };
+        let found = log::back(&self.ep, &topic.partitions[p], ours, |f| !f.is_empty()).await?;
+        let mark = found.first().and_then(|r| log::header(r, OFFSET_HEADER)?.parse().ok());
+        tracing::debug!(topic = %topic.name, partition = p, mark = ?mark, "read back how far the mirror got");
+        self.copied.insert(id, mark);
+        Ok(mark)
+    }
+
+    /// A mirrored message for its partition, unless it came from this cluster (a loop)
+    /// or the read-back says it already landed.
+    async fn mirror(
+        &mut self,
+        dir: &str,
+        table: &TableSchema,
+        row: &Row,
+        at: &Position,
+        in_parts: bool,
+    ) -> Result<Option<(Arc<Topic>, usize, Record)>, ConnectorError> {
+        let msg = message::message_of(row).map_err(|why| ConnectorError::Setup {
+            endpoint: self.ep.name.clone(),
+            problem: format!("a message of topic {} is not one ferry read: {why}", table.name),
+            fix: "report this as a bug".into(),
+        })?;
+        if message::origin(&msg.record, "") == self.ep.site.as_str() {
+            return Ok(None);
+        }
+        let topic = self.topic(&table.name).await?;
+        let p = usize::try_from(msg.partition).unwrap_or(usize::MAX);
+        if p >= topic.partitions.len() {
+            return Err(ConnectorError::Setup {
+                endpoint: self.ep.name.clone(),
+                problem: format!(
+                    "the message at offset {} of partition {p} of the source topic has no partition {p} in topic {} ({} partitions)",
+                    msg.offset,
+                    topic.name,
+                    topic.partitions.len()
+                ),
+                fix: format!("add partitions to topic {}", topic.name),
+            });
+        }
+        if self.copied(dir, &topic, p).await?.is_some_and(|m| msg.offset <= m) {
+            return Ok(None);
+        }
+        let mut record = msg.record;
+        record.headers.insert(DIR_HEADER.to_string(), dir.as_bytes().to_vec());
+        record.headers.insert(OFFSET_HEADER.to_string(), msg.offset.to_string().into_bytes());
+        let key = vec![crate::model::Value::Int(i64::from(msg.partition)), crate::model::Value::Int(msg.offset)];
+        self.fits(&record, &topic.name, at, &table.name, &key, in_parts)?;
+        Ok(Some((topic, p, record)))
+    }
+
     /// Stops unless this process still holds the lease under `fencing`.
     async fn fence(&mut self, dir: &DirectionId, fencing: i64) -> Result<(), ConnectorError> {
         let pc = self.leases().await?;
@@ -229,12 +319,8 @@ impl KafkaSink {
 
     /// The messages of a batch per partition, in stream order, skipping what the
     /// read-back says already landed.
-    async fn messages(
-        &mut self,
-        dir: &str,
-        batch: &ApplyBatch,
-    ) -> Result<(Vec<(Arc<Topic>, usize, Vec<Record>)>, u64), ConnectorError> {
-        let mut out: Vec<(Arc<Topic>, usize, Vec<Record>)> = Vec::new();
+    async fn messages(&mut self, dir: &str, batch: &ApplyBatch) -> Result<(Groups, u64), ConnectorError> {
+        let mut out: Groups = Vec::new();
         let mut slot: HashMap<(String, usize), usize> = HashMap::new();
         let mut rows = 0u64;
         let now = log::now();
@@ -248,6 +334,14 @@ impl KafkaSink {
             for (i, c) in txn.changes.iter().enumerate() {
                 let seq = first + i as u64;
                 if c.table.name.name == HEARTBEAT_TABLE {
+                    continue;
+                }
+                if self.mirrored.contains_key(&c.table.name) {
+                    let Some(row) = c.after.as_ref() else { continue };
+                    if let Some((topic, p, r)) = self.mirror(dir, &c.table, row, &txn.position, !batch.commit).await? {
+                        push(&mut out, &mut slot, topic, p, r);
+                        rows += 1;
+                    }
                     continue;
                 }
                 let topic = self.topic(&c.table.name).await?;
@@ -285,16 +379,20 @@ impl KafkaSink {
                 }
                 for r in records {
                     self.fits(&r, &topic.name, &txn.position, &c.table.name, &c.key, !batch.commit)?;
-                    let idx = *slot.entry((topic.name.clone(), p)).or_insert_with(|| {
-                        out.push((topic.clone(), p, Vec::new()));
-                        out.len() - 1
-                    });
-                    out[idx].2.push(r);
+                    push(&mut out, &mut slot, topic.clone(), p, r);
                 }
                 rows += 1;
             }
         }
-        if let Some(s) = &batch.snapshot {
+        if let Some(s) = batch.snapshot.as_ref().filter(|s| self.mirrored.contains_key(&s.table.name)) {
+            let at = batch.checkpoint.position.clone().unwrap_or_else(super::offsets::start);
+            for row in &s.rows {
+                if let Some((topic, p, r)) = self.mirror(dir, &s.table, row, &at, false).await? {
+                    push(&mut out, &mut slot, topic, p, r);
+                    rows += 1;
+                }
+            }
+        } else if let Some(s) = &batch.snapshot {
             let position = batch.checkpoint.position.as_ref().map(|p| p.to_string()).unwrap_or_default();
             let topic = self.topic(&s.table.name).await?;
             for row in &s.rows {
@@ -313,11 +411,7 @@ impl KafkaSink {
                 if let Some(at) = &batch.checkpoint.position {
                     self.fits(&record, &topic.name, at, &s.table.name, &s.table.key_of(row), false)?;
                 }
-                let idx = *slot.entry((topic.name.clone(), p)).or_insert_with(|| {
-                    out.push((topic.clone(), p, Vec::new()));
-                    out.len() - 1
-                });
-                out[idx].2.push(record);
+                push(&mut out, &mut slot, topic.clone(), p, record);
                 rows += 1;
             }
         }
@@ -371,6 +465,15 @@ impl KafkaSink {
         }
         Ok(())
     }
+}
+
+/// Appends a message to its partition's group, in order.
+fn push(out: &mut Groups, slot: &mut HashMap<(String, usize), usize>, topic: Arc<Topic>, p: usize, r: Record) {
+    let idx = *slot.entry((topic.name.clone(), p)).or_insert_with(|| {
+        out.push((topic.clone(), p, Vec::new()));
+        out.len() - 1
+    });
+    out[idx].2.push(r);
 }
 
 /// The partition count of a topic, if it exists.
@@ -432,9 +535,26 @@ impl Sink for KafkaSink {
 
     async fn ensure_tables(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), ConnectorError> {
         for t in tables {
-            if t.name.name != HEARTBEAT_TABLE {
-                self.topic(&t.name).await?;
+            if t.name.name == HEARTBEAT_TABLE {
+                continue;
             }
+            match message::partitions_of(t) {
+                Some(n) => {
+                    self.mirrored.insert(t.name.clone(), n);
+                }
+                None if self.two_way => {
+                    return Err(ConnectorError::Setup {
+                        endpoint: self.ep.name.clone(),
+                        problem: format!(
+                            "table {} cannot take part in a two-way task with Kafka: change events from a database go one way",
+                            t.name
+                        ),
+                        fix: "make the task one-way (mode = \"one-way\"); two-way with Kafka is for mirroring topics between two Kafka clusters".into(),
+                    });
+                }
+                None => {}
+            }
+            self.topic(&t.name).await?;
         }
         Ok(())
     }
@@ -443,6 +563,7 @@ impl Sink for KafkaSink {
         let pc = self.checkpoints().await?;
         // Marks are read back afresh: what landed since the last read is not known here.
         self.marks.clear();
+        self.copied.clear();
         self.open = None;
         read_checkpoint(&self.ep, &pc, dir).await
     }
@@ -464,6 +585,13 @@ impl Sink for KafkaSink {
             });
             if last.is_some() {
                 self.marks.insert((topic.name.clone(), *p as i32), last);
+            }
+            let copied = records
+                .iter()
+                .rev()
+                .find_map(|r| std::str::from_utf8(r.headers.get(OFFSET_HEADER)?).ok()?.parse().ok());
+            if copied.is_some() {
+                self.copied.insert((topic.name.clone(), *p as i32), copied);
             }
         }
         self.open = match (batch.commit, batch.txns.last()) {
@@ -513,6 +641,7 @@ impl Sink for KafkaSink {
         // group is applied again.
         self.open = None;
         self.marks.clear();
+        self.copied.clear();
         Ok(())
     }
 
