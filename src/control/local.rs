@@ -446,3 +446,20 @@ fn row_text(json: &str) -> Option<RowText> {
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::row_text;
+
+    #[test]
+    fn a_logged_row_reads_as_text_per_column_with_null_apart() {
+        let json = r#"{"id":{"t":"int","v":10},"name":{"t":"text","v":"Ada"},"note":{"t":"null"}}"#;
+        let row = row_text(json).expect("parses");
+        // Text quoted as verify reports it: the text 'NULL' never reads as a NULL.
+        assert_eq!(
+            row,
+            vec![("id".into(), Some("10".into())), ("name".into(), Some("\"Ada\"".into())), ("note".into(), None)]
+        );
+        assert_eq!(row_text("not json"), None, "an unreadable log entry shows no versions, never a wrong one");
+    }
+}
