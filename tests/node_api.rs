@@ -298,6 +298,11 @@ async fn node_api_serves_snapshot_progress_its_log_lines_and_skips_a_refused_tra
     let d = direction(&node, "a->b").await;
     let kv = &d["snapshot_tables"][0];
     assert_eq!((kv["rows_copied"].as_u64(), kv["rows_estimated"].as_u64()), (Some(300), Some(300)), "{d}");
+    let (_, metrics) = node.get("/metrics", Some(VIEWER)).await;
+    let samples = parse_prometheus(&metrics);
+    let rows = &samples["ferry_task_snapshot_table_rows"];
+    assert!(rows.iter().any(|(l, v)| l.contains("table=\"kv\"") && *v == 300.0), "{rows:?}");
+    assert!(samples.contains_key("ferry_task_snapshot_table_rows_estimated"), "{metrics}");
 
     // The node's own log lines: a viewer reads them, and asks only for the new ones.
     let (s, _) = node.get("/api/v1/logs", None).await;
