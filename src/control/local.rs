@@ -380,6 +380,18 @@ impl Control for LocalNode {
                 ),
             });
         }
+        let mut req = req;
+        if req.direction.is_none() {
+            // The direction that stopped at this position, as the live metrics say (the
+            // store's statuses are only saved now and then).
+            let slots = self.slots.lock().await;
+            req.direction = slots.iter().find(|s| s.task.name == task).and_then(|s| {
+                s.metrics
+                    .iter()
+                    .map(|m| m.status())
+                    .find_map(|st| st.failed_change.filter(|f| f.position == req.position.trim()).map(|_| st.direction))
+            });
+        }
         let (direction, position) = super::skip::record(&self.config, &self.store, actor, task, &req).await?;
         let (paused, alive) = {
             let slots = self.slots.lock().await;
