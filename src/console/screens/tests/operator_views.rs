@@ -262,3 +262,20 @@ fn the_log_view_shows_the_nodes_own_log_lines() {
     a.on_key(key(KeyCode::Char('l')));
     assert!(text_of(&a, 120, 36).contains("log err  the node API on 0.0.0.0:7400 stopped"));
 }
+
+#[test]
+fn the_new_views_never_panic_in_tiny_terminals() {
+    let mut versions = with_row_versions(app("dark"));
+    versions.on_key(key(KeyCode::Enter));
+    versions.on_key(key(KeyCode::Char('c')));
+    let mut differences = with_differences(app("dark"));
+    differences.on_key(key(KeyCode::Char('d')));
+    let mut skip = failed_billing();
+    skip.on_key(key(KeyCode::Char('S')));
+    for a in [&snapshotting(), &versions, &differences, &skip] {
+        for (w, h) in [(1, 1), (20, 5), (40, 10), (300, 80)] {
+            let text = text_of(a, w, h);
+            assert_eq!(text.lines().count(), h as usize, "{w}x{h} drew every line:\n{text}");
+        }
+    }
+}
