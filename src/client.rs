@@ -11,7 +11,8 @@ use rustls_pki_types::pem::PemObject;
 use serde::de::DeserializeOwned;
 
 use crate::control::{
-    Access, ConflictEntry, Control, ControlError, EndpointView, NodeOverview, TaskView, VerifyProgress,
+    Access, ConflictEntry, Control, ControlError, EndpointView, LogLine, NodeOverview, SkipRequest, Skipped, TaskView,
+    VerifyProgress,
 };
 use crate::cutover::{CutoverRequest, CutoverView};
 use crate::store::AuditEntry;
@@ -208,6 +209,16 @@ impl Control for NodeClient {
 
     async fn unfreeze(&self, _actor: &str, endpoint: &str) -> Result<EndpointView, ControlError> {
         self.post(&format!("/api/v1/endpoints/{}/unfreeze", segment(endpoint))).await
+    }
+
+    async fn skip(&self, _actor: &str, task: &str, req: SkipRequest) -> Result<Skipped, ControlError> {
+        let body = serde_json::to_string(&req).unwrap_or_default();
+        let path = format!("/api/v1/tasks/{}/skip", segment(task));
+        self.send_body(reqwest::Method::POST, &path, Some(body), None).await
+    }
+
+    async fn logs(&self, after: u64, limit: usize) -> Result<Vec<LogLine>, ControlError> {
+        self.get(&format!("/api/v1/logs?after={after}&limit={limit}")).await
     }
 
     async fn cutover_status(&self, task: &str) -> Result<CutoverView, ControlError> {

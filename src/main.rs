@@ -35,7 +35,17 @@ fn main() -> ExitCode {
     } else {
         tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false).init();
+    // Every line also goes to the in-memory tail the node API serves (`GET /api/v1/logs`)
+    // and the console's Log view shows, even where the screen gets none.
+    use tracing_subscriber::prelude::*;
+    let screen = tracing_subscriber::fmt::layer().with_writer(writer).with_target(false);
+    let tail = tracing_subscriber::fmt::layer()
+        .with_writer(ferry::control::logs::LogTail::global())
+        .with_ansi(false)
+        .without_time()
+        .with_level(false)
+        .with_target(false);
+    tracing_subscriber::registry().with(filter).with(screen).with(tail).init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -198,6 +198,12 @@ async fn console_over_http_pauses_a_task_marks_a_dead_node_stale_and_reconnects(
     assert_eq!(audit[0]["action"], "task.pause", "{audit}");
     assert_eq!(audit[0]["actor"], "op@test-node", "{audit}");
 
+    // l: the remote node's own log lines (its API's /api/v1/logs) in the Log view.
+    tmux.keys(&["l"]);
+    tmux.wait_for("the node's log lines", Duration::from_secs(20), |s| s.contains("log      started direction=t"))
+        .await;
+    tmux.keys(&["Escape"]);
+
     // The node dies: stale, with its last-seen time; it comes back: the console reconnects.
     node.kill();
     tmux.wait_for("the node marked stale", Duration::from_secs(20), |s| {

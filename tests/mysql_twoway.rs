@@ -233,6 +233,12 @@ async fn racing_writes_converge_under_every_policy_and_are_recorded() {
             keys.sort();
             keys.dedup();
             assert_eq!(keys, ["(1)", "(2)", "(5)"], "{policy}: conflicts served for {}", ep.name);
+            // With both row versions as logged, for the console's side-by-side view.
+            assert!(
+                log.iter().any(|c| c.incoming_row.as_deref().is_some_and(|r| r.starts_with('{')) && c.incoming_ts > 0),
+                "{policy}: row versions served for {}: {log:?}",
+                ep.name
+            );
         }
     }
 }

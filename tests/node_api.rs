@@ -274,3 +274,99 @@ async fn node_without_tokens_serves_loopback_clients() {
     let audit = node.json("/api/v1/audit", "ignored").await;
     assert_eq!(audit[0]["actor"], "local@test-node", "{audit}");
 }
+
+/// The direction `dir` of task t as the node reports it.
+async fn direction(node: &Node, dir: &str) -> Value {
+    let t = node.json("/api/v1/tasks/t", VIEWER).await;
+    t["directions"].as_array().and_then(|d| d.iter().find(|d| d["direction"] == dir).cloned()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn node_api_serves_snapshot_progress_its_log_lines_and_skips_a_refused_transaction() {
+    // a holds 300 rows to copy; b refuses v = 'bad' (a CHECK the source does not have).
+    let rows: String = (1..=300).map(|k| format!("INSERT INTO kv VALUES ({k}, 'v{k}');")).collect();
+    let a = format!("CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT);{rows}");
+    let b = "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT CHECK (v <> 'bad'));";
+    let node = Node::start_with(true, &a, b).await;
+
+    // Snapshot progress per table: rows copied of the source's estimate.
+    wait_until(Duration::from_secs(20), "the snapshot of kv to be done", || async {
+        let d = direction(&node, "a->b").await;
+        d["snapshot_tables"].as_array().is_some_and(|t| t.iter().any(|t| t["table"] == "kv" && t["state"] == "done"))
+    })
+    .await;
+    let d = direction(&node, "a->b").await;
+    let kv = &d["snapshot_tables"][0];
+    assert_eq!((kv["rows_copied"].as_u64(), kv["rows_estimated"].as_u64()), (Some(300), Some(300)), "{d}");
+    let (_, metrics) = node.get("/metrics", Some(VIEWER)).await;
+    let samples = parse_prometheus(&metrics);
+    let rows = &samples["ferry_task_snapshot_table_rows"];
+    assert!(rows.iter().any(|(l, v)| l.contains("table=\"kv\"") && *v == 300.0), "{rows:?}");
+    assert!(samples.contains_key("ferry_task_snapshot_table_rows_estimated"), "{metrics}");
+
+    // The node's own log lines: a viewer reads them, and asks only for the new ones.
+    let (s, _) = node.get("/api/v1/logs", None).await;
+    assert_eq!(s, 401);
+    let lines = node.json("/api/v1/logs", VIEWER).await;
+    let lines = lines.as_array().expect("an array of lines").clone();
+    assert!(
+        lines.iter().any(|l| l["level"] == "INFO" && l["message"].as_str().is_some_and(|m| m.contains("started"))),
+        "the node's start is logged: {lines:?}"
+    );
+    let last = lines.last().and_then(|l| l["seq"].as_u64()).expect("a sequence number");
+    let newer = node.json(&format!("/api/v1/logs?after={last}"), VIEWER).await;
+    assert!(newer.as_array().is_some_and(|n| n.iter().all(|l| l["seq"].as_u64() > Some(last))), "{newer}");
+    let (s, body) = node.get("/api/v1/logs?after=soon", Some(VIEWER)).await;
+    assert_eq!(s, 400, "{body}");
+
+    // A row b refuses stops a->b on a named transaction.
+    let mut app = app_conn(&node.dir.path().join("a.db")).await;
+    sqlx::query("INSERT INTO kv(k, v) VALUES (1000, 'bad')").execute(&mut app).await.expect("insert");
+    wait_until(Duration::from_secs(30), "a->b to stop on the refused row", || async {
+        direction(&node, "a->b").await["state"] == "failed"
+    })
+    .await;
+    let d = direction(&node, "a->b").await;
+    let failed = &d["failed_change"];
+    assert_eq!((failed["table"].as_str(), failed["skippable"].as_bool()), (Some("kv"), Some(true)), "{d}");
+    assert!(failed["message"].as_str().is_some_and(|m| m.contains("CHECK")), "{d}");
+    let position = failed["position"].as_str().expect("position").to_string();
+
+    // Skipping changes what the target holds: admin only, audited, and the task goes on.
+    let body = format!("{{\"position\": \"{position}\", \"direction\": \"a->b\"}}");
+    let (s, _) = node.post("/api/v1/tasks/t/skip", Some(OPERATOR), Some(&body)).await;
+    assert_eq!(s, 403, "an operator cannot skip");
+    let (s, err) = node.post("/api/v1/tasks/t/skip", Some(ADMIN), Some("{\"position\": \"x\", \"oops\": 1}")).await;
+    assert_eq!(s, 400, "{err}");
+    let (s, err) = node.post("/api/v1/tasks/t/skip", Some(ADMIN), Some(&body.replace("a->b", "a->z"))).await;
+    assert_eq!(s, 400, "no such direction: {err}");
+    // The direction may be left out: the node knows which one stopped at the position.
+    let body = format!("{{\"position\": \"{position}\"}}");
+    let (s, body) = node.post("/api/v1/tasks/t/skip", Some(ADMIN), Some(&body)).await;
+    assert_eq!(s, 200, "{body}");
+    let skipped: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!((skipped["direction"].as_str(), skipped["resumed"].as_bool()), (Some("a->b"), Some(true)), "{body}");
+    sqlx::query("INSERT INTO kv(k, v) VALUES (1001, 'good')").execute(&mut app).await.expect("insert");
+    let b_db = node.dir.path().join("b.db");
+    let count_on_b = |k: i64| {
+        let path = b_db.clone();
+        async move {
+            let mut b = app_conn(&path).await;
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM kv WHERE k = ?1").bind(k).fetch_one(&mut b).await.unwrap_or(0);
+            sqlx::Connection::close(b).await.ok();
+            n
+        }
+    };
+    wait_until(Duration::from_secs(30), "a->b to go on past the skipped transaction", || async {
+        count_on_b(1001).await == 1
+    })
+    .await;
+    let n = count_on_b(1000).await;
+    assert_eq!(n, 0, "the skipped row never reached b");
+    let (s, _) = node.post("/api/v1/tasks/t/skip", Some(ADMIN), Some(&body)).await;
+    assert_eq!(s, 400, "the answer is not a request body");
+    let audit = node.json("/api/v1/audit?limit=20", VIEWER).await.to_string();
+    assert!(audit.contains("\"skip\"") && audit.contains(&position) && audit.contains("root@test-node"), "{audit}");
+    sqlx::Connection::close(app).await.ok();
+}

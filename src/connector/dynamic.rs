@@ -40,6 +40,8 @@ pub trait DynSource: Send {
     fn clock(&mut self) -> BoxFuture<'_, Result<Option<i64>, ConnectorError>>;
     /// See [`Source::retention`].
     fn retention(&mut self) -> BoxFuture<'_, Result<Option<Retention>, ConnectorError>>;
+    /// See [`Source::estimate_rows`].
+    fn estimate_rows<'a>(&'a mut self, t: &'a TableSchema) -> BoxFuture<'a, Result<Option<u64>, ConnectorError>>;
 }
 
 impl<T: Source> DynSource for T {
@@ -76,6 +78,9 @@ impl<T: Source> DynSource for T {
     fn retention(&mut self) -> BoxFuture<'_, Result<Option<Retention>, ConnectorError>> {
         Box::pin(Source::retention(self))
     }
+    fn estimate_rows<'a>(&'a mut self, t: &'a TableSchema) -> BoxFuture<'a, Result<Option<u64>, ConnectorError>> {
+        Box::pin(Source::estimate_rows(self, t))
+    }
 }
 
 impl<'s> Source for Box<dyn DynSource + 's> {
@@ -111,6 +116,9 @@ impl<'s> Source for Box<dyn DynSource + 's> {
     }
     async fn retention(&mut self) -> Result<Option<Retention>, ConnectorError> {
         DynSource::retention(&mut **self).await
+    }
+    async fn estimate_rows(&mut self, table: &TableSchema) -> Result<Option<u64>, ConnectorError> {
+        DynSource::estimate_rows(&mut **self, table).await
     }
 }
 

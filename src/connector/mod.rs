@@ -492,6 +492,16 @@ pub trait Source: Send {
     fn retention(&mut self) -> impl Future<Output = Result<Option<Retention>, ConnectorError>> + Send {
         async { Ok(None) }
     }
+    /// About how many rows the table holds, read cheaply (server statistics where the
+    /// store keeps them), for snapshot progress: never used to decide what to copy.
+    /// `None`: the store cannot tell (the capability's default).
+    fn estimate_rows(
+        &mut self,
+        table: &TableSchema,
+    ) -> impl Future<Output = Result<Option<u64>, ConnectorError>> + Send {
+        let _ = table;
+        async { Ok(None) }
+    }
 }
 
 /// A data store changes are applied to.

@@ -107,6 +107,14 @@ pub struct ConflictRecord {
     pub local_site: String,
     /// When it was detected (µs).
     pub detected_us: i64,
+    /// Commit time of the incoming change (µs).
+    pub incoming_ts: i64,
+    /// Commit time of the local version (µs).
+    pub local_ts: i64,
+    /// The incoming row as logged (a JSON object; `None`: a delete).
+    pub incoming_row: Option<String>,
+    /// The local row as logged (`None`: absent).
+    pub local_row: Option<String>,
 }
 
 /// What a source preflight is asked.

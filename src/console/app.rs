@@ -36,6 +36,19 @@ pub enum Screen {
     Cutover,
     /// The events of the selected task (or node), newest last (`l`).
     Log,
+    /// Two versions of rows side by side: a conflict's (`c` on Task) or a verify
+    /// difference's (`d` on Verify).
+    Versions,
+}
+
+/// What the Versions screen lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VersionsOf {
+    /// The selected task's logged conflicts: the incoming and the local version.
+    #[default]
+    Conflicts,
+    /// The confirmed differences of the selected task's last verify: source and target.
+    Differences,
 }
 
 impl Screen {
@@ -53,6 +66,7 @@ impl Screen {
             Screen::Config => "Config",
             Screen::Cutover => "Cutover",
             Screen::Log => "Log",
+            Screen::Versions => "Versions",
         }
     }
 
@@ -308,6 +322,10 @@ pub struct App {
     pub log_search: LineEdit,
     /// The Task screen's conflicts show only this table (`:conflicts TABLE`).
     pub conflict_table: Option<String>,
+    /// What the Versions screen lists.
+    pub versions_of: VersionsOf,
+    /// The entry selected on the Versions screen.
+    pub version_selected: usize,
     /// What the console saw change between polls (state changes, errors, pauses),
     /// per node, for the Log view.
     pub events: Vec<super::events::Event>,
@@ -354,6 +372,8 @@ impl App {
             log_wrap: false,
             log_search: LineEdit::default(),
             conflict_table: None,
+            versions_of: VersionsOf::Conflicts,
+            version_selected: 0,
             events: Vec::new(),
             verify_scroll: 0,
             config: None,
@@ -501,9 +521,10 @@ impl App {
         match before.first().copied() {
             None => COMMANDS.iter().map(|c| c.to_string()).collect(),
             Some(_) if before.len() > 1 => Vec::new(),
-            Some("task" | "t" | "verify" | "v" | "cutover" | "cut" | "pause" | "resume" | "verify-start" | "log") => {
-                tasks()
-            }
+            Some(
+                "task" | "t" | "verify" | "v" | "cutover" | "cut" | "pause" | "resume" | "verify-start" | "log"
+                | "skip",
+            ) => tasks(),
             Some("freeze" | "unfreeze") => self
                 .nodes
                 .iter()
@@ -915,6 +936,31 @@ impl App {
             }
             _ => {}
         }
+        if self.screen == Screen::Versions {
+            let select = |a: &mut App, to: usize| {
+                a.version_selected = to.min(a.version_count().saturating_sub(1));
+                a.scroll = 0;
+            };
+            match key.code {
+                KeyCode::Char('j') | KeyCode::Down => {
+                    select(self, self.version_selected.saturating_add(1));
+                    return Outcome::None;
+                }
+                KeyCode::Char('k') | KeyCode::Up => {
+                    select(self, self.version_selected.saturating_sub(1));
+                    return Outcome::None;
+                }
+                KeyCode::Char('g') | KeyCode::Home => {
+                    select(self, 0);
+                    return Outcome::None;
+                }
+                KeyCode::Char('G') | KeyCode::End => {
+                    select(self, usize::MAX);
+                    return Outcome::None;
+                }
+                _ => {}
+            }
+        }
         if self.screen == Screen::Log {
             match key.code {
                 KeyCode::Char('f') => {
@@ -978,6 +1024,9 @@ impl App {
                     self.status = Some("no task or node to show the log of".into());
                 }
             }
+            KeyCode::Char('c') if self.screen == Screen::Task => self.open_versions(VersionsOf::Conflicts),
+            KeyCode::Char('d') if self.screen == Screen::Verify => self.open_versions(VersionsOf::Differences),
+            KeyCode::Char('S') if matches!(self.screen, Screen::Overview | Screen::Task) => return self.skip_key(None),
             KeyCode::Char('s') if self.screen == Screen::Overview => {
                 self.sort = self.sort.next();
                 self.status = Some(format!("sorted by {} (s: next column)", self.sort.column()));
@@ -1058,6 +1107,97 @@ impl App {
             }
             _ => {}
         }
+        Outcome::None
+    }
+
+    /// Opens the Versions screen (a drill-down: `Esc` comes back).
+    fn open_versions(&mut self, of: VersionsOf) {
+        if self.selected_task().is_none() {
+            self.status = Some("select a task first".into());
+            return;
+        }
+        self.versions_of = of;
+        self.version_selected = 0;
+        self.go(Screen::Versions, true);
+    }
+
+    /// The conflicts of the selected task the Versions screen lists (the Task screen's
+    /// table filter applies), newest first.
+    pub fn version_conflicts(&self) -> Vec<&crate::control::ConflictEntry> {
+        let Some((node, task)) = self.selected_task() else { return Vec::new() };
+        let table = self.conflict_table.as_deref();
+        self.nodes[node]
+            .conflicts
+            .iter()
+            .filter(|c| c.task == task.name && table.is_none_or(|t| c.table == t))
+            .collect()
+    }
+
+    /// The differences of the selected task's last verify the Versions screen lists.
+    pub fn version_differences(&self) -> &[crate::control::verify::DifferingRow] {
+        let Some((node, task)) = self.selected_task() else { return &[] };
+        match self.nodes[node].verify.as_ref().filter(|v| v.task == task.name) {
+            Some(v) => &v.rows,
+            None => &[],
+        }
+    }
+
+    /// How many entries the Versions screen lists.
+    pub fn version_count(&self) -> usize {
+        match self.versions_of {
+            VersionsOf::Conflicts => self.version_conflicts().len(),
+            VersionsOf::Differences => self.version_differences().len(),
+        }
+    }
+
+    /// `S` (or `:skip TASK`): shows the transaction the selected task's target refused
+    /// and asks for the task name before skipping it.
+    fn skip_key(&mut self, name: Option<&str>) -> Outcome {
+        let target = match name {
+            Some(n) => self.find_task(n),
+            None => self.selected_task().map(|(node, t)| (node, t.name.clone())),
+        };
+        let Some((node, task)) = target else {
+            self.status = Some(name.map_or("select a task first".into(), |n| format!("no task {n:?}")));
+            return Outcome::None;
+        };
+        let failed =
+            self.nodes[node].overview.as_ref().and_then(|o| o.tasks.iter().find(|t| t.name == task)).and_then(|t| {
+                t.directions.iter().find_map(|d| {
+                    d.failed_change
+                        .clone()
+                        .filter(|_| d.state == DirectionState::Failed)
+                        .map(|f| (d.direction.clone(), f))
+                })
+            });
+        let Some((direction, f)) = failed else {
+            self.status = Some(format!(
+                "no refused transaction to skip: task {task} is not stopped on a change its target refused"
+            ));
+            return Outcome::None;
+        };
+        if !f.skippable {
+            self.status = Some(format!(
+                "task {task} {direction}: the refused change is inside a source transaction applied in parts, which cannot be skipped by position: correct the row or the target, then r retries"
+            ));
+            return Outcome::None;
+        }
+        let to = direction.split("->").nth(1).unwrap_or("the target").to_string();
+        self.mode = Mode::Confirm(Confirm {
+            prompt: format!(
+                "Skip the transaction task {task} {direction} stopped on: source position {}, table {}, key {}: {}. Its changes will never reach {to} (verify shows the difference); recorded in the audit log, then the task runs again. Type the task name",
+                f.position,
+                f.table,
+                f.key,
+                f.message.lines().next().unwrap_or_default()
+            ),
+            expected: task.clone(),
+            typed: LineEdit::default(),
+            then: Confirmed::Send(
+                node,
+                Request::Skip(task, crate::control::SkipRequest { position: f.position, direction: Some(direction) }),
+            ),
+        });
         Outcome::None
     }
 
@@ -1184,6 +1324,7 @@ impl App {
                 self.go(Screen::Task, false);
                 Outcome::None
             }
+            "skip" => self.skip_key(arg),
             "pause" => self.task_request(Request::Pause, arg),
             "resume" => self.task_request(Request::Resume, arg),
             "verify-start" => self.task_request(Request::Verify, arg),
@@ -1238,6 +1379,7 @@ pub const COMMANDS: &[&str] = &[
     "pause",
     "resume",
     "verify-start",
+    "skip",
     "freeze",
     "unfreeze",
     "theme",

@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Role;
-use crate::control::{Access, ConflictEntry, Control, ControlError, NodeOverview, VerifyProgress};
+use crate::control::{
+    Access, ConflictEntry, Control, ControlError, LogLine, NodeOverview, SkipRequest, VerifyProgress,
+};
 use crate::cutover::{CutoverAction, CutoverRequest, CutoverView};
 use crate::model::now_micros;
 use crate::store::AuditEntry;
@@ -23,6 +25,8 @@ pub const HISTORY_SECONDS: usize = 600;
 const LOG_EVERY: u64 = 3;
 /// The label of the feed of the engine running inside this process.
 pub const IN_PROCESS: &str = "in-process";
+/// The node's log lines the console keeps per node (the oldest go first).
+pub const LOG_LINES: usize = 2000;
 /// A node that has not answered for this long is stale.
 pub const STALE_AFTER_US: i64 = 3_000_000;
 
@@ -85,6 +89,8 @@ pub struct NodeFeed {
     pub cutover: Option<CutoverView>,
     /// Who the console is to this node (role, TLS), once it told.
     pub access: Option<Access>,
+    /// The node process's newest log lines (`FERRY_LOG`), oldest first.
+    pub logs: VecDeque<LogLine>,
 }
 
 impl NodeFeed {
@@ -109,6 +115,10 @@ impl NodeFeed {
     }
 
     fn absorb(&mut self, o: NodeOverview) {
+        // A restarted node numbers its log lines from 1 again: read them from the start.
+        if self.overview.as_ref().is_some_and(|old| old.started_us != o.started_us) {
+            self.logs.clear();
+        }
         for t in &o.tasks {
             for d in &t.directions {
                 self.history.entry(NodeFeed::history_key(&t.name, &d.direction)).or_default().push(
@@ -143,6 +153,8 @@ pub enum Request {
     Cutover(String, CutoverAction),
     /// A rollback of a task's cutover, every step to its end (or to the first failure).
     Rollback(String),
+    /// Skip the source transaction a stopped task failed on (and start it again).
+    Skip(String, SkipRequest),
 }
 
 impl Request {
@@ -154,7 +166,8 @@ impl Request {
             | Request::Freeze(_)
             | Request::Unfreeze(_)
             | Request::Cutover(..)
-            | Request::Rollback(_) => Role::Admin,
+            | Request::Rollback(_)
+            | Request::Skip(..) => Role::Admin,
         }
     }
 
@@ -169,6 +182,7 @@ impl Request {
             Request::Unfreeze(_) => "unfreezing an endpoint",
             Request::Cutover(..) => "a cutover step",
             Request::Rollback(_) => "a cutover rollback",
+            Request::Skip(..) => "skipping a transaction",
         }
     }
 }
@@ -298,6 +312,10 @@ impl<C: Control> Poller<C> {
         } else {
             None
         };
+        // The node's own log lines, only those not read yet (a node older than the log
+        // endpoint answers 404: nothing shown).
+        let after = self.shared.lock().ok().and_then(|f| f.get(self.index)?.logs.back().map(|l| l.seq)).unwrap_or(0);
+        let lines = self.control.logs(after, 500).await.unwrap_or_default();
         let verify = match followed_verify {
             Some(id) => self.control.verify_progress(&id).await.ok(),
             None => None,
@@ -308,6 +326,10 @@ impl<C: Control> Poller<C> {
             None => None,
         };
         self.update(|f| {
+            f.logs.extend(lines);
+            while f.logs.len() > LOG_LINES {
+                f.logs.pop_front();
+            }
             if let Some(Ok(a)) = audit {
                 f.audit = a;
             }
@@ -345,6 +367,10 @@ impl<C: Control> Poller<C> {
                 c.cutover(who, t, req).await.map(|v| step_message(t, &v))
             }
             Request::Rollback(t) => self.rollback_to_end(t).await,
+            Request::Skip(t, req) => c.skip(who, t, req.clone()).await.map(|s| {
+                let then = if s.resumed { "the task runs again" } else { "resume the task (r) to go on" };
+                format!("task {t} {}: skipped the transaction at {} (audited); {then}", s.direction, s.position)
+            }),
         };
         result.map_err(|e| e.to_string())
     }

@@ -9,13 +9,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::run::{StartError, plan, preflight_or_fail, start};
 use super::{
-    ConflictEntry, Control, ControlError, EndpointView, NodeOverview, TaskView, VerifyProgress, VerifyRunner,
-    VerifySummary,
+    ConflictEntry, Control, ControlError, EndpointView, LogLine, NodeOverview, RowText, SkipRequest, Skipped, TaskView,
+    VerifyProgress, VerifyRunner, VerifySummary,
 };
 use crate::config::{Config, Endpoint, Task};
 use crate::connector::registry::{self, FreezeRequest};
 use crate::cutover::{CutoverBrief, CutoverRequest, CutoverState, CutoverView};
-use crate::engine::metrics::DirectionMetrics;
+use crate::engine::metrics::{DirectionMetrics, DirectionState};
 use crate::engine::{Engine, EngineError};
 use crate::model::{FreezeMethod, now_micros};
 use crate::store::{AuditEntry, Store};
@@ -362,6 +362,55 @@ impl Control for LocalNode {
         self.cutover_view(task).await
     }
 
+    async fn skip(&self, actor: &str, task: &str, req: SkipRequest) -> Result<Skipped, ControlError> {
+        self.find_task(task)?;
+        // A running task would not see the skip until its next start: refused, so that
+        // nobody believes a transaction skipped that the running direction still applies.
+        let running = {
+            let slots = self.slots.lock().await;
+            slots.iter().find(|s| s.task.name == task).is_some_and(|s| {
+                s.engine.as_ref().is_some_and(|e| !e.finished())
+                    && !s.metrics.iter().any(|m| m.status().state == DirectionState::Failed)
+            })
+        };
+        if running {
+            return Err(ControlError::Conflict {
+                message: format!(
+                    "task {task:?} is running: only the transaction a stopped task failed on can be skipped"
+                ),
+            });
+        }
+        let mut req = req;
+        if req.direction.is_none() {
+            // The direction that stopped at this position, as the live metrics say (the
+            // store's statuses are only saved now and then).
+            let slots = self.slots.lock().await;
+            req.direction = slots.iter().find(|s| s.task.name == task).and_then(|s| {
+                s.metrics
+                    .iter()
+                    .map(|m| m.status())
+                    .find_map(|st| st.failed_change.filter(|f| f.position == req.position.trim()).map(|_| st.direction))
+            });
+        }
+        let (direction, position) = super::skip::record(&self.config, &self.store, actor, task, &req).await?;
+        let (paused, alive) = {
+            let slots = self.slots.lock().await;
+            let slot = slots.iter().find(|s| s.task.name == task);
+            (slot.is_some_and(|s| s.paused), slot.is_some_and(|s| s.engine.as_ref().is_some_and(|e| !e.finished())))
+        };
+        // A failed task goes on past it at once (a two-way task whose other direction
+        // still runs is stopped and started again); a paused one when it is resumed.
+        if alive && !paused {
+            self.pause(actor, task).await?;
+        }
+        let resumed = !paused && self.resume(actor, task).await.is_ok();
+        Ok(Skipped { task: task.to_string(), direction, position: position.to_string(), resumed })
+    }
+
+    async fn logs(&self, after: u64, limit: usize) -> Result<Vec<LogLine>, ControlError> {
+        Ok(super::logs::LogTail::global().after(after, limit))
+    }
+
     async fn cutover(&self, actor: &str, task: &str, req: CutoverRequest) -> Result<CutoverView, ControlError> {
         self.cutover_act(actor, task, req).await
     }
@@ -384,6 +433,45 @@ async fn read_conflicts(ep: &Endpoint, task: Option<&str>, limit: usize) -> Resu
             incoming_site: r.incoming_site,
             local_site: r.local_site,
             detected_us: r.detected_us,
+            incoming_ts: r.incoming_ts,
+            local_ts: r.local_ts,
+            incoming_row: r.incoming_row.as_deref().and_then(row_text),
+            local_row: r.local_row.as_deref().and_then(row_text),
         })
         .collect())
+}
+
+/// A logged row (a JSON object of column to ferry value) as text per column; `None`
+/// when it does not parse (a log written by another release).
+fn row_text(json: &str) -> Option<RowText> {
+    let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).ok()?;
+    Some(
+        obj.into_iter()
+            .map(|(column, v)| {
+                let text = match serde_json::from_value::<crate::model::Value>(v.clone()) {
+                    Ok(crate::model::Value::Null) => None,
+                    Ok(value) => Some(value.to_string()),
+                    Err(_) => Some(v.to_string()),
+                };
+                (column, text)
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_text;
+
+    #[test]
+    fn a_logged_row_reads_as_text_per_column_with_null_apart() {
+        let json = r#"{"id":{"t":"int","v":10},"name":{"t":"text","v":"Ada"},"note":{"t":"null"}}"#;
+        let row = row_text(json).expect("parses");
+        // Text quoted as verify reports it: the text 'NULL' never reads as a NULL.
+        assert_eq!(
+            row,
+            vec![("id".into(), Some("10".into())), ("name".into(), Some("\"Ada\"".into())), ("note".into(), None)]
+        );
+        assert_eq!(row_text("not json"), None, "an unreadable log entry shows no versions, never a wrong one");
+    }
 }

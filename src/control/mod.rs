@@ -6,7 +6,9 @@
 
 pub mod cutover;
 pub mod local;
+pub mod logs;
 pub mod run;
+pub mod skip;
 pub mod verify;
 pub mod verify_engine;
 
@@ -19,6 +21,8 @@ use crate::connector::ConnectorError;
 use crate::cutover::{CutoverBrief, CutoverRequest, CutoverView};
 use crate::engine::metrics::DirectionStatus;
 use crate::store::{AuditEntry, StoreError};
+pub use logs::LogLine;
+pub use skip::{SkipRequest, Skipped};
 pub use verify::{VerifyProgress, VerifyRunner, VerifyUnavailable};
 pub use verify_engine::VerifyEngine;
 
@@ -241,7 +245,22 @@ pub struct ConflictEntry {
     pub local_site: String,
     /// When it was detected (µs).
     pub detected_us: i64,
+    /// Commit time of the incoming change (µs; 0 from a node older than this field).
+    #[serde(default)]
+    pub incoming_ts: i64,
+    /// Commit time of the local row's version (µs).
+    #[serde(default)]
+    pub local_ts: i64,
+    /// The incoming row, column by column as text (`None`: a delete, or not logged).
+    #[serde(default)]
+    pub incoming_row: Option<RowText>,
+    /// The local row as it was (`None`: absent, or not logged).
+    #[serde(default)]
+    pub local_row: Option<RowText>,
 }
+
+/// A row for people: column name to its value as text (`None`: NULL), in column order.
+pub type RowText = Vec<(String, Option<String>)>;
 
 /// Who the console or client is to a node: the role its actions are judged by and
 /// whether the link is encrypted.
@@ -300,6 +319,16 @@ pub trait Control: Send + Sync + 'static {
     fn unfreeze(&self, actor: &str, endpoint: &str) -> impl Future<Output = Result<EndpointView, ControlError>> + Send;
     /// A task's cutover: persisted state, steps with their checks, live values.
     fn cutover_status(&self, task: &str) -> impl Future<Output = Result<CutoverView, ControlError>> + Send;
+    /// Skips one source transaction of a task on purpose (audited), and starts a
+    /// stopped task again past it.
+    fn skip(
+        &self,
+        actor: &str,
+        task: &str,
+        req: SkipRequest,
+    ) -> impl Future<Output = Result<Skipped, ControlError>> + Send;
+    /// The node process's newest log lines after sequence number `after`, oldest first.
+    fn logs(&self, after: u64, limit: usize) -> impl Future<Output = Result<Vec<LogLine>, ControlError>> + Send;
     /// Starts a cutover, runs its next step, or rolls it back (audited; docs/cutover.md).
     fn cutover(
         &self,

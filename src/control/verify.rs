@@ -51,6 +51,37 @@ pub struct VerifyProgress {
     pub direction: String,
     /// The report (text) once finished.
     pub report: Option<String>,
+    /// The first confirmed differences (at most [`ROWS_SHOWN`]) once finished, with both
+    /// sides' values of the columns that differ.
+    #[serde(default)]
+    pub rows: Vec<DifferingRow>,
+}
+
+/// How many differing rows a run's progress carries (the report counts them all).
+pub const ROWS_SHOWN: usize = 200;
+
+/// One confirmed difference of a verify run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DifferingRow {
+    /// Source table.
+    pub table: String,
+    /// `missing` (on the source only), `extra` (on the target only) or `different`.
+    pub kind: String,
+    /// The key, rendered.
+    pub key: String,
+    /// The columns that differ, with both values (kind `different`).
+    pub columns: Vec<ColumnPair>,
+}
+
+/// One differing column: the source's value and the target's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnPair {
+    /// Column (source name).
+    pub column: String,
+    /// The source's value.
+    pub source: String,
+    /// The target's value.
+    pub target: String,
 }
 
 /// Starts verify runs and reports on them. A runner owns the tasks it starts and stops

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 
 use super::ControlError;
-use super::verify::{TableVerify, VerifyProgress, VerifyRunner};
+use super::verify::{ColumnPair, DifferingRow, ROWS_SHOWN, TableVerify, VerifyProgress, VerifyRunner};
 use crate::config::{Config, Task};
 use crate::store::Store;
 use crate::verify::progress::{Progress, ProgressEvent};
+use crate::verify::report::DiffKind;
 use crate::verify::{Options, record, verify_task};
 
 type Runs = Arc<Mutex<HashMap<String, VerifyProgress>>>;
@@ -70,6 +71,31 @@ fn apply_event(p: &mut VerifyProgress, e: ProgressEvent) {
     }
 }
 
+/// The first confirmed differences of a report, for the console's side-by-side view.
+fn differing_rows(report: &crate::verify::report::Report) -> Vec<DifferingRow> {
+    let kind = |k: DiffKind| match k {
+        DiffKind::Missing => "missing",
+        DiffKind::Extra => "extra",
+        DiffKind::Different => "different",
+    };
+    report
+        .tables
+        .iter()
+        .flat_map(|t| t.confirmed.iter().map(move |d| (t, d)))
+        .take(ROWS_SHOWN)
+        .map(|(t, d)| DifferingRow {
+            table: t.table.clone(),
+            kind: kind(d.kind).into(),
+            key: d.key.clone(),
+            columns: d
+                .columns
+                .iter()
+                .map(|c| ColumnPair { column: c.column.clone(), source: c.source.clone(), target: c.target.clone() })
+                .collect(),
+        })
+        .collect()
+}
+
 impl VerifyRunner for VerifyEngine {
     fn start(&self, config: &Config, task: &Task, repair: bool, actor: &str) -> Result<VerifyProgress, ControlError> {
         let id = format!("{}-{}", task.name, self.next.fetch_add(1, Ordering::Relaxed) + 1);
@@ -83,6 +109,7 @@ impl VerifyRunner for VerifyEngine {
             unsettled: 0,
             direction: format!("{}->{}", task.from, task.to),
             report: None,
+            rows: Vec::new(),
         };
         self.runs.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), first.clone());
         let (progress, mut rx) = Progress::channel();
@@ -133,6 +160,7 @@ impl VerifyRunner for VerifyEngine {
                             row.unsettled = t.unsettled.len() as u64;
                         }
                     }
+                    p.rows = differing_rows(&report);
                     p.report = Some(report.text());
                 }
                 Err(message) => {

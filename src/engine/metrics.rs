@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::clock::{SkewLevel, SkewView};
+use super::copy_progress::{CopyProgress, TableCopy};
 use crate::connector::DirectionId;
 use crate::model::{Position, now_micros};
 
@@ -103,6 +104,26 @@ pub struct DirectionMetrics {
     clock: Mutex<Option<SkewView>>,
     retained: AtomicU64,
     retention_alarm: AtomicBool,
+    /// Snapshot progress per table.
+    pub copy: CopyProgress,
+    failed: Mutex<Option<FailedChange>>,
+}
+
+/// The source transaction a target refused, which stopped the direction: what an
+/// operator needs to decide to fix the target or skip it (`ferry skip`, the console's
+/// `S`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedChange {
+    /// The source position of the transaction (what a skip names).
+    pub position: String,
+    /// The target table of the refused change.
+    pub table: String,
+    /// The key of the refused row.
+    pub key: String,
+    /// The target's message.
+    pub message: String,
+    /// Whether it can be skipped by position (not inside a transaction applied in parts).
+    pub skippable: bool,
 }
 
 /// `behind` when the source cannot count changes.
@@ -163,6 +184,12 @@ pub struct DirectionStatus {
     /// is about to discard it.
     #[serde(default)]
     pub retention_alarm: bool,
+    /// Snapshot progress per table (empty when the direction takes no snapshot).
+    #[serde(default)]
+    pub snapshot_tables: Vec<TableCopy>,
+    /// The transaction the target refused, while that stops the direction.
+    #[serde(default)]
+    pub failed_change: Option<FailedChange>,
 }
 
 impl DirectionMetrics {
@@ -185,6 +212,8 @@ impl DirectionMetrics {
             clock: Mutex::new(None),
             retained: AtomicU64::new(UNKNOWN),
             retention_alarm: AtomicBool::new(false),
+            copy: CopyProgress::default(),
+            failed: Mutex::new(None),
         }
     }
 
@@ -226,6 +255,7 @@ impl DirectionMetrics {
         ] {
             mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
         }
+        self.copy.carry_from(&earlier.copy);
     }
 
     /// Records the commit time of the newest source heartbeat applied.
@@ -260,6 +290,14 @@ impl DirectionMetrics {
     pub fn clear_error(&self) {
         if let Ok(mut g) = self.last_error.lock() {
             *g = None;
+        }
+        self.set_failed(None);
+    }
+
+    /// Records (or clears) the refused transaction that stops the direction.
+    pub fn set_failed(&self, failed: Option<FailedChange>) {
+        if let Ok(mut g) = self.failed.lock() {
+            *g = failed;
         }
     }
 
@@ -306,6 +344,8 @@ impl DirectionMetrics {
             at_us: now,
             retained_bytes: Some(self.retained.load(Ordering::Relaxed)).filter(|&n| n != UNKNOWN),
             retention_alarm: self.retention_alarm.load(Ordering::Relaxed),
+            snapshot_tables: self.copy.view(now),
+            failed_change: self.failed.lock().ok().and_then(|g| g.clone()),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod blob;
 pub mod clock;
+pub mod copy_progress;
 pub mod lease;
 pub mod map;
 pub mod metrics;

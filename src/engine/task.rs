@@ -18,9 +18,10 @@ use tracing::{info, warn};
 
 use super::EngineError;
 use super::clock::{self, SkewLevel, TaskClock};
+use super::copy_progress::CopyState;
 use super::lease::{self, LEASE_TTL, Tenure};
 use super::map::Renames;
-use super::metrics::{DirectionMetrics, DirectionState};
+use super::metrics::{DirectionMetrics, DirectionState, FailedChange};
 use crate::config::{Endpoint, TableMap};
 use crate::connector::dynamic;
 use crate::connector::registry::{self, SinkOptions, SourceOptions};
@@ -148,6 +149,15 @@ pub async fn run_direction(
             }
             Err(e) => {
                 metrics.error(e.to_string());
+                if let EngineError::Connector(ConnectorError::Apply(f)) = &e {
+                    metrics.set_failed(Some(FailedChange {
+                        position: f.position.to_string(),
+                        table: f.table.to_string(),
+                        key: f.key.clone(),
+                        message: f.message.clone(),
+                        skippable: !f.in_parts,
+                    }));
+                }
                 metrics.set_state(DirectionState::Failed);
                 return Err(e);
             }
@@ -424,6 +434,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             let initial = if self.spec.snapshot { TableProgress::Pending } else { TableProgress::Done };
             self.checkpoint.tables.entry(t.name.to_string()).or_insert(initial);
         }
+        self.plan_copy(sources).await;
         self.apply(Vec::new(), None).await?;
         info!(direction = %id, position = %self.position(), "started");
 
@@ -524,12 +535,14 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                         (source, r)
                     }));
                 }
+                let last = progress == TableProgress::Done;
                 self.checkpoint.tables.insert(name.clone(), progress);
                 let rows = SnapshotRows { table: self.renames.target(t), rows: chunk.rows, versions: chunk.versions };
                 if let Err(e) = self.apply(Vec::new(), Some(rows)).await {
                     self.join_prefetch(prefetched.take()).await?;
                     return Err(e);
                 }
+                self.metrics.copy.copied(&name, n, last, now_micros());
                 throttle.wait(n, self.shutdown).await;
             }
         }
@@ -619,6 +632,30 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         self.source.consumed(&id.to_string(), &pos).await?;
         info!(direction = %id, position = %pos, "stopped");
         Ok(())
+    }
+
+    /// Declares the snapshot's tables to the metrics with the source's estimate of those
+    /// still to copy (progress only: a failing estimate is logged and left out).
+    async fn plan_copy(&mut self, sources: &[Arc<TableSchema>]) {
+        if self.checkpoint.tables.values().all(|p| *p == TableProgress::Done) {
+            return;
+        }
+        for t in sources {
+            let name = t.name.to_string();
+            let state = match self.checkpoint.tables.get(&name) {
+                Some(TableProgress::Pending) => CopyState::Pending,
+                Some(TableProgress::Copying { .. }) => CopyState::Copying,
+                _ => CopyState::Done,
+            };
+            let estimate = match state {
+                CopyState::Done => None,
+                _ => self.source.estimate_rows(t).await.unwrap_or_else(|e| {
+                    warn!(direction = %self.spec.id, table = %name, error = %e, "cannot estimate the rows to copy");
+                    None
+                }),
+            };
+            self.metrics.copy.plan(&name, state, estimate);
+        }
     }
 
     /// Two-way: while the task's clocks are further apart than `clock_skew_pause`,
@@ -1089,6 +1126,10 @@ impl<S: Source> Source for Slot<S> {
 
     async fn clock(&mut self) -> Result<Option<i64>, ConnectorError> {
         self.get()?.clock().await
+    }
+
+    async fn estimate_rows(&mut self, table: &TableSchema) -> Result<Option<u64>, ConnectorError> {
+        self.get()?.estimate_rows(table).await
     }
 }
 

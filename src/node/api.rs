@@ -96,6 +96,7 @@ pub fn fuzz_json_inputs(data: &[u8]) -> usize {
     let body = Bytes::copy_from_slice(data);
     usize::from(action_body(&body).is_ok())
         + usize::from(serde_json::from_slice::<crate::cutover::CutoverRequest>(data).is_ok())
+        + usize::from(parse_skip(data).is_ok())
 }
 
 fn actor(state: &NodeState, caller: &Caller) -> String {
@@ -221,6 +222,45 @@ pub async fn cutover(
         })
     })?;
     ok(outcome?)
+}
+
+/// `POST /api/v1/tasks/{task}/skip` (admin): `{"position": "…", "direction": "a->b"}`;
+/// records the skip (audited) and starts a stopped task again past it.
+pub async fn skip(State(s): State<Arc<NodeState>>, caller: Caller, Path(name): Path<String>, body: Bytes) -> ApiResult {
+    // The target will never hold the transaction's changes: what the data is, as repair.
+    caller.require(Role::Admin, "skipping a transaction")?;
+    let req = parse_skip(&body)?;
+    ok(s.control.skip(&actor(&s, &caller), &name, req).await?)
+}
+
+fn parse_skip(body: &[u8]) -> Result<crate::control::SkipRequest, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError(ControlError::BadRequest {
+            message: format!("the body must be {{\"position\": \"…\", \"direction\": \"a->b\"}}: {e}"),
+        })
+    })
+}
+
+/// Query of `GET /api/v1/logs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailQuery {
+    /// Only lines after this sequence number (default 0: from the oldest kept).
+    after: Option<u64>,
+    /// At most this many lines, the newest (default 500, at most 2000).
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/logs?after=&limit=`: the node process's own log lines.
+pub async fn logs(
+    State(s): State<Arc<NodeState>>,
+    caller: Caller,
+    q: Result<Query<TailQuery>, QueryRejection>,
+) -> ApiResult {
+    caller.require(Role::Viewer, "reading the node's log")?;
+    let Query(q) = q.map_err(|e| ApiError(ControlError::BadRequest { message: e.body_text() }))?;
+    let limit = q.limit.unwrap_or(500).min(crate::control::logs::KEEP);
+    ok(s.control.logs(q.after.unwrap_or(0), limit).await?)
 }
 
 /// `GET /api/v1/verify/{id}`.

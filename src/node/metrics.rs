@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::control::NodeOverview;
 use crate::engine::clock::SkewLevel;
+use crate::engine::copy_progress::TableCopy;
 use crate::engine::metrics::{DirectionState, DirectionStatus};
 
 /// Escapes a label value (`\`, `"` and newlines).
@@ -135,6 +136,34 @@ pub fn render(o: &NodeOverview) -> String {
                         label(&t.name),
                         label(&d.direction)
                     );
+                }
+            }
+        }
+    }
+    // Snapshot progress per table, while the direction takes a snapshot.
+    let tables: [(&str, &str, fn(&TableCopy) -> Option<u64>); 2] = [
+        ("ferry_task_snapshot_table_rows", "Rows of the table the snapshot copied.", |c| Some(c.rows_copied)),
+        (
+            "ferry_task_snapshot_table_rows_estimated",
+            "The source's estimate of the table's rows, where it can tell.",
+            |c| c.rows_estimated,
+        ),
+    ];
+    for (name, help, value) in tables {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for t in &o.tasks {
+            for d in &t.directions {
+                for c in &d.snapshot_tables {
+                    if let Some(v) = value(c) {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{task=\"{}\",direction=\"{}\",table=\"{}\"}} {v}",
+                            label(&t.name),
+                            label(&d.direction),
+                            label(&c.table)
+                        );
+                    }
                 }
             }
         }

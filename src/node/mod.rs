@@ -53,9 +53,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/tasks/{task}/repair"),
     ("get", "/api/v1/tasks/{task}/cutover"),
     ("post", "/api/v1/tasks/{task}/cutover"),
+    ("post", "/api/v1/tasks/{task}/skip"),
     ("get", "/api/v1/verify/{id}"),
     ("get", "/api/v1/conflicts"),
     ("get", "/api/v1/audit"),
+    ("get", "/api/v1/logs"),
     ("get", "/api/v1/endpoints"),
     ("post", "/api/v1/endpoints/{endpoint}/freeze"),
     ("post", "/api/v1/endpoints/{endpoint}/unfreeze"),
@@ -102,9 +104,11 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/v1/tasks/{task}/verify", post(api::verify_start))
         .route("/api/v1/tasks/{task}/repair", post(api::repair_start))
         .route("/api/v1/tasks/{task}/cutover", get(api::cutover_status).post(api::cutover))
+        .route("/api/v1/tasks/{task}/skip", post(api::skip))
         .route("/api/v1/verify/{id}", get(api::verify_progress))
         .route("/api/v1/conflicts", get(api::conflicts))
         .route("/api/v1/audit", get(api::audit))
+        .route("/api/v1/logs", get(api::logs))
         .route("/api/v1/endpoints", get(api::endpoints))
         .route("/api/v1/endpoints/{endpoint}/freeze", post(api::freeze))
         .route("/api/v1/endpoints/{endpoint}/unfreeze", post(api::unfreeze))

@@ -44,6 +44,15 @@ pub fn document() -> Value {
     if let Some(a) = conflicts["parameters"].as_array_mut() {
         a.push(json!({ "name": "task", "in": "query", "schema": { "type": "string" } }));
     }
+    let mut logs = op(
+        "The node process's own log lines (FERRY_LOG), oldest first: those after sequence number `after`, at most `limit` of the newest",
+        "viewer",
+        "Lines {seq, at_us, level, message}.",
+    );
+    logs["parameters"] = json!([
+        { "name": "after", "in": "query", "schema": { "type": "integer", "default": 0 } },
+        { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 2000, "default": 500 } }
+    ]);
     let mut audit = op("Newest audit log entries", "viewer", "Audit entries, newest first.");
     audit["parameters"] = log_params.take();
     json!({
@@ -80,6 +89,8 @@ pub fn document() -> Value {
                 "get": with_param(op("The task's cutover: persisted state, steps with checks and durations, live lag and pending changes", "viewer", "The cutover."), "task", task),
                 "post": with_param(op("Run a cutover action, body {\"action\": \"start\"|\"next\"|\"rollback\", \"quick_only\": bool}; answers when the step has run (audited); a step freezes or revokes writes and switches the direction, so admin as /freeze", "admin", "The cutover with the step's outcome."), "task", task)
             },
+            "/api/v1/tasks/{task}/skip": { "post": with_param(op("Skip one source transaction on purpose, body {\"position\": \"…\", \"direction\": \"a->b\"} (direction optional for one-way tasks); recorded and audited as `ferry skip`, and a stopped task starts again past it; 409 while the task runs", "admin", "{task, direction, position, resumed}."), "task", task) },
+            "/api/v1/logs": { "get": logs },
             "/api/v1/verify/{id}": { "get": with_param(op("Progress and report of a verify run", "viewer", "Progress."), "id", "Verify run id.") },
             "/api/v1/conflicts": { "get": conflicts },
             "/api/v1/audit": { "get": audit },

@@ -55,10 +55,16 @@ fn node_file(dir: &Path, port: u16, tokens: bool) -> PathBuf {
 impl Node {
     /// Creates a.db and b.db with a kv table and starts a node on a two-way task t.
     pub async fn start(tokens: bool) -> Node {
+        const KV: &str = "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT);";
+        Node::start_with(tokens, KV, KV).await
+    }
+
+    /// Starts a node on a two-way task t between a.db and b.db made by these scripts.
+    pub async fn start_with(tokens: bool, a_sql: &str, b_sql: &str) -> Node {
         ferry::client::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
-        for db in ["a.db", "b.db"] {
-            create_db(&dir.path().join(db), "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT);").await;
+        for (db, sql) in [("a.db", a_sql), ("b.db", b_sql)] {
+            create_db(&dir.path().join(db), sql).await;
         }
         let port = free_port();
         let config = node_file(dir.path(), port, tokens);

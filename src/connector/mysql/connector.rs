@@ -105,13 +105,13 @@ impl Connector for Store {
             let m = MysqlEndpoint::of(ep)?;
             let mut conn = m.connect().await?;
             let sql = format!(
-                "SELECT id, task, direction, tbl, pk, policy, winner, incoming_site, local_site, detected_us \
+                "SELECT id, task, direction, tbl, pk, policy, winner, incoming_site, local_site, detected_us, \
+                 incoming_ts, local_ts, incoming_row, local_row \
                  FROM {}.{} WHERE (? IS NULL OR task = ?) ORDER BY id DESC LIMIT ?",
                 ident(FERRY_DB),
                 ident("ferry_conflict")
             );
-            type Entry = (i64, String, String, String, String, String, String, String, String, i64);
-            let rows: Result<Vec<Entry>, _> =
+            let rows: Result<Vec<mysql_async::Row>, _> =
                 conn.exec(sql, (task, task, u64::try_from(limit).unwrap_or(u64::MAX))).await;
             let _ = conn.disconnect().await;
             let rows = match rows {
@@ -120,21 +120,24 @@ impl Connector for Store {
                 Err(mysql_async::Error::Server(e)) if matches!(e.code, 1049 | 1146) => Vec::new(),
                 Err(e) => return Err(m.error("reading the conflict log")(e)),
             };
+            let text = |r: &mysql_async::Row, i: usize| r.get::<Option<String>, _>(i).flatten().unwrap_or_default();
             Ok(Some(
-                rows.into_iter()
-                    .map(|(id, task, direction, table, key, policy, winner, incoming_site, local_site, detected_us)| {
-                        ConflictRecord {
-                            id,
-                            task,
-                            direction,
-                            table,
-                            key,
-                            policy,
-                            winner,
-                            incoming_site,
-                            local_site,
-                            detected_us,
-                        }
+                rows.iter()
+                    .map(|r| ConflictRecord {
+                        id: r.get(0).unwrap_or_default(),
+                        task: text(r, 1),
+                        direction: text(r, 2),
+                        table: text(r, 3),
+                        key: text(r, 4),
+                        policy: text(r, 5),
+                        winner: text(r, 6),
+                        incoming_site: text(r, 7),
+                        local_site: text(r, 8),
+                        detected_us: r.get(9).unwrap_or_default(),
+                        incoming_ts: r.get(10).unwrap_or_default(),
+                        local_ts: r.get(11).unwrap_or_default(),
+                        incoming_row: r.get::<Option<String>, _>(12).flatten(),
+                        local_row: r.get::<Option<String>, _>(13).flatten(),
                     })
                     .collect(),
             ))

@@ -167,4 +167,8 @@ impl Source for MysqlSource {
             .map_err(self.ep.error("reading the server's clock"))?;
         Ok(now)
     }
+
+    async fn estimate_rows(&mut self, table: &TableSchema) -> Result<Option<u64>, ConnectorError> {
+        super::checksum::estimated_rows(&self.ep, &mut self.conn, &table.name).await.map(Some)
+    }
 }

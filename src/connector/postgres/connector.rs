@@ -109,7 +109,8 @@ impl Connector for Store {
             let p = PgEndpoint::of(ep)?;
             let mut conn = p.connect().await?;
             let sql = format!(
-                "SELECT id, task, direction, tbl, pk, policy, winner, incoming_site, local_site, detected_us \
+                "SELECT id, task, direction, tbl, pk, policy, winner, incoming_site, local_site, detected_us, \
+                 incoming_ts, local_ts, incoming_row, local_row \
                  FROM {} WHERE ($1::text IS NULL OR task = $1) ORDER BY id DESC LIMIT $2",
                 super::sink::conflict_table()
             );
@@ -136,6 +137,10 @@ impl Connector for Store {
                         incoming_site: r.get(7),
                         local_site: r.get(8),
                         detected_us: r.get(9),
+                        incoming_ts: r.get(10),
+                        local_ts: r.get(11),
+                        incoming_row: r.get(12),
+                        local_row: r.get(13),
                     })
                     .collect(),
             ))

@@ -104,7 +104,8 @@ impl Connector for Store {
         Box::pin(async move {
             let mut conn = SqliteEndpoint::of(ep).connect(Access::ReadOnly).await?;
             let rows = sqlx::query(
-                "SELECT id, task, direction, tbl, pk, policy, winner, incoming_site, local_site, detected_us \
+                "SELECT id, task, direction, tbl, pk, policy, winner, incoming_site, local_site, detected_us, \
+                 incoming_ts, local_ts, incoming_row, local_row \
                  FROM ferry_conflict WHERE (?1 IS NULL OR task = ?1) ORDER BY id DESC LIMIT ?2",
             )
             .bind(task)
@@ -127,6 +128,10 @@ impl Connector for Store {
                         incoming_site: r.get(7),
                         local_site: r.get(8),
                         detected_us: r.get(9),
+                        incoming_ts: r.get(10),
+                        local_ts: r.get(11),
+                        incoming_row: r.get(12),
+                        local_row: r.get(13),
                     })
                     .collect(),
             ))

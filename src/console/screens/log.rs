@@ -1,6 +1,7 @@
 //! Log view (`l`): what happened to the selected task (or node), oldest first: what the
 //! console saw change between polls (states, pauses, errors, the node going stale),
-//! the node's audit entries and logged conflicts. `f` follows the newest line, `w`
+//! the node's audit entries and logged conflicts, and the node process's own log lines
+//! (`GET /api/v1/logs`). `f` follows the newest line, `w`
 //! wraps, `/` searches (matching lines highlighted, the first match brought in sight).
 
 use ratatui::buffer::Buffer;
@@ -16,6 +17,27 @@ struct Entry {
     kind: &'static str,
     text: String,
     error: bool,
+}
+
+/// The kind column of a node log line: `log` and its level.
+fn level_kind(level: &str) -> &'static str {
+    match level {
+        "ERROR" => "log err",
+        "WARN" => "log warn",
+        "DEBUG" | "TRACE" => "log dbg",
+        _ => "log",
+    }
+}
+
+/// Whether a log line is about task `t`: it names it as a word (`direction=t:a->b`,
+/// `task=t`), not inside another name.
+fn names(message: &str, t: &str) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+    message.match_indices(t).any(|(i, _)| {
+        let before = message[..i].chars().next_back();
+        let after = message[i + t.len()..].chars().next();
+        before.is_none_or(|c| !word(c)) && after.is_none_or(|c| !word(c))
+    })
 }
 
 pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
@@ -47,6 +69,12 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
             ),
             error: false,
         });
+    }
+    // The node process's own log lines: all of them on a node's row, those naming the
+    // task on a task's.
+    for l in node.logs.iter().filter(|l| task.is_none_or(|t| names(&l.message, t))) {
+        let error = matches!(l.level.as_str(), "ERROR" | "WARN");
+        entries.push(Entry { at_us: l.at_us, kind: level_kind(&l.level), text: l.message.clone(), error });
     }
     entries.sort_by_key(|e| e.at_us);
     let search = app.log_search.text().to_lowercase();

@@ -8,6 +8,7 @@ mod log;
 mod overview;
 mod task;
 mod verify;
+mod versions;
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -37,6 +38,7 @@ impl Widget for &App {
             Screen::Config => config::render(self, body, buf),
             Screen::Cutover => cutover::render(self, body, buf),
             Screen::Log => log::render(self, body, buf),
+            Screen::Versions => versions::render(self, body, buf),
         }
         render_footer(self, footer, buf);
         if self.help {
@@ -122,8 +124,8 @@ fn render_tabs(app: &App, area: Rect, buf: &mut Buffer) {
             spans.push(Span::styled(tab, style));
             spans.push(Span::raw(" "));
         }
-        if app.screen == Screen::Log {
-            spans.push(Span::styled("Log", app.theme.selected()));
+        if matches!(app.screen, Screen::Log | Screen::Versions) {
+            spans.push(Span::styled(app.screen.title(), app.theme.selected()));
         }
     }
     Paragraph::new(Line::from(spans)).render(area, buf);
@@ -207,14 +209,25 @@ fn screen_hints(app: &App) -> &'static [(&'static str, &'static str)] {
             ("?", "help"),
             ("Esc", "back"),
             ("l", "log"),
+            ("c", "conflicts"),
             ("p/r", "pause/resume"),
+            ("S", "skip"),
             ("v", "verify"),
             ("PgUp/PgDn", "scroll"),
             (":", "command"),
             ("q", "quit"),
         ],
-        Screen::Verify => {
-            &[("?", "help"), ("v", "verify"), ("R", "repair"), ("PgUp/PgDn", "report"), ("Esc", "back"), ("q", "quit")]
+        Screen::Verify => &[
+            ("?", "help"),
+            ("v", "verify"),
+            ("d", "diffs"),
+            ("R", "repair"),
+            ("PgUp/PgDn", "report"),
+            ("Esc", "back"),
+            ("q", "quit"),
+        ],
+        Screen::Versions => {
+            &[("?", "help"), ("j/k", "select"), ("PgUp/PgDn", "scroll rows"), ("Esc", "back"), ("q", "quit")]
         }
         Screen::Audit => &[
             ("?", "help"),
@@ -253,7 +266,7 @@ fn hints(app: &App, keys: &[(&str, &str)]) -> Line<'static> {
     // Keys the role cannot use are not offered (a viewer sees no pause/resume).
     let node = app.selected_task().map_or(0, |(n, _)| n);
     let viewer = app.access(node).is_some_and(|a| a.role == crate::config::Role::Viewer);
-    let acts = |k: &str| matches!(k, "p/r" | "v" | "R" | "n" | "b" | "e");
+    let acts = |k: &str| matches!(k, "p/r" | "v" | "R" | "n" | "b" | "e" | "S");
     for (k, what) in keys.iter().filter(|(k, _)| !(viewer && acts(k))) {
         spans.push(Span::styled(format!(" {k}"), app.theme.accent()));
         spans.push(Span::styled(format!(" {what} "), app.theme.muted()));
@@ -270,19 +283,25 @@ const HELP: &[(&str, &str)] = &[
     ("g/G", "first / last"),
     ("Enter", "open the selected task (drill-down)"),
     ("Esc", "back one level (breadcrumbs on top); clear the filter"),
-    ("l", "log: events, audit, conflicts of the selected task"),
+    ("l", "log: events, audit, conflicts, node log of the selection"),
     ("PgUp/PgDn", "scroll the screen's pane (Ctrl-U/Ctrl-D: half a page)"),
     ("/", "filter rows (node, task, direction, state)"),
     (":", "command palette (Tab completes, ↑/↓ history)"),
     ("m", "message history"),
     ("p / r", "pause / resume the selected task"),
+    ("S", "skip the transaction a stopped task failed on (typed name)"),
     ("v", "start a verify of the selected task"),
     ("?", "this help (j/k, PgUp/PgDn scroll it)"),
     ("q, Ctrl-C", "quit; asks first while something is frozen or runs here"),
     ("#", "Overview"),
     ("s", "sort by the next column: lag, rows/s, state, task, node"),
+    ("#", "Task"),
+    ("c", "conflicts with both row versions side by side"),
     ("#", "Verify"),
     ("R", "repair, after typing the task name"),
+    ("d", "differences with source and target values side by side"),
+    ("#", "Versions (c on Task, d on Verify)"),
+    ("j/k", "select an entry; PgUp/PgDn scroll its row versions"),
     ("#", "Config"),
     ("e", "edit the task file; Ctrl-S validates and saves"),
     ("Esc", "leave the editor (asks before discarding edits)"),
@@ -296,7 +315,7 @@ const HELP: &[(&str, &str)] = &[
     ("Ctrl-U/K/W", "delete to start / to end / the word before"),
     ("#", "Palette commands"),
     ("", "overview task verify audit config cutover log [TASK]"),
-    ("", "pause resume verify-start [TASK]  freeze unfreeze ENDPOINT"),
+    ("", "pause resume verify-start skip [TASK]  freeze unfreeze ENDPOINT"),
     ("", "conflicts [TABLE]  sort COLUMN  theme NAME  messages  help  q"),
 ];
 

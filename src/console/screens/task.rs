@@ -16,6 +16,7 @@ use crate::console::app::App;
 use crate::console::source::{HISTORY_SECONDS, NodeFeed};
 use crate::control::TaskView;
 use crate::engine::clock::SkewLevel;
+use crate::engine::copy_progress::{CopyState, TableCopy};
 use crate::engine::metrics::size_text;
 
 pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
@@ -23,11 +24,27 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
         return;
     };
     let head_h = (task.directions.len().min(20) as u16).saturating_add(1);
-    let rest = area.height.saturating_sub(head_h);
+    let copies = copy_rows(task);
+    // The snapshot pane while a table is still to copy: a line per table, up to a third
+    // of the screen (the rest say how many more).
+    let copy_h = if copies.iter().any(|(_, c)| c.state != CopyState::Done) {
+        (copies.len() as u16).min(area.height / 3).max(1) + 2
+    } else {
+        0
+    };
+    let rest = area.height.saturating_sub(head_h + copy_h);
     let chart_h = (rest / 2).max(5);
-    let [head, charts, bottom] =
-        Layout::vertical([Constraint::Length(head_h), Constraint::Length(chart_h), Constraint::Min(3)]).areas(area);
+    let [head, copy, charts, bottom] = Layout::vertical([
+        Constraint::Length(head_h),
+        Constraint::Length(copy_h),
+        Constraint::Length(chart_h),
+        Constraint::Min(3),
+    ])
+    .areas(area);
     render_head(app, node, task, head, buf);
+    if copy_h > 0 {
+        render_copy(app, task, &copies, copy, buf);
+    }
     let [lag_area, rate_area] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
     render_chart(app, node, task, lag_area, buf, true);
@@ -96,6 +113,78 @@ fn render_head(app: &App, node: &NodeFeed, task: &TaskView, area: Rect, buf: &mu
         ));
     }
     Paragraph::new(lines).render(area, buf);
+}
+
+/// Every table of the task's snapshots with its direction: being copied first, then
+/// those waiting, then those done.
+fn copy_rows(task: &TaskView) -> Vec<(&str, &TableCopy)> {
+    let mut rows: Vec<(&str, &TableCopy)> =
+        task.directions.iter().flat_map(|d| d.snapshot_tables.iter().map(move |t| (d.direction.as_str(), t))).collect();
+    let order = |c: &TableCopy| match c.state {
+        CopyState::Copying => 0,
+        CopyState::Pending => 1,
+        CopyState::Done => 2,
+    };
+    rows.sort_by_key(|(_, c)| order(c));
+    rows
+}
+
+/// A duration left for people: `45s`, `12m30s`, `3h05m`.
+fn eta_text(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s / 60) % 60),
+    }
+}
+
+/// Snapshot progress per table: a gauge of rows copied of the source's estimate, the
+/// rate and the time left.
+fn render_copy(app: &App, task: &TaskView, copies: &[(&str, &TableCopy)], area: Rect, buf: &mut Buffer) {
+    let done = copies.iter().filter(|(_, c)| c.state == CopyState::Done).count();
+    let two = task.directions.len() > 1;
+    let name_w = copies.iter().map(|(_, c)| c.table.chars().count()).max().unwrap_or(0).min(24);
+    let bar_w = (area.width as usize).saturating_sub(name_w + if two { 9 } else { 0 } + 50).clamp(6, 30);
+    let visible = area.height.saturating_sub(2) as usize;
+    let mut lines: Vec<Line> = Vec::new();
+    for (i, (dir, c)) in copies.iter().enumerate() {
+        if i + 1 == visible && copies.len() > visible {
+            lines.push(Line::from(Span::styled(format!("  … {} more tables", copies.len() - i), app.theme.muted())));
+            break;
+        }
+        let name: String = c.table.chars().take(name_w).collect();
+        let mut spans = vec![Span::raw(format!("  {name:<name_w$} "))];
+        if two {
+            spans.push(Span::styled(format!("{dir:<8} "), app.theme.muted()));
+        }
+        let est = c.rows_estimated.map(|e| format!(" of ~{}", count_text(e))).unwrap_or_default();
+        match c.state {
+            CopyState::Pending => {
+                spans.push(Span::styled(format!("waiting{}", est.replace(" of ", ", ")), app.theme.muted()));
+            }
+            CopyState::Done => {
+                spans.push(Span::styled(format!("done, {} rows copied", count_text(c.rows_copied)), app.theme.ok()));
+            }
+            CopyState::Copying => {
+                // Past the estimate (it is a guess) the gauge stays full, and says so.
+                let share = c.rows_estimated.filter(|e| *e > 0).map(|e| (c.rows_copied as f64 / e as f64).min(1.0));
+                let filled = share.map_or(0, |s| (s * bar_w as f64).round() as usize);
+                spans.push(Span::styled("█".repeat(filled), app.theme.chart_rate()));
+                spans.push(Span::styled("░".repeat(bar_w - filled), app.theme.muted()));
+                let pct = share.map_or("  ?".to_string(), |s| format!("{:>3.0}%", s * 100.0));
+                let rate = c.rows_per_sec.map_or(String::new(), |r| format!("  {}/s", rate_text(r)));
+                let eta = c.eta_seconds.map_or(String::new(), |e| format!("  ETA {}", eta_text(e)));
+                spans.push(Span::raw(format!(" {pct}  {}{est}{rate}{eta}", count_text(c.rows_copied))));
+            }
+        }
+        lines.push(Line::from(spans));
+    }
+    let title = format!(
+        "Snapshot: {done} of {} copied (rows of the source's estimate)",
+        plural(copies.len(), "table", "tables")
+    );
+    Paragraph::new(lines).block(block(app, &title, false)).render(area, buf);
 }
 
 fn render_chart(app: &App, node: &NodeFeed, task: &TaskView, area: Rect, buf: &mut Buffer, lag: bool) {

@@ -45,6 +45,8 @@ fn direction(task: &str, dir: &str, state: DirectionState, lag: Option<f64>, rat
         at_us: NOW,
         retained_bytes: None,
         retention_alarm: false,
+        snapshot_tables: Vec::new(),
+        failed_change: None,
     }
 }
 
@@ -153,6 +155,10 @@ fn healthy_node() -> NodeFeed {
             incoming_site: "dc-a".into(),
             local_site: "dc-b".into(),
             detected_us: NOW - (i + 1) * 2_000_000,
+            incoming_ts: 0,
+            local_ts: 0,
+            incoming_row: None,
+            local_row: None,
         })
         .collect();
     feed.verify = Some(VerifyProgress {
@@ -182,6 +188,7 @@ fn healthy_node() -> NodeFeed {
         unsettled: 0,
         direction: "a->b".into(),
         report: None,
+        rows: Vec::new(),
     });
     feed
 }
@@ -980,3 +987,5 @@ fn clock_skew_alarm_and_pause_are_shown_on_overview_and_task() {
 
 /// Tests of issue 22 (messages, scrolling, line editing, logs, sorting).
 mod habits;
+/// Tests of issue 22 (snapshot progress, row versions, skip, the node's log lines).
+mod operator_views;
