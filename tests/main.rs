@@ -38,6 +38,7 @@ mod pg_fuzz_corpus;
 mod pg_mixed;
 mod pg_oneway;
 mod pg_slot;
+mod pg_snapshot;
 mod pg_tls;
 mod pg_twoway;
 mod run_once;

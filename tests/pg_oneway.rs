@@ -208,6 +208,12 @@ async fn pg_survives_sigkill_during_snapshot_and_stream_under_pgbench() {
         }
     }
     assert!(mid_snapshot > 0, "no kill landed during the snapshot; the test did not exercise snapshot resume");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.matches("copying through an exported snapshot").count() >= 2,
+        "the copies did not go through an exported snapshot (COPY); log:\n{}",
+        tail(&log)
+    );
     let mut ferry = FerryRun::start(&file, &log);
     let status = tokio::task::spawn_blocking(move || load.wait()).await.expect("join").expect("pgbench");
     assert!(status.success(), "pgbench run failed");

@@ -99,6 +99,31 @@ pub struct SnapshotRows {
     /// asked for (two-way: conflict resolution compares it); `None` for rows unchanged
     /// since before capture.
     pub versions: Option<Vec<Option<(SiteId, i64)>>>,
+    /// The rows in the source store's own bulk format instead of `rows` (see
+    /// [`NativeRows`]); only handed to a sink of the same store.
+    pub native: Option<NativeRows>,
+}
+
+/// A snapshot chunk's rows in a store's own bulk format (PostgreSQL: `COPY` text), moved
+/// from a source to a sink of the same store without being decoded. The sink replaces
+/// the chunk's key range with them: it deletes what it holds in `(after, upto]` and
+/// writes the rows, in one transaction with the checkpoint, so a chunk copied again
+/// (after a crash, over rows already there) overwrites rather than doubles.
+#[derive(Debug, Clone)]
+pub struct NativeRows {
+    /// Names the format, so a sink can refuse one that is not its own.
+    pub format: &'static str,
+    /// The rows, in key order, encoded.
+    pub data: bytes::Bytes,
+    /// How many rows `data` holds.
+    pub count: usize,
+    /// The key the chunk starts after (`None`: the table's start).
+    pub after: Option<Key>,
+    /// The key of the chunk's last row; `None` when the chunk runs to the table's end
+    /// (the last chunk: its range takes every key after `after`).
+    pub upto: Option<Key>,
+    /// The key of the last row, whether or not the chunk is the table's last.
+    pub last: Option<Key>,
 }
 
 /// One target transaction's worth of work.
@@ -391,6 +416,11 @@ pub struct Chunk {
     pub marks: Option<(String, String)>,
     /// Versions of the rows, when asked for (see [`SnapshotRows::versions`]).
     pub versions: Option<Vec<Option<(SiteId, i64)>>>,
+    /// The rows in the store's own bulk format instead of `rows`, when the source was
+    /// opened for a sink of the same store ([`registry::SourceOptions::native_chunks`])
+    /// and reads chunks at a position (never with watermarks: the engine cannot drop
+    /// single rows from them).
+    pub native: Option<NativeRows>,
 }
 
 /// What to read from the change stream.

@@ -40,6 +40,9 @@ pub struct SourceOptions {
     pub stream: String,
     /// Read each change's row version (two-way conflict resolution needs them).
     pub versions: bool,
+    /// The direction's target is the same store: snapshot chunks may come as the
+    /// store's own bulk rows ([`crate::connector::NativeRows`]) instead of decoded rows.
+    pub native_chunks: bool,
 }
 
 /// How a direction's target is opened.

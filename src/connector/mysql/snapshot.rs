@@ -58,7 +58,7 @@ pub async fn read_chunk(
         false => None,
     };
     let high = write_mark(ep, conn, "H", signal_id).await?;
-    Ok(Chunk { rows, position: None, marks: Some((low, high)), versions })
+    Ok(Chunk { rows, position: None, marks: Some((low, high)), versions, native: None })
 }
 
 /// The version of each row (two-way), `None` for rows older than ferry's triggers.

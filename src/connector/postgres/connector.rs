@@ -57,7 +57,8 @@ impl Connector for Store {
     ) -> BoxFuture<'a, Result<Box<dyn DynSource>, ConnectorError>> {
         Box::pin(async move {
             let source = PgSource::open(PgEndpoint::of(ep)?, &opts.stream).await?;
-            Ok(Box::new(source.with_versions(opts.versions)) as Box<dyn DynSource>)
+            let source = source.with_versions(opts.versions).with_native_chunks(opts.native_chunks);
+            Ok(Box::new(source) as Box<dyn DynSource>)
         })
     }
     fn open_sink<'a>(

@@ -18,8 +18,10 @@ pub mod arrays;
 pub mod check;
 pub mod conflict;
 pub mod connector;
+pub mod copy;
 pub mod ddl;
 pub mod decoder;
+pub mod export;
 pub mod freezer;
 pub mod migrate;
 pub mod names;
@@ -160,13 +162,42 @@ impl PgEndpoint {
         o
     }
 
+    /// A replication session's settings for `slot` and `publication`, with ferry's
+    /// session settings (UTC, exact floats, ISO dates, hex bytea).
+    pub(crate) fn replication_config(
+        &self,
+        slot: String,
+        publication: String,
+    ) -> pgwire_replication::ReplicationConfig {
+        pgwire_replication::ReplicationConfig::new(
+            self.host.clone(),
+            self.user.clone(),
+            self.password().to_string(),
+            self.database.clone(),
+            slot,
+            publication,
+        )
+        .with_port(self.port)
+        .with_tls(self.tls.replication(&self.host))
+        .with_options("-c timezone=UTC -c extra_float_digits=3 -c DateStyle=ISO,YMD -c bytea_output=hex -c IntervalStyle=postgres")
+    }
+
     /// Opens a session set up the way every ferry session must be.
     pub async fn connect(&self) -> Result<PgConnection, ConnectorError> {
-        PgConnection::connect_with(&self.options()).await.map_err(|source| ConnectorError::Open {
-            endpoint: self.name.clone(),
-            target: self.display.clone(),
-            fix: "check that the server runs and the url's host, port, user, password and database are right".into(),
-            source,
+        PgConnection::connect_with(&self.options()).await.map_err(|source| match sqlstate(&source) {
+            // Starting up or shutting down (a restart): a passing state, retried.
+            Some(code) if code.starts_with("57P") => ConnectorError::Postgres {
+                endpoint: self.name.clone(),
+                what: format!("connecting to {}", self.display),
+                source,
+            },
+            _ => ConnectorError::Open {
+                endpoint: self.name.clone(),
+                target: self.display.clone(),
+                fix: "check that the server runs and the url's host, port, user, password and database are right"
+                    .into(),
+                source,
+            },
         })
     }
 

@@ -37,6 +37,12 @@ pub fn slot(stream: &str) -> String {
     object_name("s", stream)
 }
 
+/// The temporary slot that exports a first copy's snapshot, for the process `pid`
+/// reading `stream` (a killed process's one may linger until its session ends).
+pub fn snapshot_slot(stream: &str, pid: u32) -> String {
+    object_name("x", &format!("{stream}/{pid}"))
+}
+
 /// The publication of a source direction's stream.
 pub fn publication(stream: &str) -> String {
     object_name("p", stream)

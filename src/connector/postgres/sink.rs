@@ -333,7 +333,15 @@ impl PgSink {
             n += changes.len() as u64;
             self.write_final(&changes, None).await?;
         }
-        if let Some(s) = &batch.snapshot {
+        if let Some(s) = &batch.snapshot
+            && let Some(native) = &s.native
+        {
+            // COPY text from a PostgreSQL source: replaces the chunk's key range as is.
+            let target = self.target(&s.table.name).await?;
+            let cols: Vec<&str> = s.table.columns.iter().map(|c| c.name.as_str()).collect();
+            super::copy::write(&self.ep, &mut self.conn, &target, &cols, &s.table.key_columns(), native).await?;
+            n += native.count as u64;
+        } else if let Some(s) = &batch.snapshot {
             let rows: Vec<&Row> = s.rows.iter().collect();
             self.upsert_rows(&s.table, &rows).await?;
             n += rows.len() as u64;

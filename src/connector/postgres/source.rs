@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent};
+use pgwire_replication::{ReplicationClient, ReplicationEvent};
 use sqlx::Row as _;
 use sqlx::postgres::PgConnection;
 
 use super::ddl;
 use super::decoder::{self, Datum, Message, Relation};
+use super::export::Exported;
 use super::names::{self, HEARTBEAT_TABLE, SIGNAL_TABLE};
 use super::position::Lsn;
 use super::values::{Kind, decode};
@@ -29,6 +30,9 @@ use crate::model::{Change, Key, Op, Position, Prior, Row, SiteId, TableName, Tab
 const READ_WAIT: Duration = Duration::from_millis(50);
 /// Changes of one source transaction held before it is handed out in parts.
 const PART_CHANGES: usize = 20_000;
+/// How long a read up to a snapshot's position waits for the stream to prove it got
+/// there (ferry's own heartbeats, every 100 ms, normally do within one).
+const UNTIL_WAIT: Duration = Duration::from_secs(60);
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 /// How long a slot may stay busy (its previous reader's walsender ending) before the
@@ -84,6 +88,16 @@ pub struct PgSource {
     /// Columns added to followed tables, seen in the open transaction's Relation
     /// messages: carried to the target ahead of its rows.
     pending_ddl: Vec<crate::model::SchemaChange>,
+    /// The target is PostgreSQL too: snapshot chunks go as COPY text, undecoded.
+    native: bool,
+    /// The exported snapshot chunks are read through, while the copy lasts.
+    snapshot: Option<Exported>,
+    /// Exporting a snapshot failed (no free slot or sender): chunks are read with
+    /// watermarks instead.
+    no_export: bool,
+    /// The stream went past the position a read had to stop at: the next read starts
+    /// it again there.
+    restart: bool,
 }
 
 impl PgSource {
@@ -107,7 +121,17 @@ impl PgSource {
             versions: false,
             versioned: HashMap::new(),
             pending_ddl: Vec::new(),
+            native: false,
+            snapshot: None,
+            no_export: false,
+            restart: false,
         })
+    }
+
+    /// Snapshot chunks for a PostgreSQL target: COPY text, handed over undecoded.
+    pub fn with_native_chunks(mut self, on: bool) -> Self {
+        self.native = on;
+        self
     }
 
     /// Two-way: read versions with changes.
@@ -134,21 +158,13 @@ impl PgSource {
             fix: "the checkpoint belongs to another kind of source: delete the task's checkpoint rows on the target to start over".into(),
         })?;
         let (slot, publication) = (names::slot(&self.stream), names::publication(&self.stream));
-        let cfg = ReplicationConfig::new(
-            self.ep.host.clone(),
-            self.ep.user.clone(),
-            self.ep.password().to_string(),
-            self.ep.database.clone(),
-            slot.clone(),
-            publication,
-        )
-        .with_port(self.ep.port)
-        .with_tls(self.ep.tls.replication(&self.ep.host))
-        .with_start_lsn(pgwire_replication::Lsn::from_u64(lsn.0))
-        .with_ack_lsn(pgwire_replication::Lsn::from_u64(lsn.0))
-        .with_status_interval(Duration::from_secs(1))
-        .with_wakeup_interval(Duration::from_secs(5))
-        .with_options("-c timezone=UTC -c extra_float_digits=3 -c DateStyle=ISO,YMD -c bytea_output=hex -c IntervalStyle=postgres");
+        let cfg = self
+            .ep
+            .replication_config(slot.clone(), publication)
+            .with_start_lsn(pgwire_replication::Lsn::from_u64(lsn.0))
+            .with_ack_lsn(pgwire_replication::Lsn::from_u64(lsn.0))
+            .with_status_interval(Duration::from_secs(1))
+            .with_wakeup_interval(Duration::from_secs(5));
         slot_free(&self.ep, &mut self.conn, &self.stream).await?;
         let deadline = tokio::time::Instant::now() + SLOT_BUSY_WAIT;
         let client = loop {
@@ -611,6 +627,38 @@ impl Source for PgSource {
         limit: usize,
         with_versions: bool,
     ) -> Result<Chunk, ConnectorError> {
+        // Two-way copies need each row's version as of its read: watermark chunks.
+        let two_way = with_versions && self.versions;
+        if !two_way && !self.no_export {
+            if self.snapshot.is_none() {
+                match Exported::open(&self.ep, &self.stream).await {
+                    Ok(s) => {
+                        tracing::info!(endpoint = %self.ep.name, position = %s.lsn.to_position(), "copying through an exported snapshot");
+                        self.snapshot = Some(s);
+                    }
+                    // Out of slots or senders: watermark chunks need neither.
+                    Err(e) if e.kind() != ErrorKind::Setup => {
+                        tracing::warn!(endpoint = %self.ep.name, error = %e, "cannot export a snapshot; copying with watermark chunks instead");
+                        self.no_export = true;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(s) = self.snapshot.as_mut() {
+                let data = super::copy::read(&self.ep, &mut s.conn, table, after, limit, self.native).await?;
+                let position = Some(s.lsn.to_position());
+                return Ok(match self.native {
+                    true => {
+                        let native = super::copy::native(&self.ep, table, data, after, limit)?;
+                        Chunk { rows: Vec::new(), position, marks: None, versions: None, native: Some(native) }
+                    }
+                    false => {
+                        let rows = super::copy::rows(&self.ep, table, &data)?;
+                        Chunk { rows, position, marks: None, versions: None, native: None }
+                    }
+                });
+            }
+        }
         let low = write_mark(&self.ep, &mut self.conn, "L", &self.stream).await?;
         let rows = rows_after(&self.ep, &mut self.conn, table, after, limit).await?;
         let versions = match with_versions && self.versions {
@@ -620,11 +668,17 @@ impl Source for PgSource {
             false => None,
         };
         let high = write_mark(&self.ep, &mut self.conn, "H", &self.stream).await?;
-        Ok(Chunk { rows, position: None, marks: Some((low, high)), versions })
+        Ok(Chunk { rows, position: None, marks: Some((low, high)), versions, native: None })
     }
 
     async fn read_changes(&mut self, req: &ReadRequest) -> Result<ReadBatch, ConnectorError> {
-        if self.client.is_none() || self.reader_at.as_ref() != Some(&req.after) {
+        if req.until.is_none()
+            && let Some(s) = self.snapshot.take()
+        {
+            // The copy is over (the stream is read on its own now).
+            s.close(&self.ep).await;
+        }
+        if self.client.is_none() || self.reader_at.as_ref() != Some(&req.after) || std::mem::take(&mut self.restart) {
             self.start(&req.after).await?;
         }
         let r = self.read(req).await;
@@ -715,9 +769,16 @@ impl PgSource {
         // a server shutting down sends them without pause until it is confirmed, and
         // the engine confirms only between reads.
         let idle_until = tokio::time::Instant::now() + READ_WAIT;
+        // A read up to a snapshot's position returns empty only once the stream proved
+        // that nothing before it is left (the engine then takes the position as
+        // reached): a transaction beginning at or after it, or a keepalive past it.
+        let until = req.until.as_ref().and_then(|p| Lsn::of(p).ok()).filter(|u| u.to_position() != req.after);
+        let until_by = tokio::time::Instant::now() + UNTIL_WAIT;
         loop {
             let wait = if self.open.is_some() {
                 Duration::from_secs(30)
+            } else if txns.is_empty() && until.is_some() {
+                until_by.saturating_duration_since(tokio::time::Instant::now())
             } else if txns.is_empty() {
                 idle_until.saturating_duration_since(tokio::time::Instant::now())
             } else {
@@ -726,6 +787,17 @@ impl PgSource {
             let Some(client) = self.client.as_mut() else { break };
             let ev = match tokio::time::timeout(wait, client.recv()).await {
                 Err(_) if self.open.is_some() => continue,
+                Err(_)
+                    if txns.is_empty()
+                        && let Some(u) = until =>
+                {
+                    return Err(ConnectorError::Stream {
+                        endpoint: self.ep.name.clone(),
+                        what: format!("reading the change stream up to the snapshot's position {}", u.text()),
+                        source: format!("the stream did not get there within {} s", UNTIL_WAIT.as_secs()).into(),
+                        kind: ErrorKind::Runtime,
+                    });
+                }
                 Err(_) => break,
                 Ok(Ok(Some(ev))) => ev,
                 Ok(Ok(None)) => {
@@ -739,6 +811,15 @@ impl PgSource {
                 Ok(Err(e)) => return Err(self.stream_error("reading the change stream", e)),
             };
             match ev {
+                ReplicationEvent::Begin { final_lsn, .. } if until.is_some_and(|u| final_lsn.as_u64() >= u.0) => {
+                    // Commits after the snapshot's position: not this read's. Everything
+                    // before it was read; the stream starts again there next time.
+                    if let Some(u) = until {
+                        position = u.to_position();
+                    }
+                    self.restart = true;
+                    break;
+                }
                 ReplicationEvent::Begin { commit_time_micros, .. } => {
                     self.idle_end = Lsn(0);
                     self.open = Some(Open {
@@ -799,9 +880,19 @@ impl PgSource {
                             ddl: Vec::new(),
                         });
                     }
-                    if o.signal || count >= req.max_changes {
+                    if o.signal || count >= req.max_changes || until.is_some_and(|u| end >= u) {
                         break;
                     }
+                }
+                ReplicationEvent::KeepAlive { wal_end, .. }
+                    if self.open.is_none() && until.is_some_and(|u| wal_end.as_u64() >= u.0) =>
+                {
+                    // The server decoded past the snapshot's position: nothing is left
+                    // before it.
+                    if let Some(u) = until {
+                        position = u.to_position();
+                    }
+                    break;
                 }
                 ReplicationEvent::KeepAlive { wal_end, .. } => {
                     if self.open.is_none() && wal_end.as_u64() > self.last_end.0 {

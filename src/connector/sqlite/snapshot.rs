@@ -89,5 +89,11 @@ pub async fn read_chunk(
         })?;
         out.push(row);
     }
-    Ok(Chunk { rows: out, position: Some(super::position::at(head)), marks: None, versions: versions.then_some(vers) })
+    Ok(Chunk {
+        rows: out,
+        position: Some(super::position::at(head)),
+        marks: None,
+        versions: versions.then_some(vers),
+        native: None,
+    })
 }

@@ -1,0 +1,274 @@
+//! Snapshot chunks through `COPY` in text format, both ways. A chunk is read with
+//! `COPY (SELECT … ORDER BY key LIMIT n) TO STDOUT` inside the exported snapshot
+//! (`export.rs`); for a PostgreSQL target its bytes go untouched into `COPY … FROM
+//! STDIN` after the chunk's key range is deleted, in the batch's transaction. Text, not
+//! binary: it is exact for every type in a UTC session with ferry's settings, and it
+//! does not carry type OIDs (binary arrays do, and enum OIDs differ between servers),
+//! so it loads into a target whose column types differ as long as they take the text.
+//! For other targets the lines are decoded to canonical rows.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::TryStreamExt;
+use sqlx::postgres::PgConnection;
+
+use super::source::text_columns;
+use super::values::{Kind, decode, encode};
+use super::{PgEndpoint, ident, qualified, string_literal};
+use crate::connector::{ConnectorError, NativeRows};
+use crate::model::{Key, Row, TableSchema, Value};
+
+/// The format of [`NativeRows`] this connector reads and writes.
+pub const FORMAT: &str = "postgres-copy-text";
+
+/// Reads up to `limit` rows of `t` after `after`, in key order, as COPY text. `native`
+/// rows keep each column's own output (for a PostgreSQL target); otherwise every column
+/// is read as `col::text`, as the rest of the connector reads values.
+pub async fn read(
+    ep: &PgEndpoint,
+    conn: &mut PgConnection,
+    t: &TableSchema,
+    after: Option<&Key>,
+    limit: usize,
+    native: bool,
+) -> Result<Bytes, ConnectorError> {
+    let cols = match native {
+        true => t.columns.iter().map(|c| format!("t.{}", ident(&c.name))).collect::<Vec<_>>().join(", "),
+        false => text_columns(t),
+    };
+    let order: Vec<String> = t.primary_key.iter().map(|&i| format!("t.{}", ident(&t.columns[i].name))).collect();
+    let filter = match after {
+        Some(k) => format!("WHERE ({}) > ({})", order.join(", "), literals(k, &key_types(t))),
+        None => String::new(),
+    };
+    let sql = format!(
+        "COPY (SELECT {cols} FROM {} AS t {filter} ORDER BY {} LIMIT {limit}) TO STDOUT",
+        qualified(&t.name),
+        order.join(", ")
+    );
+    let what = format!("copying rows of {} (COPY TO STDOUT)", t.name);
+    let mut out = BytesMut::new();
+    let mut stream = conn.copy_out_raw(&sql).await.map_err(ep.error(what.clone()))?;
+    while let Some(piece) = stream.try_next().await.map_err(ep.error(what.clone()))? {
+        out.extend_from_slice(&piece);
+    }
+    Ok(out.freeze())
+}
+
+/// A chunk read with [`read`] (`native`) as [`NativeRows`] for a sink of this store.
+pub fn native(
+    ep: &PgEndpoint,
+    t: &TableSchema,
+    data: Bytes,
+    after: Option<&Key>,
+    limit: usize,
+) -> Result<NativeRows, ConnectorError> {
+    let count = data.iter().filter(|&&b| b == b'\n').count();
+    let last = match lines(&data).last() {
+        Some(line) => Some(key_of_line(ep, t, line)?),
+        None => None,
+    };
+    let upto = last.clone().filter(|_| count >= limit);
+    Ok(NativeRows { format: FORMAT, data, count, after: after.cloned(), upto, last })
+}
+
+/// Decodes a chunk read with [`read`] (not `native`) to rows.
+pub fn rows(ep: &PgEndpoint, t: &TableSchema, data: &[u8]) -> Result<Vec<Row>, ConnectorError> {
+    let kinds = Kind::of_columns(&t.columns);
+    lines(data)
+        .map(|line| {
+            let fields = fields(line);
+            if fields.len() != kinds.len() {
+                return Err(bad_line(ep, t, line));
+            }
+            fields
+                .into_iter()
+                .zip(&kinds)
+                .enumerate()
+                .map(|(i, (f, &k))| value(ep, t, i, k, f.as_deref()))
+                .collect::<Result<Row, _>>()
+        })
+        .collect()
+}
+
+/// Replaces the chunk's key range of the target table `t` (the target's description)
+/// with the rows: deletes `(after, upto]`, then `COPY … FROM STDIN`. `columns` are the
+/// target's names of the source's columns, in the source's order (the order of the
+/// rows' fields). Runs inside the caller's transaction.
+pub async fn write(
+    ep: &PgEndpoint,
+    conn: &mut PgConnection,
+    t: &TableSchema,
+    columns: &[&str],
+    key: &[&str],
+    rows: &NativeRows,
+) -> Result<(), ConnectorError> {
+    if rows.format != FORMAT {
+        return Err(ConnectorError::Setup {
+            endpoint: ep.name.clone(),
+            problem: format!("a snapshot chunk of {} came in format {}, not {FORMAT}", t.name, rows.format),
+            fix: "report this as a bug".into(),
+        });
+    }
+    let types = super::sink::column_types(ep, t, key)?;
+    let cols: Vec<String> = key.iter().map(|c| ident(c)).collect();
+    let tuple = format!("({})", cols.join(", "));
+    let mut cond = Vec::new();
+    if let Some(a) = &rows.after {
+        cond.push(format!("{tuple} > ({})", literals(a, &types)));
+    }
+    if let Some(u) = &rows.upto {
+        cond.push(format!("{tuple} <= ({})", literals(u, &types)));
+    }
+    let filter = if cond.is_empty() { String::new() } else { format!(" WHERE {}", cond.join(" AND ")) };
+    let delete = format!("DELETE FROM {}{filter}", qualified(&t.name));
+    ep.exec(conn, &format!("clearing the chunk's key range of {} before copying it", t.name), &delete).await?;
+    if rows.count == 0 {
+        return Ok(());
+    }
+    let what = format!("copying rows into {} (COPY FROM STDIN)", t.name);
+    let sql = format!(
+        "COPY {} ({}) FROM STDIN",
+        qualified(&t.name),
+        columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
+    );
+    let mut copy = conn.copy_in_raw(&sql).await.map_err(ep.error(what.clone()))?;
+    copy.send(rows.data.as_ref()).await.map_err(ep.error(what.clone()))?;
+    copy.finish().await.map_err(ep.error(what))?;
+    Ok(())
+}
+
+/// The declared types of a table's key columns.
+fn key_types(t: &TableSchema) -> Vec<String> {
+    t.primary_key.iter().map(|&i| t.columns[i].decl_type.clone()).collect()
+}
+
+/// `'v1'::t1, 'v2'::t2` of a key (COPY and the range delete take no parameters).
+fn literals(k: &Key, types: &[String]) -> String {
+    k.iter()
+        .zip(types)
+        .map(|(v, ty)| match encode(v) {
+            Some(text) => format!("{}::{ty}", string_literal(&text)),
+            None => format!("NULL::{ty}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The lines of COPY text (each row ends with a newline; one inside a value is escaped).
+fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let data = data.strip_suffix(b"\n").unwrap_or(data);
+    data.split(|&b| b == b'\n').filter(move |_| !data.is_empty())
+}
+
+/// The fields of a line, unescaped; `None` is NULL (`\N`).
+fn fields(line: &[u8]) -> Vec<Option<Vec<u8>>> {
+    line.split(|&b| b == b'\t').map(|f| if f == b"\\N" { None } else { Some(unescape(f)) }).collect()
+}
+
+/// Undoes COPY text escapes: `\b \f \n \r \t \v \\`, `\ooo` octal, `\xhh` hex, and any
+/// other escaped character as itself.
+fn unescape(f: &[u8]) -> Vec<u8> {
+    if !f.contains(&b'\\') {
+        return f.to_vec();
+    }
+    let mut out = Vec::with_capacity(f.len());
+    let mut i = 0;
+    while i < f.len() {
+        let b = f[i];
+        i += 1;
+        if b != b'\\' || i >= f.len() {
+            out.push(b);
+            continue;
+        }
+        let c = f[i];
+        i += 1;
+        match c {
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'0'..=b'7' => {
+                let mut v = u32::from(c - b'0');
+                for _ in 0..2 {
+                    match f.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            v = v * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push(v as u8);
+            }
+            b'x' if f.get(i).is_some_and(u8::is_ascii_hexdigit) => {
+                let mut v = 0u32;
+                for _ in 0..2 {
+                    match f.get(i).and_then(|d| (*d as char).to_digit(16)) {
+                        Some(d) => {
+                            v = v * 16 + d;
+                            i += 1;
+                        }
+                        None => break,
+                    }
+                }
+                out.push(v as u8);
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The key of one line of a native chunk.
+fn key_of_line(ep: &PgEndpoint, t: &TableSchema, line: &[u8]) -> Result<Key, ConnectorError> {
+    let fields = fields(line);
+    if fields.len() != t.columns.len() {
+        return Err(bad_line(ep, t, line));
+    }
+    t.primary_key
+        .iter()
+        .map(|&i| value(ep, t, i, Kind::of_decl(&t.columns[i].decl_type), fields[i].as_deref()))
+        .collect()
+}
+
+fn value(ep: &PgEndpoint, t: &TableSchema, i: usize, kind: Kind, f: Option<&[u8]>) -> Result<Value, ConnectorError> {
+    let Some(bytes) = f else { return Ok(Value::Null) };
+    let bad = |why: String| ConnectorError::Setup {
+        endpoint: ep.name.clone(),
+        problem: format!("column {}.{} ({}): {why}", t.name, t.columns[i].name, t.columns[i].decl_type),
+        fix: "leave the table out of the task's tables, or report the value as a bug".into(),
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?;
+    decode(kind, text).map_err(bad)
+}
+
+fn bad_line(ep: &PgEndpoint, t: &TableSchema, line: &[u8]) -> ConnectorError {
+    ConnectorError::Setup {
+        endpoint: ep.name.clone(),
+        problem: format!(
+            "a COPY line of {} has not the table's {} columns: {:?}",
+            t.name,
+            t.columns.len(),
+            String::from_utf8_lossy(&line[..line.len().min(200)])
+        ),
+        fix: "report this as a bug".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_undo_exactly() {
+        assert_eq!(unescape(b"a\\tb\\nc\\\\d\\r\\b\\f\\v"), b"a\tb\nc\\d\r\x08\x0c\x0b");
+        assert_eq!(unescape(b"\\101\\x41\\7"), b"AA\x07");
+        assert_eq!(unescape(b"plain"), b"plain");
+        let f = fields(b"1\t\\N\tx\\ty");
+        assert_eq!(f, vec![Some(b"1".to_vec()), None, Some(b"x\ty".to_vec())]);
+        assert_eq!(lines(b"a\nb\n").collect::<Vec<_>>(), vec![&b"a"[..], &b"b"[..]]);
+        assert_eq!(lines(b"").count(), 0);
+    }
+}
