@@ -188,7 +188,7 @@ impl Source for KafkaSource {
             rows.extend(got.iter().take(take).map(|m| message::row_of(p as i32, m, self.ep.site.as_str())));
             at = Some(if got.len() > take { got[take].offset } else { last + 1 });
         }
-        Ok(Chunk { rows, position: Some(offsets::start()), marks: None, versions: None })
+        Ok(Chunk { rows, position: Some(offsets::start()), marks: None, versions: None, native: None })
     }
 
     async fn read_changes(&mut self, req: &ReadRequest) -> Result<ReadBatch, ConnectorError> {
