@@ -39,6 +39,8 @@ mod pg_oneway;
 mod pg_slot;
 mod pg_tls;
 mod pg_twoway;
+mod redis_check;
+mod redis_sync;
 mod run_once;
 mod schema_upgrade;
 mod security_freeze;
