@@ -46,6 +46,18 @@ pub async fn freeze(ep: &RedisEndpoint, how: &FreezeRequest) -> Result<FreezeOut
                     fix: "give applications their own ACL users, or freeze with method = \"read-only\" (CLIENT PAUSE WRITE)".into(),
                 });
             }
+            // Frozen already: the rules saved the first time are the ones to restore.
+            let before = ep.call(&mut c, "reading the freeze", &["HGET", FREEZE_KEY, "users"]).await?;
+            if let Some(json) = before.bytes()
+                && let Ok(earlier) = serde_json::from_slice::<Vec<(String, String)>>(&json)
+            {
+                for (name, rules) in earlier {
+                    match saved.iter_mut().find(|(n, _)| *n == name) {
+                        Some(s) => s.1 = rules,
+                        None => saved.push((name, rules)),
+                    }
+                }
+            }
             let json = serde_json::to_string(&saved).unwrap_or_default();
             ep.call(
                 &mut c,
@@ -114,13 +126,44 @@ pub async fn unfreeze(ep: &RedisEndpoint) -> Result<(), ConnectorError> {
     if let Some(json) = r.bytes() {
         let saved: Vec<(String, String)> = serde_json::from_slice(&json).unwrap_or_default();
         for (name, rules) in saved {
-            let mut args = vec!["ACL".to_string(), "SETUSER".into(), name.clone(), "reset".into()];
-            args.extend(rules.split_whitespace().map(str::to_string));
+            // ACL LIST describes a user from nothing: clear what it lists, then replay it
+            // (not `reset`, which also changes the payload-sanitizing flag).
+            let mut args: Vec<String> =
+                ["ACL", "SETUSER", name.as_str(), "resetpass", "resetkeys", "resetchannels", "clearselectors", "-@all"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+            args.extend(acl_words(&rules));
             ep.call(&mut c, &format!("restoring the rules of user {name:?}"), &args).await?;
         }
     }
     ep.call(&mut c, "removing the freeze record", &["DEL", FREEZE_KEY]).await?;
     Ok(())
+}
+
+/// The rules of an `ACL LIST` line, selectors (`(…)`) kept whole.
+fn acl_words(rules: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut depth = 0;
+    for ch in rules.chars() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ' ' if depth == 0 => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(ch);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Since when the endpoint is frozen.
