@@ -153,8 +153,17 @@ pub async fn wait_identical(a: &mut Client, b: &mut Client, limit: Duration, wha
                 .take(5)
                 .map(|(k, v)| format!("{} {:?} vs {:?}", String::from_utf8_lossy(k), v, sb.get(k)))
                 .collect();
+            // Two-way: the keys' versions on both sides.
+            let mut versions = Vec::new();
+            for k in only_a.iter().chain(&only_b).take(4) {
+                let vk = format!("ferry:v:{k}");
+                let va = a.cmd(&["HGETALL", vk.as_str()]).await;
+                let vb = b.cmd(&["HGETALL", vk.as_str()]).await;
+                let text = |r: Reply| r.items().iter().filter_map(Reply::text).collect::<Vec<_>>().join(" ");
+                versions.push(format!("{k}: [{}] vs [{}]", text(va), text(vb)));
+            }
             panic!(
-                "{what}: not identical after {limit:?} ({} vs {} keys)\nonly on the first: {only_a:?}\nonly on the second: {only_b:?}\ndiffering: {differ:?}",
+                "{what}: not identical after {limit:?} ({} vs {} keys)\nonly on the first: {only_a:?}\nonly on the second: {only_b:?}\ndiffering: {differ:?}\nversions: {versions:?}",
                 sa.len(),
                 sb.len()
             );

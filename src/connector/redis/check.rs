@@ -22,7 +22,12 @@ pub fn cluster_refused(ep: &RedisEndpoint) -> ConnectorError {
 
 /// Connects and reads `INFO server` and `INFO modules`: problems and warnings found.
 async fn common(ep: &RedisEndpoint) -> Result<(Conn, Vec<String>, Vec<String>), Vec<String>> {
-    let mut c = ep.connect().await.map_err(|e| vec![e.to_string()])?;
+    let mut c = ep.connect().await.map_err(|e| match e {
+        e @ ConnectorError::Stream { .. } => {
+            vec![format!("{e}\n  fix: check that the server runs and that the url's host and port are right")]
+        }
+        e => vec![e.to_string()],
+    })?;
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let info = ep.call(&mut c, "reading INFO server", &["INFO", "server"]).await.map_err(|e| vec![e.to_string()])?;

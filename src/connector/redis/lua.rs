@@ -2,19 +2,67 @@
 //! scripts) reach the replication stream, inside the applying `MULTI`.
 //!
 //! Versions (two-way, `ferry:v:<key>`): a hash of `t` (µs by the server's clock), `s`
-//! (site), `f` (fingerprint: SHA-1 of the key's `DUMP` and absolute expiry, `none` when
-//! absent) and `pt`/`ps` (the version it replaced). A value whose fingerprint matches its
+//! (site), `f` (fingerprint: SHA-1 of the key's type, absolute expiry and value in a
+//! canonical form, `none` when absent; not of its `DUMP`, whose bytes follow a hash
+//! table's order and change when it rehashes) and `pt`/`ps` (the version it replaced). A value whose fingerprint matches its
 //! version hash is versioned; any other value was written by an application since, and
 //! the first script that sees it (a capture on its side, or an apply) stamps it with the
 //! server's time then, never earlier than the version it replaced.
 
 /// Shared: the key's fingerprint and whether it exists.
 const FINGERPRINT: &str = r"
+local function flat(v, out)
+  if type(v) == 'table' then
+    if v['ok'] then out[#out + 1] = v['ok']; return end
+    out[#out + 1] = '[' .. #v
+    for i = 1, #v do flat(v[i], out) end
+  elseif v == false or v == nil then
+    out[#out + 1] = 'nil'
+  else
+    out[#out + 1] = tostring(v)
+  end
+end
+local function canonical(key, kind)
+  local parts = {}
+  if kind == 'string' then
+    parts[1] = redis.call('GET', key)
+  elseif kind == 'list' or kind == 'zset' then
+    if kind == 'list' then parts = redis.call('LRANGE', key, 0, -1)
+    else parts = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES') end
+  elseif kind == 'set' then
+    parts = redis.call('SMEMBERS', key)
+    table.sort(parts)
+  elseif kind == 'hash' then
+    local h = redis.call('HGETALL', key)
+    for i = 1, #h, 2 do parts[#parts + 1] = #h[i] .. ':' .. h[i] .. #h[i + 1] .. ':' .. h[i + 1] end
+    table.sort(parts)
+  elseif kind == 'stream' then
+    flat(redis.call('XRANGE', key, '-', '+'), parts)
+    local info = redis.call('XINFO', 'STREAM', key)
+    for i = 1, #info, 2 do
+      local f = info[i]
+      if f == 'length' or f == 'last-generated-id' or f == 'entries-added' or f == 'max-deleted-entry-id' then
+        parts[#parts + 1] = f
+        flat(info[i + 1], parts)
+      end
+    end
+    flat(redis.call('XINFO', 'GROUPS', key), parts)
+  else
+    parts[1] = redis.call('DUMP', key)
+  end
+  local out = {}
+  for i = 1, #parts do out[i] = #parts[i] .. ':' .. parts[i] end
+  return table.concat(out)
+end
+-- The key's fingerprint (its type, value and absolute expiry, in a canonical form: the
+-- same content always has the same one, whatever its encoding or hash-table order),
+-- its DUMP, and its expiry.
 local function fingerprint(key)
-  local d = redis.call('DUMP', key)
-  if not d then return 'none', false, -1 end
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'none' then return 'none', false, -1 end
   local exp = redis.call('PEXPIRETIME', key)
-  return redis.sha1hex(d .. ':' .. string.format('%.0f', exp)), d, exp
+  local body = canonical(key, kind)
+  return redis.sha1hex(kind .. ':' .. string.format('%.0f', exp) .. ':' .. body), redis.call('DUMP', key), exp
 end
 local function now_after(prev)
   local tm = redis.call('TIME')

@@ -278,10 +278,13 @@ impl RedisEndpoint {
 
     /// Connects and logs in, without selecting a database.
     pub async fn connect_raw(&self) -> Result<Conn, ConnectorError> {
-        let mut c = Conn::open(self).await.map_err(|e| ConnectorError::Setup {
+        // Unreachable is retried (a server restarting comes back); `ferry check` says what
+        // to fix.
+        let mut c = Conn::open(self).await.map_err(|e| ConnectorError::Stream {
             endpoint: self.name.clone(),
-            problem: format!("cannot reach the Redis server {} ({}:{}): {e}", self.display, self.host, self.port),
-            fix: "check that the server runs and that the url's host and port are right".into(),
+            what: format!("cannot reach the Redis server {} ({}:{})", self.display, self.host, self.port),
+            source: Box::new(e),
+            kind: ErrorKind::Runtime,
         })?;
         if let Some(pw) = &self.password {
             let r = match &self.user {
