@@ -96,6 +96,19 @@ async fn both_sides_written_at_once_converge_and_log_their_conflicts() {
     let cb = b.run("XLEN ferry:conflicts").await.int().unwrap_or(0);
     assert!(ca > 0 && cb > 0, "conflicts are logged on each side ({ca}, {cb})");
 
+    // A full resync in two-way mode: with ferry stopped, A deletes a key that came from B
+    // and writes more than its backlog holds; the resync carries the deletion (a
+    // tombstone) to B rather than bringing the key back.
+    assert_eq!(run.terminate(), Some(0), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    a.run("DEL b:s:int").await;
+    let fill: Vec<Vec<Vec<u8>>> =
+        (0..2500).map(|i| vec![b"SET".to_vec(), format!("fill:{i}").into_bytes(), vec![b'x'; 600]]).collect();
+    a.pipe(&fill).await;
+    let mut run = start(&config, &log).await;
+    crate::redis_sync::wait_log(&log, "copying everything again (full resync)", Duration::from_secs(30)).await;
+    wait_identical(&mut a, &mut b, Duration::from_secs(30), "after a two-way full resync").await;
+    assert_eq!(b.run("EXISTS b:s:int").await.int(), Some(0), "the deletion reached B");
+
     // The merge policy, deterministically: ferry stopped, both sides increment the same
     // counter; once running again the two whole values meet, the later version wins on
     // both sides and the other increment is lost, logged as a conflict on each side.

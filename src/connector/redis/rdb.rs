@@ -73,20 +73,6 @@ pub enum Item {
     End,
 }
 
-/// The type name of an RDB type byte, as `TYPE` answers.
-pub fn type_name(kind: u8) -> &'static str {
-    match kind {
-        0 => "string",
-        1 | 10 | 14 | 18 => "list",
-        2 | 11 | 20 => "set",
-        3 | 5 | 12 | 17 => "zset",
-        4 | 9 | 13 | 16 | 22..=25 => "hash",
-        6 | 7 => "module",
-        15 | 19 | 21 => "stream",
-        _ => "unknown",
-    }
-}
-
 /// A module type's name from its 64-bit id (9 characters of 6 bits, then 10 bits of
 /// encoding version).
 pub fn module_name(id: u64) -> String {
@@ -526,7 +512,5 @@ mod tests {
             id = (id << 6) | set.iter().position(|x| x == c).expect("in set") as u64;
         }
         assert_eq!(module_name((id << 10) | 3), "ReJSON-RL");
-        assert_eq!(type_name(18), "list");
-        assert_eq!(type_name(21), "stream");
     }
 }

@@ -57,6 +57,8 @@ pub struct RedisSink {
     two_way_from: Option<SiteId>,
     /// Keys given since a full resync began (None: none running).
     seen: Option<HashSet<Vec<u8>>>,
+    /// The keys the target held when the full resync began: what the sweep may delete.
+    before: HashSet<Vec<u8>>,
     apply_sha: Option<String>,
     sweep_sha: Option<String>,
     flush_sha: Option<String>,
@@ -66,7 +68,7 @@ impl RedisSink {
     /// Connects to the endpoint's database.
     pub async fn open(ep: RedisEndpoint, two_way_from: Option<SiteId>) -> Result<Self, ConnectorError> {
         let conn = ep.connect().await?;
-        Ok(RedisSink { ep, conn, two_way_from, seen: None, apply_sha: None, sweep_sha: None, flush_sha: None })
+        Ok(RedisSink { ep, conn, two_way_from, seen: None, before: HashSet::new(), apply_sha: None, sweep_sha: None, flush_sha: None })
     }
 
     async fn load(&mut self, script: &str) -> Result<String, ConnectorError> {
@@ -78,6 +80,7 @@ impl RedisSink {
     /// the RDB did not have.
     async fn stale(&mut self, patterns: &[String], seen: &HashSet<Vec<u8>>) -> Result<Vec<Vec<u8>>, ConnectorError> {
         let mut out = Vec::new();
+        let mut listed = HashSet::new();
         for p in patterns {
             let mut cursor = "0".to_string();
             loop {
@@ -95,7 +98,7 @@ impl RedisSink {
                     if let Some(k) = k.bytes()
                         && !own(&k)
                         && !seen.contains(&k)
-                        && !out.contains(&k)
+                        && listed.insert(k.clone())
                     {
                         out.push(k);
                     }
@@ -328,17 +331,25 @@ impl Sink for RedisSink {
             rows += s.rows.len() as u64;
             runs.push((origin, items));
         }
-        // Keys a sweep would delete are listed before the transaction (SCAN cannot run in it).
+        // Keys a sweep would delete are listed before the transaction (SCAN cannot run in
+        // it): those the target held when the resync began (an empty target costs nothing).
         for (_, items) in &runs {
             for (_, item) in items {
                 match item.kind.as_str() {
-                    kind::BEGIN => self.seen = Some(HashSet::new()),
+                    kind::BEGIN => {
+                        let patterns: Vec<String> =
+                            serde_json::from_slice(item.value.as_deref().unwrap_or_default()).unwrap_or_default();
+                        self.before = self.stale(&patterns, &HashSet::new()).await?.into_iter().collect();
+                        self.seen = Some(HashSet::new());
+                    }
                     kind::END => {
                         sweep =
                             Some(serde_json::from_slice(item.value.as_deref().unwrap_or_default()).unwrap_or_default())
                     }
                     _ => {
-                        if let Some(seen) = &mut self.seen {
+                        if let Some(seen) = &mut self.seen
+                            && self.before.contains(&item.key)
+                        {
                             seen.insert(item.key.clone());
                         }
                     }
@@ -346,9 +357,9 @@ impl Sink for RedisSink {
             }
         }
         let stale = match (&sweep, self.seen.take()) {
-            (Some(patterns), Some(seen)) => {
-                let s = self.stale(patterns, &seen).await?;
-                Some(s)
+            (Some(_), Some(seen)) => {
+                let before = std::mem::take(&mut self.before);
+                Some(before.into_iter().filter(|k| !seen.contains(k)).collect::<Vec<_>>())
             }
             (None, seen) => {
                 self.seen = seen;

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::crc64::dump_payload;
 use super::position::{position, split};
-use super::rdb::{Entry, type_name};
+use super::rdb::Entry;
 use super::replica::{self, Event, Session, Start};
 use super::resp::{Conn, Reply};
 use super::stream::{self, kind};
@@ -173,7 +173,7 @@ impl RedisSource {
         Item {
             key: e.key,
             value: Some(dump_payload(e.raw, version)),
-            headers: vec![("type".into(), type_name(e.kind).as_bytes().to_vec())],
+            headers: Vec::new(),
             ttl_ms: e.expire_ms,
             kind: kind::DUMP.into(),
         }
@@ -507,7 +507,19 @@ impl Source for RedisSource {
             match self.next_event(Some(Duration::from_secs(600))).await? {
                 None => return Err(self.lost("no RDB data for 10 minutes")),
                 Some(Event::Rdb(e)) => {
-                    if e.db != self.ep.db || !wanted(&self.patterns, &e.key) {
+                    if e.db != self.ep.db {
+                        continue;
+                    }
+                    // Two-way: a version key without its key is a deletion (a tombstone); it
+                    // is captured like a key, so the other side learns of it too.
+                    if self.versions
+                        && let Some(k) = e.key.strip_prefix(VERSION_PREFIX.as_bytes())
+                        && wanted(&self.patterns, k)
+                    {
+                        keys.push(k.to_vec());
+                        continue;
+                    }
+                    if !wanted(&self.patterns, &e.key) {
                         continue;
                     }
                     if self.versions {
