@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use ferry::config::Config;
 use ferry::connector::mysql::{MysqlEndpoint, checksum::rows_after, schema::describe};
-use ferry::connector::{TableProgress, registry as probe};
 use ferry::engine::task::prepare_target;
 use ferry::engine::{Engine, plan_task};
 use ferry::model::{Row, SiteId, TableName, same_row};
@@ -109,32 +108,7 @@ pub(crate) async fn wait_caught_up_logged(config: &Config, limit: Duration, log:
     }
 }
 
-/// Waits until each direction of the first task (one, or two for two-way) has applied
-/// everything its source's binlog holds now.
-pub(crate) async fn wait_caught_up(config: &Config, limit: Duration, engine: Option<&Engine>) {
-    let start = Instant::now();
-    for spec in plan_task(config, &config.tasks[0], &[]) {
-        let head = probe::source_head(&spec.source).await.expect("head").expect("binlog on");
-        loop {
-            let state = probe::target_state(&spec.target, &spec.id).await.expect("target state");
-            if let Some(cp) = state.checkpoint
-                && cp.tables.values().all(|t| *t == TableProgress::Done)
-                && cp.position.is_some_and(|p| p.stream_cmp(&head).is_some_and(|o| o.is_ge()))
-            {
-                break;
-            }
-            let errors: Vec<String> =
-                engine.map(|e| e.metrics().iter().filter_map(|m| m.status().last_error).collect()).unwrap_or_default();
-            assert!(!engine.is_some_and(|e| e.finished()), "a direction stopped: {errors:?}");
-            assert!(
-                start.elapsed() < limit,
-                "{} did not reach the source head {head} within {limit:?}: {errors:?}",
-                spec.id
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
+pub(crate) use crate::support::caught_up::wait_caught_up;
 
 pub(crate) async fn all_rows(url: &str, table: &TableName) -> Vec<Row> {
     let ep = MysqlEndpoint::new("t", SiteId::new("t"), url).expect("url");

@@ -4,16 +4,16 @@
 //! values), so each hop carried it exactly.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry::config::Config;
-use ferry::connector::{TableProgress, registry as probe};
 use ferry::engine::task::prepare_target;
 use ferry::engine::{Engine, plan_task};
 use ferry::model::TableName;
 use tokio_util::sync::CancellationToken;
 
 use crate::pg_oneway::assert_same_table;
+use crate::support::caught_up::task_caught_up;
 use crate::support::mariadb::unique;
 use crate::support::postgres::{Cleanup, exec, schema, shared_a, shared_b};
 use crate::support::{config_of, create_db};
@@ -57,31 +57,9 @@ async fn start(config: &Config) -> Vec<Engine> {
         prepare_target(&specs[0]).await.expect("prepare");
         engines.push(Engine::start(specs, CancellationToken::new()));
         // The next task reads this one's target: let the snapshot make its tables.
-        caught_up(config, task, Duration::from_secs(60), &engines).await;
+        task_caught_up(config, task, Duration::from_secs(60), &engines.iter().collect::<Vec<_>>()).await;
     }
     engines
-}
-
-async fn caught_up(config: &Config, task: &ferry::config::Task, limit: Duration, engines: &[Engine]) {
-    let start = Instant::now();
-    for spec in plan_task(config, task, &[]) {
-        let head = probe::source_head(&spec.source).await.expect("head").expect("stream head");
-        loop {
-            let state = probe::target_state(&spec.target, &spec.id).await.expect("target state");
-            if let Some(cp) = state.checkpoint
-                && cp.tables.values().all(|t| *t == TableProgress::Done)
-                && cp.position.is_some_and(|p| p.stream_cmp(&head).is_some_and(|o| o.is_ge()))
-            {
-                break;
-            }
-            let errors: Vec<String> = engines
-                .iter()
-                .flat_map(|e| e.metrics().iter().filter_map(|m| m.status().last_error).collect::<Vec<_>>())
-                .collect();
-            assert!(start.elapsed() < limit, "{} did not catch up within {limit:?}: {errors:?}", spec.id);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }
 
 async fn stop(engines: Vec<Engine>) {
@@ -121,7 +99,7 @@ async fn round_trip(dir: &Path, mid: (&str, String), mid_pattern: &str, s: &str,
     .await;
     exec(&a, &format!("DELETE FROM {t} WHERE id IN (2, 102)")).await;
     for task in &config.tasks {
-        caught_up(&config, task, Duration::from_secs(60), &engines).await;
+        task_caught_up(&config, task, Duration::from_secs(60), &engines.iter().collect::<Vec<_>>()).await;
     }
     stop(engines).await;
     let name = TableName { schema: Some(s.to_string()), name: s.to_string() };

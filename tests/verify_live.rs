@@ -8,36 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ferry::config::Config;
-use ferry::connector::{TableProgress, registry as probe};
-use ferry::engine::plan_task;
 use mysql_async::prelude::Queryable;
 
+use crate::support::caught_up::wait_caught_up;
 use crate::support::mariadb::{Cleanup, admin, connect, database, shared_a, shared_b, unique};
-use crate::support::{FerryRun, app_conn, create_db, ferry_within, task_file, wait_until};
+use crate::support::{FerryRun, app_conn, create_db, ferry_within, task_file};
 
 const LIMIT: Duration = Duration::from_secs(180);
 const KEYS: i64 = 5_000;
-
-/// Waits until every direction of the task finished its snapshot and applied its
-/// source's head as it is now.
-async fn caught_up(config: &Config, limit: Duration) {
-    for spec in plan_task(config, &config.tasks[0], &[]) {
-        // A SQLite source has a head once `ferry run` installed its capture.
-        wait_until(limit, &format!("{} to have a stream head", spec.source.name), || async {
-            probe::source_head(&spec.source).await.ok().flatten().is_some()
-        })
-        .await;
-        let head = probe::source_head(&spec.source).await.expect("head").expect("a head");
-        wait_until(limit, &format!("{} to catch up", spec.id), || async {
-            let Ok(state) = probe::target_state(&spec.target, &spec.id).await else { return false };
-            state.checkpoint.is_some_and(|cp| {
-                cp.tables.values().all(|t| *t == TableProgress::Done)
-                    && cp.position.is_some_and(|p| p.stream_cmp(&head).is_some_and(|o| o.is_ge()))
-            })
-        })
-        .await;
-    }
-}
 
 /// Runs verify with JSON output; asserts it found nothing confirmed and ran live.
 async fn verify_clean(config: &Path) -> serde_json::Value {
@@ -80,7 +58,7 @@ async fn two_way_sqlite_under_writes_has_no_confirmed_differences() {
     let path = task_file(dir.path(), "two-way", "");
     let config = Config::load(&path).expect("config");
     let _run = FerryRun::start(&path, &dir.path().join("run.log"));
-    caught_up(&config, LIMIT).await;
+    wait_caught_up(&config, LIMIT, None).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let wa = tokio::spawn(sqlite_writer(a.clone(), 1, stop.clone()));
@@ -92,7 +70,7 @@ async fn two_way_sqlite_under_writes_has_no_confirmed_differences() {
     stop.store(true, Ordering::Relaxed);
     let (na, nb) = (wa.await.expect("writer a"), wb.await.expect("writer b"));
     assert!(na > 100 && nb > 100, "writers made too few changes: {na}, {nb}");
-    caught_up(&config, LIMIT).await;
+    wait_caught_up(&config, LIMIT, None).await;
     let v = verify_clean(&path).await;
     assert_eq!(v["tasks"][0]["transient"], 0, "once replication is idle nothing is in flight: {v}");
 }
@@ -123,7 +101,7 @@ async fn one_way_mariadb_under_writes_has_no_confirmed_differences() {
     std::fs::write(&path, text).expect("task file");
     let config = Config::load(&path).expect("config");
     let _run = FerryRun::start(&path, &dir.path().join("run.log"));
-    caught_up(&config, LIMIT).await;
+    wait_caught_up(&config, LIMIT, None).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -154,6 +132,6 @@ async fn one_way_mariadb_under_writes_has_no_confirmed_differences() {
     }
     stop.store(true, Ordering::Relaxed);
     assert!(writer.await.expect("writer") > 100, "the writer made too few changes");
-    caught_up(&config, LIMIT).await;
+    wait_caught_up(&config, LIMIT, None).await;
     verify_clean(&path).await;
 }
