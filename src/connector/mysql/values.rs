@@ -9,7 +9,7 @@ use mysql_async::Value as MyValue;
 
 use super::MysqlEndpoint;
 use crate::connector::ConnectorError;
-use crate::model::{Row, TableSchema, Value, timestamp_text};
+use crate::model::{Row, TableSchema, Value, days_from_civil, timestamp_text};
 
 /// How a column's values are read and written, derived from its declared type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,17 +225,6 @@ pub fn timestamp_micros(year: u16, month: u8, day: u8, hour: u8, minute: u8, sec
     let days = days_from_civil(i64::from(year), i64::from(month), i64::from(day));
     let secs = days * 86_400 + i64::from(hour) * 3_600 + i64::from(minute) * 60 + i64::from(second);
     secs * 1_000_000 + i64::from(micros)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Parses the text forms of DATE, DATETIME, TIMESTAMP (UTC) and TIME.

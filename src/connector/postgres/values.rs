@@ -6,7 +6,7 @@
 use super::arrays::{Elem, from_json, to_json};
 use super::types::Types;
 use crate::connector::typemap::{Canonical, TypeMap};
-use crate::model::{Column, Value};
+use crate::model::{Column, Value, civil_from_days, days_from_civil};
 
 /// How a column's text decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,27 +210,6 @@ fn parse_timestamptz(s: &str) -> Option<i64> {
     let secs =
         days * 86_400 + i64::from(h) * 3_600 + i64::from(mi) * 60 + i64::from(se) - sign * (zh * 3_600 + zm * 60);
     Some(secs * 1_000_000 + i64::from(us))
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]
