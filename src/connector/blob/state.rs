@@ -12,11 +12,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 use sqlx::{ConnectOptions, Connection};
 
 use super::{BlobCheckpoint, BlobHashes, ManifestEntry};
+use crate::connector::sqlite::state;
 use crate::connector::{ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
 use crate::model::now_micros;
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS ferry_blob_lease(task TEXT NOT NULL, direction TEXT NOT NULL, node TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS ferry_lease(task TEXT NOT NULL, direction TEXT NOT NULL, node TEXT NOT NULL,
   host TEXT NOT NULL, pid INTEGER NOT NULL, expires_us INTEGER NOT NULL, fencing INTEGER NOT NULL,
   PRIMARY KEY(task, direction));
 CREATE TABLE IF NOT EXISTS ferry_blob_checkpoint(task TEXT NOT NULL, direction TEXT NOT NULL, body TEXT NOT NULL,
@@ -80,23 +81,17 @@ impl BlobState {
     pub async fn begin_fenced(&mut self, dir: &DirectionId, fencing: i64) -> Result<(), ConnectorError> {
         let e = self.err("taking the state file's write lock");
         sqlx::raw_sql("BEGIN IMMEDIATE").execute(self.conn()).await.map_err(e)?;
-        let holder = self.holder(dir, false).await;
-        let holder = match holder {
-            Ok(h) => h,
-            Err(e) => {
-                self.rollback().await;
-                return Err(e);
-            }
-        };
-        match holder {
-            Some(h) if h.fencing == fencing && h.pid != 0 => Ok(()),
+        let e = self.err("reading the lease");
+        match state::check_fence(self.conn(), dir, fencing).await.map_err(e) {
+            Ok(None) => Ok(()),
             other => {
                 self.rollback().await;
+                let holder = other?;
                 Err(ConnectorError::Fenced {
                     endpoint: self.endpoint.clone(),
                     dir: dir.to_string(),
                     mine: fencing,
-                    holder: other.filter(|h| h.pid != 0).map(Box::new),
+                    holder: holder.filter(|h| h.pid != 0).map(Box::new),
                 })
             }
         }
@@ -291,36 +286,13 @@ impl BlobState {
         }
     }
 
-    async fn holder(&mut self, dir: &DirectionId, live_only: bool) -> Result<Option<LeaseHolder>, ConnectorError> {
-        let e = self.err("reading the lease");
-        let row = sqlx::query(
-            "SELECT node, host, pid, expires_us, fencing FROM ferry_blob_lease WHERE task = ?1 AND direction = ?2",
-        )
-        .bind(&dir.task)
-        .bind(dir.direction())
-        .fetch_optional(self.conn())
-        .await
-        .map_err(e)?;
-        let h = row.map(|r| {
-            let expires_us: i64 = r.get(3);
-            LeaseHolder {
-                node: r.get(0),
-                host: r.get(1),
-                pid: u32::try_from(r.get::<i64, _>(2)).unwrap_or(0),
-                expires_us,
-                expired: expires_us < now_micros(),
-                fencing: r.get(4),
-            }
-        });
-        Ok(h.filter(|h| !live_only || h.pid != 0))
-    }
-
     /// Who holds the lease (a released lease: nobody).
     pub async fn lease_holder(&mut self, dir: &DirectionId) -> Result<Option<LeaseHolder>, ConnectorError> {
-        self.holder(dir, true).await
+        let e = self.err("reading the lease");
+        state::lease_holder(self.conn(), dir).await.map_err(e)
     }
 
-    /// Takes or renews the lease by [`LeaseHolder::claim`].
+    /// Takes or renews the lease, by the same rule and table as a SQLite target's.
     pub async fn lease(
         &mut self,
         dir: &DirectionId,
@@ -329,65 +301,15 @@ impl BlobState {
     ) -> Result<LeaseOutcome, ConnectorError> {
         let e = self.err("taking the lease");
         sqlx::raw_sql("BEGIN IMMEDIATE").execute(self.conn()).await.map_err(e)?;
-        let current = match self.holder(dir, false).await {
-            Ok(h) => h,
-            Err(e) => {
-                self.rollback().await;
-                return Err(e);
-            }
-        };
-        let fencing = match me.claim(current.as_ref()) {
-            Ok(f) => f,
-            Err(h) => {
-                self.rollback().await;
-                return Ok(LeaseOutcome::HeldBy(h));
-            }
-        };
-        let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
         let e = self.err("taking the lease");
-        let r = sqlx::query(
-            "INSERT INTO ferry_blob_lease(task, direction, node, host, pid, expires_us, fencing) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(task, direction) DO UPDATE SET node = excluded.node, \
-             host = excluded.host, pid = excluded.pid, expires_us = excluded.expires_us, fencing = excluded.fencing",
-        )
-        .bind(&dir.task)
-        .bind(dir.direction())
-        .bind(&me.node)
-        .bind(&me.host)
-        .bind(i64::from(me.pid))
-        .bind(now_micros().saturating_add(ttl_us))
-        .bind(fencing)
-        .execute(self.conn())
-        .await
-        .map_err(e);
-        match r {
-            Ok(_) => {
-                self.commit().await?;
-                Ok(LeaseOutcome::Acquired { fencing })
-            }
-            Err(e) => {
-                self.rollback().await;
-                Err(e)
-            }
-        }
+        let step = state::take_lease(self.conn(), dir, me, ttl).await.map_err(e);
+        self.end(step).await
     }
 
     /// Gives the lease back if it is still `me`'s tenure.
     pub async fn release(&mut self, dir: &DirectionId, me: &LeaseHolder) -> Result<(), ConnectorError> {
         let e = self.err("releasing the lease");
-        sqlx::query(
-            "UPDATE ferry_blob_lease SET node = '', host = '', pid = 0, expires_us = 0 \
-             WHERE task = ?1 AND direction = ?2 AND fencing = ?3 AND host = ?4 AND pid = ?5",
-        )
-        .bind(&dir.task)
-        .bind(dir.direction())
-        .bind(me.fencing)
-        .bind(&me.host)
-        .bind(i64::from(me.pid))
-        .execute(self.conn())
-        .await
-        .map_err(e)?;
-        Ok(())
+        state::drop_lease(self.conn(), dir, me).await.map_err(e)
     }
 
     /// Closes the file cleanly.
@@ -408,5 +330,41 @@ fn entry_of(r: &sqlx::sqlite::SqliteRow) -> ManifestEntry {
         mode: r.get::<Option<i64>, _>(3).and_then(|m| u32::try_from(m).ok()),
         hashes: b3.zip(md5).map(|(blake3, md5)| BlobHashes { blake3, md5 }),
         target: r.get(6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(host: &str, pid: u32, fencing: i64) -> LeaseHolder {
+        LeaseHolder { node: "n".into(), host: host.into(), pid, expires_us: 0, expired: false, fencing }
+    }
+
+    #[tokio::test]
+    async fn a_writer_whose_lease_passed_on_is_fenced_out_of_the_state_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut st = BlobState::open("t", &dir.path().join("state.db"), true).await.expect("open").expect("created");
+        let d = DirectionId { task: "files".into(), from: "a".into(), to: "b".into() };
+        let ttl = Duration::from_secs(15);
+        // This process (pid alive) takes it; another host cannot while it lasts.
+        let me = holder("here", std::process::id(), 0);
+        assert_eq!(st.lease(&d, &me, ttl).await.expect("lease"), LeaseOutcome::Acquired { fencing: 1 });
+        let other = holder("elsewhere", 1, 0);
+        assert!(matches!(st.lease(&d, &other, ttl).await.expect("lease"), LeaseOutcome::HeldBy(_)));
+        let mine = holder("here", std::process::id(), 1);
+        st.begin_fenced(&d, 1).await.expect("our tenure writes");
+        st.rollback().await;
+        assert!(matches!(st.begin_fenced(&d, 7).await, Err(ConnectorError::Fenced { .. })), "a stale token");
+        // Released, then taken by the other host under the next token: ours writes nothing.
+        st.release(&d, &mine).await.expect("release");
+        assert_eq!(st.lease_holder(&d).await.expect("holder"), None, "released: nobody holds it");
+        assert_eq!(st.lease(&d, &other, ttl).await.expect("lease"), LeaseOutcome::Acquired { fencing: 2 });
+        match st.begin_fenced(&d, 1).await {
+            Err(ConnectorError::Fenced { holder: Some(h), mine: 1, .. }) => {
+                assert_eq!((h.host.as_str(), h.fencing), ("elsewhere", 2))
+            }
+            other => panic!("expected Fenced naming the new holder, got {other:?}"),
+        }
     }
 }
