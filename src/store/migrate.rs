@@ -19,6 +19,7 @@ use tracing::info;
 
 use super::StoreError;
 use crate::model::now_micros;
+pub use crate::model::schema_version::Found;
 
 /// The store's row in `ferry_schema`.
 pub const COMPONENT: &str = "metadata";
@@ -82,30 +83,9 @@ CREATE TABLE IF NOT EXISTS task_direction(
   since_us INTEGER NOT NULL);
 "#;
 
-/// The version a store is at, and whether `ferry_schema` records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Found {
-    /// 0: a new store.
-    pub version: i64,
-    /// False when inferred from the tables.
-    pub recorded: bool,
-}
-
 /// Reads the store's schema version (inferring 1 for a release before versions).
 pub async fn found_version(conn: &mut SqliteConnection) -> Result<Found, sqlx::Error> {
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM sqlite_schema WHERE type = 'table'").fetch_all(&mut *conn).await?;
-    if names.iter().any(|n| n == "ferry_schema") {
-        let v: Option<i64> = sqlx::query_scalar("SELECT version FROM ferry_schema WHERE component = ?1")
-            .bind(COMPONENT)
-            .fetch_optional(&mut *conn)
-            .await?;
-        if let Some(version) = v {
-            return Ok(Found { version, recorded: true });
-        }
-    }
-    let legacy = V1_TABLES.iter().any(|t| names.iter().any(|n| n == t));
-    Ok(Found { version: i64::from(legacy), recorded: false })
+    crate::connector::sqlite::migrate::found_in(conn, COMPONENT, &V1_TABLES).await
 }
 
 fn query<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError + 'a {

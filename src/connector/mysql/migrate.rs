@@ -19,6 +19,7 @@
 //! take turns and the second finds the work done. A crash mid-way repeats at most the
 //! step it was in. A schema newer than this binary knows is refused, never written.
 
+use crate::model::schema_version::Found;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tracing::info;
@@ -105,15 +106,6 @@ const V1: &[&str] = &[
      ts BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 ];
 
-/// The version a server is at, and whether `ferry_schema` records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Found {
-    /// 0: no ferry tables yet.
-    pub version: i64,
-    /// False when inferred from the tables (none yet, or a release before versions).
-    pub recorded: bool,
-}
-
 /// Reads the schema version of the `ferry` database (inferring 1 for a release before versions).
 pub async fn found_version(ep: &MysqlEndpoint, conn: &mut Conn) -> Result<Found, ConnectorError> {
     let what = "reading ferry's schema version (ferry.ferry_schema)";
@@ -121,17 +113,14 @@ pub async fn found_version(ep: &MysqlEndpoint, conn: &mut Conn) -> Result<Found,
         .exec("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?", (FERRY_DB,))
         .await
         .map_err(ep.error(what))?;
-    if names.iter().any(|n| n == "ferry_schema") {
-        let v: Option<i64> = conn
-            .exec_first("SELECT version FROM `ferry`.`ferry_schema` WHERE component = ?", (COMPONENT,))
+    let recorded = if names.iter().any(|n| n == "ferry_schema") {
+        conn.exec_first("SELECT version FROM `ferry`.`ferry_schema` WHERE component = ?", (COMPONENT,))
             .await
-            .map_err(ep.error(what))?;
-        if let Some(version) = v {
-            return Ok(Found { version, recorded: true });
-        }
-    }
-    let legacy = V1_TABLES.iter().any(|t| names.iter().any(|n| n == t));
-    Ok(Found { version: i64::from(legacy), recorded: false })
+            .map_err(ep.error(what))?
+    } else {
+        None
+    };
+    Ok(Found::judge(&names, recorded, &V1_TABLES))
 }
 
 /// The refusal of a server whose ferry tables are newer than this binary.

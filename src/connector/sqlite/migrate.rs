@@ -12,6 +12,7 @@
 //! the same time waits for the write lock and then finds the work done. A database at a
 //! version newer than this binary knows is refused, never written.
 
+use crate::model::schema_version::Found;
 use sqlx::sqlite::SqliteConnection;
 use tracing::info;
 
@@ -142,32 +143,25 @@ CREATE TABLE IF NOT EXISTS ferry_freeze(
   reason TEXT NOT NULL);
 "#;
 
-/// The version a database is at, and whether `ferry_schema` records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Found {
-    /// 0: no ferry tables yet.
-    pub version: i64,
-    /// False when inferred from the tables (none yet, or a release before versions).
-    pub recorded: bool,
-}
-
 /// Reads the schema version of ferry's tables (inferring 1 for a release before versions).
 pub async fn found_version(conn: &mut SqliteConnection) -> Result<Found, sqlx::Error> {
+    found_in(conn, COMPONENT, &V1_TABLES).await
+}
+
+/// Reads the version `component`'s tables are at in a SQLite file (ferry's tables in a
+/// synced database, or the metadata store), by [`Found::judge`].
+pub async fn found_in(conn: &mut SqliteConnection, component: &str, v1_tables: &[&str]) -> Result<Found, sqlx::Error> {
     let names: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE 'ferry\\_%' ESCAPE '\\'")
-            .fetch_all(&mut *conn)
-            .await?;
-    if names.iter().any(|n| n == "ferry_schema") {
-        let v: Option<i64> = sqlx::query_scalar("SELECT version FROM ferry_schema WHERE component = ?1")
-            .bind(COMPONENT)
+        sqlx::query_scalar("SELECT name FROM sqlite_schema WHERE type = 'table'").fetch_all(&mut *conn).await?;
+    let recorded = if names.iter().any(|n| n == "ferry_schema") {
+        sqlx::query_scalar("SELECT version FROM ferry_schema WHERE component = ?1")
+            .bind(component)
             .fetch_optional(&mut *conn)
-            .await?;
-        if let Some(version) = v {
-            return Ok(Found { version, recorded: true });
-        }
-    }
-    let legacy = V1_TABLES.iter().any(|t| names.iter().any(|n| n == t));
-    Ok(Found { version: i64::from(legacy), recorded: false })
+            .await?
+    } else {
+        None
+    };
+    Ok(Found::judge(&names, recorded, v1_tables))
 }
 
 /// The refusal of a database whose ferry tables are newer than this binary.
