@@ -179,3 +179,18 @@ pub fn create_sql(t: &TableSchema) -> String {
         cols.join(", ")
     )
 }
+
+/// The planner's estimate of a table's rows; `None` until the table was first analysed
+/// or vacuumed (PostgreSQL says -1 then).
+pub async fn estimated_rows(
+    ep: &PgEndpoint,
+    conn: &mut PgConnection,
+    table: &TableName,
+) -> Result<Option<u64>, ConnectorError> {
+    let n: Option<f32> = sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)")
+        .bind(qualified(table))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(ep.error(format!("estimating the rows of {table}")))?;
+    Ok(n.filter(|n| *n >= 0.0).map(|n| n as u64))
+}

@@ -725,13 +725,7 @@ impl Source for PgSource {
     }
 
     async fn estimate_rows(&mut self, table: &TableSchema) -> Result<Option<u64>, ConnectorError> {
-        // The planner's statistics: -1 until the table was first analysed or vacuumed.
-        let n: Option<f32> = sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)")
-            .bind(qualified(&table.name))
-            .fetch_optional(&mut self.conn)
-            .await
-            .map_err(self.ep.error(format!("estimating the rows of {}", table.name)))?;
-        Ok(n.filter(|n| *n >= 0.0).map(|n| n as u64))
+        super::schema::estimated_rows(&self.ep, &mut self.conn, &table.name).await
     }
 
     async fn consumed(&mut self, _consumer: &str, position: &Position) -> Result<(), ConnectorError> {

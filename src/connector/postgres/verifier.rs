@@ -164,12 +164,7 @@ impl Side for PgSide {
         schema::matching_tables(&self.ep, &mut self.conn, patterns).await
     }
     async fn estimate(&mut self, table: &TableSchema) -> Result<u64, ConnectorError> {
-        let n: Option<f32> = sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)")
-            .bind(qualified(&table.name))
-            .fetch_optional(&mut self.conn)
-            .await
-            .map_err(self.ep.error(format!("estimating rows of {}", table.name)))?;
-        Ok(n.map_or(0, |n| n.max(0.0) as u64))
+        Ok(super::schema::estimated_rows(&self.ep, &mut self.conn, &table.name).await?.unwrap_or(0))
     }
     async fn rows(
         &mut self,

@@ -619,13 +619,7 @@ impl Source for SqliteSource {
     }
 
     async fn estimate_rows(&mut self, table: &TableSchema) -> Result<Option<u64>, ConnectorError> {
-        // SQLite keeps no row statistics: count (a b-tree walk, once per table copied).
-        let sql = format!("SELECT count(*) FROM {}", ident(&table.name.name));
-        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
-            .fetch_one(&mut self.conn)
-            .await
-            .map_err(self.ep.query_error(format!("counting the rows of {}", table.name)))?;
-        Ok(u64::try_from(n).ok())
+        super::schema::count_rows(&self.ep, &mut self.conn, &table.name.name).await.map(Some)
     }
 
     async fn consumed(&mut self, consumer: &str, position: &Position) -> Result<(), ConnectorError> {

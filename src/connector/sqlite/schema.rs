@@ -218,3 +218,13 @@ pub fn create_table_sql(schema: &TableSchema) -> String {
         pk.join(", ")
     )
 }
+
+/// A table's rows, counted: SQLite keeps no row statistics (a b-tree walk).
+pub async fn count_rows(ep: &SqliteEndpoint, conn: &mut SqliteConnection, table: &str) -> Result<u64, ConnectorError> {
+    let sql = format!("SELECT count(*) FROM {}", super::literal::ident(table));
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(ep.query_error(format!("counting the rows of {table}")))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}

@@ -69,12 +69,7 @@ impl Side for SqliteSide {
         Ok(names.into_iter().map(TableName::bare).collect())
     }
     async fn estimate(&mut self, table: &TableSchema) -> Result<u64, ConnectorError> {
-        let sql = format!("SELECT count(*) FROM {}", sqlite::literal::ident(&table.name.name));
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_one(&mut self.conn)
-            .await
-            .map_err(self.ep.query_error(format!("counting rows of {}", table.name)))?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        sqlite::schema::count_rows(&self.ep, &mut self.conn, &table.name.name).await
     }
     async fn rows(
         &mut self,
