@@ -35,7 +35,7 @@ async fn an_unreachable_broker_and_a_topic_ferry_may_not_create_are_named_by_che
     let dir = tempfile::tempdir().expect("tempdir");
     let config = setup(dir.path(), "kafka://127.0.0.1:1", &unique("kbad")).await;
     let out = ferry(&["check", "--config", config.to_str().expect("path")]).await;
-    assert_ne!(out.code, Some(0), "{}", out.all());
+    assert_eq!(out.code, Some(2), "a setup problem: {}", out.all());
     assert!(out.all().contains("cannot reach the Kafka brokers") && out.all().contains("127.0.0.1:1"), "{}", out.all());
     assert!(out.all().contains("check that the brokers run"), "the fix is given: {}", out.all());
 

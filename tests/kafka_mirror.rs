@@ -157,7 +157,7 @@ async fn a_missing_source_topic_is_named_with_its_fix() {
     let task = unique("mirrormiss");
     let config = task_file(dir.path(), &task, "one-way", "\"no-such-topic-here\"");
     let out = ferry_within(&["check", "--config", config.to_str().expect("path")], Duration::from_secs(60)).await;
-    assert_ne!(out.code, Some(0), "{}", out.all());
+    assert_eq!(out.code, Some(2), "a setup problem: {}", out.all());
     assert!(
         out.all().contains("topic no-such-topic-here does not exist") && out.all().contains("fix:"),
         "{}",

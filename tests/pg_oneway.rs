@@ -257,7 +257,7 @@ async fn refused(file: &Path, needle: &str, target: &str, probe_sql: &str) {
     let out =
         crate::support::ferry_within(&["run", "--config", file.to_str().expect("utf-8")], Duration::from_secs(60))
             .await;
-    assert_ne!(out.code, Some(0), "ferry ran: {}", out.all());
+    assert_eq!(out.code, Some(2), "refused as a setup problem (exit 2), not run nor crashed: {}", out.all());
     assert!(out.all().contains(needle), "expected {needle:?} in:\n{}", out.all());
     let found = crate::support::postgres::rows(target, probe_sql).await;
     assert_eq!(found[0][0].as_deref(), Some("0"), "something was written to the target: {}", out.all());
@@ -288,7 +288,7 @@ async fn pg_refuses_bad_sources_with_their_fix_and_writes_nothing() {
     let (file, task) = task_file(dir.path(), &ua, &b, "one-way", &[&format!("{s}.t")], "");
     cleanup_a.task(&task);
     let check = crate::support::mariadb::check(&file).await;
-    assert_ne!(check.code, Some(0), "{}", check.all());
+    assert_eq!(check.code, Some(2), "{}", check.all());
     assert!(check.all().contains("REPLICATION"), "{}", check.all());
     assert!(check.all().contains("does not own"), "{}", check.all());
     refused(&file, "no REPLICATION attribute", &b, &written).await;
