@@ -32,6 +32,8 @@ pub struct FileSource {
     skip_own: bool,
     watcher: Option<(notify::RecommendedWatcher, Receiver<notify::Result<notify::Event>>)>,
     open: Option<(String, Arc<File>)>,
+    /// More events than this at once: rescan ([`MOST_HINTS`] unless a test lowers it).
+    most_hints: usize,
 }
 
 impl FileSource {
@@ -54,7 +56,14 @@ impl FileSource {
                 });
             }
         }
-        Ok(FileSource { endpoint: endpoint.into(), root, skip_own, watcher: None, open: None })
+        Ok(FileSource {
+            endpoint: endpoint.into(),
+            root,
+            skip_own,
+            watcher: None,
+            open: None,
+            most_hints: most_hints(),
+        })
     }
 
     fn rel(&self, p: &Path) -> Option<String> {
@@ -118,13 +127,12 @@ impl BlobSource for FileSource {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        let most = most_hints();
         let events: Vec<notify::Result<notify::Event>> = match &self.watcher {
             // Drained whole: what is left after an overflow is covered by the rescan.
             Some((_, rx)) => rx.try_iter().collect(),
             None => Vec::new(),
         };
-        if events.len() > most {
+        if events.len() > self.most_hints {
             return Ok(vec![BlobHint::Rescan]);
         }
         for ev in events {
