@@ -12,6 +12,7 @@ pub mod host;
 pub mod kafka;
 pub mod mysql;
 pub mod objects;
+pub mod own_names;
 pub mod postgres;
 pub mod preflight;
 pub mod registry;

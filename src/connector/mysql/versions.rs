@@ -26,6 +26,7 @@ use super::schema::{key_in, qualified};
 use super::values::{decode_value, kinds, param_len, to_param};
 use super::{FERRY_DB, MysqlEndpoint, ident, string_literal};
 use crate::connector::ConnectorError;
+use crate::connector::own_names::{readable, short_hash};
 use crate::model::{HashKey, Key, SiteId, TableName, TableSchema, Value};
 
 /// Version table columns after the key columns.
@@ -52,21 +53,6 @@ pub enum Marking {
     ServerId,
     /// A marker row in every transaction (the account may not set server_id).
     MarkerRow,
-}
-
-/// FNV-1a of a name, for short unique identifiers.
-fn short_hash(text: &str) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in text.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    format!("{h:08x}")
-}
-
-/// Letters, digits and `_` of a name, at most `max` of them.
-fn readable(text: &str, max: usize) -> String {
-    text.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(max).collect()
 }
 
 /// Name (in the `ferry` database) of the version table of a user table.

@@ -32,6 +32,7 @@ use super::names::IDENTITY_TABLE;
 use super::values::encode;
 use super::{FERRY_SCHEMA, PgEndpoint, ferry_table, ident, qualified, string_literal};
 use crate::connector::ConnectorError;
+use crate::connector::own_names::{readable, short_hash};
 use crate::model::conflict::{Stamp, StampEvent};
 use crate::model::{Change, Key, Row, SiteId, TableName, TableSchema, Value};
 
@@ -50,30 +51,15 @@ pub const TRIGGER: &str = "ferry_version";
 /// The session setting that keeps the triggers out of ferry's own writes.
 pub const APPLY_SETTING: &str = "ferry.apply";
 
-/// FNV-1a of a name, for short unique identifiers.
-fn short_hash(text: &str) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in text.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    format!("{h:08x}")
-}
-
-/// Letters, digits and `_` of a name, lowercased, at most `max` of them.
-fn readable(text: &str, max: usize) -> String {
-    text.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).take(max).collect()
-}
-
 /// Name (in the `ferry` schema) of the version table of a user table (at most 63 bytes).
 pub fn table_for(user: &TableName) -> String {
     let full = user.to_string();
-    format!("{VERSION_PREFIX}{}_{}", readable(&full, 44), short_hash(&full))
+    format!("{VERSION_PREFIX}{}_{}", readable(&full, 44).to_ascii_lowercase(), short_hash(&full))
 }
 
 fn function_for(user: &TableName) -> String {
     let full = user.to_string();
-    format!("{FUNCTION_PREFIX}{}_{}", readable(&full, 43), short_hash(&full))
+    format!("{FUNCTION_PREFIX}{}_{}", readable(&full, 43).to_ascii_lowercase(), short_hash(&full))
 }
 
 /// `"ferry"."version table"`.
