@@ -29,7 +29,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::conflict::ConflictRules;
-use crate::model::{Key, Position, Row, SiteId, TableName, TableSchema, Txn};
+use crate::model::conflict::{Incoming, Stamp};
+use crate::model::{Change, Key, Position, Row, SiteId, TableName, TableSchema, Txn};
 
 /// Makes ring the process's TLS crypto provider (idempotent). The build links two
 /// rustls providers (the change-stream transport of PostgreSQL asks for rustls's
@@ -149,6 +150,53 @@ pub struct ApplyBatch {
     /// lands and the sink answers [`ConnectorError::Fenced`]. `None` for a checkpoint
     /// recorded while no process runs the direction (a cutover's starting position).
     pub fence: Option<i64>,
+}
+
+impl ApplyBatch {
+    /// A two-way batch's snapshot rows as inserts with their versions (`None`: a row
+    /// that predates capture), for [`ApplyBatch::incoming`] to borrow.
+    pub fn snapshot_changes(&self) -> Vec<(Change, Option<Stamp>)> {
+        let Some(snap) = &self.snapshot else { return Vec::new() };
+        snap.rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let version = snap.versions.as_ref().and_then(|v| v.get(i).cloned().flatten());
+                (
+                    Change::snapshot_insert(&snap.table, row),
+                    version.map(|(site, ts)| Stamp { site, ts, deleted: false }),
+                )
+            })
+            .collect()
+    }
+
+    /// Every change of a two-way batch to judge, in order (its transactions', then the
+    /// snapshot rows of [`ApplyBatch::snapshot_changes`]), each with the index of its
+    /// transaction (`None`: a snapshot row). Rows of the `heartbeat` table, which each
+    /// site writes for itself, are applied without judging.
+    pub fn incoming<'a>(
+        &'a self,
+        snapshot: &'a [(Change, Option<Stamp>)],
+        heartbeat: &str,
+    ) -> (Vec<Incoming<'a>>, Vec<Option<usize>>) {
+        let mut incoming = Vec::new();
+        let mut txn_of = Vec::new();
+        for (t, txn) in self.txns.iter().enumerate() {
+            let position = txn.position.to_string();
+            for change in &txn.changes {
+                let (site, ts) = change.version.clone().unwrap_or_else(|| (txn.origin.clone(), txn.commit_ts));
+                let stamp = Stamp { site, ts, deleted: change.after.is_none() };
+                let free = change.table.name.name == heartbeat;
+                incoming.push(Incoming { change, stamp: Some(stamp), position: position.clone(), free });
+                txn_of.push(Some(t));
+            }
+        }
+        for (change, stamp) in snapshot {
+            incoming.push(Incoming { change, stamp: stamp.clone(), position: "snapshot".into(), free: false });
+            txn_of.push(None);
+        }
+        (incoming, txn_of)
+    }
 }
 
 /// What one batch did.

@@ -22,7 +22,7 @@ use super::versions::{self, Marking, Stamp};
 use super::{MysqlEndpoint, ident};
 use crate::connector::sqlite::state::row_json;
 use crate::connector::{ApplyBatch, ApplyReport, ConflictRules, ConnectorError, DirectionId};
-use crate::model::conflict::{Incoming, KeyStates, Local, Version, Winner, judge_batch};
+use crate::model::conflict::{KeyStates, Local, Version, Winner, judge_batch};
 use crate::model::{Change, HashKey, Key, Row, SiteId, TableName, TableSchema, Txn, key_text, now_micros};
 
 /// A conflict to record.
@@ -71,32 +71,10 @@ impl MysqlSink {
         if marking == Marking::MarkerRow {
             versions::mark(&mut self.conn, &rules.remote_site).await?;
         }
-        let mut snapshot_changes = Vec::new();
-        if let Some(snap) = &batch.snapshot {
-            for (i, row) in snap.rows.iter().enumerate() {
-                let version = snap.versions.as_ref().and_then(|v| v.get(i).cloned().flatten());
-                snapshot_changes.push((
-                    Change::snapshot_insert(&snap.table, row),
-                    version.map(|(site, ts)| Stamp { site, ts, deleted: false }),
-                ));
-            }
-        }
-        let mut incoming: Vec<Incoming<'_>> = Vec::new();
-        let mut txn_of: Vec<usize> = Vec::new();
-        for (t, txn) in batch.txns.iter().enumerate() {
-            let position = txn.position.to_string();
-            for change in &txn.changes {
-                let (site, ts) = change.version.clone().unwrap_or_else(|| (txn.origin.clone(), txn.commit_ts));
-                let stamp = Stamp { site, ts, deleted: change.after.is_none() };
-                let free = change.table.name.name == HEARTBEAT_TABLE;
-                incoming.push(Incoming { change, stamp: Some(stamp), position: position.clone(), free });
-                txn_of.push(t);
-            }
-        }
-        for (change, stamp) in &snapshot_changes {
-            incoming.push(Incoming { change, stamp: stamp.clone(), position: "snapshot".into(), free: false });
-            txn_of.push(usize::MAX);
-        }
+        let snapshot_changes = batch.snapshot_changes();
+        let (incoming, txn_of) = batch.incoming(&snapshot_changes, HEARTBEAT_TABLE);
+        // Snapshot rows belong to no transaction.
+        let txn_of: Vec<usize> = txn_of.into_iter().map(|t| t.unwrap_or(usize::MAX)).collect();
 
         // Targets, and the batch's keys (old and new) per target table. The heartbeat
         // table carries no conflicts (each site writes its own row).

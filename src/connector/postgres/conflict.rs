@@ -20,7 +20,7 @@ use super::values::{Kind, decode, encode};
 use super::{PgEndpoint, ferry_table, ident, qualified, versions};
 use crate::connector::sqlite::state::row_json;
 use crate::connector::{ApplyBatch, ApplyFailure, ApplyReport, ConflictRules, ConnectorError, DirectionId, ErrorKind};
-use crate::model::conflict::{Incoming, KeyStates, Local, Stamp, judge_batch};
+use crate::model::conflict::{KeyStates, Local, Stamp, judge_batch};
 use crate::model::{Change, HashKey, Key, Position, Row, TableName, TableSchema, key_text, now_micros};
 
 /// Keys of the batch that had no row when it was read (per source table name).
@@ -34,32 +34,9 @@ impl PgSink {
         batch: &ApplyBatch,
         rules: &ConflictRules,
     ) -> Result<ApplyReport, ConnectorError> {
-        let mut snapshot_changes = Vec::new();
-        if let Some(snap) = &batch.snapshot {
-            for (i, row) in snap.rows.iter().enumerate() {
-                let version = snap.versions.as_ref().and_then(|v| v.get(i).cloned().flatten());
-                snapshot_changes.push((
-                    Change::snapshot_insert(&snap.table, row),
-                    version.map(|(site, ts)| Stamp { site, ts, deleted: false }),
-                ));
-            }
-        }
-        let mut incoming: Vec<Incoming<'_>> = Vec::new();
-        let mut positions: Vec<Option<&Position>> = Vec::new();
-        for txn in &batch.txns {
-            let position = txn.position.to_string();
-            for change in &txn.changes {
-                let (site, ts) = change.version.clone().unwrap_or_else(|| (txn.origin.clone(), txn.commit_ts));
-                let stamp = Stamp { site, ts, deleted: change.after.is_none() };
-                let free = change.table.name.name == super::names::HEARTBEAT_TABLE;
-                incoming.push(Incoming { change, stamp: Some(stamp), position: position.clone(), free });
-                positions.push(Some(&txn.position));
-            }
-        }
-        for (change, stamp) in &snapshot_changes {
-            incoming.push(Incoming { change, stamp: stamp.clone(), position: "snapshot".into(), free: false });
-            positions.push(None);
-        }
+        let snapshot_changes = batch.snapshot_changes();
+        let (incoming, txn_of) = batch.incoming(&snapshot_changes, super::names::HEARTBEAT_TABLE);
+        let positions: Vec<Option<&Position>> = txn_of.iter().map(|t| t.map(|t| &batch.txns[t].position)).collect();
 
         // The batch's keys (old and new) per table, as the target types them.
         let mut targets: HashMap<TableName, (Arc<TableSchema>, Vec<Key>)> = HashMap::new();
