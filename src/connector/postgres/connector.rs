@@ -67,7 +67,7 @@ impl Connector for Store {
         opts: &'a SinkOptions,
     ) -> BoxFuture<'a, Result<Box<dyn DynSink>, ConnectorError>> {
         Box::pin(async move {
-            let mut sink = PgSink::open(PgEndpoint::of(ep)?).await?;
+            let mut sink = PgSink::open(PgEndpoint::of(ep)?).await?.with_workers(opts.workers);
             if let Some(site) = &opts.two_way_from {
                 sink = sink.with_two_way(site.clone());
             }

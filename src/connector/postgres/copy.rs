@@ -12,9 +12,10 @@ use futures_util::TryStreamExt;
 use sqlx::postgres::PgConnection;
 
 use super::source::text_columns;
+use super::state::check_fence;
 use super::values::{Kind, decode, encode};
 use super::{PgEndpoint, ident, qualified, string_literal};
-use crate::connector::{ConnectorError, NativeRows};
+use crate::connector::{ConnectorError, DirectionId, NativeRows};
 use crate::model::{Key, Row, TableSchema, Value};
 
 /// The format of [`NativeRows`] this connector reads and writes.
@@ -135,6 +136,107 @@ pub async fn write(
     copy.send(rows.data.as_ref()).await.map_err(ep.error(what.clone()))?;
     copy.finish().await.map_err(ep.error(what))?;
     Ok(())
+}
+
+/// Splits a chunk into at most `parts` consecutive chunks of about equal row counts,
+/// each with its own key range: part `i` runs from part `i-1`'s last key up to its own
+/// last key, and the last part ends where the whole chunk ends (`upto`). `t` is the
+/// source's description (the one the lines were read with).
+pub fn split(
+    ep: &PgEndpoint,
+    t: &TableSchema,
+    rows: &NativeRows,
+    parts: usize,
+) -> Result<Vec<NativeRows>, ConnectorError> {
+    let per = rows.count.div_ceil(parts.max(1)).max(1);
+    let mut out = Vec::with_capacity(parts);
+    let (mut start, mut after, mut n) = (0usize, rows.after.clone(), 0usize);
+    for (i, _) in rows.data.iter().enumerate().filter(|(_, b)| **b == b'\n') {
+        n += 1;
+        if n < per || out.len() + 1 == parts {
+            continue;
+        }
+        let data = rows.data.slice(start..i + 1);
+        let last = lines(&data).last().map(|line| key_of_line(ep, t, line)).transpose()?;
+        out.push(NativeRows {
+            format: FORMAT,
+            data,
+            count: n,
+            after: after.clone(),
+            upto: last.clone(),
+            last: last.clone(),
+        });
+        (start, after, n) = (i + 1, last, 0);
+    }
+    if n > 0 || out.is_empty() {
+        let data = rows.data.slice(start..);
+        out.push(NativeRows {
+            format: FORMAT,
+            data,
+            count: n,
+            after,
+            upto: rows.upto.clone(),
+            last: rows.last.clone(),
+        });
+    } else if let Some(final_part) = out.last_mut() {
+        // The rows divided evenly: the last part takes the chunk's own end.
+        final_part.upto = rows.upto.clone();
+    }
+    Ok(out)
+}
+
+/// Writes the parts of a chunk ([`split`]) at once: the first on `main`, inside the
+/// caller's transaction (which records the checkpoint), each other on a session of
+/// `helpers` in a transaction of its own, committed before the caller's. A part
+/// committed by a helper but not followed by the caller's commit is harmless: the chunk
+/// is copied again after a restart, and [`write`] replaces its key range. Each helper
+/// checks the lease's `fence` in its transaction, as the caller's does.
+#[allow(clippy::too_many_arguments)]
+pub async fn write_spread(
+    ep: &PgEndpoint,
+    main: &mut PgConnection,
+    helpers: &mut [PgConnection],
+    dir: &DirectionId,
+    fence: Option<i64>,
+    t: &TableSchema,
+    columns: &[&str],
+    key: &[&str],
+    parts: &[NativeRows],
+) -> Result<(), ConnectorError> {
+    let (first, rest) = parts.split_first().ok_or_else(|| ConnectorError::Setup {
+        endpoint: ep.name.clone(),
+        problem: format!("a snapshot chunk of {} was split into no parts", t.name),
+        fix: "report this as a bug".into(),
+    })?;
+    let on_helpers = helpers.iter_mut().zip(rest).map(|(conn, part)| async move {
+        ep.exec(conn, "starting a helper's copy transaction", "BEGIN").await?;
+        let r = async {
+            if let Some(fence) = fence
+                && let Some(holder) =
+                    check_fence(conn, dir, fence).await.map_err(ep.error(format!("checking the lease of {dir}")))?
+            {
+                return Err(ConnectorError::Fenced {
+                    endpoint: ep.name.clone(),
+                    dir: dir.to_string(),
+                    mine: fence,
+                    holder: (holder.pid != 0).then(|| Box::new(holder)),
+                });
+            }
+            write(ep, conn, t, columns, key, part).await
+        }
+        .await;
+        match r {
+            Ok(()) => ep.exec(conn, "committing a helper's copy transaction", "COMMIT").await,
+            Err(e) => {
+                let _ = ep.exec(conn, "rolling back a helper's copy transaction", "ROLLBACK").await;
+                Err(e)
+            }
+        }
+    });
+    let (mine, theirs) =
+        tokio::join!(write(ep, main, t, columns, key, first), futures_util::future::join_all(on_helpers));
+    mine?;
+    theirs.into_iter().collect()
 }
 
 /// The declared types of a table's key columns.
@@ -270,5 +372,55 @@ mod tests {
         assert_eq!(f, vec![Some(b"1".to_vec()), None, Some(b"x\ty".to_vec())]);
         assert_eq!(lines(b"a\nb\n").collect::<Vec<_>>(), vec![&b"a"[..], &b"b"[..]]);
         assert_eq!(lines(b"").count(), 0);
+    }
+
+    fn table() -> TableSchema {
+        let column = |name: &str, decl_type: &str| crate::model::Column {
+            name: name.into(),
+            decl_type: decl_type.into(),
+            nullable: false,
+        };
+        TableSchema {
+            name: crate::model::TableName::bare("t"),
+            columns: vec![column("id", "integer"), column("v", "text")],
+            primary_key: vec![0],
+            unique_keys: Vec::new(),
+            foreign_keys: Vec::new(),
+            create_sql: None,
+        }
+    }
+
+    fn chunk(ids: std::ops::RangeInclusive<i64>, after: Option<i64>, upto: Option<i64>) -> NativeRows {
+        let data: String = ids.clone().map(|i| format!("{i}\tv{i}\n")).collect();
+        let count = ids.clone().count();
+        let key = |i: i64| vec![Value::Int(i)];
+        NativeRows {
+            format: FORMAT,
+            data: Bytes::from(data),
+            count,
+            after: after.map(key),
+            upto: upto.map(key),
+            last: Some(key(*ids.end())),
+        }
+    }
+
+    #[test]
+    fn a_chunk_splits_into_parts_whose_key_ranges_tile_the_chunks() {
+        let ep = PgEndpoint::new("t", crate::model::SiteId::new("a"), "postgres://u@h/db").expect("endpoint");
+        let key = |i: i64| Some(vec![Value::Int(i)]);
+        // 10 rows after key 0, up to key 10, in 3 parts: 4 + 4 + 2 rows.
+        let parts = split(&ep, &table(), &chunk(1..=10, Some(0), Some(10)), 3).expect("split");
+        let ranges: Vec<_> = parts.iter().map(|p| (p.after.clone(), p.upto.clone(), p.count)).collect();
+        assert_eq!(ranges, vec![(key(0), key(4), 4), (key(4), key(8), 4), (key(8), key(10), 2)]);
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.data.to_vec()).collect();
+        assert_eq!(joined, chunk(1..=10, None, None).data.to_vec());
+        // The table's last chunk (open-ended) divided evenly: the last part stays open.
+        let parts = split(&ep, &table(), &chunk(1..=8, None, None), 2).expect("split");
+        let ranges: Vec<_> = parts.iter().map(|p| (p.after.clone(), p.upto.clone(), p.count)).collect();
+        assert_eq!(ranges, vec![(None, key(4), 4), (key(4), None, 4)]);
+        // Fewer rows than parts: one row per part, nothing lost.
+        let parts = split(&ep, &table(), &chunk(1..=2, None, Some(2)), 4).expect("split");
+        assert_eq!(parts.iter().map(|p| p.count).collect::<Vec<_>>(), vec![1, 1]);
+        assert_eq!(parts[1].upto, key(2));
     }
 }

@@ -43,7 +43,14 @@ pub struct PgSink {
     /// Two-way: the batch failed because an application inserted a key it was writing
     /// (it runs again at once, judged anew).
     pub(super) raced: bool,
+    /// Sessions a big snapshot chunk is spread over (`workers`), this one included.
+    workers: usize,
+    /// The other sessions of a spread chunk, opened when first needed.
+    helpers: Vec<PgConnection>,
 }
+
+/// Fewer rows per session than this are not worth a session of their own.
+const SPREAD_MIN_ROWS: usize = 5_000;
 
 /// The final state of each key of one table in a batch, in first-touch order.
 struct Final<'a> {
@@ -66,7 +73,15 @@ impl PgSink {
             two_way: None,
             origin_ready: false,
             raced: false,
+            workers: 1,
+            helpers: Vec::new(),
         })
+    }
+
+    /// Spreads big snapshot chunks over `workers` sessions.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
     }
 
     /// Two-way: changes come from `site`; this sink's transactions carry the
@@ -302,7 +317,7 @@ impl PgSink {
 
     /// Applies the batch's changes (and snapshot rows); a refused change is named when
     /// applying one by one.
-    async fn write(&mut self, batch: &ApplyBatch) -> Result<u64, ConnectorError> {
+    async fn write(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<u64, ConnectorError> {
         let mut n = 0u64;
         if batch.one_by_one {
             for txn in &batch.txns {
@@ -339,7 +354,30 @@ impl PgSink {
             // COPY text from a PostgreSQL source: replaces the chunk's key range as is.
             let target = self.target(&s.table.name).await?;
             let cols: Vec<&str> = s.table.columns.iter().map(|c| c.name.as_str()).collect();
-            super::copy::write(&self.ep, &mut self.conn, &target, &cols, &s.table.key_columns(), native).await?;
+            let key = s.table.key_columns();
+            // A chunk alone in its batch may go over several sessions at once (its
+            // parts commit apart; the checkpoint commits last, on this session).
+            let parts = self.workers.min(native.count / SPREAD_MIN_ROWS);
+            if parts > 1 && batch.txns.is_empty() && !batch.one_by_one && batch.commit {
+                let parts = super::copy::split(&self.ep, &s.table, native, parts)?;
+                while self.helpers.len() + 1 < parts.len() {
+                    self.helpers.push(self.ep.connect().await?);
+                }
+                super::copy::write_spread(
+                    &self.ep,
+                    &mut self.conn,
+                    &mut self.helpers,
+                    dir,
+                    batch.fence,
+                    &target,
+                    &cols,
+                    &key,
+                    &parts,
+                )
+                .await?;
+            } else {
+                super::copy::write(&self.ep, &mut self.conn, &target, &cols, &key, native).await?;
+            }
             n += native.count as u64;
         } else if let Some(s) = &batch.snapshot {
             let rows: Vec<&Row> = s.rows.iter().collect();
@@ -422,7 +460,7 @@ impl PgSink {
         }
         let report = match &batch.conflicts {
             Some(rules) => self.write_two_way(dir, batch, rules).await?,
-            None => ApplyReport { rows: self.write(batch).await?, conflicts: 0 },
+            None => ApplyReport { rows: self.write(dir, batch).await?, conflicts: 0 },
         };
         state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &mut self.written)
             .await
