@@ -11,14 +11,22 @@ use super::endpoint::{Endpoint, EndpointUrl};
 use super::typemap::TypeMap;
 use super::verifier::AnySide;
 use super::{
-    Checkpoint, ConnectorError, DirectionId, LeaseHolder, Retention, files, kafka, mysql, objects, postgres, sftp,
-    sqlite,
+    Checkpoint, ConnectorError, DirectionId, LeaseHolder, Retention, files, kafka, mysql, objects, postgres, search,
+    sftp, sqlite,
 };
 use crate::model::{FreezeMethod, Position, PositionParseError, SiteId, TableName};
 
 /// Every store ferry speaks. Adding a store adds one line here.
-pub static STORES: &[&dyn Connector] =
-    &[&sqlite::Store, &mysql::Store, &postgres::Store, &kafka::Store, &files::Store, &objects::Store, &sftp::Store];
+pub static STORES: &[&dyn Connector] = &[
+    &sqlite::Store,
+    &mysql::Store,
+    &postgres::Store,
+    &kafka::Store,
+    &files::Store,
+    &objects::Store,
+    &sftp::Store,
+    &search::Store,
+];
 
 /// What kind of data a store holds; the engine moves data only between kinds that fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +63,9 @@ pub struct SinkOptions {
     /// The task's `topic` template (`ferry.{db}.{table}`): where a message store puts
     /// each table's changes; stores of tables ignore it.
     pub topic: String,
+    /// The task's `index` template (`{db}_{table}`): where a search store puts each
+    /// table's documents; other stores ignore it.
+    pub index: String,
 }
 
 /// What a direction's target holds about it, read without writing.
