@@ -318,11 +318,16 @@ impl Side for SearchSide {
                     .into(),
             });
         }
-        Ok(found.pop().map(|(index, t)| {
-            self.indexes.insert(t.name.clone(), index);
-            self.schemas.insert(t.name.clone(), t.clone());
-            t
-        }))
+        let Some((index, t)) = found.pop() else { return Ok(None) };
+        // What was indexed becomes searchable (a server refreshes about every second).
+        let path = format!("/{}/_refresh", segment(&index));
+        self.http
+            .send(Method::POST, &path, None)
+            .await
+            .map_err(self.http.error(format!("refreshing index {index}")))?;
+        self.indexes.insert(t.name.clone(), index);
+        self.schemas.insert(t.name.clone(), t.clone());
+        Ok(Some(t))
     }
     async fn matching(&mut self, _patterns: &[String]) -> Result<Vec<TableName>, ConnectorError> {
         Err(ConnectorError::Setup {
