@@ -311,3 +311,37 @@ async fn a_conflicting_mapping_a_write_block_429s_and_a_wrong_password_get_clear
     assert_eq!(once(&config).await.code, Some(0), "the right password is accepted");
     search::drop_index(&index).await;
 }
+
+#[tokio::test]
+async fn a_document_the_index_refuses_stops_the_task_naming_document_and_field_and_can_be_skipped() {
+    search::require().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lite = dir.path().join("a.db");
+    create_db(&lite, "CREATE TABLE ev(id INTEGER PRIMARY KEY, n INTEGER); INSERT INTO ev VALUES (1, 5);").await;
+    let task = search::unique("refused");
+    let index = format!("{task}_ev");
+    let config = task_file(dir.path(), "sqlite://a.db", &search::url(), &task, "ev", &format!("{task}_{{table}}"));
+    assert_eq!(once(&config).await.code, Some(0));
+    // SQLite keeps text in an INTEGER column; the index's `long` field refuses it.
+    let mut c = app_conn(&lite).await;
+    sqlx::query("INSERT INTO ev VALUES (2, 'lots')").execute(&mut c).await.expect("insert");
+    sqlx::query("INSERT INTO ev VALUES (3, 7)").execute(&mut c).await.expect("insert");
+    let out = once(&config).await;
+    assert_eq!(out.code, Some(3), "refused data stops the task: {}", out.all());
+    assert!(
+        out.all().contains(&format!("index {index} refused document 2, field n")) && out.all().contains("ferry skip"),
+        "{}",
+        out.all()
+    );
+    let position =
+        out.all().split("--position ").nth(1).and_then(|r| r.split_whitespace().next()).expect("position").to_string();
+    let cfg = config.to_str().expect("path");
+    let skip =
+        ferry_within(&["skip", "--config", cfg, "--task", &task, "--position", &position], Duration::from_secs(30))
+            .await;
+    assert_eq!(skip.code, Some(0), "{}", skip.all());
+    assert_eq!(once(&config).await.code, Some(0));
+    let ids: Vec<String> = search::documents(&index).await.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["1", "3"], "the skipped document is left out, the one after it lands");
+    search::drop_index(&index).await;
+}
