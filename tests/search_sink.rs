@@ -1,4 +1,4 @@
-//! Elasticsearch/OpenSearch as a sink (the testbed's osmem-server): MySQL changes reach
+//! Elasticsearch/OpenSearch as a sink (the testbed's osmem-server): MySQL and SQLite changes reach
 //! their index exactly once in effect through SIGKILLs of ferry, a replay after the
 //! server forgot its deletes resurrects nothing, and bad input (a conflicting mapping,
 //! a write block, 429s, a wrong password) gives a clear answer. Every check reads the
@@ -80,8 +80,47 @@ async fn mysql_app(url: &str, db: &str, stop: Arc<AtomicBool>) -> usize {
     usize::try_from(i).unwrap_or(0)
 }
 
+/// The SQLite application: the same changes as [`mysql_app`], one transaction each.
+async fn sqlite_app(path: &Path, stop: Arc<AtomicBool>) -> usize {
+    let mut c = app_conn(path).await;
+    let mut live = std::collections::HashSet::new();
+    let mut i: i64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let k = i % KEYS;
+        let (sql, amount) = match (live.contains(&k), i % 5) {
+            (false, _) => {
+                live.insert(k);
+                ("INSERT INTO items(id, v, amount) VALUES (?1, ?2, ?3)", format!("{i}.25"))
+            }
+            (true, 4) => {
+                live.remove(&k);
+                ("DELETE FROM items WHERE id = ?1 AND ?2 IS NOT NULL AND ?3 IS NOT NULL", String::new())
+            }
+            _ => ("UPDATE items SET v = ?2, amount = ?3 WHERE id = ?1", format!("{i}.75")),
+        };
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(k)
+            .bind(format!("v{i}"))
+            .bind(amount)
+            .execute(&mut c)
+            .await
+            .expect("sqlite write");
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    usize::try_from(i).unwrap_or(0)
+}
+
+/// The SQLite rows in the form of [`doc_rows`].
+async fn sqlite_rows(path: &Path) -> Vec<(i64, String, String)> {
+    let mut c = app_conn(path).await;
+    let rows: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT id, v, amount FROM items ORDER BY id").fetch_all(&mut c).await.expect("rows");
+    rows
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mysql_changes_reach_opensearch_exactly_once_in_effect_through_sigkills() {
+async fn mysql_and_sqlite_changes_reach_opensearch_exactly_once_in_effect_through_sigkills() {
     search::require().await;
     let my = mariadb::shared_a();
     mariadb::require(&my).await;
@@ -102,6 +141,16 @@ async fn mysql_changes_reach_opensearch_exactly_once_in_effect_through_sigkills(
         &format!("{db}.items"),
         &format!("{prefix}_{{db}}_{{table}}"),
     );
+    // A SQLite source into the same server, as a second task of the same process.
+    let lite = dir.path().join("a.db");
+    create_db(&lite, "CREATE TABLE items(id INTEGER PRIMARY KEY, v TEXT, amount TEXT);").await;
+    let lite_index = format!("{prefix}_main_items");
+    let mut text = std::fs::read_to_string(&config).expect("task file");
+    text.push_str(&format!(
+        "\n[[endpoint]]\nname = \"lite\"\nurl = \"sqlite://a.db\"\n\n[[task]]\nname = \"{prefix}-lite\"\nfrom = \"lite\"\n\
+         to = \"os\"\ntables = [\"items\"]\nindex = \"{prefix}_{{db}}_{{table}}\"\n"
+    ));
+    std::fs::write(&config, text).expect("task file");
     let log = dir.path().join("ferry.log");
     let mut ferry = FerryRun::start(&config, &log);
     crate::support::wait_until(Duration::from_secs(60), "the snapshot's 50 documents", || async {
@@ -114,6 +163,10 @@ async fn mysql_changes_reach_opensearch_exactly_once_in_effect_through_sigkills(
         let (my, db, stop) = (my.clone(), db.clone(), stop.clone());
         async move { mysql_app(&my, &db, stop).await }
     });
+    let lite_app = tokio::spawn({
+        let (lite, stop) = (lite.clone(), stop.clone());
+        async move { sqlite_app(&lite, stop).await }
+    });
     let mut rng = fastrand::Rng::with_seed(23);
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(rng.u64(700..1500))).await;
@@ -124,6 +177,8 @@ async fn mysql_changes_reach_opensearch_exactly_once_in_effect_through_sigkills(
     stop.store(true, Ordering::Relaxed);
     let made = app.await.expect("application");
     assert!(made > 100, "the application made too few changes ({made})");
+    let lite_made = lite_app.await.expect("sqlite application");
+    assert!(lite_made > 100, "the SQLite application made too few changes ({lite_made})");
 
     // Caught up when the index holds exactly the source's rows.
     let want = source_rows(&my, &db).await;
@@ -148,6 +203,23 @@ async fn mysql_changes_reach_opensearch_exactly_once_in_effect_through_sigkills(
         log_text()
     );
     assert_eq!(search::count(&index).await, want.len() as u64, "_count agrees: no duplicate or stale document");
+    let lite_want = sqlite_rows(&lite).await;
+    let mut lite_got = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        lite_got = doc_rows(&search::documents(&lite_index).await);
+        if lite_got == lite_want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        lite_got == lite_want && search::count(&lite_index).await == lite_want.len() as u64,
+        "the SQLite task's index differs from its source after {lite_made} changes: {} documents, {} rows\nferry log:\n{}",
+        lite_got.len(),
+        lite_want.len(),
+        log_text()
+    );
 
     // The mapping came from the source schema through the canonical types.
     let (_, m) = search::call(Method::GET, &format!("/{index}/_mapping"), None).await;

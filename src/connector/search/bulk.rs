@@ -89,7 +89,7 @@ fn outcome(item: &Json, deleting: bool) -> Outcome {
 
 /// The field a mapping error names (`failed to parse field [x]`, `introduction of [x]`).
 fn field_of(reason: &str) -> Option<&str> {
-    ["field [", "introduction of [", "mapper [", "field ["]
+    ["field [", "introduction of [", "mapper ["]
         .iter()
         .find_map(|p| reason.split_once(p))
         .and_then(|(_, rest)| rest.split_once(']'))

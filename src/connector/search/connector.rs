@@ -9,7 +9,7 @@ use super::sink::SearchSink;
 use super::{SearchEndpoint, mapping, state, verifier};
 use crate::connector::dynamic::DynSink;
 use crate::connector::endpoint::{Endpoint, EndpointUrl};
-use crate::connector::registry::{Connector, SinkOptions, TargetState, TargetTable};
+use crate::connector::registry::{Connector, SideOptions, SinkOptions, TargetState, TargetTable};
 use crate::connector::typemap::TypeMap;
 use crate::connector::verifier::AnySide;
 use crate::connector::{ConnectorError, DirectionId};
@@ -95,8 +95,12 @@ impl Connector for Store {
         // existing index's mapping).
         Box::pin(async move { ping(ep).await.err().map(|e| e.to_string()).into_iter().collect() })
     }
-    fn open_side<'a>(&'a self, ep: &'a Endpoint, _write: bool) -> BoxFuture<'a, Result<AnySide, ConnectorError>> {
-        Box::pin(async move { Ok(AnySide::new(verifier::SearchSide::open(ep)?)) })
+    fn open_side<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        how: &'a SideOptions,
+    ) -> BoxFuture<'a, Result<AnySide, ConnectorError>> {
+        Box::pin(async move { Ok(AnySide::new(verifier::SearchSide::open(ep, how.index.clone())?)) })
     }
 }
 

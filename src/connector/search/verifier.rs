@@ -1,5 +1,6 @@
-//! A search index as the target side of a verification: the table an index holds comes
-//! from its mapping's `_meta.ferry` (written when ferry created it), rows of a key range
+//! A search index as the target side of a verification: a table's index is named by
+//! the task's `index` template, its columns come from the mapping's `_meta.ferry`
+//! (written when ferry created it), rows of a key range
 //! are read with a range query sorted by the key fields (exact `keyword`/numeric
 //! fields, so in byte order) and compared with the source's through the canonical
 //! form. Repairs re-index: the repair statements are written with JSON literals in this
@@ -9,13 +10,13 @@
 
 use std::collections::HashMap;
 
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value as Json, json};
 
 use super::document::{decode, encode, id_of};
 use super::http::{Body, Http, segment};
 use super::mapping::{self, Types};
-use super::{STATE_INDEX, SearchEndpoint};
+use super::{SearchEndpoint, index_of};
 use crate::connector::endpoint::Endpoint;
 use crate::connector::typemap::TypeMap;
 use crate::connector::verifier::{Dialect, Extent, Side};
@@ -28,6 +29,8 @@ const PAGE: usize = 5_000;
 /// One search endpoint as a verified side.
 pub struct SearchSide {
     http: Http,
+    /// The task's index template.
+    template: String,
     /// The index of each table described.
     indexes: HashMap<TableName, String>,
     /// Each described table's schema (from its index's mapping).
@@ -35,9 +38,10 @@ pub struct SearchSide {
 }
 
 impl SearchSide {
-    /// A side of `ep` (no request made yet).
-    pub fn open(ep: &Endpoint) -> Result<Self, ConnectorError> {
-        Ok(SearchSide { http: Http::new(&SearchEndpoint::of(ep)?)?, indexes: HashMap::new(), schemas: HashMap::new() })
+    /// A side of `ep` whose tables sit in the indexes `template` names (no request made yet).
+    pub fn open(ep: &Endpoint, template: String) -> Result<Self, ConnectorError> {
+        let http = Http::new(&SearchEndpoint::of(ep)?)?;
+        Ok(SearchSide { http, template, indexes: HashMap::new(), schemas: HashMap::new() })
     }
 
     fn index(&self, table: &TableSchema) -> Result<&str, ConnectorError> {
@@ -295,34 +299,30 @@ impl Side for SearchSide {
         &SearchDialect
     }
     async fn describe(&mut self, table: &TableName) -> Result<Option<TableSchema>, ConnectorError> {
-        let (_, all) = self
+        let index = index_of(&self.template, table);
+        let path = format!("/{}", segment(&index));
+        let (status, found) = self
             .http
-            .send(Method::GET, "/_mapping", None)
+            .send(Method::GET, &format!("{path}/_mapping"), None)
             .await
-            .map_err(self.http.error("reading the indexes' mappings"))?;
-        let wanted = table.to_string();
-        let mut found: Vec<(String, TableSchema)> = all
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(name, _)| name.as_str() != STATE_INDEX)
-            .filter_map(|(name, m)| mapping::table_of(&m["mappings"]).map(|t| (name.clone(), t)))
-            .filter(|(_, t)| t.name.to_string() == wanted)
-            .collect();
-        if found.len() > 1 {
-            let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+            .map_err(self.http.error(format!("reading the mapping of index {index}")))?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let mapping =
+            found.as_object().and_then(|m| m.values().next()).map(|v| v["mappings"].clone()).unwrap_or(Json::Null);
+        let Some(mut t) = mapping::table_of(&mapping) else {
             return Err(ConnectorError::Setup {
                 endpoint: self.http.ep().name.clone(),
-                problem: format!("table {table} is held by several indexes: {}", names.join(", ")),
-                fix: "delete the indexes of tasks that no longer run, or verify with --tables naming another table"
-                    .into(),
+                problem: format!("index {index} (of table {table}) was not created by ferry: its mapping has no _meta.ferry with the table's columns"),
+                fix: "let ferry create the index (point the task's index template at a new one), or leave the table out with --tables".into(),
             });
-        }
-        let Some((index, t)) = found.pop() else { return Ok(None) };
+        };
+        // Named as the source's table (renames already applied by the caller).
+        t.name = table.clone();
         // What was indexed becomes searchable (a server refreshes about every second).
-        let path = format!("/{}/_refresh", segment(&index));
         self.http
-            .send(Method::POST, &path, None)
+            .send(Method::POST, &format!("{path}/_refresh"), None)
             .await
             .map_err(self.http.error(format!("refreshing index {index}")))?;
         self.indexes.insert(t.name.clone(), index);
