@@ -415,3 +415,33 @@ impl Side for SearchSide {
     }
     async fn close(self) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repair_statements_read_back_with_json_literals() {
+        let (t, rest) = json_value(r#""shop.items" ("id", "v") VALUES (1, "a, b)")"#).expect("table");
+        assert_eq!(t, json!("shop.items"));
+        let (cols, rest) = json_list(rest.trim_start()).expect("columns");
+        assert_eq!(cols, [json!("id"), json!("v")]);
+        let (vals, _) = json_list(rest.trim_start().strip_prefix("VALUES ").expect("values")).expect("values");
+        assert_eq!(vals, [json!(1), json!("a, b)")], "a comma or parenthesis inside a string is data");
+        let (sets, cond) = pairs(r#""v" = "x AND y" WHERE "id" = 2 AND "k" = "z""#, ", ", " WHERE ").expect("sets");
+        assert_eq!(sets, [("v".to_string(), json!("x AND y"))]);
+        let (conds, _) = pairs(cond, " AND ", "").expect("conditions");
+        assert_eq!(conds.len(), 2);
+        assert_eq!(json_id(&[json!(2)]), "2");
+        assert_eq!(json_id(&[json!(2), json!("z")]), r#"[2,"z"]"#);
+    }
+
+    #[test]
+    fn key_ranges_become_lexicographic_queries() {
+        let q = range_query(&["a", "b"], &KeyRange { after: Some(vec![Value::Int(1), Value::Int(5)]), upto: None });
+        let should = &q["bool"]["filter"][0]["bool"]["should"];
+        assert_eq!(should[0]["bool"]["filter"][0], json!({"range": {"a": {"gt": 1}}}));
+        assert_eq!(should[1]["bool"]["filter"][0], json!({"term": {"a": 1}}));
+        assert_eq!(should[1]["bool"]["filter"][1], json!({"range": {"b": {"gt": 5}}}));
+    }
+}
