@@ -236,6 +236,7 @@ fn spec(a: &Path, b: &Path, batch: usize) -> DirectionSpec {
         conflicts: None,
         keep_transactions: true,
         topic: ferry::config::DEFAULT_TOPIC.into(),
+        index: ferry::config::DEFAULT_INDEX.into(),
         workers: 1,
         max_rows_per_sec: 0,
         retention_alarm: u64::MAX,

@@ -118,6 +118,7 @@ struct RawTask {
     #[serde(default)]
     max_rows_per_sec: u64,
     topic: Option<String>,
+    index: Option<String>,
     #[serde(default)]
     max_bytes_per_sec: u64,
     #[serde(default)]
@@ -134,6 +135,8 @@ struct RawTask {
 
 /// The topic template of a task that names none.
 pub const DEFAULT_TOPIC: &str = "ferry.{db}.{table}";
+/// The index template of a task that names none.
+pub const DEFAULT_INDEX: &str = "{db}_{table}";
 
 fn default_tables() -> Spanned<Vec<String>> {
     Spanned::new(0..0, vec!["*".to_string()])
@@ -305,6 +308,8 @@ pub struct Task {
     pub max_rows_per_sec: u64,
     /// A message-store target's topic template (`ferry.{db}.{table}`, the default).
     pub topic: String,
+    /// A search-store target's index template (`{db}_{table}`, the default).
+    pub index: String,
     /// Files and objects: bytes per second at most (0 = unthrottled).
     pub max_bytes_per_sec: u64,
     /// Files and objects: how often a full rescan checks every path (change hints
@@ -687,6 +692,7 @@ impl Validator<'_> {
             keep_transactions: true,
             max_rows_per_sec: t.max_rows_per_sec,
             topic: t.topic.unwrap_or_else(|| DEFAULT_TOPIC.to_string()),
+            index: t.index.unwrap_or_else(|| DEFAULT_INDEX.to_string()),
             max_bytes_per_sec: t.max_bytes_per_sec,
             rescan,
             retention_alarm,

@@ -347,7 +347,7 @@ mod fencing {
         Fut: std::future::Future<Output = Vec<i64>>,
     {
         let dir = DirectionId { task: unique("fence"), from: "a".into(), to: "b".into() };
-        let opts = SinkOptions { workers, two_way_from: None, topic: String::new() };
+        let opts = SinkOptions { workers, two_way_from: None, topic: String::new(), index: String::new() };
         let open = || async {
             let mut sink = registry::open_sink(target, &opts).await.expect("open sink");
             sink.prepare().await.expect("prepare");

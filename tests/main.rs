@@ -43,6 +43,7 @@ mod pg_tls;
 mod pg_twoway;
 mod run_once;
 mod schema_upgrade;
+mod search_sink;
 mod security_freeze;
 mod security_roles;
 mod security_secrets;

@@ -16,6 +16,7 @@ pub mod own_names;
 pub mod postgres;
 pub mod preflight;
 pub mod registry;
+pub mod search;
 pub mod sftp;
 pub mod sqlite;
 pub mod typemap;

@@ -11,14 +11,22 @@ use super::endpoint::{Endpoint, EndpointUrl};
 use super::typemap::TypeMap;
 use super::verifier::AnySide;
 use super::{
-    Checkpoint, ConnectorError, DirectionId, LeaseHolder, Retention, files, kafka, mysql, objects, postgres, sftp,
-    sqlite,
+    Checkpoint, ConnectorError, DirectionId, LeaseHolder, Retention, files, kafka, mysql, objects, postgres, search,
+    sftp, sqlite,
 };
 use crate::model::{FreezeMethod, Position, PositionParseError, SiteId, TableName};
 
 /// Every store ferry speaks. Adding a store adds one line here.
-pub static STORES: &[&dyn Connector] =
-    &[&sqlite::Store, &mysql::Store, &postgres::Store, &kafka::Store, &files::Store, &objects::Store, &sftp::Store];
+pub static STORES: &[&dyn Connector] = &[
+    &sqlite::Store,
+    &mysql::Store,
+    &postgres::Store,
+    &kafka::Store,
+    &files::Store,
+    &objects::Store,
+    &sftp::Store,
+    &search::Store,
+];
 
 /// What kind of data a store holds; the engine moves data only between kinds that fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +63,19 @@ pub struct SinkOptions {
     /// The task's `topic` template (`ferry.{db}.{table}`): where a message store puts
     /// each table's changes; stores of tables ignore it.
     pub topic: String,
+    /// The task's `index` template (`{db}_{table}`): where a search store puts each
+    /// table's documents; other stores ignore it.
+    pub index: String,
+}
+
+/// How one side of a comparison is opened.
+#[derive(Debug, Clone, Default)]
+pub struct SideOptions {
+    /// Repairs will be applied through it.
+    pub write: bool,
+    /// The task's `index` template: where a search store holds each table (stores of
+    /// tables ignore it).
+    pub index: String,
 }
 
 /// What a direction's target holds about it, read without writing.
@@ -245,7 +266,11 @@ pub trait Connector: Sync {
     /// Whether the endpoint answers; the error says why not.
     fn reachable<'a>(&'a self, ep: &'a Endpoint) -> BoxFuture<'a, Result<(), ConnectorError>>;
     /// Verifier: opens one side of a comparison; `write` when repairs will be applied.
-    fn open_side<'a>(&'a self, ep: &'a Endpoint, _write: bool) -> BoxFuture<'a, Result<AnySide, ConnectorError>> {
+    fn open_side<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        _how: &'a SideOptions,
+    ) -> BoxFuture<'a, Result<AnySide, ConnectorError>> {
         Box::pin(async move { Err(unsupported(self.name(), ep, "a verified endpoint")) })
     }
     /// Uninstall: what ferry added to the endpoint (triggers, tables, schemas, slots,
@@ -494,8 +519,8 @@ pub async fn uninstall(ep: &Endpoint) -> Result<Vec<String>, ConnectorError> {
 }
 
 /// Opens one side of a comparison on an endpoint; `write` when repairs will be applied.
-pub async fn open_side(ep: &Endpoint, write: bool) -> Result<AnySide, ConnectorError> {
-    store(ep)?.open_side(ep, write).await
+pub async fn open_side(ep: &Endpoint, how: &SideOptions) -> Result<AnySide, ConnectorError> {
+    store(ep)?.open_side(ep, how).await
 }
 
 /// Reads a position as `ferry status` prints it (`sqlite:42`, `mysql:FILE:POS:GTID`).

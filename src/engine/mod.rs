@@ -104,6 +104,7 @@ pub fn plan_task(config: &Config, task: &Task, skips: &[(String, Position)]) -> 
                 workers: task.workers,
                 max_rows_per_sec: task.max_rows_per_sec,
                 topic: task.topic.clone(),
+                index: task.index.clone(),
                 retention_alarm: task.retention_alarm,
                 maps: if from.name == task.from { task.maps.clone() } else { Vec::new() },
                 node_id: config.node.id.clone(),

@@ -81,6 +81,8 @@ pub struct DirectionSpec {
     pub max_rows_per_sec: u64,
     /// A message-store target's topic template.
     pub topic: String,
+    /// A search-store target's index template.
+    pub index: String,
     /// Alarm over this much change history kept by the source for the direction (bytes).
     pub retention_alarm: u64,
     /// Renames.
@@ -239,6 +241,7 @@ async fn open_sink(spec: &DirectionSpec) -> Result<Box<dyn dynamic::DynSink>, Co
         workers: spec.workers as usize,
         two_way_from: spec.conflicts.as_ref().map(|_| spec.source.site.clone()),
         topic: spec.topic.clone(),
+        index: spec.index.clone(),
     };
     registry::open_sink(&spec.target, &opts).await
 }

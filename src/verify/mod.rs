@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Task};
-use crate::connector::registry;
+use crate::connector::registry::{self, SideOptions};
 use crate::connector::verifier::{AnySide, Side};
 use crate::model::{Key, key_text};
 use crate::store::{Store, StoreError, actor};
@@ -82,10 +82,11 @@ pub async fn verify_task(
             fix: "define it as an [[endpoint]]".into(),
         })
     };
+    let read = SideOptions { write: false, index: task.index.clone() };
     let mut sides = Sides {
-        source: registry::open_side(endpoint(&task.from)?, false).await?,
-        planner: registry::open_side(endpoint(&task.from)?, false).await?,
-        target: registry::open_side(endpoint(&task.to)?, opts.repair).await?,
+        source: registry::open_side(endpoint(&task.from)?, &read).await?,
+        planner: registry::open_side(endpoint(&task.from)?, &read).await?,
+        target: registry::open_side(endpoint(&task.to)?, &SideOptions { write: opts.repair, ..read.clone() }).await?,
     };
     if sides.source.dialect().store() != sides.target.dialect().store() {
         sides.source.set_byte_order();

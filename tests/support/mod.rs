@@ -8,6 +8,7 @@ pub mod mariadb;
 pub mod node;
 pub mod postgres;
 pub mod s3;
+pub mod search;
 pub mod tls;
 
 use std::path::{Path, PathBuf};

@@ -9,8 +9,8 @@ use super::{FERRY_DB, MysqlEndpoint, apply::MysqlSink, freezer, ident, position,
 use crate::connector::dynamic::{DynSink, DynSource};
 use crate::connector::endpoint::{Endpoint, EndpointUrl};
 use crate::connector::registry::{
-    ConflictRecord, Connector, FreezeOutcome, FreezeRequest, SinkOptions, SourceCheck, SourceFindings, SourceOptions,
-    TargetState, TargetTable,
+    ConflictRecord, Connector, FreezeOutcome, FreezeRequest, SideOptions, SinkOptions, SourceCheck, SourceFindings,
+    SourceOptions, TargetState, TargetTable,
 };
 use crate::connector::typemap::TypeMap;
 use crate::connector::verifier::AnySide;
@@ -143,7 +143,11 @@ impl Connector for Store {
             ))
         })
     }
-    fn open_side<'a>(&'a self, ep: &'a Endpoint, _write: bool) -> BoxFuture<'a, Result<AnySide, ConnectorError>> {
+    fn open_side<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        _how: &'a SideOptions,
+    ) -> BoxFuture<'a, Result<AnySide, ConnectorError>> {
         Box::pin(async move { Ok(AnySide::new(MysqlSide::open(MysqlEndpoint::of(ep)?).await?)) })
     }
     fn check_source<'a>(

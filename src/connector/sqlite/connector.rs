@@ -9,8 +9,8 @@ use super::{Access, SqliteEndpoint, apply::SqliteSink, capture::SqliteSource, fr
 use crate::connector::dynamic::{DynSink, DynSource};
 use crate::connector::endpoint::{Endpoint, EndpointUrl};
 use crate::connector::registry::{
-    ConflictRecord, Connector, FreezeOutcome, FreezeRequest, SinkOptions, SourceCheck, SourceFindings, SourceOptions,
-    TargetState, TargetTable,
+    ConflictRecord, Connector, FreezeOutcome, FreezeRequest, SideOptions, SinkOptions, SourceCheck, SourceFindings,
+    SourceOptions, TargetState, TargetTable,
 };
 use crate::connector::typemap::TypeMap;
 use crate::connector::verifier::AnySide;
@@ -137,8 +137,12 @@ impl Connector for Store {
             ))
         })
     }
-    fn open_side<'a>(&'a self, ep: &'a Endpoint, write: bool) -> BoxFuture<'a, Result<AnySide, ConnectorError>> {
-        Box::pin(async move { Ok(AnySide::new(SqliteSide::open(SqliteEndpoint::of(ep), write).await?)) })
+    fn open_side<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        how: &'a SideOptions,
+    ) -> BoxFuture<'a, Result<AnySide, ConnectorError>> {
+        Box::pin(async move { Ok(AnySide::new(SqliteSide::open(SqliteEndpoint::of(ep), how.write).await?)) })
     }
     fn check_source<'a>(
         &'a self,
