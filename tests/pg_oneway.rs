@@ -154,7 +154,10 @@ async fn pg_survives_sigkill_during_snapshot_and_stream_under_pgbench() {
     let dir = tempfile::tempdir().expect("tempdir");
     // pgbench_history has no key: it is left out (a table without key is refused).
     let tables = ["public.pgbench_accounts", "public.pgbench_branches", "public.pgbench_tellers"];
-    let (file, task) = task_file(dir.path(), &ua, &ub, "one-way", &tables, "");
+    // Throttled so the 300,000 seeded rows take about 3 s of copying whatever the
+    // machine: the COPY snapshot, spread over sessions, could otherwise finish before
+    // the first kill.
+    let (file, task) = task_file(dir.path(), &ua, &ub, "one-way", &tables, "max_rows_per_sec = 100000");
     // The slot lives in the test's database: dropped before the database goes.
     let mut cleanup_slots = Cleanup::new(&a);
     cleanup_slots.task(&task);
@@ -166,7 +169,7 @@ async fn pg_survives_sigkill_during_snapshot_and_stream_under_pgbench() {
     let mut mid_snapshot = 0;
     for round in 0..6 {
         let mut ferry = FerryRun::start(&file, &log);
-        // The first kill comes early: the COPY snapshot copies the seeded rows in a second or two.
+        // The first kill comes while the throttled snapshot copies.
         let ms = if round == 0 {
             rng.u64(300..900)
         } else if round < 3 {
