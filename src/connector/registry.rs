@@ -8,17 +8,26 @@ use futures_util::future::BoxFuture;
 use super::blob::dynamic::{DynBlobSink, DynBlobSource};
 use super::dynamic::{DynSink, DynSource};
 use super::endpoint::{Endpoint, EndpointUrl};
+use super::items::DynItemSide;
 use super::typemap::TypeMap;
 use super::verifier::AnySide;
 use super::{
-    Checkpoint, ConnectorError, DirectionId, LeaseHolder, Retention, files, kafka, mysql, objects, postgres, sftp,
-    sqlite,
+    Checkpoint, ConnectorError, DirectionId, LeaseHolder, Retention, files, kafka, mysql, objects, postgres, redis,
+    sftp, sqlite,
 };
 use crate::model::{FreezeMethod, Position, PositionParseError, SiteId, TableName};
 
 /// Every store ferry speaks. Adding a store adds one line here.
-pub static STORES: &[&dyn Connector] =
-    &[&sqlite::Store, &mysql::Store, &postgres::Store, &kafka::Store, &files::Store, &objects::Store, &sftp::Store];
+pub static STORES: &[&dyn Connector] = &[
+    &sqlite::Store,
+    &mysql::Store,
+    &postgres::Store,
+    &kafka::Store,
+    &files::Store,
+    &objects::Store,
+    &redis::Store,
+    &sftp::Store,
+];
 
 /// What kind of data a store holds; the engine moves data only between kinds that fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +257,10 @@ pub trait Connector: Sync {
     fn open_side<'a>(&'a self, ep: &'a Endpoint, _write: bool) -> BoxFuture<'a, Result<AnySide, ConnectorError>> {
         Box::pin(async move { Err(unsupported(self.name(), ep, "a verified endpoint")) })
     }
+    /// Verifier of item stores: opens one side of a comparison of keys and values.
+    fn open_items<'a>(&'a self, ep: &'a Endpoint) -> BoxFuture<'a, Result<Box<dyn DynItemSide>, ConnectorError>> {
+        Box::pin(async move { Err(unsupported(self.name(), ep, "a verified endpoint of items")) })
+    }
     /// Uninstall: what ferry added to the endpoint (triggers, tables, schemas, slots,
     /// keys), one line each, read without writing.
     fn installed<'a>(&'a self, ep: &'a Endpoint) -> BoxFuture<'a, Result<Vec<String>, ConnectorError>> {
@@ -380,6 +393,16 @@ pub fn check_pair(from: &Endpoint, to: &Endpoint) -> Result<(), ConnectorError> 
         ),
         fix: "pair stores of the same kind (databases with databases, files with objects, …)".into(),
     })
+}
+
+/// Whether an endpoint holds items (Redis values).
+pub fn is_items(ep: &Endpoint) -> bool {
+    by_scheme(&ep.url.scheme()).is_some_and(|s| s.data_kind() == DataKind::Items)
+}
+
+/// Opens one side of an item comparison on an endpoint.
+pub async fn open_items(ep: &Endpoint) -> Result<Box<dyn DynItemSide>, ConnectorError> {
+    store(ep)?.open_items(ep).await
 }
 
 /// Whether an endpoint holds blobs (files, objects).
