@@ -51,18 +51,21 @@ pub fn tree(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read_dir") {
-            let e = e.expect("entry");
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries {
+            let Ok(e) = e else { continue };
             let rel = e.path().strip_prefix(root).expect("under root").to_string_lossy().to_string();
             if rel == ".ferry" {
                 continue;
             }
-            let md = std::fs::symlink_metadata(e.path()).expect("stat");
+            // A target being written may drop a path between listing and stat: the
+            // callers compare again until the trees settle.
+            let Ok(md) = std::fs::symlink_metadata(e.path()) else { continue };
             let desc = if md.is_dir() {
                 stack.push(e.path());
                 format!("dir {:o}", md.mode() & 0o7777)
             } else if md.file_type().is_symlink() {
-                format!("link {}", std::fs::read_link(e.path()).expect("readlink").display())
+                format!("link {}", std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default())
             } else {
                 format!("file {:o} {} {}.{}", md.mode() & 0o7777, md.len(), md.mtime(), md.mtime_nsec())
             };
