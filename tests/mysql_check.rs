@@ -458,7 +458,8 @@ async fn a_wrong_password_is_one_clear_problem() {
 async fn a_store_ferry_does_not_speak_yet_is_refused_when_the_file_is_read() {
     let dir = tempfile::tempdir().expect("temp folder");
     crate::support::create_db(&dir.path().join("a.db"), "CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
-    let file = task_file(dir.path(), "sqlite://a.db", "mongodb://ferry:secret@127.0.0.1:27017/app", "one-way", &["*"], "");
+    let file =
+        task_file(dir.path(), "sqlite://a.db", "mongodb://ferry:secret@127.0.0.1:27017/app", "one-way", &["*"], "");
     let out = check(&file).await;
     assert_eq!(out.code, Some(2), "{}", out.all());
     // Refused when the task file is read, naming its line and the URL forms ferry speaks.

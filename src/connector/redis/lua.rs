@@ -97,16 +97,21 @@ pub fn apply() -> String {
     format!(
         r"{FINGERPRINT}
 local fp, present = fingerprint(KEYS[1])
-local v = redis.call('HMGET', KEYS[2], 't', 's', 'f')
-local lt, ls = nil, nil
+local v = redis.call('HMGET', KEYS[2], 't', 's', 'f', 'pt', 'ps')
+local lt, ls, lpt, lps = nil, nil, v[4], v[5]
 if v[1] and v[3] == fp then
   lt, ls = v[1], v[2]
 elseif v[1] or present then
   lt = now_after(v[1])
   ls = ARGV[8]
-  redis.call('HSET', KEYS[2], 't', lt, 's', ls, 'f', fp, 'pt', v[1] or '', 'ps', v[2] or '')
+  lpt, lps = v[1] or '', v[2] or ''
+  redis.call('HSET', KEYS[2], 't', lt, 's', ls, 'f', fp, 'pt', lpt, 'ps', lps)
+  if present then redis.call('PERSIST', KEYS[2]) else redis.call('EXPIRE', KEYS[2], ARGV[12]) end
 end
+-- The incoming version is the local one, or the one the local one replaced (a write
+-- delivered again, or old news): nothing to do, and no conflict.
 if lt == ARGV[4] and ls == ARGV[5] then return {{0, 0}} end
+if lpt == ARGV[4] and lps == ARGV[5] then return {{0, 0}} end
 local conflict = (lt ~= nil) and not (lt == ARGV[6] and ls == ARGV[7])
 local wins = true
 if conflict then

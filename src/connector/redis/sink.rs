@@ -68,7 +68,16 @@ impl RedisSink {
     /// Connects to the endpoint's database.
     pub async fn open(ep: RedisEndpoint, two_way_from: Option<SiteId>) -> Result<Self, ConnectorError> {
         let conn = ep.connect().await?;
-        Ok(RedisSink { ep, conn, two_way_from, seen: None, before: HashSet::new(), apply_sha: None, sweep_sha: None, flush_sha: None })
+        Ok(RedisSink {
+            ep,
+            conn,
+            two_way_from,
+            seen: None,
+            before: HashSet::new(),
+            apply_sha: None,
+            sweep_sha: None,
+            flush_sha: None,
+        })
     }
 
     async fn load(&mut self, script: &str) -> Result<String, ConnectorError> {
@@ -424,6 +433,9 @@ impl Sink for RedisSink {
                         ];
                         q.push(&args, at("versioned write"));
                     }
+                    // The source holds the key (its value came from this side): only
+                    // the sweep needs to know.
+                    kind::HELD => {}
                     kind::FLUSH => {
                         let patterns: Vec<String> =
                             serde_json::from_slice(item.value.as_deref().unwrap_or_default()).unwrap_or_default();

@@ -10,6 +10,7 @@
 //! value of each key it wrote, read and versioned by the capture script when read
 //! (docs/redis.md, "Two-way").
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -180,8 +181,9 @@ impl RedisSource {
     }
 
     /// Reads keys' whole values with their versions (two-way captures), in order; keys
-    /// whose value came from another site are left out (they are where they belong).
-    async fn capture(&mut self, keys: Vec<Vec<u8>>) -> Result<Vec<Item>, ConnectorError> {
+    /// whose value came from another site are left out (they are where they belong), or,
+    /// with `held`, given as [`kind::HELD`] items (a full resync's sweep must keep them).
+    async fn capture(&mut self, keys: Vec<Vec<u8>>, held: bool) -> Result<Vec<Item>, ConnectorError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -237,6 +239,15 @@ impl RedisSource {
                 let pt = f.next().and_then(|r| r.text()).unwrap_or_default();
                 let ps = f.next().and_then(|r| r.text()).unwrap_or_default();
                 if s != self.ep.site.as_str() {
+                    if held {
+                        out.push(Item {
+                            key: k.clone(),
+                            value: None,
+                            headers: Vec::new(),
+                            ttl_ms: None,
+                            kind: kind::HELD.into(),
+                        });
+                    }
                     continue;
                 }
                 let headers = vec![
@@ -375,7 +386,7 @@ impl RedisSource {
                     _ => kept.push(c),
                 }
             }
-            for item in self.capture(keys).await? {
+            for item in self.capture(keys, false).await? {
                 kept.push(stream::change(&self.table, item));
             }
             t.changes = kept;
@@ -502,38 +513,47 @@ impl Source for RedisSource {
             items.push(stream::marker(kind::BEGIN, &self.patterns));
         }
         let mut now_ended = ended;
-        let mut keys: Vec<Vec<u8>> = Vec::new();
-        while !now_ended && items.len() + keys.len() < limit {
-            match self.next_event(Some(Duration::from_secs(600))).await? {
-                None => return Err(self.lost("no RDB data for 10 minutes")),
-                Some(Event::Rdb(e)) => {
-                    if e.db != self.ep.db {
-                        continue;
+        // Two-way: keys are captured (read anew with their versions) in passes, each
+        // filling the chunk up to `limit` items, so a chunk is short only at the RDB's end
+        // (a short chunk tells the engine the copy is done).
+        while !now_ended && items.len() < limit {
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            let mut listed: HashSet<Vec<u8>> = HashSet::new();
+            while !now_ended && items.len() + keys.len() < limit {
+                match self.next_event(Some(Duration::from_secs(600))).await? {
+                    None => return Err(self.lost("no RDB data for 10 minutes")),
+                    Some(Event::Rdb(e)) => {
+                        if e.db != self.ep.db {
+                            continue;
+                        }
+                        // Two-way: a version key without its key is a deletion (a
+                        // tombstone); it is captured like a key, so the other side learns
+                        // of it too.
+                        if self.versions
+                            && let Some(k) = e.key.strip_prefix(VERSION_PREFIX.as_bytes())
+                            && wanted(&self.patterns, k)
+                        {
+                            if listed.insert(k.to_vec()) {
+                                keys.push(k.to_vec());
+                            }
+                            continue;
+                        }
+                        if !wanted(&self.patterns, &e.key) {
+                            continue;
+                        }
+                        if !self.versions {
+                            items.push(self.dump_item(e));
+                        } else if listed.insert(e.key.clone()) {
+                            keys.push(e.key);
+                        }
                     }
-                    // Two-way: a version key without its key is a deletion (a tombstone); it
-                    // is captured like a key, so the other side learns of it too.
-                    if self.versions
-                        && let Some(k) = e.key.strip_prefix(VERSION_PREFIX.as_bytes())
-                        && wanted(&self.patterns, k)
-                    {
-                        keys.push(k.to_vec());
-                        continue;
-                    }
-                    if !wanted(&self.patterns, &e.key) {
-                        continue;
-                    }
-                    if self.versions {
-                        keys.push(e.key);
-                    } else {
-                        items.push(self.dump_item(e));
-                    }
+                    Some(Event::RdbEnd) => now_ended = true,
+                    Some(Event::Cmd { .. } | Event::Lost(_)) => return Err(self.lost("the RDB ended early")),
                 }
-                Some(Event::RdbEnd) => now_ended = true,
-                Some(Event::Cmd { .. } | Event::Lost(_)) => return Err(self.lost("the RDB ended early")),
             }
-        }
-        if self.versions {
-            items.extend(self.capture(keys).await?);
+            if self.versions {
+                items.extend(self.capture(keys, true).await?);
+            }
         }
         if now_ended && !ended {
             items.push(stream::marker(kind::END, &self.patterns));

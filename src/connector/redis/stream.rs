@@ -17,6 +17,9 @@ pub mod kind {
     pub const VALUE: &str = "value";
     /// A key's absence with its version (two-way).
     pub const ABSENT: &str = "absent";
+    /// Two-way full resync: the source holds this key with a value that came from the
+    /// target's site, so nothing is sent, but the sweep at the end must keep it.
+    pub const HELD: &str = "held";
     /// FLUSHDB/FLUSHALL (value: the task's key patterns, JSON).
     pub const FLUSH: &str = "flush";
     /// A full resync starts: the sink notes every key it is given until the end.
