@@ -43,6 +43,7 @@ mod pg_tls;
 mod pg_twoway;
 mod redis_check;
 mod redis_sync;
+mod redis_tls;
 mod redis_twoway;
 mod redis_verify;
 mod run_once;
