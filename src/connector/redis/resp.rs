@@ -218,18 +218,11 @@ impl Reader {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let want = (self.buf.len() - self.start).clamp(64 * 1024, 8 << 20);
-        let old = self.buf.len();
-        self.buf.resize(old + want, 0);
-        let n = self.io.read(&mut self.buf[old..]).await;
-        let n = match n {
-            Ok(n) => n,
-            Err(e) => {
-                self.buf.truncate(old);
-                return Err(e.into());
-            }
-        };
-        self.buf.truncate(old + n);
+        // Reads into spare capacity: zero-filling a big buffer for each read (a socket
+        // read returns some 64 KB) would cost more than the read itself.
+        let want = (self.buf.len() - self.start).clamp(256 * 1024, 8 << 20);
+        self.buf.reserve(want);
+        let n = self.io.read_buf(&mut self.buf).await?;
         if n == 0 {
             return Err(RespError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
