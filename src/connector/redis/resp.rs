@@ -106,13 +106,31 @@ impl From<std::io::Error> for RespError {
 
 /// Encodes one request.
 pub fn encode<A: AsRef<[u8]>>(args: &[A], out: &mut Vec<u8>) {
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    header(out, b'*', args.len());
     for a in args {
         let a = a.as_ref();
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        header(out, b'$', a.len());
         out.extend_from_slice(a);
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// `*N\r\n` or `$N\r\n`, without a formatter (a full resync encodes millions).
+fn header(out: &mut Vec<u8>, kind: u8, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push(kind);
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A request built from text and byte arguments.
@@ -413,5 +431,8 @@ mod tests {
         let mut out = Vec::new();
         encode(&["SET", "k"], &mut out);
         assert_eq!(out, b"*2\r\n$3\r\nSET\r\n$1\r\nk\r\n");
+        out.clear();
+        encode(&[vec![b'x'; 1230], Vec::new()], &mut out);
+        assert!(out.starts_with(b"*2\r\n$1230\r\nxx") && out.ends_with(b"x\r\n$0\r\n\r\n"));
     }
 }

@@ -311,7 +311,9 @@ impl Sink for RedisSink {
     }
 
     async fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
+        // The wire bytes of the whole MULTI, built in place.
         let mut q = Queue { cmds: Vec::new(), origins: Vec::new() };
+        encode(&["MULTI"], &mut q.cmds);
         let mut rows = 0u64;
         let mut sweep: Option<Vec<String>> = None;
         let policy = policy_arg(batch.conflicts.as_ref());
@@ -488,11 +490,8 @@ impl Sink for RedisSink {
         if let Some(f) = batch.fence {
             self.fence(dir, f).await?;
         }
-        let mut wire = Vec::with_capacity(q.cmds.len() + 32);
-        encode(&["MULTI"], &mut wire);
-        wire.extend_from_slice(&q.cmds);
-        encode(&["EXEC"], &mut wire);
-        self.conn.send(&wire).await.map_err(self.ep.io("applying a batch"))?;
+        encode(&["EXEC"], &mut q.cmds);
+        self.conn.send(&q.cmds).await.map_err(self.ep.io("applying a batch"))?;
         let multi = self.conn.r.reply().await.map_err(self.ep.io("applying a batch"))?;
         if let Some(e) = multi.error() {
             return Err(self.ep.refused("MULTI", e));

@@ -560,7 +560,7 @@ impl Source for RedisSource {
         }
         self.mode = Mode::Rdb { replid: replid.clone(), offset, begun: true, ended: now_ended };
         Ok(Chunk {
-            rows: items.iter().map(Item::to_row).collect(),
+            rows: items.into_iter().map(Item::into_row).collect(),
             position: Some(position(&replid, offset, 0)),
             marks: None,
             versions: None,
