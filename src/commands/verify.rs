@@ -11,6 +11,7 @@ use crate::cli::{EXIT_DATA, EXIT_OK, Format};
 use crate::config::Config;
 use crate::store::actor;
 use crate::verify::blob::{BlobOptions, is_blob_task, verify_blob_task};
+use crate::verify::items::{ItemOptions, is_items_task, verify_items_task};
 use crate::verify::progress::{Progress, render};
 use crate::verify::report::Report;
 use crate::verify::{Options, VerifyError, verify_task};
@@ -48,6 +49,9 @@ pub struct VerifyOutput {
     /// Per blob task (files, objects): every path that differs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub blob_tasks: Vec<crate::verify::blob::BlobReport>,
+    /// Per item task (Redis): every key that differs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub item_tasks: Vec<crate::verify::items::ItemReport>,
 }
 
 impl From<VerifyError> for CommandError {
@@ -91,7 +95,9 @@ pub async fn verify(args: VerifyArgs) -> Result<u8, CommandError> {
     let mut blob_reports = Vec::new();
     let mut failure = None;
     let (blob_tasks, tasks): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| is_blob_task(&config, t));
-    if args.manifest.is_some() && (!tasks.is_empty() || blob_tasks.len() != 1) {
+    let (item_tasks, tasks): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| is_items_task(&config, t));
+    let mut item_reports = Vec::new();
+    if args.manifest.is_some() && (!tasks.is_empty() || !item_tasks.is_empty() || blob_tasks.len() != 1) {
         return Err(CommandError::Input {
             problem: "--manifest writes the content sums of one file or object task".into(),
             fix: "pick that task with --task".into(),
@@ -116,6 +122,19 @@ pub async fn verify(args: VerifyArgs) -> Result<u8, CommandError> {
             }
         }
     }
+    for t in &item_tasks {
+        if failure.is_some() {
+            break;
+        }
+        let mut t = (*t).clone();
+        if let Some(g) = &args.tables {
+            t.tables = vec![g.clone()];
+        }
+        match verify_items_task(&config, &t, &ItemOptions { quick: args.quick, repair: args.repair }).await {
+            Ok(r) => item_reports.push(r),
+            Err(e) => failure = Some(e),
+        }
+    }
     for t in tasks.iter().filter(|_| failure.is_none()) {
         match verify_task(&config, t, &opts, &store, &progress).await {
             Ok(r) => reports.push(r),
@@ -138,15 +157,23 @@ pub async fn verify(args: VerifyArgs) -> Result<u8, CommandError> {
     for r in &blob_reports {
         crate::verify::record(&store, &who, &r.as_report(), "").await?;
     }
+    for r in &item_reports {
+        crate::verify::record(&store, &who, &r.as_report(), "").await?;
+    }
     store.close().await;
-    let identical = reports.iter().all(|r| r.identical) && blob_reports.iter().all(|r| r.identical());
+    let identical = reports.iter().all(|r| r.identical)
+        && blob_reports.iter().all(|r| r.identical())
+        && item_reports.iter().all(|r| r.identical());
     match args.format {
         Format::Json => {
-            let out = VerifyOutput { identical, tasks: reports, blob_tasks: blob_reports };
+            let out = VerifyOutput { identical, tasks: reports, blob_tasks: blob_reports, item_tasks: item_reports };
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_else(|_| "{}".into()));
         }
         Format::Text => {
             for r in &blob_reports {
+                print!("{}", r.text());
+            }
+            for r in &item_reports {
                 print!("{}", r.text());
             }
             for r in &reports {

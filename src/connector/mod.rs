@@ -9,12 +9,14 @@ pub mod dynamic;
 pub mod endpoint;
 pub mod files;
 pub mod host;
+pub mod items;
 pub mod kafka;
 pub mod mysql;
 pub mod objects;
 pub mod own_names;
 pub mod postgres;
 pub mod preflight;
+pub mod redis;
 pub mod registry;
 pub mod search;
 pub mod sftp;
@@ -401,6 +403,16 @@ pub enum ConnectorError {
         /// What it calls for (a lost connection is retried; a refused login is not).
         kind: ErrorKind,
     },
+    /// The source cannot continue its stream from the position asked for, but can copy
+    /// everything anew (a Redis master whose backlog no longer holds it offers a full
+    /// resync): the engine marks every table to be copied again and starts over.
+    #[error("endpoint {endpoint}: {reason}")]
+    Resync {
+        /// Endpoint name.
+        endpoint: String,
+        /// Why, for the log.
+        reason: String,
+    },
 }
 
 /// A source transaction the target refused, with everything needed to fix or skip it.
@@ -442,7 +454,7 @@ impl ConnectorError {
         match self {
             ConnectorError::Setup { .. } | ConnectorError::Open { .. } => ErrorKind::Setup,
             ConnectorError::Apply(_) => ErrorKind::Refused,
-            ConnectorError::Fenced { .. } => ErrorKind::Runtime,
+            ConnectorError::Fenced { .. } | ConnectorError::Resync { .. } => ErrorKind::Runtime,
             ConnectorError::Query { source, .. } => sqlite::error_kind(source),
             ConnectorError::Mysql { source, .. } => mysql::error_kind(source),
             ConnectorError::Postgres { source, .. } => postgres::error_kind(source),

@@ -8,10 +8,12 @@ use futures_util::future::BoxFuture;
 use super::blob::dynamic::{DynBlobSink, DynBlobSource};
 use super::dynamic::{DynSink, DynSource};
 use super::endpoint::{Endpoint, EndpointUrl};
+use super::items::DynItemSide;
 use super::typemap::TypeMap;
 use super::verifier::AnySide;
 use super::{
-    Checkpoint, ConnectorError, DirectionId, LeaseHolder, Retention, files, kafka, mysql, objects, postgres, search,
+    Checkpoint, ConnectorError, DirectionId, LeaseHolder, Retention, files, kafka, mysql, objects, postgres, redis,
+    search,
     sftp, sqlite,
 };
 use crate::model::{FreezeMethod, Position, PositionParseError, SiteId, TableName};
@@ -24,6 +26,7 @@ pub static STORES: &[&dyn Connector] = &[
     &kafka::Store,
     &files::Store,
     &objects::Store,
+    &redis::Store,
     &sftp::Store,
     &search::Store,
 ];
@@ -273,6 +276,10 @@ pub trait Connector: Sync {
     ) -> BoxFuture<'a, Result<AnySide, ConnectorError>> {
         Box::pin(async move { Err(unsupported(self.name(), ep, "a verified endpoint")) })
     }
+    /// Verifier of item stores: opens one side of a comparison of keys and values.
+    fn open_items<'a>(&'a self, ep: &'a Endpoint) -> BoxFuture<'a, Result<Box<dyn DynItemSide>, ConnectorError>> {
+        Box::pin(async move { Err(unsupported(self.name(), ep, "a verified endpoint of items")) })
+    }
     /// Uninstall: what ferry added to the endpoint (triggers, tables, schemas, slots,
     /// keys), one line each, read without writing.
     fn installed<'a>(&'a self, ep: &'a Endpoint) -> BoxFuture<'a, Result<Vec<String>, ConnectorError>> {
@@ -405,6 +412,16 @@ pub fn check_pair(from: &Endpoint, to: &Endpoint) -> Result<(), ConnectorError> 
         ),
         fix: "pair stores of the same kind (databases with databases, files with objects, …)".into(),
     })
+}
+
+/// Whether an endpoint holds items (Redis values).
+pub fn is_items(ep: &Endpoint) -> bool {
+    by_scheme(&ep.url.scheme()).is_some_and(|s| s.data_kind() == DataKind::Items)
+}
+
+/// Opens one side of an item comparison on an endpoint.
+pub async fn open_items(ep: &Endpoint) -> Result<Box<dyn DynItemSide>, ConnectorError> {
+    store(ep)?.open_items(ep).await
 }
 
 /// Whether an endpoint holds blobs (files, objects).

@@ -57,6 +57,16 @@ pub enum EngineError {
         /// The table (source name).
         table: String,
     },
+    /// The source cannot continue its stream from the checkpoint but can copy everything
+    /// anew (a Redis full resync): every table was marked to be copied again, and the
+    /// direction starts over from that checkpoint.
+    #[error("task {dir}: {reason}; copying everything again (full resync)")]
+    Resync {
+        /// The direction.
+        dir: DirectionId,
+        /// Why the stream cannot go on.
+        reason: String,
+    },
 }
 
 impl EngineError {
@@ -64,7 +74,10 @@ impl EngineError {
     pub fn is_setup(&self) -> bool {
         match self {
             EngineError::Connector(e) => e.kind() == ErrorKind::Setup,
-            EngineError::LeaseHeld { .. } | EngineError::LeaseLost { .. } | EngineError::Reload { .. } => false,
+            EngineError::LeaseHeld { .. }
+            | EngineError::LeaseLost { .. }
+            | EngineError::Reload { .. }
+            | EngineError::Resync { .. } => false,
         }
     }
 }

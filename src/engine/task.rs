@@ -132,6 +132,9 @@ pub async fn run_direction(
             Err(e @ EngineError::Reload { .. }) if !shutdown.is_cancelled() => {
                 info!(direction = %spec.id, "{e}");
             }
+            Err(e @ EngineError::Resync { .. }) if !shutdown.is_cancelled() => {
+                warn!(direction = %spec.id, "{e}");
+            }
             Err(e) if e.retryable() && !shutdown.is_cancelled() => {
                 // A refusal of data not pinned to its change yet: the next attempt goes
                 // change by change to name it. Anything else is retried as it was.
@@ -605,7 +608,10 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             }
             let batch = match pending.take() {
                 Some(b) => b,
-                None => self.source.read_changes(&self.request(self.position(), None)).await?,
+                None => match self.source.read_changes(&self.request(self.position(), None)).await {
+                    Err(ConnectorError::Resync { reason, .. }) => return self.resync(reason).await,
+                    r => r?,
+                },
             };
             if batch.position == self.position() {
                 self.close_group().await?;
@@ -647,7 +653,10 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             self.checkpoint.position = Some(batch.position);
             self.reload_if_needed()?;
             self.metrics.clear_error();
-            pending = Some(read?);
+            pending = Some(match read {
+                Err(ConnectorError::Resync { reason, .. }) => return self.resync(reason).await,
+                r => r?,
+            });
             throttle.wait(rows as u64, self.shutdown).await;
         }
         // Stopping inside a source transaction applied in parts: `run` rolls its parts
@@ -680,6 +689,17 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             };
             self.metrics.copy.plan(&name, state, estimate);
         }
+    }
+
+    /// The source cannot continue its stream from the checkpoint but can copy
+    /// everything anew: every table is marked to be copied again in the checkpoint (so a
+    /// restart copies too), and the direction starts over.
+    async fn resync(&mut self, reason: String) -> Result<(), EngineError> {
+        for progress in self.checkpoint.tables.values_mut() {
+            *progress = TableProgress::Pending;
+        }
+        self.apply(Vec::new(), None).await?;
+        Err(EngineError::Resync { dir: self.spec.id.clone(), reason })
     }
 
     /// Two-way: while the task's clocks are further apart than `clock_skew_pause`,
@@ -1288,7 +1308,7 @@ impl EngineError {
                 ErrorKind::Refused => !matches!(e, ConnectorError::Apply(_)),
                 ErrorKind::Setup => false,
             },
-            EngineError::Reload { .. } => true,
+            EngineError::Reload { .. } | EngineError::Resync { .. } => true,
             _ => false,
         }
     }

@@ -55,15 +55,36 @@ pub struct ItemRowError(String);
 impl Item {
     /// The item as a row of [`item_schema`].
     pub fn to_row(&self) -> Row {
-        let headers: Vec<(&str, String)> =
-            self.headers.iter().map(|(n, v)| (n.as_str(), v.iter().map(|b| format!("{b:02x}")).collect())).collect();
         vec![
             Value::Bytes(self.key.clone()),
             self.value.clone().map_or(Value::Null, Value::Bytes),
-            Value::Json(serde_json::to_string(&headers).unwrap_or_else(|_| "[]".into())),
+            Value::Json(self.headers_json()),
             self.ttl_ms.map_or(Value::Null, Value::Int),
             Value::Text(self.kind.clone()),
         ]
+    }
+
+    /// The item as a row of [`item_schema`], its key and value moved rather than copied
+    /// (a snapshot carries millions).
+    pub fn into_row(self) -> Row {
+        let headers = self.headers_json();
+        vec![
+            Value::Bytes(self.key),
+            self.value.map_or(Value::Null, Value::Bytes),
+            Value::Json(headers),
+            self.ttl_ms.map_or(Value::Null, Value::Int),
+            Value::Text(self.kind),
+        ]
+    }
+
+    /// The headers column: names and hex values.
+    fn headers_json(&self) -> String {
+        if self.headers.is_empty() {
+            return "[]".into();
+        }
+        let headers: Vec<(&str, String)> =
+            self.headers.iter().map(|(n, v)| (n.as_str(), v.iter().map(|b| format!("{b:02x}")).collect())).collect();
+        serde_json::to_string(&headers).unwrap_or_else(|_| "[]".into())
     }
 
     /// The item a row of [`item_schema`] holds.
@@ -78,8 +99,11 @@ impl Item {
             other => return Err(ItemRowError(format!("value {other}"))),
         };
         let Value::Json(headers) = headers else { return Err(ItemRowError(format!("headers {headers}"))) };
-        let pairs: Vec<(String, String)> =
-            serde_json::from_str(headers).map_err(|e| ItemRowError(format!("headers {headers}: {e}")))?;
+        let pairs: Vec<(String, String)> = if headers == "[]" {
+            Vec::new()
+        } else {
+            serde_json::from_str(headers).map_err(|e| ItemRowError(format!("headers {headers}: {e}")))?
+        };
         let headers = pairs
             .into_iter()
             .map(|(n, hex)| {

@@ -13,6 +13,7 @@ pub mod canonical;
 pub mod chunk;
 pub mod diff;
 pub mod error;
+pub mod items;
 pub mod live;
 pub mod plan;
 pub mod progress;
@@ -75,6 +76,11 @@ pub async fn verify_task(
     store: &Store,
     progress: &Progress,
 ) -> Result<Report, VerifyError> {
+    if items::is_items_task(config, task) {
+        // Keys and values, not tables: compared by key (verify/items.rs).
+        let how = items::ItemOptions { quick: opts.quick, repair: opts.repair };
+        return Ok(items::verify_items_task(config, task, &how).await?.as_report());
+    }
     let start = Instant::now();
     let endpoint = |name: &str| {
         config.endpoint(name).ok_or_else(|| VerifyError::Input {

@@ -7,6 +7,7 @@ pub mod kafka;
 pub mod mariadb;
 pub mod node;
 pub mod postgres;
+pub mod redis;
 pub mod s3;
 pub mod search;
 pub mod tls;
