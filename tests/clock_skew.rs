@@ -70,7 +70,7 @@ async fn two_way_task_alarms_pauses_and_resumes_on_a_faked_clock_skew() {
         FerryRun::start_with_env("node", &config, &log, &[("FERRY_TEST_CLOCK_OFFSETS", offsets.display().to_string())]);
     let base = format!("http://127.0.0.1:{port}");
     ferry::client::install_crypto_provider();
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    let http = crate::support::http_client(Duration::from_secs(5));
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // Measured on both sides, within the bound: no alarm.

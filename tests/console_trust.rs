@@ -86,7 +86,7 @@ async fn console_verify_counts_freeze_shows_everywhere_q_asks_and_b_rolls_back_t
     let config = one_way_task(dir.path(), Some(port)).await;
     let _node = FerryRun::start_command("node", &config, &dir.path().join("node.log"));
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let http = crate::support::http_client(Duration::from_secs(30));
     wait_until(WAIT, "the node to serve", || async {
         http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status() == 200)
     })

@@ -25,7 +25,7 @@ async fn cutover_through_the_node_api_with_roles_and_audit() {
     std::fs::write(&config, text).expect("write task file");
     let _node = FerryRun::start_command("node", &config, &dir.path().join("node.log"));
     ferry::client::install_crypto_provider();
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+    let http = crate::support::http_client(Duration::from_secs(60));
     let base = format!("http://127.0.0.1:{port}/api/v1/tasks/t/cutover");
     wait_until(Duration::from_secs(30), "the node to serve", || async {
         http.get(&base).bearer_auth(VIEWER).send().await.is_ok_and(|r| r.status() == 200)
@@ -119,7 +119,7 @@ async fn node_killed_inside_switch_resumes_the_cutover_after_restart() {
         .expect("write task file");
     let log = dir.path().join("node.log");
     ferry::client::install_crypto_provider();
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    let http = crate::support::http_client(Duration::from_secs(5));
     let base = format!("http://127.0.0.1:{port}/api/v1/tasks/t/cutover");
     let ready = || async {
         wait_until(Duration::from_secs(30), "the node to serve", || async {

@@ -137,7 +137,7 @@ async fn node_serves_https_only_and_clients_verify_it_against_the_ca() {
     assert!(endpoints.text().await.expect("body").contains("\"a\""));
 
     // Plain HTTP on the same port gets no API: the handshake fails, no HTTP answer.
-    let plain = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    let plain = crate::support::http_client(Duration::from_secs(5));
     let http_base = base.replacen("https://", "http://", 1);
     for path in ["/health", "/api/v1/endpoints"] {
         let r = plain.get(format!("{http_base}{path}")).send().await;

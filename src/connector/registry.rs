@@ -13,8 +13,7 @@ use super::typemap::TypeMap;
 use super::verifier::AnySide;
 use super::{
     Checkpoint, ConnectorError, DirectionId, LeaseHolder, Retention, files, kafka, mysql, objects, postgres, redis,
-    search,
-    sftp, sqlite,
+    search, sftp, sqlite,
 };
 use crate::model::{FreezeMethod, Position, PositionParseError, SiteId, TableName};
 

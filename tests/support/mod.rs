@@ -289,3 +289,11 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// An HTTP client for nodes and test servers. It makes ring the process's TLS provider
+/// first: reqwest's rustls panics without one in a test that runs alone (in the whole
+/// suite another test usually installed it).
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    ferry::connector::tls_provider();
+    reqwest::Client::builder().timeout(timeout).build().expect("http client")
+}

@@ -73,7 +73,7 @@ impl Node {
             run,
             base: format!("http://127.0.0.1:{port}"),
             dir,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client"),
+            http: crate::support::http_client(Duration::from_secs(10)),
         };
         node.wait_ready().await;
         node

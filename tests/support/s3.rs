@@ -24,7 +24,7 @@ pub fn url(bucket: &str, prefix: &str, state_dir: &Path) -> String {
 pub async fn bucket(tag: &str) -> String {
     ferry::client::install_crypto_provider();
     let name = format!("ferry-{tag}-{}", fastrand::u32(..));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+    let http = crate::support::http_client(Duration::from_secs(10));
     let r = http.put(format!("{}/{name}", endpoint())).send().await;
     match r {
         Ok(r) if r.status().is_success() => name,

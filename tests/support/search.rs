@@ -25,7 +25,7 @@ pub fn base() -> String {
 
 fn http() -> reqwest::Client {
     ferry::client::install_crypto_provider();
-    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("http client")
+    crate::support::http_client(Duration::from_secs(20))
 }
 
 /// Fails the test, saying how to start the testbed, when the server is not there.
