@@ -532,9 +532,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     return t.mtime_ns == s.mtime_ns && same_mode(t);
                 }
                 match m {
-                    Some(m) => {
-                        m.size == s.size && m.mtime_ns == s.mtime_ns && (m.target.is_none() || m.target == t.etag)
-                    }
+                    Some(m) => holds(s, t, m) && same_mode(t),
                     // A target filled before ferry: same size and not older.
                     None => t.mtime_ns >= s.mtime_ns,
                 }
@@ -572,8 +570,17 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                 Ok(true)
             }
             BlobKind::File => {
-                let meta_only = self.caps.keeps_mtime
-                    && t.is_some_and(|t| t.kind == BlobKind::File && t.size == s.size && t.mtime_ns == s.mtime_ns);
+                // Only the mode differs: the content is the source's (by the target's
+                // stat, or by the manifest where the target cannot keep the mtime).
+                let meta_only = t.is_some_and(|t| {
+                    t.kind == BlobKind::File
+                        && t.size == s.size
+                        && if self.caps.keeps_mtime {
+                            t.mtime_ns == s.mtime_ns
+                        } else {
+                            m.is_some_and(|m| holds(s, t, m))
+                        }
+                });
                 if meta_only {
                     info!(direction = %self.spec.id, path = %s.path, found_by = %found, "mode changed");
                     self.sink.put_meta(&self.spec.id, s, self.tenure.me.fencing).await?;
@@ -679,6 +686,13 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
             }
         }
     }
+}
+
+/// Whether a target file holds the source's content by the manifest: it records the
+/// source's size and mtime as copied, and the target's stat (or ETag) is still the one
+/// recorded after the write.
+fn holds(s: &BlobMeta, t: &BlobMeta, m: &ManifestEntry) -> bool {
+    m.size == s.size && m.mtime_ns == s.mtime_ns && (m.target.is_none() || m.target == t.etag)
 }
 
 /// Whether an error is about reading the source (a path to name and skip) rather than

@@ -134,6 +134,21 @@ pub struct ManifestEntry {
     pub target: Option<String>,
 }
 
+impl ManifestEntry {
+    /// The entry of a path as the source states it, with the hashes of what was copied
+    /// and the target's stat or ETag after the write.
+    pub fn of(source: &BlobMeta, hashes: Option<BlobHashes>, target: Option<String>) -> ManifestEntry {
+        ManifestEntry {
+            path: source.path.clone(),
+            size: source.size,
+            mtime_ns: source.mtime_ns,
+            mode: source.mode,
+            hashes,
+            target,
+        }
+    }
+}
+
 /// Where a blob direction stands: the scan cursor and the partial writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobCheckpoint {

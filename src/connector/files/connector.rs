@@ -75,19 +75,7 @@ impl Connector for Store {
         ep: &'a Endpoint,
         dir: &'a DirectionId,
     ) -> BoxFuture<'a, Result<TargetState, ConnectorError>> {
-        Box::pin(async move {
-            let Some(mut st) = BlobState::open(&ep.name, &state_path(&root_of(ep)), false).await? else {
-                return Ok(TargetState::default());
-            };
-            let lease = st.lease_holder(dir).await.ok().flatten();
-            let cp = st.load_checkpoint(dir).await.ok().flatten();
-            st.close().await;
-            let checkpoint = cp.map(|cp| crate::connector::Checkpoint {
-                position: Some(blob::position("file", &cp)),
-                tables: Default::default(),
-            });
-            Ok(TargetState { checkpoint, lease })
-        })
+        Box::pin(async move { BlobState::target_state(&ep.name, &state_path(&root_of(ep)), dir, "file").await })
     }
     fn source_head<'a>(&'a self, _ep: &'a Endpoint) -> BoxFuture<'a, Result<Option<Position>, ConnectorError>> {
         Box::pin(async { Ok(None) })
