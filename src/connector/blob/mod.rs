@@ -159,6 +159,35 @@ pub struct BlobCheckpoint {
     /// Full scans completed.
     #[serde(default)]
     pub passes: u64,
+    /// When the pass under way began (µs); a pass resumed after a restart keeps it.
+    #[serde(default)]
+    pub pass_began_us: Option<i64>,
+    /// The last completed pass: when it began (µs).
+    #[serde(default)]
+    pub done_began_us: Option<i64>,
+    /// The last completed pass: paths it copied, set or deleted, and paths it could
+    /// not copy (since it began or resumed).
+    #[serde(default)]
+    pub done_changes: u64,
+    /// The last completed pass: paths it could not copy.
+    #[serde(default)]
+    pub done_failed: u64,
+    /// When a change was last carried, by a pass or a hint (µs).
+    #[serde(default)]
+    pub changed_us: Option<i64>,
+}
+
+impl BlobCheckpoint {
+    /// Whether the source is drained for a cutover frozen at `frozen_us`: a full pass
+    /// that began after the freeze, and at least `quiet_us` after the last change
+    /// carried, found nothing to carry and nothing it could not read.
+    pub fn drained(&self, frozen_us: i64, quiet_us: i64) -> bool {
+        let Some(began) = self.done_began_us else { return false };
+        began >= frozen_us
+            && began >= self.changed_us.unwrap_or(0).saturating_add(quiet_us)
+            && self.done_changes == 0
+            && self.done_failed == 0
+    }
 }
 
 /// What a sink can hold.

@@ -111,11 +111,11 @@ impl BlobState {
         let lease = st.lease_holder(dir).await.ok().flatten();
         let cp = st.load_checkpoint(dir).await.ok().flatten();
         st.close().await;
-        let checkpoint = cp.map(|cp| crate::connector::Checkpoint {
-            position: Some(super::position(kind, &cp)),
+        let checkpoint = cp.as_ref().map(|cp| crate::connector::Checkpoint {
+            position: Some(super::position(kind, cp)),
             tables: Default::default(),
         });
-        Ok(TargetState { checkpoint, lease })
+        Ok(TargetState { checkpoint, lease, blob: cp })
     }
 
     fn conn(&mut self) -> &mut SqliteConnection {
