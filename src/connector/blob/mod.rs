@@ -415,6 +415,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_source_is_drained_only_by_a_clean_pass_begun_after_the_freeze_and_the_quiet_time() {
+        let cp = |began: i64, changes: u64, failed: u64, changed: Option<i64>| BlobCheckpoint {
+            done_began_us: Some(began),
+            done_changes: changes,
+            done_failed: failed,
+            changed_us: changed,
+            ..BlobCheckpoint::default()
+        };
+        let (frozen, quiet) = (1_000, 100);
+        assert!(cp(1_500, 0, 0, Some(900)).drained(frozen, quiet));
+        assert!(!cp(900, 0, 0, None).drained(frozen, quiet), "the pass began before the freeze");
+        assert!(!cp(1_500, 1, 0, Some(1_400)).drained(frozen, quiet), "the pass carried a change");
+        assert!(!cp(1_500, 0, 1, None).drained(frozen, quiet), "the pass could not read a path");
+        assert!(!cp(1_500, 0, 0, Some(1_450)).drained(frozen, quiet), "a change within the quiet time");
+        assert!(!cp(1_500, 0, 0, Some(1_600)).drained(frozen, quiet), "a change after the pass began");
+        assert!(!BlobCheckpoint::default().drained(frozen, quiet), "no pass completed");
+    }
+
+    #[test]
     fn globs_match_paths_with_folders() {
         let g = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(matches(&g(&["*"]), "a/b/c.txt"));
