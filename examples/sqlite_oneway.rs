@@ -248,6 +248,7 @@ fn spec(a: &Path, b: &Path, batch: usize) -> DirectionSpec {
         once: false,
         rescan: std::time::Duration::from_secs(300),
         max_bytes_per_sec: 0,
+        quiet_seconds: 5,
     }
 }
 

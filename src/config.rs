@@ -174,6 +174,8 @@ struct RawCutover {
     max_lag_seconds: u64,
     #[serde(default = "default_verify_age")]
     verify_max_age: Spanned<String>,
+    #[serde(default = "default_quiet")]
+    quiet_seconds: u64,
 }
 
 impl Default for RawCutover {
@@ -183,8 +185,13 @@ impl Default for RawCutover {
             exempt_users: default_exempt(),
             max_lag_seconds: default_max_lag(),
             verify_max_age: default_verify_age(),
+            quiet_seconds: default_quiet(),
         }
     }
+}
+
+fn default_quiet() -> u64 {
+    5
 }
 
 fn default_exempt() -> Vec<String> {
@@ -337,6 +344,9 @@ pub struct Cutover {
     pub max_lag_seconds: u64,
     /// Preflight: the last clean verify must be this recent.
     pub verify_max_age: Duration,
+    /// Files and objects: Drain ends once no change was carried for this long (and a
+    /// full pass begun after the freeze found nothing to carry).
+    pub quiet_seconds: u64,
 }
 
 /// `[[token]]`.
@@ -702,6 +712,7 @@ impl Validator<'_> {
                 exempt_users: t.cutover.exempt_users,
                 max_lag_seconds: t.cutover.max_lag_seconds,
                 verify_max_age,
+                quiet_seconds: t.cutover.quiet_seconds,
             },
             clock_skew,
         })

@@ -249,6 +249,41 @@ async fn a_watch_overflowed_by_many_changes_at_once_converges_by_rescan() {
     assert_eq!(run.terminate(), Some(0), "clean stop:\n{}", log_text(&log));
 }
 
+/// Runs the task and SIGKILLs it once a partial file in `partial_dir` is past 20 MiB:
+/// the first 16 MiB are then durable and recorded.
+pub async fn run_killed_past_20_mib(cfg: &Path, partial_dir: &Path, log: &Path) {
+    let mut run = FerryRun::start(cfg, log);
+    wait_until(Duration::from_secs(60), "the copy to get past 20 MiB", || async {
+        std::fs::read_dir(partial_dir)
+            .map(|d| d.flatten().any(|e| e.metadata().map(|m| m.len() > 20 << 20).unwrap_or(false)))
+            .unwrap_or(false)
+    })
+    .await;
+    run.kill();
+}
+
+/// Runs `ferry run --once` (it must succeed) and returns where its log says the
+/// interrupted copy resumed (`resuming the copy where it stopped at=N`).
+pub fn run_once_resumed_at(cfg: &Path) -> u64 {
+    let out = std::process::Command::new(ferry_bin())
+        .args(["run", "--once", "--config"])
+        .arg(cfg)
+        .env("FERRY_LOG", "info")
+        .output()
+        .expect("ferry runs");
+    let err = strip_ansi(&String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{err}");
+    let resumed = err.lines().find(|l| l.contains("resuming the copy where it stopped")).unwrap_or_else(|| {
+        panic!("the copy resumed:\n{err}");
+    });
+    resumed
+        .split("at=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("offset in {resumed:?}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_copy_killed_midway_resumes_where_it_stopped() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -263,36 +298,11 @@ async fn a_big_copy_killed_midway_resumes_where_it_stopped() {
         &format!("file://{}", dst.display()),
         "max_bytes_per_sec = 12000000",
     );
-    let log = tmp.path().join("run.log");
-    let mut run = FerryRun::start(&cfg, &log);
     let partial_dir = dst.join(".ferry/partial");
-    // Kill once 16 MiB are synced and recorded (the partial file is past 20 MiB).
-    wait_until(Duration::from_secs(60), "the copy to get past 20 MiB", || async {
-        std::fs::read_dir(&partial_dir)
-            .map(|d| d.flatten().any(|e| e.metadata().map(|m| m.len() > 20 << 20).unwrap_or(false)))
-            .unwrap_or(false)
-    })
-    .await;
-    run.kill();
+    run_killed_past_20_mib(&cfg, &partial_dir, &tmp.path().join("run.log")).await;
     assert!(!dst.join("huge.bin").exists(), "not visible before it is whole");
 
-    let out = std::process::Command::new(ferry_bin())
-        .args(["run", "--once", "--config"])
-        .arg(&cfg)
-        .env("FERRY_LOG", "info")
-        .output()
-        .expect("ferry runs");
-    let err = strip_ansi(&String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{err}");
-    let resumed = err.lines().find(|l| l.contains("resuming the copy where it stopped")).unwrap_or_else(|| {
-        panic!("the copy resumed:\n{err}");
-    });
-    let at: u64 = resumed
-        .split("at=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("offset in {resumed:?}"));
+    let at = run_once_resumed_at(&cfg);
     assert!(at >= 16 << 20, "resumed at {at}, not at the start");
     assert_eq!(std::fs::read(dst.join("huge.bin")).expect("copied"), data);
     assert_eq!(std::fs::read_dir(&partial_dir).expect("partial dir").count(), 0, "no partial file left");

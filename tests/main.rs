@@ -12,6 +12,7 @@ mod console_habits;
 mod console_trust;
 mod convergence;
 mod crash;
+mod cutover_files;
 mod cutover_mysql;
 mod cutover_node;
 mod cutover_refusals;

@@ -1,15 +1,17 @@
 //! A remote folder pulled over SFTP (the testbed's private sshd, through the system's
 //! `ssh` client) into a local folder with `ferry run --once`, changed in every way and
-//! pulled again: identical afterwards by the listing and `md5sum -c`. A server whose
-//! host key is not the known one is refused with the fix, and nothing is written.
+//! pulled again: identical afterwards by the listing and `md5sum -c`. A local folder
+//! pushed to an SFTP target, changed in every way under a running task: identical
+//! afterwards. A SIGKILL during a big push resumes the file where it stopped. A server
+//! whose host key is not the known one is refused with the fix, and nothing is written.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::files_sync::{md5sum_check, tree, write};
-use crate::support::ferry_within;
+use crate::files_sync::{log_text, md5sum_check, run_killed_past_20_mib, run_once_resumed_at, tree, write};
+use crate::support::{FerryRun, ferry_within, wait_until};
 
 /// The testbed's SFTP server: (URL base, identity, known_hosts).
 fn server() -> (String, String, String) {
@@ -22,16 +24,23 @@ fn server() -> (String, String, String) {
 }
 
 /// A task pulling `src` (a folder on this host, served by the sshd) into `dst`; with
-/// `push`, the other way round.
+/// `push`, the other way round (`dst` to the folder `src` through the server).
 fn task(dir: &Path, src: &Path, dst: &str, known_hosts: &str, push: bool) -> PathBuf {
+    task_with(dir, src, dst, known_hosts, push, "")
+}
+
+/// [`task`] with extra task keys.
+fn task_with(dir: &Path, src: &Path, dst: &str, known_hosts: &str, push: bool, extra: &str) -> PathBuf {
     let (base, identity, _) = server();
     let path = dir.join("task.toml");
     let text = format!(
-        "[node]\nid = \"t\"\nstore = \"sqlite://{}\"\n\n[[endpoint]]\nname = \"remote\"\nurl = \"{base}{}\"\n\
+        "[node]\nid = \"t\"\nstore = \"sqlite://{}\"\n\n[[endpoint]]\nname = \"remote\"\nurl = \"{base}{}{state}\"\n\
          identity = \"{identity}\"\nknown_hosts = \"{known_hosts}\"\n\n[[endpoint]]\nname = \"here\"\nurl = \"{dst}\"\n\n\
-         [[task]]\nname = \"pull\"\nfrom = \"{from}\"\nto = \"{to}\"\n",
+         [[task]]\nname = \"pull\"\nfrom = \"{from}\"\nto = \"{to}\"\n{extra}\n",
         dir.join("meta.db").display(),
         src.display(),
+        // A target's state file stays in the test's folder.
+        state = if push { format!("?state={}", dir.join("sftp-state.db").display()) } else { String::new() },
         from = if push { "here" } else { "remote" },
         to = if push { "remote" } else { "here" },
     );
@@ -59,6 +68,22 @@ fn identical(src: &Path, dst: &Path, manifest: &Path) -> Result<(), String> {
     md5sum_check(src, dst, manifest)
 }
 
+/// `small` files in `folders` folders, a 5 MB one (returned), a link, an empty folder
+/// and a file of mode 600.
+fn seed(root: &Path, small: usize, folders: usize) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(small as u64);
+    for i in 0..small {
+        let data: Vec<u8> = (0..rng.usize(0..4000)).map(|_| rng.u8(..)).collect();
+        write(&root.join(format!("d{:02}/f{i:04}.bin", i % folders)), &data);
+    }
+    let big: Vec<u8> = (0..(5 << 20) + 4097).map(|_| rng.u8(..)).collect();
+    write(&root.join("big/b.bin"), &big);
+    std::os::unix::fs::symlink("../big/b.bin", root.join("d00/link")).expect("symlink");
+    std::fs::create_dir_all(root.join("empty/inner")).expect("empty dir");
+    std::fs::set_permissions(root.join("d01/f0001.bin"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    big
+}
+
 fn touch(p: &Path, secs_ago: u64) {
     let f = std::fs::File::options().write(true).open(p).expect("open");
     f.set_modified(SystemTime::now() - Duration::from_secs(secs_ago)).expect("mtime");
@@ -69,16 +94,7 @@ async fn a_remote_tree_is_pulled_over_sftp_changed_in_every_way_and_pulled_again
     let (_, _, known) = server();
     let tmp = tempfile::tempdir().expect("tmp");
     let (src, dst) = (tmp.path().join("remote"), tmp.path().join("here"));
-    let mut rng = fastrand::Rng::with_seed(7);
-    for i in 0..300 {
-        let data: Vec<u8> = (0..rng.usize(0..4000)).map(|_| rng.u8(..)).collect();
-        write(&src.join(format!("d{:02}/f{i:04}.bin", i % 11)), &data);
-    }
-    let big: Vec<u8> = (0..(5 << 20) + 4097).map(|_| rng.u8(..)).collect();
-    write(&src.join("big/b.bin"), &big);
-    std::os::unix::fs::symlink("../big/b.bin", src.join("d00/link")).expect("symlink");
-    std::fs::create_dir_all(src.join("empty/inner")).expect("empty dir");
-    std::fs::set_permissions(src.join("d01/f0001.bin"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    seed(&src, 300, 11);
     let cfg = task(tmp.path(), &src, &format!("file://{}", dst.display()), &known, false);
     let cfg = cfg.to_str().expect("utf-8");
 
@@ -140,10 +156,97 @@ async fn an_sftp_server_with_an_unknown_host_key_is_refused_with_the_fix_and_not
     assert_eq!(out.code, Some(2), "{}", out.all());
     assert!(out.stderr.contains("host key"), "{}", out.all());
     assert!(!dst.join("a.txt").exists(), "nothing copied from a server that is not the known one");
+}
 
-    // SFTP as a target: refused by check with what to do instead.
-    let cfg = task(tmp.path(), &dst, &format!("file://{}", src.display()), &real_known, true);
-    let out = ferry_within(&["check", "--config", cfg.to_str().expect("utf-8")], Duration::from_secs(60)).await;
-    assert_eq!(out.code, Some(2), "{}", out.all());
-    assert!(out.all().contains("source only"), "{}", out.all());
+/// Waits until `dst` is identical to `src`, or fails with the last difference and the log.
+async fn converges(src: &Path, dst: &Path, manifest: &Path, log: &Path) {
+    let mut last = String::new();
+    let ok = tokio::time::timeout(Duration::from_secs(90), async {
+        loop {
+            match identical(src, dst, manifest) {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "not identical within 90 s: {last}\n--- log:\n{}", log_text(log));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_tree_pushed_over_sftp_and_changed_in_every_way_under_a_running_task_ends_identical() {
+    let (_, _, known) = server();
+    let tmp = tempfile::tempdir().expect("tmp");
+    // `remote` is the folder the sshd serves (on this host, so the test can look).
+    let (here, remote) = (tmp.path().join("here"), tmp.path().join("remote"));
+    let big = seed(&here, 400, 13);
+    let cfg = task_with(tmp.path(), &remote, &format!("file://{}", here.display()), &known, true, "rescan = \"1h\"");
+
+    let check = ferry_within(&["check", "--config", cfg.to_str().expect("utf-8")], Duration::from_secs(60)).await;
+    assert_eq!(check.code, Some(0), "check of an sftp target: {}", check.all());
+    let log = tmp.path().join("run.log");
+    let mut run = FerryRun::start(&cfg, &log);
+    let manifest = tmp.path().join("check.md5");
+    wait_until(Duration::from_secs(90), "the first pass", || async { log_text(&log).contains("pass done") }).await;
+    identical(&here, &remote, &manifest).expect("identical after the first copy");
+
+    // Every kind of change while the task runs (the local watch finds them).
+    write(&here.join("d02/new.txt"), b"created");
+    write(&here.join("new/deep/er.txt"), b"created in a new folder");
+    write(&here.join("d03/f0003.bin"), b"modified, and of another size");
+    touch(&here.join("d03/f0003.bin"), 7);
+    let mut appended = big;
+    appended.extend_from_slice(b"appended");
+    write(&here.join("big/b.bin"), &appended);
+    touch(&here.join("big/b.bin"), 5);
+    std::fs::File::options().write(true).open(here.join("d04/f0004.bin")).expect("open").set_len(3).expect("truncate");
+    touch(&here.join("d04/f0004.bin"), 3);
+    std::fs::remove_file(here.join("d05/f0005.bin")).expect("delete");
+    std::fs::remove_dir_all(here.join("d12")).expect("delete a folder");
+    std::fs::rename(here.join("d06/f0006.bin"), here.join("d06/renamed.bin")).expect("rename");
+    std::fs::rename(here.join("d07"), here.join("d07-moved")).expect("rename a folder");
+    std::fs::set_permissions(here.join("d08/f0008.bin"), std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    std::fs::set_permissions(here.join("d09"), std::fs::Permissions::from_mode(0o750)).expect("chmod dir");
+    std::fs::remove_dir(here.join("empty/inner")).expect("rmdir");
+    converges(&here, &remote, &manifest, &log).await;
+    assert!(!remote.join("d05/f0005.bin").exists() && remote.join("d06/renamed.bin").exists());
+    assert!(log_text(&log).contains("found_by=watch"), "changes found by the watch:\n{}", log_text(&log));
+    assert_eq!(run.terminate(), Some(0), "clean stop:\n{}", log_text(&log));
+    assert!(!here.join(".ferry").exists(), "ferry wrote into the source");
+    let partial = std::fs::read_dir(remote.join(".ferry/partial")).expect("partial dir").count();
+    assert_eq!(partial, 0, "no partial file left on the server");
+
+    // A no-change run copies nothing and leaves the tree as it is.
+    let out = ferry_within(&["run", "--once", "--config", cfg.to_str().expect("utf-8")], Duration::from_secs(60)).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    identical(&here, &remote, &manifest).expect("still identical");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_push_over_sftp_killed_midway_resumes_where_it_stopped() {
+    let (_, _, known) = server();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (here, remote) = (tmp.path().join("here"), tmp.path().join("remote"));
+    let mut rng = fastrand::Rng::with_seed(6);
+    let data: Vec<u8> = (0..48 << 20).map(|_| rng.u8(..)).collect();
+    write(&here.join("huge.bin"), &data);
+    write(&here.join("small.txt"), b"small");
+    let cfg = task_with(
+        tmp.path(),
+        &remote,
+        &format!("file://{}", here.display()),
+        &known,
+        true,
+        "max_bytes_per_sec = 12000000",
+    );
+    let partial_dir = remote.join(".ferry/partial");
+    run_killed_past_20_mib(&cfg, &partial_dir, &tmp.path().join("run.log")).await;
+    assert!(!remote.join("huge.bin").exists(), "not visible before it is whole");
+
+    let at = run_once_resumed_at(&cfg);
+    assert!(at >= 16 << 20, "resumed at {at}, not at the start");
+    assert_eq!(std::fs::read(remote.join("huge.bin")).expect("copied"), data);
+    assert_eq!(std::fs::read_dir(&partial_dir).expect("partial dir").count(), 0, "no partial file left");
+    identical(&here, &remote, &tmp.path().join("check.md5")).expect("identical");
 }

@@ -87,6 +87,9 @@ pub struct TargetState {
     pub checkpoint: Option<Checkpoint>,
     /// The lease row, if any.
     pub lease: Option<LeaseHolder>,
+    /// A blob direction's checkpoint whole (its passes, for a cutover's drain); `None`
+    /// for stores of records.
+    pub blob: Option<super::blob::BlobCheckpoint>,
 }
 
 /// How to stop application writes on an endpoint.
@@ -218,8 +221,9 @@ pub trait Connector: Sync {
     ) -> BoxFuture<'a, Result<Box<dyn DynSink>, ConnectorError>> {
         Box::pin(async move { Err(unsupported(self.name(), ep, "a sink (apply)")) })
     }
-    /// Opens a blob reader (stores of [`DataKind::Blobs`]); `own` when the endpoint is
-    /// a blob target read back (verify): ferry's own area is then left out.
+    /// Opens a blob reader (stores of [`DataKind::Blobs`]); with `own` ferry's own area
+    /// (`.ferry/`) is left out, as every ferry read does (a target read back by verify,
+    /// or a source that was a target once).
     fn open_blob_source<'a>(
         &'a self,
         ep: &'a Endpoint,

@@ -18,11 +18,18 @@ use crate::engine::plan_task;
 use crate::engine::task::{DirectionSpec, prepare_target, prepare_target_at};
 use crate::model::{Position, now_micros};
 use crate::store::{Store, StoreError};
+use crate::verify::blob::{BlobOptions, is_blob_task, verify_blob_task};
 use crate::verify::progress::Progress;
 use crate::verify::{Options, verify_task};
 
 /// How long Drain (and the rollback's drain) waits before the step fails.
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
+/// The test hook: Drain's limit in seconds instead of [`DRAIN_LIMIT`].
+pub const DRAIN_LIMIT_ENV: &str = "FERRY_TEST_DRAIN_LIMIT";
+
+fn drain_limit() -> Duration {
+    std::env::var(DRAIN_LIMIT_ENV).ok().and_then(|v| v.parse().ok()).map(Duration::from_secs).unwrap_or(DRAIN_LIMIT)
+}
 /// How long Preflight waits for a freshly started direction to measure its lag.
 const LAG_WAIT: Duration = Duration::from_secs(20);
 /// The test hook: the name of a step inside which the process stops and waits to be
@@ -110,6 +117,15 @@ async fn pause_hook(step: Step) {
 fn parse_position(text: &Option<String>, what: &str) -> Result<Position, String> {
     let text = text.as_deref().ok_or_else(|| format!("{what} was not recorded"))?;
     crate::connector::registry::parse_position(text).map_err(|e| e.to_string())
+}
+
+/// Since when (µs) a frozen files or objects endpoint is frozen: the time recorded by
+/// an earlier run of the step, else the freezer's, else now.
+async fn frozen_at(ep: &Endpoint, recorded: Option<i64>) -> i64 {
+    if let Some(r) = recorded {
+        return r;
+    }
+    endpoint::frozen_since(ep).await.ok().flatten().filter(|s| *s > 0).unwrap_or_else(now_micros)
 }
 
 /// The refusal of a step or rollback when no cutover was started.
@@ -276,6 +292,8 @@ impl<H: TaskHost> Machine<'_, H> {
                 reversed: None,
                 rollback_target_head: None,
                 restore_head: None,
+                frozen_us: None,
+                rollback_frozen_us: None,
                 history: Vec::new(),
                 running: None,
                 last_error: None,
@@ -488,6 +506,12 @@ impl<H: TaskHost> Machine<'_, H> {
         ));
         checks.push(check("probe write as an application account refused", frozen.probe.clone(), true));
         pause_hook(Step::Freeze).await;
+        if registry::is_blob(ep) {
+            let since = frozen_at(ep, state.frozen_us).await;
+            state.frozen_us = Some(since);
+            checks.push(check(format!("freeze time of {} recorded", ep.name), since.to_string(), true));
+            return Ok((checks, format!("{} frozen since {since} µs", ep.name)));
+        }
         let head = endpoint::head(ep).await.map_err(|e| fail(checks.clone(), e))?;
         checks.push(check(format!("head of {} recorded", ep.name), head.to_string(), true));
         state.source_head = Some(head.to_string());
@@ -507,14 +531,14 @@ impl<H: TaskHost> Machine<'_, H> {
                 checks.push(check(format!("{dir} applied up to {until}"), seen, true));
                 return Ok(());
             }
-            if start.elapsed() > DRAIN_LIMIT {
+            if start.elapsed() > drain_limit() {
                 let seen = applied.map(|a| a.to_string()).unwrap_or_else(|| "nothing".into());
                 checks.push(check(format!("{dir} applied up to {until}"), seen.clone(), false));
                 return Err(fail(
                     checks.clone(),
                     format!(
                         "{dir} has applied up to {seen} after {}s, not {until}; is the task running? run the step again",
-                        DRAIN_LIMIT.as_secs()
+                        drain_limit().as_secs()
                     ),
                 ));
             }
@@ -522,10 +546,69 @@ impl<H: TaskHost> Machine<'_, H> {
         }
     }
 
+    /// Files and objects: waits until `dir`'s target recorded a full pass that began
+    /// after the freeze (and `quiet` seconds after the last change it carried) and
+    /// found nothing to carry. Changes that keep appearing (a writer the freeze cannot
+    /// stop) fail the step when the limit is reached.
+    async fn wait_drained(
+        &self,
+        dir: &DirectionId,
+        frozen_us: i64,
+        quiet: u64,
+        checks: &mut Vec<Check>,
+    ) -> Result<(), Failed> {
+        let target = self.endpoint(&dir.to).map_err(|e| fail(checks.clone(), e))?;
+        let quiet_us = i64::try_from(quiet).unwrap_or(0).saturating_mul(1_000_000);
+        let name = format!(
+            "{dir}: a full pass begun after the freeze and {quiet}s after the last change found nothing to carry"
+        );
+        let start = Instant::now();
+        loop {
+            let cp = registry::target_state(target, dir).await.ok().and_then(|s| s.blob);
+            if cp.as_ref().is_some_and(|cp| cp.drained(frozen_us, quiet_us)) {
+                let passes = cp.map(|c| c.passes).unwrap_or(0);
+                checks.push(check(name, format!("pass {passes} clean"), true));
+                return Ok(());
+            }
+            if start.elapsed() > drain_limit() {
+                let seen = match cp {
+                    Some(cp) => format!(
+                        "last change carried {} after the freeze; last pass carried {} change(s), {} unreadable",
+                        cp.changed_us
+                            .map_or("nothing".to_string(), |c| format!("{:.1}s", (c - frozen_us) as f64 / 1e6)),
+                        cp.done_changes,
+                        cp.done_failed
+                    ),
+                    None => "no pass recorded".into(),
+                };
+                checks.push(check(name, seen.clone(), false));
+                return Err(fail(
+                    checks.clone(),
+                    format!(
+                        "{dir}: changes still appear {}s after the freeze ({seen}): a writer the freeze cannot stop (a file held open since before it, another mount, an NFS client) is still writing, or a path cannot be read; stop it, then run the step again (`ferry cutover next`), or roll back",
+                        drain_limit().as_secs()
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn drain(&self, actor: &str, t: &Task, state: &mut CutoverState) -> StepResult {
         let mut checks = Vec::new();
         // A paused task never drains.
         self.host.start_task(actor, &t.name).await.map_err(|e| fail(Vec::new(), e))?;
+        if let Some(frozen) = state.frozen_us {
+            let dir = DirectionId { task: t.name.clone(), from: state.from.clone(), to: state.to.clone() };
+            self.wait_drained(&dir, frozen, t.cutover.quiet_seconds, &mut checks).await?;
+            pause_hook(Step::Drain).await;
+            let reverse = self.spec(t, &state.to, &state.from).map_err(|e| fail(checks.clone(), e))?;
+            prepare_target(&reverse)
+                .await
+                .map_err(|e| fail(checks.clone(), format!("preparing {}: {e}", reverse.id)))?;
+            checks.push(check(format!("{} possible", reverse.id), "its endpoints pair", true));
+            return Ok((checks, format!("drained; {} starts with a full pass", reverse.id)));
+        }
         let until = parse_position(&state.source_head, "the source head at freeze").map_err(|e| fail(Vec::new(), e))?;
         let dir = DirectionId { task: t.name.clone(), from: state.from.clone(), to: state.to.clone() };
         self.wait_applied(&dir, &until, &mut checks).await?;
@@ -549,6 +632,9 @@ impl<H: TaskHost> Machine<'_, H> {
         task.from = state.from.clone();
         task.to = state.to.clone();
         let modes: &[bool] = if state.quick_only { &[true] } else { &[true, false] };
+        if is_blob_task(self.config, &task) {
+            return self.verify_blob(actor, &task, modes).await;
+        }
         for &quick in modes {
             let opts = Options { quick, ..Options::default() };
             let name = if quick { "verify --quick identical" } else { "full verify identical" };
@@ -574,22 +660,58 @@ impl<H: TaskHost> Machine<'_, H> {
         Ok((checks, "both sides identical".into()))
     }
 
+    /// The Verify step of a files or objects task: quick (size and mtime/ETag), then
+    /// full (every byte hashed on both sides) unless quick-only.
+    async fn verify_blob(&self, actor: &str, task: &Task, modes: &[bool]) -> StepResult {
+        let mut checks = Vec::new();
+        for &quick in modes {
+            let name = if quick { "verify --quick identical" } else { "full verify identical" };
+            let opts = BlobOptions { quick, repair: false, manifest: None, node_id: self.config.node.id.clone() };
+            let report = verify_blob_task(self.config, task, &opts)
+                .await
+                .map_err(|e| fail(checks.clone(), format!("{name}: {e}")))?;
+            crate::verify::record(self.store, actor, &report.as_report(), "in cutover")
+                .await
+                .map_err(|e| fail(checks.clone(), e))?;
+            let seen = format!(
+                "{} ({} differing paths, {} paths)",
+                if report.identical() { "identical" } else { "DIFFERENT" },
+                report.differences.len(),
+                report.checked
+            );
+            checks.push(check(name, seen, report.identical()));
+            if !report.identical() {
+                return Err(fail(checks, format!("differences: {}", report.text().trim())));
+            }
+            pause_hook(Step::Verify).await;
+        }
+        Ok((checks, "both sides identical".into()))
+    }
+
     async fn switch(&self, actor: &str, t: &Task, state: &CutoverState) -> StepResult {
         let mut checks = Vec::new();
-        let at = parse_position(&state.target_head, "the target head at drain").map_err(|e| fail(Vec::new(), e))?;
+        // Files and objects have no head: the reverse direction starts with a full pass
+        // (compare mode: nothing differs after Verify, so nothing is copied).
+        let at = match state.frozen_us {
+            Some(_) => None,
+            None => {
+                Some(parse_position(&state.target_head, "the target head at drain").map_err(|e| fail(Vec::new(), e))?)
+            }
+        };
         self.host.stop_task(actor, &t.name).await.map_err(|e| fail(Vec::new(), e))?;
         checks.push(check(format!("{}->{} stopped", state.from, state.to), "stopped", true));
         let reverse = self.spec(t, &state.to, &state.from).map_err(|e| fail(checks.clone(), e))?;
-        prepare_target_at(&reverse, Some(&at))
+        prepare_target_at(&reverse, at.as_ref())
             .await
             .map_err(|e| fail(checks.clone(), format!("{}: {e}", reverse.id)))?;
-        checks.push(check(format!("{} starts at", reverse.id), at.to_string(), true));
+        let start = at.as_ref().map_or("a full pass".to_string(), |a| a.to_string());
+        checks.push(check(format!("{} starts at", reverse.id), start.clone(), true));
         self.store.set_direction(&t.name, Some((&state.to, &state.from))).await.map_err(|e| fail(checks.clone(), e))?;
         checks.push(check("task direction stored", reverse.id.direction(), true));
         pause_hook(Step::Switch).await;
         self.host.start_task(actor, &t.name).await.map_err(|e| fail(checks.clone(), e))?;
         checks.push(check(format!("{} started", reverse.id), "running", true));
-        Ok((checks, format!("the task runs {} from {at}", reverse.id.direction())))
+        Ok((checks, format!("the task runs {} from {start}", reverse.id.direction())))
     }
 
     async fn open_target(&self, state: &CutoverState) -> StepResult {
@@ -626,6 +748,12 @@ impl<H: TaskHost> Machine<'_, H> {
             check("probe write as an application account refused", frozen.probe, true),
         ];
         pause_hook(Step::RollbackFreezeTarget).await;
+        if registry::is_blob(ep) {
+            let since = frozen_at(ep, state.rollback_frozen_us).await;
+            state.rollback_frozen_us = Some(since);
+            checks.push(check(format!("freeze time of {} recorded", ep.name), since.to_string(), true));
+            return Ok((checks, format!("{} frozen since {since} µs", ep.name)));
+        }
         if state.rollback_target_head.is_none() {
             let head = endpoint::head(ep).await.map_err(|e| fail(checks.clone(), e))?;
             state.rollback_target_head = Some(head.to_string());
@@ -641,6 +769,12 @@ impl<H: TaskHost> Machine<'_, H> {
         }
         let mut checks = Vec::new();
         self.host.start_task(actor, &t.name).await.map_err(|e| fail(Vec::new(), e))?;
+        if let Some(frozen) = state.rollback_frozen_us {
+            let dir = DirectionId { task: t.name.clone(), from: state.to.clone(), to: state.from.clone() };
+            self.wait_drained(&dir, frozen, t.cutover.quiet_seconds, &mut checks).await?;
+            pause_hook(Step::RollbackDrain).await;
+            return Ok((checks, format!("{} has every write made on {}", state.from, state.to)));
+        }
         let until = parse_position(&state.rollback_target_head, "the target head at the rollback's freeze")
             .map_err(|e| fail(Vec::new(), e))?;
         let dir = DirectionId { task: t.name.clone(), from: state.to.clone(), to: state.from.clone() };
@@ -655,18 +789,26 @@ impl<H: TaskHost> Machine<'_, H> {
         if state.reversed == Some(true) {
             self.host.stop_task(actor, &t.name).await.map_err(|e| fail(Vec::new(), e))?;
             checks.push(check(format!("{}->{} stopped", state.to, state.from), "stopped", true));
-            if state.restore_head.is_none() {
+            // Files and objects have no head: the original direction starts with a full pass.
+            let blob = registry::is_blob(ep);
+            if !blob && state.restore_head.is_none() {
                 let head = endpoint::head(ep).await.map_err(|e| fail(checks.clone(), e))?;
                 state.restore_head = Some(head.to_string());
                 // Saved before the source opens: writes after this head must be carried.
                 self.save(state).await.map_err(|e| fail(checks.clone(), e))?;
             }
-            let at = parse_position(&state.restore_head, "the source head").map_err(|e| fail(checks.clone(), e))?;
+            let at = match blob {
+                true => None,
+                false => {
+                    Some(parse_position(&state.restore_head, "the source head").map_err(|e| fail(checks.clone(), e))?)
+                }
+            };
             let forward = self.spec(t, &state.from, &state.to).map_err(|e| fail(checks.clone(), e))?;
-            prepare_target_at(&forward, Some(&at))
+            prepare_target_at(&forward, at.as_ref())
                 .await
                 .map_err(|e| fail(checks.clone(), format!("{}: {e}", forward.id)))?;
-            checks.push(check(format!("{} starts at", forward.id), at.to_string(), true));
+            let start = at.as_ref().map_or("a full pass".to_string(), |a| a.to_string());
+            checks.push(check(format!("{} starts at", forward.id), start, true));
         }
         pause_hook(Step::RollbackReopenSource).await;
         endpoint::unfreeze(ep).await.map_err(|e| fail(checks.clone(), format!("unfreezing {}: {e}", ep.name)))?;

@@ -233,6 +233,13 @@ pub struct CutoverState {
     pub rollback_target_head: Option<String>,
     /// Rollback: head of `from` where the original direction starts again.
     pub restore_head: Option<String>,
+    /// Files and objects (no change stream, no head): since when `from` is frozen (µs);
+    /// Drain waits for a full pass begun after it.
+    #[serde(default)]
+    pub frozen_us: Option<i64>,
+    /// Files and objects, rollback: since when `to` is frozen (µs).
+    #[serde(default)]
+    pub rollback_frozen_us: Option<i64>,
     /// Every step run so far.
     pub history: Vec<StepRecord>,
     /// A step in progress.

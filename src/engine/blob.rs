@@ -39,6 +39,8 @@ const RESUMABLE: u64 = 16 << 20;
 const SAVE_EVERY: Duration = Duration::from_secs(2);
 /// How often hints are read.
 const POLL: Duration = Duration::from_millis(100);
+/// How often the watch asks whether the source was frozen for a cutover.
+const FROZEN_CHECK: Duration = Duration::from_secs(1);
 
 /// Runs a blob direction until `shutdown` (or, with `spec.once`, one full pass).
 pub async fn run(
@@ -49,7 +51,17 @@ pub async fn run(
     progressed: &AtomicBool,
 ) -> Result<(), EngineError> {
     registry::check_blob_pair(&spec.source, &spec.target)?;
-    let source = registry::open_blob_source(&spec.source, false).await?;
+    if spec.conflicts.is_some() {
+        return Err(ConnectorError::Setup {
+            endpoint: spec.target.name.clone(),
+            problem: format!("task {} is two-way: two-way sync of files and objects is not built", spec.id.task),
+            fix: "make it one-way (mode = \"one-way\"); to move writes to the other side, use `ferry cutover`".into(),
+        }
+        .into());
+    }
+    // A source's `.ferry/` is ferry's (it was a target once, or the other direction of a
+    // cut-over task writes there): never copied, or it would land on the target's own.
+    let source = registry::open_blob_source(&spec.source, true).await?;
     let sink = registry::open_blob_sink(&spec.target).await?;
     let kind = registry::store(&spec.target)?.position_kind();
     let caps = sink.caps();
@@ -68,6 +80,7 @@ pub async fn run(
         bytes: 0,
         copied: 0,
         deleted: 0,
+        changes: 0,
         started: Instant::now(),
     };
     let result = r.run().await;
@@ -177,6 +190,8 @@ struct Runner<'a, S, K> {
     /// Files copied and paths deleted in this pass.
     copied: u64,
     deleted: u64,
+    /// Changes carried (copies, metadata, deletes) since the pass began.
+    changes: u64,
     started: Instant,
 }
 
@@ -275,7 +290,9 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         Ok(())
     }
 
-    fn counted(&self, first_pass: bool) {
+    fn counted(&mut self, first_pass: bool) {
+        self.changes += 1;
+        self.cp.changed_us = Some(now_micros());
         let pos = blob::position(self.kind, &self.cp);
         if first_pass {
             self.metrics.applied(0, 0, 1, 0, &pos)
@@ -292,7 +309,10 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         let began = now_micros();
         let first = self.cp.passes == 0;
         self.failed.clear();
-        (self.copied, self.deleted) = (0, 0);
+        (self.copied, self.deleted, self.changes) = (0, 0, 0);
+        if self.cp.scan_after.is_none() || self.cp.pass_began_us.is_none() {
+            self.cp.pass_began_us = Some(began);
+        }
         self.metrics.set_state(DirectionState::Snapshotting(format!("pass {}", self.cp.passes + 1)));
         if let Some(at) = &self.cp.scan_after {
             info!(direction = %id, after = %at, "resuming the pass where it stopped");
@@ -374,6 +394,9 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         }
         self.cp.scan_after = None;
         self.cp.passes += 1;
+        self.cp.done_began_us = self.cp.pass_began_us.take();
+        self.cp.done_changes = self.changes;
+        self.cp.done_failed = self.failed.len() as u64;
         self.save().await?;
         self.metrics.heartbeat_applied(began);
         self.metrics.set_behind(Some(self.failed.len() as u64));
@@ -386,6 +409,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         let id = self.spec.id.clone();
         self.metrics.set_state(DirectionState::Streaming);
         let rescan_at = Instant::now() + self.spec.rescan;
+        let mut frozen_check = Instant::now();
         loop {
             tokio::select! {
                 biased;
@@ -414,6 +438,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                 .collect();
             hints.retain(|h| !matches!(h, BlobHint::Removed(p) if renamed.contains(p)));
             hints.sort_by_key(|h| !matches!(h, BlobHint::Renamed { .. }));
+            let before = self.changes;
             let mut seen = HashSet::new();
             for h in hints {
                 if !seen.insert(format!("{h:?}")) {
@@ -423,10 +448,21 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     return Ok(false);
                 }
             }
+            if self.changes > before {
+                // A cutover's drain reads when the last change was carried.
+                self.save().await?;
+            }
             self.metrics.heartbeat_applied(now);
             if Instant::now() >= rescan_at {
                 info!(direction = %id, "periodic rescan");
                 return Ok(true);
+            }
+            if frozen_check.elapsed() >= FROZEN_CHECK {
+                frozen_check = Instant::now();
+                if drain_pass_due(self.spec, &self.cp).await {
+                    info!(direction = %id, "the source is frozen for a cutover: rescanning to drain it");
+                    return Ok(true);
+                }
             }
         }
     }
@@ -532,9 +568,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     return t.mtime_ns == s.mtime_ns && same_mode(t);
                 }
                 match m {
-                    Some(m) => {
-                        m.size == s.size && m.mtime_ns == s.mtime_ns && (m.target.is_none() || m.target == t.etag)
-                    }
+                    Some(m) => holds(s, t, m) && same_mode(t),
                     // A target filled before ferry: same size and not older.
                     None => t.mtime_ns >= s.mtime_ns,
                 }
@@ -572,8 +606,17 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                 Ok(true)
             }
             BlobKind::File => {
-                let meta_only = self.caps.keeps_mtime
-                    && t.is_some_and(|t| t.kind == BlobKind::File && t.size == s.size && t.mtime_ns == s.mtime_ns);
+                // Only the mode differs: the content is the source's (by the target's
+                // stat, or by the manifest where the target cannot keep the mtime).
+                let meta_only = t.is_some_and(|t| {
+                    t.kind == BlobKind::File
+                        && t.size == s.size
+                        && if self.caps.keeps_mtime {
+                            t.mtime_ns == s.mtime_ns
+                        } else {
+                            m.is_some_and(|m| holds(s, t, m))
+                        }
+                });
                 if meta_only {
                     info!(direction = %self.spec.id, path = %s.path, found_by = %found, "mode changed");
                     self.sink.put_meta(&self.spec.id, s, self.tenure.me.fencing).await?;
@@ -679,6 +722,25 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
             }
         }
     }
+}
+
+/// Whether the source is frozen (a cutover) and a full pass is due to prove it drained:
+/// none began since the freeze, or the last one carried a change (or could not copy a
+/// path), or a change came after it, and the quiet time since the last change passed.
+async fn drain_pass_due(spec: &DirectionSpec, cp: &BlobCheckpoint) -> bool {
+    let Ok(Some(frozen)) = registry::frozen_since(&spec.source).await else { return false };
+    let quiet = i64::try_from(spec.quiet_seconds).unwrap_or(0).saturating_mul(1_000_000);
+    if cp.drained(frozen, quiet) {
+        return false;
+    }
+    now_micros() >= cp.changed_us.unwrap_or(0).saturating_add(quiet)
+}
+
+/// Whether a target file holds the source's content by the manifest: it records the
+/// source's size and mtime as copied, and the target's stat (or ETag) is still the one
+/// recorded after the write.
+fn holds(s: &BlobMeta, t: &BlobMeta, m: &ManifestEntry) -> bool {
+    m.size == s.size && m.mtime_ns == s.mtime_ns && (m.target.is_none() || m.target == t.etag)
 }
 
 /// Whether an error is about reading the source (a path to name and skip) rather than

@@ -125,6 +125,7 @@ pub fn plan_task(config: &Config, task: &Task, skips: &[(String, Position)]) -> 
                 clock: clock.clone(),
                 once: false,
                 rescan: task.rescan,
+                quiet_seconds: task.cutover.quiet_seconds,
                 max_bytes_per_sec: task.max_bytes_per_sec,
             }
         })

@@ -101,6 +101,9 @@ pub struct DirectionSpec {
     pub rescan: Duration,
     /// Blob tasks: bytes per second at most (0 = unthrottled).
     pub max_bytes_per_sec: u64,
+    /// Blob tasks: while the source is frozen for a cutover, a drain pass waits until
+    /// no change was carried for this long (`[task.cutover] quiet_seconds`).
+    pub quiet_seconds: u64,
 }
 
 /// Runs a direction until `shutdown`, retrying endpoint failures with backoff.

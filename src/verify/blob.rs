@@ -163,7 +163,7 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
     }
     registry::check_blob_pair(from, to)?;
     let dir = DirectionId { task: task.name.clone(), from: from.name.clone(), to: to.name.clone() };
-    let mut source = registry::open_blob_source(from, false).await?;
+    let mut source = registry::open_blob_source(from, true).await?;
     let mut target = registry::open_blob_source(to, true).await?;
     let mut sink = registry::open_blob_sink(to).await?;
     let keeps_mtime = sink.caps().keeps_mtime;

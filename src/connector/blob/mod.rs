@@ -134,6 +134,21 @@ pub struct ManifestEntry {
     pub target: Option<String>,
 }
 
+impl ManifestEntry {
+    /// The entry of a path as the source states it, with the hashes of what was copied
+    /// and the target's stat or ETag after the write.
+    pub fn of(source: &BlobMeta, hashes: Option<BlobHashes>, target: Option<String>) -> ManifestEntry {
+        ManifestEntry {
+            path: source.path.clone(),
+            size: source.size,
+            mtime_ns: source.mtime_ns,
+            mode: source.mode,
+            hashes,
+            target,
+        }
+    }
+}
+
 /// Where a blob direction stands: the scan cursor and the partial writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobCheckpoint {
@@ -144,6 +159,35 @@ pub struct BlobCheckpoint {
     /// Full scans completed.
     #[serde(default)]
     pub passes: u64,
+    /// When the pass under way began (µs); a pass resumed after a restart keeps it.
+    #[serde(default)]
+    pub pass_began_us: Option<i64>,
+    /// The last completed pass: when it began (µs).
+    #[serde(default)]
+    pub done_began_us: Option<i64>,
+    /// The last completed pass: paths it copied, set or deleted, and paths it could
+    /// not copy (since it began or resumed).
+    #[serde(default)]
+    pub done_changes: u64,
+    /// The last completed pass: paths it could not copy.
+    #[serde(default)]
+    pub done_failed: u64,
+    /// When a change was last carried, by a pass or a hint (µs).
+    #[serde(default)]
+    pub changed_us: Option<i64>,
+}
+
+impl BlobCheckpoint {
+    /// Whether the source is drained for a cutover frozen at `frozen_us`: a full pass
+    /// that began after the freeze, and at least `quiet_us` after the last change
+    /// carried, found nothing to carry and nothing it could not read.
+    pub fn drained(&self, frozen_us: i64, quiet_us: i64) -> bool {
+        let Some(began) = self.done_began_us else { return false };
+        began >= frozen_us
+            && began >= self.changed_us.unwrap_or(0).saturating_add(quiet_us)
+            && self.done_changes == 0
+            && self.done_failed == 0
+    }
 }
 
 /// What a sink can hold.
@@ -369,6 +413,25 @@ pub fn parse_position(kind: &str, text: &str) -> Result<crate::model::Position, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_is_drained_only_by_a_clean_pass_begun_after_the_freeze_and_the_quiet_time() {
+        let cp = |began: i64, changes: u64, failed: u64, changed: Option<i64>| BlobCheckpoint {
+            done_began_us: Some(began),
+            done_changes: changes,
+            done_failed: failed,
+            changed_us: changed,
+            ..BlobCheckpoint::default()
+        };
+        let (frozen, quiet) = (1_000, 100);
+        assert!(cp(1_500, 0, 0, Some(900)).drained(frozen, quiet));
+        assert!(!cp(900, 0, 0, None).drained(frozen, quiet), "the pass began before the freeze");
+        assert!(!cp(1_500, 1, 0, Some(1_400)).drained(frozen, quiet), "the pass carried a change");
+        assert!(!cp(1_500, 0, 1, None).drained(frozen, quiet), "the pass could not read a path");
+        assert!(!cp(1_500, 0, 0, Some(1_450)).drained(frozen, quiet), "a change within the quiet time");
+        assert!(!cp(1_500, 0, 0, Some(1_600)).drained(frozen, quiet), "a change after the pass began");
+        assert!(!BlobCheckpoint::default().drained(frozen, quiet), "no pass completed");
+    }
 
     #[test]
     fn globs_match_paths_with_folders() {

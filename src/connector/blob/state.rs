@@ -12,6 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 use sqlx::{ConnectOptions, Connection};
 
 use super::{BlobCheckpoint, BlobHashes, ManifestEntry};
+use crate::connector::registry::TargetState;
 use crate::connector::sqlite::state;
 use crate::connector::{ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
 use crate::model::now_micros;
@@ -26,6 +27,17 @@ CREATE TABLE IF NOT EXISTS ferry_blob_manifest(task TEXT NOT NULL, direction TEX
   size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER, blake3 TEXT, md5 TEXT, target TEXT,
   PRIMARY KEY(task, direction, path)) WITHOUT ROWID;
 ";
+
+/// A state file in ferry's data folder on this machine, `<kind>/<name>-<hash of id>.db`:
+/// where a target that cannot hold a SQLite file itself (a bucket, an SFTP server) keeps
+/// its state.
+pub fn local_path(kind: &str, name: &str, id: &str) -> PathBuf {
+    let base = directories::ProjectDirs::from("", "", "ferry")
+        .map(|d| d.data_local_dir().to_path_buf())
+        .unwrap_or_else(|| std::env::temp_dir().join("ferry"));
+    let hash = blake3::hash(id.as_bytes()).to_hex();
+    base.join(kind).join(format!("{name}-{}.db", &hash.as_str()[..16]))
+}
 
 /// The state file of one blob target.
 pub struct BlobState {
@@ -64,6 +76,46 @@ impl BlobState {
             })?;
         }
         Ok(Some(BlobState { endpoint: endpoint.to_string(), path: path.to_path_buf(), conn: Some(conn) }))
+    }
+
+    /// Opens (creating it and its folder) a state file on this machine for a target
+    /// that cannot hold it (see [`local_path`]); `scheme` names the URL whose `state=`
+    /// parameter moves it.
+    pub async fn open_local(endpoint: &str, path: &Path, scheme: &str) -> Result<BlobState, ConnectorError> {
+        let fix = format!("set state=/path/to/file.db in the {scheme} URL to a folder this user may write");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| ConnectorError::Setup {
+                endpoint: endpoint.to_string(),
+                problem: format!("cannot create {}: {e}", dir.display()),
+                fix: fix.clone(),
+            })?;
+        }
+        BlobState::open(endpoint, path, true).await?.ok_or_else(|| ConnectorError::Setup {
+            endpoint: endpoint.to_string(),
+            problem: format!("ferry's state file {} could not be created", path.display()),
+            fix,
+        })
+    }
+
+    /// What `ferry status` and the cutover read of a direction in the state file at
+    /// `path` (nothing when the target never ran); `kind` is the position's prefix.
+    pub async fn target_state(
+        endpoint: &str,
+        path: &Path,
+        dir: &DirectionId,
+        kind: &str,
+    ) -> Result<TargetState, ConnectorError> {
+        let Some(mut st) = BlobState::open(endpoint, path, false).await? else {
+            return Ok(TargetState::default());
+        };
+        let lease = st.lease_holder(dir).await.ok().flatten();
+        let cp = st.load_checkpoint(dir).await.ok().flatten();
+        st.close().await;
+        let checkpoint = cp.as_ref().map(|cp| crate::connector::Checkpoint {
+            position: Some(super::position(kind, cp)),
+            tables: Default::default(),
+        });
+        Ok(TargetState { checkpoint, lease, blob: cp })
     }
 
     fn conn(&mut self) -> &mut SqliteConnection {

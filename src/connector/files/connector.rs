@@ -64,7 +64,9 @@ impl Connector for Store {
         Box::pin(async move { Ok(Box::new(FileSource::open(&ep.name, root_of(ep), own)?) as Box<dyn DynBlobSource>) })
     }
     fn open_blob_sink<'a>(&'a self, ep: &'a Endpoint) -> BoxFuture<'a, Result<Box<dyn DynBlobSink>, ConnectorError>> {
-        Box::pin(async move { Ok(Box::new(FileSink::open(&ep.name, root_of(ep))) as Box<dyn DynBlobSink>) })
+        // A folder frozen for a cutover is written through ferry's writable twin of it.
+        let root = super::freeze::writable_root(&root_of(ep));
+        Box::pin(async move { Ok(Box::new(FileSink::open(&ep.name, root)) as Box<dyn DynBlobSink>) })
     }
     fn overlaps(&self, a: &Endpoint, b: &Endpoint) -> bool {
         let (a, b) = (root_of(a), root_of(b));
@@ -75,19 +77,10 @@ impl Connector for Store {
         ep: &'a Endpoint,
         dir: &'a DirectionId,
     ) -> BoxFuture<'a, Result<TargetState, ConnectorError>> {
-        Box::pin(async move {
-            let Some(mut st) = BlobState::open(&ep.name, &state_path(&root_of(ep)), false).await? else {
-                return Ok(TargetState::default());
-            };
-            let lease = st.lease_holder(dir).await.ok().flatten();
-            let cp = st.load_checkpoint(dir).await.ok().flatten();
-            st.close().await;
-            let checkpoint = cp.map(|cp| crate::connector::Checkpoint {
-                position: Some(blob::position("file", &cp)),
-                tables: Default::default(),
-            });
-            Ok(TargetState { checkpoint, lease })
-        })
+        // A folder frozen for a cutover: its state file is read through the writable twin
+        // (SQLite's WAL cannot be opened on a read-only mount).
+        let root = super::freeze::writable_root(&root_of(ep));
+        Box::pin(async move { BlobState::target_state(&ep.name, &state_path(&root), dir, "file").await })
     }
     fn source_head<'a>(&'a self, _ep: &'a Endpoint) -> BoxFuture<'a, Result<Option<Position>, ConnectorError>> {
         Box::pin(async { Ok(None) })
@@ -109,7 +102,7 @@ impl Connector for Store {
                     found.tables = patterns.iter().map(|p| TargetTable { name: TableName::bare(p), columns: None }).collect();
                     if root.join(OWN_DIR).exists() {
                         found.warnings.push(format!(
-                            "endpoint {}: {} holds a {OWN_DIR}/ folder (it was a target once); as a source, that folder is copied like any other",
+                            "endpoint {}: {} holds a {OWN_DIR}/ folder (it was a target once); ferry keeps its own files there, so it is not copied",
                             ep.name,
                             root.display()
                         ));

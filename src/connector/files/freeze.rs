@@ -6,7 +6,9 @@
 //! process whose working folder was inside it and writes by relative path, and writers
 //! reaching the same files another way (another mount of the disk, an NFS client on
 //! another host). For those, the cutover's drain is the guard: it waits until no change
-//! appears for a while before it goes on.
+//! appears for a while before it goes on. ferry itself writes into a frozen folder
+//! (a cutover's reverse direction) through a writable bind mount of it made first, in
+//! its own data folder.
 
 use std::path::{Path, PathBuf};
 
@@ -19,11 +21,37 @@ use crate::model::now_micros;
 /// The file that remembers since when a folder is frozen (outside the folder: nothing is
 /// written into a source).
 fn since_file(root: &Path) -> PathBuf {
+    own_path(root, "since")
+}
+
+/// `<ferry's data folder>/freeze/<hash of root>.<ext>`.
+fn own_path(root: &Path, ext: &str) -> PathBuf {
     let base = directories::ProjectDirs::from("", "", "ferry")
         .map(|d| d.data_local_dir().to_path_buf())
         .unwrap_or_else(|| std::env::temp_dir().join("ferry"));
     let id = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
-    base.join("freeze").join(format!("{}.since", &id.as_str()[..16]))
+    base.join("freeze").join(format!("{}.{ext}", &id.as_str()[..16]))
+}
+
+/// Where ferry itself writes into a frozen folder: a writable bind mount of it made
+/// before the freeze (a cutover's reverse direction keeps the frozen side current, as
+/// ferry's exempt account does on a database).
+fn twin(root: &Path) -> PathBuf {
+    own_path(root, "rw")
+}
+
+/// Whether a mount sits on exactly this path.
+fn mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    info.lines().any(|l| l.split_whitespace().nth(4) == Some(want.as_str()))
+}
+
+/// The folder ferry writes a target through: the writable twin while the folder is
+/// frozen by ferry, else the folder itself.
+pub fn writable_root(root: &Path) -> PathBuf {
+    let t = twin(root);
+    if read_only_mount(root) && mounted(&t) { t } else { root.to_path_buf() }
 }
 
 /// Whether a read-only mount sits on exactly this folder (the newest mount there).
@@ -72,6 +100,19 @@ pub fn freeze(ep: &Endpoint) -> Result<FreezeOutcome, ConnectorError> {
     }
     let shown = root.display().to_string();
     if !read_only_mount(&root) {
+        let t = twin(&root);
+        if !mounted(&t) {
+            std::fs::create_dir_all(&t).map_err(|e| ConnectorError::Setup {
+                endpoint: ep.name.clone(),
+                problem: format!("cannot create {}: {e}", t.display()),
+                fix: "let root write ferry's data folder (~/.local/share/ferry)".into(),
+            })?;
+            let tw = t.display().to_string();
+            run(&ep.name, &["mount", "--bind", &shown, &tw])?;
+            // Private, so the read-only mount made next on the folder does not
+            // propagate onto its twin (a shared mount's peers get every mount).
+            run(&ep.name, &["mount", "--make-private", &tw])?;
+        }
         run(&ep.name, &["mount", "--bind", &shown, &shown])?;
         if let Err(e) = run(&ep.name, &["mount", "-o", "remount,bind,ro", &shown]) {
             let _ = run(&ep.name, &["umount", &shown]);
@@ -102,6 +143,11 @@ pub fn unfreeze(ep: &Endpoint) -> Result<(), ConnectorError> {
     while read_only_mount(&root) {
         run(&ep.name, &["umount", &shown])?;
     }
+    let t = twin(&root);
+    while mounted(&t) {
+        run(&ep.name, &["umount", &t.display().to_string()])?;
+    }
+    let _ = std::fs::remove_dir(&t);
     let _ = std::fs::remove_file(since_file(&root));
     Ok(())
 }

@@ -267,14 +267,8 @@ impl BlobSink for FileSink {
             std::fs::rename(&partial, &dest)
         })
         .await?;
-        let entry = ManifestEntry {
-            path: source.path.clone(),
-            size: source.size,
-            mtime_ns: source.mtime_ns,
-            mode: source.mode,
-            hashes: Some(hashes.clone()),
-            target: Some(format!("{}:{}", source.size, source.mtime_ns)),
-        };
+        let entry =
+            ManifestEntry::of(source, Some(hashes.clone()), Some(format!("{}:{}", source.size, source.mtime_ns)));
         let st = self.state().await?;
         let step = st.put_entry(dir, &entry).await;
         st.end(step).await
@@ -316,14 +310,11 @@ impl BlobSink for FileSink {
         let st = self.state().await?;
         if source.kind == BlobKind::File {
             let old = st.entry(dir, &source.path).await?;
-            let entry = ManifestEntry {
-                path: source.path.clone(),
-                size: source.size,
-                mtime_ns: source.mtime_ns,
-                mode: source.mode,
-                hashes: old.filter(|o| o.size == source.size).and_then(|o| o.hashes),
-                target: Some(tag(source)),
-            };
+            let entry = ManifestEntry::of(
+                source,
+                old.filter(|o| o.size == source.size).and_then(|o| o.hashes),
+                Some(tag(source)),
+            );
             if let Err(e) = st.put_entry(dir, &entry).await {
                 st.rollback().await;
                 return Err(e);

@@ -83,7 +83,7 @@ impl Connector for Store {
             let checkpoint = state::load_checkpoint(&ep, &mut conn, dir).await.ok().flatten();
             let lease = state::lease_holder(&ep, &mut conn, dir).await.ok().flatten();
             let _ = conn.disconnect().await;
-            Ok(TargetState { checkpoint, lease })
+            Ok(TargetState { checkpoint, lease, blob: None })
         })
     }
     fn source_head<'a>(&'a self, ep: &'a Endpoint) -> BoxFuture<'a, Result<Option<Position>, ConnectorError>> {

@@ -78,17 +78,7 @@ impl Connector for Store {
     ) -> BoxFuture<'a, Result<TargetState, ConnectorError>> {
         Box::pin(async move {
             let Ok(client) = S3Client::new(ep) else { return Ok(TargetState::default()) };
-            let Some(mut st) = BlobState::open(&ep.name, &state_path(&client), false).await? else {
-                return Ok(TargetState::default());
-            };
-            let lease = st.lease_holder(dir).await.ok().flatten();
-            let cp = st.load_checkpoint(dir).await.ok().flatten();
-            st.close().await;
-            let checkpoint = cp.map(|cp| crate::connector::Checkpoint {
-                position: Some(blob::position("s3", &cp)),
-                tables: Default::default(),
-            });
-            Ok(TargetState { checkpoint, lease })
+            BlobState::target_state(&ep.name, &state_path(&client), dir, "s3").await
         })
     }
     fn source_head<'a>(&'a self, _ep: &'a Endpoint) -> BoxFuture<'a, Result<Option<Position>, ConnectorError>> {

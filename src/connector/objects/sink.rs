@@ -28,11 +28,7 @@ pub fn state_path(client: &S3Client) -> PathBuf {
     if let Some(p) = &client.state {
         return PathBuf::from(p);
     }
-    let base = directories::ProjectDirs::from("", "", "ferry")
-        .map(|d| d.data_local_dir().to_path_buf())
-        .unwrap_or_else(|| std::env::temp_dir().join("ferry"));
-    let id = blake3::hash(client.shown.as_bytes()).to_hex();
-    base.join("s3").join(format!("{}-{}.db", client.bucket_name(), &id.as_str()[..16]))
+    crate::connector::blob::state::local_path("s3", client.bucket_name(), &client.shown)
 }
 
 impl S3Sink {
@@ -56,21 +52,11 @@ fn upload_id(handle: &str) -> Option<&str> {
 
 impl BlobSink for S3Sink {
     async fn state(&mut self) -> Result<&mut BlobState, ConnectorError> {
-        if self.state.is_none() {
-            if let Some(dir) = self.state_path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| ConnectorError::Setup {
-                    endpoint: self.client.endpoint.clone(),
-                    problem: format!("cannot create {}: {e}", dir.display()),
-                    fix: "set state=/path/to/file.db in the s3:// URL to a folder this user may write".into(),
-                })?;
-            }
-            self.state = BlobState::open(&self.client.endpoint, &self.state_path, true).await?;
-        }
-        self.state.as_mut().ok_or_else(|| ConnectorError::Setup {
-            endpoint: self.client.endpoint.clone(),
-            problem: "ferry's state file could not be opened".into(),
-            fix: "set state=/path/to/file.db in the s3:// URL".into(),
-        })
+        let st = match self.state.take() {
+            Some(st) => st,
+            None => BlobState::open_local(&self.client.endpoint, &self.state_path, "s3://").await?,
+        };
+        Ok(self.state.insert(st))
     }
 
     fn caps(&self) -> BlobCaps {
@@ -165,14 +151,7 @@ impl BlobSink for S3Sink {
         fencing: i64,
     ) -> Result<(), ConnectorError> {
         let rest = self.buffers.remove(&upload.handle).unwrap_or_default();
-        let mut entry = ManifestEntry {
-            path: source.path.clone(),
-            size: source.size,
-            mtime_ns: source.mtime_ns,
-            mode: source.mode,
-            hashes: Some(hashes.clone()),
-            target: None,
-        };
+        let mut entry = ManifestEntry::of(source, Some(hashes.clone()), None);
         match upload_id(&upload.handle).map(str::to_string) {
             None => {
                 self.state().await?.begin_fenced(dir, fencing).await?;

@@ -592,7 +592,7 @@ pub async fn target_state(
     let mut conn = ep.connect().await?;
     let checkpoint = state::load_checkpoint(ep, &mut conn, dir).await.ok().flatten();
     let lease = state::lease_holder(&mut conn, dir).await.ok().flatten();
-    Ok(crate::connector::registry::TargetState { checkpoint, lease })
+    Ok(crate::connector::registry::TargetState { checkpoint, lease, blob: None })
 }
 
 /// The conflict log's table.

@@ -210,7 +210,11 @@ async fn read_checkpoint(
 /// A direction's checkpoint and lease, read without writing.
 pub async fn target_state(ep: &RedisEndpoint, dir: &DirectionId) -> Result<TargetState, ConnectorError> {
     let mut c = ep.connect().await?;
-    Ok(TargetState { checkpoint: read_checkpoint(ep, &mut c, dir).await?, lease: read_lease(ep, &mut c, dir).await? })
+    Ok(TargetState {
+        checkpoint: read_checkpoint(ep, &mut c, dir).await?,
+        lease: read_lease(ep, &mut c, dir).await?,
+        blob: None,
+    })
 }
 
 /// The newest entries of the conflict log.

@@ -76,7 +76,7 @@ impl Connector for Store {
                 Some(s) => Some(state::checkpoint_of(&http, dir, &s)?),
                 None => None,
             };
-            Ok(TargetState { checkpoint, lease: state::lease_of(&http, dir).await? })
+            Ok(TargetState { checkpoint, lease: state::lease_of(&http, dir).await?, blob: None })
         })
     }
     fn source_head<'a>(&'a self, _ep: &'a Endpoint) -> BoxFuture<'a, Result<Option<Position>, ConnectorError>> {

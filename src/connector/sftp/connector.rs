@@ -1,11 +1,13 @@
 //! SFTP in the registry: `sftp://user@host:22/abs/dir`, a blob source (pull a remote
-//! tree into a folder or a bucket). As a target it is refused with what to do instead.
+//! tree) and a blob sink (push a tree to a server).
 
 use futures_util::future::BoxFuture;
 
 use super::SftpUrl;
+use super::sink::{SftpSink, state_path};
 use super::source::SftpSource;
 use crate::connector::blob::dynamic::{DynBlobSink, DynBlobSource};
+use crate::connector::blob::state::BlobState;
 use crate::connector::blob::{self, NoTypes};
 use crate::connector::endpoint::{Endpoint, EndpointUrl};
 use crate::connector::registry::{Connector, DataKind, SourceCheck, SourceFindings, TargetState, TargetTable};
@@ -15,10 +17,6 @@ use crate::model::{Position, PositionParseError, TableName};
 
 /// The SFTP store.
 pub struct Store;
-
-/// Why SFTP is no target yet, and what to do instead.
-const NO_TARGET: &str = "sftp:// is a source only in this version: ferry does not write to SFTP servers yet";
-const NO_TARGET_FIX: &str = "run ferry on the receiving host with a file:// target (the server stays the sftp:// source), or mount the remote folder";
 
 fn url_of(ep: &Endpoint) -> Result<SftpUrl, ConnectorError> {
     SftpUrl::parse(ep.url.secret_text()).map_err(|p| ConnectorError::Setup {
@@ -61,18 +59,12 @@ impl Connector for Store {
     fn open_blob_source<'a>(
         &'a self,
         ep: &'a Endpoint,
-        _own: bool,
+        own: bool,
     ) -> BoxFuture<'a, Result<Box<dyn DynBlobSource>, ConnectorError>> {
-        Box::pin(async move { Ok(Box::new(SftpSource::open(ep, url_of(ep)?).await?) as Box<dyn DynBlobSource>) })
+        Box::pin(async move { Ok(Box::new(SftpSource::open(ep, url_of(ep)?, own).await?) as Box<dyn DynBlobSource>) })
     }
     fn open_blob_sink<'a>(&'a self, ep: &'a Endpoint) -> BoxFuture<'a, Result<Box<dyn DynBlobSink>, ConnectorError>> {
-        Box::pin(async move {
-            Err(ConnectorError::Setup {
-                endpoint: ep.name.clone(),
-                problem: NO_TARGET.into(),
-                fix: NO_TARGET_FIX.into(),
-            })
-        })
+        Box::pin(async move { Ok(Box::new(SftpSink::open(ep, url_of(ep)?).await?) as Box<dyn DynBlobSink>) })
     }
     fn overlaps(&self, a: &Endpoint, b: &Endpoint) -> bool {
         match (url_of(a), url_of(b)) {
@@ -84,17 +76,19 @@ impl Connector for Store {
     }
     fn target_state<'a>(
         &'a self,
-        _ep: &'a Endpoint,
-        _dir: &'a DirectionId,
+        ep: &'a Endpoint,
+        dir: &'a DirectionId,
     ) -> BoxFuture<'a, Result<TargetState, ConnectorError>> {
-        // Never a target: it holds no state of ferry's.
-        Box::pin(async { Ok(TargetState::default()) })
+        Box::pin(async move {
+            let Ok(url) = url_of(ep) else { return Ok(TargetState::default()) };
+            BlobState::target_state(&ep.name, &state_path(&url), dir, "sftp").await
+        })
     }
     fn source_head<'a>(&'a self, _ep: &'a Endpoint) -> BoxFuture<'a, Result<Option<Position>, ConnectorError>> {
         Box::pin(async { Ok(None) })
     }
     fn reachable<'a>(&'a self, ep: &'a Endpoint) -> BoxFuture<'a, Result<(), ConnectorError>> {
-        Box::pin(async move { SftpSource::open(ep, url_of(ep)?).await.map(|_| ()) })
+        Box::pin(async move { SftpSource::open(ep, url_of(ep)?, false).await.map(|_| ()) })
     }
     fn check_source<'a>(
         &'a self,
@@ -120,6 +114,16 @@ impl Connector for Store {
         _source: &'a str,
         _tables: &'a [TargetTable],
     ) -> BoxFuture<'a, Vec<String>> {
-        Box::pin(async move { vec![format!("endpoint {}: {NO_TARGET}\n  fix: {NO_TARGET_FIX}", ep.name)] })
+        // Logging in proves the host key and the key; the folder (or its parent) must
+        // be there for `prepare` to make ferry's folder in it.
+        Box::pin(async move {
+            let sink = async {
+                let url = url_of(ep)?;
+                let parent = url.root.rsplit_once('/').map(|(p, _)| p.to_string()).filter(|p| !p.is_empty());
+                let sink = SftpSink::open(ep, url.clone()).await?;
+                sink.check_folder(parent.as_deref().unwrap_or("/")).await
+            };
+            sink.await.err().map(|e| e.to_string()).into_iter().collect()
+        })
     }
 }

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use russh_sftp::client::SftpSession;
+use russh_sftp::client::{RawSftpSession, SftpSession};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
@@ -47,6 +47,50 @@ pub fn ssh_command(url: &SftpUrl, keys: &SshKeys) -> Command {
 
 /// Logs in and opens the SFTP session.
 pub async fn connect(ep: &Endpoint, url: &SftpUrl) -> Result<SftpLink, ConnectorError> {
+    let (sftp, child) = login(ep, url, SftpSession::new).await?;
+    Ok(SftpLink { sftp, _child: child })
+}
+
+/// A raw SFTP session (every request, extensions included) and the `ssh` process that
+/// carries it: what a target needs (`posix-rename@openssh.com`, `fsync@openssh.com`).
+pub struct RawLink {
+    /// The session.
+    pub raw: RawSftpSession,
+    /// The server renames over an existing path atomically (`posix-rename@openssh.com`).
+    pub posix_rename: bool,
+    /// The server syncs a file to its disk on request (`fsync@openssh.com`).
+    pub fsync: bool,
+    // Killed on drop (`kill_on_drop`): the link owns the process.
+    _child: Child,
+}
+
+/// Logs in and opens a raw SFTP session, noting the extensions the server offers.
+pub async fn connect_raw(ep: &Endpoint, url: &SftpUrl) -> Result<RawLink, ConnectorError> {
+    let ((raw, version), child) = login(ep, url, |io| async move {
+        let raw = RawSftpSession::new(io);
+        let version = raw.init().await?;
+        Ok((raw, version))
+    })
+    .await?;
+    raw.set_timeout(CONNECT.as_secs());
+    let has = |name: &str| version.extensions.contains_key(name);
+    Ok(RawLink { posix_rename: has(POSIX_RENAME), fsync: has(FSYNC), raw, _child: child })
+}
+
+/// The OpenSSH extension that renames over an existing path (POSIX `rename(2)`).
+pub const POSIX_RENAME: &str = "posix-rename@openssh.com";
+/// The OpenSSH extension that syncs an open file to disk.
+pub const FSYNC: &str = "fsync@openssh.com";
+
+type Pipes = tokio::io::Join<tokio::process::ChildStdout, tokio::process::ChildStdin>;
+
+/// Starts `ssh` for the endpoint and opens a session over its pipes with `open`; a
+/// refused login is told with ssh's own words and the fix.
+async fn login<T, F, Fut>(ep: &Endpoint, url: &SftpUrl, open: F) -> Result<(T, Child), ConnectorError>
+where
+    F: FnOnce(Pipes) -> Fut,
+    Fut: std::future::Future<Output = Result<T, russh_sftp::client::error::Error>>,
+{
     let mut child = ssh_command(url, &ep.ssh)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -65,9 +109,9 @@ pub async fn connect(ep: &Endpoint, url: &SftpUrl) -> Result<SftpLink, Connector
             fix: "report this as a bug".into(),
         });
     };
-    let session = tokio::time::timeout(CONNECT, SftpSession::new(tokio::io::join(stdout, stdin))).await;
+    let session = tokio::time::timeout(CONNECT, open(tokio::io::join(stdout, stdin))).await;
     match session {
-        Ok(Ok(sftp)) => Ok(SftpLink { sftp, _child: child }),
+        Ok(Ok(s)) => Ok((s, child)),
         other => {
             let why = match other {
                 Ok(Err(e)) => e.to_string(),

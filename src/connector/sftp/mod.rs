@@ -1,4 +1,4 @@
-//! SFTP: `sftp://user@host:22/abs/dir` as a blob source, reached the way rsync users
+//! SFTP: `sftp://user@host:22/abs/dir` as a blob source and sink, reached the way rsync users
 //! reach a remote tree: through the system's OpenSSH client (`ssh -s … sftp`), so the
 //! key (`identity`), the known-hosts check and the user's ssh configuration all hold as
 //! they do for `ssh` itself; the SFTP protocol runs over its pipes.
@@ -6,6 +6,7 @@
 pub mod connector;
 pub mod link;
 pub mod list;
+pub mod sink;
 pub mod source;
 
 pub use connector::Store;
@@ -23,6 +24,8 @@ pub struct SftpUrl {
     pub port: u16,
     /// The absolute folder on the server, without a trailing `/`.
     pub root: String,
+    /// `state=/path/file.db`: where a target keeps ferry's state on this machine.
+    pub state: Option<String>,
 }
 
 impl SftpUrl {
@@ -44,11 +47,13 @@ impl SftpUrl {
         if host.is_empty() {
             return Err("it names no host".into());
         }
-        let root = format!("/{}", path.split('?').next().unwrap_or_default().trim_end_matches('/'));
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let root = format!("/{}", path.trim_end_matches('/'));
+        let state = query.split('&').find_map(|kv| kv.strip_prefix("state=")).map(str::to_string);
         if root == "/" {
             return Err("it names no folder (the root folder is not a sync endpoint)".into());
         }
-        Ok(SftpUrl { user, host: host.to_string(), port, root })
+        Ok(SftpUrl { user, host: host.to_string(), port, root, state })
     }
 
     /// `root/rel` on the server.
@@ -98,7 +103,8 @@ mod tests {
                 user: Some("alice".into()),
                 host: "files.example".into(),
                 port: 2222,
-                root: "/srv/uploads".into()
+                root: "/srv/uploads".into(),
+                state: None,
             }
         );
         assert_eq!(u.join("a/b/"), "/srv/uploads/a/b");

@@ -17,11 +17,14 @@ pub struct SftpSource {
     link: SftpLink,
     /// The file being read, and where the next sequential read starts.
     open: Option<(String, File, u64)>,
+    /// A target read back (verify): its `.ferry/` folder is left out.
+    skip_own: bool,
 }
 
 impl SftpSource {
-    /// Logs in and checks that the folder is one.
-    pub async fn open(ep: &Endpoint, url: SftpUrl) -> Result<SftpSource, ConnectorError> {
+    /// Logs in and checks that the folder is one; with `skip_own` (a target read back)
+    /// its `.ferry/` folder is left out.
+    pub async fn open(ep: &Endpoint, url: SftpUrl, skip_own: bool) -> Result<SftpSource, ConnectorError> {
         let link = link::connect(ep, &url).await?;
         match link.sftp.metadata(url.root.clone()).await {
             Ok(md) if list::kind_of(&md) == Some(crate::connector::blob::BlobKind::Dir) => {}
@@ -40,7 +43,7 @@ impl SftpSource {
                 });
             }
         }
-        Ok(SftpSource { endpoint: ep.name.clone(), url, link, open: None })
+        Ok(SftpSource { endpoint: ep.name.clone(), url, link, open: None, skip_own })
     }
 }
 
@@ -51,7 +54,7 @@ impl BlobSource for SftpSource {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<BlobMeta>, ConnectorError> {
-        list::list(&self.link.sftp, &self.url, globs, after, limit)
+        list::list(&self.link.sftp, &self.url, globs, after, limit, self.skip_own)
             .await
             .map_err(|(path, e)| sftp_error(&self.endpoint, "cannot list", &path, e))
     }

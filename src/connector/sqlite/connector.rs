@@ -86,7 +86,7 @@ impl Connector for Store {
             let checkpoint = state::load_checkpoint(&mut conn, dir).await.ok().flatten();
             let lease = state::lease_holder(&mut conn, dir).await.ok().flatten();
             super::close(conn).await;
-            Ok(TargetState { checkpoint, lease })
+            Ok(TargetState { checkpoint, lease, blob: None })
         })
     }
     fn source_head<'a>(&'a self, ep: &'a Endpoint) -> BoxFuture<'a, Result<Option<Position>, ConnectorError>> {

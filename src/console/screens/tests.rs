@@ -560,6 +560,8 @@ fn half_way_cutover() -> crate::cutover::CutoverView {
             reversed: None,
             rollback_target_head: None,
             restore_head: None,
+            frozen_us: None,
+            rollback_frozen_us: None,
             history,
             running: None,
             last_error: None,
