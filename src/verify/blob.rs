@@ -23,8 +23,18 @@ use crate::engine::blob::{Hasher, copy_one, hex};
 
 /// Entries per listing page.
 const PAGE: usize = 1000;
+/// A blob store opened for reading, and one for writing (the traits stay unimported:
+/// their methods would shadow the contract's).
+type Reader = Box<dyn crate::connector::blob::dynamic::DynBlobSource>;
+type Writer = Box<dyn crate::connector::blob::dynamic::DynBlobSink>;
+
 /// Bytes per read.
 const CHUNK: u64 = 4 << 20;
+/// Pairs of blobs a full verify reads at once (each on its own source and target
+/// connection): a read is mostly waiting for the store, not hashing.
+const WIDTH: usize = 4;
+/// Pairs held back for a concurrent full read before they are read.
+const BATCH: usize = 64;
 
 /// How to verify a blob task.
 #[derive(Debug, Clone, Default)]
@@ -208,6 +218,14 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
         seconds: 0.0,
     };
     let (mut sp, mut tp) = (Pages::new(), Pages::new());
+    // The extra connections of a full read, opened at the first batch.
+    let mut readers: Vec<(Reader, Reader)> = Vec::new();
+    let mut pending: Vec<(BlobMeta, BlobMeta)> = Vec::new();
+    if !opts.quick {
+        for _ in 1..WIDTH {
+            readers.push((registry::open_blob_source(from, true).await?, registry::open_blob_source(to, true).await?));
+        }
+    }
     loop {
         let s = sp.head(&mut source, &globs).await?.cloned();
         let t = tp.head(&mut target, &globs).await?.cloned();
@@ -230,6 +248,25 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
             (Some(s), _) if !tree && s.kind != BlobKind::File => None,
             (Some(_), None) => Some("missing on the target".to_string()),
             (None, Some(_)) => Some("only on the target (gone from the source)".to_string()),
+            (Some(s), Some(t)) if !opts.quick && full_read(s, t, keeps_mtime) => {
+                // Read later, with other pairs at once; the manifest line comes from there.
+                pending.push((s.clone(), t.clone()));
+                if pending.len() >= BATCH {
+                    let ctx = Ctx { dir: &dir, fencing, repair: opts.repair, manifest_path: &opts.manifest };
+                    read_pending(
+                        &mut pending,
+                        &mut readers,
+                        &mut source,
+                        &mut target,
+                        &mut sink,
+                        &mut manifest,
+                        &mut report,
+                        &ctx,
+                    )
+                    .await?;
+                }
+                continue;
+            }
             (Some(s), Some(t)) => {
                 let m = if keeps_mtime || !opts.quick { None } else { sink.entry(&dir, &s.path).await? };
                 compare(s, t, m.as_ref(), opts.quick, keeps_mtime, &mut source, &mut target, &mut manifest, &mut report)
@@ -259,6 +296,11 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
             report.repaired += 1;
         }
     }
+    let ctx = Ctx { dir: &dir, fencing, repair: opts.repair, manifest_path: &opts.manifest };
+    read_pending(&mut pending, &mut readers, &mut source, &mut target, &mut sink, &mut manifest, &mut report, &ctx)
+        .await?;
+    // Pairs read in batches report after the paths listed after them: path order again.
+    report.differences.sort_by(|a, b| a.path.cmp(&b.path));
     if let Some(mut w) = manifest {
         w.flush().map_err(|e| manifest_error(opts, e))?;
     }
@@ -323,7 +365,32 @@ async fn compare<S: BlobSource, T: BlobSource>(
             (!by_manifest && !by_etag).then(|| "changed since it was copied (manifest and ETag disagree)".into())
         );
     }
-    // Full: every byte on both sides.
+    let (reason, md5, bytes) = read_both(s, t, source, target).await?;
+    report.bytes_read += bytes;
+    if let (Some(w), Some(md5)) = (manifest, md5) {
+        writeln!(w, "{md5}  {}", s.path).map_err(|e| VerifyError::RepairFile { path: PathBuf::new(), source: e })?;
+    }
+    Ok(reason)
+}
+
+/// Whether a pair needs both contents read: two files of one size and (where the target
+/// keeps modes) one mode, which is what [`compare`] reads in full mode.
+fn full_read(s: &BlobMeta, t: &BlobMeta, keeps_mtime: bool) -> bool {
+    s.kind == BlobKind::File
+        && t.kind == BlobKind::File
+        && s.size == t.size
+        && !(keeps_mtime && s.mode.is_some() && t.mode.is_some() && s.mode != t.mode)
+}
+
+/// Reads every byte of a pair on both sides: why they differ (if they do), the source's
+/// MD5 (`None` when it changed while being read) and the bytes read.
+async fn read_both<S: BlobSource + ?Sized, T: BlobSource + ?Sized>(
+    s: &BlobMeta,
+    t: &BlobMeta,
+    source: &mut S,
+    target: &mut T,
+) -> Result<(Option<String>, Option<String>, u64), ConnectorError> {
+    let mut bytes = 0u64;
     let (mut hs, mut ht) = (Hasher::default(), blake3::Hasher::new());
     let multipart = t.etag.as_deref().and_then(|e| e.split_once('-')).map(|(_, n)| n.to_string());
     let part = crate::connector::blob::part_size(t.size);
@@ -334,7 +401,7 @@ async fn compare<S: BlobSource, T: BlobSource>(
         let a = source.read_range(&s.path, off, n).await?;
         let b = target.read_range(&t.path, off, n).await?;
         if a.is_empty() || b.is_empty() {
-            return Ok(Some("changed while being verified".into()));
+            return Ok((Some("changed while being verified".into()), None, bytes));
         }
         hs.update(&a);
         ht.update(&b);
@@ -351,16 +418,13 @@ async fn compare<S: BlobSource, T: BlobSource>(
                 }
             }
         }
-        report.bytes_read += (a.len() + b.len()) as u64;
+        bytes += (a.len() + b.len()) as u64;
         off += a.len().min(b.len()) as u64;
     }
     let sums = hs.finish();
-    if let Some(w) = manifest {
-        writeln!(w, "{}  {}", sums.md5, s.path)
-            .map_err(|e| VerifyError::RepairFile { path: PathBuf::new(), source: e })?;
-    }
+    let md5 = Some(sums.md5);
     if sums.blake3 != ht.finalize().to_hex().to_string() {
-        return Ok(Some("content differs (BLAKE3)".into()));
+        return Ok((Some("content differs (BLAKE3)".into()), md5, bytes));
     }
     if let Some(count) = multipart {
         if part_fill > 0 {
@@ -368,13 +432,78 @@ async fn compare<S: BlobSource, T: BlobSource>(
         }
         let expect = format!("{}-{}", hex(&md5::Md5::digest(&part_sums)), part_sums.len() / 16);
         if t.etag.as_deref() != Some(expect.as_str()) {
-            return Ok(Some(format!(
+            let why = format!(
                 "the target's multipart ETag {:?} is not that of its content ({expect}, {count} part(s) expected)",
                 t.etag.as_deref().unwrap_or("")
-            )));
+            );
+            return Ok((Some(why), md5, bytes));
         }
     }
-    Ok(None)
+    Ok((None, md5, bytes))
+}
+
+/// What a batch of full reads needs besides its connections.
+struct Ctx<'a> {
+    dir: &'a DirectionId,
+    fencing: i64,
+    repair: bool,
+    manifest_path: &'a Option<PathBuf>,
+}
+
+/// Reads the pending pairs, [`WIDTH`] at once (the main source and target plus the
+/// extra `readers`), then records each in path order: its manifest line, its
+/// difference, and its repair.
+#[allow(clippy::too_many_arguments)]
+async fn read_pending(
+    pending: &mut Vec<(BlobMeta, BlobMeta)>,
+    readers: &mut [(Reader, Reader)],
+    source: &mut Reader,
+    target: &mut Reader,
+    sink: &mut Writer,
+    manifest: &mut Option<std::io::BufWriter<std::fs::File>>,
+    report: &mut BlobReport,
+    ctx: &Ctx<'_>,
+) -> Result<(), VerifyError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let pairs = std::mem::take(pending);
+    let mut lanes: Vec<(&mut Reader, &mut Reader)> = vec![(&mut *source, &mut *target)];
+    lanes.extend(readers.iter_mut().map(|(a, b)| (a, b)));
+    let width = lanes.len();
+    let runs = lanes.into_iter().enumerate().map(|(lane, (src, tgt))| {
+        let mine: Vec<(usize, &(BlobMeta, BlobMeta))> =
+            pairs.iter().enumerate().filter(|(i, _)| i % width == lane).collect();
+        async move {
+            let mut out = Vec::with_capacity(mine.len());
+            for (i, (s, t)) in mine {
+                out.push((i, read_both(s, t, &mut *src, &mut *tgt).await?));
+            }
+            Ok::<_, ConnectorError>(out)
+        }
+    });
+    let mut results: Vec<(usize, (Option<String>, Option<String>, u64))> = Vec::with_capacity(pairs.len());
+    for lane in futures_util::future::join_all(runs).await {
+        results.extend(lane?);
+    }
+    results.sort_by_key(|(i, _)| *i);
+    for (i, (reason, md5, bytes)) in results {
+        let (s, _) = &pairs[i];
+        report.bytes_read += bytes;
+        if let (Some(w), Some(md5)) = (manifest.as_mut(), md5) {
+            writeln!(w, "{md5}  {}", s.path).map_err(|e| VerifyError::RepairFile {
+                path: ctx.manifest_path.clone().unwrap_or_default(),
+                source: e,
+            })?;
+        }
+        let Some(reason) = reason else { continue };
+        report.differences.push(BlobDiff { path: s.path.clone(), reason });
+        if ctx.repair {
+            copy_one(&mut *source, &mut *sink, ctx.dir, s, ctx.fencing).await?;
+            report.repaired += 1;
+        }
+    }
+    Ok(())
 }
 
 /// The MD5 of a blob's content, and the bytes read.
