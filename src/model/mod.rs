@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod conflict;
 pub mod item;
+pub mod json;
 pub mod schema_version;
 
 pub use conflict::ConflictPolicy;

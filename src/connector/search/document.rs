@@ -5,37 +5,18 @@
 //! JSON).
 
 use base64::Engine as _;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 
 use crate::connector::typemap::Canonical;
-use crate::model::{Row, TableSchema, Value, days_from_civil, timestamp_text};
+use crate::model::json::value_json;
+use crate::model::{Row, TableSchema, Value, days_from_civil};
 
-/// A value as JSON in a document.
+/// A value as JSON in a document: as every JSON sink writes it
+/// ([`crate::model::json::value_json`]), except a JSON column, which is nested JSON.
 pub fn encode(v: &Value) -> Json {
     match v {
-        Value::Null => Json::Null,
-        Value::Int(i) => json!(i),
-        Value::UInt(u) => json!(u),
-        Value::Float(f) if f.is_finite() => json!(f),
-        // A search field holds no NaN or infinity: the text keeps the value.
-        Value::Float(f) if f.is_nan() => json!("NaN"),
-        Value::Float(f) => json!(if *f > 0.0 { "Infinity" } else { "-Infinity" }),
-        Value::Decimal(s) | Value::Text(s) => json!(s),
-        Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| json!(s)),
-        Value::Bytes(b) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
-        Value::Date { year, month, day } => json!(format!("{year:04}-{month:02}-{day:02}")),
-        Value::Time { negative, hours, minutes, seconds, micros } => {
-            let sign = if *negative { "-" } else { "" };
-            json!(format!("{sign}{hours:02}:{minutes:02}:{seconds:02}.{micros:06}"))
-        }
-        Value::DateTime { year, month, day, hour, minute, second, micros } => {
-            json!(format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}"))
-        }
-        Value::Timestamp(us) => {
-            let text = timestamp_text(*us).replacen(' ', "T", 1);
-            let text = if text.contains('.') { text } else { format!("{text}.000000") };
-            json!(format!("{text}Z"))
-        }
+        Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| Json::String(s.clone())),
+        other => value_json(other),
     }
 }
 
@@ -107,6 +88,8 @@ fn timestamp_of(s: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
