@@ -14,7 +14,7 @@ use crate::connector::registry::{
     SourceOptions, TargetState, TargetTable,
 };
 use crate::connector::typemap::TypeMap;
-use crate::connector::{ConnectorError, DirectionId, Retention};
+use crate::connector::{ConnectorError, DirectionId};
 use crate::model::{Position, PositionParseError, TableName};
 
 /// The Redis store.
@@ -77,14 +77,8 @@ impl Connector for Store {
             Ok(Some(crate::connector::Source::head(&mut s).await?))
         })
     }
-    fn source_retention<'a>(
-        &'a self,
-        _ep: &'a Endpoint,
-        _stream: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Retention>, ConnectorError>> {
-        // Redis keeps one backlog for every replica, not history per reader.
-        Box::pin(async { Ok(None) })
-    }
+    // source_retention: the contract's default (None): Redis keeps one backlog for
+    // every replica, not history per reader.
     fn conflicts<'a>(
         &'a self,
         ep: &'a Endpoint,
