@@ -221,11 +221,7 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
     // The extra connections of a full read, opened at the first batch.
     let mut readers: Vec<(Reader, Reader)> = Vec::new();
     let mut pending: Vec<(BlobMeta, BlobMeta)> = Vec::new();
-    if !opts.quick {
-        for _ in 1..WIDTH {
-            readers.push((registry::open_blob_source(from, true).await?, registry::open_blob_source(to, true).await?));
-        }
-    }
+    let ctx = Ctx { from, to, dir: &dir, fencing, repair: opts.repair, manifest_path: &opts.manifest };
     loop {
         let s = sp.head(&mut source, &globs).await?.cloned();
         let t = tp.head(&mut target, &globs).await?.cloned();
@@ -252,7 +248,6 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
                 // Read later, with other pairs at once; the manifest line comes from there.
                 pending.push((s.clone(), t.clone()));
                 if pending.len() >= BATCH {
-                    let ctx = Ctx { dir: &dir, fencing, repair: opts.repair, manifest_path: &opts.manifest };
                     read_pending(
                         &mut pending,
                         &mut readers,
@@ -296,7 +291,6 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
             report.repaired += 1;
         }
     }
-    let ctx = Ctx { dir: &dir, fencing, repair: opts.repair, manifest_path: &opts.manifest };
     read_pending(&mut pending, &mut readers, &mut source, &mut target, &mut sink, &mut manifest, &mut report, &ctx)
         .await?;
     // Pairs read in batches report after the paths listed after them: path order again.
@@ -444,6 +438,8 @@ async fn read_both<S: BlobSource + ?Sized, T: BlobSource + ?Sized>(
 
 /// What a batch of full reads needs besides its connections.
 struct Ctx<'a> {
+    from: &'a crate::config::Endpoint,
+    to: &'a crate::config::Endpoint,
     dir: &'a DirectionId,
     fencing: i64,
     repair: bool,
@@ -456,7 +452,7 @@ struct Ctx<'a> {
 #[allow(clippy::too_many_arguments)]
 async fn read_pending(
     pending: &mut Vec<(BlobMeta, BlobMeta)>,
-    readers: &mut [(Reader, Reader)],
+    readers: &mut Vec<(Reader, Reader)>,
     source: &mut Reader,
     target: &mut Reader,
     sink: &mut Writer,
@@ -468,6 +464,10 @@ async fn read_pending(
         return Ok(());
     }
     let pairs = std::mem::take(pending);
+    while readers.len() + 1 < WIDTH.min(pairs.len()) {
+        readers
+            .push((registry::open_blob_source(ctx.from, true).await?, registry::open_blob_source(ctx.to, true).await?));
+    }
     let mut lanes: Vec<(&mut Reader, &mut Reader)> = vec![(&mut *source, &mut *target)];
     lanes.extend(readers.iter_mut().map(|(a, b)| (a, b)));
     let width = lanes.len();
