@@ -10,9 +10,10 @@
 
 use sqlx::postgres::PgConnection;
 
+use super::decoder::RelColumn;
 use super::{PgEndpoint, ident, qualified, schema};
 use crate::connector::ConnectorError;
-use crate::model::{SchemaChange, SchemaChangeKind, TableSchema};
+use crate::model::{Column, SchemaChange, SchemaChangeKind, TableSchema};
 
 const ALTER: &str = "ALTER TABLE ";
 
@@ -33,66 +34,80 @@ pub async fn follow(
     ep: &PgEndpoint,
     conn: &mut PgConnection,
     old: &TableSchema,
-    stream_columns: &[&str],
+    stream: &[RelColumn],
 ) -> Result<Option<Followed>, ConnectorError> {
     let names: Vec<&str> = old.columns.iter().map(|c| c.name.as_str()).collect();
+    let stream_columns: Vec<&str> = stream.iter().map(|c| c.name.as_str()).collect();
     if names == stream_columns {
         return Ok(None);
     }
     let k = stream_columns.len();
-    if k < names.len() && names[..k] == *stream_columns && old.primary_key.iter().all(|&i| i < k) {
+    if k < names.len() && names[..k] == *stream_columns.as_slice() && old.primary_key.iter().all(|&i| i < k) {
         let mut table = old.clone();
         table.columns.truncate(k);
         table.unique_keys.retain(|u| u.iter().all(|&i| i < k));
         return Ok(Some(Followed { table, ddl: Vec::new() }));
     }
-    Ok(added_columns(ep, conn, old, stream_columns).await?.map(|(table, change)| Followed { table, ddl: vec![change] }))
+    Ok(added_columns(ep, conn, old, stream).await?.map(|(table, change)| Followed { table, ddl: vec![change] }))
 }
 
 /// When the stream's columns of `old` are its columns plus some at the end: the table
-/// as it is now and the change adding them; `None` for any other change.
+/// as the stream shows it and the change adding them; `None` for any other change.
+/// Each added column is looked up in the catalog by name, and typed as the stream types
+/// it: the catalog may already hold later changes (another column added before ferry
+/// read this Relation), which the following Relation messages carry in their turn.
 pub async fn added_columns(
     ep: &PgEndpoint,
     conn: &mut PgConnection,
     old: &TableSchema,
-    stream_columns: &[&str],
+    stream: &[RelColumn],
 ) -> Result<Option<(TableSchema, SchemaChange)>, ConnectorError> {
     let n = old.columns.len();
-    if stream_columns.len() <= n || old.columns.iter().zip(stream_columns).any(|(c, s)| c.name != *s) {
+    if stream.len() <= n || old.columns.iter().zip(stream).any(|(c, s)| c.name != s.name) {
         return Ok(None);
     }
-    // The catalog may have moved on since (a later change): then it is not carried.
     let Some(now) = schema::describe(ep, conn, &old.name).await? else { return Ok(None) };
-    let names: Vec<&str> = now.columns.iter().map(|c| c.name.as_str()).collect();
-    if names != stream_columns || now.primary_key != old.primary_key {
+    let key_names = |t: &TableSchema| t.primary_key.iter().map(|&i| t.columns[i].name.clone()).collect::<Vec<_>>();
+    if key_names(&now) != key_names(old) {
         return Ok(None);
     }
+    let mut table = old.clone();
     let mut clauses = Vec::new();
-    for c in &now.columns[n..] {
+    for s in &stream[n..] {
+        let decl_type: String = sqlx::query_scalar("SELECT format_type($1::bigint::oid, $2)")
+            .bind(i64::from(s.type_oid))
+            .bind(s.typmod)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(ep.error(format!("naming the type of the new column {}.{}", old.name, s.name)))?;
+        // A column dropped again since is still carried as the stream shows it, without
+        // the default and NOT NULL the catalog no longer holds.
+        let nullable = now.columns.iter().find(|c| c.name == s.name).is_none_or(|c| c.nullable);
         let default: Option<String> = sqlx::query_scalar(
             "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
-             WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attgenerated = ''",
+             WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attgenerated = '' AND NOT a.attisdropped",
         )
-        .bind(qualified(&now.name))
-        .bind(&c.name)
+        .bind(qualified(&old.name))
+        .bind(&s.name)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(ep.error(format!("reading the default of the new column {}.{}", now.name, c.name)))?;
+        .map_err(ep.error(format!("reading the default of the new column {}.{}", old.name, s.name)))?;
         clauses.push(format!(
             "ADD COLUMN IF NOT EXISTS {} {}{}{}",
-            ident(&c.name),
-            c.decl_type,
+            ident(&s.name),
+            decl_type,
             default.map(|d| format!(" DEFAULT {d}")).unwrap_or_default(),
-            if c.nullable { "" } else { " NOT NULL" }
+            if nullable { "" } else { " NOT NULL" }
         ));
+        table.columns.push(Column { name: s.name.clone(), decl_type, nullable });
     }
-    let name = qualified(&now.name);
+    let name = qualified(&old.name);
     let statement = format!("{ALTER}{name} {}", clauses.join(", "));
     let change = SchemaChange {
-        table: now.name.clone(),
+        table: old.name.clone(),
         kind: SchemaChangeKind::Alter,
         statement,
         name_at: (ALTER.len(), ALTER.len() + name.len()),
     };
-    Ok(Some((now, change)))
+    Ok(Some((table, change)))
 }

@@ -174,13 +174,21 @@ impl PgSink {
         changes: &[&'c Change],
         fresh: Option<&super::conflict::Fresh>,
     ) -> Result<(), ConnectorError> {
+        // One group per table and shape, in stream order: rows read after columns were
+        // added carry more values than those before, and each is written with its own
+        // columns (a group written with the first shape would drop the new values).
+        // Later groups hold later states of a key, so writing groups in order is exact.
         let mut tables: Vec<Final<'c>> = Vec::new();
         let mut index: HashMap<TableName, usize> = HashMap::new();
         for c in changes {
-            let i = *index.entry(c.table.name.clone()).or_insert_with(|| {
-                tables.push(Final { table: c.table.clone(), order: Vec::new(), rows: HashMap::new() });
-                tables.len() - 1
-            });
+            let i = match index.get(&c.table.name) {
+                Some(&i) if tables[i].table.columns.len() == c.table.columns.len() => i,
+                _ => {
+                    tables.push(Final { table: c.table.clone(), order: Vec::new(), rows: HashMap::new() });
+                    index.insert(c.table.name.clone(), tables.len() - 1);
+                    tables.len() - 1
+                }
+            };
             let f = &mut tables[i];
             let mut set = |k: Key, row: Option<&'c Row>| {
                 let k = HashKey(k);

@@ -228,7 +228,7 @@ impl PgSource {
         };
         let now: Vec<&str> = r.columns.iter().map(|c| c.name.as_str()).collect();
         if self.tables.contains_key(&name)
-            && let Some(changed) = ddl::follow(&self.ep, &mut self.conn, &schema, &now).await?
+            && let Some(changed) = ddl::follow(&self.ep, &mut self.conn, &schema, &r.columns).await?
         {
             // Columns added (carried to the target ahead of the rows), or a stream read
             // from before columns were added (its rows leave them as they are).
