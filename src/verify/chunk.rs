@@ -1,7 +1,8 @@
 //! Walking one table chunk by chunk: a planner session on the source names each chunk's
-//! upper key (the key `n` rows on) while both sides checksum the previous key range
-//! concurrently; a range whose checksums differ is narrowed down to rows
-//! ([`super::bisect`]).
+//! upper key (the key `n` rows on, or for a single integer key compared inside the
+//! databases the last one plus a span: [`super::span`]) while both sides checksum the
+//! previous key range concurrently; a range whose checksums differ is narrowed down to
+//! rows ([`super::bisect`]).
 
 use std::time::Instant;
 
@@ -10,9 +11,10 @@ use super::diff::{RowDiff, TablePair, diff_rows, digest};
 use super::error::VerifyError;
 use super::progress::{Progress, ProgressEvent};
 use super::rows::read_both;
+use super::span;
 use super::throttle::Throttle;
 use crate::connector::verifier::{AnySide, Side};
-use crate::model::KeyRange;
+use crate::model::{Key, KeyRange};
 
 /// Rows of the first chunk when both sides checksum inside the database; later chunks
 /// are sized so that one takes about [`NATIVE_CHUNK_SECS`] (as pt-table-checksum does).
@@ -69,60 +71,127 @@ pub async fn walk_table(
     let table = pair.source.name.to_string();
     let estimated_rows = source.estimate(&pair.source).await?;
     progress.send(ProgressEvent::TableStarted { table: table.clone(), estimated_rows });
-    let mut chunk = if pair.native { NATIVE_CHUNK_ROWS } else { STREAM_CHUNK_ROWS };
-    let mut walk = TableWalk::default();
-    let mut after = None;
-    let mut upto = planner.key_at(&pair.source, &KeyRange::default(), chunk - 1).await?;
-    loop {
-        let range = KeyRange { after: after.clone(), upto: upto.clone() };
-        let took = Instant::now();
-        // The planner (a second source session) finds the next chunk's upper key while
-        // both sides checksum this one.
-        let next = async {
-            match &upto {
-                Some(k) => {
-                    let probe = KeyRange { after: Some(k.clone()), upto: None };
-                    planner.key_at(&pair.source, &probe, chunk - 1).await.map(Some)
+    let mut walker = Walker { pair, source, target, progress, throttle, table, walk: TableWalk::default() };
+    let first = planner.key_at(&pair.source, &KeyRange::default(), 0).await?;
+    match first {
+        Some(first) if pair.native && span::int_of(&first).is_some() => walker.by_spans(planner, first).await?,
+        _ => walker.by_offsets(planner).await?,
+    }
+    let mut walk = walker.walk;
+    walk.seconds = start.elapsed().as_secs_f64();
+    let differences = walk.diffs.len() as u64 + walk.not_kept;
+    progress.send(ProgressEvent::TableDone { table: pair.source.name.to_string(), differences });
+    Ok(walk)
+}
+
+/// One table's walk in progress.
+struct Walker<'a> {
+    pair: &'a TablePair,
+    source: &'a mut AnySide,
+    target: &'a mut AnySide,
+    progress: &'a Progress,
+    throttle: &'a mut Throttle,
+    table: String,
+    walk: TableWalk,
+}
+
+impl Walker<'_> {
+    /// Chunks of `chunk` rows, each upper key found by the planner (a second source
+    /// session) while both sides checksum the previous range.
+    async fn by_offsets(&mut self, planner: &mut AnySide) -> Result<(), VerifyError> {
+        let pair = self.pair;
+        let mut chunk = if pair.native { NATIVE_CHUNK_ROWS } else { STREAM_CHUNK_ROWS };
+        let mut after = None;
+        let mut upto = planner.key_at(&pair.source, &KeyRange::default(), chunk - 1).await?;
+        loop {
+            let range = KeyRange { after: after.clone(), upto: upto.clone() };
+            let took = Instant::now();
+            let next = async {
+                match &upto {
+                    Some(k) => {
+                        let probe = KeyRange { after: Some(k.clone()), upto: None };
+                        planner.key_at(&pair.source, &probe, chunk - 1).await.map(Some)
+                    }
+                    None => Ok(None),
                 }
-                None => Ok(None),
+            };
+            let (compared, next) = tokio::join!(self.compare(&range), next);
+            let (rows, differs) = compared?;
+            let next = next?;
+            if pair.native && !differs && rows == chunk {
+                chunk = next_chunk_rows(chunk, took.elapsed().as_secs_f64());
             }
-        };
-        let compare = async {
-            if pair.native {
-                native_chunk(pair, source, target, &range, &mut walk).await
-            } else {
-                stream_chunk(pair, source, target, &range, &mut walk).await
+            self.done(rows, differs, took).await;
+            match (upto, next) {
+                (Some(k), Some(n)) => {
+                    after = Some(k);
+                    upto = n;
+                }
+                _ => return Ok(()),
             }
-        };
-        let (compared, next) = tokio::join!(compare, next);
-        let (rows, differs) = compared?;
-        let next = next?;
-        tracing::debug!(table = %pair.source.name, rows, differs, secs = took.elapsed().as_secs_f64(), "chunk compared");
-        if pair.native && !differs && rows == chunk {
-            chunk = next_chunk_rows(chunk, took.elapsed().as_secs_f64());
-        }
-        walk.chunks += 1;
-        if differs {
-            walk.chunks_differing += 1;
-        }
-        progress.send(ProgressEvent::Chunk { table: table.clone(), rows, differs });
-        throttle.admit(rows).await;
-        match (upto, next) {
-            (Some(k), Some(n)) => {
-                after = Some(k);
-                upto = n;
-            }
-            _ => break,
         }
     }
-    walk.seconds = start.elapsed().as_secs_f64();
-    progress.send(ProgressEvent::TableDone { table, differences: walk.diffs.len() as u64 + walk.not_kept });
-    Ok(walk)
+
+    /// Chunks of a single integer key cut by arithmetic ([`span`]) from the first key;
+    /// the planner only asks whether any key lies past a chunk (an index seek), and the
+    /// chunk past which none does runs to the end of the table.
+    async fn by_spans(&mut self, planner: &mut AnySide, first: Key) -> Result<(), VerifyError> {
+        let pair = self.pair;
+        let Some(lowest) = span::int_of(&first) else { return self.by_offsets(planner).await };
+        let mut width = i128::from(NATIVE_CHUNK_ROWS);
+        let mut after: Option<Key> = None;
+        let mut low = lowest - 1;
+        loop {
+            let high = low.saturating_add(width);
+            let upto = match span::key_of(high, &first) {
+                Some(k) => {
+                    let probe = KeyRange { after: Some(k.clone()), upto: None };
+                    planner.key_at(&pair.source, &probe, 0).await?.map(|_| k)
+                }
+                None => None,
+            };
+            let range = KeyRange { after: after.clone(), upto: upto.clone() };
+            let took = Instant::now();
+            let (rows, differs) = self.compare(&range).await?;
+            if !differs {
+                width = span::next_span(width, rows, took.elapsed().as_secs_f64());
+            }
+            self.done(rows, differs, took).await;
+            match upto {
+                Some(k) => {
+                    after = Some(k);
+                    low = high;
+                }
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Compares one range.
+    async fn compare(&mut self, range: &KeyRange) -> Result<(u64, bool), VerifyError> {
+        if self.pair.native {
+            native_chunk(self.pair, self.source, self.target, range, &mut self.walk).await
+        } else {
+            stream_chunk(self.pair, self.source, self.target, range, &mut self.walk).await
+        }
+    }
+
+    /// Counts a compared chunk, reports it and waits as the throttle says.
+    async fn done(&mut self, rows: u64, differs: bool, took: Instant) {
+        let secs = took.elapsed().as_secs_f64();
+        tracing::debug!(table = %self.pair.source.name, rows, differs, secs, "chunk compared");
+        self.walk.chunks += 1;
+        if differs {
+            self.walk.chunks_differing += 1;
+        }
+        self.progress.send(ProgressEvent::Chunk { table: self.table.clone(), rows, differs });
+        self.throttle.admit(rows).await;
+    }
 }
 
 /// The next in-database chunk size after `rows` rows took `secs`: aiming at
 /// [`NATIVE_CHUNK_SECS`], growing at most fourfold, within [`NATIVE_CHUNK_LIMITS`].
-fn next_chunk_rows(rows: u64, secs: f64) -> u64 {
+pub(super) fn next_chunk_rows(rows: u64, secs: f64) -> u64 {
     let ideal = (rows as f64 * NATIVE_CHUNK_SECS / secs.max(0.001)) as u64;
     ideal.min(rows * 4).clamp(NATIVE_CHUNK_LIMITS.0, NATIVE_CHUNK_LIMITS.1)
 }

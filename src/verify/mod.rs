@@ -20,6 +20,7 @@ pub mod progress;
 pub mod repair;
 pub mod report;
 pub mod rows;
+pub mod span;
 pub mod throttle;
 
 use std::path::PathBuf;
