@@ -1,6 +1,8 @@
 //! MySQL/MariaDB as one side of a verification: rows and ranges in the server's key
 //! order (or bytes, against another store), checksums inside the server, repairs in its SQL.
 
+use std::collections::HashMap;
+
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
@@ -16,6 +18,8 @@ pub struct MysqlSide {
     pub(crate) conn: Conn,
     pub(crate) order: KeyOrder,
     pub(crate) hash: RowHash,
+    /// Each table's row text ([`my::row_text`]), built at its first checksum.
+    pub(crate) rows: HashMap<TableName, String>,
 }
 
 impl MysqlSide {
@@ -23,7 +27,7 @@ impl MysqlSide {
     pub async fn open(ep: MysqlEndpoint) -> Result<MysqlSide, ConnectorError> {
         let mut conn = ep.connect().await?;
         let hash = RowHash::detect(&mut conn).await;
-        Ok(MysqlSide { ep, conn, order: KeyOrder::Server, hash })
+        Ok(MysqlSide { ep, conn, order: KeyOrder::Server, hash, rows: HashMap::new() })
     }
 }
 
@@ -117,7 +121,16 @@ impl Side for MysqlSide {
         table: &TableSchema,
         range: &KeyRange,
     ) -> Result<Option<(u64, String)>, ConnectorError> {
-        my::range_checksum(&self.ep, &mut self.conn, table, range, self.order, self.hash).await.map(Some)
+        let row = match self.rows.get(&table.name) {
+            Some(r) => r.clone(),
+            None => {
+                let may_hold = my::may_hold_separator(&self.ep, &mut self.conn, table).await?;
+                let r = my::row_text(table, &may_hold);
+                self.rows.insert(table.name.clone(), r.clone());
+                r
+            }
+        };
+        my::range_checksum(&self.ep, &mut self.conn, table, range, self.order, self.hash, &row).await.map(Some)
     }
     async fn extent(&mut self, table: &TableSchema) -> Result<Extent, ConnectorError> {
         my::count_min_max(&self.ep, &mut self.conn, table, self.order).await
