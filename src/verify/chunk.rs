@@ -6,6 +6,8 @@
 
 use std::time::Instant;
 
+use tokio::sync::mpsc;
+
 use super::bisect::bisect;
 use super::diff::{RowDiff, TablePair, diff_rows, digest};
 use super::error::VerifyError;
@@ -26,6 +28,10 @@ pub const NATIVE_CHUNK_SECS: f64 = 0.25;
 pub const NATIVE_CHUNK_LIMITS: (u64, u64) = (1_000, 1_000_000);
 /// Rows per chunk when ferry hashes streamed rows (they are held in memory).
 pub const STREAM_CHUNK_ROWS: u64 = 5_000;
+/// In-database chunks the source may checksum ahead of the target.
+const AHEAD: usize = 2;
+/// One side's checksum of a range (`None`: the side cannot checksum it).
+type Sum = Option<(u64, String)>;
 /// Differing rows kept per table (with both versions, for re-checks and repair); more
 /// are counted only, so a target that lacks most rows cannot exhaust memory.
 pub const MAX_KEPT_DIFFS: usize = 100_000;
@@ -132,39 +138,88 @@ impl Walker<'_> {
         }
     }
 
-    /// Chunks of a single integer key cut by arithmetic ([`span`]) from the first key;
-    /// the planner only asks whether any key lies past a chunk (an index seek), and the
-    /// chunk past which none does runs to the end of the table.
+    /// Chunks of a single integer key cut by arithmetic ([`span`]) from the first key,
+    /// each side checksumming at its own pace: the source (with the planner, which only
+    /// asks whether any key lies past a chunk: an index seek) leads and the target
+    /// follows at most [`AHEAD`] chunks behind, so neither server waits for the other
+    /// after every chunk. The chunk past which no key lies runs to the end of the table.
+    /// Differing chunks are narrowed down to rows once the walk is done.
     async fn by_spans(&mut self, planner: &mut AnySide, first: Key) -> Result<(), VerifyError> {
         let pair = self.pair;
         let Some(lowest) = span::int_of(&first) else { return self.by_offsets(planner).await };
-        let mut width = i128::from(NATIVE_CHUNK_ROWS);
-        let mut after: Option<Key> = None;
-        let mut low = lowest - 1;
-        loop {
-            let high = low.saturating_add(width);
-            let upto = match span::key_of(high, &first) {
-                Some(k) => {
-                    let probe = KeyRange { after: Some(k.clone()), upto: None };
-                    planner.key_at(&pair.source, &probe, 0).await?.map(|_| k)
+        let (to_target, mut ranges) = mpsc::channel::<KeyRange>(AHEAD);
+        let (source_tx, mut source_sums) = mpsc::unbounded_channel::<(KeyRange, Sum)>();
+        let (target_tx, mut target_sums) = mpsc::unbounded_channel::<Sum>();
+        let (source, target, throttle) = (&mut *self.source, &mut *self.target, &mut *self.throttle);
+        let lead = async move {
+            let mut width = i128::from(NATIVE_CHUNK_ROWS);
+            let mut after: Option<Key> = None;
+            let mut low = lowest - 1;
+            loop {
+                let high = low.saturating_add(width);
+                let upto = match span::key_of(high, &first) {
+                    Some(k) => {
+                        let probe = KeyRange { after: Some(k.clone()), upto: None };
+                        planner.key_at(&pair.source, &probe, 0).await?.map(|_| k)
+                    }
+                    None => None,
+                };
+                let range = KeyRange { after: after.clone(), upto: upto.clone() };
+                if to_target.send(range.clone()).await.is_err() {
+                    // The target's side failed: its error is the one to report.
+                    return Ok(());
                 }
-                None => None,
-            };
-            let range = KeyRange { after: after.clone(), upto: upto.clone() };
-            let took = Instant::now();
-            let (rows, differs) = self.compare(&range).await?;
-            if !differs {
+                let took = Instant::now();
+                let sum = source.native_checksum(&pair.source, &range).await?;
+                let rows = sum.as_ref().map_or(0, |s| s.0);
                 width = span::next_span(width, rows, took.elapsed().as_secs_f64());
-            }
-            self.done(rows, differs, took).await;
-            match upto {
-                Some(k) => {
-                    after = Some(k);
-                    low = high;
+                let _ = source_tx.send((range, sum));
+                throttle.admit(rows).await;
+                match upto {
+                    Some(k) => {
+                        after = Some(k);
+                        low = high;
+                    }
+                    None => return Ok::<(), VerifyError>(()),
                 }
-                None => return Ok(()),
             }
+        };
+        let follow = async move {
+            while let Some(range) = ranges.recv().await {
+                let sum = target.native_checksum(&pair.target, &range).await?;
+                if target_tx.send(sum).is_err() {
+                    break;
+                }
+            }
+            Ok::<(), VerifyError>(())
+        };
+        let (walk, progress, table) = (&mut self.walk, self.progress, &self.table);
+        let judge = async move {
+            let mut differing = Vec::new();
+            while let Some((range, a)) = source_sums.recv().await {
+                let Some(b) = target_sums.recv().await else { break };
+                let (na, nb) = (a.as_ref().map_or(0, |x| x.0), b.as_ref().map_or(0, |x| x.0));
+                walk.source_rows += na;
+                walk.target_rows += nb;
+                walk.chunks += 1;
+                let differs = a.is_none() || a != b;
+                if differs {
+                    walk.chunks_differing += 1;
+                    differing.push((range, na.max(nb)));
+                }
+                tracing::debug!(table = %pair.source.name, rows = na, differs, "chunk compared");
+                progress.send(ProgressEvent::Chunk { table: table.clone(), rows: na, differs });
+            }
+            differing
+        };
+        let (led, followed, differing) = tokio::join!(lead, follow, judge);
+        led?;
+        followed?;
+        for (range, rows) in differing {
+            let found = bisect(pair, self.source, self.target, range, rows).await?;
+            self.walk.keep(found);
         }
+        Ok(())
     }
 
     /// Compares one range.
