@@ -143,6 +143,26 @@ async fn keys_longer_than_the_targets_bulk_limit_are_rewritten_exactly_across_a_
     let l = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(l.contains("proto-max-bulk-len"), "{l}");
     run.terminate();
+
+    // `verify --repair` rewrites damaged big keys the same way.
+    a.run("DEL big:toolong").await;
+    for w in ["LPOP big:list", "HDEL big:hash f5", "DEL big:zset", "SET big:str short", "XGROUP DESTROY big:stream g2"]
+    {
+        b.run(w).await;
+    }
+    let verify = |extra: &'static str| {
+        let config = config.clone();
+        async move {
+            let mut args = vec!["verify", "--config", config.to_str().expect("utf-8 path")];
+            args.extend(extra.split_whitespace());
+            ferry_within(&args, Duration::from_secs(90)).await
+        }
+    };
+    let out = verify("--repair").await;
+    assert!(out.stdout.contains("5 repaired"), "{}", out.all());
+    let out = verify("").await;
+    assert_eq!(out.code, Some(0), "after the repair: {}", out.all());
+    wait_identical(&mut a, &mut b, Duration::from_secs(10), "after the repair").await;
 }
 
 /// Reply items without the idle times and delivery times XPENDING shows (now-relative).

@@ -6,7 +6,13 @@
 //! one `MULTI` each; the first part starts with the `DEL`, so writing the key again from
 //! its start (after a crash) never adds to what an interrupted write left.
 
+use tracing::{info, warn};
+
+use super::RedisEndpoint;
 use super::rdb_value::{DecodeError, Stream, Value, decode, split_payload};
+use super::resp::{Conn, Reply};
+use crate::connector::ConnectorError;
+use crate::redis_cmd;
 
 /// The `proto-max-bulk-len` Redis has by default (512 MB).
 pub const DEFAULT_BULK_LIMIT: u64 = 512 << 20;
@@ -46,6 +52,37 @@ pub fn plan(payload: &[u8], limit: u64, target_version: Option<u16>) -> Plan {
         (Some((_, v)), Some(t)) if v > t => Plan::Newer { payload: v, target: t },
         _ => Plan::Restore,
     }
+}
+
+/// Learns what a target's `RESTORE` takes: its `proto-max-bulk-len` (`CONFIG GET`;
+/// Redis's default when `CONFIG` is refused) and its RDB version (the `DUMP` of a probe
+/// key written and deleted in one `MULTI`; `None` when that is refused).
+pub async fn probe(ep: &RedisEndpoint, c: &mut Conn) -> Result<(u64, Option<u16>), ConnectorError> {
+    let r = c.call(&["CONFIG", "GET", "proto-max-bulk-len"]).await.map_err(ep.io("reading proto-max-bulk-len"))?;
+    let read = r.clone().items().get(1).and_then(Reply::text).and_then(|v| v.parse::<u64>().ok());
+    let limit = match read {
+        Some(l) if l > 0 => l,
+        _ => {
+            let reason = r.error().map_or_else(|| "no value".to_string(), str::to_string);
+            warn!(endpoint = %ep.name, %reason, "cannot read the target's proto-max-bulk-len (CONFIG GET refused); taking Redis's default of 512 MB: a key whose DUMP payload is longer than the target's real limit is refused");
+            DEFAULT_BULK_LIMIT
+        }
+    };
+    let key = "ferry:probe:restore";
+    let replies = c
+        .pipeline(&[
+            redis_cmd!("MULTI"),
+            redis_cmd!("SET", key, "1"),
+            redis_cmd!("DUMP", key),
+            redis_cmd!("DEL", key),
+            redis_cmd!("EXEC"),
+        ])
+        .await
+        .map_err(ep.io("probing the target's RDB version"))?;
+    let dump = replies.last().cloned().map(Reply::items).and_then(|v| v.get(1).cloned()).and_then(Reply::bytes);
+    let version = dump.as_deref().and_then(split_payload).map(|(_, v)| v);
+    info!(endpoint = %ep.name, proto_max_bulk_len = limit, rdb_version = ?version, "what the target's RESTORE takes: longer payloads and newer RDB versions are written as ordinary commands");
+    Ok((limit, version))
 }
 
 /// Why a key cannot be rewritten.

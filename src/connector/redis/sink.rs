@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::resp::{Conn, Reply, encode};
 use super::rewrite::{self, Plan};
@@ -307,7 +307,7 @@ impl Sink for RedisSink {
         if super::info_field(&info, "redis_mode") == Some("cluster") {
             return Err(super::check::cluster_refused(&self.ep));
         }
-        self.probe_restore().await?;
+        (self.bulk_limit, self.restore_version) = rewrite::probe(&self.ep, &mut self.conn).await?;
         self.flush_sha = Some(self.load(lua::FLUSH).await?);
         if self.two_way_from.is_some() {
             self.apply_sha = Some(self.load(&lua::apply()).await?);
@@ -418,16 +418,8 @@ impl Sink for RedisSink {
                         // The target would refuse such an argument by dropping the
                         // connection, and refuse it again after every retry.
                         if let Some(long) = args.iter().map(Vec::len).max().filter(|n| *n as u64 > self.bulk_limit) {
-                            return Err(refused(
-                                &self.ep,
-                                position.cloned().or_else(|| batch.checkpoint.position.clone()),
-                                &item.key,
-                                format!(
-                                    "the source ran `{}` with an argument of {long} bytes, longer than the target's proto-max-bulk-len ({}), which the target refuses; raise proto-max-bulk-len on the target (CONFIG SET proto-max-bulk-len …) to at least {long}",
-                                    stream::name(&args),
-                                    self.bulk_limit
-                                ),
-                            ));
+                            let what = format!("the source ran `{}` with an argument", stream::name(&args));
+                            return Err(self.too_long(*position, batch, &item.key, &what, long));
                         }
                         q.push(&args, at("command"));
                     }
@@ -456,6 +448,14 @@ impl Sink for RedisSink {
                         }
                     }
                     kind::VALUE | kind::ABSENT => {
+                        // The compare-and-set RESTOREs inside its script: a value the
+                        // target cannot take in one argument cannot be rewritten there.
+                        let len = item.value.as_ref().map_or(0, Vec::len);
+                        if len as u64 > self.bulk_limit {
+                            let what =
+                                "a two-way task writes a value whole through its compare-and-set, and its DUMP payload";
+                            return Err(self.too_long(*position, batch, &item.key, what, len));
+                        }
                         let mut vk = VERSION_PREFIX.as_bytes().to_vec();
                         vk.extend_from_slice(&item.key);
                         let h = |n: &str| stream::header(item, n).unwrap_or_default().to_string();
@@ -657,40 +657,24 @@ impl Sink for RedisSink {
 }
 
 impl RedisSink {
-    /// Learns what the target's `RESTORE` takes: its `proto-max-bulk-len` (`CONFIG GET`;
-    /// Redis's default when `CONFIG` is refused) and its RDB version (the `DUMP` of a probe
-    /// key written and deleted in one `MULTI`; unknown when that is refused).
-    async fn probe_restore(&mut self) -> Result<(), ConnectorError> {
-        let r = self
-            .conn
-            .call(&["CONFIG", "GET", "proto-max-bulk-len"])
-            .await
-            .map_err(self.ep.io("reading proto-max-bulk-len"))?;
-        let limit = r.clone().items().get(1).and_then(Reply::text).and_then(|v| v.parse::<u64>().ok());
-        match limit {
-            Some(l) if l > 0 => self.bulk_limit = l,
-            _ => {
-                let reason = r.error().map_or_else(|| "no value".to_string(), str::to_string);
-                warn!(endpoint = %self.ep.name, %reason, "cannot read the target's proto-max-bulk-len (CONFIG GET refused); taking Redis's default of 512 MB: a key whose DUMP payload is longer than the target's real limit is refused");
-                self.bulk_limit = rewrite::DEFAULT_BULK_LIMIT;
-            }
-        }
-        let probe = "ferry:probe:restore";
-        let replies = self
-            .conn
-            .pipeline(&[
-                redis_cmd!("MULTI"),
-                redis_cmd!("SET", probe, "1"),
-                redis_cmd!("DUMP", probe),
-                redis_cmd!("DEL", probe),
-                redis_cmd!("EXEC"),
-            ])
-            .await
-            .map_err(self.ep.io("probing the target's RDB version"))?;
-        let dump = replies.last().cloned().map(Reply::items).and_then(|v| v.get(1).cloned()).and_then(Reply::bytes);
-        self.restore_version = dump.as_deref().and_then(rdb_value::split_payload).map(|(_, v)| v);
-        info!(endpoint = %self.ep.name, proto_max_bulk_len = self.bulk_limit, rdb_version = ?self.restore_version, "what the target's RESTORE takes: longer payloads and newer RDB versions are written as ordinary commands");
-        Ok(())
+    /// Refuses something longer than the target's `proto-max-bulk-len` by name.
+    fn too_long(
+        &self,
+        position: Option<&Position>,
+        batch: &ApplyBatch,
+        key: &[u8],
+        what: &str,
+        len: usize,
+    ) -> ConnectorError {
+        refused(
+            &self.ep,
+            position.cloned().or_else(|| batch.checkpoint.position.clone()),
+            key,
+            format!(
+                "{what} is of {len} bytes, longer than the target's proto-max-bulk-len ({}), which the target refuses; raise proto-max-bulk-len on the target (CONFIG SET proto-max-bulk-len …) to at least {len}",
+                self.bulk_limit
+            ),
+        )
     }
 
     /// The commands that write a key the target cannot `RESTORE`, in parts.
