@@ -238,3 +238,22 @@ fn stream_state(r: Reply) -> String {
         .map(|p| format!("{p:?}"))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_way_value_longer_than_the_targets_limit_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = Server::start(&dir.path().join("a"), &[]);
+    let dst = Server::start(&dir.path().join("b"), &["--proto-max-bulk-len", LIMIT]);
+    let mut a = Client::new(&src.url(0), 0).await;
+    let mut rng = fastrand::Rng::with_seed(5);
+    let reqs: Vec<Vec<Vec<u8>>> = (0..30_000).map(|_| cmd(&[b"RPUSH", b"wide:list", &random(&mut rng, 60)])).collect();
+    a.pipe(&reqs).await;
+    let config = redis::task_file(dir.path(), &src.url(0), &dst.url(0), "two-way", "\"*\"", "");
+    let log = dir.path().join("ferry.log");
+    let mut run = FerryRun::start(&config, &log);
+    // Not a connection dropped and retried forever: the direction stops naming the key.
+    wait_log(&log, "wide:list", Duration::from_secs(60)).await;
+    let l = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(l.contains("compare-and-set") && l.contains("proto-max-bulk-len (1048576)"), "{l}");
+    run.terminate();
+}
