@@ -128,6 +128,7 @@ async fn keys_longer_than_the_targets_bulk_limit_are_rewritten_exactly_across_a_
         l.contains("what the target's RESTORE takes") && l.contains("proto_max_bulk_len") && l.contains("1048576"),
         "{l}"
     );
+    assert!(l.contains("writing a key as ordinary commands") && l.contains("longer than the target's"), "{l}");
     // The stream's state beyond its entries (what verify compares) came along.
     for w in ["XINFO GROUPS big:stream", "XPENDING big:stream g1 - + 100 alice"] {
         let (x, y) = (a.run(w).await, b.run(w).await);

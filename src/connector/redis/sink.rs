@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use super::resp::{Conn, Reply, encode};
 use super::rewrite::{self, Plan};
@@ -70,6 +70,8 @@ pub struct RedisSink {
     bulk_limit: u64,
     /// The newest RDB version the target's `RESTORE` reads (None: unknown).
     restore_version: Option<u16>,
+    /// Whether a key rewritten for its RDB version was logged already.
+    logged_newer: bool,
 }
 
 impl RedisSink {
@@ -87,6 +89,7 @@ impl RedisSink {
             flush_sha: None,
             bulk_limit: rewrite::DEFAULT_BULK_LIMIT,
             restore_version: None,
+            logged_newer: false,
         })
     }
 
@@ -679,7 +682,7 @@ impl RedisSink {
 
     /// The commands that write a key the target cannot `RESTORE`, in parts.
     fn rewrite_parts(
-        &self,
+        &mut self,
         item: &Item,
         position: Option<&Position>,
         batch: &ApplyBatch,
@@ -695,7 +698,14 @@ impl RedisSink {
             }
             Plan::Restore => "RESTORE".into(),
         };
-        tracing::debug!(endpoint = %self.ep.name, key = %String::from_utf8_lossy(&item.key), %reason, "writing a key as ordinary commands");
+        let key = String::from_utf8_lossy(&item.key);
+        // Keys too long for RESTORE are few and each costs time: each is logged. A newer
+        // RDB version concerns every key of the copy: only the first is.
+        if matches!(why, Plan::TooLong { .. }) || !std::mem::replace(&mut self.logged_newer, true) {
+            info!(endpoint = %self.ep.name, %key, %reason, "writing a key as ordinary commands");
+        } else {
+            debug!(endpoint = %self.ep.name, %key, %reason, "writing a key as ordinary commands");
+        }
         rewrite::parts(&item.key, payload, item.ttl_ms, self.bulk_limit).map_err(|e| {
             refused(
                 &self.ep,
