@@ -42,6 +42,7 @@ mod pg_slot;
 mod pg_snapshot;
 mod pg_tls;
 mod pg_twoway;
+mod redis_big;
 mod redis_check;
 mod redis_sync;
 mod redis_tls;

@@ -2,11 +2,12 @@
 //! type and hashed in a canonical form (hash fields and set members sorted, sorted sets
 //! as member/score pairs in order, lists in order, streams as entries and groups), so
 //! two servers compare equal whatever their encodings or versions; `DUMP`/`RESTORE` for
-//! a repair.
+//! a repair (or ordinary commands for a key the target cannot restore, `rewrite.rs`).
 
 use futures_util::future::BoxFuture;
 
 use super::resp::{Conn, Reply};
+use super::rewrite::{self, Plan};
 use super::{RedisEndpoint, own};
 use crate::connector::ConnectorError;
 use crate::connector::items::{Digest, DynItemSide};
@@ -22,13 +23,16 @@ const EXPIRING_MS: i64 = 2_000;
 pub struct RedisItems {
     ep: RedisEndpoint,
     c: Conn,
+    /// What this server's `RESTORE` takes (bulk limit, RDB version), probed at the first
+    /// repair.
+    restore: Option<(u64, Option<u16>)>,
 }
 
 impl RedisItems {
     /// Connects to the endpoint's database.
     pub async fn open(ep: RedisEndpoint) -> Result<Self, ConnectorError> {
         let c = ep.connect().await?;
-        Ok(RedisItems { ep, c })
+        Ok(RedisItems { ep, c, restore: None })
     }
 
     async fn pipeline(&mut self, what: &str, reqs: &[Vec<Vec<u8>>]) -> Result<Vec<Reply>, ConnectorError> {
@@ -285,25 +289,51 @@ impl DynItemSide for RedisItems {
 
     fn write<'a>(&'a mut self, items: &'a [(Vec<u8>, Option<Item>)]) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(async move {
+            let (limit, version) = match self.restore {
+                Some(r) => r,
+                None => *self.restore.insert(rewrite::probe(&self.ep, &mut self.c).await?),
+            };
+            let named = |k: &[u8]| format!("the repair of key {:?}", String::from_utf8_lossy(k));
             for part in items.chunks(BATCH) {
-                let reqs: Vec<Vec<Vec<u8>>> = part
-                    .iter()
-                    .map(|(k, item)| match item {
-                        Some(i) => vec![
-                            b"RESTORE".to_vec(),
-                            k.clone(),
-                            i.ttl_ms.unwrap_or(0).max(0).to_string().into_bytes(),
-                            i.value.clone().unwrap_or_default(),
-                            b"REPLACE".to_vec(),
-                            b"ABSTTL".to_vec(),
-                        ],
+                let mut reqs: Vec<Vec<Vec<u8>>> = Vec::new();
+                let mut keys: Vec<&[u8]> = Vec::new();
+                let mut rewrites = Vec::new();
+                for (k, item) in part {
+                    let req = match item {
+                        Some(i) => {
+                            let payload = i.value.clone().unwrap_or_default();
+                            if rewrite::plan(&payload, limit, version) != Plan::Restore {
+                                rewrites.push((k, i));
+                                continue;
+                            }
+                            let ttl = i.ttl_ms.unwrap_or(0).max(0).to_string().into_bytes();
+                            vec![b"RESTORE".to_vec(), k.clone(), ttl, payload, b"REPLACE".to_vec(), b"ABSTTL".to_vec()]
+                        }
                         None => vec![b"DEL".to_vec(), k.clone()],
-                    })
-                    .collect();
+                    };
+                    reqs.push(req);
+                    keys.push(k);
+                }
                 let replies = self.pipeline("repairing keys", &reqs).await?;
-                for ((k, _), r) in part.iter().zip(replies) {
+                for (k, r) in keys.iter().zip(replies) {
                     if let Some(e) = r.error() {
-                        return Err(self.ep.refused(&format!("the repair of key {:?}", String::from_utf8_lossy(k)), e));
+                        return Err(self.ep.refused(&named(k), e));
+                    }
+                }
+                // A key the target cannot RESTORE: its commands, one MULTI a part.
+                for (k, i) in rewrites {
+                    let payload = i.value.as_deref().unwrap_or_default();
+                    let parts = rewrite::parts(k, payload, i.ttl_ms, limit)
+                        .map_err(|e| self.ep.refused(&named(k), &e.to_string()))?;
+                    for cmds in parts {
+                        let mut reqs = vec![vec![b"MULTI".to_vec()]];
+                        reqs.extend(cmds);
+                        reqs.push(vec![b"EXEC".to_vec()]);
+                        let replies = self.pipeline("repairing keys", &reqs).await?;
+                        let exec = replies.last().cloned().map(Reply::items).unwrap_or_default();
+                        if let Some(e) = replies.iter().chain(&exec).find_map(Reply::error) {
+                            return Err(self.ep.refused(&named(k), e));
+                        }
                     }
                 }
             }

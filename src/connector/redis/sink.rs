@@ -4,8 +4,9 @@
 //! of a process that lost the lease does not land. Each run of changes from one site is
 //! framed by `SET ferry:mark:SITE` / `DEL ferry:mark:SITE`: a reader of this server's
 //! stream knows where they came from (and a two-way task's reverse direction drops
-//! them). Keys of an RDB are `RESTORE`d (`REPLACE ABSTTL`); two-way values go through
-//! the apply script (a compare-and-set of versions).
+//! them). Keys of an RDB are `RESTORE`d (`REPLACE ABSTTL`), or written as ordinary
+//! commands when the target cannot restore them (`rewrite.rs`); two-way values go
+//! through the apply script (a compare-and-set of versions).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,9 +14,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use tracing::{debug, info, warn};
+
 use super::resp::{Conn, Reply, encode};
+use super::rewrite::{self, Plan};
 use super::stream::{self, kind};
-use super::{CONFLICTS_KEY, MARK_PREFIX, RedisEndpoint, VERSION_PREFIX, lua, own};
+use super::{CONFLICTS_KEY, MARK_PREFIX, RedisEndpoint, VERSION_PREFIX, lua, own, rdb_value};
 use crate::connector::registry::{ConflictRecord, TargetState};
 use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConflictRules, ConnectorError, DirectionId, HEARTBEAT_TABLE,
@@ -62,6 +66,12 @@ pub struct RedisSink {
     apply_sha: Option<String>,
     sweep_sha: Option<String>,
     flush_sha: Option<String>,
+    /// The target's `proto-max-bulk-len`: a longer `RESTORE` payload is rewritten.
+    bulk_limit: u64,
+    /// The newest RDB version the target's `RESTORE` reads (None: unknown).
+    restore_version: Option<u16>,
+    /// Whether a key rewritten for its RDB version was logged already.
+    logged_newer: bool,
 }
 
 impl RedisSink {
@@ -77,6 +87,9 @@ impl RedisSink {
             apply_sha: None,
             sweep_sha: None,
             flush_sha: None,
+            bulk_limit: rewrite::DEFAULT_BULK_LIMIT,
+            restore_version: None,
+            logged_newer: false,
         })
     }
 
@@ -297,6 +310,7 @@ impl Sink for RedisSink {
         if super::info_field(&info, "redis_mode") == Some("cluster") {
             return Err(super::check::cluster_refused(&self.ep));
         }
+        (self.bulk_limit, self.restore_version) = rewrite::probe(&self.ep, &mut self.conn).await?;
         self.flush_sha = Some(self.load(lua::FLUSH).await?);
         if self.two_way_from.is_some() {
             self.apply_sha = Some(self.load(&lua::apply()).await?);
@@ -322,6 +336,8 @@ impl Sink for RedisSink {
         let mut sweep: Option<Vec<String>> = None;
         let policy = policy_arg(batch.conflicts.as_ref());
         let from_site = self.two_way_from.clone();
+        // RESTOREs by their place in the queue, to rewrite one the target refuses.
+        let mut restores: std::collections::HashMap<usize, &Item> = std::collections::HashMap::new();
         // Each run of one origin is framed by its marker.
         let mut runs: Vec<(SiteId, Vec<(Option<&Position>, Item)>)> = Vec::new();
         for txn in &batch.txns {
@@ -402,15 +418,47 @@ impl Sink for RedisSink {
                 match item.kind.as_str() {
                     kind::CMD => {
                         let args = item.value.as_deref().and_then(stream::decode_command).unwrap_or_default();
+                        // The target would refuse such an argument by dropping the
+                        // connection, and refuse it again after every retry.
+                        if let Some(long) = args.iter().map(Vec::len).max().filter(|n| *n as u64 > self.bulk_limit) {
+                            let what = format!("the source ran `{}` with an argument", stream::name(&args));
+                            return Err(self.too_long(*position, batch, &item.key, &what, long));
+                        }
                         q.push(&args, at("command"));
                     }
                     kind::DUMP => {
-                        let ttl = item.ttl_ms.unwrap_or(0).max(0).to_string();
                         let payload = item.value.as_deref().unwrap_or_default();
-                        let args: [&[u8]; 6] = [b"RESTORE", &item.key, ttl.as_bytes(), payload, b"REPLACE", b"ABSTTL"];
-                        q.push(&args, at("RESTORE"));
+                        match rewrite::plan(payload, self.bulk_limit, self.restore_version) {
+                            Plan::Restore => {
+                                let ttl = item.ttl_ms.unwrap_or(0).max(0).to_string();
+                                let args: [&[u8]; 6] =
+                                    [b"RESTORE", &item.key, ttl.as_bytes(), payload, b"REPLACE", b"ABSTTL"];
+                                restores.insert(q.origins.len(), item);
+                                q.push(&args, at("RESTORE"));
+                            }
+                            why => {
+                                // Every part but the last is its own MULTI, now; the last
+                                // lands with the batch's checkpoint.
+                                let mut parts = self.rewrite_parts(item, *position, batch, &why)?;
+                                let last = parts.pop().unwrap_or_default();
+                                for part in &parts {
+                                    self.apply_part(dir, batch, origin, item, *position, part).await?;
+                                }
+                                for c in &last {
+                                    q.push(c, at("rewrite"));
+                                }
+                            }
+                        }
                     }
                     kind::VALUE | kind::ABSENT => {
+                        // The compare-and-set RESTOREs inside its script: a value the
+                        // target cannot take in one argument cannot be rewritten there.
+                        let len = item.value.as_ref().map_or(0, Vec::len);
+                        if len as u64 > self.bulk_limit {
+                            let what =
+                                "a two-way task writes a value whole through its compare-and-set, and its DUMP payload";
+                            return Err(self.too_long(*position, batch, &item.key, what, len));
+                        }
                         let mut vk = VERSION_PREFIX.as_bytes().to_vec();
                         vk.extend_from_slice(&item.key);
                         let h = |n: &str| stream::header(item, n).unwrap_or_default().to_string();
@@ -491,51 +539,40 @@ impl Sink for RedisSink {
             Origin { position: None, key: Vec::new(), what: "checkpoint" },
         );
 
-        if let Some(f) = batch.fence {
-            self.fence(dir, f).await?;
-        }
-        encode(&["EXEC"], &mut q.cmds);
-        self.conn.send(&q.cmds).await.map_err(self.ep.io("applying a batch"))?;
-        let multi = self.conn.r.reply().await.map_err(self.ep.io("applying a batch"))?;
-        if let Some(e) = multi.error() {
-            return Err(self.ep.refused("MULTI", e));
-        }
-        let mut queued_error: Option<(usize, String)> = None;
-        for i in 0..q.origins.len() {
-            let r = self.conn.r.reply().await.map_err(self.ep.io("applying a batch"))?;
-            if let (Some(e), None) = (r.error(), &queued_error) {
-                queued_error = Some((i, e.to_string()));
-            }
-        }
-        let exec = self.conn.r.reply().await.map_err(self.ep.io("applying a batch"))?;
-        if let Some((i, e)) = queued_error {
-            // Refused when queued: EXEC discarded the whole batch.
-            return Err(self.failure(&q.origins[i], batch, &e, false));
-        }
-        let results = match exec {
-            Reply::Array(None) => {
-                let holder = read_lease(&self.ep, &mut self.conn, dir).await?;
-                return Err(ConnectorError::Fenced {
-                    endpoint: self.ep.name.clone(),
-                    dir: dir.to_string(),
-                    mine: batch.fence.unwrap_or(0),
-                    holder: holder.map(Box::new),
-                });
-            }
-            Reply::Error(e) => return Err(self.ep.refused("EXEC", &e)),
-            r => r.items(),
-        };
+        let (results, origins) = self.exec(dir, batch, q).await?;
+        let mut refused_versions = Vec::new();
         let mut conflicts = 0;
         for (i, r) in results.iter().enumerate() {
             if let Some(e) = r.error() {
+                if let Some(item) = restores.get(&i).filter(|_| e.contains("payload version or checksum are wrong")) {
+                    refused_versions.push(*item);
+                    continue;
+                }
                 // Redis applied the rest of the MULTI (it does not roll back): the target
                 // differs from the source at this key until it is repaired.
-                return Err(self.failure(&q.origins[i], batch, e, true));
+                return Err(self.failure(&origins[i], batch, e, true));
             }
-            if q.origins[i].what == "versioned write"
+            if origins[i].what == "versioned write"
                 && let Some(c) = r.clone().items().get(1).and_then(Reply::int)
             {
                 conflicts += c as u64;
+            }
+        }
+        // RESTORE refused a payload's version after all: the key is rewritten now, whole.
+        // Its batch's checkpoint is already written, which is safe because RDB keys come
+        // only in a full resync, and a full resync interrupted by a crash starts over.
+        for item in refused_versions {
+            let payload = item.value.as_deref().unwrap_or_default();
+            let Some((_, v)) = rdb_value::split_payload(payload) else { continue };
+            let target = v.saturating_sub(1);
+            if self.restore_version.is_none_or(|t| t > target) {
+                warn!(endpoint = %self.ep.name, key = %String::from_utf8_lossy(&item.key), payload_version = v, "the target's RESTORE refused a payload's RDB version; keys of this version are written as ordinary commands from now on");
+                self.restore_version = Some(target);
+            }
+            let why = Plan::Newer { payload: v, target };
+            let site = runs.last().map_or_else(|| self.ep.site.clone(), |(o, _)| o.clone());
+            for part in &self.rewrite_parts(item, None, batch, &why)? {
+                self.apply_part(dir, batch, &site, item, None, part).await?;
             }
         }
         Ok(ApplyReport { rows, conflicts })
@@ -623,6 +660,133 @@ impl Sink for RedisSink {
 }
 
 impl RedisSink {
+    /// Refuses something longer than the target's `proto-max-bulk-len` by name.
+    fn too_long(
+        &self,
+        position: Option<&Position>,
+        batch: &ApplyBatch,
+        key: &[u8],
+        what: &str,
+        len: usize,
+    ) -> ConnectorError {
+        refused(
+            &self.ep,
+            position.cloned().or_else(|| batch.checkpoint.position.clone()),
+            key,
+            format!(
+                "{what} is of {len} bytes, longer than the target's proto-max-bulk-len ({}), which the target refuses; raise proto-max-bulk-len on the target (CONFIG SET proto-max-bulk-len …) to at least {len}",
+                self.bulk_limit
+            ),
+        )
+    }
+
+    /// The commands that write a key the target cannot `RESTORE`, in parts.
+    fn rewrite_parts(
+        &mut self,
+        item: &Item,
+        position: Option<&Position>,
+        batch: &ApplyBatch,
+        why: &Plan,
+    ) -> Result<Vec<Vec<rewrite::Command>>, ConnectorError> {
+        let payload = item.value.as_deref().unwrap_or_default();
+        let reason = match why {
+            Plan::TooLong { len, limit } => {
+                format!("its DUMP payload of {len} bytes is longer than the target's proto-max-bulk-len ({limit})")
+            }
+            Plan::Newer { payload, target } => {
+                format!("its DUMP payload is of RDB version {payload}, newer than the target reads ({target})")
+            }
+            Plan::Restore => "RESTORE".into(),
+        };
+        let key = String::from_utf8_lossy(&item.key);
+        // Keys too long for RESTORE are few and each costs time: each is logged. A newer
+        // RDB version concerns every key of the copy: only the first is.
+        if matches!(why, Plan::TooLong { .. }) || !std::mem::replace(&mut self.logged_newer, true) {
+            info!(endpoint = %self.ep.name, %key, %reason, "writing a key as ordinary commands");
+        } else {
+            debug!(endpoint = %self.ep.name, %key, %reason, "writing a key as ordinary commands");
+        }
+        rewrite::parts(&item.key, payload, item.ttl_ms, self.bulk_limit).map_err(|e| {
+            refused(
+                &self.ep,
+                position.cloned().or_else(|| batch.checkpoint.position.clone()),
+                &item.key,
+                format!("the key cannot be RESTOREd ({reason}) nor written as ordinary commands: {e}"),
+            )
+        })
+    }
+
+    /// One part of a rewritten key in its own `MULTI`, framed by the origin's marker
+    /// (fenced by the lease like every batch; no checkpoint).
+    async fn apply_part(
+        &mut self,
+        dir: &DirectionId,
+        batch: &ApplyBatch,
+        origin: &SiteId,
+        item: &Item,
+        position: Option<&Position>,
+        part: &[rewrite::Command],
+    ) -> Result<(), ConnectorError> {
+        let mut q = Queue { cmds: Vec::new(), origins: Vec::new() };
+        encode(&["MULTI"], &mut q.cmds);
+        let mark = format!("{MARK_PREFIX}{origin}");
+        let marker = || Origin { position: None, key: mark.clone().into_bytes(), what: "marker" };
+        q.push(&["SET", mark.as_str(), "1"], marker());
+        for c in part {
+            q.push(c, Origin { position: position.cloned(), key: item.key.clone(), what: "rewrite" });
+        }
+        q.push(&["DEL", mark.as_str()], marker());
+        let (results, origins) = self.exec(dir, batch, q).await?;
+        match results.iter().enumerate().find_map(|(i, r)| r.error().map(|e| (i, e))) {
+            Some((i, e)) => Err(self.failure(&origins[i], batch, e, true)),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends a queued `MULTI` (its lease fenced) and returns `EXEC`'s results with what
+    /// each command came from.
+    async fn exec(
+        &mut self,
+        dir: &DirectionId,
+        batch: &ApplyBatch,
+        mut q: Queue,
+    ) -> Result<(Vec<Reply>, Vec<Origin>), ConnectorError> {
+        if let Some(f) = batch.fence {
+            self.fence(dir, f).await?;
+        }
+        encode(&["EXEC"], &mut q.cmds);
+        self.conn.send(&q.cmds).await.map_err(self.ep.io("applying a batch"))?;
+        let multi = self.conn.r.reply().await.map_err(self.ep.io("applying a batch"))?;
+        if let Some(e) = multi.error() {
+            return Err(self.ep.refused("MULTI", e));
+        }
+        let mut queued_error: Option<(usize, String)> = None;
+        for i in 0..q.origins.len() {
+            let r = self.conn.r.reply().await.map_err(self.ep.io("applying a batch"))?;
+            if let (Some(e), None) = (r.error(), &queued_error) {
+                queued_error = Some((i, e.to_string()));
+            }
+        }
+        let exec = self.conn.r.reply().await.map_err(self.ep.io("applying a batch"))?;
+        if let Some((i, e)) = queued_error {
+            // Refused when queued: EXEC discarded the whole batch.
+            return Err(self.failure(&q.origins[i], batch, &e, false));
+        }
+        match exec {
+            Reply::Array(None) => {
+                let holder = read_lease(&self.ep, &mut self.conn, dir).await?;
+                Err(ConnectorError::Fenced {
+                    endpoint: self.ep.name.clone(),
+                    dir: dir.to_string(),
+                    mine: batch.fence.unwrap_or(0),
+                    holder: holder.map(Box::new),
+                })
+            }
+            Reply::Error(e) => Err(self.ep.refused("EXEC", &e)),
+            r => Ok((r.items(), q.origins)),
+        }
+    }
+
     /// A refused command as an [`ApplyFailure`] (or a runtime error when it may pass).
     fn failure(&self, origin: &Origin, batch: &ApplyBatch, message: &str, applied_rest: bool) -> ConnectorError {
         let code = message.split_whitespace().next().unwrap_or("");
