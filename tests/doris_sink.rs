@@ -99,15 +99,31 @@ async fn loads_were_clean(f: &FakeDoris) {
     assert_eq!(unauthorized, 0, "ferry kept its login across the redirect to the BE");
 }
 
-/// Kills and restarts ferry four times while the application writes.
-async fn kill_four_times(ferry: &mut FerryRun, config: &Path, log: &Path, seed: u64) {
+/// Starts ferry, waits for the snapshot's 50 rows, runs the application (`app`, told to
+/// stop through its flag) while ferry is SIGKILLed and restarted four times; the
+/// running ferry and the number of changes the application made.
+async fn through_sigkills<A>(f: &FakeDoris, config: &Path, log: &Path, seed: u64, app: A) -> (FerryRun, usize)
+where
+    A: FnOnce(Arc<AtomicBool>) -> tokio::task::JoinHandle<usize>,
+{
+    let mut ferry = FerryRun::start(config, log);
+    crate::support::wait_until(Duration::from_secs(60), "the snapshot's 50 rows", || async {
+        f.rows(DB, "items").await.len() >= 50
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let app = app(stop.clone());
     let mut rng = fastrand::Rng::with_seed(seed);
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(rng.u64(700..1500))).await;
         ferry.kill();
-        *ferry = FerryRun::start(config, log);
+        ferry = FerryRun::start(config, log);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let made = app.await.expect("application");
+    assert!(made > 100, "the application made too few changes ({made})");
+    (ferry, made)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -126,20 +142,11 @@ async fn mysql_changes_reach_doris_exactly_once_in_effect_through_sigkills() {
     let config =
         task_file(dir.path(), &format!("{my}/{db}"), &f.url("loader", "s3cret", DB), &task, &format!("{db}.items"));
     let log = dir.path().join("ferry.log");
-    let mut ferry = FerryRun::start(&config, &log);
-    crate::support::wait_until(Duration::from_secs(60), "the snapshot's 50 rows", || async {
-        f.rows(DB, "items").await.len() >= 50
+    let (mut ferry, made) = through_sigkills(&f, &config, &log, 31, |stop| {
+        let (my, db) = (my.clone(), db.clone());
+        tokio::spawn(async move { mysql_app(&my, &db, stop).await })
     })
     .await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let app = tokio::spawn({
-        let (my, db, stop) = (my.clone(), db.clone(), stop.clone());
-        async move { mysql_app(&my, &db, stop).await }
-    });
-    kill_four_times(&mut ferry, &config, &log, 31).await;
-    stop.store(true, Ordering::Relaxed);
-    let made = app.await.expect("application");
-    assert!(made > 100, "the application made too few changes ({made})");
     converges(&f, &source_rows(&my, &db).await, &log, made).await;
     loads_were_clean(&f).await;
     assert!(dir.path().join("ferry-doris-dw.db").exists(), "the state file sits beside the task file");
@@ -154,20 +161,11 @@ async fn postgres_changes_reach_doris_exactly_once_in_effect_through_sigkills() 
     let dir = tempfile::tempdir().expect("tempdir");
     let config = task_file(dir.path(), &pg, &f.url("loader", "s3cret", DB), &task, "public.items");
     let log = dir.path().join("ferry.log");
-    let mut ferry = FerryRun::start(&config, &log);
-    crate::support::wait_until(Duration::from_secs(60), "the snapshot's 50 rows", || async {
-        f.rows(DB, "items").await.len() >= 50
+    let (mut ferry, made) = through_sigkills(&f, &config, &log, 37, |stop| {
+        let pg = pg.clone();
+        tokio::spawn(async move { pg_app(&pg, stop).await })
     })
     .await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let app = tokio::spawn({
-        let (pg, stop) = (pg.clone(), stop.clone());
-        async move { pg_app(&pg, stop).await }
-    });
-    kill_four_times(&mut ferry, &config, &log, 37).await;
-    stop.store(true, Ordering::Relaxed);
-    let made = app.await.expect("application");
-    assert!(made > 100, "the application made too few changes ({made})");
     converges(&f, &pg_rows(&pg).await, &log, made).await;
     loads_were_clean(&f).await;
     ferry.terminate();
