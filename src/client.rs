@@ -10,6 +10,7 @@ use rustls_pki_types::pem::PemObject;
 
 use serde::de::DeserializeOwned;
 
+use crate::connector::endpoint::path_segment as segment;
 use crate::control::{
     Access, ConflictEntry, Control, ControlError, EndpointView, LogLine, NodeOverview, SkipRequest, Skipped, TaskView,
     VerifyProgress,
@@ -33,19 +34,6 @@ pub struct NodeClient {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
-}
-
-/// Percent-encodes a path segment (task and endpoint names are user text).
-fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 impl NodeClient {

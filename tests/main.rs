@@ -17,6 +17,7 @@ mod cutover_mysql;
 mod cutover_node;
 mod cutover_refusals;
 mod cutover_sqlite;
+mod doris_sink;
 mod files_freeze;
 mod files_sync;
 mod files_verify;

@@ -14,6 +14,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::mariadb::{self, Cleanup};
+use crate::support::postgres;
 use crate::support::search::{self, Faults};
 use crate::support::{FerryRun, Outcome, app_conn, create_db, ferry_within};
 
@@ -35,7 +36,7 @@ fn task_file(dir: &Path, from_url: &str, to_url: &str, task: &str, tables: &str,
 }
 
 /// The MySQL rows as the documents ferry must have made of them: id -> (v, amount).
-async fn source_rows(url: &str, db: &str) -> Vec<(i64, String, String)> {
+pub(crate) async fn source_rows(url: &str, db: &str) -> Vec<(i64, String, String)> {
     mariadb::rows(url, &format!("SELECT id, v, CAST(amount AS CHAR) FROM `{db}`.items ORDER BY id"))
         .await
         .into_iter()
@@ -54,30 +55,78 @@ fn doc_rows(docs: &[(String, Value)]) -> Vec<(i64, String, String)> {
         .collect()
 }
 
+/// The application's change number `i` to `table` (keys cycle through [`KEYS`]): an
+/// insert of a key not live, else every fifth a delete, the rest updates.
+fn app_sql(i: i64, live: &mut std::collections::HashSet<i64>, table: &str) -> String {
+    let k = i % KEYS;
+    match (live.contains(&k), i % 5) {
+        (false, _) => {
+            live.insert(k);
+            format!("INSERT INTO {table}(id, v, amount) VALUES ({k}, 'v{i}', {i}.25)")
+        }
+        (true, 4) => {
+            live.remove(&k);
+            format!("DELETE FROM {table} WHERE id = {k}")
+        }
+        _ => format!("UPDATE {table} SET v = 'v{i}', amount = amount + 1 WHERE id = {k}"),
+    }
+}
+
 /// The MySQL application: inserts, updates and deletes, one transaction each, until `stop`.
-async fn mysql_app(url: &str, db: &str, stop: Arc<AtomicBool>) -> usize {
+pub(crate) async fn mysql_app(url: &str, db: &str, stop: Arc<AtomicBool>) -> usize {
     let mut c = mariadb::connect(url).await;
     let mut live = std::collections::HashSet::new();
     let mut i: i64 = 0;
+    let table = format!("`{db}`.items");
     while !stop.load(Ordering::Relaxed) {
-        let k = i % KEYS;
-        let sql = match (live.contains(&k), i % 5) {
-            (false, _) => {
-                live.insert(k);
-                format!("INSERT INTO `{db}`.items(id, v, amount) VALUES ({k}, 'v{i}', {i}.25)")
-            }
-            (true, 4) => {
-                live.remove(&k);
-                format!("DELETE FROM `{db}`.items WHERE id = {k}")
-            }
-            _ => format!("UPDATE `{db}`.items SET v = 'v{i}', amount = amount + 1 WHERE id = {k}"),
-        };
-        c.query_drop(sql).await.expect("mysql write");
+        c.query_drop(app_sql(i, &mut live, &table)).await.expect("mysql write");
         i += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     c.disconnect().await.ok();
     usize::try_from(i).unwrap_or(0)
+}
+
+/// The PostgreSQL application: the same changes as [`mysql_app`] on `items` of the
+/// database `url` names, one transaction each, until `stop`.
+pub(crate) async fn pg_app(url: &str, stop: Arc<AtomicBool>) -> usize {
+    let mut c = postgres::connect(url).await;
+    let mut live = std::collections::HashSet::new();
+    let mut i: i64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let sql = app_sql(i, &mut live, "items");
+        sqlx::Executor::execute(&mut c, sqlx::raw_sql(sqlx::AssertSqlSafe(sql))).await.expect("postgres write");
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    usize::try_from(i).unwrap_or(0)
+}
+
+/// The PostgreSQL rows of `items` in the form of [`source_rows`].
+pub(crate) async fn pg_rows(url: &str) -> Vec<(i64, String, String)> {
+    postgres::rows(url, "SELECT id::text, v, amount::text FROM items ORDER BY items.id")
+        .await
+        .into_iter()
+        .map(|r| {
+            let text = |i: usize| r[i].clone().unwrap_or_else(|| "NULL".into());
+            (text(0).parse().expect("id"), text(1), text(2))
+        })
+        .collect()
+}
+
+/// A PostgreSQL database of the test's own with `items` seeded with keys 100..150, its
+/// cleanup (slots of `task` dropped before the database), and its URL.
+pub(crate) async fn pg_source(prefix: &str, task: &str) -> (String, postgres::Cleanup, postgres::Cleanup) {
+    let a = postgres::shared_a();
+    let mut cleanup = postgres::Cleanup::new(&a);
+    let db = postgres::database(&a, prefix, &mut cleanup).await;
+    let url = postgres::with_db(&a, &db);
+    let mut seed = String::from("CREATE TABLE items(id BIGINT PRIMARY KEY, v VARCHAR(40), amount NUMERIC(12,2));");
+    seed.push_str("INSERT INTO items SELECT k, 'seed' || k, k + 0.5 FROM generate_series(100, 149) k;");
+    postgres::exec(&url, &seed).await;
+    let mut slots = postgres::Cleanup::new(&a);
+    slots.task(task);
+    (url, cleanup, slots)
 }
 
 /// The SQLite application: the same changes as [`mysql_app`], one transaction each.
@@ -249,6 +298,59 @@ async fn mysql_and_sqlite_changes_reach_opensearch_exactly_once_in_effect_throug
     assert_eq!(doc_rows(&search::documents(&index).await), want, "the repair re-indexed the source's rows");
     search::drop_index(&index).await;
     drop(cleanup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_changes_reach_opensearch_exactly_once_in_effect_through_sigkills() {
+    search::require().await;
+    let prefix = search::unique("pg");
+    let (pg, cleanup, slots) = pg_source("search_pg", &prefix).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = format!("{prefix}_public_items");
+    let template = format!("{prefix}_{{db}}_{{table}}");
+    let config = task_file(dir.path(), &pg, &search::url(), &prefix, "public.items", &template);
+    let log = dir.path().join("ferry.log");
+    let mut ferry = FerryRun::start(&config, &log);
+    crate::support::wait_until(Duration::from_secs(60), "the snapshot's 50 documents", || async {
+        search::count(&index).await >= 50
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let app = tokio::spawn({
+        let (pg, stop) = (pg.clone(), stop.clone());
+        async move { pg_app(&pg, stop).await }
+    });
+    let mut rng = fastrand::Rng::with_seed(29);
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(rng.u64(700..1500))).await;
+        ferry.kill();
+        ferry = FerryRun::start(&config, &log);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let made = app.await.expect("application");
+    assert!(made > 100, "the application made too few changes ({made})");
+    let want = pg_rows(&pg).await;
+    let mut got = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        got = doc_rows(&search::documents(&index).await);
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        got == want,
+        "the index differs from PostgreSQL after {made} changes: {} documents, {} rows\ngot {got:?}\nwant {want:?}\nferry log:\n{}",
+        got.len(),
+        want.len(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(search::count(&index).await, want.len() as u64, "_count agrees: no duplicate or stale document");
+    ferry.terminate();
+    search::drop_index(&index).await;
+    drop((slots, cleanup));
 }
 
 /// ferry run --once on a task file, within a minute.

@@ -5,6 +5,7 @@
 //! same target transaction as the data. Together that gives an exactly-once effect.
 
 pub mod blob;
+pub mod doris;
 pub mod dynamic;
 pub mod endpoint;
 pub mod files;

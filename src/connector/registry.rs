@@ -12,8 +12,8 @@ use super::items::DynItemSide;
 use super::typemap::TypeMap;
 use super::verifier::AnySide;
 use super::{
-    Checkpoint, ConnectorError, DirectionId, LeaseHolder, Retention, files, kafka, mysql, objects, postgres, redis,
-    search, sftp, sqlite,
+    Checkpoint, ConnectorError, DirectionId, LeaseHolder, Retention, doris, files, kafka, mysql, objects, postgres,
+    redis, search, sftp, sqlite,
 };
 use crate::model::{FreezeMethod, Position, PositionParseError, SiteId, TableName};
 
@@ -28,6 +28,7 @@ pub static STORES: &[&dyn Connector] = &[
     &redis::Store,
     &sftp::Store,
     &search::Store,
+    &doris::Store,
 ];
 
 /// What kind of data a store holds; the engine moves data only between kinds that fit.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod caught_up;
+pub mod doris;
 pub mod kafka;
 pub mod mariadb;
 pub mod node;

@@ -27,7 +27,7 @@ use std::sync::Arc;
 pub use connector::Store;
 use resp::{Conn, Reply, RespError};
 
-use super::endpoint::{Endpoint, mask_password};
+use super::endpoint::{Endpoint, mask_password, percent_decode};
 use super::{ConnectorError, ErrorKind};
 use crate::model::SiteId;
 
@@ -96,25 +96,6 @@ pub struct ParsedUrl {
 
 fn url_fix() -> String {
     "write url = \"redis://[USER[:PASSWORD]@]HOST:PORT[/DB]\" (or rediss://…?ca=PATH for TLS)".into()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Parses `redis[s]://[user[:password]@]host:port[/db][?ca=…&tombstone_ttl=…]`:

@@ -9,6 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value as Json;
 
 use super::SearchEndpoint;
+pub use crate::connector::endpoint::path_segment as segment;
 use crate::connector::{ConnectorError, ErrorKind};
 
 /// What went wrong talking to the server.
@@ -177,17 +178,4 @@ pub fn reason_of(j: &Json) -> String {
         _ if e.is_string() => e.as_str().unwrap_or_default().to_string(),
         _ => j.to_string().chars().take(300).collect(),
     }
-}
-
-/// A document id or index name as one URL path segment.
-pub fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

@@ -18,7 +18,7 @@ mod version;
 pub use connector::Store;
 
 use super::ConnectorError;
-use super::endpoint::{Endpoint, mask_password};
+use super::endpoint::{Endpoint, mask_password, percent_decode as decode};
 use crate::model::TableName;
 
 /// ferry's own index: checkpoints, leases and refusal marks, one document each.
@@ -143,27 +143,6 @@ impl SearchEndpoint {
         }
         Ok(ep)
     }
-}
-
-/// A URL's user or password with its `%XX` escapes decoded.
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
-        match (b[i], hex) {
-            (b'%', Some(x)) => {
-                out.push(x);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The `{db}` of a table: its database or schema, `main` for SQLite.
