@@ -138,6 +138,13 @@ async fn pg_parallel_apply_survives_sigkill_with_unique_moves_and_foreign_keys()
     let s = schema(&a, "pgpar", &mut cleanup_a).await;
     cleanup_b.push(format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE"));
     exec(&a, &tables(&s)).await;
+    // Before-images carry the old unique and referenced values (without them such
+    // tables are applied in order, on one session).
+    exec(
+        &a,
+        &format!("ALTER TABLE \"{s}\".parent REPLICA IDENTITY FULL; ALTER TABLE \"{s}\".child REPLICA IDENTITY FULL"),
+    )
+    .await;
     exec(
         &a,
         &format!(
