@@ -122,6 +122,9 @@ impl PgSink {
         if let Some((j, e)) = failed {
             self.stream.settled = false;
             self.written.clear();
+            // A helper whose connection broke would fail every later batch: they are
+            // opened anew when next needed (each rolled back what it had open).
+            self.helpers.clear();
             let last = txns[j].last().map(|t| t.position.to_string()).unwrap_or_default();
             let context = format!(
                 "applying {} source transactions over {} sessions (session {j}: {} transactions, the last at {last})",
