@@ -39,6 +39,7 @@ mod pg_ddl;
 mod pg_fuzz_corpus;
 mod pg_mixed;
 mod pg_oneway;
+mod pg_parallel;
 mod pg_slot;
 mod pg_snapshot;
 mod pg_tls;

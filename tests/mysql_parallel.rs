@@ -9,13 +9,14 @@ use ferry::config::Config;
 use ferry::connector::mysql::apply::MysqlSink;
 use ferry::connector::mysql::schema::describe;
 use ferry::connector::mysql::{MysqlEndpoint, state};
-use ferry::connector::{ApplyBatch, Checkpoint, DirectionId, Sink};
-use ferry::model::{Change, Op, Position, Prior, Row, SiteId, TableName, TableSchema, Txn, Value};
+use ferry::connector::{ApplyBatch, DirectionId, Sink};
+use ferry::model::{Change, Position, SiteId, TableName, TableSchema, Txn, Value};
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
 use crate::mysql_oneway::{assert_same_table, start, tail, task_file, wait_caught_up};
 use crate::support::FerryRun;
+use crate::support::batches::{self, update};
 use crate::support::mariadb::{Cleanup, admin, connect, database, rows, shared_a, shared_b, unique};
 
 /// Parents with a unique code; children (ON DELETE CASCADE) and notes (RESTRICT) with
@@ -261,48 +262,22 @@ async fn survives_sigkill_during_parallel_apply_of_unique_swaps_and_foreign_keys
     );
 }
 
-fn change(table: &Arc<TableSchema>, before: Row, after: Row) -> Change {
-    Change {
-        table: table.clone(),
-        op: Op::Update,
-        key: table.key_of(&before),
-        before: Some(before),
-        after: Some(after),
-        prior: Prior::Unknown,
-        seen: None,
-        version: None,
-    }
-}
-
 fn at(pos: u64) -> Position {
     ferry::connector::mysql::position::BinlogPos { file: "bin.000001".into(), pos, gtid: String::new() }.to_position()
 }
 
 fn batch(txns: Vec<Txn>, end: u64) -> ApplyBatch {
-    ApplyBatch {
-        txns,
-        snapshot: None,
-        checkpoint: Checkpoint { position: Some(at(end)), tables: Default::default() },
-        conflicts: None,
-        one_by_one: false,
-        commit: true,
-        fence: None,
-    }
+    batches::batch(txns, at(end))
 }
 
-/// A sink over `workers` sessions, started on `dir` as the engine starts one: ferry's
-/// tables, the table, the checkpoint loaded (its position returned).
+/// A sink over `workers` sessions, started on `dir` as the engine starts one.
 async fn sink_on(
     ep: &MysqlEndpoint,
     t: &Arc<TableSchema>,
     dir: &DirectionId,
     workers: usize,
 ) -> (MysqlSink, Option<Position>) {
-    let mut sink = MysqlSink::open(ep.clone()).await.expect("sink").with_workers(workers);
-    sink.prepare().await.expect("prepare");
-    sink.ensure_tables(std::slice::from_ref(t)).await.expect("ensure tables");
-    let position = sink.load_checkpoint(dir).await.expect("load").and_then(|c| c.position);
-    (sink, position)
+    batches::started(MysqlSink::open(ep.clone()).await.expect("sink").with_workers(workers), t, dir).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -332,11 +307,11 @@ async fn resumes_from_the_lowest_worker_slot_without_applying_committed_transact
     // Row 1 takes 'v', gives it up for 'w', then row 2 takes 'v'; rows 3 and 4 change on
     // their own.
     let txns = [
-        txn(10, vec![change(&t, vec![i(1), s("a")], vec![i(1), s("v")])]),
-        txn(20, vec![change(&t, vec![i(1), s("v")], vec![i(1), s("w")])]),
-        txn(30, vec![change(&t, vec![i(2), s("b")], vec![i(2), s("v")])]),
-        txn(40, vec![change(&t, vec![i(3), s("c")], vec![i(3), s("d")])]),
-        txn(50, vec![change(&t, vec![i(4), s("e")], vec![i(4), s("f")])]),
+        txn(10, vec![update(&t, vec![i(1), s("a")], vec![i(1), s("v")])]),
+        txn(20, vec![update(&t, vec![i(1), s("v")], vec![i(1), s("w")])]),
+        txn(30, vec![update(&t, vec![i(2), s("b")], vec![i(2), s("v")])]),
+        txn(40, vec![update(&t, vec![i(3), s("c")], vec![i(3), s("d")])]),
+        txn(50, vec![update(&t, vec![i(4), s("e")], vec![i(4), s("f")])]),
     ];
     let dir = DirectionId { task: unique("parres"), from: "a".into(), to: "b".into() };
 
@@ -384,7 +359,7 @@ async fn resumes_from_the_lowest_worker_slot_without_applying_committed_transact
         txn(61, txns[0].changes.clone()),
         txn(62, txns[1].changes.clone()),
         txn(63, txns[2].changes.clone()),
-        txn(64, vec![change(&t, vec![i(3), s("d")], vec![i(3), s("x")])]),
+        txn(64, vec![update(&t, vec![i(3), s("d")], vec![i(3), s("x")])]),
     ];
     let (cp, slots) = state::load_checkpoint_slots(&ep, &mut conn, &dir).await.expect("load").expect("checkpoint");
     assert_eq!(cp.position, Some(at(60)), "the stream resumes from the lowest slot");
@@ -441,7 +416,7 @@ async fn a_refused_share_leaves_the_committed_shares_recorded_and_not_applied_ag
         origin: SiteId::new("dc-a"),
         commit_ts: 0,
         position: at(pos),
-        changes: vec![change(&t, vec![i(id), i(id)], vec![i(id), i(v)])],
+        changes: vec![update(&t, vec![i(id), i(id)], vec![i(id), i(v)])],
         ddl: Vec::new(),
     };
     let txns = vec![txn(10, 1, 50), txn(20, 2, 500)];

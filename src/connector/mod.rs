@@ -15,6 +15,7 @@ pub mod kafka;
 pub mod mysql;
 pub mod objects;
 pub mod own_names;
+pub mod parallel;
 pub mod postgres;
 pub mod preflight;
 pub mod redis;

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod batches;
 pub mod caught_up;
 pub mod doris;
 pub mod kafka;

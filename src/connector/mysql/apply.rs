@@ -97,6 +97,15 @@ pub(super) struct Target {
 /// Targets by the changes' table names.
 pub(super) type Targets = HashMap<TableName, Target>;
 
+impl crate::connector::parallel::partition::KeyedTarget for Target {
+    fn resolved(&self) -> &TableName {
+        &self.resolved
+    }
+    fn keys(&self) -> &TableSchema {
+        &self.keys
+    }
+}
+
 /// An error inside the apply transaction, before it gets its context.
 pub(super) enum Failure {
     /// A statement failed (the batch is retried change by change by the engine).

@@ -5,7 +5,6 @@
 //! `decimal(65,30)`, `enum('a','b')`), except that a MariaDB JSON column (LONGTEXT with a
 //! `json_valid` CHECK) is described as `json`, so every reader knows it holds JSON.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use mysql_async::Conn;
@@ -376,35 +375,7 @@ pub fn create_table_sql(table: &TableSchema) -> String {
     )
 }
 
-/// What other tables' foreign keys make of a parent table.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Referenced {
-    /// The column sets referenced.
-    pub sets: Vec<Vec<String>>,
-    /// Child tables whose rows the target changes when a parent row goes or changes
-    /// (ON DELETE/UPDATE CASCADE, SET NULL, SET DEFAULT).
-    pub cascades_to: Vec<TableName>,
-}
-
-/// Per parent table, what references it.
-pub type Parents = HashMap<TableName, Referenced>;
-
-/// What references each parent table named by these tables' foreign keys.
-pub fn parents_of<'a>(tables: impl Iterator<Item = &'a Arc<TableSchema>>) -> Parents {
-    let mut out = Parents::new();
-    for t in tables {
-        for fk in &t.foreign_keys {
-            let r = out.entry(fk.parent.clone()).or_default();
-            if !r.sets.contains(&fk.parent_columns) {
-                r.sets.push(fk.parent_columns.clone());
-            }
-            if fk.cascades && !r.cascades_to.contains(&t.name) {
-                r.cascades_to.push(t.name.clone());
-            }
-        }
-    }
-    out
-}
+pub use crate::connector::parallel::partition::{Parents, Referenced, parents_of};
 
 #[cfg(test)]
 mod tests {

@@ -15,14 +15,14 @@ use super::apply::{Failure, MysqlSink, refusal};
 use super::conflict::retry_at_once;
 use super::load::{self, copy_on};
 use super::schema::{self, create_sql_columns, create_table_sql, parents_of, qualified, retarget_create_sql};
-use super::state::{self, StreamState, is_after, slot_progress, stream_key};
+use super::state::{self, StreamState, stream_key};
 use super::values::ColumnKind;
 use super::{ident, migrate, versions};
 use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, Sink,
     SnapshotRows,
 };
-use crate::model::{Position, Row, SchemaChangeKind, TableName, TableSchema, Txn, key_text};
+use crate::model::{Row, SchemaChangeKind, TableName, TableSchema, Txn, key_text};
 
 /// Server errors that mean a replayed schema change is already in place: table exists,
 /// duplicate column, duplicate key name, cannot drop (already gone), duplicate foreign key.
@@ -106,9 +106,9 @@ impl Sink for MysqlSink {
     async fn load_checkpoint(&mut self, dir: &DirectionId) -> Result<Option<Checkpoint>, ConnectorError> {
         let loaded = state::load_checkpoint_slots(&self.ep, &mut self.conn, dir).await?;
         let (cp, slots) = loaded.map(|(cp, s)| (Some(cp), s)).unwrap_or_default();
-        self.stream = StreamState::loaded(slots);
-        if !self.stream.applied.is_empty() {
-            tracing::info!(endpoint = %self.ep.name, direction = %dir, transactions = self.stream.applied.len(), "a worker had committed transactions past the lowest stream slot; they are not applied again");
+        self.stream = StreamState::loaded(slots, stream_key);
+        if !self.stream.nothing_applied() {
+            tracing::info!(endpoint = %self.ep.name, direction = %dir, transactions = self.stream.applied_count(), "a worker had committed transactions past the lowest stream slot; they are not applied again");
         }
         Ok(cp)
     }
@@ -328,8 +328,7 @@ impl MysqlSink {
     ) -> Result<(ApplyReport, Vec<(String, String)>), Failure> {
         let mut report = ApplyReport::default();
         // Transactions a worker committed before a crash, past the lowest stream slot.
-        let done: Vec<bool> =
-            batch.txns.iter().map(|t| self.stream.applied.contains_key(&stream_key(&t.position))).collect();
+        let done: Vec<bool> = batch.txns.iter().map(|t| self.stream.is_applied(&t.position)).collect();
         if batch.one_by_one {
             for (t, txn) in batch.txns.iter().enumerate().filter(|(t, _)| !done[*t]) {
                 for change in &txn.changes {
@@ -394,11 +393,7 @@ impl MysqlSink {
         dir: &DirectionId,
         batch: &ApplyBatch,
     ) -> Result<Vec<(String, String)>, Failure> {
-        let position = batch.checkpoint.position.as_ref();
-        let still: Vec<&Position> =
-            self.stream.applied.values().filter(|p| position.is_none_or(|end| is_after(p, end))).collect();
-        let streams: Vec<(usize, Option<String>)> =
-            (0..self.workers).map(|w| (w, if w == 0 { slot_progress(&still) } else { None })).collect();
+        let streams = self.stream.all_slots(self.workers, batch.checkpoint.position.as_ref());
         if let Some(fence) = batch.fence
             && let Some(holder) = state::check_fence(&mut self.conn, dir, fence).await?
         {

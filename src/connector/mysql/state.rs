@@ -13,66 +13,10 @@ use super::names::{CHECKPOINT_TABLE, LEASE_TABLE, ferry_table};
 use super::position::BinlogPos;
 use super::{FERRY_DB, MysqlEndpoint};
 use crate::connector::host::pid_alive;
-use crate::connector::{Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, TableProgress};
+use crate::connector::{Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
 use crate::model::{Position, now_micros};
 
-/// What the stream slots of a direction say beyond the lowest position: how many there
-/// are, and which source transactions past the lowest a worker already committed.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StreamSlots {
-    /// Stream slot rows found (`stream:0` … `stream:N-1`; more than `workers` after a
-    /// change of `workers`).
-    pub count: usize,
-    /// Source transactions (their end positions) past the lowest slot's position that a
-    /// worker committed before a crash: a resumed stream must not apply them again.
-    pub applied: Vec<Position>,
-}
-
-/// The stream slots of a sink: whether they agree, and what a crash left applied.
-#[derive(Debug, Default)]
-pub struct StreamState {
-    /// Every worker's slot holds the same position and no other slot exists; false
-    /// after loading until the first single-session commit writes them all.
-    pub settled: bool,
-    /// Source transactions past the lowest slot that a worker already committed, by
-    /// [`stream_key`].
-    pub applied: HashMap<String, Position>,
-}
-
-impl StreamState {
-    /// The state a checkpoint was loaded with.
-    pub fn loaded(slots: StreamSlots) -> Self {
-        let applied = slots.applied.into_iter().map(|p| (stream_key(&p), p)).collect();
-        StreamState { settled: false, applied }
-    }
-
-    /// Every slot was written at `position` in one committed transaction.
-    pub fn committed(&mut self, position: Option<&Position>) {
-        self.settled = true;
-        self.applied.retain(|_, p| position.is_none_or(|end| is_after(p, end)));
-    }
-}
-
-/// A stream slot's extra state, kept in its `progress` column as JSON.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct SlotProgress {
-    /// End positions of the source transactions this worker committed in its last batch.
-    #[serde(default)]
-    applied: Vec<String>,
-}
-
-/// The stream slot name of worker `w`.
-pub fn stream_slot(w: usize) -> String {
-    format!("stream:{w}")
-}
-
-/// The `progress` text of a stream slot naming the transactions its worker committed.
-pub fn slot_progress(applied: &[&Position]) -> Option<String> {
-    if applied.is_empty() {
-        return None;
-    }
-    serde_json::to_string(&SlotProgress { applied: applied.iter().map(ToString::to_string).collect() }).ok()
-}
+pub use crate::connector::parallel::slots::{StreamSlots, StreamState, is_after, slot_progress, stream_slot};
 
 /// Reads a direction's checkpoint (`None` before its first batch).
 pub async fn load_checkpoint(
@@ -110,51 +54,8 @@ pub async fn load_checkpoint_slots(
             dir.task
         ),
     };
-    let mut cp = Checkpoint::default();
-    // Per stream slot: its position (None: before the first batch) and what it applied.
-    let mut streams: Vec<(Option<Position>, Vec<Position>)> = Vec::new();
-    for (slot, position, progress) in rows {
-        if slot.starts_with("stream:") {
-            let position = match position {
-                Some(p) => {
-                    Some(crate::connector::registry::parse_position(&p).map_err(|e| corrupt(&slot, e.to_string()))?)
-                }
-                None => None,
-            };
-            let extra: SlotProgress = match progress {
-                Some(p) => serde_json::from_str(&p).map_err(|e| corrupt(&slot, e.to_string()))?,
-                None => SlotProgress::default(),
-            };
-            let applied = extra
-                .applied
-                .iter()
-                .map(|p| crate::connector::registry::parse_position(p).map_err(|e| corrupt(&slot, e.to_string())))
-                .collect::<Result<Vec<_>, _>>()?;
-            streams.push((position, applied));
-        } else if let (Some(table), Some(p)) = (slot.strip_prefix("table:"), progress) {
-            let prog: TableProgress = serde_json::from_str(&p).map_err(|e| corrupt(&slot, e.to_string()))?;
-            cp.tables.insert(table.to_string(), prog);
-        }
-    }
-    let mut lowest: Option<Option<Position>> = None;
-    for (p, _) in &streams {
-        lowest = Some(match (lowest, p) {
-            (None, p) => p.clone(),
-            (Some(None), _) | (Some(Some(_)), None) => None,
-            (Some(Some(l)), Some(p)) => Some(if is_after(&l, p) { p.clone() } else { l }),
-        });
-    }
-    cp.position = lowest.flatten();
-    let mut applied: Vec<Position> = Vec::new();
-    for (_, list) in &streams {
-        for p in list {
-            let past = cp.position.as_ref().is_none_or(|low| is_after(p, low));
-            if past && !applied.contains(p) {
-                applied.push(p.clone());
-            }
-        }
-    }
-    Ok(Some((cp, StreamSlots { count: streams.len(), applied })))
+    let parse = |p: &str| crate::connector::registry::parse_position(p).map_err(|e| e.to_string());
+    crate::connector::parallel::slots::read_slots(rows, parse, corrupt).map(Some)
 }
 
 /// A source transaction's identity in the stream: its end position without the GTID
@@ -168,11 +69,6 @@ pub fn stream_key(p: &Position) -> String {
         Ok(BinlogPos { file, pos, .. }) => format!("{file}:{pos}"),
         Err(_) => p.to_string(),
     }
-}
-
-/// True when `a` lies after `b` in the stream.
-pub fn is_after(a: &Position, b: &Position) -> bool {
-    a.stream_cmp(b) == Some(std::cmp::Ordering::Greater)
 }
 
 /// Writes checkpoint rows in the open transaction: the given stream slots (slot index and

@@ -25,6 +25,7 @@ pub mod export;
 pub mod freezer;
 pub mod migrate;
 pub mod names;
+pub mod parallel;
 pub mod position;
 pub mod schema;
 pub mod sink;

@@ -1,6 +1,7 @@
 //! Tables of a PostgreSQL database as ferry sees them: which match the task's
 //! `schema.table` globs, their columns in order with their declared types
-//! (`format_type`), primary and unique keys; and creating a table on a new target.
+//! (`format_type`), primary, unique and foreign keys; and creating a table on a new
+//! target.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use sqlx::postgres::PgConnection;
 
 use super::{FERRY_SCHEMA, PgEndpoint, ident, qualified};
 use crate::connector::ConnectorError;
-use crate::model::{Column, TableName, TableSchema};
+use crate::model::{Column, ForeignKey, TableName, TableSchema};
 
 /// `schema.table` patterns (a bare pattern is in `public`).
 pub fn qualified_patterns(ep: &PgEndpoint, patterns: &[String]) -> Result<Vec<glob::Pattern>, ConnectorError> {
@@ -110,14 +111,53 @@ pub async fn describe_loose(
             unique_keys.push(cols);
         }
     }
-    Ok(Some(TableSchema {
-        name: table.clone(),
-        columns,
-        primary_key,
-        unique_keys,
-        foreign_keys: Vec::new(),
-        create_sql: None,
-    }))
+    let foreign_keys = foreign_keys(ep, conn, oid, table, &columns).await?;
+    Ok(Some(TableSchema { name: table.clone(), columns, primary_key, unique_keys, foreign_keys, create_sql: None }))
+}
+
+/// The foreign keys of a table (its oid): columns, parent and parent columns, and
+/// whether ON DELETE/UPDATE changes child rows (CASCADE, SET NULL, SET DEFAULT).
+async fn foreign_keys(
+    ep: &PgEndpoint,
+    conn: &mut PgConnection,
+    oid: i64,
+    table: &TableName,
+    columns: &[Column],
+) -> Result<Vec<ForeignKey>, ConnectorError> {
+    let names = |rel: &str, keys: &str| {
+        format!(
+            "(SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(c.{keys}) WITH ORDINALITY k(attnum, ord) \
+             JOIN pg_attribute a ON a.attrelid = c.{rel} AND a.attnum = k.attnum)"
+        )
+    };
+    let sql = format!(
+        "SELECT {}, pn.nspname::text, pc.relname::text, {}, \
+         c.confdeltype NOT IN ('a', 'r') OR c.confupdtype NOT IN ('a', 'r') \
+         FROM pg_constraint c JOIN pg_class pc ON pc.oid = c.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
+         WHERE c.conrelid = $1::bigint::oid AND c.contype = 'f' ORDER BY c.conname",
+        names("conrelid", "conkey"),
+        names("confrelid", "confkey")
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(oid)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(ep.error(format!("reading the foreign keys of {table}")))?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let own: Option<Vec<String>> = r.get(0);
+        let parent_columns: Option<Vec<String>> = r.get(3);
+        let idx: Option<Vec<usize>> =
+            own.unwrap_or_default().iter().map(|n| columns.iter().position(|c| &c.name == n)).collect();
+        let (Some(idx), Some(parent_columns)) = (idx, parent_columns) else { continue };
+        out.push(ForeignKey {
+            columns: idx,
+            parent: TableName { schema: Some(r.get(1)), name: r.get(2) },
+            parent_columns,
+            cascades: r.get(4),
+        });
+    }
+    Ok(out)
 }
 
 /// Describes one table (`None` when it does not exist); a table without a primary key

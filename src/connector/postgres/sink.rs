@@ -16,6 +16,8 @@ use sqlx::postgres::PgConnection;
 use super::names::HEARTBEAT_TABLE;
 use super::values::{encode, encode_as};
 use super::{FERRY_SCHEMA, PgEndpoint, ferry_table, ident, migrate, qualified, schema, state};
+use crate::connector::parallel::partition::{Parents, parents_of};
+use crate::connector::parallel::slots::StreamState;
 use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, Sink,
 };
@@ -31,10 +33,14 @@ pub struct PgSink {
     /// The lease's own session: taking or renewing it commits, which on `conn` would
     /// commit an open commit group.
     lease_conn: Option<PgConnection>,
-    written: HashMap<String, String>,
+    pub(super) written: HashMap<String, String>,
     open_group: bool,
-    /// The target's own description of each target table (its column types).
-    targets: HashMap<TableName, Arc<TableSchema>>,
+    /// The target's own description of each target table (its column types, unique and
+    /// foreign keys).
+    pub(super) targets: HashMap<TableName, Arc<TableSchema>>,
+    /// What references each parent table among `targets` (for parallel apply's
+    /// dependency keys).
+    pub(super) parents: Parents,
     /// Two-way: the site changes come from.
     two_way: Option<SiteId>,
     /// Two-way: the session carries the direction's replication origin and keeps
@@ -43,10 +49,13 @@ pub struct PgSink {
     /// Two-way: the batch failed because an application inserted a key it was writing
     /// (it runs again at once, judged anew).
     pub(super) raced: bool,
-    /// Sessions a big snapshot chunk is spread over (`workers`), this one included.
-    workers: usize,
-    /// The other sessions of a spread chunk, opened when first needed.
-    helpers: Vec<PgConnection>,
+    /// Sessions a big snapshot chunk or a one-way stream batch is spread over
+    /// (`workers`), this one included; each has its own stream slot in the checkpoint.
+    pub(super) workers: usize,
+    /// The other sessions, opened when first needed.
+    pub(super) helpers: Vec<PgConnection>,
+    /// The stream slots as loaded, and transactions a crash left applied past them.
+    pub(super) stream: StreamState,
 }
 
 /// Fewer rows per session than this are not worth a session of their own.
@@ -75,10 +84,12 @@ impl PgSink {
             raced: false,
             workers: 1,
             helpers: Vec::new(),
+            parents: Parents::default(),
+            stream: StreamState::default(),
         })
     }
 
-    /// Spreads big snapshot chunks over `workers` sessions.
+    /// Spreads big snapshot chunks and one-way stream batches over `workers` sessions.
     pub fn with_workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
         self
@@ -92,8 +103,13 @@ impl PgSink {
         self
     }
 
+    /// Whether this sink applies a two-way direction (always on one session).
+    pub(super) fn is_two_way(&self) -> bool {
+        self.two_way.is_some()
+    }
+
     /// Where a table lives on this server (bare names: `public`, the heartbeat `ferry`).
-    fn resolve(name: &TableName) -> TableName {
+    pub(super) fn resolve(name: &TableName) -> TableName {
         match (&name.schema, name.name.as_str()) {
             (_, HEARTBEAT_TABLE) => TableName { schema: Some(FERRY_SCHEMA.into()), name: name.name.clone() },
             (Some(_), _) => name.clone(),
@@ -115,7 +131,26 @@ impl PgSink {
             })?;
         let t = Arc::new(t);
         self.targets.insert(name, t.clone());
+        self.parents = parents_of(self.targets.values());
         Ok(t)
+    }
+
+    /// Reads the target's description of every table these changes touch (once each).
+    pub(super) async fn load_targets<'c>(
+        &mut self,
+        changes: impl Iterator<Item = &'c Change>,
+    ) -> Result<(), ConnectorError> {
+        for c in changes {
+            if !self.targets.contains_key(&Self::resolve(&c.table.name)) {
+                self.target(&c.table.name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A writer on the main session (the tables it writes described beforehand).
+    fn writer(&mut self) -> Writer<'_> {
+        Writer { ep: &self.ep, conn: &mut self.conn, targets: &self.targets, raced: false }
     }
 
     async fn exec(&mut self, what: &str, sql: &str) -> Result<(), ConnectorError> {
@@ -165,6 +200,122 @@ impl PgSink {
             let _ = self.exec("rolling back", "ROLLBACK").await;
             self.open_group = false;
         }
+    }
+
+    /// Writes the final state of each key of the batch on the main session (see
+    /// [`Writer::write_final`]).
+    pub(super) async fn write_final(
+        &mut self,
+        changes: &[&Change],
+        fresh: Option<&super::conflict::Fresh>,
+    ) -> Result<(), ConnectorError> {
+        self.load_targets(changes.iter().copied()).await?;
+        let mut w = self.writer();
+        let r = w.write_final(changes, fresh).await;
+        self.raced |= w.raced;
+        r
+    }
+
+    /// Inserts rows on the main session, replacing those with the same key.
+    async fn upsert_rows(&mut self, source: &TableSchema, rows: &[&Row]) -> Result<(), ConnectorError> {
+        self.target(&source.name).await?;
+        self.writer().upsert_rows(source, rows).await
+    }
+
+    /// Applies the batch's changes (and snapshot rows); a refused change is named when
+    /// applying one by one.
+    async fn write(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<u64, ConnectorError> {
+        let mut n = 0u64;
+        // Transactions a worker committed before a crash, past the lowest stream slot.
+        let txns: Vec<&Txn> = batch.txns.iter().filter(|t| !self.stream.is_applied(&t.position)).collect();
+        if batch.one_by_one {
+            for txn in &txns {
+                for c in &txn.changes {
+                    let r = self.write_final(&[c], None).await;
+                    if let Err(e) = r {
+                        let message = match &e {
+                            ConnectorError::Postgres { source, .. } => source.to_string(),
+                            other => other.to_string(),
+                        };
+                        if e.kind() == crate::connector::ErrorKind::Refused {
+                            return Err(ConnectorError::Apply(Box::new(ApplyFailure {
+                                endpoint: self.ep.name.clone(),
+                                position: txn.position.clone(),
+                                table: c.table.name.clone(),
+                                key: key_text(&c.key),
+                                message,
+                                in_parts: false,
+                            })));
+                        }
+                        return Err(e);
+                    }
+                    n += 1;
+                }
+            }
+        } else {
+            let changes: Vec<&Change> = txns.iter().flat_map(|t| &t.changes).collect();
+            n += changes.len() as u64;
+            self.write_final(&changes, None).await?;
+        }
+        if let Some(s) = &batch.snapshot
+            && let Some(native) = &s.native
+        {
+            // COPY text from a PostgreSQL source: replaces the chunk's key range as is.
+            let target = self.target(&s.table.name).await?;
+            let cols: Vec<&str> = s.table.columns.iter().map(|c| c.name.as_str()).collect();
+            let key = s.table.key_columns();
+            // A chunk alone in its batch may go over several sessions at once (its
+            // parts commit apart; the checkpoint commits last, on this session).
+            let parts = self.workers.min(native.count / SPREAD_MIN_ROWS);
+            if parts > 1 && batch.txns.is_empty() && !batch.one_by_one && batch.commit {
+                let parts = super::copy::split(&self.ep, &s.table, native, parts)?;
+                while self.helpers.len() + 1 < parts.len() {
+                    self.helpers.push(self.ep.connect().await?);
+                }
+                super::copy::write_spread(
+                    &self.ep,
+                    &mut self.conn,
+                    &mut self.helpers,
+                    dir,
+                    batch.fence,
+                    &target,
+                    &cols,
+                    &key,
+                    &parts,
+                )
+                .await?;
+            } else {
+                super::copy::write(&self.ep, &mut self.conn, &target, &cols, &key, native).await?;
+            }
+            n += native.count as u64;
+        } else if let Some(s) = &batch.snapshot {
+            let rows: Vec<&Row> = s.rows.iter().collect();
+            self.upsert_rows(&s.table, &rows).await?;
+            n += rows.len() as u64;
+        }
+        Ok(n)
+    }
+}
+
+/// Writes rows on one session (the main one or a parallel worker's), with the target
+/// tables' descriptions read beforehand.
+pub(super) struct Writer<'a> {
+    pub(super) ep: &'a PgEndpoint,
+    pub(super) conn: &'a mut PgConnection,
+    pub(super) targets: &'a HashMap<TableName, Arc<TableSchema>>,
+    /// Two-way: an application inserted a key the batch was inserting.
+    pub(super) raced: bool,
+}
+
+impl Writer<'_> {
+    /// The target's description of a table, read before this writer was made.
+    fn target(&self, name: &TableName) -> Result<Arc<TableSchema>, ConnectorError> {
+        let name = PgSink::resolve(name);
+        self.targets.get(&name).cloned().ok_or_else(|| ConnectorError::Setup {
+            endpoint: self.ep.name.clone(),
+            problem: format!("table {name} does not exist on the target"),
+            fix: "let ferry create it (run the task again), or create it with the source's columns".into(),
+        })
     }
 
     /// Writes the final state of each key of the batch, table by table. Two-way: rows of
@@ -231,9 +382,9 @@ impl PgSink {
         if keys.is_empty() {
             return Ok(());
         }
-        let target = self.target(&source.name).await?;
+        let target = self.target(&source.name)?;
         let key_cols = source.key_columns();
-        let types = column_types(&self.ep, &target, &key_cols)?;
+        let types = column_types(self.ep, &target, &key_cols)?;
         let names: Vec<String> = (0..key_cols.len()).map(|i| format!("k{i}")).collect();
         let arrays: Vec<String> = (0..key_cols.len()).map(|i| format!("${}::text[]", i + 1)).collect();
         let cond: Vec<String> = key_cols
@@ -255,7 +406,7 @@ impl PgSink {
                 let col: Vec<Option<String>> = part.iter().map(|k| k.get(i).and_then(encode)).collect();
                 q = q.bind(col);
             }
-            q.execute(&mut self.conn).await.map_err(self.ep.error(format!("deleting rows of {}", target.name)))?;
+            q.execute(&mut *self.conn).await.map_err(self.ep.error(format!("deleting rows of {}", target.name)))?;
         }
         Ok(())
     }
@@ -276,9 +427,9 @@ impl PgSink {
         if rows.is_empty() {
             return Ok(());
         }
-        let target = self.target(&source.name).await?;
+        let target = self.target(&source.name)?;
         let cols: Vec<&str> = source.columns.iter().map(|c| c.name.as_str()).collect();
-        let types = column_types(&self.ep, &target, &cols)?;
+        let types = column_types(self.ep, &target, &cols)?;
         let key_cols = source.key_columns();
         let arrays: Vec<String> = (0..cols.len()).map(|i| format!("${}::text[]", i + 1)).collect();
         let names: Vec<String> = (0..cols.len()).map(|i| format!("c{i}")).collect();
@@ -309,7 +460,7 @@ impl PgSink {
                 q = q.bind(col);
             }
             let done =
-                q.execute(&mut self.conn).await.map_err(self.ep.error(format!("writing rows of {}", target.name)))?;
+                q.execute(&mut *self.conn).await.map_err(self.ep.error(format!("writing rows of {}", target.name)))?;
             if fresh && done.rows_affected() < part.len() as u64 {
                 self.raced = true;
                 return Err(ConnectorError::Stream {
@@ -321,78 +472,6 @@ impl PgSink {
             }
         }
         Ok(())
-    }
-
-    /// Applies the batch's changes (and snapshot rows); a refused change is named when
-    /// applying one by one.
-    async fn write(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<u64, ConnectorError> {
-        let mut n = 0u64;
-        if batch.one_by_one {
-            for txn in &batch.txns {
-                for c in &txn.changes {
-                    let r = self.write_final(&[c], None).await;
-                    if let Err(e) = r {
-                        let message = match &e {
-                            ConnectorError::Postgres { source, .. } => source.to_string(),
-                            other => other.to_string(),
-                        };
-                        if e.kind() == crate::connector::ErrorKind::Refused {
-                            return Err(ConnectorError::Apply(Box::new(ApplyFailure {
-                                endpoint: self.ep.name.clone(),
-                                position: txn.position.clone(),
-                                table: c.table.name.clone(),
-                                key: key_text(&c.key),
-                                message,
-                                in_parts: false,
-                            })));
-                        }
-                        return Err(e);
-                    }
-                    n += 1;
-                }
-            }
-        } else {
-            let changes: Vec<&Change> = batch.txns.iter().flat_map(|t| &t.changes).collect();
-            n += changes.len() as u64;
-            self.write_final(&changes, None).await?;
-        }
-        if let Some(s) = &batch.snapshot
-            && let Some(native) = &s.native
-        {
-            // COPY text from a PostgreSQL source: replaces the chunk's key range as is.
-            let target = self.target(&s.table.name).await?;
-            let cols: Vec<&str> = s.table.columns.iter().map(|c| c.name.as_str()).collect();
-            let key = s.table.key_columns();
-            // A chunk alone in its batch may go over several sessions at once (its
-            // parts commit apart; the checkpoint commits last, on this session).
-            let parts = self.workers.min(native.count / SPREAD_MIN_ROWS);
-            if parts > 1 && batch.txns.is_empty() && !batch.one_by_one && batch.commit {
-                let parts = super::copy::split(&self.ep, &s.table, native, parts)?;
-                while self.helpers.len() + 1 < parts.len() {
-                    self.helpers.push(self.ep.connect().await?);
-                }
-                super::copy::write_spread(
-                    &self.ep,
-                    &mut self.conn,
-                    &mut self.helpers,
-                    dir,
-                    batch.fence,
-                    &target,
-                    &cols,
-                    &key,
-                    &parts,
-                )
-                .await?;
-            } else {
-                super::copy::write(&self.ep, &mut self.conn, &target, &cols, &key, native).await?;
-            }
-            n += native.count as u64;
-        } else if let Some(s) = &batch.snapshot {
-            let rows: Vec<&Row> = s.rows.iter().collect();
-            self.upsert_rows(&s.table, &rows).await?;
-            n += rows.len() as u64;
-        }
-        Ok(n)
     }
 }
 
@@ -443,6 +522,7 @@ impl PgSink {
             }
             tracing::info!(endpoint = %self.ep.name, position = %txn.position, "applied schema change: {statement}");
             self.targets.remove(&name);
+            self.parents = parents_of(self.targets.values());
         }
         Ok(())
     }
@@ -470,12 +550,21 @@ impl PgSink {
             Some(rules) => self.write_two_way(dir, batch, rules).await?,
             None => ApplyReport { rows: self.write(dir, batch).await?, conflicts: 0 },
         };
-        state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &mut self.written)
+        // Every worker's stream slot moves together (what is still applied past this
+        // batch stays listed in slot 0); the first commit after loading drops the slots
+        // of workers that no longer exist.
+        let what = || format!("writing the checkpoint of {dir}");
+        if !self.stream.settled {
+            state::drop_stream_slots_from(&mut self.conn, dir, self.workers).await.map_err(self.ep.error(what()))?;
+        }
+        let streams = self.stream.all_slots(self.workers, batch.checkpoint.position.as_ref());
+        state::write_checkpoint(&mut self.conn, dir, &batch.checkpoint, &mut self.written, &streams, true)
             .await
-            .map_err(self.ep.error(format!("writing the checkpoint of {dir}")))?;
+            .map_err(self.ep.error(what()))?;
         if batch.commit {
             self.exec("committing", "COMMIT").await?;
             self.open_group = false;
+            self.stream.committed(batch.checkpoint.position.as_ref());
         }
         Ok(report)
     }
@@ -534,10 +623,24 @@ impl Sink for PgSink {
     }
 
     async fn load_checkpoint(&mut self, dir: &DirectionId) -> Result<Option<Checkpoint>, ConnectorError> {
-        state::load_checkpoint(&self.ep, &mut self.conn, dir).await
+        let loaded = state::load_checkpoint_slots(&self.ep, &mut self.conn, dir).await?;
+        let (cp, slots) = loaded.map(|(cp, s)| (Some(cp), s)).unwrap_or_default();
+        self.stream = StreamState::loaded(slots, state::stream_key);
+        if !self.stream.nothing_applied() {
+            tracing::info!(endpoint = %self.ep.name, direction = %dir, transactions = self.stream.applied_count(), "a worker had committed transactions past the lowest stream slot; they are not applied again");
+        }
+        Ok(cp)
     }
 
     async fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
+        // Independent groups of source transactions over `workers` sessions, when the
+        // batch allows it (one-way, stream only, slots settled, a whole commit group).
+        if !self.open_group
+            && batch.commit
+            && let Some(report) = self.apply_parallel(dir, batch).await?
+        {
+            return Ok(report);
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -546,6 +649,8 @@ impl Sink for PgSink {
             let again = std::mem::take(&mut self.raced) || matches!(&r, Err(e) if super::conflict::retry_at_once(e));
             if r.is_err() {
                 self.abort().await;
+                // A failed commit may have written some slots and not others.
+                self.stream.settled = false;
                 // Rows of the rolled-back transaction were never written.
                 self.written.clear();
             }

@@ -1,6 +1,7 @@
 //! ferry's state rows in a PostgreSQL target (`ferry` schema): the checkpoint (stream
 //! position and per-table snapshot progress, written inside the apply transaction) and
-//! the lease of each task direction. Same rows and semantics as the other stores'.
+//! the lease of each task direction. Same rows and semantics as the other stores': with
+//! `workers` > 1 one stream slot per worker (`stream:W`), resumed from the lowest.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,11 +11,9 @@ use sqlx::postgres::{PgConnection, PgRow};
 
 use super::names::{CHECKPOINT_TABLE, LEASE_TABLE};
 use super::{PgEndpoint, ferry_table};
-use crate::connector::{Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, TableProgress};
-use crate::model::now_micros;
-
-/// Slot name of the stream position.
-const STREAM_SLOT: &str = "stream:0";
+use crate::connector::parallel::slots::{StreamSlots, read_slots, stream_slot};
+use crate::connector::{Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
+use crate::model::{Position, now_micros};
 
 /// Reads a direction's checkpoint (`None` before its first batch, or before ferry's
 /// tables exist).
@@ -23,6 +22,17 @@ pub async fn load_checkpoint(
     conn: &mut PgConnection,
     dir: &DirectionId,
 ) -> Result<Option<Checkpoint>, ConnectorError> {
+    Ok(load_checkpoint_slots(ep, conn, dir).await?.map(|(cp, _)| cp))
+}
+
+/// Reads a direction's checkpoint and its stream slots (one per worker; see
+/// [`crate::connector::parallel::slots`]): the stream resumes from the lowest, and the
+/// transactions past it a worker already committed come back in [`StreamSlots::applied`].
+pub async fn load_checkpoint_slots(
+    ep: &PgEndpoint,
+    conn: &mut PgConnection,
+    dir: &DirectionId,
+) -> Result<Option<(Checkpoint, StreamSlots)>, ConnectorError> {
     let sql = format!(
         "SELECT slot, position, progress FROM {} WHERE task = $1 AND direction = $2",
         ferry_table(CHECKPOINT_TABLE)
@@ -44,48 +54,50 @@ pub async fn load_checkpoint(
             dir.task
         ),
     };
-    let mut cp = Checkpoint::default();
-    for r in rows {
-        let slot: String = r.get(0);
-        let position: Option<String> = r.get(1);
-        let progress: Option<String> = r.get(2);
-        if slot == STREAM_SLOT {
-            cp.position = match position {
-                Some(p) => {
-                    Some(crate::connector::registry::parse_position(&p).map_err(|e| corrupt(&slot, e.to_string()))?)
-                }
-                None => None,
-            };
-        } else if let (Some(table), Some(p)) = (slot.strip_prefix("table:"), progress) {
-            let prog: TableProgress = serde_json::from_str(&p).map_err(|e| corrupt(&slot, e.to_string()))?;
-            cp.tables.insert(table.to_string(), prog);
-        }
-    }
-    Ok(Some(cp))
+    let rows: Vec<(String, Option<String>, Option<String>)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let parse = |p: &str| crate::connector::registry::parse_position(p).map_err(|e| e.to_string());
+    read_slots(rows, parse, corrupt).map(Some)
 }
 
-/// Writes the checkpoint rows that changed since the last write on this connection.
+/// A source transaction's identity in the stream: its commit's end LSN as text (a part
+/// of a big transaction, `LSN#N`, is never a whole one a worker committed).
+pub fn stream_key(p: &Position) -> String {
+    p.to_string()
+}
+
+/// Writes checkpoint rows in the open transaction: the given stream slots (worker index
+/// and `progress` text, see [`crate::connector::parallel::slots::slot_progress`]) at the
+/// checkpoint's position, and, if `tables`, the table slots that changed since the last
+/// write noted in `written` (noted there at once: a failed transaction clears it).
 pub async fn write_checkpoint(
     conn: &mut PgConnection,
     dir: &DirectionId,
     cp: &Checkpoint,
     written: &mut HashMap<String, String>,
+    streams: &[(usize, Option<String>)],
+    tables: bool,
 ) -> Result<(), sqlx::Error> {
     let direction = dir.direction();
     let mut slots: Vec<(String, Option<String>, Option<String>)> = Vec::new();
-    slots.push((STREAM_SLOT.to_string(), cp.position.as_ref().map(ToString::to_string), None));
-    for (table, prog) in &cp.tables {
+    for (w, progress) in streams {
+        slots.push((stream_slot(*w), cp.position.as_ref().map(ToString::to_string), progress.clone()));
+    }
+    for (table, prog) in cp.tables.iter().filter(|_| tables) {
         let text = serde_json::to_string(prog).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         slots.push((format!("table:{table}"), None, Some(text)));
     }
     let (mut names, mut positions, mut progresses) = (Vec::new(), Vec::new(), Vec::new());
     for (slot, position, progress) in slots {
+        let stream = slot.starts_with("stream:");
         let fingerprint = format!("{position:?}{progress:?}");
         let key = format!("{}/{direction}/{slot}", dir.task);
-        if written.get(&key) == Some(&fingerprint) && slot != STREAM_SLOT {
+        if !stream && written.get(&key) == Some(&fingerprint) {
             continue;
         }
-        written.insert(key, fingerprint);
+        if !stream {
+            written.insert(key, fingerprint);
+        }
         names.push(slot);
         positions.push(position);
         progresses.push(progress);
@@ -103,6 +115,27 @@ pub async fn write_checkpoint(
         .bind(positions)
         .bind(progresses)
         .bind(now_micros())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes stream slots of workers `count` and beyond (left by a run with more workers),
+/// in the open transaction that writes slots 0..count.
+pub async fn drop_stream_slots_from(
+    conn: &mut PgConnection,
+    dir: &DirectionId,
+    count: usize,
+) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "DELETE FROM {} WHERE task = $1 AND direction = $2 \
+         AND CASE WHEN slot ~ '^stream:[0-9]+$' THEN substr(slot, 8)::bigint >= $3 ELSE false END",
+        ferry_table(CHECKPOINT_TABLE)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .bind(i64::try_from(count).unwrap_or(i64::MAX))
         .execute(&mut *conn)
         .await?;
     Ok(())
