@@ -269,7 +269,7 @@ pub struct Config {
 }
 
 /// `[cluster]` (docs/cluster.md).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Cluster {
     /// NATS server URL(s), comma-separated (`nats://host:4222`, `tls://…`); may carry a
     /// user and password, shown only masked.
@@ -280,6 +280,18 @@ pub struct Cluster {
     pub credentials: Option<PathBuf>,
     /// How long a task direction's ownership lasts without renewal (3 s to 15 s).
     pub lease_ttl: Duration,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: only its masked form is ever printed.
+        f.debug_struct("Cluster")
+            .field("nats", &self.nats_masked())
+            .field("tls_ca", &self.tls_ca)
+            .field("credentials", &self.credentials)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish()
+    }
 }
 
 impl Cluster {
@@ -987,6 +999,36 @@ mode = "two-way"
             let text = text.replace("FERRY_OLD_PASSWORD", "PATH");
             let c = Config::parse(&dir.path().join(name), &text).unwrap_or_else(|e| panic!("assets/{name}: {e}"));
             assert!(!c.tasks.is_empty() && c.endpoints.len() == 2, "assets/{name}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_section_joins_nodes_and_tasks_name_theirs() {
+        let text = GOOD.replace("id = \"n1\"", "id = \"n1\"\nsite = \"dc-b\"")
+            + "nodes = [\"n1\", \"n2\"]\n\n[cluster]\nnats = \"nats://u:pw@h1:4222,tls://h2:4222\"\nlease_ttl = \"8s\"\ncredentials = \"n.creds\"\n";
+        let c = Config::parse(Path::new("/etc/ferry/f.toml"), &text).expect("valid");
+        let cluster = c.cluster.as_ref().expect("[cluster]");
+        assert_eq!(cluster.lease_ttl, Duration::from_secs(8));
+        assert_eq!(cluster.nats_masked(), "nats://u:***@h1:4222,tls://h2:4222");
+        assert!(!format!("{cluster:?}").contains("pw"), "{cluster:?}");
+        assert_eq!(cluster.credentials.as_deref(), Some(Path::new("/etc/ferry/n.creds")));
+        assert_eq!(c.node.site.as_deref(), Some("dc-b"));
+        assert_eq!(c.tasks[0].nodes, ["n1", "n2"]);
+        assert!(Config::parse(Path::new("f.toml"), GOOD).expect("valid").cluster.is_none());
+    }
+
+    #[test]
+    fn cluster_settings_that_cannot_work_are_refused_with_a_fix() {
+        let cases = [
+            (GOOD.to_string() + "nodes = [\"n1\"]\n", "the file has no [cluster]"),
+            (GOOD.to_string() + "nodes = []\n[cluster]\nnats = \"nats://h:4222\"\n", "nodes lists no node"),
+            (GOOD.to_string() + "[cluster]\nnats = \"http://u:pw@h:4222\"\n", "is not a NATS URL"),
+            (GOOD.to_string() + "[cluster]\nnats = \"nats://h:4222\"\nlease_ttl = \"60s\"\n", "from 3s to 15s"),
+            (GOOD.to_string() + "[cluster]\nnats = \"nats://h:4222\"\nbucket = \"x\"\n", "unknown field"),
+        ];
+        for (text, want) in cases {
+            let e = Config::parse(Path::new("f.toml"), &text).expect_err(want).to_string();
+            assert!(e.contains(want) && e.contains("fix") && !e.contains("pw"), "{want}: {e}");
         }
     }
 

@@ -367,6 +367,16 @@ async fn a_killed_owner_s_task_moves_to_another_node_and_a_woken_one_writes_noth
     assert_eq!(dup[0][0], "0", "a ledger row arrived twice");
     assert_same_table(&db, "ledger").await;
     assert_same_table(&db, "acct").await;
+
+    // `ferry cluster status` through any node: every node and the direction's owner.
+    let out = crate::support::ferry(&["cluster", "status", "--node", &members[0].base]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ferry cluster status: {text}{}", String::from_utf8_lossy(&out.stderr));
+    for m in &members {
+        assert!(text.contains(&m.id), "{} missing from ferry cluster status:\n{text}", m.id);
+    }
+    let line = text.lines().find(|l| l.starts_with(&format!("{task} a->b"))).unwrap_or_default();
+    assert!(line.contains(&taker), "the owner of {task} is not {taker} in ferry cluster status:\n{text}");
     for m in &mut members {
         m.kill();
     }
