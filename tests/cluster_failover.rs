@@ -88,11 +88,11 @@ impl Member {
     }
 }
 
-fn write_config(dir: &Path, id: &str, port: u16, nats: &str, db: &str, task: &str) {
+fn write_config(dir: &Path, id: &str, site: &str, port: u16, nats: &str, db: &str, task: &str) {
     let text = format!(
         r#"[node]
 id = "{id}"
-site = "dc-b"
+site = "{site}"
 listen = "127.0.0.1:{port}"
 store = "sqlite://meta.db"
 
@@ -223,17 +223,16 @@ async fn stop_writer((stop, handle): (Arc<AtomicBool>, tokio::task::JoinHandle<(
     handle.await.expect("writer");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_owner_s_task_moves_to_another_node_and_a_woken_one_writes_nothing() {
-    let nats = nats_url();
-    require_nats(&nats);
-    let mut cleanup_a = Cleanup::new(&shared_a());
-    let mut cleanup_b = Cleanup::new(&shared_b());
-    let db = database(&shared_a(), "clu", &mut cleanup_a).await;
+/// The source tables (a ledger and balances) in a database of the test's own, and a
+/// task name nobody else uses (its lease key and target rows are the test's alone).
+async fn source(cleanup_a: &mut Cleanup, cleanup_b: &mut Cleanup) -> (String, String, String) {
+    let db = database(&shared_a(), "clu", cleanup_a).await;
     cleanup_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
     let task = unique("clu");
     cleanup_b.push(format!("DELETE FROM ferry.ferry_checkpoint WHERE task = '{task}'"));
     cleanup_b.push(format!("DELETE FROM ferry.ferry_lease WHERE task = '{task}'"));
+    let accounts: Vec<String> = (0..10).map(|i| format!("({i}, 0)")).collect();
+    // The admin statements skip the binlog; the snapshot copies them.
     crate::support::mariadb::admin(
         &shared_a(),
         &[
@@ -241,27 +240,122 @@ async fn a_killed_owner_s_task_moves_to_another_node_and_a_woken_one_writes_noth
                 "CREATE TABLE `{db}`.ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, token CHAR(36) NOT NULL, amount INT)"
             ),
             format!("CREATE TABLE `{db}`.acct (id INT PRIMARY KEY, balance BIGINT NOT NULL)"),
-            format!(
-                "INSERT INTO `{db}`.acct VALUES {}",
-                (0..10).map(|i| format!("({i}, 0)")).collect::<Vec<_>>().join(", ")
-            ),
+            format!("INSERT INTO `{db}`.acct VALUES {}", accounts.join(", ")),
         ],
     )
     .await;
-    // The admin statements skip the binlog; the snapshot copies them.
     let ledger = format!("`{db}`.ledger");
+    (db, task, ledger)
+}
 
-    let root = tempfile::tempdir().expect("temp dir");
-    let mut members: Vec<Member> = (1..=3)
-        .map(|i| {
-            let dir = root.path().join(format!("n{i}"));
+/// One node per site given, each with its folder under `root`, not started.
+fn cluster(root: &Path, sites: &[&str], nats: &str, db: &str, task: &str) -> Vec<Member> {
+    sites
+        .iter()
+        .enumerate()
+        .map(|(i, site)| {
+            let dir = root.join(format!("n{}", i + 1));
             std::fs::create_dir_all(&dir).expect("node dir");
-            let id = format!("{task}-n{i}");
+            let id = format!("{task}-n{}", i + 1);
             let port = free_port();
-            write_config(&dir, &id, port, &nats, &db, &task);
+            write_config(&dir, &id, site, port, nats, db, task);
             Member { id, dir, base: format!("http://127.0.0.1:{port}"), run: None }
         })
-        .collect();
+        .collect()
+}
+
+/// Polls until `m` (started) shows in the cluster's node records as `m` sees them.
+async fn wait_joined(http: &reqwest::Client, m: &Member) {
+    let start = Instant::now();
+    loop {
+        let view = get_json(http, &format!("{}/api/v1/cluster", m.base)).await;
+        let seen = view.as_ref().and_then(|v| v["nodes"].as_array().cloned()).unwrap_or_default();
+        if seen.iter().any(|n| n["id"] == m.id.as_str()) {
+            return;
+        }
+        assert!(start.elapsed() < WAIT, "{} did not join the cluster; log:\n{}", m.id, tail(&m.log()));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Polls until the target holds every ledger row of the source; that count.
+async fn wait_caught_up(table: &str) -> u64 {
+    let source_rows = count(&shared_a(), table).await;
+    let start = Instant::now();
+    while count(&shared_b(), table).await < source_rows {
+        assert!(start.elapsed() < WAIT, "the target did not catch up with the source's {source_rows} rows of {table}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    source_rows
+}
+
+/// What both tests stand on: the source tables, a NATS server, nodes of the given sites
+/// (not started); the cleanups run when it goes.
+struct Bed {
+    db: String,
+    task: String,
+    ledger: String,
+    root: tempfile::TempDir,
+    sites: Vec<String>,
+    nats: String,
+    _cleanups: (Cleanup, Cleanup),
+}
+
+impl Bed {
+    async fn new(sites: &[&str]) -> Bed {
+        let nats = nats_url();
+        require_nats(&nats);
+        let mut cleanup_a = Cleanup::new(&shared_a());
+        let mut cleanup_b = Cleanup::new(&shared_b());
+        let (db, task, ledger) = source(&mut cleanup_a, &mut cleanup_b).await;
+        let root = tempfile::tempdir().expect("temp dir");
+        let sites = sites.iter().map(|s| s.to_string()).collect();
+        Bed { db, task, ledger, root, sites, nats, _cleanups: (cleanup_a, cleanup_b) }
+    }
+
+    fn members(&self) -> Vec<Member> {
+        let sites: Vec<&str> = self.sites.iter().map(String::as_str).collect();
+        cluster(self.root.path(), &sites, &self.nats, &self.db, &self.task)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_at_the_target_s_site_waits_for_a_rebalance_to_get_the_task() {
+    let bed = Bed::new(&["dc-a", "dc-b"]).await;
+    let (db, task, ledger) = (bed.db.clone(), bed.task.clone(), bed.ledger.clone());
+    let mut members = bed.members();
+    let http = crate::support::http_client(Duration::from_secs(5));
+    let app = start_writer(&db);
+    // Alone, the node away from the target's site takes the task.
+    members[0].start();
+    let first = wait_owner(&http, &members, &task, None, WAIT).await;
+    assert_eq!(first, members[0].id);
+    wait_target_past(&ledger, 0, "the first owner").await;
+    // The node at the target's site joins and leaves the task where it is...
+    members[1].start();
+    wait_joined(&http, &members[1]).await;
+    assert_eq!(owner(&http, &members, &task).await.as_deref(), Some(first.as_str()), "the task moved unasked");
+    // ...until a rebalance is asked (through that node's API).
+    let out = crate::support::ferry(&["cluster", "rebalance", "--node", &members[1].base]);
+    assert!(out.status.success(), "ferry cluster rebalance: {}", String::from_utf8_lossy(&out.stderr));
+    let moved = wait_owner(&http, &members, &task, Some(&first), WAIT).await;
+    assert_eq!(moved, members[1].id, "the task went to a node away from the target's site");
+    let at = count(&shared_b(), &ledger).await;
+    wait_target_past(&ledger, at, "the node at the target's site").await;
+    stop_writer(app).await;
+    wait_caught_up(&ledger).await;
+    assert_same_table(&db, "ledger").await;
+    assert_same_table(&db, "acct").await;
+    for m in &mut members {
+        m.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_owner_s_task_moves_to_another_node_and_a_woken_one_writes_nothing() {
+    let bed = Bed::new(&["dc-b", "dc-b", "dc-b"]).await;
+    let (db, task, ledger) = (bed.db.clone(), bed.task.clone(), bed.ledger.clone());
+    let mut members = bed.members();
     for m in &mut members {
         m.start();
     }
@@ -282,22 +376,9 @@ async fn a_killed_owner_s_task_moves_to_another_node_and_a_woken_one_writes_noth
         wait_target_past(&ledger, at_kill, &format!("round {round}: {next} after the takeover")).await;
         // The killed node comes back and does not take the direction back.
         members[i].start();
-        let back = members[i].id.clone();
-        let start = Instant::now();
-        loop {
-            let view = get_json(&http, &format!("{}/api/v1/cluster", members[i].base)).await;
-            let seen = view.as_ref().and_then(|v| v["nodes"].as_array().cloned()).unwrap_or_default();
-            if seen.iter().any(|n| n["id"] == back.as_str()) {
-                break;
-            }
-            assert!(start.elapsed() < WAIT, "round {round}: {back} did not rejoin; log:\n{}", tail(&members[i].log()));
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        assert_eq!(
-            owner(&http, &members, &task).await.as_deref(),
-            Some(next.as_str()),
-            "round {round}: the task moved back"
-        );
+        wait_joined(&http, &members[i]).await;
+        let now = owner(&http, &members, &task).await;
+        assert_eq!(now.as_deref(), Some(next.as_str()), "round {round}: the task moved back");
         current = next;
     }
 
@@ -305,12 +386,7 @@ async fn a_killed_owner_s_task_moves_to_another_node_and_a_woken_one_writes_noth
     // another node take over while the writer goes on.
     stop_writer(app).await;
     let i = members.iter().position(|m| m.id == current).expect("owner is a member");
-    let source_rows = count(&shared_a(), &ledger).await;
-    let start = Instant::now();
-    while count(&shared_b(), &ledger).await < source_rows {
-        assert!(start.elapsed() < WAIT, "the owner did not catch up with the source");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let source_rows = wait_caught_up(&ledger).await;
     let before = applied_by(&http, &members[i], &task).await.expect("the owner's counter");
     members[i].signal("STOP");
     app = start_writer(&db);
@@ -357,12 +433,7 @@ async fn a_killed_owner_s_task_moves_to_another_node_and_a_woken_one_writes_noth
 
     // Everything arrived once.
     stop_writer(app).await;
-    let source_rows = count(&shared_a(), &ledger).await;
-    let start = Instant::now();
-    while count(&shared_b(), &ledger).await < source_rows {
-        assert!(start.elapsed() < WAIT, "the target did not catch up at the end");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_caught_up(&ledger).await;
     let dup = rows(&shared_b(), &format!("SELECT COUNT(*) - COUNT(DISTINCT token) FROM {ledger}")).await;
     assert_eq!(dup[0][0], "0", "a ledger row arrived twice");
     assert_same_table(&db, "ledger").await;

@@ -126,10 +126,11 @@ impl Owner {
 
     /// One look at everything.
     async fn round(&mut self) {
-        if self.last_announce.is_none_or(|t| t.elapsed() >= ANNOUNCE) {
+        let rebalance = self.rebalance_asked().await;
+        // A rebalance judges by the nodes as they are now, not as last read.
+        if rebalance || self.last_announce.is_none_or(|t| t.elapsed() >= ANNOUNCE) {
             self.announce().await;
         }
-        let rebalance = self.rebalance_asked().await;
         for i in 0..self.slots.len() {
             if let Err(e) = self.step(i, rebalance).await {
                 warn!(direction = %self.slots[i].candidate.spec.id, error = %e, "cluster lease step failed");
