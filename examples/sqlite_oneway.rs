@@ -242,6 +242,7 @@ fn spec(a: &Path, b: &Path, batch: usize) -> DirectionSpec {
         retention_alarm: u64::MAX,
         maps: vec![],
         node_id: "bench".into(),
+        lease_floor: 0,
         skips: vec![],
         tuning: Tuning { batch_changes: batch, ..Tuning::default() },
         clock: std::sync::Arc::new(TaskClock::new(TASK, false, SkewBounds::default())),

@@ -47,6 +47,15 @@ pub enum CutoverCommand {
     Rollback,
 }
 
+/// What `ferry cluster` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClusterCommand {
+    /// Every node (id, site, version, uptime, directions, last seen) and each direction's owner.
+    Status,
+    /// Move directions to live nodes at their targets' sites (only on this request).
+    Rebalance,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -85,6 +94,27 @@ pub enum Command {
         /// The task file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// The cluster of nodes (docs/cluster.md), asked through one node's API.
+    Cluster {
+        /// status or rebalance.
+        #[arg(value_enum)]
+        action: ClusterCommand,
+        /// A node's API, e.g. http://127.0.0.1:7400 (default: [node] listen of --config).
+        #[arg(long, value_name = "URL")]
+        node: Option<String>,
+        /// The task file whose [node] listen is asked when --node is not given.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Bearer token for the node.
+        #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// PEM file of the CA that signed the node's HTTPS certificate (only it is trusted).
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// Output format (status).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// The operations console: watch nodes (--node) and/or run a task file in-process (--config).
     Console {

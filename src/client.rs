@@ -147,6 +147,16 @@ impl NodeClient {
         resp.json().await.map_err(|source| ControlError::Unreachable { node: self.base.clone(), source })
     }
 
+    /// `GET /api/v1/cluster`: every node of the cluster and every direction's owner.
+    pub async fn cluster(&self) -> Result<crate::cluster::ClusterView, ControlError> {
+        self.get("/api/v1/cluster").await
+    }
+
+    /// `POST /api/v1/cluster/rebalance`.
+    pub async fn rebalance(&self) -> Result<serde_json::Value, ControlError> {
+        self.post("/api/v1/cluster/rebalance").await
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ControlError> {
         self.send(reqwest::Method::GET, path).await
     }

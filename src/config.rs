@@ -62,6 +62,16 @@ struct RawFile {
     task: Vec<RawTask>,
     #[serde(default)]
     token: Vec<RawToken>,
+    cluster: Option<Spanned<RawCluster>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    nats: Spanned<String>,
+    tls_ca: Option<Spanned<String>>,
+    credentials: Option<Spanned<String>>,
+    lease_ttl: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +86,8 @@ struct RawNode {
     tls_cert: Option<Spanned<String>>,
     #[serde(default)]
     tls_key: Option<Spanned<String>>,
+    #[serde(default)]
+    site: Option<Spanned<String>>,
 }
 
 fn default_listen() -> Spanned<String> {
@@ -131,6 +143,8 @@ struct RawTask {
     cutover: RawCutover,
     clock_skew_alarm: Option<Spanned<String>>,
     clock_skew_pause: Option<Spanned<String>>,
+    #[serde(default)]
+    nodes: Option<Spanned<Vec<String>>>,
 }
 
 /// The topic template of a task that names none.
@@ -250,7 +264,45 @@ pub struct Config {
     pub tasks: Vec<Task>,
     /// Node API tokens.
     pub tokens: Vec<Token>,
+    /// `[cluster]`: nodes that share tasks over NATS JetStream; `None` runs every task here.
+    pub cluster: Option<Cluster>,
 }
+
+/// `[cluster]` (docs/cluster.md).
+#[derive(Clone)]
+pub struct Cluster {
+    /// NATS server URL(s), comma-separated (`nats://host:4222`, `tls://…`); may carry a
+    /// user and password, shown only masked.
+    pub nats: String,
+    /// PEM file of the CA that signed the NATS servers' certificates (TLS required then).
+    pub tls_ca: Option<PathBuf>,
+    /// NATS credentials file (`.creds`: a user JWT and its NKey seed).
+    pub credentials: Option<PathBuf>,
+    /// How long a task direction's ownership lasts without renewal (3 s to 15 s).
+    pub lease_ttl: Duration,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: only its masked form is ever printed.
+        f.debug_struct("Cluster")
+            .field("nats", &self.nats_masked())
+            .field("tls_ca", &self.tls_ca)
+            .field("credentials", &self.credentials)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// The NATS URL(s) with any password masked, for logs and the API.
+    pub fn nats_masked(&self) -> String {
+        self.nats.split(',').map(|u| mask_password(u.trim())).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// The cluster lease's TTL when `[cluster] lease_ttl` is not given.
+pub const DEFAULT_CLUSTER_LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// `[node]`.
 #[derive(Debug, Clone)]
@@ -263,6 +315,9 @@ pub struct Node {
     pub store: StoreUrl,
     /// Certificate chain and private key (PEM files) when the API is served over HTTPS.
     pub tls: Option<NodeTls>,
+    /// `[node] site`: the data center it runs in; a cluster prefers it for tasks whose
+    /// target is at that site.
+    pub site: Option<String>,
 }
 
 /// `[node] tls_cert` and `tls_key`: the node serves HTTPS only.
@@ -331,6 +386,8 @@ pub struct Task {
     pub cutover: Cutover,
     /// Two-way: how far apart the two sides' clocks may be (alarm, pause).
     pub clock_skew: SkewBounds,
+    /// In a cluster, the `[node] id`s that may run it (empty: any node).
+    pub nodes: Vec<String>,
 }
 
 /// `[task.cutover]`.
@@ -487,9 +544,16 @@ impl Validator<'_> {
             endpoints.push(Endpoint { name, site: SiteId::new(&site), url, password, ssh });
         }
 
+        let cluster = match raw.cluster {
+            Some(c) => Some(self.cluster(&base, c)?),
+            None => None,
+        };
         let mut tasks = Vec::new();
         let mut task_names = HashSet::new();
         for t in raw.task {
+            if let Some(nodes) = &t.nodes {
+                self.task_nodes(t.name.get_ref(), nodes, cluster.is_some())?;
+            }
             let keep = self.keep_transactions(&t, &endpoints)?;
             let mut task = self.task(t, &names, &mut task_names)?;
             task.keep_transactions = keep;
@@ -511,11 +575,72 @@ impl Validator<'_> {
 
         Ok(Config {
             path: self.path.to_path_buf(),
-            node: Node { id: node.id.into_inner(), listen: node.listen.into_inner(), store, tls },
+            node: Node {
+                id: node.id.into_inner(),
+                listen: node.listen.into_inner(),
+                store,
+                tls,
+                site: node.site.map(Spanned::into_inner),
+            },
             endpoints,
             tasks,
             tokens,
+            cluster,
         })
+    }
+
+    /// `[cluster]`: a NATS URL, optional TLS CA and credentials files, the lease TTL.
+    fn cluster(&self, base: &Path, raw: Spanned<RawCluster>) -> Result<Cluster, ConfigError> {
+        let raw = raw.into_inner();
+        let nats = raw.nats.get_ref().trim().to_string();
+        for url in nats.split(',').map(str::trim) {
+            let scheme_ok = ["nats://", "tls://"].iter().any(|s| url.starts_with(s));
+            if !scheme_ok || url.len() <= "nats://".len() {
+                return self.invalid(
+                    raw.nats.span(),
+                    format!("[cluster] nats {:?} is not a NATS URL", mask_password(url)),
+                    "write nats://host:4222 (or tls://host:4222), several separated by commas",
+                );
+            }
+        }
+        let lease_ttl = match &raw.lease_ttl {
+            None => DEFAULT_CLUSTER_LEASE_TTL,
+            Some(t) => match parse_duration(t.get_ref()) {
+                Some(d) if (Duration::from_secs(3)..=Duration::from_secs(15)).contains(&d) => d,
+                _ => {
+                    return self.invalid(
+                        t.span(),
+                        format!("[cluster] lease_ttl {:?} is not a duration from 3s to 15s", t.get_ref()),
+                        "write e.g. lease_ttl = \"10s\": a dead node's tasks move after about this long",
+                    );
+                }
+            },
+        };
+        Ok(Cluster {
+            nats,
+            tls_ca: raw.tls_ca.map(|p| resolve(base, p.get_ref())),
+            credentials: raw.credentials.map(|p| resolve(base, p.get_ref())),
+            lease_ttl,
+        })
+    }
+
+    /// `[[task]] nodes`: node ids, only in a cluster.
+    fn task_nodes(&self, task: &str, nodes: &Spanned<Vec<String>>, cluster: bool) -> Result<(), ConfigError> {
+        if !cluster {
+            return self.invalid(
+                nodes.span(),
+                format!("task {task:?} lists nodes, but the file has no [cluster]"),
+                "add a [cluster] section (nats = \"nats://host:4222\") or remove nodes: without a cluster this node runs every task",
+            );
+        }
+        if nodes.get_ref().is_empty() || nodes.get_ref().iter().any(|n| n.trim().is_empty()) {
+            return self.invalid(
+                nodes.span(),
+                format!("task {task:?}: nodes lists no node or an empty id"),
+                "list [node] ids, e.g. nodes = [\"dc-b-1\", \"dc-b-2\"], or remove nodes to let any node run it",
+            );
+        }
+        Ok(())
     }
 
     fn endpoint_url(&self, base: &Path, url: &Spanned<String>) -> Result<EndpointUrl, ConfigError> {
@@ -715,6 +840,7 @@ impl Validator<'_> {
                 quiet_seconds: t.cutover.quiet_seconds,
             },
             clock_skew,
+            nodes: t.nodes.map(Spanned::into_inner).unwrap_or_default(),
         })
     }
 
@@ -873,6 +999,36 @@ mode = "two-way"
             let text = text.replace("FERRY_OLD_PASSWORD", "PATH");
             let c = Config::parse(&dir.path().join(name), &text).unwrap_or_else(|e| panic!("assets/{name}: {e}"));
             assert!(!c.tasks.is_empty() && c.endpoints.len() == 2, "assets/{name}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_section_joins_nodes_and_tasks_name_theirs() {
+        let text = GOOD.replace("id = \"n1\"", "id = \"n1\"\nsite = \"dc-b\"")
+            + "nodes = [\"n1\", \"n2\"]\n\n[cluster]\nnats = \"nats://u:pw@h1:4222,tls://h2:4222\"\nlease_ttl = \"8s\"\ncredentials = \"n.creds\"\n";
+        let c = Config::parse(Path::new("/etc/ferry/f.toml"), &text).expect("valid");
+        let cluster = c.cluster.as_ref().expect("[cluster]");
+        assert_eq!(cluster.lease_ttl, Duration::from_secs(8));
+        assert_eq!(cluster.nats_masked(), "nats://u:***@h1:4222,tls://h2:4222");
+        assert!(!format!("{cluster:?}").contains("pw"), "{cluster:?}");
+        assert_eq!(cluster.credentials.as_deref(), Some(Path::new("/etc/ferry/n.creds")));
+        assert_eq!(c.node.site.as_deref(), Some("dc-b"));
+        assert_eq!(c.tasks[0].nodes, ["n1", "n2"]);
+        assert!(Config::parse(Path::new("f.toml"), GOOD).expect("valid").cluster.is_none());
+    }
+
+    #[test]
+    fn cluster_settings_that_cannot_work_are_refused_with_a_fix() {
+        let cases = [
+            (GOOD.to_string() + "nodes = [\"n1\"]\n", "the file has no [cluster]"),
+            (GOOD.to_string() + "nodes = []\n[cluster]\nnats = \"nats://h:4222\"\n", "nodes lists no node"),
+            (GOOD.to_string() + "[cluster]\nnats = \"http://u:pw@h:4222\"\n", "is not a NATS URL"),
+            (GOOD.to_string() + "[cluster]\nnats = \"nats://h:4222\"\nlease_ttl = \"60s\"\n", "from 3s to 15s"),
+            (GOOD.to_string() + "[cluster]\nnats = \"nats://h:4222\"\nbucket = \"x\"\n", "unknown field"),
+        ];
+        for (text, want) in cases {
+            let e = Config::parse(Path::new("f.toml"), &text).expect_err(want).to_string();
+            assert!(e.contains(want) && e.contains("fix") && !e.contains("pw"), "{want}: {e}");
         }
     }
 

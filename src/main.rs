@@ -77,6 +77,10 @@ async fn dispatch(command: Command) -> Result<u8, CommandError> {
             commands::console::console(ConsoleOptions { nodes, token, ca, config, theme }, shutdown_signal()).await
         }
         Command::Check { config } => commands::check::check(&config).await,
+        Command::Cluster { action, node, config, token, ca, format } => {
+            let args = commands::cluster::ClusterArgs { action, node, config, token, ca, format };
+            commands::cluster::cluster(args).await
+        }
         Command::Status { config, format } => commands::status::status(&config, format).await,
         Command::Verify { config, task, tables, format, quick, repair_sql, repair, max_rows_per_sec, manifest } => {
             commands::verify::verify(commands::verify::VerifyArgs {

@@ -278,6 +278,7 @@ mod fencing {
             expires_us: 0,
             expired: false,
             fencing: 0,
+            floor: 0,
         }
     }
 

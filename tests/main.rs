@@ -7,6 +7,7 @@ mod bad_input;
 mod big_transactions;
 mod changelog_retention;
 mod clock_skew;
+mod cluster_failover;
 mod console_e2e;
 mod console_habits;
 mod console_trust;

@@ -1,6 +1,7 @@
 //! The bodies of the subcommands, and how their failures map to exit codes.
 
 pub mod check;
+pub mod cluster;
 pub mod console;
 pub mod cutover;
 pub mod node;
@@ -58,6 +59,7 @@ impl From<crate::control::run::StartError> for CommandError {
             StartError::Engine(e) => CommandError::Engine(Box::new(e)),
             StartError::Connector(e) => CommandError::Connector(e),
             StartError::Store(e) => CommandError::Store(e),
+            StartError::Cluster(e) => CommandError::Runtime(e.to_string()),
         }
     }
 }

@@ -21,6 +21,14 @@ pub async fn run(
     signal: impl Future<Output = ()>,
 ) -> Result<u8, CommandError> {
     let mut config = Config::load(config_path)?;
+    if config.cluster.is_some() {
+        // Outside the node, nothing would hold the cluster's leases: two processes could
+        // run a direction at once until the target's lease told them apart.
+        return Err(CommandError::Input {
+            problem: format!("{} has a [cluster] section: its tasks run on the cluster's nodes", config_path.display()),
+            fix: "start `ferry node --config FILE` on each node (docs/cluster.md), or remove [cluster] to run the tasks here with `ferry run`".into(),
+        });
+    }
     // After a cutover the stored direction overrides the file's from/to.
     for (t, file) in crate::cutover::apply_stored_directions(&mut config).await? {
         info!(task = %t, file_direction = %file, "running in the direction a cutover set");

@@ -233,6 +233,12 @@ pub struct LeaseHolder {
     /// tenure being renewed; 0 takes the lease anew.
     #[serde(default)]
     pub fencing: i64,
+    /// In a request for a new tenure, the least fencing token it may take: in a cluster,
+    /// the revision of the node's lease on the direction in the cluster's KV bucket (0
+    /// outside a cluster). A holder whose token is below it was superseded by the
+    /// cluster (its cluster lease ran out), so the lease is taken from it at once.
+    #[serde(default)]
+    pub floor: i64,
 }
 
 impl fmt::Display for LeaseHolder {
@@ -248,6 +254,7 @@ impl LeaseHolder {
     /// takes a lease that is free, expired, ours, or held by a dead process of this host,
     /// under the next token.
     pub fn claim(&self, current: Option<&LeaseHolder>) -> Result<i64, LeaseHolder> {
+        // A cluster lease (floor > 0) outranks a tenure taken under an older one: see `floor`.
         match current {
             Some(h) if self.fencing != 0 => {
                 if h.fencing != self.fencing || h.pid == 0 {
@@ -258,13 +265,19 @@ impl LeaseHolder {
             Some(h) => {
                 let mine = h.host == self.host && h.pid == self.pid;
                 let dead = h.host == self.host && !host::pid_alive(h.pid);
-                if h.pid != 0 && !(mine || dead || h.expired) {
+                if h.pid != 0 && !(mine || dead || h.expired || self.supersedes(h)) {
                     return Err(h.clone());
                 }
-                Ok(h.fencing + 1)
+                Ok((h.fencing + 1).max(self.floor))
             }
-            None => Ok(1),
+            None => Ok(self.floor.max(1)),
         }
+    }
+
+    /// Whether this request (a new tenure) carries a cluster lease newer than `h`'s
+    /// tenure, so `h` may be taken over (and its sessions ended) before its lease runs out.
+    pub fn supersedes(&self, h: &LeaseHolder) -> bool {
+        self.fencing == 0 && self.floor > h.fencing
     }
 }
 
@@ -647,7 +660,7 @@ mod lease_rule_tests {
     use super::LeaseHolder;
 
     fn holder(host: &str, pid: u32, fencing: i64, expired: bool) -> LeaseHolder {
-        LeaseHolder { node: "n".into(), host: host.into(), pid, expires_us: 0, expired, fencing }
+        LeaseHolder { node: "n".into(), host: host.into(), pid, expires_us: 0, expired, fencing, floor: 0 }
     }
 
     #[test]
@@ -662,5 +675,17 @@ mod lease_rule_tests {
         assert_eq!(renewing.claim(Some(&holder("h", std::process::id(), 4, false))), Ok(4));
         assert_eq!(renewing.claim(Some(&holder("other", 1, 5, false))).map_err(|h| h.fencing), Err(5), "taken over");
         assert!(renewing.claim(Some(&holder("h", 0, 4, false))).is_err(), "released (pid 0) is no longer ours");
+    }
+
+    #[test]
+    fn a_newer_cluster_lease_takes_a_live_tenure_over_under_its_revision() {
+        let live = holder("other", 1, 4, false);
+        let newer = LeaseHolder { floor: 9, ..holder("h", std::process::id(), 0, false) };
+        assert_eq!(newer.claim(Some(&live)), Ok(9), "superseded by the cluster lease's revision");
+        assert_eq!(newer.claim(None), Ok(9));
+        let older = LeaseHolder { floor: 3, ..holder("h", std::process::id(), 0, false) };
+        assert_eq!(older.claim(Some(&live)), Err(live.clone()), "an older cluster lease does not");
+        let renewing = LeaseHolder { floor: 9, ..holder("h", std::process::id(), 4, false) };
+        assert!(renewing.claim(Some(&holder("other", 1, 9, false))).is_err(), "a renewal never takes over");
     }
 }

@@ -12,6 +12,7 @@ use super::{
     ConflictEntry, Control, ControlError, EndpointView, LogLine, NodeOverview, RowText, SkipRequest, Skipped, TaskView,
     VerifyProgress, VerifyRunner, VerifySummary,
 };
+use crate::cluster::{Candidate, Cluster, ClusterView};
 use crate::config::{Config, Endpoint, Task};
 use crate::connector::registry::{self, FreezeRequest};
 use crate::cutover::{CutoverBrief, CutoverRequest, CutoverState, CutoverView};
@@ -38,6 +39,9 @@ pub struct LocalNode {
     verify: Box<dyn VerifyRunner>,
     /// When this node started (µs): its uptime in the overview.
     started_us: i64,
+    /// `[cluster]`: the directions run here are those whose cluster lease this node
+    /// holds, not the slots' engines (docs/cluster.md).
+    cluster: Option<Cluster>,
 }
 
 async fn read_frozen(ep: &Endpoint) -> Option<i64> {
@@ -55,6 +59,9 @@ impl LocalNode {
         preflight_or_fail(&config, &tasks).await?;
         let store = Store::open(&config.node.store.path(), true).await?;
         let shutdown = CancellationToken::new();
+        if config.cluster.is_some() {
+            return Self::join_cluster(config, store, shutdown, verify).await;
+        }
         let mut slots: Vec<TaskSlot> = Vec::new();
         for task in &config.tasks {
             let started = match plan(&config, &[task], &store).await {
@@ -78,11 +85,42 @@ impl LocalNode {
                 }
             }
         }
+        Ok(Self::with(config, store, shutdown, slots, verify, None).await)
+    }
+
+    /// In a cluster: no task starts here by itself; the cluster's ownership loop runs
+    /// the directions whose leases this node takes.
+    async fn join_cluster(
+        config: Config,
+        store: Store,
+        shutdown: CancellationToken,
+        verify: Box<dyn VerifyRunner>,
+    ) -> Result<LocalNode, StartError> {
+        let mut candidates = Vec::new();
+        let mut slots = Vec::new();
+        for task in &config.tasks {
+            for spec in plan(&config, &[task], &store).await? {
+                candidates.push(Candidate { spec, nodes: task.nodes.clone() });
+            }
+            slots.push(TaskSlot { task: task.clone(), engine: None, metrics: Vec::new(), paused: false });
+        }
+        let cluster = Cluster::join(&config, candidates, shutdown.child_token()).await?;
+        Ok(Self::with(config, store, shutdown, slots, verify, Some(cluster)).await)
+    }
+
+    async fn with(
+        config: Config,
+        store: Store,
+        shutdown: CancellationToken,
+        slots: Vec<TaskSlot>,
+        verify: Box<dyn VerifyRunner>,
+        cluster: Option<Cluster>,
+    ) -> LocalNode {
         let mut frozen = HashMap::new();
         for ep in &config.endpoints {
             frozen.insert(ep.name.clone(), read_frozen(ep).await);
         }
-        Ok(LocalNode {
+        LocalNode {
             config,
             store,
             shutdown,
@@ -90,7 +128,46 @@ impl LocalNode {
             frozen: Mutex::new(frozen),
             verify,
             started_us: now_micros(),
-        })
+            cluster,
+        }
+    }
+
+    /// The whole cluster (nodes, owners); `None` without `[cluster]`.
+    pub async fn cluster_view(&self) -> Result<Option<ClusterView>, ControlError> {
+        let Some(cluster) = &self.cluster else { return Ok(None) };
+        cluster
+            .view()
+            .await
+            .map(Some)
+            .map_err(|e| ControlError::Task { task: "cluster".into(), message: e.to_string() })
+    }
+
+    /// Asks every node of the cluster to move directions to their preferred nodes.
+    pub async fn cluster_rebalance(&self) -> Result<(), ControlError> {
+        let Some(cluster) = &self.cluster else {
+            return Err(ControlError::Conflict {
+                message: "this node is not in a cluster (no [cluster] in its task file)".into(),
+            });
+        };
+        cluster.rebalance().await.map_err(|e| ControlError::Task { task: "cluster".into(), message: e.to_string() })
+    }
+
+    /// A slot's metrics: in a cluster, those of its directions that ran on this node.
+    fn slot_metrics(&self, slot: &TaskSlot) -> Vec<Arc<DirectionMetrics>> {
+        match &self.cluster {
+            Some(c) => c.metrics().into_iter().filter(|m| m.id.task == slot.task.name).collect(),
+            None => slot.metrics.clone(),
+        }
+    }
+
+    /// Refuses what a cluster node cannot do to one task yet.
+    fn not_in_cluster(&self, what: &str) -> Result<(), ControlError> {
+        match self.cluster {
+            Some(_) => Err(ControlError::Conflict {
+                message: format!("{what} is not available on a cluster node yet (docs/cluster.md)"),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The task file.
@@ -105,11 +182,15 @@ impl LocalNode {
 
     /// Metrics of every direction, paused ones included.
     pub async fn directions(&self) -> Vec<Arc<DirectionMetrics>> {
-        self.slots.lock().await.iter().flat_map(|s| s.metrics.iter().cloned()).collect()
+        self.slots.lock().await.iter().flat_map(|s| self.slot_metrics(s)).collect()
     }
 
     /// Whether every task that is not paused has stopped by itself (failed or ended).
     pub async fn finished(&self) -> bool {
+        // A cluster node runs until stopped: its directions come and go.
+        if self.cluster.is_some() {
+            return false;
+        }
         self.slots.lock().await.iter().all(|s| s.engine.as_ref().is_none_or(Engine::finished))
     }
 
@@ -125,7 +206,10 @@ impl LocalNode {
     /// Stops every task after its in-flight batch; returns the directions' errors.
     pub async fn shutdown(&self) -> Vec<EngineError> {
         self.shutdown.cancel();
-        let mut errors = Vec::new();
+        let mut errors = match &self.cluster {
+            Some(c) => c.stop().await,
+            None => Vec::new(),
+        };
         let engines: Vec<Engine> = self.slots.lock().await.iter_mut().filter_map(|s| s.engine.take()).collect();
         for e in engines {
             errors.extend(e.join().await);
@@ -136,7 +220,8 @@ impl LocalNode {
 
     fn view(&self, slot: &TaskSlot) -> TaskView {
         // A one-way task runs the direction a cutover may have switched: show that one.
-        let (from, to) = match (slot.task.mode, slot.metrics.first()) {
+        let metrics = self.slot_metrics(slot);
+        let (from, to) = match (slot.task.mode, metrics.first()) {
             (crate::config::Mode::OneWay, Some(m)) => (m.id.from.clone(), m.id.to.clone()),
             _ => (slot.task.from.clone(), slot.task.to.clone()),
         };
@@ -146,7 +231,7 @@ impl LocalNode {
             to,
             mode: slot.task.mode,
             paused: slot.paused,
-            directions: slot.metrics.iter().map(|m| m.status()).collect(),
+            directions: metrics.iter().map(|m| m.status()).collect(),
             last_verify: self.verify.latest(&slot.task.name).map(|p| VerifySummary {
                 id: p.id,
                 state: p.state,
@@ -255,6 +340,7 @@ impl Control for LocalNode {
 
     async fn pause(&self, actor: &str, task: &str) -> Result<TaskView, ControlError> {
         self.find_task(task)?;
+        self.not_in_cluster("pausing a task")?;
         let mut slots = self.slots.lock().await;
         let Some(slot) = slots.iter_mut().find(|s| s.task.name == task) else {
             return Err(ControlError::NotFound { what: format!("task {task:?}") });
@@ -280,6 +366,7 @@ impl Control for LocalNode {
 
     async fn resume(&self, actor: &str, task: &str) -> Result<TaskView, ControlError> {
         let t = self.find_task(task)?;
+        self.not_in_cluster("resuming a task")?;
         let mut slots = self.slots.lock().await;
         let Some(slot) = slots.iter_mut().find(|s| s.task.name == task) else {
             return Err(ControlError::NotFound { what: format!("task {task:?}") });

@@ -26,6 +26,9 @@ pub enum StartError {
     /// The metadata store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The cluster could not be joined.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Refuses early, before anything is written, when another live process on this host

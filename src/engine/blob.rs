@@ -74,7 +74,7 @@ pub async fn run(
         source,
         sink,
         kind,
-        tenure: Tenure::new(&spec.node_id, held),
+        tenure: Tenure::new(&spec.node_id, spec.lease_floor, held),
         cp: BlobCheckpoint::default(),
         failed: Vec::new(),
         bytes: 0,

@@ -29,8 +29,9 @@ pub struct Tenure<'a> {
 }
 
 impl<'a> Tenure<'a> {
-    /// A tenure not yet taken, for this node's process.
-    pub fn new(node: &str, held: &'a AtomicBool) -> Self {
+    /// A tenure not yet taken, for this node's process; `floor` is the cluster lease's
+    /// revision (0 outside a cluster, see [`LeaseHolder::floor`]).
+    pub fn new(node: &str, floor: i64, held: &'a AtomicBool) -> Self {
         let me = LeaseHolder {
             node: node.to_string(),
             host: crate::connector::host::host_name(),
@@ -38,6 +39,7 @@ impl<'a> Tenure<'a> {
             expires_us: 0,
             expired: false,
             fencing: 0,
+            floor,
         };
         Tenure { me, held, last_renew: Instant::now() }
     }

@@ -121,6 +121,7 @@ pub fn plan_task(config: &Config, task: &Task, skips: &[(String, Position)]) -> 
                 retention_alarm: task.retention_alarm,
                 maps: if from.name == task.from { task.maps.clone() } else { Vec::new() },
                 node_id: config.node.id.clone(),
+                lease_floor: 0,
                 tuning: Tuning::default(),
                 clock: clock.clone(),
                 once: false,

@@ -89,6 +89,9 @@ pub struct DirectionSpec {
     pub maps: Vec<TableMap>,
     /// `[node] id`, for the lease.
     pub node_id: String,
+    /// In a cluster, the revision of this node's cluster lease on the direction: the
+    /// least fencing token its tenure of the target's lease takes (0 outside a cluster).
+    pub lease_floor: i64,
     /// Source transactions an operator chose to skip (`ferry skip`).
     pub skips: Vec<Position>,
     /// Batch sizes and intervals.
@@ -286,7 +289,7 @@ async fn run_pair<S: Source + 'static, H: Source + 'static, K: Sink>(
         progressed: attempt.progressed,
         group_rows: 0,
         committed: None,
-        tenure: Tenure::new(&spec.node_id, attempt.held),
+        tenure: Tenure::new(&spec.node_id, spec.lease_floor, attempt.held),
     };
     runner.run(heartbeat).await
 }

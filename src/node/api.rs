@@ -312,6 +312,30 @@ pub async fn endpoints(State(s): State<Arc<NodeState>>, caller: Caller) -> ApiRe
     ok(s.control.overview().await?.endpoints)
 }
 
+/// `GET /api/v1/cluster`: every node of the cluster and every direction's owner.
+pub async fn cluster(State(s): State<Arc<NodeState>>, caller: Caller) -> ApiResult {
+    caller.require(Role::Viewer, "reading the cluster")?;
+    match s.control.cluster_view().await? {
+        Some(view) => ok(view),
+        None => {
+            Err(ControlError::NotFound { what: "the cluster (this node's task file has no [cluster])".into() }.into())
+        }
+    }
+}
+
+/// `POST /api/v1/cluster/rebalance` (operator): directions move to their preferred nodes.
+pub async fn rebalance(State(s): State<Arc<NodeState>>, caller: Caller, body: Bytes) -> ApiResult {
+    caller.require(Role::Operator, "rebalancing the cluster")?;
+    action_body(&body)?;
+    s.control.cluster_rebalance().await?;
+    s.control
+        .store()
+        .audit(&actor(&s, &caller), "cluster.rebalance", None, "asked every node to rebalance")
+        .await
+        .map_err(ControlError::from)?;
+    ok(serde_json::json!({ "requested": true }))
+}
+
 /// `POST /api/v1/endpoints/{endpoint}/freeze` (admin).
 pub async fn freeze(
     State(s): State<Arc<NodeState>>,

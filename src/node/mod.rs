@@ -62,6 +62,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/endpoints/{endpoint}/freeze"),
     ("post", "/api/v1/endpoints/{endpoint}/unfreeze"),
     ("get", "/api/v1/events"),
+    ("get", "/api/v1/cluster"),
+    ("post", "/api/v1/cluster/rebalance"),
 ];
 
 /// Why the API could not serve.
@@ -113,6 +115,8 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/v1/endpoints/{endpoint}/freeze", post(api::freeze))
         .route("/api/v1/endpoints/{endpoint}/unfreeze", post(api::unfreeze))
         .route("/api/v1/events", get(sse::stream))
+        .route("/api/v1/cluster", get(api::cluster))
+        .route("/api/v1/cluster/rebalance", post(api::rebalance))
         .fallback(api::not_found)
         .with_state(state)
 }

@@ -97,7 +97,9 @@ pub fn document() -> Value {
             "/api/v1/endpoints": { "get": op("Endpoints with freeze state (passwords masked)", "viewer", "Endpoints.") },
             "/api/v1/endpoints/{endpoint}/freeze": { "post": with_param(op("Refuse application writes on the endpoint (audited)", "admin", "The endpoint."), "endpoint", endpoint) },
             "/api/v1/endpoints/{endpoint}/unfreeze": { "post": with_param(op("Lift the freeze (audited)", "admin", "The endpoint."), "endpoint", endpoint) },
-            "/api/v1/events": { "get": op("Server-sent events: an `overview` event per second", "viewer", "text/event-stream") }
+            "/api/v1/events": { "get": op("Server-sent events: an `overview` event per second", "viewer", "text/event-stream") },
+            "/api/v1/cluster": { "get": op("The cluster (docs/cluster.md): every node (id, site, version, started_us, last_seen_us, tasks) and every task direction's owner; 404 on a node without [cluster]", "viewer", "{nats, nodes, owners}.") },
+            "/api/v1/cluster/rebalance": { "post": op("Ask every node to hand its directions to live nodes at their targets' sites (audited)", "operator", "{requested: true}.") }
         }
     })
 }

@@ -186,6 +186,7 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
         expires_us: 0,
         expired: false,
         fencing: 0,
+        floor: 0,
     };
     if opts.repair {
         sink.prepare().await?;

@@ -336,6 +336,9 @@ fn start_private_pair(b_without_binlog: bool) -> Private {
         ("FERRY_TESTBED_DIR", dir.display().to_string()),
         ("FERRY_TESTBED_PORT_A", port_a.to_string()),
         ("FERRY_TESTBED_PORT_B", port_b.to_string()),
+        // MariaDB only, even when the caller's shell asked its testbed for NATS (a
+        // FERRY_TESTBED_NATS_PORT exported for the private testbed would collide).
+        ("FERRY_TESTBED_NATS", "0".to_string()),
     ];
     // The watchdog first: whatever happens from here on, the instances stop and the
     // folder goes once this process is gone. Its own process group keeps it out of a

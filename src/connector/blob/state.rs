@@ -390,7 +390,7 @@ mod tests {
     use super::*;
 
     fn holder(host: &str, pid: u32, fencing: i64) -> LeaseHolder {
-        LeaseHolder { node: "n".into(), host: host.into(), pid, expires_us: 0, expired: false, fencing }
+        LeaseHolder { node: "n".into(), host: host.into(), pid, expires_us: 0, expired: false, fencing, floor: 0 }
     }
 
     #[tokio::test]

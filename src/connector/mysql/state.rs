@@ -155,7 +155,15 @@ fn lease_columns() -> String {
 }
 
 fn holder_of((node, host, pid, expires_us, fencing, expired): LeaseRow) -> LeaseHolder {
-    LeaseHolder { node, host, pid: u32::try_from(pid).unwrap_or(0), expires_us, expired: expired != 0, fencing }
+    LeaseHolder {
+        node,
+        host,
+        pid: u32::try_from(pid).unwrap_or(0),
+        expires_us,
+        expired: expired != 0,
+        fencing,
+        floor: 0,
+    }
 }
 
 /// Takes or renews a direction's lease in one transaction (`SELECT … FOR UPDATE`), on a
@@ -196,7 +204,7 @@ pub async fn take_lease(
         && me.fencing == 0
         && h.pid != 0
         && !(h.host == me.host && h.pid == me.pid)
-        && (h.expired || (h.host == me.host && !pid_alive(h.pid)))
+        && (h.expired || (h.host == me.host && !pid_alive(h.pid)) || me.supersedes(&h))
     {
         let ended = end_sessions(conn, dir).await.map_err(ep.error(what.clone()))?;
         if ended > 0 {
@@ -332,6 +340,7 @@ pub async fn check_fence(
             expires_us: 0,
             expired: true,
             fencing: 0,
+            floor: 0,
         }),
     })
 }

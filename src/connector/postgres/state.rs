@@ -150,6 +150,7 @@ fn holder_of(r: &PgRow) -> LeaseHolder {
         expires_us: r.get(3),
         fencing: r.get(4),
         expired: r.get(5),
+        floor: 0,
     }
 }
 
@@ -258,6 +259,7 @@ pub async fn check_fence(
             expires_us: 0,
             expired: true,
             fencing: 0,
+            floor: 0,
         }),
     })
 }

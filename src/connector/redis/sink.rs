@@ -173,8 +173,15 @@ async fn read_lease(
     if fields.is_empty() {
         return Ok(None);
     }
-    let mut h =
-        LeaseHolder { node: String::new(), host: String::new(), pid: 0, expires_us: 0, expired: false, fencing: 0 };
+    let mut h = LeaseHolder {
+        node: String::new(),
+        host: String::new(),
+        pid: 0,
+        expires_us: 0,
+        expired: false,
+        fencing: 0,
+        floor: 0,
+    };
     for pair in fields.chunks(2) {
         let (Some(k), Some(v)) = (pair[0].text(), pair.get(1).and_then(Reply::text)) else { continue };
         match k.as_str() {

@@ -94,6 +94,7 @@ fn holder_of(r: &sqlx::sqlite::SqliteRow) -> LeaseHolder {
         node: r.get(0),
         host: r.get(1),
         pid: u32::try_from(r.get::<i64, _>(2)).unwrap_or(0),
+        floor: 0,
         expires_us,
         expired: expires_us < now_micros(),
         fencing: r.get(4),
@@ -179,6 +180,7 @@ pub async fn check_fence(
             expires_us: 0,
             expired: true,
             fencing: 0,
+            floor: 0,
         }),
     })
 }

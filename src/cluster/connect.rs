@@ -1,0 +1,32 @@
+//! The NATS connection of a node: `[cluster] nats` with its TLS CA and credentials file.
+
+use std::time::Duration;
+
+use super::ClusterError;
+use crate::config::Cluster;
+
+/// How long the first connection may take before the node gives up with a clear error.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to the cluster's NATS servers as node `node_id`; JetStream on top.
+pub async fn connect(cluster: &Cluster, node_id: &str) -> Result<async_nats::jetstream::Context, ClusterError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("ferry node {node_id}"))
+        .connection_timeout(CONNECT_TIMEOUT)
+        // Reconnect for ever: a NATS outage only stops renewals, which stops the tasks.
+        .max_reconnects(None);
+    if let Some(ca) = &cluster.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let Some(creds) = &cluster.credentials {
+        options = options
+            .credentials_file(creds)
+            .await
+            .map_err(|source| ClusterError::Credentials { path: creds.clone(), source })?;
+    }
+    let client = options
+        .connect(cluster.nats.as_str())
+        .await
+        .map_err(|source| ClusterError::Connect { nats: cluster.nats_masked(), source })?;
+    Ok(async_nats::jetstream::new(client))
+}

@@ -1,0 +1,233 @@
+//! Nodes in a cluster over NATS JetStream (docs/cluster.md): each task direction is
+//! owned through a lease in a KV bucket ([`lease`]), taken by compare-and-set on the
+//! key's revision and renewed every few seconds; the owner runs the direction with the
+//! lease's revision as the fencing floor of its target lease, so a node that lost its
+//! cluster lease cannot land a checkpoint. Every node announces itself ([`members`]) and
+//! takes over directions whose lease ran out ([`owner`]). Opt-in: without `[cluster]`
+//! nothing here runs.
+
+pub mod connect;
+pub mod lease;
+pub mod members;
+pub mod owner;
+pub mod view;
+
+use std::sync::{Arc, Mutex};
+
+use async_nats::jetstream::kv::{self, Store};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::engine::EngineError;
+use crate::engine::metrics::DirectionMetrics;
+use crate::engine::task::DirectionSpec;
+use crate::model::now_micros;
+pub use view::ClusterView;
+
+/// Why the cluster could not be joined or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No NATS server answered.
+    #[error(
+        "cannot connect to the cluster's NATS servers {nats}: {source}\n  fix: check [cluster] nats, that nats-server runs with JetStream (-js) and that this host reaches it"
+    )]
+    Connect {
+        /// `[cluster] nats`, passwords masked.
+        nats: String,
+        /// Why.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The credentials file could not be read.
+    #[error("cannot read the NATS credentials file {path}: {source}\n  fix: check [cluster] credentials")]
+    Credentials {
+        /// `[cluster] credentials`.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JetStream request failed.
+    #[error(
+        "cluster: {what}: {source}\n  fix: check that the NATS servers run with JetStream enabled and this node may use the ferry_* buckets"
+    )]
+    Nats {
+        /// What was being done (names the bucket, key or node).
+        what: String,
+        /// Why.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// A record in a bucket is not what ferry writes.
+    #[error(
+        "cluster: key {key} holds a record ferry cannot read: {source}\n  fix: run the same ferry release on every node"
+    )]
+    Record {
+        /// The key.
+        key: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ClusterError {
+    fn nats(what: String, source: impl std::error::Error + Send + Sync + 'static) -> ClusterError {
+        ClusterError::Nats { what, source: Box::new(source) }
+    }
+}
+
+/// Opens a KV bucket, creating it when missing (a bucket made by another node with the
+/// same settings is the same bucket). The bucket's stream is created here as a KV
+/// bucket's is, rather than with `create_key_value`: that asks for the account's info
+/// first, whose answer from nats-server 2.9 the client cannot read.
+async fn open_bucket(js: &async_nats::jetstream::Context, config: kv::Config) -> Result<Store, ClusterError> {
+    let name = config.bucket.clone();
+    if let Ok(store) = js.get_key_value(&name).await {
+        return Ok(store);
+    }
+    let stream = async_nats::jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        description: Some(config.description),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: config.history.max(1),
+        max_age: config.max_age,
+        max_bytes: -1,
+        max_message_size: -1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: config.num_replicas.max(1),
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    // Another node may create it at the same moment: then it is there to open.
+    let created = js.get_or_create_stream(stream).await;
+    match js.get_key_value(&name).await {
+        Ok(store) => Ok(store),
+        Err(open) => Err(match created {
+            Err(e) => ClusterError::nats(format!("creating bucket {name}"), e),
+            Ok(_) => ClusterError::nats(format!("opening bucket {name}"), open),
+        }),
+    }
+}
+
+/// A name as a KV key part: characters a key may not hold escaped as `=XX` (hex bytes).
+fn key_part(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    out
+}
+
+/// A direction this node may run, with the `[[task]] nodes` that may.
+pub struct Candidate {
+    /// The direction as planned for this node.
+    pub spec: DirectionSpec,
+    /// `[[task]] nodes` (empty: any node).
+    pub nodes: Vec<String>,
+}
+
+/// What the ownership loop shares with readers (API, status).
+#[derive(Default)]
+struct Shared {
+    /// Metrics of every direction that ran here since the node started.
+    metrics: Mutex<Vec<Arc<DirectionMetrics>>>,
+}
+
+/// This node's membership: the ownership loop, owned and stopped by [`Cluster::stop`].
+pub struct Cluster {
+    shared: Arc<Shared>,
+    leases: Store,
+    members: Store,
+    nats: String,
+    shutdown: CancellationToken,
+    task: tokio::sync::Mutex<Option<JoinHandle<Vec<EngineError>>>>,
+}
+
+impl Cluster {
+    /// Connects to `[cluster]`, announces this node and starts taking the candidates'
+    /// leases; directions run until `shutdown` or [`Cluster::stop`].
+    pub async fn join(
+        config: &Config,
+        candidates: Vec<Candidate>,
+        shutdown: CancellationToken,
+    ) -> Result<Cluster, ClusterError> {
+        let Some(cluster) = &config.cluster else {
+            return Err(ClusterError::nats(
+                "joining".into(),
+                std::io::Error::other("the task file has no [cluster] section"),
+            ));
+        };
+        let js = connect::connect(cluster, &config.node.id).await?;
+        let leases = lease::bucket(&js, cluster.lease_ttl).await?;
+        let members = members::bucket(&js).await?;
+        let me = members::Member {
+            id: config.node.id.clone(),
+            site: config.node.site.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            listen: config.node.listen.clone(),
+            started_us: now_micros(),
+            last_seen_us: now_micros(),
+            tasks: Vec::new(),
+        };
+        members::announce(&members, &me).await?;
+        let shared = Arc::new(Shared::default());
+        let owner = owner::Owner::new(owner::Setup {
+            me,
+            leases: leases.clone(),
+            members: members.clone(),
+            ttl: cluster.lease_ttl,
+            candidates,
+            shutdown: shutdown.clone(),
+            shared: shared.clone(),
+        });
+        let task = tokio::spawn(owner.run());
+        Ok(Cluster {
+            shared,
+            leases,
+            members,
+            nats: cluster.nats_masked(),
+            shutdown,
+            task: tokio::sync::Mutex::new(Some(task)),
+        })
+    }
+
+    /// Metrics of the directions that ran on this node (running or stopped).
+    pub fn metrics(&self) -> Vec<Arc<DirectionMetrics>> {
+        self.shared.metrics.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Every node and every direction's owner, as the buckets hold them now.
+    pub async fn view(&self) -> Result<ClusterView, ClusterError> {
+        view::read(&self.nats, &self.members, &self.leases).await
+    }
+
+    /// Asks every node to move its directions to their preferred nodes (`ferry cluster
+    /// rebalance`).
+    pub async fn rebalance(&self) -> Result<(), ClusterError> {
+        owner::request_rebalance(&self.leases).await
+    }
+
+    /// Stops every direction of this node, gives their leases back and leaves the
+    /// cluster; returns the directions' errors.
+    pub async fn stop(&self) -> Vec<EngineError> {
+        self.shutdown.cancel();
+        let Some(task) = self.task.lock().await.take() else {
+            return Vec::new();
+        };
+        match task.await {
+            Ok(errors) => errors,
+            Err(e) => {
+                tracing::error!(error = %e, "the cluster ownership task ended abnormally");
+                Vec::new()
+            }
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The ownership loop of one node: every second it renews the leases of the directions
+//! it runs (stopping a direction at once when a renewal fails or is refused), and takes
+//! free leases of directions it may run; a node at the target's site goes first, others
+//! after a grace. It never takes a lease another node holds, so a node that comes back
+//! does not fight for what it lost; directions move on request only ([`request_rebalance`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv::Store;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::lease::{self, Held, LeaseRecord};
+use super::members::{self, Member};
+use super::{Candidate, ClusterError, Shared};
+use crate::engine::task::prepare_target;
+use crate::engine::{Engine, EngineError};
+use crate::model::now_micros;
+
+/// How often the loop looks at every direction.
+const TICK: Duration = Duration::from_secs(1);
+/// How long a node away from the target's site lets a node at that site go first.
+const PREFER_GRACE: Duration = Duration::from_secs(3);
+/// How long a direction that failed here waits before this node tries it again.
+const FAILED_BACKOFF: Duration = Duration::from_secs(20);
+/// How often this node's record is written (and the others' read).
+const ANNOUNCE: Duration = Duration::from_secs(2);
+/// A node whose record is older than this is taken for gone.
+const GONE_AFTER: Duration = Duration::from_secs(15);
+/// The key in the lease bucket that asks for a rebalance (lease keys have two dots).
+const REBALANCE_KEY: &str = "rebalance";
+
+/// What the loop starts with.
+pub struct Setup {
+    /// This node's record.
+    pub me: Member,
+    /// The lease bucket.
+    pub leases: Store,
+    /// The members bucket.
+    pub members: Store,
+    /// The lease TTL (the bucket's max_age).
+    pub ttl: Duration,
+    /// Directions of the task file.
+    pub candidates: Vec<Candidate>,
+    /// Stops the loop and every direction.
+    pub shutdown: CancellationToken,
+    /// What readers see.
+    pub(super) shared: Arc<Shared>,
+}
+
+/// A direction held here.
+struct Running {
+    held: Held,
+    renewed: Instant,
+    engine: Engine,
+}
+
+/// One direction's state on this node.
+struct Slot {
+    candidate: Candidate,
+    key: String,
+    running: Option<Running>,
+    /// Since when its lease has been seen free (the grace for a node off-site).
+    free_since: Option<Instant>,
+    /// Not before this (it failed here).
+    retry_at: Option<Instant>,
+}
+
+/// The ownership loop.
+pub struct Owner {
+    setup: Setup,
+    slots: Vec<Slot>,
+    /// Directions stopped (lost, failed, moved) whose engines are still ending.
+    stopping: Vec<Engine>,
+    errors: Vec<EngineError>,
+    peers: Vec<Member>,
+    last_announce: Option<Instant>,
+    /// The revision of the last rebalance request handled.
+    rebalanced: u64,
+}
+
+impl Owner {
+    /// The loop over `setup`, not yet running.
+    pub fn new(mut setup: Setup) -> Owner {
+        let slots = setup
+            .candidates
+            .drain(..)
+            .map(|candidate| Slot {
+                key: lease::key(&candidate.spec.id),
+                candidate,
+                running: None,
+                free_since: None,
+                retry_at: None,
+            })
+            .collect();
+        Owner {
+            setup,
+            slots,
+            stopping: Vec::new(),
+            errors: Vec::new(),
+            peers: Vec::new(),
+            last_announce: None,
+            rebalanced: 0,
+        }
+    }
+
+    /// Runs until shut down; then stops every direction, gives its lease back and leaves.
+    pub async fn run(mut self) -> Vec<EngineError> {
+        let shutdown = self.setup.shutdown.clone();
+        // A rebalance asked before this node started is not for it.
+        self.rebalanced = rebalance_revision(&self.setup.leases).await;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            self.round().await;
+        }
+        self.leave().await;
+        self.errors
+    }
+
+    /// One look at everything.
+    async fn round(&mut self) {
+        let rebalance = self.rebalance_asked().await;
+        // A rebalance judges by the nodes as they are now, not as last read.
+        if rebalance || self.last_announce.is_none_or(|t| t.elapsed() >= ANNOUNCE) {
+            self.announce().await;
+        }
+        for i in 0..self.slots.len() {
+            if let Err(e) = self.step(i, rebalance).await {
+                warn!(direction = %self.slots[i].candidate.spec.id, error = %e, "cluster lease step failed");
+            }
+        }
+        self.reap().await;
+    }
+
+    async fn announce(&mut self) {
+        let mut me = self.setup.me.clone();
+        me.last_seen_us = now_micros();
+        me.tasks = self.slots.iter().filter(|s| s.running.is_some()).map(|s| s.candidate.spec.id.to_string()).collect();
+        if let Err(e) = members::announce(&self.setup.members, &me).await {
+            warn!(error = %e, "could not announce this node to the cluster");
+        }
+        match members::all(&self.setup.members).await {
+            Ok(peers) => self.peers = peers,
+            Err(e) => warn!(error = %e, "could not read the cluster's nodes"),
+        }
+        self.last_announce = Some(Instant::now());
+    }
+
+    /// Whether a rebalance was asked since the last one handled.
+    async fn rebalance_asked(&mut self) -> bool {
+        let rev = rebalance_revision(&self.setup.leases).await;
+        if rev > self.rebalanced {
+            self.rebalanced = rev;
+            info!("a rebalance was asked: moving directions to their preferred nodes");
+            return true;
+        }
+        false
+    }
+
+    /// Renews or gives up a running direction, or takes a free one.
+    async fn step(&mut self, i: usize, rebalance: bool) -> Result<(), ClusterError> {
+        let ttl = self.setup.ttl;
+        let my_id = self.setup.me.id.clone();
+        let slot = &mut self.slots[i];
+        if let Some(run) = &mut slot.running {
+            if run.engine.finished() {
+                // The direction failed by itself (its errors are kept): free it for a
+                // node that may do better, and try again here later.
+                let run = slot.running.take().map(|r| (r.held, r.engine));
+                if let Some((held, engine)) = run {
+                    warn!(direction = %slot.candidate.spec.id, "the direction stopped here; giving its cluster lease up");
+                    self.errors.extend(engine.join().await);
+                    lease::release(&self.setup.leases, &slot.key, &held).await?;
+                }
+                slot.retry_at = Some(Instant::now() + FAILED_BACKOFF);
+                return Ok(());
+            }
+            let moving = rebalance && preferred_elsewhere(&self.peers, &self.setup.me, &slot.candidate, &my_id);
+            if moving {
+                info!(direction = %slot.candidate.spec.id, "rebalance: handing the direction to a node at its target's site");
+                if let Some(run) = slot.running.take() {
+                    run.engine.stop();
+                    self.errors.extend(run.engine.join().await);
+                    lease::release(&self.setup.leases, &slot.key, &run.held).await?;
+                }
+                // Let the preferred node take it first.
+                slot.retry_at = Some(Instant::now() + PREFER_GRACE * 2);
+                return Ok(());
+            }
+            if run.renewed.elapsed() < ttl / 3 {
+                return Ok(());
+            }
+            let renewed = lease::renew(&self.setup.leases, &slot.key, &run.held).await;
+            match renewed {
+                Ok(Some(held)) => {
+                    run.held = held;
+                    run.renewed = Instant::now();
+                }
+                outcome => {
+                    // Refused (taken over) or not answered: this node can no longer prove
+                    // it owns the direction, so it stops now; the target's fencing
+                    // refuses whatever it still had under way.
+                    match outcome {
+                        Err(e) => {
+                            warn!(direction = %slot.candidate.spec.id, error = %e, "could not renew the cluster lease; stopping the direction")
+                        }
+                        _ => {
+                            warn!(direction = %slot.candidate.spec.id, "the cluster lease was taken over; stopping the direction")
+                        }
+                    }
+                    if let Some(run) = slot.running.take() {
+                        run.engine.stop();
+                        self.stopping.push(run.engine);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        if slot.retry_at.is_some_and(|t| Instant::now() < t) || !eligible(&slot.candidate, &my_id) {
+            return Ok(());
+        }
+        if lease::read(&self.setup.leases, &slot.key).await?.is_some() {
+            slot.free_since = None;
+            return Ok(());
+        }
+        let since = *slot.free_since.get_or_insert_with(Instant::now);
+        if preferred_elsewhere(&self.peers, &self.setup.me, &slot.candidate, &my_id) && since.elapsed() < PREFER_GRACE {
+            return Ok(());
+        }
+        let spec = &slot.candidate.spec;
+        let record = LeaseRecord {
+            task: spec.id.task.clone(),
+            from: spec.id.from.clone(),
+            to: spec.id.to.clone(),
+            node: my_id,
+            site: self.setup.me.site.clone(),
+            since_us: now_micros(),
+            fencing: 0,
+        };
+        let Some(held) = lease::take(&self.setup.leases, &slot.key, &record).await? else {
+            slot.free_since = None;
+            return Ok(());
+        };
+        slot.free_since = None;
+        slot.retry_at = None;
+        let mut spec = spec.clone();
+        spec.lease_floor = i64::try_from(held.record.fencing).unwrap_or(i64::MAX);
+        info!(direction = %spec.id, fencing = spec.lease_floor, "took the cluster lease; starting the direction");
+        // Bounded: the lease must be renewed within its TTL.
+        let prepared = tokio::time::timeout(ttl / 3, prepare_target(&spec)).await;
+        let problem = match prepared {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("the target did not answer within {} s", (ttl / 3).as_secs())),
+        };
+        if let Some(problem) = problem {
+            warn!(direction = %spec.id, error = %problem, "could not prepare the target; giving the cluster lease up");
+            lease::release(&self.setup.leases, &slot.key, &held).await?;
+            slot.retry_at = Some(Instant::now() + FAILED_BACKOFF);
+            return Ok(());
+        }
+        let engine = Engine::start(vec![spec], self.setup.shutdown.child_token());
+        if let Ok(mut m) = self.setup.shared.metrics.lock() {
+            // The newest run of a direction replaces an older one's metrics.
+            let fresh = engine.metrics();
+            m.retain(|old| !fresh.iter().any(|f| f.id == old.id));
+            m.extend(fresh);
+        }
+        slot.running = Some(Running { held, renewed: Instant::now(), engine });
+        Ok(())
+    }
+
+    /// Joins the engines that have ended after being stopped.
+    async fn reap(&mut self) {
+        let (done, pending): (Vec<Engine>, Vec<Engine>) = self.stopping.drain(..).partition(Engine::finished);
+        self.stopping = pending;
+        for engine in done {
+            self.errors.extend(engine.join().await);
+        }
+    }
+
+    /// Stops every direction, gives the leases back (so other nodes take them at once)
+    /// and removes this node's record.
+    async fn leave(&mut self) {
+        for slot in &mut self.slots {
+            if let Some(run) = slot.running.take() {
+                run.engine.stop();
+                self.errors.extend(run.engine.join().await);
+                if let Err(e) = lease::release(&self.setup.leases, &slot.key, &run.held).await {
+                    warn!(direction = %slot.candidate.spec.id, error = %e, "could not give the cluster lease back; it expires by itself");
+                }
+            }
+        }
+        for engine in self.stopping.drain(..) {
+            self.errors.extend(engine.join().await);
+        }
+        if let Err(e) = members::leave(&self.setup.members, &self.setup.me.id).await {
+            warn!(error = %e, "could not remove this node's record; it expires by itself");
+        }
+    }
+}
+
+/// Whether `node` may run the direction (`[[task]] nodes`, default any).
+fn eligible(c: &Candidate, node: &str) -> bool {
+    c.nodes.is_empty() || c.nodes.iter().any(|n| n == node)
+}
+
+/// Whether another live node that may run the direction sits at its target's site while
+/// this one does not.
+fn preferred_elsewhere(peers: &[Member], me: &Member, c: &Candidate, my_id: &str) -> bool {
+    let target_site = c.spec.target.site.to_string();
+    if me.site.as_deref() == Some(target_site.as_str()) {
+        return false;
+    }
+    let now = now_micros();
+    let gone = i64::try_from(GONE_AFTER.as_micros()).unwrap_or(i64::MAX);
+    peers.iter().any(|p| {
+        p.id != my_id
+            && p.site.as_deref() == Some(target_site.as_str())
+            && now - p.last_seen_us < gone
+            && eligible(c, &p.id)
+    })
+}
+
+/// The revision of the latest rebalance request (0: none).
+async fn rebalance_revision(leases: &Store) -> u64 {
+    match leases.entry(REBALANCE_KEY).await {
+        Ok(Some(e)) => e.revision,
+        _ => 0,
+    }
+}
+
+/// Asks every node to hand each direction it runs to a live node at the direction's
+/// target site (the request lasts one lease TTL in the bucket).
+pub async fn request_rebalance(leases: &Store) -> Result<(), ClusterError> {
+    let body = now_micros().to_string();
+    leases
+        .put(REBALANCE_KEY, body.into_bytes().into())
+        .await
+        .map_err(|e| ClusterError::nats("asking for a rebalance".into(), e))?;
+    Ok(())
+}

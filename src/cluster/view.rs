@@ -1,0 +1,44 @@
+//! The whole cluster as any node sees it: every node's record and every direction's
+//! owner (the node API's `/api/v1/cluster`, `ferry cluster status`).
+
+use async_nats::jetstream::kv::Store;
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::ClusterError;
+use super::lease::{self, LeaseRecord};
+use super::members::{self, Member};
+
+/// Nodes and owners.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The NATS servers, passwords masked.
+    pub nats: String,
+    /// Every node with a record (gone ones until their record expires).
+    pub nodes: Vec<Member>,
+    /// Every direction with a live lease, and its owner.
+    pub owners: Vec<LeaseRecord>,
+}
+
+/// Reads both buckets.
+pub async fn read(nats: &str, member_store: &Store, lease_store: &Store) -> Result<ClusterView, ClusterError> {
+    let nodes = members::all(member_store).await?;
+    let keys: Vec<String> = match lease_store.keys().await {
+        Ok(k) => k.try_collect().await.map_err(|e| ClusterError::nats("listing the leases".into(), e))?,
+        Err(e) => return Err(ClusterError::nats("listing the leases".into(), e)),
+    };
+    let mut owners = Vec::new();
+    // Lease keys are task.from.to; other keys (a rebalance request) are not leases.
+    for key in keys.iter().filter(|k| k.matches('.').count() == 2) {
+        if let Some(held) = lease::read(lease_store, key).await? {
+            let mut record = held.record;
+            if record.fencing == 0 {
+                // Taken a moment ago: its first renewal writes the token.
+                record.fencing = held.revision;
+            }
+            owners.push(record);
+        }
+    }
+    owners.sort_by(|a, b| (&a.task, &a.from, &a.to).cmp(&(&b.task, &b.from, &b.to)));
+    Ok(ClusterView { nats: nats.to_string(), nodes, owners })
+}

@@ -1,0 +1,454 @@
+//! Nodes in a cluster over NATS JetStream (docs/cluster.md): three real `ferry node`
+//! processes share a one-way MariaDB task through the testbed's private nats-server.
+//! The owner is SIGKILLed several times under a writer: each time another node takes
+//! the direction over within the lease TTL plus 10 s and goes on from the target's
+//! checkpoint; a node that comes back does not take it back; a SIGSTOPped owner that
+//! wakes after losing its lease applies nothing. Afterwards both tables are equal.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use serde_json::Value;
+
+use crate::mysql_oneway::assert_same_table;
+use crate::support::FerryRun;
+use crate::support::mariadb::{Cleanup, connect, database, rows, rows_once_created, shared_a, shared_b, unique};
+
+/// The cluster lease's TTL in the task files (short, for the suite's time).
+const TTL: Duration = Duration::from_secs(6);
+/// How long a takeover may take after a kill: the TTL plus 10 s for a loaded machine.
+const TAKEOVER: Duration = Duration::from_secs(6 + 10);
+/// Deadline of every other wait.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The testbed's private NATS (FERRY_TEST_NATS), never the machine's own service.
+fn nats_url() -> String {
+    std::env::var("FERRY_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4232".into())
+}
+
+/// Fails the test, saying how to start it, when the private nats-server is not there.
+fn require_nats(url: &str) {
+    let addr = url.trim_start_matches("nats://");
+    let greeting = std::net::TcpStream::connect(addr).and_then(|mut s| {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf)?;
+        Ok(buf)
+    });
+    assert!(
+        matches!(greeting, Ok(b) if &b == b"INFO"),
+        "no NATS server at {url} ({greeting:?})\nstart the testbed's with `FERRY_TESTBED_NATS=1 scripts/testbed start` \
+         and `eval \"$(scripts/testbed env)\"` (FERRY_TEST_NATS)"
+    );
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// One `ferry node` of the cluster, with its own folder, store and API port.
+struct Member {
+    id: String,
+    dir: PathBuf,
+    base: String,
+    run: Option<FerryRun>,
+}
+
+impl Member {
+    fn config(&self) -> PathBuf {
+        self.dir.join("ferry.toml")
+    }
+
+    fn start(&mut self) {
+        self.run = Some(FerryRun::start_command("node", &self.config(), &self.dir.join("node.log")));
+    }
+
+    fn pid(&self) -> u32 {
+        self.run.as_ref().and_then(FerryRun::pid).expect("a running node")
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut r) = self.run.take() {
+            r.kill();
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{sig} {}", self.pid());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+}
+
+fn write_config(dir: &Path, id: &str, site: &str, port: u16, nats: &str, db: &str, task: &str) {
+    let text = format!(
+        r#"[node]
+id = "{id}"
+site = "{site}"
+listen = "127.0.0.1:{port}"
+store = "sqlite://meta.db"
+
+[cluster]
+nats = "{nats}"
+lease_ttl = "{}s"
+
+[[endpoint]]
+name = "a"
+site = "dc-a"
+url = "{}"
+
+[[endpoint]]
+name = "b"
+site = "dc-b"
+url = "{}"
+
+[[task]]
+name = "{task}"
+from = "a"
+to = "b"
+tables = ["{db}.*"]
+"#,
+        TTL.as_secs(),
+        shared_a(),
+        shared_b()
+    );
+    std::fs::write(dir.join("ferry.toml"), text).expect("write task file");
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
+    let r = http.get(url).send().await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+/// The node owning the task's direction, as the first live node answering sees it.
+async fn owner(http: &reqwest::Client, members: &[Member], task: &str) -> Option<String> {
+    for m in members.iter().filter(|m| m.run.is_some()) {
+        if let Some(view) = get_json(http, &format!("{}/api/v1/cluster", m.base)).await {
+            let owners = view["owners"].as_array().cloned().unwrap_or_default();
+            return owners.iter().find(|o| o["task"] == task).and_then(|o| o["node"].as_str().map(String::from));
+        }
+    }
+    None
+}
+
+/// Polls until the direction is owned by a node other than `not`; its id.
+async fn wait_owner(
+    http: &reqwest::Client,
+    members: &[Member],
+    task: &str,
+    not: Option<&str>,
+    limit: Duration,
+) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(o) = owner(http, members, task).await
+            && Some(o.as_str()) != not
+        {
+            return o;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "no node other than {not:?} took task {task} over within {limit:?}; logs:\n{}",
+            members.iter().map(|m| format!("--- {}\n{}", m.id, tail(&m.log()))).collect::<String>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(25)..].join("\n")
+}
+
+/// A node's applied-changes counter for the task (0 before it ran it).
+async fn applied_by(http: &reqwest::Client, m: &Member, task: &str) -> Option<u64> {
+    let tasks = get_json(http, &format!("{}/api/v1/tasks", m.base)).await?;
+    let t = tasks.as_array()?.iter().find(|t| t["name"] == task)?.clone();
+    Some(t["directions"].as_array()?.iter().filter_map(|d| d["changes_total"].as_u64()).sum())
+}
+
+async fn count(url: &str, table: &str) -> u64 {
+    let r = rows_once_created(url, &format!("SELECT COUNT(*) FROM {table}")).await;
+    r.first().and_then(|r| r[0].parse().ok()).unwrap_or(0)
+}
+
+/// Polls until the target holds more than `n` ledger rows (the owner applies).
+async fn wait_target_past(table: &str, n: u64, what: &str) {
+    let start = Instant::now();
+    while count(&shared_b(), table).await <= n {
+        assert!(start.elapsed() < WAIT, "{what}: the target stayed at {n} rows of {table} for {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The application: each transaction adds a ledger row and moves a balance.
+async fn writer(db: String, stop: Arc<AtomicBool>) {
+    let mut c = connect(&shared_a()).await;
+    let mut i: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let txn = async {
+            c.query_drop("START TRANSACTION").await?;
+            c.query_drop(format!("INSERT INTO `{db}`.ledger (token, amount) VALUES (UUID(), {})", i % 100)).await?;
+            c.query_drop(format!("UPDATE `{db}`.acct SET balance = balance + {} WHERE id = {}", i % 7, i % 10)).await?;
+            c.query_drop("COMMIT").await
+        }
+        .await;
+        if txn.is_err() {
+            let _ = c.query_drop("ROLLBACK").await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    c.disconnect().await.ok();
+}
+
+fn start_writer(db: &str) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    (stop.clone(), tokio::spawn(writer(db.to_string(), stop)))
+}
+
+async fn stop_writer((stop, handle): (Arc<AtomicBool>, tokio::task::JoinHandle<()>)) {
+    stop.store(true, Ordering::Relaxed);
+    handle.await.expect("writer");
+}
+
+/// The source tables (a ledger and balances) in a database of the test's own, and a
+/// task name nobody else uses (its lease key and target rows are the test's alone).
+async fn source(cleanup_a: &mut Cleanup, cleanup_b: &mut Cleanup) -> (String, String, String) {
+    let db = database(&shared_a(), "clu", cleanup_a).await;
+    cleanup_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
+    let task = unique("clu");
+    cleanup_b.push(format!("DELETE FROM ferry.ferry_checkpoint WHERE task = '{task}'"));
+    cleanup_b.push(format!("DELETE FROM ferry.ferry_lease WHERE task = '{task}'"));
+    let accounts: Vec<String> = (0..10).map(|i| format!("({i}, 0)")).collect();
+    // The admin statements skip the binlog; the snapshot copies them.
+    crate::support::mariadb::admin(
+        &shared_a(),
+        &[
+            format!(
+                "CREATE TABLE `{db}`.ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, token CHAR(36) NOT NULL, amount INT)"
+            ),
+            format!("CREATE TABLE `{db}`.acct (id INT PRIMARY KEY, balance BIGINT NOT NULL)"),
+            format!("INSERT INTO `{db}`.acct VALUES {}", accounts.join(", ")),
+        ],
+    )
+    .await;
+    let ledger = format!("`{db}`.ledger");
+    (db, task, ledger)
+}
+
+/// One node per site given, each with its folder under `root`, not started.
+fn cluster(root: &Path, sites: &[&str], nats: &str, db: &str, task: &str) -> Vec<Member> {
+    sites
+        .iter()
+        .enumerate()
+        .map(|(i, site)| {
+            let dir = root.join(format!("n{}", i + 1));
+            std::fs::create_dir_all(&dir).expect("node dir");
+            let id = format!("{task}-n{}", i + 1);
+            let port = free_port();
+            write_config(&dir, &id, site, port, nats, db, task);
+            Member { id, dir, base: format!("http://127.0.0.1:{port}"), run: None }
+        })
+        .collect()
+}
+
+/// Polls until `m` (started) shows in the cluster's node records as `m` sees them.
+async fn wait_joined(http: &reqwest::Client, m: &Member) {
+    let start = Instant::now();
+    loop {
+        let view = get_json(http, &format!("{}/api/v1/cluster", m.base)).await;
+        let seen = view.as_ref().and_then(|v| v["nodes"].as_array().cloned()).unwrap_or_default();
+        if seen.iter().any(|n| n["id"] == m.id.as_str()) {
+            return;
+        }
+        assert!(start.elapsed() < WAIT, "{} did not join the cluster; log:\n{}", m.id, tail(&m.log()));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Polls until the target holds every ledger row of the source; that count.
+async fn wait_caught_up(table: &str) -> u64 {
+    let source_rows = count(&shared_a(), table).await;
+    let start = Instant::now();
+    while count(&shared_b(), table).await < source_rows {
+        assert!(start.elapsed() < WAIT, "the target did not catch up with the source's {source_rows} rows of {table}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    source_rows
+}
+
+/// What both tests stand on: the source tables, a NATS server, nodes of the given sites
+/// (not started); the cleanups run when it goes.
+struct Bed {
+    db: String,
+    task: String,
+    ledger: String,
+    root: tempfile::TempDir,
+    sites: Vec<String>,
+    nats: String,
+    _cleanups: (Cleanup, Cleanup),
+}
+
+impl Bed {
+    async fn new(sites: &[&str]) -> Bed {
+        let nats = nats_url();
+        require_nats(&nats);
+        let mut cleanup_a = Cleanup::new(&shared_a());
+        let mut cleanup_b = Cleanup::new(&shared_b());
+        let (db, task, ledger) = source(&mut cleanup_a, &mut cleanup_b).await;
+        let root = tempfile::tempdir().expect("temp dir");
+        let sites = sites.iter().map(|s| s.to_string()).collect();
+        Bed { db, task, ledger, root, sites, nats, _cleanups: (cleanup_a, cleanup_b) }
+    }
+
+    fn members(&self) -> Vec<Member> {
+        let sites: Vec<&str> = self.sites.iter().map(String::as_str).collect();
+        cluster(self.root.path(), &sites, &self.nats, &self.db, &self.task)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_at_the_target_s_site_waits_for_a_rebalance_to_get_the_task() {
+    let bed = Bed::new(&["dc-a", "dc-b"]).await;
+    let (db, task, ledger) = (bed.db.clone(), bed.task.clone(), bed.ledger.clone());
+    let mut members = bed.members();
+    let http = crate::support::http_client(Duration::from_secs(5));
+    let app = start_writer(&db);
+    // Alone, the node away from the target's site takes the task.
+    members[0].start();
+    let first = wait_owner(&http, &members, &task, None, WAIT).await;
+    assert_eq!(first, members[0].id);
+    wait_target_past(&ledger, 0, "the first owner").await;
+    // The node at the target's site joins and leaves the task where it is...
+    members[1].start();
+    wait_joined(&http, &members[1]).await;
+    assert_eq!(owner(&http, &members, &task).await.as_deref(), Some(first.as_str()), "the task moved unasked");
+    // ...until a rebalance is asked (through that node's API).
+    let out = crate::support::ferry(&["cluster", "rebalance", "--node", &members[1].base]);
+    assert!(out.status.success(), "ferry cluster rebalance: {}", String::from_utf8_lossy(&out.stderr));
+    let moved = wait_owner(&http, &members, &task, Some(&first), WAIT).await;
+    assert_eq!(moved, members[1].id, "the task went to a node away from the target's site");
+    let at = count(&shared_b(), &ledger).await;
+    wait_target_past(&ledger, at, "the node at the target's site").await;
+    stop_writer(app).await;
+    wait_caught_up(&ledger).await;
+    assert_same_table(&db, "ledger").await;
+    assert_same_table(&db, "acct").await;
+    for m in &mut members {
+        m.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_owner_s_task_moves_to_another_node_and_a_woken_one_writes_nothing() {
+    let bed = Bed::new(&["dc-b", "dc-b", "dc-b"]).await;
+    let (db, task, ledger) = (bed.db.clone(), bed.task.clone(), bed.ledger.clone());
+    let mut members = bed.members();
+    for m in &mut members {
+        m.start();
+    }
+    let http = crate::support::http_client(Duration::from_secs(5));
+    let mut app = start_writer(&db);
+
+    // One node takes the direction and applies.
+    let mut current = wait_owner(&http, &members, &task, None, WAIT).await;
+    wait_target_past(&ledger, 0, "the first owner").await;
+
+    for round in 1..=3 {
+        let i = members.iter().position(|m| m.id == current).expect("owner is a member");
+        let at_kill = count(&shared_b(), &ledger).await;
+        members[i].kill();
+        let next = wait_owner(&http, &members, &task, Some(&current), TAKEOVER).await;
+        assert_ne!(next, current, "round {round}");
+        // The new owner goes on from the target's checkpoint.
+        wait_target_past(&ledger, at_kill, &format!("round {round}: {next} after the takeover")).await;
+        // The killed node comes back and does not take the direction back.
+        members[i].start();
+        wait_joined(&http, &members[i]).await;
+        let now = owner(&http, &members, &task).await;
+        assert_eq!(now.as_deref(), Some(next.as_str()), "round {round}: the task moved back");
+        current = next;
+    }
+
+    // A SIGSTOPped owner: quiet the writer so its counter is final, stop it, and let
+    // another node take over while the writer goes on.
+    stop_writer(app).await;
+    let i = members.iter().position(|m| m.id == current).expect("owner is a member");
+    let source_rows = wait_caught_up(&ledger).await;
+    let before = applied_by(&http, &members[i], &task).await.expect("the owner's counter");
+    members[i].signal("STOP");
+    app = start_writer(&db);
+    let others: Vec<&Member> = members.iter().filter(|m| m.id != current).collect();
+    let start = Instant::now();
+    let taker = loop {
+        let mut found = None;
+        for m in &others {
+            if let Some(view) = get_json(&http, &format!("{}/api/v1/cluster", m.base)).await {
+                let owners = view["owners"].as_array().cloned().unwrap_or_default();
+                found = owners
+                    .iter()
+                    .find(|o| o["task"] == task.as_str() && o["node"] != current.as_str())
+                    .and_then(|o| o["node"].as_str().map(String::from));
+                break;
+            }
+        }
+        if let Some(t) = found {
+            break t;
+        }
+        assert!(start.elapsed() < TAKEOVER, "nobody took over from the stopped owner within {TAKEOVER:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    wait_target_past(&ledger, source_rows, &format!("{taker} after the stopped owner")).await;
+    members[i].signal("CONT");
+    // The woken node finds its cluster lease gone and stops the direction; its target
+    // lease was superseded, so nothing it still had under way lands.
+    let start = Instant::now();
+    loop {
+        let view = get_json(&http, &format!("{}/api/v1/cluster", members[i].base)).await;
+        let me = view.as_ref().and_then(|v| v["nodes"].as_array().cloned()).unwrap_or_default();
+        let idle = me.iter().any(|n| n["id"] == current.as_str() && n["tasks"].as_array().is_some_and(Vec::is_empty));
+        if idle {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the woken node still claims the task; log:\n{}", tail(&members[i].log()));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let after = applied_by(&http, &members[i], &task).await.expect("the woken node's counter");
+    assert_eq!(after, before, "the woken node applied changes after losing its lease");
+    let taker_pid = members.iter().find(|m| m.id == taker).map(Member::pid).expect("taker");
+    let holder = rows(&shared_b(), &format!("SELECT node, pid FROM ferry.ferry_lease WHERE task = '{task}'")).await;
+    assert_eq!(holder, vec![vec![taker.clone(), taker_pid.to_string()]], "the target's lease is the taker's");
+
+    // Everything arrived once.
+    stop_writer(app).await;
+    wait_caught_up(&ledger).await;
+    let dup = rows(&shared_b(), &format!("SELECT COUNT(*) - COUNT(DISTINCT token) FROM {ledger}")).await;
+    assert_eq!(dup[0][0], "0", "a ledger row arrived twice");
+    assert_same_table(&db, "ledger").await;
+    assert_same_table(&db, "acct").await;
+
+    // `ferry cluster status` through any node: every node and the direction's owner.
+    let out = crate::support::ferry(&["cluster", "status", "--node", &members[0].base]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ferry cluster status: {text}{}", String::from_utf8_lossy(&out.stderr));
+    for m in &members {
+        assert!(text.contains(&m.id), "{} missing from ferry cluster status:\n{text}", m.id);
+    }
+    let line = text.lines().find(|l| l.starts_with(&format!("{task} a->b"))).unwrap_or_default();
+    assert!(line.contains(&taker), "the owner of {task} is not {taker} in ferry cluster status:\n{text}");
+    for m in &mut members {
+        m.kill();
+    }
+}
