@@ -2,8 +2,9 @@
 //! MySQL and PostgreSQL changes reach the table exactly once in effect through
 //! SIGKILLs of ferry; a batch whose checkpoint was not written is sent again under the
 //! same label and kept once; bad input (a wrong password, a label used for other data,
-//! a failing BE) gives a clear answer. Every check reads the fake's own SQLite rows,
-//! not ferry.
+//! a failing BE) gives a clear answer; the same MySQL run against the fake as StarRocks
+//! (`starrocks://`, `__op` deletes). Every check reads the fake's own SQLite rows, not
+//! ferry.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,7 +37,12 @@ fn task_file(dir: &Path, from_url: &str, to_url: &str, task: &str, tables: &str)
 
 /// A fake with the `items` table the sources have.
 async fn fake() -> FakeDoris {
-    let f = FakeDoris::start("loader", "s3cret").await;
+    fake_as(false).await
+}
+
+/// A fake (as StarRocks when asked) with the `items` table the sources have.
+async fn fake_as(starrocks: bool) -> FakeDoris {
+    let f = FakeDoris::start_as("loader", "s3cret", starrocks).await;
     f.create_table(DB, "items", &["id", "v", "amount"], &["id"]).await;
     f
 }
@@ -126,23 +132,25 @@ where
     (ferry, made)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mysql_changes_reach_doris_exactly_once_in_effect_through_sigkills() {
+/// MySQL inserts, updates and deletes reach the fake (as StarRocks when asked) through
+/// four SIGKILLs of ferry: the table equals the source, no label applied twice.
+async fn mysql_through_sigkills(starrocks: bool, seed_rng: u64) {
     let my = mariadb::shared_a();
     mariadb::require(&my).await;
     let mut cleanup = Cleanup::new(&my);
-    let db = mariadb::database(&my, "doris_src", &mut cleanup).await;
+    let name = if starrocks { "starrocks_src" } else { "doris_src" };
+    let db = mariadb::database(&my, name, &mut cleanup).await;
     let mut seed =
         vec![format!("CREATE TABLE `{db}`.items(id BIGINT PRIMARY KEY, v VARCHAR(40), amount DECIMAL(12,2))")];
     seed.extend((100..150).map(|k| format!("INSERT INTO `{db}`.items VALUES ({k}, 'seed{k}', {k}.50)")));
     mariadb::admin(&my, &seed).await;
-    let f = fake().await;
+    let f = fake_as(starrocks).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let task = mariadb::unique("dmy");
+    let task = mariadb::unique(if starrocks { "srmy" } else { "dmy" });
     let config =
         task_file(dir.path(), &format!("{my}/{db}"), &f.url("loader", "s3cret", DB), &task, &format!("{db}.items"));
     let log = dir.path().join("ferry.log");
-    let (mut ferry, made) = through_sigkills(&f, &config, &log, 31, |stop| {
+    let (mut ferry, made) = through_sigkills(&f, &config, &log, seed_rng, |stop| {
         let (my, db) = (my.clone(), db.clone());
         tokio::spawn(async move { mysql_app(&my, &db, stop).await })
     })
@@ -151,6 +159,16 @@ async fn mysql_changes_reach_doris_exactly_once_in_effect_through_sigkills() {
     loads_were_clean(&f).await;
     assert!(dir.path().join("ferry-doris-dw.db").exists(), "the state file sits beside the task file");
     ferry.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_changes_reach_doris_exactly_once_in_effect_through_sigkills() {
+    mysql_through_sigkills(false, 31).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_changes_reach_starrocks_exactly_once_in_effect_through_sigkills() {
+    mysql_through_sigkills(true, 41).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,6 +7,11 @@
 //! 5xx answers, slow answers, an answer that never comes after the load applied, and
 //! labels someone else used already. Tables are made here directly: ferry's table
 //! creation through the MySQL-protocol query port is not exercised by it.
+//!
+//! Started as StarRocks ([`FakeDoris::start_as`]), the same fake takes what StarRocks's
+//! Stream Load documents instead: one JSON array (`strip_outer_array: true`), the
+//! `columns` header naming the fields, `__op` (0 upsert, 1 delete) as a Primary Key
+//! table reads it, and it refuses `__DORIS_DELETE_SIGN__` and `hidden_columns`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,8 +26,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{Executor, Row as _};
 use tokio::sync::Mutex;
 
-/// The hidden delete column.
+/// Doris's hidden delete column.
 const DELETE_SIGN: &str = "__DORIS_DELETE_SIGN__";
+/// StarRocks's op field of a Primary Key table's load.
+const OP: &str = "__op";
 
 /// Faults the fake makes on request (each counter is used up one load at a time).
 #[derive(Debug, Clone, Default)]
@@ -71,6 +78,8 @@ struct Inner {
 
 struct Shared {
     auth: String,
+    /// Speaks StarRocks's variant of Stream Load.
+    starrocks: bool,
     be_port: u16,
     rows: SqlitePool,
     inner: Mutex<Inner>,
@@ -120,8 +129,13 @@ fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> tokio::sync::o
 }
 
 impl FakeDoris {
-    /// Starts an FE and a BE that accept `user`/`password`.
+    /// Starts a Doris FE and BE that accept `user`/`password`.
     pub async fn start(user: &str, password: &str) -> FakeDoris {
+        Self::start_as(user, password, false).await
+    }
+
+    /// Starts an FE and a BE that accept `user`/`password`, as StarRocks when asked.
+    pub async fn start_as(user: &str, password: &str, starrocks: bool) -> FakeDoris {
         let dir = tempfile::tempdir().expect("fake doris folder");
         let opts = SqliteConnectOptions::new().filename(dir.path().join("rows.db")).create_if_missing(true);
         let rows = SqlitePoolOptions::new().max_connections(2).connect_with(opts).await.expect("fake doris rows");
@@ -132,6 +146,7 @@ impl FakeDoris {
         let be_port = be_listener.local_addr().expect("be address").port();
         let shared = Arc::new(Shared {
             auth: basic(user, password),
+            starrocks,
             be_port,
             rows,
             inner: Mutex::new(Inner {
@@ -159,9 +174,11 @@ impl FakeDoris {
         FakeDoris { fe_port, shared, stops: vec![fe_tx, be_tx], _dir: dir }
     }
 
-    /// `doris://USER:PASSWORD@127.0.0.1:FE/DB` (no query port: tables are made here).
+    /// `doris://USER:PASSWORD@127.0.0.1:FE/DB` (`starrocks://` for a StarRocks fake; no
+    /// query port: tables are made here).
     pub fn url(&self, user: &str, password: &str, db: &str) -> String {
-        format!("doris://{user}:{password}@127.0.0.1:{}/{db}", self.fe_port)
+        let scheme = if self.shared.starrocks { "starrocks" } else { "doris" };
+        format!("{scheme}://{user}:{password}@127.0.0.1:{}/{db}", self.fe_port)
     }
 
     /// Makes a Unique Key table of these columns, keyed by `key`.
@@ -239,8 +256,14 @@ async fn be_load(
         return unauthorized();
     }
     let label = header("label");
-    if header("format") != "json" || header("read_json_by_line") != "true" || label.is_empty() {
-        return answer(json!({"Status": "Fail", "Message": "the fake takes labelled JSON lines only"}));
+    let framing_ok = if shared.starrocks {
+        header("strip_outer_array") == "true" && header("hidden_columns").is_empty()
+    } else {
+        header("read_json_by_line") == "true"
+    };
+    if header("format") != "json" || !framing_ok || label.is_empty() {
+        let want = if shared.starrocks { "a labelled JSON array (strip_outer_array)" } else { "labelled JSON lines" };
+        return answer(json!({"Status": "Fail", "Message": format!("the fake takes {want} only")}));
     }
     inner.log.entry(label.clone()).or_default().requests += 1;
     let slow = inner.faults.slow;
@@ -266,16 +289,53 @@ async fn be_load(
     let Some(t) = inner.tables.get(&(db.clone(), table.clone())) else {
         return answer(json!({"Label": label, "Status": "Fail", "Message": format!("unknown table {db}.{table}")}));
     };
-    // Parse every line first: strict mode refuses the whole load for one bad row.
+    // StarRocks reads only the fields `columns` names, `__op` among them.
+    let named: Option<Vec<String>> = shared.starrocks.then(|| {
+        header("columns").split(',').map(|c| c.trim().trim_matches('`').to_string()).filter(|c| !c.is_empty()).collect()
+    });
+    if let Some(unknown) = named.iter().flatten().find(|c| *c != OP && !t.columns.contains(c)) {
+        return answer(
+            json!({"Label": label, "Status": "Fail", "Message": format!("Unknown column '{unknown}' in 'columns'")}),
+        );
+    }
+    let (op_field, objects): (&str, Vec<Option<serde_json::Map<String, Value>>>) = if shared.starrocks {
+        let items = match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Array(items)) => items,
+            _ => vec![Value::Null],
+        };
+        let objects = items
+            .into_iter()
+            .map(|v| match v {
+                Value::Object(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        (OP, objects)
+    } else {
+        let objects = body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| match serde_json::from_slice::<Value>(l) {
+                Ok(Value::Object(m)) => Some(m),
+                _ => None,
+            })
+            .collect();
+        (DELETE_SIGN, objects)
+    };
+    // Parse every row first: strict mode refuses the whole load for one bad row.
     let mut ops: Vec<(String, Option<Value>)> = Vec::new();
     let mut bad = 0u64;
-    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(line) else {
+    for m in objects {
+        let Some(mut m) = m else {
             bad += 1;
             continue;
         };
-        let delete = m.remove(DELETE_SIGN).and_then(|v| v.as_i64()) == Some(1);
-        if m.keys().any(|k| !t.columns.contains(k)) || t.key.iter().any(|k| m.get(k).is_none_or(Value::is_null)) {
+        let op_named = named.as_ref().is_none_or(|n| n.iter().any(|c| c == op_field));
+        let delete = op_named && m.remove(op_field).and_then(|v| v.as_i64()) == Some(1);
+        let unread = |k: &String| named.as_ref().is_some_and(|n| !n.contains(k));
+        if m.keys().any(|k| !t.columns.contains(k) || unread(k))
+            || t.key.iter().any(|k| m.get(k).is_none_or(Value::is_null))
+        {
             bad += 1;
             continue;
         }

@@ -1,4 +1,5 @@
-//! Doris in the registry: `doris://` and `doris+https://`, a sink of any record source.
+//! Doris in the registry: `doris://` and `doris+https://`, and StarRocks as its flavour
+//! (`starrocks://`, `starrocks+https://`), a sink of any record source.
 
 use futures_util::future::BoxFuture;
 use reqwest::Method;
@@ -19,10 +20,10 @@ pub struct Store;
 
 impl Connector for Store {
     fn name(&self) -> &'static str {
-        "Doris"
+        "Doris/StarRocks"
     }
     fn schemes(&self) -> &'static [&'static str] {
-        &["doris", "doris+https"]
+        &["doris", "doris+https", "starrocks", "starrocks+https"]
     }
     fn url_form(&self) -> &'static str {
         URL_FORM
@@ -54,14 +55,18 @@ impl Connector for Store {
         opts: &'a SinkOptions,
     ) -> BoxFuture<'a, Result<Box<dyn DynSink>, ConnectorError>> {
         Box::pin(async move {
+            let d = DorisEndpoint::of(ep)?;
             if opts.two_way_from.is_some() {
                 return Err(ConnectorError::Setup {
                     endpoint: ep.name.clone(),
-                    problem: "a Doris database cannot take part in a two-way task: it is not a change source".into(),
+                    problem: format!(
+                        "a {} database cannot take part in a two-way task: it is not a change source",
+                        d.flavor.name()
+                    ),
                     fix: "make the task one-way (mode = \"one-way\")".into(),
                 });
             }
-            let sink = DorisSink::open(&DorisEndpoint::of(ep)?).await?;
+            let sink = DorisSink::open(&d).await?;
             Ok(Box::new(sink) as Box<dyn DynSink>)
         })
     }

@@ -1,6 +1,7 @@
 //! One batch's loads: each table's changes as JSON lines (one line per key, its last
-//! change: an upsert, or the key with `__DORIS_DELETE_SIGN__` = 1), and one Stream Load
-//! sending them, judged by the status Doris answers with. A label the server already
+//! change: an upsert, or the key with the flavour's op field, `__DORIS_DELETE_SIGN__`
+//! or StarRocks's `__op`, = 1), and one Stream Load sending them, judged by the status
+//! the server answers with (the same for both). A label the server already
 //! holds is a load that happened: success when it FINISHED and ferry recorded it
 //! before (a replay), a wait while it still runs, and a refusal when ferry never
 //! recorded it (the label was used for other data).
@@ -11,14 +12,12 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Map, Value as Json};
 
+use super::Flavor;
 use super::stream_load::{Http, transient};
 use crate::connector::endpoint::path_segment as segment;
 use crate::connector::{ApplyBatch, ApplyFailure, ConnectorError, ErrorKind, HEARTBEAT_TABLE, SIGNAL_TABLE};
 use crate::model::json::value_json;
 use crate::model::{Op, Position, Row, TableSchema, Value, key_text, timestamp_text};
-
-/// Doris's hidden column that marks a row of a Unique Key table deleted.
-pub const DELETE_SIGN: &str = "__DORIS_DELETE_SIGN__";
 
 /// How long a load that the server reports still running is waited for.
 const RUNNING_WAIT: Duration = Duration::from_secs(120);
@@ -63,19 +62,19 @@ fn encode(v: &Value) -> Json {
     }
 }
 
-/// A row as a line: every column by name, and the delete sign.
-fn upsert(table: &TableSchema, row: &Row) -> Json {
+/// A row as a line: every column by name, and the op field (0).
+fn upsert(flavor: Flavor, table: &TableSchema, row: &Row) -> Json {
     let mut m = Map::new();
     for (c, v) in table.columns.iter().zip(row) {
         m.insert(c.name.clone(), encode(v));
     }
-    m.insert(DELETE_SIGN.into(), Json::from(0));
+    m.insert(flavor.op_field().into(), Json::from(0));
     Json::Object(m)
 }
 
 /// A delete as a line: the key's columns (the whole before-image where the change has
-/// one), and the delete sign set.
-fn delete(table: &TableSchema, key: &[Value], before: Option<&Row>) -> Json {
+/// one), and the op field set (1).
+fn delete(flavor: Flavor, table: &TableSchema, key: &[Value], before: Option<&Row>) -> Json {
     let mut m = Map::new();
     match before {
         Some(row) => {
@@ -89,14 +88,14 @@ fn delete(table: &TableSchema, key: &[Value], before: Option<&Row>) -> Json {
             }
         }
     }
-    m.insert(DELETE_SIGN.into(), Json::from(1));
+    m.insert(flavor.op_field().into(), Json::from(1));
     Json::Object(m)
 }
 
 /// The batch's loads, one per table (ferry's own tables left out), and the range of
 /// source positions they cover (`first`, `last`): the transactions' positions, or for
 /// a snapshot chunk its table, first and last key at the checkpoint's position.
-pub fn build(batch: &ApplyBatch) -> (Vec<TableLoad>, String, String) {
+pub fn build(flavor: Flavor, batch: &ApplyBatch) -> (Vec<TableLoad>, String, String) {
     let mut tables: Vec<(String, Lines)> = Vec::new();
     let mut slot: HashMap<String, usize> = HashMap::new();
     let mut lines_of = |name: &str, tables: &mut Vec<(String, Lines)>| -> usize {
@@ -114,10 +113,10 @@ pub fn build(batch: &ApplyBatch) -> (Vec<TableLoad>, String, String) {
             let lines = &mut tables[i].1;
             let new_key = c.new_key();
             if c.op == Op::Delete || (c.op == Op::Update && new_key != c.key) {
-                lines.put(key_text(&c.key), delete(&c.table, &c.key, c.before.as_ref()));
+                lines.put(key_text(&c.key), delete(flavor, &c.table, &c.key, c.before.as_ref()));
             }
             if let Some(after) = &c.after {
-                lines.put(key_text(&new_key), upsert(&c.table, after));
+                lines.put(key_text(&new_key), upsert(flavor, &c.table, after));
             }
         }
     }
@@ -128,7 +127,7 @@ pub fn build(batch: &ApplyBatch) -> (Vec<TableLoad>, String, String) {
     if let Some(s) = &batch.snapshot {
         let i = lines_of(&s.table.name.name, &mut tables);
         for row in &s.rows {
-            tables[i].1.put(key_text(&s.table.key_of(row)), upsert(&s.table, row));
+            tables[i].1.put(key_text(&s.table.key_of(row)), upsert(flavor, &s.table, row));
         }
         let at = batch.checkpoint.position.as_ref().map(Position::to_string).unwrap_or_default();
         let key = |r: Option<&Row>| r.map(|r| key_text(&s.table.key_of(r))).unwrap_or_default();
@@ -177,19 +176,25 @@ pub struct Origin<'a> {
 pub async fn send(http: &Http, load: &Recorded, origin: &Origin<'_>) -> Result<(), ConnectorError> {
     let ep = http.ep();
     let path = format!("/api/{}/{}/_stream_load", segment(&ep.db), segment(&load.table));
-    let headers = [
+    let (body, columns) = match ep.flavor {
+        Flavor::Doris => (load.data.clone(), String::new()),
+        Flavor::StarRocks => starrocks_body(&load.data),
+    };
+    let mut headers = vec![
         ("label", load.label.as_str()),
         ("format", "json"),
-        ("read_json_by_line", "true"),
         ("strict_mode", "true"),
-        ("hidden_columns", DELETE_SIGN),
         ("content-type", "application/json"),
     ];
+    match ep.flavor {
+        Flavor::Doris => headers.extend([("read_json_by_line", "true"), ("hidden_columns", Flavor::Doris.op_field())]),
+        Flavor::StarRocks => headers.extend([("strip_outer_array", "true"), ("columns", columns.as_str())]),
+    }
     let what = || format!("loading table {}.{} under label {}", ep.db, load.table, load.label);
     let mut attempt = 0u32;
     let started = tokio::time::Instant::now();
     loop {
-        let answer = http.send(Method::PUT, &path, &headers, Some(load.data.clone())).await;
+        let answer = http.send(Method::PUT, &path, &headers, Some(body.clone())).await;
         let again = match answer {
             Ok((_, j)) => match judge(&j) {
                 Answer::Loaded => return Ok(()),
@@ -236,6 +241,32 @@ pub async fn send(http: &Http, load: &Recorded, origin: &Origin<'_>) -> Result<(
         tracing::info!(endpoint = %ep.name, table = %load.table, label = %load.label, attempt, error = %again, "the load failed; sending it again under the same label");
         tokio::time::sleep(wait).await;
     }
+}
+
+/// A recorded load (JSON lines) as StarRocks takes it: one JSON array
+/// (`strip_outer_array`), and the `columns` header naming every field of its lines,
+/// `__op` among them, since StarRocks reads `__op` only when `columns` names it.
+fn starrocks_body(lines: &[u8]) -> (bytes::Bytes, String) {
+    let mut columns: Vec<String> = Vec::new();
+    let mut body = Vec::with_capacity(lines.len() + 2);
+    body.push(b'[');
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        if body.len() > 1 {
+            body.push(b',');
+        }
+        body.extend_from_slice(line);
+        // ferry wrote these lines itself, each an object; the union of their fields
+        // (a delete without a before-image carries only the key).
+        let fields = serde_json::from_slice::<Map<String, Json>>(line).unwrap_or_default();
+        for k in fields.keys() {
+            if !columns.contains(k) {
+                columns.push(k.clone());
+            }
+        }
+    }
+    body.push(b']');
+    let columns = columns.iter().map(|c| format!("`{}`", c.replace('`', "``"))).collect::<Vec<_>>().join(",");
+    (body.into(), columns)
 }
 
 /// How a Stream Load ended, by its JSON status.
@@ -297,7 +328,7 @@ fn refused(http: &Http, load: &Recorded, origin: &Origin<'_>, message: &str) -> 
         position: origin.position.cloned().unwrap_or_else(|| Position::new(String::new(), Vec::new(), None)),
         table: crate::model::TableName { schema: Some(ep.db.clone()), name: load.table.clone() },
         key: format!("(rows of load {})", load.label),
-        message: format!("Doris refused rows of the load: {message}"),
+        message: format!("{} refused rows of the load: {message}", ep.flavor.name()),
         in_parts: origin.in_parts,
     }))
 }
@@ -319,5 +350,17 @@ mod tests {
         let filtered = json!({"Status": "Fail", "Message": "too many filtered rows", "NumberFilteredRows": 2, "ErrorURL": "http://be/err"});
         assert!(matches!(judge(&filtered), Answer::Refused(m) if m.contains("http://be/err")));
         assert!(matches!(judge(&json!({"Status": "Fail", "Message": "tablet writer failed"})), Answer::Failed(_)));
+    }
+
+    #[test]
+    fn starrocks_gets_one_array_and_the_columns_of_every_line() {
+        let lines = b"{\"id\":1,\"v\":\"a\",\"__op\":0}\n{\"id\":2,\"__op\":1}\n";
+        let (body, columns) = starrocks_body(lines);
+        let rows: Json = serde_json::from_slice(&body).expect("one JSON array");
+        assert_eq!(rows, json!([{"id": 1, "v": "a", "__op": 0}, {"id": 2, "__op": 1}]));
+        // JSON fields are matched by name: the order of `columns` does not matter.
+        let mut named: Vec<&str> = columns.split(',').collect();
+        named.sort_unstable();
+        assert_eq!(named, ["`__op`", "`id`", "`v`"]);
     }
 }

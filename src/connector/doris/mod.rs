@@ -25,6 +25,57 @@ use super::ConnectorError;
 use super::endpoint::{Endpoint, mask_password, percent_decode as decode};
 use crate::connector::DirectionId;
 
+/// Which server speaks at an endpoint: the two differ only in how a load marks
+/// deletes and in the table model (docs/doris.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// Apache Doris: Unique Key tables, `__DORIS_DELETE_SIGN__`.
+    Doris,
+    /// StarRocks: Primary Key tables, `__op` (0 upsert, 1 delete).
+    StarRocks,
+}
+
+impl Flavor {
+    /// The server's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Doris => "Doris",
+            Flavor::StarRocks => "StarRocks",
+        }
+    }
+
+    /// The field of a load's line that marks it a delete (1) or an upsert (0).
+    pub fn op_field(self) -> &'static str {
+        match self {
+            Flavor::Doris => "__DORIS_DELETE_SIGN__",
+            Flavor::StarRocks => "__op",
+        }
+    }
+
+    /// The table model ferry writes to, as `SHOW CREATE TABLE` spells its key clause.
+    pub fn model(self) -> &'static str {
+        match self {
+            Flavor::Doris => "UNIQUE KEY",
+            Flavor::StarRocks => "PRIMARY KEY",
+        }
+    }
+
+    /// The model's name, for messages.
+    pub fn model_name(self) -> &'static str {
+        match self {
+            Flavor::Doris => "Unique Key",
+            Flavor::StarRocks => "Primary Key",
+        }
+    }
+
+    fn scheme(self) -> &'static str {
+        match self {
+            Flavor::Doris => "doris",
+            Flavor::StarRocks => "starrocks",
+        }
+    }
+}
+
 /// A Doris endpoint: where its FE answers, how to log in, and the options of its URL.
 #[derive(Debug, Clone)]
 pub struct DorisEndpoint {
@@ -52,13 +103,18 @@ pub struct DorisEndpoint {
     pub max_retries: u32,
     /// The URL for messages (password masked).
     pub display: String,
+    /// Doris or StarRocks (by the URL's scheme).
+    pub flavor: Flavor,
 }
 
 /// What a Doris URL looks like, for messages.
-pub const URL_FORM: &str = "doris://USER[:PASSWORD]@FE_HOST:HTTP_PORT/DB[?query_port=9030] (doris+https:// for TLS)";
+pub const URL_FORM: &str = "doris://USER[:PASSWORD]@FE_HOST:HTTP_PORT/DB[?query_port=9030] (doris+https:// for TLS; starrocks:// and starrocks+https:// for StarRocks)";
 
-fn url_fix() -> String {
-    "write url = \"doris://USER@FE_HOST:8030/DB?query_port=9030\" (doris+https:// for TLS, with ?ca=/path/ca.pem; other options: state=PATH, max_retries=N)".into()
+fn url_fix(flavor: Flavor) -> String {
+    let s = flavor.scheme();
+    format!(
+        "write url = \"{s}://USER@FE_HOST:8030/DB?query_port=9030\" ({s}+https:// for TLS, with ?ca=/path/ca.pem; other options: state=PATH, max_retries=N)"
+    )
 }
 
 impl DorisEndpoint {
@@ -74,35 +130,45 @@ impl DorisEndpoint {
         Ok(d)
     }
 
-    /// Parses `doris[+https]://USER[:PASSWORD]@HOST:PORT/DB[?option=value&…]`:
-    /// `Err((problem, fix))`. Relative paths of options stay relative here.
+    /// Parses `doris[+https]://USER[:PASSWORD]@HOST:PORT/DB[?option=value&…]` (or
+    /// `starrocks[+https]://…`): `Err((problem, fix))`. Relative paths of options stay
+    /// relative here.
     pub fn parse(name: &str, url: &str) -> Result<Self, (String, String)> {
         let display = mask_password(url);
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| (format!("url {display} is not a URL"), url_fix()))?;
-        let tls = match scheme.to_ascii_lowercase().as_str() {
-            "doris" => false,
-            "doris+https" => true,
-            other => return Err((format!("url {display}: scheme {other:?} is not Doris's"), url_fix())),
+        let (scheme, rest) =
+            url.split_once("://").ok_or_else(|| (format!("url {display} is not a URL"), url_fix(Flavor::Doris)))?;
+        let (flavor, tls) = match scheme.to_ascii_lowercase().as_str() {
+            "doris" => (Flavor::Doris, false),
+            "doris+https" => (Flavor::Doris, true),
+            "starrocks" => (Flavor::StarRocks, false),
+            "starrocks+https" => (Flavor::StarRocks, true),
+            other => {
+                return Err((
+                    format!("url {display}: scheme {other:?} is not Doris's or StarRocks's"),
+                    url_fix(Flavor::Doris),
+                ));
+            }
         };
+        let fix = || url_fix(flavor);
         let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (authority, db) = main.split_once('/').unwrap_or((main, ""));
         let db = db.trim_end_matches('/');
         if db.is_empty() || db.contains('/') {
-            return Err((format!("url {display} names no database (…:PORT/DB)"), url_fix()));
+            return Err((format!("url {display} names no database (…:PORT/DB)"), fix()));
         }
         let (creds, hostport) = authority
             .rsplit_once('@')
-            .ok_or_else(|| (format!("url {display} names no user (USER@HOST:PORT)"), url_fix()))?;
+            .ok_or_else(|| (format!("url {display} names no user (USER@HOST:PORT)"), fix()))?;
         let (host, port) = hostport
             .rsplit_once(':')
             .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-            .ok_or_else(|| (format!("url {display}: {hostport:?} is not HOST:PORT"), url_fix()))?;
+            .ok_or_else(|| (format!("url {display}: {hostport:?} is not HOST:PORT"), fix()))?;
         let (user, password) = match creds.split_once(':') {
             Some((u, p)) => (decode(u), decode(p)),
             None => (decode(creds), String::new()),
         };
         if user.is_empty() {
-            return Err((format!("url {display} names no user"), url_fix()));
+            return Err((format!("url {display} names no user"), fix()));
         }
         let mut d = DorisEndpoint {
             name: name.to_string(),
@@ -116,22 +182,23 @@ impl DorisEndpoint {
             state: PathBuf::from(format!("ferry-doris-{name}.db")),
             max_retries: 5,
             display: display.clone(),
+            flavor,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let bad = || (format!("url {display}: option {k}={v:?} is not valid"), url_fix());
+            let bad = || (format!("url {display}: option {k}={v:?} is not valid"), fix());
             match k {
                 "query_port" => d.query_port = Some(v.parse().map_err(|_| bad())?),
                 "ca" if tls && !v.is_empty() => d.ca = Some(PathBuf::from(decode(v))),
                 "ca" => {
                     return Err((
                         format!("url {display}: ?ca= is for TLS"),
-                        "use doris+https:// for a TLS connection, or drop ?ca=".into(),
+                        format!("use {}+https:// for a TLS connection, or drop ?ca=", flavor.scheme()),
                     ));
                 }
                 "state" if !v.is_empty() => d.state = PathBuf::from(decode(v)),
                 "max_retries" => d.max_retries = v.parse().map_err(|_| bad())?,
-                _ => return Err((format!("url {display}: unknown option {k:?}"), url_fix())),
+                _ => return Err((format!("url {display}: unknown option {k:?}"), fix())),
             }
         }
         Ok(d)
@@ -181,6 +248,10 @@ mod tests {
         assert!(DorisEndpoint::parse("d", "doris://h:1/db").is_err(), "no user");
         assert!(DorisEndpoint::parse("d", "doris://u@h:1/db?ca=x").is_err(), "a CA without TLS");
         assert!(DorisEndpoint::parse("d", "doris://u@h:1/db?nope=1").is_err(), "unknown option");
+        assert_eq!(d.flavor, Flavor::Doris);
+        let s = DorisEndpoint::parse("s", "starrocks+https://u@fe:8030/shop").expect("starrocks");
+        assert_eq!((s.flavor, s.base.as_str()), (Flavor::StarRocks, "https://fe:8030"));
+        assert_eq!(DorisEndpoint::parse("s", "starrocks://u@h:1/db").expect("plain").flavor, Flavor::StarRocks);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::connector::{
 };
 use crate::model::TableSchema;
 
-/// A Doris database rows are loaded into.
+/// A Doris (or StarRocks) database rows are loaded into.
 pub struct DorisSink {
     http: Http,
     state: State,
@@ -64,8 +64,10 @@ impl Sink for DorisSink {
                 return Err(ConnectorError::Setup {
                     endpoint: ep.name.clone(),
                     problem: format!(
-                        "table {} has no primary key: a Doris Unique Key table needs one to replace and delete rows",
-                        t.name
+                        "table {} has no primary key: a {} {} table needs one to replace and delete rows",
+                        t.name,
+                        ep.flavor.name(),
+                        ep.flavor.model_name()
                     ),
                     fix: "add a primary key to the source table, or leave it out of the task's tables".into(),
                 });
@@ -75,7 +77,7 @@ impl Sink for DorisSink {
         match ep.query_port {
             Some(port) => ddl::ensure(ep, port, &mine).await,
             None => {
-                tracing::info!(endpoint = %ep.name, "no ?query_port= in the url: ferry neither creates nor checks the tables, which must exist as Unique Key tables");
+                tracing::info!(endpoint = %ep.name, model = ep.flavor.model_name(), "no ?query_port= in the url: ferry neither creates nor checks the tables, which must exist as tables of this model");
                 Ok(())
             }
         }
@@ -104,7 +106,7 @@ impl Sink for DorisSink {
     }
 
     async fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
-        let (loads, first, last) = load::build(batch);
+        let (loads, first, last) = load::build(self.http.ep().flavor, batch);
         let rows = batch.txns.iter().flat_map(|t| &t.changes).filter(|c| c.table.name.name != HEARTBEAT_TABLE).count()
             as u64
             + batch.snapshot.as_ref().map_or(0, |s| s.rows.len() as u64);
