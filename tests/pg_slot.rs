@@ -36,13 +36,13 @@ async fn lose_slot(url: &str, slot: &str) {
 async fn pg_slot_wal_is_measured_alarmed_and_a_lost_slot_stops_with_how_to_start_over() {
     let pg = tokio::task::spawn_blocking(|| PrivatePg::start("-c max_slot_wal_keep_size=1MB")).await.expect("cluster");
     let (a, b) = (pg.url(), shared_b());
-    exec(&a, "CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items SELECT g, 'v' FROM generate_series(1, 200) g")
+    exec(&a, "CREATE TABLE slot_items (id int PRIMARY KEY, v text); INSERT INTO slot_items SELECT g, 'v' FROM generate_series(1, 200) g")
         .await;
     exec(&a, "CREATE UNLOGGED TABLE filler (id int, pad text)").await;
     let mut cb = Cleanup::new(&b);
-    cb.push("DROP TABLE IF EXISTS public.items");
+    cb.push("DROP TABLE IF EXISTS public.slot_items");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (file, task) = task_file(dir.path(), &a, &b, "one-way", &["public.items"], "retention_alarm = \"1kB\"");
+    let (file, task) = task_file(dir.path(), &a, &b, "one-way", &["public.slot_items"], "retention_alarm = \"1kB\"");
     cb.push(format!("DELETE FROM ferry.ferry_checkpoint WHERE task = '{task}'"));
     let config = Config::load(&file).expect("config");
     let engine = start(&config).await;
@@ -77,7 +77,7 @@ async fn pg_slot_wal_is_measured_alarmed_and_a_lost_slot_stops_with_how_to_start
 
     // While ferry is stopped the server invalidates the slot: the direction stops, saying
     // what is lost and how to start over.
-    exec(&a, "INSERT INTO items VALUES (1000, 'lost')").await;
+    exec(&a, "INSERT INTO slot_items VALUES (1000, 'lost')").await;
     let slot = ferry::connector::postgres::names::slot(&stream);
     lose_slot(&a, &slot).await;
     let err = probe::source_retention(&spec.source, &stream).await.expect_err("a lost slot is an error");
@@ -98,6 +98,6 @@ async fn pg_slot_wal_is_measured_alarmed_and_a_lost_slot_stops_with_how_to_start
     wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
     engine.stop();
     assert!(engine.join().await.is_empty(), "the direction failed after starting over");
-    assert_same_table(&a, &b, &TableName { schema: Some("public".into()), name: "items".into() }).await;
+    assert_same_table(&a, &b, &TableName { schema: Some("public".into()), name: "slot_items".into() }).await;
     drop(pg);
 }

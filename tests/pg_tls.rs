@@ -61,26 +61,27 @@ async fn pg_sslmodes_hold_for_queries_and_the_change_stream() {
 
     // An unknown mode is a config error naming the valid ones.
     let dir = tempfile::tempdir().expect("tempdir");
-    let (bad, _) = task_file(dir.path(), &format!("{base}?sslmode=on"), &shared_b(), "one-way", &["public.items"], "");
+    let (bad, _) =
+        task_file(dir.path(), &format!("{base}?sslmode=on"), &shared_b(), "one-way", &["public.tls_items"], "");
     let e = Config::load(&bad).expect_err("sslmode=on is refused").to_string();
     assert!(e.contains("sslmode=\"on\"") && e.contains("verify-full"), "{e}");
 
     // The change stream over verify-full: snapshot and stream reach the target.
-    exec(&base, "CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items SELECT g, 'v' FROM generate_series(1, 100) g")
+    exec(&base, "CREATE TABLE tls_items (id int PRIMARY KEY, v text); INSERT INTO tls_items SELECT g, 'v' FROM generate_series(1, 100) g")
         .await;
     let b = shared_b();
     let mut cb = Cleanup::new(&b);
-    cb.push("DROP TABLE IF EXISTS public.items");
+    cb.push("DROP TABLE IF EXISTS public.tls_items");
     let url = format!("{base}?sslmode=verify-full&sslrootcert={ca}");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (file, task) = task_file(dir.path(), &url, &b, "one-way", &["public.items"], "");
+    let (file, task) = task_file(dir.path(), &url, &b, "one-way", &["public.tls_items"], "");
     cb.push(format!("DELETE FROM ferry.ferry_checkpoint WHERE task = '{task}'"));
     let config = Config::load(&file).expect("config");
     let engine = start(&config).await;
     wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
     exec(
         &base,
-        "INSERT INTO items SELECT g, 'w' FROM generate_series(101, 150) g; UPDATE items SET v = 'u' WHERE id < 10",
+        "INSERT INTO tls_items SELECT g, 'w' FROM generate_series(101, 150) g; UPDATE tls_items SET v = 'u' WHERE id < 10",
     )
     .await;
     wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
@@ -92,7 +93,7 @@ async fn pg_sslmodes_hold_for_queries_and_the_change_stream() {
     assert_eq!(stream, vec![vec![Some("1".to_string()), Some("true".to_string())]], "the stream is encrypted");
     engine.stop();
     assert!(engine.join().await.is_empty(), "the direction failed");
-    assert_same_table(&base, &b, &TableName { schema: Some("public".into()), name: "items".into() }).await;
+    assert_same_table(&base, &b, &TableName { schema: Some("public".into()), name: "tls_items".into() }).await;
     let _ = std::fs::remove_dir_all(cert.parent().expect("cert dir"));
     drop(pg);
 }
