@@ -78,10 +78,12 @@ pub async fn walk_table(
     let estimated_rows = source.estimate(&pair.source).await?;
     progress.send(ProgressEvent::TableStarted { table: table.clone(), estimated_rows });
     let mut walker = Walker { pair, source, target, progress, throttle, table, walk: TableWalk::default() };
-    let first = planner.key_at(&pair.source, &KeyRange::default(), 0).await?;
-    match first {
-        Some(first) if pair.native && span::int_of(&first).is_some() => walker.by_spans(planner, first).await?,
-        _ => walker.by_offsets(planner).await?,
+    // Only an in-database pair may cut by arithmetic (a streamed chunk's rows are held
+    // in memory, so its size must be counted in rows).
+    let first = if pair.native { planner.key_at(&pair.source, &KeyRange::default(), 0).await? } else { None };
+    match first.as_ref().and_then(|k| Some((span::int_of(k)?, k))) {
+        Some((lowest, first)) => walker.by_spans(planner, lowest, first.clone()).await?,
+        None => walker.by_offsets(planner).await?,
     }
     let mut walk = walker.walk;
     walk.seconds = start.elapsed().as_secs_f64();
@@ -138,15 +140,15 @@ impl Walker<'_> {
         }
     }
 
-    /// Chunks of a single integer key cut by arithmetic ([`span`]) from the first key,
+    /// Chunks of a single integer key cut by arithmetic ([`span`]) from the first key
+    /// (`lowest`, its value),
     /// each side checksumming at its own pace: the source (with the planner, which only
     /// asks whether any key lies past a chunk: an index seek) leads and the target
     /// follows at most [`AHEAD`] chunks behind, so neither server waits for the other
     /// after every chunk. The chunk past which no key lies runs to the end of the table.
     /// Differing chunks are narrowed down to rows once the walk is done.
-    async fn by_spans(&mut self, planner: &mut AnySide, first: Key) -> Result<(), VerifyError> {
+    async fn by_spans(&mut self, planner: &mut AnySide, lowest: i128, first: Key) -> Result<(), VerifyError> {
         let pair = self.pair;
-        let Some(lowest) = span::int_of(&first) else { return self.by_offsets(planner).await };
         let (to_target, mut ranges) = mpsc::channel::<KeyRange>(AHEAD);
         let (source_tx, mut source_sums) = mpsc::unbounded_channel::<(KeyRange, Sum)>();
         let (target_tx, mut target_sums) = mpsc::unbounded_channel::<Sum>();
