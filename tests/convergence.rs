@@ -216,6 +216,95 @@ async fn insert_racing_a_delete_the_source_never_saw_converges_under_every_polic
     }
 }
 
+/// The a->b snapshot read a row on a before b's deletion of it reached a, and its copy
+/// lands on b after that deletion: b keeps the deletion (newer than the copy), as a does
+/// once the deletion arrives there. Applied blindly, the copy brought the row back on b
+/// only (seen in the demo: seeded rows of b left on b alone). A copy newer than the
+/// deletion (the key written again on a after it) still wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_row_read_before_a_deletion_reached_its_source_does_not_come_back() {
+    use ferry::connector::registry::{self, SinkOptions};
+    use ferry::connector::{ApplyBatch, Checkpoint, ConflictRules, DirectionId, SnapshotRows};
+    use ferry::model::{Column, ConflictPolicy, SiteId, TableName, TableSchema};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let seed = "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT); INSERT INTO kv VALUES (1, 'base'), (2, 'other');";
+    create_db(&a, seed).await;
+    create_db(&b, seed).await;
+    let config = Config::load(&task_file(dir.path(), "two-way", "conflict = \"last-writer-wins\"\nsnapshot = false"))
+        .expect("config");
+    // Install capture and record both starting positions.
+    stop_engine(start_engine(&config).await).await;
+    let mut cb = app_conn(&b).await;
+    sqlx::query("DELETE FROM kv WHERE k = 1").execute(&mut cb).await.expect("b deletes 1");
+    sqlx::query("DELETE FROM kv WHERE k = 2").execute(&mut cb).await.expect("b deletes 2");
+    let deleted_at: i64 = sqlx::query_scalar("SELECT max(ts) FROM ferry_changelog WHERE origin = 'dc-b' AND op = 3")
+        .fetch_one(&mut cb)
+        .await
+        .expect("b's deletions");
+
+    // What the a->b snapshot read on a before the deletions arrived there: row 1 as it
+    // was before capture (no version), row 2 written on a after b deleted it.
+    let t = Arc::new(TableSchema {
+        name: TableName::bare("kv"),
+        columns: vec![
+            Column { name: "k".into(), decl_type: "INTEGER".into(), nullable: false },
+            Column { name: "v".into(), decl_type: "TEXT".into(), nullable: true },
+        ],
+        primary_key: vec![0],
+        unique_keys: Vec::new(),
+        foreign_keys: Vec::new(),
+        create_sql: None,
+    });
+    let target = config.endpoint("b").expect("endpoint b");
+    let opts =
+        SinkOptions { workers: 1, two_way_from: Some(SiteId::new("dc-a")), topic: String::new(), index: String::new() };
+    let mut sink = registry::open_sink(target, &opts).await.expect("open b");
+    sink.prepare().await.expect("prepare");
+    sink.ensure_tables(std::slice::from_ref(&t)).await.expect("tables");
+    let direction = DirectionId { task: "t".into(), from: "a".into(), to: "b".into() };
+    let checkpoint = sink.load_checkpoint(&direction).await.expect("checkpoint").expect("a->b has a checkpoint");
+    let rules = ConflictRules {
+        policy: ConflictPolicy::LastWriterWins,
+        from_site: SiteId::new("dc-a"),
+        to_site: SiteId::new("dc-b"),
+        local_site: SiteId::new("dc-b"),
+        remote_site: SiteId::new("dc-a"),
+    };
+    let batch = ApplyBatch {
+        txns: Vec::new(),
+        snapshot: Some(SnapshotRows {
+            table: t.clone(),
+            rows: vec![
+                vec![Value::Int(1), Value::Text("base".into())],
+                vec![Value::Int(2), Value::Text("again on a".into())],
+            ],
+            versions: Some(vec![None, Some((SiteId::new("dc-a"), deleted_at + 1))]),
+            native: None,
+        }),
+        checkpoint: Checkpoint { position: checkpoint.position.clone(), tables: checkpoint.tables.clone() },
+        conflicts: Some(rules),
+        one_by_one: false,
+        commit: true,
+        fence: None,
+    };
+    sink.apply(&direction, &batch).await.expect("apply the copy");
+    drop(sink);
+    assert_eq!(
+        dump(&b, "kv", "k").await,
+        vec!["2,'again on a'"],
+        "b keeps its deletion of 1 (the copy is older) and takes the newer row 2"
+    );
+    let logged: Vec<(String, String)> = sqlx::query_as("SELECT pk, winner FROM ferry_conflict ORDER BY id")
+        .fetch_all(&mut cb)
+        .await
+        .expect("conflict log");
+    assert_eq!(logged.len(), 2, "both copies met b's deletions: {logged:?}");
+    assert_eq!(logged[0].1, "local", "row 1: b's deletion wins: {logged:?}");
+    assert_eq!(logged[1].1, "incoming", "row 2: a's newer row wins: {logged:?}");
+}
+
 /// A no-op update on b (setting the values the row has) followed, after it synced, by a
 /// real update on a: nothing raced, so no policy may keep b's stale row. a found b's
 /// update already in place; the version it records there is what a's update replaced.

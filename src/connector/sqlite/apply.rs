@@ -313,16 +313,17 @@ impl SqliteSink {
     /// The local deletion of a key that an incoming insert did not follow: this site's
     /// last write of the key is a delete, and it was not the last change from this site
     /// that the source had applied when it inserted. The other side sees the same race (the delete's
-    /// before-image differs from its row), so both resolve it.
+    /// before-image differs from its row), so both resolve it. An insert that does not
+    /// say what it followed (`Prior::Unknown`: a snapshot row, read on the source
+    /// perhaps before this deletion arrived there) is judged against the deletion too,
+    /// as the shared judge does: applied blindly it would bring back a row deleted here
+    /// while the other side drops it.
     async fn unseen_deletion(
         &mut self,
         table: &TableSchema,
         change: &Change,
         local_site: &SiteId,
     ) -> Result<Option<Version>, Failure> {
-        if change.prior == Prior::Unknown {
-            return Ok(None);
-        }
         let sql = format!(
             "SELECT op, ts FROM ferry_changelog WHERE tbl = ?1 AND pk = (SELECT {}) AND origin = ?2 \
              ORDER BY seq DESC LIMIT 1",
