@@ -271,12 +271,17 @@ pub async fn estimated_rows(ep: &MysqlEndpoint, conn: &mut Conn, table: &TableNa
     Ok(n.flatten().unwrap_or(0))
 }
 
+/// Odd 32-bit multipliers spreading each CRC over 64 bits (Knuth's and xxHash's primes).
+const K1: u64 = 2_654_435_761;
+/// See [`K1`].
+const K2: u64 = 2_246_822_519;
+
 /// How the server hashes one row's text into 64 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowHash {
-    /// `CRC32(row) << 32 | CRC32C(row)`: two different polynomials over the same bytes,
-    /// both hardware-assisted (MariaDB 10.8+). About as fast as pt-table-checksum's
-    /// single CRC32.
+    /// `CRC32(row) * K1 ^ CRC32C(row) * K2`: two different polynomials over the same
+    /// bytes, both hardware-assisted (MariaDB 10.8+), each spread over 64 bits by an odd
+    /// 32-bit constant (no overflow; the carries make the result non-linear in the CRCs).
     Crc32Pair,
     /// [`RowHash::Crc32Pair`] over a row text built once per row: `CRC32(@r := row)`
     /// then `CRC32C(@r)`, where the server was seen to evaluate the left operand first
@@ -310,16 +315,16 @@ impl RowHash {
     /// (they then fall back to comparing rows, which is exact).
     fn tag(self) -> &'static str {
         match self {
-            RowHash::Crc32Pair | RowHash::Crc32PairOnce => "crc32+crc32c",
-            RowHash::Md5 => "md5-64",
+            RowHash::Crc32Pair | RowHash::Crc32PairOnce => "xor:crc32*k1^crc32c*k2",
+            RowHash::Md5 => "xor:md5-64",
         }
     }
 
     /// The SQL of the 64-bit hash of the row text `row`.
     fn sql(self, row: &str) -> String {
         match self {
-            RowHash::Crc32Pair => format!("((CRC32({row}) << 32) | CRC32C({row}))"),
-            RowHash::Crc32PairOnce => format!("((CRC32(@ferry_row := {row}) << 32) | CRC32C(@ferry_row))"),
+            RowHash::Crc32Pair => format!("((CRC32({row}) * {K1}) ^ (CRC32C({row}) * {K2}))"),
+            RowHash::Crc32PairOnce => format!("((CRC32(@ferry_row := {row}) * {K1}) ^ (CRC32C(@ferry_row) * {K2}))"),
             RowHash::Md5 => format!("CAST(CONV(LEFT(MD5({row}), 16), 16, 10) AS UNSIGNED)"),
         }
     }
@@ -398,16 +403,20 @@ pub fn row_text(table: &TableSchema, may_hold: &[bool]) -> String {
     format!("CONCAT_WS({SEPARATOR}, {})", parts.join(", "))
 }
 
-/// A key range's checksum computed by the server: row count and the exact `SUM` of a
-/// 64-bit hash of each row's unambiguous text ([`row_text`], hashed as [`RowHash`]
-/// says; `row` is [`row_text`] of the table), as `tag:sum` text. Both sides must be MySQL with the same column types (the
-/// text of a value is the server's rendering of it).
+/// A key range's checksum computed by the server: row count and the `BIT_XOR` of a
+/// non-linear 64-bit hash of each row's unambiguous text ([`row_text`], hashed as
+/// [`RowHash`] says; `row` is [`row_text`] of the table), as `tag:xor` text. Both sides
+/// must be MySQL with the same column types (the text of a value is the server's
+/// rendering of it).
 ///
 /// Why not pt-table-checksum's `BIT_XOR(CRC32(CONCAT_WS('#', …)))`: its text is
 /// ambiguous (see [`row_text`]), 32 bits let one changed row in 4 billion pass, and a
 /// CRC is linear, so the XOR of the CRCs of equal-length rows is the CRC of their XOR:
-/// two rows that swap a value of the same length checksum the same. A SUM carries, so
-/// that swap changes it unless the carries happen to agree.
+/// two rows that swap a value of the same length checksum the same. Multiplying each
+/// CRC by a constant breaks that linearity (carries), so the XOR sees the swap. Why
+/// not a `SUM`: it runs as DECIMAL arithmetic per row, about a sixth more server work
+/// per row than `BIT_XOR` (measured on MariaDB 10.11), and carries alone keep a swap
+/// hidden whenever the flipped bits go up in one row's CRC and down in the other's.
 pub async fn range_checksum(
     ep: &MysqlEndpoint,
     conn: &mut Conn,
@@ -420,9 +429,7 @@ pub async fn range_checksum(
     let exprs = key_exprs(ep, table, order)?;
     let row_hash = hash.sql(row);
     let (filter, params) = range_filter(&exprs, range);
-    // SUM of BIGINT UNSIGNED is an exact DECIMAL: it cannot overflow.
-    let sql =
-        format!("SELECT COUNT(*), CAST(COALESCE(SUM({row_hash}), 0) AS CHAR) FROM {}{filter}", qualified(&table.name));
+    let sql = format!("SELECT COUNT(*), CAST(BIT_XOR({row_hash}) AS CHAR) FROM {}{filter}", qualified(&table.name));
     let r: Option<(u64, String)> = conn
         .exec_first(sql, params_of(params))
         .await
