@@ -28,5 +28,9 @@ pub async fn connect(cluster: &Cluster, node_id: &str) -> Result<async_nats::jet
         .connect(cluster.nats.as_str())
         .await
         .map_err(|source| ClusterError::Connect { nats: cluster.nats_masked(), source })?;
-    Ok(async_nats::jetstream::new(client))
+    let mut js = async_nats::jetstream::new(client);
+    // A request that hangs (a NATS server died, its streams elect a new leader) must
+    // not hold the ownership loop past a renewal or two: it is retried the next second.
+    js.set_timeout((cluster.lease_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(5)));
+    Ok(js)
 }
