@@ -24,8 +24,16 @@ pub async fn connect(cluster: &Cluster, node_id: &str) -> Result<async_nats::jet
             .await
             .map_err(|source| ClusterError::Credentials { path: creds.clone(), source })?;
     }
+    // async-nats parses a &str as one URL: a list is split here (`a,b,c`).
+    let mut servers = Vec::new();
+    for url in cluster.nats.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let addr = url
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|source| ClusterError::Url { url: crate::connector::endpoint::mask_password(url), source })?;
+        servers.push(addr);
+    }
     let client = options
-        .connect(cluster.nats.as_str())
+        .connect(servers)
         .await
         .map_err(|source| ClusterError::Connect { nats: cluster.nats_masked(), source })?;
     let mut js = async_nats::jetstream::new(client);

@@ -43,6 +43,17 @@ pub enum ClusterError {
         #[source]
         source: async_nats::ConnectError,
     },
+    /// A URL of `[cluster] nats` does not parse.
+    #[error(
+        "[cluster] nats: {url} is not a NATS server URL: {source}\n  fix: write nats://host:4222 or tls://host:4222, several separated by commas"
+    )]
+    Url {
+        /// The URL, password masked.
+        url: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The credentials file could not be read.
     #[error("cannot read the NATS credentials file {path}: {source}\n  fix: check [cluster] credentials")]
     Credentials {
