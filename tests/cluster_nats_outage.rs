@@ -116,6 +116,7 @@ async fn a_task_goes_on_when_one_of_three_nats_servers_dies() {
     let i = servers.iter().position(|n| *n != leader).expect("a follower");
     let victim = servers[i].to_string();
     let pid = server_pid(&dir, &victim);
+    assert!(pid > 1, "{victim}'s pid file says {pid}");
     let killed = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
     assert!(killed.is_ok_and(|s| s.success()), "kill -KILL {pid} ({victim})");
     let url = urls.split(',').nth(i).expect("its URL").to_string();

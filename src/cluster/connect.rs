@@ -8,6 +8,12 @@ use crate::config::Cluster;
 /// How long the first connection may take before the node gives up with a clear error.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a JetStream request may take before it fails: a quarter of the lease TTL,
+/// 1 s to 5 s.
+pub fn request_timeout(lease_ttl: Duration) -> Duration {
+    (lease_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(5))
+}
+
 /// Connects to the cluster's NATS servers as node `node_id`; JetStream on top.
 pub async fn connect(cluster: &Cluster, node_id: &str) -> Result<async_nats::jetstream::Context, ClusterError> {
     let mut options = async_nats::ConnectOptions::new()
@@ -36,9 +42,5 @@ pub async fn connect(cluster: &Cluster, node_id: &str) -> Result<async_nats::jet
         .connect(servers)
         .await
         .map_err(|source| ClusterError::Connect { nats: cluster.nats_masked(), source })?;
-    let mut js = async_nats::jetstream::new(client);
-    // A request that hangs (a NATS server died, its streams elect a new leader) must
-    // not hold the ownership loop past a renewal or two: it is retried the next second.
-    js.set_timeout((cluster.lease_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(5)));
-    Ok(js)
+    Ok(async_nats::jetstream::new(client))
 }

@@ -221,7 +221,14 @@ impl Cluster {
         };
         let js = connect::connect(cluster, &config.node.id).await?;
         let replicas = replicas(cluster, &js);
-        let leases = lease::bucket(&js, cluster.lease_ttl, replicas).await?;
+        // The ownership loop's lease requests time out early: one that hangs (a NATS
+        // server died, a stream elects a new leader) must not hold it past a renewal
+        // or two. Listings (the cluster view, the nodes) keep the default timeout: an
+        // ordered consumer's requests cut short return keys twice or not at all.
+        let mut quick = js.clone();
+        quick.set_timeout(connect::request_timeout(cluster.lease_ttl));
+        let leases = lease::bucket(&quick, cluster.lease_ttl, replicas).await?;
+        let lease_list = lease::bucket(&js, cluster.lease_ttl, replicas).await?;
         let members = members::bucket(&js, replicas).await?;
         let paused = paused::bucket(&js, replicas).await?;
         let me = members::Member {
@@ -248,7 +255,7 @@ impl Cluster {
         let task = tokio::spawn(owner.run());
         Ok(Cluster {
             shared,
-            leases,
+            leases: lease_list,
             members,
             paused,
             me: config.node.id.clone(),

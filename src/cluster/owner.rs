@@ -148,12 +148,16 @@ impl Owner {
         }
         self.reap().await;
         self.publish_held();
-        // What the next round acts on.
-        self.rebalance_next = self.rebalance_asked().await;
-        match paused::all(&self.setup.paused).await {
-            Ok(p) => self.paused = p.into_keys().collect(),
+        // What the next round acts on. Each read is bounded: listing a bucket's keys
+        // waits for messages that a lost connection never brings, and the next round's
+        // renewals must not wait for it.
+        let limit = super::connect::request_timeout(self.setup.ttl);
+        self.rebalance_next = tokio::time::timeout(limit, self.rebalance_asked()).await.unwrap_or(false);
+        match tokio::time::timeout(limit, paused::all(&self.setup.paused)).await {
+            Ok(Ok(p)) => self.paused = p.into_keys().collect(),
             // The last known pauses stand until the bucket answers again.
-            Err(e) => warn!(error = %e, "could not read the paused tasks"),
+            Ok(Err(e)) => warn!(error = %e, "could not read the paused tasks"),
+            Err(_) => warn!("reading the paused tasks timed out"),
         }
         // A rebalance judges by the nodes as they are now, not as last read.
         if self.rebalance_next || self.last_announce.is_none_or(|t| t.elapsed() >= ANNOUNCE) {
@@ -183,9 +187,13 @@ impl Owner {
         if let Err(e) = members::announce(&self.setup.members, &me).await {
             warn!(error = %e, "could not announce this node to the cluster");
         }
-        match members::all(&self.setup.members).await {
-            Ok(peers) => self.peers = peers,
-            Err(e) => warn!(error = %e, "could not read the cluster's nodes"),
+        // The write above is one request (bounded by the JetStream timeout); the listing
+        // is bounded here.
+        let limit = super::connect::request_timeout(self.setup.ttl);
+        match tokio::time::timeout(limit, members::all(&self.setup.members)).await {
+            Ok(Ok(peers)) => self.peers = peers,
+            Ok(Err(e)) => warn!(error = %e, "could not read the cluster's nodes"),
+            Err(_) => warn!("listing the cluster's nodes timed out"),
         }
         self.last_announce = Some(Instant::now());
     }
@@ -268,8 +276,9 @@ impl Owner {
                 }
                 // Not answered (a NATS server died, its streams elect a new leader):
                 // the lease still stands on the servers until a TTL after its last
-                // renewal, so try again next second while a sixth of it is left.
-                Err(e) if run.renewed.elapsed() < ttl - ttl / 6 => {
+                // renewal, so try again next second while another unanswered attempt
+                // would still end with a sixth of it left.
+                Err(e) if run.renewed.elapsed() + super::connect::request_timeout(ttl) < ttl - ttl / 6 => {
                     warn!(direction = %slot.candidate.spec.id, error = %e, "could not renew the cluster lease; trying again while it lasts");
                 }
                 // Unanswered until the lease nearly ran out: stop the direction, but keep
