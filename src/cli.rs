@@ -56,6 +56,15 @@ pub enum ClusterCommand {
     Rebalance,
 }
 
+/// What `ferry store` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreCommand {
+    /// Write the metadata store (audit, cutover state, directions, skips, statuses) to FILE.
+    Export,
+    /// Merge FILE, written by `ferry store export`, into the metadata store.
+    Import,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -163,6 +172,20 @@ pub enum Command {
         /// The direction (`a->b`), when the task is two-way and the status does not tell.
         #[arg(long)]
         direction: Option<String>,
+    },
+    /// Move a node's metadata store (audit, cutover state, history) to a file and back (docs/store-export.md).
+    Store {
+        /// export or import.
+        #[arg(value_enum)]
+        action: StoreCommand,
+        /// The file written (export) or read (import): JSON lines.
+        file: PathBuf,
+        /// The task file whose [node] store is exported or imported into.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// import: the file's rows replace other state the store holds under the same keys.
+        #[arg(long)]
+        force: bool,
     },
     /// Remove everything ferry added to the stores (triggers, ferry's tables or database), audited.
     Uninstall {

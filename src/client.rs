@@ -171,6 +171,15 @@ impl Control for NodeClient {
         self.get("/api/v1/node").await
     }
 
+    async fn cluster(&self) -> Result<Option<crate::cluster::ClusterView>, ControlError> {
+        match NodeClient::cluster(self).await {
+            Ok(view) => Ok(Some(view)),
+            // A node without [cluster] (or older than the route).
+            Err(ControlError::Remote { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn access(&self) -> Result<Access, ControlError> {
         self.get("/api/v1/whoami").await
     }

@@ -72,6 +72,7 @@ struct RawCluster {
     tls_ca: Option<Spanned<String>>,
     credentials: Option<Spanned<String>>,
     lease_ttl: Option<Spanned<String>>,
+    replicas: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,6 +281,9 @@ pub struct Cluster {
     pub credentials: Option<PathBuf>,
     /// How long a task direction's ownership lasts without renewal (3 s to 15 s).
     pub lease_ttl: Duration,
+    /// Copies JetStream keeps of ferry's KV buckets (1, 3 or 5); `None`: 3 when the
+    /// servers form a cluster of three or more, else 1.
+    pub replicas: Option<usize>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -290,6 +294,7 @@ impl std::fmt::Debug for Cluster {
             .field("tls_ca", &self.tls_ca)
             .field("credentials", &self.credentials)
             .field("lease_ttl", &self.lease_ttl)
+            .field("replicas", &self.replicas)
             .finish()
     }
 }
@@ -616,11 +621,23 @@ impl Validator<'_> {
                 }
             },
         };
+        let replicas = match &raw.replicas {
+            None => None,
+            Some(r) if [1, 3, 5].contains(r.get_ref()) => usize::try_from(*r.get_ref()).ok(),
+            Some(r) => {
+                return self.invalid(
+                    r.span(),
+                    format!("[cluster] replicas {} is not 1, 3 or 5", r.get_ref()),
+                    "write replicas = 3 for a three-server JetStream cluster (or leave it out: ferry counts the servers)",
+                );
+            }
+        };
         Ok(Cluster {
             nats,
             tls_ca: raw.tls_ca.map(|p| resolve(base, p.get_ref())),
             credentials: raw.credentials.map(|p| resolve(base, p.get_ref())),
             lease_ttl,
+            replicas,
         })
     }
 
@@ -1005,10 +1022,11 @@ mode = "two-way"
     #[test]
     fn a_cluster_section_joins_nodes_and_tasks_name_theirs() {
         let text = GOOD.replace("id = \"n1\"", "id = \"n1\"\nsite = \"dc-b\"")
-            + "nodes = [\"n1\", \"n2\"]\n\n[cluster]\nnats = \"nats://u:pw@h1:4222,tls://h2:4222\"\nlease_ttl = \"8s\"\ncredentials = \"n.creds\"\n";
+            + "nodes = [\"n1\", \"n2\"]\n\n[cluster]\nnats = \"nats://u:pw@h1:4222,tls://h2:4222\"\nlease_ttl = \"8s\"\ncredentials = \"n.creds\"\nreplicas = 3\n";
         let c = Config::parse(Path::new("/etc/ferry/f.toml"), &text).expect("valid");
         let cluster = c.cluster.as_ref().expect("[cluster]");
         assert_eq!(cluster.lease_ttl, Duration::from_secs(8));
+        assert_eq!(cluster.replicas, Some(3));
         assert_eq!(cluster.nats_masked(), "nats://u:***@h1:4222,tls://h2:4222");
         assert!(!format!("{cluster:?}").contains("pw"), "{cluster:?}");
         assert_eq!(cluster.credentials.as_deref(), Some(Path::new("/etc/ferry/n.creds")));
@@ -1024,6 +1042,7 @@ mode = "two-way"
             (GOOD.to_string() + "nodes = []\n[cluster]\nnats = \"nats://h:4222\"\n", "nodes lists no node"),
             (GOOD.to_string() + "[cluster]\nnats = \"http://u:pw@h:4222\"\n", "is not a NATS URL"),
             (GOOD.to_string() + "[cluster]\nnats = \"nats://h:4222\"\nlease_ttl = \"60s\"\n", "from 3s to 15s"),
+            (GOOD.to_string() + "[cluster]\nnats = \"nats://h:4222\"\nreplicas = 2\n", "not 1, 3 or 5"),
             (GOOD.to_string() + "[cluster]\nnats = \"nats://h:4222\"\nbucket = \"x\"\n", "unknown field"),
         ];
         for (text, want) in cases {

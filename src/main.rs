@@ -103,6 +103,7 @@ async fn dispatch(command: Command) -> Result<u8, CommandError> {
         Command::Uninstall { config, task, endpoint, yes } => {
             commands::uninstall::uninstall(&config, &commands::uninstall::UninstallArgs { task, endpoint, yes }).await
         }
+        Command::Store { action, file, config, force } => commands::store::store(action, &file, &config, force).await,
         Command::Skip { config, task, position, direction } => {
             commands::skip::skip(&config, &task, &position, direction.as_deref()).await
         }

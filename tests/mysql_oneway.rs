@@ -313,6 +313,11 @@ async fn globs_span_databases_and_maps_rename_databases_tables_and_columns() {
 }
 
 fn sysbench(url_port: u16, db: &str, action: &str, extra: &[&str]) -> Command {
+    sysbench_sized(url_port, db, 110_000, action, extra)
+}
+
+/// sysbench's oltp_write_only on two tables of `rows` rows each in `db`.
+pub(crate) fn sysbench_sized(url_port: u16, db: &str, rows: u32, action: &str, extra: &[&str]) -> Command {
     let mut c = Command::new("sysbench");
     c.args([
         "oltp_write_only",
@@ -323,7 +328,7 @@ fn sysbench(url_port: u16, db: &str, action: &str, extra: &[&str]) -> Command {
         "--mysql-password=ferry",
         &format!("--mysql-db={db}"),
         "--tables=2",
-        "--table-size=110000",
+        &format!("--table-size={rows}"),
     ])
     .args(extra)
     .arg(action)
@@ -332,7 +337,7 @@ fn sysbench(url_port: u16, db: &str, action: &str, extra: &[&str]) -> Command {
     c
 }
 
-fn require_sysbench() {
+pub(crate) fn require_sysbench() {
     let ok = Command::new("sysbench").arg("--version").output().is_ok_and(|o| o.status.success());
     assert!(ok, "sysbench is missing: install it with `apt-get install -y sysbench` (scripts/test does it)");
 }

@@ -30,6 +30,9 @@ pub struct LeaseRecord {
     pub since_us: i64,
     /// The revision `create` returned: the tenure's fencing floor on the target.
     pub fencing: u64,
+    /// The owner holds the direction paused (`ferry_tasks`): its engine is stopped.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// A lease as read: its record and current revision.
@@ -42,12 +45,17 @@ pub struct Held {
 }
 
 /// Opens (creating when missing) the lease bucket, whose max_age is the lease TTL.
-pub async fn bucket(js: &async_nats::jetstream::Context, ttl: Duration) -> Result<Store, ClusterError> {
+pub async fn bucket(
+    js: &async_nats::jetstream::Context,
+    ttl: Duration,
+    replicas: usize,
+) -> Result<Store, ClusterError> {
     let config = kv::Config {
         bucket: BUCKET.to_string(),
         description: "ferry: one lease per task direction".to_string(),
         history: 1,
         max_age: ttl,
+        num_replicas: replicas,
         ..Default::default()
     };
     super::open_bucket(js, config).await

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation, Store};
-use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::ClusterError;
@@ -35,12 +34,13 @@ pub struct Member {
 }
 
 /// Opens (creating when missing) the members bucket.
-pub async fn bucket(js: &async_nats::jetstream::Context) -> Result<Store, ClusterError> {
+pub async fn bucket(js: &async_nats::jetstream::Context, replicas: usize) -> Result<Store, ClusterError> {
     let config = kv::Config {
         bucket: BUCKET.to_string(),
         description: "ferry: the nodes of the cluster".to_string(),
         history: 1,
         max_age: KEEP,
+        num_replicas: replicas,
         ..Default::default()
     };
     super::open_bucket(js, config).await
@@ -62,10 +62,7 @@ pub async fn leave(store: &Store, id: &str) -> Result<(), ClusterError> {
 
 /// Every node's record, by id.
 pub async fn all(store: &Store) -> Result<Vec<Member>, ClusterError> {
-    let keys: Vec<String> = match store.keys().await {
-        Ok(k) => k.try_collect().await.map_err(|e| ClusterError::nats("listing the nodes".into(), e))?,
-        Err(e) => return Err(ClusterError::nats("listing the nodes".into(), e)),
-    };
+    let keys = super::list_keys(store, "the nodes").await?;
     let mut members = Vec::new();
     for key in keys {
         let entry = store.entry(&key).await.map_err(|e| ClusterError::nats(format!("reading node {key}"), e))?;

@@ -10,11 +10,15 @@ pub mod connect;
 pub mod lease;
 pub mod members;
 pub mod owner;
+pub mod paused;
 pub mod view;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::{self, Store};
+use futures_util::TryStreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +42,17 @@ pub enum ClusterError {
         /// Why.
         #[source]
         source: async_nats::ConnectError,
+    },
+    /// A URL of `[cluster] nats` does not parse.
+    #[error(
+        "[cluster] nats: {url} is not a NATS server URL: {source}\n  fix: write nats://host:4222 or tls://host:4222, several separated by commas"
+    )]
+    Url {
+        /// The URL, password masked.
+        url: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// The credentials file could not be read.
     #[error("cannot read the NATS credentials file {path}: {source}\n  fix: check [cluster] credentials")]
@@ -113,6 +128,23 @@ async fn open_bucket(js: &async_nats::jetstream::Context, config: kv::Config) ->
     }
 }
 
+/// Every key of a bucket (`what` names the listing in errors).
+async fn list_keys(store: &Store, what: &str) -> Result<Vec<String>, ClusterError> {
+    match store.keys().await {
+        Ok(k) => k.try_collect().await.map_err(|e| ClusterError::nats(format!("listing {what}"), e)),
+        Err(e) => Err(ClusterError::nats(format!("listing {what}"), e)),
+    }
+}
+
+/// How many copies of ferry's buckets to ask for: `[cluster] replicas`, else 3 when
+/// the server this node reached announces a cluster of three or more servers.
+fn replicas(cluster: &crate::config::Cluster, js: &async_nats::jetstream::Context) -> usize {
+    cluster.replicas.unwrap_or_else(|| {
+        let info = js.client().server_info();
+        if info.connect_urls.len() >= 3 { 3 } else { 1 }
+    })
+}
+
 /// A name as a KV key part: characters a key may not hold escaped as `=XX` (hex bytes).
 fn key_part(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -139,6 +171,25 @@ pub struct Candidate {
 struct Shared {
     /// Metrics of every direction that ran here since the node started.
     metrics: Mutex<Vec<Arc<DirectionMetrics>>>,
+    /// Directions whose lease this node holds (`task from->to`), and whether each is
+    /// held paused (its engine stopped).
+    held: Mutex<HashMap<String, (String, bool)>>,
+}
+
+/// What [`Cluster::owner_of`] finds for a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ownership {
+    /// This node holds every lease of the task's directions.
+    Here,
+    /// Another node holds one: its id and API address (`[node] listen`, when known).
+    Elsewhere {
+        /// `[node] id`.
+        node: String,
+        /// Its API address.
+        listen: Option<String>,
+    },
+    /// No node holds it right now (between owners, or nobody may run it).
+    Nobody,
 }
 
 /// This node's membership: the ownership loop, owned and stopped by [`Cluster::stop`].
@@ -146,6 +197,9 @@ pub struct Cluster {
     shared: Arc<Shared>,
     leases: Store,
     members: Store,
+    paused: Store,
+    /// `[node] id`.
+    me: String,
     nats: String,
     shutdown: CancellationToken,
     task: tokio::sync::Mutex<Option<JoinHandle<Vec<EngineError>>>>,
@@ -166,8 +220,17 @@ impl Cluster {
             ));
         };
         let js = connect::connect(cluster, &config.node.id).await?;
-        let leases = lease::bucket(&js, cluster.lease_ttl).await?;
-        let members = members::bucket(&js).await?;
+        let replicas = replicas(cluster, &js);
+        // The ownership loop's lease requests time out early: one that hangs (a NATS
+        // server died, a stream elects a new leader) must not hold it past a renewal
+        // or two. Listings (the cluster view, the nodes) keep the default timeout: an
+        // ordered consumer's requests cut short return keys twice or not at all.
+        let mut quick = js.clone();
+        quick.set_timeout(connect::request_timeout(cluster.lease_ttl));
+        let leases = lease::bucket(&quick, cluster.lease_ttl, replicas).await?;
+        let lease_list = lease::bucket(&js, cluster.lease_ttl, replicas).await?;
+        let members = members::bucket(&js, replicas).await?;
+        let paused = paused::bucket(&js, replicas).await?;
         let me = members::Member {
             id: config.node.id.clone(),
             site: config.node.site.clone(),
@@ -183,6 +246,7 @@ impl Cluster {
             me,
             leases: leases.clone(),
             members: members.clone(),
+            paused: paused.clone(),
             ttl: cluster.lease_ttl,
             candidates,
             shutdown: shutdown.clone(),
@@ -191,8 +255,10 @@ impl Cluster {
         let task = tokio::spawn(owner.run());
         Ok(Cluster {
             shared,
-            leases,
+            leases: lease_list,
             members,
+            paused,
+            me: config.node.id.clone(),
             nats: cluster.nats_masked(),
             shutdown,
             task: tokio::sync::Mutex::new(Some(task)),
@@ -207,6 +273,48 @@ impl Cluster {
     /// Every node and every direction's owner, as the buckets hold them now.
     pub async fn view(&self) -> Result<ClusterView, ClusterError> {
         view::read(&self.nats, &self.members, &self.leases).await
+    }
+
+    /// Who holds the leases of `task`'s directions now.
+    pub async fn owner_of(&self, task: &str) -> Result<Ownership, ClusterError> {
+        let view = self.view().await?;
+        let owners: Vec<&lease::LeaseRecord> = view.owners.iter().filter(|o| o.task == task).collect();
+        if let Some(other) = owners.iter().find(|o| o.node != self.me) {
+            let listen = view.nodes.iter().find(|n| n.id == other.node).map(|n| n.listen.clone());
+            return Ok(Ownership::Elsewhere { node: other.node.clone(), listen });
+        }
+        Ok(if owners.is_empty() { Ownership::Nobody } else { Ownership::Here })
+    }
+
+    /// Pauses (`true`) or resumes `task` for the whole cluster: the pause is kept in the
+    /// `ferry_tasks` bucket, so a node that takes the task over later holds it paused too.
+    /// Waits up to `wait` for this node's ownership loop to stop (or start) the task's
+    /// directions held here; `false` when they did not within it.
+    pub async fn set_paused(&self, task: &str, actor: &str, pause: bool, wait: Duration) -> Result<bool, ClusterError> {
+        if pause {
+            paused::pause(&self.paused, &paused::Pause { task: task.into(), actor: actor.into(), at_us: now_micros() })
+                .await?;
+        } else {
+            paused::resume(&self.paused, task).await?;
+        }
+        let start = Instant::now();
+        loop {
+            if self.held_paused(task) == Some(pause) {
+                return Ok(true);
+            }
+            if start.elapsed() >= wait {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Whether this node holds `task` paused: `None` when it holds none of its
+    /// directions, else whether all it holds are paused.
+    pub fn held_paused(&self, task: &str) -> Option<bool> {
+        let held = self.shared.held.lock().ok()?;
+        let mine: Vec<bool> = held.values().filter(|(t, _)| t == task).map(|(_, p)| *p).collect();
+        if mine.is_empty() { None } else { Some(mine.iter().all(|p| *p)) }
     }
 
     /// Asks every node to move its directions to their preferred nodes (`ferry cluster

@@ -4,6 +4,7 @@
 //! after a grace. It never takes a lease another node holds, so a node that comes back
 //! does not fight for what it lost; directions move on request only ([`request_rebalance`]).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,8 +14,8 @@ use tracing::{info, warn};
 
 use super::lease::{self, Held, LeaseRecord};
 use super::members::{self, Member};
-use super::{Candidate, ClusterError, Shared};
-use crate::engine::task::prepare_target;
+use super::{Candidate, ClusterError, Shared, paused};
+use crate::engine::task::{DirectionSpec, prepare_target};
 use crate::engine::{Engine, EngineError};
 use crate::model::now_micros;
 
@@ -39,6 +40,8 @@ pub struct Setup {
     pub leases: Store,
     /// The members bucket.
     pub members: Store,
+    /// The paused-tasks bucket.
+    pub paused: Store,
     /// The lease TTL (the bucket's max_age).
     pub ttl: Duration,
     /// Directions of the task file.
@@ -53,7 +56,11 @@ pub struct Setup {
 struct Running {
     held: Held,
     renewed: Instant,
-    engine: Engine,
+    /// `None` while the task is paused, or the lease lapsed: nothing runs.
+    engine: Option<Engine>,
+    /// Renewals went unanswered until the lease nearly ran out: the direction stopped,
+    /// and starts again if a renewal on the same revision succeeds (nobody took it).
+    lapsed: bool,
 }
 
 /// One direction's state on this node.
@@ -78,6 +85,10 @@ pub struct Owner {
     last_announce: Option<Instant>,
     /// The revision of the last rebalance request handled.
     rebalanced: u64,
+    /// Tasks paused in the cluster, as last read.
+    paused: HashSet<String>,
+    /// A rebalance was asked: the next round hands directions over.
+    rebalance_next: bool,
 }
 
 impl Owner {
@@ -102,6 +113,8 @@ impl Owner {
             peers: Vec::new(),
             last_announce: None,
             rebalanced: 0,
+            paused: HashSet::new(),
+            rebalance_next: false,
         }
     }
 
@@ -126,17 +139,45 @@ impl Owner {
 
     /// One look at everything.
     async fn round(&mut self) {
-        let rebalance = self.rebalance_asked().await;
-        // A rebalance judges by the nodes as they are now, not as last read.
-        if rebalance || self.last_announce.is_none_or(|t| t.elapsed() >= ANNOUNCE) {
-            self.announce().await;
-        }
+        // The leases first: a slow NATS (a server died) delays the reads below, not them.
+        let rebalance = std::mem::take(&mut self.rebalance_next);
         for i in 0..self.slots.len() {
             if let Err(e) = self.step(i, rebalance).await {
                 warn!(direction = %self.slots[i].candidate.spec.id, error = %e, "cluster lease step failed");
             }
         }
         self.reap().await;
+        self.publish_held();
+        // What the next round acts on. Each read is bounded: listing a bucket's keys
+        // waits for messages that a lost connection never brings, and the next round's
+        // renewals must not wait for it.
+        let limit = super::connect::request_timeout(self.setup.ttl);
+        self.rebalance_next = tokio::time::timeout(limit, self.rebalance_asked()).await.unwrap_or(false);
+        match tokio::time::timeout(limit, paused::all(&self.setup.paused)).await {
+            Ok(Ok(p)) => self.paused = p.into_keys().collect(),
+            // The last known pauses stand until the bucket answers again.
+            Ok(Err(e)) => warn!(error = %e, "could not read the paused tasks"),
+            Err(_) => warn!("reading the paused tasks timed out"),
+        }
+        // A rebalance judges by the nodes as they are now, not as last read.
+        if self.rebalance_next || self.last_announce.is_none_or(|t| t.elapsed() >= ANNOUNCE) {
+            self.announce().await;
+        }
+    }
+
+    /// Tells readers (the pause API) which directions are held here, and which paused.
+    fn publish_held(&self) {
+        if let Ok(mut held) = self.setup.shared.held.lock() {
+            *held = self
+                .slots
+                .iter()
+                .filter_map(|s| {
+                    let run = s.running.as_ref()?;
+                    let paused = run.engine.is_none() && !run.lapsed;
+                    Some((s.candidate.spec.id.to_string(), (s.candidate.spec.id.task.clone(), paused)))
+                })
+                .collect();
+        }
     }
 
     async fn announce(&mut self) {
@@ -146,9 +187,13 @@ impl Owner {
         if let Err(e) = members::announce(&self.setup.members, &me).await {
             warn!(error = %e, "could not announce this node to the cluster");
         }
-        match members::all(&self.setup.members).await {
-            Ok(peers) => self.peers = peers,
-            Err(e) => warn!(error = %e, "could not read the cluster's nodes"),
+        // The write above is one request (bounded by the JetStream timeout); the listing
+        // is bounded here.
+        let limit = super::connect::request_timeout(self.setup.ttl);
+        match tokio::time::timeout(limit, members::all(&self.setup.members)).await {
+            Ok(Ok(peers)) => self.peers = peers,
+            Ok(Err(e)) => warn!(error = %e, "could not read the cluster's nodes"),
+            Err(_) => warn!("listing the cluster's nodes timed out"),
         }
         self.last_announce = Some(Instant::now());
     }
@@ -169,12 +214,13 @@ impl Owner {
         let ttl = self.setup.ttl;
         let my_id = self.setup.me.id.clone();
         let slot = &mut self.slots[i];
+        let task_paused = self.paused.contains(&slot.candidate.spec.id.task);
         if let Some(run) = &mut slot.running {
-            if run.engine.finished() {
+            if run.engine.as_ref().is_some_and(Engine::finished) {
                 // The direction failed by itself (its errors are kept): free it for a
                 // node that may do better, and try again here later.
                 let run = slot.running.take().map(|r| (r.held, r.engine));
-                if let Some((held, engine)) = run {
+                if let Some((held, Some(engine))) = run {
                     warn!(direction = %slot.candidate.spec.id, "the direction stopped here; giving its cluster lease up");
                     self.errors.extend(engine.join().await);
                     lease::release(&self.setup.leases, &slot.key, &held).await?;
@@ -182,19 +228,36 @@ impl Owner {
                 slot.retry_at = Some(Instant::now() + FAILED_BACKOFF);
                 return Ok(());
             }
+            // A pause stops the direction after its in-flight batch and keeps the lease
+            // (the task stays here, paused); a resume starts it again under that lease.
+            let mut changed = false;
+            if task_paused && let Some(engine) = run.engine.take() {
+                info!(direction = %slot.candidate.spec.id, "the task was paused: stopping the direction, keeping its lease");
+                engine.stop();
+                self.errors.extend(engine.join().await);
+                changed = true;
+            } else if !task_paused && run.engine.is_none() && !run.lapsed {
+                info!(direction = %slot.candidate.spec.id, "the task was resumed: starting the direction again");
+                run.engine = Some(start_engine(&self.setup, &slot.candidate.spec, &run.held));
+                changed = true;
+            }
+            run.held.record.paused = task_paused;
             let moving = rebalance && preferred_elsewhere(&self.peers, &self.setup.me, &slot.candidate, &my_id);
             if moving {
                 info!(direction = %slot.candidate.spec.id, "rebalance: handing the direction to a node at its target's site");
                 if let Some(run) = slot.running.take() {
-                    run.engine.stop();
-                    self.errors.extend(run.engine.join().await);
+                    if let Some(engine) = run.engine {
+                        engine.stop();
+                        self.errors.extend(engine.join().await);
+                    }
                     lease::release(&self.setup.leases, &slot.key, &run.held).await?;
                 }
                 // Let the preferred node take it first.
                 slot.retry_at = Some(Instant::now() + PREFER_GRACE * 2);
                 return Ok(());
             }
-            if run.renewed.elapsed() < ttl / 3 {
+            // A changed pause is written at once, for the cluster view.
+            if !changed && run.renewed.elapsed() < ttl / 3 {
                 return Ok(());
             }
             let renewed = lease::renew(&self.setup.leases, &slot.key, &run.held).await;
@@ -202,10 +265,37 @@ impl Owner {
                 Ok(Some(held)) => {
                     run.held = held;
                     run.renewed = Instant::now();
+                    if run.lapsed {
+                        // Nobody took it meanwhile: the same tenure goes on.
+                        info!(direction = %slot.candidate.spec.id, "the cluster lease answered again and is still ours");
+                        run.lapsed = false;
+                        if !task_paused {
+                            run.engine = Some(start_engine(&self.setup, &slot.candidate.spec, &run.held));
+                        }
+                    }
+                }
+                // Not answered (a NATS server died, its streams elect a new leader):
+                // the lease still stands on the servers until a TTL after its last
+                // renewal, so try again next second while another unanswered attempt
+                // would still end with a sixth of it left.
+                Err(e) if run.renewed.elapsed() + super::connect::request_timeout(ttl) < ttl - ttl / 6 => {
+                    warn!(direction = %slot.candidate.spec.id, error = %e, "could not renew the cluster lease; trying again while it lasts");
+                }
+                // Unanswered until the lease nearly ran out: stop the direction, but keep
+                // asking for a while; JetStream expires nothing while it has no leader, so
+                // the lease may still be ours when it answers again.
+                Err(e) if run.renewed.elapsed() < ttl * 3 => {
+                    if let Some(engine) = run.engine.take() {
+                        warn!(direction = %slot.candidate.spec.id, error = %e, "the cluster lease could not be renewed in time; stopping the direction until it can");
+                        engine.stop();
+                        self.errors.extend(engine.join().await);
+                    }
+                    run.lapsed = true;
                 }
                 outcome => {
-                    // Refused (taken over) or not answered: this node can no longer prove
-                    // it owns the direction, so it stops now; the target's fencing
+                    // Refused (taken over), or not answered until the lease nearly ran
+                    // out: this node can no longer prove it owns the direction, so it
+                    // stops now; the target's fencing
                     // refuses whatever it still had under way.
                     match outcome {
                         Err(e) => {
@@ -215,9 +305,9 @@ impl Owner {
                             warn!(direction = %slot.candidate.spec.id, "the cluster lease was taken over; stopping the direction")
                         }
                     }
-                    if let Some(run) = slot.running.take() {
-                        run.engine.stop();
-                        self.stopping.push(run.engine);
+                    if let Some(engine) = slot.running.take().and_then(|r| r.engine) {
+                        engine.stop();
+                        self.stopping.push(engine);
                     }
                 }
             }
@@ -243,6 +333,7 @@ impl Owner {
             site: self.setup.me.site.clone(),
             since_us: now_micros(),
             fencing: 0,
+            paused: task_paused,
         };
         let Some(held) = lease::take(&self.setup.leases, &slot.key, &record).await? else {
             slot.free_since = None;
@@ -266,14 +357,14 @@ impl Owner {
             slot.retry_at = Some(Instant::now() + FAILED_BACKOFF);
             return Ok(());
         }
-        let engine = Engine::start(vec![spec], self.setup.shutdown.child_token());
-        if let Ok(mut m) = self.setup.shared.metrics.lock() {
-            // The newest run of a direction replaces an older one's metrics.
-            let fresh = engine.metrics();
-            m.retain(|old| !fresh.iter().any(|f| f.id == old.id));
-            m.extend(fresh);
-        }
-        slot.running = Some(Running { held, renewed: Instant::now(), engine });
+        // A paused task is held, not run: a pause outlives its owner.
+        let engine = if task_paused {
+            info!(direction = %spec.id, "the task is paused: holding its lease without running it");
+            None
+        } else {
+            Some(start_engine(&self.setup, &spec, &held))
+        };
+        slot.running = Some(Running { held, renewed: Instant::now(), engine, lapsed: false });
         Ok(())
     }
 
@@ -291,8 +382,10 @@ impl Owner {
     async fn leave(&mut self) {
         for slot in &mut self.slots {
             if let Some(run) = slot.running.take() {
-                run.engine.stop();
-                self.errors.extend(run.engine.join().await);
+                if let Some(engine) = run.engine {
+                    engine.stop();
+                    self.errors.extend(engine.join().await);
+                }
                 if let Err(e) = lease::release(&self.setup.leases, &slot.key, &run.held).await {
                     warn!(direction = %slot.candidate.spec.id, error = %e, "could not give the cluster lease back; it expires by itself");
                 }
@@ -305,6 +398,20 @@ impl Owner {
             warn!(error = %e, "could not remove this node's record; it expires by itself");
         }
     }
+}
+
+/// Starts `spec` under the lease `held` (its revision is the fencing floor); the newest
+/// run of a direction replaces an older one's metrics.
+fn start_engine(setup: &Setup, spec: &DirectionSpec, held: &Held) -> Engine {
+    let mut spec = spec.clone();
+    spec.lease_floor = i64::try_from(held.record.fencing).unwrap_or(i64::MAX);
+    let engine = Engine::start(vec![spec], setup.shutdown.child_token());
+    if let Ok(mut m) = setup.shared.metrics.lock() {
+        let fresh = engine.metrics();
+        m.retain(|old| !fresh.iter().any(|f| f.id == old.id));
+        m.extend(fresh);
+    }
+    engine
 }
 
 /// Whether `node` may run the direction (`[[task]] nodes`, default any).

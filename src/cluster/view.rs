@@ -2,7 +2,6 @@
 //! owner (the node API's `/api/v1/cluster`, `ferry cluster status`).
 
 use async_nats::jetstream::kv::Store;
-use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::ClusterError;
@@ -23,10 +22,7 @@ pub struct ClusterView {
 /// Reads both buckets.
 pub async fn read(nats: &str, member_store: &Store, lease_store: &Store) -> Result<ClusterView, ClusterError> {
     let nodes = members::all(member_store).await?;
-    let keys: Vec<String> = match lease_store.keys().await {
-        Ok(k) => k.try_collect().await.map_err(|e| ClusterError::nats("listing the leases".into(), e))?,
-        Err(e) => return Err(ClusterError::nats("listing the leases".into(), e)),
-    };
+    let keys = super::list_keys(lease_store, "the leases").await?;
     let mut owners = Vec::new();
     // Lease keys are task.from.to; other keys (a rebalance request) are not leases.
     for key in keys.iter().filter(|k| k.matches('.').count() == 2) {

@@ -95,12 +95,13 @@ fn render(view: &ClusterView, now_us: i64) -> String {
     }
     for o in &view.owners {
         out.push_str(&format!(
-            "{:<24} {:<16} {:<10} {:<9} {}\n",
+            "{:<24} {:<16} {:<10} {:<9} {}{}\n",
             format!("{} {}->{}", o.task, o.from, o.to),
             o.node,
             o.site.as_deref().unwrap_or("-"),
             format!("{} ago", seconds(now_us - o.since_us)),
-            o.fencing
+            o.fencing,
+            if o.paused { "  paused" } else { "" }
         ));
     }
     out
@@ -133,11 +134,12 @@ mod tests {
                 site: Some("dc-b".into()),
                 since_us: 60_000_000,
                 fencing: 7,
+                paused: true,
             }],
         };
         let text = render(&view, 92_000_000);
         assert!(text.contains("nats://u:***@h:4222"), "{text}");
         assert!(text.contains("n1               dc-b       1.0        1m30s     2s ago     1"), "{text}");
-        assert!(text.contains("t a->b                   n1               dc-b       32s ago   7"), "{text}");
+        assert!(text.contains("t a->b                   n1               dc-b       32s ago   7  paused"), "{text}");
     }
 }

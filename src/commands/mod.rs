@@ -8,6 +8,7 @@ pub mod node;
 pub mod run;
 pub mod skip;
 pub mod status;
+pub mod store;
 pub mod uninstall;
 pub mod verify;
 

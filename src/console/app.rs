@@ -39,6 +39,9 @@ pub enum Screen {
     /// Two versions of rows side by side: a conflict's (`c` on Task) or a verify
     /// difference's (`d` on Verify).
     Versions,
+    /// The cluster: every node, every direction's owner, directions moving (tab 7,
+    /// shown when a node is in a cluster).
+    Cluster,
 }
 
 /// What the Versions screen lists.
@@ -52,9 +55,17 @@ pub enum VersionsOf {
 }
 
 impl Screen {
-    /// Every screen, in tab order.
-    pub const ALL: [Screen; 6] =
-        [Screen::Overview, Screen::Task, Screen::Verify, Screen::Audit, Screen::Config, Screen::Cutover];
+    /// Every screen with a tab, in tab order (Cluster only when a node is in a cluster:
+    /// [`App::tabs`]).
+    pub const ALL: [Screen; 7] = [
+        Screen::Overview,
+        Screen::Task,
+        Screen::Verify,
+        Screen::Audit,
+        Screen::Config,
+        Screen::Cutover,
+        Screen::Cluster,
+    ];
 
     /// Its tab title.
     pub fn title(self) -> &'static str {
@@ -67,6 +78,7 @@ impl Screen {
             Screen::Cutover => "Cutover",
             Screen::Log => "Log",
             Screen::Versions => "Versions",
+            Screen::Cluster => "Cluster",
         }
     }
 
@@ -380,6 +392,17 @@ impl App {
             reload_on_save: false,
             quit_asks: true,
         }
+    }
+
+    /// The screens with a tab: the Cluster tab only when a node is in a cluster.
+    pub fn tabs(&self) -> &'static [Screen] {
+        if self.cluster().is_some() { &Screen::ALL } else { &Screen::ALL[..Screen::ALL.len() - 1] }
+    }
+
+    /// The cluster as the first node in one sees it (every node of a cluster sees all
+    /// of it), with that node's feed.
+    pub fn cluster(&self) -> Option<(&NodeFeed, &crate::cluster::ClusterView)> {
+        self.nodes.iter().find_map(|n| n.cluster.as_ref().map(|c| (n, c)))
     }
 
     /// Takes in new data; keeps the selection in range.
@@ -1072,12 +1095,18 @@ impl App {
                     self.back = back;
                 }
             }
-            KeyCode::Tab => self.go(Screen::ALL[(self.screen.index() + 1) % Screen::ALL.len()], false),
-            KeyCode::BackTab => {
-                self.go(Screen::ALL[(self.screen.index() + Screen::ALL.len() - 1) % Screen::ALL.len()], false)
+            KeyCode::Tab => {
+                let tabs = self.tabs();
+                self.go(tabs[(self.screen.index() + 1) % tabs.len()], false)
             }
-            KeyCode::Char(c @ '1'..='6') => {
-                self.go(Screen::ALL[(c as usize) - ('1' as usize)], false);
+            KeyCode::BackTab => {
+                let tabs = self.tabs();
+                self.go(tabs[(self.screen.index() + tabs.len() - 1) % tabs.len()], false)
+            }
+            KeyCode::Char(c @ '1'..='7') => {
+                if let Some(s) = self.tabs().get((c as usize) - ('1' as usize)) {
+                    self.go(*s, false);
+                }
             }
             KeyCode::Char('p') => return self.task_request(Request::Pause, None),
             KeyCode::Char('r') => return self.task_request(Request::Resume, None),
@@ -1274,6 +1303,7 @@ impl App {
             "audit" | "a" => Some(Screen::Audit),
             "config" | "c" => Some(Screen::Config),
             "cutover" | "cut" => Some(Screen::Cutover),
+            "cluster" | "nodes" => Some(Screen::Cluster),
             _ => None,
         };
         if let Some(s) = screen {

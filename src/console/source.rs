@@ -11,6 +11,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::ClusterView;
+use crate::cluster::lease::LeaseRecord;
 use crate::config::Role;
 use crate::control::{
     Access, ConflictEntry, Control, ControlError, LogLine, NodeOverview, SkipRequest, VerifyProgress,
@@ -91,7 +93,27 @@ pub struct NodeFeed {
     pub access: Option<Access>,
     /// The node process's newest log lines (`FERRY_LOG`), oldest first.
     pub logs: VecDeque<LogLine>,
+    /// The cluster as this node sees it (nodes, owners); `None` outside a cluster.
+    pub cluster: Option<ClusterView>,
+    /// Directions seen moving between nodes since the console started, newest last.
+    pub moves: VecDeque<Move>,
 }
+
+/// A direction that changed owner between two polls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Move {
+    /// `task from->to`.
+    pub direction: String,
+    /// The owner before (`None`: it had none).
+    pub from: Option<String>,
+    /// The owner after (`None`: none now).
+    pub to: Option<String>,
+    /// When the console saw it (µs).
+    pub at_us: i64,
+}
+
+/// How many moves a feed keeps.
+const MOVES: usize = 50;
 
 impl NodeFeed {
     /// A feed with nothing received yet.
@@ -112,6 +134,27 @@ impl NodeFeed {
     /// Key of a direction's history.
     pub fn history_key(task: &str, direction: &str) -> String {
         format!("{task}/{direction}")
+    }
+
+    /// Takes in a new cluster view, noting every direction whose owner changed.
+    pub fn absorb_cluster(&mut self, view: Option<ClusterView>, now_us: i64) {
+        if let (Some(old), Some(new)) = (&self.cluster, &view) {
+            let key = |o: &LeaseRecord| format!("{} {}->{}", o.task, o.from, o.to);
+            let owner_in = |v: &ClusterView, k: &str| v.owners.iter().find(|o| key(o) == k).map(|o| o.node.clone());
+            let mut keys: Vec<String> = old.owners.iter().chain(&new.owners).map(key).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let (from, to) = (owner_in(old, &k), owner_in(new, &k));
+                if from != to {
+                    self.moves.push_back(Move { direction: k, from, to, at_us: now_us });
+                }
+            }
+            while self.moves.len() > MOVES {
+                self.moves.pop_front();
+            }
+        }
+        self.cluster = view;
     }
 
     fn absorb(&mut self, o: NodeOverview) {
@@ -320,12 +363,17 @@ impl<C: Control> Poller<C> {
             Some(id) => self.control.verify_progress(&id).await.ok(),
             None => None,
         };
+        let cluster = self.control.cluster().await;
         let followed_cutover = self.shared.lock().ok().and_then(|f| f.get(self.index)?.cutover_task.clone());
         let cutover = match &followed_cutover {
             Some(t) => self.control.cutover_status(t).await.ok(),
             None => None,
         };
         self.update(|f| {
+            // A failed read keeps the last view: the nodes' records say who went away.
+            if let Ok(view) = cluster {
+                f.absorb_cluster(view, now_micros());
+            }
             f.logs.extend(lines);
             while f.logs.len() > LOG_LINES {
                 f.logs.pop_front();

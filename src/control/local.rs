@@ -12,7 +12,7 @@ use super::{
     ConflictEntry, Control, ControlError, EndpointView, LogLine, NodeOverview, RowText, SkipRequest, Skipped, TaskView,
     VerifyProgress, VerifyRunner, VerifySummary,
 };
-use crate::cluster::{Candidate, Cluster, ClusterView};
+use crate::cluster::{Candidate, Cluster, ClusterView, Ownership};
 use crate::config::{Config, Endpoint, Task};
 use crate::connector::registry::{self, FreezeRequest};
 use crate::cutover::{CutoverBrief, CutoverRequest, CutoverState, CutoverView};
@@ -20,6 +20,10 @@ use crate::engine::metrics::{DirectionMetrics, DirectionState};
 use crate::engine::{Engine, EngineError};
 use crate::model::{FreezeMethod, now_micros};
 use crate::store::{AuditEntry, Store};
+
+/// How long a pause or resume on a cluster node waits for the ownership loop to act
+/// (it looks every second; a pause waits for the in-flight batch).
+const PAUSE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One task of the file: its engine while running, its last metrics while paused.
 struct TaskSlot {
@@ -160,14 +164,57 @@ impl LocalNode {
         }
     }
 
-    /// Refuses what a cluster node cannot do to one task yet.
-    fn not_in_cluster(&self, what: &str) -> Result<(), ControlError> {
-        match self.cluster {
-            Some(_) => Err(ControlError::Conflict {
-                message: format!("{what} is not available on a cluster node yet (docs/cluster.md)"),
-            }),
-            None => Ok(()),
+    /// Pauses or resumes a task in the cluster, only on the node that holds its leases
+    /// (409 naming the owner elsewhere): the pause is kept in the cluster, so the task
+    /// stays paused when another node takes it over.
+    async fn cluster_pause(
+        &self,
+        cluster: &Cluster,
+        actor: &str,
+        task: &str,
+        pause: bool,
+    ) -> Result<TaskView, ControlError> {
+        let what = if pause { "pause" } else { "resume" };
+        let cluster_error = |e: crate::cluster::ClusterError| task_error(task, e);
+        match cluster.owner_of(task).await.map_err(cluster_error)? {
+            Ownership::Here => {}
+            Ownership::Elsewhere { node, listen } => {
+                return Err(ControlError::NotOwner { task: task.to_string(), owner: node, api: listen });
+            }
+            Ownership::Nobody => {
+                return Err(ControlError::Conflict {
+                    message: format!(
+                        "no node runs task {task:?} right now (its lease is free): {what} it on its next owner in a few seconds (ferry cluster status)"
+                    ),
+                });
+            }
         }
+        if cluster.held_paused(task) == Some(pause) {
+            let state = if pause { "already paused" } else { "running, not paused" };
+            return Err(ControlError::Conflict { message: format!("task {task:?} is {state}") });
+        }
+        let done = cluster.set_paused(task, actor, pause, PAUSE_WAIT).await.map_err(cluster_error)?;
+        if !done {
+            return Err(task_error(
+                task,
+                format!(
+                    "the {what} is recorded in the cluster, but this node did not {what} the task within {} s; see its log",
+                    PAUSE_WAIT.as_secs()
+                ),
+            ));
+        }
+        let (action, detail) = if pause {
+            ("task.pause", "paused in the cluster after the in-flight batch")
+        } else {
+            ("task.resume", "started again")
+        };
+        self.store.audit(actor, action, Some(task), detail).await?;
+        let slots = self.slots.lock().await;
+        let slot = slots
+            .iter()
+            .find(|s| s.task.name == task)
+            .ok_or_else(|| ControlError::NotFound { what: format!("task {task:?}") })?;
+        Ok(self.view(slot))
     }
 
     /// The task file.
@@ -230,7 +277,10 @@ impl LocalNode {
             from,
             to,
             mode: slot.task.mode,
-            paused: slot.paused,
+            paused: match &self.cluster {
+                Some(c) => c.held_paused(&slot.task.name).unwrap_or(false),
+                None => slot.paused,
+            },
             directions: metrics.iter().map(|m| m.status()).collect(),
             last_verify: self.verify.latest(&slot.task.name).map(|p| VerifySummary {
                 id: p.id,
@@ -319,6 +369,10 @@ impl LocalNode {
 }
 
 impl Control for LocalNode {
+    async fn cluster(&self) -> Result<Option<ClusterView>, ControlError> {
+        self.cluster_view().await
+    }
+
     async fn overview(&self) -> Result<NodeOverview, ControlError> {
         let cutovers = self.cutover_briefs().await;
         let tasks = self
@@ -340,7 +394,9 @@ impl Control for LocalNode {
 
     async fn pause(&self, actor: &str, task: &str) -> Result<TaskView, ControlError> {
         self.find_task(task)?;
-        self.not_in_cluster("pausing a task")?;
+        if let Some(cluster) = &self.cluster {
+            return self.cluster_pause(cluster, actor, task, true).await;
+        }
         let mut slots = self.slots.lock().await;
         let Some(slot) = slots.iter_mut().find(|s| s.task.name == task) else {
             return Err(ControlError::NotFound { what: format!("task {task:?}") });
@@ -366,7 +422,9 @@ impl Control for LocalNode {
 
     async fn resume(&self, actor: &str, task: &str) -> Result<TaskView, ControlError> {
         let t = self.find_task(task)?;
-        self.not_in_cluster("resuming a task")?;
+        if let Some(cluster) = &self.cluster {
+            return self.cluster_pause(cluster, actor, task, false).await;
+        }
         let mut slots = self.slots.lock().await;
         let Some(slot) = slots.iter_mut().find(|s| s.task.name == task) else {
             return Err(ControlError::NotFound { what: format!("task {task:?}") });

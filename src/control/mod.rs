@@ -47,6 +47,16 @@ pub enum ControlError {
         /// Why.
         message: String,
     },
+    /// In a cluster, another node runs the task: ask that one.
+    #[error("task {task:?} runs on node {owner}{}: ask that node", api.as_deref().map(|a| format!(" (API {a})")).unwrap_or_default())]
+    NotOwner {
+        /// The task.
+        task: String,
+        /// `[node] id` of the node that holds its lease.
+        owner: String,
+        /// That node's API address, when known.
+        api: Option<String>,
+    },
     /// This build cannot do it (verify before it is wired in, MySQL freeze, ...).
     #[error("{what} is not available in this build")]
     Unavailable {
@@ -122,7 +132,7 @@ impl ControlError {
         match self {
             ControlError::NotFound { .. } => 404,
             ControlError::BadRequest { .. } => 400,
-            ControlError::Conflict { .. } => 409,
+            ControlError::Conflict { .. } | ControlError::NotOwner { .. } => 409,
             ControlError::Unavailable { .. } => 501,
             ControlError::Forbidden { .. } => 403,
             ControlError::Unauthorized { .. } => 401,
@@ -288,6 +298,10 @@ impl Access {
 pub trait Control: Send + Sync + 'static {
     /// Every task with live metrics, and the endpoints.
     fn overview(&self) -> impl Future<Output = Result<NodeOverview, ControlError>> + Send;
+    /// The whole cluster (nodes, owners) as this node sees it; `None` outside a cluster.
+    fn cluster(&self) -> impl Future<Output = Result<Option<crate::cluster::ClusterView>, ControlError>> + Send {
+        async { Ok(None) }
+    }
     /// Who the caller is to this node (in-process: everything allowed).
     fn access(&self) -> impl Future<Output = Result<Access, ControlError>> + Send {
         async { Ok(Access::in_process()) }

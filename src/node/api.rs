@@ -31,7 +31,13 @@ impl From<ControlError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (status, Json(serde_json::json!({ "error": self.0.to_string() }))).into_response();
+        let mut body = serde_json::json!({ "error": self.0.to_string() });
+        // A cluster node not running the task names the one that does.
+        if let ControlError::NotOwner { owner, api, .. } = &self.0 {
+            body["owner"] = owner.clone().into();
+            body["owner_api"] = api.clone().into();
+        }
+        let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -3,6 +3,7 @@
 //! Its tables carry a schema version and move forward when it is opened (`migrate`).
 
 pub mod migrate;
+pub mod transfer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

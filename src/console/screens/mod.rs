@@ -2,6 +2,7 @@
 //! the [`App`], writes a buffer, never changes state or does I/O.
 
 mod audit;
+mod cluster;
 mod config;
 mod cutover;
 mod log;
@@ -39,6 +40,7 @@ impl Widget for &App {
             Screen::Cutover => cutover::render(self, body, buf),
             Screen::Log => log::render(self, body, buf),
             Screen::Versions => versions::render(self, body, buf),
+            Screen::Cluster => cluster::render(self, body, buf),
         }
         render_footer(self, footer, buf);
         if self.help {
@@ -115,7 +117,7 @@ fn render_tabs(app: &App, area: Rect, buf: &mut Buffer) {
         spans.push(Span::styled(trail, app.theme.selected()));
         spans.push(Span::styled(" (Esc: back)", app.theme.muted()));
     } else {
-        for (i, s) in Screen::ALL.iter().enumerate() {
+        for (i, s) in app.tabs().iter().enumerate() {
             let current = *s == app.screen;
             let style = if current { app.theme.selected() } else { app.theme.muted() };
             // Narrow terminals name only the current tab, so the clock keeps its place.
@@ -258,6 +260,7 @@ fn screen_hints(app: &App) -> &'static [(&'static str, &'static str)] {
             ("Esc", "back"),
             ("q", "quit"),
         ],
+        Screen::Cluster => &[("?", "help"), ("Tab", "next"), ("Esc", "back"), ("q", "quit")],
     }
 }
 

@@ -368,6 +368,30 @@ fn odd_data_and_tiny_terminals_never_panic() {
         h.rate.push_back((i64::MAX, f64::INFINITY));
         h
     });
+    // A cluster with timestamps at the ends of time and names that do not fit.
+    let mut strange = crate::cluster::ClusterView { nats: "é🚀".repeat(40), nodes: Vec::new(), owners: Vec::new() };
+    strange.nodes.push(crate::cluster::members::Member {
+        id: String::new(),
+        site: None,
+        version: "🚀".repeat(50),
+        listen: String::new(),
+        started_us: i64::MAX,
+        last_seen_us: i64::MIN,
+        tasks: vec![String::new(); 3],
+    });
+    strange.owners.push(crate::cluster::lease::LeaseRecord {
+        task: "x".repeat(300),
+        from: String::new(),
+        to: String::new(),
+        node: "gone".into(),
+        site: None,
+        since_us: i64::MIN,
+        fencing: u64::MAX,
+        paused: true,
+    });
+    odd.absorb_cluster(Some(strange.clone()), i64::MIN);
+    strange.owners.clear();
+    odd.absorb_cluster(Some(strange), i64::MAX);
     let mut a = App::new(Theme::default_theme());
     a.refresh(vec![odd, NodeFeed::new("")], i64::MAX);
     let mut drawn = 0;
@@ -382,7 +406,7 @@ fn odd_data_and_tiny_terminals_never_panic() {
             }
         }
     }
-    assert_eq!(drawn, 90);
+    assert_eq!(drawn, 105);
 }
 
 fn key(code: KeyCode) -> KeyEvent {
@@ -991,3 +1015,88 @@ fn clock_skew_alarm_and_pause_are_shown_on_overview_and_task() {
 mod habits;
 /// Tests of issue 22 (snapshot progress, row versions, skip, the node's log lines).
 mod operator_views;
+
+/// The healthy node in a cluster of three: one node gone, a paused direction, one whose
+/// owner is gone, and two moves seen.
+fn cluster_app() -> App {
+    use crate::cluster::ClusterView;
+    use crate::cluster::lease::LeaseRecord;
+    use crate::cluster::members::Member;
+    let member = |id: &str, site: &str, seen_ago_s: i64, tasks: &[&str]| Member {
+        id: id.into(),
+        site: Some(site.into()),
+        version: "0.1.0".into(),
+        listen: "10.0.2.11:7400".into(),
+        started_us: NOW - 3 * 3_600_000_000,
+        last_seen_us: NOW - seen_ago_s * 1_000_000,
+        tasks: tasks.iter().map(|t| t.to_string()).collect(),
+    };
+    let owner = |task: &str, node: &str, since_s: i64, fencing: u64, paused: bool| LeaseRecord {
+        task: task.into(),
+        from: "a".into(),
+        to: "b".into(),
+        node: node.into(),
+        site: Some("dc-b".into()),
+        since_us: NOW - since_s * 1_000_000,
+        fencing,
+        paused,
+    };
+    let view = ClusterView {
+        nats: "nats://ferry:***@nats-1:4222".into(),
+        nodes: vec![
+            member("dc-b-1", "dc-b", 1, &["shop a->b", "crm a->b"]),
+            member("dc-b-2", "dc-b", 2, &["billing a->b"]),
+            member("dc-a-1", "dc-a", 40, &["audit a->b"]),
+        ],
+        owners: vec![
+            owner("shop", "dc-b-1", 30, 812, false),
+            owner("crm", "dc-b-1", 600, 95, true),
+            owner("billing", "dc-b-2", 8, 1_204, false),
+            owner("audit", "dc-a-1", 7200, 12, false),
+        ],
+    };
+    let mut feed = healthy_node();
+    let mut before = view.clone();
+    before.owners[0].node = "dc-a-1".into();
+    before.owners.remove(2);
+    feed.absorb_cluster(Some(before), NOW - 30_000_000);
+    feed.absorb_cluster(Some(view), NOW - 29_000_000);
+    let mut a = App::new(Theme::builtin("dark").expect("built-in theme"));
+    a.refresh(vec![feed, stale_node()], NOW);
+    a
+}
+
+#[test]
+fn cluster_screen() {
+    let mut a = cluster_app();
+    a.screen = Screen::Cluster;
+    snapshot_at_both_sizes("cluster", &a);
+}
+
+#[test]
+fn the_cluster_tab_shows_only_in_a_cluster_and_moves_are_noted() {
+    let mut plain = app("dark");
+    assert_eq!(plain.tabs().len(), 6);
+    plain.on_key(key(KeyCode::Char('7')));
+    assert_eq!(plain.screen, Screen::Overview, "no Cluster tab outside a cluster");
+
+    let mut a = cluster_app();
+    assert_eq!(a.tabs().last(), Some(&Screen::Cluster));
+    a.on_key(key(KeyCode::Char('7')));
+    assert_eq!(a.screen, Screen::Cluster);
+    a.on_key(key(KeyCode::Tab));
+    assert_eq!(a.screen, Screen::Overview, "Tab wraps from Cluster to Overview");
+    a.command("cluster");
+    assert_eq!(a.screen, Screen::Cluster);
+    let moves: Vec<(String, Option<String>, Option<String>)> =
+        a.nodes[0].moves.iter().map(|m| (m.direction.clone(), m.from.clone(), m.to.clone())).collect();
+    assert_eq!(
+        moves,
+        vec![
+            ("billing a->b".to_string(), None, Some("dc-b-2".to_string())),
+            ("shop a->b".to_string(), Some("dc-a-1".to_string()), Some("dc-b-1".to_string())),
+        ]
+    );
+    let text = format!("{}", draw(&a, 120, 36).backend());
+    assert!(text.contains("gone") && text.contains("paused") && text.contains("owner gone"), "{text}");
+}
