@@ -581,3 +581,52 @@ async fn a_paused_task_stays_paused_when_its_owner_dies_and_only_its_owner_pause
         m.kill();
     }
 }
+
+/// A node that cannot reach one of a direction's endpoints never takes it, even at the
+/// target's site and alone in the cluster: it says so in its record (`unreachable`,
+/// `ferry cluster status`), and the direction goes to a node that reaches both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_cannot_reach_an_endpoint_leaves_the_direction_to_one_that_can() {
+    let bed = Bed::new(&["dc-b", "dc-a"]).await;
+    let (db, task, ledger) = (bed.db.clone(), bed.task.clone(), bed.ledger.clone());
+    let mut members = bed.members();
+    // The node at the target's site sees the target at a port where nothing listens.
+    let closed = free_port();
+    let file = members[0].config();
+    let text = std::fs::read_to_string(&file).expect("task file");
+    let port_b = mysql_async::Opts::from_url(&shared_b()).expect("url of dc-b").tcp_port();
+    let cut = text.replace(&format!(":{port_b}\""), &format!(":{closed}\""));
+    assert_ne!(cut, text, "the target's port was rewritten");
+    std::fs::write(&file, cut).expect("rewrite task file");
+    let http = crate::support::http_client(Duration::from_secs(5));
+    members[0].start();
+    wait_joined(&http, &members[0]).await;
+    // Alone and at the target's site, it still leaves the direction free.
+    let start = Instant::now();
+    let cut_off = loop {
+        let view = get_json(&http, &format!("{}/api/v1/cluster", members[0].base)).await;
+        let nodes = view.as_ref().and_then(|v| v["nodes"].as_array().cloned()).unwrap_or_default();
+        let me = nodes.iter().find(|n| n["id"] == members[0].id.as_str()).cloned();
+        if let Some(list) = me.and_then(|n| n["unreachable"].as_array().cloned()).filter(|l| !l.is_empty()) {
+            break list;
+        }
+        assert!(start.elapsed() < WAIT, "the node never said it cannot reach b; log:\n{}", tail(&members[0].log()));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(cut_off, vec![Value::from("b")], "it names the endpoint it cannot reach");
+    tokio::time::sleep(bed.ttl).await;
+    assert_eq!(owner(&http, &members, &task).await, None, "a node that cannot reach the target took the direction");
+    // A node away from the target's site, reaching both, takes it at once.
+    let app = start_writer(&db);
+    members[1].start();
+    let took = wait_owner(&http, &members, &task, None, WAIT).await;
+    assert_eq!(took, members[1].id);
+    let out = crate::support::ferry(&["cluster", "status", "--node", &members[1].base]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("cannot reach b"), "ferry cluster status:\n{text}");
+    stop_writer(app).await;
+    assert_all_arrived_once(&db, &ledger).await;
+    for m in &mut members {
+        m.kill();
+    }
+}

@@ -31,6 +31,9 @@ pub struct Member {
     pub last_seen_us: i64,
     /// The directions it runs (`task from->to`).
     pub tasks: Vec<String>,
+    /// Endpoints it could not reach at its last probe (it takes no direction using them).
+    #[serde(default)]
+    pub unreachable: Vec<String>,
 }
 
 /// Opens (creating when missing) the members bucket.

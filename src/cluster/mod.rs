@@ -11,6 +11,7 @@ pub mod lease;
 pub mod members;
 pub mod owner;
 pub mod paused;
+pub mod reach;
 pub mod view;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::connector::endpoint::Endpoint;
 use crate::engine::EngineError;
 use crate::engine::metrics::DirectionMetrics;
 use crate::engine::task::DirectionSpec;
@@ -231,6 +233,16 @@ impl Cluster {
         let lease_list = lease::bucket(&js, cluster.lease_ttl, replicas).await?;
         let members = members::bucket(&js, replicas).await?;
         let paused = paused::bucket(&js, replicas).await?;
+        // Each endpoint once, by name: a node takes only directions it can reach both ends of.
+        let mut endpoints: Vec<Endpoint> = Vec::new();
+        for c in &candidates {
+            for ep in [&c.spec.source, &c.spec.target] {
+                if !endpoints.iter().any(|e| e.name == ep.name) {
+                    endpoints.push(ep.clone());
+                }
+            }
+        }
+        let (reach, reach_task) = reach::watch(endpoints, shutdown.clone()).await;
         let me = members::Member {
             id: config.node.id.clone(),
             site: config.node.site.clone(),
@@ -239,6 +251,7 @@ impl Cluster {
             started_us: now_micros(),
             last_seen_us: now_micros(),
             tasks: Vec::new(),
+            unreachable: reach.names().into_iter().collect(),
         };
         members::announce(&members, &me).await?;
         let shared = Arc::new(Shared::default());
@@ -251,6 +264,8 @@ impl Cluster {
             candidates,
             shutdown: shutdown.clone(),
             shared: shared.clone(),
+            reach,
+            reach_task: Some(reach_task),
         });
         let task = tokio::spawn(owner.run());
         Ok(Cluster {

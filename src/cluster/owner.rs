@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::Store;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::lease::{self, Held, LeaseRecord};
 use super::members::{self, Member};
+use super::reach::Unreachable;
 use super::{Candidate, ClusterError, Shared, paused};
 use crate::engine::task::{DirectionSpec, prepare_target};
 use crate::engine::{Engine, EngineError};
@@ -50,6 +52,10 @@ pub struct Setup {
     pub shutdown: CancellationToken,
     /// What readers see.
     pub(super) shared: Arc<Shared>,
+    /// The endpoints this node cannot reach now.
+    pub reach: Unreachable,
+    /// The task keeping `reach` current (ends with `shutdown`).
+    pub reach_task: Option<JoinHandle<()>>,
 }
 
 /// A direction held here.
@@ -134,6 +140,9 @@ impl Owner {
             self.round().await;
         }
         self.leave().await;
+        if let Some(task) = self.setup.reach_task.take() {
+            let _ = task.await;
+        }
         self.errors
     }
 
@@ -184,6 +193,7 @@ impl Owner {
         let mut me = self.setup.me.clone();
         me.last_seen_us = now_micros();
         me.tasks = self.slots.iter().filter(|s| s.running.is_some()).map(|s| s.candidate.spec.id.to_string()).collect();
+        me.unreachable = self.setup.reach.names().into_iter().collect();
         if let Err(e) = members::announce(&self.setup.members, &me).await {
             warn!(error = %e, "could not announce this node to the cluster");
         }
@@ -213,6 +223,7 @@ impl Owner {
     async fn step(&mut self, i: usize, rebalance: bool) -> Result<(), ClusterError> {
         let ttl = self.setup.ttl;
         let my_id = self.setup.me.id.clone();
+        let cut_off = self.setup.reach.names();
         let slot = &mut self.slots[i];
         let task_paused = self.paused.contains(&slot.candidate.spec.id.task);
         if let Some(run) = &mut slot.running {
@@ -242,9 +253,18 @@ impl Owner {
                 changed = true;
             }
             run.held.record.paused = task_paused;
-            let moving = rebalance && preferred_elsewhere(&self.peers, &self.setup.me, &slot.candidate, &my_id);
+            // A node that lost its way to an endpoint hands the direction to one that
+            // reaches both (if any: else it keeps it, and the direction retries).
+            let stranded = !eligible(&slot.candidate, &my_id, cut_off.iter())
+                && runnable_elsewhere(&self.peers, &slot.candidate, &my_id);
+            let moving =
+                stranded || (rebalance && preferred_elsewhere(&self.peers, &self.setup.me, &slot.candidate, &my_id));
             if moving {
-                info!(direction = %slot.candidate.spec.id, "rebalance: handing the direction to a node at its target's site");
+                if stranded {
+                    warn!(direction = %slot.candidate.spec.id, "this node cannot reach an endpoint of the direction: handing it to a node that can");
+                } else {
+                    info!(direction = %slot.candidate.spec.id, "rebalance: handing the direction to a node at its target's site");
+                }
                 if let Some(run) = slot.running.take() {
                     if let Some(engine) = run.engine {
                         engine.stop();
@@ -313,7 +333,7 @@ impl Owner {
             }
             return Ok(());
         }
-        if slot.retry_at.is_some_and(|t| Instant::now() < t) || !eligible(&slot.candidate, &my_id) {
+        if slot.retry_at.is_some_and(|t| Instant::now() < t) || !eligible(&slot.candidate, &my_id, cut_off.iter()) {
             return Ok(());
         }
         if lease::read(&self.setup.leases, &slot.key).await?.is_some() {
@@ -414,9 +434,18 @@ fn start_engine(setup: &Setup, spec: &DirectionSpec, held: &Held) -> Engine {
     engine
 }
 
-/// Whether `node` may run the direction (`[[task]] nodes`, default any).
-fn eligible(c: &Candidate, node: &str) -> bool {
-    c.nodes.is_empty() || c.nodes.iter().any(|n| n == node)
+/// Whether `node` may run the direction: `[[task]] nodes` names it (or names nobody), and
+/// it reaches both endpoints (`unreachable`: the endpoint names it could not reach).
+fn eligible<'a>(c: &Candidate, node: &str, mut unreachable: impl Iterator<Item = &'a String>) -> bool {
+    let listed = c.nodes.is_empty() || c.nodes.iter().any(|n| n == node);
+    listed && !unreachable.any(|n| *n == c.spec.source.name || *n == c.spec.target.name)
+}
+
+/// Whether a live node other than this one may run the direction (by its record).
+fn runnable_elsewhere(peers: &[Member], c: &Candidate, my_id: &str) -> bool {
+    let gone = i64::try_from(GONE_AFTER.as_micros()).unwrap_or(i64::MAX);
+    let now = now_micros();
+    peers.iter().any(|p| p.id != my_id && now - p.last_seen_us < gone && eligible(c, &p.id, p.unreachable.iter()))
 }
 
 /// Whether another live node that may run the direction sits at its target's site while
@@ -432,7 +461,7 @@ fn preferred_elsewhere(peers: &[Member], me: &Member, c: &Candidate, my_id: &str
         p.id != my_id
             && p.site.as_deref() == Some(target_site.as_str())
             && now - p.last_seen_us < gone
-            && eligible(c, &p.id)
+            && eligible(c, &p.id, p.unreachable.iter())
     })
 }
 

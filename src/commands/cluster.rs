@@ -79,13 +79,18 @@ fn render(view: &ClusterView, now_us: i64) -> String {
     ));
     for n in &view.nodes {
         out.push_str(&format!(
-            "{:<16} {:<10} {:<10} {:<9} {:<10} {}\n",
+            "{:<16} {:<10} {:<10} {:<9} {:<10} {}{}\n",
             n.id,
             n.site.as_deref().unwrap_or("-"),
             n.version,
             seconds(n.last_seen_us - n.started_us),
             format!("{} ago", seconds(now_us - n.last_seen_us)),
-            n.tasks.len()
+            n.tasks.len(),
+            if n.unreachable.is_empty() {
+                String::new()
+            } else {
+                format!("  cannot reach {}", n.unreachable.join(", "))
+            }
         ));
     }
     out.push('\n');
@@ -125,6 +130,7 @@ mod tests {
                 started_us: 0,
                 last_seen_us: 90_000_000,
                 tasks: vec!["t a->b".into()],
+                unreachable: vec!["s".into()],
             }],
             owners: vec![LeaseRecord {
                 task: "t".into(),
@@ -139,7 +145,10 @@ mod tests {
         };
         let text = render(&view, 92_000_000);
         assert!(text.contains("nats://u:***@h:4222"), "{text}");
-        assert!(text.contains("n1               dc-b       1.0        1m30s     2s ago     1"), "{text}");
+        assert!(
+            text.contains("n1               dc-b       1.0        1m30s     2s ago     1  cannot reach s"),
+            "{text}"
+        );
         assert!(text.contains("t a->b                   n1               dc-b       32s ago   7  paused"), "{text}");
     }
 }

@@ -59,7 +59,28 @@ fn task_error(task: &str, e: impl std::fmt::Display) -> ControlError {
 impl LocalNode {
     /// Preflights every task of the file, opens the store and starts them all.
     pub async fn start(config: Config, verify: Box<dyn VerifyRunner>) -> Result<LocalNode, StartError> {
-        let tasks: Vec<&Task> = config.tasks.iter().collect();
+        let mut tasks: Vec<&Task> = config.tasks.iter().collect();
+        if config.cluster.is_some() {
+            // A cluster node need not reach every endpoint: the tasks it cannot reach
+            // are left to nodes that can (cluster/reach.rs), the rest must pass.
+            let used: Vec<Endpoint> = (config.endpoints.iter())
+                .filter(|e| config.tasks.iter().any(|t| t.from == e.name || t.to == e.name))
+                .cloned()
+                .collect();
+            let unreachable = crate::cluster::reach::probe(&used).await;
+            tasks.retain(|t| {
+                let cut: Vec<&String> = unreachable.iter().filter(|n| **n == t.from || **n == t.to).collect();
+                if !cut.is_empty() {
+                    let names: Vec<&str> = cut.iter().map(|n| n.as_str()).collect();
+                    eprintln!(
+                        "WARNING  task {}: this node cannot reach endpoint {}; other nodes of the cluster run it",
+                        t.name,
+                        names.join(", ")
+                    );
+                }
+                cut.is_empty()
+            });
+        }
         preflight_or_fail(&config, &tasks).await?;
         let store = Store::open(&config.node.store.path(), true).await?;
         let shutdown = CancellationToken::new();

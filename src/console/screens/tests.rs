@@ -378,6 +378,7 @@ fn odd_data_and_tiny_terminals_never_panic() {
         started_us: i64::MAX,
         last_seen_us: i64::MIN,
         tasks: vec![String::new(); 3],
+        unreachable: vec!["🚀".repeat(30)],
     });
     strange.owners.push(crate::cluster::lease::LeaseRecord {
         task: "x".repeat(300),
@@ -1030,6 +1031,7 @@ fn cluster_app() -> App {
         started_us: NOW - 3 * 3_600_000_000,
         last_seen_us: NOW - seen_ago_s * 1_000_000,
         tasks: tasks.iter().map(|t| t.to_string()).collect(),
+        unreachable: Vec::new(),
     };
     let owner = |task: &str, node: &str, since_s: i64, fencing: u64, paused: bool| LeaseRecord {
         task: task.into(),
