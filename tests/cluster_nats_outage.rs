@@ -72,9 +72,18 @@ impl Drop for Downed {
     }
 }
 
-/// The revision of the task's lease key, read straight from JetStream.
+/// The revision of the task's lease key, read straight from JetStream. The test's own
+/// client may have been on the server just killed: a read that times out while it
+/// reconnects is tried again.
 async fn lease_revision(kv: &async_nats::jetstream::kv::Store, key: &str) -> u64 {
-    kv.entry(key).await.expect("read the lease").map(|e| e.revision).unwrap_or(0)
+    let start = Instant::now();
+    loop {
+        match kv.entry(key).await {
+            Ok(e) => return e.map(|e| e.revision).unwrap_or(0),
+            Err(e) => assert!(start.elapsed() < WAIT, "reading the lease for {WAIT:?}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -132,10 +132,19 @@ async fn open_bucket(js: &async_nats::jetstream::Context, config: kv::Config) ->
 
 /// Every key of a bucket (`what` names the listing in errors).
 async fn list_keys(store: &Store, what: &str) -> Result<Vec<String>, ClusterError> {
-    match store.keys().await {
-        Ok(k) => k.try_collect().await.map_err(|e| ClusterError::nats(format!("listing {what}"), e)),
-        Err(e) => Err(ClusterError::nats(format!("listing {what}"), e)),
+    // A listing walks the bucket's last message per key while nodes keep rewriting
+    // theirs: a key rewritten meanwhile can come twice, or (its old message removed
+    // by the one-deep history before it was read) not at all. Two listings, merged
+    // without repeats, make a missed key unlikely; a missed one shows at the next round.
+    let mut keys = std::collections::BTreeSet::new();
+    for _ in 0..2 {
+        let listed: Vec<String> = match store.keys().await {
+            Ok(k) => k.try_collect().await.map_err(|e| ClusterError::nats(format!("listing {what}"), e))?,
+            Err(e) => return Err(ClusterError::nats(format!("listing {what}"), e)),
+        };
+        keys.extend(listed);
     }
+    Ok(keys.into_iter().collect())
 }
 
 /// How many copies of ferry's buckets to ask for: `[cluster] replicas`, else 3 when
