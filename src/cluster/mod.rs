@@ -10,6 +10,7 @@ pub mod connect;
 pub mod lease;
 pub mod members;
 pub mod owner;
+pub mod transport;
 pub mod view;
 
 use std::sync::{Arc, Mutex};
@@ -168,6 +169,12 @@ impl Cluster {
         let js = connect::connect(cluster, &config.node.id).await?;
         let leases = lease::bucket(&js, cluster.lease_ttl).await?;
         let members = members::bucket(&js).await?;
+        // Relayed directions run as two roles, each with its own lease.
+        let candidates = if candidates.iter().any(|c| c.spec.transport.is_some()) {
+            transport::split(candidates, &transport::NatsRelay::open(js.clone()).await?)
+        } else {
+            candidates
+        };
         let me = members::Member {
             id: config.node.id.clone(),
             site: config.node.site.clone(),
