@@ -21,7 +21,7 @@ use crate::model::{Position, now_micros};
 
 /// At most this many changes per published batch (whole commit groups may exceed it),
 /// so a batch stays a few messages and a small stream still holds several.
-const BATCH_CHANGES: usize = 5_000;
+const BATCH_CHANGES: usize = 20_000;
 /// The least a published batch may be cut down to (bytes).
 const MIN_BUDGET: usize = 64 * 1024;
 /// How often the stream's fill and age are read.
@@ -31,7 +31,7 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the publishing role until shut down.
 pub(super) async fn run(relay: &NatsRelay, run: PublishRun<'_>) -> Result<(), EngineError> {
-    let PublishRun { spec, mut source, mut heartbeat, metrics, shutdown } = run;
+    let PublishRun { spec, mut source, heartbeat, metrics, shutdown } = run;
     let Some(rr) = &spec.relay else { return Ok(()) };
     let names = Names::of(&rr.direction);
     let limits = limits(spec.transport.as_ref());
@@ -39,9 +39,60 @@ pub(super) async fn run(relay: &NatsRelay, run: PublishRun<'_>) -> Result<(), En
     let tables = Source::tables(&mut source, &spec.tables).await?;
     Source::install_capture(&mut source, &tables).await?;
     let stream = relay.stream(&names, &limits).await?;
-    let Some(mut after) = start(relay, &names, &stream, shutdown).await? else {
+    let Some(after) = start(relay, &names, &stream, shutdown).await? else {
         return Ok(());
     };
+    // The heartbeat writes on its own session and task, off the publishing path; it is
+    // owned here and stopped with the role.
+    let beat = shutdown.child_token();
+    let beating = tokio::spawn(beat_until(heartbeat, spec.tuning.heartbeat, beat.clone(), spec.id.to_string()));
+    let result = publish_from(Publisher { relay, spec, metrics, shutdown, names: &names, stream }, source, after).await;
+    beat.cancel();
+    let _ = beating.await;
+    result
+}
+
+/// The heartbeat writer: a row every `every` until `stop`.
+async fn beat_until(
+    mut heartbeat: Box<dyn crate::connector::dynamic::DynSource>,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+    direction: String,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {
+                if let Err(e) = Source::heartbeat(&mut heartbeat).await {
+                    warn!(direction = %direction, error = %e, "heartbeat failed");
+                }
+            }
+        }
+    }
+}
+
+/// What the publishing loop works with.
+struct Publisher<'a> {
+    relay: &'a NatsRelay,
+    spec: &'a crate::engine::task::DirectionSpec,
+    metrics: &'a std::sync::Arc<crate::engine::metrics::DirectionMetrics>,
+    shutdown: &'a tokio_util::sync::CancellationToken,
+    names: &'a Names,
+    stream: async_nats::jetstream::stream::Stream,
+}
+
+/// Reads the source after `after` and publishes until shut down.
+async fn publish_from(
+    p: Publisher<'_>,
+    mut source: Box<dyn crate::connector::dynamic::DynSource>,
+    mut after: Position,
+) -> Result<(), EngineError> {
+    let Publisher { relay, spec, metrics, shutdown, names, stream } = p;
+    let Some(rr) = &spec.relay else { return Ok(()) };
+    let limits = limits(spec.transport.as_ref());
     info!(direction = %spec.id, stream = %names.stream, position = %after, "publishing changes to the stream");
     let request = |after: Position| ReadRequest {
         after,
@@ -54,9 +105,8 @@ pub(super) async fn run(relay: &NatsRelay, run: PublishRun<'_>) -> Result<(), En
     // A batch stays well below the stream's size, so the applying side can always take
     // whole batches out of a full stream (only a single larger transaction exceeds it).
     let budget = relay.max_part().min(usize::try_from(limits.max_bytes / 8).unwrap_or(usize::MAX)).max(MIN_BUDGET);
-    let mut out = Outbox { relay, names: &names, stream, limits, metrics, full: false, watched: None };
+    let mut out = Outbox { relay, names, stream, limits, metrics, full: false, watched: None };
     let consumer = rr.direction.to_string();
-    let mut last_heartbeat = Instant::now() - spec.tuning.heartbeat;
     let mut last_head = Instant::now() - Duration::from_secs(10);
     let mut last_consumed = Instant::now();
     let mut pending: Option<ReadBatch> = None;
@@ -65,12 +115,6 @@ pub(super) async fn run(relay: &NatsRelay, run: PublishRun<'_>) -> Result<(), En
         if shutdown.is_cancelled() {
             break;
         }
-        if last_heartbeat.elapsed() >= spec.tuning.heartbeat {
-            if let Err(e) = Source::heartbeat(&mut heartbeat).await {
-                warn!(direction = %spec.id, error = %e, "heartbeat failed");
-            }
-            last_heartbeat = Instant::now();
-        }
         if last_head.elapsed() >= Duration::from_secs(1) {
             let head = Source::head(&mut source).await?;
             metrics.set_behind(after.changes_until(&head));
@@ -78,7 +122,7 @@ pub(super) async fn run(relay: &NatsRelay, run: PublishRun<'_>) -> Result<(), En
         }
         if last_consumed.elapsed() >= Duration::from_secs(5) {
             // The source keeps what the target has not committed, whatever was published.
-            if let Some(applied) = relay.applied(&names).await? {
+            if let Some(applied) = relay.applied(names).await? {
                 Source::consumed(&mut source, &consumer, &applied).await?;
             }
             last_consumed = Instant::now();
@@ -101,14 +145,24 @@ pub(super) async fn run(relay: &NatsRelay, run: PublishRun<'_>) -> Result<(), En
         let changes: u64 = batch.txns.iter().map(|t| t.changes.len() as u64).sum();
         let txns = batch.txns.len() as u64;
         let end = batch.position.clone();
-        let pieces = cut(&after, batch, budget).map_err(|e| ConnectorError::Setup {
-            endpoint: spec.source.name.clone(),
-            problem: format!("cannot serialize a batch for the stream: {e}"),
-            fix: "report this as a bug with the log".into(),
-        })?;
-        // The next batch is read while this one is published.
+        // The next batch is read while this one is serialized (on a blocking thread: CPU
+        // work) and published.
         let next = request(end.clone());
+        let from = after.clone();
+        let source_name = spec.source.name.clone();
         let publish_all = async {
+            let pieces = tokio::task::spawn_blocking(move || cut(&from, batch, budget))
+                .await
+                .map_err(|e| ConnectorError::Setup {
+                    endpoint: source_name.clone(),
+                    problem: format!("the batch serializer ended abnormally: {e}"),
+                    fix: "report this as a bug with the log".into(),
+                })?
+                .map_err(|e| ConnectorError::Setup {
+                    endpoint: source_name,
+                    problem: format!("cannot serialize a batch for the stream: {e}"),
+                    fix: "report this as a bug with the log".into(),
+                })?;
             for (from, to, bytes) in &pieces {
                 if !out.publish(from, to, bytes, shutdown).await? {
                     return Ok(false);
