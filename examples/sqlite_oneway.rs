@@ -247,6 +247,8 @@ fn spec(a: &Path, b: &Path, batch: usize) -> DirectionSpec {
         tuning: Tuning { batch_changes: batch, ..Tuning::default() },
         clock: std::sync::Arc::new(TaskClock::new(TASK, false, SkewBounds::default())),
         once: false,
+        transport: None,
+        relay: None,
         rescan: std::time::Duration::from_secs(300),
         max_bytes_per_sec: 0,
         quiet_seconds: 5,

@@ -146,6 +146,10 @@ struct RawTask {
     clock_skew_pause: Option<Spanned<String>>,
     #[serde(default)]
     nodes: Option<Spanned<Vec<String>>>,
+    transport: Option<Spanned<String>>,
+    transport_max_bytes: Option<Spanned<String>>,
+    transport_max_age: Option<Spanned<String>>,
+    publish_nodes: Option<Spanned<Vec<String>>>,
 }
 
 /// The topic template of a task that names none.
@@ -393,7 +397,26 @@ pub struct Task {
     pub clock_skew: SkewBounds,
     /// In a cluster, the `[node] id`s that may run it (empty: any node).
     pub nodes: Vec<String>,
+    /// `transport = "nats"`: changes travel through a JetStream stream between a node
+    /// near the source and one near the target; `None` applies them directly.
+    pub transport: Option<Transport>,
 }
+
+/// `[[task]] transport = "nats"` and its limits (docs/cluster.md, "Transport").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transport {
+    /// The most the stream buffers (bytes) before the publishing side stops with an alarm.
+    pub max_bytes: u64,
+    /// The oldest change the stream may hold before the publishing side stops with an alarm.
+    pub max_age: Duration,
+    /// The `[node] id`s that may publish (empty: any node); `nodes` says who may apply.
+    pub publish_nodes: Vec<String>,
+}
+
+/// `transport_max_bytes` when not given.
+pub const DEFAULT_TRANSPORT_MAX_BYTES: u64 = 1 << 30;
+/// `transport_max_age` when not given.
+pub const DEFAULT_TRANSPORT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// `[task.cutover]`.
 #[derive(Debug, Clone)]
@@ -560,7 +583,9 @@ impl Validator<'_> {
                 self.task_nodes(t.name.get_ref(), nodes, cluster.is_some())?;
             }
             let keep = self.keep_transactions(&t, &endpoints)?;
+            let transport = self.transport(&t, cluster.is_some())?;
             let mut task = self.task(t, &names, &mut task_names)?;
+            task.transport = transport;
             task.keep_transactions = keep;
             tasks.push(task);
         }
@@ -858,7 +883,85 @@ impl Validator<'_> {
             },
             clock_skew,
             nodes: t.nodes.map(Spanned::into_inner).unwrap_or_default(),
+            transport: None,
         })
+    }
+
+    /// `transport`, `transport_max_bytes`, `transport_max_age`: only `"direct"` (the
+    /// default) or `"nats"`, the latter only in a cluster and for one-way tasks.
+    fn transport(&self, t: &RawTask, cluster: bool) -> Result<Option<Transport>, ConfigError> {
+        let name = t.name.get_ref();
+        let nats = match &t.transport {
+            None => false,
+            Some(k) => match k.get_ref().as_str() {
+                "direct" => false,
+                "nats" => true,
+                other => {
+                    return self.invalid(
+                        k.span(),
+                        format!("task {name:?}: transport {other:?} is not known"),
+                        "write transport = \"nats\" (through a JetStream stream) or leave it out (direct)",
+                    );
+                }
+            },
+        };
+        if !nats {
+            let set = t.transport_max_bytes.as_ref().or(t.transport_max_age.as_ref()).map(Spanned::span);
+            if let Some(span) = set.or(t.publish_nodes.as_ref().map(Spanned::span)) {
+                return self.invalid(
+                    span,
+                    format!("task {name:?} sets a transport key without transport = \"nats\""),
+                    "add transport = \"nats\" or remove transport_max_bytes, transport_max_age and publish_nodes",
+                );
+            }
+            return Ok(None);
+        }
+        let span = t.transport.as_ref().map(Spanned::span).unwrap_or(0..0);
+        if !cluster {
+            return self.invalid(
+                span,
+                format!("task {name:?} has transport = \"nats\", but the file has no [cluster]"),
+                "add a [cluster] section (nats = \"nats://host:4222\"): the stream lives on the cluster's NATS servers",
+            );
+        }
+        if t.mode == Mode::TwoWay {
+            return self.invalid(
+                span,
+                format!("task {name:?}: transport = \"nats\" is built for one-way tasks only"),
+                "remove transport (two-way directions apply directly) or make the task one-way",
+            );
+        }
+        let max_bytes = match &t.transport_max_bytes {
+            None => DEFAULT_TRANSPORT_MAX_BYTES,
+            Some(b) => match parse_size(b.get_ref()).filter(|n| *n >= 1 << 20) {
+                Some(n) => n,
+                None => {
+                    return self.invalid(
+                        b.span(),
+                        format!("task {name:?}: transport_max_bytes {:?} is not a size of 1MB or more", b.get_ref()),
+                        "write a number of bytes with a unit kB, MB, GB or TB, at least \"1MB\", e.g. \"1GB\"",
+                    );
+                }
+            },
+        };
+        let max_age = match &t.transport_max_age {
+            None => DEFAULT_TRANSPORT_MAX_AGE,
+            Some(a) => match parse_duration(a.get_ref()).filter(|d| !d.is_zero()) {
+                Some(d) => d,
+                None => {
+                    return self.invalid(
+                        a.span(),
+                        format!("task {name:?}: transport_max_age {:?} is not a duration", a.get_ref()),
+                        "write a number with a unit s, m, h or d, e.g. \"24h\"",
+                    );
+                }
+            },
+        };
+        if let Some(nodes) = &t.publish_nodes {
+            self.task_nodes(name, nodes, cluster)?;
+        }
+        let publish_nodes = t.publish_nodes.as_ref().map(|n| n.get_ref().clone()).unwrap_or_default();
+        Ok(Some(Transport { max_bytes, max_age, publish_nodes }))
     }
 
     /// `clock_skew_alarm` (default 500ms) and `clock_skew_pause` (default 2s, or "off").
@@ -1048,6 +1151,35 @@ mode = "two-way"
         for (text, want) in cases {
             let e = Config::parse(Path::new("f.toml"), &text).expect_err(want).to_string();
             assert!(e.contains(want) && e.contains("fix") && !e.contains("pw"), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn transport_nats_takes_its_limits_and_publishing_nodes() {
+        let one_way = GOOD.replace("mode = \"two-way\"", "mode = \"one-way\"");
+        let cluster = "\n[cluster]\nnats = \"nats://h:4222\"\n";
+        let text = one_way.clone()
+            + "transport = \"nats\"\npublish_nodes = [\"a1\"]\ntransport_max_bytes = \"2GB\"\n"
+            + cluster;
+        let c = Config::parse(Path::new("f.toml"), &text).expect("valid");
+        let t = c.tasks[0].transport.as_ref().expect("transport");
+        assert_eq!(
+            (t.max_bytes, t.max_age, t.publish_nodes.as_slice()),
+            (2 << 30, DEFAULT_TRANSPORT_MAX_AGE, &["a1".to_string()][..])
+        );
+        let direct =
+            Config::parse(Path::new("f.toml"), &(one_way.clone() + "transport = \"direct\"\n")).expect("valid");
+        assert!(direct.tasks[0].transport.is_none());
+        let cases = [
+            (one_way.clone() + "transport = \"nats\"\n", "the file has no [cluster]"),
+            (GOOD.to_string() + "transport = \"nats\"\n" + cluster, "one-way tasks only"),
+            (one_way.clone() + "transport = \"kafka\"\n", "is not known"),
+            (one_way.clone() + "transport_max_age = \"1h\"\n", "without transport = \"nats\""),
+            (one_way.clone() + "transport = \"nats\"\ntransport_max_bytes = \"10kB\"\n" + cluster, "1MB or more"),
+        ];
+        for (text, want) in cases {
+            let e = Config::parse(Path::new("f.toml"), &text).expect_err(want).to_string();
+            assert!(e.contains(want) && e.contains("fix"), "{want}: {e}");
         }
     }
 

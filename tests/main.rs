@@ -63,6 +63,7 @@ mod sftp_sync;
 mod skip;
 mod sqlite_connector;
 mod transient_faults;
+mod transport_nats;
 mod uninstall;
 mod verify_bad_input;
 mod verify_live;

@@ -12,6 +12,7 @@ pub mod members;
 pub mod owner;
 pub mod paused;
 pub mod reach;
+pub mod transport;
 pub mod view;
 
 use std::collections::HashMap;
@@ -242,6 +243,12 @@ impl Cluster {
         let lease_list = lease::bucket(&js, cluster.lease_ttl, replicas).await?;
         let members = members::bucket(&js, replicas).await?;
         let paused = paused::bucket(&js, replicas).await?;
+        // Relayed directions run as two roles, each with its own lease.
+        let candidates = if candidates.iter().any(|c| c.spec.transport.is_some()) {
+            transport::split(candidates, &transport::NatsRelay::open(js.clone(), replicas).await?)
+        } else {
+            candidates
+        };
         // Each endpoint once, by name: a node takes only directions it can reach both ends of.
         let mut endpoints: Vec<Endpoint> = Vec::new();
         for c in &candidates {

@@ -451,7 +451,7 @@ fn runnable_elsewhere(peers: &[Member], c: &Candidate, my_id: &str) -> bool {
 /// Whether another live node that may run the direction sits at its target's site while
 /// this one does not.
 fn preferred_elsewhere(peers: &[Member], me: &Member, c: &Candidate, my_id: &str) -> bool {
-    let target_site = c.spec.target.site.to_string();
+    let target_site = c.spec.home_site().to_string();
     if me.site.as_deref() == Some(target_site.as_str()) {
         return false;
     }

@@ -463,7 +463,7 @@ impl App {
         let state = |r: &RowRef| {
             self.direction_of(*r).map_or(9, |d| match d.state {
                 DirectionState::Failed => 0,
-                DirectionState::Retrying | DirectionState::ClockSkew => 1,
+                DirectionState::Retrying | DirectionState::ClockSkew | DirectionState::TransportFull => 1,
                 DirectionState::WaitingForLease => 2,
                 DirectionState::Stopped => 3,
                 DirectionState::Starting => 4,

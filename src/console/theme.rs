@@ -266,7 +266,10 @@ impl Theme {
         match state {
             DirectionState::Streaming | DirectionState::Snapshotting(_) => self.ok(),
             DirectionState::Starting | DirectionState::Stopped => self.muted(),
-            DirectionState::WaitingForLease | DirectionState::Retrying | DirectionState::ClockSkew => self.warn(),
+            DirectionState::WaitingForLease
+            | DirectionState::Retrying
+            | DirectionState::ClockSkew
+            | DirectionState::TransportFull => self.warn(),
             DirectionState::Failed => self.error(),
         }
     }

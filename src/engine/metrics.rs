@@ -28,6 +28,10 @@ pub enum DirectionState {
     /// Two-way: the two sides' clocks are further apart than `clock_skew_pause`;
     /// applying waits until they are back within it.
     ClockSkew,
+    /// A relayed direction's publishing side: the stream is full (or holds a change older
+    /// than `transport_max_age`), so reading the source waits until the applying side
+    /// drains it; nothing is dropped.
+    TransportFull,
     /// Stopped cleanly.
     Stopped,
     /// Stopped by an error that needs a human.
@@ -43,6 +47,7 @@ impl std::fmt::Display for DirectionState {
             DirectionState::Streaming => f.write_str("streaming"),
             DirectionState::Retrying => f.write_str("retrying"),
             DirectionState::ClockSkew => f.write_str("clock skew"),
+            DirectionState::TransportFull => f.write_str("transport full"),
             DirectionState::Stopped => f.write_str("stopped"),
             DirectionState::Failed => f.write_str("failed"),
         }

@@ -8,6 +8,7 @@ pub mod lease;
 pub mod map;
 pub mod metrics;
 pub mod preflight;
+pub mod relay;
 pub mod task;
 
 use std::sync::Arc;
@@ -128,6 +129,8 @@ pub fn plan_task(config: &Config, task: &Task, skips: &[(String, Position)]) -> 
                 rescan: task.rescan,
                 quiet_seconds: task.cutover.quiet_seconds,
                 max_bytes_per_sec: task.max_bytes_per_sec,
+                transport: task.transport.clone(),
+                relay: None,
             }
         })
         .collect()

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -22,7 +23,8 @@ use super::copy_progress::CopyState;
 use super::lease::{self, LEASE_TTL, Tenure};
 use super::map::Renames;
 use super::metrics::{DirectionMetrics, DirectionState, FailedChange};
-use crate::config::{Endpoint, TableMap};
+use super::relay::{PublishRun, ReaderParts, RelayRole, RelayRun, Silent};
+use crate::config::{Endpoint, TableMap, Transport};
 use crate::connector::dynamic;
 use crate::connector::registry::{self, SinkOptions, SourceOptions};
 use crate::connector::{
@@ -31,7 +33,7 @@ use crate::connector::{
 };
 use crate::connector::{HEARTBEAT_TABLE, SIGNAL_TABLE, typemap};
 use crate::model::{
-    Change, HashKey, Key, Op, Position, SchemaChangeKind, TableSchema, Txn, Value, cmp_keys, now_micros,
+    Change, HashKey, Key, Op, Position, SchemaChangeKind, SiteId, TableSchema, Txn, Value, cmp_keys, now_micros,
 };
 
 /// Knobs with defaults that suit both the demo and production.
@@ -107,6 +109,27 @@ pub struct DirectionSpec {
     /// Blob tasks: while the source is frozen for a cutover, a drain pass waits until
     /// no change was carried for this long (`[task.cutover] quiet_seconds`).
     pub quiet_seconds: u64,
+    /// `[[task]] transport = "nats"`: the stream's limits (`None`: direct).
+    pub transport: Option<Transport>,
+    /// In a cluster with a transport, which role this run is and its relay.
+    pub relay: Option<RelayRun>,
+}
+
+impl DirectionSpec {
+    /// The site a node should be at to run this: the target's, or the source's for the
+    /// publishing role of a relayed direction.
+    pub fn home_site(&self) -> &SiteId {
+        match &self.relay {
+            Some(r) if r.role == RelayRole::Publish => &self.source.site,
+            _ => &self.target.site,
+        }
+    }
+
+    /// Whether this run is the publishing role of a relayed direction (it never
+    /// touches the target).
+    pub fn publishes(&self) -> bool {
+        self.relay.as_ref().is_some_and(|r| r.role == RelayRole::Publish)
+    }
 }
 
 /// Runs a direction until `shutdown`, retrying endpoint failures with backoff.
@@ -122,7 +145,7 @@ pub async fn run_direction(
     let held = AtomicBool::new(false);
     let progressed = AtomicBool::new(false);
     loop {
-        let attempt = Attempt { diagnose, held: &held, progressed: &progressed };
+        let attempt = Attempt { diagnose, held: &held, progressed: &progressed, commits: None };
         let result = run_once(attempt, &spec, &metrics, &shutdown).await;
         // Changes committed since the last failure: that fault has passed, so a new one
         // is retried from the shortest wait again.
@@ -212,14 +235,41 @@ async fn run_once(
     shutdown: &CancellationToken,
 ) -> Result<(), EngineError> {
     if registry::is_blob(&spec.source) {
+        if spec.relay.is_some() {
+            return Err(ConnectorError::Setup {
+                endpoint: spec.source.name.clone(),
+                problem: format!("task {}: files and objects cannot travel through transport = \"nats\"", spec.id.task),
+                fix: "remove transport from the task: blob tasks copy directly".into(),
+            }
+            .into());
+        }
         return super::blob::run(spec, metrics, shutdown, attempt.held, attempt.progressed).await;
     }
     registry::check_pair(&spec.source, &spec.target)?;
     let stream = stream_name(spec);
-    let heartbeat = open_source(spec, format!("{stream}/heartbeat")).await?;
-    let source = open_source(spec, stream).await?;
-    let sink = open_sink(spec).await?;
-    run_pair(attempt, spec, metrics, shutdown, source, heartbeat, sink).await
+    let Some(relay) = &spec.relay else {
+        let heartbeat = open_source(spec, format!("{stream}/heartbeat")).await?;
+        let source = open_source(spec, stream).await?;
+        let sink = open_sink(spec).await?;
+        return run_pair(attempt, spec, metrics, shutdown, source, heartbeat, sink).await;
+    };
+    match relay.role {
+        RelayRole::Publish => {
+            let heartbeat = open_source(spec, format!("{stream}/heartbeat")).await?;
+            let source = open_source(spec, stream).await?;
+            relay.relay.publish(PublishRun { spec, source, heartbeat, metrics, shutdown }).await
+        }
+        RelayRole::Apply => {
+            let source = open_source(spec, stream).await?;
+            let (tx, commits) = watch::channel(None);
+            let parts = ReaderParts { spec, source, commits, shutdown: shutdown.clone() };
+            let source = relay.relay.reader(parts).await?;
+            let heartbeat: Box<dyn dynamic::DynSource> = Box::new(Silent { endpoint: spec.source.name.clone() });
+            let sink = open_sink(spec).await?;
+            let attempt = Attempt { commits: Some(tx), ..attempt };
+            run_pair(attempt, spec, metrics, shutdown, source, heartbeat, sink).await
+        }
+    }
 }
 
 /// What one attempt at running a direction knows of the attempts before it, and tells
@@ -232,6 +282,8 @@ struct Attempt<'h> {
     held: &'h AtomicBool,
     /// Set when a batch with changes commits.
     progressed: &'h AtomicBool,
+    /// Told each position the target commits (a relay acknowledges up to it).
+    commits: Option<watch::Sender<Option<Position>>>,
 }
 
 /// A reader of the direction's source; `stream` names its replica stream and signal row.
@@ -290,6 +342,7 @@ async fn run_pair<S: Source + 'static, H: Source + 'static, K: Sink>(
         group_rows: 0,
         committed: None,
         tenure: Tenure::new(&spec.node_id, spec.lease_floor, attempt.held),
+        commits: attempt.commits,
     };
     runner.run(heartbeat).await
 }
@@ -329,6 +382,8 @@ struct Runner<'a, S: Source + 'static, K: Sink> {
     /// This process as the lease holder, with the fencing token of its tenure once taken:
     /// every batch is applied under it.
     tenure: Tenure<'a>,
+    /// Told each position the target commits (a relay acknowledges up to it).
+    commits: Option<watch::Sender<Option<Position>>>,
 }
 
 impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
@@ -1032,6 +1087,9 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         self.group_rows += report.rows;
         if batch.commit {
             self.committed = batch.checkpoint.position.clone();
+            if let Some(tx) = &self.commits {
+                tx.send_replace(self.committed.clone());
+            }
             self.diagnose = false;
             if std::mem::take(&mut self.group_rows) > 0 {
                 self.progressed.store(true, AtomicOrdering::Relaxed);
@@ -1332,6 +1390,10 @@ pub async fn prepare_target(spec: &DirectionSpec) -> Result<(), EngineError> {
 /// source position with every table copied: the direction then streams from there with
 /// no snapshot (a cutover's switch and rollback start a direction this way).
 pub async fn prepare_target_at(spec: &DirectionSpec, start: Option<&Position>) -> Result<(), EngineError> {
+    if spec.publishes() {
+        // The publishing role reads the source only; the applying role prepares.
+        return Ok(());
+    }
     if registry::is_blob(&spec.source) {
         // A blob direction prepares its target when it starts (nothing to create first).
         registry::check_blob_pair(&spec.source, &spec.target)?;
