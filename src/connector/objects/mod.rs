@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod connector;
+pub mod http;
 pub mod sink;
 pub mod source;
 
