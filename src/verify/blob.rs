@@ -32,7 +32,7 @@ type Writer = Box<dyn crate::connector::blob::dynamic::DynBlobSink>;
 const CHUNK: u64 = 4 << 20;
 /// Pairs of blobs a full verify reads at once (each on its own source and target
 /// connection): a read is mostly waiting for the store, not hashing.
-const WIDTH: usize = 4;
+const WIDTH: usize = 8;
 /// Pairs held back for a concurrent full read before they are read.
 const BATCH: usize = 64;
 
@@ -352,9 +352,7 @@ async fn compare<S: BlobSource, T: BlobSource>(
         if keeps_mtime {
             return Ok((s.mtime_ns != t.mtime_ns).then(|| "mtime differs (same size)".to_string()));
         }
-        let by_manifest = m.is_some_and(|m| {
-            m.size == s.size && m.mtime_ns == s.mtime_ns && (m.target.is_none() || m.target == t.etag)
-        });
+        let by_manifest = m.is_some_and(|m| crate::engine::blob::holds(s, t, m));
         let by_etag = s.etag.is_some() && s.etag == t.etag;
         return Ok(
             (!by_manifest && !by_etag).then(|| "changed since it was copied (manifest and ETag disagree)".into())

@@ -6,7 +6,7 @@ use futures_util::future::BoxFuture;
 
 use super::state::BlobState;
 
-use super::{BlobCaps, BlobHashes, BlobHint, BlobMeta, BlobSink, BlobSource, BlobUpload};
+use super::{BlobCaps, BlobHashes, BlobHint, BlobMeta, BlobSink, BlobSource, BlobUpload, Finished};
 use crate::connector::{ConnectorError, DirectionId};
 
 /// [`BlobSource`] with boxed futures.
@@ -111,6 +111,17 @@ pub trait DynBlobSink: Send {
         hashes: &'a BlobHashes,
         fencing: i64,
     ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::finish_many`].
+    fn finish_many<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        items: Vec<Finished>,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::hand_over`].
+    fn hand_over<'a>(&'a mut self, upload: &'a BlobUpload) -> BoxFuture<'a, Result<Vec<u8>, ConnectorError>>;
+    /// See [`BlobSink::take_over`].
+    fn take_over(&mut self, upload: &BlobUpload, held: Vec<u8>);
     /// See [`BlobSink::abort`].
     fn abort<'a>(&'a mut self, upload: &'a BlobUpload) -> BoxFuture<'a, Result<(), ConnectorError>>;
     /// See [`BlobSink::put_meta`].
@@ -184,6 +195,20 @@ impl<T: BlobSink> DynBlobSink for T {
     ) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(BlobSink::finish(self, dir, upload, source, hashes, fencing))
     }
+    fn finish_many<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        items: Vec<Finished>,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(BlobSink::finish_many(self, dir, items, fencing))
+    }
+    fn hand_over<'a>(&'a mut self, upload: &'a BlobUpload) -> BoxFuture<'a, Result<Vec<u8>, ConnectorError>> {
+        Box::pin(BlobSink::hand_over(self, upload))
+    }
+    fn take_over(&mut self, upload: &BlobUpload, held: Vec<u8>) {
+        BlobSink::take_over(self, upload, held)
+    }
     fn abort<'a>(&'a mut self, upload: &'a BlobUpload) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(BlobSink::abort(self, upload))
     }
@@ -253,6 +278,20 @@ impl<'s> BlobSink for Box<dyn DynBlobSink + 's> {
         fencing: i64,
     ) -> Result<(), ConnectorError> {
         DynBlobSink::finish(&mut **self, dir, upload, source, hashes, fencing).await
+    }
+    async fn finish_many(
+        &mut self,
+        dir: &DirectionId,
+        items: Vec<Finished>,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        DynBlobSink::finish_many(&mut **self, dir, items, fencing).await
+    }
+    async fn hand_over(&mut self, upload: &BlobUpload) -> Result<Vec<u8>, ConnectorError> {
+        DynBlobSink::hand_over(&mut **self, upload).await
+    }
+    fn take_over(&mut self, upload: &BlobUpload, held: Vec<u8>) {
+        DynBlobSink::take_over(&mut **self, upload, held)
     }
     async fn abort(&mut self, upload: &BlobUpload) -> Result<(), ConnectorError> {
         DynBlobSink::abort(&mut **self, upload).await

@@ -116,6 +116,17 @@ pub struct BlobHashes {
     pub md5: String,
 }
 
+/// A write ready to be made visible: what [`BlobSink::finish_many`] takes.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The partial write, all of the content written.
+    pub upload: BlobUpload,
+    /// The source's state it copies.
+    pub source: BlobMeta,
+    /// Hashes of that content.
+    pub hashes: BlobHashes,
+}
+
 /// One line of a direction's manifest: what was copied, as the source stated it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestEntry {
@@ -280,6 +291,29 @@ pub trait BlobSink: Send {
         hashes: &BlobHashes,
         fencing: i64,
     ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// Makes several finished writes visible and records them, in as few fenced
+    /// transactions as the store allows (one per call where it can), in order; stops at
+    /// the first that fails, those before it recorded.
+    fn finish_many(
+        &mut self,
+        dir: &DirectionId,
+        items: Vec<Finished>,
+        fencing: i64,
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send {
+        async move {
+            for f in items {
+                self.finish(dir, f.upload, &f.source, &f.hashes, fencing).await?;
+            }
+            Ok(())
+        }
+    }
+    /// Hands a partial write over to another sink of the same target (copies are
+    /// prepared on several connections, one sink makes them visible): lets go of what
+    /// this sink holds open for it and returns the bytes it has not sent yet.
+    fn hand_over(&mut self, upload: &BlobUpload) -> impl Future<Output = Result<Vec<u8>, ConnectorError>> + Send;
+    /// Takes over a partial write another sink of this target handed over, with the
+    /// bytes that sink had not sent.
+    fn take_over(&mut self, upload: &BlobUpload, held: Vec<u8>);
     /// Drops a partial write.
     fn abort(&mut self, upload: &BlobUpload) -> impl Future<Output = Result<(), ConnectorError>> + Send;
     /// Makes a folder or link, or sets a file's mode and mtime when only those differ,

@@ -14,7 +14,7 @@ use tracing::warn;
 
 use super::{OWN_DIR, io_error, join, list, running_as_root, system_time};
 use crate::connector::blob::state::BlobState;
-use crate::connector::blob::{BlobCaps, BlobHashes, BlobKind, BlobMeta, BlobSink, BlobUpload, ManifestEntry};
+use crate::connector::blob::{BlobCaps, BlobHashes, BlobKind, BlobMeta, BlobSink, BlobUpload, Finished, ManifestEntry};
 use crate::connector::{ConnectorError, DirectionId};
 
 /// A folder as a target.
@@ -273,6 +273,70 @@ impl BlobSink for FileSink {
         let step = st.put_entry(dir, &entry).await;
         st.end(step).await
     }
+
+    async fn finish_many(
+        &mut self,
+        dir: &DirectionId,
+        items: Vec<Finished>,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        for f in &items {
+            self.open.remove(&f.upload.handle);
+        }
+        let (root, root_user) = (self.root.clone(), self.root_user);
+        let files: Arc<Vec<(PathBuf, BlobMeta)>> =
+            Arc::new(items.iter().map(|f| (PathBuf::from(&f.upload.handle), f.source.clone())).collect());
+        // Metadata goes on before the renames, so each file appears whole; all in one
+        // trip to the blocking pool, as the renames below.
+        let fs = files.clone();
+        let set = blocking(move || {
+            Ok(fs.iter().enumerate().find_map(|(i, (p, m))| FileSink::set_meta(p, m, root_user).err().map(|e| (i, e))))
+        })
+        .await
+        .map_err(self.err("cannot set mode and mtime of", ""))?;
+        if let Some((i, e)) = set {
+            return Err(io_error(&self.endpoint, "cannot set mode and mtime of", &items[i].source.path, e));
+        }
+        let fs = files.clone();
+        let moved = self
+            .fenced(dir, fencing, "cannot move into place", "", move || {
+                for (i, (partial, m)) in fs.iter().enumerate() {
+                    let dest = join(&root, &m.path);
+                    let step = FileSink::make_parents(&root, &m.path)
+                        .and_then(|()| FileSink::clear(&dest, false))
+                        .and_then(|()| std::fs::rename(partial, &dest));
+                    if let Err(e) = step {
+                        return Ok((i, Some(e)));
+                    }
+                }
+                Ok((fs.len(), None))
+            })
+            .await?;
+        // The files moved are recorded, with the transaction that fenced them.
+        let (done, failed) = moved;
+        let st = self.state().await?;
+        let mut step = Ok(());
+        for f in &items[..done] {
+            let entry = ManifestEntry::of(&f.source, Some(f.hashes.clone()), Some(tag(&f.source)));
+            step = st.put_entry(dir, &entry).await;
+            if step.is_err() {
+                break;
+            }
+        }
+        st.end(step).await?;
+        match failed {
+            Some(e) => Err(io_error(&self.endpoint, "cannot move into place", &items[done].source.path, e)),
+            None => Ok(()),
+        }
+    }
+
+    async fn hand_over(&mut self, upload: &BlobUpload) -> Result<Vec<u8>, ConnectorError> {
+        // Written straight to the partial file: nothing held back but the open file.
+        self.open.remove(&upload.handle);
+        Ok(Vec::new())
+    }
+
+    fn take_over(&mut self, _upload: &BlobUpload, _held: Vec<u8>) {}
 
     async fn abort(&mut self, upload: &BlobUpload) -> Result<(), ConnectorError> {
         self.open.remove(&upload.handle);

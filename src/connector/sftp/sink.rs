@@ -391,6 +391,16 @@ impl BlobSink for SftpSink {
         st.end(step).await
     }
 
+    async fn hand_over(&mut self, upload: &BlobUpload) -> Result<Vec<u8>, ConnectorError> {
+        // The handle is this session's: closed here, the file is found by its path.
+        if let Some(h) = self.open.remove(&upload.handle) {
+            self.link.raw.close(h).await.map_err(self.err("cannot close", &upload.path))?;
+        }
+        Ok(Vec::new())
+    }
+
+    fn take_over(&mut self, _upload: &BlobUpload, _held: Vec<u8>) {}
+
     async fn abort(&mut self, upload: &BlobUpload) -> Result<(), ConnectorError> {
         if let Some(h) = self.open.remove(&upload.handle) {
             let _ = self.link.raw.close(h).await;
