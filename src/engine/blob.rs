@@ -110,7 +110,7 @@ pub async fn copy_one<S: BlobSource, K: BlobSink>(
     fencing: i64,
 ) -> Result<(), ConnectorError> {
     let mut upload = sink.begin(meta, None).await?;
-    let mut h = Hasher::default();
+    let mut h = Hasher::new(sink.caps().md5);
     if let Err(e) = fill(source, sink, meta, &mut upload, &mut h, &dir.from).await {
         sink.abort(&upload).await?;
         return Err(e);
@@ -130,24 +130,37 @@ pub fn changed(endpoint: &str, path: &str) -> ConnectorError {
     }
 }
 
-/// BLAKE3 and MD5 at once.
-#[derive(Default)]
+/// BLAKE3 and (unless told not to) MD5 at once.
 pub struct Hasher {
     b3: blake3::Hasher,
-    md5: md5::Md5,
+    md5: Option<md5::Md5>,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Hasher::new(true)
+    }
 }
 
 impl Hasher {
+    /// BLAKE3, and MD5 with `md5`.
+    pub fn new(md5: bool) -> Hasher {
+        use md5::Digest;
+        Hasher { b3: blake3::Hasher::new(), md5: md5.then(md5::Md5::new) }
+    }
     /// Adds bytes.
     pub fn update(&mut self, data: &[u8]) {
         use md5::Digest;
         self.b3.update(data);
-        self.md5.update(data);
+        if let Some(m) = &mut self.md5 {
+            m.update(data);
+        }
     }
-    /// Both digests, hex.
+    /// The digests, hex (MD5 empty when not computed).
     pub fn finish(self) -> BlobHashes {
         use md5::Digest;
-        BlobHashes { blake3: self.b3.finalize().to_hex().to_string(), md5: hex(&self.md5.finalize()) }
+        let md5 = self.md5.map(|m| hex(&m.finalize())).unwrap_or_default();
+        BlobHashes { blake3: self.b3.finalize().to_hex().to_string(), md5 }
     }
 }
 
@@ -690,7 +703,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
     async fn try_copy(&mut self, s: &BlobMeta, resume: Option<&BlobUpload>, found: Found) -> Result<bool, EngineError> {
         let id = self.spec.id.clone();
         let mut upload = self.sink.begin(s, resume).await?;
-        let mut h = Hasher::default();
+        let mut h = Hasher::new(self.caps.md5);
         if upload.written > 0 {
             info!(direction = %id, path = %s.path, at = upload.written, size = s.size, "resuming the copy where it stopped");
             // The hashes cover the whole content: read back what the source had up to there.

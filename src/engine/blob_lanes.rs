@@ -128,7 +128,7 @@ pub async fn prepare<S: BlobSource, K: BlobSink>(
     source_name: &str,
 ) -> Result<Prepared, ConnectorError> {
     let mut upload = sink.begin(meta, None).await?;
-    let mut h = Hasher::default();
+    let mut h = Hasher::new(sink.caps().md5);
     if let Err(e) = fill(source, sink, meta, &mut upload, &mut h, source_name).await {
         let _ = sink.abort(&upload).await;
         return Err(e);

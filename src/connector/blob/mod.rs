@@ -112,7 +112,8 @@ pub struct BlobUpload {
 pub struct BlobHashes {
     /// BLAKE3, hex.
     pub blake3: String,
-    /// MD5, hex (the ETag of a single-part object, and `md5sum`'s).
+    /// MD5, hex (the ETag of a single-part object, and `md5sum`'s); empty when not
+    /// computed (a target whose ETags are no MD5s, see [`BlobCaps::md5`]).
     pub md5: String,
 }
 
@@ -209,6 +210,9 @@ pub struct BlobCaps {
     /// It keeps the source's mtime, so a stat compares with the source's directly; else
     /// the manifest tells what source state the target holds.
     pub keeps_mtime: bool,
+    /// Its ETags are MD5s of the content (a bucket's, for single-part objects): the
+    /// manifest keeps each copy's MD5 too (elsewhere BLAKE3 alone: MD5 costs ~4x more).
+    pub md5: bool,
 }
 
 /// Whether a path matches the task's globs (`tables`): `*` and `**` (any folders);

@@ -145,7 +145,7 @@ impl BlobSink for FileSink {
     }
 
     fn caps(&self) -> BlobCaps {
-        BlobCaps { tree: true, keeps_mtime: true }
+        BlobCaps { tree: true, keeps_mtime: true, md5: false }
     }
 
     async fn prepare(&mut self) -> Result<(), ConnectorError> {

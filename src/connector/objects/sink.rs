@@ -65,7 +65,7 @@ impl BlobSink for S3Sink {
     }
 
     fn caps(&self) -> BlobCaps {
-        BlobCaps { tree: false, keeps_mtime: false }
+        BlobCaps { tree: false, keeps_mtime: false, md5: true }
     }
 
     async fn prepare(&mut self) -> Result<(), ConnectorError> {

@@ -251,7 +251,7 @@ impl BlobSink for SftpSink {
 
     fn caps(&self) -> BlobCaps {
         // Whole-second mtimes: the manifest tells what source state a file holds.
-        BlobCaps { tree: true, keeps_mtime: false }
+        BlobCaps { tree: true, keeps_mtime: false, md5: false }
     }
 
     async fn prepare(&mut self) -> Result<(), ConnectorError> {
