@@ -85,6 +85,7 @@ pub async fn run(
         batch: Vec::new(),
         batch_bytes: 0,
         to_record: Vec::new(),
+        metas: Vec::new(),
         cp: BlobCheckpoint::default(),
         failed: Vec::new(),
         bytes: 0,
@@ -207,6 +208,8 @@ struct Runner<'a, S, K> {
     batch_bytes: u64,
     /// Manifest lines of paths found identical without a copy, recorded together.
     to_record: Vec<ManifestEntry>,
+    /// Folders and links to make, made together before the queued copies land.
+    metas: Vec<BlobMeta>,
     cp: BlobCheckpoint,
     /// Source paths that could not be read in this pass, with why.
     failed: Vec<String>,
@@ -655,8 +658,10 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         let first = self.cp.passes == 0;
         match s.kind {
             BlobKind::Dir | BlobKind::Link => {
-                self.sink.put_meta(&self.spec.id, s, self.tenure.me.fencing).await?;
-                self.counted(first);
+                self.metas.push(s.clone());
+                if self.metas.len() >= BATCH {
+                    self.flush(0).await?;
+                }
                 Ok(true)
             }
             BlobKind::File => {
@@ -785,6 +790,16 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
     async fn flush(&mut self, keep: usize) -> Result<(), EngineError> {
         if keep == 0 {
             self.record_pending().await?;
+        }
+        if !self.metas.is_empty() {
+            // Folders first: the copies below land in them.
+            let metas = std::mem::take(&mut self.metas);
+            let n = metas.len();
+            self.sink.put_meta_many(&self.spec.id, metas, self.tenure.me.fencing).await?;
+            let first = self.cp.passes == 0;
+            for _ in 0..n {
+                self.counted(first);
+            }
         }
         if self.batch.len() <= keep {
             return Ok(());

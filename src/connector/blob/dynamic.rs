@@ -131,6 +131,13 @@ pub trait DynBlobSink: Send {
         source: &'a BlobMeta,
         fencing: i64,
     ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::put_meta_many`].
+    fn put_meta_many<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        items: Vec<BlobMeta>,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
     /// See [`BlobSink::rename`].
     fn rename<'a>(
         &'a mut self,
@@ -220,6 +227,14 @@ impl<T: BlobSink> DynBlobSink for T {
     ) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(BlobSink::put_meta(self, dir, source, fencing))
     }
+    fn put_meta_many<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        items: Vec<BlobMeta>,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(BlobSink::put_meta_many(self, dir, items, fencing))
+    }
     fn rename<'a>(
         &'a mut self,
         dir: &'a DirectionId,
@@ -298,6 +313,14 @@ impl<'s> BlobSink for Box<dyn DynBlobSink + 's> {
     }
     async fn put_meta(&mut self, dir: &DirectionId, source: &BlobMeta, fencing: i64) -> Result<(), ConnectorError> {
         DynBlobSink::put_meta(&mut **self, dir, source, fencing).await
+    }
+    async fn put_meta_many(
+        &mut self,
+        dir: &DirectionId,
+        items: Vec<BlobMeta>,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        DynBlobSink::put_meta_many(&mut **self, dir, items, fencing).await
     }
     async fn rename(&mut self, dir: &DirectionId, from: &str, to: &str, fencing: i64) -> Result<bool, ConnectorError> {
         DynBlobSink::rename(&mut **self, dir, from, to, fencing).await

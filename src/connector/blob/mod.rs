@@ -328,6 +328,21 @@ pub trait BlobSink: Send {
         source: &BlobMeta,
         fencing: i64,
     ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// [`BlobSink::put_meta`] of several paths, in order, in as few fenced transactions
+    /// as the store allows; stops at the first that fails.
+    fn put_meta_many(
+        &mut self,
+        dir: &DirectionId,
+        items: Vec<BlobMeta>,
+        fencing: i64,
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send {
+        async move {
+            for m in &items {
+                self.put_meta(dir, m, fencing).await?;
+            }
+            Ok(())
+        }
+    }
     /// Renames a blob on the target (a rename seen on the source); `false` when the
     /// store cannot (the engine then copies).
     fn rename(

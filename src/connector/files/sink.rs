@@ -110,6 +110,29 @@ impl FileSink {
         Ok(())
     }
 
+    /// Makes a folder or link (or sets a file's mode and mtime) as the source states it.
+    fn make_meta(root: &Path, meta: &BlobMeta, root_user: bool) -> std::io::Result<()> {
+        let dest = join(root, &meta.path);
+        FileSink::make_parents(root, &meta.path)?;
+        match meta.kind {
+            BlobKind::Dir => {
+                FileSink::clear(&dest, true)?;
+                std::fs::create_dir_all(&dest)?;
+            }
+            BlobKind::Link => {
+                if std::fs::symlink_metadata(&dest).is_ok() {
+                    FileSink::clear(&dest, false)?;
+                    if std::fs::symlink_metadata(&dest).is_ok() {
+                        std::fs::remove_file(&dest)?;
+                    }
+                }
+                std::os::unix::fs::symlink(meta.link.as_deref().unwrap_or(""), &dest)?;
+            }
+            BlobKind::File => {}
+        }
+        FileSink::set_meta(&dest, meta, root_user)
+    }
+
     async fn fenced<T: Send + 'static>(
         &mut self,
         dir: &DirectionId,
@@ -349,28 +372,8 @@ impl BlobSink for FileSink {
 
     async fn put_meta(&mut self, dir: &DirectionId, source: &BlobMeta, fencing: i64) -> Result<(), ConnectorError> {
         let (root, meta, root_user) = (self.root.clone(), source.clone(), self.root_user);
-        let dest = join(&root, &source.path);
-        self.fenced(dir, fencing, "cannot create", &source.path, move || {
-            FileSink::make_parents(&root, &meta.path)?;
-            match meta.kind {
-                BlobKind::Dir => {
-                    FileSink::clear(&dest, true)?;
-                    std::fs::create_dir_all(&dest)?;
-                }
-                BlobKind::Link => {
-                    if std::fs::symlink_metadata(&dest).is_ok() {
-                        FileSink::clear(&dest, false)?;
-                        if std::fs::symlink_metadata(&dest).is_ok() {
-                            std::fs::remove_file(&dest)?;
-                        }
-                    }
-                    std::os::unix::fs::symlink(meta.link.as_deref().unwrap_or(""), &dest)?;
-                }
-                BlobKind::File => {}
-            }
-            FileSink::set_meta(&dest, &meta, root_user)
-        })
-        .await?;
+        self.fenced(dir, fencing, "cannot create", &source.path, move || FileSink::make_meta(&root, &meta, root_user))
+            .await?;
         let st = self.state().await?;
         if source.kind == BlobKind::File {
             let old = st.entry(dir, &source.path).await?;
@@ -385,6 +388,33 @@ impl BlobSink for FileSink {
             }
         }
         st.commit().await
+    }
+
+    async fn put_meta_many(
+        &mut self,
+        dir: &DirectionId,
+        items: Vec<BlobMeta>,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        if items.iter().any(|m| m.kind == BlobKind::File) {
+            for m in &items {
+                self.put_meta(dir, m, fencing).await?;
+            }
+            return Ok(());
+        }
+        // Folders and links: no manifest lines, one fenced transaction, one trip to the
+        // blocking pool.
+        let (root, root_user) = (self.root.clone(), self.root_user);
+        let failed = self
+            .fenced(dir, fencing, "cannot create", "", move || {
+                Ok(items.into_iter().find_map(|m| FileSink::make_meta(&root, &m, root_user).err().map(|e| (m.path, e))))
+            })
+            .await?;
+        self.state().await?.commit().await?;
+        match failed {
+            Some((path, e)) => Err(io_error(&self.endpoint, "cannot create", &path, e)),
+            None => Ok(()),
+        }
     }
 
     async fn rename(&mut self, dir: &DirectionId, from: &str, to: &str, fencing: i64) -> Result<bool, ConnectorError> {
