@@ -17,12 +17,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::EngineError;
+use super::blob_lanes::{Lanes, Reply, fill};
 use super::lease::{self, LEASE_TTL, Tenure};
 use super::metrics::{DirectionMetrics, DirectionState};
 use super::task::DirectionSpec;
 use crate::connector::blob::{
     self, BlobCaps, BlobCheckpoint, BlobHashes, BlobHint, BlobKind, BlobMeta, BlobSink, BlobSource, BlobUpload,
-    ManifestEntry,
+    Finished, ManifestEntry,
 };
 use crate::connector::registry;
 use crate::connector::{ConnectorError, DirectionId, ErrorKind};
@@ -41,6 +42,11 @@ const SAVE_EVERY: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(100);
 /// How often the watch asks whether the source was frozen for a cutover.
 const FROZEN_CHECK: Duration = Duration::from_secs(1);
+/// Small copies made visible together (one fenced transaction of the state file); as
+/// many more are prepared by the lanes meanwhile.
+const BATCH: usize = 128;
+/// Bytes of small copies held before they are made visible (a bucket's are in memory).
+const BATCH_BYTES: u64 = 64 << 20;
 
 /// Runs a blob direction until `shutdown` (or, with `spec.once`, one full pass).
 pub async fn run(
@@ -75,6 +81,11 @@ pub async fn run(
         sink,
         kind,
         tenure: Tenure::new(&spec.node_id, spec.lease_floor, held),
+        lanes: Lanes::new(spec.workers.max(1) as usize, &spec.source, &spec.target),
+        batch: Vec::new(),
+        batch_bytes: 0,
+        to_record: Vec::new(),
+        metas: Vec::new(),
         cp: BlobCheckpoint::default(),
         failed: Vec::new(),
         bytes: 0,
@@ -100,22 +111,16 @@ pub async fn copy_one<S: BlobSource, K: BlobSink>(
     fencing: i64,
 ) -> Result<(), ConnectorError> {
     let mut upload = sink.begin(meta, None).await?;
-    let mut h = Hasher::default();
-    let mut off = 0;
-    while off < meta.size {
-        let data = source.read_range(&meta.path, off, CHUNK.min(meta.size - off)).await?;
-        if data.is_empty() {
-            sink.abort(&upload).await?;
-            return Err(changed(&dir.from, &meta.path));
-        }
-        h.update(&data);
-        sink.write(&mut upload, &data).await?;
-        off += data.len() as u64;
+    let mut h = Hasher::new(sink.caps().md5);
+    if let Err(e) = fill(source, sink, meta, &mut upload, &mut h, &dir.from).await {
+        sink.abort(&upload).await?;
+        return Err(e);
     }
     sink.finish(dir, upload, meta, &h.finish(), fencing).await
 }
 
-fn changed(endpoint: &str, path: &str) -> ConnectorError {
+/// A source file that became shorter while it was read.
+pub fn changed(endpoint: &str, path: &str) -> ConnectorError {
     ConnectorError::Blob {
         endpoint: endpoint.to_string(),
         what: "changed while being copied:".into(),
@@ -126,24 +131,37 @@ fn changed(endpoint: &str, path: &str) -> ConnectorError {
     }
 }
 
-/// BLAKE3 and MD5 at once.
-#[derive(Default)]
+/// BLAKE3 and (unless told not to) MD5 at once.
 pub struct Hasher {
     b3: blake3::Hasher,
-    md5: md5::Md5,
+    md5: Option<md5::Md5>,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Hasher::new(true)
+    }
 }
 
 impl Hasher {
+    /// BLAKE3, and MD5 with `md5`.
+    pub fn new(md5: bool) -> Hasher {
+        use md5::Digest;
+        Hasher { b3: blake3::Hasher::new(), md5: md5.then(md5::Md5::new) }
+    }
     /// Adds bytes.
     pub fn update(&mut self, data: &[u8]) {
         use md5::Digest;
         self.b3.update(data);
-        self.md5.update(data);
+        if let Some(m) = &mut self.md5 {
+            m.update(data);
+        }
     }
-    /// Both digests, hex.
+    /// The digests, hex (MD5 empty when not computed).
     pub fn finish(self) -> BlobHashes {
         use md5::Digest;
-        BlobHashes { blake3: self.b3.finalize().to_hex().to_string(), md5: hex(&self.md5.finalize()) }
+        let md5 = self.md5.map(|m| hex(&m.finalize())).unwrap_or_default();
+        BlobHashes { blake3: self.b3.finalize().to_hex().to_string(), md5 }
     }
 }
 
@@ -182,6 +200,16 @@ struct Runner<'a, S, K> {
     sink: K,
     kind: &'static str,
     tenure: Tenure<'a>,
+    /// Where small copies are prepared, several at once.
+    lanes: Lanes,
+    /// Small copies submitted to the lanes, in path order, not yet visible; their
+    /// bytes.
+    batch: Vec<(BlobMeta, Found, Reply)>,
+    batch_bytes: u64,
+    /// Manifest lines of paths found identical without a copy, recorded together.
+    to_record: Vec<ManifestEntry>,
+    /// Folders and links to make, made together before the queued copies land.
+    metas: Vec<BlobMeta>,
     cp: BlobCheckpoint,
     /// Source paths that could not be read in this pass, with why.
     failed: Vec<String>,
@@ -327,8 +355,19 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         let mut last_save = Instant::now();
         loop {
             if self.shutdown.is_cancelled() {
+                // The copies under way are small: finished, so none is done twice.
+                self.flush(0).await?;
                 self.save().await?;
                 return Ok(false);
+            }
+            if src.buf.is_empty() && !src.done && dst.buf.is_empty() && !dst.done {
+                // Both trees walked at once (two folders' worth of stat calls in flight).
+                let (a, b) = tokio::join!(
+                    self.source.list(&globs, src.after.as_deref(), PAGE),
+                    self.sink.list(&globs, dst.after.as_deref(), PAGE)
+                );
+                src.fill(a?, |m| &m.path);
+                dst.fill(b?, |m| &m.path);
             }
             if src.buf.is_empty() && !src.done {
                 let page = self.source.list(&globs, src.after.as_deref(), PAGE).await?;
@@ -381,12 +420,15 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                 }
             }
             if last_save.elapsed() >= SAVE_EVERY {
+                // The position moves past a path only once its copy is visible.
+                self.flush(0).await?;
                 self.cp.scan_after = Some(path);
                 self.save().await?;
                 self.keep_lease().await?;
                 last_save = Instant::now();
             }
         }
+        self.flush(0).await?;
         while let Some(d) = gone_dirs.pop() {
             self.sink.delete(&id, &d, self.tenure.me.fencing).await?;
             self.deleted += 1;
@@ -448,6 +490,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     return Ok(false);
                 }
             }
+            self.flush(0).await?;
             if self.changes > before {
                 // A cutover's drain reads when the last change was carried.
                 self.save().await?;
@@ -472,6 +515,8 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         match h {
             BlobHint::Rescan => Ok(true),
             BlobHint::Renamed { from, to } => {
+                // Copies queued for either end land first.
+                self.flush(0).await?;
                 if blob::matches(&self.spec.tables, &to)
                     && blob::matches(&self.spec.tables, &from)
                     && let Some(s) = self.source.stat(&to).await?
@@ -509,6 +554,8 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                         Ok(true)
                     }
                     None => {
+                        // A copy queued for it lands before the delete.
+                        self.flush(0).await?;
                         let p = p.trim_end_matches('/');
                         let t = match self.sink.stat(p).await? {
                             Some(t) => Some(t),
@@ -585,24 +632,36 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         found: Found,
     ) -> Result<bool, EngineError> {
         if self.up_to_date(s, t, m) {
-            if m.is_none() && s.kind == BlobKind::File && !self.caps.keeps_mtime {
-                let entry = ManifestEntry {
+            // A line the manifest lacks (a target filled before ferry, or a crash between
+            // a rename and its transaction's commit). A watch reads no manifest where the
+            // target keeps mtimes: only a rescan knows a line is missing there.
+            if m.is_none()
+                && s.kind == BlobKind::File
+                && (!self.caps.keeps_mtime || matches!(found, Found::Rescan))
+                && let Some(t) = t
+            {
+                let stat = self.caps.keeps_mtime.then(|| format!("{}:{}", t.size, t.mtime_ns));
+                self.to_record.push(ManifestEntry {
                     path: s.path.clone(),
                     size: s.size,
                     mtime_ns: s.mtime_ns,
                     mode: s.mode,
                     hashes: None,
-                    target: t.and_then(|t| t.etag.clone()),
-                };
-                self.sink.record(&self.spec.id, &entry, self.tenure.me.fencing).await?;
+                    target: t.etag.clone().or(stat),
+                });
+                if self.to_record.len() >= BATCH {
+                    self.record_pending().await?;
+                }
             }
             return Ok(true);
         }
         let first = self.cp.passes == 0;
         match s.kind {
             BlobKind::Dir | BlobKind::Link => {
-                self.sink.put_meta(&self.spec.id, s, self.tenure.me.fencing).await?;
-                self.counted(first);
+                self.metas.push(s.clone());
+                if self.metas.len() >= BATCH {
+                    self.flush(0).await?;
+                }
                 Ok(true)
             }
             BlobKind::File => {
@@ -621,6 +680,10 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     info!(direction = %self.spec.id, path = %s.path, found_by = %found, "mode changed");
                     self.sink.put_meta(&self.spec.id, s, self.tenure.me.fencing).await?;
                     self.counted(first);
+                    return Ok(true);
+                }
+                if s.size < RESUMABLE {
+                    self.enqueue(s, found).await?;
                     return Ok(true);
                 }
                 self.copy(s, None, found).await
@@ -645,7 +708,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
     async fn try_copy(&mut self, s: &BlobMeta, resume: Option<&BlobUpload>, found: Found) -> Result<bool, EngineError> {
         let id = self.spec.id.clone();
         let mut upload = self.sink.begin(s, resume).await?;
-        let mut h = Hasher::default();
+        let mut h = Hasher::new(self.caps.md5);
         if upload.written > 0 {
             info!(direction = %id, path = %s.path, at = upload.written, size = s.size, "resuming the copy where it stopped");
             // The hashes cover the whole content: read back what the source had up to there.
@@ -705,6 +768,106 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         Ok(true)
     }
 
+    /// Queues a small copy for the lanes; makes the oldest queued copies visible when a
+    /// batch's worth more is queued behind them (so the lanes work on while they land).
+    async fn enqueue(&mut self, s: &BlobMeta, found: Found) -> Result<(), EngineError> {
+        if matches!(found, Found::Watch) {
+            info!(direction = %self.spec.id, path = %s.path, size = s.size, found_by = %found, "copying");
+        }
+        let reply = self.lanes.submit(s.clone()).await?;
+        self.batch.push((s.clone(), found, reply));
+        self.batch_bytes += s.size;
+        if self.batch_bytes >= BATCH_BYTES {
+            self.flush(0).await?;
+        } else if self.batch.len() >= 2 * BATCH {
+            self.flush(BATCH).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the queued copies visible but the newest `keep`, in one fenced step; a
+    /// source that could not be read is named and left for the next pass.
+    async fn flush(&mut self, keep: usize) -> Result<(), EngineError> {
+        if keep == 0 {
+            self.record_pending().await?;
+        }
+        if !self.metas.is_empty() {
+            // Folders first: the copies below land in them.
+            let metas = std::mem::take(&mut self.metas);
+            let n = metas.len();
+            self.sink.put_meta_many(&self.spec.id, metas, self.tenure.me.fencing).await?;
+            let first = self.cp.passes == 0;
+            for _ in 0..n {
+                self.counted(first);
+            }
+        }
+        if self.batch.len() <= keep {
+            return Ok(());
+        }
+        let rest = self.batch.split_off(self.batch.len() - keep);
+        let due = std::mem::replace(&mut self.batch, rest);
+        let mut ready = Vec::with_capacity(due.len());
+        let mut failure = None;
+        for (s, _found, reply) in due {
+            self.batch_bytes -= s.size.min(self.batch_bytes);
+            match self.lanes.answer(reply).await {
+                Ok(p) => ready.push((s, p)),
+                Err(e) if e_is_source(&e, &self.spec.source.name) => {
+                    warn!(direction = %self.spec.id, path = %s.path, error = %e, "cannot copy; left for the next pass");
+                    self.metrics.error(e.to_string());
+                    self.failed.push(e.to_string());
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        let mut items = Vec::with_capacity(ready.len());
+        let mut bytes = 0;
+        for (s, p) in ready {
+            self.sink.take_over(&p.upload, p.held);
+            if failure.is_some() {
+                self.sink.abort(&p.upload).await?;
+                continue;
+            }
+            bytes += s.size;
+            items.push(Finished { upload: p.upload, source: s, hashes: p.hashes });
+        }
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        let n = items.len();
+        self.sink.finish_many(&self.spec.id, items, self.tenure.me.fencing).await?;
+        self.copied += n as u64;
+        let first = self.cp.passes == 0;
+        for _ in 0..n {
+            self.counted(first);
+        }
+        self.throttle(bytes).await;
+        self.keep_lease().await?;
+        Ok(())
+    }
+
+    /// Records the pending manifest lines in one fenced transaction.
+    async fn record_pending(&mut self) -> Result<(), EngineError> {
+        if self.to_record.is_empty() {
+            return Ok(());
+        }
+        let entries = std::mem::take(&mut self.to_record);
+        let (id, fencing) = (self.spec.id.clone(), self.tenure.me.fencing);
+        let st = self.sink.state().await?;
+        st.begin_fenced(&id, fencing).await?;
+        let mut step = Ok(());
+        for e in &entries {
+            step = st.put_entry(&id, e).await;
+            if step.is_err() {
+                break;
+            }
+        }
+        st.end(step).await?;
+        Ok(())
+    }
+
     /// Keeps to `max_bytes_per_sec` over the run.
     async fn throttle(&mut self, n: u64) {
         self.bytes += n;
@@ -738,9 +901,11 @@ async fn drain_pass_due(spec: &DirectionSpec, cp: &BlobCheckpoint) -> bool {
 
 /// Whether a target file holds the source's content by the manifest: it records the
 /// source's size and mtime as copied, and the target's stat (or ETag) is still the one
-/// recorded after the write.
-fn holds(s: &BlobMeta, t: &BlobMeta, m: &ManifestEntry) -> bool {
-    m.size == s.size && m.mtime_ns == s.mtime_ns && (m.target.is_none() || m.target == t.etag)
+/// recorded after the write. A store whose listing gives no ETag (s3s-fs) is taken at
+/// the manifest's word and the size (the caller checks it): a same-size rewrite behind
+/// ferry's back there is found by `ferry verify`, not by a pass.
+pub fn holds(s: &BlobMeta, t: &BlobMeta, m: &ManifestEntry) -> bool {
+    m.size == s.size && m.mtime_ns == s.mtime_ns && (m.target.is_none() || t.etag.is_none() || m.target == t.etag)
 }
 
 /// Whether an error is about reading the source (a path to name and skip) rather than

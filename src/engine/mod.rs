@@ -2,6 +2,7 @@
 //! under one shutdown token, with live metrics.
 
 pub mod blob;
+pub mod blob_lanes;
 pub mod clock;
 pub mod copy_progress;
 pub mod lease;

@@ -32,9 +32,9 @@ type Writer = Box<dyn crate::connector::blob::dynamic::DynBlobSink>;
 const CHUNK: u64 = 4 << 20;
 /// Pairs of blobs a full verify reads at once (each on its own source and target
 /// connection): a read is mostly waiting for the store, not hashing.
-const WIDTH: usize = 4;
+const WIDTH: usize = 8;
 /// Pairs held back for a concurrent full read before they are read.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 
 /// How to verify a blob task.
 #[derive(Debug, Clone, Default)]
@@ -352,15 +352,13 @@ async fn compare<S: BlobSource, T: BlobSource>(
         if keeps_mtime {
             return Ok((s.mtime_ns != t.mtime_ns).then(|| "mtime differs (same size)".to_string()));
         }
-        let by_manifest = m.is_some_and(|m| {
-            m.size == s.size && m.mtime_ns == s.mtime_ns && (m.target.is_none() || m.target == t.etag)
-        });
+        let by_manifest = m.is_some_and(|m| crate::engine::blob::holds(s, t, m));
         let by_etag = s.etag.is_some() && s.etag == t.etag;
         return Ok(
             (!by_manifest && !by_etag).then(|| "changed since it was copied (manifest and ETag disagree)".into())
         );
     }
-    let (reason, md5, bytes) = read_both(s, t, source, target).await?;
+    let (reason, md5, bytes) = read_both(s, t, source, target, manifest.is_some()).await?;
     report.bytes_read += bytes;
     if let (Some(w), Some(md5)) = (manifest, md5) {
         writeln!(w, "{md5}  {}", s.path).map_err(|e| VerifyError::RepairFile { path: PathBuf::new(), source: e })?;
@@ -378,15 +376,16 @@ fn full_read(s: &BlobMeta, t: &BlobMeta, keeps_mtime: bool) -> bool {
 }
 
 /// Reads every byte of a pair on both sides: why they differ (if they do), the source's
-/// MD5 (`None` when it changed while being read) and the bytes read.
+/// MD5 (with `md5`; `None` when it changed while being read) and the bytes read.
 async fn read_both<S: BlobSource + ?Sized, T: BlobSource + ?Sized>(
     s: &BlobMeta,
     t: &BlobMeta,
     source: &mut S,
     target: &mut T,
+    md5: bool,
 ) -> Result<(Option<String>, Option<String>, u64), ConnectorError> {
     let mut bytes = 0u64;
-    let (mut hs, mut ht) = (Hasher::default(), blake3::Hasher::new());
+    let (mut hs, mut ht) = (Hasher::new(md5), blake3::Hasher::new());
     let multipart = t.etag.as_deref().and_then(|e| e.split_once('-')).map(|(_, n)| n.to_string());
     let part = crate::connector::blob::part_size(t.size);
     let (mut part_md5, mut part_fill, mut part_sums) = (md5::Md5::new(), 0u64, Vec::<u8>::new());
@@ -417,7 +416,7 @@ async fn read_both<S: BlobSource + ?Sized, T: BlobSource + ?Sized>(
         off += a.len().min(b.len()) as u64;
     }
     let sums = hs.finish();
-    let md5 = Some(sums.md5);
+    let md5 = Some(sums.md5).filter(|m| !m.is_empty());
     if sums.blake3 != ht.finalize().to_hex().to_string() {
         return Ok((Some("content differs (BLAKE3)".into()), md5, bytes));
     }
@@ -471,17 +470,17 @@ async fn read_pending(
     }
     let mut lanes: Vec<(&mut Reader, &mut Reader)> = vec![(&mut *source, &mut *target)];
     lanes.extend(readers.iter_mut().map(|(a, b)| (a, b)));
-    let width = lanes.len();
-    let runs = lanes.into_iter().enumerate().map(|(lane, (src, tgt))| {
-        let mine: Vec<(usize, &(BlobMeta, BlobMeta))> =
-            pairs.iter().enumerate().filter(|(i, _)| i % width == lane).collect();
-        async move {
-            let mut out = Vec::with_capacity(mine.len());
-            for (i, (s, t)) in mine {
-                out.push((i, read_both(s, t, &mut *src, &mut *tgt).await?));
-            }
-            Ok::<_, ConnectorError>(out)
+    // Each lane takes the next pair when it is free: one big blob holds up one lane only.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (pairs_ref, next_ref, md5) = (&pairs, &next, manifest.is_some());
+    let runs = lanes.into_iter().map(|(src, tgt)| async move {
+        let mut out = Vec::new();
+        loop {
+            let i = next_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some((s, t)) = pairs_ref.get(i) else { break };
+            out.push((i, read_both(s, t, &mut *src, &mut *tgt, md5).await?));
         }
+        Ok::<_, ConnectorError>(out)
     });
     let mut results: Vec<(usize, (Option<String>, Option<String>, u64))> = Vec::with_capacity(pairs.len());
     for lane in futures_util::future::join_all(runs).await {

@@ -6,7 +6,7 @@ use futures_util::future::BoxFuture;
 
 use super::state::BlobState;
 
-use super::{BlobCaps, BlobHashes, BlobHint, BlobMeta, BlobSink, BlobSource, BlobUpload};
+use super::{BlobCaps, BlobHashes, BlobHint, BlobMeta, BlobSink, BlobSource, BlobUpload, Finished};
 use crate::connector::{ConnectorError, DirectionId};
 
 /// [`BlobSource`] with boxed futures.
@@ -111,6 +111,17 @@ pub trait DynBlobSink: Send {
         hashes: &'a BlobHashes,
         fencing: i64,
     ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::finish_many`].
+    fn finish_many<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        items: Vec<Finished>,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::hand_over`].
+    fn hand_over<'a>(&'a mut self, upload: &'a BlobUpload) -> BoxFuture<'a, Result<Vec<u8>, ConnectorError>>;
+    /// See [`BlobSink::take_over`].
+    fn take_over(&mut self, upload: &BlobUpload, held: Vec<u8>);
     /// See [`BlobSink::abort`].
     fn abort<'a>(&'a mut self, upload: &'a BlobUpload) -> BoxFuture<'a, Result<(), ConnectorError>>;
     /// See [`BlobSink::put_meta`].
@@ -118,6 +129,13 @@ pub trait DynBlobSink: Send {
         &'a mut self,
         dir: &'a DirectionId,
         source: &'a BlobMeta,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`BlobSink::put_meta_many`].
+    fn put_meta_many<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        items: Vec<BlobMeta>,
         fencing: i64,
     ) -> BoxFuture<'a, Result<(), ConnectorError>>;
     /// See [`BlobSink::rename`].
@@ -184,6 +202,20 @@ impl<T: BlobSink> DynBlobSink for T {
     ) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(BlobSink::finish(self, dir, upload, source, hashes, fencing))
     }
+    fn finish_many<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        items: Vec<Finished>,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(BlobSink::finish_many(self, dir, items, fencing))
+    }
+    fn hand_over<'a>(&'a mut self, upload: &'a BlobUpload) -> BoxFuture<'a, Result<Vec<u8>, ConnectorError>> {
+        Box::pin(BlobSink::hand_over(self, upload))
+    }
+    fn take_over(&mut self, upload: &BlobUpload, held: Vec<u8>) {
+        BlobSink::take_over(self, upload, held)
+    }
     fn abort<'a>(&'a mut self, upload: &'a BlobUpload) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(BlobSink::abort(self, upload))
     }
@@ -194,6 +226,14 @@ impl<T: BlobSink> DynBlobSink for T {
         fencing: i64,
     ) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(BlobSink::put_meta(self, dir, source, fencing))
+    }
+    fn put_meta_many<'a>(
+        &'a mut self,
+        dir: &'a DirectionId,
+        items: Vec<BlobMeta>,
+        fencing: i64,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(BlobSink::put_meta_many(self, dir, items, fencing))
     }
     fn rename<'a>(
         &'a mut self,
@@ -254,11 +294,33 @@ impl<'s> BlobSink for Box<dyn DynBlobSink + 's> {
     ) -> Result<(), ConnectorError> {
         DynBlobSink::finish(&mut **self, dir, upload, source, hashes, fencing).await
     }
+    async fn finish_many(
+        &mut self,
+        dir: &DirectionId,
+        items: Vec<Finished>,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        DynBlobSink::finish_many(&mut **self, dir, items, fencing).await
+    }
+    async fn hand_over(&mut self, upload: &BlobUpload) -> Result<Vec<u8>, ConnectorError> {
+        DynBlobSink::hand_over(&mut **self, upload).await
+    }
+    fn take_over(&mut self, upload: &BlobUpload, held: Vec<u8>) {
+        DynBlobSink::take_over(&mut **self, upload, held)
+    }
     async fn abort(&mut self, upload: &BlobUpload) -> Result<(), ConnectorError> {
         DynBlobSink::abort(&mut **self, upload).await
     }
     async fn put_meta(&mut self, dir: &DirectionId, source: &BlobMeta, fencing: i64) -> Result<(), ConnectorError> {
         DynBlobSink::put_meta(&mut **self, dir, source, fencing).await
+    }
+    async fn put_meta_many(
+        &mut self,
+        dir: &DirectionId,
+        items: Vec<BlobMeta>,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        DynBlobSink::put_meta_many(&mut **self, dir, items, fencing).await
     }
     async fn rename(&mut self, dir: &DirectionId, from: &str, to: &str, fencing: i64) -> Result<bool, ConnectorError> {
         DynBlobSink::rename(&mut **self, dir, from, to, fencing).await

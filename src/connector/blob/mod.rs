@@ -112,8 +112,20 @@ pub struct BlobUpload {
 pub struct BlobHashes {
     /// BLAKE3, hex.
     pub blake3: String,
-    /// MD5, hex (the ETag of a single-part object, and `md5sum`'s).
+    /// MD5, hex (the ETag of a single-part object, and `md5sum`'s); empty when not
+    /// computed (a target whose ETags are no MD5s, see [`BlobCaps::md5`]).
     pub md5: String,
+}
+
+/// A write ready to be made visible: what [`BlobSink::finish_many`] takes.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The partial write, all of the content written.
+    pub upload: BlobUpload,
+    /// The source's state it copies.
+    pub source: BlobMeta,
+    /// Hashes of that content.
+    pub hashes: BlobHashes,
 }
 
 /// One line of a direction's manifest: what was copied, as the source stated it.
@@ -198,6 +210,9 @@ pub struct BlobCaps {
     /// It keeps the source's mtime, so a stat compares with the source's directly; else
     /// the manifest tells what source state the target holds.
     pub keeps_mtime: bool,
+    /// Its ETags are MD5s of the content (a bucket's, for single-part objects): the
+    /// manifest keeps each copy's MD5 too (elsewhere BLAKE3 alone: MD5 costs ~4x more).
+    pub md5: bool,
 }
 
 /// Whether a path matches the task's globs (`tables`): `*` and `**` (any folders);
@@ -280,6 +295,29 @@ pub trait BlobSink: Send {
         hashes: &BlobHashes,
         fencing: i64,
     ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// Makes several finished writes visible and records them, in as few fenced
+    /// transactions as the store allows (one per call where it can), in order; stops at
+    /// the first that fails, those before it recorded.
+    fn finish_many(
+        &mut self,
+        dir: &DirectionId,
+        items: Vec<Finished>,
+        fencing: i64,
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send {
+        async move {
+            for f in items {
+                self.finish(dir, f.upload, &f.source, &f.hashes, fencing).await?;
+            }
+            Ok(())
+        }
+    }
+    /// Hands a partial write over to another sink of the same target (copies are
+    /// prepared on several connections, one sink makes them visible): lets go of what
+    /// this sink holds open for it and returns the bytes it has not sent yet.
+    fn hand_over(&mut self, upload: &BlobUpload) -> impl Future<Output = Result<Vec<u8>, ConnectorError>> + Send;
+    /// Takes over a partial write another sink of this target handed over, with the
+    /// bytes that sink had not sent.
+    fn take_over(&mut self, upload: &BlobUpload, held: Vec<u8>);
     /// Drops a partial write.
     fn abort(&mut self, upload: &BlobUpload) -> impl Future<Output = Result<(), ConnectorError>> + Send;
     /// Makes a folder or link, or sets a file's mode and mtime when only those differ,
@@ -290,6 +328,21 @@ pub trait BlobSink: Send {
         source: &BlobMeta,
         fencing: i64,
     ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// [`BlobSink::put_meta`] of several paths, in order, in as few fenced transactions
+    /// as the store allows; stops at the first that fails.
+    fn put_meta_many(
+        &mut self,
+        dir: &DirectionId,
+        items: Vec<BlobMeta>,
+        fencing: i64,
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send {
+        async move {
+            for m in &items {
+                self.put_meta(dir, m, fencing).await?;
+            }
+            Ok(())
+        }
+    }
     /// Renames a blob on the target (a rename seen on the source); `false` when the
     /// store cannot (the engine then copies).
     fn rename(

@@ -193,7 +193,7 @@ impl BlobState {
     pub async fn put_entry(&mut self, dir: &DirectionId, entry: &ManifestEntry) -> Result<(), ConnectorError> {
         let e = self.err("recording a manifest entry");
         let (b3, md5) = match &entry.hashes {
-            Some(h) => (Some(h.blake3.clone()), Some(h.md5.clone())),
+            Some(h) => (Some(h.blake3.clone()), Some(h.md5.clone()).filter(|m| !m.is_empty())),
             None => (None, None),
         };
         sqlx::query(
@@ -380,7 +380,7 @@ fn entry_of(r: &sqlx::sqlite::SqliteRow) -> ManifestEntry {
         size: u64::try_from(r.get::<i64, _>(1)).unwrap_or(0),
         mtime_ns: r.get(2),
         mode: r.get::<Option<i64>, _>(3).and_then(|m| u32::try_from(m).ok()),
-        hashes: b3.zip(md5).map(|(blake3, md5)| BlobHashes { blake3, md5 }),
+        hashes: b3.map(|blake3| BlobHashes { blake3, md5: md5.unwrap_or_default() }),
         target: r.get(6),
     }
 }

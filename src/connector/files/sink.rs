@@ -14,7 +14,7 @@ use tracing::warn;
 
 use super::{OWN_DIR, io_error, join, list, running_as_root, system_time};
 use crate::connector::blob::state::BlobState;
-use crate::connector::blob::{BlobCaps, BlobHashes, BlobKind, BlobMeta, BlobSink, BlobUpload, ManifestEntry};
+use crate::connector::blob::{BlobCaps, BlobHashes, BlobKind, BlobMeta, BlobSink, BlobUpload, Finished, ManifestEntry};
 use crate::connector::{ConnectorError, DirectionId};
 
 /// A folder as a target.
@@ -110,6 +110,29 @@ impl FileSink {
         Ok(())
     }
 
+    /// Makes a folder or link (or sets a file's mode and mtime) as the source states it.
+    fn make_meta(root: &Path, meta: &BlobMeta, root_user: bool) -> std::io::Result<()> {
+        let dest = join(root, &meta.path);
+        FileSink::make_parents(root, &meta.path)?;
+        match meta.kind {
+            BlobKind::Dir => {
+                FileSink::clear(&dest, true)?;
+                std::fs::create_dir_all(&dest)?;
+            }
+            BlobKind::Link => {
+                if std::fs::symlink_metadata(&dest).is_ok() {
+                    FileSink::clear(&dest, false)?;
+                    if std::fs::symlink_metadata(&dest).is_ok() {
+                        std::fs::remove_file(&dest)?;
+                    }
+                }
+                std::os::unix::fs::symlink(meta.link.as_deref().unwrap_or(""), &dest)?;
+            }
+            BlobKind::File => {}
+        }
+        FileSink::set_meta(&dest, meta, root_user)
+    }
+
     async fn fenced<T: Send + 'static>(
         &mut self,
         dir: &DirectionId,
@@ -145,7 +168,7 @@ impl BlobSink for FileSink {
     }
 
     fn caps(&self) -> BlobCaps {
-        BlobCaps { tree: true, keeps_mtime: true }
+        BlobCaps { tree: true, keeps_mtime: true, md5: false }
     }
 
     async fn prepare(&mut self) -> Result<(), ConnectorError> {
@@ -274,6 +297,70 @@ impl BlobSink for FileSink {
         st.end(step).await
     }
 
+    async fn finish_many(
+        &mut self,
+        dir: &DirectionId,
+        items: Vec<Finished>,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        for f in &items {
+            self.open.remove(&f.upload.handle);
+        }
+        let (root, root_user) = (self.root.clone(), self.root_user);
+        let files: Arc<Vec<(PathBuf, BlobMeta)>> =
+            Arc::new(items.iter().map(|f| (PathBuf::from(&f.upload.handle), f.source.clone())).collect());
+        // Metadata goes on before the renames, so each file appears whole; all in one
+        // trip to the blocking pool, as the renames below.
+        let fs = files.clone();
+        let set = blocking(move || {
+            Ok(fs.iter().enumerate().find_map(|(i, (p, m))| FileSink::set_meta(p, m, root_user).err().map(|e| (i, e))))
+        })
+        .await
+        .map_err(self.err("cannot set mode and mtime of", ""))?;
+        if let Some((i, e)) = set {
+            return Err(io_error(&self.endpoint, "cannot set mode and mtime of", &items[i].source.path, e));
+        }
+        let fs = files.clone();
+        let moved = self
+            .fenced(dir, fencing, "cannot move into place", "", move || {
+                for (i, (partial, m)) in fs.iter().enumerate() {
+                    let dest = join(&root, &m.path);
+                    let step = FileSink::make_parents(&root, &m.path)
+                        .and_then(|()| FileSink::clear(&dest, false))
+                        .and_then(|()| std::fs::rename(partial, &dest));
+                    if let Err(e) = step {
+                        return Ok((i, Some(e)));
+                    }
+                }
+                Ok((fs.len(), None))
+            })
+            .await?;
+        // The files moved are recorded, with the transaction that fenced them.
+        let (done, failed) = moved;
+        let st = self.state().await?;
+        let mut step = Ok(());
+        for f in &items[..done] {
+            let entry = ManifestEntry::of(&f.source, Some(f.hashes.clone()), Some(tag(&f.source)));
+            step = st.put_entry(dir, &entry).await;
+            if step.is_err() {
+                break;
+            }
+        }
+        st.end(step).await?;
+        match failed {
+            Some(e) => Err(io_error(&self.endpoint, "cannot move into place", &items[done].source.path, e)),
+            None => Ok(()),
+        }
+    }
+
+    async fn hand_over(&mut self, upload: &BlobUpload) -> Result<Vec<u8>, ConnectorError> {
+        // Written straight to the partial file: nothing held back but the open file.
+        self.open.remove(&upload.handle);
+        Ok(Vec::new())
+    }
+
+    fn take_over(&mut self, _upload: &BlobUpload, _held: Vec<u8>) {}
+
     async fn abort(&mut self, upload: &BlobUpload) -> Result<(), ConnectorError> {
         self.open.remove(&upload.handle);
         let p = PathBuf::from(&upload.handle);
@@ -285,28 +372,8 @@ impl BlobSink for FileSink {
 
     async fn put_meta(&mut self, dir: &DirectionId, source: &BlobMeta, fencing: i64) -> Result<(), ConnectorError> {
         let (root, meta, root_user) = (self.root.clone(), source.clone(), self.root_user);
-        let dest = join(&root, &source.path);
-        self.fenced(dir, fencing, "cannot create", &source.path, move || {
-            FileSink::make_parents(&root, &meta.path)?;
-            match meta.kind {
-                BlobKind::Dir => {
-                    FileSink::clear(&dest, true)?;
-                    std::fs::create_dir_all(&dest)?;
-                }
-                BlobKind::Link => {
-                    if std::fs::symlink_metadata(&dest).is_ok() {
-                        FileSink::clear(&dest, false)?;
-                        if std::fs::symlink_metadata(&dest).is_ok() {
-                            std::fs::remove_file(&dest)?;
-                        }
-                    }
-                    std::os::unix::fs::symlink(meta.link.as_deref().unwrap_or(""), &dest)?;
-                }
-                BlobKind::File => {}
-            }
-            FileSink::set_meta(&dest, &meta, root_user)
-        })
-        .await?;
+        self.fenced(dir, fencing, "cannot create", &source.path, move || FileSink::make_meta(&root, &meta, root_user))
+            .await?;
         let st = self.state().await?;
         if source.kind == BlobKind::File {
             let old = st.entry(dir, &source.path).await?;
@@ -321,6 +388,33 @@ impl BlobSink for FileSink {
             }
         }
         st.commit().await
+    }
+
+    async fn put_meta_many(
+        &mut self,
+        dir: &DirectionId,
+        items: Vec<BlobMeta>,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        if items.iter().any(|m| m.kind == BlobKind::File) {
+            for m in &items {
+                self.put_meta(dir, m, fencing).await?;
+            }
+            return Ok(());
+        }
+        // Folders and links: no manifest lines, one fenced transaction, one trip to the
+        // blocking pool.
+        let (root, root_user) = (self.root.clone(), self.root_user);
+        let failed = self
+            .fenced(dir, fencing, "cannot create", "", move || {
+                Ok(items.into_iter().find_map(|m| FileSink::make_meta(&root, &m, root_user).err().map(|e| (m.path, e))))
+            })
+            .await?;
+        self.state().await?.commit().await?;
+        match failed {
+            Some((path, e)) => Err(io_error(&self.endpoint, "cannot create", &path, e)),
+            None => Ok(()),
+        }
     }
 
     async fn rename(&mut self, dir: &DirectionId, from: &str, to: &str, fencing: i64) -> Result<bool, ConnectorError> {

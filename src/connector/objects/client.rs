@@ -1,14 +1,16 @@
 //! The S3 requests ferry makes, signed by `rusty-s3` (presigned URLs) and sent by
-//! reqwest; every error names the bucket and key, and says whether it calls for a
+//! [`Http`] (hyper, see its module for why not reqwest); every error names the bucket and key, and says whether it calls for a
 //! human (a missing bucket, refused credentials) or a retry.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::{StatusCode, Url};
+use hyper::{Method, StatusCode};
+use reqwest::Url;
 use rusty_s3::actions::ListObjectsV2;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
+use super::http::{Http, Response};
 use super::{OWN_PREFIX, bare_etag, parse_http_date, parse_rfc3339};
 use crate::connector::blob::{BlobKind, BlobMeta, matches, matches_all};
 use crate::connector::endpoint::Endpoint;
@@ -26,7 +28,7 @@ pub struct S3Client {
     creds: Arc<Credentials>,
     /// The key prefix (`""` or ending with `/`).
     pub prefix: String,
-    http: reqwest::Client,
+    http: Http,
     /// `s3://bucket/prefix` for messages.
     pub shown: String,
     /// The state file, when the URL names one.
@@ -120,12 +122,7 @@ impl S3Client {
             .map_err(|e| setup(&ep.name, format!("TLS cannot be set up: {e}"), "report this as a bug"))?
             .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
             .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(300))
-            .tls_backend_preconfigured(tls)
-            .build()
-            .map_err(|e| setup(&ep.name, format!("HTTP client: {e}"), "report this as a bug"))?;
+        let http = Http::new(tls);
         Ok(S3Client {
             endpoint: ep.name.clone(),
             shown: format!("s3://{}/{}", url.bucket, url.prefix),
@@ -164,29 +161,27 @@ impl S3Client {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         what: &str,
         path: &str,
-        req: reqwest::RequestBuilder,
+        method: Method,
+        url: Url,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
         ok_missing: bool,
-    ) -> Result<Option<reqwest::Response>, ConnectorError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| self.fail(what, path, None, format!("{e}: {:?}", std::error::Error::source(&e))))?;
-        let status = resp.status();
+    ) -> Result<Option<Response>, ConnectorError> {
+        let resp =
+            self.http.send(method, url.as_str(), headers, body).await.map_err(|e| self.fail(what, path, None, e))?;
+        let status = resp.status;
         if status.is_success() {
             return Ok(Some(resp));
         }
-        if ok_missing && status == StatusCode::NOT_FOUND {
-            let body = resp.text().await.unwrap_or_default();
-            if body.contains("NoSuchBucket") {
-                return Err(self.fail(what, path, Some(status), body));
-            }
+        let body = resp.text();
+        if ok_missing && status == StatusCode::NOT_FOUND && !body.contains("NoSuchBucket") {
             return Ok(None);
         }
-        let body = resp.text().await.unwrap_or_default();
         Err(self.fail(what, path, Some(status), body))
     }
 
@@ -196,7 +191,7 @@ impl S3Client {
         let mut action = self.bucket.list_objects_v2(Some(&self.creds));
         action.with_max_keys(1);
         let url = action.sign(SIGNED_FOR);
-        self.send("cannot open", "", self.http.get(url), false).await.map(|_| ())
+        self.send("cannot open", "", Method::GET, url, &[], Vec::new(), false).await.map(|_| ())
     }
 
     /// Up to `limit` objects after `after` that match the globs, in key order;
@@ -221,12 +216,8 @@ impl S3Client {
             }
             action.with_max_keys(limit.clamp(1, 1000));
             let url = action.sign(SIGNED_FOR);
-            let resp = self.send("cannot list", after.unwrap_or(""), self.http.get(url), false).await?;
-            let body = resp.map(|r| r.text());
-            let text = match body {
-                Some(f) => f.await.map_err(|e| self.fail("cannot list", "", None, e.to_string()))?,
-                None => String::new(),
-            };
+            let resp = self.send("cannot list", after.unwrap_or(""), Method::GET, url, &[], Vec::new(), false).await?;
+            let text = resp.map(|r| r.text()).unwrap_or_default();
             let parsed = ListObjectsV2::parse_response(&text)
                 .map_err(|e| self.fail("cannot read the listing of", "", None, e.to_string()))?;
             let n = parsed.contents.len();
@@ -269,9 +260,10 @@ impl S3Client {
         }
         let key = self.key(path);
         let url = self.bucket.head_object(Some(&self.creds), &key).sign(SIGNED_FOR);
-        let Some(resp) = self.send("cannot stat", path, self.http.head(url), true).await? else { return Ok(None) };
-        let h = resp.headers();
-        let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let Some(resp) = self.send("cannot stat", path, Method::HEAD, url, &[], Vec::new(), true).await? else {
+            return Ok(None);
+        };
+        let get = |n: &str| resp.header(n).map(str::to_string);
         let size = get("content-length").and_then(|s| s.parse().ok()).unwrap_or(0);
         let mtime_ns = get("last-modified").as_deref().and_then(parse_http_date).unwrap_or(0);
         Ok(Some(BlobMeta { etag: get("etag").as_deref().map(bare_etag), ..BlobMeta::file(path, size, mtime_ns) }))
@@ -284,35 +276,34 @@ impl S3Client {
         }
         let key = self.key(path);
         let url = self.bucket.get_object(Some(&self.creds), &key).sign(SIGNED_FOR);
-        let req = self.http.get(url).header("range", format!("bytes={}-{}", offset, offset + len - 1));
-        let resp = self.send("cannot read", path, req, true).await?;
-        let Some(resp) = resp else {
-            return Err(self.fail("cannot read", path, Some(s404()), "gone since it was listed".into()));
-        };
-        if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
-            return Ok(Vec::new());
+        let range = [("range", format!("bytes={}-{}", offset, offset + len - 1))];
+        let resp = self.http.send(Method::GET, url.as_str(), &range, Vec::new()).await;
+        let resp = resp.map_err(|e| self.fail("cannot read", path, None, e))?;
+        match resp.status {
+            s if s.is_success() => Ok(resp.body.to_vec()),
+            // Asked from past its end: it became shorter since it was listed.
+            StatusCode::RANGE_NOT_SATISFIABLE => Ok(Vec::new()),
+            StatusCode::NOT_FOUND if !resp.text().contains("NoSuchBucket") => {
+                Err(self.fail("cannot read", path, Some(s404()), "gone since it was listed".into()))
+            }
+            s => Err(self.fail("cannot read", path, Some(s), resp.text())),
         }
-        let bytes = resp.bytes().await.map_err(|e| self.fail("cannot read", path, None, e.to_string()))?;
-        Ok(bytes.to_vec())
     }
 
     /// Writes a whole object; its ETag.
     pub async fn put(&self, path: &str, data: Vec<u8>) -> Result<String, ConnectorError> {
         let key = self.key(path);
         let url = self.bucket.put_object(Some(&self.creds), &key).sign(SIGNED_FOR);
-        let resp = self.send("cannot write", path, self.http.put(url).body(data), false).await?;
-        Ok(resp.and_then(|r| r.headers().get("etag").and_then(|v| v.to_str().ok()).map(bare_etag)).unwrap_or_default())
+        let resp = self.send("cannot write", path, Method::PUT, url, &[], data, false).await?;
+        Ok(resp.and_then(|r| r.header("etag").map(bare_etag)).unwrap_or_default())
     }
 
     /// Starts a multipart upload; its id.
     pub async fn create_multipart(&self, path: &str) -> Result<String, ConnectorError> {
         let key = self.key(path);
         let url = self.bucket.create_multipart_upload(Some(&self.creds), &key).sign(SIGNED_FOR);
-        let resp = self.send("cannot start an upload of", path, self.http.post(url), false).await?;
-        let text = match resp {
-            Some(r) => r.text().await.map_err(|e| self.fail("cannot start an upload of", path, None, e.to_string()))?,
-            None => String::new(),
-        };
+        let resp = self.send("cannot start an upload of", path, Method::POST, url, &[], Vec::new(), false).await?;
+        let text = resp.map(|r| r.text()).unwrap_or_default();
         let parsed = rusty_s3::actions::CreateMultipartUpload::parse_response(&text)
             .map_err(|e| self.fail("cannot start an upload of", path, None, e.to_string()))?;
         Ok(parsed.upload_id().to_string())
@@ -322,8 +313,8 @@ impl S3Client {
     pub async fn upload_part(&self, path: &str, id: &str, n: u16, data: Vec<u8>) -> Result<String, ConnectorError> {
         let key = self.key(path);
         let url = self.bucket.upload_part(Some(&self.creds), &key, n, id).sign(SIGNED_FOR);
-        let resp = self.send("cannot upload a part of", path, self.http.put(url).body(data), false).await?;
-        Ok(resp.and_then(|r| r.headers().get("etag").and_then(|v| v.to_str().ok()).map(bare_etag)).unwrap_or_default())
+        let resp = self.send("cannot upload a part of", path, Method::PUT, url, &[], data, false).await?;
+        Ok(resp.and_then(|r| r.header("etag").map(bare_etag)).unwrap_or_default())
     }
 
     /// The parts uploaded so far (number, size, ETag); `None` when the upload is gone.
@@ -337,11 +328,12 @@ impl S3Client {
                 action.set_part_number_marker(m);
             }
             let url = action.sign(SIGNED_FOR);
-            let Some(resp) = self.send("cannot list the parts of", path, self.http.get(url), true).await? else {
+            let Some(resp) =
+                self.send("cannot list the parts of", path, Method::GET, url, &[], Vec::new(), true).await?
+            else {
                 return Ok(None);
             };
-            let text =
-                resp.text().await.map_err(|e| self.fail("cannot list the parts of", path, None, e.to_string()))?;
+            let text = resp.text();
             // Parsed by hand: stores name the root element differently (moto:
             // ListPartsResponse, AWS: ListPartsResult).
             for part in text.split("<Part>").skip(1) {
@@ -368,11 +360,9 @@ impl S3Client {
             self.bucket.complete_multipart_upload(Some(&self.creds), &key, id, etags.iter().map(String::as_str));
         let url = action.sign(SIGNED_FOR);
         let body = action.body();
-        let resp = self.send("cannot complete the upload of", path, self.http.post(url).body(body), false).await?;
-        let text = match resp {
-            Some(r) => r.text().await.unwrap_or_default(),
-            None => String::new(),
-        };
+        let resp =
+            self.send("cannot complete the upload of", path, Method::POST, url, &[], body.into_bytes(), false).await?;
+        let text = resp.map(|r| r.text()).unwrap_or_default();
         // Some stores answer 200 with an error inside.
         if text.contains("<Error>") {
             return Err(self.fail("cannot complete the upload of", path, Some(StatusCode::OK), text));
@@ -389,7 +379,7 @@ impl S3Client {
     pub async fn abort(&self, path: &str, id: &str) -> Result<(), ConnectorError> {
         let key = self.key(path);
         let url = self.bucket.abort_multipart_upload(Some(&self.creds), &key, id).sign(SIGNED_FOR);
-        self.send("cannot drop the upload of", path, self.http.delete(url), true).await?;
+        self.send("cannot drop the upload of", path, Method::DELETE, url, &[], Vec::new(), true).await?;
         Ok(())
     }
 
@@ -397,7 +387,7 @@ impl S3Client {
     pub async fn delete(&self, path: &str) -> Result<(), ConnectorError> {
         let key = self.key(path);
         let url = self.bucket.delete_object(Some(&self.creds), &key).sign(SIGNED_FOR);
-        self.send("cannot delete", path, self.http.delete(url), true).await?;
+        self.send("cannot delete", path, Method::DELETE, url, &[], Vec::new(), true).await?;
         Ok(())
     }
 }

@@ -17,6 +17,14 @@ use crate::model::{Position, PositionParseError, TableName};
 /// The object storage store.
 pub struct Store;
 
+/// Buckets (by URL) this process found answering with its credentials.
+static CHECKED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn checked(ep: &Endpoint) -> bool {
+    CHECKED.lock().unwrap_or_else(|p| p.into_inner()).contains(ep.url.secret_text())
+}
+
 impl Connector for Store {
     fn name(&self) -> &'static str {
         "object storage"
@@ -54,7 +62,13 @@ impl Connector for Store {
     ) -> BoxFuture<'a, Result<Box<dyn DynBlobSource>, ConnectorError>> {
         Box::pin(async move {
             let client = S3Client::new(ep)?;
-            client.check_bucket().await?;
+            // Checked once a process: copy and verify lanes open the same bucket again,
+            // and a store that lists by walking the whole bucket (s3s-fs) makes each
+            // check cost that walk.
+            if !checked(ep) {
+                client.check_bucket().await?;
+                CHECKED.lock().unwrap_or_else(|p| p.into_inner()).insert(ep.url.secret_text().to_string());
+            }
             Ok(Box::new(S3Source::new(client, own)) as Box<dyn DynBlobSource>)
         })
     }

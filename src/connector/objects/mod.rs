@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod connector;
+pub mod http;
 pub mod sink;
 pub mod source;
 
@@ -69,9 +70,10 @@ fn civil(y: i64, m: i64, d: i64) -> Option<i64> {
     Some(era * 146_097 + doe - 719_468)
 }
 
-/// An ETag without its quotes.
+/// An ETag without its quotes, also when a listing left them XML-escaped (s3s-fs
+/// writes `&quot;…&quot;`, which the listing's parser keeps as it is).
 pub fn bare_etag(e: &str) -> String {
-    e.trim().trim_matches('"').to_string()
+    e.trim().trim_start_matches("&quot;").trim_end_matches("&quot;").trim_matches('"').to_string()
 }
 
 #[cfg(test)]
@@ -83,5 +85,12 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-02T00:00:01.5Z"), Some(86_401_500_000_000));
         assert_eq!(parse_rfc3339("2026-12-03T13:00:00.000Z"), parse_http_date("Thu, 03 Dec 2026 13:00:00 GMT"));
         assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:10 GMT"), Some(10_000_000_000));
+    }
+
+    #[test]
+    fn etags_lose_their_quotes_escaped_or_not() {
+        assert_eq!(bare_etag("\"abc\""), "abc");
+        assert_eq!(bare_etag("&quot;abc-2&quot;"), "abc-2");
+        assert_eq!(bare_etag("abc"), "abc");
     }
 }

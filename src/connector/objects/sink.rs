@@ -7,12 +7,17 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use futures_util::stream::{self, StreamExt};
+
 use super::client::S3Client;
 use crate::connector::blob::state::BlobState;
-use crate::connector::blob::{BlobCaps, BlobHashes, BlobMeta, BlobSink, BlobUpload, ManifestEntry};
+use crate::connector::blob::{BlobCaps, BlobHashes, BlobMeta, BlobSink, BlobUpload, Finished, ManifestEntry};
 use crate::connector::{ConnectorError, DirectionId};
 
 pub use crate::connector::blob::{MIN_PART, part_size};
+
+/// Single-request uploads a batch keeps in flight at once.
+const PUTS_IN_FLIGHT: usize = 16;
 
 /// A bucket prefix as a target.
 pub struct S3Sink {
@@ -60,7 +65,7 @@ impl BlobSink for S3Sink {
     }
 
     fn caps(&self) -> BlobCaps {
-        BlobCaps { tree: false, keeps_mtime: false }
+        BlobCaps { tree: false, keeps_mtime: false, md5: true }
     }
 
     async fn prepare(&mut self) -> Result<(), ConnectorError> {
@@ -189,6 +194,76 @@ impl BlobSink for S3Sink {
             entry.target = m.etag;
         }
         self.commit_entry(dir, &entry).await
+    }
+
+    async fn finish_many(
+        &mut self,
+        dir: &DirectionId,
+        items: Vec<Finished>,
+        fencing: i64,
+    ) -> Result<(), ConnectorError> {
+        let (single, multi): (Vec<Finished>, Vec<Finished>) =
+            items.into_iter().partition(|f| upload_id(&f.upload.handle).is_none());
+        if !single.is_empty() {
+            // Every PUT of the batch inside one fenced transaction, several in flight.
+            let puts: Vec<(Finished, Vec<u8>)> = single
+                .into_iter()
+                .map(|f| {
+                    let data = self.buffers.remove(&f.upload.handle).unwrap_or_default();
+                    (f, data)
+                })
+                .collect();
+            self.state().await?.begin_fenced(dir, fencing).await?;
+            let client = self.client.clone();
+            let sent: Vec<Result<ManifestEntry, ConnectorError>> = stream::iter(puts)
+                .map(|(f, data)| {
+                    let client = client.clone();
+                    async move {
+                        let etag = client.put(&f.source.path, data).await?;
+                        // The object's ETag as listings show it, when the answer lacks it.
+                        let etag = match etag.is_empty() {
+                            false => Some(etag),
+                            true => client.head(&f.source.path).await?.and_then(|m| m.etag),
+                        };
+                        Ok(ManifestEntry::of(&f.source, Some(f.hashes), etag))
+                    }
+                })
+                .buffered(PUTS_IN_FLIGHT)
+                .collect()
+                .await;
+            // What was made visible is recorded, up to the first failure.
+            let st = self.state().await?;
+            let mut failed = None;
+            for r in sent {
+                match r {
+                    Ok(entry) if failed.is_none() => {
+                        if let Err(e) = st.put_entry(dir, &entry).await {
+                            failed = Some(e);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            st.commit().await?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        for f in multi {
+            self.finish(dir, f.upload, &f.source, &f.hashes, fencing).await?;
+        }
+        Ok(())
+    }
+
+    async fn hand_over(&mut self, upload: &BlobUpload) -> Result<Vec<u8>, ConnectorError> {
+        Ok(self.buffers.remove(&upload.handle).unwrap_or_default())
+    }
+
+    fn take_over(&mut self, upload: &BlobUpload, held: Vec<u8>) {
+        self.buffers.insert(upload.handle.clone(), held);
     }
 
     async fn abort(&mut self, upload: &BlobUpload) -> Result<(), ConnectorError> {

@@ -251,7 +251,7 @@ impl BlobSink for SftpSink {
 
     fn caps(&self) -> BlobCaps {
         // Whole-second mtimes: the manifest tells what source state a file holds.
-        BlobCaps { tree: true, keeps_mtime: false }
+        BlobCaps { tree: true, keeps_mtime: false, md5: false }
     }
 
     async fn prepare(&mut self) -> Result<(), ConnectorError> {
@@ -390,6 +390,16 @@ impl BlobSink for SftpSink {
         let step = st.put_entry(dir, &entry).await;
         st.end(step).await
     }
+
+    async fn hand_over(&mut self, upload: &BlobUpload) -> Result<Vec<u8>, ConnectorError> {
+        // The handle is this session's: closed here, the file is found by its path.
+        if let Some(h) = self.open.remove(&upload.handle) {
+            self.link.raw.close(h).await.map_err(self.err("cannot close", &upload.path))?;
+        }
+        Ok(Vec::new())
+    }
+
+    fn take_over(&mut self, _upload: &BlobUpload, _held: Vec<u8>) {}
 
     async fn abort(&mut self, upload: &BlobUpload) -> Result<(), ConnectorError> {
         if let Some(h) = self.open.remove(&upload.handle) {

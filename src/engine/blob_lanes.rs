@@ -1,0 +1,160 @@
+//! Copy lanes of a blob direction: tasks with their own source and target connections
+//! that prepare small copies at once — read, hash, write to a partial file or buffer —
+//! and hand each over to the direction's sink, which makes a batch of them visible in
+//! one fenced step ([`crate::connector::blob::BlobSink::finish_many`]).
+//!
+//! The lanes are owned by [`Lanes`]: dropping it closes their queue, and each stops
+//! after the job in hand (a partial write it leaves is truncated by the next copy).
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::blob::{Hasher, changed};
+use crate::connector::blob::dynamic::{DynBlobSink, DynBlobSource};
+use crate::connector::blob::{BlobHashes, BlobMeta, BlobSink, BlobSource, BlobUpload};
+use crate::connector::endpoint::Endpoint;
+use crate::connector::{ConnectorError, ErrorKind, registry};
+
+/// Bytes per read.
+const CHUNK: u64 = 4 << 20;
+
+/// A copy prepared by a lane: all of its content written, not yet visible.
+pub struct Prepared {
+    /// The partial write.
+    pub upload: BlobUpload,
+    /// Hashes of the content.
+    pub hashes: BlobHashes,
+    /// Bytes the lane's sink had not sent, for the sink that finishes it.
+    pub held: Vec<u8>,
+}
+
+/// The answer to one job.
+pub type Reply = oneshot::Receiver<Result<Prepared, ConnectorError>>;
+
+struct Job {
+    meta: BlobMeta,
+    reply: oneshot::Sender<Result<Prepared, ConnectorError>>,
+}
+
+/// The lanes of a direction, opened on first use.
+pub struct Lanes {
+    width: usize,
+    source: Endpoint,
+    target: Endpoint,
+    queue: Option<mpsc::Sender<Job>>,
+    tasks: JoinSet<()>,
+}
+
+impl Lanes {
+    /// `width` lanes between these endpoints (none opened yet).
+    pub fn new(width: usize, source: &Endpoint, target: &Endpoint) -> Lanes {
+        Lanes {
+            width: width.max(1),
+            source: source.clone(),
+            target: target.clone(),
+            queue: None,
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// Queues a copy; its answer comes on the returned channel.
+    pub async fn submit(&mut self, meta: BlobMeta) -> Result<Reply, ConnectorError> {
+        if self.queue.is_none() {
+            self.open().await?;
+        }
+        let (tx, rx) = oneshot::channel();
+        let sent = match &self.queue {
+            Some(q) => q.send(Job { meta, reply: tx }).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(self.stopped());
+        }
+        Ok(rx)
+    }
+
+    /// The answer of a job (a lane that stopped answers with an error).
+    pub async fn answer(&self, reply: Reply) -> Result<Prepared, ConnectorError> {
+        reply.await.unwrap_or_else(|_| Err(self.stopped()))
+    }
+
+    fn stopped(&self) -> ConnectorError {
+        ConnectorError::Blob {
+            endpoint: self.target.name.clone(),
+            what: "a copy lane stopped:".into(),
+            path: String::new(),
+            source: Box::new(std::io::Error::other("its task ended")),
+            kind: ErrorKind::Runtime,
+            fix: Some("ferry retries the pass; report this as a bug if it persists".into()),
+        }
+    }
+
+    async fn open(&mut self) -> Result<(), ConnectorError> {
+        let (tx, rx) = mpsc::channel::<Job>(1024);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..self.width {
+            let source = registry::open_blob_source(&self.source, true).await?;
+            let sink = registry::open_blob_sink(&self.target).await?;
+            let (rx, name) = (rx.clone(), self.source.name.clone());
+            self.tasks.spawn(lane(source, sink, rx, name));
+        }
+        self.queue = Some(tx);
+        Ok(())
+    }
+}
+
+async fn lane(
+    mut source: Box<dyn DynBlobSource>,
+    mut sink: Box<dyn DynBlobSink>,
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    source_name: String,
+) {
+    loop {
+        let job = jobs.lock().await.recv().await;
+        let Some(job) = job else { return };
+        let r = prepare(&mut source, &mut sink, &job.meta, &source_name).await;
+        let _ = job.reply.send(r);
+    }
+}
+
+/// Copies a blob's content into a new partial write on `sink`, hashing it, and hands
+/// the write over (see [`BlobSink::hand_over`]).
+pub async fn prepare<S: BlobSource, K: BlobSink>(
+    source: &mut S,
+    sink: &mut K,
+    meta: &BlobMeta,
+    source_name: &str,
+) -> Result<Prepared, ConnectorError> {
+    let mut upload = sink.begin(meta, None).await?;
+    let mut h = Hasher::new(sink.caps().md5);
+    if let Err(e) = fill(source, sink, meta, &mut upload, &mut h, source_name).await {
+        let _ = sink.abort(&upload).await;
+        return Err(e);
+    }
+    let held = sink.hand_over(&upload).await?;
+    Ok(Prepared { upload, hashes: h.finish(), held })
+}
+
+/// Reads the rest of a blob from `upload.written` and writes it to the sink.
+pub async fn fill<S: BlobSource, K: BlobSink>(
+    source: &mut S,
+    sink: &mut K,
+    meta: &BlobMeta,
+    upload: &mut BlobUpload,
+    h: &mut Hasher,
+    source_name: &str,
+) -> Result<(), ConnectorError> {
+    let mut off = upload.written;
+    while off < meta.size {
+        let data = source.read_range(&meta.path, off, CHUNK.min(meta.size - off)).await?;
+        if data.is_empty() {
+            return Err(changed(source_name, &meta.path));
+        }
+        h.update(&data);
+        sink.write(upload, &data).await?;
+        off += data.len() as u64;
+    }
+    Ok(())
+}
