@@ -933,6 +933,9 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         let source_site = self.spec.source.site.clone();
         let source_site = &source_site;
         let mut out = Vec::with_capacity(txns.len());
+        // Per table of the batch: its copy progress and its target schema, looked up once
+        // (a name formatted and a map searched per change showed in profiles).
+        let mut tables: Vec<(Arc<TableSchema>, Option<TableProgress>, Arc<TableSchema>)> = Vec::new();
         for mut txn in txns {
             if self.spec.skips.contains(&txn.position) {
                 warn!(direction = %self.spec.id, position = %txn.position, "skipping a transaction as an operator asked (ferry skip)");
@@ -959,7 +962,15 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                 // row's absence: deletes (and key moves) always pass, since the target may
                 // hold the row already (two-way: it may be where the row came from).
                 let removes = c.op == Op::Delete || (c.op == Op::Update && c.new_key() != c.key);
-                match self.checkpoint.tables.get(&c.table.name.to_string()) {
+                let i = match tables.iter().position(|(t, _, _)| Arc::ptr_eq(t, &c.table)) {
+                    Some(i) => i,
+                    None => {
+                        let progress = self.checkpoint.tables.get(&c.table.name.to_string()).cloned();
+                        tables.push((c.table.clone(), progress, self.renames.target(&c.table)));
+                        tables.len() - 1
+                    }
+                };
+                match &tables[i].1 {
                     Some(TableProgress::Done) => true,
                     None => false,
                     Some(TableProgress::Pending) => removes,
@@ -979,7 +990,10 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                     }
                     continue;
                 }
-                c.table = self.renames.target(&c.table);
+                c.table = match tables.iter().find(|(t, _, _)| Arc::ptr_eq(t, &c.table)) {
+                    Some((_, _, target)) => target.clone(),
+                    None => self.renames.target(&c.table),
+                };
             }
             if !txn.changes.is_empty() {
                 out.push(txn);
@@ -1119,7 +1133,12 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         let changes: u64 = batch.txns.iter().map(|t| t.changes.len() as u64).sum();
         let snap = batch.snapshot.as_ref().map(|s| s.native.as_ref().map_or(s.rows.len(), |n| n.count) as u64);
         let snap = snap.unwrap_or(0);
-        let position = batch.checkpoint.position.clone().unwrap_or_else(|| self.position());
+        // A part of a commit group is not on the target until the group commits: the
+        // position shown stays at the last commit (whoever reads it may stop the task).
+        let position = match &batch.checkpoint.position {
+            Some(p) if batch.commit => p.clone(),
+            _ => self.committed(),
+        };
         self.metrics.applied(changes, batch.txns.len() as u64, snap, report.conflicts, &position);
     }
 

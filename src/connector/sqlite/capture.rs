@@ -17,7 +17,7 @@ use std::sync::Arc;
 use sqlx::AssertSqlSafe;
 use sqlx::sqlite::SqliteConnection;
 
-use super::literal::{LiteralError, ident, parse_row, row_expr, string};
+use super::literal::{LiteralError, ident, int, parse_list, row_expr, string};
 use super::position;
 use super::schema::{self, HEARTBEAT_TABLE};
 use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, exec_batch, migrate, rollback, snapshot};
@@ -98,7 +98,8 @@ impl SqliteSource {
         limit: i64,
         before_images: bool,
         target_site: &str,
-    ) -> Result<String, ConnectorError> {
+        names: &[String],
+    ) -> Result<Page, ConnectorError> {
         const HEAD: &str = "seq || ',' || epoch || ',' || op || ',' || ts || ',' || quote(origin) || ',' || quote(tbl)";
         // Two-way inserts carry, as two leading values, the last change of the key that
         // came from the target's site, when it was a deletion (origin, ts; else NULL,
@@ -115,45 +116,42 @@ impl SqliteSource {
         } else {
             "CASE op WHEN 1 THEN '' ELSE ',' || pk END"
         };
-        let pack = format!("{HEAD} || {old} || coalesce(',' || after, '')");
-        let q = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT group_concat(r, ';') FROM (SELECT {pack} AS r FROM ferry_changelog c \
+        // One-way: concat_ws builds the row in one pass (each `||` copies the text built
+        // so far) and leaves out the NULLs: the key of an insert, the after-image of a delete.
+        let pack = if before_images {
+            format!("{HEAD} || {old} || coalesce(',' || after, '')")
+        } else {
+            // The source's own site and the first tables are sent as `-` and `-N`
+            // (see `Header::name`): quote() formats through printf, which showed in profiles.
+            let tables: String =
+                names.iter().enumerate().map(|(i, n)| format!("WHEN {} THEN '-{i}' ", string(n))).collect();
+            let tbl = if tables.is_empty() {
+                "quote(tbl)".to_string()
+            } else {
+                format!("CASE tbl {tables}ELSE quote(tbl) END")
+            };
+            format!(
+                "concat_ws(',', seq, epoch, op, ts, CASE origin WHEN ?5 THEN '-' ELSE quote(origin) END, {tbl}, \
+                 CASE op WHEN 1 THEN NULL ELSE pk END, after)"
+            )
+        };
+        let q = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT group_concat(r, ';'), count(*), max(s) FROM (SELECT seq AS s, {pack} AS r FROM ferry_changelog c \
              WHERE seq > ?1 AND seq <= ?2 AND epoch < (SELECT epoch FROM ferry_clock WHERE id = 1) \
              ORDER BY seq LIMIT ?3)"
         )))
         .bind(after)
         .bind(until)
         .bind(limit)
-        .bind(target_site);
-        let packed: Option<String> =
+        .bind(target_site)
+        .bind(self.ep.site.as_str().to_string());
+        let (packed, rows, last): (Option<String>, i64, Option<i64>) =
             q.fetch_one(&mut self.conn).await.map_err(self.ep.query_error("reading ferry_changelog"))?;
-        Ok(packed.unwrap_or_default())
+        Ok(Page { packed: packed.unwrap_or_default(), rows, last: last.unwrap_or(after) })
     }
 
-    /// (seq, epoch) of every row of a packed read, without decoding values.
-    fn heads(&self, packed: &str) -> Result<Vec<(i64, i64)>, ConnectorError> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        while start < packed.len() {
-            let end = row_end(packed, start);
-            let mut h = Header { text: &packed[start..end], at: 0 };
-            match (h.int(), h.int()) {
-                (Some(seq), Some(epoch)) => out.push((seq, epoch)),
-                _ => {
-                    return Err(ConnectorError::Setup {
-                        endpoint: self.ep.name.clone(),
-                        problem: "ferry_changelog holds an unreadable row".into(),
-                        fix: "the changelog was edited by hand; restore it or re-copy the tables".into(),
-                    });
-                }
-            }
-            start = end + 1;
-        }
-        Ok(out)
-    }
-
-    fn unpack<'a>(&self, packed: &'a str) -> Result<Vec<Entry<'a>>, ConnectorError> {
-        unpack(packed).map_err(|e| ConnectorError::Setup {
+    fn unpack<'a>(&self, packed: &'a str, short: &'a Short) -> Result<Vec<Entry<'a>>, ConnectorError> {
+        unpack(packed, short).map_err(|e| ConnectorError::Setup {
             endpoint: self.ep.name.clone(),
             problem: format!("ferry_changelog holds an unreadable row: {e}"),
             fix: "the changelog was edited by hand; restore it or re-copy the tables (remove the task's checkpoint)"
@@ -228,11 +226,22 @@ impl SqliteSource {
     fn to_txns(&self, rows: Vec<Entry<'_>>, exclude: &SiteId, before_images: bool) -> Result<Vec<Txn>, ConnectorError> {
         let mut txns: Vec<Txn> = Vec::new();
         let mut cur: Option<(i64, String, i64)> = None;
+        let mut last_seq = 0;
+        // Runs of rows share a table: look it up only when the name changes.
+        let mut last_table: Option<(String, Option<Arc<TableSchema>>)> = None;
         for r in rows {
             if r.origin == exclude.as_str() || schema::record_only(r.op) {
                 continue;
             }
-            let Some(table) = self.tables.get(r.tbl.as_ref()) else {
+            let found = match &last_table {
+                Some((name, t)) if name.as_str() == r.tbl.as_ref() => t.clone(),
+                _ => {
+                    let t = self.tables.get(r.tbl.as_ref()).cloned();
+                    last_table = Some((r.tbl.to_string(), t.clone()));
+                    t
+                }
+            };
+            let Some(table) = found else {
                 continue;
             };
             let n = table.columns.len();
@@ -289,14 +298,20 @@ impl SqliteSource {
                 (None, Some(a)) => (table.key_of(a), None),
                 (None, None) => continue,
             };
-            let change = Change { table: table.clone(), op, key, before, after, prior, seen, version: None };
+            let change = Change { table, op, key, before, after, prior, seen, version: None };
             let same = matches!(&cur, Some((e, o, t)) if *e == r.epoch && *o == r.origin && *t == r.ts);
             match txns.last_mut() {
                 Some(last) if same => {
                     last.changes.push(change);
-                    last.position = position::at(r.seq);
+                    last_seq = r.seq;
                 }
                 _ => {
+                    // A transaction's position is that of its last change, set once it
+                    // is complete (formatting one per change showed in profiles).
+                    if let Some(prev) = txns.last_mut() {
+                        prev.position = position::at(last_seq);
+                    }
+                    last_seq = r.seq;
                     txns.push(Txn {
                         origin: SiteId::new(&r.origin),
                         commit_ts: r.ts,
@@ -308,8 +323,28 @@ impl SqliteSource {
                 }
             }
         }
+        if let Some(last) = txns.last_mut() {
+            last.position = position::at(last_seq);
+        }
         Ok(txns)
     }
+}
+
+/// Names a one-way read sends short (see `fetch_rows`): the source's own site, and the
+/// first tables.
+struct Short {
+    site: String,
+    tables: Vec<String>,
+}
+
+/// Most tables a read names by number; more would make each row's CASE long.
+const SHORT_TABLES: usize = 8;
+
+/// A packed changelog read: the rows, how many, and the last one's seq (`after` when none).
+struct Page {
+    packed: String,
+    rows: i64,
+    last: i64,
 }
 
 /// One changelog row as read (text fields borrowed from the packed read).
@@ -324,24 +359,24 @@ struct Entry<'a> {
     values: Vec<Value>,
 }
 
-/// Splits a packed changelog read into entries.
-fn unpack(packed: &str) -> Result<Vec<Entry<'_>>, LiteralError> {
+/// Splits a packed changelog read into entries, in one pass: each row's values are
+/// parsed up to the `;` that ends it.
+fn unpack<'a>(packed: &'a str, short: &'a Short) -> Result<Vec<Entry<'a>>, LiteralError> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < packed.len() {
-        let end = row_end(packed, start);
-        let row = &packed[start..end];
-        let bad = || LiteralError { at: start, text: row.to_string() };
-        let mut cur = Header { text: row, at: 0 };
+        let bad = || LiteralError { at: start, text: packed[start..].chars().take(200).collect() };
+        let mut cur = Header { text: packed, at: start };
         let (seq, epoch, op, ts) = (
             cur.int().ok_or_else(bad)?,
             cur.int().ok_or_else(bad)?,
             cur.int().ok_or_else(bad)?,
             cur.int().ok_or_else(bad)?,
         );
-        let origin = cur.quoted().ok_or_else(bad)?;
-        let tbl = cur.quoted().ok_or_else(bad)?;
-        let values = if cur.at < row.len() { parse_row(&row[cur.at..])? } else { Vec::new() };
+        let origin = cur.name(std::slice::from_ref(&short.site)).ok_or_else(bad)?;
+        let tbl = cur.name(&short.tables).ok_or_else(bad)?;
+        let mut values = Vec::with_capacity(8);
+        let end = parse_list(packed, cur.at, &mut values)?;
         out.push(Entry { seq, epoch, op, ts, origin, tbl, values });
         start = end + 1;
     }
@@ -357,13 +392,29 @@ struct Header<'a> {
 impl<'a> Header<'a> {
     /// The next comma-terminated integer.
     fn int(&mut self) -> Option<i64> {
-        let rest = &self.text[self.at..];
-        let end = rest.find(',')?;
+        let b = &self.text.as_bytes()[self.at..];
+        let end = b.iter().position(|c| *c == b',')?;
         self.at += end + 1;
-        rest[..end].parse().ok()
+        int(&b[..end])
     }
 
-    /// The next quoted string (and its comma, if any).
+    /// The next name: quoted, or `-N` for the Nth of `short` (`-` for the first).
+    fn name(&mut self, short: &'a [String]) -> Option<Cow<'a, str>> {
+        let b = self.text.as_bytes();
+        if b.get(self.at) != Some(&b'-') {
+            return self.quoted();
+        }
+        let rest = &b[self.at + 1..];
+        let end = rest.iter().position(|c| matches!(c, b',' | b';')).unwrap_or(rest.len());
+        let i = if end == 0 { 0 } else { usize::try_from(int(&rest[..end])?).ok()? };
+        self.at += 1 + end;
+        if b.get(self.at) == Some(&b',') {
+            self.at += 1;
+        }
+        short.get(i).map(|n| Cow::Borrowed(n.as_str()))
+    }
+
+    /// The next quoted string (and the comma after it, if any).
     fn quoted(&mut self) -> Option<Cow<'a, str>> {
         let b = self.text.as_bytes();
         if b.get(self.at) != Some(&b'\'') {
@@ -390,24 +441,6 @@ impl<'a> Header<'a> {
         }
         Some(if escaped { Cow::Owned(raw.replace("\'\'", "\'")) } else { Cow::Borrowed(raw) })
     }
-}
-
-/// Offset of the `;` that ends the row starting at `start` (or the end of the text),
-/// skipping quoted literals.
-fn row_end(text: &str, start: usize) -> usize {
-    let b = text.as_bytes();
-    let mut i = start;
-    let mut quoted = false;
-    while i < b.len() {
-        match b[i] {
-            b'\'' if quoted && b.get(i + 1) == Some(&b'\'') => i += 1,
-            b'\'' => quoted = !quoted,
-            b';' if !quoted => return i,
-            _ => {}
-        }
-        i += 1;
-    }
-    b.len()
 }
 
 /// The changelog sequence of a position; another source's position (a checkpoint
@@ -543,37 +576,42 @@ impl Source for SqliteSource {
             });
         }
         let limit = i64::try_from(req.max_changes.max(1)).unwrap_or(i64::MAX);
+        let mut tables: Vec<String> = self.tables.keys().take(SHORT_TABLES).cloned().collect();
+        if req.before_images {
+            tables.clear();
+        }
+        let short = Short { site: self.ep.site.as_str().to_string(), tables };
         let mut bumped = false;
-        let (page, heads) = loop {
-            let page = self.fetch_rows(after, until, limit, req.before_images, req.exclude_origin.as_str()).await?;
-            let heads = self.heads(&page)?;
-            if (heads.len() as i64) < limit && !bumped {
+        let page = loop {
+            let page = self
+                .fetch_rows(after, until, limit, req.before_images, req.exclude_origin.as_str(), &short.tables)
+                .await?;
+            if page.rows < limit && !bumped {
                 // Rows of the still-open epoch wait until it is closed; close it now if
                 // any exist, and read again.
-                let last = heads.last().map(|h| h.0).unwrap_or(after);
-                if self.max_seq().await? > last && last < until {
+                if self.max_seq().await? > page.last && page.last < until {
                     self.bump_epoch().await?;
                     bumped = true;
                     continue;
                 }
             }
-            break (page, heads);
+            break page;
         };
+        let mut rows = self.unpack(&page.packed, &short)?;
         let mut cutoff = i64::MAX;
         let mut continues = false;
-        if (heads.len() as i64) >= limit && req.keep_transactions {
-            let last_epoch = heads.last().map(|h| h.1).unwrap_or(0);
-            let first_epoch = heads.first().map(|h| h.1).unwrap_or(0);
+        if (rows.len() as i64) >= limit && req.keep_transactions {
+            let last_epoch = rows.last().map(|r| r.epoch).unwrap_or(0);
+            let first_epoch = rows.first().map(|r| r.epoch).unwrap_or(0);
             if first_epoch == last_epoch {
                 // One commit group larger than a batch: hand it over in parts that the
                 // target applies in one transaction.
                 continues = true;
             } else {
                 // Leave the last, possibly unfinished, commit group for the next read.
-                cutoff = heads.iter().filter(|h| h.1 != last_epoch).map(|h| h.0).max().unwrap_or(after);
+                cutoff = rows.iter().filter(|r| r.epoch != last_epoch).map(|r| r.seq).max().unwrap_or(after);
             }
         }
-        let mut rows = self.unpack(&page)?;
         rows.retain(|r| r.seq <= cutoff);
         let position = match rows.last() {
             Some(r) => position::at(r.seq),
@@ -640,5 +678,24 @@ impl Source for SqliteSource {
             self.prune(now, retention).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpacks_short_and_quoted_names_in_one_pass() {
+        let short = Short { site: "dc-a".into(), tables: vec!["items".into(), "o;dd".into()] };
+        let packed = "5,2,1,100,-,-0,1,'x;y';6,2,3,100,'dc-''b','it''s',7;7,3,2,101,-,-1,8,8,NULL";
+        let rows = unpack(packed, &short).expect("unpacks");
+        let heads: Vec<(i64, i64, &str, &str)> =
+            rows.iter().map(|r| (r.seq, r.epoch, r.origin.as_ref(), r.tbl.as_ref())).collect();
+        assert_eq!(heads, vec![(5, 2, "dc-a", "items"), (6, 2, "dc-'b", "it's"), (7, 3, "dc-a", "o;dd")]);
+        assert_eq!(rows[0].values, vec![Value::Int(1), Value::Text("x;y".into())]);
+        assert_eq!(rows[1].values, vec![Value::Int(7)]);
+        assert_eq!(rows[2].values, vec![Value::Int(8), Value::Int(8), Value::Null]);
+        assert!(unpack("1,1,1,1,-9,'t',1", &short).is_err());
     }
 }

@@ -37,35 +37,48 @@ pub struct LiteralError {
 
 /// Parses a literal list into values.
 pub fn parse_row(text: &str) -> Result<Vec<Value>, LiteralError> {
-    let b = text.as_bytes();
     let mut out = Vec::with_capacity(8);
-    let mut i = 0;
-    let err = |at: usize| LiteralError { at, text: text.to_string() };
-    if b.is_empty() {
-        return Ok(out);
+    let end = parse_list(text, 0, &mut out)?;
+    if end != text.len() {
+        return Err(LiteralError { at: end, text: text.to_string() });
+    }
+    Ok(out)
+}
+
+/// Parses the literal list starting at byte `from` into `out`, up to the end of the text
+/// or an unquoted `;` (the row separator of a packed changelog read); returns the offset
+/// where it stopped. One pass: the row's end is found while its values are read.
+pub fn parse_list(text: &str, from: usize, out: &mut Vec<Value>) -> Result<usize, LiteralError> {
+    let b = text.as_bytes();
+    let mut i = from;
+    let err = |at: usize| LiteralError { at, text: text[from..].chars().take(200).collect() };
+    if i >= b.len() || b[i] == b';' {
+        return Ok(i);
     }
     loop {
         match b.get(i) {
             Some(b'\'') => {
-                let mut s = String::new();
-                let mut start = i + 1;
-                let mut j = start;
-                loop {
-                    match b.get(j) {
-                        Some(b'\'') if b.get(j + 1) == Some(&b'\'') => {
-                            s.push_str(&text[start..=j]);
-                            j += 2;
-                            start = j;
-                        }
-                        Some(b'\'') => {
-                            s.push_str(&text[start..j]);
+                let start = i + 1;
+                let close = |at: usize| text[at..].find('\'').map(|e| at + e).ok_or_else(|| err(i));
+                let mut j = close(start)?;
+                if b.get(j + 1) == Some(&b'\'') {
+                    // Rare: an escaped quote; build the value piece by piece.
+                    let mut s = String::with_capacity(j - start + 16);
+                    let mut piece = start;
+                    loop {
+                        if b.get(j + 1) == Some(&b'\'') {
+                            s.push_str(&text[piece..=j]);
+                            piece = j + 2;
+                            j = close(piece)?;
+                        } else {
+                            s.push_str(&text[piece..j]);
                             break;
                         }
-                        Some(_) => j += 1,
-                        None => return Err(err(i)),
                     }
+                    out.push(Value::Text(s));
+                } else {
+                    out.push(Value::Text(text[start..j].to_string()));
                 }
-                out.push(Value::Text(s));
                 i = j + 1;
             }
             Some(b'X') | Some(b'x') if b.get(i + 1) == Some(&b'\'') => {
@@ -92,16 +105,11 @@ pub fn parse_row(text: &str) -> Result<Vec<Value>, LiteralError> {
                 i += 4;
             }
             Some(_) => {
-                let end = text[i..].find(',').map(|e| i + e).unwrap_or(text.len());
-                let tok = &text[i..end];
-                let is_float = tok.bytes().any(|c| matches!(c, b'.' | b'e' | b'E' | b'I' | b'N'));
-                let v = if is_float {
-                    Value::Float(tok.parse::<f64>().map_err(|_| err(i))?)
-                } else {
-                    match tok.parse::<i64>() {
-                        Ok(n) => Value::Int(n),
-                        Err(_) => Value::Float(tok.parse::<f64>().map_err(|_| err(i))?),
-                    }
+                let end = b[i..].iter().position(|c| matches!(c, b',' | b';')).map_or(b.len(), |e| i + e);
+                let tok = &b[i..end];
+                let v = match int(tok) {
+                    Some(n) => Value::Int(n),
+                    None => Value::Float(text[i..end].parse::<f64>().map_err(|_| err(i))?),
                 };
                 out.push(v);
                 i = end;
@@ -109,11 +117,32 @@ pub fn parse_row(text: &str) -> Result<Vec<Value>, LiteralError> {
             None => return Err(err(i)),
         }
         match b.get(i) {
-            None => return Ok(out),
+            None | Some(b';') => return Ok(i),
             Some(b',') => i += 1,
             Some(_) => return Err(err(i)),
         }
     }
+}
+
+/// A decimal integer literal as quote() prints one (optional `-`, digits, nothing
+/// else); `None` for anything else, including values out of range (those are REALs).
+pub fn int(tok: &[u8]) -> Option<i64> {
+    let (neg, digits) = match tok.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, tok),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    // Accumulate negatively so i64::MIN fits.
+    let mut n: i64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_sub(i64::from(c - b'0'))?;
+    }
+    if neg { Some(n) } else { n.checked_neg() }
 }
 
 fn hex_digit(c: u8) -> Option<u8> {
@@ -145,6 +174,21 @@ mod tests {
         assert!(row[7].same(&Value::Float(-0.0)));
         assert_eq!(row[8], Value::Float(f64::INFINITY));
         assert_eq!(row[9], Value::Float(0.1));
+    }
+
+    #[test]
+    fn stops_at_the_row_separator() {
+        let text = "1,'a;b',NULL;2,'c'";
+        let mut out = Vec::new();
+        let end = parse_list(text, 0, &mut out).expect("parses");
+        assert_eq!(&text[end..end + 1], ";");
+        assert_eq!(out, vec![Value::Int(1), Value::Text("a;b".into()), Value::Null]);
+        out.clear();
+        assert_eq!(parse_list(text, end + 1, &mut out).expect("parses"), text.len());
+        assert_eq!(out, vec![Value::Int(2), Value::Text("c".into())]);
+        assert_eq!(int(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(int(b"9223372036854775808"), None);
+        assert_eq!(int(b"1e5"), None);
     }
 
     #[test]
