@@ -242,11 +242,17 @@ impl Drop for Load {
 }
 
 /// The source tables (a ledger and balances) in a database of the test's own, and a
-/// task name nobody else uses (its lease key and target rows are the test's alone).
-async fn source(cleanup_a: &mut Cleanup, cleanup_b: &mut Cleanup) -> (String, String, String) {
-    let db = database(&shared_a(), "clu", cleanup_a).await;
+/// task name nobody else uses (its lease key and target rows are the test's alone);
+/// `prefix` starts both names, `ledger_extra` adds columns to the ledger.
+pub(crate) async fn source(
+    prefix: &str,
+    ledger_extra: &str,
+    cleanup_a: &mut Cleanup,
+    cleanup_b: &mut Cleanup,
+) -> (String, String, String) {
+    let db = database(&shared_a(), prefix, cleanup_a).await;
     cleanup_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
-    let task = unique("clu");
+    let task = unique(prefix);
     cleanup_b.push(format!("DELETE FROM ferry.ferry_checkpoint WHERE task = '{task}'"));
     cleanup_b.push(format!("DELETE FROM ferry.ferry_lease WHERE task = '{task}'"));
     let accounts: Vec<String> = (0..10).map(|i| format!("({i}, 0)")).collect();
@@ -255,7 +261,7 @@ async fn source(cleanup_a: &mut Cleanup, cleanup_b: &mut Cleanup) -> (String, St
         &shared_a(),
         &[
             format!(
-                "CREATE TABLE `{db}`.ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, token CHAR(36) NOT NULL, amount INT)"
+                "CREATE TABLE `{db}`.ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, token CHAR(36) NOT NULL, amount INT{ledger_extra})"
             ),
             format!("CREATE TABLE `{db}`.acct (id INT PRIMARY KEY, balance BIGINT NOT NULL)"),
             format!("INSERT INTO `{db}`.acct VALUES {}", accounts.join(", ")),
@@ -342,7 +348,7 @@ impl Bed {
         }
         let mut cleanup_a = Cleanup::new(&shared_a());
         let mut cleanup_b = Cleanup::new(&shared_b());
-        let (db, task, ledger) = source(&mut cleanup_a, &mut cleanup_b).await;
+        let (db, task, ledger) = source("clu", "", &mut cleanup_a, &mut cleanup_b).await;
         let root = tempfile::tempdir().expect("temp dir");
         let sites = sites.iter().map(|s| s.to_string()).collect();
         Bed { db, task, ledger, root, sites, nats, ttl: TTL, _cleanups: (cleanup_a, cleanup_b) }

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::mysql_oneway::assert_same_table;
 use crate::support::FerryRun;
-use crate::support::mariadb::{Cleanup, connect, database, rows_once_created, shared_a, shared_b, unique};
+use crate::support::mariadb::{Cleanup, connect, rows_once_created, shared_a, shared_b};
 
 /// Deadline of every wait.
 const WAIT: Duration = Duration::from_secs(60);
@@ -140,23 +140,8 @@ async fn bed(extra: &str) -> (Task, Cleanup, Cleanup) {
     require_nats(&nats_url());
     let mut cleanup_a = Cleanup::new(&shared_a());
     let mut cleanup_b = Cleanup::new(&shared_b());
-    let db = database(&shared_a(), "rly", &mut cleanup_a).await;
-    cleanup_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
-    let name = unique("rly");
-    cleanup_b.push(format!("DELETE FROM ferry.ferry_checkpoint WHERE task = '{name}'"));
-    cleanup_b.push(format!("DELETE FROM ferry.ferry_lease WHERE task = '{name}'"));
-    let accounts: Vec<String> = (0..10).map(|i| format!("({i}, 0)")).collect();
-    crate::support::mariadb::admin(
-        &shared_a(),
-        &[
-            format!(
-                "CREATE TABLE `{db}`.ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, token CHAR(36) NOT NULL, amount INT, note VARCHAR(200))"
-            ),
-            format!("CREATE TABLE `{db}`.acct (id INT PRIMARY KEY, balance BIGINT NOT NULL)"),
-            format!("INSERT INTO `{db}`.acct VALUES {}", accounts.join(", ")),
-        ],
-    )
-    .await;
+    let (db, name, _) =
+        crate::cluster_failover::source("rly", ", note VARCHAR(200)", &mut cleanup_a, &mut cleanup_b).await;
     (Task { name, db, extra: extra.to_string() }, cleanup_a, cleanup_b)
 }
 
