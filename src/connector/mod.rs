@@ -10,6 +10,7 @@ pub mod dynamic;
 pub mod endpoint;
 pub mod files;
 pub mod host;
+pub mod http_error;
 pub mod items;
 pub mod kafka;
 pub mod mysql;

@@ -12,69 +12,11 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::Value as Json;
 
 use super::DorisEndpoint;
+pub use crate::connector::http_error::HttpError;
 use crate::connector::{ConnectorError, ErrorKind};
 
 /// Redirects followed for one request at most (FE to BE is one).
 const MAX_REDIRECTS: usize = 3;
-
-/// What went wrong talking to the server.
-#[derive(Debug, thiserror::Error)]
-pub enum HttpError {
-    /// No answer (connection refused, reset, timed out).
-    #[error("{method} {url}: no answer: {source}")]
-    Transport {
-        /// HTTP method.
-        method: Method,
-        /// URL asked (no credentials in it).
-        url: String,
-        /// The client's error.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// An answer with an error status.
-    #[error("{method} {url}: HTTP {status}: {body}")]
-    Status {
-        /// HTTP method.
-        method: Method,
-        /// URL asked.
-        url: String,
-        /// The status.
-        status: StatusCode,
-        /// The start of the answer's body.
-        body: String,
-    },
-    /// A redirect without a usable `Location`, or too many of them.
-    #[error("{method} {url}: {problem}")]
-    Redirect {
-        /// HTTP method.
-        method: Method,
-        /// URL asked.
-        url: String,
-        /// What was wrong.
-        problem: String,
-    },
-    /// An answer that is not the JSON status a Stream Load answers with.
-    #[error("{method} {url}: the answer is not JSON: {source}")]
-    Body {
-        /// HTTP method.
-        method: Method,
-        /// URL asked.
-        url: String,
-        /// The parser's error.
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-impl HttpError {
-    /// The HTTP status, when the server answered with one.
-    pub fn status(&self) -> Option<StatusCode> {
-        match self {
-            HttpError::Status { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
 
 /// An HTTP client of one Doris endpoint.
 #[derive(Clone)]
@@ -154,7 +96,7 @@ impl Http {
             }
             let resp = req.send().await.map_err(|source| HttpError::Transport {
                 method: method.clone(),
-                url: url.clone(),
+                at: url.clone(),
                 source,
             })?;
             let status = resp.status();
@@ -166,7 +108,7 @@ impl Http {
                     _ => {
                         return Err(HttpError::Redirect {
                             method,
-                            url,
+                            at: url,
                             problem: format!("HTTP {status} without a usable Location"),
                         });
                     }
@@ -175,25 +117,25 @@ impl Http {
             }
             let bytes = resp.bytes().await.map_err(|source| HttpError::Transport {
                 method: method.clone(),
-                url: url.clone(),
+                at: url.clone(),
                 source,
             })?;
             if !status.is_success() {
                 let body = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
-                return Err(HttpError::Status { method, url, status, body });
+                return Err(HttpError::Status { method, at: url, status, detail: body });
             }
             let json = if bytes.is_empty() {
                 Json::Null
             } else {
                 serde_json::from_slice(&bytes).map_err(|source| HttpError::Body {
                     method: method.clone(),
-                    url,
+                    at: url,
                     source,
                 })?
             };
             return Ok((status, json));
         }
-        Err(HttpError::Redirect { method, url, problem: format!("more than {MAX_REDIRECTS} redirects") })
+        Err(HttpError::Redirect { method, at: url, problem: format!("more than {MAX_REDIRECTS} redirects") })
     }
 
     /// The error of a request, naming the endpoint and what ferry was doing: a refused

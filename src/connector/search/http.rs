@@ -10,56 +10,8 @@ use serde_json::Value as Json;
 
 use super::SearchEndpoint;
 pub use crate::connector::endpoint::path_segment as segment;
+pub use crate::connector::http_error::HttpError;
 use crate::connector::{ConnectorError, ErrorKind};
-
-/// What went wrong talking to the server.
-#[derive(Debug, thiserror::Error)]
-pub enum HttpError {
-    /// No answer (connection refused, reset, timed out).
-    #[error("{method} {path}: no answer: {source}")]
-    Transport {
-        /// HTTP method.
-        method: Method,
-        /// Path asked.
-        path: String,
-        /// The client's error.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// An answer with an error status.
-    #[error("{method} {path}: HTTP {status}: {reason}")]
-    Status {
-        /// HTTP method.
-        method: Method,
-        /// Path asked.
-        path: String,
-        /// The status.
-        status: StatusCode,
-        /// The server's error type and reason, or its body.
-        reason: String,
-    },
-    /// An answer that is not the JSON asked for.
-    #[error("{method} {path}: the answer is not JSON: {source}")]
-    Body {
-        /// HTTP method.
-        method: Method,
-        /// Path asked.
-        path: String,
-        /// The parser's error.
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-impl HttpError {
-    /// The HTTP status, when the server answered.
-    pub fn status(&self) -> Option<StatusCode> {
-        match self {
-            HttpError::Status { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
 
 /// A client of one endpoint.
 #[derive(Clone)]
@@ -111,25 +63,25 @@ impl Http {
         };
         let resp = req.send().await.map_err(|source| HttpError::Transport {
             method: method.clone(),
-            path: path.to_string(),
+            at: path.to_string(),
             source,
         })?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|source| HttpError::Transport {
             method: method.clone(),
-            path: path.to_string(),
+            at: path.to_string(),
             source,
         })?;
         let json: Result<Json, _> = if bytes.is_empty() { Ok(Json::Null) } else { serde_json::from_slice(&bytes) };
         if status.is_success() || status == StatusCode::NOT_FOUND || status == StatusCode::CONFLICT {
-            let json = json.map_err(|source| HttpError::Body { method, path: path.to_string(), source })?;
+            let json = json.map_err(|source| HttpError::Body { method, at: path.to_string(), source })?;
             return Ok((status, json));
         }
         let reason = match &json {
             Ok(j) => reason_of(j),
             Err(_) => String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
         };
-        Err(HttpError::Status { method, path: path.to_string(), status, reason })
+        Err(HttpError::Status { method, at: path.to_string(), status, detail: reason })
     }
 
     /// The error of a request, naming the endpoint and what ferry was doing: a refused
