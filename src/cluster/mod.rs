@@ -219,10 +219,12 @@ pub struct Cluster {
 
 impl Cluster {
     /// Connects to `[cluster]`, announces this node and starts taking the candidates'
-    /// leases; directions run until `shutdown` or [`Cluster::stop`].
+    /// leases; directions run until `shutdown` or [`Cluster::stop`]. `unreachable`: the
+    /// endpoints the node's start-up probe could not reach (probed again every few seconds).
     pub async fn join(
         config: &Config,
         candidates: Vec<Candidate>,
+        unreachable: std::collections::BTreeSet<String>,
         shutdown: CancellationToken,
     ) -> Result<Cluster, ClusterError> {
         let Some(cluster) = &config.cluster else {
@@ -258,7 +260,7 @@ impl Cluster {
                 }
             }
         }
-        let (reach, reach_task) = reach::watch(endpoints, shutdown.clone()).await;
+        let (reach, reach_task) = reach::watch(endpoints, unreachable, shutdown.clone());
         let me = members::Member {
             id: config.node.id.clone(),
             site: config.node.site.clone(),

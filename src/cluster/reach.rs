@@ -55,10 +55,15 @@ pub async fn probe(endpoints: &[Endpoint]) -> BTreeSet<String> {
     out
 }
 
-/// Probes once now, then every [`PROBE_EVERY`] in a task ended by `shutdown`.
-pub async fn watch(endpoints: Vec<Endpoint>, shutdown: CancellationToken) -> (Unreachable, JoinHandle<()>) {
+/// Starts from `first` (what the node's start-up probe found), then probes every
+/// [`PROBE_EVERY`] in a task ended by `shutdown`.
+pub fn watch(
+    endpoints: Vec<Endpoint>,
+    first: BTreeSet<String>,
+    shutdown: CancellationToken,
+) -> (Unreachable, JoinHandle<()>) {
     let found = Unreachable::default();
-    found.set(probe(&endpoints).await);
+    found.set(first);
     let out = found.clone();
     let task = tokio::spawn(async move {
         loop {

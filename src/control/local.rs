@@ -60,32 +60,31 @@ impl LocalNode {
     /// Preflights every task of the file, opens the store and starts them all.
     pub async fn start(config: Config, verify: Box<dyn VerifyRunner>) -> Result<LocalNode, StartError> {
         let mut tasks: Vec<&Task> = config.tasks.iter().collect();
+        // A cluster node need not reach every endpoint: the tasks it cannot reach are
+        // left to nodes that can (cluster/reach.rs), the rest must pass preflight.
+        let mut unreachable = std::collections::BTreeSet::new();
         if config.cluster.is_some() {
-            // A cluster node need not reach every endpoint: the tasks it cannot reach
-            // are left to nodes that can (cluster/reach.rs), the rest must pass.
             let used: Vec<Endpoint> = (config.endpoints.iter())
                 .filter(|e| config.tasks.iter().any(|t| t.from == e.name || t.to == e.name))
                 .cloned()
                 .collect();
-            let unreachable = crate::cluster::reach::probe(&used).await;
+            unreachable = crate::cluster::reach::probe(&used).await;
             tasks.retain(|t| {
-                let cut: Vec<&String> = unreachable.iter().filter(|n| **n == t.from || **n == t.to).collect();
-                if !cut.is_empty() {
-                    let names: Vec<&str> = cut.iter().map(|n| n.as_str()).collect();
+                let cut = [&t.from, &t.to].into_iter().find(|n| unreachable.contains(*n));
+                if let Some(name) = cut {
                     eprintln!(
-                        "WARNING  task {}: this node cannot reach endpoint {}; other nodes of the cluster run it",
-                        t.name,
-                        names.join(", ")
+                        "WARNING  task {}: this node cannot reach endpoint {name}; other nodes of the cluster run it",
+                        t.name
                     );
                 }
-                cut.is_empty()
+                cut.is_none()
             });
         }
         preflight_or_fail(&config, &tasks).await?;
         let store = Store::open(&config.node.store.path(), true).await?;
         let shutdown = CancellationToken::new();
         if config.cluster.is_some() {
-            return Self::join_cluster(config, store, shutdown, verify).await;
+            return Self::join_cluster(config, store, shutdown, verify, unreachable).await;
         }
         let mut slots: Vec<TaskSlot> = Vec::new();
         for task in &config.tasks {
@@ -115,11 +114,13 @@ impl LocalNode {
 
     /// In a cluster: no task starts here by itself; the cluster's ownership loop runs
     /// the directions whose leases this node takes.
+    /// `unreachable`: the endpoints the start-up probe could not reach.
     async fn join_cluster(
         config: Config,
         store: Store,
         shutdown: CancellationToken,
         verify: Box<dyn VerifyRunner>,
+        unreachable: std::collections::BTreeSet<String>,
     ) -> Result<LocalNode, StartError> {
         let mut candidates = Vec::new();
         let mut slots = Vec::new();
@@ -129,7 +130,7 @@ impl LocalNode {
             }
             slots.push(TaskSlot { task: task.clone(), engine: None, metrics: Vec::new(), paused: false });
         }
-        let cluster = Cluster::join(&config, candidates, shutdown.child_token()).await?;
+        let cluster = Cluster::join(&config, candidates, unreachable, shutdown.child_token()).await?;
         Ok(Self::with(config, store, shutdown, slots, verify, Some(cluster)).await)
     }
 
