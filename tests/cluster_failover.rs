@@ -200,15 +200,25 @@ pub(crate) async fn wait_target_past(table: &str, n: u64, what: &str) {
     }
 }
 
-/// The application: each transaction adds a ledger row and moves a balance.
-async fn writer(db: String, stop: Arc<AtomicBool>) {
+/// The application: each transaction adds a ledger row (with a `note` of varying length
+/// when the ledger has that column) and moves a balance; `pause` between transactions.
+pub(crate) async fn writer(db: String, with_note: bool, pause: Duration, stop: Arc<AtomicBool>) {
     let mut c = connect(&shared_a()).await;
     let mut i: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
+        let insert = if with_note {
+            format!(
+                "INSERT INTO `{db}`.ledger (token, amount, note) VALUES (UUID(), {}, REPEAT('x', {}))",
+                i % 100,
+                i % 200
+            )
+        } else {
+            format!("INSERT INTO `{db}`.ledger (token, amount) VALUES (UUID(), {})", i % 100)
+        };
         let txn = async {
             c.query_drop("START TRANSACTION").await?;
-            c.query_drop(format!("INSERT INTO `{db}`.ledger (token, amount) VALUES (UUID(), {})", i % 100)).await?;
+            c.query_drop(insert).await?;
             c.query_drop(format!("UPDATE `{db}`.acct SET balance = balance + {} WHERE id = {}", i % 7, i % 10)).await?;
             c.query_drop("COMMIT").await
         }
@@ -216,14 +226,14 @@ async fn writer(db: String, stop: Arc<AtomicBool>) {
         if txn.is_err() {
             let _ = c.query_drop("ROLLBACK").await;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(pause).await;
     }
     c.disconnect().await.ok();
 }
 
 pub(crate) fn start_writer(db: &str) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
     let stop = Arc::new(AtomicBool::new(false));
-    (stop.clone(), tokio::spawn(writer(db.to_string(), stop)))
+    (stop.clone(), tokio::spawn(writer(db.to_string(), false, Duration::from_millis(5), stop)))
 }
 
 pub(crate) async fn stop_writer((stop, handle): (Arc<AtomicBool>, tokio::task::JoinHandle<()>)) {

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mysql_async::prelude::Queryable;
 use serde_json::Value;
 
+use crate::cluster_failover::{count, get_json, writer};
 use crate::mysql_oneway::assert_same_table;
 use crate::support::FerryRun;
-use crate::support::mariadb::{Cleanup, connect, rows_once_created, shared_a, shared_b};
+use crate::support::mariadb::{Cleanup, rows_once_created, shared_a, shared_b};
 
 /// Deadline of every wait.
 const WAIT: Duration = Duration::from_secs(60);
@@ -173,36 +173,11 @@ impl Bed {
     }
 }
 
-/// The application: transactions each adding a ledger row and moving a balance.
-async fn writer(db: String, stop: Arc<AtomicBool>) {
-    let mut c = connect(&shared_a()).await;
-    let mut i: u64 = 0;
-    while !stop.load(Ordering::Relaxed) {
-        i += 1;
-        let txn = async {
-            c.query_drop("START TRANSACTION").await?;
-            c.query_drop(format!(
-                "INSERT INTO `{db}`.ledger (token, amount, note) VALUES (UUID(), {}, REPEAT('x', {}))",
-                i % 100,
-                i % 200
-            ))
-            .await?;
-            c.query_drop(format!("UPDATE `{db}`.acct SET balance = balance + {} WHERE id = {}", i % 7, i % 10)).await?;
-            c.query_drop("COMMIT").await
-        }
-        .await;
-        if txn.is_err() {
-            let _ = c.query_drop("ROLLBACK").await;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    c.disconnect().await.ok();
-}
-
 /// Two writers; stopped by [`stop_load`].
 fn start_load(db: &str) -> (Arc<AtomicBool>, Vec<tokio::task::JoinHandle<()>>) {
     let stop = Arc::new(AtomicBool::new(false));
-    let handles = (0..2).map(|_| tokio::spawn(writer(db.to_string(), stop.clone()))).collect();
+    let handles =
+        (0..2).map(|_| tokio::spawn(writer(db.to_string(), true, Duration::from_millis(2), stop.clone()))).collect();
     (stop, handles)
 }
 
@@ -211,19 +186,6 @@ async fn stop_load((stop, handles): (Arc<AtomicBool>, Vec<tokio::task::JoinHandl
     for h in handles {
         h.await.expect("writer");
     }
-}
-
-async fn count(url: &str, table: &str) -> u64 {
-    let r = rows_once_created(url, &format!("SELECT COUNT(*) FROM {table}")).await;
-    r.first().and_then(|r| r[0].parse().ok()).unwrap_or(0)
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
-    let r = http.get(url).send().await.ok()?;
-    if !r.status().is_success() {
-        return None;
-    }
-    r.json().await.ok()
 }
 
 /// The node holding the lease of the direction `direction` (`a->b` applies,
