@@ -119,12 +119,7 @@ where
     .await;
     let stop = Arc::new(AtomicBool::new(false));
     let app = app(stop.clone());
-    let mut rng = fastrand::Rng::with_seed(seed);
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(rng.u64(700..1500))).await;
-        ferry.kill();
-        ferry = FerryRun::start(config, log);
-    }
+    ferry.sigkill_now_and_then(config, log, seed).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let made = app.await.expect("application");

@@ -216,12 +216,7 @@ async fn mysql_and_sqlite_changes_reach_opensearch_exactly_once_in_effect_throug
         let (lite, stop) = (lite.clone(), stop.clone());
         async move { sqlite_app(&lite, stop).await }
     });
-    let mut rng = fastrand::Rng::with_seed(23);
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(rng.u64(700..1500))).await;
-        ferry.kill();
-        ferry = FerryRun::start(&config, &log);
-    }
+    ferry.sigkill_now_and_then(&config, &log, 23).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let made = app.await.expect("application");
@@ -320,12 +315,7 @@ async fn postgres_changes_reach_opensearch_exactly_once_in_effect_through_sigkil
         let (pg, stop) = (pg.clone(), stop.clone());
         async move { pg_app(&pg, stop).await }
     });
-    let mut rng = fastrand::Rng::with_seed(29);
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(rng.u64(700..1500))).await;
-        ferry.kill();
-        ferry = FerryRun::start(&config, &log);
-    }
+    ferry.sigkill_now_and_then(&config, &log, 29).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let made = app.await.expect("application");

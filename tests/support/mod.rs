@@ -196,6 +196,17 @@ impl FerryRun {
         self.0.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
+    /// `ferry run` SIGKILLed 4 times at random moments 0.7–1.5 s apart (from `seed`) and
+    /// started again each time with the same task file and log.
+    pub async fn sigkill_now_and_then(&mut self, config: &Path, log: &Path, seed: u64) {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(rng.u64(700..1500))).await;
+            self.kill();
+            *self = FerryRun::start(config, log);
+        }
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.0.take() {
