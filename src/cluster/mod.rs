@@ -132,13 +132,14 @@ async fn open_bucket(js: &async_nats::jetstream::Context, config: kv::Config) ->
 }
 
 /// Every key of a bucket (`what` names the listing in errors).
-async fn list_keys(store: &Store, what: &str) -> Result<Vec<String>, ClusterError> {
-    // A listing walks the bucket's last message per key while nodes keep rewriting
-    // theirs: a key rewritten meanwhile can come twice, or (its old message removed
-    // by the one-deep history before it was read) not at all. Two listings, merged
-    // without repeats, make a missed key unlikely; a missed one shows at the next round.
+async fn list_keys(store: &Store, what: &str, rewritten: bool) -> Result<Vec<String>, ClusterError> {
+    // A listing walks the bucket's last message per key: a key rewritten meanwhile can
+    // come twice, or (its old message removed by the one-deep history before it was
+    // read) not at all. For buckets whose keys are rewritten every few seconds (node
+    // records, leases) two listings, merged without repeats, make a missed key
+    // unlikely; a missed one shows at the next round.
     let mut keys = std::collections::BTreeSet::new();
-    for _ in 0..2 {
+    for _ in 0..if rewritten { 2 } else { 1 } {
         let listed: Vec<String> = match store.keys().await {
             Ok(k) => k.try_collect().await.map_err(|e| ClusterError::nats(format!("listing {what}"), e))?,
             Err(e) => return Err(ClusterError::nats(format!("listing {what}"), e)),
