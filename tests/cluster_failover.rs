@@ -32,7 +32,7 @@ const SYSBENCH_ROWS: u32 = 2000;
 pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 /// The testbed's private NATS (FERRY_TEST_NATS), never the machine's own service.
-fn nats_url() -> String {
+pub(crate) fn nats_url() -> String {
     std::env::var("FERRY_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4232".into())
 }
 

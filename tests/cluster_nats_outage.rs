@@ -110,8 +110,8 @@ async fn a_task_goes_on_when_one_of_three_nats_servers_dies() {
     let leader = info.cluster.as_ref().and_then(|c| c.leader.clone()).expect("the lease bucket's leader");
     let kv = js.get_key_value("ferry_leases").await.expect("the lease bucket");
     let key = format!("{task}.a.b");
-    // The tenure as the lease record itself holds it, once its first renewal wrote the
-    // token (until then the record says 0 and a reader must infer it).
+    // The tenure as the lease record itself holds it (written with the lease when it
+    // was taken: tests/cluster_lease.rs).
     let start = Instant::now();
     let tenure = loop {
         let stored = match kv.entry(&key).await {

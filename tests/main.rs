@@ -8,6 +8,7 @@ mod big_transactions;
 mod changelog_retention;
 mod clock_skew;
 mod cluster_failover;
+mod cluster_lease;
 mod cluster_nats_outage;
 mod console_e2e;
 mod console_habits;

@@ -28,11 +28,21 @@ pub struct LeaseRecord {
     pub site: Option<String>,
     /// When this tenure began (µs since the epoch, by the owner's clock).
     pub since_us: i64,
-    /// The revision `create` returned: the tenure's fencing floor on the target.
+    /// The revision `create` returned: the tenure's fencing floor on the target. 0 only
+    /// for the instant between the `create` and the write that stamps it ([`take`]), or
+    /// in a record written by a release that did not stamp it: readers show it unknown.
     pub fencing: u64,
     /// The owner holds the direction paused (`ferry_tasks`): its engine is stopped.
     #[serde(default)]
     pub paused: bool,
+}
+
+impl LeaseRecord {
+    /// The tenure's fencing token, `None` while the record does not carry it yet (see
+    /// `fencing`): never inferred from the key's revision, which moves with each renewal.
+    pub fn token(&self) -> Option<u64> {
+        (self.fencing != 0).then_some(self.fencing)
+    }
 }
 
 /// A lease as read: its record and current revision.
@@ -78,28 +88,46 @@ pub async fn read(store: &Store, key: &str) -> Result<Option<Held>, ClusterError
 }
 
 /// Takes the free lease on `key`: `Some` when this node got it, `None` when another node
-/// was first. The tenure's fencing token is the revision it was created at.
+/// was first. The tenure's fencing token is the revision `create` returned; the record
+/// written by `create` cannot hold its own revision, so it is written again at once with
+/// the token, by compare-and-set on that revision: from then on the record carries the
+/// exact token and no reader has to infer it (a record saying 0 is a tenure being taken).
 pub async fn take(store: &Store, key: &str, record: &LeaseRecord) -> Result<Option<Held>, ClusterError> {
-    let body = serde_json::to_vec(record).map_err(|source| ClusterError::Record { key: key.to_string(), source })?;
-    match store.create(key, body.into()).await {
-        Ok(revision) => {
-            // The record stored says fencing 0 until the first renewal writes it; the
-            // owner knows its token from here on.
-            let mut record = record.clone();
-            record.fencing = revision;
-            Ok(Some(Held { record, revision }))
+    let mut record = LeaseRecord { fencing: 0, ..record.clone() };
+    let created = match store.create(key, encode(key, &record)?).await {
+        Ok(revision) => revision,
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(ClusterError::nats(format!("taking lease {key}"), e)),
+    };
+    record.fencing = created;
+    // The token is the create's revision, not this write's: every revision of the key
+    // between the two is ours (the write is a compare-and-set on the create's), and a
+    // later tenure's create comes after both, so either orders tenures the same; the
+    // create's is the one a record can carry exactly.
+    match store.update(key, encode(key, &record)?, created).await {
+        Ok(revision) => Ok(Some(Held { record, revision })),
+        // Changed since the create (it cannot have expired so soon; an operator removed
+        // it): not ours.
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+        Err(e) => {
+            // Unanswered: give the unstamped record back so it does not stand a whole
+            // TTL; if the write did land after all, the record carries the token and
+            // expires unrenewed.
+            let _ = store.delete_expect_revision(key, Some(created)).await;
+            Err(ClusterError::nats(format!("writing the fencing token into lease {key}"), e))
         }
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
-        Err(e) => Err(ClusterError::nats(format!("taking lease {key}"), e)),
     }
+}
+
+fn encode(key: &str, record: &LeaseRecord) -> Result<bytes::Bytes, ClusterError> {
+    let body = serde_json::to_vec(record).map_err(|source| ClusterError::Record { key: key.to_string(), source })?;
+    Ok(body.into())
 }
 
 /// Renews our lease by compare-and-set on its revision: `Some` with the new revision,
 /// `None` when the key changed since (expired and taken, or released): it is lost.
 pub async fn renew(store: &Store, key: &str, held: &Held) -> Result<Option<Held>, ClusterError> {
-    let body =
-        serde_json::to_vec(&held.record).map_err(|source| ClusterError::Record { key: key.to_string(), source })?;
-    match store.update(key, body.into(), held.revision).await {
+    match store.update(key, encode(key, &held.record)?, held.revision).await {
         Ok(revision) => Ok(Some(Held { record: held.record.clone(), revision })),
         Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
         Err(e) => Err(ClusterError::nats(format!("renewing lease {key}"), e)),

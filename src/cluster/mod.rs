@@ -1,10 +1,10 @@
 //! Nodes in a cluster over NATS JetStream (docs/cluster.md): each task direction is
 //! owned through a lease in a KV bucket ([`lease`]), taken by compare-and-set on the
 //! key's revision and renewed every few seconds; the owner runs the direction with the
-//! lease's revision as the fencing floor of its target lease, so a node that lost its
-//! cluster lease cannot land a checkpoint. Every node announces itself ([`members`]) and
-//! takes over directions whose lease ran out ([`owner`]). Opt-in: without `[cluster]`
-//! nothing here runs.
+//! lease's token (its create's revision) as the fencing floor of its target lease, so a
+//! node that lost its cluster lease cannot land a checkpoint. Every node announces itself
+//! ([`members`]) and takes over directions whose lease ran out ([`owner`]). Opt-in:
+//! without `[cluster]` nothing here runs.
 
 pub mod connect;
 pub mod lease;

@@ -420,7 +420,7 @@ impl Owner {
     }
 }
 
-/// Starts `spec` under the lease `held` (its revision is the fencing floor); the newest
+/// Starts `spec` under the lease `held` (its token is the fencing floor); the newest
 /// run of a direction replaces an older one's metrics.
 fn start_engine(setup: &Setup, spec: &DirectionSpec, held: &Held) -> Engine {
     let mut spec = spec.clone();

@@ -26,13 +26,10 @@ pub async fn read(nats: &str, member_store: &Store, lease_store: &Store) -> Resu
     let mut owners = Vec::new();
     // Lease keys are task.from.to; other keys (a rebalance request) are not leases.
     for key in keys.iter().filter(|k| k.matches('.').count() == 2) {
+        // As stored: a record between its create and the write of its token says 0 (shown
+        // unknown), never a number guessed from the key's revision.
         if let Some(held) = lease::read(lease_store, key).await? {
-            let mut record = held.record;
-            if record.fencing == 0 {
-                // Taken a moment ago: its first renewal writes the token.
-                record.fencing = held.revision;
-            }
-            owners.push(record);
+            owners.push(held.record);
         }
     }
     owners.sort_by(|a, b| (&a.task, &a.from, &a.to).cmp(&(&b.task, &b.from, &b.to)));

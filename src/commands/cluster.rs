@@ -105,7 +105,7 @@ fn render(view: &ClusterView, now_us: i64) -> String {
             o.node,
             o.site.as_deref().unwrap_or("-"),
             format!("{} ago", seconds(now_us - o.since_us)),
-            o.fencing,
+            o.token().map_or_else(|| "-".to_string(), |t| t.to_string()),
             if o.paused { "  paused" } else { "" }
         ));
     }
@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn the_report_lists_nodes_and_owners() {
-        let view = ClusterView {
+        let mut view = ClusterView {
             nats: "nats://u:***@h:4222".into(),
             nodes: vec![Member {
                 id: "n1".into(),
@@ -143,6 +143,8 @@ mod tests {
                 paused: true,
             }],
         };
+        // A record that does not carry its token yet shows none, not a guess.
+        view.owners.push(LeaseRecord { task: "u".into(), fencing: 0, paused: false, ..view.owners[0].clone() });
         let text = render(&view, 92_000_000);
         assert!(text.contains("nats://u:***@h:4222"), "{text}");
         assert!(
@@ -150,5 +152,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("t a->b                   n1               dc-b       32s ago   7  paused"), "{text}");
+        assert!(text.contains("u a->b                   n1               dc-b       32s ago   -\n"), "{text}");
     }
 }

@@ -235,8 +235,8 @@ pub struct LeaseHolder {
     #[serde(default)]
     pub fencing: i64,
     /// In a request for a new tenure, the least fencing token it may take: in a cluster,
-    /// the revision of the node's lease on the direction in the cluster's KV bucket (0
-    /// outside a cluster). A holder whose token is below it was superseded by the
+    /// the token of the node's lease on the direction in the cluster's KV bucket (the
+    /// revision of the create that took it; 0 outside a cluster). A holder whose token is below it was superseded by the
     /// cluster (its cluster lease ran out), so the lease is taken from it at once.
     #[serde(default)]
     pub floor: i64,

@@ -30,7 +30,7 @@ pub struct Tenure<'a> {
 
 impl<'a> Tenure<'a> {
     /// A tenure not yet taken, for this node's process; `floor` is the cluster lease's
-    /// revision (0 outside a cluster, see [`LeaseHolder::floor`]).
+    /// token (0 outside a cluster, see [`LeaseHolder::floor`]).
     pub fn new(node: &str, floor: i64, held: &'a AtomicBool) -> Self {
         let me = LeaseHolder {
             node: node.to_string(),

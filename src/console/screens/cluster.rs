@@ -81,7 +81,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
                 Cell::from(o.node.clone()),
                 Cell::from(o.site.clone().unwrap_or_else(|| "-".into())),
                 Cell::from(format!("{} ago", age_text(now, o.since_us))),
-                Cell::from(o.fencing.to_string()),
+                Cell::from(o.token().map_or_else(|| "-".to_string(), |t| t.to_string())),
                 Cell::from(state),
             ])
         })
