@@ -64,6 +64,8 @@ pub(crate) struct Member {
     dir: PathBuf,
     pub(crate) base: String,
     run: Option<FerryRun>,
+    /// The network namespace it runs in (`None`: the test's own).
+    pub(crate) netns: Option<String>,
 }
 
 impl Member {
@@ -72,7 +74,21 @@ impl Member {
     }
 
     pub(crate) fn start(&mut self) {
-        self.run = Some(FerryRun::start_command("node", &self.config(), &self.dir.join("node.log")));
+        let (config, log) = (self.config(), self.dir.join("node.log"));
+        self.run = Some(match &self.netns {
+            Some(ns) => FerryRun::start_in_netns(ns, "node", &config, &log),
+            None => FerryRun::start_command("node", &config, &log),
+        });
+    }
+
+    /// Replaces `from` with `to` in its task file (before it starts): the test points it
+    /// at another address.
+    pub(crate) fn rewrite_config(&self, from: &str, to: &str) {
+        let file = self.config();
+        let text = std::fs::read_to_string(&file).expect("task file");
+        let changed = text.replace(from, to);
+        assert_ne!(changed, text, "{from} is not in {}", file.display());
+        std::fs::write(&file, changed).expect("rewrite task file");
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -293,7 +309,7 @@ fn cluster(root: &Path, sites: &[&str], nats: &str, ttl: Duration, db: &str, tas
             let id = format!("{task}-n{}", i + 1);
             let port = free_port();
             write_config(&dir, &id, site, port, (nats, ttl), db, task);
-            Member { id, dir, base: format!("http://127.0.0.1:{port}"), run: None }
+            Member { id, dir, base: format!("http://127.0.0.1:{port}"), run: None, netns: None }
         })
         .collect()
 }
@@ -370,6 +386,23 @@ impl Bed {
     }
 }
 
+/// The first node starts alone and takes the task (the target receives rows), then the
+/// second joins; the first's id.
+pub(crate) async fn first_alone_then_second(
+    http: &reqwest::Client,
+    members: &mut [Member],
+    task: &str,
+    ledger: &str,
+) -> String {
+    members[0].start();
+    let first = wait_owner(http, members, task, None, WAIT).await;
+    assert_eq!(first, members[0].id);
+    wait_target_past(ledger, 0, "the first owner").await;
+    members[1].start();
+    wait_joined(http, &members[1]).await;
+    first
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_at_the_target_s_site_waits_for_a_rebalance_to_get_the_task() {
     let bed = Bed::new(&["dc-a", "dc-b"]).await;
@@ -377,14 +410,9 @@ async fn a_node_at_the_target_s_site_waits_for_a_rebalance_to_get_the_task() {
     let mut members = bed.members();
     let http = crate::support::http_client(Duration::from_secs(5));
     let app = start_writer(&db);
-    // Alone, the node away from the target's site takes the task.
-    members[0].start();
-    let first = wait_owner(&http, &members, &task, None, WAIT).await;
-    assert_eq!(first, members[0].id);
-    wait_target_past(&ledger, 0, "the first owner").await;
-    // The node at the target's site joins and leaves the task where it is...
-    members[1].start();
-    wait_joined(&http, &members[1]).await;
+    // Alone, the node away from the target's site takes the task; the node at the
+    // target's site joins and leaves the task where it is...
+    let first = first_alone_then_second(&http, &mut members, &task, &ledger).await;
     assert_eq!(owner(&http, &members, &task).await.as_deref(), Some(first.as_str()), "the task moved unasked");
     // ...until a rebalance is asked (through that node's API).
     let out = crate::support::ferry(&["cluster", "rebalance", "--node", &members[1].base]);
@@ -607,29 +635,14 @@ async fn a_node_that_cannot_reach_an_endpoint_leaves_the_direction_to_one_that_c
     let (db, task, ledger) = (bed.db.clone(), bed.task.clone(), bed.ledger.clone());
     let mut members = bed.members();
     // The node at the target's site sees the target at a port where nothing listens.
-    let closed = free_port();
-    let file = members[0].config();
-    let text = std::fs::read_to_string(&file).expect("task file");
     let port_b = mysql_async::Opts::from_url(&shared_b()).expect("url of dc-b").tcp_port();
-    let cut = text.replace(&format!(":{port_b}\""), &format!(":{closed}\""));
-    assert_ne!(cut, text, "the target's port was rewritten");
-    std::fs::write(&file, cut).expect("rewrite task file");
+    members[0].rewrite_config(&format!(":{port_b}\""), &format!(":{}\"", free_port()));
     let http = crate::support::http_client(Duration::from_secs(5));
     members[0].start();
     wait_joined(&http, &members[0]).await;
-    // Alone and at the target's site, it still leaves the direction free.
-    let start = Instant::now();
-    let cut_off = loop {
-        let view = get_json(&http, &format!("{}/api/v1/cluster", members[0].base)).await;
-        let nodes = view.as_ref().and_then(|v| v["nodes"].as_array().cloned()).unwrap_or_default();
-        let me = nodes.iter().find(|n| n["id"] == members[0].id.as_str()).cloned();
-        if let Some(list) = me.and_then(|n| n["unreachable"].as_array().cloned()).filter(|l| !l.is_empty()) {
-            break list;
-        }
-        assert!(start.elapsed() < WAIT, "the node never said it cannot reach b; log:\n{}", tail(&members[0].log()));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    assert_eq!(cut_off, vec![Value::from("b")], "it names the endpoint it cannot reach");
+    // Alone and at the target's site, it still leaves the direction free; it names the
+    // endpoint it cannot reach.
+    wait_unreachable(&http, &members[0], &members[0], &["b"]).await;
     tokio::time::sleep(bed.ttl).await;
     assert_eq!(owner(&http, &members, &task).await, None, "a node that cannot reach the target took the direction");
     // A node away from the target's site, reaching both, takes it at once.
@@ -640,6 +653,94 @@ async fn a_node_that_cannot_reach_an_endpoint_leaves_the_direction_to_one_that_c
     let out = crate::support::ferry(&["cluster", "status", "--node", &members[1].base]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("cannot reach b"), "ferry cluster status:\n{text}");
+    stop_writer(app).await;
+    assert_all_arrived_once(&db, &ledger).await;
+    for m in &mut members {
+        m.kill();
+    }
+}
+
+/// How long a hand-over may take once the owner lost its way to an endpoint: its next
+/// probe is at most 10 s away (sooner when its direction retries the endpoint), then a
+/// round of its ownership loop gives the lease back and the other node takes it.
+const HANDOVER: Duration = Duration::from_secs(15);
+
+/// Polls `m`'s record (as `via` sees the cluster) until its `unreachable` list is `want`.
+pub(crate) async fn wait_unreachable(http: &reqwest::Client, via: &Member, m: &Member, want: &[&str]) {
+    let start = Instant::now();
+    loop {
+        let view = get_json(http, &format!("{}/api/v1/cluster", via.base)).await;
+        let nodes = view.as_ref().and_then(|v| v["nodes"].as_array().cloned()).unwrap_or_default();
+        let listed = nodes.iter().find(|n| n["id"] == m.id.as_str()).and_then(|n| n["unreachable"].as_array().cloned());
+        if listed.is_some_and(|l| l.iter().map(|v| v.as_str().unwrap_or_default()).eq(want.iter().copied())) {
+            return;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "{}'s record never said it cannot reach {want:?}; log:\n{}",
+            m.id,
+            tail(&m.log())
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The owner loses its way to the target while it runs the direction (its own relay to
+/// the target closes; the other node reaches the target directly): it stops the direction
+/// and gives the lease back, the other node takes it over within seconds and goes on from
+/// the target's checkpoint, and when the first node reaches the target again it leaves the
+/// direction where it is (no flapping).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_owner_that_loses_an_endpoint_hands_the_direction_over_and_does_not_take_it_back() {
+    use crate::support::relay::Relay;
+    let bed = Bed::new(&["dc-b", "dc-b"]).await;
+    let (db, task, ledger) = (bed.db.clone(), bed.task.clone(), bed.ledger.clone());
+    let mut members = bed.members();
+    // The first node reaches the target only through the test's relay.
+    let upstream = Relay::upstream_of(&shared_b());
+    let mut relay = Relay::start("127.0.0.1:0".parse().expect("address"), upstream).await;
+    members[0].rewrite_config(&format!("@{upstream}\""), &format!("@{}\"", relay.addr));
+    let http = crate::support::http_client(Duration::from_secs(5));
+    let app = start_writer(&db);
+    let first = first_alone_then_second(&http, &mut members, &task, &ledger).await;
+    // The owner must know a node that reaches both ends before it may hand over.
+    let start = Instant::now();
+    while !get_json(&http, &format!("{}/api/v1/cluster", members[0].base))
+        .await
+        .and_then(|v| v["nodes"].as_array().cloned())
+        .is_some_and(|n| n.iter().any(|n| n["id"] == members[1].id.as_str()))
+    {
+        assert!(start.elapsed() < WAIT, "{} never saw {}", members[0].id, members[1].id);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // The owner's way to the target goes.
+    let at_cut = count(&shared_b(), &ledger).await;
+    let cut = Instant::now();
+    relay.close().await;
+    let next = wait_owner(&http, &members[1..], &task, Some(&first), HANDOVER).await;
+    let handed = cut.elapsed();
+    assert_eq!(next, members[1].id);
+    wait_target_past(&ledger, at_cut, "the node that reaches the target").await;
+    wait_unreachable(&http, &members[1], &members[0], &["b"]).await;
+    let log = members[0].log();
+    assert!(
+        log.contains("cannot reach an endpoint of the direction: handing it to a node that can"),
+        "the owner did not hand the direction over; log:\n{}",
+        tail(&log)
+    );
+
+    // It reaches the target again, says so, and leaves the direction where it is for a
+    // few rounds of its ownership loop (one a second).
+    relay.reopen().await;
+    wait_unreachable(&http, &members[1], &members[0], &[]).await;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let now = owner(&http, &members[1..], &task).await;
+        assert_eq!(now.as_deref(), Some(next.as_str()), "the direction moved back; log:\n{}", tail(&members[0].log()));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("hand-over after the owner lost its way to the target: {handed:?}");
     stop_writer(app).await;
     assert_all_arrived_once(&db, &ledger).await;
     for m in &mut members {

@@ -10,6 +10,7 @@ mod clock_skew;
 mod cluster_failover;
 mod cluster_lease;
 mod cluster_nats_outage;
+mod cluster_partition;
 mod console_e2e;
 mod console_habits;
 mod console_trust;

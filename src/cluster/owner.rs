@@ -95,6 +95,8 @@ pub struct Owner {
     paused: HashSet<String>,
     /// A rebalance was asked: the next round hands directions over.
     rebalance_next: bool,
+    /// A renewal of this round went unanswered (NATS out of reach).
+    unanswered: bool,
 }
 
 impl Owner {
@@ -121,6 +123,7 @@ impl Owner {
             rebalanced: 0,
             paused: HashSet::new(),
             rebalance_next: false,
+            unanswered: false,
         }
     }
 
@@ -157,20 +160,40 @@ impl Owner {
         }
         self.reap().await;
         self.publish_held();
-        // What the next round acts on. Each read is bounded: listing a bucket's keys
-        // waits for messages that a lost connection never brings, and the next round's
-        // renewals must not wait for it.
-        let limit = super::connect::request_timeout(self.setup.ttl);
-        self.rebalance_next = tokio::time::timeout(limit, self.rebalance_asked()).await.unwrap_or(false);
-        match tokio::time::timeout(limit, paused::all(&self.setup.paused)).await {
-            Ok(Ok(p)) => self.paused = p.into_keys().collect(),
-            // The last known pauses stand until the bucket answers again.
-            Ok(Err(e)) => warn!(error = %e, "could not read the paused tasks"),
-            Err(_) => warn!("reading the paused tasks timed out"),
+        // A direction retrying an endpoint may have lost its way to it: probe soon, so a
+        // node cut off from it hands the direction over in seconds, not at the next probe.
+        let retrying = self
+            .slots
+            .iter()
+            .filter_map(|s| s.running.as_ref()?.engine.as_ref())
+            .any(|e| e.metrics().iter().any(|m| m.state() == crate::engine::metrics::DirectionState::Retrying));
+        if retrying {
+            self.setup.reach.probe_soon();
         }
-        // A rebalance judges by the nodes as they are now, not as last read.
-        if self.rebalance_next || self.last_announce.is_none_or(|t| t.elapsed() >= ANNOUNCE) {
-            self.announce().await;
+        // NATS did not answer a renewal: the reads below would not be answered either,
+        // and would only hold back the next attempt, which must come before the lease
+        // runs out (or the direction must stop first).
+        if std::mem::take(&mut self.unanswered) {
+            return;
+        }
+        // What the next round acts on, bounded all together: listing a bucket's keys waits
+        // for messages that a lost connection never brings, and a cut-off node's next
+        // renewal must come in time to stop its directions before their leases run out.
+        let limit = super::connect::request_timeout(self.setup.ttl);
+        let reads = async {
+            self.rebalance_next = self.rebalance_asked().await;
+            match paused::all(&self.setup.paused).await {
+                Ok(p) => self.paused = p.into_keys().collect(),
+                // The last known pauses stand until the bucket answers again.
+                Err(e) => warn!(error = %e, "could not read the paused tasks"),
+            }
+            // A rebalance judges by the nodes as they are now, not as last read.
+            if self.rebalance_next || self.last_announce.is_none_or(|t| t.elapsed() >= ANNOUNCE) {
+                self.announce().await;
+            }
+        };
+        if tokio::time::timeout(limit, reads).await.is_err() {
+            warn!(limit_ms = limit.as_millis(), "the cluster's buckets did not answer in time; the leases go first");
         }
     }
 
@@ -197,13 +220,10 @@ impl Owner {
         if let Err(e) = members::announce(&self.setup.members, &me).await {
             warn!(error = %e, "could not announce this node to the cluster");
         }
-        // The write above is one request (bounded by the JetStream timeout); the listing
-        // is bounded here.
-        let limit = super::connect::request_timeout(self.setup.ttl);
-        match tokio::time::timeout(limit, members::all(&self.setup.members)).await {
-            Ok(Ok(peers)) => self.peers = peers,
-            Ok(Err(e)) => warn!(error = %e, "could not read the cluster's nodes"),
-            Err(_) => warn!("listing the cluster's nodes timed out"),
+        // Bounded by the caller, with the round's other reads.
+        match members::all(&self.setup.members).await {
+            Ok(peers) => self.peers = peers,
+            Err(e) => warn!(error = %e, "could not read the cluster's nodes"),
         }
         self.last_announce = Some(Instant::now());
     }
@@ -280,7 +300,27 @@ impl Owner {
             if !changed && run.renewed.elapsed() < ttl / 3 {
                 return Ok(());
             }
-            let renewed = lease::renew(&self.setup.leases, &slot.key, &run.held).await;
+            // The direction must stop before its lease can run out on the servers (a TTL
+            // after its last renewal): by `stop_at`, a sixth of the TTL earlier. No attempt
+            // runs past that point, and one made after it stops the direction first.
+            let stop_at = ttl - ttl / 6;
+            let left = stop_at.saturating_sub(run.renewed.elapsed());
+            if left.is_zero() {
+                if let Some(engine) = run.engine.take() {
+                    warn!(direction = %slot.candidate.spec.id, "the cluster lease could not be renewed in time; stopping the direction until it can");
+                    engine.stop();
+                    self.errors.extend(engine.join().await);
+                }
+                run.lapsed = true;
+            }
+            let limit = super::connect::request_timeout(ttl);
+            let budget = if left.is_zero() { limit } else { left.min(limit) };
+            let renewed =
+                match tokio::time::timeout(budget, lease::renew(&self.setup.leases, &slot.key, &run.held)).await {
+                    Ok(r) => r,
+                    Err(e) => Err(ClusterError::nats(format!("renewing lease {}", slot.key), e)),
+                };
+            self.unanswered |= renewed.is_err();
             match renewed {
                 Ok(Some(held)) => {
                     run.held = held;
@@ -294,11 +334,10 @@ impl Owner {
                         }
                     }
                 }
-                // Not answered (a NATS server died, its streams elect a new leader):
-                // the lease still stands on the servers until a TTL after its last
-                // renewal, so try again next second while another unanswered attempt
-                // would still end with a sixth of it left.
-                Err(e) if run.renewed.elapsed() + super::connect::request_timeout(ttl) < ttl - ttl / 6 => {
+                // Not answered (NATS out of reach, or a NATS server died and its streams
+                // elect a new leader): the lease still stands on the servers until a TTL
+                // after its last renewal, so try again next round until `stop_at`.
+                Err(e) if run.renewed.elapsed() < stop_at => {
                     warn!(direction = %slot.candidate.spec.id, error = %e, "could not renew the cluster lease; trying again while it lasts");
                 }
                 // Unanswered until the lease nearly ran out: stop the direction, but keep

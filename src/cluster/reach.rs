@@ -21,18 +21,32 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often every endpoint is probed again.
 const PROBE_EVERY: Duration = Duration::from_secs(10);
 
-/// The endpoints this node could not reach at the last probe, by name.
+/// The least time between two probes, also when one is asked for sooner.
+const PROBE_GAP: Duration = Duration::from_secs(2);
+
+/// The endpoints this node could not reach at the last probe, by name, and a way to ask
+/// for the next probe early.
 #[derive(Debug, Clone, Default)]
-pub struct Unreachable(Arc<Mutex<BTreeSet<String>>>);
+pub struct Unreachable {
+    names: Arc<Mutex<BTreeSet<String>>>,
+    soon: Arc<tokio::sync::Notify>,
+}
 
 impl Unreachable {
     /// The names as last probed.
     pub fn names(&self) -> BTreeSet<String> {
-        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+        self.names.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Asks for the next probe now rather than at its time (at most every [`PROBE_GAP`]):
+    /// a direction running here is retrying an endpoint, which may be out of this node's
+    /// reach, and the sooner that is known the sooner a node that reaches it takes over.
+    pub fn probe_soon(&self) {
+        self.soon.notify_one();
     }
 
     fn set(&self, names: BTreeSet<String>) {
-        if let Ok(mut s) = self.0.lock() {
+        if let Ok(mut s) = self.names.lock() {
             *s = names;
         }
     }
@@ -56,7 +70,8 @@ pub async fn probe(endpoints: &[Endpoint]) -> BTreeSet<String> {
 }
 
 /// Starts from `first` (what the node's start-up probe found), then probes every
-/// [`PROBE_EVERY`] in a task ended by `shutdown`.
+/// [`PROBE_EVERY`], or sooner when asked ([`Unreachable::probe_soon`]), in a task ended
+/// by `shutdown`.
 pub fn watch(
     endpoints: Vec<Endpoint>,
     first: BTreeSet<String>,
@@ -70,7 +85,13 @@ pub fn watch(
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(PROBE_EVERY) => {}
+                _ = tokio::time::sleep(PROBE_GAP) => {}
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = out.soon.notified() => {}
+                _ = tokio::time::sleep(PROBE_EVERY - PROBE_GAP) => {}
             }
             let now = tokio::select! {
                 biased;

@@ -7,9 +7,11 @@ pub mod caught_up;
 pub mod doris;
 pub mod kafka;
 pub mod mariadb;
+pub mod netns;
 pub mod node;
 pub mod postgres;
 pub mod redis;
+pub mod relay;
 pub mod s3;
 pub mod search;
 pub mod tls;
@@ -172,8 +174,20 @@ impl FerryRun {
 
     /// [`FerryRun::start_command`] with these environment variables (test hooks).
     pub fn start_with_env(command: &str, config: &Path, log: &Path, env: &[(&str, String)]) -> FerryRun {
+        FerryRun::spawn(Command::new(ferry_bin()), command, config, log, env)
+    }
+
+    /// [`FerryRun::start_command`] inside the network namespace `netns` (`ip netns exec`,
+    /// which execs ferry: the child's pid is ferry's).
+    pub fn start_in_netns(netns: &str, command: &str, config: &Path, log: &Path) -> FerryRun {
+        let mut ip = Command::new("ip");
+        ip.args(["netns", "exec", netns]).arg(ferry_bin());
+        FerryRun::spawn(ip, command, config, log, &[])
+    }
+
+    fn spawn(mut program: Command, command: &str, config: &Path, log: &Path, env: &[(&str, String)]) -> FerryRun {
         let err = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-        let child = Command::new(ferry_bin())
+        let child = program
             .args([command, "--config"])
             .arg(config)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -307,6 +321,16 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
 /// first: reqwest's rustls panics without one in a test that runs alone (in the whole
 /// suite another test usually installed it).
 pub fn http_client(timeout: Duration) -> reqwest::Client {
+    http_client_as(timeout, None)
+}
+
+/// [`http_client`] sending `token` as a bearer token with every request (nodes without
+/// tokens ignore it from loopback).
+pub fn http_client_as(timeout: Duration, token: Option<&str>) -> reqwest::Client {
     ferry::connector::tls_provider();
-    reqwest::Client::builder().timeout(timeout).build().expect("http client")
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {t}").parse().expect("header value"));
+    }
+    reqwest::Client::builder().timeout(timeout).default_headers(headers).build().expect("http client")
 }
