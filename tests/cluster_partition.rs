@@ -12,8 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::cluster_failover::{
-    Bed, TAKEOVER, WAIT, applied_by, assert_all_arrived_once, count, first_alone_then_second, get_json, lease_of,
-    nats_url, start_writer, stop_writer, tail, wait_owner, wait_target_past,
+    Bed, TAKEOVER, WAIT, applied_by, assert_all_arrived_once, count, first_alone_then_second, get_json, nats_url,
+    start_writer, stop_writer, tail, wait_lease, wait_owner, wait_target_past,
 };
 use crate::support::mariadb::{rows, shared_a, shared_b};
 use crate::support::netns::{Netns, require_root_and_ip};
@@ -63,7 +63,7 @@ async fn a_node_cut_off_from_nats_loses_its_lease_and_lands_nothing_after() {
     let app = start_writer(&db);
     // The node inside starts alone and takes the task; the node outside joins.
     let first = first_alone_then_second(&http, &mut members, &task, &ledger).await;
-    let tenure = lease_of(&http, &members[1], &task).await.and_then(|l| l["fencing"].as_u64()).expect("the tenure");
+    let tenure = wait_lease(&http, &members[1], &task).await["fencing"].as_u64().expect("the tenure");
 
     // The partition: the node inside loses NATS, not the databases.
     let cut = Instant::now();
@@ -71,7 +71,7 @@ async fn a_node_cut_off_from_nats_loses_its_lease_and_lands_nothing_after() {
     let next = wait_owner(&http, &members[1..], &task, Some(&first), TAKEOVER).await;
     let took = cut.elapsed();
     assert_eq!(next, members[1].id);
-    let lease = lease_of(&http, &members[1], &task).await.expect("the new owner's lease");
+    let lease = wait_lease(&http, &members[1], &task).await;
     assert!(
         lease["fencing"].as_u64().is_some_and(|f| f > tenure),
         "the new tenure's token is not past {tenure}: {lease}"
@@ -106,7 +106,7 @@ async fn a_node_cut_off_from_nats_loses_its_lease_and_lands_nothing_after() {
     assert_eq!(after, final_count, "the node inside applied changes after losing its lease");
     let holder = rows(&shared_b(), &format!("SELECT node FROM ferry.ferry_lease WHERE task = '{task}'")).await;
     assert_eq!(holder, vec![vec![next.clone()]], "the target's lease is the new owner's");
-    assert_eq!(lease_of(&http, &members[1], &task).await.map(|l| l["node"].clone()), Some(next.as_str().into()));
+    assert_eq!(wait_lease(&http, &members[1], &task).await["node"], next.as_str());
 
     eprintln!("takeover after the partition (lease TTL {:?}): {took:?}", bed.ttl);
     stop_writer(app).await;
