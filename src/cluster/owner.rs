@@ -179,7 +179,10 @@ impl Owner {
         // What the next round acts on, bounded all together: listing a bucket's keys waits
         // for messages that a lost connection never brings, and a cut-off node's next
         // renewal must come in time to stop its directions before their leases run out.
-        let limit = super::connect::request_timeout(self.setup.ttl);
+        // A third of the TTL: with renewals every third, the next attempt still comes
+        // well before the stop point on a busy machine, where four reads in one
+        // request's time (a quarter) were seen to time out and leave the view stale.
+        let limit = super::connect::request_timeout(self.setup.ttl).max(self.setup.ttl / 3);
         let reads = async {
             self.rebalance_next = self.rebalance_asked().await;
             match paused::all(&self.setup.paused).await {
