@@ -402,6 +402,9 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
             }
             match (s, t) {
                 (Some(s), t) => {
+                    // Every folder left on the stack holds this source path: not gone, only
+                    // unlisted (object stores list no folders).
+                    gone_dirs.clear();
                     if !self.handle(&s, t.as_ref(), m.as_ref(), Found::Rescan).await? {
                         return Ok(false);
                     }
