@@ -31,7 +31,7 @@ fn endpoint(dir: &Path) -> Endpoint {
 }
 
 /// Lifts the freezes the test leaves (else the folders stay mounted).
-struct Unfreeze(Vec<Endpoint>);
+pub struct Unfreeze(pub Vec<Endpoint>);
 
 impl Drop for Unfreeze {
     fn drop(&mut self) {

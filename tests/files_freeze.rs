@@ -22,7 +22,12 @@ async fn a_frozen_folder_refuses_new_writes_until_unfrozen() {
         password: None,
         ssh: Default::default(),
     };
-    let how = FreezeRequest { method: FreezeMethod::ReadOnly, exempt_users: Vec::new(), reason: "test".into() };
+    let how = FreezeRequest {
+        method: FreezeMethod::ReadOnly,
+        exempt_users: Vec::new(),
+        reason: "test".into(),
+        watch: Default::default(),
+    };
     let as_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
     if !as_root {
         let e = registry::freeze(&ep, &how).await.expect_err("needs root");

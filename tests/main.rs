@@ -21,6 +21,7 @@ mod cutover_mysql;
 mod cutover_node;
 mod cutover_refusals;
 mod cutover_sqlite;
+mod cutover_watched;
 mod doris_sink;
 mod files_freeze;
 mod files_sync;

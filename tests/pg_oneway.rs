@@ -404,6 +404,7 @@ async fn pg_freeze_makes_applications_read_only_proves_it_and_restores_exactly()
         method: ferry::model::FreezeMethod::ReadOnly,
         exempt_users: vec!["dba".into()],
         reason: "test".into(),
+        watch: Default::default(),
     };
     // An application session open before the freeze is ended by it.
     let mut open = connect(&app).await;

@@ -262,8 +262,12 @@ async fn pg_two_way_applies_into_a_frozen_side_and_uninstall_restores_the_tables
     assert_eq!(rows(&a, identity).await, vec![vec![Some("f".to_string())]], "two-way reads whole before-images");
 
     // a frozen: its application is refused, ferry still applies b's writes into it.
-    let how =
-        FreezeRequest { method: ferry::model::FreezeMethod::ReadOnly, exempt_users: Vec::new(), reason: "t".into() };
+    let how = FreezeRequest {
+        method: ferry::model::FreezeMethod::ReadOnly,
+        exempt_users: Vec::new(),
+        reason: "t".into(),
+        watch: Default::default(),
+    };
     let out = probe::freeze(&config.endpoints[0], &how).await.expect("freeze");
     assert!(matches!(&out.probe, Ok(Err(_))), "the freeze holds: {:?}", out.probe);
     let refused = sqlx::query("INSERT INTO orders VALUES (3, 3)").execute(&mut connect(&app_a).await).await;

@@ -77,7 +77,8 @@ async fn acl_list(c: &mut Client) -> Vec<String> {
     c.0.call(&["ACL", "LIST"]).await.expect("acl list").items().iter().filter_map(|l| l.text()).collect()
 }
 
-fn endpoint(url: String) -> Endpoint {
+/// An endpoint named `a` at `url`.
+pub fn endpoint(url: String) -> Endpoint {
     Endpoint {
         name: "a".into(),
         site: SiteId::new("a"),
@@ -96,7 +97,12 @@ async fn a_freeze_revokes_application_writes_and_restores_them_exactly() {
     admin.run("ACL SETUSER ops on >opspw ~* +@all").await;
     let before = acl_list(&mut admin).await;
     let ep = endpoint(server.url(0));
-    let how = FreezeRequest { method: FreezeMethod::Revoke, exempt_users: vec!["ops".into()], reason: "test".into() };
+    let how = FreezeRequest {
+        method: FreezeMethod::Revoke,
+        exempt_users: vec!["ops".into()],
+        reason: "test".into(),
+        watch: Default::default(),
+    };
     let out = registry::freeze(&ep, &how).await.expect("freeze");
     assert_eq!(out.count, 1, "app only: ops is exempt and ferry's own user keeps writing");
     let probe = out.probe.expect("probe ran");
@@ -118,7 +124,12 @@ async fn a_freeze_revokes_application_writes_and_restores_them_exactly() {
     assert!(registry::frozen_since(&ep).await.expect("read").is_none());
 
     // Without application users: writes pause (a write waits) until unfrozen.
-    let how = FreezeRequest { method: FreezeMethod::ReadOnly, exempt_users: Vec::new(), reason: "test".into() };
+    let how = FreezeRequest {
+        method: FreezeMethod::ReadOnly,
+        exempt_users: Vec::new(),
+        reason: "test".into(),
+        watch: Default::default(),
+    };
     let out = registry::freeze(&ep, &how).await.expect("freeze");
     assert!(out.probe.expect("probe").is_err_and(|m| m.contains("waits")));
     let mut writer = Client::new(&server.url(0), 0).await;

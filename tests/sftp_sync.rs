@@ -14,7 +14,7 @@ use crate::files_sync::{log_text, md5sum_check, run_killed_past_20_mib, run_once
 use crate::support::{FerryRun, ferry_within, wait_until};
 
 /// The testbed's SFTP server: (URL base, identity, known_hosts).
-fn server() -> (String, String, String) {
+pub fn server() -> (String, String, String) {
     let get = |k: &str| {
         std::env::var(k).unwrap_or_else(|_| {
             panic!("{k} is not set: start the testbed's sshd with `scripts/testbed start` and `eval \"$(scripts/testbed env)\"` (scripts/test does both)")
@@ -30,7 +30,7 @@ fn task(dir: &Path, src: &Path, dst: &str, known_hosts: &str, push: bool) -> Pat
 }
 
 /// [`task`] with extra task keys.
-fn task_with(dir: &Path, src: &Path, dst: &str, known_hosts: &str, push: bool, extra: &str) -> PathBuf {
+pub fn task_with(dir: &Path, src: &Path, dst: &str, known_hosts: &str, push: bool, extra: &str) -> PathBuf {
     let (base, identity, _) = server();
     let path = dir.join("task.toml");
     let text = format!(
@@ -58,7 +58,7 @@ fn tree_s(root: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn identical(src: &Path, dst: &Path, manifest: &Path) -> Result<(), String> {
+pub fn identical(src: &Path, dst: &Path, manifest: &Path) -> Result<(), String> {
     let (a, b) = (tree_s(src), tree_s(dst));
     if a != b {
         let only_a: Vec<_> = a.iter().filter(|(k, v)| b.get(*k) != Some(v)).take(5).collect();

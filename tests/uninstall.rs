@@ -1,8 +1,7 @@
 //! `ferry uninstall`: after a migration nothing of ferry's stays in the user's stores;
 //! refused while a task runs, confirmed by typing `uninstall` (or `--yes`), audited.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::support::mariadb::{Cleanup, admin, database, private_cutover_pair, rows};
@@ -30,17 +29,10 @@ async fn rows_of_t(path: &std::path::Path) -> i64 {
 
 /// `ferry uninstall` with `answer` typed at the prompt.
 fn uninstall_typing(config: &std::path::Path, answer: &str) -> std::process::Output {
-    let mut child = Command::new(ferry_bin())
-        .args(["uninstall", "--config"])
-        .arg(config)
-        .env("FERRY_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ferry runs");
-    child.stdin.take().expect("stdin").write_all(answer.as_bytes()).expect("type");
-    child.wait_with_output().expect("ferry ends")
+    crate::support::answering(
+        Command::new(ferry_bin()).args(["uninstall", "--config"]).arg(config).env("FERRY_LOG", "warn"),
+        answer.as_bytes(),
+    )
 }
 
 #[tokio::test]

@@ -102,6 +102,9 @@ pub struct FreezeRequest {
     pub exempt_users: Vec<String>,
     /// Recorded with the freeze, shown by `ferry status`.
     pub reason: String,
+    /// Stores whose writers ferry cannot refuse (object storage, SFTP): how long the
+    /// listing must stay unchanged for the freeze to hold (the task's `quiet_seconds`).
+    pub watch: std::time::Duration,
 }
 
 /// What a freeze did, before its proof is judged.
@@ -332,21 +335,38 @@ pub trait Connector: Sync {
     fn qualify(&self, _ep: &Endpoint, name: &TableName) -> TableName {
         name.clone()
     }
+    /// Whether its freeze is a watch ([`super::blob::quiesce`]): a store of blobs whose
+    /// writers ferry cannot refuse (object storage, SFTP).
+    fn freezes_by_watching(&self) -> bool {
+        false
+    }
     /// Freezer: stops application writes and tries a probe write as an application.
     fn freeze<'a>(
         &'a self,
         ep: &'a Endpoint,
-        _how: &'a FreezeRequest,
+        how: &'a FreezeRequest,
     ) -> BoxFuture<'a, Result<FreezeOutcome, ConnectorError>> {
-        Box::pin(async move { Err(unsupported(self.name(), ep, "a frozen endpoint (cutover)")) })
+        Box::pin(async move {
+            match self.freezes_by_watching() {
+                true => super::blob::quiesce::freeze(ep, self.name(), how.watch).await,
+                false => Err(unsupported(self.name(), ep, "a frozen endpoint (cutover)")),
+            }
+        })
     }
     /// Freezer: lifts a freeze of any method (idempotent).
     fn unfreeze<'a>(&'a self, ep: &'a Endpoint) -> BoxFuture<'a, Result<(), ConnectorError>> {
-        Box::pin(async move { Err(unsupported(self.name(), ep, "a frozen endpoint (cutover)")) })
+        Box::pin(async move {
+            match self.freezes_by_watching() {
+                true => super::blob::quiesce::unfreeze(ep),
+                false => Err(unsupported(self.name(), ep, "a frozen endpoint (cutover)")),
+            }
+        })
     }
     /// Freezer: since when (µs) the endpoint is frozen, if it is.
-    fn frozen_since<'a>(&'a self, _ep: &'a Endpoint) -> BoxFuture<'a, Result<Option<i64>, ConnectorError>> {
-        Box::pin(async { Ok(None) })
+    fn frozen_since<'a>(&'a self, ep: &'a Endpoint) -> BoxFuture<'a, Result<Option<i64>, ConnectorError>> {
+        Box::pin(
+            async move { Ok(self.freezes_by_watching().then(|| super::blob::quiesce::frozen_since(ep)).flatten()) },
+        )
     }
 }
 

@@ -374,8 +374,22 @@ impl LocalNode {
             .flat_map(|t| t.cutover.exempt_users.iter().cloned())
             .collect();
         if freeze {
-            let how =
-                FreezeRequest { method: FreezeMethod::ReadOnly, exempt_users, reason: format!("frozen by {actor}") };
+            // A watched freeze (objects, SFTP) watches as long as the longest quiet time
+            // of the endpoint's tasks asks.
+            let watch = self
+                .config
+                .tasks
+                .iter()
+                .filter(|t| t.from == ep.name || t.to == ep.name)
+                .map(|t| t.cutover.quiet_seconds)
+                .max()
+                .unwrap_or(5);
+            let how = FreezeRequest {
+                method: FreezeMethod::ReadOnly,
+                exempt_users,
+                reason: format!("frozen by {actor}"),
+                watch: std::time::Duration::from_secs(watch),
+            };
             crate::cutover::endpoint::freeze_with(ep, &how).await?;
         } else {
             registry::unfreeze(ep).await?;

@@ -25,6 +25,7 @@ pub async fn freeze(ep: &Endpoint, task: &Task, reason: &str) -> Result<Frozen, 
         method: task.cutover.freeze,
         exempt_users: task.cutover.exempt_users.clone(),
         reason: reason.to_string(),
+        watch: std::time::Duration::from_secs(task.cutover.quiet_seconds),
     };
     freeze_with(ep, &how).await
 }

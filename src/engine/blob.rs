@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::EngineError;
-use super::blob_lanes::{Lanes, Reply, fill};
+use super::blob_lanes::{Lanes, RangeReader, Reply, fill};
 use super::lease::{self, LEASE_TTL, Tenure};
 use super::metrics::{DirectionMetrics, DirectionState};
 use super::task::DirectionSpec;
@@ -36,6 +36,8 @@ const CHUNK: u64 = 4 << 20;
 /// Files at least this big have their partial write synced and checkpointed as it
 /// grows, so a crash resumes them where they stopped.
 const RESUMABLE: u64 = 16 << 20;
+/// Ranges of a big file read at once (each a connection to the source of its own).
+const RANGES: usize = 4;
 /// How often a pass records its position.
 const SAVE_EVERY: Duration = Duration::from_secs(2);
 /// How often hints are read.
@@ -82,6 +84,7 @@ pub async fn run(
         kind,
         tenure: Tenure::new(&spec.node_id, spec.lease_floor, held),
         lanes: Lanes::new(spec.workers.max(1) as usize, &spec.source, &spec.target),
+        ranges: RangeReader::new(&spec.source, RANGES),
         batch: Vec::new(),
         batch_bytes: 0,
         to_record: Vec::new(),
@@ -202,6 +205,8 @@ struct Runner<'a, S, K> {
     tenure: Tenure<'a>,
     /// Where small copies are prepared, several at once.
     lanes: Lanes,
+    /// Where a big copy's ranges are read, several at once.
+    ranges: RangeReader,
     /// Small copies submitted to the lanes, in path order, not yet visible; their
     /// bytes.
     batch: Vec<(BlobMeta, Found, Reply)>,
@@ -402,6 +407,9 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
             }
             match (s, t) {
                 (Some(s), t) => {
+                    // Every folder left on the stack holds this source path: not gone, only
+                    // unlisted (object stores list no folders).
+                    gone_dirs.clear();
                     if !self.handle(&s, t.as_ref(), m.as_ref(), Found::Rescan).await? {
                         return Ok(false);
                     }
@@ -712,10 +720,10 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         if upload.written > 0 {
             info!(direction = %id, path = %s.path, at = upload.written, size = s.size, "resuming the copy where it stopped");
             // The hashes cover the whole content: read back what the source had up to there.
+            self.ranges.start(&s.path, 0, upload.written);
             let mut off = 0;
-            while off < upload.written {
-                let data = self.source.read_range(&s.path, off, CHUNK.min(upload.written - off)).await?;
-                if data.is_empty() {
+            while let Some(data) = self.ranges.next().await? {
+                if data.len() as u64 != CHUNK.min(upload.written - off) {
                     self.sink.abort(&upload).await?;
                     return Err(changed(&self.spec.source.name, &s.path).into());
                 }
@@ -727,6 +735,8 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         }
         let mut off = upload.written;
         let (mut flushed_at, mut saved_durable) = (upload.written, upload.durable);
+        // Ranges ahead are read at once; they come back in order.
+        self.ranges.start(&s.path, off, s.size);
         while off < s.size {
             if self.shutdown.is_cancelled() {
                 if s.size >= RESUMABLE {
@@ -736,8 +746,8 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                 }
                 return Ok(false);
             }
-            let data = self.source.read_range(&s.path, off, CHUNK.min(s.size - off)).await?;
-            if data.is_empty() {
+            let data = self.ranges.next().await?.unwrap_or_default();
+            if data.len() as u64 != CHUNK.min(s.size - off) {
                 self.sink.abort(&upload).await?;
                 return Err(changed(&self.spec.source.name, &s.path).into());
             }

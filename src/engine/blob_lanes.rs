@@ -6,10 +6,11 @@
 //! The lanes are owned by [`Lanes`]: dropping it closes their queue, and each stops
 //! after the job in hand (a partial write it leaves is truncated by the next copy).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::blob::{Hasher, changed};
 use crate::connector::blob::dynamic::{DynBlobSink, DynBlobSource};
@@ -157,4 +158,101 @@ pub async fn fill<S: BlobSource, K: BlobSink>(
         off += data.len() as u64;
     }
     Ok(())
+}
+
+/// Ranges of one big blob read ahead, several at once, each over a source connection
+/// of its own (parallel ranged GETs on a bucket; reads overlapping the hashing and
+/// writing on a folder), handed back in order, so the hashes are computed over the
+/// content in order and a partial write grows from its start. Owned by the direction
+/// that copies: starting another range or dropping it aborts the reads in flight.
+pub struct RangeReader {
+    endpoint: Endpoint,
+    width: usize,
+    /// Connections not reading now (a read in flight owns its own).
+    spare: Vec<Box<dyn DynBlobSource>>,
+    inflight: VecDeque<JoinHandle<(Box<dyn DynBlobSource>, Result<Vec<u8>, ConnectorError>)>>,
+    path: String,
+    next: u64,
+    end: u64,
+}
+
+impl RangeReader {
+    /// Up to `width` reads at once from `endpoint` (connections opened on first use).
+    pub fn new(endpoint: &Endpoint, width: usize) -> RangeReader {
+        RangeReader {
+            endpoint: endpoint.clone(),
+            width: width.max(1),
+            spare: Vec::new(),
+            inflight: VecDeque::new(),
+            path: String::new(),
+            next: 0,
+            end: 0,
+        }
+    }
+
+    /// Reads `path` from `from` to `to` next, in [`CHUNK`]s; reads of an earlier range
+    /// still in flight are dropped (their connections with them).
+    pub fn start(&mut self, path: &str, from: u64, to: u64) {
+        self.abort();
+        self.path = path.to_string();
+        self.next = from;
+        self.end = to;
+    }
+
+    /// The next chunk in order (shorter than asked: the blob became shorter); `None`
+    /// once the range is read.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, ConnectorError> {
+        self.fill().await?;
+        let Some(read) = self.inflight.pop_front() else { return Ok(None) };
+        let (source, data) = read.await.map_err(|e| ConnectorError::Blob {
+            endpoint: self.endpoint.name.clone(),
+            what: "a range read stopped:".into(),
+            path: self.path.clone(),
+            source: Box::new(std::io::Error::other(e.to_string())),
+            kind: ErrorKind::Runtime,
+            fix: Some("ferry retries the pass; report this as a bug if it persists".into()),
+        })?;
+        self.spare.push(source);
+        let data = data?;
+        self.fill().await?;
+        Ok(Some(data))
+    }
+
+    async fn fill(&mut self) -> Result<(), ConnectorError> {
+        while self.inflight.len() < self.width && self.next < self.end {
+            let mut source = match self.spare.pop() {
+                Some(s) => s,
+                None => registry::open_blob_source(&self.endpoint, true).await?,
+            };
+            let (path, off, len) = (self.path.clone(), self.next, CHUNK.min(self.end - self.next));
+            self.next += len;
+            self.inflight.push_back(tokio::spawn(async move {
+                // A store may answer a read with less than asked (SFTP): read on to the end.
+                let mut buf: Vec<u8> = Vec::new();
+                while (buf.len() as u64) < len {
+                    let at = off + buf.len() as u64;
+                    match DynBlobSource::read_range(source.as_mut(), &path, at, len - buf.len() as u64).await {
+                        Ok(d) if d.is_empty() => break,
+                        Ok(d) if buf.is_empty() => buf = d,
+                        Ok(d) => buf.extend_from_slice(&d),
+                        Err(e) => return (source, Err(e)),
+                    }
+                }
+                (source, Ok(buf))
+            }));
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self) {
+        for read in self.inflight.drain(..) {
+            read.abort();
+        }
+    }
+}
+
+impl Drop for RangeReader {
+    fn drop(&mut self) {
+        self.abort();
+    }
 }

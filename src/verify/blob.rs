@@ -232,6 +232,9 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
             (None, Some(t)) => t.path.clone(),
             (Some(s), Some(t)) => s.path.clone().min(t.path.clone()),
         };
+        // A folder on the target holding what the source holds under that prefix is
+        // implied by it (object stores list no folders): the source's next path is inside it.
+        let implied = s.as_ref().is_some_and(|m| m.path != path && m.path.starts_with(&path) && path.ends_with('/'));
         let s = s.filter(|m| m.path == path);
         let t = t.filter(|m| m.path == path);
         if s.is_some() {
@@ -244,6 +247,7 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
         let reason = match (&s, &t) {
             (Some(s), _) if !tree && s.kind != BlobKind::File => None,
             (Some(_), None) => Some("missing on the target".to_string()),
+            (None, Some(t)) if implied && t.kind == BlobKind::Dir => None,
             (None, Some(_)) => Some("only on the target (gone from the source)".to_string()),
             (Some(s), Some(t)) if !opts.quick && full_read(s, t, keeps_mtime) => {
                 // Read later, with other pairs at once; the manifest line comes from there.

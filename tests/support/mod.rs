@@ -334,3 +334,13 @@ pub fn http_client_as(timeout: Duration, token: Option<&str>) -> reqwest::Client
     }
     reqwest::Client::builder().timeout(timeout).default_headers(headers).build().expect("http client")
 }
+
+/// Runs `cmd` with `input` typed on its standard input; its output.
+pub fn answering(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("ferry runs");
+    child.stdin.take().expect("stdin").write_all(input).expect("type");
+    child.wait_with_output().expect("ferry ends")
+}

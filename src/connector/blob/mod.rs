@@ -14,6 +14,7 @@
 //! merge as sorted streams.
 
 pub mod dynamic;
+pub mod quiesce;
 pub mod state;
 
 use std::future::Future;

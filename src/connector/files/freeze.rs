@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{root_of, running_as_root};
+use crate::connector::blob::quiesce::own_file;
 use crate::connector::endpoint::Endpoint;
 use crate::connector::registry::FreezeOutcome;
 use crate::connector::{ConnectorError, ErrorKind};
@@ -26,11 +27,7 @@ fn since_file(root: &Path) -> PathBuf {
 
 /// `<ferry's data folder>/freeze/<hash of root>.<ext>`.
 fn own_path(root: &Path, ext: &str) -> PathBuf {
-    let base = directories::ProjectDirs::from("", "", "ferry")
-        .map(|d| d.data_local_dir().to_path_buf())
-        .unwrap_or_else(|| std::env::temp_dir().join("ferry"));
-    let id = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
-    base.join("freeze").join(format!("{}.{ext}", &id.as_str()[..16]))
+    own_file(root.as_os_str().as_encoded_bytes(), ext)
 }
 
 /// Where ferry itself writes into a frozen folder: a writable bind mount of it made

@@ -135,4 +135,7 @@ impl Connector for Store {
             }
         })
     }
+    fn freezes_by_watching(&self) -> bool {
+        true
+    }
 }

@@ -4,7 +4,7 @@
 //! inside the state file's fenced transaction, with the manifest line (source stat,
 //! hashes, the object's ETag).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 
 use futures_util::stream::{self, StreamExt};
@@ -18,6 +18,11 @@ pub use crate::connector::blob::{MIN_PART, part_size};
 
 /// Single-request uploads a batch keeps in flight at once.
 const PUTS_IN_FLIGHT: usize = 16;
+/// Parts of one multipart upload sent at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// A part being sent: its ETag when done.
+type PartSend = tokio::task::JoinHandle<Result<String, ConnectorError>>;
 
 /// A bucket prefix as a target.
 pub struct S3Sink {
@@ -26,6 +31,17 @@ pub struct S3Sink {
     state: Option<BlobState>,
     /// Bytes not yet sent, per upload handle.
     buffers: HashMap<String, Vec<u8>>,
+    /// Parts being sent, in order, per upload handle; owned here, aborted when their
+    /// upload is or the sink is dropped.
+    sending: HashMap<String, VecDeque<PartSend>>,
+}
+
+impl Drop for S3Sink {
+    fn drop(&mut self) {
+        for part in self.sending.values().flatten() {
+            part.abort();
+        }
+    }
 }
 
 /// The local state file of a bucket target: `state=` in the URL, else ferry's data folder.
@@ -40,7 +56,40 @@ impl S3Sink {
     /// A sink over a client.
     pub fn new(client: S3Client) -> S3Sink {
         let state_path = state_path(&client);
-        S3Sink { client, state_path, state: None, buffers: HashMap::new() }
+        S3Sink { client, state_path, state: None, buffers: HashMap::new(), sending: HashMap::new() }
+    }
+
+    /// Waits for the oldest parts in flight of an upload: all of them with `all`, else
+    /// those already done and as many more as keep at most `PARTS_IN_FLIGHT - 1` in
+    /// flight. `durable` covers only parts done in order from the first, which is what
+    /// a resume keeps (ListParts from part 1 on).
+    async fn settle(&mut self, upload: &mut BlobUpload, all: bool) -> Result<(), ConnectorError> {
+        let part = part_size(upload.size);
+        let Some(queue) = self.sending.get_mut(&upload.handle) else { return Ok(()) };
+        while let Some(front) = queue.front() {
+            if !all && !front.is_finished() && queue.len() < PARTS_IN_FLIGHT {
+                break;
+            }
+            let Some(send) = queue.pop_front() else { break };
+            let sent = send.await.map_err(|e| ConnectorError::Blob {
+                endpoint: self.client.endpoint.clone(),
+                what: "a part upload stopped:".into(),
+                path: upload.path.clone(),
+                source: Box::new(std::io::Error::other(e.to_string())),
+                kind: crate::connector::ErrorKind::Runtime,
+                fix: Some("ferry retries the copy (it resumes through ListParts)".into()),
+            })?;
+            sent?;
+            upload.durable += part;
+        }
+        Ok(())
+    }
+
+    /// Drops the parts in flight of an upload.
+    fn drop_sending(&mut self, handle: &str) {
+        for part in self.sending.remove(handle).into_iter().flatten() {
+            part.abort();
+        }
     }
 
     /// Records a manifest line inside an already fenced transaction, then commits.
@@ -135,16 +184,21 @@ impl BlobSink for S3Sink {
         while self.buffers.get(&upload.handle).is_some_and(|b| b.len() as u64 >= part) {
             let Some(buf) = self.buffers.get_mut(&upload.handle) else { break };
             let chunk: Vec<u8> = buf.drain(..part as usize).collect();
-            let n = u16::try_from(upload.durable / part + 1).unwrap_or(u16::MAX);
-            self.client.upload_part(&upload.path, &id, n, chunk).await?;
-            upload.durable += part;
+            // Sent in the background, several at once; numbered after those done and
+            // those in flight.
+            self.settle(upload, false).await?;
+            let queue = self.sending.entry(upload.handle.clone()).or_default();
+            let n = u16::try_from(upload.durable / part + queue.len() as u64 + 1).unwrap_or(u16::MAX);
+            let (client, path, id) = (self.client.clone(), upload.path.clone(), id.clone());
+            queue.push_back(tokio::spawn(async move { client.upload_part(&path, &id, n, chunk).await }));
         }
         Ok(())
     }
 
-    async fn flush(&mut self, _upload: &mut BlobUpload) -> Result<(), ConnectorError> {
-        // Parts are durable once uploaded; what is buffered waits for a whole part.
-        Ok(())
+    async fn flush(&mut self, upload: &mut BlobUpload) -> Result<(), ConnectorError> {
+        // Parts are durable once uploaded; what is buffered waits for a whole part. The
+        // parts in flight go on: only those done count.
+        self.settle(upload, false).await
     }
 
     async fn finish(
@@ -170,9 +224,15 @@ impl BlobSink for S3Sink {
                 entry.target = Some(etag);
             }
             Some(id) => {
+                let settled = self.settle(&mut upload, true).await;
+                self.drop_sending(&upload.handle);
+                settled?;
                 let part = part_size(upload.size);
-                if !rest.is_empty() || upload.durable == 0 {
-                    let n = u16::try_from(upload.durable / part + 1).unwrap_or(u16::MAX);
+                // Numbered after every whole part sent (by this sink or by the lane that
+                // handed the upload over, whose `durable` this copy may not have seen).
+                let whole = (upload.written - rest.len() as u64) / part;
+                if !rest.is_empty() || whole == 0 {
+                    let n = u16::try_from(whole + 1).unwrap_or(u16::MAX);
                     upload.durable += rest.len() as u64;
                     self.client.upload_part(&upload.path, &id, n, rest).await?;
                 }
@@ -259,6 +319,10 @@ impl BlobSink for S3Sink {
     }
 
     async fn hand_over(&mut self, upload: &BlobUpload) -> Result<Vec<u8>, ConnectorError> {
+        // The parts in flight are this sink's: sent before another sink completes it.
+        let settled = self.settle(&mut upload.clone(), true).await;
+        self.drop_sending(&upload.handle);
+        settled?;
         Ok(self.buffers.remove(&upload.handle).unwrap_or_default())
     }
 
@@ -268,6 +332,7 @@ impl BlobSink for S3Sink {
 
     async fn abort(&mut self, upload: &BlobUpload) -> Result<(), ConnectorError> {
         self.buffers.remove(&upload.handle);
+        self.drop_sending(&upload.handle);
         if let Some(id) = upload_id(&upload.handle) {
             self.client.abort(&upload.path, id).await?;
         }

@@ -126,4 +126,7 @@ impl Connector for Store {
             sink.await.err().map(|e| e.to_string()).into_iter().collect()
         })
     }
+    fn freezes_by_watching(&self) -> bool {
+        true
+    }
 }
