@@ -98,19 +98,19 @@ async fn pg_copy_chunks_replace_their_key_range_on_a_postgres_target() {
     let s = every_type_table(&a, &b, "pgcopyin", &mut cleanup_a, &mut cleanup_b).await;
     let (mut src, table) = source(&a, &s, true).await;
     let ep_b = PgEndpoint::new("b", SiteId::new("b"), &b).expect("url");
-    // Created by one sink, which stops before copying (the table is keyless until its
-    // first copy is done), then opened again: the keys are built at once, so rows others
-    // wrote meanwhile are replaced by key like everywhere else.
+    // Created by one sink (keyless until its first copy is done), then opened again with
+    // rows already in it: the keys are built at once, so those rows are replaced by key
+    // like everywhere else.
     let mut first = PgSink::open(ep_b.clone()).await.expect("sink");
     first.prepare().await.expect("prepare");
     first.ensure_tables(std::slice::from_ref(&table)).await.expect("target table");
     drop(first);
-    let mut sink = PgSink::open(ep_b).await.expect("sink");
-    sink.ensure_tables(std::slice::from_ref(&table)).await.expect("target table, again");
     let t = format!("\"{s}\".all_types");
     // Already on the target: a stale copy of a source row, and rows the source does not
     // have, inside the first chunk's range and after the last key.
     exec(&b, &format!("INSERT INTO {t} (id, tx) VALUES (1, 'stale'), (5, 'extra'), (99, 'extra')")).await;
+    let mut sink = PgSink::open(ep_b).await.expect("sink");
+    sink.ensure_tables(std::slice::from_ref(&table)).await.expect("target table, again");
 
     let dir = DirectionId { task: format!("copytest_{s}"), from: "a".into(), to: "b".into() };
     cleanup_b.push(format!("DELETE FROM ferry.ferry_checkpoint WHERE task = '{}'", dir.task));
@@ -175,9 +175,14 @@ async fn pg_a_table_ferry_creates_gets_the_sources_keys_when_its_first_copy_is_d
     .await;
     let (mut src, table) = source(&a, &s, true).await;
     let ep_b = PgEndpoint::new("b", SiteId::new("b"), &b).expect("url");
+    // Prepared by one sink, copied by another (as the engine does): the empty table
+    // stays keyless.
+    let mut prepare = PgSink::open(ep_b.clone()).await.expect("sink");
+    prepare.prepare().await.expect("prepare");
+    prepare.ensure_tables(std::slice::from_ref(&table)).await.expect("target table");
+    drop(prepare);
     let mut sink = PgSink::open(ep_b.clone()).await.expect("sink");
-    sink.prepare().await.expect("prepare");
-    sink.ensure_tables(std::slice::from_ref(&table)).await.expect("target table");
+    sink.ensure_tables(std::slice::from_ref(&table)).await.expect("target table, again");
     assert!(constraints(&b, &t).await.is_empty(), "loaded without its keys");
     let recorded = format!("SELECT count(*)::text FROM ferry.ferry_deferred_key WHERE tbl = '\"{s}\".\"t\"'");
     assert_eq!(rows(&b, &recorded).await, [[Some("1".to_string())]], "the keys to build are recorded");

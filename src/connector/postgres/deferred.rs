@@ -91,6 +91,12 @@ impl Deferred {
         self.staged.clear();
     }
 
+    /// Takes over an empty table an earlier sink created keyless (the engine prepares
+    /// the target with one sink and copies with another): its copy has not begun.
+    pub fn adopt(&mut self, table: &TableName, alter: String) {
+        self.tables.insert(table.clone(), Keyless { alter, upto: None });
+    }
+
     /// Creates `t` (its target name) without its keys and records them, in one
     /// transaction; from now on this process copies into it keyless.
     pub async fn create(
@@ -151,4 +157,13 @@ pub async fn recorded(ep: &PgEndpoint, conn: &mut PgConnection) -> Result<HashMa
         .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
         .collect::<Result<_, sqlx::Error>>()
         .map_err(ep.error("reading the keys still to build (ferry.ferry_deferred_key)"))
+}
+
+/// Whether the table holds no row.
+pub async fn is_empty(ep: &PgEndpoint, conn: &mut PgConnection, table: &TableName) -> Result<bool, ConnectorError> {
+    let sql = format!("SELECT NOT EXISTS (SELECT 1 FROM {})", qualified(table));
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(ep.error(format!("checking whether {table} is empty")))
 }

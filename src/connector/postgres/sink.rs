@@ -642,14 +642,19 @@ impl Sink for PgSink {
             self.targets.remove(&name);
             match schema::describe_loose(&self.ep, &mut self.conn, &name).await? {
                 Some(existing) => {
-                    // Created keyless by a process that stopped before the copy was
-                    // done: the copy goes on with the keys (it may re-copy a range).
+                    // Created keyless by an earlier sink: still empty, its copy has not
+                    // begun and goes on keyless; else that copy stopped midway and goes
+                    // on with the keys (it may re-copy a range).
                     if !self.deferred.is_keyless(&name)
                         && let Some(alter) = recorded.remove(&qualified(&name))
                     {
-                        tracing::info!(endpoint = %self.ep.name, table = %name, "the table's first copy stopped before its keys were built: building them now");
-                        deferred::add_keys(&self.ep, &mut self.conn, &name, &alter).await?;
-                        self.targets.remove(&name);
+                        if deferred::is_empty(&self.ep, &mut self.conn, &name).await? {
+                            self.deferred.adopt(&name, alter);
+                        } else {
+                            tracing::info!(endpoint = %self.ep.name, table = %name, "the table's first copy stopped before its keys were built: building them now");
+                            deferred::add_keys(&self.ep, &mut self.conn, &name, &alter).await?;
+                            self.targets.remove(&name);
+                        }
                     }
                     for c in &t.columns {
                         if existing.column_index(&c.name).is_none() {
