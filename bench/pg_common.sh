@@ -35,3 +35,19 @@ free_port() { # first free port from $1 upwards
 
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+
+# pg_cpu NAME: CPU seconds the cluster NAME used so far (its postmaster, the backends it
+# reaped, and those still running): a measure of server work that holds on a busy machine.
+pg_cpu() {
+    local pid ticks
+    pid=$(head -1 "$WORK/$1/postmaster.pid")
+    ticks=$(awk '{ t += $14 + $15 } END { print t }' $(for c in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do echo /proc/"$c"/stat; done) /dev/null 2>/dev/null)
+    ticks=$((ticks + $(awk '{ print $14 + $15 + $16 + $17 }' /proc/"$pid"/stat)))
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+}
+
+# proc_cpu PID: CPU seconds a running process used so far.
+proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' /proc/"$1"/stat; }
+
+# delta A B: B - A, two decimals.
+delta() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }

@@ -1,18 +1,32 @@
 //! PostgreSQL's first copy through an exported snapshot and COPY, against the testbed's
 //! real clusters: chunks read by COPY decode to exactly the values the row reader
 //! gives, for every type; chunks handed to a PostgreSQL target undecoded replace their
-//! key range there (stale and extra rows in the range go, nothing doubles).
+//! key range there (stale and extra rows in the range go, nothing doubles); a table
+//! ferry creates gets its keys once its first copy is done, or at the next start.
 
 use std::sync::Arc;
 
 use ferry::connector::postgres::sink::PgSink;
 use ferry::connector::postgres::source::{PgSource, rows_after};
 use ferry::connector::postgres::{PgEndpoint, schema::describe};
-use ferry::connector::{ApplyBatch, Checkpoint, DirectionId, Sink, SnapshotRows, Source};
+use ferry::connector::{ApplyBatch, Checkpoint, DirectionId, NativeRows, Sink, SnapshotRows, Source};
 use ferry::model::{SiteId, TableName, TableSchema, same_row};
 
 use crate::pg_oneway::{ALL_TYPES, assert_same_table, rows_sql};
-use crate::support::postgres::{Cleanup, exec, schema, shared_a, shared_b};
+use crate::support::postgres::{Cleanup, exec, rows, schema, shared_a, shared_b};
+
+/// A batch of one snapshot chunk (COPY text) and nothing else.
+fn chunk_batch(table: &Arc<TableSchema>, native: Option<NativeRows>) -> ApplyBatch {
+    ApplyBatch {
+        txns: Vec::new(),
+        snapshot: Some(SnapshotRows { table: table.clone(), rows: Vec::new(), versions: None, native }),
+        checkpoint: Checkpoint::default(),
+        conflicts: None,
+        one_by_one: false,
+        commit: true,
+        fence: None,
+    }
+}
 
 /// A source reading `table` of `url` for a direction named after `stream`.
 async fn source(url: &str, stream: &str, native: bool) -> (PgSource, Arc<TableSchema>) {
@@ -84,13 +98,19 @@ async fn pg_copy_chunks_replace_their_key_range_on_a_postgres_target() {
     let s = every_type_table(&a, &b, "pgcopyin", &mut cleanup_a, &mut cleanup_b).await;
     let (mut src, table) = source(&a, &s, true).await;
     let ep_b = PgEndpoint::new("b", SiteId::new("b"), &b).expect("url");
-    let mut sink = PgSink::open(ep_b).await.expect("sink");
-    sink.prepare().await.expect("prepare");
-    sink.ensure_tables(std::slice::from_ref(&table)).await.expect("target table");
+    // Created by one sink (keyless until its first copy is done), then opened again with
+    // rows already in it: the keys are built at once, so those rows are replaced by key
+    // like everywhere else.
+    let mut first = PgSink::open(ep_b.clone()).await.expect("sink");
+    first.prepare().await.expect("prepare");
+    first.ensure_tables(std::slice::from_ref(&table)).await.expect("target table");
+    drop(first);
     let t = format!("\"{s}\".all_types");
     // Already on the target: a stale copy of a source row, and rows the source does not
     // have, inside the first chunk's range and after the last key.
     exec(&b, &format!("INSERT INTO {t} (id, tx) VALUES (1, 'stale'), (5, 'extra'), (99, 'extra')")).await;
+    let mut sink = PgSink::open(ep_b).await.expect("sink");
+    sink.ensure_tables(std::slice::from_ref(&table)).await.expect("target table, again");
 
     let dir = DirectionId { task: format!("copytest_{s}"), from: "a".into(), to: "b".into() };
     cleanup_b.push(format!("DELETE FROM ferry.ferry_checkpoint WHERE task = '{}'", dir.task));
@@ -101,20 +121,7 @@ async fn pg_copy_chunks_replace_their_key_range_on_a_postgres_target() {
         let chunk = src.read_chunk(&table, after.as_ref(), 5, false).await.expect("chunk");
         let native = chunk.native.clone().expect("a chunk for a PostgreSQL target comes as COPY text");
         assert!(chunk.rows.is_empty() && chunk.position.is_some());
-        let batch = ApplyBatch {
-            txns: Vec::new(),
-            snapshot: Some(SnapshotRows {
-                table: table.clone(),
-                rows: Vec::new(),
-                versions: None,
-                native: Some(native.clone()),
-            }),
-            checkpoint: Checkpoint::default(),
-            conflicts: None,
-            one_by_one: false,
-            commit: true,
-            fence: None,
-        };
+        let batch = chunk_batch(&table, Some(native.clone()));
         let report = sink.apply(&dir, &batch).await.expect("apply the chunk");
         assert_eq!(report.rows, native.count as u64);
         chunks += 1;
@@ -137,4 +144,85 @@ async fn pg_copy_chunks_replace_their_key_range_on_a_postgres_target() {
     let rows_b = rows_after(&ep_b, &mut conn_b, &schema_a, None, 100).await.expect("rows");
     assert_eq!(rows_a.len(), rows_b.len(), "extra rows on the target must go with their range");
     assert!(rows_a.iter().zip(&rows_b).all(|(x, y)| same_row(Some(x), Some(y))));
+}
+
+/// The primary and unique constraints of `table` on `url`, by name and definition.
+async fn constraints(url: &str, table: &str) -> Vec<Vec<Option<String>>> {
+    rows(
+        url,
+        &format!(
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = '{table}'::regclass AND contype IN ('p', 'u') ORDER BY 1"
+        ),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_table_ferry_creates_gets_the_sources_keys_when_its_first_copy_is_done() {
+    let (a, b) = (shared_a(), shared_b());
+    let (mut cleanup_a, mut cleanup_b) = (Cleanup::new(&a), Cleanup::new(&b));
+    let s = schema(&a, "pgkeys", &mut cleanup_a).await;
+    cleanup_b.push(format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE"));
+    let t = format!("\"{s}\".t");
+    exec(
+        &a,
+        &format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, code text NOT NULL UNIQUE, v text); \
+             INSERT INTO {t} SELECT i, 'c' || i, repeat('v', i) FROM generate_series(1, 12) i"
+        ),
+    )
+    .await;
+    let (mut src, table) = source(&a, &s, true).await;
+    let ep_b = PgEndpoint::new("b", SiteId::new("b"), &b).expect("url");
+    // Prepared by one sink, copied by another (as the engine does): the empty table
+    // stays keyless.
+    let mut prepare = PgSink::open(ep_b.clone()).await.expect("sink");
+    prepare.prepare().await.expect("prepare");
+    prepare.ensure_tables(std::slice::from_ref(&table)).await.expect("target table");
+    drop(prepare);
+    let mut sink = PgSink::open(ep_b.clone()).await.expect("sink");
+    sink.ensure_tables(std::slice::from_ref(&table)).await.expect("target table, again");
+    assert!(constraints(&b, &t).await.is_empty(), "loaded without its keys");
+    let recorded = format!("SELECT count(*)::text FROM ferry.ferry_deferred_key WHERE tbl = '\"{s}\".\"t\"'");
+    assert_eq!(rows(&b, &recorded).await, [[Some("1".to_string())]], "the keys to build are recorded");
+
+    let dir = DirectionId { task: format!("keystest_{s}"), from: "a".into(), to: "b".into() };
+    cleanup_b.push(format!("DELETE FROM ferry.ferry_checkpoint WHERE task = '{}'", dir.task));
+    let mut after = None;
+    let mut chunks = 0;
+    loop {
+        let chunk = src.read_chunk(&table, after.as_ref(), 5, false).await.expect("chunk");
+        let native = chunk.native.clone().expect("COPY text");
+        let batch = chunk_batch(&table, Some(native.clone()));
+        sink.apply(&dir, &batch).await.expect("apply the chunk");
+        chunks += 1;
+        after = native.last.clone();
+        if native.upto.is_none() {
+            break;
+        }
+        assert!(constraints(&b, &t).await.is_empty(), "still keyless while the copy lasts");
+    }
+    assert_eq!(chunks, 3);
+    assert_eq!(
+        constraints(&b, &t).await,
+        constraints(&a, &t).await,
+        "the source's keys, named as the source names them"
+    );
+    assert_eq!(rows(&b, &recorded).await, [[Some("0".to_string())]], "nothing left to build");
+    assert_same_table(&a, &b, &TableName { schema: Some(s.clone()), name: "t".into() }).await;
+
+    // A copy that stops midway: the next start builds the keys before copying on.
+    exec(&b, &format!("DROP TABLE {t}")).await;
+    let mut sink = PgSink::open(ep_b.clone()).await.expect("sink");
+    sink.ensure_tables(std::slice::from_ref(&table)).await.expect("target table");
+    let chunk = src.read_chunk(&table, None, 5, false).await.expect("chunk");
+    let batch = chunk_batch(&table, chunk.native);
+    sink.apply(&dir, &batch).await.expect("apply the first chunk");
+    drop(sink);
+    assert!(constraints(&b, &t).await.is_empty());
+    let mut sink = PgSink::open(ep_b).await.expect("sink");
+    sink.ensure_tables(std::slice::from_ref(&table)).await.expect("target table, after a restart");
+    assert_eq!(constraints(&b, &t).await, constraints(&a, &t).await, "built at the next start");
+    assert_eq!(rows(&b, &recorded).await, [[Some("0".to_string())]]);
 }

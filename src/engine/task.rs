@@ -164,7 +164,10 @@ pub async fn run_direction(
             Err(e @ EngineError::Resync { .. }) if !shutdown.is_cancelled() => {
                 warn!(direction = %spec.id, "{e}");
             }
-            Err(e) if e.retryable() && !shutdown.is_cancelled() => {
+            Err(e)
+                if (e.retryable() || (held.load(AtomicOrdering::Relaxed) && e.unreachable()))
+                    && !shutdown.is_cancelled() =>
+            {
                 // A refusal of data not pinned to its change yet: the next attempt goes
                 // change by change to name it. Anything else is retried as it was.
                 diagnose = e.refused();
@@ -1378,6 +1381,13 @@ impl EngineError {
     /// A refusal of data that a change-by-change attempt must pin to its change.
     pub fn refused(&self) -> bool {
         matches!(self, EngineError::Connector(e) if e.kind() == ErrorKind::Refused && !matches!(e, ConnectorError::Apply(_)))
+    }
+
+    /// A server that refuses connections or cannot be reached: at the first start a
+    /// setup problem (wrong host or port), but once the direction ran, a server
+    /// restarting or away for a while, retried like any endpoint failure.
+    pub fn unreachable(&self) -> bool {
+        matches!(self, EngineError::Connector(ConnectorError::Open { source: sqlx::Error::Io(_), .. }))
     }
 
     /// Endpoint failures (connections, resources) are retried, and so is a refusal not

@@ -92,9 +92,10 @@ pub fn rows(ep: &PgEndpoint, t: &TableSchema, data: &[u8]) -> Result<Vec<Row>, C
 }
 
 /// Replaces the chunk's key range of the target table `t` (the target's description)
-/// with the rows: deletes `(after, upto]`, then `COPY … FROM STDIN`. `columns` are the
-/// target's names of the source's columns, in the source's order (the order of the
-/// rows' fields). Runs inside the caller's transaction.
+/// with the rows: deletes `(after, upto]` (unless `append`: the range is known to be
+/// empty), then `COPY … FROM STDIN`. `columns` are the target's names of the source's
+/// columns, in the source's order (the order of the rows' fields). Runs inside the
+/// caller's transaction.
 pub async fn write(
     ep: &PgEndpoint,
     conn: &mut PgConnection,
@@ -102,6 +103,7 @@ pub async fn write(
     columns: &[&str],
     key: &[&str],
     rows: &NativeRows,
+    append: bool,
 ) -> Result<(), ConnectorError> {
     if rows.format != FORMAT {
         return Err(ConnectorError::Setup {
@@ -110,19 +112,21 @@ pub async fn write(
             fix: "report this as a bug".into(),
         });
     }
-    let types = super::sink::column_types(ep, t, key)?;
-    let cols: Vec<String> = key.iter().map(|c| ident(c)).collect();
-    let tuple = format!("({})", cols.join(", "));
-    let mut cond = Vec::new();
-    if let Some(a) = &rows.after {
-        cond.push(format!("{tuple} > ({})", literals(a, &types)));
+    if !append {
+        let types = super::sink::column_types(ep, t, key)?;
+        let cols: Vec<String> = key.iter().map(|c| ident(c)).collect();
+        let tuple = format!("({})", cols.join(", "));
+        let mut cond = Vec::new();
+        if let Some(a) = &rows.after {
+            cond.push(format!("{tuple} > ({})", literals(a, &types)));
+        }
+        if let Some(u) = &rows.upto {
+            cond.push(format!("{tuple} <= ({})", literals(u, &types)));
+        }
+        let filter = if cond.is_empty() { String::new() } else { format!(" WHERE {}", cond.join(" AND ")) };
+        let delete = format!("DELETE FROM {}{filter}", qualified(&t.name));
+        ep.exec(conn, &format!("clearing the chunk's key range of {} before copying it", t.name), &delete).await?;
     }
-    if let Some(u) = &rows.upto {
-        cond.push(format!("{tuple} <= ({})", literals(u, &types)));
-    }
-    let filter = if cond.is_empty() { String::new() } else { format!(" WHERE {}", cond.join(" AND ")) };
-    let delete = format!("DELETE FROM {}{filter}", qualified(&t.name));
-    ep.exec(conn, &format!("clearing the chunk's key range of {} before copying it", t.name), &delete).await?;
     if rows.count == 0 {
         return Ok(());
     }
@@ -222,7 +226,7 @@ pub async fn write_spread(
                     holder: (holder.pid != 0).then(|| Box::new(holder)),
                 });
             }
-            write(ep, conn, t, columns, key, part).await
+            write(ep, conn, t, columns, key, part, false).await
         }
         .await;
         match r {
@@ -234,7 +238,7 @@ pub async fn write_spread(
         }
     });
     let (mine, theirs) =
-        tokio::join!(write(ep, main, t, columns, key, first), futures_util::future::join_all(on_helpers));
+        tokio::join!(write(ep, main, t, columns, key, first, false), futures_util::future::join_all(on_helpers));
     mine?;
     theirs.into_iter().collect()
 }

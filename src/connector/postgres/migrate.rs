@@ -5,17 +5,19 @@
 use sqlx::postgres::PgConnection;
 
 use super::names::{
-    CHECKPOINT_TABLE, CONFLICT_TABLE, FREEZE_TABLE, HEARTBEAT_TABLE, IDENTITY_TABLE, LEASE_TABLE, SCHEMA_TABLE,
-    SIGNAL_TABLE,
+    CHECKPOINT_TABLE, CONFLICT_TABLE, DEFERRED_TABLE, FREEZE_TABLE, HEARTBEAT_TABLE, IDENTITY_TABLE, LEASE_TABLE,
+    SCHEMA_TABLE, SIGNAL_TABLE,
 };
 use super::{FERRY_SCHEMA, PgEndpoint, ferry_table};
 use crate::connector::ConnectorError;
 
 /// This release's schema version of ferry's tables.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// Creates ferry's tables or moves them forward; idempotent, safe to race (an advisory
-/// lock serialises two processes starting at once).
+/// lock serialises two processes starting at once). The lock is the transaction's: the
+/// statements run as one implicit transaction, and a session lock released before its
+/// commit let the next process miss the tables it had just created.
 pub async fn run(ep: &PgEndpoint, conn: &mut PgConnection) -> Result<(), ConnectorError> {
     let what = format!("creating ferry's tables in schema {FERRY_SCHEMA} (the account needs CREATE on the database)");
     let current: Option<i64> =
@@ -39,7 +41,7 @@ pub async fn run(ep: &PgEndpoint, conn: &mut PgConnection) -> Result<(), Connect
         });
     }
     let sql = format!(
-        "SELECT pg_advisory_lock(7411470);
+        "SELECT pg_advisory_xact_lock(7411470);
          CREATE SCHEMA IF NOT EXISTS {schema};
          CREATE TABLE IF NOT EXISTS {version} (version bigint PRIMARY KEY, applied_us bigint NOT NULL);
          CREATE TABLE IF NOT EXISTS {checkpoint} (task text NOT NULL, direction text NOT NULL, slot text NOT NULL,
@@ -56,9 +58,9 @@ pub async fn run(ep: &PgEndpoint, conn: &mut PgConnection) -> Result<(), Connect
          CREATE TABLE IF NOT EXISTS {signal} (id text PRIMARY KEY, mark text NOT NULL, ts bigint NOT NULL);
          CREATE TABLE IF NOT EXISTS {freeze} (role text PRIMARY KEY, setting text, since_us bigint NOT NULL);
          CREATE TABLE IF NOT EXISTS {identity} (tbl text PRIMARY KEY, previous text NOT NULL);
+         CREATE TABLE IF NOT EXISTS {deferred} (tbl text PRIMARY KEY, statement text NOT NULL);
          INSERT INTO {version} (version, applied_us) VALUES ({VERSION}, (extract(epoch from now()) * 1000000)::bigint)
-             ON CONFLICT DO NOTHING;
-         SELECT pg_advisory_unlock(7411470);",
+             ON CONFLICT DO NOTHING;",
         schema = super::ident(FERRY_SCHEMA),
         version = ferry_table(SCHEMA_TABLE),
         checkpoint = ferry_table(CHECKPOINT_TABLE),
@@ -68,11 +70,7 @@ pub async fn run(ep: &PgEndpoint, conn: &mut PgConnection) -> Result<(), Connect
         signal = ferry_table(SIGNAL_TABLE),
         freeze = ferry_table(FREEZE_TABLE),
         identity = ferry_table(IDENTITY_TABLE),
+        deferred = ferry_table(DEFERRED_TABLE),
     );
-    let r = ep.exec(conn, &what, &sql).await;
-    if r.is_err() {
-        // The advisory lock dies with the session anyway; release it now if it lives on.
-        let _ = ep.exec(conn, "releasing the migration lock", "SELECT pg_advisory_unlock_all()").await;
-    }
-    r
+    ep.exec(conn, &what, &sql).await
 }

@@ -21,6 +21,7 @@ pub mod connector;
 pub mod copy;
 pub mod ddl;
 pub mod decoder;
+pub mod deferred;
 pub mod export;
 pub mod freezer;
 pub mod migrate;

@@ -21,6 +21,8 @@ pub const SCHEMA_TABLE: &str = "ferry_schema";
 pub const FREEZE_TABLE: &str = "ferry_freeze";
 /// Replica identities ferry set to FULL for two-way, with what they were, to restore.
 pub const IDENTITY_TABLE: &str = "ferry_identity";
+/// Keys of tables ferry created, still to build once their first copy is done.
+pub const DEFERRED_TABLE: &str = "ferry_deferred_key";
 
 /// `ferry_<stem>_<hash>`, at most 63 bytes of `[a-z0-9_]`.
 fn object_name(kind: &str, stream: &str) -> String {

@@ -197,20 +197,16 @@ pub async fn describe_matching(
 }
 
 /// `CREATE TABLE` of a schema in PostgreSQL (types already PostgreSQL's), with its
-/// schema created when missing.
-pub fn create_sql(t: &TableSchema) -> String {
+/// schema created when missing; `keys` false leaves out its primary and unique keys
+/// (added later with [`key_clauses`]).
+pub fn create_sql(t: &TableSchema, keys: bool) -> String {
     let mut cols: Vec<String> = t
         .columns
         .iter()
         .map(|c| format!("{} {}{}", ident(&c.name), c.decl_type, if c.nullable { "" } else { " NOT NULL" }))
         .collect();
-    if !t.primary_key.is_empty() {
-        let pk: Vec<String> = t.primary_key.iter().map(|&i| ident(&t.columns[i].name)).collect();
-        cols.push(format!("PRIMARY KEY ({})", pk.join(", ")));
-    }
-    for k in &t.unique_keys {
-        let names: Vec<String> = k.iter().filter_map(|&i| t.columns.get(i)).map(|c| ident(&c.name)).collect();
-        cols.push(format!("UNIQUE ({})", names.join(", ")));
+    if keys {
+        cols.extend(key_clauses(t));
     }
     format!(
         "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {} ({})",
@@ -218,6 +214,22 @@ pub fn create_sql(t: &TableSchema) -> String {
         qualified(&t.name),
         cols.join(", ")
     )
+}
+
+/// The table's primary and unique keys as clauses of CREATE TABLE or (with `ADD`)
+/// ALTER TABLE; PostgreSQL names them the same either way (`<table>_pkey`, …).
+pub fn key_clauses(t: &TableSchema) -> Vec<String> {
+    let names = |k: &[usize]| -> String {
+        k.iter().filter_map(|&i| t.columns.get(i)).map(|c| ident(&c.name)).collect::<Vec<_>>().join(", ")
+    };
+    let mut out = Vec::new();
+    if !t.primary_key.is_empty() {
+        out.push(format!("PRIMARY KEY ({})", names(&t.primary_key)));
+    }
+    for k in &t.unique_keys {
+        out.push(format!("UNIQUE ({})", names(k)));
+    }
+    out
 }
 
 /// The planner's estimate of a table's rows; `None` until the table was first analysed

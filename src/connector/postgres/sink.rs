@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use sqlx::postgres::PgConnection;
 
+use super::deferred::{self, Deferred};
 use super::names::HEARTBEAT_TABLE;
 use super::values::{encode, encode_as};
 use super::{FERRY_SCHEMA, PgEndpoint, ferry_table, ident, migrate, qualified, schema, state};
@@ -56,6 +57,8 @@ pub struct PgSink {
     pub(super) helpers: Vec<PgConnection>,
     /// The stream slots as loaded, and transactions a crash left applied past them.
     pub(super) stream: StreamState,
+    /// Tables this process created without their keys, while their first copy lasts.
+    deferred: Deferred,
 }
 
 /// Fewer rows per session than this are not worth a session of their own.
@@ -86,6 +89,7 @@ impl PgSink {
             helpers: Vec::new(),
             parents: Parents::default(),
             stream: StreamState::default(),
+            deferred: Deferred::default(),
         })
     }
 
@@ -196,6 +200,7 @@ impl PgSink {
     }
 
     async fn abort(&mut self) {
+        self.deferred.rolled_back();
         if self.open_group {
             let _ = self.exec("rolling back", "ROLLBACK").await;
             self.open_group = false;
@@ -220,6 +225,44 @@ impl PgSink {
     async fn upsert_rows(&mut self, source: &TableSchema, rows: &[&Row]) -> Result<(), ConnectorError> {
         self.target(&source.name).await?;
         self.writer().upsert_rows(source, rows).await
+    }
+
+    /// Builds a keyless table's keys in the open transaction.
+    async fn add_keys(&mut self, table: &TableName) -> Result<(), ConnectorError> {
+        if let Some(alter) = self.deferred.alter(table).map(str::to_string) {
+            deferred::add_keys(&self.ep, &mut self.conn, table, &alter).await?;
+            self.deferred.stage_keyed(table);
+            self.targets.remove(table);
+        }
+        Ok(())
+    }
+
+    /// Builds the keys of keyless tables this batch writes other than by appending its
+    /// first copy's next chunk (stream changes need them to find rows; a chunk that does
+    /// not continue the copy clears its range first), before anything of it is written.
+    async fn keys_needed(&mut self, batch: &ApplyBatch) -> Result<(), ConnectorError> {
+        let mut needed: Vec<TableName> = Vec::new();
+        for c in batch.txns.iter().flat_map(|t| &t.changes) {
+            let name = Self::resolve(&c.table.name);
+            if self.deferred.is_keyless(&name) && !needed.contains(&name) {
+                needed.push(name);
+            }
+        }
+        if let Some(s) = &batch.snapshot {
+            let name = Self::resolve(&s.table.name);
+            let appends = s.native.as_ref().is_some_and(|n| self.deferred.continues(&name, n.after.as_ref()));
+            if self.deferred.is_keyless(&name) && !appends && !needed.contains(&name) {
+                needed.push(name);
+            }
+        }
+        for name in needed {
+            // Inside an open commit group the keys land with it; else on their own.
+            self.add_keys(&name).await?;
+            if !self.open_group {
+                self.deferred.committed();
+            }
+        }
+        Ok(())
     }
 
     /// Applies the batch's changes (and snapshot rows); a refused change is named when
@@ -259,6 +302,22 @@ impl PgSink {
         }
         if let Some(s) = &batch.snapshot
             && let Some(native) = &s.native
+            && self.deferred.is_keyless(&Self::resolve(&s.table.name))
+        {
+            // The first copy of a table created keyless: appended (its range is empty:
+            // `keys_needed` saw that it continues the last chunk), the keys built with
+            // the last chunk, in its transaction.
+            let target = self.target(&s.table.name).await?;
+            let cols: Vec<&str> = s.table.columns.iter().map(|c| c.name.as_str()).collect();
+            let key = s.table.key_columns();
+            super::copy::write(&self.ep, &mut self.conn, &target, &cols, &key, native, true).await?;
+            match &native.upto {
+                Some(upto) => self.deferred.stage_upto(&target.name, upto.clone()),
+                None => self.add_keys(&target.name).await?,
+            }
+            n += native.count as u64;
+        } else if let Some(s) = &batch.snapshot
+            && let Some(native) = &s.native
         {
             // COPY text from a PostgreSQL source: replaces the chunk's key range as is.
             let target = self.target(&s.table.name).await?;
@@ -285,7 +344,7 @@ impl PgSink {
                 )
                 .await?;
             } else {
-                super::copy::write(&self.ep, &mut self.conn, &target, &cols, &key, native).await?;
+                super::copy::write(&self.ep, &mut self.conn, &target, &cols, &key, native, false).await?;
             }
             n += native.count as u64;
         } else if let Some(s) = &batch.snapshot {
@@ -564,6 +623,7 @@ impl PgSink {
         if batch.commit {
             self.exec("committing", "COMMIT").await?;
             self.open_group = false;
+            self.deferred.committed();
             self.stream.committed(batch.checkpoint.position.as_ref());
         }
         Ok(report)
@@ -576,11 +636,26 @@ impl Sink for PgSink {
     }
 
     async fn ensure_tables(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), ConnectorError> {
+        let mut recorded = deferred::recorded(&self.ep, &mut self.conn).await?;
         for t in tables {
             let name = Self::resolve(&t.name);
             self.targets.remove(&name);
             match schema::describe_loose(&self.ep, &mut self.conn, &name).await? {
                 Some(existing) => {
+                    // Created keyless by an earlier sink: still empty, its copy has not
+                    // begun and goes on keyless; else that copy stopped midway and goes
+                    // on with the keys (it may re-copy a range).
+                    if !self.deferred.is_keyless(&name)
+                        && let Some(alter) = recorded.remove(&qualified(&name))
+                    {
+                        if deferred::is_empty(&self.ep, &mut self.conn, &name).await? {
+                            self.deferred.adopt(&name, alter);
+                        } else {
+                            tracing::info!(endpoint = %self.ep.name, table = %name, "the table's first copy stopped before its keys were built: building them now");
+                            deferred::add_keys(&self.ep, &mut self.conn, &name, &alter).await?;
+                            self.targets.remove(&name);
+                        }
+                    }
                     for c in &t.columns {
                         if existing.column_index(&c.name).is_none() {
                             return Err(ConnectorError::Setup {
@@ -602,8 +677,14 @@ impl Sink for PgSink {
                 None => {
                     let mut create = (**t).clone();
                     create.name = name.clone();
-                    let sql = schema::create_sql(&create);
-                    self.ep.exec(&mut self.conn, &format!("creating table {name}"), &sql).await?;
+                    // One-way copies load keyless and build the keys at the end; a
+                    // two-way table is versioned by key from the start.
+                    if self.two_way.is_none() && !create.primary_key.is_empty() && !self.open_group {
+                        self.deferred.create(&self.ep, &mut self.conn, &create).await?;
+                    } else {
+                        let sql = schema::create_sql(&create, true);
+                        self.ep.exec(&mut self.conn, &format!("creating table {name}"), &sql).await?;
+                    }
                 }
             }
         }
@@ -633,6 +714,7 @@ impl Sink for PgSink {
     }
 
     async fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
+        self.keys_needed(batch).await?;
         // Independent groups of source transactions over `workers` sessions, when the
         // batch allows it (one-way, stream only, slots settled, a whole commit group).
         if !self.open_group
