@@ -108,6 +108,7 @@ async fn pg_copy_chunks_replace_their_key_range_on_a_postgres_target() {
                 rows: Vec::new(),
                 versions: None,
                 native: Some(native.clone()),
+                last: false,
             }),
             checkpoint: Checkpoint::default(),
             conflicts: None,
