@@ -183,10 +183,13 @@ async fn a_kill_mid_copy_and_a_schema_change_meanwhile_still_end_with_the_source
         ],
     )
     .await;
-    run_until_caught_up(&file, &log).await;
-    crate::support::wait_until(Duration::from_secs(60), "the missing key built", || async {
+    // (Caught up already: the wait is for the build, then for a clean stop.)
+    let mut ferry = FerryRun::start(&file, &log);
+    crate::support::wait_until(Duration::from_secs(60), "the missing keys built", || async {
         pending(&shared_b(), &db).await.is_empty()
     })
     .await;
+    wait_caught_up_logged(&config, Duration::from_secs(60), &log).await;
+    assert_eq!(ferry.terminate(), Some(0), "ferry run did not stop cleanly; log:\n{}", tail(&log));
     assert_eq!(show_create(&shared_b(), &t).await, show_create(&shared_a(), &t).await, "log:\n{}", tail(&log));
 }
