@@ -208,7 +208,7 @@ mod tests {
         );
         // The last line of the body loses nothing when it is a key.
         let (rest, keys) =
-            split_keys("CREATE TABLE `t` (\n  `id` int NOT NULL,\n  KEY `x` (`id`)\n) ENGINE=InnoDB").unwrap();
+            split_keys("CREATE TABLE `t` (\n  `id` int NOT NULL,\n  KEY `x` (`id`)\n) ENGINE=InnoDB").expect("split");
         assert_eq!(rest, "CREATE TABLE `t` (\n  `id` int NOT NULL\n) ENGINE=InnoDB");
         assert_eq!(keys.len(), 1);
         assert_eq!(split_keys("CREATE TABLE `t` (`id` int)"), None);
