@@ -282,6 +282,7 @@ async fn a_snapshot_row_read_before_a_deletion_reached_its_source_does_not_come_
             ],
             versions: Some(vec![None, Some((SiteId::new("dc-a"), deleted_at + 1))]),
             native: None,
+            last: false,
         }),
         checkpoint: Checkpoint { position: checkpoint.position.clone(), tables: checkpoint.tables.clone() },
         conflicts: Some(rules),

@@ -34,6 +34,7 @@ mod lease;
 mod mixed_engines;
 mod mysql_check;
 mod mysql_ddl;
+mod mysql_deferred_index;
 mod mysql_freeze;
 mod mysql_oneway;
 mod mysql_parallel;

@@ -19,7 +19,13 @@ use crate::support::postgres::{Cleanup, exec, rows, schema, shared_a, shared_b};
 fn chunk_batch(table: &Arc<TableSchema>, native: Option<NativeRows>) -> ApplyBatch {
     ApplyBatch {
         txns: Vec::new(),
-        snapshot: Some(SnapshotRows { table: table.clone(), rows: Vec::new(), versions: None, native }),
+        snapshot: Some(SnapshotRows {
+            table: table.clone(),
+            rows: Vec::new(),
+            versions: None,
+            last: native.as_ref().is_some_and(|n| n.upto.is_none()),
+            native,
+        }),
         checkpoint: Checkpoint::default(),
         conflicts: None,
         one_by_one: false,

@@ -110,6 +110,8 @@ pub struct SnapshotRows {
     /// The rows in the source store's own bulk format instead of `rows` (see
     /// [`NativeRows`]); only handed to a sink of the same store.
     pub native: Option<NativeRows>,
+    /// The table's last chunk: its copy is done once this batch commits.
+    pub last: bool,
 }
 
 /// A snapshot chunk's rows in a store's own bulk format (PostgreSQL: `COPY` text), moved

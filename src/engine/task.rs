@@ -628,6 +628,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                     rows: chunk.rows,
                     versions: chunk.versions,
                     native: chunk.native,
+                    last,
                 };
                 if let Err(e) = self.apply(Vec::new(), Some(rows)).await {
                     self.join_prefetch(prefetched.take()).await?;

@@ -78,6 +78,12 @@ pub struct MysqlSink {
     pub(super) stream: StreamState,
     /// Snapshot chunks may go as `LOAD DATA LOCAL INFILE` (until the server refuses it).
     pub(super) load_data: bool,
+    /// Tables ferry created here whose plain secondary keys wait for the end of their
+    /// copy (`deferred.rs`), by target name.
+    pub(super) deferred: std::collections::BTreeMap<TableName, Vec<super::deferred::DeferredIndex>>,
+    /// The holder and time to live of the last lease taken, to renew it while a deferred
+    /// index is built (that can outlast the lease).
+    pub(super) holder: Option<(LeaseHolder, std::time::Duration)>,
 }
 
 /// How one target table's changes are written.
@@ -160,6 +166,8 @@ impl MysqlSink {
             parents: Parents::default(),
             stream: StreamState::default(),
             load_data: true,
+            deferred: Default::default(),
+            holder: None,
         })
     }
 

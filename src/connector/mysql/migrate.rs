@@ -73,6 +73,11 @@ pub const MIGRATIONS: &[Migration] = &[
         what: "add the lease's fencing token (ferry_lease.fencing)",
         change: Change::AddColumn { table: "ferry_lease", column: "fencing", definition: "BIGINT NOT NULL DEFAULT 0" },
     },
+    Migration {
+        version: 3,
+        what: "add the list of secondary indexes deferred until a table's copy is done (ferry_deferred_index)",
+        change: Change::Statements(V3),
+    },
 ];
 
 /// The newest version this binary knows.
@@ -105,6 +110,13 @@ const V1: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS `ferry`.`ferry_signal` (id VARCHAR(191) NOT NULL PRIMARY KEY, mark VARCHAR(191) NOT NULL, \
      ts BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 ];
+
+/// Version 3: the indexes of tables ferry created that wait for the table's copy (see
+/// `deferred.rs`).
+const V3: &[&str] =
+    &["CREATE TABLE IF NOT EXISTS `ferry`.`ferry_deferred_index` (db VARCHAR(64) NOT NULL, tbl VARCHAR(64) NOT NULL, \
+     name VARCHAR(64) NOT NULL, seq INT NOT NULL, definition TEXT NOT NULL, created_us BIGINT NOT NULL, \
+     PRIMARY KEY (db, tbl, name)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"];
 
 /// Reads the schema version of the `ferry` database (inferring 1 for a release before versions).
 pub async fn found_version(ep: &MysqlEndpoint, conn: &mut Conn) -> Result<Found, ConnectorError> {

@@ -15,6 +15,7 @@ pub mod checksum;
 pub mod conflict;
 pub mod connector;
 pub mod ddl;
+pub mod deferred;
 pub mod freeze;
 pub mod freezer;
 pub mod load;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::apply::{Failure, MysqlSink, refusal};
 use super::conflict::retry_at_once;
@@ -17,12 +17,21 @@ use super::load::{self, copy_on};
 use super::schema::{self, create_sql_columns, create_table_sql, parents_of, qualified, retarget_create_sql};
 use super::state::{self, StreamState, stream_key};
 use super::values::ColumnKind;
-use super::{ident, migrate, versions};
+use super::{deferred, ident, migrate, versions};
 use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, Sink,
-    SnapshotRows,
+    SnapshotRows, TableProgress,
 };
 use crate::model::{Row, SchemaChangeKind, TableName, TableSchema, Txn, key_text};
+
+/// Whether a table ferry creates may wait for its plain secondary keys: not when it has
+/// foreign keys or a table of the task references it (by its name, in any database: a
+/// map may rename the database), since a foreign key needs its index from the start.
+fn deferrable(t: &TableSchema, tables: &[Arc<TableSchema>]) -> bool {
+    t.foreign_keys.is_empty()
+        && !t.create_sql.as_deref().is_some_and(|sql| sql.contains("FOREIGN KEY"))
+        && !tables.iter().flat_map(|o| &o.foreign_keys).any(|fk| fk.parent.name == t.name.name)
+}
 
 /// Server errors that mean a replayed schema change is already in place: table exists,
 /// duplicate column, duplicate key name, cannot drop (already gone), duplicate foreign key.
@@ -37,6 +46,7 @@ impl Sink for MysqlSink {
     }
 
     async fn ensure_tables(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), ConnectorError> {
+        let mut pending = deferred::load(&self.ep, &mut self.conn).await?;
         for t in tables {
             let name = self.resolve(&t.name)?;
             match schema::describe_loose(&self.ep, &mut self.conn, &name).await? {
@@ -79,9 +89,16 @@ impl Sink for MysqlSink {
                         });
                     }
                     self.constraints.insert(name.clone(), Arc::new(existing));
+                    // Created by ferry before a restart: its deferred keys still wait.
+                    let waiting: Vec<_> = pending.extract_if(.., |(n, _)| *n == name).map(|(_, ix)| ix).collect();
+                    if !waiting.is_empty() {
+                        let names: Vec<&str> = waiting.iter().map(|ix| ix.name.as_str()).collect();
+                        info!(endpoint = %self.ep.name, table = %name, indexes = ?names, "indexes deferred by an earlier run are built once the table's copy is done");
+                        self.deferred.insert(name.clone(), waiting);
+                    }
                 }
                 None => {
-                    self.create_table(t, &name).await?;
+                    self.create_table(t, &name, deferrable(t, tables)).await?;
                     self.note_constraints(&name).await?;
                 }
             }
@@ -114,6 +131,68 @@ impl Sink for MysqlSink {
     }
 
     async fn apply(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
+        let report = self.apply_batch(dir, batch).await?;
+        if batch.commit && !self.deferred.is_empty() {
+            self.build_due(dir, batch).await?;
+        }
+        Ok(report)
+    }
+
+    async fn lease(
+        &mut self,
+        dir: &DirectionId,
+        holder: &LeaseHolder,
+        ttl: std::time::Duration,
+    ) -> Result<LeaseOutcome, ConnectorError> {
+        self.holder = Some((holder.clone(), ttl));
+        let reused = self.lease_conn.is_some();
+        let mut conn = self.lease_session().await?;
+        let mut result = state::take_lease(&self.ep, &mut conn, dir, holder, ttl).await;
+        if result.is_err() && reused {
+            // The session may have been ended meanwhile (idle timeout, or a process that
+            // took the lease over ended it): once more on a new one.
+            conn = self.ep.connect().await?;
+            result = state::take_lease(&self.ep, &mut conn, dir, holder, ttl).await;
+        }
+        if let Ok(LeaseOutcome::Acquired { fencing }) = &result
+            && self.tenure.as_ref().is_none_or(|(d, f)| d != dir || f != fencing)
+        {
+            // A new tenure: its sessions carry the holder's marks, so a process taking
+            // the lease over after it ran out can end them.
+            let what = format!("marking the sessions of {dir}");
+            state::mark_session(&mut conn, dir, "lease").await.map_err(self.ep.error(what.clone()))?;
+            state::mark_session(&mut self.conn, dir, "0").await.map_err(self.ep.error(what.clone()))?;
+            for (w, helper) in self.helpers.iter_mut().enumerate() {
+                state::mark_session(helper, dir, &(w + 1).to_string()).await.map_err(self.ep.error(what.clone()))?;
+            }
+            self.tenure = Some((dir.clone(), *fencing));
+        }
+        // A session that failed is opened anew next time.
+        if result.is_ok() {
+            self.lease_conn = Some(conn);
+        }
+        result
+    }
+
+    async fn rollback(&mut self) -> Result<(), ConnectorError> {
+        if std::mem::take(&mut self.open_group) {
+            self.ep.exec(&mut self.conn, "rolling back a commit group applied in parts", "ROLLBACK").await?;
+        }
+        Ok(())
+    }
+
+    async fn release(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<(), ConnectorError> {
+        let mut conn = self.lease_session().await?;
+        let result = state::drop_lease(&self.ep, &mut conn, dir, holder).await;
+        let _ = conn.disconnect().await;
+        result
+    }
+}
+
+impl MysqlSink {
+    /// Applies a batch: schema changes first, then its rows with the checkpoint in one
+    /// transaction (two-way batches judged, one-way ones spread where they allow it).
+    async fn apply_batch(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
         if let Some(rules) = &batch.conflicts {
             return self.apply_two_way_batch(dir, batch, rules).await;
         }
@@ -121,6 +200,7 @@ impl Sink for MysqlSink {
         // it runs before the transaction that records the checkpoint after it.
         for txn in batch.txns.iter().filter(|t| !t.ddl.is_empty()) {
             self.still_fenced(dir, batch.fence).await?;
+            self.settle_deferred(dir, batch.fence, txn).await?;
             self.apply_schema_changes(txn).await?;
         }
         let continuing = self.open_group;
@@ -170,57 +250,6 @@ impl Sink for MysqlSink {
         }
     }
 
-    async fn lease(
-        &mut self,
-        dir: &DirectionId,
-        holder: &LeaseHolder,
-        ttl: std::time::Duration,
-    ) -> Result<LeaseOutcome, ConnectorError> {
-        let reused = self.lease_conn.is_some();
-        let mut conn = self.lease_session().await?;
-        let mut result = state::take_lease(&self.ep, &mut conn, dir, holder, ttl).await;
-        if result.is_err() && reused {
-            // The session may have been ended meanwhile (idle timeout, or a process that
-            // took the lease over ended it): once more on a new one.
-            conn = self.ep.connect().await?;
-            result = state::take_lease(&self.ep, &mut conn, dir, holder, ttl).await;
-        }
-        if let Ok(LeaseOutcome::Acquired { fencing }) = &result
-            && self.tenure.as_ref().is_none_or(|(d, f)| d != dir || f != fencing)
-        {
-            // A new tenure: its sessions carry the holder's marks, so a process taking
-            // the lease over after it ran out can end them.
-            let what = format!("marking the sessions of {dir}");
-            state::mark_session(&mut conn, dir, "lease").await.map_err(self.ep.error(what.clone()))?;
-            state::mark_session(&mut self.conn, dir, "0").await.map_err(self.ep.error(what.clone()))?;
-            for (w, helper) in self.helpers.iter_mut().enumerate() {
-                state::mark_session(helper, dir, &(w + 1).to_string()).await.map_err(self.ep.error(what.clone()))?;
-            }
-            self.tenure = Some((dir.clone(), *fencing));
-        }
-        // A session that failed is opened anew next time.
-        if result.is_ok() {
-            self.lease_conn = Some(conn);
-        }
-        result
-    }
-
-    async fn rollback(&mut self) -> Result<(), ConnectorError> {
-        if std::mem::take(&mut self.open_group) {
-            self.ep.exec(&mut self.conn, "rolling back a commit group applied in parts", "ROLLBACK").await?;
-        }
-        Ok(())
-    }
-
-    async fn release(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<(), ConnectorError> {
-        let mut conn = self.lease_session().await?;
-        let result = state::drop_lease(&self.ep, &mut conn, dir, holder).await;
-        let _ = conn.disconnect().await;
-        result
-    }
-}
-
-impl MysqlSink {
     /// The lease's own session (see [`MysqlSink::lease_conn`]), taken out for one use
     /// (opened when there is none).
     async fn lease_session(&mut self) -> Result<Conn, ConnectorError> {
@@ -485,6 +514,7 @@ impl MysqlSink {
         };
         for txn in batch.txns.iter().filter(|t| !t.ddl.is_empty()) {
             self.still_fenced(dir, batch.fence).await?;
+            self.settle_deferred(dir, batch.fence, txn).await?;
             self.apply_schema_changes(txn).await?;
         }
         let mut attempt = 0;
@@ -585,9 +615,96 @@ impl MysqlSink {
         Ok(())
     }
 
+    /// After a committed batch: builds the deferred indexes of the table whose last chunk
+    /// it held, and of every table once the checkpoint shows all copies done (a restart
+    /// after a table's copy ended but before its indexes were built).
+    async fn build_due(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<(), ConnectorError> {
+        let mut due: Vec<TableName> = Vec::new();
+        if batch.checkpoint.tables.values().all(|p| *p == TableProgress::Done) {
+            due.extend(self.deferred.keys().cloned());
+        } else if let Some(snap) = batch.snapshot.as_ref().filter(|s| s.last) {
+            due.push(self.resolve(&snap.table.name)?);
+        }
+        for name in due {
+            self.build_deferred(dir, batch.fence, &name).await?;
+        }
+        Ok(())
+    }
+
+    /// Before a transaction's schema changes: a table whose keys still wait gets them
+    /// first, so the change meets the table in the source's shape (a dropped or renamed
+    /// index exists; a dropped column takes its keys along as on the source); a table
+    /// dropped or created anew forgets them.
+    async fn settle_deferred(
+        &mut self,
+        dir: &DirectionId,
+        fence: Option<i64>,
+        txn: &Txn,
+    ) -> Result<(), ConnectorError> {
+        for sc in &txn.ddl {
+            let name = self.resolve(&sc.table)?;
+            if !self.deferred.contains_key(&name) {
+                continue;
+            }
+            match sc.kind {
+                SchemaChangeKind::Truncate => {}
+                SchemaChangeKind::Drop | SchemaChangeKind::Create => {
+                    self.deferred.remove(&name);
+                    deferred::forget(&self.ep, &mut self.conn, &name).await?;
+                    info!(endpoint = %self.ep.name, table = %name, "the table is dropped or created anew by a schema change: its deferred indexes are not built");
+                }
+                SchemaChangeKind::Alter | SchemaChangeKind::Index => {
+                    info!(endpoint = %self.ep.name, table = %name, position = %txn.position, "a schema change of a table whose indexes wait for its copy: building them first");
+                    self.build_deferred(dir, fence, &name).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds one table's deferred indexes, renewing the lease meanwhile (a large table's
+    /// build can outlast it); a renewal that fails is logged, and the next batch's fence
+    /// check stops this process if another took over.
+    async fn build_deferred(
+        &mut self,
+        dir: &DirectionId,
+        fence: Option<i64>,
+        name: &TableName,
+    ) -> Result<(), ConnectorError> {
+        let Some(indexes) = self.deferred.remove(name) else { return Ok(()) };
+        self.still_fenced(dir, fence).await?;
+        let prefix = self.two_way.as_ref().map(versions::ddl_tag).unwrap_or_default();
+        let build = deferred::build(&self.ep, &mut self.conn, name, &indexes, &prefix);
+        let Some((holder, ttl)) = self.holder.clone() else { return build.await };
+        tokio::pin!(build);
+        loop {
+            tokio::select! {
+                r = &mut build => return r,
+                // The renewal runs whole between polls of the build (never cut mid-way,
+                // which would leave the lease session inside its transaction).
+                _ = tokio::time::sleep(ttl / 3) => {}
+            }
+            let conn = match &mut self.lease_conn {
+                Some(c) => c,
+                None => self.lease_conn.insert(self.ep.connect().await?),
+            };
+            match state::take_lease(&self.ep, conn, dir, &holder, ttl).await {
+                Ok(LeaseOutcome::Acquired { .. }) => {}
+                Ok(_) => {
+                    warn!(endpoint = %self.ep.name, direction = %dir, "the lease went to another process while building deferred indexes")
+                }
+                Err(e) => {
+                    self.lease_conn = None;
+                    warn!(endpoint = %self.ep.name, direction = %dir, error = %e, "could not renew the lease while building deferred indexes");
+                }
+            }
+        }
+    }
+
     /// Creates a missing target table: from the source's own CREATE TABLE when its
-    /// columns are the target's, else from the columns and keys.
-    async fn create_table(&mut self, t: &TableSchema, name: &TableName) -> Result<(), ConnectorError> {
+    /// columns are the target's, else from the columns and keys. `defer`: its plain
+    /// secondary keys wait for the end of its copy (recorded first, see `deferred.rs`).
+    async fn create_table(&mut self, t: &TableSchema, name: &TableName, defer: bool) -> Result<(), ConnectorError> {
         let Some(db) = &name.schema else { return Ok(()) };
         let what = format!("creating table {name}");
         self.ep.exec(&mut self.conn, &what, &format!("CREATE DATABASE IF NOT EXISTS {}", ident(db))).await?;
@@ -597,6 +714,13 @@ impl MysqlSink {
             .as_deref()
             .filter(|sql| create_sql_columns(sql).as_ref() == Some(&want))
             .and_then(|sql| retarget_create_sql(sql, name));
+        let (from_source, waiting) = match from_source.as_deref().filter(|_| defer).and_then(deferred::split_keys) {
+            Some((sql, keys)) if !keys.is_empty() => (Some(sql), keys),
+            _ => (from_source, Vec::new()),
+        };
+        if !waiting.is_empty() {
+            deferred::record(&self.ep, &mut self.conn, name, &waiting).await?;
+        }
         let mut target = t.clone();
         target.name = name.clone();
         let from_columns = create_table_sql(&target);
@@ -613,6 +737,17 @@ impl MysqlSink {
             result = self.conn.query_drop(&from_columns).await.map_err(Some);
         }
         self.ep.exec(&mut self.conn, &what, "SET foreign_key_checks = @ferry_fk").await?;
+        if !waiting.is_empty() {
+            match &result {
+                Ok(()) => {
+                    let names: Vec<&str> = waiting.iter().map(|ix| ix.name.as_str()).collect();
+                    info!(endpoint = %self.ep.name, table = %name, indexes = ?names, "created the table without its secondary indexes; they are built once its copy is done");
+                    self.deferred.insert(name.clone(), waiting);
+                }
+                // Made from the columns: no secondary keys at all, as before.
+                Err(_) => deferred::forget(&self.ep, &mut self.conn, name).await?,
+            }
+        }
         match result {
             Ok(()) => Ok(()),
             Err(Some(e)) => Err(self.ep.error(format!("{what} with {from_columns}"))(e)),
