@@ -82,15 +82,19 @@ pub(crate) async fn assert_same_table(url_a: &str, url_b: &str, table: &TableNam
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn pg_every_type_round_trips_through_snapshot_and_stream() {
-    let (a, b) = (shared_a(), shared_b());
-    let mut cleanup_a = Cleanup::new(&a);
-    let mut cleanup_b = Cleanup::new(&b);
-    let s = schema(&a, "pgfid", &mut cleanup_a).await;
+/// Schema `s` of the test's own on `a` (and dropped on `b` at the end) with the enum
+/// type on both (ferry creates tables, not types) and table `"s".all_types` holding
+/// [`rows_sql`]'s first rows: `(s, "s".all_types)`.
+pub(crate) async fn all_types_source(
+    a: &str,
+    b: &str,
+    prefix: &str,
+    cleanup_a: &mut Cleanup,
+    cleanup_b: &mut Cleanup,
+) -> (String, String) {
+    let s = schema(a, prefix, cleanup_a).await;
     cleanup_b.push(format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE"));
-    // The enum type must exist on the target too (ferry creates tables, not types).
-    for url in [&a, &b] {
+    for url in [a, b] {
         exec(
             url,
             &format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"; CREATE TYPE \"{s}\".mood AS ENUM ('happy', 'sad', 'ok')"),
@@ -98,10 +102,35 @@ async fn pg_every_type_round_trips_through_snapshot_and_stream() {
         .await;
     }
     let t = format!("\"{s}\".all_types");
-    exec(&a, &ALL_TYPES.replace("{t}", &t).replace("{mood}", &format!("\"{s}\".mood"))).await;
+    exec(a, &ALL_TYPES.replace("{t}", &t).replace("{mood}", &format!("\"{s}\".mood"))).await;
     for sql in rows_sql(&t, 1) {
-        exec(&a, &sql).await;
+        exec(a, &sql).await;
     }
+    (s, t)
+}
+
+/// What the stream must carry of table `t` on `a`: inserts, updates of every column, a
+/// key change, deletes, and an update that leaves a large (TOASTed) value unchanged.
+pub(crate) async fn write_every_change(a: &str, t: &str) {
+    for sql in rows_sql(t, 100) {
+        exec(a, &sql).await;
+    }
+    exec(a, &format!("UPDATE {t} SET tx = repeat('big ', 5000) WHERE id = 1")).await;
+    exec(a, &format!(
+        "UPDATE {t} SET sm = sm / 2, n = -n, r = 1.5, d = 'Infinity', vc = vc || ' ✓', by = '\\x00', ts = ts + interval '1 us', \
+         jb = '{{\"k\": [true, null]}}', ia = '{{7}}', mood = 'sad' WHERE id IN (1, 100, 103)"
+    ))
+    .await;
+    exec(a, &format!("UPDATE {t} SET id = id + 1000 WHERE id = 101")).await;
+    exec(a, &format!("DELETE FROM {t} WHERE id IN (2, 102)")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_every_type_round_trips_through_snapshot_and_stream() {
+    let (a, b) = (shared_a(), shared_b());
+    let mut cleanup_a = Cleanup::new(&a);
+    let mut cleanup_b = Cleanup::new(&b);
+    let (s, t) = all_types_source(&a, &b, "pgfid", &mut cleanup_a, &mut cleanup_b).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (file, task) = task_file(dir.path(), &a, &b, "one-way", &[&format!("{s}.*")], "");
     cleanup_a.task(&task);
@@ -111,19 +140,7 @@ async fn pg_every_type_round_trips_through_snapshot_and_stream() {
     let name = TableName { schema: Some(s.clone()), name: "all_types".into() };
     assert_same_table(&a, &b, &name).await;
 
-    // Through the stream: inserts, updates of every column, a key change, deletes, and
-    // an update that leaves a large (TOASTed) value unchanged.
-    for sql in rows_sql(&t, 100) {
-        exec(&a, &sql).await;
-    }
-    exec(&a, &format!("UPDATE {t} SET tx = repeat('big ', 5000) WHERE id = 1")).await;
-    exec(&a, &format!(
-        "UPDATE {t} SET sm = sm / 2, n = -n, r = 1.5, d = 'Infinity', vc = vc || ' ✓', by = '\\x00', ts = ts + interval '1 us', \
-         jb = '{{\"k\": [true, null]}}', ia = '{{7}}', mood = 'sad' WHERE id IN (1, 100, 103)"
-    ))
-    .await;
-    exec(&a, &format!("UPDATE {t} SET id = id + 1000 WHERE id = 101")).await;
-    exec(&a, &format!("DELETE FROM {t} WHERE id IN (2, 102)")).await;
+    write_every_change(&a, &t).await;
     wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
     engine.stop();
     assert!(engine.join().await.is_empty(), "the direction failed");

@@ -3,7 +3,7 @@
 //! published by a node at the source's site and applied by one at the target's. Only the
 //! node at the target's site may apply (`nodes`), as when a cut WAN keeps the other from
 //! the target: while it is down nobody applies, and the stream buffers. Afterwards both
-//! tables are equal.
+//! tables are equal. A PostgreSQL task carries every type through the stream.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -82,8 +82,8 @@ nodes = ["{name}-n2"]
 {extra}
 "#,
             nats = nats_url(),
-            source = shared_a(),
-            target = shared_b(),
+            source = task.source,
+            target = task.target,
             name = task.name,
             db = task.db,
             extra = task.extra,
@@ -127,11 +127,13 @@ impl Logs {
     }
 }
 
-/// The task: its name, database and extra `[[task]]` keys.
+/// The task: its name, database, extra `[[task]]` keys and endpoints' URLs.
 struct Task {
     name: String,
     db: String,
     extra: String,
+    source: String,
+    target: String,
 }
 
 /// The source tables (a ledger and balances) in a database of the test's own, a task
@@ -142,7 +144,7 @@ async fn bed(extra: &str) -> (Task, Cleanup, Cleanup) {
     let mut cleanup_b = Cleanup::new(&shared_b());
     let (db, name, _) =
         crate::cluster_failover::source("rly", ", note VARCHAR(200)", &mut cleanup_a, &mut cleanup_b).await;
-    (Task { name, db, extra: extra.to_string() }, cleanup_a, cleanup_b)
+    (Task { name, db, extra: extra.to_string(), source: shared_a(), target: shared_b() }, cleanup_a, cleanup_b)
 }
 
 /// What both tests stand on: the task's tables, a node at each site (not started),
@@ -347,4 +349,57 @@ async fn a_full_stream_stops_publishing_with_an_alarm_and_drops_nothing() {
     assert_caught_up(&task, &nodes).await;
     near_source.kill();
     near_target.kill();
+}
+
+/// A PostgreSQL source and target through the stream: every type ferry carries, in the
+/// snapshot and in the stream (inserts, updates of every column, a key change, deletes),
+/// arrives equal, and the source holds one replication slot for the task (the
+/// publishing role's), none for the applying role, which reads the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgresql_task_carries_every_type_through_the_stream() {
+    use crate::pg_oneway::{all_types_source, assert_same_table, write_every_change};
+    use crate::support::postgres::{self, table_text};
+
+    require_nats(&nats_url());
+    let (a, b) = (postgres::shared_a(), postgres::shared_b());
+    let mut cleanup_a = postgres::Cleanup::new(&a);
+    let mut cleanup_b = postgres::Cleanup::new(&b);
+    let (s, t) = all_types_source(&a, &b, "rlypg", &mut cleanup_a, &mut cleanup_b).await;
+    let name = crate::support::mariadb::unique("rlypg");
+    cleanup_a.task(&name);
+    let task = Task { name, db: s.clone(), extra: String::new(), source: a.clone(), target: b.clone() };
+    let root = tempfile::tempdir().expect("temp dir");
+    // Node 2 may apply; alone, it runs both roles.
+    let mut node = Node::new(root.path(), 2, "dc-b", &task);
+    node.start();
+    let logs = Logs::of(&[&node]);
+    let same = |what: &'static str| {
+        let (a, b, t, logs) = (&a, &b, &t, &logs);
+        async move {
+            let start = Instant::now();
+            let exists = format!("SELECT to_regclass('{}')::text", t.replace('\'', "''"));
+            while postgres::rows(b, &exists).await[0][0].is_none()
+                || table_text(a, t, "1").await != table_text(b, t, "1").await
+            {
+                assert!(start.elapsed() < WAIT, "{what}: {t} differs after {WAIT:?}; logs:\n{}", logs.tail());
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    same("the snapshot").await;
+
+    // Through the stream.
+    write_every_change(&a, &t).await;
+    same("the stream").await;
+    let table = ferry::model::TableName { schema: Some(s.clone()), name: "all_types".into() };
+    assert_same_table(&a, &b, &table).await;
+
+    let stem = task.name.to_ascii_lowercase();
+    let slots = postgres::rows(
+        &a,
+        &format!("SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE '%{stem}%' AND NOT temporary"),
+    )
+    .await;
+    assert_eq!(slots.len(), 1, "the task's slots on the source: {slots:?}; logs:\n{}", logs.tail());
+    node.kill();
 }

@@ -1440,7 +1440,12 @@ async fn prepare_pair<S: Source, K: Sink>(
     start: Option<&Position>,
 ) -> Result<(), EngineError> {
     let tables = source.tables(&spec.tables).await?;
-    source.install_capture(&tables).await?;
+    // A relayed direction's publishing role installs capture under its own stream name;
+    // installing it here too would leave a replication slot nobody reads, and
+    // PostgreSQL keeps WAL for it forever.
+    if spec.relay.is_none() {
+        source.install_capture(&tables).await?;
+    }
     sink.prepare().await?;
     sink.ensure_tables(&target_schemas(spec, &Renames::new(&tables, &spec.maps))?).await?;
     if let Some(position) = start {
