@@ -125,7 +125,15 @@ async fn a_task_goes_on_when_one_of_three_nats_servers_dies() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     while lease_of(&http, &members[0], &task).await.is_none() {
-        assert!(start.elapsed() < WAIT, "the cluster view did not show the lease within {WAIT:?}");
+        if start.elapsed() >= WAIT {
+            // What the node answered, and what the nodes logged: a CI run once failed here.
+            let raw = match http.get(format!("{}/api/v1/cluster", members[0].base)).send().await {
+                Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => e.to_string(),
+            };
+            let logs: String = members.iter().map(|m| format!("--- {}\n{}\n", m.id, tail(&m.log()))).collect();
+            panic!("the cluster view did not show the lease within {WAIT:?}; it answered: {raw}\nlogs:\n{logs}");
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
