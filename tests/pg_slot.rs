@@ -101,3 +101,46 @@ async fn pg_slot_wal_is_measured_alarmed_and_a_lost_slot_stops_with_how_to_start
     assert_same_table(&a, &b, &TableName { schema: Some("public".into()), name: "slot_items".into() }).await;
     drop(pg);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_a_slot_created_after_the_checkpoint_stops_the_direction_instead_of_skipping_changes() {
+    let pg = tokio::task::spawn_blocking(|| PrivatePg::start("")).await.expect("cluster");
+    let (a, b) = (pg.url(), shared_b());
+    exec(&a, "CREATE TABLE slot_gap (id int PRIMARY KEY, v text); INSERT INTO slot_gap SELECT g, 'v' FROM generate_series(1, 50) g")
+        .await;
+    let mut cb = Cleanup::new(&b);
+    cb.push("DROP TABLE IF EXISTS public.slot_gap");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (file, task) = task_file(dir.path(), &a, &b, "one-way", &["public.slot_gap"], "");
+    cb.push(format!("DELETE FROM ferry.ferry_checkpoint WHERE task = '{task}'"));
+    let config = Config::load(&file).expect("config");
+    let engine = start(&config).await;
+    wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
+    engine.stop();
+    assert!(engine.join().await.is_empty(), "the direction failed");
+
+    // While ferry is stopped the slot is dropped and rows change: the next start creates
+    // a new slot, which begins after those changes. Reading from it would skip them.
+    let spec = &plan_task(&config, &config.tasks[0], &[])[0];
+    let slot = ferry::connector::postgres::names::slot(&stream_of(&config.node.id, &spec.id));
+    exec(&a, &format!("SELECT pg_drop_replication_slot('{slot}')")).await;
+    exec(&a, "INSERT INTO slot_gap VALUES (1000, 'made while the slot was gone')").await;
+    let engine = start(&config).await;
+    let failed = tokio::time::timeout(Duration::from_secs(60), engine.join()).await.expect("the direction stops");
+    let text = failed.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+    assert!(
+        text.contains(&format!("replication slot {slot} begins at")) && text.contains("ferry_checkpoint"),
+        "{text}"
+    );
+    let copied = rows(&b, "SELECT count(*)::text FROM public.slot_gap WHERE id = 1000").await;
+    assert_eq!(copied, [[Some("0".to_string())]], "nothing applied past the gap");
+
+    // The fix it names: delete the checkpoint, run again: a new copy with the row.
+    exec(&b, &format!("DELETE FROM ferry.ferry_checkpoint WHERE task = '{task}'")).await;
+    let engine = start(&config).await;
+    wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
+    engine.stop();
+    assert!(engine.join().await.is_empty(), "the direction failed after starting over");
+    assert_same_table(&a, &b, &TableName { schema: Some("public".into()), name: "slot_gap".into() }).await;
+    drop(pg);
+}

@@ -12,7 +12,7 @@ use super::{FERRY_SCHEMA, PgEndpoint, ferry_table};
 use crate::connector::ConnectorError;
 
 /// This release's schema version of ferry's tables.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// Creates ferry's tables or moves them forward; idempotent, safe to race (an advisory
 /// lock serialises two processes starting at once). The lock is the transaction's: the
@@ -59,6 +59,7 @@ pub async fn run(ep: &PgEndpoint, conn: &mut PgConnection) -> Result<(), Connect
          CREATE TABLE IF NOT EXISTS {freeze} (role text PRIMARY KEY, setting text, since_us bigint NOT NULL);
          CREATE TABLE IF NOT EXISTS {identity} (tbl text PRIMARY KEY, previous text NOT NULL);
          CREATE TABLE IF NOT EXISTS {deferred} (tbl text PRIMARY KEY, statement text NOT NULL);
+         CREATE TABLE IF NOT EXISTS {slots} (slot text PRIMARY KEY, created_lsn pg_lsn NOT NULL, created_us bigint NOT NULL);
          INSERT INTO {version} (version, applied_us) VALUES ({VERSION}, (extract(epoch from now()) * 1000000)::bigint)
              ON CONFLICT DO NOTHING;",
         schema = super::ident(FERRY_SCHEMA),
@@ -71,6 +72,7 @@ pub async fn run(ep: &PgEndpoint, conn: &mut PgConnection) -> Result<(), Connect
         freeze = ferry_table(FREEZE_TABLE),
         identity = ferry_table(IDENTITY_TABLE),
         deferred = ferry_table(DEFERRED_TABLE),
+        slots = ferry_table(SLOT_TABLE),
     );
     ep.exec(conn, &what, &sql).await
 }

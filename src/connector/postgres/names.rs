@@ -21,6 +21,9 @@ pub const SCHEMA_TABLE: &str = "ferry_schema";
 pub const FREEZE_TABLE: &str = "ferry_freeze";
 /// Replica identities ferry set to FULL for two-way, with what they were, to restore.
 pub const IDENTITY_TABLE: &str = "ferry_identity";
+/// Where each replication slot ferry created began (a checkpoint before it cannot be
+/// read from it).
+pub const SLOT_TABLE: &str = "ferry_slot";
 /// Keys of tables ferry created, still to build once their first copy is done.
 pub const DEFERRED_TABLE: &str = "ferry_deferred_key";
 

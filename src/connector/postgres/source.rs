@@ -18,7 +18,7 @@ use sqlx::postgres::PgConnection;
 use super::ddl;
 use super::decoder::{self, Datum, Message, Relation};
 use super::export::Exported;
-use super::names::{self, HEARTBEAT_TABLE, SIGNAL_TABLE};
+use super::names::{self, HEARTBEAT_TABLE, SIGNAL_TABLE, SLOT_TABLE};
 use super::position::Lsn;
 use super::values::{Kind, decode};
 use super::{FERRY_SCHEMA, PgEndpoint, ferry_table, ident, migrate, qualified, schema, versions};
@@ -166,6 +166,7 @@ impl PgSource {
             .with_status_interval(Duration::from_secs(1))
             .with_wakeup_interval(Duration::from_secs(5));
         slot_free(&self.ep, &mut self.conn, &self.stream).await?;
+        slot_covers(&self.ep, &mut self.conn, &slot, lsn).await?;
         let deadline = tokio::time::Instant::now() + SLOT_BUSY_WAIT;
         let client = loop {
             let attempt = async {
@@ -564,9 +565,9 @@ pub async fn install(
     if has_slot {
         slot_free(ep, conn, stream).await?;
     } else {
-        sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+        let created: String = sqlx::query_scalar("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')")
             .bind(&slot)
-            .execute(&mut *conn)
+            .fetch_one(&mut *conn)
             .await
             .map_err(|e| match super::sqlstate(&e).as_deref() {
                 Some("55000") => ConnectorError::Setup {
@@ -586,8 +587,47 @@ pub async fn install(
                 },
                 _ => ep.error(format!("creating replication slot {slot}"))(e),
             })?;
+        // Where the slot begins: a checkpoint before it cannot be read from it (see
+        // `slot_covers`).
+        let sql = format!(
+            "INSERT INTO {} (slot, created_lsn, created_us) VALUES ($1, $2::pg_lsn, (extract(epoch from now()) * 1000000)::bigint) \
+             ON CONFLICT (slot) DO UPDATE SET created_lsn = excluded.created_lsn, created_us = excluded.created_us",
+            ferry_table(SLOT_TABLE)
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&slot)
+            .bind(&created)
+            .execute(&mut *conn)
+            .await
+            .map_err(ep.error(format!("recording where replication slot {slot} begins")))?;
     }
     Ok(())
+}
+
+/// Refuses to read from `after` with a slot ferry created after that position: the
+/// server would start at the slot's beginning and the changes in between would never
+/// come (the slot was dropped and created again while ferry was stopped, or the
+/// direction moved to a cluster node whose slot is newer than the checkpoint).
+async fn slot_covers(ep: &PgEndpoint, conn: &mut PgConnection, slot: &str, after: Lsn) -> Result<(), ConnectorError> {
+    let sql = format!("SELECT created_lsn::text FROM {} WHERE slot = $1", ferry_table(SLOT_TABLE));
+    let created: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(slot)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(ep.error(format!("reading where replication slot {slot} begins")))?;
+    let Some(begins) = created.as_deref().and_then(Lsn::parse_text) else { return Ok(()) };
+    if after.0 == 0 || after.0 >= begins.0 {
+        return Ok(());
+    }
+    Err(ConnectorError::Setup {
+        endpoint: ep.name.clone(),
+        problem: format!(
+            "replication slot {slot} begins at {}, after the direction's checkpoint {}: the changes made in between cannot be read from it (the slot was dropped and created again while ferry was stopped, or the direction moved to a cluster node whose own slot is newer than the checkpoint)",
+            begins.text(),
+            after.text()
+        ),
+        fix: "copy the tables anew: delete the task's checkpoint rows on the target (ferry.ferry_checkpoint) and run again".into(),
+    })
 }
 
 impl Source for PgSource {
