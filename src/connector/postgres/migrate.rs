@@ -6,7 +6,7 @@ use sqlx::postgres::PgConnection;
 
 use super::names::{
     CHECKPOINT_TABLE, CONFLICT_TABLE, DEFERRED_TABLE, FREEZE_TABLE, HEARTBEAT_TABLE, IDENTITY_TABLE, LEASE_TABLE,
-    SCHEMA_TABLE, SIGNAL_TABLE,
+    SCHEMA_TABLE, SIGNAL_TABLE, SLOT_TABLE,
 };
 use super::{FERRY_SCHEMA, PgEndpoint, ferry_table};
 use crate::connector::ConnectorError;
