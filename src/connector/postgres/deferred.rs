@@ -44,6 +44,11 @@ enum Staged {
 }
 
 impl Deferred {
+    /// Whether any table is still without its keys (none, once every first copy is done).
+    pub fn any(&self) -> bool {
+        !self.tables.is_empty()
+    }
+
     /// Whether `table` is still without its keys.
     pub fn is_keyless(&self, table: &TableName) -> bool {
         self.tables.contains_key(table)
@@ -160,7 +165,11 @@ pub async fn recorded(ep: &PgEndpoint, conn: &mut PgConnection) -> Result<HashMa
 }
 
 /// Whether the table holds no row.
-pub async fn is_empty(ep: &PgEndpoint, conn: &mut PgConnection, table: &TableName) -> Result<bool, ConnectorError> {
+pub async fn holds_no_rows(
+    ep: &PgEndpoint,
+    conn: &mut PgConnection,
+    table: &TableName,
+) -> Result<bool, ConnectorError> {
     let sql = format!("SELECT NOT EXISTS (SELECT 1 FROM {})", qualified(table));
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .fetch_one(&mut *conn)

@@ -241,6 +241,10 @@ impl PgSink {
     /// first copy's next chunk (stream changes need them to find rows; a chunk that does
     /// not continue the copy clears its range first), before anything of it is written.
     async fn keys_needed(&mut self, batch: &ApplyBatch) -> Result<(), ConnectorError> {
+        // Every stream batch passes here: nothing to look at once all keys are built.
+        if !self.deferred.any() {
+            return Ok(());
+        }
         let mut needed: Vec<TableName> = Vec::new();
         for c in batch.txns.iter().flat_map(|t| &t.changes) {
             let name = Self::resolve(&c.table.name);
@@ -648,7 +652,7 @@ impl Sink for PgSink {
                     if !self.deferred.is_keyless(&name)
                         && let Some(alter) = recorded.remove(&qualified(&name))
                     {
-                        if deferred::is_empty(&self.ep, &mut self.conn, &name).await? {
+                        if deferred::holds_no_rows(&self.ep, &mut self.conn, &name).await? {
                             self.deferred.adopt(&name, alter);
                         } else {
                             tracing::info!(endpoint = %self.ep.name, table = %name, "the table's first copy stopped before its keys were built: building them now");
