@@ -40,11 +40,8 @@ const PAGE: usize = 1000;
 /// `<ferry's data folder>/freeze/<hash of key>.<ext>`: where a freeze keeps its record
 /// (outside the endpoint: nothing is written into a source).
 pub fn own_file(key: &[u8], ext: &str) -> PathBuf {
-    let base = directories::ProjectDirs::from("", "", "ferry")
-        .map(|d| d.data_local_dir().to_path_buf())
-        .unwrap_or_else(|| std::env::temp_dir().join("ferry"));
     let id = blake3::hash(key).to_hex();
-    base.join("freeze").join(format!("{}.{ext}", &id.as_str()[..16]))
+    super::state::data_dir().join("freeze").join(format!("{}.{ext}", &id.as_str()[..16]))
 }
 
 fn record(ep: &Endpoint) -> PathBuf {

@@ -32,11 +32,15 @@ CREATE TABLE IF NOT EXISTS ferry_blob_manifest(task TEXT NOT NULL, direction TEX
 /// where a target that cannot hold a SQLite file itself (a bucket, an SFTP server) keeps
 /// its state.
 pub fn local_path(kind: &str, name: &str, id: &str) -> PathBuf {
-    let base = directories::ProjectDirs::from("", "", "ferry")
-        .map(|d| d.data_local_dir().to_path_buf())
-        .unwrap_or_else(|| std::env::temp_dir().join("ferry"));
     let hash = blake3::hash(id.as_bytes()).to_hex();
-    base.join(kind).join(format!("{name}-{}.db", &hash.as_str()[..16]))
+    data_dir().join(kind).join(format!("{name}-{}.db", &hash.as_str()[..16]))
+}
+
+/// ferry's data folder on this machine (for what ferry keeps outside the endpoints).
+pub fn data_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "ferry")
+        .map(|d| d.data_local_dir().to_path_buf())
+        .unwrap_or_else(|| std::env::temp_dir().join("ferry"))
 }
 
 /// The state file of one blob target.
