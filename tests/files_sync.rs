@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::{FerryRun, ferry_bin, ferry_within, wait_until};
+use crate::support::{FerryRun, ferry_bin, ferry_within, output_within, wait_until};
 
 /// A task file syncing `src` to `dst` (extra task keys appended).
 pub fn blob_task_file(dir: &Path, src: &str, dst: &str, extra: &str) -> PathBuf {
@@ -265,12 +265,10 @@ pub async fn run_killed_past_20_mib(cfg: &Path, partial_dir: &Path, log: &Path) 
 /// Runs `ferry run --once` (it must succeed) and returns where its log says the
 /// interrupted copy resumed (`resuming the copy where it stopped at=N`).
 pub fn run_once_resumed_at(cfg: &Path) -> u64 {
-    let out = std::process::Command::new(ferry_bin())
-        .args(["run", "--once", "--config"])
-        .arg(cfg)
-        .env("FERRY_LOG", "info")
-        .output()
-        .expect("ferry runs");
+    let out = output_within(
+        std::process::Command::new(ferry_bin()).args(["run", "--once", "--config"]).arg(cfg).env("FERRY_LOG", "info"),
+        Duration::from_secs(300),
+    );
     let err = strip_ansi(&String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{err}");
     let resumed = err.lines().find(|l| l.contains("resuming the copy where it stopped")).unwrap_or_else(|| {
@@ -333,7 +331,10 @@ async fn an_unreadable_file_is_named_the_rest_copied_and_the_task_resumes() {
         } else {
             std::process::Command::new(ferry_bin())
         };
-        cmd.args(["run", "--once", "--config"]).arg(&cfg).env("FERRY_LOG", "warn").output().expect("ferry runs")
+        output_within(
+            cmd.args(["run", "--once", "--config"]).arg(&cfg).env("FERRY_LOG", "warn"),
+            Duration::from_secs(300),
+        )
     };
     let out = run_once();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -433,12 +434,10 @@ async fn a_many_file_copy_on_several_lanes_killed_midway_resumes_without_copying
     let before = inodes(&dst);
     assert!(before.len() < total, "killed midway: {} of {total} files were visible", before.len());
 
-    let out = std::process::Command::new(ferry_bin())
-        .args(["run", "--once", "--config"])
-        .arg(&cfg)
-        .env("FERRY_LOG", "info")
-        .output()
-        .expect("ferry runs");
+    let out = output_within(
+        std::process::Command::new(ferry_bin()).args(["run", "--once", "--config"]).arg(&cfg).env("FERRY_LOG", "info"),
+        Duration::from_secs(300),
+    );
     let err = strip_ansi(&String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{err}");
     identical(&src, &dst, &tmp.path().join("check.md5")).expect("identical after the resume");

@@ -184,11 +184,10 @@ async fn a_missing_bucket_or_missing_credentials_are_named_with_the_fix() {
     // not check presigned requests' keys.)
     let bucket = s3::bucket("nocreds").await;
     let cfg = blob_task_file(tmp.path(), &format!("file://{}", src.display()), &s3::url(&bucket, "", tmp.path()), "");
-    let out = s3::command(&["run", "--once"], &cfg)
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .output()
-        .expect("ferry runs");
+    let out = crate::support::output_within(
+        s3::command(&["run", "--once"], &cfg).env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY"),
+        Duration::from_secs(300),
+    );
     let err = strip(&String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("AWS_ACCESS_KEY_ID is not set") && err.contains("fix:"), "{err}");

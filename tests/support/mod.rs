@@ -29,9 +29,46 @@ pub fn ferry_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ferry"))
 }
 
-/// Runs `ferry` with arguments and waits for it.
+/// Runs `ferry` with arguments and waits for it (at most 10 minutes).
 pub fn ferry(args: &[&str]) -> Output {
-    Command::new(ferry_bin()).args(args).env("FERRY_LOG", "warn").output().expect("ferry binary runs")
+    output_within(Command::new(ferry_bin()).args(args).env("FERRY_LOG", "warn"), Duration::from_secs(600))
+}
+
+/// Runs a command to its end like `Command::output`, but kills it and fails the test
+/// with what it printed when it is still running after `limit` (a hung process must
+/// fail its test, not stall the whole suite).
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let logs = tempfile::tempdir().expect("log folder");
+    let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{:?} does not start: {e}", cmd.get_program()));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+            let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
+            panic!(
+                "`{:?} {}` did not exit within {limit:?}; stderr so far:\n{stderr}",
+                cmd.get_program(),
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&out_path).expect("read stdout"),
+        stderr: std::fs::read(&err_path).expect("read stderr"),
+    }
 }
 
 /// Opens (creating) a SQLite file as an application would.

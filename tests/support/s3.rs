@@ -36,9 +36,9 @@ pub async fn bucket(tag: &str) -> String {
     }
 }
 
-/// `ferry ARGS` with the test credentials, waited for.
+/// `ferry ARGS` with the test credentials, waited for (at most 5 minutes).
 pub fn ferry(args: &[&str], config: &Path) -> Output {
-    command(args, config).output().expect("ferry runs")
+    super::output_within(&mut command(args, config), Duration::from_secs(300))
 }
 
 /// `ferry ARGS --config CONFIG` with the test credentials, info logging, not started.

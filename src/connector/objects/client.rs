@@ -341,7 +341,7 @@ impl S3Client {
                 let n = tag(part, "PartNumber").and_then(|v| v.parse::<u16>().ok());
                 let size = tag(part, "Size").and_then(|v| v.parse::<u64>().ok());
                 if let (Some(n), Some(size)) = (n, size) {
-                    let etag = tag(part, "ETag").map(|e| bare_etag(&e.replace("&quot;", "\""))).unwrap_or_default();
+                    let etag = tag(part, "ETag").map(bare_etag).unwrap_or_default();
                     out.push((n, size, etag));
                 }
             }
@@ -367,12 +367,7 @@ impl S3Client {
         if text.contains("<Error>") {
             return Err(self.fail("cannot complete the upload of", path, Some(StatusCode::OK), text));
         }
-        Ok(text
-            .split("<ETag>")
-            .nth(1)
-            .and_then(|s| s.split("</ETag>").next())
-            .map(|e| bare_etag(&e.replace("&quot;", "\"")))
-            .unwrap_or_default())
+        Ok(text.split("<ETag>").nth(1).and_then(|s| s.split("</ETag>").next()).map(bare_etag).unwrap_or_default())
     }
 
     /// Drops a multipart upload (gone already is fine).

@@ -71,9 +71,15 @@ fn civil(y: i64, m: i64, d: i64) -> Option<i64> {
 }
 
 /// An ETag without its quotes, also when a listing left them XML-escaped (s3s-fs
-/// writes `&quot;…&quot;`, which the listing's parser keeps as it is).
+/// writes `&quot;…&quot;`, moto `&#34;…&#34;`, which the listing's parser keeps as it is).
 pub fn bare_etag(e: &str) -> String {
-    e.trim().trim_start_matches("&quot;").trim_end_matches("&quot;").trim_matches('"').to_string()
+    let mut s = e.trim();
+    for quote in ["&quot;", "&#34;", "&#x22;", "\""] {
+        if let Some(inner) = s.strip_prefix(quote).and_then(|r| r.strip_suffix(quote)) {
+            s = inner;
+        }
+    }
+    s.to_string()
 }
 
 #[cfg(test)]
@@ -91,6 +97,7 @@ mod tests {
     fn etags_lose_their_quotes_escaped_or_not() {
         assert_eq!(bare_etag("\"abc\""), "abc");
         assert_eq!(bare_etag("&quot;abc-2&quot;"), "abc-2");
+        assert_eq!(bare_etag("&#34;abc-3&#34;"), "abc-3");
         assert_eq!(bare_etag("abc"), "abc");
     }
 }
