@@ -308,6 +308,39 @@ async fn a_big_copy_killed_midway_resumes_where_it_stopped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_copy_does_not_hold_back_the_small_files_listed_after_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let mut rng = fastrand::Rng::with_seed(7);
+    // Listed first, and about 4 s to copy at the task's rate.
+    let big: Vec<u8> = (0..40 << 20).map(|_| rng.u8(..)).collect();
+    write(&src.join("a/big.bin"), &big);
+    let small = 200;
+    for i in 0..small {
+        let data: Vec<u8> = (0..rng.usize(10..2000)).map(|_| rng.u8(..)).collect();
+        write(&src.join(format!("b/f{i:03}.txt")), &data);
+    }
+    let cfg = blob_task_file(
+        tmp.path(),
+        &format!("file://{}", src.display()),
+        &format!("file://{}", dst.display()),
+        "max_bytes_per_sec = 10000000",
+    );
+    let log = tmp.path().join("run.log");
+    let mut run = FerryRun::start(&cfg, &log);
+    let count_small = || std::fs::read_dir(dst.join("b")).map(|d| d.count()).unwrap_or(0);
+    wait_until(Duration::from_secs(60), "the small files to be copied", || async { count_small() == small }).await;
+    assert!(
+        !dst.join("a/big.bin").exists(),
+        "the big file listed before the small ones landed first: they waited for it"
+    );
+    wait_until(Duration::from_secs(60), "the big file to be copied", || async { dst.join("a/big.bin").exists() }).await;
+    run.kill();
+    assert_eq!(std::fs::read(dst.join("a/big.bin")).expect("copied"), big);
+    identical(&src, &dst, &tmp.path().join("check.md5")).expect("identical");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_file_is_named_the_rest_copied_and_the_task_resumes() {
     let tmp = tempfile::tempdir().expect("tmp");
     // Root reads anything: ferry then runs as nobody, in folders nobody may write.

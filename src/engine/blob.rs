@@ -49,6 +49,10 @@ const FROZEN_CHECK: Duration = Duration::from_secs(1);
 const BATCH: usize = 128;
 /// Bytes of small copies held before they are made visible (a bucket's are in memory).
 const BATCH_BYTES: u64 = 64 << 20;
+/// Big files a pass sets aside to copy after the small ones it lists (so a big copy
+/// does not hold back the small files listed after it); past this many, a big file is
+/// copied where it is listed.
+const MAX_DEFERRED: usize = 256;
 
 /// Runs a blob direction until `shutdown` (or, with `spec.once`, one full pass).
 pub async fn run(
@@ -87,6 +91,8 @@ pub async fn run(
         ranges: RangeReader::new(&spec.source, RANGES),
         batch: Vec::new(),
         batch_bytes: 0,
+        deferred: Vec::new(),
+        defer_big: false,
         to_record: Vec::new(),
         metas: Vec::new(),
         cp: BlobCheckpoint::default(),
@@ -211,6 +217,10 @@ struct Runner<'a, S, K> {
     /// bytes.
     batch: Vec<(BlobMeta, Found, Reply)>,
     batch_bytes: u64,
+    /// Big files the pass's listing set aside, copied once it has listed everything.
+    deferred: Vec<BlobMeta>,
+    /// Set while a pass lists: big files go to `deferred`.
+    defer_big: bool,
     /// Manifest lines of paths found identical without a copy, recorded together.
     to_record: Vec<ManifestEntry>,
     /// Folders and links to make, made together before the queued copies land.
@@ -353,11 +363,16 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         let start = self.cp.scan_after.clone();
         let mut src: Pager<BlobMeta> = Pager::new(start.clone());
         let mut dst: Pager<BlobMeta> = Pager::new(start.clone());
-        let mut man: Pager<ManifestEntry> = Pager::new(start);
+        let mut man: Pager<ManifestEntry> = Pager::new(start.clone());
         // Folders gone from the source, deleted once the walk has left them (after
         // what they held).
         let mut gone_dirs: Vec<String> = Vec::new();
         let mut last_save = Instant::now();
+        // The position saved while big files wait: the path listed before the first of
+        // them (a restart lists them again; what was copied after them is found equal).
+        let (mut prev, mut hold): (Option<String>, Option<Option<String>>) = (start.clone(), None);
+        self.deferred.clear();
+        self.defer_big = true;
         loop {
             if self.shutdown.is_cancelled() {
                 // The copies under way are small: finished, so none is done twice.
@@ -410,8 +425,12 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     // Every folder left on the stack holds this source path: not gone, only
                     // unlisted (object stores list no folders).
                     gone_dirs.clear();
+                    let waiting = self.deferred.len();
                     if !self.handle(&s, t.as_ref(), m.as_ref(), Found::Rescan).await? {
                         return Ok(false);
+                    }
+                    if waiting == 0 && !self.deferred.is_empty() {
+                        hold = Some(prev.clone());
                     }
                 }
                 (None, Some(t)) if t.kind == BlobKind::Dir => gone_dirs.push(t.path),
@@ -430,13 +449,23 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
             if last_save.elapsed() >= SAVE_EVERY {
                 // The position moves past a path only once its copy is visible.
                 self.flush(0).await?;
-                self.cp.scan_after = Some(path);
+                self.cp.scan_after = hold.clone().unwrap_or_else(|| Some(path.clone()));
                 self.save().await?;
                 self.keep_lease().await?;
                 last_save = Instant::now();
             }
+            prev = Some(path);
         }
         self.flush(0).await?;
+        self.defer_big = false;
+        if let Some(at) = hold {
+            self.cp.scan_after = at;
+        }
+        for s in std::mem::take(&mut self.deferred) {
+            if !self.copy(&s, None, Found::Rescan).await? {
+                return Ok(false);
+            }
+        }
         while let Some(d) = gone_dirs.pop() {
             self.sink.delete(&id, &d, self.tenure.me.fencing).await?;
             self.deleted += 1;
@@ -692,6 +721,10 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                 }
                 if s.size < RESUMABLE {
                     self.enqueue(s, found).await?;
+                    return Ok(true);
+                }
+                if self.defer_big && self.deferred.len() < MAX_DEFERRED {
+                    self.deferred.push(s.clone());
                     return Ok(true);
                 }
                 self.copy(s, None, found).await
