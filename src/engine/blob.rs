@@ -265,8 +265,12 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
             return Ok(());
         }
         self.cp = self.sink.load_checkpoint(&id).await?.unwrap_or_default();
-        // Watching starts before the pass, so nothing changed during it is missed.
-        let _ = self.source.hints().await?;
+        // Watching starts before the pass, so nothing changed during it is missed; a
+        // `--once` run ends with its pass and watches nothing (a recursive watch stats
+        // every path of the tree once more).
+        if !self.spec.once {
+            let _ = self.source.hints().await?;
+        }
         for u in std::mem::take(&mut self.cp.uploads) {
             if self.shutdown.is_cancelled() {
                 return Ok(());
