@@ -8,7 +8,7 @@
 //! target's checkpoint with the same slot. At the end
 //! the tables are equal row for row, no ledger row arrived twice, and the source holds
 //! the one shared slot. A node-named slot of an older release becomes the shared slot
-//! with no change lost.
+//! with no change lost; another node's old slot goes when that node runs the direction.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -334,13 +334,18 @@ async fn pg_a_node_named_slot_of_an_older_release_becomes_the_shared_slot_with_n
     engine.stop();
     assert!(engine.join().await.is_empty(), "the direction failed after the carry-over");
 
-    // A second start reads on from the carried slot (no carry-over left to do).
+    // Another node of the cluster had its own old slot: when it runs the direction it
+    // reads on from the shared slot and drops its old one.
+    let mut other = config.clone();
+    other.node.id = format!("{}-other", config.node.id);
+    let other_slot = names::slot(&former_stream_of(&other.node.id, &spec.id));
+    exec(&a, &format!("SELECT pg_create_logical_replication_slot('{other_slot}', 'pgoutput')")).await;
     exec(&a, "UPDATE up_items SET v = 'second start' WHERE id = 1000").await;
-    let engine = start(&config).await;
-    wait_caught_up(&config, WAIT, Some(&engine)).await;
+    let engine = start(&other).await;
+    wait_caught_up(&other, WAIT, Some(&engine)).await;
     engine.stop();
-    assert!(engine.join().await.is_empty(), "the direction failed on its second start");
+    assert!(engine.join().await.is_empty(), "the direction failed on the other node");
     assert_same_table(&a, &b, &up).await;
-    assert_eq!(slots(&a).await, [slot]);
+    assert_eq!(slots(&a).await, [slot], "the other node's old slot is left");
     drop(pg);
 }
