@@ -72,7 +72,8 @@ pub async fn end_session(ep: &PgEndpoint, conn: &mut PgConnection, slot: &str) -
 
 /// Carries this node's slot of an older release (named after `former`) over to the
 /// shared slot of `stream`, when the shared one does not exist yet; drops the old one
-/// once the shared one exists. `takeover`: a session left on the old slot may be ended.
+/// once the shared one exists (unless a session still holds it). `takeover`: a session
+/// left on an old slot still to be carried over may be ended.
 pub async fn carry_over(
     ep: &PgEndpoint,
     conn: &mut PgConnection,
@@ -84,9 +85,23 @@ pub async fn carry_over(
     if !exists(ep, conn, &old).await? {
         return Ok(());
     }
-    super::source::slot_free(ep, conn, former, takeover).await?;
     let table = ferry_table(SLOT_TABLE);
-    if !exists(ep, conn, &slot).await? {
+    if exists(ep, conn, &slot).await? {
+        // Nothing is read from the old slot any more, whatever its state (even lost):
+        // dropped unless a session still holds it (then at a later start).
+        let busy: Option<i32> = sqlx::query_scalar("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1")
+            .bind(&old)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(ep.error(format!("looking up replication slot {old}")))?
+            .flatten();
+        if let Some(pid) = busy {
+            tracing::info!(endpoint = %ep.name, slot = %old, pid, "this node's replication slot of an older release is still in use; it is dropped at a later start");
+            return Ok(());
+        }
+    } else {
+        // Its changes are carried over: it must be whole (not lost) and free.
+        super::source::slot_free(ep, conn, former, takeover).await?;
         // Recorded first: a copy interrupted before its record would decode with a
         // publication that did not exist at its position.
         let sql = format!(
@@ -121,6 +136,7 @@ pub async fn carry_over(
         .bind(&old)
         .execute(&mut *conn)
         .await
-        .map_err(ep.error(format!("dropping replication slot {old}, carried over to {slot}")))?;
+        .map_err(ep.error(format!("dropping replication slot {old}, replaced by {slot}")))?;
+    tracing::info!(endpoint = %ep.name, slot = %old, shared = %slot, "dropped this node's replication slot of an older release (the direction reads the shared one)");
     Ok(())
 }
