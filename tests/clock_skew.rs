@@ -208,7 +208,13 @@ async fn every_store_tells_the_clock_its_versions_are_stamped_with() {
         &[],
     );
     for ep in &config.endpoints {
-        let opts = SourceOptions { stream: format!("clock-test/{}", ep.name), versions: false, native_chunks: false };
+        let opts = SourceOptions {
+            stream: format!("clock-test/{}", ep.name),
+            former_stream: None,
+            takeover: false,
+            versions: false,
+            native_chunks: false,
+        };
         let mut source = registry::open_source(ep, &opts).await.expect("open");
         let t0 = ferry::model::now_micros();
         let server = source.clock().await.expect("clock").expect("every store tells its time");

@@ -69,6 +69,12 @@ pub(crate) struct Member {
 }
 
 impl Member {
+    /// A node of id `id` with its folder `dir` (its task file `ferry.toml` written by the
+    /// caller) and API at `base`, not started.
+    pub(crate) fn new(id: String, dir: PathBuf, base: String) -> Member {
+        Member { id, dir, base, run: None, netns: None }
+    }
+
     pub(crate) fn config(&self) -> PathBuf {
         self.dir.join("ferry.toml")
     }
@@ -101,7 +107,7 @@ impl Member {
         }
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
         assert!(ok.is_ok_and(|s| s.success()), "kill -{sig} {}", self.pid());
     }
@@ -309,7 +315,7 @@ fn cluster(root: &Path, sites: &[&str], nats: &str, ttl: Duration, db: &str, tas
             let id = format!("{task}-n{}", i + 1);
             let port = free_port();
             write_config(&dir, &id, site, port, (nats, ttl), db, task);
-            Member { id, dir, base: format!("http://127.0.0.1:{port}"), run: None, netns: None }
+            Member::new(id, dir, format!("http://127.0.0.1:{port}"))
         })
         .collect()
 }

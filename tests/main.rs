@@ -42,6 +42,7 @@ mod mysql_twoway;
 mod node_api;
 mod objects_sync;
 mod pg_ddl;
+mod pg_failover;
 mod pg_fuzz_corpus;
 mod pg_mixed;
 mod pg_oneway;

@@ -60,7 +60,7 @@ async fn pg_slot_wal_is_measured_alarmed_and_a_lost_slot_stops_with_how_to_start
     };
     assert!(status.retained_bytes.is_some_and(|b| b > 1024), "{status:?}");
     let spec = &plan_task(&config, &config.tasks[0], &[])[0];
-    let stream = stream_of(&config.node.id, &spec.id);
+    let stream = stream_of(&spec.id);
     let kept = probe::source_retention(&spec.source, &stream).await.expect("probe").expect("the slot keeps WAL");
     assert!(kept.bytes > 0 && !kept.at_risk, "{kept:?}");
     engine.stop();
@@ -122,7 +122,7 @@ async fn pg_a_slot_created_after_the_checkpoint_stops_the_direction_instead_of_s
     // While ferry is stopped the slot is dropped and rows change: the next start creates
     // a new slot, which begins after those changes. Reading from it would skip them.
     let spec = &plan_task(&config, &config.tasks[0], &[])[0];
-    let slot = ferry::connector::postgres::names::slot(&stream_of(&config.node.id, &spec.id));
+    let slot = ferry::connector::postgres::names::slot(&stream_of(&spec.id));
     exec(&a, &format!("SELECT pg_drop_replication_slot('{slot}')")).await;
     exec(&a, "INSERT INTO slot_gap VALUES (1000, 'made while the slot was gone')").await;
     let engine = start(&config).await;

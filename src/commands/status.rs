@@ -120,7 +120,7 @@ async fn report(config: &Config, id: &DirectionId, store: Option<&Store>) -> Dir
             Ok(None) => {}
             Err(e) => r.problems.push(e.to_string()),
         }
-        let stream = crate::engine::task::stream_of(&config.node.id, id);
+        let stream = crate::engine::task::stream_of(id);
         match registry::source_retention(from, &stream).await {
             Ok(Some(kept)) => {
                 let alarm = config.task(&id.task).map_or(u64::MAX, |t| t.retention_alarm);

@@ -46,9 +46,20 @@ pub enum DataKind {
 /// How a direction's source is opened.
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
-    /// Names this reader's replica stream and snapshot signal row (node and direction);
-    /// a second reader of the same direction (the heartbeat writer) uses another.
+    /// Names this reader's replica stream and snapshot signal row (task and direction,
+    /// the same on every node of a cluster); a second reader of the same direction (the
+    /// heartbeat writer) uses another.
     pub stream: String,
+    /// The name this node read the direction's stream with before streams were shared
+    /// by a cluster's nodes (`{node}/{task}/{direction}`): a store that keeps a reader's
+    /// history by name (PostgreSQL's replication slot) carries it over to `stream` when
+    /// `stream` has none yet, so an upgrade loses no change. `None`: nothing to carry.
+    pub former_stream: Option<String>,
+    /// This reader runs in a cluster under the direction's lease (fenced on the
+    /// target): a session of the stream left by the previous owner (a killed node's
+    /// replication connection, until TCP notices) may be ended instead of waited for.
+    /// Outside a cluster such a session is another process's, a setup error.
+    pub takeover: bool,
     /// Read each change's row version (two-way conflict resolution needs them).
     pub versions: bool,
     /// The direction's target is the same store: snapshot chunks may come as the

@@ -291,8 +291,12 @@ struct Attempt<'h> {
 
 /// A reader of the direction's source; `stream` names its replica stream and signal row.
 async fn open_source(spec: &DirectionSpec, stream: String) -> Result<Box<dyn dynamic::DynSource>, ConnectorError> {
+    // The heartbeat writer's stream (`…/heartbeat`) never had history to carry over.
+    let former_stream = (stream == stream_name(spec)).then(|| former_stream_of(&spec.node_id, &spec.id));
     let opts = SourceOptions {
         stream,
+        former_stream,
+        takeover: spec.lease_floor > 0,
         versions: spec.conflicts.is_some(),
         native_chunks: registry::same_store(&spec.source, &spec.target),
     };
@@ -350,14 +354,23 @@ async fn run_pair<S: Source + 'static, H: Source + 'static, K: Sink>(
     runner.run(heartbeat).await
 }
 
-/// Names a direction's replica stream and snapshot signal row: node and direction.
+/// Names a direction's replica stream and snapshot signal row.
 fn stream_name(spec: &DirectionSpec) -> String {
-    stream_of(&spec.node_id, &spec.id)
+    stream_of(&spec.id)
 }
 
-/// The name of the replica stream node `node_id` reads direction `id` with (what a
-/// source keeps history for: [`registry::source_retention`]).
-pub fn stream_of(node_id: &str, id: &DirectionId) -> String {
+/// The name of the replica stream direction `id` is read with (what a source keeps
+/// history for: [`registry::source_retention`]). It names no node: every node of a
+/// cluster that may own the direction reads the same stream, so a new owner goes on
+/// from the target's checkpoint where the old one stopped.
+pub fn stream_of(id: &DirectionId) -> String {
+    format!("{}/{}", id.task, id.direction())
+}
+
+/// The name the stream of direction `id` had on node `node_id` before streams were
+/// shared by a cluster's nodes (`{node}/{task}/{direction}`): a source carries over
+/// what it kept under it ([`SourceOptions::former_stream`]).
+pub fn former_stream_of(node_id: &str, id: &DirectionId) -> String {
     format!("{node_id}/{}/{}", id.task, id.direction())
 }
 

@@ -34,7 +34,7 @@ pub struct MysqlSource {
 }
 
 impl MysqlSource {
-    /// Connects; `stream_name` (node and direction) keys the replica server id and the
+    /// Connects; `stream_name` (task and direction) keys the replica server id and the
     /// snapshot signal row, so two directions never share them.
     pub async fn open(ep: MysqlEndpoint, stream_name: &str) -> Result<Self, ConnectorError> {
         let conn = ep.connect().await?;

@@ -57,7 +57,10 @@ impl Connector for Store {
     ) -> BoxFuture<'a, Result<Box<dyn DynSource>, ConnectorError>> {
         Box::pin(async move {
             let source = PgSource::open(PgEndpoint::of(ep)?, &opts.stream).await?;
-            let source = source.with_versions(opts.versions).with_native_chunks(opts.native_chunks);
+            let source = source
+                .with_versions(opts.versions)
+                .with_native_chunks(opts.native_chunks)
+                .with_handover(opts.former_stream.clone(), opts.takeover);
             Ok(Box::new(source) as Box<dyn DynSource>)
         })
     }

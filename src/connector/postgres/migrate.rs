@@ -12,7 +12,7 @@ use super::{FERRY_SCHEMA, PgEndpoint, ferry_table};
 use crate::connector::ConnectorError;
 
 /// This release's schema version of ferry's tables.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 /// Creates ferry's tables or moves them forward; idempotent, safe to race (an advisory
 /// lock serialises two processes starting at once). The lock is the transaction's: the
@@ -60,6 +60,8 @@ pub async fn run(ep: &PgEndpoint, conn: &mut PgConnection) -> Result<(), Connect
          CREATE TABLE IF NOT EXISTS {identity} (tbl text PRIMARY KEY, previous text NOT NULL);
          CREATE TABLE IF NOT EXISTS {deferred} (tbl text PRIMARY KEY, statement text NOT NULL);
          CREATE TABLE IF NOT EXISTS {slots} (slot text PRIMARY KEY, created_lsn pg_lsn NOT NULL, created_us bigint NOT NULL);
+         -- 5: the publication a slot carried over from an older release decodes with.
+         ALTER TABLE {slots} ADD COLUMN IF NOT EXISTS publication text;
          INSERT INTO {version} (version, applied_us) VALUES ({VERSION}, (extract(epoch from now()) * 1000000)::bigint)
              ON CONFLICT DO NOTHING;",
         schema = super::ident(FERRY_SCHEMA),

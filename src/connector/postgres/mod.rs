@@ -24,6 +24,7 @@ pub mod decoder;
 pub mod deferred;
 pub mod export;
 pub mod freezer;
+pub mod handover;
 pub mod migrate;
 pub mod names;
 pub mod parallel;

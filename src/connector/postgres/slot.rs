@@ -65,7 +65,7 @@ pub async fn retention(
 /// The error of a slot the server invalidated: what is lost and how to start over.
 pub fn lost(ep: &PgEndpoint, stream: &str, keep_size: &str) -> ConnectorError {
     let slot = super::names::slot(stream);
-    // The stream is node/task/direction.
+    // The stream is task/direction (node/task/direction in older releases).
     let mut parts = stream.rsplitn(3, '/');
     let (direction, task) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     ConnectorError::Setup {

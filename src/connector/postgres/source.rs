@@ -68,6 +68,11 @@ pub struct PgSource {
     ep: PgEndpoint,
     conn: PgConnection,
     stream: String,
+    /// This node's name of the stream in older releases, whose slot is carried over.
+    former: Option<String>,
+    /// In a cluster, under the direction's lease: a session left on the slot by a
+    /// previous owner is ended (see [`super::handover`]).
+    takeover: bool,
     tables: HashMap<TableName, Arc<TableSchema>>,
     patterns: Vec<glob::Pattern>,
     relations: HashMap<u32, Option<Rel>>,
@@ -101,7 +106,7 @@ pub struct PgSource {
 }
 
 impl PgSource {
-    /// Connects; `stream` (node and direction) names the slot, the publication and the
+    /// Connects; `stream` (task and direction) names the slot, the publication and the
     /// snapshot signal row. Nothing is created until [`Source::install_capture`].
     pub async fn open(ep: PgEndpoint, stream: &str) -> Result<Self, ConnectorError> {
         let conn = ep.connect().await?;
@@ -109,6 +114,8 @@ impl PgSource {
             ep,
             conn,
             stream: stream.to_string(),
+            former: None,
+            takeover: false,
             tables: HashMap::new(),
             patterns: Vec::new(),
             relations: HashMap::new(),
@@ -134,6 +141,15 @@ impl PgSource {
         self
     }
 
+    /// The stream's name on this node in older releases (its slot is carried over), and
+    /// whether a previous owner's session on the slot may be ended (cluster, under the
+    /// direction's lease).
+    pub fn with_handover(mut self, former: Option<String>, takeover: bool) -> Self {
+        self.former = former;
+        self.takeover = takeover;
+        self
+    }
+
     /// Two-way: read versions with changes.
     pub fn with_versions(mut self, on: bool) -> Self {
         self.versions = on;
@@ -147,7 +163,8 @@ impl PgSource {
 
     /// Starts the stream after `after` (the target's checkpoint), acknowledging nothing
     /// beyond it. A slot still held by this direction's previous reader (a killed
-    /// process's walsender) is waited for; one held longer is another consumer's.
+    /// process's walsender) is waited for, one held longer is another consumer's; in a
+    /// cluster, under the lease, the previous owner's session is ended instead.
     async fn start(&mut self, after: &Position) -> Result<(), ConnectorError> {
         if let Some(mut c) = self.client.take() {
             let _ = c.shutdown().await;
@@ -157,7 +174,8 @@ impl PgSource {
             problem: e.to_string(),
             fix: "the checkpoint belongs to another kind of source: delete the task's checkpoint rows on the target to start over".into(),
         })?;
-        let (slot, publication) = (names::slot(&self.stream), names::publication(&self.stream));
+        let slot = names::slot(&self.stream);
+        let publication = super::handover::publication_of(&self.ep, &mut self.conn, &self.stream).await?;
         let cfg = self
             .ep
             .replication_config(slot.clone(), publication)
@@ -165,7 +183,7 @@ impl PgSource {
             .with_ack_lsn(pgwire_replication::Lsn::from_u64(lsn.0))
             .with_status_interval(Duration::from_secs(1))
             .with_wakeup_interval(Duration::from_secs(5));
-        slot_free(&self.ep, &mut self.conn, &self.stream).await?;
+        slot_free(&self.ep, &mut self.conn, &self.stream, self.takeover).await?;
         slot_covers(&self.ep, &mut self.conn, &slot, lsn).await?;
         let deadline = tokio::time::Instant::now() + SLOT_BUSY_WAIT;
         let client = loop {
@@ -177,6 +195,9 @@ impl PgSource {
             match attempt.await {
                 Ok(c) => break c,
                 Err(e) if e.to_string().contains("is active for PID") => {
+                    if self.takeover {
+                        super::handover::end_session(&self.ep, &mut self.conn, &slot).await?;
+                    }
                     if tokio::time::Instant::now() >= deadline {
                         return Err(ConnectorError::Setup {
                             endpoint: self.ep.name.clone(),
@@ -478,7 +499,14 @@ pub async fn wal_head(ep: &PgEndpoint, conn: &mut PgConnection) -> Result<Positi
 /// direction's previous reader (a killed process) ends within moments of its socket
 /// closing; a slot busy for longer belongs to another consumer, a setup error. A slot
 /// the server invalidated (its changes lost) is a setup error saying how to start over.
-pub async fn slot_free(ep: &PgEndpoint, conn: &mut PgConnection, stream: &str) -> Result<(), ConnectorError> {
+/// `takeover` (a cluster node holding the direction's lease): the session on the slot
+/// is a previous owner's, ended rather than waited for.
+pub async fn slot_free(
+    ep: &PgEndpoint,
+    conn: &mut PgConnection,
+    stream: &str,
+    takeover: bool,
+) -> Result<(), ConnectorError> {
     let slot = names::slot(stream);
     let slot = slot.as_str();
     let deadline = tokio::time::Instant::now() + SLOT_BUSY_WAIT;
@@ -493,6 +521,9 @@ pub async fn slot_free(ep: &PgEndpoint, conn: &mut PgConnection, stream: &str) -
         }
         let pid: Option<i32> = found.and_then(|r| r.get(0));
         let Some(pid) = pid else { return Ok(()) };
+        if takeover {
+            super::handover::end_session(ep, conn, slot).await?;
+        }
         if tokio::time::Instant::now() >= deadline {
             return Err(ConnectorError::Setup {
                 endpoint: ep.name.clone(),
@@ -516,15 +547,21 @@ async fn lost_slot(ep: &PgEndpoint, conn: &mut PgConnection, stream: &str) -> Co
 }
 
 /// Creates (or updates) the direction's publication and then its slot: a slot made
-/// before its publication could not decode the WAL in between.
+/// before its publication could not decode the WAL in between. This node's slot of an
+/// older release (`former`) is carried over first; `takeover`: see [`slot_free`].
 pub async fn install(
     ep: &PgEndpoint,
     conn: &mut PgConnection,
     stream: &str,
+    (former, takeover): (Option<&str>, bool),
     tables: &[Arc<TableSchema>],
     versioned: bool,
 ) -> Result<(), ConnectorError> {
-    let (slot, publication) = (names::slot(stream), names::publication(stream));
+    if let Some(former) = former {
+        super::handover::carry_over(ep, conn, stream, former, takeover).await?;
+    }
+    let slot = names::slot(stream);
+    let publication = super::handover::publication_of(ep, conn, stream).await?;
     let mut list: Vec<String> = tables.iter().map(|t| qualified(&t.name)).collect();
     if versioned {
         list.extend(tables.iter().map(|t| versions::qualified_version(&t.name)));
@@ -563,7 +600,7 @@ pub async fn install(
         .await
         .map_err(ep.error("looking up the direction's replication slot"))?;
     if has_slot {
-        slot_free(ep, conn, stream).await?;
+        slot_free(ep, conn, stream, takeover).await?;
     } else {
         let created: String = sqlx::query_scalar("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')")
             .bind(&slot)
@@ -591,7 +628,7 @@ pub async fn install(
         // `slot_covers`).
         let sql = format!(
             "INSERT INTO {} (slot, created_lsn, created_us) VALUES ($1, $2::pg_lsn, (extract(epoch from now()) * 1000000)::bigint) \
-             ON CONFLICT (slot) DO UPDATE SET created_lsn = excluded.created_lsn, created_us = excluded.created_us",
+             ON CONFLICT (slot) DO UPDATE SET created_lsn = excluded.created_lsn, created_us = excluded.created_us, publication = NULL",
             ferry_table(SLOT_TABLE)
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -645,7 +682,8 @@ impl Source for PgSource {
             versions::install(&self.ep, &mut self.conn, tables, &self.ep.site).await?;
             versions::full_identity(&self.ep, &mut self.conn, tables).await?;
         }
-        install(&self.ep, &mut self.conn, &self.stream, tables, self.versions).await?;
+        let handover = (self.former.as_deref(), self.takeover);
+        install(&self.ep, &mut self.conn, &self.stream, handover, tables, self.versions).await?;
         self.tables = tables.iter().map(|t| (t.name.clone(), t.clone())).collect();
         self.note_versioned();
         // A new table set needs a new stream (the publication changed).
