@@ -78,6 +78,9 @@ struct Slot {
     free_since: Option<Instant>,
     /// Not before this (it failed here).
     retry_at: Option<Instant>,
+    /// This round's renewal, made with every other due one at once, when it did not
+    /// succeed (a success is applied as it comes): `step` acts on it.
+    renewal: Option<Result<Option<Held>, ClusterError>>,
 }
 
 /// The ownership loop.
@@ -111,6 +114,7 @@ impl Owner {
                 running: None,
                 free_since: None,
                 retry_at: None,
+                renewal: None,
             })
             .collect();
         Owner {
@@ -153,6 +157,7 @@ impl Owner {
     async fn round(&mut self) {
         // The leases first: a slow NATS (a server died) delays the reads below, not them.
         let rebalance = std::mem::take(&mut self.rebalance_next);
+        self.renew_due().await;
         for i in 0..self.slots.len() {
             if let Err(e) = self.step(i, rebalance).await {
                 warn!(direction = %self.slots[i].candidate.spec.id, error = %e, "cluster lease step failed");
@@ -197,6 +202,49 @@ impl Owner {
         };
         if tokio::time::timeout(limit, reads).await.is_err() {
             warn!(limit_ms = limit.as_millis(), "the cluster's buckets did not answer in time; the leases go first");
+        }
+    }
+
+    /// Renews at once every lease due for its periodic renewal, each within its own
+    /// budget: one after another, NATS not answering would make each wait its own
+    /// timeout, and the last ones could pass their stop point before being tried.
+    async fn renew_due(&mut self) {
+        let ttl = self.setup.ttl;
+        let stop_at = ttl - ttl / 6;
+        let limit = super::connect::request_timeout(ttl);
+        let leases = &self.setup.leases;
+        let mut due = Vec::new();
+        let mut asks = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(run) = &slot.running else { continue };
+            // Lapsed, past the stop point, finished or not yet due: `step` decides.
+            let left = stop_at.saturating_sub(run.renewed.elapsed());
+            if run.lapsed
+                || left.is_zero()
+                || run.renewed.elapsed() < ttl / 3
+                || run.engine.as_ref().is_some_and(Engine::finished)
+            {
+                continue;
+            }
+            due.push(i);
+            let key = slot.key.clone();
+            asks.push(async move {
+                match tokio::time::timeout(left.min(limit), lease::renew(leases, &key, &run.held)).await {
+                    Ok(r) => r,
+                    Err(e) => Err(ClusterError::nats(format!("renewing lease {key}"), e)),
+                }
+            });
+        }
+        let answers = futures_util::future::join_all(asks).await;
+        for (i, answer) in due.into_iter().zip(answers) {
+            let slot = &mut self.slots[i];
+            match (answer, slot.running.as_mut()) {
+                (Ok(Some(held)), Some(run)) => {
+                    run.held = held;
+                    run.renewed = Instant::now();
+                }
+                (other, _) => slot.renewal = Some(other),
+            }
         }
     }
 
@@ -248,6 +296,8 @@ impl Owner {
         let my_id = self.setup.me.id.clone();
         let cut_off = self.setup.reach.names();
         let slot = &mut self.slots[i];
+        // This round's answer from `renew_due`, if it was tried there (and failed).
+        let answered = slot.renewal.take();
         let task_paused = self.paused.contains(&slot.candidate.spec.id.task);
         if let Some(run) = &mut slot.running {
             if run.engine.as_ref().is_some_and(Engine::finished) {
@@ -318,11 +368,15 @@ impl Owner {
             }
             let limit = super::connect::request_timeout(ttl);
             let budget = if left.is_zero() { limit } else { left.min(limit) };
-            let renewed =
-                match tokio::time::timeout(budget, lease::renew(&self.setup.leases, &slot.key, &run.held)).await {
-                    Ok(r) => r,
-                    Err(e) => Err(ClusterError::nats(format!("renewing lease {}", slot.key), e)),
-                };
+            let renewed = match answered {
+                Some(answer) => answer,
+                None => {
+                    match tokio::time::timeout(budget, lease::renew(&self.setup.leases, &slot.key, &run.held)).await {
+                        Ok(r) => r,
+                        Err(e) => Err(ClusterError::nats(format!("renewing lease {}", slot.key), e)),
+                    }
+                }
+            };
             self.unanswered |= renewed.is_err();
             match renewed {
                 Ok(Some(held)) => {
