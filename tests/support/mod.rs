@@ -315,35 +315,16 @@ impl Outcome {
 /// Runs `ferry args` with its output in files, failing the test (after killing the
 /// child) when it does not exit by itself within `limit`.
 pub async fn ferry_within(args: &[&str], limit: Duration) -> Outcome {
-    let logs = tempfile::tempdir().expect("log folder");
-    let out_path = logs.path().join("stdout");
-    let err_path = logs.path().join("stderr");
-    let mut child = Command::new(ferry_bin())
-        .args(args)
-        .env("FERRY_LOG", "warn")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .expect("ferry binary starts");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for ferry") {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-            panic!("`ferry {}` did not exit within {limit:?}; stderr so far:\n{stderr}", args.join(" "));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let mut cmd = Command::new(ferry_bin());
+    cmd.args(args).env("FERRY_LOG", "warn").env_remove("RUST_BACKTRACE");
+    // Waited for off the runtime's threads; a timeout's panic (with the log) goes on.
+    let out = tokio::task::spawn_blocking(move || output_within(&mut cmd, limit))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     Outcome {
-        code: status.code(),
-        stdout: std::fs::read_to_string(&out_path).expect("read stdout"),
-        stderr: std::fs::read_to_string(&err_path).expect("read stderr"),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
