@@ -17,7 +17,7 @@ use std::sync::Arc;
 use sqlx::AssertSqlSafe;
 use sqlx::sqlite::SqliteConnection;
 
-use super::literal::{LiteralError, ident, int, parse_list, row_expr, string};
+use super::literal::{LiteralError, ident, int, int_prefix, parse_list, row_expr, string};
 use super::position;
 use super::schema::{self, HEARTBEAT_TABLE};
 use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, exec_batch, migrate, rollback, snapshot};
@@ -393,9 +393,12 @@ impl<'a> Header<'a> {
     /// The next comma-terminated integer.
     fn int(&mut self) -> Option<i64> {
         let b = &self.text.as_bytes()[self.at..];
-        let end = b.iter().position(|c| *c == b',')?;
-        self.at += end + 1;
-        int(&b[..end])
+        let (n, len) = int_prefix(b)?;
+        if b.get(len) != Some(&b',') {
+            return None;
+        }
+        self.at += len + 1;
+        Some(n)
     }
 
     /// The next name: quoted, or `-N` for the Nth of `short` (`-` for the first).
