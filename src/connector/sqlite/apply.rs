@@ -14,13 +14,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::sqlite::SqliteConnection;
-use sqlx::{AssertSqlSafe, Row as _};
+use sqlx::sqlite::{SqliteArguments, SqliteConnection};
+use sqlx::{Arguments as _, AssertSqlSafe, Row as _};
 
 use super::literal::{ident, parse_row, row_expr};
 use super::schema::{self, create_table_sql};
 use super::state::{self, ConflictRecord};
-use super::values::{UnstorableValue, bind_all};
+use super::values::{UnstorableValue, add_value, bind_all};
 use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, migrate, rollback};
 use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConflictRules, ConnectorError, DirectionId, ErrorKind,
@@ -494,11 +494,12 @@ impl SqliteSink {
                 let marks = vec![tuple.as_str(); chunk.len()].join(",");
                 format!("DELETE FROM {} WHERE ({}) IN (VALUES {marks})", ident(&table.name.name), cols.join(","))
             };
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for k in chunk {
-                q = bind_all(q, k)?;
+            let mut args = SqliteArguments::default();
+            args.reserve(chunk.len() * width, 0);
+            for v in chunk.iter().flatten() {
+                add_value(&mut args, v)?;
             }
-            q.execute(&mut self.conn).await?;
+            sqlx::query_with(AssertSqlSafe(sql), args).execute(&mut self.conn).await?;
         }
         Ok(())
     }
@@ -525,14 +526,17 @@ impl SqliteSink {
                 cols.join(","),
                 keys.join(",")
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
+            let mut args = SqliteArguments::default();
+            args.reserve(chunk.len() * width, 0);
             for r in chunk {
-                q = bind_all(q, r).map_err(|mut e| {
-                    e.value = format!("{} (table {}, key {})", e.value, table.name, key_text(&table.key_of(r)));
-                    e
-                })?;
+                for v in r.iter() {
+                    add_value(&mut args, v).map_err(|mut e| {
+                        e.value = format!("{} (table {}, key {})", e.value, table.name, key_text(&table.key_of(r)));
+                        e
+                    })?;
+                }
             }
-            q.execute(&mut self.conn).await?;
+            sqlx::query_with(AssertSqlSafe(sql), args).execute(&mut self.conn).await?;
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use sqlx::AssertSqlSafe;
 use sqlx::sqlite::SqliteConnection;
 
-use super::literal::{LiteralError, ident, int, parse_list, row_expr, string};
+use super::literal::{LiteralError, ident, int, int_prefix, parse_list, row_expr, string};
 use super::position;
 use super::schema::{self, HEARTBEAT_TABLE};
 use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, exec_batch, migrate, rollback, snapshot};
@@ -123,6 +123,8 @@ impl SqliteSource {
         } else {
             // The source's own site and the first tables are sent as `-` and `-N`
             // (see `Header::name`): quote() formats through printf, which showed in profiles.
+            // The usual ops are constants: turning an integer into text costs ~200
+            // instructions a value in concat_ws.
             let tables: String =
                 names.iter().enumerate().map(|(i, n)| format!("WHEN {} THEN '-{i}' ", string(n))).collect();
             let tbl = if tables.is_empty() {
@@ -131,7 +133,8 @@ impl SqliteSource {
                 format!("CASE tbl {tables}ELSE quote(tbl) END")
             };
             format!(
-                "concat_ws(',', seq, epoch, op, ts, CASE origin WHEN ?5 THEN '-' ELSE quote(origin) END, {tbl}, \
+                "concat_ws(',', seq, epoch, CASE op WHEN 1 THEN '1' WHEN 2 THEN '2' WHEN 3 THEN '3' ELSE op END, ts, \
+                 CASE origin WHEN ?5 THEN '-' ELSE quote(origin) END, {tbl}, \
                  CASE op WHEN 1 THEN NULL ELSE pk END, after)"
             )
         };
@@ -150,8 +153,8 @@ impl SqliteSource {
         Ok(Page { packed: packed.unwrap_or_default(), rows, last: last.unwrap_or(after) })
     }
 
-    fn unpack<'a>(&self, packed: &'a str, short: &'a Short) -> Result<Vec<Entry<'a>>, ConnectorError> {
-        unpack(packed, short).map_err(|e| ConnectorError::Setup {
+    fn unpack<'a>(&self, page: &'a Page, short: &'a Short) -> Result<Vec<Entry<'a>>, ConnectorError> {
+        unpack(&page.packed, short, usize::try_from(page.rows).unwrap_or(0)).map_err(|e| ConnectorError::Setup {
             endpoint: self.ep.name.clone(),
             problem: format!("ferry_changelog holds an unreadable row: {e}"),
             fix: "the changelog was edited by hand; restore it or re-copy the tables (remove the task's checkpoint)"
@@ -361,8 +364,8 @@ struct Entry<'a> {
 
 /// Splits a packed changelog read into entries, in one pass: each row's values are
 /// parsed up to the `;` that ends it.
-fn unpack<'a>(packed: &'a str, short: &'a Short) -> Result<Vec<Entry<'a>>, LiteralError> {
-    let mut out = Vec::new();
+fn unpack<'a>(packed: &'a str, short: &'a Short, rows: usize) -> Result<Vec<Entry<'a>>, LiteralError> {
+    let mut out = Vec::with_capacity(rows);
     let mut start = 0;
     while start < packed.len() {
         let bad = || LiteralError { at: start, text: packed[start..].chars().take(200).collect() };
@@ -393,9 +396,12 @@ impl<'a> Header<'a> {
     /// The next comma-terminated integer.
     fn int(&mut self) -> Option<i64> {
         let b = &self.text.as_bytes()[self.at..];
-        let end = b.iter().position(|c| *c == b',')?;
-        self.at += end + 1;
-        int(&b[..end])
+        let (n, len) = int_prefix(b)?;
+        if b.get(len) != Some(&b',') {
+            return None;
+        }
+        self.at += len + 1;
+        Some(n)
     }
 
     /// The next name: quoted, or `-N` for the Nth of `short` (`-` for the first).
@@ -597,7 +603,7 @@ impl Source for SqliteSource {
             }
             break page;
         };
-        let mut rows = self.unpack(&page.packed, &short)?;
+        let mut rows = self.unpack(&page, &short)?;
         let mut cutoff = i64::MAX;
         let mut continues = false;
         if (rows.len() as i64) >= limit && req.keep_transactions {
@@ -689,13 +695,13 @@ mod tests {
     fn unpacks_short_and_quoted_names_in_one_pass() {
         let short = Short { site: "dc-a".into(), tables: vec!["items".into(), "o;dd".into()] };
         let packed = "5,2,1,100,-,-0,1,'x;y';6,2,3,100,'dc-''b','it''s',7;7,3,2,101,-,-1,8,8,NULL";
-        let rows = unpack(packed, &short).expect("unpacks");
+        let rows = unpack(packed, &short, 3).expect("unpacks");
         let heads: Vec<(i64, i64, &str, &str)> =
             rows.iter().map(|r| (r.seq, r.epoch, r.origin.as_ref(), r.tbl.as_ref())).collect();
         assert_eq!(heads, vec![(5, 2, "dc-a", "items"), (6, 2, "dc-'b", "it's"), (7, 3, "dc-a", "o;dd")]);
         assert_eq!(rows[0].values, vec![Value::Int(1), Value::Text("x;y".into())]);
         assert_eq!(rows[1].values, vec![Value::Int(7)]);
         assert_eq!(rows[2].values, vec![Value::Int(8), Value::Int(8), Value::Null]);
-        assert!(unpack("1,1,1,1,-9,'t',1", &short).is_err());
+        assert!(unpack("1,1,1,1,-9,'t',1", &short, 1).is_err());
     }
 }
