@@ -266,11 +266,13 @@ impl BlobState {
         let e = self.err("reading the manifest");
         let rows = sqlx::query(
             "SELECT path, size, mtime_ns, mode, blake3, md5, target FROM ferry_blob_manifest \
-             WHERE task = ?1 AND direction = ?2 AND (?3 IS NULL OR path > ?3) ORDER BY path LIMIT ?4",
+             WHERE task = ?1 AND direction = ?2 AND path > ?3 ORDER BY path LIMIT ?4",
         )
         .bind(&dir.task)
         .bind(dir.direction())
-        .bind(after)
+        // A plain range (every path sorts after ""): `?3 IS NULL OR …` made SQLite walk
+        // the direction's lines from the first for every page.
+        .bind(after.unwrap_or(""))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(self.conn())
         .await
