@@ -11,7 +11,8 @@
 //! with no change lost; another node's old slot goes when that node runs the direction.
 //! An owner SIGSTOPped with its apply transaction open on the PostgreSQL target does not
 //! hold the next owner back: that one ends the stopped owner's sessions on the target
-//! and applies; the woken node writes nothing.
+//! (never another direction's, nor one of a newer token) and applies; the woken node
+//! writes nothing.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use ferry::config::Config;
 use ferry::connector::DirectionId;
-use ferry::connector::postgres::names;
+use ferry::connector::postgres::{names, state};
 use ferry::engine::plan_task;
 use ferry::engine::task::{former_stream_of, stream_of};
 use ferry::model::TableName;
@@ -403,6 +404,17 @@ async fn pg_target_owner_stopped_with_its_apply_transaction_open_does_not_hold_t
     wait_target_past(&b, 0, "the first owner", &members).await;
     let i = members.iter().position(|m| m.id == current).expect("owner is a member");
 
+    // Bystanders the takeover must leave alone: a session named for another direction
+    // (older token) and one named for this direction under a newer token than any here.
+    let dir = DirectionId { task: task.clone(), from: "a".into(), to: "b".into() };
+    let other = DirectionId { task: task.clone(), from: "b".into(), to: "a".into() };
+    let mut bystanders = Vec::new();
+    for name in [state::session_name(&other, 1), state::session_name(&dir, i64::MAX / 2)] {
+        let mut c = connect(&b).await;
+        c.execute(sqlx::AssertSqlSafe(format!("SET application_name = '{name}'"))).await.expect("name a bystander");
+        bystanders.push((name, c));
+    }
+
     // Stop the owner while its apply transaction is open on the target (its
     // connection stays alive: the server never drops it by itself).
     let mut watch = connect(&b).await;
@@ -432,6 +444,10 @@ async fn pg_target_owner_stopped_with_its_apply_transaction_open_does_not_hold_t
     eprintln!("applied by {next} {:?} after the STOP (lease TTL {TTL:?})", since.elapsed());
     let gone = rows(&b, &format!("SELECT count(*)::text FROM pg_stat_activity WHERE pid = {session}")).await;
     assert_eq!(gone, [[Some("0".to_string())]], "the stopped owner's session on the target was not ended");
+    for (name, c) in &mut bystanders {
+        let alive = c.execute("SELECT 1").await;
+        assert!(alive.is_ok(), "the takeover ended the session named {name}: {alive:?}");
+    }
     let log = members.iter().find(|m| m.id == next).map(Member::log).unwrap_or_default();
     assert!(
         log.contains("ended the sessions of the lease's previous holder"),
