@@ -9,6 +9,10 @@
 //! the tables are equal row for row, no ledger row arrived twice, and the source holds
 //! the one shared slot. A node-named slot of an older release becomes the shared slot
 //! with no change lost; another node's old slot goes when that node runs the direction.
+//! An owner SIGSTOPped with its apply transaction open on the PostgreSQL target does not
+//! hold the next owner back: that one ends the stopped owner's sessions on the target
+//! (never another direction's, nor one of a newer token) and applies; the woken node
+//! writes nothing.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,14 +21,14 @@ use std::time::{Duration, Instant};
 
 use ferry::config::Config;
 use ferry::connector::DirectionId;
-use ferry::connector::postgres::names;
+use ferry::connector::postgres::{names, state};
 use ferry::engine::plan_task;
 use ferry::engine::task::{former_stream_of, stream_of};
 use ferry::model::TableName;
 use sqlx::Executor as _;
 
 use crate::cluster_failover::{
-    Member, TAKEOVER, TTL, WAIT, free_port, nats_url, owner, require_nats, tail, wait_joined, wait_owner,
+    Member, TAKEOVER, TTL, WAIT, applied_by, free_port, nats_url, owner, require_nats, tail, wait_joined, wait_owner,
 };
 use crate::pg_oneway::{assert_same_table, start, wait_caught_up};
 use crate::support::mariadb::unique;
@@ -348,4 +352,157 @@ async fn pg_a_node_named_slot_of_an_older_release_becomes_the_shared_slot_with_n
     assert_same_table(&a, &b, &up).await;
     assert_eq!(slots(&a).await, [slot], "the other node's old slot is left");
     drop(pg);
+}
+
+/// Polls the target database `db` until one of ferry's sessions there has a write
+/// transaction open between statements; its backend pid and transaction start.
+async fn open_apply_transaction(b: &mut sqlx::PgConnection, db: &str) -> Option<(i32, String)> {
+    let sql = format!(
+        "SELECT pid, xact_start::text FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid() \
+         AND application_name LIKE 'ferry%' AND state = 'idle in transaction' AND backend_xid IS NOT NULL LIMIT 1"
+    );
+    sqlx::query_as::<_, (i32, String)>(sqlx::AssertSqlSafe(sql)).fetch_optional(b).await.expect("pg_stat_activity")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_target_owner_stopped_with_its_apply_transaction_open_does_not_hold_the_next_owner_back() {
+    require_nats(&nats_url());
+    let mut ca = Cleanup::new(&shared_a());
+    let mut cb = Cleanup::new(&shared_b());
+    let task = unique("pgstop");
+    ca.task(&task);
+    let db = database(&shared_a(), "pgstop", &mut ca).await;
+    let db_b = database(&shared_b(), "pgstop", &mut cb).await;
+    let (a, b) = (with_db(&shared_a(), &db), with_db(&shared_b(), &db_b));
+    let accounts: Vec<String> = (0..10).map(|i| format!("({i}, 0)")).collect();
+    exec(
+        &a,
+        &format!(
+            "CREATE TABLE public.ledger (id bigserial PRIMARY KEY, token uuid NOT NULL, amount int); \
+             CREATE TABLE public.acct (id int PRIMARY KEY, balance bigint NOT NULL); \
+             INSERT INTO public.acct VALUES {}",
+            accounts.join(", ")
+        ),
+    )
+    .await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut members = Vec::new();
+    for i in 1..=3 {
+        let dir = root.path().join(format!("n{i}"));
+        std::fs::create_dir_all(&dir).expect("node dir");
+        let (id, port) = (format!("{task}-n{i}"), free_port());
+        write_config(&dir, &id, port, (&a, &b), &task);
+        members.push(Member::new(id, dir, format!("http://127.0.0.1:{port}")));
+    }
+    for m in &mut members {
+        m.start();
+    }
+    let http = crate::support::http_client(Duration::from_secs(5));
+    let stop = Arc::new(AtomicBool::new(false));
+    let app = tokio::spawn(writer(a.clone(), stop.clone()));
+    let current = wait_owner(&http, &members, &task, None, WAIT).await;
+    wait_target_past(&b, 0, "the first owner", &members).await;
+    let i = members.iter().position(|m| m.id == current).expect("owner is a member");
+
+    // Bystanders the takeover must leave alone: a session named for another direction
+    // (older token) and one named for this direction under a newer token than any here.
+    let dir = DirectionId { task: task.clone(), from: "a".into(), to: "b".into() };
+    let other = DirectionId { task: task.clone(), from: "b".into(), to: "a".into() };
+    let mut bystanders = Vec::new();
+    for name in [state::session_name(&other, 1), state::session_name(&dir, i64::MAX / 2)] {
+        let mut c = connect(&b).await;
+        c.execute(sqlx::AssertSqlSafe(format!("SET application_name = '{name}'"))).await.expect("name a bystander");
+        bystanders.push((name, c));
+    }
+
+    // Stop the owner while its apply transaction is open on the target (its
+    // connection stays alive: the server never drops it by itself).
+    let mut watch = connect(&b).await;
+    let started = Instant::now();
+    let (session, at) = loop {
+        assert!(started.elapsed() < WAIT, "never caught the owner with an apply transaction open on the target");
+        let Some((pid, xact)) = open_apply_transaction(&mut watch, &db_b).await else { continue };
+        members[i].signal("STOP");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let still = rows(&b, &format!("SELECT xact_start::text FROM pg_stat_activity WHERE pid = {pid}")).await;
+        if still == [[Some(xact.clone())]] {
+            break (pid, count(&b).await);
+        }
+        members[i].signal("CONT");
+    };
+    let since = Instant::now();
+    let next = wait_owner(&http, &members, &task, Some(&current), TAKEOVER).await;
+    // The new owner applies within 10 s past the stopped owner's lease expiry.
+    while count(&b).await <= at {
+        assert!(
+            since.elapsed() < TAKEOVER,
+            "{next} applied nothing within {TAKEOVER:?} of the STOP of {current} (its apply transaction open on the target); logs:\n{}",
+            members.iter().map(|m| format!("--- {}\n{}", m.id, tail(&m.log()))).collect::<String>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("applied by {next} {:?} after the STOP (lease TTL {TTL:?})", since.elapsed());
+    let gone = rows(&b, &format!("SELECT count(*)::text FROM pg_stat_activity WHERE pid = {session}")).await;
+    assert_eq!(gone, [[Some("0".to_string())]], "the stopped owner's session on the target was not ended");
+    for (name, c) in &mut bystanders {
+        let alive = c.execute("SELECT 1").await;
+        assert!(alive.is_ok(), "the takeover ended the session named {name}: {alive:?}");
+    }
+    let log = members.iter().find(|m| m.id == next).map(Member::log).unwrap_or_default();
+    assert!(
+        log.contains("ended the sessions of the lease's previous holder"),
+        "{next} did not say it ended the stopped owner's sessions:\n{}",
+        tail(&log)
+    );
+
+    // Woken, the old owner finds its tenure over and writes nothing.
+    members[i].signal("CONT");
+    let started = Instant::now();
+    loop {
+        let view = crate::cluster_failover::get_json(&http, &format!("{}/api/v1/cluster", members[i].base)).await;
+        let nodes = view.as_ref().and_then(|v| v["nodes"].as_array().cloned()).unwrap_or_default();
+        if nodes.iter().any(|n| n["id"] == current.as_str() && n["tasks"].as_array().is_some_and(Vec::is_empty)) {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "the woken node still claims the task; log:\n{}", tail(&members[i].log()));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let after = applied_by(&http, &members[i], &task).await.expect("the woken node's counter");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = applied_by(&http, &members[i], &task).await.expect("the woken node's counter");
+    assert_eq!(later, after, "the woken node kept applying changes after losing its lease");
+    let next_pid = members.iter().find(|m| m.id == next).map(Member::pid).expect("the new owner");
+    let holder = rows(&b, &format!("SELECT node, pid::text FROM ferry.ferry_lease WHERE task = '{task}'")).await;
+    assert_eq!(holder, [[Some(next.clone()), Some(next_pid.to_string())]], "the target's lease is not the new owner's");
+
+    stop.store(true, Ordering::Relaxed);
+    app.await.expect("writer");
+    let source_rows = count(&a).await;
+    let started = Instant::now();
+    while count(&b).await < source_rows {
+        assert!(started.elapsed() < WAIT, "the target did not catch up with the source's {source_rows} ledger rows");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let dup = rows(&b, "SELECT (count(*) - count(DISTINCT token))::text FROM public.ledger").await;
+    assert_eq!(dup, [[Some("0".to_string())]], "a ledger row arrived twice");
+    let started = Instant::now();
+    for t in ["public.ledger", "public.acct"] {
+        loop {
+            let (ta, tb) = (table_text(&a, t, "id").await, table_text(&b, t, "id").await);
+            if ta == tb {
+                assert!(!ta.is_empty(), "{t} is empty");
+                break;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "{t} differs: {} rows on the source, {} on the target",
+                ta.len(),
+                tb.len()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    for m in &mut members {
+        m.kill();
+    }
 }

@@ -756,15 +756,29 @@ impl Sink for PgSink {
         holder: &LeaseHolder,
         ttl: Duration,
     ) -> Result<LeaseOutcome, ConnectorError> {
-        if self.lease_conn.is_none() {
-            self.lease_conn = Some(self.ep.connect().await?);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if self.lease_conn.is_none() {
+                self.lease_conn = Some(self.ep.connect().await?);
+            }
+            let Some(conn) = self.lease_conn.as_mut() else { unreachable!("opened above") };
+            let r = state::take_lease(conn, dir, holder, ttl).await;
+            if r.is_err() {
+                self.lease_conn = None;
+            }
+            // Its lock timeout ran out (55P03: a session ended for a takeover was not gone
+            // yet, or one began meanwhile), or the session was ended (a process taking
+            // the lease over ends the sessions named for the tenure it supersedes): once more.
+            let again = r.as_ref().err().is_some_and(|e| {
+                super::sqlstate(e).as_deref() == Some("55P03")
+                    || matches!(e, sqlx::Error::Io(_) | sqlx::Error::Protocol(_))
+            });
+            if again && attempt < 3 {
+                continue;
+            }
+            return r.map_err(self.ep.error(format!("taking the lease of {dir} (ferry.ferry_lease)")));
         }
-        let Some(conn) = self.lease_conn.as_mut() else { unreachable!("opened above") };
-        let r = state::take_lease(conn, dir, holder, ttl).await;
-        if r.is_err() {
-            self.lease_conn = None;
-        }
-        r.map_err(self.ep.error(format!("taking the lease of {dir} (ferry.ferry_lease)")))
     }
 
     async fn rollback(&mut self) -> Result<(), ConnectorError> {

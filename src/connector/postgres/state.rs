@@ -157,9 +157,18 @@ fn holder_of(r: &PgRow) -> LeaseHolder {
 const LEASE_COLUMNS: &str =
     "node, host, pid, expires_us, fencing, expires_us < (extract(epoch from clock_timestamp()) * 1000000)::bigint";
 
+/// How long a lease transaction waits for a lock (the advisory lock of the direction's
+/// takers, the lease row) before it gives up and is tried again: a session of a
+/// superseded holder that was not ended (or not yet gone) never holds it back for long.
+const LEASE_LOCK_TIMEOUT: &str = "2s";
+
 /// Takes or renews a lease in its own transaction on `conn` (never the apply session):
 /// a live holder keeps it; a new holder gets the next fencing token; a renewal keeps
 /// its token unless another process took the lease over. Times are the server's.
+/// Taking over from a holder whose lease ran out (or that a newer cluster lease
+/// supersedes) first ends that holder's sessions on this server ([`end_sessions`]):
+/// an open apply transaction of a paused or cut-off process rolls back at once
+/// instead of holding the new tenure back until the server drops its connection.
 pub async fn take_lease(
     conn: &mut PgConnection,
     dir: &DirectionId,
@@ -167,7 +176,44 @@ pub async fn take_lease(
     ttl: Duration,
 ) -> Result<LeaseOutcome, sqlx::Error> {
     use sqlx::Connection;
+    let seen = {
+        let sql =
+            format!("SELECT {LEASE_COLUMNS} FROM {} WHERE task = $1 AND direction = $2", ferry_table(LEASE_TABLE));
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&dir.task)
+            .bind(dir.direction())
+            .fetch_optional(&mut *conn)
+            .await?
+            .as_ref()
+            .map(holder_of)
+    };
+    if let Some(h) = &seen
+        && me.fencing == 0
+        && h.pid != 0
+        && !(h.host == me.host && h.pid == me.pid)
+        && (h.expired || (h.host == me.host && !crate::connector::host::pid_alive(h.pid)) || me.supersedes(h))
+    {
+        match end_sessions(conn, dir, h.fencing).await {
+            Ok(0) => {}
+            Ok(ended) => {
+                tracing::warn!(direction = %dir, holder = %h, sessions = ended, "ended the sessions of the lease's previous holder (its tenure is over) before taking it over");
+            }
+            // Without the right to end them (pg_signal_backend), the lock timeout below
+            // still keeps this process from waiting on them for long.
+            Err(e) => {
+                tracing::warn!(direction = %dir, holder = %h, error = %e, "could not end the sessions of the lease's previous holder")
+            }
+        }
+    }
     let mut tx = conn.begin().await?;
+    // Named for this transaction only: a process taking over while this one hangs in it
+    // (paused mid-renewal, or mid-takeover of the tenure `seen`) ends it.
+    let under = if me.fencing != 0 { me.fencing } else { seen.as_ref().map_or(0, |h| h.fencing) };
+    sqlx::query("SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true)")
+        .bind(LEASE_LOCK_TIMEOUT)
+        .bind(session_name(dir, under))
+        .execute(&mut *tx)
+        .await?;
     // Serialises takers of this direction even before its row exists.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
         .bind(format!("ferry_lease/{}/{}", dir.task, dir.direction()))
@@ -237,18 +283,25 @@ pub async fn drop_lease(conn: &mut PgConnection, dir: &DirectionId, me: &LeaseHo
 
 /// Inside the apply transaction: locks the lease row FOR KEY SHARE (a takeover's FOR
 /// UPDATE waits for this commit; a renewal's FOR NO KEY UPDATE does not)
-/// and says whether it still carries `fence`; the lease's row otherwise.
+/// and says whether it still carries `fence`; the lease's row otherwise. The session is
+/// named for the direction and `fence` ([`session_name`]) in the same statement, so a
+/// process taking the lease over finds it and can end it ([`end_sessions`]).
 pub async fn check_fence(
     conn: &mut PgConnection,
     dir: &DirectionId,
     fence: i64,
 ) -> Result<Option<LeaseHolder>, sqlx::Error> {
     let sql = format!(
-        "SELECT {LEASE_COLUMNS} FROM {} WHERE task = $1 AND direction = $2 FOR KEY SHARE",
+        "SELECT {LEASE_COLUMNS}, set_config('application_name', $3, false) FROM {} \
+         WHERE task = $1 AND direction = $2 FOR KEY SHARE",
         ferry_table(LEASE_TABLE)
     );
-    let row =
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&dir.task).bind(dir.direction()).fetch_optional(&mut *conn).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&dir.task)
+        .bind(dir.direction())
+        .bind(session_name(dir, fence))
+        .fetch_optional(&mut *conn)
+        .await?;
     Ok(match row.as_ref().map(holder_of) {
         Some(h) if h.fencing == fence => None,
         Some(h) => Some(h),
@@ -273,4 +326,37 @@ pub async fn lease_holder(conn: &mut PgConnection, dir: &DirectionId) -> Result<
     let row =
         sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&dir.task).bind(dir.direction()).fetch_optional(&mut *conn).await?;
     Ok(row.as_ref().map(holder_of))
+}
+
+/// The `application_name` of a session working for `dir` under fencing token `fence`:
+/// `ferry/<hash of task and direction>/<fence>` (within PostgreSQL's 63 bytes).
+pub fn session_name(dir: &DirectionId, fence: i64) -> String {
+    format!("{}{fence}", session_prefix(dir))
+}
+
+/// `ferry/<hash>/`: FNV-1a of task and direction, the same for every node.
+fn session_prefix(dir: &DirectionId) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in dir.task.bytes().chain([0]).chain(dir.direction().bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("ferry/{h:016x}/")
+}
+
+/// Ends (`pg_terminate_backend`) the sessions of this database named for `dir` under a
+/// fencing token up to `fence` (a superseded tenure's), never this one nor another
+/// direction's; returns how many. Their open transactions roll back, their locks go.
+pub async fn end_sessions(conn: &mut PgConnection, dir: &DirectionId, fence: i64) -> Result<usize, sqlx::Error> {
+    // The CASE keeps the cast from names of another shape (evaluation order of AND is free).
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE pid <> pg_backend_pid() AND datname = current_database() \
+         AND CASE WHEN application_name ~ $1 THEN split_part(application_name, '/', 3)::bigint <= $2 ELSE false END",
+    )
+    .bind(format!("^{}[0-9]{{1,18}}$", session_prefix(dir)))
+    .bind(fence)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(ended.into_iter().filter(|e| *e).count())
 }
