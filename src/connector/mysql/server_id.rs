@@ -8,12 +8,7 @@ use crate::model::SiteId;
 /// A server id for a replica stream, derived from a stable string (node + direction), in
 /// a range unlikely to clash with real servers (3,000,000,000 ..= 3,999,999,999).
 pub fn replica_server_id(seed: &str) -> u32 {
-    // FNV-1a: stable across builds and platforms.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in seed.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = crate::connector::own_names::fnv1a64(seed.bytes());
     3_000_000_000 + (h % 1_000_000_000) as u32
 }
 

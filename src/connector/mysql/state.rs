@@ -254,13 +254,8 @@ const MARKED_WORKERS: usize = 64;
 /// `role` is `lease` or an apply worker's index. A new holder finds the sessions of the
 /// previous one by these names (`IS_USED_LOCK`) and ends them.
 pub fn session_lock(dir: &DirectionId, role: &str) -> String {
-    // FNV-1a of task and direction: names stay within MySQL's 64 characters.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in dir.task.bytes().chain([0]).chain(dir.direction().bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("ferry.{h:016x}.{role}")
+    // A hash of task and direction: names stay within MySQL's 64 characters.
+    format!("ferry.{:016x}.{role}", crate::connector::own_names::direction_hash(dir))
 }
 
 /// Marks a session as one of the lease holder's (takes its named lock, never waiting).

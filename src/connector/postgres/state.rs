@@ -334,14 +334,9 @@ pub fn session_name(dir: &DirectionId, fence: i64) -> String {
     format!("{}{fence}", session_prefix(dir))
 }
 
-/// `ferry/<hash>/`: FNV-1a of task and direction, the same for every node.
+/// `ferry/<hash>/`: a hash of task and direction, the same for every node.
 fn session_prefix(dir: &DirectionId) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in dir.task.bytes().chain([0]).chain(dir.direction().bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("ferry/{h:016x}/")
+    format!("ferry/{:016x}/", crate::connector::own_names::direction_hash(dir))
 }
 
 /// Ends (`pg_terminate_backend`) the sessions of this database named for `dir` under a

@@ -73,20 +73,10 @@ pub async fn range_checksum(
                 return Ok((count, sum));
             }
             count += 1;
-            sum = sum.wrapping_add(fnv1a(text.as_bytes()));
+            sum = sum.wrapping_add(crate::connector::own_names::fnv1a64(text.bytes()));
         }
     }
     Ok((count, sum))
-}
-
-/// FNV-1a, 64-bit: stable across builds and platforms.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 /// `WHERE` text and the key values to bind for a range (row-value comparisons).
