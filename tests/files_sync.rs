@@ -341,6 +341,26 @@ async fn a_big_copy_does_not_hold_back_the_small_files_listed_after_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_pipe_is_skipped_with_a_warning_and_the_rest_copied() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write(&src.join("a/file.txt"), b"kept");
+    let made = std::process::Command::new("mkfifo").arg(src.join("a/pipe")).status().expect("mkfifo runs");
+    assert!(made.success(), "mkfifo");
+    let cfg =
+        blob_task_file(tmp.path(), &format!("file://{}", src.display()), &format!("file://{}", dst.display()), "");
+    let out = output_within(
+        std::process::Command::new(ferry_bin()).args(["run", "--once", "--config"]).arg(&cfg).env("FERRY_LOG", "warn"),
+        Duration::from_secs(120),
+    );
+    let err = strip_ansi(&String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("skipping a named pipe") && err.contains("a/pipe"), "the pipe is named in a warning:\n{err}");
+    assert_eq!(std::fs::read(dst.join("a/file.txt")).expect("copied"), b"kept");
+    assert!(std::fs::symlink_metadata(dst.join("a/pipe")).is_err(), "no pipe at the target");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_file_is_named_the_rest_copied_and_the_task_resumes() {
     let tmp = tempfile::tempdir().expect("tmp");
     // Root reads anything: ferry then runs as nobody, in folders nobody may write.

@@ -43,7 +43,9 @@ impl Walk<'_> {
     fn dir(&self, rel: &str, out: &mut Vec<BlobMeta>) -> Result<bool, ListError> {
         let path = if rel.is_empty() { self.root.to_path_buf() } else { self.root.join(rel.trim_end_matches('/')) };
         let rd = std::fs::read_dir(&path).map_err(|e| (rel.to_string(), e))?;
-        let mut entries: Vec<(String, bool)> = Vec::new();
+        // Each entry keeps its `DirEntry`: its metadata is read relative to the open
+        // folder (one name to look up, not the whole path from the root), as rsync does.
+        let mut entries: Vec<(String, bool, std::fs::DirEntry)> = Vec::new();
         for entry in rd {
             let entry = entry.map_err(|e| (rel.to_string(), e))?;
             let Ok(name) = entry.file_name().into_string() else {
@@ -54,10 +56,10 @@ impl Walk<'_> {
                 continue;
             }
             let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            entries.push((if is_dir { format!("{name}/") } else { name }, is_dir));
+            entries.push((if is_dir { format!("{name}/") } else { name }, is_dir, entry));
         }
-        entries.sort_unstable();
-        for (key, is_dir) in entries {
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, is_dir, entry) in entries {
             let full = format!("{rel}{key}");
             if is_dir {
                 // Everything under `full` sorts after it; the subtree is all before
@@ -69,7 +71,7 @@ impl Walk<'_> {
                     continue;
                 }
                 if self.all && self.after.is_none_or(|a| full.as_str() > a) {
-                    match self.meta(&full) {
+                    match self.meta(&full, &entry) {
                         Ok(Some(m)) => out.push(m),
                         Ok(None) => {}
                         // Gone since it was listed.
@@ -90,7 +92,7 @@ impl Walk<'_> {
                 if self.after.is_some_and(|a| full.as_str() <= a) || !matches(self.globs, &full) {
                     continue;
                 }
-                match self.meta(&full) {
+                match self.meta(&full, &entry) {
                     Ok(Some(m)) => {
                         if m.kind == BlobKind::Link && !self.all && !matches(self.globs, &full) {
                             continue;
@@ -109,8 +111,15 @@ impl Walk<'_> {
         Ok(false)
     }
 
-    fn meta(&self, rel: &str) -> Result<Option<BlobMeta>, ListError> {
-        stat(self.root, rel).map_err(|e| (rel.to_string(), e))
+    fn meta(&self, rel: &str, entry: &std::fs::DirEntry) -> Result<Option<BlobMeta>, ListError> {
+        let md = match entry.metadata() {
+            Ok(md) => md,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+                return Ok(None);
+            }
+            Err(e) => return Err((rel.to_string(), e)),
+        };
+        meta_of(self.root, rel, &md).map_err(|e| (rel.to_string(), e))
     }
 }
 
@@ -125,6 +134,12 @@ pub fn stat(root: &Path, rel: &str) -> Result<Option<BlobMeta>, std::io::Error> 
         }
         Err(e) => return Err(e),
     };
+    meta_of(root, rel, &md)
+}
+
+/// The metadata of `rel` (read without following links) as a listing entry: `None` for
+/// special files (refused with a warning).
+fn meta_of(root: &Path, rel: &str, md: &std::fs::Metadata) -> Result<Option<BlobMeta>, std::io::Error> {
     let ft = md.file_type();
     let base = rel.trim_end_matches('/');
     let (kind, path, size, link) = if ft.is_dir() {
@@ -132,6 +147,7 @@ pub fn stat(root: &Path, rel: &str) -> Result<Option<BlobMeta>, std::io::Error> 
     } else if ft.is_file() {
         (BlobKind::File, base.to_string(), md.len(), None)
     } else if ft.is_symlink() {
+        let p = super::join(root, rel);
         let target = std::fs::read_link(&p)?;
         let Some(target) = target.to_str().map(str::to_string) else {
             warn!(path = %p.display(), "skipping a link whose target is not UTF-8");
@@ -148,14 +164,14 @@ pub fn stat(root: &Path, rel: &str) -> Result<Option<BlobMeta>, std::io::Error> 
         } else {
             "a special file"
         };
-        warn!(path = %p.display(), "skipping {what}: ferry copies files, folders and links only");
+        warn!(path = %super::join(root, rel).display(), "skipping {what}: ferry copies files, folders and links only");
         return Ok(None);
     };
     Ok(Some(BlobMeta {
         path,
         kind,
         size,
-        mtime_ns: mtime_ns(&md),
+        mtime_ns: mtime_ns(md),
         mode: Some(md.mode() & 0o7777),
         owner: Some((md.uid(), md.gid())),
         etag: None,
