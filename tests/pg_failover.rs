@@ -39,6 +39,37 @@ use crate::support::postgres::{
 use crate::support::relay::Relay;
 
 /// The ledger's row count on `url` (0 before the table exists).
+/// Once the writer stopped: the target `b` catches up with the source `a`, holds no
+/// ledger row twice, and both tables end equal row for row (the acct updates are the
+/// last to arrive: polled).
+async fn same_rows_each_once(a: &str, b: &str) {
+    let source_rows = count(a).await;
+    let started = Instant::now();
+    while count(b).await < source_rows {
+        assert!(started.elapsed() < WAIT, "the target did not catch up with the source's {source_rows} ledger rows");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let dup = rows(b, "SELECT (count(*) - count(DISTINCT token))::text FROM public.ledger").await;
+    assert_eq!(dup, [[Some("0".to_string())]], "a ledger row arrived twice");
+    let started = Instant::now();
+    for t in ["public.ledger", "public.acct"] {
+        loop {
+            let (ta, tb) = (table_text(a, t, "id").await, table_text(b, t, "id").await);
+            if ta == tb {
+                assert!(!ta.is_empty(), "{t} is empty");
+                break;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "{t} differs: {} rows on the source, {} on the target",
+                ta.len(),
+                tb.len()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
 async fn count(url: &str) -> u64 {
     let r = rows_once_created(url, "SELECT count(*)::text FROM public.ledger").await;
     r.first().and_then(|r| r[0].as_deref()).and_then(|n| n.parse().ok()).unwrap_or(0)
@@ -225,32 +256,7 @@ async fn pg_source_direction_moves_between_nodes_on_one_shared_slot_without_losi
 
     stop.store(true, Ordering::Relaxed);
     app.await.expect("writer");
-    let source_rows = count(&a).await;
-    let started = Instant::now();
-    while count(&b).await < source_rows {
-        assert!(started.elapsed() < WAIT, "the target did not catch up with the source's {source_rows} ledger rows");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let dup = rows(&b, "SELECT (count(*) - count(DISTINCT token))::text FROM public.ledger").await;
-    assert_eq!(dup, [[Some("0".to_string())]], "a ledger row arrived twice");
-    // Equal row for row (the acct updates are the last to arrive: poll them).
-    let started = Instant::now();
-    for t in ["public.ledger", "public.acct"] {
-        loop {
-            let (ta, tb) = (table_text(&a, t, "id").await, table_text(&b, t, "id").await);
-            if ta == tb {
-                assert!(!ta.is_empty(), "{t} is empty");
-                break;
-            }
-            assert!(
-                started.elapsed() < WAIT,
-                "{t} differs: {} rows on the source, {} on the target",
-                ta.len(),
-                tb.len()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
+    same_rows_each_once(&a, &b).await;
     assert_eq!(slots(&a).await, std::slice::from_ref(&slot), "stray slots on the source");
     for m in &mut members {
         m.kill();
@@ -477,31 +483,7 @@ async fn pg_target_owner_stopped_with_its_apply_transaction_open_does_not_hold_t
 
     stop.store(true, Ordering::Relaxed);
     app.await.expect("writer");
-    let source_rows = count(&a).await;
-    let started = Instant::now();
-    while count(&b).await < source_rows {
-        assert!(started.elapsed() < WAIT, "the target did not catch up with the source's {source_rows} ledger rows");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let dup = rows(&b, "SELECT (count(*) - count(DISTINCT token))::text FROM public.ledger").await;
-    assert_eq!(dup, [[Some("0".to_string())]], "a ledger row arrived twice");
-    let started = Instant::now();
-    for t in ["public.ledger", "public.acct"] {
-        loop {
-            let (ta, tb) = (table_text(&a, t, "id").await, table_text(&b, t, "id").await);
-            if ta == tb {
-                assert!(!ta.is_empty(), "{t} is empty");
-                break;
-            }
-            assert!(
-                started.elapsed() < WAIT,
-                "{t} differs: {} rows on the source, {} on the target",
-                ta.len(),
-                tb.len()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
+    same_rows_each_once(&a, &b).await;
     for m in &mut members {
         m.kill();
     }
