@@ -39,6 +39,42 @@ use crate::support::postgres::{
 use crate::support::relay::Relay;
 
 /// The ledger's row count on `url` (0 before the table exists).
+/// A task's databases on both PostgreSQL servers; dropped with it.
+struct Pair {
+    _cleanups: (Cleanup, Cleanup),
+    task: String,
+    /// The source's URL (ledger and acct tables, 10 accounts).
+    a: String,
+    /// The target's URL, and its database's name.
+    b: String,
+    db_b: String,
+}
+
+/// A new task name and a database on each PostgreSQL server, the source's holding the
+/// ledger and acct tables.
+async fn ledger_pair(tag: &str) -> Pair {
+    let mut ca = Cleanup::new(&shared_a());
+    let mut cb = Cleanup::new(&shared_b());
+    let task = unique(tag);
+    // The slot goes before its database (a database with a slot cannot be dropped).
+    ca.task(&task);
+    let db = database(&shared_a(), tag, &mut ca).await;
+    let db_b = database(&shared_b(), tag, &mut cb).await;
+    let (a, b) = (with_db(&shared_a(), &db), with_db(&shared_b(), &db_b));
+    let accounts: Vec<String> = (0..10).map(|i| format!("({i}, 0)")).collect();
+    exec(
+        &a,
+        &format!(
+            "CREATE TABLE public.ledger (id bigserial PRIMARY KEY, token uuid NOT NULL, amount int); \
+             CREATE TABLE public.acct (id int PRIMARY KEY, balance bigint NOT NULL); \
+             INSERT INTO public.acct VALUES {}",
+            accounts.join(", ")
+        ),
+    )
+    .await;
+    Pair { _cleanups: (ca, cb), task, a, b, db_b }
+}
+
 /// Once the writer stopped: the target `b` catches up with the source `a`, holds no
 /// ledger row twice, and both tables end equal row for row (the acct updates are the
 /// last to arrive: polled).
@@ -173,25 +209,8 @@ async fn wait_streaming_from(a: &str, slot: &str, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pg_source_direction_moves_between_nodes_on_one_shared_slot_without_losing_or_doubling_rows() {
     require_nats(&nats_url());
-    let mut ca = Cleanup::new(&shared_a());
-    let mut cb = Cleanup::new(&shared_b());
-    let task = unique("pgfo");
-    // The slot goes before its database (a database with a slot cannot be dropped).
-    ca.task(&task);
-    let db = database(&shared_a(), "pgfo", &mut ca).await;
-    let db_b = database(&shared_b(), "pgfo", &mut cb).await;
-    let (a, b) = (with_db(&shared_a(), &db), with_db(&shared_b(), &db_b));
-    let accounts: Vec<String> = (0..10).map(|i| format!("({i}, 0)")).collect();
-    exec(
-        &a,
-        &format!(
-            "CREATE TABLE public.ledger (id bigserial PRIMARY KEY, token uuid NOT NULL, amount int); \
-             CREATE TABLE public.acct (id int PRIMARY KEY, balance bigint NOT NULL); \
-             INSERT INTO public.acct VALUES {}",
-            accounts.join(", ")
-        ),
-    )
-    .await;
+    let pair = ledger_pair("pgfo").await;
+    let (task, a, b) = (pair.task.clone(), pair.a.clone(), pair.b.clone());
     let slot = names::slot(&stream_of(&DirectionId { task: task.clone(), from: "a".into(), to: "b".into() }));
 
     let root = tempfile::tempdir().expect("temp dir");
@@ -373,24 +392,8 @@ async fn open_apply_transaction(b: &mut sqlx::PgConnection, db: &str) -> Option<
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pg_target_owner_stopped_with_its_apply_transaction_open_does_not_hold_the_next_owner_back() {
     require_nats(&nats_url());
-    let mut ca = Cleanup::new(&shared_a());
-    let mut cb = Cleanup::new(&shared_b());
-    let task = unique("pgstop");
-    ca.task(&task);
-    let db = database(&shared_a(), "pgstop", &mut ca).await;
-    let db_b = database(&shared_b(), "pgstop", &mut cb).await;
-    let (a, b) = (with_db(&shared_a(), &db), with_db(&shared_b(), &db_b));
-    let accounts: Vec<String> = (0..10).map(|i| format!("({i}, 0)")).collect();
-    exec(
-        &a,
-        &format!(
-            "CREATE TABLE public.ledger (id bigserial PRIMARY KEY, token uuid NOT NULL, amount int); \
-             CREATE TABLE public.acct (id int PRIMARY KEY, balance bigint NOT NULL); \
-             INSERT INTO public.acct VALUES {}",
-            accounts.join(", ")
-        ),
-    )
-    .await;
+    let pair = ledger_pair("pgstop").await;
+    let (task, a, b, db_b) = (pair.task.clone(), pair.a.clone(), pair.b.clone(), pair.db_b.clone());
     let root = tempfile::tempdir().expect("temp dir");
     let mut members = Vec::new();
     for i in 1..=3 {
