@@ -5,6 +5,7 @@
 //! ferry creates gets its keys once its first copy is done, or at the next start.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ferry::connector::postgres::sink::PgSink;
 use ferry::connector::postgres::source::{PgSource, rows_after};
@@ -13,7 +14,13 @@ use ferry::connector::{ApplyBatch, Checkpoint, DirectionId, NativeRows, Sink, Sn
 use ferry::model::{SiteId, TableName, TableSchema, same_row};
 
 use crate::pg_oneway::{ALL_TYPES, assert_same_table, rows_sql};
-use crate::support::postgres::{Cleanup, exec, rows, schema, shared_a, shared_b};
+use ferry::config::Config;
+
+use crate::pg_oneway::{tail, wait_caught_up};
+use crate::support::FerryRun;
+use crate::support::postgres::{
+    Cleanup, PrivatePg, database, exec, rows, rows_once_created, schema, shared_a, shared_b, task_file, with_db,
+};
 
 /// A batch of one snapshot chunk (COPY text) and nothing else.
 fn chunk_batch(table: &Arc<TableSchema>, native: Option<NativeRows>) -> ApplyBatch {
@@ -231,4 +238,56 @@ async fn pg_a_table_ferry_creates_gets_the_sources_keys_when_its_first_copy_is_d
     sink.ensure_tables(std::slice::from_ref(&table)).await.expect("target table, after a restart");
     assert_eq!(constraints(&b, &t).await, constraints(&a, &t).await, "built at the next start");
     assert_eq!(rows(&b, &recorded).await, [[Some("0".to_string())]]);
+}
+
+/// The target server crashes (`pg_ctl -m immediate`) while the first copy commits its
+/// chunks (which do not wait for their WAL flush): when it is back, the copy goes on
+/// from the last chunk that survived, and the target ends with every row exactly once
+/// and its key built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_a_target_server_crash_during_the_first_copy_loses_and_doubles_nothing() {
+    let a = shared_a();
+    let mut cleanup_a = Cleanup::new(&a);
+    let db = database(&a, "pgtcrash", &mut cleanup_a).await;
+    let ua = with_db(&a, &db);
+    exec(&ua, "CREATE TABLE public.items (id bigint PRIMARY KEY, v text NOT NULL)").await;
+    exec(&ua, "INSERT INTO public.items SELECT g, md5(g::text) FROM generate_series(1, 400000) g").await;
+    let pg = tokio::task::spawn_blocking(|| PrivatePg::start("")).await.expect("cluster");
+    let ub = pg.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Throttled so the 400,000 rows (8 chunks) take about 4 s whatever the machine.
+    let (file, task) = task_file(dir.path(), &ua, &ub, "one-way", &["public.items"], "max_rows_per_sec = 100000");
+    let mut cleanup_slots = Cleanup::new(&a);
+    cleanup_slots.task(&task);
+    let config = Config::load(&file).expect("config");
+    let log = dir.path().join("ferry.log");
+    let mut ferry = FerryRun::start(&file, &log);
+
+    let progress_sql =
+        format!("SELECT coalesce(string_agg(progress, ','), '') FROM ferry.ferry_checkpoint WHERE task = '{task}'");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let progress = loop {
+        let p: String = rows_once_created(&ub, &progress_sql).await.concat().into_iter().flatten().collect();
+        if p.contains("copying") {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no chunk was committed within 60 s (progress {p:?}); log:\n{}", tail(&log));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("crashing the target at progress {progress}");
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.crash_and_start();
+        pg
+    })
+    .await
+    .expect("crash");
+
+    wait_caught_up(&config, Duration::from_secs(120), None).await;
+    assert_eq!(ferry.terminate(), Some(0), "ferry run did not stop cleanly; log:\n{}", tail(&log));
+    let sum = "SELECT count(*)::text, count(DISTINCT id)::text, md5(string_agg(id || ':' || v, '|' ORDER BY id)) FROM public.items";
+    assert_eq!(rows(&ua, sum).await, rows(&ub, sum).await, "the copy differs after the crash; log:\n{}", tail(&log));
+    let key = "SELECT count(*)::text FROM pg_constraint WHERE conrelid = 'public.items'::regclass AND contype = 'p'";
+    assert_eq!(rows(&ub, key).await, vec![vec![Some("1".to_string())]], "the target's key was not built");
+    drop(pg);
+    drop(cleanup_slots);
 }

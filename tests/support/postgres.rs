@@ -253,6 +253,15 @@ impl PrivatePg {
         self.ctl_start();
     }
 
+    /// Stops the server as a crash would (`-m immediate`: no shutdown checkpoint, WAL not
+    /// flushed past what was) and starts it again on the same port, which replays WAL.
+    pub fn crash_and_start(&self) {
+        let d = self.dir.to_str().expect("utf-8");
+        let out = as_pg(&format!("{PG_BIN}/pg_ctl"), &["-D", d, "-m", "immediate", "-w", "stop"]);
+        assert!(out.status.success(), "pg_ctl stop -m immediate: {}", String::from_utf8_lossy(&out.stderr));
+        self.ctl_start();
+    }
+
     /// Replaces pg_hba.conf and reloads the server.
     pub fn hba(&self, text: &str) {
         let file = self.dir.join("pg_hba.conf");

@@ -23,7 +23,9 @@ pub const FORMAT: &str = "postgres-copy-text";
 
 /// Reads up to `limit` rows of `t` after `after`, in key order, as COPY text. `native`
 /// rows keep each column's own output (for a PostgreSQL target); otherwise every column
-/// is read as `col::text`, as the rest of the connector reads values.
+/// is read as `col::text`, as the rest of the connector reads values. `expect` is the
+/// size in bytes the chunk is likely to have (the previous chunk's): reserved at once,
+/// the buffer is not grown and copied over and over.
 pub async fn read(
     ep: &PgEndpoint,
     conn: &mut PgConnection,
@@ -31,6 +33,7 @@ pub async fn read(
     after: Option<&Key>,
     limit: usize,
     native: bool,
+    expect: usize,
 ) -> Result<Bytes, ConnectorError> {
     let cols = match native {
         true => t.columns.iter().map(|c| format!("t.{}", ident(&c.name))).collect::<Vec<_>>().join(", "),
@@ -47,7 +50,7 @@ pub async fn read(
         order.join(", ")
     );
     let what = format!("copying rows of {} (COPY TO STDOUT)", t.name);
-    let mut out = BytesMut::new();
+    let mut out = BytesMut::with_capacity(expect + expect / 8);
     let mut stream = conn.copy_out_raw(&sql).await.map_err(ep.error(what.clone()))?;
     while let Some(piece) = stream.try_next().await.map_err(ep.error(what.clone()))? {
         out.extend_from_slice(&piece);
@@ -63,7 +66,7 @@ pub fn native(
     after: Option<&Key>,
     limit: usize,
 ) -> Result<NativeRows, ConnectorError> {
-    let count = data.iter().filter(|&&b| b == b'\n').count();
+    let count = memchr::memchr_iter(b'\n', &data).count();
     let last = match lines(&data).last() {
         Some(line) => Some(key_of_line(ep, t, line)?),
         None => None,
@@ -230,7 +233,11 @@ pub async fn write_spread(
         }
         .await;
         match r {
-            Ok(()) => ep.exec(conn, "committing a helper's copy transaction", "COMMIT").await,
+            // The caller commits after this, and its flush covers this commit's WAL.
+            Ok(()) => {
+                ep.exec(conn, "committing a helper's copy transaction", "SET LOCAL synchronous_commit = off; COMMIT")
+                    .await
+            }
             Err(e) => {
                 let _ = ep.exec(conn, "rolling back a helper's copy transaction", "ROLLBACK").await;
                 Err(e)

@@ -97,6 +97,8 @@ pub struct PgSource {
     native: bool,
     /// The exported snapshot chunks are read through, while the copy lasts.
     snapshot: Option<Exported>,
+    /// The size of the last chunk read through it (the next is likely alike).
+    chunk_bytes: usize,
     /// Exporting a snapshot failed (no free slot or sender): chunks are read with
     /// watermarks instead.
     no_export: bool,
@@ -130,6 +132,7 @@ impl PgSource {
             pending_ddl: Vec::new(),
             native: false,
             snapshot: None,
+            chunk_bytes: 0,
             no_export: false,
             restart: false,
         })
@@ -723,7 +726,9 @@ impl Source for PgSource {
                 }
             }
             if let Some(s) = self.snapshot.as_mut() {
-                let data = super::copy::read(&self.ep, &mut s.conn, table, after, limit, self.native).await?;
+                let expect = self.chunk_bytes;
+                let data = super::copy::read(&self.ep, &mut s.conn, table, after, limit, self.native, expect).await?;
+                self.chunk_bytes = data.len();
                 let position = Some(s.lsn.to_position());
                 return Ok(match self.native {
                     true => {
