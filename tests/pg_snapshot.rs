@@ -19,7 +19,8 @@ use ferry::config::Config;
 use crate::pg_oneway::{tail, wait_caught_up};
 use crate::support::FerryRun;
 use crate::support::postgres::{
-    Cleanup, PrivatePg, database, exec, rows, rows_once_created, schema, shared_a, shared_b, task_file, with_db,
+    Cleanup, PrivatePg, database, exec, rows, rows_once_created, schema, shared_a, shared_b, table_text, task_file,
+    with_db,
 };
 
 /// A batch of one snapshot chunk (COPY text) and nothing else.
@@ -290,4 +291,76 @@ async fn pg_a_target_server_crash_during_the_first_copy_loses_and_doubles_nothin
     assert_eq!(rows(&ub, key).await, vec![vec![Some("1".to_string())]], "the target's key was not built");
     drop(pg);
     drop(cleanup_slots);
+}
+
+/// Every built-in type whose chunks travel in COPY's binary form, with the values that
+/// trip converters up (NaN and infinities, NULLs, bytes 0x00, escapes, non-ASCII).
+const PORTABLE_TYPES: &str = "CREATE TABLE {t} (id bigint PRIMARY KEY, b boolean, i2 smallint, i4 integer, \
+    f4 real, f8 double precision, n numeric, n2 numeric(12,3), tx text, vc character varying(20), ch character(5), \
+    by bytea, d date, tm time, ttz time with time zone, ts timestamp(3), tstz timestamp with time zone, \
+    iv interval, u uuid, j json, jb jsonb)";
+
+const PORTABLE_ROWS: &str = "INSERT INTO {t} VALUES \
+    (1, true, -32768, 2147483647, 1.1, 'NaN', 'NaN', 1.5, E'tab\\there\\nnew\\\\line', 'ünïcødé 🚀', 'ab', '\\x00ff00', \
+     '2024-02-29', '23:59:59.999999', '12:00:00+05:30', '2024-01-01 00:00:00.123', 'infinity', \
+     '1 year 2 mons 3 days 04:05:06.789', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{\"a\": [1, 2.50]}', '{\"b\": null, \"a\": 1}'), \
+    (2, false, 0, -2147483648, '-Infinity', 'Infinity', '123456789012345678901234567890.123456789', -0.001, '', '', '', '\\x', \
+     '-infinity', '00:00', '00:00:00-12', '1970-01-01 00:00:00', '-infinity', '-1 days', \
+     '00000000-0000-0000-0000-000000000000', '[]', '\"s\"'), \
+    (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL), \
+    (4, true, 1, 1, 3.4028235e38, 2.2250738585072014e-308, -1e-20, 999999999.999, 'x', 'y', 'z', '\\x5c', \
+     '0001-01-01', '01:02:03', '01:02:03+00', '2262-04-11 23:47:16.854', '1999-12-31 23:59:59.999999+00', \
+     '0', 'ffffffff-ffff-ffff-ffff-ffffffffffff', 'null', '{}'), \
+    (5, false, 5, 5, 0, -0.0, 0, 0, '\\N', 'a\\b', '\\', '\\x0a0d09', '2000-01-01', '12:00', '12:00+00', \
+     '2000-01-01 12:00', '2000-01-01 12:00+00', '1 mon', '12345678-1234-1234-1234-123456789abc', '\"\\\\u0000x\"', '[1, \"2\", 3.0]')";
+
+/// Chunks of a table of built-in types travel in COPY binary, and load value for value
+/// into a table ferry creates (same types: loaded as is) and into one made beforehand
+/// with other column types (through a table of the source's types, cast by the server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_binary_chunks_carry_every_built_in_type_exactly() {
+    let (a, b) = (shared_a(), shared_b());
+    let (mut cleanup_a, mut cleanup_b) = (Cleanup::new(&a), Cleanup::new(&b));
+    let s = schema(&a, "pgbin", &mut cleanup_a).await;
+    cleanup_b.push(format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE"));
+    exec(&b, &format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"")).await;
+    let (same, other) = (format!("\"{s}\".same"), format!("\"{s}\".other"));
+    for t in [&same, &other] {
+        exec(&a, &PORTABLE_TYPES.replace("{t}", t)).await;
+        exec(&a, &PORTABLE_ROWS.replace("{t}", t)).await;
+    }
+    // Made beforehand on the target, three columns of other types that take the values.
+    let widened = PORTABLE_TYPES
+        .replace("{t}", &other)
+        .replace("i4 integer", "i4 bigint")
+        .replace("vc character varying(20)", "vc text")
+        .replace("n2 numeric(12,3)", "n2 numeric(20,3)");
+    exec(&b, &widened).await;
+
+    let ep_a = PgEndpoint::new("a", SiteId::new("a"), &a).expect("url");
+    let mut src = PgSource::open(ep_a, &s).await.expect("open source").with_native_chunks(true);
+    let tables = src.tables(&[format!("{s}.*")]).await.expect("tables");
+    let mut sink = PgSink::open(PgEndpoint::new("b", SiteId::new("b"), &b).expect("url")).await.expect("sink");
+    sink.prepare().await.expect("prepare");
+    sink.ensure_tables(&tables).await.expect("target tables");
+    let dir = DirectionId { task: format!("bintest_{s}"), from: "a".into(), to: "b".into() };
+    cleanup_b.push(format!("DELETE FROM ferry.ferry_checkpoint WHERE task = '{}'", dir.task));
+    for table in &tables {
+        let mut after = None;
+        loop {
+            let chunk = src.read_chunk(table, after.as_ref(), 2, false).await.expect("chunk");
+            let native = chunk.native.clone().expect("a chunk for a PostgreSQL target comes undecoded");
+            assert_eq!(native.format, ferry::connector::postgres::copy_binary::FORMAT, "{} not in binary", table.name);
+            let report = sink.apply(&dir, &chunk_batch(table, Some(native.clone()))).await.expect("apply");
+            assert_eq!(report.rows, native.count as u64);
+            after = native.last.clone();
+            if native.upto.is_none() {
+                break;
+            }
+        }
+        let name = table.name.to_string();
+        let (x, y) = (table_text(&a, &name, "id").await, table_text(&b, &name, "id").await);
+        assert_eq!(x.len(), 5, "{name}: the source's rows");
+        assert_eq!(x, y, "{name}: a value changed on its way through COPY binary");
+    }
 }

@@ -21,31 +21,56 @@ use crate::model::{Key, Row, TableSchema, Value};
 /// The format of [`NativeRows`] this connector reads and writes.
 pub const FORMAT: &str = "postgres-copy-text";
 
-/// Reads up to `limit` rows of `t` after `after`, in key order, as COPY text. `native`
-/// rows keep each column's own output (for a PostgreSQL target); otherwise every column
-/// is read as `col::text`, as the rest of the connector reads values. `expect` is the
-/// size in bytes the chunk is likely to have (the previous chunk's): reserved at once,
-/// the buffer is not grown and copied over and over.
+/// How a chunk is read: decoded by ferry (text of every column), or kept in the
+/// server's own form for a PostgreSQL target, as text or (see `copy_binary.rs`) binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// `col::text` of every column, decoded to rows ([`rows`]).
+    Decoded,
+    /// Each column's own text output, loaded undecoded.
+    Text,
+    /// COPY binary, loaded undecoded.
+    Binary,
+}
+
+impl Form {
+    /// The form of `t`'s chunks for a PostgreSQL target (`native`) or another.
+    pub fn of(t: &TableSchema, native: bool) -> Form {
+        match native {
+            false => Form::Decoded,
+            true if super::copy_binary::eligible(t) => Form::Binary,
+            true => Form::Text,
+        }
+    }
+}
+
+/// Reads up to `limit` rows of `t` after `after`, in key order, in `form` (for
+/// [`Form::Binary`], the tuples without header and trailer). `expect` is the size in
+/// bytes the chunk is likely to have (the previous chunk's): reserved at once, the
+/// buffer is not grown and copied over and over.
 pub async fn read(
     ep: &PgEndpoint,
     conn: &mut PgConnection,
     t: &TableSchema,
     after: Option<&Key>,
     limit: usize,
-    native: bool,
+    form: Form,
     expect: usize,
 ) -> Result<Bytes, ConnectorError> {
-    let cols = match native {
-        true => t.columns.iter().map(|c| format!("t.{}", ident(&c.name))).collect::<Vec<_>>().join(", "),
-        false => text_columns(t),
+    let cols = match form {
+        Form::Text | Form::Binary => {
+            t.columns.iter().map(|c| format!("t.{}", ident(&c.name))).collect::<Vec<_>>().join(", ")
+        }
+        Form::Decoded => text_columns(t),
     };
     let order: Vec<String> = t.primary_key.iter().map(|&i| format!("t.{}", ident(&t.columns[i].name))).collect();
     let filter = match after {
         Some(k) => format!("WHERE ({}) > ({})", order.join(", "), literals(k, &key_types(t))),
         None => String::new(),
     };
+    let options = if form == Form::Binary { " (FORMAT binary)" } else { "" };
     let sql = format!(
-        "COPY (SELECT {cols} FROM {} AS t {filter} ORDER BY {} LIMIT {limit}) TO STDOUT",
+        "COPY (SELECT {cols} FROM {} AS t {filter} ORDER BY {} LIMIT {limit}) TO STDOUT{options}",
         qualified(&t.name),
         order.join(", ")
     );
@@ -55,24 +80,36 @@ pub async fn read(
     while let Some(piece) = stream.try_next().await.map_err(ep.error(what.clone()))? {
         out.extend_from_slice(&piece);
     }
-    Ok(out.freeze())
+    match form {
+        Form::Binary => super::copy_binary::tuples_of(ep, t, out.freeze()),
+        _ => Ok(out.freeze()),
+    }
 }
 
-/// A chunk read with [`read`] (`native`) as [`NativeRows`] for a sink of this store.
+/// A chunk read with [`read`] in [`Form::Text`] or [`Form::Binary`] as [`NativeRows`]
+/// for a sink of this store.
 pub fn native(
     ep: &PgEndpoint,
     t: &TableSchema,
     data: Bytes,
+    form: Form,
     after: Option<&Key>,
     limit: usize,
 ) -> Result<NativeRows, ConnectorError> {
-    let count = memchr::memchr_iter(b'\n', &data).count();
-    let last = match lines(&data).last() {
-        Some(line) => Some(key_of_line(ep, t, line)?),
-        None => None,
+    let (format, count, last) = match form {
+        Form::Binary => {
+            let at = super::copy_binary::offsets(ep, t, &data)?;
+            let last = at.last().map(|&i| super::copy_binary::key_at(ep, t, &data, i)).transpose()?;
+            (super::copy_binary::FORMAT, at.len(), last)
+        }
+        _ => {
+            let count = memchr::memchr_iter(b'\n', &data).count();
+            let last = lines(&data).last().map(|line| key_of_line(ep, t, line)).transpose()?;
+            (FORMAT, count, last)
+        }
     };
     let upto = last.clone().filter(|_| count >= limit);
-    Ok(NativeRows { format: FORMAT, data, count, after: after.cloned(), upto, last })
+    Ok(NativeRows { format, data, count, after: after.cloned(), upto, last })
 }
 
 /// Decodes a chunk read with [`read`] (not `native`) to rows.
@@ -94,21 +131,44 @@ pub fn rows(ep: &PgEndpoint, t: &TableSchema, data: &[u8]) -> Result<Vec<Row>, C
         .collect()
 }
 
-/// Replaces the chunk's key range of the target table `t` (the target's description)
-/// with the rows: deletes `(after, upto]` (unless `append`: the range is known to be
-/// empty), then `COPY … FROM STDIN`. `columns` are the target's names of the source's
-/// columns, in the source's order (the order of the rows' fields). Runs inside the
-/// caller's transaction.
+/// Where a chunk goes on the target.
+pub struct Dest<'a> {
+    /// The source's description (the one the chunk was read with).
+    pub source: &'a TableSchema,
+    /// The target's description.
+    pub table: &'a TableSchema,
+    /// The target's names of the source's columns, in the source's order (the order of
+    /// the chunk's fields).
+    pub columns: &'a [&'a str],
+    /// The target's key columns.
+    pub key: &'a [&'a str],
+}
+
+impl Dest<'_> {
+    /// The target's declared types of the chunk's columns, in the chunk's order.
+    fn target_types(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .map(|name| self.table.columns.iter().find(|c| c.name == *name).map(|c| c.decl_type.as_str()).unwrap_or(""))
+            .collect()
+    }
+}
+
+/// Replaces the chunk's key range of the target table with the rows: deletes `(after,
+/// upto]` (unless `append`: the range is known to be empty), then loads them with
+/// `COPY … FROM STDIN`. A binary chunk whose target columns are not of the source's
+/// types goes through a temporary table of the source's types, and the server casts
+/// its rows into the target's as it would their text. Runs inside the caller's
+/// transaction.
 pub async fn write(
     ep: &PgEndpoint,
     conn: &mut PgConnection,
-    t: &TableSchema,
-    columns: &[&str],
-    key: &[&str],
+    dest: &Dest<'_>,
     rows: &NativeRows,
     append: bool,
 ) -> Result<(), ConnectorError> {
-    if rows.format != FORMAT {
+    let t = dest.table;
+    if rows.format != FORMAT && rows.format != super::copy_binary::FORMAT {
         return Err(ConnectorError::Setup {
             endpoint: ep.name.clone(),
             problem: format!("a snapshot chunk of {} came in format {}, not {FORMAT}", t.name, rows.format),
@@ -116,8 +176,8 @@ pub async fn write(
         });
     }
     if !append {
-        let types = super::sink::column_types(ep, t, key)?;
-        let cols: Vec<String> = key.iter().map(|c| ident(c)).collect();
+        let types = super::sink::column_types(ep, t, dest.key)?;
+        let cols: Vec<String> = dest.key.iter().map(|c| ident(c)).collect();
         let tuple = format!("({})", cols.join(", "));
         let mut cond = Vec::new();
         if let Some(a) = &rows.after {
@@ -134,14 +194,42 @@ pub async fn write(
         return Ok(());
     }
     let what = format!("copying rows into {} (COPY FROM STDIN)", t.name);
-    let sql = format!(
-        "COPY {} ({}) FROM STDIN",
-        qualified(&t.name),
-        columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
-    );
+    let columns = dest.columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+    if rows.format == FORMAT {
+        let sql = format!("COPY {} ({columns}) FROM STDIN", qualified(&t.name));
+        let mut copy = conn.copy_in_raw(&sql).await.map_err(ep.error(what.clone()))?;
+        copy.send(rows.data.as_ref()).await.map_err(ep.error(what.clone()))?;
+        copy.finish().await.map_err(ep.error(what))?;
+        return Ok(());
+    }
+    let direct = super::copy_binary::same_types(dest.source, &dest.target_types());
+    let into = match direct {
+        true => format!("{} ({columns})", qualified(&t.name)),
+        false => {
+            let defs: Vec<String> = dest
+                .columns
+                .iter()
+                .zip(&dest.source.columns)
+                .map(|(name, c)| format!("{} {}", ident(name), c.decl_type))
+                .collect();
+            let sql = format!(
+                "DROP TABLE IF EXISTS pg_temp.ferry_chunk; CREATE TEMP TABLE ferry_chunk ({}) ON COMMIT DROP",
+                defs.join(", ")
+            );
+            ep.exec(conn, &format!("making a table of the source's types for a chunk of {}", t.name), &sql).await?;
+            "pg_temp.ferry_chunk".to_string()
+        }
+    };
+    let sql = format!("COPY {into} FROM STDIN (FORMAT binary)");
     let mut copy = conn.copy_in_raw(&sql).await.map_err(ep.error(what.clone()))?;
-    copy.send(rows.data.as_ref()).await.map_err(ep.error(what.clone()))?;
+    for piece in super::copy_binary::framed(&rows.data) {
+        copy.send(piece).await.map_err(ep.error(what.clone()))?;
+    }
     copy.finish().await.map_err(ep.error(what))?;
+    if !direct {
+        let sql = format!("INSERT INTO {} ({columns}) SELECT {columns} FROM pg_temp.ferry_chunk", qualified(&t.name));
+        ep.exec(conn, &format!("casting a chunk into the column types of {}", t.name), &sql).await?;
+    }
     Ok(())
 }
 
@@ -155,31 +243,47 @@ pub fn split(
     rows: &NativeRows,
     parts: usize,
 ) -> Result<Vec<NativeRows>, ConnectorError> {
+    let binary = rows.format == super::copy_binary::FORMAT;
+    // Where each row starts and ends.
+    let bounds: Vec<(usize, usize)> = match binary {
+        true => {
+            let at = super::copy_binary::offsets(ep, t, &rows.data)?;
+            let ends = at.iter().skip(1).copied().chain(std::iter::once(rows.data.len()));
+            at.iter().copied().zip(ends).collect()
+        }
+        false => {
+            let ends: Vec<usize> = memchr::memchr_iter(b'\n', &rows.data).map(|i| i + 1).collect();
+            let starts = std::iter::once(0).chain(ends.iter().copied());
+            starts.zip(ends.iter().copied()).collect()
+        }
+    };
+    let key_of = |(start, end): (usize, usize)| match binary {
+        true => super::copy_binary::key_at(ep, t, &rows.data, start),
+        false => key_of_line(ep, t, &rows.data[start..end - 1]),
+    };
     let per = rows.count.div_ceil(parts.max(1)).max(1);
     let mut out = Vec::with_capacity(parts);
     let (mut start, mut after, mut n) = (0usize, rows.after.clone(), 0usize);
-    for (i, _) in rows.data.iter().enumerate().filter(|(_, b)| **b == b'\n') {
+    for &row in &bounds {
         n += 1;
         if n < per || out.len() + 1 == parts {
             continue;
         }
-        let data = rows.data.slice(start..i + 1);
-        let last = lines(&data).last().map(|line| key_of_line(ep, t, line)).transpose()?;
+        let last = Some(key_of(row)?);
         out.push(NativeRows {
-            format: FORMAT,
-            data,
+            format: rows.format,
+            data: rows.data.slice(start..row.1),
             count: n,
             after: after.clone(),
             upto: last.clone(),
             last: last.clone(),
         });
-        (start, after, n) = (i + 1, last, 0);
+        (start, after, n) = (row.1, last, 0);
     }
     if n > 0 || out.is_empty() {
-        let data = rows.data.slice(start..);
         out.push(NativeRows {
-            format: FORMAT,
-            data,
+            format: rows.format,
+            data: rows.data.slice(start..),
             count: n,
             after,
             upto: rows.upto.clone(),
@@ -198,18 +302,16 @@ pub fn split(
 /// committed by a helper but not followed by the caller's commit is harmless: the chunk
 /// is copied again after a restart, and [`write`] replaces its key range. Each helper
 /// checks the lease's `fence` in its transaction, as the caller's does.
-#[allow(clippy::too_many_arguments)]
 pub async fn write_spread(
     ep: &PgEndpoint,
     main: &mut PgConnection,
     helpers: &mut [PgConnection],
     dir: &DirectionId,
     fence: Option<i64>,
-    t: &TableSchema,
-    columns: &[&str],
-    key: &[&str],
+    dest: &Dest<'_>,
     parts: &[NativeRows],
 ) -> Result<(), ConnectorError> {
+    let t = dest.table;
     let (first, rest) = parts.split_first().ok_or_else(|| ConnectorError::Setup {
         endpoint: ep.name.clone(),
         problem: format!("a snapshot chunk of {} was split into no parts", t.name),
@@ -229,7 +331,7 @@ pub async fn write_spread(
                     holder: (holder.pid != 0).then(|| Box::new(holder)),
                 });
             }
-            write(ep, conn, t, columns, key, part, false).await
+            write(ep, conn, dest, part, false).await
         }
         .await;
         match r {
@@ -244,8 +346,7 @@ pub async fn write_spread(
             }
         }
     });
-    let (mine, theirs) =
-        tokio::join!(write(ep, main, t, columns, key, first, false), futures_util::future::join_all(on_helpers));
+    let (mine, theirs) = tokio::join!(write(ep, main, dest, first, false), futures_util::future::join_all(on_helpers));
     mine?;
     theirs.into_iter().collect()
 }
@@ -344,6 +445,16 @@ fn key_of_line(ep: &PgEndpoint, t: &TableSchema, line: &[u8]) -> Result<Key, Con
         .iter()
         .map(|&i| value(ep, t, i, Kind::of_decl(&t.columns[i].decl_type), fields[i].as_deref()))
         .collect()
+}
+
+/// Column `i`'s value from its text (`None`: NULL), as the row reader gives it.
+pub(super) fn field_value(
+    ep: &PgEndpoint,
+    t: &TableSchema,
+    i: usize,
+    f: Option<&[u8]>,
+) -> Result<Value, ConnectorError> {
+    value(ep, t, i, Kind::of_decl(&t.columns[i].decl_type), f)
 }
 
 fn value(ep: &PgEndpoint, t: &TableSchema, i: usize, kind: Kind, f: Option<&[u8]>) -> Result<Value, ConnectorError> {

@@ -19,6 +19,7 @@ pub mod check;
 pub mod conflict;
 pub mod connector;
 pub mod copy;
+pub mod copy_binary;
 pub mod ddl;
 pub mod decoder;
 pub mod deferred;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use sqlx::postgres::PgConnection;
 
+use super::copy::Dest;
 use super::deferred::{self, Deferred};
 use super::names::HEARTBEAT_TABLE;
 use super::values::{encode, encode_as};
@@ -318,7 +319,8 @@ impl PgSink {
             let target = self.target(&s.table.name).await?;
             let cols: Vec<&str> = s.table.columns.iter().map(|c| c.name.as_str()).collect();
             let key = s.table.key_columns();
-            super::copy::write(&self.ep, &mut self.conn, &target, &cols, &key, native, true).await?;
+            let dest = Dest { source: &s.table, table: &target, columns: &cols, key: &key };
+            super::copy::write(&self.ep, &mut self.conn, &dest, native, true).await?;
             match &native.upto {
                 Some(upto) => self.deferred.stage_upto(&target.name, upto.clone()),
                 None => self.add_keys(&target.name).await?,
@@ -331,6 +333,7 @@ impl PgSink {
             let target = self.target(&s.table.name).await?;
             let cols: Vec<&str> = s.table.columns.iter().map(|c| c.name.as_str()).collect();
             let key = s.table.key_columns();
+            let dest = Dest { source: &s.table, table: &target, columns: &cols, key: &key };
             // A chunk alone in its batch may go over several sessions at once (its
             // parts commit apart; the checkpoint commits last, on this session).
             let parts = self.workers.min(native.count / SPREAD_MIN_ROWS);
@@ -339,20 +342,10 @@ impl PgSink {
                 while self.helpers.len() + 1 < parts.len() {
                     self.helpers.push(self.ep.connect().await?);
                 }
-                super::copy::write_spread(
-                    &self.ep,
-                    &mut self.conn,
-                    &mut self.helpers,
-                    dir,
-                    batch.fence,
-                    &target,
-                    &cols,
-                    &key,
-                    &parts,
-                )
-                .await?;
+                super::copy::write_spread(&self.ep, &mut self.conn, &mut self.helpers, dir, batch.fence, &dest, &parts)
+                    .await?;
             } else {
-                super::copy::write(&self.ep, &mut self.conn, &target, &cols, &key, native, false).await?;
+                super::copy::write(&self.ep, &mut self.conn, &dest, native, false).await?;
             }
             n += native.count as u64;
         } else if let Some(s) = &batch.snapshot {

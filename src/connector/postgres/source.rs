@@ -727,17 +727,18 @@ impl Source for PgSource {
             }
             if let Some(s) = self.snapshot.as_mut() {
                 let expect = self.chunk_bytes;
-                let data = super::copy::read(&self.ep, &mut s.conn, table, after, limit, self.native, expect).await?;
+                let form = super::copy::Form::of(table, self.native);
+                let data = super::copy::read(&self.ep, &mut s.conn, table, after, limit, form, expect).await?;
                 self.chunk_bytes = data.len();
                 let position = Some(s.lsn.to_position());
-                return Ok(match self.native {
-                    true => {
-                        let native = super::copy::native(&self.ep, table, data, after, limit)?;
-                        Chunk { rows: Vec::new(), position, marks: None, versions: None, native: Some(native) }
-                    }
-                    false => {
+                return Ok(match form {
+                    super::copy::Form::Decoded => {
                         let rows = super::copy::rows(&self.ep, table, &data)?;
                         Chunk { rows, position, marks: None, versions: None, native: None }
+                    }
+                    _ => {
+                        let native = super::copy::native(&self.ep, table, data, form, after, limit)?;
+                        Chunk { rows: Vec::new(), position, marks: None, versions: None, native: Some(native) }
                     }
                 });
             }
