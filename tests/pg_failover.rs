@@ -457,11 +457,13 @@ async fn pg_target_owner_stopped_with_its_apply_transaction_open_does_not_hold_t
         let alive = c.execute("SELECT 1").await;
         assert!(alive.is_ok(), "the takeover ended the session named {name}: {alive:?}");
     }
-    let log = members.iter().find(|m| m.id == next).map(Member::log).unwrap_or_default();
+    // Said by whichever node held the lease first after the STOP: on a loaded machine the
+    // lease can pass through one node before it settles on `next`.
+    let logs: Vec<String> = members.iter().filter(|m| m.id != current).map(Member::log).collect();
     assert!(
-        log.contains("ended the sessions of the lease's previous holder"),
-        "{next} did not say it ended the stopped owner's sessions:\n{}",
-        tail(&log)
+        logs.iter().any(|log| log.contains("ended the sessions of the lease's previous holder")),
+        "no node said it ended the stopped owner's sessions (now owned by {next}):\n{}",
+        members.iter().map(|m| format!("--- {}\n{}", m.id, tail(&m.log()))).collect::<String>()
     );
 
     // Woken, the old owner finds its tenure over and writes nothing.

@@ -1,11 +1,12 @@
-//! Snapshot chunks through `COPY` in text format, both ways. A chunk is read with
-//! `COPY (SELECT … ORDER BY key LIMIT n) TO STDOUT` inside the exported snapshot
-//! (`export.rs`); for a PostgreSQL target its bytes go untouched into `COPY … FROM
-//! STDIN` after the chunk's key range is deleted, in the batch's transaction. Text, not
-//! binary: it is exact for every type in a UTC session with ferry's settings, and it
-//! does not carry type OIDs (binary arrays do, and enum OIDs differ between servers),
-//! so it loads into a target whose column types differ as long as they take the text.
-//! For other targets the lines are decoded to canonical rows.
+//! Snapshot chunks through `COPY`, both ways. A chunk is read with `COPY (SELECT … ORDER
+//! BY key LIMIT n) TO STDOUT` inside the exported snapshot (`export.rs`); for a
+//! PostgreSQL target its bytes go untouched into `COPY … FROM STDIN` after the chunk's
+//! key range is deleted, in the batch's transaction. Tables of built-in types go in
+//! binary (`copy_binary.rs`); the others in text, which is exact for every type in a
+//! UTC session with ferry's settings and carries no type OIDs (binary arrays do, and
+//! enum OIDs differ between servers), so it loads into a target whose column types
+//! differ as long as they take the text. For other targets the text lines are decoded
+//! to canonical rows.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
@@ -544,5 +545,37 @@ mod tests {
         let parts = split(&ep, &table(), &chunk(1..=2, None, Some(2)), 4).expect("split");
         assert_eq!(parts.iter().map(|p| p.count).collect::<Vec<_>>(), vec![1, 1]);
         assert_eq!(parts[1].upto, key(2));
+    }
+
+    #[test]
+    fn a_binary_chunk_splits_by_tuple_into_parts_that_load_on_their_own() {
+        let ep = PgEndpoint::new("t", crate::model::SiteId::new("a"), "postgres://u@h/db").expect("endpoint");
+        let key = |i: i64| Some(vec![Value::Int(i)]);
+        // Tuples of (integer id, text v) for ids 1..=5, the chunk ending at key 5.
+        let data: Vec<u8> = (1..=5i32)
+            .flat_map(|i| {
+                let v = format!("v{i}");
+                let mut t = 2i16.to_be_bytes().to_vec();
+                t.extend(4i32.to_be_bytes());
+                t.extend(i.to_be_bytes());
+                t.extend((v.len() as i32).to_be_bytes());
+                t.extend(v.as_bytes());
+                t
+            })
+            .collect();
+        let rows = NativeRows {
+            format: super::super::copy_binary::FORMAT,
+            data: Bytes::from(data.clone()),
+            count: 5,
+            after: key(0),
+            upto: key(5),
+            last: key(5),
+        };
+        let parts = split(&ep, &table(), &rows, 2).expect("split");
+        let ranges: Vec<_> = parts.iter().map(|p| (p.after.clone(), p.upto.clone(), p.count)).collect();
+        assert_eq!(ranges, vec![(key(0), key(3), 3), (key(3), key(5), 2)]);
+        assert!(parts.iter().all(|p| p.format == super::super::copy_binary::FORMAT));
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.data.to_vec()).collect();
+        assert_eq!(joined, data);
     }
 }
