@@ -14,7 +14,7 @@
 //!   one-by-one diagnosis and every two-way batch take the single-session path
 //!   (`sink.rs`), which writes every worker's slot at one position.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlx::postgres::PgConnection;
@@ -25,7 +25,7 @@ use super::{PgEndpoint, state};
 use crate::connector::parallel::partition::partition;
 use crate::connector::parallel::slots::{Share, shares_of, stays_single};
 use crate::connector::{ApplyBatch, ApplyReport, Checkpoint, ConnectorError, DirectionId, ErrorKind, LeaseHolder};
-use crate::model::{Change, Position, TableName, TableSchema, Txn};
+use crate::model::{Change, FastHash, Position, TableName, TableSchema, Txn};
 
 /// What one worker session's transaction needs besides its share.
 struct Run<'a> {
@@ -50,11 +50,12 @@ impl PgSink {
         }
         self.load_targets(batch.txns.iter().flat_map(|t| &t.changes)).await?;
         // The target's own description of each table, by the changes' names.
-        let keyed: HashMap<TableName, Arc<TableSchema>> = batch
-            .txns
-            .iter()
-            .flat_map(|t| &t.changes)
-            .filter_map(|c| Some((c.table.name.clone(), self.targets.get(&PgSink::resolve(&c.table.name))?.clone())))
+        // Thousands of changes of a few tables: each name resolved once.
+        let seen: HashSet<&TableName, FastHash> =
+            batch.txns.iter().flat_map(|t| &t.changes).map(|c| &c.table.name).collect();
+        let keyed: HashMap<TableName, Arc<TableSchema>> = seen
+            .into_iter()
+            .filter_map(|n| Some((n.clone(), self.targets.get(&PgSink::resolve(n))?.clone())))
             .collect();
         let Some(shares) = shares_of(partition(&batch.txns, &keyed, &self.parents, self.workers)) else {
             return Ok(None);

@@ -7,7 +7,7 @@
 //! order, so a refused change is named exactly. Two-way batches are judged first
 //! (`conflict.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use crate::connector::parallel::slots::StreamState;
 use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, Sink,
 };
-use crate::model::{Change, HashKey, Key, Op, Position, Row, SiteId, TableName, TableSchema, Txn, key_text};
+use crate::model::{Change, FastHash, HashKey, Key, Op, Position, Row, SiteId, TableName, TableSchema, Txn, key_text};
 
 /// Rows per statement.
 const ROWS_PER_STATEMENT: usize = 5_000;
@@ -72,7 +72,7 @@ const SPREAD_MIN_ROWS: usize = 5_000;
 struct Final<'a> {
     table: Arc<TableSchema>,
     order: Vec<HashKey>,
-    rows: HashMap<HashKey, Option<&'a Row>>,
+    rows: HashMap<HashKey, Option<&'a Row>, FastHash>,
 }
 
 impl PgSink {
@@ -149,7 +149,12 @@ impl PgSink {
         &mut self,
         changes: impl Iterator<Item = &'c Change>,
     ) -> Result<(), ConnectorError> {
+        // A batch holds thousands of changes of a few tables: each name looked up once.
+        let mut seen: HashSet<&TableName, FastHash> = HashSet::default();
         for c in changes {
+            if !seen.insert(&c.table.name) {
+                continue;
+            }
             if !self.targets.contains_key(&Self::resolve(&c.table.name)) {
                 self.target(&c.table.name).await?;
             }
@@ -386,13 +391,13 @@ impl Writer<'_> {
         // columns (a group written with the first shape would drop the new values).
         // Later groups hold later states of a key, so writing groups in order is exact.
         let mut tables: Vec<Final<'c>> = Vec::new();
-        let mut index: HashMap<TableName, usize> = HashMap::new();
+        let mut index: HashMap<&TableName, usize, FastHash> = HashMap::default();
         for c in changes {
             let i = match index.get(&c.table.name) {
                 Some(&i) if tables[i].table.columns.len() == c.table.columns.len() => i,
                 _ => {
-                    tables.push(Final { table: c.table.clone(), order: Vec::new(), rows: HashMap::new() });
-                    index.insert(c.table.name.clone(), tables.len() - 1);
+                    tables.push(Final { table: c.table.clone(), order: Vec::new(), rows: HashMap::default() });
+                    index.insert(&c.table.name, tables.len() - 1);
                     tables.len() - 1
                 }
             };
