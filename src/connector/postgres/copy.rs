@@ -143,8 +143,6 @@ pub struct Dest<'a> {
     pub columns: &'a [&'a str],
     /// The target's key columns.
     pub key: &'a [&'a str],
-    /// The chunk's key range is known to be empty on the target: load without clearing it.
-    pub append: bool,
 }
 
 impl Dest<'_> {
@@ -158,7 +156,7 @@ impl Dest<'_> {
 }
 
 /// Replaces the chunk's key range of the target table with the rows: deletes `(after,
-/// upto]` (unless [`Dest::append`]), then loads them with
+/// upto]` (unless `append`: the range is known to be empty), then loads them with
 /// `COPY … FROM STDIN`. A binary chunk whose target columns are not of the source's
 /// types goes through a temporary table of the source's types, and the server casts
 /// its rows into the target's as it would their text. Runs inside the caller's
@@ -168,6 +166,7 @@ pub async fn write(
     conn: &mut PgConnection,
     dest: &Dest<'_>,
     rows: &NativeRows,
+    append: bool,
 ) -> Result<(), ConnectorError> {
     let t = dest.table;
     if rows.format != FORMAT && rows.format != super::copy_binary::FORMAT {
@@ -177,7 +176,7 @@ pub async fn write(
             fix: "report this as a bug".into(),
         });
     }
-    if !dest.append {
+    if !append {
         let types = super::sink::column_types(ep, t, dest.key)?;
         let cols: Vec<String> = dest.key.iter().map(|c| ident(c)).collect();
         let tuple = format!("({})", cols.join(", "));
@@ -302,8 +301,7 @@ pub fn split(
 /// caller's transaction (which records the checkpoint), each other on a session of
 /// `helpers` in a transaction of its own, committed before the caller's. A part
 /// committed by a helper but not followed by the caller's commit is harmless: the chunk
-/// is copied again, and [`write`] replaces its key range (a table still without its
-/// keys gets them first: see `Deferred::spreading`). Each helper
+/// is copied again after a restart, and [`write`] replaces its key range. Each helper
 /// checks the lease's `fence` in its transaction, as the caller's does.
 pub async fn write_spread(
     ep: &PgEndpoint,
@@ -334,7 +332,7 @@ pub async fn write_spread(
                     holder: (holder.pid != 0).then(|| Box::new(holder)),
                 });
             }
-            write(ep, conn, dest, part).await
+            write(ep, conn, dest, part, false).await
         }
         .await;
         match r {
@@ -349,7 +347,7 @@ pub async fn write_spread(
             }
         }
     });
-    let (mine, theirs) = tokio::join!(write(ep, main, dest, first), futures_util::future::join_all(on_helpers));
+    let (mine, theirs) = tokio::join!(write(ep, main, dest, first, false), futures_util::future::join_all(on_helpers));
     mine?;
     theirs.into_iter().collect()
 }

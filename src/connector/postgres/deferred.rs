@@ -33,9 +33,6 @@ pub struct Deferred {
 struct Keyless {
     alter: String,
     upto: Option<Key>,
-    /// Parts of the open chunk were committed on other sessions: until the chunk's own
-    /// transaction commits, what the table holds past `upto` is not known.
-    unsure: bool,
 }
 
 #[derive(Debug)]
@@ -60,7 +57,7 @@ impl Deferred {
     /// Whether a chunk starting after `after` continues `table`'s copy where the last
     /// one ended (so it can be appended without clearing its key range first).
     pub fn continues(&self, table: &TableName, after: Option<&Key>) -> bool {
-        self.tables.get(table).is_some_and(|k| !k.unsure && k.upto.as_ref() == after)
+        self.tables.get(table).is_some_and(|k| k.upto.as_ref() == after)
     }
 
     /// The pending `ALTER TABLE` of a keyless table.
@@ -71,15 +68,6 @@ impl Deferred {
     /// A chunk up to `upto` was appended in the open transaction.
     pub fn stage_upto(&mut self, table: &TableName, upto: Key) {
         self.staged.push(Staged::Upto(table.clone(), upto));
-    }
-
-    /// The open chunk of `table` is being appended over several sessions, whose parts
-    /// commit before its own transaction: should that one fail, the chunk is not
-    /// appended again (the keys are added and its range replaced, as after a restart).
-    pub fn spreading(&mut self, table: &TableName) {
-        if let Some(k) = self.tables.get_mut(table) {
-            k.unsure = true;
-        }
     }
 
     /// The keys were added in the open transaction.
@@ -94,7 +82,6 @@ impl Deferred {
                 Staged::Upto(t, key) => {
                     if let Some(k) = self.tables.get_mut(&t) {
                         k.upto = Some(key);
-                        k.unsure = false;
                     }
                 }
                 Staged::Keyed(t) => {
@@ -112,7 +99,7 @@ impl Deferred {
     /// Takes over an empty table an earlier sink created keyless (the engine prepares
     /// the target with one sink and copies with another): its copy has not begun.
     pub fn adopt(&mut self, table: &TableName, alter: String) {
-        self.tables.insert(table.clone(), Keyless { alter, upto: None, unsure: false });
+        self.tables.insert(table.clone(), Keyless { alter, upto: None });
     }
 
     /// Creates `t` (its target name) without its keys and records them, in one
@@ -139,7 +126,7 @@ impl Deferred {
         );
         ep.exec(conn, &format!("creating table {}", t.name), &sql).await?;
         tracing::info!(endpoint = %ep.name, table = %t.name, keys = %clauses.join(", "), "created the table without its keys: they are built once its first copy is done");
-        self.tables.insert(t.name.clone(), Keyless { alter, upto: None, unsure: false });
+        self.tables.insert(t.name.clone(), Keyless { alter, upto: None });
         Ok(())
     }
 }

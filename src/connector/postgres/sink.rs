@@ -316,16 +316,29 @@ impl PgSink {
         }
         if let Some(s) = &batch.snapshot
             && let Some(native) = &s.native
+            && self.deferred.is_keyless(&Self::resolve(&s.table.name))
         {
-            // COPY from a PostgreSQL source, loaded as is. Into a table created keyless
-            // it is appended (its range is empty: `keys_needed` saw that it continues
-            // the last chunk), the keys built with the last chunk, in its transaction;
-            // elsewhere it replaces the chunk's key range.
+            // The first copy of a table created keyless: appended (its range is empty:
+            // `keys_needed` saw that it continues the last chunk), the keys built with
+            // the last chunk, in its transaction.
             let target = self.target(&s.table.name).await?;
-            let keyless = self.deferred.is_keyless(&Self::resolve(&s.table.name));
             let cols: Vec<&str> = s.table.columns.iter().map(|c| c.name.as_str()).collect();
             let key = s.table.key_columns();
-            let dest = Dest { source: &s.table, table: &target, columns: &cols, key: &key, append: keyless };
+            let dest = Dest { source: &s.table, table: &target, columns: &cols, key: &key };
+            super::copy::write(&self.ep, &mut self.conn, &dest, native, true).await?;
+            match &native.upto {
+                Some(upto) => self.deferred.stage_upto(&target.name, upto.clone()),
+                None => self.add_keys(&target.name).await?,
+            }
+            n += native.count as u64;
+        } else if let Some(s) = &batch.snapshot
+            && let Some(native) = &s.native
+        {
+            // COPY text from a PostgreSQL source: replaces the chunk's key range as is.
+            let target = self.target(&s.table.name).await?;
+            let cols: Vec<&str> = s.table.columns.iter().map(|c| c.name.as_str()).collect();
+            let key = s.table.key_columns();
+            let dest = Dest { source: &s.table, table: &target, columns: &cols, key: &key };
             // A chunk alone in its batch may go over several sessions at once (its
             // parts commit apart; the checkpoint commits last, on this session).
             let parts = self.workers.min(native.count / SPREAD_MIN_ROWS);
@@ -334,19 +347,10 @@ impl PgSink {
                 while self.helpers.len() + 1 < parts.len() {
                     self.helpers.push(self.ep.connect().await?);
                 }
-                if keyless {
-                    self.deferred.spreading(&target.name);
-                }
                 super::copy::write_spread(&self.ep, &mut self.conn, &mut self.helpers, dir, batch.fence, &dest, &parts)
                     .await?;
             } else {
-                super::copy::write(&self.ep, &mut self.conn, &dest, native).await?;
-            }
-            if keyless {
-                match &native.upto {
-                    Some(upto) => self.deferred.stage_upto(&target.name, upto.clone()),
-                    None => self.add_keys(&target.name).await?,
-                }
+                super::copy::write(&self.ep, &mut self.conn, &dest, native, false).await?;
             }
             n += native.count as u64;
         } else if let Some(s) = &batch.snapshot {
