@@ -189,7 +189,7 @@ impl S3Client {
     /// most 1,000 whatever is asked (the loop below then follows the continuation); a
     /// store that answers more (s3s-fs walks the whole bucket for every request) is
     /// walked once per this many keys instead of once per 1,000.
-    const MAX_PAGE: usize = 10_000;
+    const MAX_PAGE: usize = 50_000;
 
     /// Whether the bucket answers with these credentials (a one-key listing: unlike
     /// HEAD, its error names the cause). It lists ferry's own prefix under the
