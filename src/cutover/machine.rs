@@ -661,7 +661,7 @@ impl<H: TaskHost> Machine<'_, H> {
     }
 
     /// The Verify step of a files or objects task: quick (size and mtime/ETag), then
-    /// full (every byte hashed on both sides) unless quick-only.
+    /// full (content compared, a bucket's matching ETag standing for its bytes) unless quick-only.
     async fn verify_blob(&self, actor: &str, task: &Task, modes: &[bool]) -> StepResult {
         let mut checks = Vec::new();
         for &quick in modes {

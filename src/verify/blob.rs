@@ -1,7 +1,10 @@
 //! Verify of a blob task (files, objects): both sides listed in path order and merged;
-//! every path that differs is named. Full mode reads every byte on both sides and
-//! compares BLAKE3 hashes (trusting no cached hash), and checks a multipart ETag by
-//! recomputing it with the part size ferry uses; quick mode compares size and mtime (a
+//! every path that differs is named. Full mode compares content: a bucket side's ETag,
+//! where it is an MD5 of the content or a multipart ETag ferry can recompute with its own
+//! part size, stands for that side's content, so only the other side is read and hashed;
+//! an ETag that does not match (SSE-KMS, another tool's part size, a changed object)
+//! makes ferry read the bucket's bytes too before it reports anything, and two folders
+//! are read on both sides and compared by BLAKE3. Quick mode compares size and mtime (a
 //! target that keeps mtimes) or the manifest's record of the source state against the
 //! target's ETag. `--manifest` writes an `md5sum -c` file of the source's content;
 //! `--repair` copies or deletes what differs, under the direction's lease.
@@ -21,8 +24,10 @@ use crate::connector::registry;
 use crate::connector::{ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
 use crate::engine::blob::{Hasher, copy_one, hex};
 
-/// Entries per listing page.
-const PAGE: usize = 1000;
+/// Entries per listing page (about 10 MB of metadata): few requests on a store that
+/// answers a page of this many (s3s-fs walks the whole bucket, about 1 s per 20,000
+/// objects, for each), 1,000 a request elsewhere.
+const PAGE: usize = 50_000;
 /// A blob store opened for reading, and one for writing (the traits stay unimported:
 /// their methods would shadow the contract's).
 type Reader = Box<dyn crate::connector::blob::dynamic::DynBlobSource>;
@@ -73,6 +78,11 @@ pub struct BlobReport {
     pub checked: u64,
     /// Bytes read (full mode, both sides).
     pub bytes_read: u64,
+    /// Files found equal by a bucket's ETag (full mode): only the other side was read.
+    pub by_etag: u64,
+    /// Files with a bucket side whose ETag did not serve (not an MD5 ferry can recompute,
+    /// or not matching): both sides were read.
+    pub etag_fallbacks: u64,
     /// The paths that differ.
     pub differences: Vec<BlobDiff>,
     /// Paths repaired.
@@ -90,7 +100,7 @@ impl BlobReport {
     /// For people.
     pub fn text(&self) -> String {
         let mut out = format!(
-            "task {} {} -> {} ({} verify): {} path(s) checked, {} differ{}, {:.1}s\n",
+            "task {} {} -> {} ({} verify): {} path(s) checked, {} differ{}{}, {:.1}s\n",
             self.task,
             self.source,
             self.target,
@@ -98,6 +108,11 @@ impl BlobReport {
             self.checked,
             self.differences.len(),
             if self.repaired > 0 { format!(", {} repaired", self.repaired) } else { String::new() },
+            if self.by_etag + self.etag_fallbacks > 0 {
+                format!(", {} by a bucket's ETag, {} read on both sides", self.by_etag, self.etag_fallbacks)
+            } else {
+                String::new()
+            },
             self.seconds
         );
         for d in &self.differences {
@@ -214,6 +229,8 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
         mode: if opts.quick { "quick".into() } else { "full".into() },
         checked: 0,
         bytes_read: 0,
+        by_etag: 0,
+        etag_fallbacks: 0,
         differences: Vec::new(),
         repaired: 0,
         seconds: 0.0,
@@ -222,7 +239,8 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
     // The extra connections of a full read, opened at the first batch.
     let mut readers: Vec<(Reader, Reader)> = Vec::new();
     let mut pending: Vec<(BlobMeta, BlobMeta)> = Vec::new();
-    let ctx = Ctx { from, to, dir: &dir, fencing, repair: opts.repair, manifest_path: &opts.manifest };
+    let sides = EtagSides { source: source.etag_hashes_content(), target: target.etag_hashes_content() };
+    let ctx = Ctx { from, to, dir: &dir, fencing, repair: opts.repair, manifest_path: &opts.manifest, sides };
     loop {
         let s = sp.head(&mut source, &globs).await?.cloned();
         let t = tp.head(&mut target, &globs).await?.cloned();
@@ -380,7 +398,8 @@ fn full_read(s: &BlobMeta, t: &BlobMeta, keeps_mtime: bool) -> bool {
 }
 
 /// Reads every byte of a pair on both sides: why they differ (if they do), the source's
-/// MD5 (with `md5`; `None` when it changed while being read) and the bytes read.
+/// MD5 (with `md5`; `None` when it changed while being read) and the bytes read. A
+/// store's ETag plays no part here: the bytes are the truth.
 async fn read_both<S: BlobSource + ?Sized, T: BlobSource + ?Sized>(
     s: &BlobMeta,
     t: &BlobMeta,
@@ -390,32 +409,16 @@ async fn read_both<S: BlobSource + ?Sized, T: BlobSource + ?Sized>(
 ) -> Result<(Option<String>, Option<String>, u64), ConnectorError> {
     let mut bytes = 0u64;
     let (mut hs, mut ht) = (Hasher::new(md5), blake3::Hasher::new());
-    let multipart = t.etag.as_deref().and_then(|e| e.split_once('-')).map(|(_, n)| n.to_string());
-    let part = crate::connector::blob::part_size(t.size);
-    let (mut part_md5, mut part_fill, mut part_sums) = (md5::Md5::new(), 0u64, Vec::<u8>::new());
     let mut off = 0;
     while off < s.size {
         let n = CHUNK.min(s.size - off);
         let a = source.read_range(&s.path, off, n).await?;
         let b = target.read_range(&t.path, off, n).await?;
         if a.is_empty() || b.is_empty() {
-            return Ok((Some("changed while being verified".into()), None, bytes));
+            return Ok((Some(CHANGED.into()), None, bytes));
         }
         hs.update(&a);
         ht.update(&b);
-        if multipart.is_some() {
-            let mut rest = &b[..];
-            while !rest.is_empty() {
-                let take = ((part - part_fill) as usize).min(rest.len());
-                part_md5.update(&rest[..take]);
-                part_fill += take as u64;
-                rest = &rest[take..];
-                if part_fill == part {
-                    part_sums.extend_from_slice(&std::mem::take(&mut part_md5).finalize());
-                    part_fill = 0;
-                }
-            }
-        }
         bytes += (a.len() + b.len()) as u64;
         off += a.len().min(b.len()) as u64;
     }
@@ -424,20 +427,250 @@ async fn read_both<S: BlobSource + ?Sized, T: BlobSource + ?Sized>(
     if sums.blake3 != ht.finalize().to_hex().to_string() {
         return Ok((Some("content differs (BLAKE3)".into()), md5, bytes));
     }
-    if let Some(count) = multipart {
-        if part_fill > 0 {
-            part_sums.extend_from_slice(&part_md5.finalize());
+    Ok((None, md5, bytes))
+}
+
+/// Why a pair read as of different content when it changed under the read.
+const CHANGED: &str = "changed while being verified";
+
+/// Which sides' ETags are their store's hash of the content (buckets).
+#[derive(Debug, Clone, Copy)]
+struct EtagSides {
+    source: bool,
+    target: bool,
+}
+
+/// What a bucket's ETag says about the content, for an object of a given size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Claim {
+    /// 32 hex digits: the MD5 of the whole content (a single-part upload), lower case.
+    Md5(String),
+    /// `<32 hex>-<parts>`, `parts` the count ferry's part size gives this size: the MD5
+    /// of the parts' MD5s, recomputable from the other side's bytes.
+    Parts {
+        /// The whole ETag, lower case.
+        etag: String,
+        /// The part size ferry uploads this size with.
+        part: u64,
+    },
+    /// Nothing ferry can recompute: no ETag, not hex (SSE-C, some stores), a multipart
+    /// ETag of another part count (another tool's part size), or none at all. The
+    /// object's bytes are read.
+    Opaque,
+}
+
+/// What `etag` claims about an object of `size` bytes. A 32-hex-digit ETag that is not
+/// an MD5 (SSE-KMS) claims an MD5 it will not match; the mismatch then makes ferry read
+/// the bytes, so such an ETag costs a read, never a wrong verdict.
+fn claim(etag: Option<&str>, size: u64) -> Claim {
+    let Some(e) = etag else { return Claim::Opaque };
+    let e = e.to_ascii_lowercase();
+    let md5_like = |h: &str| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit());
+    match e.split_once('-') {
+        None if md5_like(&e) => Claim::Md5(e),
+        Some((h, n)) if md5_like(h) => {
+            let part = crate::connector::blob::part_size(size);
+            match n.parse::<u64>() {
+                Ok(parts) if parts >= 1 && parts == size.div_ceil(part).max(1) => Claim::Parts { etag: e, part },
+                _ => Claim::Opaque,
+            }
         }
-        let expect = format!("{}-{}", hex(&md5::Md5::digest(&part_sums)), part_sums.len() / 16);
-        if t.etag.as_deref() != Some(expect.as_str()) {
-            let why = format!(
-                "the target's multipart ETag {:?} is not that of its content ({expect}, {count} part(s) expected)",
-                t.etag.as_deref().unwrap_or("")
-            );
-            return Ok((Some(why), md5, bytes));
+        _ => Claim::Opaque,
+    }
+}
+
+/// Whether two buckets' ETags state the same content: equal, and of a content hash's
+/// shape (an MD5, or a multipart ETag of any part count: equal part MD5s in equal order).
+fn same_claim(a: &str, b: &str) -> bool {
+    let md5_like = |h: &str| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit());
+    let shaped = match a.split_once('-') {
+        None => md5_like(a),
+        Some((h, n)) => md5_like(h) && n.parse::<u64>().is_ok_and(|n| n >= 1),
+    };
+    shaped && a.eq_ignore_ascii_case(b)
+}
+
+/// MD5s of one blob's bytes: of the whole and/or of its parts of one size.
+struct Digest {
+    whole: Option<md5::Md5>,
+    part: u64,
+    current: Option<md5::Md5>,
+    fill: u64,
+    sums: Vec<u8>,
+}
+
+impl Digest {
+    /// The whole content's MD5 with `whole`; the parts' MD5s when `part` is not 0.
+    fn new(whole: bool, part: u64) -> Digest {
+        Digest {
+            whole: whole.then(md5::Md5::new),
+            part,
+            current: (part > 0).then(md5::Md5::new),
+            fill: 0,
+            sums: Vec::new(),
         }
     }
-    Ok((None, md5, bytes))
+    fn update(&mut self, mut data: &[u8]) {
+        if let Some(w) = &mut self.whole {
+            w.update(data);
+        }
+        let Some(cur) = &mut self.current else { return };
+        while !data.is_empty() {
+            let take = ((self.part - self.fill) as usize).min(data.len());
+            cur.update(&data[..take]);
+            self.fill += take as u64;
+            data = &data[take..];
+            if self.fill == self.part {
+                self.sums.extend_from_slice(&std::mem::take(cur).finalize());
+                self.fill = 0;
+            }
+        }
+    }
+    /// The whole MD5 (hex, if computed) and the multipart ETag (if parts were computed).
+    fn finish(mut self) -> (Option<String>, Option<String>) {
+        if let Some(cur) = self.current.take()
+            && (self.fill > 0 || self.sums.is_empty())
+        {
+            self.sums.extend_from_slice(&cur.finalize());
+        }
+        let whole = self.whole.map(|w| hex(&w.finalize()));
+        let parts = (self.part > 0).then(|| format!("{}-{}", hex(&md5::Md5::digest(&self.sums)), self.sums.len() / 16));
+        (whole, parts)
+    }
+}
+
+/// Reads a blob's `size` bytes into a [`Digest`]; `None` when it ended early (changed).
+async fn digest_of<R: BlobSource + ?Sized>(
+    r: &mut R,
+    path: &str,
+    size: u64,
+    mut d: Digest,
+) -> Result<Option<(Option<String>, Option<String>)>, ConnectorError> {
+    let mut off = 0;
+    while off < size {
+        let data = r.read_range(path, off, CHUNK.min(size - off)).await?;
+        if data.is_empty() {
+            return Ok(None);
+        }
+        d.update(&data);
+        off += data.len() as u64;
+    }
+    Ok(Some(d.finish()))
+}
+
+/// A bucket side's ETag: the listing's, else a HEAD's (s3s-fs lists none); `Err` with
+/// the reason when the object is gone or resized since it was listed.
+async fn etag_of<R: BlobSource + ?Sized>(
+    r: &mut R,
+    m: &BlobMeta,
+) -> Result<Result<Option<String>, String>, ConnectorError> {
+    if m.etag.is_some() {
+        return Ok(Ok(m.etag.clone()));
+    }
+    Ok(match r.stat(&m.path).await? {
+        Some(now) if now.size == m.size => Ok(now.etag),
+        _ => Err(CHANGED.into()),
+    })
+}
+
+/// What checking one pair of equal-sized files found.
+#[derive(Debug, Default)]
+struct Checked {
+    /// Why they differ, if they do.
+    reason: Option<String>,
+    /// The source's MD5, when asked for (`--manifest`) or known anyway.
+    md5: Option<String>,
+    /// Bytes read, both sides.
+    bytes: u64,
+    /// Found equal by a bucket's ETag, only the other side read.
+    by_etag: bool,
+    /// A bucket side's ETag did not serve: both sides read.
+    fallback: bool,
+}
+
+/// Compares the content of a pair of files of one size. A bucket side whose ETag claims
+/// a hash ferry can recompute is compared with the other side's bytes, so it is not
+/// read; when the claim does not match, or nothing is claimed, the bucket's bytes are
+/// read too and the two contents compared, so a wrong or foreign ETag costs a read but
+/// never a wrong verdict. Two buckets stating the same content hash are equal unread.
+async fn check_pair<S: BlobSource + ?Sized, T: BlobSource + ?Sized>(
+    s: &BlobMeta,
+    t: &BlobMeta,
+    source: &mut S,
+    target: &mut T,
+    sides: EtagSides,
+    md5: bool,
+) -> Result<Checked, ConnectorError> {
+    let both = |(reason, md5, bytes)| Checked { reason, md5, bytes, ..Checked::default() };
+    if !sides.source && !sides.target {
+        return Ok(both(read_both(s, t, source, target, md5).await?));
+    }
+    let changed = |reason: String| -> Result<Checked, ConnectorError> {
+        Ok(Checked { reason: Some(reason), ..Checked::default() })
+    };
+    let st = match sides.source {
+        true => match etag_of(source, s).await? {
+            Ok(e) => e,
+            Err(r) => return changed(r),
+        },
+        false => None,
+    };
+    let tt = match sides.target {
+        true => match etag_of(target, t).await? {
+            Ok(e) => e,
+            Err(r) => return changed(r),
+        },
+        false => None,
+    };
+    if let (Some(a), Some(b)) = (&st, &tt)
+        && same_claim(a, b)
+    {
+        let (md5, bytes) = match claim(Some(a), s.size) {
+            Claim::Md5(m) => (Some(m), 0),
+            _ if md5 => {
+                let (m, n) = md5_of(source, s).await?;
+                (Some(m), n)
+            }
+            _ => (None, 0),
+        };
+        return Ok(Checked { md5, bytes, by_etag: true, ..Checked::default() });
+    }
+    // The bucket side checked by its ETag (the target's first), the other side read.
+    let (tc, sc) = (claim(tt.as_deref(), t.size), claim(st.as_deref(), s.size));
+    let (on_target, c) = match (tc, sc) {
+        (tc, _) if tc != Claim::Opaque => (true, tc),
+        (_, sc) if sc != Claim::Opaque => (false, sc),
+        _ => {
+            let mut c = both(read_both(s, t, source, target, md5).await?);
+            c.fallback = true;
+            return Ok(c);
+        }
+    };
+    let (whole, part, expect) = match &c {
+        Claim::Md5(m) => (true, 0, m.clone()),
+        Claim::Parts { etag, part } => (md5, *part, etag.clone()),
+        Claim::Opaque => (true, 0, String::new()),
+    };
+    let read = match on_target {
+        true => digest_of(source, &s.path, s.size, Digest::new(whole, part)).await?,
+        false => digest_of(target, &t.path, t.size, Digest::new(whole, part)).await?,
+    };
+    let Some(read) = read else { return changed(CHANGED.into()) };
+    let got = if part > 0 { read.1.clone() } else { read.0.clone() };
+    if got.as_deref() == Some(expect.as_str()) {
+        // The other side's bytes hash to what the bucket's server computed of its own.
+        return Ok(Checked { md5: read.0, bytes: s.size, by_etag: true, ..Checked::default() });
+    }
+    // The ETag does not match: read the bucket's bytes the same way and compare them.
+    let other = match on_target {
+        true => digest_of(target, &t.path, t.size, Digest::new(whole, part)).await?,
+        false => digest_of(source, &s.path, s.size, Digest::new(whole, part)).await?,
+    };
+    let Some(other) = other else { return changed(CHANGED.into()) };
+    let reason = (other != read).then(|| "content differs (MD5)".to_string());
+    // The source's whole MD5, for --manifest: of the side read that is the source.
+    let md5 = if on_target { read.0 } else { other.0 };
+    Ok(Checked { reason, md5, bytes: s.size + t.size, fallback: true, ..Checked::default() })
 }
 
 /// What a batch of full reads needs besides its connections.
@@ -448,6 +681,7 @@ struct Ctx<'a> {
     fencing: i64,
     repair: bool,
     manifest_path: &'a Option<PathBuf>,
+    sides: EtagSides,
 }
 
 /// Reads the pending pairs, [`WIDTH`] at once (the main source and target plus the
@@ -476,24 +710,26 @@ async fn read_pending(
     lanes.extend(readers.iter_mut().map(|(a, b)| (a, b)));
     // Each lane takes the next pair when it is free: one big blob holds up one lane only.
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let (pairs_ref, next_ref, md5) = (&pairs, &next, manifest.is_some());
+    let (pairs_ref, next_ref, md5, sides) = (&pairs, &next, manifest.is_some(), ctx.sides);
     let runs = lanes.into_iter().map(|(src, tgt)| async move {
         let mut out = Vec::new();
         loop {
             let i = next_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some((s, t)) = pairs_ref.get(i) else { break };
-            out.push((i, read_both(s, t, &mut *src, &mut *tgt, md5).await?));
+            out.push((i, check_pair(s, t, &mut *src, &mut *tgt, sides, md5).await?));
         }
         Ok::<_, ConnectorError>(out)
     });
-    let mut results: Vec<(usize, (Option<String>, Option<String>, u64))> = Vec::with_capacity(pairs.len());
+    let mut results: Vec<(usize, Checked)> = Vec::with_capacity(pairs.len());
     for lane in futures_util::future::join_all(runs).await {
         results.extend(lane?);
     }
     results.sort_by_key(|(i, _)| *i);
-    for (i, (reason, md5, bytes)) in results {
+    for (i, Checked { reason, md5, bytes, by_etag, fallback }) in results {
         let (s, _) = &pairs[i];
         report.bytes_read += bytes;
+        report.by_etag += u64::from(by_etag);
+        report.etag_fallbacks += u64::from(fallback);
         if let (Some(w), Some(md5)) = (manifest.as_mut(), md5) {
             writeln!(w, "{md5}  {}", s.path).map_err(|e| VerifyError::RepairFile {
                 path: ctx.manifest_path.clone().unwrap_or_default(),
@@ -511,7 +747,7 @@ async fn read_pending(
 }
 
 /// The MD5 of a blob's content, and the bytes read.
-async fn md5_of<S: BlobSource>(source: &mut S, s: &BlobMeta) -> Result<(String, u64), ConnectorError> {
+async fn md5_of<S: BlobSource + ?Sized>(source: &mut S, s: &BlobMeta) -> Result<(String, u64), ConnectorError> {
     let mut h = md5::Md5::new();
     let mut off = 0;
     while off < s.size {
@@ -523,4 +759,123 @@ async fn md5_of<S: BlobSource>(source: &mut S, s: &BlobMeta) -> Result<(String, 
         off += data.len() as u64;
     }
     Ok((hex(&h.finalize()), off))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store held in memory: a bucket (its ETags stand for the content) or a folder,
+    /// counting the bytes read from it.
+    struct Mem {
+        data: Vec<u8>,
+        bucket: bool,
+        read: u64,
+    }
+
+    impl BlobSource for Mem {
+        async fn list(&mut self, _: &[String], _: Option<&str>, _: usize) -> Result<Vec<BlobMeta>, ConnectorError> {
+            Ok(Vec::new())
+        }
+        async fn stat(&mut self, _: &str) -> Result<Option<BlobMeta>, ConnectorError> {
+            Ok(None)
+        }
+        async fn hints(&mut self) -> Result<Vec<crate::connector::blob::BlobHint>, ConnectorError> {
+            Ok(Vec::new())
+        }
+        async fn read_range(&mut self, _: &str, offset: u64, len: u64) -> Result<Vec<u8>, ConnectorError> {
+            let from = (offset as usize).min(self.data.len());
+            let to = (from + len as usize).min(self.data.len());
+            self.read += (to - from) as u64;
+            Ok(self.data[from..to].to_vec())
+        }
+        fn etag_hashes_content(&self) -> bool {
+            self.bucket
+        }
+    }
+
+    fn md5_hex(data: &[u8]) -> String {
+        hex(&md5::Md5::digest(data))
+    }
+
+    /// ferry's multipart ETag of `data`.
+    fn parts_etag(data: &[u8]) -> String {
+        let part = crate::connector::blob::part_size(data.len() as u64) as usize;
+        let sums: Vec<u8> = data.chunks(part).flat_map(|c| md5::Md5::digest(c).to_vec()).collect();
+        format!("{}-{}", md5_hex(&sums), data.len().div_ceil(part))
+    }
+
+    #[test]
+    fn an_etag_claims_an_md5_a_recomputable_multipart_hash_or_nothing() {
+        let md5 = "0123456789abcdef0123456789ABCDEF";
+        assert_eq!(claim(Some(md5), 10), Claim::Md5(md5.to_ascii_lowercase()));
+        let size = (17 << 20) + 5;
+        let p = crate::connector::blob::part_size(size);
+        assert_eq!(
+            claim(Some(&format!("{md5}-3")), size),
+            Claim::Parts { etag: format!("{}-3", md5.to_ascii_lowercase()), part: p }
+        );
+        assert_eq!(claim(Some(&format!("{md5}-4")), size), Claim::Opaque, "another tool's part size");
+        assert_eq!(claim(Some(&format!("{md5}-0")), size), Claim::Opaque);
+        assert_eq!(claim(Some("abc"), 10), Claim::Opaque, "not an MD5");
+        assert_eq!(claim(Some("12:34"), 10), Claim::Opaque, "an SFTP target's size:mtime tag");
+        assert_eq!(claim(Some(&format!("{md5}0")), 10), Claim::Opaque, "33 digits");
+        assert_eq!(claim(None, 10), Claim::Opaque);
+        assert!(same_claim(md5, &md5.to_ascii_lowercase()));
+        assert!(same_claim(&format!("{md5}-4"), &format!("{md5}-4")), "equal multipart ETags of any part size");
+        assert!(!same_claim("opaque", "opaque"), "equal, but not of a content hash's shape");
+        assert!(!same_claim(md5, &format!("{md5}-1")));
+    }
+
+    /// Checks a folder file against a bucket object whose listing says `etag`.
+    async fn check(folder: &[u8], object: &[u8], etag: &str, md5: bool) -> (Checked, Mem, Mem) {
+        let s = BlobMeta::file("f", folder.len() as u64, 0);
+        let t = BlobMeta { etag: Some(etag.to_string()), ..BlobMeta::file("f", object.len() as u64, 0) };
+        let mut src = Mem { data: folder.to_vec(), bucket: false, read: 0 };
+        let mut tgt = Mem { data: object.to_vec(), bucket: true, read: 0 };
+        let sides = EtagSides { source: false, target: true };
+        let c = check_pair(&s, &t, &mut src, &mut tgt, sides, md5).await.expect("check");
+        (c, src, tgt)
+    }
+
+    #[tokio::test]
+    async fn a_matching_etag_spares_the_bucket_read_and_one_that_does_not_match_never_decides() {
+        let data = b"the same content".to_vec();
+        let mut other = data.clone();
+        other[3] ^= 1;
+        // The MD5 ETag matches: the bucket is not read.
+        let (c, src, tgt) = check(&data, &data, &md5_hex(&data), true).await;
+        assert!(c.reason.is_none() && c.by_etag && !c.fallback, "{c:?}");
+        assert_eq!((src.read, tgt.read), (data.len() as u64, 0));
+        assert_eq!(c.md5, Some(md5_hex(&data)), "the source's MD5 for --manifest");
+        // An ETag that is not the content's MD5 (SSE-KMS: 32 hex digits of something
+        // else), on equal content: read, found equal, not reported.
+        let kms = "9f2c6b1e0d4a3b5c7e8f9a0b1c2d3e4f";
+        let (c, src, tgt) = check(&data, &data, kms, false).await;
+        assert!(c.reason.is_none() && !c.by_etag && c.fallback, "{c:?}");
+        assert_eq!((src.read, tgt.read), (data.len() as u64, data.len() as u64));
+        // The same ETag on different content of one size: read, reported.
+        let (c, _, tgt) = check(&data, &other, kms, false).await;
+        assert_eq!(c.reason.as_deref(), Some("content differs (MD5)"), "{c:?}");
+        assert_eq!(tgt.read, data.len() as u64);
+        // An MD5 ETag that is not that of the bytes the bucket holds (stale, a store's
+        // bug) does not make equal content differ: the bytes decide.
+        let (c, _, _) = check(&data, &data, &md5_hex(&other), false).await;
+        assert!(c.reason.is_none() && c.fallback, "{c:?}");
+    }
+
+    #[tokio::test]
+    async fn a_multipart_etag_is_recomputed_with_ferrys_part_size() {
+        let size = (2 * crate::connector::blob::MIN_PART + 3) as usize;
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        let (c, _, tgt) = check(&data, &data, &parts_etag(&data), true).await;
+        assert!(c.reason.is_none() && c.by_etag, "{c:?}");
+        assert_eq!(tgt.read, 0);
+        assert_eq!(c.md5, Some(md5_hex(&data)), "the whole MD5 too, for --manifest");
+        // Another part size (4 parts): ferry cannot recompute it and reads both sides.
+        let four = format!("{}-4", md5_hex(b"x"));
+        let (c, _, tgt) = check(&data, &data, &four, false).await;
+        assert!(c.reason.is_none() && c.fallback && !c.by_etag, "{c:?}");
+        assert_eq!(tgt.read, size as u64);
+    }
 }

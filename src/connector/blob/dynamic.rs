@@ -29,6 +29,8 @@ pub trait DynBlobSource: Send {
         offset: u64,
         len: u64,
     ) -> BoxFuture<'a, Result<Vec<u8>, ConnectorError>>;
+    /// See [`BlobSource::etag_hashes_content`].
+    fn etag_hashes_content(&self) -> bool;
 }
 
 impl<T: BlobSource> DynBlobSource for T {
@@ -54,6 +56,9 @@ impl<T: BlobSource> DynBlobSource for T {
     ) -> BoxFuture<'a, Result<Vec<u8>, ConnectorError>> {
         Box::pin(BlobSource::read_range(self, path, offset, len))
     }
+    fn etag_hashes_content(&self) -> bool {
+        BlobSource::etag_hashes_content(self)
+    }
 }
 
 impl<'s> BlobSource for Box<dyn DynBlobSource + 's> {
@@ -73,6 +78,9 @@ impl<'s> BlobSource for Box<dyn DynBlobSource + 's> {
     }
     async fn read_range(&mut self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, ConnectorError> {
         DynBlobSource::read_range(&mut **self, path, offset, len).await
+    }
+    fn etag_hashes_content(&self) -> bool {
+        DynBlobSource::etag_hashes_content(&**self)
     }
 }
 

@@ -252,6 +252,13 @@ pub trait BlobSource: Send {
         offset: u64,
         len: u64,
     ) -> impl Future<Output = Result<Vec<u8>, ConnectorError>> + Send;
+    /// Whether the `etag` of its listings and stats is the store's own hash of the bytes
+    /// it holds (a bucket's: the MD5 of a single-part object, the MD5 of the parts' MD5s of
+    /// a multipart one, or a value ferry cannot recompute under SSE-KMS or SSE-C), so a
+    /// verify may compare it with the other side's content instead of reading this side.
+    fn etag_hashes_content(&self) -> bool {
+        false
+    }
 }
 
 /// A store blobs are written to. Every step that makes data visible or records progress

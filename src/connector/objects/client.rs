@@ -185,11 +185,22 @@ impl S3Client {
         Err(self.fail(what, path, Some(status), body))
     }
 
+    /// The most keys one listing request asks for. AWS, MinIO and most stores answer at
+    /// most 1,000 whatever is asked (the loop below then follows the continuation); a
+    /// store that answers more (s3s-fs walks the whole bucket for every request) is
+    /// walked once per this many keys instead of once per 1,000.
+    const MAX_PAGE: usize = 50_000;
+
     /// Whether the bucket answers with these credentials (a one-key listing: unlike
-    /// HEAD, its error names the cause).
+    /// HEAD, its error names the cause). It lists ferry's own prefix under the
+    /// endpoint's, one level deep: a store that walks the bucket for a listing (s3s-fs)
+    /// then reads only the folders on that prefix's path, and a policy that allows
+    /// listing the endpoint's prefix allows it.
     pub async fn check_bucket(&self) -> Result<(), ConnectorError> {
         let mut action = self.bucket.list_objects_v2(Some(&self.creds));
         action.with_max_keys(1);
+        action.with_prefix(self.key(OWN_PREFIX));
+        action.with_delimiter("/");
         let url = action.sign(SIGNED_FOR);
         self.send("cannot open", "", Method::GET, url, &[], Vec::new(), false).await.map(|_| ())
     }
@@ -214,7 +225,7 @@ impl S3Client {
             if let Some(s) = &start {
                 action.with_start_after(s.as_str());
             }
-            action.with_max_keys(limit.clamp(1, 1000));
+            action.with_max_keys(limit.clamp(1, Self::MAX_PAGE));
             let url = action.sign(SIGNED_FOR);
             let resp = self.send("cannot list", after.unwrap_or(""), Method::GET, url, &[], Vec::new(), false).await?;
             let text = resp.map(|r| r.text()).unwrap_or_default();
@@ -247,7 +258,7 @@ impl S3Client {
                     return Ok(out);
                 }
             }
-            if n == 0 || parsed.next_continuation_token.is_none() && n < limit.clamp(1, 1000) {
+            if n == 0 || parsed.next_continuation_token.is_none() && n < limit.clamp(1, Self::MAX_PAGE) {
                 return Ok(out);
             }
         }

@@ -36,4 +36,7 @@ impl BlobSource for S3Source {
     async fn read_range(&mut self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, ConnectorError> {
         self.client.get_range(path, offset, len).await
     }
+    fn etag_hashes_content(&self) -> bool {
+        true
+    }
 }
