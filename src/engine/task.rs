@@ -729,8 +729,11 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             let mut apply = self.batch(txns, None, !batch.continues);
             apply.checkpoint.position = Some(batch.position.clone());
             // A full batch means a backlog: more follow at once, and the flush can wait
-            // for the one that catches up (or for a second to pass).
-            apply.flush = rows < self.spec.tuning.batch_changes || self.flushed_at.elapsed() >= FLUSH_AT_LEAST;
+            // for the one that catches up (or for a second to pass). Two-way batches
+            // always flush (the other direction reads this target).
+            apply.flush = self.spec.conflicts.is_some()
+                || rows < self.spec.tuning.batch_changes
+                || self.flushed_at.elapsed() >= FLUSH_AT_LEAST;
             let next = self.request(batch.position.clone(), None);
             // The next read runs as its own task, so decoding it overlaps applying this
             // batch on the other core; the source comes back with the result.
