@@ -449,6 +449,7 @@ async fn profile(a: &Path, dir: &Path, head: i64, batch: usize) -> Result<()> {
                 one_by_one: false,
                 commit: !rb.continues,
                 fence: None,
+                flush: true,
             };
             let t1 = Instant::now();
             sink.apply(&id, &ab).await?;

@@ -289,6 +289,7 @@ async fn a_snapshot_row_read_before_a_deletion_reached_its_source_does_not_come_
         one_by_one: false,
         commit: true,
         fence: None,
+        flush: true,
     };
     sink.apply(&direction, &batch).await.expect("apply the copy");
     drop(sink);

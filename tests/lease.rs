@@ -307,6 +307,7 @@ mod fencing {
             one_by_one: false,
             commit,
             fence: Some(fence),
+            flush: true,
         }
     }
 

@@ -481,3 +481,71 @@ async fn pg_a_transaction_bigger_than_a_read_is_applied_whole_in_parts() {
     assert!(engine.join().await.is_empty(), "the direction failed");
     assert_same_table(&a, &b, &TableName { schema: Some(s.clone()), name: "big".into() }).await;
 }
+
+/// The target server crashes (`pg_ctl -m immediate`) while ferry catches up a stream
+/// backlog, whose full batches commit without waiting for their flush: the source
+/// still has everything the crash took back (ferry confirms only flushed positions), so
+/// once the server is back the tables end equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_a_target_server_crash_while_a_backlog_is_applied_loses_nothing() {
+    let a = shared_a();
+    let mut cleanup_a = Cleanup::new(&a);
+    let db = database(&a, "pgbacklog", &mut cleanup_a).await;
+    let ua = with_db(&a, &db);
+    let out = pgbench(&ua, &["-i", "-s", "1", "-q"]).output().expect("pgbench -i (install postgresql-client)");
+    assert!(out.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&out.stderr));
+    let pg = tokio::task::spawn_blocking(|| PrivatePg::start("")).await.expect("cluster");
+    let ub = pg.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tables = ["public.pgbench_accounts", "public.pgbench_branches", "public.pgbench_tellers"];
+    // Throttled so the backlog's 120,000 changes (6 full batches) take about 3 s.
+    let (file, task) = task_file(dir.path(), &ua, &ub, "one-way", &tables, "max_rows_per_sec = 40000");
+    let mut cleanup_slots = Cleanup::new(&a);
+    cleanup_slots.task(&task);
+    let config = Config::load(&file).expect("config");
+    let log = dir.path().join("ferry.log");
+
+    // Level, then a backlog written while ferry is stopped.
+    let mut ferry = FerryRun::start(&file, &log);
+    wait_caught_up(&config, Duration::from_secs(60), None).await;
+    assert_eq!(ferry.terminate(), Some(0), "ferry run did not stop cleanly; log:\n{}", tail(&log));
+    let out = pgbench(&ua, &["-n", "-c", "2", "-t", "20000"]).output().expect("pgbench run");
+    assert!(out.status.success(), "pgbench run: {}", String::from_utf8_lossy(&out.stderr));
+    let position_sql = format!("SELECT min(position) FROM ferry.ferry_checkpoint WHERE task = '{task}'");
+    let before = crate::support::postgres::rows(&ub, &position_sql).await;
+
+    let mut ferry = FerryRun::start(&file, &log);
+    let started = std::time::Instant::now();
+    loop {
+        let now = crate::support::postgres::rows(&ub, &position_sql).await;
+        if now != before {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no batch of the backlog was applied; log:\n{}",
+            tail(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.crash_and_start();
+        pg
+    })
+    .await
+    .expect("crash");
+
+    wait_caught_up(&config, Duration::from_secs(120), None).await;
+    assert_eq!(ferry.terminate(), Some(0), "ferry run did not stop cleanly; log:\n{}", tail(&log));
+    for t in tables {
+        let sum = format!("SELECT count(*)::text, md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {t} t");
+        assert_eq!(
+            crate::support::postgres::rows(&ua, &sum).await,
+            crate::support::postgres::rows(&ub, &sum).await,
+            "{t} differs after the target's crash; log:\n{}",
+            tail(&log)
+        );
+    }
+    drop(pg);
+    drop(cleanup_slots);
+}

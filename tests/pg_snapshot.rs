@@ -39,6 +39,7 @@ fn chunk_batch(table: &Arc<TableSchema>, native: Option<NativeRows>) -> ApplyBat
         one_by_one: false,
         commit: true,
         fence: None,
+        flush: true,
     }
 }
 

@@ -158,6 +158,14 @@ pub struct ApplyBatch {
     /// lands and the sink answers [`ConnectorError::Fenced`]. `None` for a checkpoint
     /// recorded while no process runs the direction (a cutover's starting position).
     pub fence: Option<i64>,
+    /// The commit must be on the target's disk before `apply` returns. `false` (a
+    /// stream backlog, more batches right behind): the engine tells no one this batch's
+    /// position (the source may not release it, a relay may not acknowledge it) until
+    /// a later flushed commit covers it, so a store may commit without waiting for its
+    /// flush; a crash of the target server then loses the batch together with its
+    /// checkpoint, and the stream is read again from the checkpoint that survived.
+    /// Stores that cannot choose flush every commit.
+    pub flush: bool,
 }
 
 impl ApplyBatch {

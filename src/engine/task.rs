@@ -348,11 +348,17 @@ async fn run_pair<S: Source + 'static, H: Source + 'static, K: Sink>(
         progressed: attempt.progressed,
         group_rows: 0,
         committed: None,
+        durable: None,
+        unflushed: false,
+        flushed_at: Instant::now(),
         tenure: Tenure::new(&spec.node_id, spec.lease_floor, attempt.held),
         commits: attempt.commits,
     };
     runner.run(heartbeat).await
 }
+
+/// The longest a stream backlog's commits go without one that waits for its flush.
+const FLUSH_AT_LEAST: Duration = Duration::from_secs(1);
 
 /// Names a direction's replica stream and snapshot signal row.
 fn stream_name(spec: &DirectionSpec) -> String {
@@ -382,6 +388,13 @@ struct Runner<'a, S: Source + 'static, K: Sink> {
     group_rows: u64,
     /// The last position committed on the target (the checkpoint's).
     committed: Option<Position>,
+    /// The last position a commit flushed to the target's disk: the one the source and
+    /// a relay are told (see [`ApplyBatch::flush`]).
+    durable: Option<Position>,
+    /// A commit after `durable` did not wait for its flush.
+    unflushed: bool,
+    /// When the last flushed commit was.
+    flushed_at: Instant,
     metrics: &'a Arc<DirectionMetrics>,
     shutdown: &'a CancellationToken,
     source: Slot<S>,
@@ -680,8 +693,11 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                 last_retention = Instant::now();
             }
             if last_consumed.elapsed() >= Duration::from_secs(5) {
-                let pos = self.committed();
-                self.source.consumed(&id.to_string(), &pos).await?;
+                // Only what a flushed commit covers: a target server's crash could take
+                // back the rest, and the source must still have it then.
+                if let Some(pos) = self.durable.clone() {
+                    self.source.consumed(&id.to_string(), &pos).await?;
+                }
                 last_consumed = Instant::now();
             }
             let batch = match pending.take() {
@@ -693,6 +709,8 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             };
             if batch.position == self.position() {
                 self.close_group().await?;
+                // Caught up: what a backlog committed without its flush is flushed now.
+                self.flush_commits().await?;
                 if let Some(head) = &once_head
                     && self.position().stream_cmp(head) != Some(Ordering::Less)
                 {
@@ -710,6 +728,12 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             let txns = self.prepare_txns(batch.txns, None)?;
             let mut apply = self.batch(txns, None, !batch.continues);
             apply.checkpoint.position = Some(batch.position.clone());
+            // A full batch means a backlog: more follow at once, and the flush can wait
+            // for the one that catches up (or for a second to pass). Two-way batches
+            // always flush (the other direction reads this target).
+            apply.flush = self.spec.conflicts.is_some()
+                || rows < self.spec.tuning.batch_changes
+                || self.flushed_at.elapsed() >= FLUSH_AT_LEAST;
             let next = self.request(batch.position.clone(), None);
             // The next read runs as its own task, so decoding it overlaps applying this
             // batch on the other core; the source comes back with the result.
@@ -739,8 +763,11 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         }
         // Stopping inside a source transaction applied in parts: `run` rolls its parts
         // back, and it is applied again, whole, at the next start.
+        self.flush_commits().await?;
         let pos = self.committed();
-        self.source.consumed(&id.to_string(), &pos).await?;
+        if let Some(durable) = self.durable.clone() {
+            self.source.consumed(&id.to_string(), &durable).await?;
+        }
         info!(direction = %id, position = %pos, "stopped");
         Ok(())
     }
@@ -1085,6 +1112,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             one_by_one: self.diagnose,
             commit,
             fence: Some(self.tenure.me.fencing),
+            flush: true,
         }
     }
 
@@ -1118,8 +1146,16 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         self.group_rows += report.rows;
         if batch.commit {
             self.committed = batch.checkpoint.position.clone();
-            if let Some(tx) = &self.commits {
-                tx.send_replace(self.committed.clone());
+            match batch.flush {
+                true => {
+                    self.durable = self.committed.clone();
+                    self.unflushed = false;
+                    self.flushed_at = Instant::now();
+                    if let Some(tx) = &self.commits {
+                        tx.send_replace(self.durable.clone());
+                    }
+                }
+                false => self.unflushed = true,
             }
             self.diagnose = false;
             if std::mem::take(&mut self.group_rows) > 0 {
@@ -1139,6 +1175,16 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
     /// Commits a commit group left open by its parts.
     async fn close_group(&mut self) -> Result<(), EngineError> {
         if self.open_group {
+            let mut batch = self.batch(Vec::new(), None, true);
+            self.apply_batch(&mut batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes what commits did not wait for (an empty batch that waits for its flush,
+    /// which covers every earlier commit), so the position can be told to the source.
+    async fn flush_commits(&mut self) -> Result<(), EngineError> {
+        if self.unflushed && !self.open_group {
             let mut batch = self.batch(Vec::new(), None, true);
             self.apply_batch(&mut batch).await?;
         }
@@ -1475,6 +1521,7 @@ async fn prepare_pair<S: Source, K: Sink>(
             commit: true,
             // Written while no process runs the direction (a cutover's switch).
             fence: None,
+            flush: true,
         };
         sink.apply(&spec.id, &batch).await?;
     }

@@ -30,6 +30,7 @@ pub fn batch(txns: Vec<Txn>, end: Position) -> ApplyBatch {
         one_by_one: false,
         commit: true,
         fence: None,
+        flush: true,
     }
 }
 

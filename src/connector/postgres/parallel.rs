@@ -34,6 +34,8 @@ struct Run<'a> {
     dir: &'a DirectionId,
     cp: &'a Checkpoint,
     fence: Option<i64>,
+    /// Wait for the commits' flush ([`ApplyBatch::flush`]).
+    flush: bool,
 }
 
 impl PgSink {
@@ -69,7 +71,14 @@ impl PgSink {
         let base = self.written.clone();
         let mut written: Vec<HashMap<String, String>> =
             (0..shares.len()).map(|j| if j == 0 { base.clone() } else { HashMap::new() }).collect();
-        let run = Run { ep: &self.ep, targets: &self.targets, dir, cp: &batch.checkpoint, fence: batch.fence };
+        let run = Run {
+            ep: &self.ep,
+            targets: &self.targets,
+            dir,
+            cp: &batch.checkpoint,
+            fence: batch.fence,
+            flush: batch.flush,
+        };
         let mut conns: Vec<&mut PgConnection> = Vec::with_capacity(shares.len());
         conns.push(&mut self.conn);
         conns.extend(self.helpers.iter_mut().take(shares.len() - 1));
@@ -148,6 +157,14 @@ impl PgSink {
 }
 
 impl Run<'_> {
+    /// COMMIT, without waiting for the WAL flush where the batch allows it.
+    fn commit_sql(&self) -> &'static str {
+        match self.flush {
+            true => "COMMIT",
+            false => "SET LOCAL synchronous_commit = off; COMMIT",
+        }
+    }
+
     /// Applies one session's share in its own transaction with its stream slots (and,
     /// on the first session, the table slots); `Ok(Err(holder))` (rolled back) when the
     /// lease no longer carries the batch's fencing token.
@@ -179,7 +196,7 @@ impl Run<'_> {
         }
         .await;
         match result {
-            Ok(Ok(())) => match ep.exec(conn, "committing a worker session's transaction", "COMMIT").await {
+            Ok(Ok(())) => match ep.exec(conn, "committing a worker session's transaction", self.commit_sql()).await {
                 Ok(()) => Ok(Ok(())),
                 Err(e) => {
                     let _ = ep.exec(conn, "rolling back", "ROLLBACK").await;

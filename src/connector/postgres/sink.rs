@@ -643,7 +643,7 @@ impl PgSink {
             .await
             .map_err(self.ep.error(what()))?;
         if batch.commit {
-            let flush_free = self.flush_free(batch, continuing);
+            let flush_free = self.flush_free(batch, continuing) || !batch.flush;
             if flush_free {
                 self.exec("committing without waiting for the flush", "SET LOCAL synchronous_commit = off").await?;
             }
