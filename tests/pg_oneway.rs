@@ -528,12 +528,7 @@ async fn pg_a_target_server_crash_while_a_backlog_is_applied_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pg = tokio::task::spawn_blocking(move || {
-        pg.crash_and_start();
-        pg
-    })
-    .await
-    .expect("crash");
+    let pg = pg.crash().await;
 
     wait_caught_up(&config, Duration::from_secs(120), None).await;
     assert_eq!(ferry.terminate(), Some(0), "ferry run did not stop cleanly; log:\n{}", tail(&log));

@@ -277,12 +277,7 @@ async fn pg_a_target_server_crash_during_the_first_copy_loses_and_doubles_nothin
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     eprintln!("crashing the target at progress {progress}");
-    let pg = tokio::task::spawn_blocking(move || {
-        pg.crash_and_start();
-        pg
-    })
-    .await
-    .expect("crash");
+    let pg = pg.crash().await;
 
     wait_caught_up(&config, Duration::from_secs(120), None).await;
     assert_eq!(ferry.terminate(), Some(0), "ferry run did not stop cleanly; log:\n{}", tail(&log));

@@ -262,6 +262,16 @@ impl PrivatePg {
         self.ctl_start();
     }
 
+    /// [`PrivatePg::crash_and_start`] off the async runtime's threads.
+    pub async fn crash(self) -> PrivatePg {
+        tokio::task::spawn_blocking(move || {
+            self.crash_and_start();
+            self
+        })
+        .await
+        .expect("crash and start the server")
+    }
+
     /// Replaces pg_hba.conf and reloads the server.
     pub fn hba(&self, text: &str) {
         let file = self.dir.join("pg_hba.conf");
