@@ -159,7 +159,8 @@ pub struct ApplyBatch {
     /// recorded while no process runs the direction (a cutover's starting position).
     pub fence: Option<i64>,
     /// The commit must be on the target's disk before `apply` returns. `false` (a
-    /// stream backlog, more batches right behind): the engine tells no one this batch's
+    /// stream backlog with more batches right behind, or a one-way first-copy chunk
+    /// that moves no position past a flushed one): the engine tells no one this batch's
     /// position (the source may not release it, a relay may not acknowledge it) until
     /// a later flushed commit covers it, so a store may commit without waiting for its
     /// flush; a crash of the target server then loses the batch together with its

@@ -1099,6 +1099,11 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
     async fn apply(&mut self, txns: Vec<Txn>, snapshot: Option<SnapshotRows>) -> Result<(), EngineError> {
         self.close_group().await?;
         let mut batch = self.batch(txns, snapshot, true);
+        // A one-way first-copy chunk moves no stream position: while the last flushed
+        // commit recorded the same one, a crash could take back only chunks together
+        // with their checkpoints, so it need not wait for its flush.
+        let chunk_only = batch.txns.is_empty() && batch.snapshot.is_some() && self.spec.conflicts.is_none();
+        batch.flush = !(chunk_only && self.durable.is_some() && self.durable == batch.checkpoint.position);
         self.apply_batch(&mut batch).await
     }
 

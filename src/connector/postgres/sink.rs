@@ -23,7 +23,7 @@ use crate::connector::parallel::slots::StreamState;
 use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, Sink,
 };
-use crate::model::{Change, FastHash, HashKey, Key, Op, Position, Row, SiteId, TableName, TableSchema, Txn, key_text};
+use crate::model::{Change, FastHash, HashKey, Key, Op, Row, SiteId, TableName, TableSchema, Txn, key_text};
 
 /// Rows per statement.
 const ROWS_PER_STATEMENT: usize = 5_000;
@@ -60,9 +60,6 @@ pub struct PgSink {
     pub(super) stream: StreamState,
     /// Tables this process created without their keys, while their first copy lasts.
     deferred: Deferred,
-    /// The stream position recorded by the last commit that waited for its WAL flush
-    /// (see [`PgSink::flush_free`]).
-    durable_at: Option<Position>,
 }
 
 /// Fewer rows per session than this are not worth a session of their own.
@@ -94,7 +91,6 @@ impl PgSink {
             parents: Parents::default(),
             stream: StreamState::default(),
             deferred: Deferred::default(),
-            durable_at: None,
         })
     }
 
@@ -592,25 +588,9 @@ impl PgSink {
         Ok(())
     }
 
-    /// Whether a batch may commit without waiting for the server to flush its WAL: a
-    /// one-way first-copy chunk alone in its own transaction, whose checkpoint keeps the
-    /// stream position an earlier, flushed commit recorded. A server crash can then lose
-    /// only such chunks, each together with its checkpoint (WAL is replayed in order), so
-    /// the copy resumes from the last chunk that survived and no position the source was
-    /// told about goes back. Saves a flush wait per chunk (the native tools commit once).
-    fn flush_free(&self, batch: &ApplyBatch, continuing: bool) -> bool {
-        !continuing
-            && batch.txns.is_empty()
-            && batch.snapshot.is_some()
-            && batch.conflicts.is_none()
-            && batch.checkpoint.position.is_some()
-            && batch.checkpoint.position == self.durable_at
-    }
-
     /// One attempt at a batch: its changes (judged, two-way) and its checkpoint in the
     /// open transaction, committed unless the group goes on.
     async fn apply_once(&mut self, dir: &DirectionId, batch: &ApplyBatch) -> Result<ApplyReport, ConnectorError> {
-        let continuing = self.open_group;
         self.begin(dir).await?;
         if let Some(fence) = batch.fence
             && let Some(holder) = state::check_fence(&mut self.conn, dir, fence)
@@ -643,14 +623,10 @@ impl PgSink {
             .await
             .map_err(self.ep.error(what()))?;
         if batch.commit {
-            let flush_free = self.flush_free(batch, continuing) || !batch.flush;
-            if flush_free {
+            if !batch.flush {
                 self.exec("committing without waiting for the flush", "SET LOCAL synchronous_commit = off").await?;
             }
             self.exec("committing", "COMMIT").await?;
-            if !flush_free {
-                self.durable_at = batch.checkpoint.position.clone();
-            }
             self.open_group = false;
             self.deferred.committed();
             self.stream.committed(batch.checkpoint.position.as_ref());
