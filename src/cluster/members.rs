@@ -65,7 +65,7 @@ pub async fn leave(store: &Store, id: &str) -> Result<(), ClusterError> {
 
 /// Every node's record, by id.
 pub async fn all(store: &Store) -> Result<Vec<Member>, ClusterError> {
-    let keys = super::list_keys(store, "the nodes", true).await?;
+    let keys = super::list_keys(store, "the nodes").await?;
     let mut members = Vec::new();
     for key in keys {
         let entry = store.entry(&key).await.map_err(|e| ClusterError::nats(format!("reading node {key}"), e))?;

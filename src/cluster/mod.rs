@@ -131,22 +131,26 @@ async fn open_bucket(js: &async_nats::jetstream::Context, config: kv::Config) ->
     }
 }
 
-/// Every key of a bucket (`what` names the listing in errors).
-async fn list_keys(store: &Store, what: &str, rewritten: bool) -> Result<Vec<String>, ClusterError> {
-    // A listing walks the bucket's last message per key: a key rewritten meanwhile can
-    // come twice, or (its old message removed by the one-deep history before it was
-    // read) not at all. For buckets whose keys are rewritten every few seconds (node
-    // records, leases) two listings, merged without repeats, make a missed key
-    // unlikely; a missed one shows at the next round.
-    let mut keys = std::collections::BTreeSet::new();
-    for _ in 0..if rewritten { 2 } else { 1 } {
-        let listed: Vec<String> = match store.keys().await {
-            Ok(k) => k.try_collect().await.map_err(|e| ClusterError::nats(format!("listing {what}"), e))?,
-            Err(e) => return Err(ClusterError::nats(format!("listing {what}"), e)),
-        };
-        keys.extend(listed);
-    }
-    Ok(keys.into_iter().collect())
+/// Every key of a bucket that holds a message (`what` names the listing in errors);
+/// a deleted key is listed too, and its reader skips the delete marker.
+async fn list_keys(store: &Store, what: &str) -> Result<Vec<String>, ClusterError> {
+    // The stream's subjects, asked of its leader page by page: a request and its answer.
+    // (A KV key listing is an ephemeral push consumer instead, and one made while a
+    // NATS server had just died was seen to deliver nothing for a minute, so every
+    // listing timed out until that server came back.) A key rewritten meanwhile keeps
+    // its subject: its new message is stored before the old one goes.
+    let prefix = format!("$KV.{}.", store.name);
+    let subjects = store
+        .stream
+        .info_with_subjects(format!("{prefix}>"))
+        .await
+        .map_err(|e| ClusterError::nats(format!("listing {what}"), e))?;
+    let listed: Vec<(String, usize)> =
+        subjects.try_collect().await.map_err(|e| ClusterError::nats(format!("listing {what}"), e))?;
+    let mut keys: Vec<String> =
+        listed.into_iter().filter_map(|(subject, _)| subject.strip_prefix(&prefix).map(str::to_string)).collect();
+    keys.sort();
+    Ok(keys)
 }
 
 /// How many copies of ferry's buckets to ask for: `[cluster] replicas`, else 3 when

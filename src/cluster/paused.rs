@@ -50,7 +50,7 @@ pub async fn resume(store: &Store, task: &str) -> Result<(), ClusterError> {
 
 /// Every paused task, by name.
 pub async fn all(store: &Store) -> Result<HashMap<String, Pause>, ClusterError> {
-    let keys = super::list_keys(store, "the paused tasks", false).await?;
+    let keys = super::list_keys(store, "the paused tasks").await?;
     let mut paused = HashMap::new();
     for key in keys {
         let entry = store.entry(&key).await.map_err(|e| ClusterError::nats(format!("reading paused task {key}"), e))?;

@@ -22,7 +22,7 @@ pub struct ClusterView {
 /// Reads both buckets.
 pub async fn read(nats: &str, member_store: &Store, lease_store: &Store) -> Result<ClusterView, ClusterError> {
     let nodes = members::all(member_store).await?;
-    let keys = super::list_keys(lease_store, "the leases", true).await?;
+    let keys = super::list_keys(lease_store, "the leases").await?;
     let mut owners = Vec::new();
     // Lease keys are task.from.to; other keys (a rebalance request) are not leases.
     for key in keys.iter().filter(|k| k.matches('.').count() == 2) {

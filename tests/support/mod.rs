@@ -170,8 +170,10 @@ pub async fn wait_closed(path: &Path) {
 /// Highest changelog sequence of a database (0 when empty).
 pub async fn changelog_head(path: &Path) -> i64 {
     let mut c = app_conn(path).await;
-    let v: Option<i64> =
-        sqlx::query_scalar("SELECT max(seq) FROM ferry_changelog").fetch_one(&mut c).await.expect("reading the changelog head");
+    let v: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM ferry_changelog")
+        .fetch_one(&mut c)
+        .await
+        .expect("reading the changelog head");
     sqlx::Connection::close(c).await.ok();
     v.unwrap_or(0)
 }
