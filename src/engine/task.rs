@@ -734,6 +734,17 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             apply.flush = self.spec.conflicts.is_some()
                 || rows < self.spec.tuning.batch_changes
                 || self.flushed_at.elapsed() >= FLUSH_AT_LEAST;
+            // `--once`: the batch that reaches the head is the last; a read after it
+            // would only wait for changes that are not coming.
+            let last = !batch.continues
+                && once_head.as_ref().is_some_and(|h| batch.position.stream_cmp(h) != Some(Ordering::Less));
+            if last {
+                self.apply_batch(&mut apply).await?;
+                self.checkpoint.position = Some(batch.position);
+                self.reload_if_needed()?;
+                info!(direction = %id, position = %self.position(), "caught up with the source's head (--once)");
+                break;
+            }
             let next = self.request(batch.position.clone(), None);
             // The next read runs as its own task, so decoding it overlaps applying this
             // batch on the other core; the source comes back with the result.
