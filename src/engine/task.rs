@@ -251,9 +251,12 @@ async fn run_once(
     registry::check_pair(&spec.source, &spec.target)?;
     let stream = stream_name(spec);
     let Some(relay) = &spec.relay else {
-        let heartbeat = open_source(spec, format!("{stream}/heartbeat")).await?;
-        let source = open_source(spec, stream).await?;
-        let sink = open_sink(spec).await?;
+        // Three sessions on two servers: opened at once, not one after another.
+        let (heartbeat, source, sink) = tokio::try_join!(
+            open_source(spec, format!("{stream}/heartbeat")),
+            open_source(spec, stream),
+            open_sink(spec)
+        )?;
         return run_pair(attempt, spec, metrics, shutdown, source, heartbeat, sink).await;
     };
     match relay.role {
@@ -356,6 +359,9 @@ async fn run_pair<S: Source + 'static, H: Source + 'static, K: Sink>(
     };
     runner.run(heartbeat).await
 }
+
+/// A table's first chunk in a run holds this part of `chunk_rows` (see `sync`).
+const FIRST_CHUNK_PART: usize = 8;
 
 /// The longest a stream backlog's commits go without one that waits for its flush.
 const FLUSH_AT_LEAST: Duration = Duration::from_secs(1);
@@ -580,16 +586,22 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                         return Err(e);
                     }
                 }
-                let mut chunk = match self.join_prefetch(prefetched.take()).await? {
-                    Some(c) => c,
-                    None => self.source.read_chunk(t, after.as_ref(), limit, versions).await?,
+                // A table's first read (nothing read ahead) asks for fewer rows: the
+                // target starts on them while the next, full chunk is read, instead of
+                // idling through a whole chunk's read.
+                let (mut chunk, asked) = match self.join_prefetch(prefetched.take()).await? {
+                    Some(c) => (c, limit),
+                    None => {
+                        let asked = (limit / FIRST_CHUNK_PART).max(1);
+                        (self.source.read_chunk(t, after.as_ref(), asked, versions).await?, asked)
+                    }
                 };
                 // Progress follows the rows as read, before the window drops any of them.
                 let (count, last) = match &chunk.native {
                     Some(n) => (n.count, n.last.clone()),
                     None => (chunk.rows.len(), chunk.rows.last().map(|r| t.key_of(r))),
                 };
-                let upto = last.filter(|_| count >= limit);
+                let upto = last.filter(|_| count >= asked);
                 let progress = match &upto {
                     Some(last) => TableProgress::Copying { after: last.clone() },
                     None => TableProgress::Done,
@@ -1505,7 +1517,8 @@ pub async fn prepare_target_at(spec: &DirectionSpec, start: Option<&Position>) -
         return Ok(());
     }
     registry::check_pair(&spec.source, &spec.target)?;
-    prepare_pair(spec, open_source(spec, stream_name(spec)).await?, open_sink(spec).await?, start).await
+    let (source, sink) = tokio::try_join!(open_source(spec, stream_name(spec)), open_sink(spec))?;
+    prepare_pair(spec, source, sink, start).await
 }
 
 async fn prepare_pair<S: Source, K: Sink>(
@@ -1514,14 +1527,19 @@ async fn prepare_pair<S: Source, K: Sink>(
     mut sink: K,
     start: Option<&Position>,
 ) -> Result<(), EngineError> {
-    let tables = source.tables(&spec.tables).await?;
-    // A relayed direction's publishing role installs capture under its own stream name;
-    // installing it here too would leave a replication slot nobody reads, and
-    // PostgreSQL keeps WAL for it forever.
-    if spec.relay.is_none() {
-        source.install_capture(&tables).await?;
-    }
-    sink.prepare().await?;
+    // The source's side and ferry's own tables on the target are independent: both at
+    // once (the target's tables need the source's schemas).
+    let capture = async {
+        let tables = source.tables(&spec.tables).await?;
+        // A relayed direction's publishing role installs capture under its own stream
+        // name; installing it here too would leave a replication slot nobody reads, and
+        // PostgreSQL keeps WAL for it forever.
+        if spec.relay.is_none() {
+            source.install_capture(&tables).await?;
+        }
+        Ok::<_, ConnectorError>(tables)
+    };
+    let (tables, ()) = tokio::try_join!(capture, sink.prepare())?;
     sink.ensure_tables(&target_schemas(spec, &Renames::new(&tables, &spec.maps))?).await?;
     if let Some(position) = start {
         let checkpoint = Checkpoint {
