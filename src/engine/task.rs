@@ -750,34 +750,42 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             // would only wait for changes that are not coming.
             let last = !batch.continues
                 && once_head.as_ref().is_some_and(|h| batch.position.stream_cmp(h) != Some(Ordering::Less));
-            if last {
-                self.apply_batch(&mut apply).await?;
-                self.checkpoint.position = Some(batch.position);
-                self.reload_if_needed()?;
-                info!(direction = %id, position = %self.position(), "caught up with the source's head (--once)");
-                break;
-            }
-            let next = self.request(batch.position.clone(), None);
             // The next read runs as its own task, so decoding it overlaps applying this
             // batch on the other core; the source comes back with the result.
-            let mut source = self.source.take_for_read()?;
-            let reader = tokio::spawn(async move {
-                let r = source.read_changes(&next).await;
-                (source, r)
-            });
+            let reader = match last {
+                true => None,
+                false => {
+                    let next = self.request(batch.position.clone(), None);
+                    let mut source = self.source.take_for_read()?;
+                    Some(tokio::spawn(async move {
+                        let r = source.read_changes(&next).await;
+                        (source, r)
+                    }))
+                }
+            };
             let applied = self.apply_batch(&mut apply).await;
-            let (source, read) = reader.await.map_err(|e| {
-                EngineError::Connector(ConnectorError::Setup {
-                    endpoint: self.spec.source.name.clone(),
-                    problem: format!("the stream reader ended abnormally: {e}"),
-                    fix: "report this as a bug with the log".into(),
-                })
-            })?;
-            self.source.put_back(source);
+            let read = match reader {
+                None => None,
+                Some(reader) => {
+                    let (source, read) = reader.await.map_err(|e| {
+                        EngineError::Connector(ConnectorError::Setup {
+                            endpoint: self.spec.source.name.clone(),
+                            problem: format!("the stream reader ended abnormally: {e}"),
+                            fix: "report this as a bug with the log".into(),
+                        })
+                    })?;
+                    self.source.put_back(source);
+                    Some(read)
+                }
+            };
             applied?;
             self.checkpoint.position = Some(batch.position);
             self.reload_if_needed()?;
             self.metrics.clear_error();
+            let Some(read) = read else {
+                info!(direction = %id, position = %self.position(), "caught up with the source's head (--once)");
+                break;
+            };
             pending = Some(match read {
                 Err(ConnectorError::Resync { reason, .. }) => return self.resync(reason).await,
                 r => r?,
