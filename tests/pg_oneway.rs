@@ -157,6 +157,13 @@ fn pgbench(url: &str, args: &[&str]) -> Command {
     c
 }
 
+/// `pgbench -i` at `scale` (100,000 accounts per unit) into the database of `url`.
+fn pgbench_init(url: &str, scale: u32) {
+    let scale = scale.to_string();
+    let out = pgbench(url, &["-i", "-s", &scale, "-q"]).output().expect("pgbench -i (install postgresql-client)");
+    assert!(out.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pg_survives_sigkill_during_snapshot_and_stream_under_pgbench() {
     let (a, b) = (shared_a(), shared_b());
@@ -166,8 +173,7 @@ async fn pg_survives_sigkill_during_snapshot_and_stream_under_pgbench() {
     cleanup_b.push(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"));
     exec(&b, &format!("CREATE DATABASE \"{db}\"")).await;
     let (ua, ub) = (with_db(&a, &db), with_db(&b, &db));
-    let out = pgbench(&ua, &["-i", "-s", "3", "-q"]).output().expect("pgbench -i (install postgresql-client)");
-    assert!(out.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&out.stderr));
+    pgbench_init(&ua, 3);
     let dir = tempfile::tempdir().expect("tempdir");
     // pgbench_history has no key: it is left out (a table without key is refused).
     let tables = ["public.pgbench_accounts", "public.pgbench_branches", "public.pgbench_tellers"];
@@ -492,8 +498,7 @@ async fn pg_a_target_server_crash_while_a_backlog_is_applied_loses_nothing() {
     let mut cleanup_a = Cleanup::new(&a);
     let db = database(&a, "pgbacklog", &mut cleanup_a).await;
     let ua = with_db(&a, &db);
-    let out = pgbench(&ua, &["-i", "-s", "1", "-q"]).output().expect("pgbench -i (install postgresql-client)");
-    assert!(out.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&out.stderr));
+    pgbench_init(&ua, 1);
     let pg = tokio::task::spawn_blocking(|| PrivatePg::start("")).await.expect("cluster");
     let ub = pg.url();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -528,6 +533,14 @@ async fn pg_a_target_server_crash_while_a_backlog_is_applied_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The crash must come while the backlog is still being applied, or it proves nothing.
+    let balance = "SELECT sum(abalance)::text FROM public.pgbench_accounts";
+    assert_ne!(
+        crate::support::postgres::rows(&ua, balance).await,
+        crate::support::postgres::rows(&ub, balance).await,
+        "the backlog was applied before the crash; log:\n{}",
+        tail(&log)
+    );
     let pg = pg.crash().await;
 
     wait_caught_up(&config, Duration::from_secs(120), None).await;
