@@ -99,9 +99,9 @@ pub fn native(
 ) -> Result<NativeRows, ConnectorError> {
     let (format, count, last) = match form {
         Form::Binary => {
-            let at = super::copy_binary::offsets(ep, t, &data)?;
-            let last = at.last().map(|&i| super::copy_binary::key_at(ep, t, &data, i)).transpose()?;
-            (super::copy_binary::FORMAT, at.len(), last)
+            let (count, at) = super::copy_binary::count_and_last(ep, t, &data)?;
+            let last = at.map(|i| super::copy_binary::key_at(ep, t, &data, i)).transpose()?;
+            (super::copy_binary::FORMAT, count, last)
         }
         _ => {
             let count = memchr::memchr_iter(b'\n', &data).count();

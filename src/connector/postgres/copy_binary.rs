@@ -112,6 +112,17 @@ pub fn offsets(ep: &PgEndpoint, t: &TableSchema, data: &[u8]) -> Result<Vec<usiz
     Ok(out)
 }
 
+/// How many tuples `data` holds and where the last one starts, checked as [`offsets`]
+/// checks them (without keeping every offset: a chunk needs only its count and last key).
+pub fn count_and_last(ep: &PgEndpoint, t: &TableSchema, data: &[u8]) -> Result<(usize, Option<usize>), ConnectorError> {
+    let (mut count, mut last, mut at) = (0, None, 0);
+    while at < data.len() {
+        (count, last) = (count + 1, Some(at));
+        at = tuple_end(ep, t, data, at)?;
+    }
+    Ok((count, last))
+}
+
 /// Where the tuple starting at `at` ends.
 fn tuple_end(ep: &PgEndpoint, t: &TableSchema, data: &[u8], at: usize) -> Result<usize, ConnectorError> {
     let bad = || bad_data(ep, t, "a tuple runs past the end of the chunk");
