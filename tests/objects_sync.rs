@@ -192,3 +192,37 @@ async fn a_missing_bucket_or_missing_credentials_are_named_with_the_fix() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("AWS_ACCESS_KEY_ID is not set") && err.contains("fix:"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_listed_over_several_server_pages_is_seen_whole_by_every_pass() {
+    // moto answers at most 1,000 keys a listing: 2,150 objects take three requests, and
+    // the engine's pages of 1,000 are served from them (kept ahead between calls).
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = tmp.path().join("src");
+    for i in 0..2_150 {
+        write(&src.join(format!("d{}/f{i:04}", i % 7)), format!("{i}").as_bytes());
+    }
+    let bucket = s3::bucket("pages").await;
+    let cfg = task_file(
+        tmp.path(),
+        &[
+            ("dir", format!("file://{}", src.display())),
+            ("s", s3::url(&bucket, "p", tmp.path())),
+            ("back", format!("file://{}", tmp.path().join("back").display())),
+        ],
+        &[("up", "dir", "s", ""), ("down", "s", "back", "")],
+    );
+    assert_eq!(copied(&once(&cfg, "up")), 2_150);
+    let log = once(&cfg, "up");
+    assert_eq!(copied(&log), 0, "a no-change pass over three server pages copies nothing:\n{log}");
+    assert!(log.contains("deleted=0"), "and deletes nothing:\n{log}");
+    // A change in the second and third server pages is found by the next pass.
+    std::fs::remove_file(src.join("d1/f1149")).expect("delete");
+    std::fs::write(src.join("d5/f2000"), b"changed").expect("rewrite");
+    let log = once(&cfg, "up");
+    assert_eq!(copied(&log), 1, "{log}");
+    assert!(log.contains("deleted=1"), "{log}");
+    let down = once(&cfg, "down");
+    same_files(&src, &tmp.path().join("back"), &tmp.path().join("check.md5"));
+    assert_eq!(copied(&down), 2_149, "{down}");
+}

@@ -214,54 +214,61 @@ impl S3Client {
         limit: usize,
         own: bool,
     ) -> Result<Vec<BlobMeta>, ConnectorError> {
+        ListAhead::default().list(self, globs, after, limit, own).await
+    }
+
+    /// One listing request from the key after `start`: the matching objects and, when
+    /// the listing goes on, the last key the answer held (where the next request starts).
+    async fn list_request(
+        &self,
+        globs: &[String],
+        start: Option<&str>,
+        shown_after: &str,
+        own: bool,
+    ) -> Result<(Vec<BlobMeta>, Option<String>), ConnectorError> {
         let all = matches_all(globs);
-        let mut out = Vec::new();
-        let mut start = after.map(|a| self.key(a));
-        loop {
-            let mut action = self.bucket.list_objects_v2(Some(&self.creds));
-            if !self.prefix.is_empty() {
-                action.with_prefix(self.prefix.as_str());
+        let mut action = self.bucket.list_objects_v2(Some(&self.creds));
+        if !self.prefix.is_empty() {
+            action.with_prefix(self.prefix.as_str());
+        }
+        if let Some(s) = start {
+            action.with_start_after(s);
+        }
+        action.with_max_keys(Self::MAX_PAGE);
+        let url = action.sign(SIGNED_FOR);
+        let resp = self.send("cannot list", shown_after, Method::GET, url, &[], Vec::new(), false).await?;
+        let text = resp.map(|r| r.text()).unwrap_or_default();
+        let parsed = ListObjectsV2::parse_response(&text)
+            .map_err(|e| self.fail("cannot read the listing of", "", None, e.to_string()))?;
+        let n = parsed.contents.len();
+        let mut last = None;
+        let mut out = Vec::with_capacity(n);
+        for c in parsed.contents {
+            last = Some(c.key.clone());
+            let Some(path) = c.key.strip_prefix(self.prefix.as_str()) else { continue };
+            if path.is_empty() || (own && path.starts_with(OWN_PREFIX)) {
+                continue;
             }
-            if let Some(s) = &start {
-                action.with_start_after(s.as_str());
-            }
-            action.with_max_keys(limit.clamp(1, Self::MAX_PAGE));
-            let url = action.sign(SIGNED_FOR);
-            let resp = self.send("cannot list", after.unwrap_or(""), Method::GET, url, &[], Vec::new(), false).await?;
-            let text = resp.map(|r| r.text()).unwrap_or_default();
-            let parsed = ListObjectsV2::parse_response(&text)
-                .map_err(|e| self.fail("cannot read the listing of", "", None, e.to_string()))?;
-            let n = parsed.contents.len();
-            for c in parsed.contents {
-                start = Some(c.key.clone());
-                let Some(path) = c.key.strip_prefix(self.prefix.as_str()) else { continue };
-                if path.is_empty() || (own && path.starts_with(OWN_PREFIX)) {
+            let mtime_ns = c.last_modified.as_deref().and_then(parse_rfc3339).unwrap_or(0);
+            let meta = if path.ends_with('/') {
+                if own || !all {
                     continue;
                 }
-                let mtime_ns = c.last_modified.as_deref().and_then(parse_rfc3339).unwrap_or(0);
-                let meta = if path.ends_with('/') {
-                    if own || !all {
-                        continue;
-                    }
-                    BlobMeta { kind: BlobKind::Dir, ..BlobMeta::file(path, 0, mtime_ns) }
-                } else {
-                    if !matches(globs, path) {
-                        continue;
-                    }
-                    BlobMeta {
-                        etag: c.etag.as_deref().map(bare_etag),
-                        ..BlobMeta::file(path, c.size.unwrap_or(0), mtime_ns)
-                    }
-                };
-                out.push(meta);
-                if out.len() >= limit {
-                    return Ok(out);
+                BlobMeta { kind: BlobKind::Dir, ..BlobMeta::file(path, 0, mtime_ns) }
+            } else {
+                if !matches(globs, path) {
+                    continue;
                 }
-            }
-            if n == 0 || parsed.next_continuation_token.is_none() && n < limit.clamp(1, Self::MAX_PAGE) {
-                return Ok(out);
-            }
+                BlobMeta {
+                    etag: c.etag.as_deref().map(bare_etag),
+                    ..BlobMeta::file(path, c.size.unwrap_or(0), mtime_ns)
+                }
+            };
+            out.push(meta);
         }
+        // A store that caps its answers below what was asked says so by a continuation.
+        let more = n > 0 && (parsed.next_continuation_token.is_some() || n >= Self::MAX_PAGE);
+        Ok((out, if more { last } else { None }))
     }
 
     /// One object's metadata.
@@ -428,6 +435,91 @@ pub fn classify(status: Option<u16>, body: &str, bucket: &str) -> (String, Error
     (code, kind, fix)
 }
 
+/// A listing read ahead: one request asks for [`S3Client::MAX_PAGE`] keys and what
+/// the caller's page did not take is kept for the call that continues after it. A
+/// store that walks the whole bucket per request (s3s-fs: ~1.2 s at 20,000 objects) is
+/// then walked once per 50,000 keys, not once per engine page of 1,000. Only a call
+/// that continues the last one (same globs, `after` = the last path returned) is
+/// served from what was kept; any other call (a new pass starts with none) asks the
+/// store again, so a pass never sees a listing older than its own start.
+#[derive(Default)]
+pub struct ListAhead {
+    /// The globs and `own` of the kept listing.
+    of: Option<(Vec<String>, bool)>,
+    /// The last path handed out.
+    last: Option<String>,
+    /// Matching objects received and not yet handed out.
+    kept: std::collections::VecDeque<BlobMeta>,
+    /// Where the next request starts: after `Some(key)`, or from the start with
+    /// `Some(None)`; `None`: the listing is complete.
+    next: Option<Option<String>>,
+}
+
+impl ListAhead {
+    /// Up to `limit` objects after `after` that match the globs, in key order.
+    pub async fn list(
+        &mut self,
+        client: &S3Client,
+        globs: &[String],
+        after: Option<&str>,
+        limit: usize,
+        own: bool,
+    ) -> Result<Vec<BlobMeta>, ConnectorError> {
+        self.begin(globs, own, after, after.map(|a| client.key(a)));
+        let mut out = Vec::with_capacity(limit.clamp(1, Self::HANDED));
+        while let Some(from) = self.pour(&mut out, limit) {
+            match client.list_request(globs, from.as_deref(), after.unwrap_or(""), own).await {
+                Ok((page, next)) => self.fill(page, next),
+                Err(e) => {
+                    // Nothing half-kept: the retry asks anew.
+                    self.of = None;
+                    return Err(e);
+                }
+            }
+        }
+        self.end(&out);
+        Ok(out)
+    }
+
+    /// Starts a call: what is kept serves only a call that continues the last one.
+    fn begin(&mut self, globs: &[String], own: bool, after: Option<&str>, start: Option<String>) {
+        let continues = after.is_some()
+            && self.last.as_deref() == after
+            && self.of.as_ref().is_some_and(|(g, o)| g.as_slice() == globs && *o == own);
+        if !continues {
+            self.of = Some((globs.to_vec(), own));
+            self.kept.clear();
+            self.next = Some(start);
+        }
+        self.last = None;
+    }
+
+    /// Moves kept objects into `out` up to `limit`; where the next request must start
+    /// when more are needed and the listing goes on.
+    fn pour(&mut self, out: &mut Vec<BlobMeta>, limit: usize) -> Option<Option<String>> {
+        let room = limit.max(1).saturating_sub(out.len());
+        out.extend(self.kept.drain(..room.min(self.kept.len())));
+        if out.len() >= limit.max(1) { None } else { self.next.take() }
+    }
+
+    /// Keeps a request's answer and where the listing goes on (`None`: it is complete).
+    fn fill(&mut self, page: Vec<BlobMeta>, next: Option<String>) {
+        self.kept.extend(page);
+        self.next = next.map(Some);
+    }
+
+    /// Ends a call that handed out `out`.
+    fn end(&mut self, out: &[BlobMeta]) {
+        self.last = out.last().map(|m| m.path.clone());
+        if self.last.is_none() {
+            self.of = None;
+        }
+    }
+
+    /// Capacity reserved for a page handed out at most.
+    const HANDED: usize = 4096;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,5 +537,76 @@ mod tests {
         assert!(fix.contains("create bucket \"bk\""));
         assert_eq!(classify(Some(503), "<Code>SlowDown</Code>", "b").1, ErrorKind::Runtime);
         assert_eq!(classify(None, "connection refused", "b").1, ErrorKind::Runtime);
+    }
+
+    /// One call of `ahead` against a fake store of `keys` answering `per` keys a
+    /// request, counting the requests in `asked`.
+    fn call(
+        ahead: &mut ListAhead,
+        keys: &[String],
+        per: usize,
+        (globs, after, limit): (&[String], Option<&str>, usize),
+        asked: &mut usize,
+    ) -> Vec<BlobMeta> {
+        ahead.begin(globs, true, after, after.map(str::to_string));
+        let mut out = Vec::new();
+        while let Some(from) = ahead.pour(&mut out, limit) {
+            *asked += 1;
+            let rest: Vec<&String> = keys.iter().filter(|k| from.as_ref().is_none_or(|f| *k > f)).take(per).collect();
+            let next = (rest.len() == per).then(|| rest[per - 1].clone());
+            ahead.fill(rest.into_iter().map(|k| BlobMeta::file(k, 1, 0)).collect(), next);
+        }
+        ahead.end(&out);
+        out
+    }
+
+    /// Every page of a listing through `ahead`, pages of `limit`.
+    fn walk(keys: &[String], per: usize, limit: usize, asked: &mut usize) -> Vec<String> {
+        let (mut ahead, mut got, mut after) = (ListAhead::default(), Vec::new(), None::<String>);
+        loop {
+            let page = call(&mut ahead, keys, per, (&[], after.as_deref(), limit), asked);
+            after = page.last().map(|m| m.path.clone());
+            let n = page.len();
+            got.extend(page.into_iter().map(|m| m.path));
+            if n < limit {
+                return got;
+            }
+        }
+    }
+
+    #[test]
+    fn a_listing_read_ahead_hands_out_every_key_once_in_order_with_one_request_per_store_page() {
+        let keys: Vec<String> = (0..2_345).map(|i| format!("k{i:05}")).collect();
+        let mut asked = 0;
+        assert_eq!(walk(&keys, 50_000, 1000, &mut asked), keys, "every key once, in order");
+        assert_eq!(asked, 1, "one request served three pages");
+        // A store that caps its answers (AWS: 1,000) is followed request by request.
+        let mut asked = 0;
+        assert_eq!(walk(&keys, 1000, 700, &mut asked), keys);
+        assert_eq!(asked, 3);
+        // A listing that is an exact multiple of the store's page ends with an empty ask.
+        let mut asked = 0;
+        assert_eq!(walk(&keys[..2000], 1000, 1000, &mut asked), keys[..2000].to_vec());
+        assert_eq!(asked, 3);
+    }
+
+    #[test]
+    fn a_listing_that_does_not_continue_the_last_one_asks_the_store_again() {
+        let mut keys: Vec<String> = (0..30).map(|i| format!("k{i:02}")).collect();
+        let (mut ahead, mut asked) = (ListAhead::default(), 0);
+        assert_eq!(call(&mut ahead, &keys, 100, (&[], None, 10), &mut asked).len(), 10);
+        // A key added behind the kept listing: a new pass (no `after`) sees it.
+        keys.push("k99".into());
+        assert_eq!(call(&mut ahead, &keys, 100, (&[], None, 100), &mut asked).len(), 31);
+        assert_eq!(asked, 2);
+        // Another position asks anew.
+        let moved = call(&mut ahead, &keys, 100, (&[], Some("k05"), 3), &mut asked);
+        assert_eq!((moved[0].path.as_str(), asked), ("k06", 3));
+        // The continuation of that call is served from what was kept; other globs are not.
+        let next = call(&mut ahead, &keys, 100, (&[], Some("k08"), 3), &mut asked);
+        assert_eq!((next[0].path.as_str(), asked), ("k09", 3));
+        let globs = vec!["*.x".to_string()];
+        call(&mut ahead, &keys, 100, (&globs, Some("k11"), 3), &mut asked);
+        assert_eq!(asked, 4);
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use futures_util::stream::{self, StreamExt};
 
-use super::client::S3Client;
+use super::client::{ListAhead, S3Client};
 use crate::connector::blob::state::BlobState;
 use crate::connector::blob::{BlobCaps, BlobHashes, BlobMeta, BlobSink, BlobUpload, Finished, ManifestEntry};
 use crate::connector::{ConnectorError, DirectionId};
@@ -34,6 +34,8 @@ pub struct S3Sink {
     /// Parts being sent, in order, per upload handle; owned here, aborted when their
     /// upload is or the sink is dropped.
     sending: HashMap<String, VecDeque<PartSend>>,
+    /// The bucket's listing read ahead (see [`ListAhead`]).
+    listing: ListAhead,
 }
 
 impl Drop for S3Sink {
@@ -56,7 +58,14 @@ impl S3Sink {
     /// A sink over a client.
     pub fn new(client: S3Client) -> S3Sink {
         let state_path = state_path(&client);
-        S3Sink { client, state_path, state: None, buffers: HashMap::new(), sending: HashMap::new() }
+        S3Sink {
+            client,
+            state_path,
+            state: None,
+            buffers: HashMap::new(),
+            sending: HashMap::new(),
+            listing: ListAhead::default(),
+        }
     }
 
     /// Waits for the oldest parts in flight of an upload: all of them with `all`, else
@@ -129,7 +138,7 @@ impl BlobSink for S3Sink {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<BlobMeta>, ConnectorError> {
-        self.client.list(globs, after, limit, true).await
+        self.listing.list(&self.client, globs, after, limit, true).await
     }
 
     async fn stat(&mut self, path: &str) -> Result<Option<BlobMeta>, ConnectorError> {

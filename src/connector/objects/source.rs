@@ -1,7 +1,7 @@
 //! A bucket prefix read as a blob source. Buckets give no change hints here: the engine's
 //! periodic listing against the manifest is how changes are found.
 
-use super::client::S3Client;
+use super::client::{ListAhead, S3Client};
 use crate::connector::ConnectorError;
 use crate::connector::blob::{BlobHint, BlobMeta, BlobSource};
 
@@ -9,12 +9,13 @@ use crate::connector::blob::{BlobHint, BlobMeta, BlobSource};
 pub struct S3Source {
     client: S3Client,
     own: bool,
+    listing: ListAhead,
 }
 
 impl S3Source {
     /// A source over a client.
     pub fn new(client: S3Client, own: bool) -> S3Source {
-        S3Source { client, own }
+        S3Source { client, own, listing: ListAhead::default() }
     }
 }
 
@@ -25,7 +26,7 @@ impl BlobSource for S3Source {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<BlobMeta>, ConnectorError> {
-        self.client.list(globs, after, limit, self.own).await
+        self.listing.list(&self.client, globs, after, limit, self.own).await
     }
     async fn stat(&mut self, path: &str) -> Result<Option<BlobMeta>, ConnectorError> {
         self.client.head(path).await
