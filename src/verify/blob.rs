@@ -271,17 +271,8 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
                 // Read later, with other pairs at once; the manifest line comes from there.
                 pending.push((s.clone(), t.clone()));
                 if pending.len() >= BATCH {
-                    read_pending(
-                        &mut pending,
-                        &mut readers,
-                        &mut source,
-                        &mut target,
-                        &mut sink,
-                        &mut manifest,
-                        &mut report,
-                        &ctx,
-                    )
-                    .await?;
+                    read_pending(&mut pending, &mut readers, &mut source, &mut sink, &mut manifest, &mut report, &ctx)
+                        .await?;
                 }
                 continue;
             }
@@ -314,8 +305,7 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
             report.repaired += 1;
         }
     }
-    read_pending(&mut pending, &mut readers, &mut source, &mut target, &mut sink, &mut manifest, &mut report, &ctx)
-        .await?;
+    read_pending(&mut pending, &mut readers, &mut source, &mut sink, &mut manifest, &mut report, &ctx).await?;
     // Pairs read in batches report after the paths listed after them: path order again.
     report.differences.sort_by(|a, b| a.path.cmp(&b.path));
     if let Some(mut w) = manifest {
@@ -684,15 +674,14 @@ struct Ctx<'a> {
     sides: EtagSides,
 }
 
-/// Reads the pending pairs, [`WIDTH`] at once (the main source and target plus the
-/// extra `readers`), then records each in path order: its manifest line, its
+/// Reads the pending pairs, [`WIDTH`] at once (on the `readers`, opened on first
+/// use), then records each in path order: its manifest line, its
 /// difference, and its repair.
 #[allow(clippy::too_many_arguments)]
 async fn read_pending(
     pending: &mut Vec<(BlobMeta, BlobMeta)>,
     readers: &mut Vec<(Reader, Reader)>,
     source: &mut Reader,
-    target: &mut Reader,
     sink: &mut Writer,
     manifest: &mut Option<std::io::BufWriter<std::fs::File>>,
     report: &mut BlobReport,
@@ -701,28 +690,58 @@ async fn read_pending(
     if pending.is_empty() {
         return Ok(());
     }
-    let pairs = std::mem::take(pending);
-    while readers.len() + 1 < WIDTH.min(pairs.len()) {
+    let pairs = std::sync::Arc::new(std::mem::take(pending));
+    while readers.len() < WIDTH.min(pairs.len()) {
         readers
             .push((registry::open_blob_source(ctx.from, true).await?, registry::open_blob_source(ctx.to, true).await?));
     }
-    let mut lanes: Vec<(&mut Reader, &mut Reader)> = vec![(&mut *source, &mut *target)];
-    lanes.extend(readers.iter_mut().map(|(a, b)| (a, b)));
-    // Each lane takes the next pair when it is free: one big blob holds up one lane only.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let (pairs_ref, next_ref, md5, sides) = (&pairs, &next, manifest.is_some(), ctx.sides);
-    let runs = lanes.into_iter().map(|(src, tgt)| async move {
-        let mut out = Vec::new();
-        loop {
-            let i = next_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some((s, t)) = pairs_ref.get(i) else { break };
-            out.push((i, check_pair(s, t, &mut *src, &mut *tgt, sides, md5).await?));
-        }
-        Ok::<_, ConnectorError>(out)
-    });
+    // Each lane is a task of its own, so the hashing of several pairs runs on every
+    // core (as futures of this one task, all of it ran on one thread). Each lane takes
+    // the next pair when it is free: one big blob holds up one lane only. The lanes
+    // are owned by `lanes` (dropped, they are aborted) and hand their readers back.
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (md5, sides) = (manifest.is_some(), ctx.sides);
+    let mut lanes = tokio::task::JoinSet::new();
+    for (mut src, mut tgt) in readers.drain(..) {
+        let (pairs, next) = (pairs.clone(), next.clone());
+        lanes.spawn(async move {
+            let mut out = Vec::new();
+            let mut failed = None;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((s, t)) = pairs.get(i) else { break };
+                match check_pair(s, t, &mut src, &mut tgt, sides, md5).await {
+                    Ok(c) => out.push((i, c)),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            ((src, tgt), failed.map_or(Ok(out), Err))
+        });
+    }
     let mut results: Vec<(usize, Checked)> = Vec::with_capacity(pairs.len());
-    for lane in futures_util::future::join_all(runs).await {
-        results.extend(lane?);
+    let mut failed = None;
+    while let Some(done) = lanes.join_next().await {
+        let (pair, out) = done.map_err(|e| ConnectorError::Blob {
+            endpoint: ctx.from.name.clone(),
+            what: "a verify lane stopped:".into(),
+            path: String::new(),
+            source: Box::new(std::io::Error::other(e.to_string())),
+            kind: crate::connector::ErrorKind::Runtime,
+            fix: None,
+        })?;
+        readers.push(pair);
+        match out {
+            Ok(out) => results.extend(out),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e.into());
     }
     results.sort_by_key(|(i, _)| *i);
     for (i, Checked { reason, md5, bytes, by_etag, fallback }) in results {
