@@ -190,6 +190,8 @@ impl S3Client {
     /// store that answers more (s3s-fs walks the whole bucket for every request) is
     /// walked once per this many keys instead of once per 1,000.
     const MAX_PAGE: usize = 50_000;
+    /// The page size most stores cap a listing answer at.
+    const COMMON_CAP: usize = 1000;
 
     /// Whether the bucket answers with these credentials (a one-key listing: unlike
     /// HEAD, its error names the cause). It lists ferry's own prefix under the
@@ -266,8 +268,12 @@ impl S3Client {
             };
             out.push(meta);
         }
-        // A store that caps its answers below what was asked says so by a continuation.
-        let more = n > 0 && (parsed.next_continuation_token.is_some() || n >= Self::MAX_PAGE);
+        // A store that caps its answers below what was asked says so by a continuation
+        // token, or at least by the page size it answers with (`MaxKeys`); one that
+        // says neither is asked again after a page of 1,000 (the common cap), so a
+        // truncated answer is never taken for the end of the bucket.
+        let cap = parsed.max_keys.map_or(Self::COMMON_CAP, usize::from);
+        let more = n > 0 && (parsed.next_continuation_token.is_some() || n >= cap.min(Self::MAX_PAGE));
         Ok((out, if more { last } else { None }))
     }
 
