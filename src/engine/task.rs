@@ -764,20 +764,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                 }
             };
             let applied = self.apply_batch(&mut apply).await;
-            let read = match reader {
-                None => None,
-                Some(reader) => {
-                    let (source, read) = reader.await.map_err(|e| {
-                        EngineError::Connector(ConnectorError::Setup {
-                            endpoint: self.spec.source.name.clone(),
-                            problem: format!("the stream reader ended abnormally: {e}"),
-                            fix: "report this as a bug with the log".into(),
-                        })
-                    })?;
-                    self.source.put_back(source);
-                    Some(read)
-                }
-            };
+            let read = self.join_reader(reader, "stream").await?;
             applied?;
             self.checkpoint.position = Some(batch.position);
             self.reload_if_needed()?;
@@ -905,16 +892,26 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
 
     /// Waits for a chunk read ahead (if any) and takes the source back.
     async fn join_prefetch(&mut self, prefetched: Option<Prefetch<S>>) -> Result<Option<Chunk>, EngineError> {
-        let Some(handle) = prefetched else { return Ok(None) };
-        let (source, chunk) = handle.await.map_err(|e| {
+        Ok(self.join_reader(prefetched, "snapshot").await?.transpose()?)
+    }
+
+    /// Waits for a read running as its own task (if any; `what` names it in the error)
+    /// and takes the source back; the read's own result is the caller's to judge.
+    async fn join_reader<T>(
+        &mut self,
+        reader: Option<Reader<S, T>>,
+        what: &str,
+    ) -> Result<Option<Result<T, ConnectorError>>, EngineError> {
+        let Some(handle) = reader else { return Ok(None) };
+        let (source, read) = handle.await.map_err(|e| {
             EngineError::Connector(ConnectorError::Setup {
                 endpoint: self.spec.source.name.clone(),
-                problem: format!("the snapshot reader ended abnormally: {e}"),
+                problem: format!("the {what} reader ended abnormally: {e}"),
                 fix: "report this as a bug with the log".into(),
             })
         })?;
         self.source.put_back(source);
-        Ok(Some(chunk?))
+        Ok(Some(read))
     }
 
     /// Where the direction stands; set from the checkpoint or the source's head before
@@ -1282,10 +1279,12 @@ async fn measure_clock<H: Source>(heartbeat: &mut H, clock: &TaskClock, metrics:
     true
 }
 
-/// The source, lent to the stream's reader task while it reads the next batch.
-/// A snapshot chunk being read ahead, with the source it borrowed.
-type Prefetch<S> = tokio::task::JoinHandle<(S, Result<Chunk, ConnectorError>)>;
+/// A read running as its own task, handing the source it borrowed back with its result.
+type Reader<S, T> = tokio::task::JoinHandle<(S, Result<T, ConnectorError>)>;
+/// A snapshot chunk being read ahead.
+type Prefetch<S> = Reader<S, Chunk>;
 
+/// The source, lent to a reader task while it reads the next batch or chunk.
 struct Slot<S>(Option<S>);
 
 impl<S: Source> Slot<S> {
