@@ -27,6 +27,20 @@ fn task_file(dir: &Path, endpoints: &[(&str, String)], tasks: &[(&str, &str, &st
     path
 }
 
+/// A task file with a folder `src` going up to a bucket (task `up`, with `up_extra`) and
+/// the bucket coming down to `back` under `dir` (task `down`).
+fn up_and_down(dir: &Path, src: &Path, bucket: &str, prefix: &str, up_extra: &str) -> std::path::PathBuf {
+    task_file(
+        dir,
+        &[
+            ("dir", format!("file://{}", src.display())),
+            ("s", s3::url(bucket, prefix, dir)),
+            ("back", format!("file://{}", dir.join("back").display())),
+        ],
+        &[("up", "dir", "s", up_extra), ("down", "s", "back", "")],
+    )
+}
+
 /// Runs `ferry run --once --task TASK`; its log, after checking it exited 0.
 fn once(cfg: &Path, task: &str) -> String {
     let out = s3::ferry(&["run", "--once", "--task", task], cfg);
@@ -111,15 +125,7 @@ async fn a_multipart_upload_killed_midway_resumes_through_listparts() {
     let data: Vec<u8> = (0..40 << 20).map(|_| rng.u8(..)).collect();
     write(&src.join("huge.bin"), &data);
     let bucket = s3::bucket("resume").await;
-    let cfg = task_file(
-        tmp.path(),
-        &[
-            ("dir", format!("file://{}", src.display())),
-            ("s", s3::url(&bucket, "", tmp.path())),
-            ("back", format!("file://{}", tmp.path().join("back").display())),
-        ],
-        &[("up", "dir", "s", "max_bytes_per_sec = 10000000"), ("down", "s", "back", "")],
-    );
+    let cfg = up_and_down(tmp.path(), &src, &bucket, "", "max_bytes_per_sec = 10000000");
     let log = tmp.path().join("run.log");
     let mut child = s3::command(&["run", "--task", "up"], &cfg)
         .stderr(std::fs::File::create(&log).expect("log"))
@@ -195,23 +201,16 @@ async fn a_missing_bucket_or_missing_credentials_are_named_with_the_fix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_listed_over_several_server_pages_is_seen_whole_by_every_pass() {
-    // moto answers at most 1,000 keys a listing: 2,150 objects take three requests, and
-    // the engine's pages of 1,000 are served from them (kept ahead between calls).
+    // moto answers at most 1,000 keys a listing: 2,150 objects take three requests, each
+    // continuing after the last key of the one before (what is kept ahead between the
+    // engine's pages, when a store answers more than a page, is the client's unit tests').
     let tmp = tempfile::tempdir().expect("tmp");
     let src = tmp.path().join("src");
     for i in 0..2_150 {
         write(&src.join(format!("d{}/f{i:04}", i % 7)), format!("{i}").as_bytes());
     }
     let bucket = s3::bucket("pages").await;
-    let cfg = task_file(
-        tmp.path(),
-        &[
-            ("dir", format!("file://{}", src.display())),
-            ("s", s3::url(&bucket, "p", tmp.path())),
-            ("back", format!("file://{}", tmp.path().join("back").display())),
-        ],
-        &[("up", "dir", "s", ""), ("down", "s", "back", "")],
-    );
+    let cfg = up_and_down(tmp.path(), &src, &bucket, "p", "");
     assert_eq!(copied(&once(&cfg, "up")), 2_150);
     let log = once(&cfg, "up");
     assert_eq!(copied(&log), 0, "a no-change pass over three server pages copies nothing:\n{log}");

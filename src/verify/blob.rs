@@ -705,24 +705,20 @@ async fn read_pending(
     for (mut src, mut tgt) in readers.drain(..) {
         let (pairs, next) = (pairs.clone(), next.clone());
         lanes.spawn(async move {
-            let mut out = Vec::new();
-            let mut failed = None;
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((s, t)) = pairs.get(i) else { break };
-                match check_pair(s, t, &mut src, &mut tgt, sides, md5).await {
-                    Ok(c) => out.push((i, c)),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
+            let checked = async {
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((s, t)) = pairs.get(i) else { return Ok(out) };
+                    out.push((i, check_pair(s, t, &mut src, &mut tgt, sides, md5).await?));
                 }
             }
-            ((src, tgt), failed.map_or(Ok(out), Err))
+            .await;
+            ((src, tgt), checked)
         });
     }
     let mut results: Vec<(usize, Checked)> = Vec::with_capacity(pairs.len());
-    let mut failed = None;
+    let mut failed: Option<ConnectorError> = None;
     while let Some(done) = lanes.join_next().await {
         let (pair, out) = done.map_err(|e| ConnectorError::Blob {
             endpoint: ctx.from.name.clone(),

@@ -472,7 +472,7 @@ impl ListAhead {
         own: bool,
     ) -> Result<Vec<BlobMeta>, ConnectorError> {
         self.begin(globs, own, after, after.map(|a| client.key(a)));
-        let mut out = Vec::with_capacity(limit.clamp(1, Self::HANDED));
+        let mut out = Vec::new();
         while let Some(from) = self.pour(&mut out, limit) {
             match client.list_request(globs, from.as_deref(), after.unwrap_or(""), own).await {
                 Ok((page, next)) => self.fill(page, next),
@@ -521,9 +521,6 @@ impl ListAhead {
             self.of = None;
         }
     }
-
-    /// Capacity reserved for a page handed out at most.
-    const HANDED: usize = 4096;
 }
 
 #[cfg(test)]
