@@ -252,10 +252,15 @@ async fn a_watch_overflowed_by_many_changes_at_once_converges_by_rescan() {
 /// Runs the task and SIGKILLs it once a partial file in `partial_dir` is past 20 MiB:
 /// the first 16 MiB are then durable and recorded.
 pub async fn run_killed_past_20_mib(cfg: &Path, partial_dir: &Path, log: &Path) {
+    run_killed_with_partials_past_20_mib(cfg, partial_dir, log, 1).await
+}
+
+/// Runs the task and SIGKILLs it once `n` partial files in `partial_dir` are past 20 MiB.
+pub async fn run_killed_with_partials_past_20_mib(cfg: &Path, partial_dir: &Path, log: &Path, n: usize) {
     let mut run = FerryRun::start(cfg, log);
-    wait_until(Duration::from_secs(60), "the copy to get past 20 MiB", || async {
+    wait_until(Duration::from_secs(60), "the copies to get past 20 MiB", || async {
         std::fs::read_dir(partial_dir)
-            .map(|d| d.flatten().any(|e| e.metadata().map(|m| m.len() > 20 << 20).unwrap_or(false)))
+            .map(|d| d.flatten().filter(|e| e.metadata().map(|m| m.len() > 20 << 20).unwrap_or(false)).count() >= n)
             .unwrap_or(false)
     })
     .await;
@@ -265,21 +270,29 @@ pub async fn run_killed_past_20_mib(cfg: &Path, partial_dir: &Path, log: &Path) 
 /// Runs `ferry run --once` (it must succeed) and returns where its log says the
 /// interrupted copy resumed (`resuming the copy where it stopped at=N`).
 pub fn run_once_resumed_at(cfg: &Path) -> u64 {
+    let all = run_once_resumed(cfg);
+    all.first().map(|(_, at)| *at).unwrap_or_else(|| panic!("no copy resumed: {all:?}"))
+}
+
+/// Runs `ferry run --once` (it must succeed) and returns each copy its log says it
+/// resumed, with where (`path=P at=N`).
+pub fn run_once_resumed(cfg: &Path) -> Vec<(String, u64)> {
     let out = output_within(
         std::process::Command::new(ferry_bin()).args(["run", "--once", "--config"]).arg(cfg).env("FERRY_LOG", "info"),
         Duration::from_secs(300),
     );
     let err = strip_ansi(&String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{err}");
-    let resumed = err.lines().find(|l| l.contains("resuming the copy where it stopped")).unwrap_or_else(|| {
-        panic!("the copy resumed:\n{err}");
-    });
+    let field = |line: &str, name: &str| -> String {
+        line.split(&format!(" {name}=")).nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_default().into()
+    };
+    let resumed: Vec<(String, u64)> = err
+        .lines()
+        .filter(|l| l.contains("resuming the copy where it stopped"))
+        .map(|l| (field(l, "path"), field(l, "at").parse().unwrap_or_else(|_| panic!("offset in {l:?}"))))
+        .collect();
+    assert!(!resumed.is_empty(), "the copy resumed:\n{err}");
     resumed
-        .split("at=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("offset in {resumed:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,6 +316,38 @@ async fn a_big_copy_killed_midway_resumes_where_it_stopped() {
     let at = run_once_resumed_at(&cfg);
     assert!(at >= 16 << 20, "resumed at {at}, not at the start");
     assert_eq!(std::fs::read(dst.join("huge.bin")).expect("copied"), data);
+    assert_eq!(std::fs::read_dir(&partial_dir).expect("partial dir").count(), 0, "no partial file left");
+    identical(&src, &dst, &tmp.path().join("check.md5")).expect("identical");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_copies_made_side_by_side_and_killed_midway_all_resume_where_they_stopped() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let mut rng = fastrand::Rng::with_seed(11);
+    for name in ["one.bin", "two.bin"] {
+        let data: Vec<u8> = (0..40 << 20).map(|_| rng.u8(..)).collect();
+        write(&src.join(name), &data);
+    }
+    write(&src.join("small.txt"), b"small");
+    // Two big lanes share the rate: both copies are under way at once, checkpointed.
+    let cfg = blob_task_file(
+        tmp.path(),
+        &format!("file://{}", src.display()),
+        &format!("file://{}", dst.display()),
+        "max_bytes_per_sec = 16000000",
+    );
+    let partial_dir = dst.join(".ferry/partial");
+    run_killed_with_partials_past_20_mib(&cfg, &partial_dir, &tmp.path().join("run.log"), 2).await;
+    assert!(!dst.join("one.bin").exists() && !dst.join("two.bin").exists(), "not visible before they are whole");
+
+    let mut resumed = run_once_resumed(&cfg);
+    resumed.sort();
+    let paths: Vec<&str> = resumed.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, ["one.bin", "two.bin"], "both copies resumed: {resumed:?}");
+    for (path, at) in &resumed {
+        assert!(*at >= 16 << 20, "{path} resumed at {at}, not where it stopped");
+    }
     assert_eq!(std::fs::read_dir(&partial_dir).expect("partial dir").count(), 0, "no partial file left");
     identical(&src, &dst, &tmp.path().join("check.md5")).expect("identical");
 }

@@ -17,13 +17,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::EngineError;
-use super::blob_lanes::{Lanes, RangeReader, Reply, fill};
+use super::blob_lanes::{BigShare, Lanes, RESUMABLE, Reply, Throttle, Uploads, fill};
 use super::lease::{self, LEASE_TTL, Tenure};
 use super::metrics::{DirectionMetrics, DirectionState};
 use super::task::DirectionSpec;
 use crate::connector::blob::{
-    self, BlobCaps, BlobCheckpoint, BlobHashes, BlobHint, BlobKind, BlobMeta, BlobSink, BlobSource, BlobUpload,
-    Finished, ManifestEntry,
+    self, BlobCaps, BlobCheckpoint, BlobHashes, BlobHint, BlobKind, BlobMeta, BlobSink, BlobSource, Finished,
+    ManifestEntry,
 };
 use crate::connector::registry;
 use crate::connector::{ConnectorError, DirectionId, ErrorKind};
@@ -31,13 +31,12 @@ use crate::model::now_micros;
 
 /// Entries per listing page.
 const PAGE: usize = 1000;
-/// Bytes per read.
-const CHUNK: u64 = 4 << 20;
-/// Files at least this big have their partial write synced and checkpointed as it
-/// grows, so a crash resumes them where they stopped.
-const RESUMABLE: u64 = 16 << 20;
-/// Ranges of a big file read at once (each a connection to the source of its own).
-const RANGES: usize = 4;
+/// Big files (at least [`RESUMABLE`] bytes: their partial writes are made durable and
+/// checkpointed as they grow) copied at once, each by a lane of its own.
+const BIG_LANES: usize = 2;
+/// How often the lease is renewed and the big copies' progress checkpointed while the
+/// direction waits for one.
+const BIG_TICK: Duration = Duration::from_secs(1);
 /// How often a pass records its position.
 const SAVE_EVERY: Duration = Duration::from_secs(2);
 /// How often hints are read.
@@ -49,9 +48,9 @@ const FROZEN_CHECK: Duration = Duration::from_secs(1);
 const BATCH: usize = 128;
 /// Bytes of small copies held before they are made visible (a bucket's are in memory).
 const BATCH_BYTES: u64 = 64 << 20;
-/// Big files a pass sets aside to copy after the small ones it lists (so a big copy
-/// does not hold back the small files listed after it); past this many, a big file is
-/// copied where it is listed.
+/// Big files a pass hands to the big lanes as it lists them and makes visible after the
+/// small ones (so a big copy does not hold back the small files listed after it); past
+/// this many, the pass waits for a big file where it is listed.
 const MAX_DEFERRED: usize = 256;
 
 /// Runs a blob direction until `shutdown` (or, with `spec.once`, one full pass).
@@ -77,6 +76,13 @@ pub async fn run(
     let sink = registry::open_blob_sink(&spec.target).await?;
     let kind = registry::store(&spec.target)?.position_kind();
     let caps = sink.caps();
+    let (uploads, throttle) = (Uploads::default(), Arc::new(Throttle::new(spec.max_bytes_per_sec)));
+    let share = BigShare {
+        uploads: uploads.clone(),
+        throttle: throttle.clone(),
+        stop: shutdown.clone(),
+        direction: spec.id.to_string(),
+    };
     let mut r = Runner {
         spec,
         metrics,
@@ -88,7 +94,10 @@ pub async fn run(
         kind,
         tenure: Tenure::new(&spec.node_id, spec.lease_floor, held),
         lanes: Lanes::new(spec.workers.max(1) as usize, &spec.source, &spec.target),
-        ranges: RangeReader::new(&spec.source, RANGES),
+        big: Lanes::big(BIG_LANES, &spec.source, &spec.target, share),
+        uploads,
+        saved_uploads: 0,
+        throttle,
         batch: Vec::new(),
         batch_bytes: 0,
         deferred: Vec::new(),
@@ -97,11 +106,9 @@ pub async fn run(
         metas: Vec::new(),
         cp: BlobCheckpoint::default(),
         failed: Vec::new(),
-        bytes: 0,
         copied: 0,
         deleted: 0,
         changes: 0,
-        started: Instant::now(),
     };
     let result = r.run().await;
     if r.tenure.me.fencing != 0 {
@@ -211,14 +218,20 @@ struct Runner<'a, S, K> {
     tenure: Tenure<'a>,
     /// Where small copies are prepared, several at once.
     lanes: Lanes,
-    /// Where a big copy's ranges are read, several at once.
-    ranges: RangeReader,
+    /// Where big copies are made, several at once, beside the small ones.
+    big: Lanes,
+    /// Their partial writes, checkpointed; the version last saved.
+    uploads: Uploads,
+    saved_uploads: u64,
+    /// The direction's byte rate limit, shared with the big lanes.
+    throttle: Arc<Throttle>,
     /// Small copies submitted to the lanes, in path order, not yet visible; their
     /// bytes.
     batch: Vec<(BlobMeta, Found, Reply)>,
     batch_bytes: u64,
-    /// Big files the pass's listing set aside, copied once it has listed everything.
-    deferred: Vec<BlobMeta>,
+    /// Big files the pass's listing handed to the big lanes, made visible once it has
+    /// listed everything.
+    deferred: Vec<(BlobMeta, Reply)>,
     /// Set while a pass lists: big files go to `deferred`.
     defer_big: bool,
     /// Manifest lines of paths found identical without a copy, recorded together.
@@ -228,14 +241,11 @@ struct Runner<'a, S, K> {
     cp: BlobCheckpoint,
     /// Source paths that could not be read in this pass, with why.
     failed: Vec<String>,
-    /// Bytes copied (for the throttle).
-    bytes: u64,
     /// Files copied and paths deleted in this pass.
     copied: u64,
     deleted: u64,
     /// Changes carried (copies, metadata, deletes) since the pass began.
     changes: u64,
-    started: Instant,
 }
 
 /// What found a change, for the log.
@@ -271,19 +281,26 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         if !self.spec.once {
             let _ = self.source.hints().await?;
         }
+        // Partial writes resumed side by side; each stays checkpointed until it lands.
+        let mut resumed = Vec::new();
         for u in std::mem::take(&mut self.cp.uploads) {
             if self.shutdown.is_cancelled() {
-                return Ok(());
+                break;
             }
             match self.source.stat(&u.path).await? {
                 Some(m) if m.kind == BlobKind::File && m.size == u.size && m.mtime_ns == u.mtime_ns => {
-                    self.copy(&m, Some(&u), Found::Resume).await?;
+                    self.uploads.put(&u);
+                    let reply = self.big.submit(m.clone(), Some(u)).await?;
+                    resumed.push((m, reply));
                 }
                 _ => {
                     info!(direction = %id, path = %u.path, "the source changed since its copy stopped; starting it over");
                     self.sink.abort(&u).await?;
                 }
             }
+        }
+        if !self.land_big(resumed, Found::Resume).await? {
+            return Ok(());
         }
         loop {
             if !self.pass().await? {
@@ -332,7 +349,19 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         self.tenure.renewed(&self.spec.id, outcome)
     }
 
+    /// Checkpoints the big copies' partial writes, if they moved since the last save (a
+    /// crash then resumes them from there).
+    async fn save_uploads(&mut self) -> Result<(), EngineError> {
+        if self.uploads.version() != self.saved_uploads {
+            self.save().await?;
+            self.keep_lease().await?;
+        }
+        Ok(())
+    }
+
     async fn save(&mut self) -> Result<(), EngineError> {
+        self.saved_uploads = self.uploads.version();
+        self.cp.uploads = self.uploads.list();
         self.sink.save_checkpoint(&self.spec.id, &self.cp, self.tenure.me.fencing).await?;
         Ok(())
     }
@@ -379,8 +408,11 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         self.defer_big = true;
         loop {
             if self.shutdown.is_cancelled() {
-                // The copies under way are small: finished, so none is done twice.
+                // The small copies under way are finished, so none is done twice; the big
+                // ones stop where they are, checkpointed.
                 self.flush(0).await?;
+                let big = std::mem::take(&mut self.deferred);
+                self.land_big(big, Found::Rescan).await?;
                 self.save().await?;
                 return Ok(false);
             }
@@ -450,6 +482,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     }
                 }
             }
+            self.save_uploads().await?;
             if last_save.elapsed() >= SAVE_EVERY {
                 // The position moves past a path only once its copy is visible.
                 self.flush(0).await?;
@@ -465,10 +498,9 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         if let Some(at) = hold {
             self.cp.scan_after = at;
         }
-        for s in std::mem::take(&mut self.deferred) {
-            if !self.copy(&s, None, Found::Rescan).await? {
-                return Ok(false);
-            }
+        let big = std::mem::take(&mut self.deferred);
+        if !self.land_big(big, Found::Rescan).await? {
+            return Ok(false);
         }
         while let Some(d) = gone_dirs.pop() {
             self.sink.delete(&id, &d, self.tenure.me.fencing).await?;
@@ -728,91 +760,61 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     return Ok(true);
                 }
                 if self.defer_big && self.deferred.len() < MAX_DEFERRED {
-                    self.deferred.push(s.clone());
+                    info!(direction = %self.spec.id, path = %s.path, size = s.size, found_by = %found, "copying");
+                    let reply = self.big.submit(s.clone(), None).await?;
+                    self.deferred.push((s.clone(), reply));
                     return Ok(true);
                 }
-                self.copy(s, None, found).await
+                self.copy(s, found).await
             }
         }
     }
 
-    /// Copies a file (resuming an upload); a source that cannot be read is named and
-    /// left for the next pass. `false` when stopped mid-copy (its partial write kept).
-    async fn copy(&mut self, s: &BlobMeta, resume: Option<&BlobUpload>, found: Found) -> Result<bool, EngineError> {
-        match self.try_copy(s, resume, found).await {
-            Err(EngineError::Connector(e @ ConnectorError::Blob { .. })) if e_is_source(&e, &self.spec.source.name) => {
-                warn!(direction = %self.spec.id, path = %s.path, error = %e, "cannot copy; left for the next pass");
-                self.metrics.error(e.to_string());
-                self.failed.push(e.to_string());
-                Ok(true)
-            }
-            r => r,
-        }
+    /// Copies a big file on a big lane and waits for it; `false` when stopped mid-copy
+    /// (its partial write checkpointed).
+    async fn copy(&mut self, s: &BlobMeta, found: Found) -> Result<bool, EngineError> {
+        info!(direction = %self.spec.id, path = %s.path, size = s.size, found_by = %found, "copying");
+        let reply = self.big.submit(s.clone(), None).await?;
+        self.land_big(vec![(s.clone(), reply)], found).await
     }
 
-    async fn try_copy(&mut self, s: &BlobMeta, resume: Option<&BlobUpload>, found: Found) -> Result<bool, EngineError> {
-        let id = self.spec.id.clone();
-        let mut upload = self.sink.begin(s, resume).await?;
-        let mut h = Hasher::new(self.caps.md5);
-        if upload.written > 0 {
-            info!(direction = %id, path = %s.path, at = upload.written, size = s.size, "resuming the copy where it stopped");
-            // The hashes cover the whole content: read back what the source had up to there.
-            self.ranges.start(&s.path, 0, upload.written);
-            let mut off = 0;
-            while let Some(data) = self.ranges.next().await? {
-                if data.len() as u64 != CHUNK.min(upload.written - off) {
-                    self.sink.abort(&upload).await?;
-                    return Err(changed(&self.spec.source.name, &s.path).into());
+    /// Makes big copies visible in order as their lanes finish them, renewing the lease
+    /// and checkpointing their progress meanwhile; a source that cannot be read is named
+    /// and left for the next pass. When the direction stops, the rest are stopped where
+    /// they are and checkpointed: `false`.
+    async fn land_big(&mut self, big: Vec<(BlobMeta, Reply)>, found: Found) -> Result<bool, EngineError> {
+        let mut going = true;
+        for (s, mut reply) in big {
+            let answer = loop {
+                tokio::select! {
+                    r = &mut reply => break r.unwrap_or_else(|_| Err(self.big.stopped())),
+                    _ = self.uploads.recorded() => self.save_uploads().await?,
+                    _ = tokio::time::sleep(BIG_TICK) => self.keep_lease().await?,
                 }
-                h.update(&data);
-                off += data.len() as u64;
-            }
-        } else if s.size >= RESUMABLE || matches!(found, Found::Watch) {
-            info!(direction = %id, path = %s.path, size = s.size, found_by = %found, "copying");
-        }
-        let mut off = upload.written;
-        let (mut flushed_at, mut saved_durable) = (upload.written, upload.durable);
-        // Ranges ahead are read at once; they come back in order.
-        self.ranges.start(&s.path, off, s.size);
-        while off < s.size {
-            if self.shutdown.is_cancelled() {
-                if s.size >= RESUMABLE {
-                    self.sink.flush(&mut upload).await?;
-                    self.cp.uploads = vec![upload];
-                    self.save().await?;
+            };
+            match answer {
+                Ok(Some(p)) => {
+                    self.sink.take_over(&p.upload, p.held);
+                    self.sink.finish(&self.spec.id, p.upload, &s, &p.hashes, self.tenure.me.fencing).await?;
+                    self.copied += 1;
+                    if self.uploads.remove(&s.path) {
+                        self.save().await?;
+                    }
+                    self.counted(self.cp.passes == 0);
                 }
-                return Ok(false);
-            }
-            let data = self.ranges.next().await?.unwrap_or_default();
-            if data.len() as u64 != CHUNK.min(s.size - off) {
-                self.sink.abort(&upload).await?;
-                return Err(changed(&self.spec.source.name, &s.path).into());
-            }
-            h.update(&data);
-            self.sink.write(&mut upload, &data).await?;
-            off += data.len() as u64;
-            self.throttle(data.len() as u64).await;
-            // Every 16 MiB of a big file: make it durable where the store needs that,
-            // and record how far it got (a multipart upload advances by whole parts).
-            if s.size >= RESUMABLE && upload.written - flushed_at >= RESUMABLE {
-                self.sink.flush(&mut upload).await?;
-                flushed_at = upload.written;
-                if upload.durable > saved_durable {
-                    saved_durable = upload.durable;
-                    self.cp.uploads = vec![upload.clone()];
-                    self.save().await?;
+                Ok(None) => going = false,
+                Err(e @ ConnectorError::Blob { .. }) if e_is_source(&e, &self.spec.source.name) => {
+                    warn!(direction = %self.spec.id, path = %s.path, found_by = %found, error = %e, "cannot copy; left for the next pass");
+                    self.metrics.error(e.to_string());
+                    self.failed.push(e.to_string());
                 }
-                self.keep_lease().await?;
+                Err(e) => return Err(e.into()),
             }
         }
-        self.sink.finish(&id, upload, s, &h.finish(), self.tenure.me.fencing).await?;
-        self.copied += 1;
-        if !self.cp.uploads.is_empty() {
-            self.cp.uploads.clear();
+        if !going {
             self.save().await?;
         }
-        self.counted(self.cp.passes == 0);
-        Ok(true)
+        Ok(going)
     }
 
     /// Queues a small copy for the lanes; makes the oldest queued copies visible when a
@@ -821,7 +823,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         if matches!(found, Found::Watch) {
             info!(direction = %self.spec.id, path = %s.path, size = s.size, found_by = %found, "copying");
         }
-        let reply = self.lanes.submit(s.clone()).await?;
+        let reply = self.lanes.submit(s.clone(), None).await?;
         self.batch.push((s.clone(), found, reply));
         self.batch_bytes += s.size;
         if self.batch_bytes >= BATCH_BYTES {
@@ -858,7 +860,8 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         for (s, _found, reply) in due {
             self.batch_bytes -= s.size.min(self.batch_bytes);
             match self.lanes.answer(reply).await {
-                Ok(p) => ready.push((s, p)),
+                Ok(Some(p)) => ready.push((s, p)),
+                Ok(None) => {}
                 Err(e) if e_is_source(&e, &self.spec.source.name) => {
                     warn!(direction = %self.spec.id, path = %s.path, error = %e, "cannot copy; left for the next pass");
                     self.metrics.error(e.to_string());
@@ -917,20 +920,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
 
     /// Keeps to `max_bytes_per_sec` over the run.
     async fn throttle(&mut self, n: u64) {
-        self.bytes += n;
-        let rate = self.spec.max_bytes_per_sec;
-        if rate == 0 {
-            return;
-        }
-        let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
-        let elapsed = self.started.elapsed();
-        if due > elapsed {
-            tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => {}
-                _ = tokio::time::sleep(due - elapsed) => {}
-            }
-        }
+        self.throttle.take(n, self.shutdown).await;
     }
 }
 

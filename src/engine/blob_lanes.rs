@@ -1,16 +1,26 @@
 //! Copy lanes of a blob direction: tasks with their own source and target connections
-//! that prepare small copies at once — read, hash, write to a partial file or buffer —
-//! and hand each over to the direction's sink, which makes a batch of them visible in
-//! one fenced step ([`crate::connector::blob::BlobSink::finish_many`]).
+//! that prepare copies at once — read, hash, write to a partial file, buffer or
+//! multipart upload — and hand each over to the direction's sink, which makes it visible
+//! in a fenced step ([`crate::connector::blob::BlobSink::finish_many`]).
 //!
-//! The lanes are owned by [`Lanes`]: dropping it closes their queue, and each stops
-//! after the job in hand (a partial write it leaves is truncated by the next copy).
+//! Small copies go to lanes of their own, many at once. Big files go to big lanes, which
+//! read each in several ranges at once, make its partial write durable as it grows and
+//! record how far it got in [`Uploads`], so a checkpoint resumes it after a crash; big
+//! copies run beside the small ones instead of after them.
+//!
+//! The lanes are owned by [`Lanes`]: dropping it closes their queue and ends their
+//! tasks. A small lane stops after the job in hand (a partial write it leaves is
+//! truncated by the next copy); a big lane told to stop makes what it wrote durable,
+//! records it and answers `None`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use super::blob::{Hasher, changed};
 use crate::connector::blob::dynamic::{DynBlobSink, DynBlobSource};
@@ -20,6 +30,10 @@ use crate::connector::{ConnectorError, ErrorKind, registry};
 
 /// Bytes per read.
 const CHUNK: u64 = 4 << 20;
+/// A big copy makes its partial write durable and records it every this many bytes.
+pub const RESUMABLE: u64 = 16 << 20;
+/// Ranges of a big file read at once by a big lane (each a source connection of its own).
+const RANGES: usize = 4;
 
 /// A copy prepared by a lane: all of its content written, not yet visible.
 pub struct Prepared {
@@ -31,12 +45,93 @@ pub struct Prepared {
     pub held: Vec<u8>,
 }
 
-/// The answer to one job.
-pub type Reply = oneshot::Receiver<Result<Prepared, ConnectorError>>;
+/// The answer to one job: the prepared copy, or `None` from a big lane told to stop
+/// (its partial write recorded in [`Uploads`]).
+pub type Answer = Result<Option<Prepared>, ConnectorError>;
+/// Where the answer to one job comes.
+pub type Reply = oneshot::Receiver<Answer>;
 
 struct Job {
     meta: BlobMeta,
-    reply: oneshot::Sender<Result<Prepared, ConnectorError>>,
+    resume: Option<BlobUpload>,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The partial writes of big copies under way (or stopped), by path, as far as they
+/// are durable: what the direction's checkpoint records, so a restart resumes them.
+#[derive(Clone, Default)]
+pub struct Uploads(Arc<(std::sync::Mutex<(u64, BTreeMap<String, BlobUpload>)>, Notify)>);
+
+impl Uploads {
+    /// Records (or updates) a partial write.
+    pub fn put(&self, upload: &BlobUpload) {
+        let mut g = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 += 1;
+        g.1.insert(upload.path.clone(), upload.clone());
+        self.0.1.notify_one();
+    }
+    /// Forgets a path's partial write (finished or dropped); whether there was one.
+    pub fn remove(&self, path: &str) -> bool {
+        let mut g = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 += 1;
+        g.1.remove(path).is_some()
+    }
+    /// The partial writes, in path order.
+    pub fn list(&self) -> Vec<BlobUpload> {
+        self.0.0.lock().unwrap_or_else(|e| e.into_inner()).1.values().cloned().collect()
+    }
+    /// Changes so far (to tell whether a checkpoint is behind).
+    pub fn version(&self) -> u64 {
+        self.0.0.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+    /// Waits for a lane to record progress (at once if it did since the last wait).
+    pub async fn recorded(&self) {
+        self.0.1.notified().await
+    }
+}
+
+/// Keeps a direction's copies to `max_bytes_per_sec` over its run (0: no limit); shared
+/// by the direction and its big lanes.
+pub struct Throttle {
+    rate: u64,
+    started: Instant,
+    bytes: AtomicU64,
+}
+
+impl Throttle {
+    /// A limit of `rate` bytes a second (0: none).
+    pub fn new(rate: u64) -> Throttle {
+        Throttle { rate, started: Instant::now(), bytes: AtomicU64::new(0) }
+    }
+    /// Counts `n` bytes copied and waits until the run is back under the limit (or `stop`).
+    pub async fn take(&self, n: u64, stop: &CancellationToken) {
+        let bytes = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
+        if self.rate == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(bytes as f64 / self.rate as f64);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(due - elapsed) => {}
+            }
+        }
+    }
+}
+
+/// What a big lane shares with its direction.
+#[derive(Clone)]
+pub struct BigShare {
+    /// Where partial writes are recorded.
+    pub uploads: Uploads,
+    /// The direction's byte rate limit.
+    pub throttle: Arc<Throttle>,
+    /// Tells the lanes to stop (the direction's shutdown).
+    pub stop: CancellationToken,
+    /// The direction, for the log.
+    pub direction: String,
 }
 
 /// The lanes of a direction, opened on first use.
@@ -44,30 +139,39 @@ pub struct Lanes {
     width: usize,
     source: Endpoint,
     target: Endpoint,
+    /// Set for big lanes.
+    big: Option<BigShare>,
     queue: Option<mpsc::Sender<Job>>,
     tasks: JoinSet<()>,
 }
 
 impl Lanes {
-    /// `width` lanes between these endpoints (none opened yet).
+    /// `width` lanes for small copies between these endpoints (none opened yet).
     pub fn new(width: usize, source: &Endpoint, target: &Endpoint) -> Lanes {
         Lanes {
             width: width.max(1),
             source: source.clone(),
             target: target.clone(),
+            big: None,
             queue: None,
             tasks: JoinSet::new(),
         }
     }
 
-    /// Queues a copy; its answer comes on the returned channel.
-    pub async fn submit(&mut self, meta: BlobMeta) -> Result<Reply, ConnectorError> {
+    /// `width` lanes for big copies, sharing `share` with the direction.
+    pub fn big(width: usize, source: &Endpoint, target: &Endpoint, share: BigShare) -> Lanes {
+        Lanes { big: Some(share), ..Lanes::new(width, source, target) }
+    }
+
+    /// Queues a copy (a big one may resume a partial write); its answer comes on the
+    /// returned channel.
+    pub async fn submit(&mut self, meta: BlobMeta, resume: Option<BlobUpload>) -> Result<Reply, ConnectorError> {
         if self.queue.is_none() {
             self.open().await?;
         }
         let (tx, rx) = oneshot::channel();
         let sent = match &self.queue {
-            Some(q) => q.send(Job { meta, reply: tx }).await.is_ok(),
+            Some(q) => q.send(Job { meta, resume, reply: tx }).await.is_ok(),
             None => false,
         };
         if !sent {
@@ -77,11 +181,12 @@ impl Lanes {
     }
 
     /// The answer of a job (a lane that stopped answers with an error).
-    pub async fn answer(&self, reply: Reply) -> Result<Prepared, ConnectorError> {
+    pub async fn answer(&self, reply: Reply) -> Answer {
         reply.await.unwrap_or_else(|_| Err(self.stopped()))
     }
 
-    fn stopped(&self) -> ConnectorError {
+    /// The error of a lane whose task ended before it answered.
+    pub fn stopped(&self) -> ConnectorError {
         ConnectorError::Blob {
             endpoint: self.target.name.clone(),
             what: "a copy lane stopped:".into(),
@@ -96,10 +201,18 @@ impl Lanes {
         let (tx, rx) = mpsc::channel::<Job>(1024);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..self.width {
-            let source = registry::open_blob_source(&self.source, true).await?;
             let sink = registry::open_blob_sink(&self.target).await?;
             let (rx, name) = (rx.clone(), self.source.name.clone());
-            self.tasks.spawn(lane(source, sink, rx, name));
+            match &self.big {
+                Some(share) => {
+                    let ranges = RangeReader::new(&self.source, RANGES);
+                    self.tasks.spawn(big_lane(ranges, sink, rx, name, share.clone()));
+                }
+                None => {
+                    let source = registry::open_blob_source(&self.source, true).await?;
+                    self.tasks.spawn(lane(source, sink, rx, name));
+                }
+            }
         }
         self.queue = Some(tx);
         Ok(())
@@ -116,8 +229,116 @@ async fn lane(
         let job = jobs.lock().await.recv().await;
         let Some(job) = job else { return };
         let r = prepare(&mut source, &mut sink, &job.meta, &source_name).await;
+        let _ = job.reply.send(r.map(Some));
+    }
+}
+
+async fn big_lane(
+    mut ranges: RangeReader,
+    mut sink: Box<dyn DynBlobSink>,
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    source_name: String,
+    share: BigShare,
+) {
+    loop {
+        let job = jobs.lock().await.recv().await;
+        let Some(job) = job else { return };
+        let r = match share.stop.is_cancelled() {
+            // Not begun: a resumed write stays recorded as it was.
+            true => Ok(None),
+            false => prepare_big(&mut ranges, &mut sink, &job.meta, job.resume.as_ref(), &source_name, &share).await,
+        };
         let _ = job.reply.send(r);
     }
+}
+
+/// Copies a big blob (resuming `resume`) into a partial write on `sink`, reading ranges
+/// ahead and recording the write in `share.uploads` from its start and each time it is
+/// made durable, and hands it over; `None` when told to stop (what was written made
+/// durable and recorded). A source that changed drops the write; a failure elsewhere
+/// leaves it recorded, for the next start to resume.
+async fn prepare_big<K: BlobSink>(
+    ranges: &mut RangeReader,
+    sink: &mut K,
+    meta: &BlobMeta,
+    resume: Option<&BlobUpload>,
+    source_name: &str,
+    share: &BigShare,
+) -> Answer {
+    let mut upload = sink.begin(meta, resume).await?;
+    share.uploads.put(&upload);
+    let mut h = Hasher::new(sink.caps().md5);
+    match fill_big(ranges, sink, meta, &mut upload, &mut h, source_name, share).await {
+        Ok(true) => {
+            let held = sink.hand_over(&upload).await?;
+            Ok(Some(Prepared { upload, hashes: h.finish(), held }))
+        }
+        Ok(false) => {
+            sink.flush(&mut upload).await?;
+            share.uploads.put(&upload);
+            Ok(None)
+        }
+        Err(e) => {
+            if matches!(&e, ConnectorError::Blob { endpoint, .. } if endpoint == source_name) {
+                // The path is copied anew once the source can be read whole.
+                share.uploads.remove(&meta.path);
+                let _ = sink.abort(&upload).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Hashes what a resumed write already holds (read again from the source), then reads
+/// and writes the rest; `false` when told to stop.
+async fn fill_big<K: BlobSink>(
+    ranges: &mut RangeReader,
+    sink: &mut K,
+    meta: &BlobMeta,
+    upload: &mut BlobUpload,
+    h: &mut Hasher,
+    source_name: &str,
+    share: &BigShare,
+) -> Result<bool, ConnectorError> {
+    if upload.written > 0 {
+        tracing::info!(direction = %share.direction, path = %meta.path, at = upload.written, size = meta.size, "resuming the copy where it stopped");
+        // The hashes cover the whole content: read back what the source had up to there.
+        ranges.start(&meta.path, 0, upload.written);
+        let mut off = 0;
+        while let Some(data) = ranges.next().await? {
+            if data.len() as u64 != CHUNK.min(upload.written - off) {
+                return Err(changed(source_name, &meta.path));
+            }
+            h.update(&data);
+            off += data.len() as u64;
+        }
+    }
+    let (mut off, mut flushed_at, mut recorded) = (upload.written, upload.written, upload.durable);
+    ranges.start(&meta.path, off, meta.size);
+    while off < meta.size {
+        if share.stop.is_cancelled() {
+            return Ok(false);
+        }
+        let data = ranges.next().await?.unwrap_or_default();
+        if data.len() as u64 != CHUNK.min(meta.size - off) {
+            return Err(changed(source_name, &meta.path));
+        }
+        h.update(&data);
+        sink.write(upload, &data).await?;
+        off += data.len() as u64;
+        share.throttle.take(data.len() as u64, &share.stop).await;
+        // Durable where the store needs a step for it; recorded when that moved (a
+        // multipart upload advances by whole parts).
+        if upload.written - flushed_at >= RESUMABLE {
+            sink.flush(upload).await?;
+            flushed_at = upload.written;
+            if upload.durable > recorded {
+                recorded = upload.durable;
+                share.uploads.put(upload);
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// Copies a blob's content into a new partial write on `sink`, hashing it, and hands
