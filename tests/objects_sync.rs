@@ -30,11 +30,16 @@ fn task_file(dir: &Path, endpoints: &[(&str, String)], tasks: &[(&str, &str, &st
 /// A task file with a folder `src` going up to a bucket (task `up`, with `up_extra`) and
 /// the bucket coming down to `back` under `dir` (task `down`).
 fn up_and_down(dir: &Path, src: &Path, bucket: &str, prefix: &str, up_extra: &str) -> std::path::PathBuf {
+    up_and_down_with(dir, src, &s3::url(bucket, prefix, dir), up_extra)
+}
+
+/// [`up_and_down`] with the bucket's URL given (to set its query parameters).
+fn up_and_down_with(dir: &Path, src: &Path, s_url: &str, up_extra: &str) -> std::path::PathBuf {
     task_file(
         dir,
         &[
             ("dir", format!("file://{}", src.display())),
-            ("s", s3::url(bucket, prefix, dir)),
+            ("s", s_url.to_string()),
             ("back", format!("file://{}", dir.join("back").display())),
         ],
         &[("up", "dir", "s", up_extra), ("down", "s", "back", "")],
@@ -124,8 +129,13 @@ async fn a_multipart_upload_killed_midway_resumes_through_listparts() {
     let mut rng = fastrand::Rng::with_seed(9);
     let data: Vec<u8> = (0..40 << 20).map(|_| rng.u8(..)).collect();
     write(&src.join("huge.bin"), &data);
+    // Under the cutoff (though bigger than a part): one PUT, its ETag the plain MD5.
+    let mid: Vec<u8> = (0..12 << 20).map(|_| rng.u8(..)).collect();
+    write(&src.join("mid.bin"), &mid);
     let bucket = s3::bucket("resume").await;
-    let cfg = up_and_down(tmp.path(), &src, &bucket, "", "max_bytes_per_sec = 10000000");
+    // Multipart from 16 MiB (the default cutoff is 100 MiB: the test stays small).
+    let url = format!("{}&upload_cutoff=16MiB", s3::url(&bucket, "", tmp.path()));
+    let cfg = up_and_down_with(tmp.path(), &src, &url, "max_bytes_per_sec = 10000000");
     let log = tmp.path().join("run.log");
     let mut child = s3::command(&["run", "--task", "up"], &cfg)
         .stderr(std::fs::File::create(&log).expect("log"))
@@ -167,10 +177,20 @@ async fn a_multipart_upload_killed_midway_resumes_through_listparts() {
         .await
         .expect("manifest line");
     assert_eq!(b3, blake3::hash(&data).to_hex().to_string(), "the manifest's BLAKE3 of the whole object");
+    let etag = |path: &'static str| {
+        sqlx::query_scalar::<_, String>("SELECT target FROM ferry_blob_manifest WHERE path = ?").bind(path)
+    };
+    let huge_etag = etag("huge.bin").fetch_one(&mut c).await.expect("huge.bin's ETag");
+    assert!(huge_etag.ends_with("-5"), "huge.bin went up in 5 parts of 8 MiB: {huge_etag}");
+    let mid_etag = etag("mid.bin").fetch_one(&mut c).await.expect("mid.bin's ETag");
+    use md5::Digest;
+    let mid_md5: String = md5::Md5::digest(&mid).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(mid_etag.trim_matches('"'), mid_md5, "mid.bin went up in one PUT");
     let out = s3::ferry(&["verify", "--task", "up"], &cfg);
     assert!(out.status.success(), "verify: {}", strip(&String::from_utf8_lossy(&out.stdout)));
     once(&cfg, "down");
     assert_eq!(std::fs::read(tmp.path().join("back/huge.bin")).expect("copied back"), data);
+    assert_eq!(std::fs::read(tmp.path().join("back/mid.bin")).expect("copied back"), mid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

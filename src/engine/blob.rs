@@ -8,22 +8,23 @@
 //! holds and the target's ETag. A source path that cannot be read is named and left
 //! for the next pass; the rest goes on.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::EngineError;
-use super::blob_lanes::{BigShare, Lanes, RESUMABLE, Reply, Throttle, Uploads, fill};
+use super::blob_lanes::{Answer, BigShare, Lanes, Prepared, RESUMABLE, Reply, Throttle, Uploads, fill};
 use super::lease::{self, LEASE_TTL, Tenure};
 use super::metrics::{DirectionMetrics, DirectionState};
 use super::task::DirectionSpec;
 use crate::connector::blob::{
-    self, BlobCaps, BlobCheckpoint, BlobHashes, BlobHint, BlobKind, BlobMeta, BlobSink, BlobSource, Finished,
-    ManifestEntry,
+    self, BlobCaps, BlobCheckpoint, BlobHashes, BlobHint, BlobKind, BlobMeta, BlobSink, BlobSource, BlobUpload,
+    Finished, ManifestEntry,
 };
 use crate::connector::registry;
 use crate::connector::{ConnectorError, DirectionId, ErrorKind};
@@ -34,6 +35,9 @@ const PAGE: usize = 1000;
 /// Big files (at least [`RESUMABLE`] bytes: their partial writes are made durable and
 /// checkpointed as they grow) copied at once, each by a lane of its own.
 const BIG_LANES: usize = 2;
+/// Big copies handed to the big lanes and not yet visible: a prepared copy may hold its
+/// whole content in memory (an object sent in one PUT), so this bounds that memory.
+const BIG_INFLIGHT: usize = BIG_LANES + 1;
 /// How often the lease is renewed and the big copies' progress checkpointed while the
 /// direction waits for one.
 const BIG_TICK: Duration = Duration::from_secs(1);
@@ -48,9 +52,9 @@ const FROZEN_CHECK: Duration = Duration::from_secs(1);
 const BATCH: usize = 128;
 /// Bytes of small copies held before they are made visible (a bucket's are in memory).
 const BATCH_BYTES: u64 = 64 << 20;
-/// Big files a pass hands to the big lanes as it lists them and makes visible after the
-/// small ones (so a big copy does not hold back the small files listed after it); past
-/// this many, the pass waits for a big file where it is listed.
+/// Big files a pass lists and keeps waiting for a big lane (so a big copy does not hold
+/// back the small files listed after it); past this many, the pass waits for one to
+/// land where it lists the next.
 const MAX_DEFERRED: usize = 256;
 
 /// Runs a blob direction until `shutdown` (or, with `spec.once`, one full pass).
@@ -100,7 +104,8 @@ pub async fn run(
         throttle,
         batch: Vec::new(),
         batch_bytes: 0,
-        deferred: Vec::new(),
+        big_queue: VecDeque::new(),
+        big_inflight: Vec::new(),
         defer_big: false,
         to_record: Vec::new(),
         metas: Vec::new(),
@@ -229,10 +234,12 @@ struct Runner<'a, S, K> {
     /// bytes.
     batch: Vec<(BlobMeta, Found, Reply)>,
     batch_bytes: u64,
-    /// Big files the pass's listing handed to the big lanes, made visible once it has
-    /// listed everything.
-    deferred: Vec<(BlobMeta, Reply)>,
-    /// Set while a pass lists: big files go to `deferred`.
+    /// Big files waiting for a big lane (a resumed one with its partial write).
+    big_queue: VecDeque<(BlobMeta, Option<BlobUpload>, Found)>,
+    /// Big copies handed to the big lanes, not yet visible (at most [`BIG_INFLIGHT`]);
+    /// each is made visible as soon as it is ready.
+    big_inflight: Vec<(BlobMeta, Found, Reply)>,
+    /// Set while a pass lists: it goes on while big copies are made.
     defer_big: bool,
     /// Manifest lines of paths found identical without a copy, recorded together.
     to_record: Vec<ManifestEntry>,
@@ -282,7 +289,6 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
             let _ = self.source.hints().await?;
         }
         // Partial writes resumed side by side; each stays checkpointed until it lands.
-        let mut resumed = Vec::new();
         for u in std::mem::take(&mut self.cp.uploads) {
             if self.shutdown.is_cancelled() {
                 break;
@@ -290,8 +296,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
             match self.source.stat(&u.path).await? {
                 Some(m) if m.kind == BlobKind::File && m.size == u.size && m.mtime_ns == u.mtime_ns => {
                     self.uploads.put(&u);
-                    let reply = self.big.submit(m.clone(), Some(u)).await?;
-                    resumed.push((m, reply));
+                    self.big_queue.push_back((m, Some(u), Found::Resume));
                 }
                 _ => {
                     info!(direction = %id, path = %u.path, "the source changed since its copy stopped; starting it over");
@@ -299,7 +304,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                 }
             }
         }
-        if !self.land_big(resumed, Found::Resume).await? {
+        if !self.big_wait().await? {
             return Ok(());
         }
         loop {
@@ -404,15 +409,13 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         // The position saved while big files wait: the path listed before the first of
         // them (a restart lists them again; what was copied after them is found equal).
         let (mut prev, mut hold): (Option<String>, Option<Option<String>>) = (start.clone(), None);
-        self.deferred.clear();
         self.defer_big = true;
         loop {
             if self.shutdown.is_cancelled() {
                 // The small copies under way are finished, so none is done twice; the big
                 // ones stop where they are, checkpointed.
                 self.flush(0).await?;
-                let big = std::mem::take(&mut self.deferred);
-                self.land_big(big, Found::Rescan).await?;
+                self.big_wait().await?;
                 self.save().await?;
                 return Ok(false);
             }
@@ -461,11 +464,11 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     // Every folder left on the stack holds this source path: not gone, only
                     // unlisted (object stores list no folders).
                     gone_dirs.clear();
-                    let waiting = self.deferred.len();
+                    let waiting = self.big_pending();
                     if !self.handle(&s, t.as_ref(), m.as_ref(), Found::Rescan).await? {
                         return Ok(false);
                     }
-                    if waiting == 0 && !self.deferred.is_empty() {
+                    if waiting == 0 && self.big_pending() > 0 {
                         hold = Some(prev.clone());
                     }
                 }
@@ -482,10 +485,15 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     }
                 }
             }
+            // A stop is seen at the top of the loop, which checkpoints.
+            self.big_pump().await?;
             self.save_uploads().await?;
             if last_save.elapsed() >= SAVE_EVERY {
                 // The position moves past a path only once its copy is visible.
                 self.flush(0).await?;
+                if self.big_pending() == 0 {
+                    hold = None;
+                }
                 self.cp.scan_after = hold.clone().unwrap_or_else(|| Some(path.clone()));
                 self.save().await?;
                 self.keep_lease().await?;
@@ -498,8 +506,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         if let Some(at) = hold {
             self.cp.scan_after = at;
         }
-        let big = std::mem::take(&mut self.deferred);
-        if !self.land_big(big, Found::Rescan).await? {
+        if !self.big_wait().await? {
             return Ok(false);
         }
         while let Some(d) = gone_dirs.pop() {
@@ -759,62 +766,118 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     self.enqueue(s, found).await?;
                     return Ok(true);
                 }
-                if self.defer_big && self.deferred.len() < MAX_DEFERRED {
-                    info!(direction = %self.spec.id, path = %s.path, size = s.size, found_by = %found, "copying");
-                    let reply = self.big.submit(s.clone(), None).await?;
-                    self.deferred.push((s.clone(), reply));
-                    return Ok(true);
+                info!(direction = %self.spec.id, path = %s.path, size = s.size, found_by = %found, "copying");
+                self.big_queue.push_back((s.clone(), None, found));
+                if !self.defer_big {
+                    return self.big_wait().await;
                 }
-                self.copy(s, found).await
+                // A stop is seen where the pass lists the next path, which checkpoints.
+                while self.big_queue.len() > MAX_DEFERRED && !self.shutdown.is_cancelled() {
+                    self.big_land_next().await?;
+                }
+                self.big_pump().await?;
+                Ok(true)
             }
         }
     }
 
-    /// Copies a big file on a big lane and waits for it; `false` when stopped mid-copy
-    /// (its partial write checkpointed).
-    async fn copy(&mut self, s: &BlobMeta, found: Found) -> Result<bool, EngineError> {
-        info!(direction = %self.spec.id, path = %s.path, size = s.size, found_by = %found, "copying");
-        let reply = self.big.submit(s.clone(), None).await?;
-        self.land_big(vec![(s.clone(), reply)], found).await
+    /// Big files listed or resumed and not yet visible.
+    fn big_pending(&self) -> usize {
+        self.big_queue.len() + self.big_inflight.len()
     }
 
-    /// Makes big copies visible in order as their lanes finish them, renewing the lease
-    /// and checkpointing their progress meanwhile; a source that cannot be read is named
-    /// and left for the next pass. When the direction stops, the rest are stopped where
-    /// they are and checkpointed: `false`.
-    async fn land_big(&mut self, big: Vec<(BlobMeta, Reply)>, found: Found) -> Result<bool, EngineError> {
+    /// Makes the big copies that are ready visible and hands waiting big files to the
+    /// lanes; `false` when the direction stops.
+    async fn big_pump(&mut self) -> Result<bool, EngineError> {
         let mut going = true;
-        for (s, mut reply) in big {
-            let answer = loop {
-                tokio::select! {
-                    r = &mut reply => break r.unwrap_or_else(|_| Err(self.big.stopped())),
-                    _ = self.uploads.recorded() => self.save_uploads().await?,
-                    _ = tokio::time::sleep(BIG_TICK) => self.keep_lease().await?,
+        let mut i = 0;
+        while i < self.big_inflight.len() {
+            match self.big_inflight[i].2.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => i += 1,
+                r => {
+                    let (s, found, _) = self.big_inflight.swap_remove(i);
+                    let answer = r.unwrap_or_else(|_| Err(self.big.stopped()));
+                    going &= self.land(&s, found, answer).await?;
                 }
-            };
-            match answer {
-                Ok(Some(p)) => {
-                    self.sink.take_over(&p.upload, p.held);
-                    self.sink.finish(&self.spec.id, p.upload, &s, &p.hashes, self.tenure.me.fencing).await?;
-                    self.copied += 1;
-                    if self.uploads.remove(&s.path) {
-                        self.save().await?;
-                    }
-                    self.counted(self.cp.passes == 0);
-                }
-                Ok(None) => going = false,
-                Err(e @ ConnectorError::Blob { .. }) if e_is_source(&e, &self.spec.source.name) => {
-                    warn!(direction = %self.spec.id, path = %s.path, found_by = %found, error = %e, "cannot copy; left for the next pass");
-                    self.metrics.error(e.to_string());
-                    self.failed.push(e.to_string());
-                }
-                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.shutdown.is_cancelled() {
+            // What waits is listed again by the next pass (or resumed, if it had begun).
+            self.big_queue.clear();
+            return Ok(false);
+        }
+        while self.big_inflight.len() < BIG_INFLIGHT
+            && let Some((s, resume, found)) = self.big_queue.pop_front()
+        {
+            let reply = self.big.submit(s.clone(), resume).await?;
+            self.big_inflight.push((s, found, reply));
+        }
+        Ok(going)
+    }
+
+    /// Waits for the next big copy to be ready and makes it visible, renewing the lease
+    /// and checkpointing the big copies' progress meanwhile; `false` when the direction
+    /// stops.
+    async fn big_land_next(&mut self) -> Result<bool, EngineError> {
+        if !self.big_pump().await? {
+            return Ok(false);
+        }
+        if self.big_inflight.is_empty() {
+            return Ok(true);
+        }
+        let (i, answer) = loop {
+            let ready = futures_util::future::select_all(self.big_inflight.iter_mut().map(|(_, _, r)| r));
+            tokio::select! {
+                (r, i, _) = ready => break (i, r.unwrap_or_else(|_| Err(self.big.stopped()))),
+                _ = self.uploads.recorded() => self.save_uploads().await?,
+                _ = tokio::time::sleep(BIG_TICK) => self.keep_lease().await?,
+            }
+        };
+        let (s, found, _) = self.big_inflight.swap_remove(i);
+        let going = self.land(&s, found, answer).await?;
+        Ok(self.big_pump().await? && going)
+    }
+
+    /// Makes every big copy listed or resumed visible; when the direction stops, those
+    /// under way stop where they are, checkpointed: `false`.
+    async fn big_wait(&mut self) -> Result<bool, EngineError> {
+        let mut going = true;
+        while self.big_pending() > 0 {
+            going &= self.big_land_next().await?;
+            if self.shutdown.is_cancelled() {
+                self.big_queue.clear();
             }
         }
         if !going {
             self.save().await?;
         }
         Ok(going)
+    }
+
+    /// Makes a big copy visible; a source that could not be read is named and left for
+    /// the next pass. `false` for a copy stopped by the direction's shutdown.
+    async fn land(&mut self, s: &BlobMeta, found: Found, answer: Answer) -> Result<bool, EngineError> {
+        match answer {
+            Ok(Some(p)) => {
+                let Prepared { upload, hashes, held } = p;
+                self.sink.take_over(&upload, held);
+                self.sink.finish(&self.spec.id, upload, s, &hashes, self.tenure.me.fencing).await?;
+                self.copied += 1;
+                if self.uploads.remove(&s.path) {
+                    self.save().await?;
+                }
+                self.counted(self.cp.passes == 0);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e @ ConnectorError::Blob { .. }) if e_is_source(&e, &self.spec.source.name) => {
+                warn!(direction = %self.spec.id, path = %s.path, found_by = %found, error = %e, "cannot copy; left for the next pass");
+                self.metrics.error(e.to_string());
+                self.failed.push(e.to_string());
+                Ok(true)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Queues a small copy for the lanes; makes the oldest queued copies visible when a

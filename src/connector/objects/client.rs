@@ -12,7 +12,7 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use super::http::{Http, Response};
 use super::{OWN_PREFIX, bare_etag, parse_http_date, parse_rfc3339};
-use crate::connector::blob::{BlobKind, BlobMeta, matches, matches_all};
+use crate::connector::blob::{BlobKind, BlobMeta, MIN_PART, matches, matches_all};
 use crate::connector::endpoint::Endpoint;
 use crate::connector::{ConnectorError, ErrorKind};
 
@@ -33,6 +33,30 @@ pub struct S3Client {
     pub shown: String,
     /// The state file, when the URL names one.
     pub state: Option<String>,
+    /// Objects this big or bigger are written as multipart uploads (`upload_cutoff=`).
+    pub upload_cutoff: u64,
+}
+
+/// Objects under this size go in one PUT by default: AWS's own guidance for when a
+/// multipart upload pays. One PUT gives the object a plain MD5 ETag (any tool can check
+/// it against a file) and spares a store that joins the parts into one file at
+/// completion a second write of the whole object; a crash re-sends it whole.
+pub const UPLOAD_CUTOFF: u64 = 100 << 20;
+
+/// A size in bytes: digits with an optional binary unit (`K`, `M`, `G`, `KiB`, `MiB`,
+/// `GiB`).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..digits].parse().ok()?;
+    let shift = match t[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
 }
 
 /// The parts of an `s3://` URL.
@@ -74,6 +98,18 @@ impl S3Url {
     }
 }
 
+/// The URL's `upload_cutoff=`, else [`UPLOAD_CUTOFF`].
+fn upload_cutoff(url: &S3Url, ep: &Endpoint) -> Result<u64, ConnectorError> {
+    let Some(v) = url.param("upload_cutoff") else { return Ok(UPLOAD_CUTOFF) };
+    parse_size(v).filter(|&n| n >= MIN_PART).ok_or_else(|| {
+        setup(
+            &ep.name,
+            format!("upload_cutoff={v} in {} is not a size of at least 8 MiB", ep.url),
+            "write upload_cutoff=SIZE, e.g. upload_cutoff=200MiB (multipart parts are at least 8 MiB)",
+        )
+    })
+}
+
 fn setup(endpoint: &str, problem: String, fix: &str) -> ConnectorError {
     ConnectorError::Setup { endpoint: endpoint.to_string(), problem, fix: fix.to_string() }
 }
@@ -104,6 +140,7 @@ impl S3Client {
                 "check the bucket name and endpoint",
             )
         })?;
+        let upload_cutoff = upload_cutoff(&url, ep)?;
         let key_var = url.param("access_key_env").unwrap_or("AWS_ACCESS_KEY_ID").to_string();
         let secret_var = url.param("secret_key_env").unwrap_or("AWS_SECRET_ACCESS_KEY").to_string();
         let fix = format!(
@@ -129,6 +166,7 @@ impl S3Client {
             bucket: Arc::new(bucket),
             creds: Arc::new(Credentials::new(key, secret)),
             state: url.param("state").map(str::to_string),
+            upload_cutoff,
             prefix: url.prefix,
             http,
         })
@@ -526,6 +564,31 @@ impl ListAhead {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_read_with_binary_units_and_a_cutoff_below_a_part_is_refused_with_the_fix() {
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("8MiB"), Some(8 << 20));
+        assert_eq!(parse_size("200M"), Some(200 << 20));
+        assert_eq!(parse_size("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_size("64k"), Some(64 << 10));
+        assert_eq!(parse_size("ten"), None);
+        assert_eq!(parse_size("8MB"), None, "a decimal unit is not guessed at");
+        let cutoff = |text: &str| {
+            let ep = Endpoint {
+                name: "s".into(),
+                site: crate::model::SiteId::new("a"),
+                url: crate::connector::endpoint::EndpointUrl::new(text, "/"),
+                password: None,
+                ssh: Default::default(),
+            };
+            upload_cutoff(&S3Url::parse(text).expect("url"), &ep)
+        };
+        assert_eq!(cutoff("s3://b/p?endpoint=http://127.0.0.1:1").expect("default"), UPLOAD_CUTOFF);
+        assert_eq!(cutoff("s3://b/p?upload_cutoff=16MiB").expect("given"), 16 << 20);
+        let text = cutoff("s3://b/p?upload_cutoff=1MiB").expect_err("under a part").to_string();
+        assert!(text.contains("upload_cutoff=1MiB") && text.contains("upload_cutoff=200MiB"), "{text}");
+    }
 
     #[test]
     fn refused_keys_and_missing_buckets_need_a_human_and_say_why() {

@@ -1,6 +1,7 @@
-//! A bucket prefix written as a blob sink: an object below the part size is sent in one
-//! PUT at finish; a bigger one goes up as a multipart upload whose parts survive a
-//! crash (resumed through ListParts) and is completed at finish. Both visible steps run
+//! A bucket prefix written as a blob sink: an object below the upload cutoff
+//! ([`super::client::UPLOAD_CUTOFF`], or `upload_cutoff=` in the URL) is held in memory
+//! and sent in one PUT at finish; a bigger one goes up as a multipart upload whose parts
+//! survive a crash (resumed through ListParts) and is completed at finish. Both visible steps run
 //! inside the state file's fenced transaction, with the manifest line (source stat,
 //! hashes, the object's ETag).
 
@@ -155,7 +156,13 @@ impl BlobSink for S3Sink {
             size: source.size,
             mtime_ns: source.mtime_ns,
         };
-        if source.size < MIN_PART {
+        if source.size < self.client.upload_cutoff.max(MIN_PART) {
+            if let Some(r) = resume
+                && let Some(id) = upload_id(&r.handle)
+            {
+                // Begun as a multipart upload under another cutoff: sent whole instead.
+                self.client.abort(&r.path, id).await?;
+            }
             up.handle = format!("single:{}", source.path);
             self.buffers.insert(up.handle.clone(), Vec::new());
             return Ok(up);
