@@ -48,8 +48,10 @@ const POLL: Duration = Duration::from_millis(100);
 /// How often the watch asks whether the source was frozen for a cutover.
 const FROZEN_CHECK: Duration = Duration::from_secs(1);
 /// Small copies made visible together (one fenced transaction of the state file); as
-/// many more are prepared by the lanes meanwhile.
-const BATCH: usize = 128;
+/// many more are prepared by the lanes meanwhile. Measured against s3s-fs (20,000 small
+/// files): 512 with 32 PUTs in flight took 6.0-6.1 s, 128 with 16 took 6.4-7.1 s (each
+/// batch ends with its last PUTs in flight alone, then its commit).
+const BATCH: usize = 512;
 /// Bytes of small copies held before they are made visible (a bucket's are in memory).
 const BATCH_BYTES: u64 = 64 << 20;
 /// Big files a pass lists and keeps waiting for a big lane (so a big copy does not hold

@@ -18,7 +18,7 @@ use crate::connector::{ConnectorError, DirectionId};
 pub use crate::connector::blob::{MIN_PART, part_size};
 
 /// Single-request uploads a batch keeps in flight at once.
-const PUTS_IN_FLIGHT: usize = 16;
+const PUTS_IN_FLIGHT: usize = 32;
 /// Parts of one multipart upload sent at once.
 const PARTS_IN_FLIGHT: usize = 4;
 
@@ -164,7 +164,8 @@ impl BlobSink for S3Sink {
                 self.client.abort(&r.path, id).await?;
             }
             up.handle = format!("single:{}", source.path);
-            self.buffers.insert(up.handle.clone(), Vec::new());
+            // Its whole content is held: one allocation, not a doubling per write.
+            self.buffers.insert(up.handle.clone(), Vec::with_capacity(source.size as usize));
             return Ok(up);
         }
         if let Some(r) = resume
