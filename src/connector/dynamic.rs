@@ -42,6 +42,10 @@ pub trait DynSource: Send {
     fn retention(&mut self) -> BoxFuture<'_, Result<Option<Retention>, ConnectorError>>;
     /// See [`Source::estimate_rows`].
     fn estimate_rows<'a>(&'a mut self, t: &'a TableSchema) -> BoxFuture<'a, Result<Option<u64>, ConnectorError>>;
+    /// See [`Source::close`].
+    fn close_boxed<'a>(self: Box<Self>) -> BoxFuture<'a, ()>
+    where
+        Self: 'a;
 }
 
 impl<T: Source> DynSource for T {
@@ -80,6 +84,12 @@ impl<T: Source> DynSource for T {
     }
     fn estimate_rows<'a>(&'a mut self, t: &'a TableSchema) -> BoxFuture<'a, Result<Option<u64>, ConnectorError>> {
         Box::pin(Source::estimate_rows(self, t))
+    }
+    fn close_boxed<'a>(self: Box<Self>) -> BoxFuture<'a, ()>
+    where
+        Self: 'a,
+    {
+        Box::pin(Source::close(*self))
     }
 }
 
@@ -120,6 +130,9 @@ impl<'s> Source for Box<dyn DynSource + 's> {
     async fn estimate_rows(&mut self, table: &TableSchema) -> Result<Option<u64>, ConnectorError> {
         DynSource::estimate_rows(&mut **self, table).await
     }
+    fn close(self) -> impl Future<Output = ()> + Send {
+        DynSource::close_boxed(self)
+    }
 }
 
 /// [`Sink`] with boxed futures.
@@ -151,6 +164,10 @@ pub trait DynSink: Send {
     /// See [`Sink::release`].
     fn release<'a>(&'a mut self, dir: &'a DirectionId, h: &'a LeaseHolder)
     -> BoxFuture<'a, Result<(), ConnectorError>>;
+    /// See [`Sink::close`].
+    fn close_boxed<'a>(self: Box<Self>) -> BoxFuture<'a, ()>
+    where
+        Self: 'a;
 }
 
 impl<T: Sink> DynSink for T {
@@ -191,6 +208,12 @@ impl<T: Sink> DynSink for T {
     ) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(Sink::release(self, dir, h))
     }
+    fn close_boxed<'a>(self: Box<Self>) -> BoxFuture<'a, ()>
+    where
+        Self: 'a,
+    {
+        Box::pin(Sink::close(*self))
+    }
 }
 
 impl<'s> Sink for Box<dyn DynSink + 's> {
@@ -219,5 +242,8 @@ impl<'s> Sink for Box<dyn DynSink + 's> {
     }
     async fn release(&mut self, dir: &DirectionId, holder: &LeaseHolder) -> Result<(), ConnectorError> {
         DynSink::release(&mut **self, dir, holder).await
+    }
+    fn close(self) -> impl Future<Output = ()> + Send {
+        DynSink::close_boxed(self)
     }
 }

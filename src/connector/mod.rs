@@ -621,6 +621,16 @@ pub trait Source: Send {
         let _ = table;
         async { Ok(None) }
     }
+    /// Ends its sessions and waits until they are closed (the engine calls it when a
+    /// direction stops, so a store's files are let go of when the engine is joined);
+    /// by default it is dropped, which a store whose driver closes on another thread
+    /// (SQLite) overrides.
+    fn close(self) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        async move { drop(self) }
+    }
 }
 
 /// A data store changes are applied to.
@@ -665,6 +675,13 @@ pub trait Sink: Send {
         dir: &DirectionId,
         holder: &LeaseHolder,
     ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// Ends its sessions and waits until they are closed, as [`Source::close`].
+    fn close(self) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        async move { drop(self) }
+    }
 }
 
 #[cfg(test)]

@@ -422,7 +422,28 @@ struct Runner<'a, S: Source + 'static, K: Sink> {
 }
 
 impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
-    async fn run<H: Source + 'static>(mut self, mut heartbeat: H) -> Result<(), EngineError> {
+    /// Runs the direction, then ends its sessions and waits until they are closed (a
+    /// store's files are let go of when the engine is joined).
+    async fn run<H: Source + 'static>(mut self, heartbeat: H) -> Result<(), EngineError> {
+        let mut heartbeat = Some(heartbeat);
+        let result = self.run_held(&mut heartbeat).await;
+        // A source lent to a reader task that did not come back is dropped with it.
+        let source = self.source.0.take();
+        let closing = async {
+            if let Some(h) = heartbeat {
+                h.close().await;
+            }
+        };
+        let closing_source = async {
+            if let Some(s) = source {
+                s.close().await;
+            }
+        };
+        tokio::join!(closing, closing_source, self.sink.close());
+        result
+    }
+
+    async fn run_held<H: Source + 'static>(&mut self, heartbeat_slot: &mut Option<H>) -> Result<(), EngineError> {
         let id = self.spec.id.clone();
         self.metrics.set_state(DirectionState::Starting);
         self.sink.prepare().await?;
@@ -436,7 +457,9 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             self.sink.ensure_tables(&target_schemas(self.spec, &self.renames)?).await?;
             self.source.install_capture(&sources).await?;
 
-            // Heartbeats start once capture is installed; the task owns and joins it.
+            // Heartbeats start once capture is installed; the task owns and joins it, and
+            // gets its source back.
+            let Some(mut heartbeat) = heartbeat_slot.take() else { return Ok(()) };
             let hb_token = self.shutdown.child_token();
             let hb_every = self.spec.tuning.heartbeat;
             let hb_metrics = self.metrics.clone();
@@ -463,10 +486,13 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                         }
                     }
                 }
+                heartbeat
             });
             let result = self.sync(&sources).await;
             hb_token.cancel();
-            let _ = hb.await;
+            if let Ok(h) = hb.await {
+                *heartbeat_slot = Some(h);
+            }
             result
         }
         .await;
@@ -1532,6 +1558,17 @@ async fn prepare_pair<S: Source, K: Sink>(
     spec: &DirectionSpec,
     mut source: S,
     mut sink: K,
+    start: Option<&Position>,
+) -> Result<(), EngineError> {
+    let result = prepare_with(spec, &mut source, &mut sink, start).await;
+    tokio::join!(source.close(), sink.close());
+    result
+}
+
+async fn prepare_with<S: Source, K: Sink>(
+    spec: &DirectionSpec,
+    source: &mut S,
+    sink: &mut K,
     start: Option<&Position>,
 ) -> Result<(), EngineError> {
     // The source's side and ferry's own tables on the target are independent: both at

@@ -149,22 +149,16 @@ where
     }
 }
 
-/// Waits until this process holds no file of the SQLite database `path` open (the
-/// database, its `-wal` or `-shm`): a stopped engine's sessions close on their own
-/// threads just after `join`, and the last one to close removes the `-wal` file by its
-/// name, so a database made again at that path before then would lose its own.
-pub async fn wait_closed(path: &Path) {
+/// Whether this process holds a file of the SQLite database `path` open (the database,
+/// its `-wal` or `-shm`).
+pub fn held_open(path: &Path) -> bool {
     let names: Vec<String> = ["", "-wal", "-shm"].iter().map(|ext| format!("{}{ext}", path.display())).collect();
-    let open = || {
-        std::fs::read_dir("/proc/self/fd").into_iter().flatten().flatten().any(|fd| {
-            std::fs::read_link(fd.path()).is_ok_and(|t| {
-                let t = t.to_string_lossy();
-                names.iter().any(|n| t == n.as_str() || t == format!("{n} (deleted)"))
-            })
+    std::fs::read_dir("/proc/self/fd").into_iter().flatten().flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|t| {
+            let t = t.to_string_lossy();
+            names.iter().any(|n| t == n.as_str() || t == format!("{n} (deleted)"))
         })
-    };
-    wait_until(Duration::from_secs(10), &format!("this process to close {}", path.display()), || async { !open() })
-        .await;
+    })
 }
 
 /// Highest changelog sequence of a database (0 when empty).

@@ -578,6 +578,10 @@ fn key_match(table: &TableSchema) -> String {
 }
 
 impl Sink for SqliteSink {
+    async fn close(self) {
+        // A transaction a commit group left open ends with the session: rolled back.
+        super::close(self.conn).await
+    }
     async fn prepare(&mut self) -> Result<(), ConnectorError> {
         ensure_wal(&mut self.conn).await.map_err(self.ep.query_error("switching the database to WAL mode"))?;
         migrate::run(&self.ep, &mut self.conn).await

@@ -526,6 +526,9 @@ pub async fn remove_triggers(ep: &SqliteEndpoint, conn: &mut SqliteConnection) -
 }
 
 impl Source for SqliteSource {
+    async fn close(self) {
+        super::close(self.conn).await
+    }
     async fn tables(&mut self, patterns: &[String]) -> Result<Vec<Arc<TableSchema>>, ConnectorError> {
         let tables = schema::describe_matching(&self.ep, &mut self.conn, patterns).await?;
         self.tables = tables.iter().map(|t| (t.name.name.clone(), t.clone())).collect();
