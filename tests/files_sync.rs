@@ -353,6 +353,45 @@ async fn big_copies_made_side_by_side_and_killed_midway_all_resume_where_they_st
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_copies_stopped_by_sigterm_resume_from_all_they_had_written() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let mut rng = fastrand::Rng::with_seed(13);
+    for name in ["one.bin", "two.bin"] {
+        let data: Vec<u8> = (0..40 << 20).map(|_| rng.u8(..)).collect();
+        write(&src.join(name), &data);
+    }
+    let cfg = blob_task_file(
+        tmp.path(),
+        &format!("file://{}", src.display()),
+        &format!("file://{}", dst.display()),
+        "max_bytes_per_sec = 16000000",
+    );
+    let partial_dir = dst.join(".ferry/partial");
+    let mut run = FerryRun::start(&cfg, &tmp.path().join("run.log"));
+    wait_until(Duration::from_secs(60), "both copies to get past 20 MiB", || async {
+        std::fs::read_dir(&partial_dir)
+            .map(|d| d.flatten().filter(|e| e.metadata().is_ok_and(|m| m.len() > 20 << 20)).count() == 2)
+            .unwrap_or(false)
+    })
+    .await;
+    // Stopped, not killed: each big lane syncs what it wrote and the pass checkpoints it,
+    // so the copies resume past the last 16 MiB mark a crash would fall back to.
+    assert_eq!(run.terminate(), Some(0), "ferry stops cleanly on SIGTERM");
+    assert!(!dst.join("one.bin").exists() && !dst.join("two.bin").exists(), "not visible before they are whole");
+
+    let mut resumed = run_once_resumed(&cfg);
+    resumed.sort();
+    let paths: Vec<&str> = resumed.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, ["one.bin", "two.bin"], "both copies resumed: {resumed:?}");
+    for (path, at) in &resumed {
+        assert!(*at > 20 << 20, "{path} resumed at {at}, not at all it had written");
+    }
+    assert_eq!(std::fs::read_dir(&partial_dir).expect("partial dir").count(), 0, "no partial file left");
+    identical(&src, &dst, &tmp.path().join("check.md5")).expect("identical");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_copy_does_not_hold_back_the_small_files_listed_after_it() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
