@@ -821,11 +821,10 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
     /// and checkpointing the big copies' progress meanwhile; `false` when the direction
     /// stops.
     async fn big_land_next(&mut self) -> Result<bool, EngineError> {
-        if !self.big_pump().await? {
-            return Ok(false);
-        }
+        // When stopping, the copies in flight are still waited for (they answer soon).
+        let going = self.big_pump().await?;
         if self.big_inflight.is_empty() {
-            return Ok(true);
+            return Ok(going);
         }
         let (i, answer) = loop {
             let ready = futures_util::future::select_all(self.big_inflight.iter_mut().map(|(_, _, r)| r));
@@ -836,8 +835,8 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
             }
         };
         let (s, found, _) = self.big_inflight.swap_remove(i);
-        let going = self.land(&s, found, answer).await?;
-        Ok(self.big_pump().await? && going)
+        let landed = self.land(&s, found, answer).await?;
+        Ok(self.big_pump().await? && going && landed)
     }
 
     /// Makes every big copy listed or resumed visible; when the direction stops, those
