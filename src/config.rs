@@ -1034,7 +1034,7 @@ fn resolve(base: &Path, rest: &str) -> PathBuf {
 }
 
 /// Parses "512MB", "10GB", "1TB", "64kB" or a plain number of bytes (1024-based units,
-/// as PostgreSQL's settings).
+/// as PostgreSQL's settings); "512MiB", "512M" and "64k" are the same sizes.
 pub fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -1042,10 +1042,10 @@ pub fn parse_size(text: &str) -> Option<u64> {
     let n: u64 = num.parse().ok()?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
-        "kb" => 1 << 10,
-        "mb" => 1 << 20,
-        "gb" => 1 << 30,
-        "tb" => 1 << 40,
+        "kb" | "kib" | "k" => 1 << 10,
+        "mb" | "mib" | "m" => 1 << 20,
+        "gb" | "gib" | "g" => 1 << 30,
+        "tb" | "tib" | "t" => 1 << 40,
         _ => return None,
     };
     n.checked_mul(factor)
@@ -1254,5 +1254,13 @@ mode = "two-way"
         assert_eq!(parse_size("1 tb"), Some(1 << 40));
         assert_eq!(parse_size("ten"), None);
         assert_eq!(parse_size("5PB"), None);
+        // The binary spellings (an s3:// URL's upload_cutoff= is read with this too).
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("8MiB"), Some(8 << 20));
+        assert_eq!(parse_size("200M"), Some(200 << 20));
+        assert_eq!(parse_size("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_size("64k"), Some(64 << 10));
+        assert_eq!(parse_size("ten"), None);
+        assert_eq!(parse_size("8MB"), Some(8 << 20), "MB is 1024-based, as everywhere in the task file");
     }
 }

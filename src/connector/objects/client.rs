@@ -33,7 +33,8 @@ pub struct S3Client {
     pub shown: String,
     /// The state file, when the URL names one.
     pub state: Option<String>,
-    /// Objects this big or bigger are written as multipart uploads (`upload_cutoff=`).
+    /// Objects this big or bigger are written as multipart uploads (`upload_cutoff=`;
+    /// never below [`MIN_PART`]).
     pub upload_cutoff: u64,
 }
 
@@ -42,22 +43,6 @@ pub struct S3Client {
 /// it against a file) and spares a store that joins the parts into one file at
 /// completion a second write of the whole object; a crash re-sends it whole.
 pub const UPLOAD_CUTOFF: u64 = 100 << 20;
-
-/// A size in bytes: digits with an optional binary unit (`K`, `M`, `G`, `KiB`, `MiB`,
-/// `GiB`).
-pub fn parse_size(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let n: u64 = t[..digits].parse().ok()?;
-    let shift = match t[digits..].trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kib" => 10,
-        "m" | "mib" => 20,
-        "g" | "gib" => 30,
-        _ => return None,
-    };
-    n.checked_mul(1 << shift)
-}
 
 /// The parts of an `s3://` URL.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,7 +86,7 @@ impl S3Url {
 /// The URL's `upload_cutoff=`, else [`UPLOAD_CUTOFF`].
 fn upload_cutoff(url: &S3Url, ep: &Endpoint) -> Result<u64, ConnectorError> {
     let Some(v) = url.param("upload_cutoff") else { return Ok(UPLOAD_CUTOFF) };
-    parse_size(v).filter(|&n| n >= MIN_PART).ok_or_else(|| {
+    crate::config::parse_size(v).filter(|&n| n >= MIN_PART).ok_or_else(|| {
         setup(
             &ep.name,
             format!("upload_cutoff={v} in {} is not a size of at least 8 MiB", ep.url),
@@ -566,14 +551,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_are_read_with_binary_units_and_a_cutoff_below_a_part_is_refused_with_the_fix() {
-        assert_eq!(parse_size("1048576"), Some(1 << 20));
-        assert_eq!(parse_size("8MiB"), Some(8 << 20));
-        assert_eq!(parse_size("200M"), Some(200 << 20));
-        assert_eq!(parse_size("1 GiB"), Some(1 << 30));
-        assert_eq!(parse_size("64k"), Some(64 << 10));
-        assert_eq!(parse_size("ten"), None);
-        assert_eq!(parse_size("8MB"), None, "a decimal unit is not guessed at");
+    fn an_upload_cutoff_is_read_as_a_size_and_one_below_a_part_is_refused_with_the_fix() {
         let cutoff = |text: &str| {
             let ep = Endpoint {
                 name: "s".into(),

@@ -156,7 +156,7 @@ impl BlobSink for S3Sink {
             size: source.size,
             mtime_ns: source.mtime_ns,
         };
-        if source.size < self.client.upload_cutoff.max(MIN_PART) {
+        if source.size < self.client.upload_cutoff {
             if let Some(r) = resume
                 && let Some(id) = upload_id(&r.handle)
             {
