@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::EngineError;
-use super::blob_lanes::{Answer, BigShare, Lanes, Prepared, RESUMABLE, Reply, Throttle, Uploads, fill};
+use super::blob_lanes::{Answer, BigShare, Lanes, Prepared, RESUMABLE, Reply, Uploads, fill};
 use super::lease::{self, LEASE_TTL, Tenure};
 use super::metrics::{DirectionMetrics, DirectionState};
 use super::task::DirectionSpec;
+use super::throttle::Throttle;
 use crate::connector::blob::{
     self, BlobCaps, BlobCheckpoint, BlobHashes, BlobHint, BlobKind, BlobMeta, BlobSink, BlobSource, BlobUpload,
     Finished, ManifestEntry,
@@ -957,7 +958,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         for _ in 0..n {
             self.counted(first);
         }
-        self.throttle(bytes).await;
+        self.throttle.wait(bytes, self.shutdown).await;
         self.keep_lease().await?;
         Ok(())
     }
@@ -980,11 +981,6 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         }
         st.end(step).await?;
         Ok(())
-    }
-
-    /// Keeps to `max_bytes_per_sec` over the run.
-    async fn throttle(&mut self, n: u64) {
-        self.throttle.take(n, self.shutdown).await;
     }
 }
 

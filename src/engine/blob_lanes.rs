@@ -15,14 +15,13 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::blob::{Hasher, changed};
+use super::throttle::Throttle;
 use crate::connector::blob::dynamic::{DynBlobSink, DynBlobSource};
 use crate::connector::blob::{BlobHashes, BlobMeta, BlobSink, BlobSource, BlobUpload};
 use crate::connector::endpoint::Endpoint;
@@ -87,37 +86,6 @@ impl Uploads {
     /// Waits for a lane to record progress (at once if it did since the last wait).
     pub async fn recorded(&self) {
         self.0.1.notified().await
-    }
-}
-
-/// Keeps a direction's copies to `max_bytes_per_sec` over its run (0: no limit); shared
-/// by the direction and its big lanes.
-pub struct Throttle {
-    rate: u64,
-    started: Instant,
-    bytes: AtomicU64,
-}
-
-impl Throttle {
-    /// A limit of `rate` bytes a second (0: none).
-    pub fn new(rate: u64) -> Throttle {
-        Throttle { rate, started: Instant::now(), bytes: AtomicU64::new(0) }
-    }
-    /// Counts `n` bytes copied and waits until the run is back under the limit (or `stop`).
-    pub async fn take(&self, n: u64, stop: &CancellationToken) {
-        let bytes = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
-        if self.rate == 0 {
-            return;
-        }
-        let due = Duration::from_secs_f64(bytes as f64 / self.rate as f64);
-        let elapsed = self.started.elapsed();
-        if due > elapsed {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => {}
-                _ = tokio::time::sleep(due - elapsed) => {}
-            }
-        }
     }
 }
 
@@ -326,7 +294,7 @@ async fn fill_big<K: BlobSink>(
         h.update(&data);
         sink.write(upload, &data).await?;
         off += data.len() as u64;
-        share.throttle.take(data.len() as u64, &share.stop).await;
+        share.throttle.wait(data.len() as u64, &share.stop).await;
         // Durable where the store needs a step for it; recorded when that moved (a
         // multipart upload advances by whole parts).
         if upload.written - flushed_at >= RESUMABLE {

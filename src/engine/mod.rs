@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod preflight;
 pub mod relay;
 pub mod task;
+pub mod throttle;
 
 use std::sync::Arc;
 

@@ -24,6 +24,7 @@ use super::lease::{self, LEASE_TTL, Tenure};
 use super::map::Renames;
 use super::metrics::{DirectionMetrics, DirectionState, FailedChange};
 use super::relay::{PublishRun, ReaderParts, RelayRole, RelayRun, Silent};
+use super::throttle::Throttle;
 use crate::config::{Endpoint, TableMap, Transport};
 use crate::connector::dynamic;
 use crate::connector::registry::{self, SinkOptions, SourceOptions};
@@ -571,7 +572,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         self.apply(Vec::new(), None).await?;
         info!(direction = %id, position = %self.position(), "started");
 
-        let mut throttle = Throttle::new(self.spec.max_rows_per_sec);
+        let throttle = Throttle::new(self.spec.max_rows_per_sec);
 
         // Snapshot: table by table, chunk by chunk, with the stream applied in between.
         // The next chunk is read (on the source's connection, in its own task) while this
@@ -1467,35 +1468,6 @@ fn parents_first(tables: Vec<Arc<TableSchema>>) -> Vec<Arc<TableSchema>> {
         out.push(left.remove(ready));
     }
     out
-}
-
-/// Keeps a rows-per-second ceiling over the whole run.
-struct Throttle {
-    rate: u64,
-    start: Instant,
-    rows: u64,
-}
-
-impl Throttle {
-    fn new(rate: u64) -> Self {
-        Throttle { rate, start: Instant::now(), rows: 0 }
-    }
-
-    async fn wait(&mut self, rows: u64, shutdown: &CancellationToken) {
-        if self.rate == 0 {
-            return;
-        }
-        self.rows += rows;
-        let due = Duration::from_secs_f64(self.rows as f64 / self.rate as f64);
-        let elapsed = self.start.elapsed();
-        if due > elapsed {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(due - elapsed) => {}
-            }
-        }
-    }
 }
 
 impl EngineError {
