@@ -103,7 +103,6 @@ pub async fn run(
         lanes: Lanes::new(spec.workers.max(1) as usize, &spec.source, &spec.target),
         big: Lanes::big(BIG_LANES, &spec.source, &spec.target, share),
         uploads,
-        saved_uploads: 0,
         throttle,
         batch: Vec::new(),
         batch_bytes: 0,
@@ -228,9 +227,8 @@ struct Runner<'a, S, K> {
     lanes: Lanes,
     /// Where big copies are made, several at once, beside the small ones.
     big: Lanes,
-    /// Their partial writes, checkpointed; the version last saved.
+    /// Their partial writes, checkpointed.
     uploads: Uploads,
-    saved_uploads: u64,
     /// The direction's byte rate limit, shared with the big lanes.
     throttle: Arc<Throttle>,
     /// Small copies submitted to the lanes, in path order, not yet visible; their
@@ -360,7 +358,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
     /// Checkpoints the big copies' partial writes, if they moved since the last save (a
     /// crash then resumes them from there).
     async fn save_uploads(&mut self) -> Result<(), EngineError> {
-        if self.uploads.version() != self.saved_uploads {
+        if self.uploads.behind() {
             self.save().await?;
             self.keep_lease().await?;
         }
@@ -368,8 +366,7 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
     }
 
     async fn save(&mut self) -> Result<(), EngineError> {
-        self.saved_uploads = self.uploads.version();
-        self.cp.uploads = self.uploads.list();
+        self.cp.uploads = self.uploads.for_checkpoint();
         self.sink.save_checkpoint(&self.spec.id, &self.cp, self.tenure.me.fencing).await?;
         Ok(())
     }
@@ -416,11 +413,9 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         loop {
             if self.shutdown.is_cancelled() {
                 // The small copies under way are finished, so none is done twice; the big
-                // ones stop where they are, checkpointed.
+                // ones stop where they are; the checkpoint records both.
                 self.flush(0).await?;
-                self.big_wait().await?;
-                self.save().await?;
-                return Ok(false);
+                return self.big_wait().await;
             }
             if src.buf.is_empty() && !src.done && dst.buf.is_empty() && !dst.done {
                 // Both trees walked at once (two folders' worth of stat calls in flight).
@@ -488,9 +483,11 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     }
                 }
             }
-            // A stop is seen at the top of the loop, which checkpoints.
-            self.big_pump().await?;
-            self.save_uploads().await?;
+            if self.big_pending() > 0 {
+                // A stop is seen at the top of the loop, which checkpoints.
+                self.big_pump().await?;
+                self.save_uploads().await?;
+            }
             if last_save.elapsed() >= SAVE_EVERY {
                 // The position moves past a path only once its copy is visible.
                 self.flush(0).await?;
@@ -790,24 +787,22 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
     }
 
     /// Makes the big copies that are ready visible and hands waiting big files to the
-    /// lanes; `false` when the direction stops.
-    async fn big_pump(&mut self) -> Result<bool, EngineError> {
-        let mut going = true;
+    /// lanes (none once the direction stops).
+    async fn big_pump(&mut self) -> Result<(), EngineError> {
         let mut i = 0;
         while i < self.big_inflight.len() {
             match self.big_inflight[i].2.try_recv() {
                 Err(oneshot::error::TryRecvError::Empty) => i += 1,
                 r => {
                     let (s, found, _) = self.big_inflight.swap_remove(i);
-                    let answer = r.unwrap_or_else(|_| Err(self.big.stopped()));
-                    going &= self.land(&s, found, answer).await?;
+                    self.land(&s, found, r.unwrap_or_else(|_| Err(self.big.stopped()))).await?;
                 }
             }
         }
         if self.shutdown.is_cancelled() {
             // What waits is listed again by the next pass (or resumed, if it had begun).
             self.big_queue.clear();
-            return Ok(false);
+            return Ok(());
         }
         while self.big_inflight.len() < BIG_INFLIGHT
             && let Some((s, resume, found)) = self.big_queue.pop_front()
@@ -815,18 +810,17 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
             let reply = self.big.submit(s.clone(), resume).await?;
             self.big_inflight.push((s, found, reply));
         }
-        Ok(going)
+        Ok(())
     }
 
     /// Waits for the next big copy to be ready and makes it visible, renewing the lease
-    /// and checkpointing the big copies' progress meanwhile; `false` when the direction
-    /// stops.
-    async fn big_land_next(&mut self) -> Result<bool, EngineError> {
-        // When stopping, the copies in flight are still waited for (they answer soon).
-        let going = self.big_pump().await?;
+    /// and checkpointing the big copies' progress meanwhile.
+    async fn big_land_next(&mut self) -> Result<(), EngineError> {
+        self.big_pump().await?;
         if self.big_inflight.is_empty() {
-            return Ok(going);
+            return Ok(());
         }
+        // When stopping, the copies in flight are still waited for (they answer soon).
         let (i, answer) = loop {
             let ready = futures_util::future::select_all(self.big_inflight.iter_mut().map(|(_, _, r)| r));
             tokio::select! {
@@ -836,29 +830,27 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
             }
         };
         let (s, found, _) = self.big_inflight.swap_remove(i);
-        let landed = self.land(&s, found, answer).await?;
-        Ok(self.big_pump().await? && going && landed)
+        self.land(&s, found, answer).await?;
+        self.big_pump().await
     }
 
-    /// Makes every big copy listed or resumed visible; when the direction stops, those
-    /// under way stop where they are, checkpointed: `false`.
+    /// Makes every big copy listed or resumed visible; `false` when the direction
+    /// stops: those under way then stop where they are, checkpointed.
     async fn big_wait(&mut self) -> Result<bool, EngineError> {
-        let mut going = true;
         while self.big_pending() > 0 {
-            going &= self.big_land_next().await?;
-            if self.shutdown.is_cancelled() {
-                self.big_queue.clear();
-            }
+            self.big_land_next().await?;
         }
-        if !going {
+        if self.shutdown.is_cancelled() {
             self.save().await?;
+            return Ok(false);
         }
-        Ok(going)
+        Ok(true)
     }
 
     /// Makes a big copy visible; a source that could not be read is named and left for
-    /// the next pass. `false` for a copy stopped by the direction's shutdown.
-    async fn land(&mut self, s: &BlobMeta, found: Found, answer: Answer) -> Result<bool, EngineError> {
+    /// the next pass. A copy stopped by the direction's shutdown (`None`) is recorded
+    /// in [`Uploads`] by its lane.
+    async fn land(&mut self, s: &BlobMeta, found: Found, answer: Answer) -> Result<(), EngineError> {
         match answer {
             Ok(Some(p)) => {
                 let Prepared { upload, hashes, held } = p;
@@ -869,17 +861,16 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                     self.save().await?;
                 }
                 self.counted(self.cp.passes == 0);
-                Ok(true)
             }
-            Ok(None) => Ok(false),
+            Ok(None) => {}
             Err(e @ ConnectorError::Blob { .. }) if e_is_source(&e, &self.spec.source.name) => {
                 warn!(direction = %self.spec.id, path = %s.path, found_by = %found, error = %e, "cannot copy; left for the next pass");
                 self.metrics.error(e.to_string());
                 self.failed.push(e.to_string());
-                Ok(true)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        Ok(())
     }
 
     /// Queues a small copy for the lanes; makes the oldest queued copies visible when a
@@ -926,7 +917,11 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
             self.batch_bytes -= s.size.min(self.batch_bytes);
             match self.lanes.answer(reply).await {
                 Ok(Some(p)) => ready.push((s, p)),
-                Ok(None) => {}
+                // Only a big lane answers without a copy: a small one that did would
+                // leave the pass moving past a path never copied.
+                Ok(None) => {
+                    failure.get_or_insert(self.lanes.stopped());
+                }
                 Err(e) if e_is_source(&e, &self.spec.source.name) => {
                     warn!(direction = %self.spec.id, path = %s.path, error = %e, "cannot copy; left for the next pass");
                     self.metrics.error(e.to_string());

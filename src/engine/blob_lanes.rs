@@ -59,33 +59,47 @@ struct Job {
 /// The partial writes of big copies under way (or stopped), by path, as far as they
 /// are durable: what the direction's checkpoint records, so a restart resumes them.
 #[derive(Clone, Default)]
-pub struct Uploads(Arc<(std::sync::Mutex<(u64, BTreeMap<String, BlobUpload>)>, Notify)>);
+pub struct Uploads(Arc<UploadsInner>);
+
+#[derive(Default)]
+struct UploadsInner {
+    /// The writes, and whether they changed since the checkpoint last took them.
+    writes: std::sync::Mutex<(BTreeMap<String, BlobUpload>, bool)>,
+    /// Woken when a lane records progress.
+    recorded: Notify,
+}
 
 impl Uploads {
+    fn writes(&self) -> std::sync::MutexGuard<'_, (BTreeMap<String, BlobUpload>, bool)> {
+        self.0.writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
     /// Records (or updates) a partial write.
     pub fn put(&self, upload: &BlobUpload) {
-        let mut g = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 += 1;
-        g.1.insert(upload.path.clone(), upload.clone());
-        self.0.1.notify_one();
+        let mut w = self.writes();
+        w.0.insert(upload.path.clone(), upload.clone());
+        w.1 = true;
+        self.0.recorded.notify_one();
     }
     /// Forgets a path's partial write (finished or dropped); whether there was one.
     pub fn remove(&self, path: &str) -> bool {
-        let mut g = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 += 1;
-        g.1.remove(path).is_some()
+        let mut w = self.writes();
+        let had = w.0.remove(path).is_some();
+        w.1 |= had;
+        had
     }
-    /// The partial writes, in path order.
-    pub fn list(&self) -> Vec<BlobUpload> {
-        self.0.0.lock().unwrap_or_else(|e| e.into_inner()).1.values().cloned().collect()
+    /// The partial writes, in path order, for a checkpoint (which is then up to date).
+    pub fn for_checkpoint(&self) -> Vec<BlobUpload> {
+        let mut w = self.writes();
+        w.1 = false;
+        w.0.values().cloned().collect()
     }
-    /// Changes so far (to tell whether a checkpoint is behind).
-    pub fn version(&self) -> u64 {
-        self.0.0.lock().unwrap_or_else(|e| e.into_inner()).0
+    /// Whether they changed since the checkpoint last took them.
+    pub fn behind(&self) -> bool {
+        self.writes().1
     }
     /// Waits for a lane to record progress (at once if it did since the last wait).
     pub async fn recorded(&self) {
-        self.0.1.notified().await
+        self.0.recorded.notified().await
     }
 }
 
