@@ -426,21 +426,16 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
     /// Runs the direction, then ends its sessions and waits until they are closed (a
     /// store's files are let go of when the engine is joined).
     async fn run<H: Source + 'static>(mut self, heartbeat: H) -> Result<(), EngineError> {
+        use futures_util::future::OptionFuture;
         let mut heartbeat = Some(heartbeat);
         let result = self.run_held(&mut heartbeat).await;
         // A source lent to a reader task that did not come back is dropped with it.
         let source = self.source.0.take();
-        let closing = async {
-            if let Some(h) = heartbeat {
-                h.close().await;
-            }
-        };
-        let closing_source = async {
-            if let Some(s) = source {
-                s.close().await;
-            }
-        };
-        tokio::join!(closing, closing_source, self.sink.close());
+        tokio::join!(
+            OptionFuture::from(heartbeat.map(Source::close)),
+            OptionFuture::from(source.map(Source::close)),
+            self.sink.close()
+        );
         result
     }
 
