@@ -257,14 +257,57 @@ pub async fn run_killed_past_20_mib(cfg: &Path, partial_dir: &Path, log: &Path) 
 
 /// Runs the task and SIGKILLs it once `n` partial files in `partial_dir` are past 20 MiB.
 pub async fn run_killed_with_partials_past_20_mib(cfg: &Path, partial_dir: &Path, log: &Path, n: usize) {
-    let mut run = FerryRun::start(cfg, log);
+    run_until_partials_past_20_mib(cfg, partial_dir, log, n).await.kill();
+}
+
+/// Starts the task and returns it running once `n` partial files in `partial_dir` are
+/// past 20 MiB.
+async fn run_until_partials_past_20_mib(cfg: &Path, partial_dir: &Path, log: &Path, n: usize) -> FerryRun {
+    let run = FerryRun::start(cfg, log);
     wait_until(Duration::from_secs(60), "the copies to get past 20 MiB", || async {
         std::fs::read_dir(partial_dir)
             .map(|d| d.flatten().filter(|e| e.metadata().map(|m| m.len() > 20 << 20).unwrap_or(false)).count() >= n)
             .unwrap_or(false)
     })
     .await;
-    run.kill();
+    run
+}
+
+/// Two 40 MiB files (`one.bin`, `two.bin`) and the files in `extra` under `src`, and a
+/// task copying them to `dst` at 16 MB/s (the two big lanes share it): the task file.
+fn two_big_files(tmp: &Path, seed: u64, extra: &[&str]) -> PathBuf {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for name in ["one.bin", "two.bin"] {
+        let data: Vec<u8> = (0..40 << 20).map(|_| rng.u8(..)).collect();
+        write(&tmp.join("src").join(name), &data);
+    }
+    for name in extra {
+        write(&tmp.join("src").join(name), name.as_bytes());
+    }
+    let (src, dst) = (tmp.join("src"), tmp.join("dst"));
+    blob_task_file(
+        tmp,
+        &format!("file://{}", src.display()),
+        &format!("file://{}", dst.display()),
+        "max_bytes_per_sec = 16000000",
+    )
+}
+
+/// After an interrupted run of [`two_big_files`]: neither is visible; `run --once`
+/// resumes both, each at more than `past` bytes, leaves no partial file, and the trees
+/// are identical.
+fn both_resume_past(tmp: &Path, cfg: &Path, past: u64) {
+    let (src, dst) = (tmp.join("src"), tmp.join("dst"));
+    assert!(!dst.join("one.bin").exists() && !dst.join("two.bin").exists(), "not visible before they are whole");
+    let mut resumed = run_once_resumed(cfg);
+    resumed.sort();
+    let paths: Vec<&str> = resumed.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, ["one.bin", "two.bin"], "both copies resumed: {resumed:?}");
+    for (path, at) in &resumed {
+        assert!(*at >= past, "{path} resumed at {at}, not where it stopped");
+    }
+    assert_eq!(std::fs::read_dir(dst.join(".ferry/partial")).expect("partial dir").count(), 0, "no partial file left");
+    identical(&src, &dst, &tmp.join("check.md5")).expect("identical");
 }
 
 /// Runs `ferry run --once` (it must succeed) and returns where its log says the
@@ -323,72 +366,24 @@ async fn a_big_copy_killed_midway_resumes_where_it_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_copies_made_side_by_side_and_killed_midway_all_resume_where_they_stopped() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    let mut rng = fastrand::Rng::with_seed(11);
-    for name in ["one.bin", "two.bin"] {
-        let data: Vec<u8> = (0..40 << 20).map(|_| rng.u8(..)).collect();
-        write(&src.join(name), &data);
-    }
-    write(&src.join("small.txt"), b"small");
-    // Two big lanes share the rate: both copies are under way at once, checkpointed.
-    let cfg = blob_task_file(
-        tmp.path(),
-        &format!("file://{}", src.display()),
-        &format!("file://{}", dst.display()),
-        "max_bytes_per_sec = 16000000",
-    );
-    let partial_dir = dst.join(".ferry/partial");
+    // Both copies are under way at once (a kill only once both are past 20 MiB), each
+    // checkpointed as it grows.
+    let cfg = two_big_files(tmp.path(), 11, &["small.txt"]);
+    let partial_dir = tmp.path().join("dst/.ferry/partial");
     run_killed_with_partials_past_20_mib(&cfg, &partial_dir, &tmp.path().join("run.log"), 2).await;
-    assert!(!dst.join("one.bin").exists() && !dst.join("two.bin").exists(), "not visible before they are whole");
-
-    let mut resumed = run_once_resumed(&cfg);
-    resumed.sort();
-    let paths: Vec<&str> = resumed.iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(paths, ["one.bin", "two.bin"], "both copies resumed: {resumed:?}");
-    for (path, at) in &resumed {
-        assert!(*at >= 16 << 20, "{path} resumed at {at}, not where it stopped");
-    }
-    assert_eq!(std::fs::read_dir(&partial_dir).expect("partial dir").count(), 0, "no partial file left");
-    identical(&src, &dst, &tmp.path().join("check.md5")).expect("identical");
+    both_resume_past(tmp.path(), &cfg, 16 << 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_copies_stopped_by_sigterm_resume_from_all_they_had_written() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    let mut rng = fastrand::Rng::with_seed(13);
-    for name in ["one.bin", "two.bin"] {
-        let data: Vec<u8> = (0..40 << 20).map(|_| rng.u8(..)).collect();
-        write(&src.join(name), &data);
-    }
-    let cfg = blob_task_file(
-        tmp.path(),
-        &format!("file://{}", src.display()),
-        &format!("file://{}", dst.display()),
-        "max_bytes_per_sec = 16000000",
-    );
-    let partial_dir = dst.join(".ferry/partial");
-    let mut run = FerryRun::start(&cfg, &tmp.path().join("run.log"));
-    wait_until(Duration::from_secs(60), "both copies to get past 20 MiB", || async {
-        std::fs::read_dir(&partial_dir)
-            .map(|d| d.flatten().filter(|e| e.metadata().is_ok_and(|m| m.len() > 20 << 20)).count() == 2)
-            .unwrap_or(false)
-    })
-    .await;
+    let cfg = two_big_files(tmp.path(), 13, &[]);
+    let partial_dir = tmp.path().join("dst/.ferry/partial");
+    let mut run = run_until_partials_past_20_mib(&cfg, &partial_dir, &tmp.path().join("run.log"), 2).await;
     // Stopped, not killed: each big lane syncs what it wrote and the pass checkpoints it,
     // so the copies resume past the last 16 MiB mark a crash would fall back to.
     assert_eq!(run.terminate(), Some(0), "ferry stops cleanly on SIGTERM");
-    assert!(!dst.join("one.bin").exists() && !dst.join("two.bin").exists(), "not visible before they are whole");
-
-    let mut resumed = run_once_resumed(&cfg);
-    resumed.sort();
-    let paths: Vec<&str> = resumed.iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(paths, ["one.bin", "two.bin"], "both copies resumed: {resumed:?}");
-    for (path, at) in &resumed {
-        assert!(*at > 20 << 20, "{path} resumed at {at}, not at all it had written");
-    }
-    assert_eq!(std::fs::read_dir(&partial_dir).expect("partial dir").count(), 0, "no partial file left");
-    identical(&src, &dst, &tmp.path().join("check.md5")).expect("identical");
+    both_resume_past(tmp.path(), &cfg, (20 << 20) + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -232,7 +232,9 @@ async fn a_replaced_source_behind_the_checkpoint_is_refused() {
     for k in 0..50 {
         sqlx::query("INSERT INTO kv VALUES (?1, 'x')").bind(k).execute(&mut c).await.expect("insert");
     }
-    drop(c);
+    // Closed, not dropped (a dropped connection closes later, on its own thread): what
+    // is open after `join` below is the engine's.
+    sqlx::Connection::close(c).await.expect("close");
     let head = changelog_head(&a).await;
     wait_until(Duration::from_secs(30), "the target to catch up", || async {
         checkpoint_seq(&b, "t", "a->b").await >= head
