@@ -157,7 +157,7 @@ pub fn changed(endpoint: &str, path: &str) -> ConnectorError {
 /// BLAKE3 and (unless told not to) MD5 at once.
 pub struct Hasher {
     b3: blake3::Hasher,
-    md5: Option<md5::Md5>,
+    md5: Option<md5_many::Md5>,
 }
 
 impl Default for Hasher {
@@ -169,12 +169,12 @@ impl Default for Hasher {
 impl Hasher {
     /// BLAKE3, and MD5 with `md5`.
     pub fn new(md5: bool) -> Hasher {
-        use md5::Digest;
-        Hasher { b3: blake3::Hasher::new(), md5: md5.then(md5::Md5::new) }
+        use md5_many::Digest;
+        Hasher { b3: blake3::Hasher::new(), md5: md5.then(md5_many::Md5::new) }
     }
     /// Adds bytes.
     pub fn update(&mut self, data: &[u8]) {
-        use md5::Digest;
+        use md5_many::Digest;
         self.b3.update(data);
         if let Some(m) = &mut self.md5 {
             m.update(data);
@@ -182,7 +182,7 @@ impl Hasher {
     }
     /// The digests, hex (MD5 empty when not computed).
     pub fn finish(self) -> BlobHashes {
-        use md5::Digest;
+        use md5_many::Digest;
         let md5 = self.md5.map(|m| hex(&m.finalize())).unwrap_or_default();
         BlobHashes { blake3: self.b3.finalize().to_hex().to_string(), md5 }
     }

@@ -13,10 +13,11 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use md5::Digest as _;
+use md5_many::Digest as _;
 use serde::Serialize;
 
 use super::VerifyError;
+use super::blob_lanes::{Ahead, Lanes, Listing, Reader, Sum};
 use super::report::Report;
 use crate::config::{Config, Task};
 use crate::connector::blob::{BlobKind, BlobMeta, BlobSink, BlobSource, ManifestEntry};
@@ -24,22 +25,12 @@ use crate::connector::registry;
 use crate::connector::{ConnectorError, DirectionId, LeaseHolder, LeaseOutcome};
 use crate::engine::blob::{Hasher, copy_one, hex};
 
-/// Entries per listing page (about 10 MB of metadata): few requests on a store that
-/// answers a page of this many (s3s-fs walks the whole bucket, about 1 s per 20,000
-/// objects, for each), 1,000 a request elsewhere.
-const PAGE: usize = 50_000;
-/// A blob store opened for reading, and one for writing (the traits stay unimported:
-/// their methods would shadow the contract's).
-type Reader = Box<dyn crate::connector::blob::dynamic::DynBlobSource>;
+/// A blob store opened for writing (the trait stays unimported: its methods would shadow
+/// the contract's).
 type Writer = Box<dyn crate::connector::blob::dynamic::DynBlobSink>;
 
 /// Bytes per read.
 const CHUNK: u64 = 4 << 20;
-/// Pairs of blobs a full verify reads at once (each on its own source and target
-/// connection): a read is mostly waiting for the store, not hashing.
-const WIDTH: usize = 8;
-/// Pairs held back for a concurrent full read before they are read.
-const BATCH: usize = 256;
 
 /// How to verify a blob task.
 #[derive(Debug, Clone, Default)]
@@ -152,28 +143,6 @@ fn input(problem: String, fix: &str) -> VerifyError {
     VerifyError::Input { problem, fix: fix.into() }
 }
 
-/// A page-at-a-time sorted listing.
-struct Pages {
-    buf: std::collections::VecDeque<BlobMeta>,
-    after: Option<String>,
-    done: bool,
-}
-
-impl Pages {
-    fn new() -> Self {
-        Pages { buf: Default::default(), after: None, done: false }
-    }
-    async fn head<S: BlobSource>(&mut self, s: &mut S, globs: &[String]) -> Result<Option<&BlobMeta>, ConnectorError> {
-        if self.buf.is_empty() && !self.done {
-            let page = s.list(globs, self.after.as_deref(), PAGE).await?;
-            self.done = page.len() < PAGE;
-            self.after = page.last().map(|m| m.path.clone()).or(self.after.take());
-            self.buf.extend(page);
-        }
-        Ok(self.buf.front())
-    }
-}
-
 /// Verifies one blob task.
 pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) -> Result<BlobReport, VerifyError> {
     let started = Instant::now();
@@ -235,15 +204,22 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
         repaired: 0,
         seconds: 0.0,
     };
-    let (mut sp, mut tp) = (Pages::new(), Pages::new());
-    // The extra connections of a full read, opened at the first batch.
-    let mut readers: Vec<(Reader, Reader)> = Vec::new();
-    let mut pending: Vec<(BlobMeta, BlobMeta)> = Vec::new();
+    let (mut sp, mut tp) = (Listing::start(from, &globs).await?, Listing::start(to, &globs).await?);
     let sides = EtagSides { source: source.etag_hashes_content(), target: target.etag_hashes_content() };
-    let ctx = Ctx { from, to, dir: &dir, fencing, repair: opts.repair, manifest_path: &opts.manifest, sides };
+    let mut lanes = Lanes::new(from, to, sides, manifest.is_some());
+    let ctx = Ctx { dir: &dir, fencing, repair: opts.repair, manifest_path: &opts.manifest };
+    // Against a bucket's ETags, the folder's MD5s are needed whatever the bucket holds:
+    // its small files are hashed ahead, from the moment they are listed.
+    let mut ahead = match !opts.quick && lanes.hashes_ahead() {
+        true => Some(Ahead::start(from).await?),
+        false => None,
+    };
     loop {
-        let s = sp.head(&mut source, &globs).await?.cloned();
-        let t = tp.head(&mut target, &globs).await?.cloned();
+        let s = sp.head().await?.cloned();
+        if let Some(a) = &mut ahead {
+            a.feed(&sp.buf).await?;
+        }
+        let t = tp.head().await?.cloned();
         let path = match (&s, &t) {
             (None, None) => break,
             (Some(s), None) => s.path.clone(),
@@ -255,6 +231,10 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
         let implied = s.as_ref().is_some_and(|m| m.path != path && m.path.starts_with(&path) && path.ends_with('/'));
         let s = s.filter(|m| m.path == path);
         let t = t.filter(|m| m.path == path);
+        let sum = match (&s, &mut ahead) {
+            (Some(s), Some(a)) => a.take(&s.path),
+            _ => None,
+        };
         if s.is_some() {
             sp.buf.pop_front();
         }
@@ -268,12 +248,9 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
             (None, Some(t)) if implied && t.kind == BlobKind::Dir => None,
             (None, Some(_)) => Some("only on the target (gone from the source)".to_string()),
             (Some(s), Some(t)) if !opts.quick && full_read(s, t, keeps_mtime) => {
-                // Read later, with other pairs at once; the manifest line comes from there.
-                pending.push((s.clone(), t.clone()));
-                if pending.len() >= BATCH {
-                    read_pending(&mut pending, &mut readers, &mut source, &mut sink, &mut manifest, &mut report, &ctx)
-                        .await?;
-                }
+                // Read by a lane beside other pairs; the manifest line comes from there.
+                lanes.check(s.clone(), t.clone(), sum).await?;
+                record(&mut lanes, false, &mut source, &mut sink, &mut manifest, &mut report, &ctx).await?;
                 continue;
             }
             (Some(s), Some(t)) => {
@@ -305,8 +282,9 @@ pub async fn verify_blob_task(config: &Config, task: &Task, opts: &BlobOptions) 
             report.repaired += 1;
         }
     }
-    read_pending(&mut pending, &mut readers, &mut source, &mut sink, &mut manifest, &mut report, &ctx).await?;
-    // Pairs read in batches report after the paths listed after them: path order again.
+    lanes.close();
+    record(&mut lanes, true, &mut source, &mut sink, &mut manifest, &mut report, &ctx).await?;
+    // Pairs read by the lanes report after the paths listed after them: path order again.
     report.differences.sort_by(|a, b| a.path.cmp(&b.path));
     if let Some(mut w) = manifest {
         w.flush().map_err(|e| manifest_error(opts, e))?;
@@ -425,9 +403,9 @@ const CHANGED: &str = "changed while being verified";
 
 /// Which sides' ETags are their store's hash of the content (buckets).
 #[derive(Debug, Clone, Copy)]
-struct EtagSides {
-    source: bool,
-    target: bool,
+pub(super) struct EtagSides {
+    pub(super) source: bool,
+    pub(super) target: bool,
 }
 
 /// What a bucket's ETag says about the content, for an object of a given size.
@@ -482,9 +460,9 @@ fn same_claim(a: &str, b: &str) -> bool {
 
 /// MD5s of one blob's bytes: of the whole and/or of its parts of one size.
 struct Digest {
-    whole: Option<md5::Md5>,
+    whole: Option<md5_many::Md5>,
     part: u64,
-    current: Option<md5::Md5>,
+    current: Option<md5_many::Md5>,
     fill: u64,
     sums: Vec<u8>,
 }
@@ -493,9 +471,9 @@ impl Digest {
     /// The whole content's MD5 with `whole`; the parts' MD5s when `part` is not 0.
     fn new(whole: bool, part: u64) -> Digest {
         Digest {
-            whole: whole.then(md5::Md5::new),
+            whole: whole.then(md5_many::Md5::new),
             part,
-            current: (part > 0).then(md5::Md5::new),
+            current: (part > 0).then(md5_many::Md5::new),
             fill: 0,
             sums: Vec::new(),
         }
@@ -524,7 +502,8 @@ impl Digest {
             self.sums.extend_from_slice(&cur.finalize());
         }
         let whole = self.whole.map(|w| hex(&w.finalize()));
-        let parts = (self.part > 0).then(|| format!("{}-{}", hex(&md5::Md5::digest(&self.sums)), self.sums.len() / 16));
+        let parts =
+            (self.part > 0).then(|| format!("{}-{}", hex(&md5_many::Md5::digest(&self.sums)), self.sums.len() / 16));
         (whole, parts)
     }
 }
@@ -565,7 +544,7 @@ async fn etag_of<R: BlobSource + ?Sized>(
 
 /// What checking one pair of equal-sized files found.
 #[derive(Debug, Default)]
-struct Checked {
+pub(super) struct Checked {
     /// Why they differ, if they do.
     reason: Option<String>,
     /// The source's MD5, when asked for (`--manifest`) or known anyway.
@@ -583,13 +562,15 @@ struct Checked {
 /// read; when the claim does not match, or nothing is claimed, the bucket's bytes are
 /// read too and the two contents compared, so a wrong or foreign ETag costs a read but
 /// never a wrong verdict. Two buckets stating the same content hash are equal unread.
-async fn check_pair<S: BlobSource + ?Sized, T: BlobSource + ?Sized>(
+/// `known`: the source's whole MD5, being hashed ahead from these same listed metadata.
+pub(super) async fn check_pair<S: BlobSource + ?Sized, T: BlobSource + ?Sized>(
     s: &BlobMeta,
     t: &BlobMeta,
     source: &mut S,
     target: &mut T,
     sides: EtagSides,
     md5: bool,
+    known: Option<Sum>,
 ) -> Result<Checked, ConnectorError> {
     let both = |(reason, md5, bytes)| Checked { reason, md5, bytes, ..Checked::default() };
     if !sides.source && !sides.target {
@@ -641,9 +622,15 @@ async fn check_pair<S: BlobSource + ?Sized, T: BlobSource + ?Sized>(
         Claim::Parts { etag, part } => (md5, *part, etag.clone()),
         Claim::Opaque => (true, 0, String::new()),
     };
-    let read = match on_target {
-        true => digest_of(source, &s.path, s.size, Digest::new(whole, part)).await?,
-        false => digest_of(target, &t.path, t.size, Digest::new(whole, part)).await?,
+    // The source's MD5, hashed ahead from this same listing entry, when that worked.
+    let known = match (on_target, part, known) {
+        (true, 0, Some(sum)) => sum.await.ok().flatten(),
+        _ => None,
+    };
+    let read = match (on_target, known) {
+        (true, Some(sum)) => Some((Some(sum), None)),
+        (true, None) => digest_of(source, &s.path, s.size, Digest::new(whole, part)).await?,
+        (false, _) => digest_of(target, &t.path, t.size, Digest::new(whole, part)).await?,
     };
     let Some(read) = read else { return changed(CHANGED.into()) };
     let got = if part > 0 { read.1.clone() } else { read.0.clone() };
@@ -663,85 +650,28 @@ async fn check_pair<S: BlobSource + ?Sized, T: BlobSource + ?Sized>(
     Ok(Checked { reason, md5, bytes: s.size + t.size, fallback: true, ..Checked::default() })
 }
 
-/// What a batch of full reads needs besides its connections.
+/// What recording a checked pair needs besides the connections.
 struct Ctx<'a> {
-    from: &'a crate::config::Endpoint,
-    to: &'a crate::config::Endpoint,
     dir: &'a DirectionId,
     fencing: i64,
     repair: bool,
     manifest_path: &'a Option<PathBuf>,
-    sides: EtagSides,
 }
 
-/// Reads the pending pairs, [`WIDTH`] at once (on the `readers`, opened on first
-/// use), then records each in path order: its manifest line, its
-/// difference, and its repair.
+/// Records the pairs the lanes have checked, in the order they were handed over: each
+/// one's manifest line, difference and repair. With `wait`, until every pair is
+/// recorded; else those answered so far.
 #[allow(clippy::too_many_arguments)]
-async fn read_pending(
-    pending: &mut Vec<(BlobMeta, BlobMeta)>,
-    readers: &mut Vec<(Reader, Reader)>,
+async fn record(
+    lanes: &mut Lanes,
+    wait: bool,
     source: &mut Reader,
     sink: &mut Writer,
     manifest: &mut Option<std::io::BufWriter<std::fs::File>>,
     report: &mut BlobReport,
     ctx: &Ctx<'_>,
 ) -> Result<(), VerifyError> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let pairs = std::sync::Arc::new(std::mem::take(pending));
-    while readers.len() < WIDTH.min(pairs.len()) {
-        readers
-            .push((registry::open_blob_source(ctx.from, true).await?, registry::open_blob_source(ctx.to, true).await?));
-    }
-    // Each lane is a task of its own, so the hashing of several pairs runs on every
-    // core (as futures of this one task, all of it ran on one thread). Each lane takes
-    // the next pair when it is free: one big blob holds up one lane only. The lanes
-    // are owned by `lanes` (dropped, they are aborted) and hand their readers back.
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (md5, sides) = (manifest.is_some(), ctx.sides);
-    let mut lanes = tokio::task::JoinSet::new();
-    for (mut src, mut tgt) in readers.drain(..) {
-        let (pairs, next) = (pairs.clone(), next.clone());
-        lanes.spawn(async move {
-            let checked = async {
-                let mut out = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((s, t)) = pairs.get(i) else { return Ok(out) };
-                    out.push((i, check_pair(s, t, &mut src, &mut tgt, sides, md5).await?));
-                }
-            }
-            .await;
-            ((src, tgt), checked)
-        });
-    }
-    let mut results: Vec<(usize, Checked)> = Vec::with_capacity(pairs.len());
-    let mut failed: Option<ConnectorError> = None;
-    while let Some(done) = lanes.join_next().await {
-        let (pair, out) = done.map_err(|e| ConnectorError::Blob {
-            endpoint: ctx.from.name.clone(),
-            what: "a verify lane stopped:".into(),
-            path: String::new(),
-            source: Box::new(std::io::Error::other(e.to_string())),
-            kind: crate::connector::ErrorKind::Runtime,
-            fix: None,
-        })?;
-        readers.push(pair);
-        match out {
-            Ok(out) => results.extend(out),
-            Err(e) => {
-                failed.get_or_insert(e);
-            }
-        }
-    }
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
-    results.sort_by_key(|(i, _)| *i);
-    for (i, Checked { reason, md5, bytes, by_etag, fallback }) in results {
-        let (s, _) = &pairs[i];
+    while let Some((s, Checked { reason, md5, bytes, by_etag, fallback })) = lanes.next(wait).await? {
         report.bytes_read += bytes;
         report.by_etag += u64::from(by_etag);
         report.etag_fallbacks += u64::from(fallback);
@@ -754,7 +684,7 @@ async fn read_pending(
         let Some(reason) = reason else { continue };
         report.differences.push(BlobDiff { path: s.path.clone(), reason });
         if ctx.repair {
-            copy_one(&mut *source, &mut *sink, ctx.dir, s, ctx.fencing).await?;
+            copy_one(&mut *source, &mut *sink, ctx.dir, &s, ctx.fencing).await?;
             report.repaired += 1;
         }
     }
@@ -762,8 +692,11 @@ async fn read_pending(
 }
 
 /// The MD5 of a blob's content, and the bytes read.
-async fn md5_of<S: BlobSource + ?Sized>(source: &mut S, s: &BlobMeta) -> Result<(String, u64), ConnectorError> {
-    let mut h = md5::Md5::new();
+pub(super) async fn md5_of<S: BlobSource + ?Sized>(
+    source: &mut S,
+    s: &BlobMeta,
+) -> Result<(String, u64), ConnectorError> {
+    let mut h = md5_many::Md5::new();
     let mut off = 0;
     while off < s.size {
         let data = source.read_range(&s.path, off, CHUNK.min(s.size - off)).await?;
@@ -778,6 +711,8 @@ async fn md5_of<S: BlobSource + ?Sized>(source: &mut S, s: &BlobMeta) -> Result<
 
 #[cfg(test)]
 mod tests {
+    use md5::Digest as _;
+
     use super::*;
 
     /// A store held in memory: a bucket (its ETags stand for the content) or a folder,
@@ -849,7 +784,7 @@ mod tests {
         let mut src = Mem { data: folder.to_vec(), bucket: false, read: 0 };
         let mut tgt = Mem { data: object.to_vec(), bucket: true, read: 0 };
         let sides = EtagSides { source: false, target: true };
-        let c = check_pair(&s, &t, &mut src, &mut tgt, sides, md5).await.expect("check");
+        let c = check_pair(&s, &t, &mut src, &mut tgt, sides, md5, None).await.expect("check");
         (c, src, tgt)
     }
 
@@ -877,6 +812,46 @@ mod tests {
         // bug) does not make equal content differ: the bytes decide.
         let (c, _, _) = check(&data, &data, &md5_hex(&other), false).await;
         assert!(c.reason.is_none() && c.fallback, "{c:?}");
+    }
+
+    #[tokio::test]
+    async fn a_source_md5_hashed_ahead_spares_its_read_and_never_decides_alone() {
+        let data = b"hashed while the bucket was listed".to_vec();
+        let s = BlobMeta::file("f", data.len() as u64, 0);
+        let t = BlobMeta { etag: Some(md5_hex(&data)), ..BlobMeta::file("f", data.len() as u64, 0) };
+        let sides = EtagSides { source: false, target: true };
+        let (mut src, mut tgt) =
+            (Mem { data: data.clone(), bucket: false, read: 0 }, Mem { data: data.clone(), bucket: true, read: 0 });
+        let c = check_pair(&s, &t, &mut src, &mut tgt, sides, true, Some(hashed(Some(md5_hex(&data)))))
+            .await
+            .expect("check");
+        assert!(c.reason.is_none() && c.by_etag, "{c:?}");
+        assert_eq!((src.read, tgt.read), (0, 0), "neither side read again");
+        assert_eq!(c.bytes, data.len() as u64, "the bytes hashed ahead are counted");
+        assert_eq!(c.md5, Some(md5_hex(&data)));
+        // What was hashed ahead disagrees with the ETag: the bucket's bytes are read and
+        // compared with it, as with any mismatch.
+        let mut other = data.clone();
+        other[0] ^= 1;
+        let c = check_pair(&s, &t, &mut src, &mut tgt, sides, false, Some(hashed(Some(md5_hex(&other)))))
+            .await
+            .expect("check");
+        assert_eq!(c.reason.as_deref(), Some("content differs (MD5)"), "{c:?}");
+        assert!(c.fallback);
+        assert_eq!((src.read, tgt.read), (0, data.len() as u64));
+        // Not read whole ahead (changed, unreadable): the lane reads it itself.
+        let (mut src, mut tgt) =
+            (Mem { data: data.clone(), bucket: false, read: 0 }, Mem { data, bucket: true, read: 0 });
+        let c = check_pair(&s, &t, &mut src, &mut tgt, sides, false, Some(hashed(None))).await.expect("check");
+        assert!(c.reason.is_none() && c.by_etag, "{c:?}");
+        assert_eq!((src.read, tgt.read), (s.size, 0));
+    }
+
+    /// What hashing ahead answered.
+    fn hashed(sum: Option<String>) -> Sum {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tx.send(sum).expect("the receiver is here");
+        rx
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 
 pub mod bisect;
 pub mod blob;
+mod blob_lanes;
 pub mod canonical;
 pub mod chunk;
 pub mod diff;

@@ -29,6 +29,12 @@ pub trait DynBlobSource: Send {
         offset: u64,
         len: u64,
     ) -> BoxFuture<'a, Result<Vec<u8>, ConnectorError>>;
+    /// See [`BlobSource::read_many`].
+    fn read_many<'a>(
+        &'a mut self,
+        blobs: &'a [(String, u64)],
+        buf: Vec<u8>,
+    ) -> BoxFuture<'a, (Vec<u8>, Vec<Result<u64, ConnectorError>>)>;
     /// See [`BlobSource::etag_hashes_content`].
     fn etag_hashes_content(&self) -> bool;
 }
@@ -56,6 +62,13 @@ impl<T: BlobSource> DynBlobSource for T {
     ) -> BoxFuture<'a, Result<Vec<u8>, ConnectorError>> {
         Box::pin(BlobSource::read_range(self, path, offset, len))
     }
+    fn read_many<'a>(
+        &'a mut self,
+        blobs: &'a [(String, u64)],
+        buf: Vec<u8>,
+    ) -> BoxFuture<'a, (Vec<u8>, Vec<Result<u64, ConnectorError>>)> {
+        Box::pin(BlobSource::read_many(self, blobs, buf))
+    }
     fn etag_hashes_content(&self) -> bool {
         BlobSource::etag_hashes_content(self)
     }
@@ -78,6 +91,13 @@ impl<'s> BlobSource for Box<dyn DynBlobSource + 's> {
     }
     async fn read_range(&mut self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, ConnectorError> {
         DynBlobSource::read_range(&mut **self, path, offset, len).await
+    }
+    async fn read_many(
+        &mut self,
+        blobs: &[(String, u64)],
+        buf: Vec<u8>,
+    ) -> (Vec<u8>, Vec<Result<u64, ConnectorError>>) {
+        DynBlobSource::read_many(&mut **self, blobs, buf).await
     }
     fn etag_hashes_content(&self) -> bool {
         DynBlobSource::etag_hashes_content(&**self)

@@ -252,6 +252,41 @@ pub trait BlobSource: Send {
         offset: u64,
         len: u64,
     ) -> impl Future<Output = Result<Vec<u8>, ConnectorError>> + Send;
+    /// The content of several small blobs, one after the other in `buf` (cleared first,
+    /// handed back to be used again): each blob's length read, up to its given size
+    /// (shorter: it ended early, so it changed since it was listed), or why it could not
+    /// be read. A store that can fetch many at once overrides it (a folder reads a group
+    /// in one hop to its blocking pool instead of one a file); by default they are read
+    /// one by one.
+    fn read_many(
+        &mut self,
+        blobs: &[(String, u64)],
+        mut buf: Vec<u8>,
+    ) -> impl Future<Output = (Vec<u8>, Vec<Result<u64, ConnectorError>>)> + Send {
+        async move {
+            buf.clear();
+            let mut lens = Vec::with_capacity(blobs.len());
+            for (path, size) in blobs {
+                let start = buf.len();
+                let read = loop {
+                    let got = (buf.len() - start) as u64;
+                    if got == *size {
+                        break Ok(got);
+                    }
+                    match self.read_range(path, got, *size - got).await {
+                        Ok(more) if more.is_empty() => break Ok(got),
+                        Ok(more) => buf.extend_from_slice(&more),
+                        Err(e) => break Err(e),
+                    }
+                };
+                if read.is_err() {
+                    buf.truncate(start);
+                }
+                lens.push(read);
+            }
+            (buf, lens)
+        }
+    }
     /// Whether the `etag` of its listings and stats is the store's own hash of the bytes
     /// it holds (a bucket's: the MD5 of a single-part object, the MD5 of the parts' MD5s of
     /// a multipart one, or a value ferry cannot recompute under SSE-KMS or SSE-C), so a
