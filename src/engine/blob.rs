@@ -188,6 +188,45 @@ impl Hasher {
     }
 }
 
+/// Small blobs read and hashed as one group (one read of the source, their MD5s side by
+/// side in SIMD lanes), and the most bytes of a group.
+pub const GROUP: usize = 64;
+/// See [`GROUP`].
+pub const GROUP_BYTES: u64 = 8 << 20;
+
+/// The MD5s (hex) of a group of blobs read one after the other into `read` (what
+/// [`BlobSource::read_many`](crate::connector::blob::BlobSource::read_many) gives), hashed side by side in SIMD lanes,
+/// `lens` long each;
+/// only what was read whole is hashed: an error or a short read is for the pair's own
+/// read to find and report.
+pub fn md5_group(
+    engine: md5_many::Md5Many,
+    read: &[u8],
+    lens: &[Result<u64, ConnectorError>],
+    wanted: &[(String, u64)],
+) -> Vec<Option<String>> {
+    let whole_len = |len: &Result<u64, ConnectorError>, size: u64| matches!(len, Ok(n) if *n == size);
+    let mut whole: Vec<&[u8]> = Vec::with_capacity(lens.len());
+    let mut at = 0usize;
+    for (len, (_, size)) in lens.iter().zip(wanted) {
+        let n = *len.as_ref().unwrap_or(&0) as usize;
+        if whole_len(len, *size) {
+            whole.push(&read[at..at + n]);
+        }
+        at += n;
+    }
+    let mut outs = vec![[0u8; 16]; whole.len()];
+    engine.hash_many(&whole, &mut outs);
+    let mut outs = outs.into_iter();
+    lens.iter()
+        .zip(wanted)
+        .map(|(len, (_, size))| match whole_len(len, *size) {
+            true => outs.next().map(|o| hex(&o)),
+            false => None,
+        })
+        .collect()
+}
+
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -1004,4 +1043,41 @@ pub fn holds(s: &BlobMeta, t: &BlobMeta, m: &ManifestEntry) -> bool {
 /// writing the target (which stops the pass and is retried).
 fn e_is_source(e: &ConnectorError, source: &str) -> bool {
     matches!(e, ConnectorError::Blob { endpoint, .. } if endpoint == source)
+}
+
+#[cfg(test)]
+mod tests {
+    use md5::Digest as _;
+
+    use super::*;
+
+    #[test]
+    fn a_group_hashes_to_each_files_own_md5_and_leaves_out_what_was_not_read_whole() {
+        // Lengths around MD5's 64-byte blocks and its 56-byte padding edge, and longer.
+        let sizes = [0usize, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000, 4096, 70_001, 1 << 20];
+        let files: Vec<Vec<u8>> =
+            sizes.iter().enumerate().map(|(k, &n)| (0..n).map(|i| (i * 31 + k * 7) as u8).collect()).collect();
+        let mut read = Vec::new();
+        let mut lens = Vec::new();
+        let mut wanted = Vec::new();
+        for (k, f) in files.iter().enumerate() {
+            wanted.push((format!("f{k}"), f.len() as u64));
+            read.extend_from_slice(f);
+            lens.push(Ok(f.len() as u64));
+        }
+        // One that could not be read, and one shorter than listed (it changed).
+        wanted.push(("gone".into(), 10));
+        lens.push(Err(ConnectorError::Setup { endpoint: "src".into(), problem: "gone".into(), fix: String::new() }));
+        wanted.push(("shrunk".into(), 10));
+        read.extend_from_slice(b"abc");
+        lens.push(Ok(3));
+        let sums = md5_group(md5_many::Md5Many::new(), &read, &lens, &wanted);
+        assert_eq!(sums.len(), wanted.len());
+        for (k, f) in files.iter().enumerate() {
+            let want = hex(&md5::Md5::digest(f));
+            assert_eq!(sums[k].as_deref(), Some(want.as_str()), "file of {} bytes", f.len());
+        }
+        assert_eq!(sums[files.len()], None, "not read");
+        assert_eq!(sums[files.len() + 1], None, "read short");
+    }
 }

@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::blob::{Hasher, changed};
+use super::blob::{GROUP, GROUP_BYTES, Hasher, changed, md5_group};
 use super::throttle::Throttle;
 use crate::connector::blob::dynamic::{DynBlobSink, DynBlobSource};
 use crate::connector::blob::{BlobHashes, BlobMeta, BlobSink, BlobSource, BlobUpload};
@@ -201,18 +201,71 @@ impl Lanes {
     }
 }
 
+/// A small lane: takes up to [`GROUP`] queued copies at once, reads them in one call
+/// (one hop to a folder's blocking pool for the group), hashes their MD5s side by side
+/// and writes each; a blob not read whole (changed, unreadable) is copied on its own,
+/// which says what is wrong.
 async fn lane(
     mut source: Box<dyn DynBlobSource>,
     mut sink: Box<dyn DynBlobSink>,
     jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
     source_name: String,
 ) {
+    let md5 = DynBlobSink::caps(sink.as_ref()).md5;
+    let engine = md5_many::Md5Many::new();
+    // One buffer for every group, handed to the reader and back.
+    let mut buf = Vec::new();
     loop {
-        let job = jobs.lock().await.recv().await;
-        let Some(job) = job else { return };
-        let r = prepare(&mut source, &mut sink, &job.meta, &source_name).await;
-        let _ = job.reply.send(r.map(Some));
+        let group = {
+            let mut queue = jobs.lock().await;
+            let Some(first) = queue.recv().await else { return };
+            let mut bytes = first.meta.size;
+            let mut group = vec![first];
+            while group.len() < GROUP && bytes < GROUP_BYTES {
+                let Ok(next) = queue.try_recv() else { break };
+                bytes += next.meta.size;
+                group.push(next);
+            }
+            group
+        };
+        let wanted: Vec<(String, u64)> = group.iter().map(|j| (j.meta.path.clone(), j.meta.size)).collect();
+        let (read, lens) = DynBlobSource::read_many(source.as_mut(), &wanted, std::mem::take(&mut buf)).await;
+        let sums = match md5 {
+            true => md5_group(engine, &read, &lens, &wanted),
+            false => vec![None; wanted.len()],
+        };
+        let mut at = 0usize;
+        for ((job, len), sum) in group.into_iter().zip(lens).zip(sums) {
+            let n = *len.as_ref().unwrap_or(&0) as usize;
+            let data = &read[at..at + n];
+            at += n;
+            let r = match len {
+                Ok(n) if n == job.meta.size && (sum.is_some() || !md5) => {
+                    prepare_read(&mut sink, &job.meta, data, sum.unwrap_or_default()).await
+                }
+                _ => prepare(&mut source, &mut sink, &job.meta, &source_name).await,
+            };
+            let _ = job.reply.send(r.map(Some));
+        }
+        buf = read;
     }
+}
+
+/// Writes a blob read whole (`data`, its MD5 `md5` or empty) into a new partial write on
+/// `sink` and hands the write over, as [`prepare`] does for one read by itself.
+async fn prepare_read<K: BlobSink>(
+    sink: &mut K,
+    meta: &BlobMeta,
+    data: &[u8],
+    md5: String,
+) -> Result<Prepared, ConnectorError> {
+    let mut upload = sink.begin(meta, None).await?;
+    if let Err(e) = sink.write(&mut upload, data).await {
+        let _ = sink.abort(&upload).await;
+        return Err(e);
+    }
+    let held = sink.hand_over(&upload).await?;
+    Ok(Prepared { upload, hashes: BlobHashes { blake3: blake3::hash(data).to_hex().to_string(), md5 }, held })
 }
 
 async fn big_lane(

@@ -17,6 +17,7 @@ use crate::config::Endpoint;
 use crate::connector::blob::dynamic::DynBlobSource;
 use crate::connector::blob::{BlobKind, BlobMeta, MIN_PART};
 use crate::connector::{ConnectorError, ErrorKind, registry};
+use crate::engine::blob::{GROUP, GROUP_BYTES, md5_group};
 
 /// A blob store opened for reading.
 pub(super) type Reader = Box<dyn DynBlobSource>;
@@ -104,9 +105,6 @@ fn stopped(endpoint: &str, what: &str) -> ConnectorError {
     }
 }
 
-/// Files read and hashed in one group, and their most bytes.
-const GROUP: usize = 64;
-const GROUP_BYTES: u64 = 8 << 20;
 /// Files handed to the hasher and not yet taken by their pair: refilled when half of
 /// them are taken, so the hasher sees whole groups.
 const AHEAD: usize = 4096;
@@ -148,7 +146,7 @@ impl Ahead {
                 let wanted: Vec<(String, u64)> = group.iter().map(|(m, _)| (m.path.clone(), m.size)).collect();
                 let (read, lens) = reader.read_many(&wanted, std::mem::take(&mut buf)).await;
                 let hashed = tokio::task::spawn_blocking(move || {
-                    let sums = hash_group(engine, &read, &lens, &wanted);
+                    let sums = md5_group(engine, &read, &lens, &wanted);
                     (read, sums)
                 })
                 .await;
@@ -197,37 +195,6 @@ impl Ahead {
     pub(super) fn take(&mut self, path: &str) -> Option<Sum> {
         self.sums.remove(path)
     }
-}
-
-/// The MD5s (hex) of a group read one after the other into `read`, `lens` long each;
-/// only what was read whole is hashed: an error or a short read is for the pair's own
-/// read to find and report.
-fn hash_group(
-    engine: md5_many::Md5Many,
-    read: &[u8],
-    lens: &[Result<u64, ConnectorError>],
-    wanted: &[(String, u64)],
-) -> Vec<Option<String>> {
-    let whole_len = |len: &Result<u64, ConnectorError>, size: u64| matches!(len, Ok(n) if *n == size);
-    let mut whole: Vec<&[u8]> = Vec::with_capacity(lens.len());
-    let mut at = 0usize;
-    for (len, (_, size)) in lens.iter().zip(wanted) {
-        let n = *len.as_ref().unwrap_or(&0) as usize;
-        if whole_len(len, *size) {
-            whole.push(&read[at..at + n]);
-        }
-        at += n;
-    }
-    let mut outs = vec![[0u8; 16]; whole.len()];
-    engine.hash_many(&whole, &mut outs);
-    let mut outs = outs.into_iter();
-    lens.iter()
-        .zip(wanted)
-        .map(|(len, (_, size))| match whole_len(len, *size) {
-            true => outs.next().map(|o| crate::engine::blob::hex(&o)),
-            false => None,
-        })
-        .collect()
 }
 
 /// A lane's job: a pair of files of one size, compared by content, answered under its
@@ -365,42 +332,5 @@ impl Lanes {
     /// Says no more jobs come, so the lanes end once the queue is empty.
     pub(super) fn close(&mut self) {
         self.jobs = None;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use md5::Digest as _;
-
-    use super::*;
-
-    #[test]
-    fn a_group_hashes_to_each_files_own_md5_and_leaves_out_what_was_not_read_whole() {
-        // Lengths around MD5's 64-byte blocks and its 56-byte padding edge, and longer.
-        let sizes = [0usize, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000, 4096, 70_001, 1 << 20];
-        let files: Vec<Vec<u8>> =
-            sizes.iter().enumerate().map(|(k, &n)| (0..n).map(|i| (i * 31 + k * 7) as u8).collect()).collect();
-        let mut read = Vec::new();
-        let mut lens = Vec::new();
-        let mut wanted = Vec::new();
-        for (k, f) in files.iter().enumerate() {
-            wanted.push((format!("f{k}"), f.len() as u64));
-            read.extend_from_slice(f);
-            lens.push(Ok(f.len() as u64));
-        }
-        // One that could not be read, and one shorter than listed (it changed).
-        wanted.push(("gone".into(), 10));
-        lens.push(Err(ConnectorError::Setup { endpoint: "src".into(), problem: "gone".into(), fix: String::new() }));
-        wanted.push(("shrunk".into(), 10));
-        read.extend_from_slice(b"abc");
-        lens.push(Ok(3));
-        let sums = hash_group(md5_many::Md5Many::new(), &read, &lens, &wanted);
-        assert_eq!(sums.len(), wanted.len());
-        for (k, f) in files.iter().enumerate() {
-            let want = crate::engine::blob::hex(&md5::Md5::digest(f));
-            assert_eq!(sums[k].as_deref(), Some(want.as_str()), "file of {} bytes", f.len());
-        }
-        assert_eq!(sums[files.len()], None, "not read");
-        assert_eq!(sums[files.len() + 1], None, "read short");
     }
 }
