@@ -203,8 +203,8 @@ impl Lanes {
 
 /// A small lane: takes up to [`GROUP`] queued copies at once, reads them in one call
 /// (one hop to a folder's blocking pool for the group), hashes their MD5s side by side
-/// and writes each; a blob not read whole (changed, unreadable) is copied on its own,
-/// which says what is wrong.
+/// and writes them in one call; a blob not read whole (changed, unreadable) is copied
+/// on its own, which says what is wrong.
 async fn lane(
     mut source: Box<dyn DynBlobSource>,
     mut sink: Box<dyn DynBlobSink>,
@@ -234,38 +234,36 @@ async fn lane(
             true => md5_group(engine, &read, &lens, &wanted),
             false => vec![None; wanted.len()],
         };
+        // What was read whole is written in one call (one hop to a folder's blocking
+        // pool for the group); the rest is copied on its own, which says what is wrong.
+        let mut whole: Vec<(usize, std::ops::Range<usize>)> = Vec::with_capacity(group.len());
         let mut at = 0usize;
-        for ((job, len), sum) in group.into_iter().zip(lens).zip(sums) {
+        for (k, (job, len)) in group.iter().zip(&lens).enumerate() {
             let n = *len.as_ref().unwrap_or(&0) as usize;
-            let data = &read[at..at + n];
+            if matches!(len, Ok(n) if *n == job.meta.size) && (sums[k].is_some() || !md5) {
+                whole.push((k, at..at + n));
+            }
             at += n;
-            let r = match len {
-                Ok(n) if n == job.meta.size && (sum.is_some() || !md5) => {
-                    prepare_read(&mut sink, &job.meta, data, sum.unwrap_or_default()).await
-                }
-                _ => prepare(&mut source, &mut sink, &job.meta, &source_name).await,
+        }
+        let blake3s: Vec<String> =
+            whole.iter().map(|(_, r)| blake3::hash(&read[r.clone()]).to_hex().to_string()).collect();
+        let blobs = whole.iter().map(|(k, r)| (group[*k].meta.clone(), r.clone())).collect();
+        let (read, written) = DynBlobSink::write_many(sink.as_mut(), blobs, read).await;
+        let mut answers: Vec<Option<Answer>> = (0..group.len()).map(|_| None).collect();
+        for (((k, _), w), blake3) in whole.iter().zip(written).zip(blake3s) {
+            let md5 = sums[*k].clone().unwrap_or_default();
+            answers[*k] =
+                Some(w.map(|(upload, held)| Some(Prepared { upload, hashes: BlobHashes { blake3, md5 }, held })));
+        }
+        for (job, answer) in group.into_iter().zip(answers) {
+            let r = match answer {
+                Some(a) => a,
+                None => prepare(&mut source, &mut sink, &job.meta, &source_name).await.map(Some),
             };
-            let _ = job.reply.send(r.map(Some));
+            let _ = job.reply.send(r);
         }
         buf = read;
     }
-}
-
-/// Writes a blob read whole (`data`, its MD5 `md5` or empty) into a new partial write on
-/// `sink` and hands the write over, as [`prepare`] does for one read by itself.
-async fn prepare_read<K: BlobSink>(
-    sink: &mut K,
-    meta: &BlobMeta,
-    data: &[u8],
-    md5: String,
-) -> Result<Prepared, ConnectorError> {
-    let mut upload = sink.begin(meta, None).await?;
-    if let Err(e) = sink.write(&mut upload, data).await {
-        let _ = sink.abort(&upload).await;
-        return Err(e);
-    }
-    let held = sink.hand_over(&upload).await?;
-    Ok(Prepared { upload, hashes: BlobHashes { blake3: blake3::hash(data).to_hex().to_string(), md5 }, held })
 }
 
 async fn big_lane(

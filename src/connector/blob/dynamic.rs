@@ -150,6 +150,12 @@ pub trait DynBlobSink: Send {
     fn hand_over<'a>(&'a mut self, upload: &'a BlobUpload) -> BoxFuture<'a, Result<Vec<u8>, ConnectorError>>;
     /// See [`BlobSink::take_over`].
     fn take_over(&mut self, upload: &BlobUpload, held: Vec<u8>);
+    /// See [`BlobSink::write_many`].
+    fn write_many<'a>(
+        &'a mut self,
+        blobs: Vec<(BlobMeta, std::ops::Range<usize>)>,
+        data: Vec<u8>,
+    ) -> BoxFuture<'a, (Vec<u8>, Vec<Result<(BlobUpload, Vec<u8>), ConnectorError>>)>;
     /// See [`BlobSink::abort`].
     fn abort<'a>(&'a mut self, upload: &'a BlobUpload) -> BoxFuture<'a, Result<(), ConnectorError>>;
     /// See [`BlobSink::put_meta`].
@@ -244,6 +250,13 @@ impl<T: BlobSink> DynBlobSink for T {
     fn take_over(&mut self, upload: &BlobUpload, held: Vec<u8>) {
         BlobSink::take_over(self, upload, held)
     }
+    fn write_many<'a>(
+        &'a mut self,
+        blobs: Vec<(BlobMeta, std::ops::Range<usize>)>,
+        data: Vec<u8>,
+    ) -> BoxFuture<'a, (Vec<u8>, Vec<Result<(BlobUpload, Vec<u8>), ConnectorError>>)> {
+        Box::pin(BlobSink::write_many(self, blobs, data))
+    }
     fn abort<'a>(&'a mut self, upload: &'a BlobUpload) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(BlobSink::abort(self, upload))
     }
@@ -335,6 +348,13 @@ impl<'s> BlobSink for Box<dyn DynBlobSink + 's> {
     }
     fn take_over(&mut self, upload: &BlobUpload, held: Vec<u8>) {
         DynBlobSink::take_over(&mut **self, upload, held)
+    }
+    async fn write_many(
+        &mut self,
+        blobs: Vec<(BlobMeta, std::ops::Range<usize>)>,
+        data: Vec<u8>,
+    ) -> (Vec<u8>, Vec<Result<(BlobUpload, Vec<u8>), ConnectorError>>) {
+        DynBlobSink::write_many(&mut **self, blobs, data).await
     }
     async fn abort(&mut self, upload: &BlobUpload) -> Result<(), ConnectorError> {
         DynBlobSink::abort(&mut **self, upload).await

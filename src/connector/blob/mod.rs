@@ -361,6 +361,34 @@ pub trait BlobSink: Send {
     /// Takes over a partial write another sink of this target handed over, with the
     /// bytes that sink had not sent.
     fn take_over(&mut self, upload: &BlobUpload, held: Vec<u8>);
+    /// Writes several small blobs whole, each into a new partial write handed over at
+    /// once (as [`BlobSink::begin`], [`BlobSink::write`] and [`BlobSink::hand_over`]
+    /// do for one): blob `i` is `data[ranges[i]]`. Each answers with its write and the
+    /// bytes held back, or why it failed (a failed one leaves no partial write). A store
+    /// that can write many at once overrides it (a folder writes a group in one hop to
+    /// its blocking pool instead of two a file); `data` is handed back to be used again.
+    fn write_many(
+        &mut self,
+        blobs: Vec<(BlobMeta, std::ops::Range<usize>)>,
+        data: Vec<u8>,
+    ) -> impl Future<Output = (Vec<u8>, Vec<Result<(BlobUpload, Vec<u8>), ConnectorError>>)> + Send {
+        async move {
+            let mut out = Vec::with_capacity(blobs.len());
+            for (meta, range) in &blobs {
+                let written = async {
+                    let mut upload = self.begin(meta, None).await?;
+                    if let Err(e) = self.write(&mut upload, &data[range.clone()]).await {
+                        let _ = self.abort(&upload).await;
+                        return Err(e);
+                    }
+                    let held = self.hand_over(&upload).await?;
+                    Ok((upload, held))
+                };
+                out.push(written.await);
+            }
+            (data, out)
+        }
+    }
     /// Drops a partial write.
     fn abort(&mut self, upload: &BlobUpload) -> impl Future<Output = Result<(), ConnectorError>> + Send;
     /// Makes a folder or link, or sets a file's mode and mtime when only those differ,

@@ -361,6 +361,70 @@ impl BlobSink for FileSink {
 
     fn take_over(&mut self, _upload: &BlobUpload, _held: Vec<u8>) {}
 
+    async fn write_many(
+        &mut self,
+        blobs: Vec<(BlobMeta, std::ops::Range<usize>)>,
+        data: Vec<u8>,
+    ) -> (Vec<u8>, Vec<Result<(BlobUpload, Vec<u8>), ConnectorError>>) {
+        // One hop to the blocking pool for the whole group: each partial file created,
+        // written and closed (handed over: nothing is held open for it).
+        let partials: Vec<PathBuf> = blobs.iter().map(|(m, _)| self.partial(&m.path)).collect();
+        let ps = partials.clone();
+        let ranges: Vec<std::ops::Range<usize>> = blobs.iter().map(|(_, r)| r.clone()).collect();
+        let done = tokio::task::spawn_blocking(move || {
+            let done: Vec<std::io::Result<()>> = ps
+                .iter()
+                .zip(&ranges)
+                .map(|(p, r)| {
+                    let written = OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(p)
+                        .and_then(|f| f.write_all_at(&data[r.clone()], 0));
+                    if written.is_err() {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    written
+                })
+                .collect();
+            (data, done)
+        })
+        .await;
+        let (data, done) = match done {
+            Ok(d) => d,
+            Err(e) => {
+                let failed = blobs
+                    .iter()
+                    .map(|(m, _)| {
+                        Err(io_error(&self.endpoint, "cannot write", &m.path, std::io::Error::other(e.to_string())))
+                    })
+                    .collect();
+                return (Vec::new(), failed);
+            }
+        };
+        let out = blobs
+            .into_iter()
+            .zip(partials)
+            .zip(done)
+            .map(|(((m, r), p), d)| match d {
+                Ok(()) => Ok((
+                    BlobUpload {
+                        path: m.path.clone(),
+                        handle: p.display().to_string(),
+                        written: r.len() as u64,
+                        durable: 0,
+                        size: m.size,
+                        mtime_ns: m.mtime_ns,
+                    },
+                    Vec::new(),
+                )),
+                Err(e) => Err(io_error(&self.endpoint, "cannot write", &m.path, e)),
+            })
+            .collect();
+        (data, out)
+    }
+
     async fn abort(&mut self, upload: &BlobUpload) -> Result<(), ConnectorError> {
         self.open.remove(&upload.handle);
         let p = PathBuf::from(&upload.handle);
