@@ -323,11 +323,23 @@ impl BlobSink for FileSink {
         let fs = files.clone();
         let moved = self
             .fenced(dir, fencing, "cannot move into place", "", move || {
+                // Files come in path order: one folder's files follow each other, and
+                // its parents are made once for them.
+                let mut made: Option<&Path> = None;
                 for (i, (partial, m)) in fs.iter().enumerate() {
                     let dest = join(&root, &m.path);
-                    let step = FileSink::make_parents(&root, &m.path)
-                        .and_then(|()| FileSink::clear(&dest, false))
-                        .and_then(|()| std::fs::rename(partial, &dest));
+                    let parent = Path::new(&m.path).parent();
+                    let parents = match made.is_some() && made == parent {
+                        true => Ok(()),
+                        false => FileSink::make_parents(&root, &m.path),
+                    };
+                    made = parent.filter(|_| parents.is_ok());
+                    // A file in the way is replaced by the rename itself; only a folder
+                    // there (the rename refuses it) is cleared first.
+                    let step = parents.and_then(|()| {
+                        std::fs::rename(partial, &dest)
+                            .or_else(|_| FileSink::clear(&dest, false).and_then(|()| std::fs::rename(partial, &dest)))
+                    });
                     if let Err(e) = step {
                         return Ok((i, Some(e)));
                     }
