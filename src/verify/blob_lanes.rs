@@ -29,8 +29,7 @@ pub(super) const PAGE: usize = 50_000;
 /// Pairs of blobs a full verify reads at once (each lane on its own source and target
 /// connection): a read is mostly waiting for the store, not hashing.
 const WIDTH: usize = 8;
-/// Jobs queued for the lanes beyond the ones they are doing: few, so that hashing ahead
-/// stops soon after the bucket's listing arrives.
+/// Pairs queued for the lanes beyond the ones they are doing (the merge waits beyond).
 const QUEUE: usize = 2 * WIDTH;
 
 /// A sorted listing read one page ahead by a task of its own, on a connection of its own.
