@@ -194,37 +194,51 @@ pub const GROUP: usize = 64;
 /// See [`GROUP`].
 pub const GROUP_BYTES: u64 = 8 << 20;
 
-/// The MD5s (hex) of a group of blobs read one after the other into `read` (what
-/// [`BlobSource::read_many`](crate::connector::blob::BlobSource::read_many) gives), hashed side by side in SIMD lanes,
-/// `lens` long each;
-/// only what was read whole is hashed: an error or a short read is for the pair's own
-/// read to find and report.
+/// A group off a queue: `first`, then what is queued already, up to [`GROUP`] blobs
+/// or [`GROUP_BYTES`] (`size` says a job's bytes).
+pub fn take_group<T>(queue: &mut tokio::sync::mpsc::Receiver<T>, first: T, size: impl Fn(&T) -> u64) -> Vec<T> {
+    let mut bytes = size(&first);
+    let mut group = vec![first];
+    while group.len() < GROUP && bytes < GROUP_BYTES {
+        let Ok(next) = queue.try_recv() else { break };
+        bytes += size(&next);
+        group.push(next);
+    }
+    group
+}
+
+/// Where each blob of a group read one after the other into one buffer (what
+/// [`BlobSource::read_many`](crate::connector::blob::BlobSource::read_many) gives: `lens`,
+/// for blobs of `sizes`) lies in it, for those read whole; `None` for an error or a short
+/// read, which is for the blob's own read to find and report.
+pub fn whole_ranges(
+    lens: &[Result<u64, ConnectorError>],
+    sizes: impl IntoIterator<Item = u64>,
+) -> Vec<Option<std::ops::Range<usize>>> {
+    let mut at = 0usize;
+    lens.iter()
+        .zip(sizes)
+        .map(|(len, size)| {
+            let n = *len.as_ref().unwrap_or(&0) as usize;
+            let range = at..at + n;
+            at += n;
+            (len.is_ok() && n as u64 == size).then_some(range)
+        })
+        .collect()
+}
+
+/// The MD5s (hex) of the blobs read whole into `read` (at `whole`, from
+/// [`whole_ranges`]), hashed side by side in SIMD lanes; `None` for the others.
 pub fn md5_group(
     engine: md5_many::Md5Many,
     read: &[u8],
-    lens: &[Result<u64, ConnectorError>],
-    wanted: &[(String, u64)],
+    whole: &[Option<std::ops::Range<usize>>],
 ) -> Vec<Option<String>> {
-    let whole_len = |len: &Result<u64, ConnectorError>, size: u64| matches!(len, Ok(n) if *n == size);
-    let mut whole: Vec<&[u8]> = Vec::with_capacity(lens.len());
-    let mut at = 0usize;
-    for (len, (_, size)) in lens.iter().zip(wanted) {
-        let n = *len.as_ref().unwrap_or(&0) as usize;
-        if whole_len(len, *size) {
-            whole.push(&read[at..at + n]);
-        }
-        at += n;
-    }
-    let mut outs = vec![[0u8; 16]; whole.len()];
-    engine.hash_many(&whole, &mut outs);
+    let inputs: Vec<&[u8]> = whole.iter().flatten().map(|r| &read[r.clone()]).collect();
+    let mut outs = vec![[0u8; 16]; inputs.len()];
+    engine.hash_many(&inputs, &mut outs);
     let mut outs = outs.into_iter();
-    lens.iter()
-        .zip(wanted)
-        .map(|(len, (_, size))| match whole_len(len, *size) {
-            true => outs.next().map(|o| hex(&o)),
-            false => None,
-        })
-        .collect()
+    whole.iter().map(|r| r.as_ref().and_then(|_| outs.next().map(|o| hex(&o)))).collect()
 }
 
 /// Lower-case hex of bytes.
@@ -1071,7 +1085,8 @@ mod tests {
         wanted.push(("shrunk".into(), 10));
         read.extend_from_slice(b"abc");
         lens.push(Ok(3));
-        let sums = md5_group(md5_many::Md5Many::new(), &read, &lens, &wanted);
+        let whole = whole_ranges(&lens, wanted.iter().map(|(_, size)| *size));
+        let sums = md5_group(md5_many::Md5Many::new(), &read, &whole);
         assert_eq!(sums.len(), wanted.len());
         for (k, f) in files.iter().enumerate() {
             let want = hex(&md5::Md5::digest(f));

@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::blob::{GROUP, GROUP_BYTES, Hasher, changed, md5_group};
+use super::blob::{Hasher, changed, md5_group, take_group, whole_ranges};
 use super::throttle::Throttle;
 use crate::connector::blob::dynamic::{DynBlobSink, DynBlobSource};
 use crate::connector::blob::{BlobHashes, BlobMeta, BlobSink, BlobSource, BlobUpload};
@@ -219,32 +219,19 @@ async fn lane(
         let group = {
             let mut queue = jobs.lock().await;
             let Some(first) = queue.recv().await else { return };
-            let mut bytes = first.meta.size;
-            let mut group = vec![first];
-            while group.len() < GROUP && bytes < GROUP_BYTES {
-                let Ok(next) = queue.try_recv() else { break };
-                bytes += next.meta.size;
-                group.push(next);
-            }
-            group
+            take_group(&mut queue, first, |j| j.meta.size)
         };
         let wanted: Vec<(String, u64)> = group.iter().map(|j| (j.meta.path.clone(), j.meta.size)).collect();
         let (read, lens) = DynBlobSource::read_many(source.as_mut(), &wanted, std::mem::take(&mut buf)).await;
+        let ranges = whole_ranges(&lens, group.iter().map(|j| j.meta.size));
         let sums = match md5 {
-            true => md5_group(engine, &read, &lens, &wanted),
-            false => vec![None; wanted.len()],
+            true => md5_group(engine, &read, &ranges),
+            false => vec![None; group.len()],
         };
         // What was read whole is written in one call (one hop to a folder's blocking
         // pool for the group); the rest is copied on its own, which says what is wrong.
-        let mut whole: Vec<(usize, std::ops::Range<usize>)> = Vec::with_capacity(group.len());
-        let mut at = 0usize;
-        for (k, (job, len)) in group.iter().zip(&lens).enumerate() {
-            let n = *len.as_ref().unwrap_or(&0) as usize;
-            if matches!(len, Ok(n) if *n == job.meta.size) && (sums[k].is_some() || !md5) {
-                whole.push((k, at..at + n));
-            }
-            at += n;
-        }
+        let whole: Vec<(usize, std::ops::Range<usize>)> =
+            ranges.into_iter().enumerate().filter_map(|(k, r)| Some((k, r?))).collect();
         let blake3s: Vec<String> =
             whole.iter().map(|(_, r)| blake3::hash(&read[r.clone()]).to_hex().to_string()).collect();
         let blobs = whole.iter().map(|(k, r)| (group[*k].meta.clone(), r.clone())).collect();

@@ -17,7 +17,7 @@ use crate::config::Endpoint;
 use crate::connector::blob::dynamic::DynBlobSource;
 use crate::connector::blob::{BlobKind, BlobMeta, MIN_PART};
 use crate::connector::{ConnectorError, ErrorKind, registry};
-use crate::engine::blob::{GROUP, GROUP_BYTES, md5_group};
+use crate::engine::blob::{GROUP, md5_group, take_group, whole_ranges};
 
 /// A blob store opened for reading.
 pub(super) type Reader = Box<dyn DynBlobSource>;
@@ -135,17 +135,12 @@ impl Ahead {
             // One buffer for every group, handed to the reader and the hashing and back.
             let mut buf = Vec::new();
             while let Some(first) = rx.recv().await {
-                let mut bytes = first.0.size;
-                let mut group = vec![first];
-                while group.len() < GROUP && bytes < GROUP_BYTES {
-                    let Ok(next) = rx.try_recv() else { break };
-                    bytes += next.0.size;
-                    group.push(next);
-                }
+                let group = take_group(&mut rx, first, |(m, _)| m.size);
                 let wanted: Vec<(String, u64)> = group.iter().map(|(m, _)| (m.path.clone(), m.size)).collect();
                 let (read, lens) = reader.read_many(&wanted, std::mem::take(&mut buf)).await;
+                let whole = whole_ranges(&lens, wanted.iter().map(|(_, size)| *size));
                 let hashed = tokio::task::spawn_blocking(move || {
-                    let sums = md5_group(engine, &read, &lens, &wanted);
+                    let sums = md5_group(engine, &read, &whole);
                     (read, sums)
                 })
                 .await;
