@@ -248,3 +248,28 @@ impl BlobSource for FileSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_group_is_read_into_one_buffer_each_up_to_its_size_and_what_fails_is_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("a"), b"0123456789").expect("a");
+        std::fs::write(dir.path().join("c"), b"abcde").expect("c");
+        std::fs::write(dir.path().join("d"), b"grown since listed").expect("d");
+        let mut src = FileSource::open("src", dir.path().to_path_buf(), false).expect("open");
+        let wanted: Vec<(String, u64)> = vec![("a".into(), 10), ("b".into(), 4), ("c".into(), 8), ("d".into(), 5)];
+        // A buffer handed back from an earlier group: cleared, not appended to.
+        let (buf, lens) = src.read_many(&wanted, b"stale".to_vec()).await;
+        assert_eq!(lens[0].as_ref().ok(), Some(&10));
+        match &lens[1] {
+            Err(e) => assert!(e.to_string().contains('b'), "the missing file is named: {e}"),
+            Ok(n) => panic!("a missing file read {n} bytes"),
+        }
+        assert_eq!(lens[2].as_ref().ok(), Some(&5), "shorter than listed: read short");
+        assert_eq!(lens[3].as_ref().ok(), Some(&5), "longer than listed: read up to the listed size");
+        assert_eq!(buf, b"0123456789abcdegrown".to_vec());
+    }
+}
