@@ -49,11 +49,7 @@ pub async fn run(
 
     let mut n = 0u64;
     // Directions that end by themselves (`--once`) end the run without waiting for a tick.
-    let ended = async {
-        while !engine.finished() {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
+    let ended = engine.ended();
     let signal = async {
         tokio::select! {
             _ = signal => {}

@@ -470,14 +470,29 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                 self.flush(0).await?;
                 return self.big_wait().await;
             }
-            if src.buf.is_empty() && !src.done && dst.buf.is_empty() && !dst.done {
-                // Both trees walked at once (two folders' worth of stat calls in flight).
+            if dst.buf.is_empty() && !dst.done {
+                // Both trees walked at once (two folders' worth of stat calls in flight),
+                // and the manifest's next page read beside them while it is short.
+                let (source, sink) = (&mut self.source, &mut self.sink);
+                let man_page = (!man.done && man.buf.len() < PAGE).then_some((&id, man.after.as_deref()));
+                let want_src = src.buf.is_empty() && !src.done;
                 let (a, b) = tokio::join!(
-                    self.source.list(&globs, src.after.as_deref(), PAGE),
-                    self.sink.list(&globs, dst.after.as_deref(), PAGE)
+                    async {
+                        match want_src {
+                            true => Some(source.list(&globs, src.after.as_deref(), PAGE).await),
+                            false => None,
+                        }
+                    },
+                    sink.list_with_manifest(&globs, dst.after.as_deref(), man_page, PAGE)
                 );
-                src.fill(a?, |m| &m.path);
-                dst.fill(b?, |m| &m.path);
+                if let Some(a) = a {
+                    src.fill(a?, |m| &m.path);
+                }
+                let (b, m) = b?;
+                dst.fill(b, |m| &m.path);
+                if let Some(m) = m {
+                    man.fill(m, |m| &m.path);
+                }
             }
             if src.buf.is_empty() && !src.done {
                 let page = self.source.list(&globs, src.after.as_deref(), PAGE).await?;

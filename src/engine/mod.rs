@@ -142,6 +142,17 @@ pub fn plan_task(config: &Config, task: &Task, skips: &[(String, Position)]) -> 
 pub struct Engine {
     shutdown: CancellationToken,
     running: Vec<(Arc<DirectionMetrics>, JoinHandle<Result<(), EngineError>>)>,
+    /// How many directions are still running (each task counts itself out as it ends).
+    left: tokio::sync::watch::Receiver<usize>,
+}
+
+/// Counts a direction's task out when it ends, however it ends (a panic too).
+struct CountOut(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for CountOut {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Engine {
@@ -149,6 +160,8 @@ impl Engine {
     pub fn start(specs: Vec<DirectionSpec>, shutdown: CancellationToken) -> Engine {
         let mut task_tokens: Vec<(String, CancellationToken)> = Vec::new();
         let mut running = Vec::new();
+        let (count, left) = tokio::sync::watch::channel(specs.len());
+        let count = Arc::new(count);
         for spec in specs {
             let token = match task_tokens.iter().find(|(t, _)| *t == spec.id.task) {
                 Some((_, tok)) => tok.clone(),
@@ -160,7 +173,9 @@ impl Engine {
             };
             let metrics = Arc::new(DirectionMetrics::new(spec.id.clone()));
             let m = metrics.clone();
+            let out = CountOut(count.clone());
             let handle = tokio::spawn(async move {
+                let _out = out;
                 let r = task::run_direction(spec, m, token.clone()).await;
                 if r.is_err() {
                     token.cancel();
@@ -169,7 +184,7 @@ impl Engine {
             });
             running.push((metrics, handle));
         }
-        Engine { shutdown, running }
+        Engine { shutdown, running, left }
     }
 
     /// Metrics of every direction.
@@ -180,6 +195,13 @@ impl Engine {
     /// Whether every direction has ended.
     pub fn finished(&self) -> bool {
         self.running.iter().all(|(_, h)| h.is_finished())
+    }
+
+    /// Resolves once every direction has ended (at once, not on a polling tick).
+    pub async fn ended(&self) {
+        let mut left = self.left.clone();
+        // The sender lives as long as a direction's task: gone means all ended.
+        let _ = left.wait_for(|n| *n == 0).await;
     }
 
     /// Asks every direction to stop after its in-flight batch.

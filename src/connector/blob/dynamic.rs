@@ -6,7 +6,7 @@ use futures_util::future::BoxFuture;
 
 use super::state::BlobState;
 
-use super::{BlobCaps, BlobHashes, BlobHint, BlobMeta, BlobSink, BlobSource, BlobUpload, Finished};
+use super::{BlobCaps, BlobHashes, BlobHint, BlobMeta, BlobSink, BlobSource, BlobUpload, Finished, ManifestEntry};
 use crate::connector::{ConnectorError, DirectionId};
 
 /// [`BlobSource`] with boxed futures.
@@ -189,7 +189,18 @@ pub trait DynBlobSink: Send {
     ) -> BoxFuture<'a, Result<(), ConnectorError>>;
     /// See [`BlobSink::state`].
     fn state<'a>(&'a mut self) -> BoxFuture<'a, Result<&'a mut BlobState, ConnectorError>>;
+    /// See [`BlobSink::list_with_manifest`].
+    fn list_with_manifest<'a>(
+        &'a mut self,
+        globs: &'a [String],
+        after: Option<&'a str>,
+        man: Option<(&'a DirectionId, Option<&'a str>)>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Listed, ConnectorError>>;
 }
+
+/// A page of a target's listing and, when asked, of its manifest.
+type Listed = (Vec<BlobMeta>, Option<Vec<ManifestEntry>>);
 
 impl<T: BlobSink> DynBlobSink for T {
     fn caps(&self) -> BlobCaps {
@@ -296,6 +307,15 @@ impl<T: BlobSink> DynBlobSink for T {
     fn state<'a>(&'a mut self) -> BoxFuture<'a, Result<&'a mut BlobState, ConnectorError>> {
         Box::pin(BlobSink::state(self))
     }
+    fn list_with_manifest<'a>(
+        &'a mut self,
+        globs: &'a [String],
+        after: Option<&'a str>,
+        man: Option<(&'a DirectionId, Option<&'a str>)>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Listed, ConnectorError>> {
+        Box::pin(BlobSink::list_with_manifest(self, globs, after, man, limit))
+    }
 }
 
 impl<'s> BlobSink for Box<dyn DynBlobSink + 's> {
@@ -378,5 +398,14 @@ impl<'s> BlobSink for Box<dyn DynBlobSink + 's> {
     }
     async fn state(&mut self) -> Result<&mut BlobState, ConnectorError> {
         DynBlobSink::state(&mut **self).await
+    }
+    async fn list_with_manifest(
+        &mut self,
+        globs: &[String],
+        after: Option<&str>,
+        man: Option<(&DirectionId, Option<&str>)>,
+        limit: usize,
+    ) -> Result<Listed, ConnectorError> {
+        DynBlobSink::list_with_manifest(&mut **self, globs, after, man, limit).await
     }
 }

@@ -443,6 +443,26 @@ pub trait BlobSink: Send {
     ) -> impl Future<Output = Result<Vec<ManifestEntry>, ConnectorError>> + Send {
         async move { self.state().await?.manifest(dir, after, limit).await }
     }
+    /// A page of the target's listing after `after` and, with `man`, a page of the
+    /// manifest after its own position (`Some(after)`), each of up to `limit`: read side
+    /// by side where the store can (a folder walks its tree while SQLite reads the
+    /// manifest); by default one after the other.
+    fn list_with_manifest(
+        &mut self,
+        globs: &[String],
+        after: Option<&str>,
+        man: Option<(&DirectionId, Option<&str>)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<BlobMeta>, Option<Vec<ManifestEntry>>), ConnectorError>> + Send {
+        async move {
+            let listed = self.list(globs, after, limit).await?;
+            let manifest = match man {
+                Some((dir, from)) => Some(self.manifest(dir, from, limit).await?),
+                None => None,
+            };
+            Ok((listed, manifest))
+        }
+    }
     /// One path's manifest entry.
     fn entry(
         &mut self,

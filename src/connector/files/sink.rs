@@ -51,6 +51,26 @@ impl FileSink {
         move |e| io_error(&ep, &what, &path, e)
     }
 
+    /// A page of the tree after `after`, walked on the blocking pool (started at once,
+    /// before the future is first polled).
+    fn walk(
+        &self,
+        globs: &[String],
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<BlobMeta>, ConnectorError>> + Send + use<> {
+        let (root, globs, after) = (self.root.clone(), globs.to_vec(), after.map(str::to_string));
+        let walk = tokio::task::spawn_blocking(move || list::list(&root, &globs, after.as_deref(), limit, true));
+        let endpoint = self.endpoint.clone();
+        async move {
+            match walk.await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err((path, e))) => Err(io_error(&endpoint, "cannot list", &path, e)),
+                Err(e) => Err(io_error(&endpoint, "cannot list", "", std::io::Error::other(e))),
+            }
+        }
+    }
+
     fn partial(&self, path: &str) -> PathBuf {
         let h = blake3::hash(path.as_bytes()).to_hex();
         self.root.join(OWN_DIR).join("partial").join(&h.as_str()[..32])
@@ -198,13 +218,25 @@ impl BlobSink for FileSink {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<BlobMeta>, ConnectorError> {
-        let (root, globs, after) = (self.root.clone(), globs.to_vec(), after.map(str::to_string));
-        let r = tokio::task::spawn_blocking(move || list::list(&root, &globs, after.as_deref(), limit, true)).await;
-        match r {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err((path, e))) => Err(io_error(&self.endpoint, "cannot list", &path, e)),
-            Err(e) => Err(io_error(&self.endpoint, "cannot list", "", std::io::Error::other(e))),
-        }
+        self.walk(globs, after, limit).await
+    }
+
+    async fn list_with_manifest(
+        &mut self,
+        globs: &[String],
+        after: Option<&str>,
+        man: Option<(&DirectionId, Option<&str>)>,
+        limit: usize,
+    ) -> Result<(Vec<BlobMeta>, Option<Vec<ManifestEntry>>), ConnectorError> {
+        let Some((dir, from)) = man else { return Ok((self.walk(globs, after, limit).await?, None)) };
+        // The walk runs on the blocking pool from here on, while SQLite reads the page.
+        let walk = self.walk(globs, after, limit);
+        let st = match self.state.as_mut() {
+            Some(st) => st,
+            None => return Ok((walk.await?, Some(self.state().await?.manifest(dir, from, limit).await?))),
+        };
+        let (listed, manifest) = tokio::join!(walk, st.manifest(dir, from, limit));
+        Ok((listed?, Some(manifest?)))
     }
 
     async fn stat(&mut self, path: &str) -> Result<Option<BlobMeta>, ConnectorError> {
@@ -542,5 +574,75 @@ impl BlobSink for FileSink {
         let st = self.state().await?;
         let step = st.remove_entry(dir, path).await;
         st.end(step).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::connector::LeaseHolder;
+
+    #[tokio::test]
+    async fn a_listing_page_read_with_the_manifest_is_the_same_as_each_read_alone() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().join("t");
+        let mut sink = FileSink::open("dst", root.clone());
+        sink.prepare().await.expect("prepare");
+        for p in ["a", "b/c", "b/d", "e"] {
+            let f = root.join(p);
+            std::fs::create_dir_all(f.parent().expect("parent")).expect("dir");
+            std::fs::write(&f, p).expect("write");
+        }
+        let d = DirectionId { task: "files".into(), from: "a".into(), to: "b".into() };
+        let me = LeaseHolder {
+            node: "n".into(),
+            host: "here".into(),
+            pid: std::process::id(),
+            expires_us: 0,
+            expired: false,
+            fencing: 0,
+            floor: 0,
+        };
+        let st = sink.state().await.expect("state");
+        st.lease(&d, &me, Duration::from_secs(15)).await.expect("lease");
+        st.begin_fenced(&d, 1).await.expect("fenced");
+        let mut step = Ok(());
+        // The manifest holds a line the tree lacks (`ab`), and lacks the folder `b/`.
+        for p in ["a", "ab", "b/c", "e"] {
+            let m = list::stat(&root, p).expect("stat").unwrap_or_else(|| BlobMeta {
+                path: p.into(),
+                kind: BlobKind::File,
+                size: 1,
+                mtime_ns: 1,
+                mode: None,
+                owner: None,
+                etag: None,
+                link: None,
+            });
+            step = step.and(st.put_entry(&d, &ManifestEntry::of(&m, None, Some(tag(&m)))).await);
+        }
+        st.end(step).await.expect("manifest written");
+        let all = vec!["*".to_string()];
+        let paths = |v: &[BlobMeta]| v.iter().map(|m| m.path.clone()).collect::<Vec<_>>();
+        for (after, from) in [(None, None), (Some("a"), Some("ab")), (Some("b/"), None), (Some("e"), Some("e"))] {
+            let (listed, manifest) =
+                sink.list_with_manifest(&all, after, Some((&d, from)), 2).await.expect("listed with the manifest");
+            let alone = sink.list(&all, after, 2).await.expect("listed");
+            let lines = sink.manifest(&d, from, 2).await.expect("manifest");
+            assert_eq!(paths(&listed), paths(&alone), "listing after {after:?}");
+            let manifest = manifest.expect("the manifest page was asked for");
+            assert_eq!(
+                manifest.iter().map(|m| &m.path).collect::<Vec<_>>(),
+                lines.iter().map(|m| &m.path).collect::<Vec<_>>(),
+                "manifest after {from:?}"
+            );
+        }
+        let (_, first) = sink.list_with_manifest(&all, Some("b/c"), Some((&d, Some("a"))), 2).await.expect("pages");
+        assert_eq!(first.expect("asked for").iter().map(|m| m.path.as_str()).collect::<Vec<_>>(), ["ab", "b/c"]);
+        let (listed, manifest) = sink.list_with_manifest(&all, None, None, 10).await.expect("listed alone");
+        assert_eq!(paths(&listed), ["a", "b/", "b/c", "b/d", "e"]);
+        assert!(manifest.is_none(), "no manifest page read when none was asked for");
     }
 }
