@@ -276,7 +276,16 @@ impl Cluster {
             tasks: Vec::new(),
             unreachable: reach.names().into_iter().collect(),
         };
-        members::announce(&members, &me).await?;
+        // A bucket another node has just made may not take writes yet (its replicas are
+        // still choosing a leader: "no stream found"); the first record is retried a while.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while let Err(e) = members::announce(&members, &me).await {
+            if Instant::now() >= deadline || shutdown.is_cancelled() {
+                return Err(e);
+            }
+            tracing::info!(error = %e, "the nodes bucket does not take this node's record yet; retrying");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         let shared = Arc::new(Shared::default());
         let owner = owner::Owner::new(owner::Setup {
             me,

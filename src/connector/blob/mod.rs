@@ -106,6 +106,10 @@ pub struct BlobUpload {
     pub size: u64,
     /// The source's mtime when the copy began: a changed source restarts the copy.
     pub mtime_ns: i64,
+    /// The sink gave the blob the source's mode, owner and mtime while writing it (a
+    /// folder's small file, still open): nothing is left to set before it lands.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub meta_set: bool,
 }
 
 /// Content hashes computed while copying.

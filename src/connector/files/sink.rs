@@ -130,6 +130,18 @@ impl FileSink {
         Ok(())
     }
 
+    /// [`FileSink::set_meta`] on a file still open: no path to look up three times, and
+    /// no open to set its mtime. Owner first: a chown clears the set-id bits.
+    fn set_meta_open(f: &File, m: &BlobMeta, root_user: bool) -> std::io::Result<()> {
+        if root_user && let Some((uid, gid)) = m.owner {
+            std::os::unix::fs::fchown(f, Some(uid), Some(gid))?;
+        }
+        if let Some(mode) = m.mode {
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        f.set_times(FileTimes::new().set_modified(system_time(m.mtime_ns)))
+    }
+
     /// Makes a folder or link (or sets a file's mode and mtime) as the source states it.
     fn make_meta(root: &Path, meta: &BlobMeta, root_user: bool) -> std::io::Result<()> {
         let dest = join(root, &meta.path);
@@ -269,6 +281,7 @@ impl BlobSink for FileSink {
             durable: written,
             size: source.size,
             mtime_ns: source.mtime_ns,
+            meta_set: false,
         })
     }
 
@@ -304,6 +317,7 @@ impl BlobSink for FileSink {
         fencing: i64,
     ) -> Result<(), ConnectorError> {
         let file = self.open.remove(&upload.handle);
+        let preset = upload.meta_set;
         let partial = PathBuf::from(&upload.handle);
         let (root, rel, meta, root_user) = (self.root.clone(), source.path.clone(), source.clone(), self.root_user);
         let dest = join(&root, &rel);
@@ -311,7 +325,7 @@ impl BlobSink for FileSink {
         let p = partial.clone();
         blocking(move || {
             drop(file);
-            FileSink::set_meta(&p, &meta, root_user)
+            if preset { Ok(()) } else { FileSink::set_meta(&p, &meta, root_user) }
         })
         .await
         .map_err(self.err("cannot set mode and mtime of", &source.path))?;
@@ -335,17 +349,22 @@ impl BlobSink for FileSink {
         items: Vec<Finished>,
         fencing: i64,
     ) -> Result<(), ConnectorError> {
+        let mut preset = Vec::with_capacity(items.len());
         for f in &items {
             self.open.remove(&f.upload.handle);
+            preset.push(f.upload.meta_set);
         }
         let (root, root_user) = (self.root.clone(), self.root_user);
         let files: Arc<Vec<(PathBuf, BlobMeta)>> =
             Arc::new(items.iter().map(|f| (PathBuf::from(&f.upload.handle), f.source.clone())).collect());
-        // Metadata goes on before the renames, so each file appears whole; all in one
-        // trip to the blocking pool, as the renames below.
+        // Metadata goes on before the renames, so each file appears whole (most were
+        // set while written); all in one trip to the blocking pool, as the renames below.
         let fs = files.clone();
         let set = blocking(move || {
-            Ok(fs.iter().enumerate().find_map(|(i, (p, m))| FileSink::set_meta(p, m, root_user).err().map(|e| (i, e))))
+            Ok(fs.iter().zip(preset).enumerate().find_map(|(i, ((p, m), preset))| match preset {
+                true => None,
+                false => FileSink::set_meta(p, m, root_user).err().map(|e| (i, e)),
+            }))
         })
         .await
         .map_err(self.err("cannot set mode and mtime of", ""))?;
@@ -411,21 +430,24 @@ impl BlobSink for FileSink {
         data: Vec<u8>,
     ) -> (Vec<u8>, Vec<Result<(BlobUpload, Vec<u8>), ConnectorError>>) {
         // One hop to the blocking pool for the whole group: each partial file created,
-        // written and closed (handed over: nothing is held open for it).
+        // written, given the source's mode, owner and mtime, and closed (handed over:
+        // nothing is held open for it). A blob written whole here is a whole file.
         let partials: Vec<PathBuf> = blobs.iter().map(|(m, _)| self.partial(&m.path)).collect();
         let ps = partials.clone();
-        let ranges: Vec<std::ops::Range<usize>> = blobs.iter().map(|(_, r)| r.clone()).collect();
+        let metas: Vec<(BlobMeta, std::ops::Range<usize>)> = blobs.clone();
+        let root_user = self.root_user;
         let done = tokio::task::spawn_blocking(move || {
             let done: Vec<std::io::Result<()>> = ps
                 .iter()
-                .zip(&ranges)
-                .map(|(p, r)| {
-                    let written = OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .open(p)
-                        .and_then(|f| f.write_all_at(&data[r.clone()], 0));
+                .zip(&metas)
+                .map(|(p, (m, r))| {
+                    let written = OpenOptions::new().write(true).create(true).truncate(true).open(p).and_then(|f| {
+                        f.write_all_at(&data[r.clone()], 0)?;
+                        match r.len() as u64 == m.size {
+                            true => FileSink::set_meta_open(&f, m, root_user),
+                            false => Ok(()),
+                        }
+                    });
                     if written.is_err() {
                         let _ = std::fs::remove_file(p);
                     }
@@ -452,17 +474,19 @@ impl BlobSink for FileSink {
             .zip(partials)
             .zip(done)
             .map(|(((m, r), p), d)| match d {
-                Ok(()) => Ok((
-                    BlobUpload {
+                Ok(()) => {
+                    let written = r.len() as u64;
+                    let upload = BlobUpload {
                         path: m.path.clone(),
                         handle: p.display().to_string(),
-                        written: r.len() as u64,
+                        written,
                         durable: 0,
                         size: m.size,
                         mtime_ns: m.mtime_ns,
-                    },
-                    Vec::new(),
-                )),
+                        meta_set: written == m.size,
+                    };
+                    Ok((upload, Vec::new()))
+                }
                 Err(e) => Err(io_error(&self.endpoint, "cannot write", &m.path, e)),
             })
             .collect();

@@ -155,6 +155,7 @@ impl BlobSink for S3Sink {
             durable: 0,
             size: source.size,
             mtime_ns: source.mtime_ns,
+            meta_set: false,
         };
         if source.size < self.client.upload_cutoff {
             if let Some(r) = resume

@@ -319,6 +319,7 @@ impl BlobSink for SftpSink {
             durable: written,
             size: source.size,
             mtime_ns: source.mtime_ns,
+            meta_set: false,
         })
     }
 
