@@ -482,6 +482,86 @@ async fn an_unreadable_file_is_named_the_rest_copied_and_the_task_resumes() {
     identical(&src, &dst, &tmp.path().join("check.md5")).expect("identical once readable");
 }
 
+/// A small tmpfs mounted on a folder (the target's disk), unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test fills a small tmpfs as the target's disk and must mount one: run the tests as root \
+             (scripts/test does, as CI runs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(at.to_path_buf())
+    }
+
+    fn grow(&self, size: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "remount {}: {}", self.0.display(), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_target_disk_is_named_with_the_fix_nothing_half_written_shows_and_the_copy_resumes_once_freed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("disk/dst"));
+    // 2.3 MiB of files for a 1 MiB disk.
+    let mut rng = fastrand::Rng::with_seed(28);
+    for i in 0..36 {
+        let data: Vec<u8> = (0..64 << 10).map(|_| rng.u8(..)).collect();
+        write(&src.join(format!("d{}/f{i:02}.bin", i % 3)), &data);
+    }
+    let disk = SmallDisk::mount(&tmp.path().join("disk"), "1m");
+    let cfg =
+        blob_task_file(tmp.path(), &format!("file://{}", src.display()), &format!("file://{}", dst.display()), "");
+    let log = tmp.path().join("ferry.log");
+    let mut run = FerryRun::start(&cfg, &log);
+    wait_until(Duration::from_secs(60), "ferry to say the target's disk is full", || async {
+        log_text(&log).contains("No space left on device")
+    })
+    .await;
+    let text = log_text(&log);
+    let line = text.lines().find(|l| l.contains("No space left on device")).unwrap_or_default().to_string();
+    assert!(
+        line.contains("cannot write") && line.contains(".bin"),
+        "the error names the file it could not write: {line}"
+    );
+    assert!(text.contains("fix: free space on the target's disk"), "and says what to do:\n{text}");
+    assert!(!run.exited(), "a full disk is waited out, not a reason to stop:\n{text}");
+    // Nothing half written is visible: each file there is the source's, whole.
+    let (want, got) = (tree(&src), tree(&dst));
+    for (rel, desc) in got.iter().filter(|(_, d)| d.starts_with("file")) {
+        assert_eq!(want.get(rel), Some(desc), "{rel} on the full disk is not the source's");
+        assert_eq!(std::fs::read(dst.join(rel)).ok(), std::fs::read(src.join(rel)).ok(), "{rel}: content");
+    }
+
+    // Space freed (the disk grown): the copy goes on by itself and ends identical.
+    disk.grow("16m");
+    let check = tmp.path().join("check.md5");
+    wait_until(Duration::from_secs(120), "the copy to resume once the disk has room", || async {
+        identical(&src, &dst, &check).is_ok()
+    })
+    .await;
+    assert_eq!(run.terminate(), Some(0), "a clean stop:\n{}", log_text(&log));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_source_folder_or_nested_endpoints_are_refused_with_the_fix() {
     let tmp = tempfile::tempdir().expect("tmp");
