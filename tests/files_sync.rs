@@ -612,6 +612,56 @@ async fn a_file_that_becomes_a_folder_and_a_folder_that_becomes_a_file_are_carri
     identical(&src, &dst, &tmp.path().join("check.md5")).expect("identical");
 }
 
+/// The mtime (s, ns) of every folder under `root` (but `.ferry/`).
+fn folder_mtimes(root: &Path) -> BTreeMap<String, (i64, i64)> {
+    let mut out = BTreeMap::new();
+    for (rel, desc) in tree(root) {
+        if desc.starts_with("dir") {
+            let md = std::fs::symlink_metadata(root.join(&rel)).expect("folder");
+            out.insert(rel, (md.mtime(), md.mtime_nsec()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_mtimes_are_the_sources_after_a_copy_and_after_changes_inside_them() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    seed(&src, 300);
+    // Folder times from long ago, as a restored tree has them.
+    for (i, rel) in folder_mtimes(&src).keys().enumerate() {
+        let f = std::fs::File::open(src.join(rel)).expect("open folder");
+        let when = std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000 + i as u64 * 7919);
+        f.set_times(std::fs::FileTimes::new().set_modified(when)).expect("folder mtime");
+    }
+    let cfg =
+        blob_task_file(tmp.path(), &format!("file://{}", src.display()), &format!("file://{}", dst.display()), "");
+    let cfg = cfg.to_str().expect("utf-8").to_string();
+    let once = || async {
+        let out = ferry_within(&["run", "--once", "--config", cfg.as_str()], Duration::from_secs(120)).await;
+        assert_eq!(out.code, Some(0), "{}", out.all());
+    };
+    once().await;
+    identical(&src, &dst, &tmp.path().join("check.md5")).expect("identical");
+    assert_eq!(folder_mtimes(&dst), folder_mtimes(&src), "folder mtimes after the first copy");
+
+    // A file added in one folder, one deleted in another, a folder removed from a third:
+    // each changes its folder's mtime on both sides.
+    write(&src.join("d01/s01/added.txt"), b"new");
+    let gone = tree(&src).into_keys().find(|k| k.starts_with("d02/") && k.ends_with(".txt")).expect("a file");
+    std::fs::remove_file(src.join(&gone)).expect("rm");
+    std::fs::remove_dir_all(src.join("empty/inner")).expect("rm -r");
+    once().await;
+    identical(&src, &dst, &tmp.path().join("check.md5")).expect("identical after the changes");
+    assert_eq!(folder_mtimes(&dst), folder_mtimes(&src), "folder mtimes after changes inside them");
+    // Nothing differs: a pass copies nothing and leaves them so.
+    let inodes_before = inodes(&dst);
+    once().await;
+    assert_eq!(inodes(&dst), inodes_before, "nothing copied again");
+    assert_eq!(folder_mtimes(&dst), folder_mtimes(&src), "folder mtimes after a no-change pass");
+}
+
 /// Inode of every file under `root` (but `.ferry/`): a file copied again gets a new one.
 fn inodes(root: &Path) -> BTreeMap<String, u64> {
     tree(root)

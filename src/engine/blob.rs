@@ -111,6 +111,7 @@ pub async fn run(
         defer_big: false,
         to_record: Vec::new(),
         metas: Vec::new(),
+        dir_times: Vec::new(),
         cp: BlobCheckpoint::default(),
         failed: Vec::new(),
         copied: 0,
@@ -299,6 +300,9 @@ struct Runner<'a, S, K> {
     to_record: Vec<ManifestEntry>,
     /// Folders and links to make, made together before the queued copies land.
     metas: Vec<BlobMeta>,
+    /// Folders whose mtime is set to the source's once what they hold has landed
+    /// (writing into a folder changes its mtime).
+    dir_times: Vec<BlobMeta>,
     cp: BlobCheckpoint,
     /// Source paths that could not be read in this pass, with why.
     failed: Vec<String>,
@@ -458,6 +462,10 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         // Folders gone from the source, deleted once the walk has left them (after
         // what they held).
         let mut gone_dirs: Vec<String> = Vec::new();
+        // The source's folders the walk is inside, each with whether its mtime is to be
+        // set once the walk has left it (a target that keeps mtimes and lists folders).
+        let mut open_dirs: Vec<(BlobMeta, bool)> = Vec::new();
+        let dir_times = self.caps.tree && self.caps.keeps_mtime;
         let mut last_save = Instant::now();
         // The position saved while big files wait: the path listed before the first of
         // them (a restart lists them again; what was copied after them is found equal).
@@ -525,6 +533,29 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                 self.deleted += 1;
                 self.counted(first);
             }
+            if dir_times {
+                while open_dirs.last().is_some_and(|(d, _)| !path.starts_with(d.path.as_str())) {
+                    if let Some((d, true)) = open_dirs.pop() {
+                        self.dir_times.push(d);
+                    }
+                }
+                // Whatever changes here changes the folder holding it.
+                let touched = match (&s, &t) {
+                    (Some(s), t) => !self.up_to_date(s, t.as_ref(), m.as_ref()),
+                    (None, Some(_)) => true,
+                    (None, None) => false,
+                };
+                if touched && let Some((_, due)) = open_dirs.last_mut() {
+                    *due = true;
+                }
+                if let Some(s) = s.as_ref().filter(|s| s.kind == BlobKind::Dir) {
+                    let differs = t.as_ref().is_none_or(|t| t.mtime_ns != s.mtime_ns);
+                    open_dirs.push((s.clone(), differs));
+                }
+                if self.dir_times.len() >= BATCH && self.big_pending() == 0 {
+                    self.set_dir_times().await?;
+                }
+            }
             match (s, t) {
                 (Some(s), t) => {
                     // Every folder left on the stack holds this source path: not gone, only
@@ -582,6 +613,8 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
             self.deleted += 1;
             self.counted(first);
         }
+        self.dir_times.extend(open_dirs.into_iter().rev().filter(|(_, due)| *due).map(|(d, _)| d));
+        self.set_dir_times().await?;
         self.cp.scan_after = None;
         self.cp.passes += 1;
         self.cp.done_began_us = self.cp.pass_began_us.take();
@@ -1023,6 +1056,18 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         }
         self.throttle.wait(bytes, self.shutdown).await;
         self.keep_lease().await?;
+        Ok(())
+    }
+
+    /// Gives the folders due their source's mtime, once the copies queued in them have
+    /// landed (a stop before leaves them to the next pass, which finds them differing).
+    async fn set_dir_times(&mut self) -> Result<(), EngineError> {
+        if self.dir_times.is_empty() {
+            return Ok(());
+        }
+        self.flush(0).await?;
+        let dirs = std::mem::take(&mut self.dir_times);
+        self.sink.put_meta_many(&self.spec.id, dirs, self.tenure.me.fencing).await?;
         Ok(())
     }
 

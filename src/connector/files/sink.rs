@@ -123,10 +123,12 @@ impl FileSink {
         if let Some(mode) = m.mode {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
         }
-        if m.kind == BlobKind::File {
-            let f = File::options().write(true).open(p).or_else(|_| File::open(p))?;
-            f.set_times(FileTimes::new().set_modified(system_time(m.mtime_ns)))?;
-        }
+        // A folder's mtime too: the pass sets it again once what it holds has landed.
+        let f = match m.kind {
+            BlobKind::File => File::options().write(true).open(p).or_else(|_| File::open(p))?,
+            _ => File::open(p)?,
+        };
+        f.set_times(FileTimes::new().set_modified(system_time(m.mtime_ns)))?;
         Ok(())
     }
 
