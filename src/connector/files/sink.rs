@@ -71,9 +71,24 @@ impl FileSink {
         }
     }
 
+    /// `.ferry/partial/<2 hex>/<30 hex>` of the path's hash: spread over 256 folders, as
+    /// one folder took every lane's file creations under its one lock (a seventh of a
+    /// full copy's samples spun on it) and ext4 then sought free inodes in one place.
     fn partial(&self, path: &str) -> PathBuf {
         let h = blake3::hash(path.as_bytes()).to_hex();
-        self.root.join(OWN_DIR).join("partial").join(&h.as_str()[..32])
+        self.root.join(OWN_DIR).join("partial").join(&h.as_str()[..2]).join(&h.as_str()[2..32])
+    }
+
+    /// Creates (truncating) a partial file, and its folder when it is not there yet.
+    fn create_partial(p: &Path) -> std::io::Result<File> {
+        let open = || OpenOptions::new().write(true).create(true).truncate(true).open(p);
+        match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(p.parent().unwrap_or(p))?;
+                open()
+            }
+            r => r,
+        }
     }
 
     /// Creates the folders above a relative path; a file in the way is removed (the
@@ -270,8 +285,7 @@ impl BlobSink for FileSink {
                 f.set_len(d)?;
                 return Ok((f, d));
             }
-            let f = OpenOptions::new().write(true).create(true).truncate(true).open(&p)?;
-            Ok((f, 0))
+            Ok((FileSink::create_partial(&p)?, 0))
         })
         .await
         .map_err(self.err("cannot create a partial file for", &source.path))?;
@@ -443,7 +457,7 @@ impl BlobSink for FileSink {
                 .iter()
                 .zip(&metas)
                 .map(|(p, (m, r))| {
-                    let written = OpenOptions::new().write(true).create(true).truncate(true).open(p).and_then(|f| {
+                    let written = FileSink::create_partial(p).and_then(|f| {
                         f.write_all_at(&data[r.clone()], 0)?;
                         match r.len() as u64 == m.size {
                             true => FileSink::set_meta_open(&f, m, root_user),
