@@ -488,6 +488,19 @@ impl ConnectorError {
             ConnectorError::Stream { kind, .. } | ConnectorError::Blob { kind, .. } => *kind,
         }
     }
+
+    /// A blob task of ferry's own (`what`: a copy lane, a listing) that ended without
+    /// its answer: a runtime error on `endpoint`, retried by whoever runs the work.
+    pub fn blob_task_stopped(endpoint: &str, what: &str, fix: Option<&str>) -> ConnectorError {
+        ConnectorError::Blob {
+            endpoint: endpoint.to_string(),
+            what: format!("{what} stopped:").into(),
+            path: String::new(),
+            source: Box::new(std::io::Error::other("its task ended without an answer")),
+            kind: ErrorKind::Runtime,
+            fix: fix.map(Into::into),
+        }
+    }
 }
 
 /// A chunk of existing rows and the source position they are consistent with.

@@ -169,14 +169,11 @@ impl Lanes {
 
     /// The error of a lane whose task ended before it answered.
     pub fn stopped(&self) -> ConnectorError {
-        ConnectorError::Blob {
-            endpoint: self.target.name.clone(),
-            what: "a copy lane stopped:".into(),
-            path: String::new(),
-            source: Box::new(std::io::Error::other("its task ended")),
-            kind: ErrorKind::Runtime,
-            fix: Some("ferry retries the pass; report this as a bug if it persists".into()),
-        }
+        ConnectorError::blob_task_stopped(
+            &self.target.name,
+            "a copy lane",
+            Some("ferry retries the pass; report this as a bug if it persists"),
+        )
     }
 
     async fn open(&mut self) -> Result<(), ConnectorError> {

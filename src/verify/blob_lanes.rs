@@ -94,14 +94,7 @@ impl Listing {
 }
 
 fn stopped(endpoint: &str, what: &str) -> ConnectorError {
-    ConnectorError::Blob {
-        endpoint: endpoint.to_string(),
-        what: format!("{what} stopped:").into(),
-        path: String::new(),
-        source: Box::new(std::io::Error::other("a verify task ended without an answer")),
-        kind: ErrorKind::Runtime,
-        fix: None,
-    }
+    ConnectorError::blob_task_stopped(endpoint, what, None)
 }
 
 /// Files handed to the hasher and not yet taken by their pair: refilled when half of
