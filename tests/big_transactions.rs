@@ -218,11 +218,24 @@ async fn stopping_inside_a_big_mysql_transaction_applies_it_whole_at_the_next_ru
             assert!(start.elapsed() < Duration::from_secs(60), "ferry did not start streaming");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let parts = "applying it in parts inside one target transaction";
+        let seen = log_text().matches(parts).count();
         let mut c = connect(&shared_a()).await;
         c.query_drop(format!("UPDATE `{db}`.t SET n = n + 1")).await.expect("one big UPDATE");
         c.disconnect().await.ok();
-        // Part-way through its parts (about 5 s), the process stops.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // Part-way through its parts (about 5 s), the process stops: once the first part
+        // is in the open target transaction (a fixed wait missed it under load).
+        let start = Instant::now();
+        while log_text().matches(parts).count() <= seen {
+            assert!(!ferry.exited(), "ferry exited; log:\n{}", log_text());
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the UPDATE was not applied in parts; log:\n{}",
+                log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let want = vec![vec![ROWS.to_string(), (ROWS * round).to_string()]];
         let before = vec![vec![ROWS.to_string(), (ROWS * (round - 1)).to_string()]];
         assert_eq!(rows(&shared_b(), &sums).await, before, "round {round}: the UPDATE must not be visible yet");

@@ -183,7 +183,27 @@ async fn console_verify_counts_freeze_shows_everywhere_q_asks_and_b_rolls_back_t
     // Nothing frozen, no cutover under way, the tasks run on the node: q quits at once.
     tmux.keys(&["1"]);
     tmux.wait_for("the Overview without alerts", WAIT, |s| !s.contains("FROZEN") && s.contains("a->b")).await;
-    tmux.keys(&["q"]);
+    // The overview polled while the last step ran may still show the cutover running:
+    // q then asks, naming it, until the next poll; after that, q quits at once.
+    let start = Instant::now();
+    let quit = || std::fs::read_to_string(&exit_file).is_ok_and(|t| t.contains("EXIT="));
+    loop {
+        tmux.keys(&["q"]);
+        let asked = Instant::now();
+        while !quit() && !tmux.screen().contains("Quit?") && asked.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if quit() {
+            break;
+        }
+        let s = tmux.screen();
+        assert!(
+            s.contains("the cutover of t stays at") && start.elapsed() < WAIT,
+            "q neither quit nor asked about the rolled-back cutover's last step; screen:\n{s}"
+        );
+        tmux.keys(&["n"]);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
     let exit = exited(&exit_file, &tmux).await;
     assert!(exit.contains("EXIT=0"), "{exit}");
 }

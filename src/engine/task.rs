@@ -1197,6 +1197,9 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             }
             Err(e) => return Err(e.into()),
         };
+        if !batch.commit && !self.open_group {
+            info!(direction = %self.spec.id, position = %self.committed(), "a source transaction bigger than a batch: applying it in parts inside one target transaction, visible when its last part commits");
+        }
         self.open_group = !batch.commit;
         self.group_rows += report.rows;
         if batch.commit {
