@@ -267,6 +267,38 @@ impl<T> Pager<T> {
     }
 }
 
+/// The source's folders a pass's walk is inside, each with whether its mtime is due
+/// (the target's differed, or something in it changed): writing into a folder changes
+/// its mtime, so it is set only once the walk has left it and what it holds has landed.
+#[derive(Default)]
+struct FolderTimes {
+    open: Vec<(BlobMeta, bool)>,
+}
+
+impl FolderTimes {
+    /// Moves the walk to `path` (source `s`, target `t`): the folders it has left go to
+    /// `due` if they are; a change at `path` (`touched`) makes the folder holding it due;
+    /// a folder is entered.
+    fn step(&mut self, path: &str, s: Option<&BlobMeta>, t: Option<&BlobMeta>, touched: bool, due: &mut Vec<BlobMeta>) {
+        while self.open.last().is_some_and(|(d, _)| !path.starts_with(d.path.as_str())) {
+            if let Some((d, true)) = self.open.pop() {
+                due.push(d);
+            }
+        }
+        if touched && let Some((_, d)) = self.open.last_mut() {
+            *d = true;
+        }
+        if let Some(s) = s.filter(|s| s.kind == BlobKind::Dir) {
+            self.open.push((s.clone(), t.is_none_or(|t| t.mtime_ns != s.mtime_ns)));
+        }
+    }
+
+    /// The walk's end: the folders still open that are due, deepest first.
+    fn close(self, due: &mut Vec<BlobMeta>) {
+        due.extend(self.open.into_iter().rev().filter(|(_, d)| *d).map(|(d, _)| d));
+    }
+}
+
 struct Runner<'a, S, K> {
     spec: &'a DirectionSpec,
     metrics: &'a Arc<DirectionMetrics>,
@@ -462,10 +494,8 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
         // Folders gone from the source, deleted once the walk has left them (after
         // what they held).
         let mut gone_dirs: Vec<String> = Vec::new();
-        // The source's folders the walk is inside, each with whether its mtime is to be
-        // set once the walk has left it (a target that keeps mtimes and lists folders).
-        let mut open_dirs: Vec<(BlobMeta, bool)> = Vec::new();
-        let dir_times = self.caps.tree && self.caps.keeps_mtime;
+        // Folder mtimes, on a target that lists folders and keeps mtimes.
+        let mut folders = (self.caps.tree && self.caps.keeps_mtime).then(FolderTimes::default);
         let mut last_save = Instant::now();
         // The position saved while big files wait: the path listed before the first of
         // them (a restart lists them again; what was copied after them is found equal).
@@ -533,25 +563,14 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
                 self.deleted += 1;
                 self.counted(first);
             }
-            if dir_times {
-                while open_dirs.last().is_some_and(|(d, _)| !path.starts_with(d.path.as_str())) {
-                    if let Some((d, true)) = open_dirs.pop() {
-                        self.dir_times.push(d);
-                    }
-                }
+            if let Some(folders) = folders.as_mut() {
                 // Whatever changes here changes the folder holding it.
                 let touched = match (&s, &t) {
                     (Some(s), t) => !self.up_to_date(s, t.as_ref(), m.as_ref()),
                     (None, Some(_)) => true,
                     (None, None) => false,
                 };
-                if touched && let Some((_, due)) = open_dirs.last_mut() {
-                    *due = true;
-                }
-                if let Some(s) = s.as_ref().filter(|s| s.kind == BlobKind::Dir) {
-                    let differs = t.as_ref().is_none_or(|t| t.mtime_ns != s.mtime_ns);
-                    open_dirs.push((s.clone(), differs));
-                }
+                folders.step(&path, s.as_ref(), t.as_ref(), touched, &mut self.dir_times);
                 if self.dir_times.len() >= BATCH && self.big_pending() == 0 {
                     self.set_dir_times().await?;
                 }
@@ -613,7 +632,9 @@ impl<S: BlobSource, K: BlobSink> Runner<'_, S, K> {
             self.deleted += 1;
             self.counted(first);
         }
-        self.dir_times.extend(open_dirs.into_iter().rev().filter(|(_, due)| *due).map(|(d, _)| d));
+        if let Some(folders) = folders {
+            folders.close(&mut self.dir_times);
+        }
         self.set_dir_times().await?;
         self.cp.scan_after = None;
         self.cp.passes += 1;
@@ -1124,6 +1145,49 @@ mod tests {
     use md5::Digest as _;
 
     use super::*;
+
+    #[test]
+    fn a_folder_is_due_once_left_when_its_time_differed_or_something_in_it_changed() {
+        let meta = |path: &str, kind: BlobKind, mtime_ns: i64| BlobMeta {
+            path: path.into(),
+            kind,
+            size: 0,
+            mtime_ns,
+            mode: None,
+            owner: None,
+            etag: None,
+            link: None,
+        };
+        let (dir, file) = (BlobKind::Dir, BlobKind::File);
+        let mut f = FolderTimes::default();
+        let mut due = Vec::new();
+        // (path, source, target, changed here)
+        let walk = [
+            ("a/", Some(meta("a/", dir, 5)), Some(meta("a/", dir, 5)), false),
+            ("a/x", Some(meta("a/x", file, 1)), None, true),
+            ("a/y", Some(meta("a/y", file, 1)), Some(meta("a/y", file, 1)), false),
+            ("b/", Some(meta("b/", dir, 7)), Some(meta("b/", dir, 8)), false),
+            ("b/c/", Some(meta("b/c/", dir, 9)), Some(meta("b/c/", dir, 9)), false),
+            ("b/c/z", Some(meta("b/c/z", file, 1)), Some(meta("b/c/z", file, 1)), false),
+            ("b/d/", Some(meta("b/d/", dir, 3)), Some(meta("b/d/", dir, 3)), false),
+            ("b/d/gone", None, Some(meta("b/d/gone", file, 1)), true),
+            ("b/e/", Some(meta("b/e/", dir, 4)), None, true),
+        ];
+        let mut seen = Vec::new();
+        for (path, s, t, touched) in &walk {
+            f.step(path, s.as_ref(), t.as_ref(), *touched, &mut due);
+            seen.push(due.iter().map(|d| d.path.clone()).collect::<Vec<_>>());
+        }
+        // `a/` is due (a file was copied into it) once the walk left it, not before.
+        assert_eq!(seen[2], Vec::<String>::new());
+        assert_eq!(seen[3], ["a/"]);
+        // `b/c/` held nothing changed and kept its time; `b/d/` lost a file.
+        assert_eq!(seen[8], ["a/", "b/d/"]);
+        f.close(&mut due);
+        // Still open at the end, deepest first: the new `b/e/`, then `b/` (its time
+        // differed, and `b/e/` was made in it).
+        assert_eq!(due.iter().map(|d| d.path.as_str()).collect::<Vec<_>>(), ["a/", "b/d/", "b/e/", "b/"]);
+    }
 
     #[test]
     fn a_group_hashes_to_each_files_own_md5_and_leaves_out_what_was_not_read_whole() {
