@@ -147,7 +147,7 @@ pub struct Engine {
 }
 
 /// Counts a direction's task out when it ends, however it ends (a panic too).
-struct CountOut(Arc<tokio::sync::watch::Sender<usize>>);
+struct CountOut(tokio::sync::watch::Sender<usize>);
 
 impl Drop for CountOut {
     fn drop(&mut self) {
@@ -161,7 +161,6 @@ impl Engine {
         let mut task_tokens: Vec<(String, CancellationToken)> = Vec::new();
         let mut running = Vec::new();
         let (count, left) = tokio::sync::watch::channel(specs.len());
-        let count = Arc::new(count);
         for spec in specs {
             let token = match task_tokens.iter().find(|(t, _)| *t == spec.id.task) {
                 Some((_, tok)) => tok.clone(),
@@ -194,13 +193,13 @@ impl Engine {
 
     /// Whether every direction has ended.
     pub fn finished(&self) -> bool {
-        self.running.iter().all(|(_, h)| h.is_finished())
+        *self.left.borrow() == 0
     }
 
     /// Resolves once every direction has ended (at once, not on a polling tick).
     pub async fn ended(&self) {
         let mut left = self.left.clone();
-        // The sender lives as long as a direction's task: gone means all ended.
+        // Each task's sender counts it out before it goes: closed means all ended.
         let _ = left.wait_for(|n| *n == 0).await;
     }
 
