@@ -6,7 +6,7 @@ use futures_util::future::BoxFuture;
 
 use super::state::BlobState;
 
-use super::{BlobCaps, BlobHashes, BlobHint, BlobMeta, BlobSink, BlobSource, BlobUpload, Finished, ManifestEntry};
+use super::{BlobCaps, BlobHashes, BlobHint, BlobMeta, BlobSink, BlobSource, BlobUpload, Finished, Listed};
 use crate::connector::{ConnectorError, DirectionId};
 
 /// [`BlobSource`] with boxed futures.
@@ -198,9 +198,6 @@ pub trait DynBlobSink: Send {
         limit: usize,
     ) -> BoxFuture<'a, Result<Listed, ConnectorError>>;
 }
-
-/// A page of a target's listing and, when asked, of its manifest.
-type Listed = (Vec<BlobMeta>, Option<Vec<ManifestEntry>>);
 
 impl<T: BlobSink> DynBlobSink for T {
     fn caps(&self) -> BlobCaps {

@@ -112,6 +112,10 @@ pub struct BlobUpload {
     pub meta_set: bool,
 }
 
+/// A page of a target's listing and, when asked, a page of its manifest
+/// ([`BlobSink::list_with_manifest`]).
+pub type Listed = (Vec<BlobMeta>, Option<Vec<ManifestEntry>>);
+
 /// Content hashes computed while copying.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobHashes {
@@ -457,7 +461,7 @@ pub trait BlobSink: Send {
         after: Option<&str>,
         man: Option<(&DirectionId, Option<&str>)>,
         limit: usize,
-    ) -> impl Future<Output = Result<(Vec<BlobMeta>, Option<Vec<ManifestEntry>>), ConnectorError>> + Send {
+    ) -> impl Future<Output = Result<Listed, ConnectorError>> + Send {
         async move {
             let listed = self.list(globs, after, limit).await?;
             let manifest = match man {

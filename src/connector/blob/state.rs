@@ -414,13 +414,15 @@ fn entry_of(r: &sqlx::sqlite::SqliteRow) -> ManifestEntry {
     }
 }
 
+/// A lease holder for tests of blob targets' state.
+#[cfg(test)]
+pub(crate) fn holder(host: &str, pid: u32, fencing: i64) -> LeaseHolder {
+    LeaseHolder { node: "n".into(), host: host.into(), pid, expires_us: 0, expired: false, fencing, floor: 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn holder(host: &str, pid: u32, fencing: i64) -> LeaseHolder {
-        LeaseHolder { node: "n".into(), host: host.into(), pid, expires_us: 0, expired: false, fencing, floor: 0 }
-    }
 
     #[tokio::test]
     async fn a_writer_whose_lease_passed_on_is_fenced_out_of_the_state_file() {

@@ -14,7 +14,9 @@ use tracing::warn;
 
 use super::{OWN_DIR, io_error, join, list, running_as_root, system_time};
 use crate::connector::blob::state::BlobState;
-use crate::connector::blob::{BlobCaps, BlobHashes, BlobKind, BlobMeta, BlobSink, BlobUpload, Finished, ManifestEntry};
+use crate::connector::blob::{
+    BlobCaps, BlobHashes, BlobKind, BlobMeta, BlobSink, BlobUpload, Finished, Listed, ManifestEntry,
+};
 use crate::connector::{ConnectorError, DirectionId};
 
 /// A folder as a target.
@@ -256,14 +258,11 @@ impl BlobSink for FileSink {
         after: Option<&str>,
         man: Option<(&DirectionId, Option<&str>)>,
         limit: usize,
-    ) -> Result<(Vec<BlobMeta>, Option<Vec<ManifestEntry>>), ConnectorError> {
-        let Some((dir, from)) = man else { return Ok((self.walk(globs, after, limit).await?, None)) };
+    ) -> Result<Listed, ConnectorError> {
         // The walk runs on the blocking pool from here on, while SQLite reads the page.
         let walk = self.walk(globs, after, limit);
-        let st = match self.state.as_mut() {
-            Some(st) => st,
-            None => return Ok((walk.await?, Some(self.state().await?.manifest(dir, from, limit).await?))),
-        };
+        let Some((dir, from)) = man else { return Ok((walk.await?, None)) };
+        let st = self.state().await?;
         let (listed, manifest) = tokio::join!(walk, st.manifest(dir, from, limit));
         Ok((listed?, Some(manifest?)))
     }
@@ -365,22 +364,23 @@ impl BlobSink for FileSink {
         items: Vec<Finished>,
         fencing: i64,
     ) -> Result<(), ConnectorError> {
-        let mut preset = Vec::with_capacity(items.len());
         for f in &items {
             self.open.remove(&f.upload.handle);
-            preset.push(f.upload.meta_set);
         }
         let (root, root_user) = (self.root.clone(), self.root_user);
-        let files: Arc<Vec<(PathBuf, BlobMeta)>> =
-            Arc::new(items.iter().map(|f| (PathBuf::from(&f.upload.handle), f.source.clone())).collect());
+        let files: Arc<Vec<(PathBuf, BlobMeta, bool)>> = Arc::new(
+            items.iter().map(|f| (PathBuf::from(&f.upload.handle), f.source.clone(), f.upload.meta_set)).collect(),
+        );
         // Metadata goes on before the renames, so each file appears whole (most were
-        // set while written); all in one trip to the blocking pool, as the renames below.
+        // given theirs while written); all in one trip to the blocking pool, as the
+        // renames below.
         let fs = files.clone();
         let set = blocking(move || {
-            Ok(fs.iter().zip(preset).enumerate().find_map(|(i, ((p, m), preset))| match preset {
-                true => None,
-                false => FileSink::set_meta(p, m, root_user).err().map(|e| (i, e)),
-            }))
+            Ok(fs
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, _, set))| !set)
+                .find_map(|(i, (p, m, _))| FileSink::set_meta(p, m, root_user).err().map(|e| (i, e))))
         })
         .await
         .map_err(self.err("cannot set mode and mtime of", ""))?;
@@ -393,7 +393,7 @@ impl BlobSink for FileSink {
                 // Files come in path order: one folder's files follow each other, and
                 // its parents are made once for them.
                 let mut made: Option<&Path> = None;
-                for (i, (partial, m)) in fs.iter().enumerate() {
+                for (i, (partial, m, _)) in fs.iter().enumerate() {
                     let dest = join(&root, &m.path);
                     let parent = Path::new(&m.path).parent();
                     let parents = match made.is_some() && made == parent {
@@ -622,7 +622,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::connector::LeaseHolder;
 
     #[tokio::test]
     async fn a_listing_page_read_with_the_manifest_is_the_same_as_each_read_alone() {
@@ -636,15 +635,7 @@ mod tests {
             std::fs::write(&f, p).expect("write");
         }
         let d = DirectionId { task: "files".into(), from: "a".into(), to: "b".into() };
-        let me = LeaseHolder {
-            node: "n".into(),
-            host: "here".into(),
-            pid: std::process::id(),
-            expires_us: 0,
-            expired: false,
-            fencing: 0,
-            floor: 0,
-        };
+        let me = crate::connector::blob::state::holder("here", std::process::id(), 0);
         let st = sink.state().await.expect("state");
         st.lease(&d, &me, Duration::from_secs(15)).await.expect("lease");
         st.begin_fenced(&d, 1).await.expect("fenced");
