@@ -615,11 +615,7 @@ async fn a_file_that_becomes_a_folder_and_a_folder_that_becomes_a_file_are_carri
     write(&src.join("y/inner.txt"), b"in y");
     let cfg =
         blob_task_file(tmp.path(), &format!("file://{}", src.display()), &format!("file://{}", dst.display()), "");
-    let cfg = cfg.to_str().expect("utf-8").to_string();
-    let once = || async {
-        let out = ferry_within(&["run", "--once", "--config", cfg.as_str()], Duration::from_secs(60)).await;
-        assert_eq!(out.code, Some(0), "{}", out.all());
-    };
+    let once = || run_once_ok(&cfg);
     once().await;
     std::fs::remove_file(src.join("x")).expect("rm");
     write(&src.join("x/now-a-folder.txt"), b"x is a folder");
@@ -654,11 +650,7 @@ async fn folder_mtimes_are_the_sources_after_a_copy_and_after_changes_inside_the
     }
     let cfg =
         blob_task_file(tmp.path(), &format!("file://{}", src.display()), &format!("file://{}", dst.display()), "");
-    let cfg = cfg.to_str().expect("utf-8").to_string();
-    let once = || async {
-        let out = ferry_within(&["run", "--once", "--config", cfg.as_str()], Duration::from_secs(120)).await;
-        assert_eq!(out.code, Some(0), "{}", out.all());
-    };
+    let once = || run_once_ok(&cfg);
     once().await;
     identical(&src, &dst, &tmp.path().join("check.md5")).expect("identical");
     assert_eq!(folder_mtimes(&dst), folder_mtimes(&src), "folder mtimes after the first copy");
@@ -677,6 +669,13 @@ async fn folder_mtimes_are_the_sources_after_a_copy_and_after_changes_inside_the
     once().await;
     assert_eq!(inodes(&dst), inodes_before, "nothing copied again");
     assert_eq!(folder_mtimes(&dst), folder_mtimes(&src), "folder mtimes after a no-change pass");
+}
+
+/// `ferry run --once` of the task file `cfg`, which must succeed.
+async fn run_once_ok(cfg: &Path) {
+    let out =
+        ferry_within(&["run", "--once", "--config", cfg.to_str().expect("utf-8")], Duration::from_secs(120)).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
 }
 
 /// Inode of every file under `root` (but `.ferry/`): a file copied again gets a new one.

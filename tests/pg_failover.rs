@@ -279,7 +279,17 @@ async fn pg_source_direction_moves_between_nodes_on_one_shared_slot_without_losi
                 tail(&log)
             );
             if !said {
-                eprintln!("round {round}: walsender {pid} ended before {next} looked (the server's own timeout)");
+                // Then it must have gone before the server's own timeout could have ended
+                // it: a new owner that cannot end it waits that long for the slot.
+                let timeout = rows(&a, "SELECT setting FROM pg_settings WHERE name = 'wal_sender_timeout'").await;
+                let ms: u64 = timeout.first().and_then(|r| r[0].as_deref()).and_then(|v| v.parse().ok()).unwrap_or(0);
+                assert!(
+                    since.elapsed() < Duration::from_millis(ms),
+                    "round {round}: {next} never said it ended walsender {pid}, and the takeover took {:?}, past the server's wal_sender_timeout of {ms} ms:\n{}",
+                    since.elapsed(),
+                    tail(&log)
+                );
+                eprintln!("round {round}: walsender {pid} ended before {next} looked");
             }
         }
         // The old owner comes back (its route too) and takes nothing back.
