@@ -214,6 +214,40 @@ async fn snapshot_chunks_loaded_as_text_keep_every_value_exactly() {
     a.disconnect().await.ok();
 }
 
+/// A chunk goes as several `LOAD DATA` pieces under one savepoint: a stale target row in
+/// a later piece (a duplicate key, which LOCAL only warns about) rolls back the pieces
+/// already loaded and the chunk is written with upserts, so the stale row is overwritten
+/// and nothing is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_row_in_a_later_load_piece_is_overwritten_with_the_whole_chunk() {
+    let mut cleanup_a = Cleanup::new(&shared_a());
+    let mut cleanup_b = Cleanup::new(&shared_b());
+    let db = database(&shared_a(), "pieces", &mut cleanup_a).await;
+    cleanup_b.push(format!("DROP DATABASE IF EXISTS `{db}`"));
+    let create = format!("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(40) NOT NULL, n BIGINT)");
+    // 20,000 rows: the first chunk holds an eighth of 50,000, the second the other 13,750
+    // in two pieces; row 15,000 is in the second piece.
+    admin(
+        &shared_a(),
+        &[
+            create.clone(),
+            format!(
+                "INSERT INTO `{db}`.t SELECT seq, CONCAT('row ', seq, '\\t\\\\'), IF(seq % 7 = 0, NULL, seq * 3) FROM `{db}`.seq_1_to_20000"
+            ),
+        ],
+    )
+    .await;
+    admin(
+        &shared_b(),
+        &[format!("CREATE DATABASE `{db}`"), create, format!("INSERT INTO `{db}`.t VALUES (15000, 'stale', -1)")],
+    )
+    .await;
+    let (_dir, _config, engine) = start_one_way(&db).await;
+    engine.stop();
+    assert!(engine.join().await.is_empty(), "the direction failed");
+    assert_same_table(&db, "t").await;
+}
+
 /// A target with `local_infile = OFF` refuses `LOAD DATA LOCAL` (MariaDB's error 4166):
 /// `ferry check` warns, and the snapshot goes as INSERTs instead, whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
