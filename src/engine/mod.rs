@@ -199,7 +199,7 @@ impl Engine {
     /// Resolves once every direction has ended (at once, not on a polling tick).
     pub async fn ended(&self) {
         let mut left = self.left.clone();
-        // Each task's sender counts it out before it goes: closed means all ended.
+        // Each task counts itself out as it ends (`CountOut`): zero means all ended.
         let _ = left.wait_for(|n| *n == 0).await;
     }
 

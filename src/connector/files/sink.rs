@@ -130,27 +130,26 @@ impl FileSink {
         }
     }
 
+    /// Gives the file, folder or link at `p` the source's owner (as root), mode and mtime
+    /// (a link: its owner only).
     fn set_meta(p: &Path, m: &BlobMeta, root_user: bool) -> std::io::Result<()> {
-        if root_user && let Some((uid, gid)) = m.owner {
-            std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
-        }
         if m.kind == BlobKind::Link {
+            if root_user && let Some((uid, gid)) = m.owner {
+                std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
+            }
             return Ok(());
-        }
-        if let Some(mode) = m.mode {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
         }
         // A folder's mtime too: the pass sets it again once what it holds has landed.
         let f = match m.kind {
             BlobKind::File => File::options().write(true).open(p).or_else(|_| File::open(p))?,
             _ => File::open(p)?,
         };
-        f.set_times(FileTimes::new().set_modified(system_time(m.mtime_ns)))?;
-        Ok(())
+        FileSink::set_meta_open(&f, m, root_user)
     }
 
-    /// [`FileSink::set_meta`] on a file still open: no path to look up three times, and
-    /// no open to set its mtime. Owner first: a chown clears the set-id bits.
+    /// [`FileSink::set_meta`] on a file or folder already open (a small file still being
+    /// written gets its metadata without a path lookup). Owner first: a chown clears the
+    /// set-id bits.
     fn set_meta_open(f: &File, m: &BlobMeta, root_user: bool) -> std::io::Result<()> {
         if root_user && let Some((uid, gid)) = m.owner {
             std::os::unix::fs::fchown(f, Some(uid), Some(gid))?;
