@@ -177,6 +177,13 @@ async fn every_type_round_trips_through_snapshot_and_binlog() {
     a.disconnect().await.ok();
 }
 
+/// `LOAD DATA` statements the shared target has run so far (other tests' too: a lower
+/// bound on this test's).
+async fn loads_on_b() -> u64 {
+    let r = crate::support::mariadb::rows(&shared_b(), "SHOW GLOBAL STATUS LIKE 'Com_load'").await;
+    r[0][1].parse::<u64>().expect("Com_load")
+}
+
 /// Snapshot chunks travel as `LOAD DATA LOCAL INFILE` text: every type (BIT aside, which
 /// takes the INSERT path), tabs, newlines, backslashes, a literal `\N`, NUL bytes and
 /// NULL versus empty arrive exactly; the target server counts the loads.
@@ -201,16 +208,12 @@ async fn snapshot_chunks_loaded_as_text_keep_every_value_exactly() {
     ))
     .await
     .expect("tricky text");
-    let loads = || async {
-        let r = crate::support::mariadb::rows(&shared_b(), "SHOW GLOBAL STATUS LIKE 'Com_load'").await;
-        r[0][1].parse::<u64>().expect("Com_load")
-    };
-    let before = loads().await;
+    let before = loads_on_b().await;
     let (_dir, _config, engine) = start_one_way(&db).await;
     assert_same_table(&db, "all_types").await;
     engine.stop();
     assert!(engine.join().await.is_empty(), "the direction failed");
-    assert!(loads().await > before, "the snapshot chunk did not go as LOAD DATA");
+    assert!(loads_on_b().await > before, "the snapshot chunk did not go as LOAD DATA");
     a.disconnect().await.ok();
 }
 
@@ -242,10 +245,13 @@ async fn a_stale_row_in_a_later_load_piece_is_overwritten_with_the_whole_chunk()
         &[format!("CREATE DATABASE `{db}`"), create, format!("INSERT INTO `{db}`.t VALUES (15000, 'stale', -1)")],
     )
     .await;
+    let before = loads_on_b().await;
     let (_dir, _config, engine) = start_one_way(&db).await;
     engine.stop();
     assert!(engine.join().await.is_empty(), "the direction failed");
     assert_same_table(&db, "t").await;
+    // The first chunk's one piece, and the second chunk's two (the second refused).
+    assert!(loads_on_b().await >= before + 3, "the chunks did not go as LOAD DATA pieces");
 }
 
 /// A target with `local_infile = OFF` refuses `LOAD DATA LOCAL` (MariaDB's error 4166):
