@@ -272,7 +272,15 @@ async fn pg_source_direction_moves_between_nodes_on_one_shared_slot_without_losi
             // only if the server ended it first (its own timeouts) may the log be silent.
             let log = members.iter().find(|m| m.id == next).map(Member::log).unwrap_or_default();
             let said = log.contains("ended the session a previous owner left on it") && log.contains(&slot);
-            let alive = !rows(&a, &format!("SELECT 1 FROM pg_stat_activity WHERE pid = {pid}")).await.is_empty();
+            // A backend ended a moment ago may still be listed while it exits (it gave
+            // the slot up first): allowed a few seconds to leave the list.
+            let listed = format!("SELECT pid::text FROM pg_stat_activity WHERE pid = {pid}");
+            let gone_by = Instant::now() + Duration::from_secs(5);
+            let mut alive = !rows(&a, &listed).await.is_empty();
+            while alive && Instant::now() < gone_by {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                alive = !rows(&a, &listed).await.is_empty();
+            }
             assert!(
                 !alive,
                 "round {round}: the killed owner's walsender {pid} still lingers on {slot}:\n{}",
