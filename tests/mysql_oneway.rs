@@ -481,15 +481,17 @@ impl Drop for PrivateSource {
     }
 }
 
+/// Two free consecutive ports below the kernel's ephemeral range (from 32768), where no
+/// other test's outgoing connection can take the second before the testbed binds it.
 fn free_port_pair() -> u16 {
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let p = l.local_addr().expect("addr").port();
-        drop(l);
-        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
+    let seed = std::process::id() as u64 ^ std::time::UNIX_EPOCH.elapsed().map(|d| d.as_nanos() as u64).unwrap_or(0);
+    (0..2_000u64)
+        .map(|i| 20_000 + ((seed.wrapping_add(i * 7_919)) % 12_000) as u16)
+        .find(|&p| {
+            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+        })
+        .expect("two free consecutive ports between 20000 and 32000")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
