@@ -34,6 +34,7 @@ use super::state::StreamState;
 use super::values::{param_len, to_param};
 use super::versions::Marking;
 use super::{FERRY_DB, MysqlEndpoint, ident};
+use crate::connector::parallel::slots::SplitBackoff;
 use crate::connector::{ConnectorError, LeaseHolder};
 use crate::model::{Change, HashKey, Key, Row, SiteId, TableName, TableSchema, Txn};
 
@@ -76,6 +77,8 @@ pub struct MysqlSink {
     pub(super) parents: Parents,
     /// The stream slots as loaded, and transactions a crash left applied past them.
     pub(super) stream: StreamState,
+    /// Whether recent batches split into shares (skips a partition bound to fail).
+    pub(super) split: SplitBackoff,
     /// Snapshot chunks may go as `LOAD DATA LOCAL INFILE` (until the server refuses it).
     pub(super) load_data: bool,
     /// Tables ferry created here whose plain secondary keys wait for the end of their
@@ -165,6 +168,7 @@ impl MysqlSink {
             constraints: HashMap::new(),
             parents: Parents::default(),
             stream: StreamState::default(),
+            split: SplitBackoff::default(),
             load_data: true,
             deferred: Default::default(),
             holder: None,

@@ -20,8 +20,7 @@ use tracing::warn;
 
 use super::apply::{MysqlSink, Targets, write_changes};
 use super::state;
-use crate::connector::parallel::partition::partition;
-use crate::connector::parallel::slots::{Share, shares_of, stays_single};
+use crate::connector::parallel::slots::{Share, stays_single};
 use crate::connector::{ApplyBatch, ApplyReport, Checkpoint, ConnectorError, DirectionId, LeaseHolder};
 use crate::model::{Change, Position, Txn};
 
@@ -44,7 +43,7 @@ impl MysqlSink {
             return Ok(None);
         }
         let targets = self.targets(batch.txns.iter().flat_map(|t| &t.changes))?;
-        let Some(shares) = shares_of(partition(&batch.txns, &targets, &self.parents, self.workers)) else {
+        let Some(shares) = self.split.split(&batch.txns, &targets, &self.parents, self.workers) else {
             return Ok(None);
         };
         let jobs: Vec<Job<'_>> = shares

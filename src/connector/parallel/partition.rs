@@ -415,4 +415,29 @@ mod tests {
         assert_eq!(of[0], of[1], "{shares:?}");
         assert_ne!(of[0], of[2], "{shares:?}");
     }
+
+    #[test]
+    fn batches_after_one_that_formed_one_group_skip_the_partition_for_longer_each_time() {
+        use crate::connector::parallel::slots::SplitBackoff;
+        let t = table("c", &["id", "n"], vec![], vec![]);
+        let (targets, parents) = targets(&[&t]);
+        let i = Value::Int;
+        let update = |id: i64, n: i64| change(&t, Some(row(&[i(id), i(n)])), Some(row(&[i(id), i(n + 1)])));
+        // Every transaction updates the same counter row / each its own row.
+        let hot: Vec<Txn> = (0..4).map(|s| txn(s, vec![update(1, s)])).collect();
+        let apart: Vec<Txn> = (0..4).map(|s| txn(s, vec![update(s + 1, s)])).collect();
+        let mut b = SplitBackoff::default();
+        let mut run = |txns: &[Txn]| b.split(txns, &targets, &parents, 2).is_some();
+        assert!(!run(&hot));
+        assert!(!run(&apart), "the batch after a single group is not partitioned");
+        assert!(run(&apart), "then it is, and splits");
+        assert!(!run(&hot));
+        assert!(!run(&apart), "a split reset the wait to one batch");
+        assert!(run(&apart));
+        assert!(!run(&hot));
+        assert!(!run(&hot));
+        assert!(!run(&hot), "partitioned again, one group again: the wait doubles");
+        assert!(!run(&apart) && !run(&apart));
+        assert!(run(&apart));
+    }
 }

@@ -22,8 +22,7 @@ use tracing::warn;
 
 use super::sink::{PgSink, Writer};
 use super::{PgEndpoint, state};
-use crate::connector::parallel::partition::partition;
-use crate::connector::parallel::slots::{Share, shares_of, stays_single};
+use crate::connector::parallel::slots::{Share, stays_single};
 use crate::connector::{ApplyBatch, ApplyReport, Checkpoint, ConnectorError, DirectionId, ErrorKind, LeaseHolder};
 use crate::model::{Change, FastHash, Position, TableName, TableSchema, Txn};
 
@@ -59,7 +58,7 @@ impl PgSink {
             .into_iter()
             .filter_map(|n| Some((n.clone(), self.targets.get(&PgSink::resolve(n))?.clone())))
             .collect();
-        let Some(shares) = shares_of(partition(&batch.txns, &keyed, &self.parents, self.workers)) else {
+        let Some(shares) = self.split.split(&batch.txns, &keyed, &self.parents, self.workers) else {
             return Ok(None);
         };
         while self.helpers.len() + 1 < shares.len() {
