@@ -56,6 +56,7 @@ machine() { # machine "BUSY0 TOTAL0 IOWAIT0" -> "B% busy, W% iowait"
 }
 cpu_pct() { awk -v t="$1" -v tck="$TCK" -v s="$2" 'BEGIN { printf "%.0f", (s > 0 ? 100 * t / tck / s : 0) }'; }
 mariadbd_pid() { cat "$1/pid"; }
+cs() { sql "$1" "CHECKSUM TABLE $tables" | awk '{ print $1, $2 }'; } # cs PORT: the bench's $tables
 status_var() { sql "$1" "SHOW GLOBAL STATUS LIKE '$2'" | awk '{ print $2 }'; }
 # settle PORT...: before each timed phase every server flushes its dirty pages
 # (innodb_max_dirty_pages_pct set to 0 for the wait, then restored), so no side pays for
