@@ -34,7 +34,7 @@ use super::state::StreamState;
 use super::values::{param_len, to_param};
 use super::versions::Marking;
 use super::{FERRY_DB, MysqlEndpoint, ident};
-use crate::connector::parallel::slots::SplitBackoff;
+use crate::connector::parallel::partition::SplitBackoff;
 use crate::connector::{ConnectorError, LeaseHolder};
 use crate::model::{Change, HashKey, Key, Row, SiteId, TableName, TableSchema, Txn};
 

@@ -14,12 +14,15 @@
 //! - Source transactions sharing any key are joined (union-find) into one group; a
 //!   transaction is never split, so `keep_transactions` holds on every session. Groups
 //!   go to the least loaded session, largest first, and keep source order there.
+//! - A stream whose batches keep forming one group is not partitioned for a while
+//!   ([`SplitBackoff`]).
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use super::slots::{Share, shares_of};
 use crate::model::{Change, FastHash, FastHasher, Op, Row, TableName, TableSchema, Txn, Value};
 
 /// How a sink sees one target table of a batch: its name there and its keys as the
@@ -125,6 +128,49 @@ pub fn partition<T: KeyedTarget>(
         s.sort_unstable();
     }
     shares
+}
+
+/// How many batches in a row may go to one session unpartitioned, at most, after
+/// batches that formed a single dependency group.
+const MAX_SKIP: u32 = 16;
+
+/// Remembers whether a stream's batches split: a workload whose every transaction
+/// touches the same few rows (pgbench's branches, a counter table) forms one dependency
+/// group per batch, and partitioning 20,000 changes only to find that cost about 4 ms
+/// per batch on the single session's critical path. After such a batch the next 1, 2,
+/// 4 … 16 batches skip the partition; a batch that splits resets the wait.
+#[derive(Debug, Default)]
+pub struct SplitBackoff {
+    /// Batches still to apply without partitioning.
+    skip: u32,
+    /// The wait after the next batch that forms one group.
+    next: u32,
+}
+
+impl SplitBackoff {
+    /// The shares of a batch split by [`partition`], or `None` when it
+    /// forms one group or a recent batch did (see the type).
+    pub fn split<T: KeyedTarget>(
+        &mut self,
+        txns: &[Txn],
+        targets: &HashMap<TableName, T>,
+        parents: &Parents,
+        workers: usize,
+    ) -> Option<Vec<Share>> {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return None;
+        }
+        let shares = shares_of(partition(txns, targets, parents, workers));
+        match shares {
+            Some(_) => self.next = 0,
+            None => {
+                self.next = (self.next * 2).clamp(1, MAX_SKIP);
+                self.skip = self.next;
+            }
+        }
+        shares
+    }
 }
 
 /// The union-find root of `i`, halving paths on the way.
@@ -418,7 +464,6 @@ mod tests {
 
     #[test]
     fn batches_after_one_that_formed_one_group_skip_the_partition_for_longer_each_time() {
-        use crate::connector::parallel::slots::SplitBackoff;
         let t = table("c", &["id", "n"], vec![], vec![]);
         let (targets, parents) = targets(&[&t]);
         let i = Value::Int;

@@ -10,9 +10,8 @@
 
 use std::collections::HashMap;
 
-use super::partition::{KeyedTarget, Parents, partition};
 use crate::connector::{ApplyBatch, Checkpoint, ConnectorError, TableProgress};
-use crate::model::{Position, TableName, Txn};
+use crate::model::Position;
 
 /// What the stream slots of a direction say beyond the lowest position: how many there
 /// are, and which source transactions past the lowest a worker already committed.
@@ -170,49 +169,6 @@ pub fn shares_of(split: Vec<Vec<usize>>) -> Option<Vec<Share>> {
     }
     shares[0].slots.extend(idle);
     Some(shares)
-}
-
-/// How many batches in a row may go to one session unpartitioned, at most, after
-/// batches that formed a single dependency group.
-const MAX_SKIP: u32 = 16;
-
-/// Remembers whether a stream's batches split: a workload whose every transaction
-/// touches the same few rows (pgbench's branches, a counter table) forms one dependency
-/// group per batch, and partitioning 20,000 changes only to find that cost about 4 ms
-/// per batch on the single session's critical path. After such a batch the next 1, 2,
-/// 4 … 16 batches skip the partition; a batch that splits resets the wait.
-#[derive(Debug, Default)]
-pub struct SplitBackoff {
-    /// Batches still to apply without partitioning.
-    skip: u32,
-    /// The wait after the next batch that forms one group.
-    next: u32,
-}
-
-impl SplitBackoff {
-    /// The shares of a batch split by [`super::partition::partition`], or `None` when it
-    /// forms one group or a recent batch did (see the type).
-    pub fn split<T: KeyedTarget>(
-        &mut self,
-        txns: &[Txn],
-        targets: &HashMap<TableName, T>,
-        parents: &Parents,
-        workers: usize,
-    ) -> Option<Vec<Share>> {
-        if self.skip > 0 {
-            self.skip -= 1;
-            return None;
-        }
-        let shares = shares_of(partition(txns, targets, parents, workers));
-        match shares {
-            Some(_) => self.next = 0,
-            None => {
-                self.next = (self.next * 2).clamp(1, MAX_SKIP);
-                self.skip = self.next;
-            }
-        }
-        shares
-    }
 }
 
 /// Reads a direction's checkpoint rows (slot, position, progress) into the checkpoint and

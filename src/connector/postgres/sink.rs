@@ -18,8 +18,9 @@ use super::deferred::{self, Deferred};
 use super::names::HEARTBEAT_TABLE;
 use super::values::{encode, encode_as};
 use super::{FERRY_SCHEMA, PgEndpoint, ferry_table, ident, migrate, qualified, schema, state};
+use crate::connector::parallel::partition::SplitBackoff;
 use crate::connector::parallel::partition::{Parents, parents_of};
-use crate::connector::parallel::slots::{SplitBackoff, StreamState};
+use crate::connector::parallel::slots::StreamState;
 use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConnectorError, DirectionId, LeaseHolder, LeaseOutcome, Sink,
 };
