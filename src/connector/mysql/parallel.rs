@@ -38,7 +38,8 @@ impl MysqlSink {
         dir: &DirectionId,
         batch: &ApplyBatch,
     ) -> Result<Option<ApplyReport>, ConnectorError> {
-        let single = stays_single(batch, self.workers, &self.stream);
+        // A stream that recently formed one group skips the partition and what it needs.
+        let single = stays_single(batch, self.workers, &self.stream) || self.split.skips();
         if single {
             return Ok(None);
         }

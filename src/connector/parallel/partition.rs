@@ -148,8 +148,16 @@ pub struct SplitBackoff {
 }
 
 impl SplitBackoff {
-    /// The shares of a batch split by [`partition`], or `None` when it
-    /// forms one group or a recent batch did (see the type).
+    /// Whether this batch goes to one session unpartitioned because a recent batch formed
+    /// one group (and counts it). Asked before a sink builds what the partition needs.
+    pub fn skips(&mut self) -> bool {
+        let skip = self.skip > 0;
+        self.skip = self.skip.saturating_sub(1);
+        skip
+    }
+
+    /// The shares of a batch split by [`partition`], or `None` when it forms one group;
+    /// either way sets how many of the next batches [`Self::skips`].
     pub fn split<T: KeyedTarget>(
         &mut self,
         txns: &[Txn],
@@ -157,10 +165,6 @@ impl SplitBackoff {
         parents: &Parents,
         workers: usize,
     ) -> Option<Vec<Share>> {
-        if self.skip > 0 {
-            self.skip -= 1;
-            return None;
-        }
         let shares = shares_of(partition(txns, targets, parents, workers));
         match shares {
             Some(_) => self.next = 0,
@@ -472,7 +476,7 @@ mod tests {
         let hot: Vec<Txn> = (0..4).map(|s| txn(s, vec![update(1, s)])).collect();
         let apart: Vec<Txn> = (0..4).map(|s| txn(s, vec![update(s + 1, s)])).collect();
         let mut b = SplitBackoff::default();
-        let mut run = |txns: &[Txn]| b.split(txns, &targets, &parents, 2).is_some();
+        let mut run = |txns: &[Txn]| !b.skips() && b.split(txns, &targets, &parents, 2).is_some();
         assert!(!run(&hot));
         assert!(!run(&apart), "the batch after a single group is not partitioned");
         assert!(run(&apart), "then it is, and splits");

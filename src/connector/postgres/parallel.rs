@@ -45,7 +45,8 @@ impl PgSink {
         dir: &DirectionId,
         batch: &ApplyBatch,
     ) -> Result<Option<ApplyReport>, ConnectorError> {
-        let single = stays_single(batch, self.workers, &self.stream) || self.is_two_way();
+        // A stream that recently formed one group skips the partition and what it needs.
+        let single = stays_single(batch, self.workers, &self.stream) || self.is_two_way() || self.split.skips();
         if single {
             return Ok(None);
         }
