@@ -29,8 +29,14 @@ use crate::model::{Position, Txn};
 const CHUNK_CHANGES: usize = 2048;
 /// Transactions (returned or skipped) per chunk.
 const CHUNK_TXNS: usize = 512;
-/// Chunks buffered between the stream task and the reader.
-const CHANNEL_CHUNKS: usize = 8;
+/// Binlog bytes per chunk: with [`CHANNEL_CHUNKS`], what the stream task may hold
+/// decoded ahead of the reader, whatever the rows' size.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Chunks buffered between the stream task and the reader. A chunk is often partial (it
+/// goes as soon as the socket has nothing ready), so eight held about 9,000 changes: a
+/// backlog's reads stopped there instead of at the batch size, and the stream task
+/// waited most of each apply with a full channel. 64 hold a whole batch.
+const CHANNEL_CHUNKS: usize = 64;
 /// How often the server sends a heartbeat when it has nothing else to send.
 const HEARTBEAT_PERIOD: Duration = Duration::from_secs(2);
 /// Silence after which the stream is considered dead.
@@ -323,7 +329,7 @@ impl BinlogReader {
 /// or an error stops it (the error is sent first).
 async fn run(mut stream: BinlogStream, mut dec: Decoder, first: Event, tx: mpsc::Sender<Chunk>) {
     let mut chunk: Vec<Item> = Vec::new();
-    let mut chunk_changes = 0usize;
+    let mut size = ChunkSize::default();
     let mut next = Some(first);
     loop {
         let ev = match next.take() {
@@ -345,7 +351,7 @@ async fn run(mut stream: BinlogStream, mut dec: Decoder, first: Event, tx: mpsc:
                         Some(r) => r,
                         None => {
                             // Nothing ready right now: hand over what we have.
-                            if !flush(&mut dec, &mut chunk, &mut chunk_changes, &tx).await {
+                            if !flush(&mut dec, &mut chunk, &mut size, &tx).await {
                                 return;
                             }
                             continue;
@@ -356,13 +362,13 @@ async fn run(mut stream: BinlogStream, mut dec: Decoder, first: Event, tx: mpsc:
                     Some(Ok(ev)) => ev,
                     Some(Err(e)) => {
                         let e = dec.stream_error(e);
-                        let _ = flush(&mut dec, &mut chunk, &mut chunk_changes, &tx).await;
+                        let _ = flush(&mut dec, &mut chunk, &mut size, &tx).await;
                         let _ = tx.send(Err(e)).await;
                         return;
                     }
                     None => {
                         let e = dec.runtime("the server closed the binlog stream".into());
-                        let _ = flush(&mut dec, &mut chunk, &mut chunk_changes, &tx).await;
+                        let _ = flush(&mut dec, &mut chunk, &mut size, &tx).await;
                         let _ = tx.send(Err(e)).await;
                         return;
                     }
@@ -370,8 +376,9 @@ async fn run(mut stream: BinlogStream, mut dec: Decoder, first: Event, tx: mpsc:
             }
         };
         let before = chunk.len();
+        size.bytes += ev.header().event_size() as usize;
         if let Err(e) = dec.handle(&ev, &mut chunk).await {
-            let _ = flush(&mut dec, &mut chunk, &mut chunk_changes, &tx).await;
+            let _ = flush(&mut dec, &mut chunk, &mut size, &tx).await;
             let _ = tx.send(Err(e)).await;
             return;
         }
@@ -379,23 +386,33 @@ async fn run(mut stream: BinlogStream, mut dec: Decoder, first: Event, tx: mpsc:
         for item in &chunk[before..] {
             match item {
                 Item::Txn { txn, signal: s, .. } => {
-                    chunk_changes += txn.changes.len();
+                    size.changes += txn.changes.len();
                     signal |= *s;
                 }
-                Item::Part { txn, .. } => chunk_changes += txn.changes.len(),
+                Item::Part { txn, .. } => size.changes += txn.changes.len(),
                 Item::Pos(_) => {}
             }
         }
-        if (signal || chunk_changes >= CHUNK_CHANGES || chunk.len() + dec.skipped() >= CHUNK_TXNS)
-            && !flush(&mut dec, &mut chunk, &mut chunk_changes, &tx).await
-        {
+        let full =
+            size.changes >= CHUNK_CHANGES || chunk.len() + dec.skipped() >= CHUNK_TXNS || size.bytes >= CHUNK_BYTES;
+        if (signal || full) && !flush(&mut dec, &mut chunk, &mut size, &tx).await {
             return;
         }
     }
 }
 
+/// What the chunk being filled holds so far.
+#[derive(Default)]
+struct ChunkSize {
+    /// Row changes.
+    changes: usize,
+    /// Binlog bytes of the events decoded into it.
+    bytes: usize,
+}
+
 /// Sends the chunk (with the position after skipped transactions); false when the reader is gone.
-async fn flush(dec: &mut Decoder, chunk: &mut Vec<Item>, changes: &mut usize, tx: &mpsc::Sender<Chunk>) -> bool {
+async fn flush(dec: &mut Decoder, chunk: &mut Vec<Item>, size: &mut ChunkSize, tx: &mpsc::Sender<Chunk>) -> bool {
+    *size = ChunkSize::default();
     if let Some(pos) = dec.flush_position() {
         chunk.push(Item::Pos(pos));
     }
@@ -405,7 +422,6 @@ async fn flush(dec: &mut Decoder, chunk: &mut Vec<Item>, changes: &mut usize, tx
     if chunk.is_empty() {
         return true;
     }
-    *changes = 0;
     tx.send(Ok(std::mem::take(chunk))).await.is_ok()
 }
 
