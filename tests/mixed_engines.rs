@@ -340,7 +340,7 @@ async fn settle(engine: Engine, db: &str, s: &Path) {
     assert!(engine.join().await.is_empty(), "a direction failed");
 }
 
-/// A SQLite transaction larger than one read (120,000 rows; reads take 50,000 changes)
+/// A SQLite transaction larger than one read (120,000 rows; reads take 20,000 changes)
 /// reaches MariaDB in parts held in one open MariaDB transaction, committed with the last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sqlite_transaction_larger_than_a_read_reaches_mariadb_whole() {

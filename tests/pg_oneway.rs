@@ -478,7 +478,7 @@ async fn pg_a_transaction_bigger_than_a_read_is_applied_whole_in_parts() {
     let config = Config::load(&file).expect("config");
     let engine = start(&config).await;
     wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
-    // 70,000 changes in one source transaction: read and applied in parts (50,000
+    // 70,000 changes in one source transaction: read and applied in parts (20,000
     // each) inside one target transaction, while the lease is renewed beside it.
     exec(&a, &format!("UPDATE {t} SET v = id * 2")).await;
     exec(&a, &format!("UPDATE {t} SET v = v + 1 WHERE id % 3 = 0")).await;

@@ -42,6 +42,8 @@ pub trait DynSource: Send {
     fn retention(&mut self) -> BoxFuture<'_, Result<Option<Retention>, ConnectorError>>;
     /// See [`Source::estimate_rows`].
     fn estimate_rows<'a>(&'a mut self, t: &'a TableSchema) -> BoxFuture<'a, Result<Option<u64>, ConnectorError>>;
+    /// See [`Source::batch_changes`].
+    fn batch_changes(&self) -> Option<usize>;
     /// See [`Source::close`].
     fn close_boxed<'a>(self: Box<Self>) -> BoxFuture<'a, ()>
     where
@@ -84,6 +86,9 @@ impl<T: Source> DynSource for T {
     }
     fn estimate_rows<'a>(&'a mut self, t: &'a TableSchema) -> BoxFuture<'a, Result<Option<u64>, ConnectorError>> {
         Box::pin(Source::estimate_rows(self, t))
+    }
+    fn batch_changes(&self) -> Option<usize> {
+        Source::batch_changes(self)
     }
     fn close_boxed<'a>(self: Box<Self>) -> BoxFuture<'a, ()>
     where
@@ -129,6 +134,9 @@ impl<'s> Source for Box<dyn DynSource + 's> {
     }
     async fn estimate_rows(&mut self, table: &TableSchema) -> Result<Option<u64>, ConnectorError> {
         DynSource::estimate_rows(&mut **self, table).await
+    }
+    fn batch_changes(&self) -> Option<usize> {
+        DynSource::batch_changes(&**self)
     }
     fn close(self) -> impl Future<Output = ()> + Send {
         DynSource::close_boxed(self)

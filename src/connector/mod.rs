@@ -634,6 +634,12 @@ pub trait Source: Send {
         let _ = table;
         async { Ok(None) }
     }
+    /// How many changes a stream read of this store should hold at least, where it
+    /// applies better in bigger batches than the task's default; `None` (the default):
+    /// the task's.
+    fn batch_changes(&self) -> Option<usize> {
+        None
+    }
     /// Ends its sessions and waits until they are closed (the engine calls it when a
     /// direction stops, so a store's files are let go of when the engine is joined);
     /// by default it is dropped, which a store whose driver closes on another thread

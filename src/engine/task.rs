@@ -40,7 +40,8 @@ use crate::model::{
 /// Knobs with defaults that suit both the demo and production.
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    /// Changes read per batch (whole commit groups may exceed it).
+    /// Changes read per batch (whole commit groups may exceed it); a store that reads
+    /// best in bigger batches raises it ([`Source::batch_changes`]).
     pub batch_changes: usize,
     /// Rows per snapshot chunk.
     pub chunk_rows: usize,
@@ -53,10 +54,7 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
-            // A backlog's batch collapses each key to its final row, so bigger batches
-            // leave the target fewer rows where keys are hot: on sysbench's default key
-            // spread about 0.26 rows per change at 50,000, 0.38 at 20,000.
-            batch_changes: 50_000,
+            batch_changes: 20_000,
             chunk_rows: 50_000,
             poll: Duration::from_millis(20),
             heartbeat: Duration::from_millis(100),
@@ -341,8 +339,10 @@ async fn run_pair<S: Source + 'static, H: Source + 'static, K: Sink>(
     heartbeat: H,
     sink: K,
 ) -> Result<(), EngineError> {
+    let batch_changes = source.batch_changes().map_or(spec.tuning.batch_changes, |n| n.max(spec.tuning.batch_changes));
     let runner = Runner {
         spec,
+        batch_changes,
         metrics,
         shutdown,
         source: Slot(Some(source)),
@@ -392,6 +392,8 @@ pub fn former_stream_of(node_id: &str, id: &DirectionId) -> String {
 
 struct Runner<'a, S: Source + 'static, K: Sink> {
     spec: &'a DirectionSpec,
+    /// Changes per stream read: the task's, or more where the source reads best so.
+    batch_changes: usize,
     /// Set when a batch with changes commits (across attempts: resets the backoff).
     progressed: &'a AtomicBool,
     /// Rows applied in the commit group being applied in parts.
@@ -769,7 +771,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             // for the one that catches up (or for a second to pass). Two-way batches
             // always flush (the other direction reads this target).
             apply.flush = self.spec.conflicts.is_some()
-                || rows < self.spec.tuning.batch_changes
+                || rows < self.batch_changes
                 || self.flushed_at.elapsed() >= FLUSH_AT_LEAST;
             // `--once`: the batch that reaches the head is the last; a read after it
             // would only wait for changes that are not coming.
@@ -1271,7 +1273,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         ReadRequest {
             after,
             until,
-            max_changes: self.spec.tuning.batch_changes,
+            max_changes: self.batch_changes,
             exclude_origin: self.spec.target.site.clone(),
             keep_transactions: self.spec.keep_transactions,
             before_images: self.spec.conflicts.is_some(),
@@ -1384,6 +1386,10 @@ impl<S: Source> Source for Slot<S> {
 
     async fn estimate_rows(&mut self, table: &TableSchema) -> Result<Option<u64>, ConnectorError> {
         self.get()?.estimate_rows(table).await
+    }
+
+    fn batch_changes(&self) -> Option<usize> {
+        self.0.as_ref().and_then(Source::batch_changes)
     }
 }
 

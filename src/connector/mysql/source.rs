@@ -17,6 +17,11 @@ use crate::model::{Key, Position, TableSchema};
 
 /// How long one read waits for the first transaction before returning empty.
 const READ_WAIT: Duration = Duration::from_millis(50);
+/// Changes per stream read. A backlog's batch collapses each key to its final row, so
+/// where keys are hot a bigger batch leaves the target fewer rows: bench/mysql_cdc went
+/// from 89k to 167-208k changes/s with 50,000 instead of the engine's 20,000 (about 0.26
+/// rows per change against 0.38 on sysbench's default key spread).
+const READ_CHANGES: usize = 50_000;
 
 /// A MySQL/MariaDB server read as a change source.
 pub struct MysqlSource {
@@ -111,6 +116,10 @@ impl Source for MysqlSource {
     ) -> Result<Chunk, ConnectorError> {
         let versions = with_versions && self.versions;
         snapshot::read_chunk(&self.ep, &mut self.conn, table, after, limit, &self.signal_id, versions).await
+    }
+
+    fn batch_changes(&self) -> Option<usize> {
+        Some(READ_CHANGES)
     }
 
     async fn read_changes(&mut self, req: &ReadRequest) -> Result<ReadBatch, ConnectorError> {
