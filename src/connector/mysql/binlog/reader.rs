@@ -42,8 +42,19 @@ const HEARTBEAT_PERIOD: Duration = Duration::from_secs(2);
 /// Silence after which the stream is considered dead.
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
 
+/// Binlog bytes one read takes from the stream task, at most (plus one chunk): a batch
+/// of wide rows ends there rather than at its change count.
+const READ_BYTES: usize = 64 << 20;
+
 /// What the stream task sends: decoded items, or the error that stopped it.
-type Chunk = Result<Vec<Item>, ConnectorError>;
+type Chunk = Result<Decoded, ConnectorError>;
+
+/// Items decoded from some binlog events.
+struct Decoded {
+    items: Vec<Item>,
+    /// The events' size in the binlog.
+    bytes: usize,
+}
 
 /// What one [`BinlogReader::read`] returns.
 #[derive(Debug)]
@@ -201,6 +212,8 @@ impl BinlogReader {
         let deadline = tokio::time::Instant::now() + wait;
         let mut out: Vec<Txn> = Vec::new();
         let mut changes = 0usize;
+        // Binlog bytes of the chunks taken by this read.
+        let mut taken = 0usize;
         // The last transaction of `out` is the one going on in parts.
         let mut last_open = false;
         self.server_ids.clear();
@@ -260,6 +273,8 @@ impl BinlogReader {
                     Err(_) => return Ok(self.done(out)),
                     Ok(c) => c,
                 }
+            } else if taken >= READ_BYTES {
+                return Ok(self.done(out));
             } else {
                 match self.rx.try_recv() {
                     Ok(c) => Some(c),
@@ -267,7 +282,10 @@ impl BinlogReader {
                 }
             };
             match chunk {
-                Some(Ok(items)) => self.pending.extend(items),
+                Some(Ok(d)) => {
+                    taken += d.bytes;
+                    self.pending.extend(d.items);
+                }
                 Some(Err(e)) if out.is_empty() => {
                     self.stopped = true;
                     return Err(e);
@@ -412,7 +430,7 @@ struct ChunkSize {
 
 /// Sends the chunk (with the position after skipped transactions); false when the reader is gone.
 async fn flush(dec: &mut Decoder, chunk: &mut Vec<Item>, size: &mut ChunkSize, tx: &mpsc::Sender<Chunk>) -> bool {
-    *size = ChunkSize::default();
+    let bytes = std::mem::take(size).bytes;
     if let Some(pos) = dec.flush_position() {
         chunk.push(Item::Pos(pos));
     }
@@ -422,7 +440,7 @@ async fn flush(dec: &mut Decoder, chunk: &mut Vec<Item>, size: &mut ChunkSize, t
     if chunk.is_empty() {
         return true;
     }
-    tx.send(Ok(std::mem::take(chunk))).await.is_ok()
+    tx.send(Ok(Decoded { items: std::mem::take(chunk), bytes })).await.is_ok()
 }
 
 /// What the server is.
@@ -529,6 +547,11 @@ mod tests {
         }
     }
 
+    /// Items as the stream task sends them, of no size in the binlog.
+    fn decoded(items: Vec<Item>) -> Decoded {
+        Decoded { items, bytes: 0 }
+    }
+
     /// A part of the transaction starting at `start`.
     fn part(start: u64, n: u32, changes: usize) -> Item {
         let mut t = txn(start, changes);
@@ -550,7 +573,7 @@ mod tests {
             item(300, 1, false),
             item(400, 1, false),
         ];
-        tx.send(Ok(chunk)).await.ok();
+        tx.send(Ok(decoded(chunk))).await.ok();
         // The first alone: the big one's first part would overflow the read.
         let r = reader.read(10, wait).await.expect("read");
         assert_eq!((at(&r), r.continues), ((vec![100], 100), false));
@@ -563,21 +586,35 @@ mod tests {
         assert_eq!((at(&r), r.txns[0].changes.len(), r.continues), ((vec![300, 400], 400), 1, false));
         assert_eq!(reader.server_ids(), &[7, 7]);
         // A transaction that fits a read comes whole even when it was decoded in parts.
-        tx.send(Ok(vec![part(400, 1, 3), item(500, 2, false)])).await.ok();
+        tx.send(Ok(decoded(vec![part(400, 1, 3), item(500, 2, false)]))).await.ok();
         let r = reader.read(10, wait).await.expect("read");
         assert_eq!((at(&r), r.txns[0].changes.len(), r.continues), ((vec![500], 500), 5, false));
+    }
+
+    #[tokio::test]
+    async fn a_read_takes_no_more_chunks_once_it_holds_its_bytes() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut reader = reader(rx);
+        let wait = Duration::from_millis(20);
+        // Three chunks of wide rows, each half a read's bytes, one transaction each.
+        for pos in [100, 200, 300] {
+            tx.send(Ok(Decoded { items: vec![item(pos, 1, false)], bytes: READ_BYTES / 2 })).await.ok();
+        }
+        // Far below its change count, the read ends once its chunks reached the bytes.
+        assert_eq!(at(&reader.read(1000, wait).await.expect("read")), (vec![100, 200], 200));
+        assert_eq!(at(&reader.read(1000, wait).await.expect("read")), (vec![300], 300));
     }
 
     #[tokio::test]
     async fn inside_a_transaction_a_read_waits_for_its_rest() {
         let (tx, rx) = mpsc::channel(8);
         let mut reader = reader(rx);
-        tx.send(Ok(vec![part(100, 1, 10)])).await.ok();
+        tx.send(Ok(decoded(vec![part(100, 1, 10)]))).await.ok();
         let r = reader.read(10, Duration::from_millis(20)).await.expect("read");
         assert!(r.continues);
         let late = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            tx.send(Ok(vec![item(300, 1, false)])).await.ok();
+            tx.send(Ok(decoded(vec![item(300, 1, false)]))).await.ok();
             tx
         });
         // Far past the 20 ms wait, never empty: it waits for the rest of the transaction.
@@ -602,7 +639,7 @@ mod tests {
             item(500, 1, false),
             Item::Pos(BinlogPos { file: "bin.000001".into(), pos: 600, gtid: String::new() }.to_position()),
         ];
-        tx.send(Ok(chunk)).await.ok();
+        tx.send(Ok(decoded(chunk))).await.ok();
         // Ends right after the signal transaction.
         assert_eq!(at(&reader.read(10, wait).await.expect("read")), (vec![100, 200], 200));
         assert_eq!(reader.server_ids(), &[7, 7]);
