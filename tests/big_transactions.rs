@@ -186,6 +186,55 @@ async fn a_million_row_mysql_update_streams_in_parts_with_bounded_memory_and_is_
     assert_eq!(ferry.terminate(), Some(0), "log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
 }
 
+/// A MySQL transaction of 30,000 changes, more than the engine's 20,000 per read but
+/// within the 50,000 a MySQL source asks for (`Source::batch_changes`, through the boxed
+/// source `ferry run` uses), is read whole: never applied in parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mysql_transaction_within_its_sources_read_size_is_not_applied_in_parts() {
+    const ROWS: u64 = 30_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Same { db, config, task, cleanup: _cleanup } = same_rows_both_sides(
+        dir.path(),
+        "bigread",
+        "id INT PRIMARY KEY, n INT NOT NULL",
+        &format!("seq, 0 FROM seq_1_to_{ROWS}"),
+        "snapshot = false",
+    )
+    .await;
+    let log = dir.path().join("ferry.log");
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let checkpoint = format!(
+        "SELECT COUNT(*) FROM ferry.ferry_checkpoint WHERE task = 'task_{task}' AND slot = 'stream:0' AND position IS NOT NULL"
+    );
+    let mut ferry = FerryRun::start(&config, &log);
+    wait_until(Duration::from_secs(60), "ferry streaming", || async {
+        rows_once_created(&shared_b(), &checkpoint).await.first().is_some_and(|r| r[0] == "1")
+    })
+    .await;
+    let mut c = connect(&shared_a()).await;
+    c.query_drop(format!("UPDATE `{db}`.t SET n = n + 1")).await.expect("one UPDATE of every row");
+    c.disconnect().await.ok();
+    let sums = format!("SELECT COUNT(*), SUM(n) FROM `{db}`.t");
+    let want = vec![vec![ROWS.to_string(), ROWS.to_string()]];
+    wait_until(Duration::from_secs(60), "the UPDATE on the target", || async {
+        rows(&shared_b(), &sums).await == want
+    })
+    .await;
+    assert!(
+        !log_text().contains("applying it in parts inside one target transaction"),
+        "a {ROWS}-change transaction was applied in parts; log:
+{}",
+        log_text()
+    );
+    assert_eq!(
+        ferry.terminate(),
+        Some(0),
+        "log:
+{}",
+        log_text()
+    );
+}
+
 /// Stopping inside a big MySQL transaction applied in parts: a clean stop (SIGTERM) rolls
 /// its parts back, a crash (SIGKILL) loses them with the session; either way the next
 /// run applies the transaction again from its start, whole, and the target ends equal to

@@ -189,7 +189,7 @@ impl BinlogReader {
     /// Returns committed transactions, at most about `max_changes` row changes, waiting
     /// up to `wait` for the first one; nothing when nothing arrived in time. A
     /// transaction is never split across reads unless it alone holds more than
-    /// `max_changes`: then it comes in parts (its first changes, read after read), with
+    /// `max_changes` (or the read [`READ_BYTES`]): then it comes in parts (its first changes, read after read), with
     /// [`Read::continues`] set until the read that holds its end; such a read never
     /// comes back empty (the rest of the transaction is already in the binlog). The
     /// returned Position is just after the last transaction returned (inside it while it
@@ -275,6 +275,10 @@ impl BinlogReader {
                 }
             } else if taken >= READ_BYTES {
                 return Ok(self.done(out));
+            } else if self.open {
+                // A transaction that fits the read so far is not cut where the decoder
+                // happens to be: its rest is in the binlog already.
+                self.rx.recv().await
             } else {
                 match self.rx.try_recv() {
                     Ok(c) => Some(c),
@@ -603,6 +607,24 @@ mod tests {
         // Far below its change count, the read ends once its chunks reached the bytes.
         assert_eq!(at(&reader.read(1000, wait).await.expect("read")), (vec![100, 200], 200));
         assert_eq!(at(&reader.read(1000, wait).await.expect("read")), (vec![300], 300));
+    }
+
+    #[tokio::test]
+    async fn a_transaction_that_fits_the_read_is_not_cut_where_the_decoder_is() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut reader = reader(rx);
+        // One transaction, then the first part of the next; its end comes later.
+        tx.send(Ok(decoded(vec![item(50, 1, false), part(100, 1, 3)]))).await.ok();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tx.send(Ok(decoded(vec![item(300, 1, false)]))).await.ok();
+            tx
+        });
+        // 1 + 3 + 1 < 10: the read waits for the rest and returns both whole.
+        let r = reader.read(10, Duration::from_millis(20)).await.expect("read");
+        assert_eq!((at(&r), r.continues), ((vec![50, 300], 300), false));
+        assert_eq!(r.txns[1].changes.len(), 4);
+        drop(late.await);
     }
 
     #[tokio::test]
