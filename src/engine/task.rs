@@ -339,7 +339,7 @@ async fn run_pair<S: Source + 'static, H: Source + 'static, K: Sink>(
     heartbeat: H,
     sink: K,
 ) -> Result<(), EngineError> {
-    let batch_changes = source.batch_changes().map_or(spec.tuning.batch_changes, |n| n.max(spec.tuning.batch_changes));
+    let batch_changes = source.batch_changes().unwrap_or(0).max(spec.tuning.batch_changes);
     let runner = Runner {
         spec,
         batch_changes,
