@@ -203,9 +203,7 @@ async fn a_mysql_transaction_within_its_sources_read_size_is_not_applied_in_part
     .await;
     let log = dir.path().join("ferry.log");
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    let checkpoint = format!(
-        "SELECT COUNT(*) FROM ferry.ferry_checkpoint WHERE task = 'task_{task}' AND slot = 'stream:0' AND position IS NOT NULL"
-    );
+    let checkpoint = streaming(&task);
     let mut ferry = FerryRun::start(&config, &log);
     wait_until(Duration::from_secs(60), "ferry streaming", || async {
         rows_once_created(&shared_b(), &checkpoint).await.first().is_some_and(|r| r[0] == "1")
@@ -254,9 +252,7 @@ async fn stopping_inside_a_big_mysql_transaction_applies_it_whole_at_the_next_ru
     .await;
     let log = dir.path().join("ferry.log");
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    let checkpoint = format!(
-        "SELECT COUNT(*) FROM ferry.ferry_checkpoint WHERE task = 'task_{task}' AND slot = 'stream:0' AND position IS NOT NULL"
-    );
+    let checkpoint = streaming(&task);
     let sums = format!("SELECT COUNT(*), SUM(n) FROM `{db}`.t");
 
     for (round, stop) in [(1, "SIGTERM"), (2, "SIGKILL")] {
@@ -325,6 +321,13 @@ struct Same {
     config: std::path::PathBuf,
     task: String,
     cleanup: (Cleanup, Cleanup),
+}
+
+/// Counts 1 once the task's direction streams (its stream slot holds a position).
+fn streaming(task: &str) -> String {
+    format!(
+        "SELECT COUNT(*) FROM ferry.ferry_checkpoint WHERE task = 'task_{task}' AND slot = 'stream:0' AND position IS NOT NULL"
+    )
 }
 
 async fn same_rows_both_sides(
