@@ -1,7 +1,8 @@
 //! Snapshot chunks through `COPY`, both ways. A chunk is read with `COPY (SELECT … ORDER
 //! BY key LIMIT n) TO STDOUT` inside the exported snapshot (`export.rs`); for a
-//! PostgreSQL target its bytes go untouched into `COPY … FROM STDIN` after the chunk's
-//! key range is deleted, in the batch's transaction. Tables of built-in types go in
+//! PostgreSQL target its bytes go undecoded into `COPY … FROM STDIN` after the chunk's
+//! key range is deleted, in the batch's transaction (binary chunks without the padding
+//! of `char(n)` values, which the target adds back). Tables of built-in types go in
 //! binary (`copy_binary.rs`); the others in text, which is exact for every type in a
 //! UTC session with ferry's settings and carries no type OIDs (binary arrays do, and
 //! enum OIDs differ between servers), so it loads into a target whose column types
@@ -88,7 +89,7 @@ pub async fn read(
         out.extend_from_slice(&piece);
     }
     match form {
-        Form::Binary => super::copy_binary::tuples_of(ep, t, out.freeze()),
+        Form::Binary => super::copy_binary::tuples_of(ep, t, out),
         _ => Ok(out.freeze()),
     }
 }
