@@ -239,15 +239,17 @@ async fn a_mysql_transaction_within_its_sources_read_size_is_not_applied_in_part
 /// the source, never showing part of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_inside_a_big_mysql_transaction_applies_it_whole_at_the_next_run() {
-    const ROWS: u64 = 100_000;
+    // Five parts of a MySQL read (50,000 changes), so a stop lands between parts: with
+    // two, the last one was sometimes in flight at the SIGTERM and committed it whole.
+    const ROWS: u64 = 250_000;
     let dir = tempfile::tempdir().expect("tempdir");
-    // 20,000 rows/s: each transaction's parts take about 5 s.
+    // 50,000 rows/s: each transaction's parts take about 5 s.
     let Same { db, config, task, cleanup: _cleanup } = same_rows_both_sides(
         dir.path(),
         "bigstop",
         "id INT PRIMARY KEY, n INT NOT NULL",
         &format!("seq, 0 FROM seq_1_to_{ROWS}"),
-        "snapshot = false\nmax_rows_per_sec = 20000",
+        "snapshot = false\nmax_rows_per_sec = 50000",
     )
     .await;
     let log = dir.path().join("ferry.log");
