@@ -123,7 +123,8 @@ fn padded(t: &TableSchema) -> Vec<bool> {
 
 /// Drops the trailing spaces of the [`padded`] columns' values from the tuples in
 /// `data`, moving what lies between them down in place; returns the tuples' new length.
-/// Checks every tuple as [`offsets`] does.
+/// A table with such columns has every tuple checked here as [`offsets`] checks them
+/// (the others are checked when the chunk is counted).
 fn unpad(ep: &PgEndpoint, t: &TableSchema, data: &mut [u8]) -> Result<usize, ConnectorError> {
     let pad = padded(t);
     if !pad.contains(&true) {
