@@ -137,22 +137,8 @@ async fn a_million_row_mysql_update_streams_in_parts_with_bounded_memory_and_is_
     )
     .await;
     let log = dir.path().join("ferry.log");
-    let mut ferry = FerryRun::start(&config, &log);
+    let mut ferry = start_streaming(&config, &log, &task).await;
     let pid = ferry.pid().expect("ferry runs");
-    let started = || async {
-        let r = rows_once_created(
-            &shared_b(),
-            &format!("SELECT COUNT(*) FROM ferry.ferry_checkpoint WHERE task = 'task_{task}' AND slot = 'stream:0'"),
-        )
-        .await;
-        r.first().is_some_and(|r| r[0] == "1")
-    };
-    let start = Instant::now();
-    while !started().await {
-        assert!(!ferry.exited(), "ferry exited; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        assert!(start.elapsed() < Duration::from_secs(60), "ferry did not start streaming");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let before = peak_rss_kib(pid).expect("VmHWM");
 
     let mut c = connect(&shared_a()).await;
@@ -203,12 +189,7 @@ async fn a_mysql_transaction_within_its_sources_read_size_is_not_applied_in_part
     .await;
     let log = dir.path().join("ferry.log");
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    let checkpoint = streaming(&task);
-    let mut ferry = FerryRun::start(&config, &log);
-    wait_until(Duration::from_secs(60), "ferry streaming", || async {
-        rows_once_created(&shared_b(), &checkpoint).await.first().is_some_and(|r| r[0] == "1")
-    })
-    .await;
+    let mut ferry = start_streaming(&config, &log, &task).await;
     let mut c = connect(&shared_a()).await;
     c.query_drop(format!("UPDATE `{db}`.t SET n = n + 1")).await.expect("one UPDATE of every row");
     c.disconnect().await.ok();
@@ -219,7 +200,7 @@ async fn a_mysql_transaction_within_its_sources_read_size_is_not_applied_in_part
     })
     .await;
     assert!(
-        !log_text().contains("applying it in parts inside one target transaction"),
+        !log_text().contains(IN_PARTS),
         "a {ROWS}-change transaction was applied in parts; log:
 {}",
         log_text()
@@ -254,26 +235,18 @@ async fn stopping_inside_a_big_mysql_transaction_applies_it_whole_at_the_next_ru
     .await;
     let log = dir.path().join("ferry.log");
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    let checkpoint = streaming(&task);
     let sums = format!("SELECT COUNT(*), SUM(n) FROM `{db}`.t");
 
     for (round, stop) in [(1, "SIGTERM"), (2, "SIGKILL")] {
-        let mut ferry = FerryRun::start(&config, &log);
-        let start = Instant::now();
-        while rows_once_created(&shared_b(), &checkpoint).await.first().is_none_or(|r| r[0] != "1") {
-            assert!(!ferry.exited(), "ferry exited; log:\n{}", log_text());
-            assert!(start.elapsed() < Duration::from_secs(60), "ferry did not start streaming");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let parts = "applying it in parts inside one target transaction";
-        let seen = log_text().matches(parts).count();
+        let mut ferry = start_streaming(&config, &log, &task).await;
+        let seen = log_text().matches(IN_PARTS).count();
         let mut c = connect(&shared_a()).await;
         c.query_drop(format!("UPDATE `{db}`.t SET n = n + 1")).await.expect("one big UPDATE");
         c.disconnect().await.ok();
         // Part-way through its parts (about 5 s), the process stops: once the first part
         // is in the open target transaction (a fixed wait missed it under load).
         let start = Instant::now();
-        while log_text().matches(parts).count() <= seen {
+        while log_text().matches(IN_PARTS).count() <= seen {
             assert!(!ferry.exited(), "ferry exited; log:\n{}", log_text());
             assert!(
                 start.elapsed() < Duration::from_secs(60),
@@ -325,11 +298,25 @@ struct Same {
     cleanup: (Cleanup, Cleanup),
 }
 
-/// Counts 1 once the task's direction streams (its stream slot holds a position).
-fn streaming(task: &str) -> String {
-    format!(
+/// What ferry logs when it applies a source transaction in parts: one test waits for
+/// it, another asserts its absence, so a renamed message fails the first.
+const IN_PARTS: &str = "applying it in parts inside one target transaction";
+
+/// Starts `ferry run` and waits until the task's direction streams (its stream slot
+/// holds a position), failing if ferry exits first.
+async fn start_streaming(config: &Path, log: &Path, task: &str) -> FerryRun {
+    let mut ferry = FerryRun::start(config, log);
+    let checkpoint = format!(
         "SELECT COUNT(*) FROM ferry.ferry_checkpoint WHERE task = 'task_{task}' AND slot = 'stream:0' AND position IS NOT NULL"
-    )
+    );
+    let start = Instant::now();
+    while rows_once_created(&shared_b(), &checkpoint).await.first().is_none_or(|r| r[0] != "1") {
+        let log = || std::fs::read_to_string(log).unwrap_or_default();
+        assert!(!ferry.exited(), "ferry exited; log:\n{}", log());
+        assert!(start.elapsed() < Duration::from_secs(60), "ferry did not start streaming; log:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ferry
 }
 
 async fn same_rows_both_sides(

@@ -264,21 +264,19 @@ impl BinlogReader {
                     }
                 }
             }
-            let chunk = if out.is_empty() && self.open {
-                // Inside a transaction: its rest is in the binlog already, so wait for it
-                // (a dead stream ends with an error from the stream task).
+            let chunk = if !out.is_empty() && taken >= READ_BYTES {
+                return Ok(self.done(out));
+            } else if self.open {
+                // Inside a transaction (the read's first, or one that fits it so far, not
+                // to be cut where the decoder happens to be): its rest is in the binlog
+                // already, so wait for it (a dead stream ends with an error from the
+                // stream task).
                 self.rx.recv().await
             } else if out.is_empty() {
                 match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                     Err(_) => return Ok(self.done(out)),
                     Ok(c) => c,
                 }
-            } else if taken >= READ_BYTES {
-                return Ok(self.done(out));
-            } else if self.open {
-                // A transaction that fits the read so far is not cut where the decoder
-                // happens to be: its rest is in the binlog already.
-                self.rx.recv().await
             } else {
                 match self.rx.try_recv() {
                     Ok(c) => Some(c),
