@@ -74,6 +74,11 @@ pub struct SqliteEndpoint {
     pub path: PathBuf,
 }
 
+/// The page cache of each of ferry's connections, in KiB. SQLite's default (2 MiB) holds
+/// too few pages for a batch of changes spread over a large table: the target's
+/// transaction spilled dirty pages into the WAL and read them back.
+const CACHE_KIB: u32 = 64 * 1024;
+
 impl SqliteEndpoint {
     /// Opens a connection; a missing or unreadable file is a setup error with its fix.
     pub async fn connect(&self, access: Access) -> Result<SqliteConnection, ConnectorError> {
@@ -88,6 +93,7 @@ impl SqliteEndpoint {
             .busy_timeout(Duration::from_secs(30))
             .synchronous(SqliteSynchronous::Normal)
             .statement_cache_capacity(256)
+            .pragma("cache_size", format!("-{}", CACHE_KIB))
             .disable_statement_logging();
         opts.connect().await.map_err(|source| ConnectorError::Open {
             endpoint: self.name.clone(),
