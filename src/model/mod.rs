@@ -204,7 +204,7 @@ pub struct HashKey(pub Key);
 
 impl PartialEq for HashKey {
     fn eq(&self, other: &Self) -> bool {
-        self.0.len() == other.0.len() && self.0.iter().zip(&other.0).all(|(a, b)| a.identity() == b.identity())
+        same_identity(&self.0, &other.0)
     }
 }
 
@@ -212,9 +212,36 @@ impl Eq for HashKey {}
 
 impl std::hash::Hash for HashKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        for v in &self.0 {
-            v.identity().hash(state);
-        }
+        hash_identity(&self.0, state);
+    }
+}
+
+/// A [`HashKey`] that borrows its values where it can (a batch collapsed by key without
+/// copying each change's key).
+#[derive(Debug, Clone)]
+pub struct HashKeyRef<'a>(pub std::borrow::Cow<'a, [Value]>);
+
+impl PartialEq for HashKeyRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        same_identity(&self.0, &other.0)
+    }
+}
+
+impl Eq for HashKeyRef<'_> {}
+
+impl std::hash::Hash for HashKeyRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        hash_identity(&self.0, state);
+    }
+}
+
+fn same_identity(a: &[Value], b: &[Value]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.identity() == b.identity())
+}
+
+fn hash_identity<H: std::hash::Hasher>(key: &[Value], state: &mut H) {
+    for v in key {
+        std::hash::Hash::hash(&v.identity(), state);
     }
 }
 
@@ -379,6 +406,12 @@ impl TableSchema {
     /// Extracts the primary key of a row of this table.
     pub fn key_of(&self, row: &[Value]) -> Key {
         self.primary_key.iter().map(|&i| row[i].clone()).collect()
+    }
+
+    /// Whether a row of this table has the primary key `key` (without building the
+    /// row's key).
+    pub fn has_key(&self, row: &[Value], key: &[Value]) -> bool {
+        self.primary_key.len() == key.len() && self.primary_key.iter().zip(key).all(|(&i, k)| row[i] == *k)
     }
 
     /// Names of the primary-key columns.

@@ -11,7 +11,9 @@
 //! transaction being applied, so the target's capture triggers record it (loop
 //! prevention, and the version last-writer-wins compares).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use sqlx::sqlite::{SqliteArguments, SqliteConnection};
@@ -28,7 +30,9 @@ use crate::connector::{
 };
 use crate::model::ConflictPolicy;
 use crate::model::conflict::{Version, Winner, resolve};
-use crate::model::{Change, FastHash, HashKey, Key, Op, Prior, Row, SiteId, TableSchema, Txn, key_text, same_row};
+use crate::model::{
+    Change, FastHash, HashKeyRef, Key, Op, Prior, Row, SiteId, TableSchema, Txn, Value, key_text, same_row,
+};
 
 /// Most bound values SQLite accepts in one statement, with room to spare.
 const MAX_BINDS: usize = 30_000;
@@ -142,8 +146,8 @@ impl SqliteSink {
         if let Some(snap) = &batch.snapshot {
             match &batch.conflicts {
                 None => {
-                    let finals: Vec<(Key, Option<&Row>)> =
-                        snap.rows.iter().map(|r| (snap.table.key_of(r), Some(r))).collect();
+                    let finals: Vec<(Cow<'_, [Value]>, Option<&Row>)> =
+                        snap.rows.iter().map(|r| (Cow::Owned(snap.table.key_of(r)), Some(r))).collect();
                     self.write_finals(&snap.table, &finals).await?;
                     report.rows += snap.rows.len() as u64;
                 }
@@ -416,21 +420,23 @@ impl SqliteSink {
     async fn write_change(&mut self, change: &Change) -> Result<(), Failure> {
         let table = &change.table;
         match &change.after {
-            None => self.delete_keys(table, std::slice::from_ref(&change.key)).await,
+            None => self.delete_keys(table, &[change.key.as_slice()]).await,
             Some(after) => {
                 let new_key = table.key_of(after);
                 if new_key != change.key {
-                    self.delete_keys(table, std::slice::from_ref(&change.key)).await?;
+                    self.delete_keys(table, &[change.key.as_slice()]).await?;
                 }
                 self.upsert_rows(table, &[after]).await
             }
         }
     }
 
-    /// Fast path: the final state of each key, written with multi-row statements.
+    /// Fast path: the final state of each key, written with multi-row statements. Keys
+    /// are borrowed from the changes (one allocation per change less); only an update
+    /// that moves its row to another key builds that key.
     async fn apply_collapsed<'a>(&mut self, txns: &'a [Txn]) -> Result<u64, Failure> {
-        let mut per_table: Vec<(Arc<TableSchema>, Vec<(Key, Option<&Row>)>, HashMap<HashKey, usize, FastHash>)> =
-            Vec::new();
+        type Finals<'a> = Vec<(Cow<'a, [Value]>, Option<&'a Row>)>;
+        let mut per_table: Vec<(Arc<TableSchema>, Finals<'a>, HashMap<HashKeyRef<'a>, usize, FastHash>)> = Vec::new();
         let mut count = 0u64;
         for change in txns.iter().flat_map(|t| &t.changes) {
             count += 1;
@@ -445,26 +451,22 @@ impl SqliteSink {
                 }
             };
             let (table, finals, index) = &mut per_table[idx];
-            let mut set = |key: Key, state: Option<&'a Row>| {
-                let k = HashKey(key);
-                match index.get(&k) {
-                    Some(&i) => finals[i].1 = state,
-                    None => {
-                        index.insert(k.clone(), finals.len());
-                        finals.push((k.0, state));
-                    }
+            let mut set = |key: Cow<'a, [Value]>, state: Option<&'a Row>| match index.entry(HashKeyRef(key)) {
+                Entry::Occupied(e) => finals[*e.get()].1 = state,
+                Entry::Vacant(e) => {
+                    finals.push((e.key().0.clone(), state));
+                    e.insert(finals.len() - 1);
                 }
             };
+            let key = Cow::Borrowed(change.key.as_slice());
             match (&change.after, change.op) {
-                (None, _) => set(change.key.clone(), None),
+                (None, _) => set(key, None),
                 // An insert's key is its row's key.
-                (Some(after), Op::Insert) => set(change.key.clone(), Some(after)),
+                (Some(after), Op::Insert) => set(key, Some(after)),
+                (Some(after), _) if table.has_key(after, &change.key) => set(key, Some(after)),
                 (Some(after), _) => {
-                    let new_key = table.key_of(after);
-                    if new_key != change.key {
-                        set(change.key.clone(), None);
-                    }
-                    set(new_key, Some(after));
+                    set(key, None);
+                    set(Cow::Owned(table.key_of(after)), Some(after));
                 }
             }
         }
@@ -474,14 +476,18 @@ impl SqliteSink {
         Ok(count)
     }
 
-    async fn write_finals(&mut self, table: &TableSchema, finals: &[(Key, Option<&Row>)]) -> Result<(), Failure> {
-        let deletes: Vec<Key> = finals.iter().filter(|(_, r)| r.is_none()).map(|(k, _)| k.clone()).collect();
+    async fn write_finals(
+        &mut self,
+        table: &TableSchema,
+        finals: &[(Cow<'_, [Value]>, Option<&Row>)],
+    ) -> Result<(), Failure> {
+        let deletes: Vec<&[Value]> = finals.iter().filter(|(_, r)| r.is_none()).map(|(k, _)| k.as_ref()).collect();
         let upserts: Vec<&Row> = finals.iter().filter_map(|(_, r)| *r).collect();
         self.delete_keys(table, &deletes).await?;
         self.upsert_rows(table, &upserts).await
     }
 
-    async fn delete_keys(&mut self, table: &TableSchema, keys: &[Key]) -> Result<(), Failure> {
+    async fn delete_keys(&mut self, table: &TableSchema, keys: &[&[Value]]) -> Result<(), Failure> {
         let width = table.primary_key.len();
         let per = (MAX_BINDS / width).clamp(1, MAX_ROWS_PER_STATEMENT);
         for chunk in keys.chunks(per) {
@@ -496,7 +502,7 @@ impl SqliteSink {
             };
             let mut args = SqliteArguments::default();
             args.reserve(chunk.len() * width, 0);
-            for v in chunk.iter().flatten() {
+            for v in chunk.iter().copied().flatten() {
                 add_value(&mut args, v)?;
             }
             sqlx::query_with(AssertSqlSafe(sql), args).execute(&mut self.conn).await?;
