@@ -505,6 +505,12 @@ impl Change {
         }
     }
 
+    /// Whether this change moves its row to another key (an update of the key): the old
+    /// key's row goes. Compared in place, without building the new key.
+    pub fn moves_key(&self) -> bool {
+        self.after.as_ref().is_some_and(|row| !self.table.has_key(row, &self.key))
+    }
+
     /// The key of the row after this change (differs from `key` when an update moves it).
     pub fn new_key(&self) -> Key {
         match &self.after {

@@ -277,7 +277,7 @@ impl MysqlSink {
         match &change.after {
             None => self.delete_keys(target, table, &[&change.key]).await,
             Some(after) => {
-                if table.key_of(after) != change.key {
+                if change.moves_key() {
                     self.delete_keys(target, table, &[&change.key]).await?;
                 }
                 self.upsert_rows(target, table, &[after]).await
@@ -396,10 +396,7 @@ async fn write_in_order(
         }
         run = Some(table);
         let target = &target_of(targets, &table.name)?.sql;
-        let old_goes = match &change.after {
-            None => true,
-            Some(after) => table.key_of(after) != change.key,
-        };
+        let old_goes = change.after.is_none() || change.moves_key();
         if old_goes {
             upsert_on(conn, budget, target, table, &upserts).await?;
             upserts.clear();

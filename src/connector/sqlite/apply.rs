@@ -146,9 +146,9 @@ impl SqliteSink {
         if let Some(snap) = &batch.snapshot {
             match &batch.conflicts {
                 None => {
-                    let finals: Vec<(Cow<'_, [Value]>, Option<&Row>)> =
-                        snap.rows.iter().map(|r| (Cow::Owned(snap.table.key_of(r)), Some(r))).collect();
-                    self.write_finals(&snap.table, &finals).await?;
+                    // Every row of a chunk is written: nothing to collapse or delete.
+                    let rows: Vec<&Row> = snap.rows.iter().collect();
+                    self.upsert_rows(&snap.table, &rows).await?;
                     report.rows += snap.rows.len() as u64;
                 }
                 Some(rules) => {
@@ -422,8 +422,7 @@ impl SqliteSink {
         match &change.after {
             None => self.delete_keys(table, &[change.key.as_slice()]).await,
             Some(after) => {
-                let new_key = table.key_of(after);
-                if new_key != change.key {
+                if change.moves_key() {
                     self.delete_keys(table, &[change.key.as_slice()]).await?;
                 }
                 self.upsert_rows(table, &[after]).await
@@ -463,7 +462,7 @@ impl SqliteSink {
                 (None, _) => set(key, None),
                 // An insert's key is its row's key.
                 (Some(after), Op::Insert) => set(key, Some(after)),
-                (Some(after), _) if table.has_key(after, &change.key) => set(key, Some(after)),
+                (Some(after), _) if !change.moves_key() => set(key, Some(after)),
                 (Some(after), _) => {
                     set(key, None);
                     set(Cow::Owned(table.key_of(after)), Some(after));

@@ -176,6 +176,23 @@ pub async fn close(conn: SqliteConnection) {
 mod tests {
     use super::*;
 
+    /// The bundled SQLite is built as `.cargo/config.toml` says (without the shared page
+    /// cache and the byte counting, whose global locks made ferry's reading and writing
+    /// threads wait on each other), and ferry's connections get their larger page cache.
+    #[tokio::test]
+    async fn connections_run_on_sqlite_without_global_locks_and_with_a_large_page_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ep = SqliteEndpoint { name: "c".into(), site: SiteId::new("a"), path: dir.path().join("c.db") };
+        let mut c = ep.connect(Access::Create).await.expect("open");
+        let options: Vec<String> =
+            sqlx::query_scalar("PRAGMA compile_options").fetch_all(&mut c).await.expect("options");
+        assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+        assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+        let cache: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(&mut c).await.expect("cache_size");
+        assert_eq!(cache, -i64::from(CACHE_KIB));
+        close(c).await;
+    }
+
     #[tokio::test]
     async fn sqlite_refusals_stop_and_busy_databases_are_retried() {
         let dir = tempfile::tempdir().expect("tempdir");
