@@ -305,8 +305,10 @@ impl Owner {
                 // node that may do better, and try again here later.
                 let run = slot.running.take().map(|r| (r.held, r.engine));
                 if let Some((held, Some(engine))) = run {
-                    warn!(direction = %slot.candidate.spec.id, "the direction stopped here; giving its cluster lease up");
-                    self.errors.extend(engine.join().await);
+                    let errors = engine.join().await;
+                    let why: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    warn!(direction = %slot.candidate.spec.id, error = %why.join("; "), "the direction stopped here; giving its cluster lease up");
+                    self.errors.extend(errors);
                     lease::release(&self.setup.leases, &slot.key, &held).await?;
                 }
                 slot.retry_at = Some(Instant::now() + FAILED_BACKOFF);
