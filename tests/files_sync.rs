@@ -249,15 +249,34 @@ async fn a_watch_overflowed_by_many_changes_at_once_converges_by_rescan() {
     assert_eq!(run.terminate(), Some(0), "clean stop:\n{}", log_text(&log));
 }
 
-/// Runs the task and SIGKILLs it once a partial file in `partial_dir` is past 20 MiB:
-/// the first 16 MiB are then durable and recorded.
-pub async fn run_killed_past_20_mib(cfg: &Path, partial_dir: &Path, log: &Path) {
-    run_killed_with_partials_past_20_mib(cfg, partial_dir, log, 1).await
+/// Runs the task and SIGKILLs it once a partial file in `partial_dir` is past 20 MiB
+/// and the target's state file `state` records its first 16 MiB as durable.
+pub async fn run_killed_past_20_mib(cfg: &Path, partial_dir: &Path, state: &Path, log: &Path) {
+    run_killed_with_partials_past_20_mib(cfg, partial_dir, state, log, 1).await
 }
 
-/// Runs the task and SIGKILLs it once `n` partial files in `partial_dir` are past 20 MiB.
-pub async fn run_killed_with_partials_past_20_mib(cfg: &Path, partial_dir: &Path, log: &Path, n: usize) {
-    run_until_partials_past_20_mib(cfg, partial_dir, log, n).await.kill();
+/// Runs the task and SIGKILLs it once `n` partial files in `partial_dir` are past 20 MiB
+/// and recorded in `state` as durable past 16 MiB.
+pub async fn run_killed_with_partials_past_20_mib(cfg: &Path, partial_dir: &Path, state: &Path, log: &Path, n: usize) {
+    run_until_partials_past_20_mib(cfg, partial_dir, state, log, n).await.kill();
+}
+
+/// How many partial writes the checkpoints in the blob state file `state` record as
+/// durable past 16 MiB (0 while it does not exist yet).
+async fn recorded_past_16_mib(state: &Path) -> usize {
+    use sqlx::{ConnectOptions, Row};
+    if !state.exists() {
+        return 0;
+    }
+    let conn = sqlx::sqlite::SqliteConnectOptions::new().filename(state).read_only(true).connect().await;
+    let Ok(mut conn) = conn else { return 0 };
+    let bodies = sqlx::query("SELECT body FROM ferry_blob_checkpoint").fetch_all(&mut conn).await.unwrap_or_default();
+    bodies
+        .iter()
+        .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.get::<String, _>(0)).ok())
+        .flat_map(|cp| cp["uploads"].as_array().cloned().unwrap_or_default())
+        .filter(|u| u["durable"].as_u64().is_some_and(|d| d >= 16 << 20))
+        .count()
 }
 
 /// The sizes of the partial files under `partial_dir` (a folder target spreads them
@@ -278,11 +297,19 @@ pub fn partial_sizes(partial_dir: &Path) -> Vec<u64> {
 }
 
 /// Starts the task and returns it running once `n` partial files in `partial_dir` are
-/// past 20 MiB.
-async fn run_until_partials_past_20_mib(cfg: &Path, partial_dir: &Path, log: &Path, n: usize) -> FerryRun {
+/// past 20 MiB and `state` records them durable past 16 MiB (the checkpoint is saved
+/// while the copy goes on: on a busy machine it can land after the next bytes do).
+async fn run_until_partials_past_20_mib(
+    cfg: &Path,
+    partial_dir: &Path,
+    state: &Path,
+    log: &Path,
+    n: usize,
+) -> FerryRun {
     let run = FerryRun::start(cfg, log);
-    wait_until(Duration::from_secs(60), "the copies to get past 20 MiB", || async {
+    wait_until(Duration::from_secs(60), "the copies to get past 20 MiB, checkpointed past 16 MiB", || async {
         partial_sizes(partial_dir).iter().filter(|len| **len > 20 << 20).count() >= n
+            && recorded_past_16_mib(state).await >= n
     })
     .await;
     run
@@ -369,7 +396,7 @@ async fn a_big_copy_killed_midway_resumes_where_it_stopped() {
         "max_bytes_per_sec = 12000000",
     );
     let partial_dir = dst.join(".ferry/partial");
-    run_killed_past_20_mib(&cfg, &partial_dir, &tmp.path().join("run.log")).await;
+    run_killed_past_20_mib(&cfg, &partial_dir, &dst.join(".ferry/state.db"), &tmp.path().join("run.log")).await;
     assert!(!dst.join("huge.bin").exists(), "not visible before it is whole");
 
     let at = run_once_resumed_at(&cfg);
@@ -387,7 +414,8 @@ async fn big_copies_made_side_by_side_and_killed_midway_all_resume_where_they_st
     // checkpointed as it grows.
     let cfg = two_big_files(tmp.path(), 11, &["small.txt"]);
     let partial_dir = tmp.path().join("dst/.ferry/partial");
-    run_killed_with_partials_past_20_mib(&cfg, &partial_dir, &tmp.path().join("run.log"), 2).await;
+    let state = tmp.path().join("dst/.ferry/state.db");
+    run_killed_with_partials_past_20_mib(&cfg, &partial_dir, &state, &tmp.path().join("run.log"), 2).await;
     both_resume_past(tmp.path(), &cfg, 16 << 20);
 }
 
@@ -396,7 +424,8 @@ async fn big_copies_stopped_by_sigterm_resume_from_all_they_had_written() {
     let tmp = tempfile::tempdir().expect("tmp");
     let cfg = two_big_files(tmp.path(), 13, &[]);
     let partial_dir = tmp.path().join("dst/.ferry/partial");
-    let mut run = run_until_partials_past_20_mib(&cfg, &partial_dir, &tmp.path().join("run.log"), 2).await;
+    let state = tmp.path().join("dst/.ferry/state.db");
+    let mut run = run_until_partials_past_20_mib(&cfg, &partial_dir, &state, &tmp.path().join("run.log"), 2).await;
     // Stopped, not killed: each big lane syncs what it wrote and the pass checkpoints it,
     // so the copies resume past the last 16 MiB mark a crash would fall back to.
     assert_eq!(run.terminate(), Some(0), "ferry stops cleanly on SIGTERM");

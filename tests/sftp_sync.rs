@@ -241,7 +241,8 @@ async fn a_big_push_over_sftp_killed_midway_resumes_where_it_stopped() {
         "max_bytes_per_sec = 12000000",
     );
     let partial_dir = remote.join(".ferry/partial");
-    run_killed_past_20_mib(&cfg, &partial_dir, &tmp.path().join("run.log")).await;
+    let state = tmp.path().join("sftp-state.db");
+    run_killed_past_20_mib(&cfg, &partial_dir, &state, &tmp.path().join("run.log")).await;
     assert!(!remote.join("huge.bin").exists(), "not visible before it is whole");
 
     let at = run_once_resumed_at(&cfg);
