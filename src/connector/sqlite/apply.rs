@@ -23,7 +23,7 @@ use super::literal::{ident, parse_row, row_expr};
 use super::schema::{self, create_table_sql};
 use super::state::{self, ConflictRecord};
 use super::values::{UnstorableValue, add_value, bind_all};
-use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, migrate, rollback};
+use super::{Access, SqliteEndpoint, begin_immediate, commit, ensure_wal, exec_batch, migrate, rollback};
 use crate::connector::{
     ApplyBatch, ApplyFailure, ApplyReport, Checkpoint, ConflictRules, ConnectorError, DirectionId, ErrorKind,
     LeaseHolder, LeaseOutcome, Sink,
@@ -47,6 +47,9 @@ pub struct SqliteSink {
     /// A transaction left open by a part of a commit group (`ApplyBatch::commit` false),
     /// with the checkpoint slots as they were before it.
     open: Option<HashMap<String, String>>,
+    /// Whether the connection runs `synchronous = FULL` (each commit fsyncs the WAL)
+    /// rather than the connection's default `NORMAL` (synced at checkpoints only).
+    full_sync: bool,
 }
 
 /// An error inside the apply transaction, before it is given its context.
@@ -79,7 +82,20 @@ impl SqliteSink {
     /// Opens the endpoint for applying.
     pub async fn open(ep: SqliteEndpoint, access: Access) -> Result<Self, ConnectorError> {
         let conn = ep.connect(access).await?;
-        Ok(SqliteSink { ep, conn, written: HashMap::new(), open: None })
+        Ok(SqliteSink { ep, conn, written: HashMap::new(), open: None, full_sync: false })
+    }
+
+    /// Makes the next transaction's commit fsync the WAL or not. In WAL mode with
+    /// `synchronous = NORMAL` a commit is on disk only after the next checkpoint, which
+    /// a batch that must be flushed cannot wait for; SQLite takes the setting only
+    /// between transactions.
+    async fn sync_commits(&mut self, full: bool) -> Result<(), sqlx::Error> {
+        if self.full_sync != full {
+            let level = if full { "FULL" } else { "NORMAL" };
+            exec_batch(&mut self.conn, format!("PRAGMA synchronous = {level}")).await?;
+            self.full_sync = full;
+        }
+        Ok(())
     }
 
     async fn set_origin(&mut self, origin: &SiteId, ts: i64) -> Result<(), sqlx::Error> {
@@ -647,6 +663,17 @@ impl Sink for SqliteSink {
         let written = match self.open.take() {
             Some(before) => before,
             None => {
+                // A commit group applied in parts commits with its last part, whose
+                // flush is not known yet: it is synced.
+                let synced = self.sync_commits(batch.flush || !batch.commit).await;
+                if let Err(e) = synced {
+                    return Err(self.failure(
+                        Failure::Sql(e),
+                        "choosing how the batch's commit is synced",
+                        dir,
+                        batch.fence,
+                    ));
+                }
                 if let Err(e) = begin_immediate(&mut self.conn).await {
                     return Err(self.failure(Failure::Sql(e), "starting the apply transaction", dir, batch.fence));
                 }
@@ -719,4 +746,50 @@ impl Sink for SqliteSink {
 /// `quote(?from)||','||…` over `n` parameters: the changelog's text form of bound values.
 fn quote_params(from: usize, n: usize) -> String {
     (from..from + n).map(|i| format!("quote(?{i})")).collect::<Vec<_>>().join("||','||")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn level(c: &mut SqliteConnection) -> i64 {
+        sqlx::query_scalar("PRAGMA synchronous").fetch_one(c).await.expect("synchronous")
+    }
+
+    fn batch(flush: bool, commit: bool, at: i64) -> ApplyBatch {
+        ApplyBatch {
+            txns: Vec::new(),
+            snapshot: None,
+            checkpoint: Checkpoint { position: Some(super::super::position::at(at)), tables: Default::default() },
+            conflicts: None,
+            one_by_one: false,
+            commit,
+            fence: None,
+            flush,
+        }
+    }
+
+    /// A batch the engine asks to be flushed commits with `synchronous = FULL` (WAL
+    /// fsynced at its commit); one it does not, and the parts of a commit group before
+    /// the last, as the engine's stream backlog goes: the connection's `NORMAL`.
+    #[tokio::test]
+    async fn flushed_batches_commit_with_an_fsync_and_backlog_batches_without() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ep = SqliteEndpoint { name: "t".into(), site: SiteId::new("b"), path: dir.path().join("t.db") };
+        let mut sink = SqliteSink::open(ep, Access::Create).await.expect("open");
+        sink.prepare().await.expect("prepare");
+        let d = DirectionId { task: "t".into(), from: "a".into(), to: "b".into() };
+        assert_eq!(level(&mut sink.conn).await, 1, "NORMAL by default");
+        sink.apply(&d, &batch(true, true, 1)).await.expect("flushed batch");
+        assert_eq!(level(&mut sink.conn).await, 2, "FULL for a flushed batch");
+        sink.apply(&d, &batch(false, true, 2)).await.expect("backlog batch");
+        assert_eq!(level(&mut sink.conn).await, 1, "NORMAL for a batch with more behind it");
+        // A part that leaves its transaction open: the group commits synced, whatever
+        // its last part says.
+        sink.apply(&d, &batch(false, false, 3)).await.expect("first part");
+        sink.apply(&d, &batch(false, true, 4)).await.expect("last part");
+        assert_eq!(level(&mut sink.conn).await, 2, "a group in parts commits synced");
+        let cp = sink.load_checkpoint(&d).await.expect("checkpoint").expect("written");
+        assert_eq!(cp.position.map(|p| p.to_string()), Some("sqlite:4".to_string()));
+    }
 }
