@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub mod conflict;
+pub mod finals;
 pub mod item;
 pub mod json;
 pub mod schema_version;

@@ -36,7 +36,8 @@ use super::versions::Marking;
 use super::{FERRY_DB, MysqlEndpoint, ident};
 use crate::connector::parallel::partition::SplitBackoff;
 use crate::connector::{ConnectorError, LeaseHolder};
-use crate::model::{Change, HashKey, Key, Row, SiteId, TableName, TableSchema, Txn};
+use crate::model::finals::Finals;
+use crate::model::{Change, Key, Row, SiteId, TableName, TableSchema, Txn, Value};
 
 /// Most placeholders one prepared statement may carry.
 const MAX_PLACEHOLDERS: usize = 65_535;
@@ -141,9 +142,6 @@ impl From<ConnectorError> for Failure {
         Failure::Setup(e)
     }
 }
-
-/// The state a key ends in: a row, or gone.
-type Final<'a> = (&'a Key, Option<&'a Row>);
 
 impl MysqlSink {
     /// Opens a session on the endpoint for applying.
@@ -275,10 +273,10 @@ impl MysqlSink {
     pub(super) async fn write_change(&mut self, target: &str, change: &Change) -> Result<(), mysql_async::Error> {
         let table = &change.table;
         match &change.after {
-            None => self.delete_keys(target, table, &[&change.key]).await,
+            None => self.delete_keys(target, table, &[change.key.as_slice()]).await,
             Some(after) => {
                 if change.moves_key() {
-                    self.delete_keys(target, table, &[&change.key]).await?;
+                    self.delete_keys(target, table, &[change.key.as_slice()]).await?;
                 }
                 self.upsert_rows(target, table, &[after]).await
             }
@@ -289,7 +287,7 @@ impl MysqlSink {
         &mut self,
         target: &str,
         table: &TableSchema,
-        keys: &[&Key],
+        keys: &[&[Value]],
     ) -> Result<(), mysql_async::Error> {
         delete_on(&mut self.conn, self.budget, target, table, keys).await
     }
@@ -353,25 +351,12 @@ async fn write_collapsed(
     changes: &[&Change],
 ) -> Result<(), mysql_async::Error> {
     let target = &target_of(targets, &table.name)?.sql;
-    let mut finals: Vec<(Key, Option<&Row>)> = Vec::with_capacity(changes.len());
-    let mut index: HashMap<HashKey, usize> = HashMap::with_capacity(changes.len());
+    let mut finals = Finals::with_capacity(changes.len());
     for change in changes {
-        match &change.after {
-            None => set_final(&mut finals, &mut index, change.key.clone(), None),
-            Some(after) => {
-                let new_key = table.key_of(after);
-                if new_key != change.key {
-                    set_final(&mut finals, &mut index, change.key.clone(), None);
-                }
-                set_final(&mut finals, &mut index, new_key, Some(after));
-            }
-        }
+        finals.add(change);
     }
-    let finals: Vec<Final<'_>> = finals.iter().map(|(k, r)| (k, *r)).collect();
-    let deletes: Vec<&Key> = finals.iter().filter(|(_, r)| r.is_none()).map(|(k, _)| *k).collect();
-    let upserts: Vec<&Row> = finals.iter().filter_map(|(_, r)| *r).collect();
-    delete_on(conn, budget, target, table, &deletes).await?;
-    upsert_on(conn, budget, target, table, &upserts).await
+    delete_on(conn, budget, target, table, &finals.deletes()).await?;
+    upsert_on(conn, budget, target, table, &finals.upserts()).await
 }
 
 /// Source order, as runs of consecutive deletes or upserts of one table: a multi-row
@@ -383,7 +368,7 @@ async fn write_in_order(
     changes: &[&Change],
 ) -> Result<(), mysql_async::Error> {
     let mut run: Option<&Arc<TableSchema>> = None;
-    let mut deletes: Vec<&Key> = Vec::new();
+    let mut deletes: Vec<&[Value]> = Vec::new();
     let mut upserts: Vec<&Row> = Vec::new();
     for change in changes {
         let table = &change.table;
@@ -400,7 +385,7 @@ async fn write_in_order(
         if old_goes {
             upsert_on(conn, budget, target, table, &upserts).await?;
             upserts.clear();
-            deletes.push(&change.key);
+            deletes.push(change.key.as_slice());
         }
         if let Some(after) = &change.after {
             delete_on(conn, budget, target, table, &deletes).await?;
@@ -422,7 +407,7 @@ async fn delete_on(
     budget: usize,
     target: &str,
     table: &TableSchema,
-    keys: &[&Key],
+    keys: &[&[Value]],
 ) -> Result<(), mysql_async::Error> {
     if keys.is_empty() {
         return Ok(());
@@ -532,21 +517,4 @@ fn split<T>(items: &[T], width: usize, budget: usize, size: impl Fn(&T) -> usize
         out.push(&items[start..]);
     }
     out
-}
-
-/// Records the state a key ends in (the last change to it wins).
-fn set_final<'a>(
-    finals: &mut Vec<(Key, Option<&'a Row>)>,
-    index: &mut HashMap<HashKey, usize>,
-    key: Key,
-    state: Option<&'a Row>,
-) {
-    let id = HashKey(key);
-    match index.get(&id) {
-        Some(&i) => finals[i].1 = state,
-        None => {
-            index.insert(id.clone(), finals.len());
-            finals.push((id.0, state));
-        }
-    }
 }

@@ -11,9 +11,7 @@
 //! transaction being applied, so the target's capture triggers record it (loop
 //! prevention, and the version last-writer-wins compares).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use sqlx::sqlite::{SqliteArguments, SqliteConnection};
@@ -30,9 +28,8 @@ use crate::connector::{
 };
 use crate::model::ConflictPolicy;
 use crate::model::conflict::{Version, Winner, resolve};
-use crate::model::{
-    Change, FastHash, HashKeyRef, Key, Op, Prior, Row, SiteId, TableSchema, Txn, Value, key_text, same_row,
-};
+use crate::model::finals::Finals;
+use crate::model::{Change, Key, Op, Prior, Row, SiteId, TableSchema, Txn, Value, key_text, same_row};
 
 /// Most bound values SQLite accepts in one statement, with room to spare.
 const MAX_BINDS: usize = 30_000;
@@ -446,60 +443,29 @@ impl SqliteSink {
         }
     }
 
-    /// Fast path: the final state of each key, written with multi-row statements. Keys
-    /// are borrowed from the changes (one allocation per change less); only an update
-    /// that moves its row to another key builds that key.
+    /// Fast path: the final state of each key, written with multi-row statements.
     async fn apply_collapsed<'a>(&mut self, txns: &'a [Txn]) -> Result<u64, Failure> {
-        type Finals<'a> = Vec<(Cow<'a, [Value]>, Option<&'a Row>)>;
-        let mut per_table: Vec<(Arc<TableSchema>, Finals<'a>, HashMap<HashKeyRef<'a>, usize, FastHash>)> = Vec::new();
+        let mut per_table: Vec<(Arc<TableSchema>, Finals<'a>)> = Vec::new();
         let mut count = 0u64;
         for change in txns.iter().flat_map(|t| &t.changes) {
             count += 1;
             let idx = match per_table
                 .iter()
-                .position(|(t, _, _)| Arc::ptr_eq(t, &change.table) || t.name == change.table.name)
+                .position(|(t, _)| Arc::ptr_eq(t, &change.table) || t.name == change.table.name)
             {
                 Some(i) => i,
                 None => {
-                    per_table.push((change.table.clone(), Vec::new(), HashMap::default()));
+                    per_table.push((change.table.clone(), Finals::default()));
                     per_table.len() - 1
                 }
             };
-            let (table, finals, index) = &mut per_table[idx];
-            let mut set = |key: Cow<'a, [Value]>, state: Option<&'a Row>| match index.entry(HashKeyRef(key)) {
-                Entry::Occupied(e) => finals[*e.get()].1 = state,
-                Entry::Vacant(e) => {
-                    finals.push((e.key().0.clone(), state));
-                    e.insert(finals.len() - 1);
-                }
-            };
-            let key = Cow::Borrowed(change.key.as_slice());
-            match (&change.after, change.op) {
-                (None, _) => set(key, None),
-                // An insert's key is its row's key.
-                (Some(after), Op::Insert) => set(key, Some(after)),
-                (Some(after), _) if !change.moves_key() => set(key, Some(after)),
-                (Some(after), _) => {
-                    set(key, None);
-                    set(Cow::Owned(table.key_of(after)), Some(after));
-                }
-            }
+            per_table[idx].1.add(change);
         }
-        for (table, finals, _) in &per_table {
-            self.write_finals(table, finals).await?;
+        for (table, finals) in &per_table {
+            self.delete_keys(table, &finals.deletes()).await?;
+            self.upsert_rows(table, &finals.upserts()).await?;
         }
         Ok(count)
-    }
-
-    async fn write_finals(
-        &mut self,
-        table: &TableSchema,
-        finals: &[(Cow<'_, [Value]>, Option<&Row>)],
-    ) -> Result<(), Failure> {
-        let deletes: Vec<&[Value]> = finals.iter().filter(|(_, r)| r.is_none()).map(|(k, _)| k.as_ref()).collect();
-        let upserts: Vec<&Row> = finals.iter().filter_map(|(_, r)| *r).collect();
-        self.delete_keys(table, &deletes).await?;
-        self.upsert_rows(table, &upserts).await
     }
 
     async fn delete_keys(&mut self, table: &TableSchema, keys: &[&[Value]]) -> Result<(), Failure> {
