@@ -33,8 +33,8 @@ use crate::cluster_failover::{
 use crate::pg_oneway::{assert_same_table, start, wait_caught_up};
 use crate::support::mariadb::unique;
 use crate::support::postgres::{
-    Cleanup, PrivatePg, connect, database, exec, rows, rows_once_created, shared_a, shared_b, table_text, task_file,
-    with_db,
+    Cleanup, PrivatePg, connect, database, drop_slot_once_released, exec, rows, rows_once_created, shared_a, shared_b,
+    table_text, task_file, with_db,
 };
 use crate::support::relay::Relay;
 
@@ -355,10 +355,11 @@ async fn pg_a_node_named_slot_of_an_older_release_becomes_the_shared_slot_with_n
     assert!(tables.iter().any(|t| t.ends_with("up_items")), "{tables:?}");
     exec(&a, &format!("CREATE PUBLICATION {old_publication} FOR TABLE {}", tables.join(", "))).await;
     exec(&a, &format!("SELECT pg_create_logical_replication_slot('{old_slot}', 'pgoutput')")).await;
+    drop_slot_once_released(&a, &slot).await;
     exec(
         &a,
         &format!(
-            "SELECT pg_drop_replication_slot('{slot}'); DROP PUBLICATION {publication}; \
+            "DROP PUBLICATION {publication}; \
              UPDATE ferry.ferry_slot SET slot = '{old_slot}' WHERE slot = '{slot}'; \
              ALTER TABLE ferry.ferry_slot DROP COLUMN publication; DELETE FROM ferry.ferry_schema WHERE version > 4"
         ),

@@ -13,7 +13,7 @@ use ferry::engine::{Engine, plan_task};
 use ferry::model::TableName;
 
 use crate::pg_oneway::{assert_same_table, start, wait_caught_up};
-use crate::support::postgres::{Cleanup, PrivatePg, exec, rows, shared_b, task_file};
+use crate::support::postgres::{Cleanup, PrivatePg, drop_slot_once_released, exec, rows, shared_b, task_file};
 
 /// Generates WAL on `url` and checkpoints until the server invalidates `slot`.
 async fn lose_slot(url: &str, slot: &str) {
@@ -96,7 +96,7 @@ async fn pg_slot_wal_is_measured_alarmed_and_a_lost_slot_stops_with_how_to_start
     );
 
     // The fix: drop the slot, delete the checkpoint, run again: a new copy.
-    exec(&a, &format!("SELECT pg_drop_replication_slot('{slot}')")).await;
+    drop_slot_once_released(&a, &slot).await;
     exec(&b, &format!("DELETE FROM ferry.ferry_checkpoint WHERE task = '{task}'")).await;
     let engine = start(&config).await;
     wait_caught_up(&config, Duration::from_secs(60), Some(&engine)).await;
@@ -127,7 +127,7 @@ async fn pg_a_slot_created_after_the_checkpoint_stops_the_direction_instead_of_s
     // a new slot, which begins after those changes. Reading from it would skip them.
     let spec = &plan_task(&config, &config.tasks[0], &[])[0];
     let slot = ferry::connector::postgres::names::slot(&stream_of(&spec.id));
-    exec(&a, &format!("SELECT pg_drop_replication_slot('{slot}')")).await;
+    drop_slot_once_released(&a, &slot).await;
     exec(&a, "INSERT INTO slot_gap VALUES (1000, 'made while the slot was gone')").await;
     let engine = start(&config).await;
     let failed = tokio::time::timeout(Duration::from_secs(60), engine.join()).await.expect("the direction stops");

@@ -57,6 +57,19 @@ pub async fn exec(url: &str, sql: &str) {
     c.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// Drops replication slot `slot` once no session holds it: a walsender leaves the slot
+/// a moment after ferry's replication connection has closed, and dropping it before
+/// then fails with "is active for PID".
+pub async fn drop_slot_once_released(url: &str, slot: &str) {
+    let active = format!("SELECT active::text FROM pg_replication_slots WHERE slot_name = '{slot}'");
+    let start = std::time::Instant::now();
+    while rows(url, &active).await == vec![vec![Some("true".to_string())]] {
+        assert!(start.elapsed() < Duration::from_secs(30), "slot {slot} still active 30 s after ferry stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    exec(url, &format!("SELECT pg_drop_replication_slot('{slot}')")).await;
+}
+
 /// Rows of a query as text (every column cast by the caller or read as text).
 pub async fn rows(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
     let mut c = connect(url).await;
