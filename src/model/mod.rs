@@ -475,6 +475,21 @@ pub struct Change {
     pub version: Option<(SiteId, i64)>,
 }
 
+/// Changes grouped by table: tables in the order they first appear, each group in
+/// source order.
+pub fn by_table<'a>(changes: impl IntoIterator<Item = &'a Change>) -> Vec<Vec<&'a Change>> {
+    let mut groups: Vec<Vec<&Change>> = Vec::new();
+    let mut index: std::collections::HashMap<&TableName, usize> = std::collections::HashMap::new();
+    for change in changes {
+        let i = *index.entry(&change.table.name).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(change);
+    }
+    groups
+}
+
 /// What the source knew of a key when an insert wrote it (DESIGN.md "Two-way"): an
 /// absent row looks the same whoever deleted it, so the deletion's version tells an
 /// insert that follows a delete the source saw from one racing a delete it never saw.

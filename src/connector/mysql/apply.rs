@@ -37,7 +37,7 @@ use super::{FERRY_DB, MysqlEndpoint, ident};
 use crate::connector::parallel::partition::SplitBackoff;
 use crate::connector::{ConnectorError, LeaseHolder};
 use crate::model::finals::Finals;
-use crate::model::{Change, Key, Row, SiteId, TableName, TableSchema, Txn, Value};
+use crate::model::{Change, Key, Row, SiteId, TableName, TableSchema, Txn, Value, by_table};
 
 /// Most placeholders one prepared statement may carry.
 const MAX_PLACEHOLDERS: usize = 65_535;
@@ -317,15 +317,7 @@ pub(super) async fn write_changes(
     if changes.iter().any(|c| targets.get(&c.table.name).is_some_and(|t| t.related)) {
         return write_in_order(conn, budget, targets, changes).await;
     }
-    let mut groups: Vec<Vec<&Change>> = Vec::new();
-    let mut index: HashMap<&TableName, usize> = HashMap::new();
-    for change in changes {
-        let i = *index.entry(&change.table.name).or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[i].push(change);
-    }
+    let groups = by_table(changes.iter().copied());
     for changes in &groups {
         let table = &changes[0].table;
         if target_of(targets, &table.name)?.ordered {
@@ -351,10 +343,7 @@ async fn write_collapsed(
     changes: &[&Change],
 ) -> Result<(), mysql_async::Error> {
     let target = &target_of(targets, &table.name)?.sql;
-    let mut finals = Finals::with_capacity(changes.len());
-    for change in changes {
-        finals.add(change);
-    }
+    let finals = Finals::of(changes);
     delete_on(conn, budget, target, table, &finals.deletes()).await?;
     upsert_on(conn, budget, target, table, &finals.upserts()).await
 }

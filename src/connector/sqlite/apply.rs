@@ -29,7 +29,7 @@ use crate::connector::{
 use crate::model::ConflictPolicy;
 use crate::model::conflict::{Version, Winner, resolve};
 use crate::model::finals::Finals;
-use crate::model::{Change, Key, Op, Prior, Row, SiteId, TableSchema, Txn, Value, key_text, same_row};
+use crate::model::{Change, Key, Op, Prior, Row, SiteId, TableSchema, Txn, Value, by_table, key_text, same_row};
 
 /// Most bound values SQLite accepts in one statement, with room to spare.
 const MAX_BINDS: usize = 30_000;
@@ -444,28 +444,14 @@ impl SqliteSink {
     }
 
     /// Fast path: the final state of each key, written with multi-row statements.
-    async fn apply_collapsed<'a>(&mut self, txns: &'a [Txn]) -> Result<u64, Failure> {
-        let mut per_table: Vec<(Arc<TableSchema>, Finals<'a>)> = Vec::new();
-        let mut count = 0u64;
-        for change in txns.iter().flat_map(|t| &t.changes) {
-            count += 1;
-            let idx = match per_table
-                .iter()
-                .position(|(t, _)| Arc::ptr_eq(t, &change.table) || t.name == change.table.name)
-            {
-                Some(i) => i,
-                None => {
-                    per_table.push((change.table.clone(), Finals::default()));
-                    per_table.len() - 1
-                }
-            };
-            per_table[idx].1.add(change);
+    async fn apply_collapsed(&mut self, txns: &[Txn]) -> Result<u64, Failure> {
+        let groups = by_table(txns.iter().flat_map(|t| &t.changes));
+        for changes in &groups {
+            let finals = Finals::of(changes);
+            self.delete_keys(&changes[0].table, &finals.deletes()).await?;
+            self.upsert_rows(&changes[0].table, &finals.upserts()).await?;
         }
-        for (table, finals) in &per_table {
-            self.delete_keys(table, &finals.deletes()).await?;
-            self.upsert_rows(table, &finals.upserts()).await?;
-        }
-        Ok(count)
+        Ok(groups.iter().map(|g| g.len() as u64).sum())
     }
 
     async fn delete_keys(&mut self, table: &TableSchema, keys: &[&[Value]]) -> Result<(), Failure> {
