@@ -712,6 +712,9 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
         // Reading batch N+1 overlaps applying batch N: the source and the target work on
         // their own connections (threads), so a stream is limited by the slower of the two.
         let mut pending: Option<ReadBatch> = None;
+        // The batch applied last: freed by the next read's task, on the other core, not
+        // between two applies (freeing a batch's rows took about as long as collapsing them).
+        let mut spent: Option<ApplyBatch> = None;
         // `--once`: the head to catch up to before stopping.
         let once_head = if self.spec.once { Some(self.source.head().await?) } else { None };
         loop {
@@ -784,7 +787,10 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                 false => {
                     let next = self.request(batch.position.clone(), None);
                     let mut source = self.source.take_for_read()?;
+                    let spent = spent.take();
                     Some(tokio::spawn(async move {
+                        // Freed first: at most two batches are held at once, as before.
+                        drop(spent);
                         let r = source.read_changes(&next).await;
                         (source, r)
                     }))
@@ -792,6 +798,7 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
             };
             let applied = self.apply_batch(&mut apply).await;
             let read = self.join_reader(reader, "stream").await?;
+            spent = Some(apply);
             applied?;
             self.checkpoint.position = Some(batch.position);
             self.reload_if_needed()?;
@@ -1060,7 +1067,8 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                 // A row not copied yet arrives with its chunk, but a chunk cannot carry a
                 // row's absence: deletes (and key moves) always pass, since the target may
                 // hold the row already (two-way: it may be where the row came from).
-                let removes = c.op == Op::Delete || (c.op == Op::Update && c.new_key() != c.key);
+                // Only asked of tables still being copied (the key is compared in place).
+                let removes = || c.op == Op::Delete || (c.op == Op::Update && c.moves_key());
                 let i = match tables.iter().position(|(t, _, _)| Arc::ptr_eq(t, &c.table)) {
                     Some(i) => i,
                     None => {
@@ -1072,9 +1080,9 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                 match &tables[i].1 {
                     Some(TableProgress::Done) => true,
                     None => false,
-                    Some(TableProgress::Pending) => removes,
+                    Some(TableProgress::Pending) => removes(),
                     Some(TableProgress::Copying { after }) => {
-                        removes
+                        removes()
                             || cmp_keys(&c.key, after) != Ordering::Greater
                             || cmp_keys(&c.new_key(), after) != Ordering::Greater
                     }
