@@ -750,6 +750,8 @@ impl<S: Source + 'static, K: Sink> Runner<'_, S, K> {
                 },
             };
             if batch.position == self.position() {
+                // Idle: the last batch is freed here rather than held until changes come.
+                spent = None;
                 self.close_group().await?;
                 // Caught up: what a backlog committed without its flush is flushed now.
                 self.flush_commits().await?;

@@ -68,9 +68,7 @@ mod tests {
         }
     }
 
-    /// The last change to a key wins; a key moved away ends gone and its new key holds
-    /// the row; a key deleted then inserted again ends holding the row; order is first
-    /// touch.
+    /// A table `t(id, v)` keyed by `id`.
     fn table() -> Arc<TableSchema> {
         let column = |name: &str| Column { name: name.into(), decl_type: "int".into(), nullable: false };
         Arc::new(TableSchema {
@@ -87,6 +85,9 @@ mod tests {
         vec![Value::Int(k), Value::Text(v.into())]
     }
 
+    /// The last change to a key wins; a key moved away ends gone and its new key holds
+    /// the row; a key deleted then inserted again ends holding the row; order is first
+    /// touch.
     #[test]
     fn each_key_ends_in_its_last_state() {
         let t = table();
